@@ -1,0 +1,278 @@
+//! The `Endpoints` service: Pinpoint's endpoint writes and reads, and the bulk import stream.
+
+use std::sync::Arc;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{check_app_id, invalid, observe, store_status};
+use crate::domain::{self, endpoint as rules, FieldViolation};
+use crate::proto::v1::{
+    endpoints_server, DeleteEndpointRequest, DeleteUserEndpointsRequest, Endpoint, GetEndpointRequest, GetUserEndpointsRequest,
+    ImportEndpointsRequest, ImportEndpointsResponse, ImportRejection, UpdateEndpointRequest, UpdateEndpointsBatchRequest,
+    UpdateEndpointsBatchResponse, UserEndpoints,
+};
+use crate::store::{EndpointOp, Plan, Store, StoreError};
+use crate::telemetry;
+
+/// Most endpoints in one UpdateEndpointsBatch call.
+pub const MAX_BATCH: usize = 10_000;
+/// Import writes go to the store in chunks of this many endpoints...
+const IMPORT_CHUNK: usize = 1_000;
+/// ...with this many chunks in flight.
+const IMPORT_IN_FLIGHT: usize = 4;
+/// Most rejections listed in an import's response (all are counted).
+const MAX_LISTED_REJECTIONS: usize = 10_000;
+
+pub struct EndpointsService {
+    store: Arc<dyn Store>,
+}
+
+impl EndpointsService {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+fn upsert(writes: Vec<Endpoint>, all_or_nothing: bool) -> EndpointOp {
+    EndpointOp::Upsert { writes, all_or_nothing, now: domain::timestamp(chrono::Utc::now()), request_id: domain::new_id() }
+}
+
+fn check_endpoint_id(field: &str, id: &str) -> Result<(), Status> {
+    rules::validate_id(id).map_err(|why| invalid(vec![FieldViolation::new(field, why)]))
+}
+
+fn count_written(plan: &Plan) {
+    metrics::counter!(telemetry::ENDPOINTS_WRITTEN).increment(plan.written.len() as u64);
+    if !plan.rejections.is_empty() {
+        let rejected: std::collections::HashSet<_> = plan.rejections.iter().map(|r| r.index).collect();
+        metrics::counter!(telemetry::ENDPOINTS_REJECTED).increment(rejected.len() as u64);
+    }
+}
+
+/// Writes all-or-nothing; rejections become one INVALID_ARGUMENT naming each bad field under
+/// the path `path(index)`.
+async fn write_all(store: &dyn Store, app_id: &str, writes: Vec<Endpoint>, path: impl Fn(usize) -> String) -> Result<Plan, Status> {
+    let plan = store.write_endpoints(app_id, upsert(writes, true)).await.map_err(store_status)?;
+    count_written(&plan);
+    if !plan.rejections.is_empty() {
+        return Err(invalid(plan.rejections.into_iter().map(|r| r.violation.under(&path(r.index))).collect()));
+    }
+    Ok(plan)
+}
+
+#[tonic::async_trait]
+impl endpoints_server::Endpoints for EndpointsService {
+    async fn update_endpoint(&self, request: Request<UpdateEndpointRequest>) -> Result<Response<Endpoint>, Status> {
+        observe("UpdateEndpoint", async {
+            let req = request.into_inner();
+            check_app_id(&req.app_id)?;
+            let mut endpoint = req.endpoint.unwrap_or_default();
+            let mut violations = Vec::new();
+            if !endpoint.id.is_empty() && endpoint.id != req.endpoint_id {
+                violations.push(FieldViolation::new("endpoint.id", "must be empty or equal endpoint_id"));
+            }
+            endpoint.id = req.endpoint_id;
+            violations.extend(rules::validate_write(&endpoint).into_iter().map(|v| {
+                if v.field == "id" {
+                    FieldViolation::new("endpoint_id", v.description)
+                } else {
+                    v.under("endpoint")
+                }
+            }));
+            if !violations.is_empty() {
+                return Err(invalid(violations));
+            }
+            let mut plan = write_all(self.store.as_ref(), &req.app_id, vec![endpoint], |_| "endpoint".into()).await?;
+            Ok(Response::new(plan.written.pop().unwrap_or_default()))
+        })
+        .await
+    }
+
+    async fn update_endpoints_batch(&self, request: Request<UpdateEndpointsBatchRequest>) -> Result<Response<UpdateEndpointsBatchResponse>, Status> {
+        observe("UpdateEndpointsBatch", async {
+            let req = request.into_inner();
+            check_app_id(&req.app_id)?;
+            if req.endpoints.is_empty() || req.endpoints.len() > MAX_BATCH {
+                return Err(invalid(vec![FieldViolation::new("endpoints", format!("must hold 1 to {MAX_BATCH} endpoints ({} given)", req.endpoints.len()))]));
+            }
+            let violations: Vec<_> = req
+                .endpoints
+                .iter()
+                .enumerate()
+                .flat_map(|(i, e)| rules::validate_write(e).into_iter().map(move |v| v.under(&format!("endpoints[{i}]"))))
+                .collect();
+            if !violations.is_empty() {
+                return Err(invalid(violations));
+            }
+            let op_request_id = domain::new_id();
+            let plan = write_all(self.store.as_ref(), &req.app_id, req.endpoints, |i| format!("endpoints[{i}]")).await?;
+            Ok(Response::new(UpdateEndpointsBatchResponse { request_id: op_request_id, endpoints: plan.written }))
+        })
+        .await
+    }
+
+    async fn get_endpoint(&self, request: Request<GetEndpointRequest>) -> Result<Response<Endpoint>, Status> {
+        observe("GetEndpoint", async {
+            let req = request.into_inner();
+            check_app_id(&req.app_id)?;
+            check_endpoint_id("endpoint_id", &req.endpoint_id)?;
+            match self.store.get_endpoint(&req.app_id, &req.endpoint_id).await.map_err(store_status)? {
+                Some(e) => Ok(Response::new(e)),
+                None => Err(Status::not_found(format!("endpoint {} not found in app {}", req.endpoint_id, req.app_id))),
+            }
+        })
+        .await
+    }
+
+    async fn delete_endpoint(&self, request: Request<DeleteEndpointRequest>) -> Result<Response<Endpoint>, Status> {
+        observe("DeleteEndpoint", async {
+            let req = request.into_inner();
+            check_app_id(&req.app_id)?;
+            check_endpoint_id("endpoint_id", &req.endpoint_id)?;
+            let op = EndpointOp::Delete { ids: vec![req.endpoint_id.clone()] };
+            let mut plan = self.store.write_endpoints(&req.app_id, op).await.map_err(store_status)?;
+            plan.deleted.pop().map(Response::new).ok_or_else(|| Status::not_found(format!("endpoint {} not found in app {}", req.endpoint_id, req.app_id)))
+        })
+        .await
+    }
+
+    async fn get_user_endpoints(&self, request: Request<GetUserEndpointsRequest>) -> Result<Response<UserEndpoints>, Status> {
+        observe("GetUserEndpoints", async {
+            let req = request.into_inner();
+            check_app_id(&req.app_id)?;
+            check_endpoint_id("user_id", &req.user_id)?;
+            let endpoints = self.store.user_endpoints(&req.app_id, &req.user_id).await.map_err(store_status)?;
+            if endpoints.is_empty() {
+                return Err(Status::not_found(format!("user {} has no endpoints in app {}", req.user_id, req.app_id)));
+            }
+            Ok(Response::new(UserEndpoints { endpoints }))
+        })
+        .await
+    }
+
+    async fn delete_user_endpoints(&self, request: Request<DeleteUserEndpointsRequest>) -> Result<Response<UserEndpoints>, Status> {
+        observe("DeleteUserEndpoints", async {
+            let req = request.into_inner();
+            check_app_id(&req.app_id)?;
+            check_endpoint_id("user_id", &req.user_id)?;
+            let op = EndpointOp::DeleteUser { user_id: req.user_id.clone() };
+            let plan = self.store.write_endpoints(&req.app_id, op).await.map_err(store_status)?;
+            if plan.deleted.is_empty() {
+                return Err(Status::not_found(format!("user {} has no endpoints in app {}", req.user_id, req.app_id)));
+            }
+            Ok(Response::new(UserEndpoints { endpoints: plan.deleted }))
+        })
+        .await
+    }
+
+    async fn import_endpoints(&self, request: Request<Streaming<ImportEndpointsRequest>>) -> Result<Response<ImportEndpointsResponse>, Status> {
+        observe("ImportEndpoints", async {
+            let mut stream = request.into_inner();
+            let mut import = Import::default();
+            let mut app_id: Option<String> = None;
+            let mut chunk: Vec<(u64, Endpoint)> = Vec::with_capacity(IMPORT_CHUNK);
+            let mut in_flight = FuturesOrdered::new();
+            while let Some(msg) = stream.message().await? {
+                let app = match (&app_id, msg.app_id.as_str()) {
+                    (None, "") => return Err(invalid(vec![FieldViolation::new("app_id", "the first message must name the app")])),
+                    (None, id) => {
+                        check_app_id(id)?;
+                        if self.store.get_app(id).await.map_err(store_status)?.is_none() {
+                            return Err(Status::not_found(format!("app {id} not found")));
+                        }
+                        app_id.insert(id.to_string()).clone()
+                    }
+                    (Some(a), id) if id.is_empty() || id == a => a.clone(),
+                    (Some(_), _) => return Err(invalid(vec![FieldViolation::new("app_id", "must be the same in every message")])),
+                };
+                for endpoint in msg.endpoints {
+                    let index = import.received;
+                    import.received += 1;
+                    let violations = rules::validate_write(&endpoint);
+                    if violations.is_empty() {
+                        chunk.push((index, endpoint));
+                    } else {
+                        import.reject(index, &endpoint.id, violations);
+                    }
+                    if chunk.len() >= IMPORT_CHUNK {
+                        in_flight.push_back(write_chunk(self.store.clone(), app.clone(), std::mem::take(&mut chunk)));
+                        if in_flight.len() >= IMPORT_IN_FLIGHT {
+                            if let Some(done) = in_flight.next().await {
+                                import.absorb(done?);
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(app) = &app_id {
+                if !chunk.is_empty() {
+                    in_flight.push_back(write_chunk(self.store.clone(), app.clone(), std::mem::take(&mut chunk)));
+                }
+            }
+            while let Some(done) = in_flight.next().await {
+                import.absorb(done?);
+            }
+            tracing::info!(app_id = app_id.as_deref().unwrap_or(""), received = import.received, written = import.written, rejected = import.rejected_count, "Import finished.");
+            Ok(Response::new(ImportEndpointsResponse {
+                received: import.received,
+                written: import.written,
+                rejected_count: import.rejected_count,
+                rejected: import.rejected,
+            }))
+        })
+        .await
+    }
+}
+
+/// A chunk's result: the stream positions of its writes and what the store did.
+struct ChunkResult {
+    indexes: Vec<u64>,
+    ids: Vec<String>,
+    plan: Plan,
+}
+
+async fn write_chunk(store: Arc<dyn Store>, app_id: String, chunk: Vec<(u64, Endpoint)>) -> Result<ChunkResult, Status> {
+    let (indexes, writes): (Vec<u64>, Vec<Endpoint>) = chunk.into_iter().unzip();
+    let ids: Vec<String> = writes.iter().map(|e| e.id.clone()).collect();
+    let plan = store.write_endpoints(&app_id, upsert(writes, false)).await.map_err(|e| match e {
+        StoreError::AppNotFound(_) => Status::not_found(format!("app {app_id} was deleted during the import")),
+        other => store_status(other),
+    })?;
+    count_written(&plan);
+    Ok(ChunkResult { indexes, ids, plan })
+}
+
+#[derive(Default)]
+struct Import {
+    received: u64,
+    written: u64,
+    rejected_count: u64,
+    rejected: Vec<ImportRejection>,
+}
+
+impl Import {
+    fn reject(&mut self, index: u64, endpoint_id: &str, violations: Vec<FieldViolation>) {
+        self.rejected_count += 1;
+        for v in violations {
+            if self.rejected.len() < MAX_LISTED_REJECTIONS {
+                self.rejected.push(ImportRejection { index, endpoint_id: endpoint_id.to_string(), field: v.field, reason: v.description });
+            }
+        }
+    }
+
+    fn absorb(&mut self, chunk: ChunkResult) {
+        self.written += chunk.plan.written.len() as u64;
+        let mut last = None;
+        for r in chunk.plan.rejections {
+            let index = chunk.indexes[r.index];
+            if last != Some(index) {
+                self.rejected_count += 1;
+                last = Some(index);
+            }
+            if self.rejected.len() < MAX_LISTED_REJECTIONS {
+                self.rejected.push(ImportRejection { index, endpoint_id: chunk.ids[r.index].clone(), field: r.violation.field, reason: r.violation.description });
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Wiring: opens the store, builds the gRPC services (with health, reflection and auth) and
+//! the metrics endpoint, serves until shutdown, then drains within the grace period and closes
+//! the store.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+
+use crate::api::{apps::AppsService, endpoints::EndpointsService, Auth};
+use crate::config::Config;
+use crate::proto::v1::{apps_server::AppsServer, endpoints_server::EndpointsServer};
+use crate::store::{self, Store};
+use crate::{proto, shutdown, telemetry};
+
+/// Largest request Herald decodes (an UpdateEndpointsBatch of 10,000 endpoints fits).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Binds the configured addresses and serves until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let grpc = TcpListener::bind(config.grpc_addr).await.with_context(|| format!("cannot listen on {} (grpc_addr)", config.grpc_addr))?;
+    let metrics = TcpListener::bind(config.metrics_addr).await.with_context(|| format!("cannot listen on {} (metrics_addr)", config.metrics_addr))?;
+    serve(config, grpc, metrics, shutdown::signal()).await
+}
+
+/// Serves on the given listeners until `shutdown` resolves, then drains.
+pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let prometheus = telemetry::recorder();
+    let store = store::open(&config).await.context("cannot open the store")?;
+    store.ping().await.context("the store does not answer")?;
+    metrics::gauge!(telemetry::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "backend" => store.backend()).set(1.0);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AppsServer<AppsService>>().await;
+    health.set_serving::<EndpointsServer<EndpointsService>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let auth = Auth::new(&config.api_keys);
+    if config.api_keys.is_empty() {
+        tracing::warn!(addr = %config.grpc_addr, "No API key configured: calls are not authenticated, so only loopback is served.");
+    }
+    let apps = AppsServer::new(AppsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let endpoints = EndpointsServer::new(EndpointsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+    let grpc_addr = grpc.local_addr()?;
+    let metrics_addr = metrics.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(InterceptedService::new(apps, auth.clone()))
+            .add_service(InterceptedService::new(endpoints, auth))
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())),
+    );
+    let router = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
+    let metrics_server = axum::serve(metrics, router).with_graceful_shutdown(stopped(stop_rx));
+    let metrics_task = tokio::spawn(async move { metrics_server.await });
+    let upkeep = tokio::spawn(async {
+        let handle = telemetry::recorder();
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            handle.run_upkeep();
+        }
+    });
+    tracing::info!(%grpc_addr, %metrics_addr, backend = store.backend(), "Herald is serving.");
+
+    shutdown.await;
+    health.set_not_serving::<AppsServer<AppsService>>().await;
+    health.set_not_serving::<EndpointsServer<EndpointsService>>().await;
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    match tokio::time::timeout(grace, grpc_task).await {
+        Ok(Ok(Ok(()))) => tracing::info!("In-flight calls drained."),
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server failed."),
+        Ok(Err(e)) => tracing::error!(error = %e, "gRPC server task failed."),
+        Err(_) => tracing::warn!(grace_secs = config.shutdown_grace_secs, "Calls still in flight after the grace period; closing anyway."),
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), metrics_task).await;
+    upkeep.abort();
+    close(store).await;
+    Ok(())
+}
+
+async fn close(store: Arc<dyn Store>) {
+    match store.close().await {
+        Ok(()) => tracing::info!(backend = store.backend(), "Store closed."),
+        Err(e) => tracing::error!(error = %e, "Store did not close cleanly."),
+    }
+}

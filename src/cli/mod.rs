@@ -1,0 +1,178 @@
+//! The `herald` command line: `serve` runs the daemon, `config` prints the effective
+//! configuration, and `apps`/`endpoints` are a terminal client of a running daemon.
+
+mod client;
+mod endpoints;
+pub mod json;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigArgs};
+
+/// Exit code for bad configuration or usage (EX_USAGE / EX_CONFIG family).
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about = "Herald: Pinpoint's engagement engine, self-hosted")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Check the configuration and exit without binding anything.
+        #[arg(long)]
+        validate: bool,
+    },
+    /// Print the effective configuration (file < environment < flags), secrets masked.
+    Config {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Manage apps on a running daemon.
+    Apps {
+        #[command(flatten)]
+        conn: client::ConnArgs,
+        #[command(subcommand)]
+        command: AppsCommand,
+    },
+    /// Manage endpoints on a running daemon.
+    Endpoints {
+        #[command(flatten)]
+        conn: client::ConnArgs,
+        #[command(subcommand)]
+        command: endpoints::EndpointsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AppsCommand {
+    /// Create an app and print its id.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// A tag as KEY=VALUE (repeatable).
+        #[arg(long = "tag", value_parser = endpoints::key_value)]
+        tags: Vec<(String, String)>,
+    },
+    /// List apps.
+    List,
+    /// Show one app.
+    Get { app_id: String },
+    /// Delete an app and everything under it.
+    Delete { app_id: String },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Serve { config, validate } => serve(&config, validate),
+        Command::Config { config } => match Config::load(&config) {
+            Ok(c) => {
+                print!("{}", c.masked_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(e),
+        },
+        Command::Apps { conn, command } => run_client(apps(conn, command)),
+        Command::Endpoints { conn, command } => run_client(endpoints::run(conn, command)),
+    }
+}
+
+fn config_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("herald: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn serve(args: &ConfigArgs, validate: bool) -> ExitCode {
+    let config = match Config::load(args) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    if validate {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    crate::telemetry::init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("herald: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::app::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "Herald stopped.");
+            eprintln!("herald: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_client(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("herald: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {}", client::describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn apps(conn: client::ConnArgs, command: AppsCommand) -> anyhow::Result<()> {
+    use crate::proto::v1::{CreateAppRequest, DeleteAppRequest, GetAppRequest, ListAppsRequest};
+    let mut apps = conn.apps().await?;
+    match command {
+        AppsCommand::Create { name, tags } => {
+            let app = apps.create_app(conn.request(CreateAppRequest { name, tags: tags.into_iter().collect() })).await?.into_inner();
+            println!("{}", app.app_id);
+        }
+        AppsCommand::List => {
+            let mut token = String::new();
+            println!("{:<34} {:<26} NAME", "APP ID", "CREATED");
+            loop {
+                let page = apps.list_apps(conn.request(ListAppsRequest { page_size: 1000, page_token: token })).await?.into_inner();
+                for a in &page.apps {
+                    println!("{:<34} {:<26} {}", a.app_id, a.creation_date, a.name);
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+        }
+        AppsCommand::Get { app_id } => {
+            let app = apps.get_app(conn.request(GetAppRequest { app_id })).await?.into_inner();
+            println!("{}", serde_json::to_string_pretty(&json::app(&app))?);
+        }
+        AppsCommand::Delete { app_id } => {
+            let app = apps.delete_app(conn.request(DeleteAppRequest { app_id })).await?.into_inner();
+            println!("deleted {} ({})", app.app_id, app.name);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Typed configuration. Sources, later ones winning: built-in defaults < the TOML file
+//! (`--config`) < `HERALD_*` environment variables < command-line flags.
+//!
+//! | key | flag | environment | default |
+//! |---|---|---|---|
+//! | `grpc_addr` | `--grpc-addr` | `HERALD_GRPC_ADDR` | `127.0.0.1:50051` |
+//! | `metrics_addr` | `--metrics-addr` | `HERALD_METRICS_ADDR` | `127.0.0.1:9464` |
+//! | `data_dir` | `--data-dir` | `HERALD_DATA_DIR` | `./herald-data` |
+//! | `redis_url` | `--redis-url` | `HERALD_REDIS_URL` | none: the embedded store |
+//! | `api_keys` | `--api-key` (repeatable) | `HERALD_API_KEYS` (comma-separated) | none |
+//! | `log_format` | `--log-format` | `HERALD_LOG_FORMAT` | `text` |
+//! | `shutdown_grace_secs` | `--shutdown-grace-secs` | `HERALD_SHUTDOWN_GRACE_SECS` | `30` |
+//! | `redis_pool_size` | `--redis-pool-size` | `HERALD_REDIS_POOL_SIZE` | `16` |
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the gRPC control plane listens.
+    pub grpc_addr: SocketAddr,
+    /// Where Prometheus scrapes `/metrics`.
+    pub metrics_addr: SocketAddr,
+    /// The embedded store's directory (used when no Redis URL is given).
+    pub data_dir: PathBuf,
+    /// `redis://[user:password@]host:port[/db]`: use Redis instead of the embedded store.
+    pub redis_url: Option<String>,
+    /// Keys accepted as `authorization: Bearer <key>`. None: loopback only, unauthenticated.
+    pub api_keys: Vec<String>,
+    pub log_format: LogFormat,
+    /// How long in-flight calls may take to finish after SIGINT/SIGTERM.
+    pub shutdown_grace_secs: u64,
+    /// Connections for Redis write transactions.
+    pub redis_pool_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            data_dir: PathBuf::from("./herald-data"),
+            redis_url: None,
+            api_keys: Vec::new(),
+            log_format: LogFormat::Text,
+            shutdown_grace_secs: 30,
+            redis_pool_size: 16,
+        }
+    }
+}
+
+/// Flags (and their `HERALD_*` environment variables) that override the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "HERALD_GRPC_ADDR", value_name = "ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    #[arg(long, env = "HERALD_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, env = "HERALD_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// An accepted API key (repeatable; the environment variable takes a comma-separated list).
+    #[arg(long = "api-key", env = "HERALD_API_KEYS", value_name = "KEY", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Vec<String>,
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+    #[arg(long, env = "HERALD_REDIS_POOL_SIZE", value_name = "N")]
+    pub redis_pool_size: Option<usize>,
+}
+
+impl Config {
+    /// Parses a TOML file's text; unknown keys are an error naming the key.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.message().to_string() + &location(text, e.span()) })
+    }
+
+    /// Defaults < file < environment and flags (clap has already merged those two, flags first).
+    pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                Self::from_toml(path, &text)?
+            }
+            None => Self::default(),
+        };
+        if let Some(v) = args.grpc_addr {
+            config.grpc_addr = v;
+        }
+        if let Some(v) = args.metrics_addr {
+            config.metrics_addr = v;
+        }
+        if let Some(v) = &args.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &args.redis_url {
+            config.redis_url = Some(v.clone()).filter(|u| !u.is_empty());
+        }
+        if !args.api_keys.is_empty() {
+            config.api_keys = args.api_keys.iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+        }
+        if let Some(v) = args.log_format {
+            config.log_format = v;
+        }
+        if let Some(v) = args.shutdown_grace_secs {
+            config.shutdown_grace_secs = v;
+        }
+        if let Some(v) = args.redis_pool_size {
+            config.redis_pool_size = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what can be checked without touching the network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.api_keys.is_empty() && !self.grpc_addr.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on {} without an API key: set --api-key or HERALD_API_KEYS, or bind a loopback address",
+                self.grpc_addr
+            )));
+        }
+        if let Some(k) = self.api_keys.iter().find(|k| k.len() < 16 || k.chars().any(|c| c.is_whitespace() || c.is_control())) {
+            let _ = k;
+            return Err(ConfigError::Invalid("API keys must be at least 16 characters, without whitespace".into()));
+        }
+        if let Some(url) = &self.redis_url {
+            let parsed = url::Url::parse(url).map_err(|e| ConfigError::Invalid(format!("redis_url: {e}")))?;
+            if !matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+                return Err(ConfigError::Invalid(format!("redis_url: scheme '{}' is not redis, rediss or unix", parsed.scheme())));
+            }
+        } else if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid("data_dir must not be empty".into()));
+        }
+        if self.redis_pool_size == 0 {
+            return Err(ConfigError::Invalid("redis_pool_size must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with secrets masked.
+    pub fn masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.api_keys = shown.api_keys.iter().map(|_| "********".to_string()).collect();
+        shown.redis_url = shown.redis_url.as_deref().map(mask_url);
+        toml::to_string_pretty(&shown).unwrap_or_default()
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:********@host`.
+pub fn mask_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("********"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "********".to_string(),
+    }
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(s) => {
+            let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_toml(Path::new("h.toml"), "grpc_addr = \"127.0.0.1:1\"\nmetrics_adr = \"x\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("metrics_adr") && msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(&path, "grpc_addr = \"127.0.0.1:7000\"\nmetrics_addr = \"127.0.0.1:7001\"\n").unwrap();
+        let args = ConfigArgs { config: Some(path), grpc_addr: Some("127.0.0.1:8000".parse().unwrap()), ..Default::default() };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.grpc_addr.port(), 8000);
+        assert_eq!(c.metrics_addr.port(), 7001);
+    }
+
+    #[test]
+    fn public_binds_need_a_key_and_secrets_are_masked() {
+        let mut c = Config { grpc_addr: "0.0.0.0:50051".parse().unwrap(), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("without an API key"));
+        c.api_keys = vec!["0123456789abcdef-secret".into()];
+        c.redis_url = Some("redis://herald:hunter2hunter2@127.0.0.1:6379/0".into());
+        c.validate().unwrap();
+        let shown = c.masked_toml();
+        assert!(!shown.contains("secret") && !shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redis://herald:********@127.0.0.1:6379/0"), "{shown}");
+    }
+}

@@ -1,0 +1,41 @@
+//! Pure rules with no I/O: what a valid endpoint or app setting is, how a write merges into a
+//! stored endpoint, cohorts, and the shapes of Pinpoint's endpoint import files.
+
+pub mod app;
+pub mod countries;
+pub mod endpoint;
+pub mod import;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// One bad field of a request: the field's path (`endpoints[3].address`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+
+    /// The same violation under a parent path: `address` under `endpoints[3]`.
+    #[must_use]
+    pub fn under(mut self, parent: &str) -> Self {
+        if !parent.is_empty() {
+            self.field = if self.field.is_empty() { parent.to_string() } else { format!("{parent}.{}", self.field) };
+        }
+        self
+    }
+}
+
+/// Timestamps are ISO-8601 in UTC with milliseconds, so they also sort as strings.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A new random resource id: 32 lowercase hex digits, as Pinpoint's application ids.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

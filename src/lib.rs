@@ -1,0 +1,29 @@
+//! Herald: a self-hosted, high-throughput message dispatch daemon with Amazon Pinpoint's
+//! engagement semantics, behind a gRPC control plane.
+//!
+//! # Layout
+//!
+//! - [`proto`]: the generated `herald.v1` types, clients and servers, and the descriptor set
+//!   that server reflection serves.
+//! - [`config`]: typed configuration, file < `HERALD_*` environment < flags, validation and
+//!   masking of secrets.
+//! - [`domain`]: pure rules with no I/O — endpoint validation and merging, cohorts, app
+//!   settings, Pinpoint's import shapes.
+//! - [`store`]: the storage seam ([`store::Store`]) with its Redis and embedded (redb)
+//!   backends, and the write planner both backends share.
+//! - [`api`]: tonic services, the one error → `Status` mapping, authentication.
+//! - [`app`]: wiring (store, services, servers) and the shutdown order.
+//! - [`telemetry`]: tracing setup, the Prometheus exporter and every metric name.
+//! - [`shutdown`]: signals and the drain grace period.
+//! - [`cli`]: the `herald` command line, daemon and terminal client.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod proto;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,308 @@
+//! The embedded backend: one redb file under the data directory, so a fresh machine runs
+//! Herald with nothing else installed. Every write is one redb write transaction, durable
+//! when it returns (fsync on commit); reads see the last committed state.
+//!
+//! Tables, all keyed `"{app_id}\0{name}"` so one app's rows are one contiguous range:
+//! `apps` (app id → `App`), `endpoints` (→ `Endpoint`), `addresses` (channel:address → id of
+//! the ACTIVE endpoint), `users` (user id → its endpoint ids, newline-separated).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use prost::Message as _;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use super::plan::{self, EndpointOp, Plan, Snapshot};
+use super::{Store, StoreError};
+use crate::proto::v1::{App, Endpoint};
+
+const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
+const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
+const ADDRESSES: TableDefinition<&str, &str> = TableDefinition::new("addresses");
+const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
+
+/// The database file's name inside the data directory.
+pub const FILE_NAME: &str = "herald.redb";
+
+fn backend<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Backend(e.into().to_string())
+}
+
+fn key(app_id: &str, name: &str) -> String {
+    format!("{app_id}\0{name}")
+}
+
+/// The key range holding every row of an app.
+fn app_range(app_id: &str) -> (String, String) {
+    (format!("{app_id}\0"), format!("{app_id}\u{1}"))
+}
+
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database in `dir`. Blocking.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display())))?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| StoreError::Backend(format!("cannot open {}: {}", path.display(), redb::Error::from(e))))?;
+        let txn = db.begin_write().map_err(backend)?;
+        {
+            txn.open_table(APPS).map_err(backend)?;
+            txn.open_table(ENDPOINTS).map_err(backend)?;
+            txn.open_table(ADDRESSES).map_err(backend)?;
+            txn.open_table(USERS).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)?;
+        Ok(Self { db: Arc::new(db), path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+}
+
+fn app_exists(txn: &WriteTransaction, app_id: &str) -> Result<bool, StoreError> {
+    Ok(txn.open_table(APPS).map_err(backend)?.get(app_id).map_err(backend)?.is_some())
+}
+
+fn read_app_exists(db: &Database, app_id: &str) -> Result<bool, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    Ok(txn.open_table(APPS).map_err(backend)?.get(app_id).map_err(backend)?.is_some())
+}
+
+fn write_endpoints(db: &Database, app_id: &str, op: &EndpointOp) -> Result<Plan, StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    if !app_exists(&txn, app_id)? {
+        return Err(StoreError::AppNotFound(app_id.to_string()));
+    }
+    let plan = {
+        let endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
+        let addresses = txn.open_table(ADDRESSES).map_err(backend)?;
+        let users = txn.open_table(USERS).map_err(backend)?;
+        let mut snap = Snapshot::default();
+        loop {
+            match plan::plan(app_id, op, &snap) {
+                Ok(p) => break p,
+                Err(needs) => {
+                    for id in needs.endpoints {
+                        let found = endpoints.get(key(app_id, &id).as_str()).map_err(backend)?;
+                        let e = found.map(|g| Endpoint::decode(g.value())).transpose()?;
+                        snap.endpoints.insert(id, e);
+                    }
+                    for k in needs.addresses {
+                        let found = addresses.get(key(app_id, &k).as_str()).map_err(backend)?;
+                        snap.addresses.insert(k, found.map(|g| g.value().to_string()));
+                    }
+                    for u in needs.users {
+                        let found = users.get(key(app_id, &u).as_str()).map_err(backend)?;
+                        snap.users.insert(u, plan::decode_user_list(found.as_ref().map(|g| g.value())));
+                    }
+                }
+            }
+        }
+    };
+    let all_or_nothing = matches!(op, EndpointOp::Upsert { all_or_nothing: true, .. });
+    if plan.is_noop() || (all_or_nothing && !plan.rejections.is_empty()) {
+        txn.abort().map_err(backend)?;
+        return Ok(plan);
+    }
+    {
+        let mut endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
+        for e in &plan.put_endpoints {
+            endpoints.insert(key(app_id, &e.id).as_str(), e.encode_to_vec().as_slice()).map_err(backend)?;
+        }
+        for id in &plan.delete_endpoints {
+            endpoints.remove(key(app_id, id).as_str()).map_err(backend)?;
+        }
+        let mut addresses = txn.open_table(ADDRESSES).map_err(backend)?;
+        for (k, id) in &plan.put_addresses {
+            addresses.insert(key(app_id, k).as_str(), id.as_str()).map_err(backend)?;
+        }
+        for k in &plan.delete_addresses {
+            addresses.remove(key(app_id, k).as_str()).map_err(backend)?;
+        }
+        let mut users = txn.open_table(USERS).map_err(backend)?;
+        for (u, ids) in &plan.put_users {
+            users.insert(key(app_id, u).as_str(), ids.as_str()).map_err(backend)?;
+        }
+        for u in &plan.delete_users {
+            users.remove(key(app_id, u).as_str()).map_err(backend)?;
+        }
+    }
+    txn.commit().map_err(backend)?;
+    Ok(plan)
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.blocking(|db| db.begin_read().map(|_| ()).map_err(backend)).await
+    }
+
+    async fn create_app(&self, app: &App) -> Result<(), StoreError> {
+        let app = app.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut apps = txn.open_table(APPS).map_err(backend)?;
+                if apps.get(app.app_id.as_str()).map_err(backend)?.is_some() {
+                    return Err(StoreError::AppExists(app.app_id.clone()));
+                }
+                apps.insert(app.app_id.as_str(), app.encode_to_vec().as_slice()).map_err(backend)?;
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn get_app(&self, app_id: &str) -> Result<Option<App>, StoreError> {
+        let app_id = app_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let apps = txn.open_table(APPS).map_err(backend)?;
+            let found = apps.get(app_id.as_str()).map_err(backend)?;
+            Ok(found.map(|g| App::decode(g.value())).transpose()?)
+        })
+        .await
+    }
+
+    async fn list_apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<App>, StoreError> {
+        let after = after.map(str::to_string);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let apps = txn.open_table(APPS).map_err(backend)?;
+            let range = match &after {
+                Some(a) => apps.range::<&str>((std::ops::Bound::Excluded(a.as_str()), std::ops::Bound::Unbounded)),
+                None => apps.range::<&str>(..),
+            }
+            .map_err(backend)?;
+            let mut out = Vec::new();
+            for item in range.take(limit) {
+                let (_, v) = item.map_err(backend)?;
+                out.push(App::decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_app(&self, app: &App) -> Result<(), StoreError> {
+        let app = app.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut apps = txn.open_table(APPS).map_err(backend)?;
+                if apps.get(app.app_id.as_str()).map_err(backend)?.is_none() {
+                    return Err(StoreError::AppNotFound(app.app_id.clone()));
+                }
+                apps.insert(app.app_id.as_str(), app.encode_to_vec().as_slice()).map_err(backend)?;
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_app(&self, app_id: &str) -> Result<Option<App>, StoreError> {
+        let app_id = app_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            let app = {
+                let mut apps = txn.open_table(APPS).map_err(backend)?;
+                let removed = apps.remove(app_id.as_str()).map_err(backend)?;
+                removed.map(|g| App::decode(g.value())).transpose()?
+            };
+            let (lo, hi) = app_range(&app_id);
+            txn.open_table(ENDPOINTS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            txn.open_table(ADDRESSES).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            txn.open_table(USERS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            txn.commit().map_err(backend)?;
+            Ok(app)
+        })
+        .await
+    }
+
+    async fn write_endpoints(&self, app_id: &str, op: EndpointOp) -> Result<Plan, StoreError> {
+        let app_id = app_id.to_string();
+        self.blocking(move |db| write_endpoints(db, &app_id, &op)).await
+    }
+
+    async fn get_endpoint(&self, app_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>, StoreError> {
+        let (app_id, k) = (app_id.to_string(), key(app_id, endpoint_id));
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
+            match endpoints.get(k.as_str()).map_err(backend)? {
+                Some(g) => Ok(Some(Endpoint::decode(g.value())?)),
+                None if read_app_exists(db, &app_id)? => Ok(None),
+                None => Err(StoreError::AppNotFound(app_id)),
+            }
+        })
+        .await
+    }
+
+    async fn user_endpoints(&self, app_id: &str, user_id: &str) -> Result<Vec<Endpoint>, StoreError> {
+        let (app_id, user_id) = (app_id.to_string(), user_id.to_string());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            if txn.open_table(APPS).map_err(backend)?.get(app_id.as_str()).map_err(backend)?.is_none() {
+                return Err(StoreError::AppNotFound(app_id));
+            }
+            let users = txn.open_table(USERS).map_err(backend)?;
+            let list = users.get(key(&app_id, &user_id).as_str()).map_err(backend)?;
+            let ids = plan::decode_user_list(list.as_ref().map(|g| g.value()));
+            let endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(g) = endpoints.get(key(&app_id, &id).as_str()).map_err(backend)? {
+                    out.push(Endpoint::decode(g.value())?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn scan_endpoints(&self, app_id: &str, cursor: Option<String>, limit: usize) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
+        let app_id = app_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
+            let (lo, hi) = app_range(&app_id);
+            let start = cursor.map(|id| key(&app_id, &id));
+            let range = match &start {
+                Some(s) => endpoints.range::<&str>((std::ops::Bound::Excluded(s.as_str()), std::ops::Bound::Excluded(hi.as_str()))),
+                None => endpoints.range::<&str>(lo.as_str()..hi.as_str()),
+            }
+            .map_err(backend)?;
+            let mut out = Vec::new();
+            for item in range.take(limit.max(1)) {
+                let (_, v) = item.map_err(backend)?;
+                out.push(Endpoint::decode(v.value())?);
+            }
+            let next = (out.len() == limit.max(1)).then(|| out.last().map(|e| e.id.clone())).flatten();
+            Ok((out, next))
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        // Every commit is already durable; dropping the last handle releases the file lock.
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! The storage seam: one trait, [`Store`], with two backends that pass one conformance suite —
+//! Redis ([`redis::RedisStore`], production, shared by several daemons) and an embedded redb
+//! file ([`embedded::EmbeddedStore`], the default, nothing else to install).
+//!
+//! Endpoint writes are planned by [`plan`], the same code for both backends: a backend loads
+//! what the planner asks for, the planner decides (merges, address conflicts, the per-user cap),
+//! and the backend applies the whole plan atomically — a redb write transaction, or a Redis
+//! `WATCH`/`MULTI`/`EXEC` that retries when another daemon touched the same keys.
+
+pub mod embedded;
+pub mod plan;
+pub mod redis;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use plan::{EndpointOp, Plan, Rejection};
+
+use crate::config::Config;
+use crate::proto::v1::{App, Endpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("app {0} not found")]
+    AppNotFound(String),
+    #[error("app {0} already exists")]
+    AppExists(String),
+    #[error("the write kept conflicting with concurrent writes; retry it")]
+    Contention,
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+}
+
+impl From<prost::DecodeError> for StoreError {
+    fn from(e: prost::DecodeError) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}
+
+/// Where Herald keeps its state.
+///
+/// Every method is one atomic step: a reader never sees half of a write. Writes under an app
+/// fail with [`StoreError::AppNotFound`] once the app is deleted.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `redis` or `embedded`, for logs and metric labels.
+    fn backend(&self) -> &'static str;
+
+    /// Cheap liveness check of the backend.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates an app; [`StoreError::AppExists`] if its id is taken.
+    async fn create_app(&self, app: &App) -> Result<(), StoreError>;
+
+    async fn get_app(&self, app_id: &str) -> Result<Option<App>, StoreError>;
+
+    /// Apps in id order, after `after` (exclusive), at most `limit`.
+    async fn list_apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<App>, StoreError>;
+
+    /// Replaces a stored app; [`StoreError::AppNotFound`] if it is gone.
+    async fn put_app(&self, app: &App) -> Result<(), StoreError>;
+
+    /// Deletes the app and everything under it; returns what was deleted.
+    async fn delete_app(&self, app_id: &str) -> Result<Option<App>, StoreError>;
+
+    /// Plans and applies an endpoint write. An upsert that is `all_or_nothing` and has
+    /// rejections writes nothing; the returned plan says what was (or would have been) done.
+    async fn write_endpoints(&self, app_id: &str, op: EndpointOp) -> Result<Plan, StoreError>;
+
+    /// One endpoint; [`StoreError::AppNotFound`] if the app does not exist.
+    async fn get_endpoint(&self, app_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>, StoreError>;
+
+    /// Every endpoint of a user, in the order they were associated with it.
+    async fn user_endpoints(&self, app_id: &str, user_id: &str) -> Result<Vec<Endpoint>, StoreError>;
+
+    /// A page of the app's endpoints: `cursor` is `None` to start, and the returned cursor is
+    /// `None` at the end. Pages may be shorter or longer than `limit`.
+    async fn scan_endpoints(
+        &self,
+        app_id: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Endpoint>, Option<String>), StoreError>;
+
+    /// Flushes and releases the backend; called once at shutdown.
+    async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the backend the configuration names: Redis when a URL is given, else the embedded
+/// store under the data directory.
+pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    match &config.redis_url {
+        Some(url) => Ok(Arc::new(redis::RedisStore::connect(url, config.redis_pool_size).await?)),
+        None => {
+            let dir = config.data_dir.clone();
+            let store = tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open(&dir))
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))??;
+            Ok(Arc::new(store))
+        }
+    }
+}

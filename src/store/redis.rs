@@ -1,0 +1,329 @@
+//! The Redis backend: production state, shared by every daemon pointed at the same Redis.
+//!
+//! Key schema (every per-app key carries the app id as a hash tag, so one app's keys share a
+//! Redis Cluster slot and multi-key commands stay legal there):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `herald:apps` | sorted set (all scores 0) | every app id, for listing in id order |
+//! | `herald:{app}:app` | string | the `App` record (protobuf) |
+//! | `herald:{app}:ep:{id}` | string | an `Endpoint` record (protobuf) |
+//! | `herald:{app}:addr:{channel}:{address}` | string | id of the ACTIVE endpoint with that address |
+//! | `herald:{app}:user:{user_id}` | string | the user's endpoint ids, newline-separated |
+//! | `herald:{app}:eps` | set | every endpoint id of the app |
+//!
+//! Endpoint writes run optimistically on a pooled connection: `WATCH` and read what the planner
+//! needs (one pipelined round trip per planning round), then apply the plan in one
+//! `MULTI`/`EXEC`; if another writer touched a watched key, `EXEC` aborts and the write is
+//! planned again. Reads go over one long-lived multiplexed connection (no per-call ping).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::redis::{self, aio::ConnectionManager, AsyncCommands, Value};
+use deadpool_redis::{Manager, Pool, Runtime};
+use prost::Message as _;
+
+use super::plan::{self, EndpointOp, Plan, Snapshot};
+use super::{Store, StoreError};
+use crate::proto::v1::{App, Endpoint};
+use crate::telemetry;
+
+/// How often an endpoint write is re-planned after concurrent writers aborted it.
+const MAX_ATTEMPTS: usize = 16;
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+const APPS_KEY: &str = "herald:apps";
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl From<deadpool_redis::PoolError> for StoreError {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// Key names of one app.
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn new(app_id: &str) -> Self {
+        Self { prefix: format!("herald:{{{app_id}}}:") }
+    }
+    fn app(&self) -> String {
+        format!("{}app", self.prefix)
+    }
+    fn endpoint(&self, id: &str) -> String {
+        format!("{}ep:{id}", self.prefix)
+    }
+    fn address(&self, key: &str) -> String {
+        format!("{}addr:{key}", self.prefix)
+    }
+    fn user(&self, user_id: &str) -> String {
+        format!("{}user:{user_id}", self.prefix)
+    }
+    fn endpoint_ids(&self) -> String {
+        format!("{}eps", self.prefix)
+    }
+    /// Matches every key of the app (app ids hold no glob characters).
+    fn pattern(&self) -> String {
+        format!("{}*", self.prefix)
+    }
+}
+
+pub struct RedisStore {
+    /// Exclusive connections for `WATCH`/`MULTI` transactions.
+    pool: Pool,
+    /// Shared, auto-reconnecting connection for reads and single-command writes.
+    shared: ConnectionManager,
+}
+
+impl RedisStore {
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let conn_config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let manager = Manager::new_with_config(url, conn_config)?;
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let client = redis::Client::open(url)?;
+        let cm_config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let shared = ConnectionManager::new_with_config(client, cm_config).await?;
+        Ok(Self { pool, shared })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.shared.clone()
+    }
+
+    /// `WATCH`es and reads what the planner asked for, into `snap`.
+    async fn load(
+        conn: &mut deadpool_redis::Connection,
+        keys: &Keys,
+        needs: plan::Needs,
+        snap: &mut Snapshot,
+    ) -> Result<(), StoreError> {
+        let ep_keys: Vec<String> = needs.endpoints.iter().map(|id| keys.endpoint(id)).collect();
+        let addr_keys: Vec<String> = needs.addresses.iter().map(|k| keys.address(k)).collect();
+        let user_keys: Vec<String> = needs.users.iter().map(|u| keys.user(u)).collect();
+        let mut pipe = redis::pipe();
+        pipe.cmd("WATCH").arg(&ep_keys).arg(&addr_keys).arg(&user_keys).ignore();
+        for group in [&ep_keys, &addr_keys, &user_keys] {
+            if !group.is_empty() {
+                pipe.cmd("MGET").arg(group);
+            }
+        }
+        let loaded: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(conn).await?;
+        let mut results: Vec<Vec<Option<Vec<u8>>>> = loaded.into_iter().rev().collect();
+        let mut next = |n: usize| if n == 0 { Vec::new() } else { results.pop().unwrap_or_default() };
+        let eps = next(ep_keys.len());
+        let addrs = next(addr_keys.len());
+        let users = next(user_keys.len());
+        let eps = eps.into_iter().map(|v| v.map(|b| Endpoint::decode(b.as_slice())).transpose()).collect::<Result<Vec<_>, _>>()?;
+        snap.absorb_endpoints(needs.endpoints, eps);
+        snap.absorb_addresses(needs.addresses, addrs.into_iter().map(|v| v.map(|b: Vec<u8>| String::from_utf8_lossy(&b).into_owned())).collect());
+        snap.absorb_users(needs.users, users.into_iter().map(|v| v.map(|b: Vec<u8>| String::from_utf8_lossy(&b).into_owned())).collect());
+        Ok(())
+    }
+
+    /// One optimistic attempt: `Ok(None)` when `EXEC` was aborted by a concurrent writer.
+    async fn attempt(&self, conn: &mut deadpool_redis::Connection, app_id: &str, op: &EndpointOp) -> Result<Option<Plan>, StoreError> {
+        let keys = Keys::new(app_id);
+        let app_key = keys.app();
+        let (exists,): (bool,) = redis::pipe().cmd("WATCH").arg(&app_key).ignore().exists(&app_key).query_async(conn).await?;
+        if !exists {
+            let _: () = redis::cmd("UNWATCH").query_async(conn).await?;
+            return Err(StoreError::AppNotFound(app_id.to_string()));
+        }
+        let mut snap = Snapshot::default();
+        let plan = loop {
+            match plan::plan(app_id, op, &snap) {
+                Ok(p) => break p,
+                Err(needs) => Self::load(conn, &keys, needs, &mut snap).await?,
+            }
+        };
+        let all_or_nothing = matches!(op, EndpointOp::Upsert { all_or_nothing: true, .. });
+        if plan.is_noop() || (all_or_nothing && !plan.rejections.is_empty()) {
+            let _: () = redis::cmd("UNWATCH").query_async(conn).await?;
+            return Ok(Some(plan));
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !plan.put_endpoints.is_empty() {
+            let pairs: Vec<(String, Vec<u8>)> = plan.put_endpoints.iter().map(|e| (keys.endpoint(&e.id), e.encode_to_vec())).collect();
+            pipe.mset(&pairs).ignore();
+        }
+        let mut dels: Vec<String> = plan.delete_endpoints.iter().map(|id| keys.endpoint(id)).collect();
+        dels.extend(plan.delete_addresses.iter().map(|k| keys.address(k)));
+        dels.extend(plan.delete_users.iter().map(|u| keys.user(u)));
+        if !dels.is_empty() {
+            pipe.del(&dels).ignore();
+        }
+        let mut sets: Vec<(String, &str)> = plan.put_addresses.iter().map(|(k, id)| (keys.address(k), id.as_str())).collect();
+        sets.extend(plan.put_users.iter().map(|(u, ids)| (keys.user(u), ids.as_str())));
+        if !sets.is_empty() {
+            pipe.mset(&sets).ignore();
+        }
+        if !plan.created.is_empty() {
+            pipe.sadd(keys.endpoint_ids(), &plan.created).ignore();
+        }
+        if !plan.delete_endpoints.is_empty() {
+            pipe.srem(keys.endpoint_ids(), &plan.delete_endpoints).ignore();
+        }
+        let done: Value = pipe.query_async(conn).await?;
+        Ok(if matches!(done, Value::Nil) { None } else { Some(plan) })
+    }
+}
+
+fn decode_app(bytes: Option<Vec<u8>>) -> Result<Option<App>, StoreError> {
+    Ok(bytes.map(|b| App::decode(b.as_slice())).transpose()?)
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    async fn create_app(&self, app: &App) -> Result<(), StoreError> {
+        let keys = Keys::new(&app.app_id);
+        let mut conn = self.conn();
+        let created: bool = redis::cmd("SET").arg(keys.app()).arg(app.encode_to_vec()).arg("NX").query_async::<Option<String>>(&mut conn).await?.is_some();
+        if !created {
+            return Err(StoreError::AppExists(app.app_id.clone()));
+        }
+        let _: () = conn.zadd(APPS_KEY, &app.app_id, 0).await?;
+        Ok(())
+    }
+
+    async fn get_app(&self, app_id: &str) -> Result<Option<App>, StoreError> {
+        decode_app(self.conn().get(Keys::new(app_id).app()).await?)
+    }
+
+    async fn list_apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<App>, StoreError> {
+        let mut conn = self.conn();
+        let min = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
+        let ids: Vec<String> = redis::cmd("ZRANGE").arg(APPS_KEY).arg(min).arg("+").arg("BYLEX").arg("LIMIT").arg(0).arg(limit).query_async(&mut conn).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One GET per app: app records live in different cluster slots.
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.get(Keys::new(id).app());
+        }
+        let found: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+        let mut apps = Vec::with_capacity(found.len());
+        for bytes in found {
+            if let Some(app) = decode_app(bytes)? {
+                apps.push(app);
+            }
+        }
+        Ok(apps)
+    }
+
+    async fn put_app(&self, app: &App) -> Result<(), StoreError> {
+        let replaced: Option<String> = redis::cmd("SET").arg(Keys::new(&app.app_id).app()).arg(app.encode_to_vec()).arg("XX").query_async(&mut self.conn()).await?;
+        replaced.map(|_| ()).ok_or_else(|| StoreError::AppNotFound(app.app_id.clone()))
+    }
+
+    async fn delete_app(&self, app_id: &str) -> Result<Option<App>, StoreError> {
+        let keys = Keys::new(app_id);
+        let mut conn = self.conn();
+        // Deleting the app record first makes every later write under it fail, and aborts the
+        // transactions in flight (they WATCH it); then the rest is swept.
+        let (app, _, _): (Option<Vec<u8>>, (), ()) = redis::pipe()
+            .get(keys.app())
+            .del(keys.app())
+            .zrem(APPS_KEY, app_id)
+            .query_async(&mut conn)
+            .await?;
+        let app = decode_app(app)?;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) =
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(keys.pattern()).arg("COUNT").arg(1000).query_async(&mut conn).await?;
+            if !batch.is_empty() {
+                let _: () = redis::cmd("UNLINK").arg(&batch).query_async(&mut conn).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(app)
+    }
+
+    async fn write_endpoints(&self, app_id: &str, op: EndpointOp) -> Result<Plan, StoreError> {
+        let mut conn = self.pool.get().await?;
+        for attempt in 0..MAX_ATTEMPTS {
+            if let Some(plan) = self.attempt(&mut conn, app_id, &op).await? {
+                return Ok(plan);
+            }
+            telemetry::store_retry("redis");
+            // Back off a little, with jitter, so colliding writers spread out.
+            let cap = 1u64 << attempt.min(6);
+            tokio::time::sleep(Duration::from_millis(rand::random_range(0..=cap))).await;
+        }
+        Err(StoreError::Contention)
+    }
+
+    async fn get_endpoint(&self, app_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>, StoreError> {
+        let keys = Keys::new(app_id);
+        let (app, ep): (Option<Vec<u8>>, Option<Vec<u8>>) =
+            redis::cmd("MGET").arg(keys.app()).arg(keys.endpoint(endpoint_id)).query_async(&mut self.conn()).await?;
+        if app.is_none() {
+            return Err(StoreError::AppNotFound(app_id.to_string()));
+        }
+        Ok(ep.map(|b| Endpoint::decode(b.as_slice())).transpose()?)
+    }
+
+    async fn user_endpoints(&self, app_id: &str, user_id: &str) -> Result<Vec<Endpoint>, StoreError> {
+        let keys = Keys::new(app_id);
+        let mut conn = self.conn();
+        let (app, list): (Option<Vec<u8>>, Option<String>) =
+            redis::cmd("MGET").arg(keys.app()).arg(keys.user(user_id)).query_async(&mut conn).await?;
+        if app.is_none() {
+            return Err(StoreError::AppNotFound(app_id.to_string()));
+        }
+        let ids = plan::decode_user_list(list.as_deref());
+        self.fetch_endpoints(&mut conn, &keys, &ids).await
+    }
+
+    async fn scan_endpoints(&self, app_id: &str, cursor: Option<String>, limit: usize) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
+        let keys = Keys::new(app_id);
+        let mut conn = self.conn();
+        let start: u64 = cursor.as_deref().unwrap_or("0").parse().map_err(|_| StoreError::Backend("bad scan cursor".into()))?;
+        let (next, ids): (u64, Vec<String>) =
+            redis::cmd("SSCAN").arg(keys.endpoint_ids()).arg(start).arg("COUNT").arg(limit.max(1)).query_async(&mut conn).await?;
+        let endpoints = self.fetch_endpoints(&mut conn, &keys, &ids).await?;
+        Ok((endpoints, (next != 0).then(|| next.to_string())))
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.pool.close();
+        Ok(())
+    }
+}
+
+impl RedisStore {
+    async fn fetch_endpoints(&self, conn: &mut ConnectionManager, keys: &Keys, ids: &[String]) -> Result<Vec<Endpoint>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ep_keys: Vec<String> = ids.iter().map(|id| keys.endpoint(id)).collect();
+        let found: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&ep_keys).query_async(conn).await?;
+        found.into_iter().flatten().map(|b| Endpoint::decode(b.as_slice()).map_err(StoreError::from)).collect()
+    }
+}

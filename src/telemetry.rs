@@ -1,0 +1,74 @@
+//! Logs and metrics: tracing setup, the Prometheus recorder, and every metric name Herald
+//! exports (`herald_*`, low-cardinality labels only — never endpoint or app ids).
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::LogFormat;
+
+/// gRPC calls, by method and status code.
+pub const GRPC_REQUESTS: &str = "herald_grpc_requests_total";
+/// gRPC call latency in seconds, by method.
+pub const GRPC_DURATION: &str = "herald_grpc_request_duration_seconds";
+/// Endpoints written (created or updated).
+pub const ENDPOINTS_WRITTEN: &str = "herald_endpoints_written_total";
+/// Endpoint writes rejected by validation or the per-user cap.
+pub const ENDPOINTS_REJECTED: &str = "herald_endpoints_rejected_total";
+/// Store write transactions re-planned after a concurrent writer aborted them, by backend.
+pub const STORE_RETRIES: &str = "herald_store_retries_total";
+/// Store operation latency in seconds, by backend and operation.
+pub const STORE_DURATION: &str = "herald_store_operation_duration_seconds";
+/// Store operations that failed, by backend.
+pub const STORE_ERRORS: &str = "herald_store_errors_total";
+/// 1, labelled with the version and the store backend.
+pub const BUILD_INFO: &str = "herald_build_info";
+
+/// Every metric name above, for documentation and tests.
+pub const ALL: &[&str] = &[GRPC_REQUESTS, GRPC_DURATION, ENDPOINTS_WRITTEN, ENDPOINTS_REJECTED, STORE_RETRIES, STORE_DURATION, STORE_ERRORS, BUILD_INFO];
+
+const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Sets up logging: `RUST_LOG` filters (default `info`), text or JSON lines on stderr.
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Installs the global Prometheus recorder once per process and returns its handle.
+pub fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("latency buckets are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // A recorder may already be installed (an embedding program); ours then stays unused.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(GRPC_REQUESTS, "gRPC calls by method and status code.");
+    metrics::describe_histogram!(GRPC_DURATION, metrics::Unit::Seconds, "gRPC call latency by method.");
+    metrics::describe_counter!(ENDPOINTS_WRITTEN, "Endpoints created or updated.");
+    metrics::describe_counter!(ENDPOINTS_REJECTED, "Endpoint writes rejected by validation or the per-user cap.");
+    metrics::describe_counter!(STORE_RETRIES, "Store transactions re-planned after concurrent writers aborted them.");
+    metrics::describe_histogram!(STORE_DURATION, metrics::Unit::Seconds, "Store operation latency.");
+    metrics::describe_counter!(STORE_ERRORS, "Store operations that failed.");
+    metrics::describe_gauge!(BUILD_INFO, "Herald's version and store backend.");
+}
+
+pub fn store_retry(backend: &'static str) {
+    metrics::counter!(STORE_RETRIES, "backend" => backend).increment(1);
+}
