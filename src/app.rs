@@ -23,7 +23,8 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Binds the configured addresses and serves until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let grpc = TcpListener::bind(config.grpc_addr).await.with_context(|| format!("cannot listen on {} (grpc_addr)", config.grpc_addr))?;
-    let metrics = TcpListener::bind(config.metrics_addr).await.with_context(|| format!("cannot listen on {} (metrics_addr)", config.metrics_addr))?;
+    let metrics =
+        TcpListener::bind(config.metrics_addr).await.with_context(|| format!("cannot listen on {} (metrics_addr)", config.metrics_addr))?;
     serve(config, grpc, metrics, shutdown::signal()).await
 }
 

@@ -98,7 +98,8 @@ pub struct ConfigArgs {
 impl Config {
     /// Parses a TOML file's text; unknown keys are an error naming the key.
     pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.message().to_string() + &location(text, e.span()) })
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.message().to_string() + &location(text, e.span()) })
     }
 
     /// Defaults < file < environment and flags (clap has already merged those two, flags first).

@@ -26,14 +26,16 @@ pub const STORE_ERRORS: &str = "herald_store_errors_total";
 pub const BUILD_INFO: &str = "herald_build_info";
 
 /// Every metric name above, for documentation and tests.
-pub const ALL: &[&str] = &[GRPC_REQUESTS, GRPC_DURATION, ENDPOINTS_WRITTEN, ENDPOINTS_REJECTED, STORE_RETRIES, STORE_DURATION, STORE_ERRORS, BUILD_INFO];
+pub const ALL: &[&str] =
+    &[GRPC_REQUESTS, GRPC_DURATION, ENDPOINTS_WRITTEN, ENDPOINTS_REJECTED, STORE_RETRIES, STORE_DURATION, STORE_ERRORS, BUILD_INFO];
 
 const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Sets up logging: `RUST_LOG` filters (default `info`), text or JSON lines on stderr.
 pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),

@@ -1,1 +1,277 @@
-fn main(){}
+//! `herald-loadtest`: load generator for Herald's gRPC API. It only targets the address it is
+//! given (loopback by default), and every scenario is bounded in count and time.
+//!
+//! Scenarios:
+//! - `import`: streams generated endpoints through ImportEndpoints; reports endpoints/s.
+//! - `get-endpoint`: GetEndpoint at a fixed rate, open loop (calls are issued on schedule
+//!   whether or not earlier ones have answered, so a stall shows as latency instead of as
+//!   fewer calls); reports p50/p90/p99/p99.9 of each call's own latency.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use herald::proto::v1::{
+    apps_client::AppsClient, endpoints_client::EndpointsClient, AttributeValues, ChannelType, CreateAppRequest, DeleteAppRequest, Endpoint,
+    EndpointDemographic, EndpointLocation, EndpointUser, GetEndpointRequest, ImportEndpointsRequest,
+};
+use serde_json::json;
+use tonic::transport::Channel;
+use tonic::Request;
+
+/// Hard caps, whatever the flags say.
+const MAX_COUNT: u64 = 20_000_000;
+const MAX_DURATION: Duration = Duration::from_secs(600);
+
+#[derive(Parser)]
+#[command(name = "herald-loadtest", about = "Bounded load generator for Herald")]
+struct Cli {
+    /// Herald's gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:50051", global = true)]
+    addr: String,
+    /// API key, if the daemon needs one.
+    #[arg(long, env = "HERALD_API_KEY", global = true)]
+    api_key: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Keep the app the scenario created (it is deleted by default).
+    #[arg(long, global = true)]
+    keep: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Stream generated endpoints through ImportEndpoints.
+    Import {
+        /// Endpoints in all.
+        #[arg(long, default_value_t = 200_000)]
+        count: u64,
+        /// Concurrent import streams.
+        #[arg(long, default_value_t = 4)]
+        streams: u64,
+        /// Endpoints per stream message.
+        #[arg(long, default_value_t = 500)]
+        message: usize,
+    },
+    /// GetEndpoint at a fixed rate.
+    GetEndpoint {
+        /// Calls per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u64,
+        /// Seconds of measured load (after one second of warm-up).
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Endpoints imported first and read at random.
+        #[arg(long, default_value_t = 10_000)]
+        endpoints: u64,
+        /// Connections the calls are spread over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let channel = connect(&cli.addr).await?;
+    match cli.scenario {
+        Scenario::Import { count, streams, message } => {
+            if count == 0 || count > MAX_COUNT || streams == 0 || message == 0 {
+                bail!("--count must be 1..={MAX_COUNT}, --streams and --message at least 1");
+            }
+            let app = create_app(&channel, &cli.api_key, "loadtest-import").await?;
+            let start = Instant::now();
+            let (written, rejected) = import(&channel, &cli.api_key, &app, count, streams, message).await?;
+            let secs = start.elapsed().as_secs_f64();
+            let rate = written as f64 / secs;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"scenario": "import", "endpoints": count, "written": written, "rejected": rejected, "seconds": secs, "endpoints_per_second": rate, "streams": streams})
+                );
+            } else {
+                println!("import: {written} endpoints written ({rejected} rejected) in {secs:.2} s over {streams} streams = {rate:.0} endpoints/s");
+            }
+            cleanup(&channel, &cli.api_key, &app, cli.keep).await?;
+        }
+        Scenario::GetEndpoint { rate, duration, endpoints, connections } => {
+            if rate == 0 || rate > 200_000 || endpoints == 0 || endpoints > MAX_COUNT {
+                bail!("--rate must be 1..=200000 and --endpoints 1..={MAX_COUNT}");
+            }
+            let duration = Duration::from_secs(duration).min(MAX_DURATION);
+            let app = create_app(&channel, &cli.api_key, "loadtest-get").await?;
+            import(&channel, &cli.api_key, &app, endpoints, 2, 500).await?;
+            let mut channels = Vec::new();
+            for _ in 0..connections.max(1) {
+                channels.push(connect(&cli.addr).await?);
+            }
+            // One second of warm-up, then the measured run.
+            fixed_rate(&channels, &cli.api_key, &app, rate, endpoints, Duration::from_secs(1)).await?;
+            let (hist, errors, achieved) = fixed_rate(&channels, &cli.api_key, &app, rate, endpoints, duration).await?;
+            let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"scenario": "get-endpoint", "target_rate": rate, "achieved_rate": achieved, "calls": hist.len(), "errors": errors,
+                           "p50_ms": us(0.5), "p90_ms": us(0.9), "p99_ms": us(0.99), "p999_ms": us(0.999), "max_ms": hist.max() as f64 / 1000.0})
+                );
+            } else {
+                println!(
+                    "get-endpoint: {} calls at {achieved:.0}/s (target {rate}/s), {errors} errors; latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+                    hist.len(), us(0.5), us(0.9), us(0.99), us(0.999), hist.max() as f64 / 1000.0
+                );
+            }
+            cleanup(&channel, &cli.api_key, &app, cli.keep).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn connect(addr: &str) -> anyhow::Result<Channel> {
+    let addr = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+    tonic::transport::Endpoint::from_shared(addr.clone())?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))
+}
+
+fn request<T>(key: &Option<String>, msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    if let Some(k) = key {
+        if let Ok(v) = format!("Bearer {k}").parse() {
+            r.metadata_mut().insert("authorization", v);
+        }
+    }
+    r
+}
+
+async fn create_app(channel: &Channel, key: &Option<String>, name: &str) -> anyhow::Result<String> {
+    let app =
+        AppsClient::new(channel.clone()).create_app(request(key, CreateAppRequest { name: name.into(), tags: Default::default() })).await?;
+    Ok(app.into_inner().app_id)
+}
+
+async fn cleanup(channel: &Channel, key: &Option<String>, app: &str, keep: bool) -> anyhow::Result<()> {
+    if !keep {
+        AppsClient::new(channel.clone()).delete_app(request(key, DeleteAppRequest { app_id: app.into() })).await?;
+    }
+    Ok(())
+}
+
+/// A realistic endpoint: an email address, a user with attributes, location and time zone.
+fn endpoint(i: u64) -> Endpoint {
+    let one = |v: String| AttributeValues { values: vec![v] };
+    Endpoint {
+        id: format!("ep-{i:09}"),
+        channel_type: ChannelType::Email as i32,
+        address: format!("user{i}@example.com"),
+        attributes: [
+            ("Plan".to_string(), one(["Free", "Pro", "Team"][(i % 3) as usize].into())),
+            ("Source".to_string(), one("loadtest".into())),
+        ]
+        .into(),
+        metrics: [("Sessions".to_string(), (i % 50) as f64)].into(),
+        location: Some(EndpointLocation {
+            country: ["US", "DE", "FR", "JP"][(i % 4) as usize].into(),
+            city: "Springfield".into(),
+            ..Default::default()
+        }),
+        demographic: Some(EndpointDemographic { timezone: "America/New_York".into(), platform: "web".into(), ..Default::default() }),
+        user: Some(EndpointUser {
+            user_id: format!("user-{i}"),
+            user_attributes: [("FirstName".to_string(), one(format!("Name{i}")))].into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Imports `count` endpoints over `streams` concurrent streams; returns (written, rejected).
+async fn import(
+    channel: &Channel,
+    key: &Option<String>,
+    app: &str,
+    count: u64,
+    streams: u64,
+    message: usize,
+) -> anyhow::Result<(u64, u64)> {
+    let mut tasks = Vec::new();
+    for s in 0..streams {
+        let (lo, hi) = (count * s / streams, count * (s + 1) / streams);
+        let mut client = EndpointsClient::new(channel.clone()).max_encoding_message_size(64 << 20);
+        let (key, app) = (key.clone(), app.to_string());
+        tasks.push(tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tokio::spawn(async move {
+                let _ = tx.send(ImportEndpointsRequest { app_id: app, endpoints: Vec::new() }).await;
+                let mut i = lo;
+                while i < hi {
+                    let end = (i + message as u64).min(hi);
+                    let endpoints = (i..end).map(endpoint).collect();
+                    if tx.send(ImportEndpointsRequest { app_id: String::new(), endpoints }).await.is_err() {
+                        break;
+                    }
+                    i = end;
+                }
+            });
+            let r = client.import_endpoints(request(&key, tokio_stream::wrappers::ReceiverStream::new(rx))).await?.into_inner();
+            anyhow::Ok((r.written, r.rejected_count))
+        }));
+    }
+    let mut totals = (0, 0);
+    for t in tasks {
+        let (w, r) = t.await??;
+        totals.0 += w;
+        totals.1 += r;
+    }
+    Ok(totals)
+}
+
+/// Issues GetEndpoint calls on a fixed schedule for `duration`; returns the latency histogram
+/// (microseconds), the error count and the achieved rate.
+async fn fixed_rate(
+    channels: &[Channel],
+    key: &Option<String>,
+    app: &str,
+    rate: u64,
+    endpoints: u64,
+    duration: Duration,
+) -> anyhow::Result<(Histogram<u64>, u64, f64)> {
+    let total = (rate as f64 * duration.as_secs_f64()) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<u64, ()>>();
+    let start = tokio::time::Instant::now();
+    for n in 0..total {
+        let scheduled = start + interval * n as u32;
+        tokio::time::sleep_until(scheduled).await;
+        let mut client = EndpointsClient::new(channels[(n as usize) % channels.len()].clone());
+        let req = request(
+            key,
+            GetEndpointRequest { app_id: app.to_string(), endpoint_id: format!("ep-{:09}", (n.wrapping_mul(2_654_435_761)) % endpoints) },
+        );
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            // Timed from the call itself: the generator's timer ticks once a millisecond, so
+            // timing from the schedule would add up to a millisecond of its own lateness.
+            let issued = Instant::now();
+            let result = client.get_endpoint(req).await;
+            let micros = issued.elapsed().as_micros() as u64;
+            let _ = tx.send(result.map(|_| micros).map_err(|_| ()));
+        });
+    }
+    drop(tx);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    while let Some(r) = rx.recv().await {
+        match r {
+            Ok(us) => hist.record(us.max(1))?,
+            Err(()) => errors += 1,
+        }
+    }
+    let achieved = (hist.len() + errors) as f64 / start.elapsed().as_secs_f64();
+    Ok((hist, errors, achieved))
+}

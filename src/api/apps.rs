@@ -6,7 +6,10 @@ use tonic::{Request, Response, Status};
 
 use super::{check_app_id, invalid, observe, store_status};
 use crate::domain::{self, app as rules, FieldViolation};
-use crate::proto::v1::{apps_server, App, AppSettings, CreateAppRequest, DeleteAppRequest, GetAppRequest, ListAppsRequest, ListAppsResponse, UpdateAppSettingsRequest};
+use crate::proto::v1::{
+    apps_server, App, AppSettings, CreateAppRequest, DeleteAppRequest, GetAppRequest, ListAppsRequest, ListAppsResponse,
+    UpdateAppSettingsRequest,
+};
 use crate::store::Store;
 
 const DEFAULT_PAGE: usize = 100;

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use futures::stream::{FuturesOrdered, StreamExt};
+use std::collections::VecDeque;
+
+use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{check_app_id, invalid, observe, store_status};
@@ -83,18 +85,25 @@ impl endpoints_server::Endpoints for EndpointsService {
             if !violations.is_empty() {
                 return Err(invalid(violations));
             }
-            let mut plan = write_all(self.store.as_ref(), &req.app_id, vec![endpoint], |_| "endpoint".into()).await?;
-            Ok(Response::new(plan.written.pop().unwrap_or_default()))
+            let plan = write_all(self.store.as_ref(), &req.app_id, vec![endpoint], |_| "endpoint".into()).await?;
+            let written = plan.written_endpoints().next().cloned().unwrap_or_default();
+            Ok(Response::new(written))
         })
         .await
     }
 
-    async fn update_endpoints_batch(&self, request: Request<UpdateEndpointsBatchRequest>) -> Result<Response<UpdateEndpointsBatchResponse>, Status> {
+    async fn update_endpoints_batch(
+        &self,
+        request: Request<UpdateEndpointsBatchRequest>,
+    ) -> Result<Response<UpdateEndpointsBatchResponse>, Status> {
         observe("UpdateEndpointsBatch", async {
             let req = request.into_inner();
             check_app_id(&req.app_id)?;
             if req.endpoints.is_empty() || req.endpoints.len() > MAX_BATCH {
-                return Err(invalid(vec![FieldViolation::new("endpoints", format!("must hold 1 to {MAX_BATCH} endpoints ({} given)", req.endpoints.len()))]));
+                return Err(invalid(vec![FieldViolation::new(
+                    "endpoints",
+                    format!("must hold 1 to {MAX_BATCH} endpoints ({} given)", req.endpoints.len()),
+                )]));
             }
             let violations: Vec<_> = req
                 .endpoints
@@ -107,7 +116,10 @@ impl endpoints_server::Endpoints for EndpointsService {
             }
             let op_request_id = domain::new_id();
             let plan = write_all(self.store.as_ref(), &req.app_id, req.endpoints, |i| format!("endpoints[{i}]")).await?;
-            Ok(Response::new(UpdateEndpointsBatchResponse { request_id: op_request_id, endpoints: plan.written }))
+            Ok(Response::new(UpdateEndpointsBatchResponse {
+                request_id: op_request_id,
+                endpoints: plan.written_endpoints().cloned().collect(),
+            }))
         })
         .await
     }
@@ -132,7 +144,10 @@ impl endpoints_server::Endpoints for EndpointsService {
             check_endpoint_id("endpoint_id", &req.endpoint_id)?;
             let op = EndpointOp::Delete { ids: vec![req.endpoint_id.clone()] };
             let mut plan = self.store.write_endpoints(&req.app_id, op).await.map_err(store_status)?;
-            plan.deleted.pop().map(Response::new).ok_or_else(|| Status::not_found(format!("endpoint {} not found in app {}", req.endpoint_id, req.app_id)))
+            plan.deleted
+                .pop()
+                .map(Response::new)
+                .ok_or_else(|| Status::not_found(format!("endpoint {} not found in app {}", req.endpoint_id, req.app_id)))
         })
         .await
     }
@@ -166,13 +181,17 @@ impl endpoints_server::Endpoints for EndpointsService {
         .await
     }
 
-    async fn import_endpoints(&self, request: Request<Streaming<ImportEndpointsRequest>>) -> Result<Response<ImportEndpointsResponse>, Status> {
+    async fn import_endpoints(
+        &self,
+        request: Request<Streaming<ImportEndpointsRequest>>,
+    ) -> Result<Response<ImportEndpointsResponse>, Status> {
         observe("ImportEndpoints", async {
             let mut stream = request.into_inner();
             let mut import = Import::default();
             let mut app_id: Option<String> = None;
             let mut chunk: Vec<(u64, Endpoint)> = Vec::with_capacity(IMPORT_CHUNK);
-            let mut in_flight = FuturesOrdered::new();
+            // Chunk writes run as their own tasks, so they progress while the stream is read.
+            let mut in_flight: VecDeque<JoinHandle<Result<ChunkResult, Status>>> = VecDeque::new();
             while let Some(msg) = stream.message().await? {
                 let app = match (&app_id, msg.app_id.as_str()) {
                     (None, "") => return Err(invalid(vec![FieldViolation::new("app_id", "the first message must name the app")])),
@@ -196,10 +215,10 @@ impl endpoints_server::Endpoints for EndpointsService {
                         import.reject(index, &endpoint.id, violations);
                     }
                     if chunk.len() >= IMPORT_CHUNK {
-                        in_flight.push_back(write_chunk(self.store.clone(), app.clone(), std::mem::take(&mut chunk)));
+                        in_flight.push_back(tokio::spawn(write_chunk(self.store.clone(), app.clone(), std::mem::take(&mut chunk))));
                         if in_flight.len() >= IMPORT_IN_FLIGHT {
-                            if let Some(done) = in_flight.next().await {
-                                import.absorb(done?);
+                            if let Some(done) = in_flight.pop_front() {
+                                import.absorb(joined(done.await)?);
                             }
                         }
                     }
@@ -207,13 +226,19 @@ impl endpoints_server::Endpoints for EndpointsService {
             }
             if let Some(app) = &app_id {
                 if !chunk.is_empty() {
-                    in_flight.push_back(write_chunk(self.store.clone(), app.clone(), std::mem::take(&mut chunk)));
+                    in_flight.push_back(tokio::spawn(write_chunk(self.store.clone(), app.clone(), std::mem::take(&mut chunk))));
                 }
             }
-            while let Some(done) = in_flight.next().await {
-                import.absorb(done?);
+            while let Some(done) = in_flight.pop_front() {
+                import.absorb(joined(done.await)?);
             }
-            tracing::info!(app_id = app_id.as_deref().unwrap_or(""), received = import.received, written = import.written, rejected = import.rejected_count, "Import finished.");
+            tracing::info!(
+                app_id = app_id.as_deref().unwrap_or(""),
+                received = import.received,
+                written = import.written,
+                rejected = import.rejected_count,
+                "Import finished."
+            );
             Ok(Response::new(ImportEndpointsResponse {
                 received: import.received,
                 written: import.written,
@@ -223,6 +248,13 @@ impl endpoints_server::Endpoints for EndpointsService {
         })
         .await
     }
+}
+
+fn joined(r: Result<Result<ChunkResult, Status>, tokio::task::JoinError>) -> Result<ChunkResult, Status> {
+    r.map_err(|e| {
+        tracing::error!(error = %e, "Import chunk task failed.");
+        Status::internal("an import chunk failed")
+    })?
 }
 
 /// A chunk's result: the stream positions of its writes and what the store did.
@@ -271,7 +303,12 @@ impl Import {
                 last = Some(index);
             }
             if self.rejected.len() < MAX_LISTED_REJECTIONS {
-                self.rejected.push(ImportRejection { index, endpoint_id: chunk.ids[r.index].clone(), field: r.violation.field, reason: r.violation.description });
+                self.rejected.push(ImportRejection {
+                    index,
+                    endpoint_id: chunk.ids[r.index].clone(),
+                    field: r.violation.field,
+                    reason: r.violation.description,
+                });
             }
         }
     }

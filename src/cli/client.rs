@@ -28,7 +28,9 @@ impl ConnArgs {
     }
 
     pub async fn endpoints(&self) -> anyhow::Result<EndpointsClient<Channel>> {
-        Ok(EndpointsClient::new(self.channel().await?).max_decoding_message_size(64 * 1024 * 1024).max_encoding_message_size(64 * 1024 * 1024))
+        Ok(EndpointsClient::new(self.channel().await?)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024))
     }
 
     /// Wraps a message with the API key, if any.

@@ -110,7 +110,20 @@ fn grouped(pairs: Vec<(String, String)>) -> HashMap<String, AttributeValues> {
 pub async fn run(conn: ConnArgs, command: EndpointsCommand) -> anyhow::Result<()> {
     let mut client = conn.endpoints().await?;
     match command {
-        EndpointsCommand::Put { app, id, channel_type, address, user_id, attributes, user_attributes, metrics, country, timezone, status, opt_out } => {
+        EndpointsCommand::Put {
+            app,
+            id,
+            channel_type,
+            address,
+            user_id,
+            attributes,
+            user_attributes,
+            metrics,
+            country,
+            timezone,
+            status,
+            opt_out,
+        } => {
             let mut e = Endpoint {
                 id: id.clone(),
                 channel_type: channel_type.unwrap_or(0),
@@ -138,7 +151,10 @@ pub async fn run(conn: ConnArgs, command: EndpointsCommand) -> anyhow::Result<()
                 Some(_) => OptOut::None as i32,
                 None => 0,
             };
-            let stored = client.update_endpoint(conn.request(UpdateEndpointRequest { app_id: app, endpoint_id: id, endpoint: Some(e) })).await?.into_inner();
+            let stored = client
+                .update_endpoint(conn.request(UpdateEndpointRequest { app_id: app, endpoint_id: id, endpoint: Some(e) }))
+                .await?
+                .into_inner();
             println!("{}", serde_json::to_string_pretty(&json::endpoint(&stored))?);
         }
         EndpointsCommand::Get { app, id } => {
@@ -151,7 +167,11 @@ pub async fn run(conn: ConnArgs, command: EndpointsCommand) -> anyhow::Result<()
         }
         EndpointsCommand::User { app, user_id, delete } => {
             let endpoints = if delete {
-                client.delete_user_endpoints(conn.request(DeleteUserEndpointsRequest { app_id: app, user_id })).await?.into_inner().endpoints
+                client
+                    .delete_user_endpoints(conn.request(DeleteUserEndpointsRequest { app_id: app, user_id }))
+                    .await?
+                    .into_inner()
+                    .endpoints
             } else {
                 client.get_user_endpoints(conn.request(GetUserEndpointsRequest { app_id: app, user_id })).await?.into_inner().endpoints
             };
@@ -231,7 +251,12 @@ async fn import_file(
     }
     rejected.sort_by_key(|(line, _)| *line);
     let rejected_rows = response.rejected_count + rejected.iter().filter(|(l, _)| !lines.contains(l)).count() as u64;
-    println!("{name}: {} rows read, {} written, {} rejected", lines.len() as u64 + (rejected_rows - response.rejected_count), response.written, rejected_rows);
+    println!(
+        "{name}: {} rows read, {} written, {} rejected",
+        lines.len() as u64 + (rejected_rows - response.rejected_count),
+        response.written,
+        rejected_rows
+    );
     for (line, reason) in rejected {
         println!("  line {line}: {reason}");
     }

@@ -104,9 +104,21 @@ mod tests {
 
     #[test]
     fn limits_follow_pinpoint_bounds() {
-        let ok = CampaignLimits { daily: Some(100), total: Some(0), messages_per_second: Some(20_000), maximum_duration: Some(60), session: None };
+        let ok = CampaignLimits {
+            daily: Some(100),
+            total: Some(0),
+            messages_per_second: Some(20_000),
+            maximum_duration: Some(60),
+            session: None,
+        };
         assert!(validate_limits(&ok).is_empty());
-        let bad = CampaignLimits { daily: Some(101), total: Some(-1), messages_per_second: Some(0), maximum_duration: Some(59), session: Some(101) };
+        let bad = CampaignLimits {
+            daily: Some(101),
+            total: Some(-1),
+            messages_per_second: Some(0),
+            maximum_duration: Some(59),
+            session: Some(101),
+        };
         let fields: Vec<_> = validate_limits(&bad).into_iter().map(|v| v.field).collect();
         assert_eq!(fields, ["daily", "total", "messages_per_second", "maximum_duration", "session"]);
     }

@@ -94,9 +94,7 @@ pub fn validate_address(channel: ChannelType, address: &str) -> Result<(), Strin
         }
         ChannelType::Sms | ChannelType::Voice => {
             let digits = address.strip_prefix('+').unwrap_or("");
-            let ok = (7..=15).contains(&digits.len())
-                && digits.bytes().all(|b| b.is_ascii_digit())
-                && !digits.starts_with('0');
+            let ok = (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
             if ok {
                 Ok(())
             } else {
@@ -121,11 +119,7 @@ pub fn validate_address(channel: ChannelType, address: &str) -> Result<(), Strin
     }
 }
 
-fn validate_attribute_map<'a>(
-    field: &str,
-    attrs: impl Iterator<Item = (&'a String, &'a [String])>,
-    out: &mut Vec<FieldViolation>,
-) {
+fn validate_attribute_map<'a>(field: &str, attrs: impl Iterator<Item = (&'a String, &'a [String])>, out: &mut Vec<FieldViolation>) {
     for (name, values) in attrs {
         let path = format!("{field}[{name}]");
         let chars = name.chars().count();
@@ -137,7 +131,10 @@ fn validate_attribute_map<'a>(
         if let Some(v) = values.iter().find(|v| v.chars().count() > MAX_ATTRIBUTE_VALUE) {
             out.push(FieldViolation::new(
                 &path,
-                format!("attribute values must be at most {MAX_ATTRIBUTE_VALUE} characters ('{}…' is longer)", v.chars().take(20).collect::<String>()),
+                format!(
+                    "attribute values must be at most {MAX_ATTRIBUTE_VALUE} characters ('{}…' is longer)",
+                    v.chars().take(20).collect::<String>()
+                ),
             ));
         }
     }
@@ -219,7 +216,10 @@ pub fn validate_merged(e: &Endpoint) -> Vec<FieldViolation> {
     }
     let count = e.attributes.len() + e.metrics.len() + e.user.as_ref().map_or(0, |u| u.user_attributes.len());
     if count > MAX_ATTRIBUTES {
-        out.push(FieldViolation::new("attributes", format!("an endpoint holds at most {MAX_ATTRIBUTES} attributes, user attributes and metrics in all ({count} given)")));
+        out.push(FieldViolation::new(
+            "attributes",
+            format!("an endpoint holds at most {MAX_ATTRIBUTES} attributes, user attributes and metrics in all ({count} given)"),
+        ));
     }
     let size = e.encoded_len();
     if size > MAX_ENDPOINT_BYTES {
@@ -231,9 +231,9 @@ pub fn validate_merged(e: &Endpoint) -> Vec<FieldViolation> {
 /// Merges a write into the stored endpoint (or a new one), as Pinpoint's UpdateEndpoint does:
 /// fields the write carries replace stored ones, attributes are replaced per name (a name with
 /// no values is removed), and the endpoint becomes ACTIVE unless the write says otherwise.
-pub fn merge(old: Option<&Endpoint>, write: &Endpoint, app_id: &str, now: &str, request_id: &str) -> Endpoint {
+pub fn merge(old: Option<Endpoint>, write: &Endpoint, app_id: &str, now: &str, request_id: &str) -> Endpoint {
     let mut e = match old {
-        Some(old) => old.clone(),
+        Some(old) => old,
         None => Endpoint {
             id: write.id.clone(),
             application_id: app_id.to_string(),
@@ -389,7 +389,7 @@ mod tests {
         second.attributes.insert("Team".into(), AttributeValues { values: vec![] });
         second.attributes.insert("Seats".into(), AttributeValues { values: vec!["3".into()] });
         second.location = Some(EndpointLocation { country: "de".into(), ..Default::default() });
-        let merged = merge(Some(&stored), &second, "app", "2026-02-01T00:00:00.000Z", "r2");
+        let merged = merge(Some(stored.clone()), &second, "app", "2026-02-01T00:00:00.000Z", "r2");
         assert_eq!(merged.address, "ana@example.com");
         assert_eq!(merged.channel_type, ChannelType::Email as i32);
         assert_eq!(merged.creation_date, "2026-01-01T00:00:00.000Z");

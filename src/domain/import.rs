@@ -9,9 +9,7 @@ use std::io::Read;
 use serde::Deserialize;
 
 use super::endpoint::parse_channel;
-use crate::proto::v1::{
-    AttributeValues, Endpoint, EndpointDemographic, EndpointLocation, EndpointStatus, EndpointUser, OptOut,
-};
+use crate::proto::v1::{AttributeValues, Endpoint, EndpointDemographic, EndpointLocation, EndpointStatus, EndpointUser, OptOut};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -267,7 +265,8 @@ pub fn json_line(line: &str) -> Result<Endpoint, String> {
     let j: JsonEndpoint = serde_json::from_str(line).map_err(|e| format!("malformed JSON: {e}"))?;
     let mut e = Endpoint { id: j.id, address: j.address, effective_date: j.effective_date, request_id: j.request_id, ..Default::default() };
     if !j.channel_type.is_empty() {
-        e.channel_type = parse_channel(&j.channel_type).ok_or_else(|| format!("ChannelType '{}' is not a channel type", j.channel_type))? as i32;
+        e.channel_type =
+            parse_channel(&j.channel_type).ok_or_else(|| format!("ChannelType '{}' is not a channel type", j.channel_type))? as i32;
     }
     if !j.endpoint_status.is_empty() {
         e.endpoint_status = parse_status(&j.endpoint_status)?;
@@ -295,10 +294,9 @@ pub fn json_line(line: &str) -> Result<Endpoint, String> {
         platform_version: d.platform_version,
         timezone: d.timezone,
     });
-    e.user = j.user.map(|u| EndpointUser {
-        user_id: u.user_id,
-        user_attributes: u.user_attributes.into_iter().map(|(k, v)| (k, v.into())).collect(),
-    });
+    e.user = j
+        .user
+        .map(|u| EndpointUser { user_id: u.user_id, user_attributes: u.user_attributes.into_iter().map(|(k, v)| (k, v.into())).collect() });
     Ok(e)
 }
 

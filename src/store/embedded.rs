@@ -48,7 +48,8 @@ impl EmbeddedStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| StoreError::Backend(format!("cannot open {}: {}", path.display(), redb::Error::from(e))))?;
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {}", path.display(), redb::Error::from(e))))?;
         let txn = db.begin_write().map_err(backend)?;
         {
             txn.open_table(APPS).map_err(backend)?;
@@ -92,24 +93,26 @@ fn write_endpoints(db: &Database, app_id: &str, op: &EndpointOp) -> Result<Plan,
         let addresses = txn.open_table(ADDRESSES).map_err(backend)?;
         let users = txn.open_table(USERS).map_err(backend)?;
         let mut snap = Snapshot::default();
+        let mut needs = plan::prefetch(op);
         loop {
+            {
+                for id in needs.endpoints {
+                    let found = endpoints.get(key(app_id, &id).as_str()).map_err(backend)?;
+                    let e = found.map(|g| Endpoint::decode(g.value())).transpose()?;
+                    snap.endpoints.insert(id, e);
+                }
+                for k in needs.addresses {
+                    let found = addresses.get(key(app_id, &k).as_str()).map_err(backend)?;
+                    snap.addresses.insert(k, found.map(|g| g.value().to_string()));
+                }
+                for u in needs.users {
+                    let found = users.get(key(app_id, &u).as_str()).map_err(backend)?;
+                    snap.users.insert(u, plan::decode_user_list(found.as_ref().map(|g| g.value())));
+                }
+            }
             match plan::plan(app_id, op, &snap) {
                 Ok(p) => break p,
-                Err(needs) => {
-                    for id in needs.endpoints {
-                        let found = endpoints.get(key(app_id, &id).as_str()).map_err(backend)?;
-                        let e = found.map(|g| Endpoint::decode(g.value())).transpose()?;
-                        snap.endpoints.insert(id, e);
-                    }
-                    for k in needs.addresses {
-                        let found = addresses.get(key(app_id, &k).as_str()).map_err(backend)?;
-                        snap.addresses.insert(k, found.map(|g| g.value().to_string()));
-                    }
-                    for u in needs.users {
-                        let found = users.get(key(app_id, &u).as_str()).map_err(backend)?;
-                        snap.users.insert(u, plan::decode_user_list(found.as_ref().map(|g| g.value())));
-                    }
-                }
+                Err(more) => needs = more,
             }
         }
     };
@@ -278,7 +281,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn scan_endpoints(&self, app_id: &str, cursor: Option<String>, limit: usize) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
+    async fn scan_endpoints(
+        &self,
+        app_id: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
         let app_id = app_id.to_string();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(backend)?;

@@ -91,14 +91,20 @@ pub struct Plan {
     pub delete_users: Vec<String>,
     /// Ids that did not exist before.
     pub created: Vec<String>,
-    /// Upserts: the resulting endpoint of each accepted write, in order.
-    pub written: Vec<Endpoint>,
+    /// Upserts: for each accepted write, in order, the index in `put_endpoints` of the
+    /// endpoint it resulted in.
+    pub written: Vec<usize>,
     /// Deletes: the endpoints deleted.
     pub deleted: Vec<Endpoint>,
     pub rejections: Vec<Rejection>,
 }
 
 impl Plan {
+    /// The endpoints the accepted writes resulted in, in write order.
+    pub fn written_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.written.iter().map(|&i| &self.put_endpoints[i])
+    }
+
     /// Whether applying this plan changes nothing.
     pub fn is_noop(&self) -> bool {
         self.put_endpoints.is_empty()
@@ -112,7 +118,17 @@ impl Plan {
 
 /// The address index key of a (channel, address) pair.
 pub fn address_key(channel: i32, address: &str) -> String {
-    format!("{channel}:{address}")
+    let mut k = String::with_capacity(address.len() + 4);
+    k.push_str(itoa_small(channel));
+    k.push(':');
+    k.push_str(address);
+    k
+}
+
+/// Channel numbers as text without the formatting machinery (hot on imports).
+fn itoa_small(n: i32) -> &'static str {
+    const NAMES: [&str; 16] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15"];
+    usize::try_from(n).ok().and_then(|i| NAMES.get(i)).copied().unwrap_or("?")
 }
 
 /// A user's endpoint ids are stored as one value, newline-separated (ids hold no control
@@ -132,14 +148,13 @@ pub fn decode_user_list(v: Option<&str>) -> Vec<String> {
 pub fn plan(app_id: &str, op: &EndpointOp, snap: &Snapshot) -> Result<Plan, Needs> {
     let mut sim = Sim { snap, endpoints: HashMap::new(), addresses: HashMap::new(), users: HashMap::new(), missing: Missing::default() };
     let mut plan = Plan::default();
+    let mut written_ids = Vec::new();
     match op {
         EndpointOp::Upsert { writes, now, request_id, .. } => {
             for (index, write) in writes.iter().enumerate() {
                 match sim.upsert(app_id, write, now, request_id) {
-                    Ok(e) => plan.written.push(e),
-                    Err(violations) => {
-                        plan.rejections.extend(violations.into_iter().map(|violation| Rejection { index, violation }))
-                    }
+                    Ok(()) => written_ids.push(write.id.as_str()),
+                    Err(violations) => plan.rejections.extend(violations.into_iter().map(|violation| Rejection { index, violation })),
                 }
             }
         }
@@ -161,8 +176,37 @@ pub fn plan(app_id: &str, op: &EndpointOp, snap: &Snapshot) -> Result<Plan, Need
     if !sim.missing.is_empty() {
         return Err(sim.missing.into_needs());
     }
-    sim.finish(&mut plan);
+    sim.finish(&mut plan, &written_ids);
     Ok(plan)
+}
+
+/// What an operation will certainly read, known without simulating it: the first load, so
+/// that a write of new endpoints is usually planned after a single round trip.
+pub fn prefetch(op: &EndpointOp) -> Needs {
+    let mut needs = Needs::default();
+    match op {
+        EndpointOp::Upsert { writes, .. } => {
+            let mut seen = HashSet::with_capacity(writes.len());
+            for w in writes {
+                if seen.insert(w.id.as_str()) {
+                    needs.endpoints.push(w.id.clone());
+                }
+                if w.channel_type != 0 && !w.address.is_empty() {
+                    needs.addresses.push(address_key(w.channel_type, &w.address));
+                }
+                if let Some(u) = endpoint::user_id(w) {
+                    needs.users.push(u.to_string());
+                }
+            }
+            needs.addresses.sort_unstable();
+            needs.addresses.dedup();
+            needs.users.sort_unstable();
+            needs.users.dedup();
+        }
+        EndpointOp::Delete { ids } => needs.endpoints = ids.clone(),
+        EndpointOp::DeleteUser { user_id } => needs.users.push(user_id.clone()),
+    }
+    needs
 }
 
 #[derive(Default)]
@@ -243,10 +287,14 @@ impl Sim<'_> {
         }
     }
 
-    fn upsert(&mut self, app_id: &str, write: &Endpoint, now: &str, request_id: &str) -> Result<Endpoint, Vec<FieldViolation>> {
+    fn upsert(&mut self, app_id: &str, write: &Endpoint, now: &str, request_id: &str) -> Result<(), Vec<FieldViolation>> {
         let id = write.id.as_str();
         let old = self.endpoint(id);
-        let merged = endpoint::merge(old.as_ref(), write, app_id, now, request_id);
+        let (old_key, old_user) = match &old {
+            Some(o) => (Some(address_key(o.channel_type, &o.address)), endpoint::user_id(o).map(str::to_string)),
+            None => (None, None),
+        };
+        let merged = endpoint::merge(old, write, app_id, now, request_id);
         let violations = endpoint::validate_merged(&merged);
         if !violations.is_empty() {
             return Err(violations);
@@ -254,7 +302,6 @@ impl Sim<'_> {
         let active = is_active(&merged);
         let channel = ChannelType::try_from(merged.channel_type).unwrap_or(ChannelType::Unspecified);
         let new_user = endpoint::user_id(&merged).map(str::to_string);
-        let old_user = old.as_ref().and_then(endpoint::user_id).map(str::to_string);
 
         // The per-user cap, decided before anything changes.
         let mut retire = None;
@@ -292,8 +339,7 @@ impl Sim<'_> {
 
         // The address index points at the latest ACTIVE endpoint of each (channel, address).
         let new_key = address_key(merged.channel_type, &merged.address);
-        if let Some(old) = &old {
-            let old_key = address_key(old.channel_type, &old.address);
+        if let Some(old_key) = old_key {
             if old_key != new_key && self.address(&old_key).as_deref() == Some(id) {
                 self.addresses.insert(old_key, None);
             }
@@ -329,8 +375,8 @@ impl Sim<'_> {
             }
         }
 
-        self.endpoints.insert(id.to_string(), Some(merged.clone()));
-        Ok(merged)
+        self.endpoints.insert(id.to_string(), Some(merged));
+        Ok(())
     }
 
     fn delete(&mut self, id: &str) -> Option<Endpoint> {
@@ -348,11 +394,13 @@ impl Sim<'_> {
         Some(old)
     }
 
-    fn finish(self, plan: &mut Plan) {
+    fn finish(self, plan: &mut Plan, written_ids: &[&str]) {
+        let mut positions = HashMap::with_capacity(self.endpoints.len());
         for (id, e) in self.endpoints {
             let existed = self.snap.endpoints.get(&id).is_some_and(Option::is_some);
             match e {
                 Some(e) => {
+                    positions.insert(id.clone(), plan.put_endpoints.len());
                     if !existed {
                         plan.created.push(id);
                     }
@@ -375,6 +423,7 @@ impl Sim<'_> {
                 plan.put_users.push((user, encode_user_list(&ids)));
             }
         }
+        plan.written = written_ids.iter().filter_map(|id| positions.get(*id).copied()).collect();
     }
 }
 
@@ -397,26 +446,29 @@ mod tests {
         EndpointOp::Upsert { writes, all_or_nothing: true, now: "2026-01-01T00:00:00.000Z".into(), request_id: "r".into() }
     }
 
+    fn load(store: &Snapshot, snap: &mut Snapshot, needs: Needs) {
+        for id in needs.endpoints {
+            snap.endpoints.insert(id.clone(), store.endpoints.get(&id).cloned().flatten());
+        }
+        for k in needs.addresses {
+            snap.addresses.insert(k.clone(), store.addresses.get(&k).cloned().flatten());
+        }
+        for u in needs.users {
+            snap.users.insert(u.clone(), store.users.get(&u).cloned().unwrap_or_default());
+        }
+    }
+
     /// Runs the planner the way a backend does, against an in-memory "store".
     fn run(store: &mut Snapshot, op: &EndpointOp) -> Plan {
         let mut snap = Snapshot::default();
+        load(store, &mut snap, prefetch(op));
         let mut rounds = 0;
         let plan = loop {
             rounds += 1;
             assert!(rounds < 10, "planner does not converge");
             match plan("app", op, &snap) {
                 Ok(p) => break p,
-                Err(needs) => {
-                    for id in needs.endpoints {
-                        snap.endpoints.insert(id.clone(), store.endpoints.get(&id).cloned().flatten());
-                    }
-                    for k in needs.addresses {
-                        snap.addresses.insert(k.clone(), store.addresses.get(&k).cloned().flatten());
-                    }
-                    for u in needs.users {
-                        snap.users.insert(u.clone(), store.users.get(&u).cloned().unwrap_or_default());
-                    }
-                }
+                Err(needs) => load(store, &mut snap, needs),
             }
         };
         if plan.rejections.is_empty() {
@@ -467,7 +519,12 @@ mod tests {
         writes.extend((0..10).map(|i| ep(&format!("m{i}"), ChannelType::Email, &format!("m{i}@y.z"), Some("u"))));
         // Distinct creation dates so "oldest" is well defined.
         for (i, w) in writes.into_iter().enumerate() {
-            let op = EndpointOp::Upsert { writes: vec![w], all_or_nothing: true, now: format!("2026-01-01T00:00:{i:02}.000Z"), request_id: "r".into() };
+            let op = EndpointOp::Upsert {
+                writes: vec![w],
+                all_or_nothing: true,
+                now: format!("2026-01-01T00:00:{i:02}.000Z"),
+                request_id: "r".into(),
+            };
             assert!(run(&mut store, &op).rejections.is_empty());
         }
         let p = run(&mut store, &upsert(vec![ep("m99", ChannelType::Email, "m99@y.z", Some("u"))]));

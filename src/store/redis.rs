@@ -12,15 +12,18 @@
 //! | `herald:{app}:user:{user_id}` | string | the user's endpoint ids, newline-separated |
 //! | `herald:{app}:eps` | set | every endpoint id of the app |
 //!
-//! Endpoint writes run optimistically on a pooled connection: `WATCH` and read what the planner
-//! needs (one pipelined round trip per planning round), then apply the plan in one
-//! `MULTI`/`EXEC`; if another writer touched a watched key, `EXEC` aborts and the write is
-//! planned again. Reads go over one long-lived multiplexed connection (no per-call ping).
+//! Endpoint writes run optimistically on a pooled connection: read what the planner needs (one
+//! pipelined `MGET` round trip per planning round), then commit with one Lua script call that
+//! checks every key read still holds the value read (compare-and-set) and applies the whole
+//! plan, atomically; if another writer changed a key in between, the write is planned again.
+//! (`WATCH` would do the same, but Redis checks each watched key against the connection's
+//! whole watch list, which is quadratic in a batch of thousands of keys.) Reads go over one
+//! long-lived multiplexed connection, so they never queue behind a large import pipeline.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, aio::ConnectionManager, AsyncCommands, Value};
+use deadpool_redis::redis::{self, aio::ConnectionManager, AsyncCommands};
 use deadpool_redis::{Manager, Pool, Runtime};
 use prost::Message as _;
 
@@ -33,6 +36,42 @@ use crate::telemetry;
 const MAX_ATTEMPTS: usize = 16;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 const APPS_KEY: &str = "herald:apps";
+
+/// Compare-and-set commit of a plan.
+///
+/// KEYS: app record, endpoint id set, then `c` keys read, `s` keys to set, `d` keys to delete.
+/// ARGV: c, s, d, a, r, then the `c` values read ("" for absent: stored values are never
+/// empty), the `s` new values, `a` ids to add to the id set and `r` ids to remove from it.
+/// Returns 1 when applied, 0 when a key read has changed, -1 when the app is gone.
+static COMMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local c, s, d, a, r = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+for i = 1, c do
+  local now = redis.call('GET', KEYS[2 + i])
+  if (now or '') ~= ARGV[5 + i] then return 0 end
+end
+for i = 1, s do
+  redis.call('SET', KEYS[2 + c + i], ARGV[5 + c + i])
+end
+for i = 1, d do
+  redis.call('DEL', KEYS[2 + c + s + i])
+end
+local function each_chunk(cmd, first, n)
+  local i = 0
+  while i < n do
+    local m = math.min(1000, n - i)
+    redis.call(cmd, KEYS[2], unpack(ARGV, first + i, first + i + m - 1))
+    i = i + m
+  end
+end
+each_chunk('SADD', 6 + c + s, a)
+each_chunk('SREM', 6 + c + s + a, r)
+return 1
+"#,
+    )
+});
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
@@ -55,24 +94,32 @@ impl Keys {
     fn new(app_id: &str) -> Self {
         Self { prefix: format!("herald:{{{app_id}}}:") }
     }
+    /// `prefix + kind + name`, built without the formatting machinery (hot on imports).
+    fn key(&self, kind: &str, name: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + kind.len() + name.len());
+        k.push_str(&self.prefix);
+        k.push_str(kind);
+        k.push_str(name);
+        k
+    }
     fn app(&self) -> String {
-        format!("{}app", self.prefix)
+        self.key("app", "")
     }
     fn endpoint(&self, id: &str) -> String {
-        format!("{}ep:{id}", self.prefix)
+        self.key("ep:", id)
     }
     fn address(&self, key: &str) -> String {
-        format!("{}addr:{key}", self.prefix)
+        self.key("addr:", key)
     }
     fn user(&self, user_id: &str) -> String {
-        format!("{}user:{user_id}", self.prefix)
+        self.key("user:", user_id)
     }
     fn endpoint_ids(&self) -> String {
-        format!("{}eps", self.prefix)
+        self.key("eps", "")
     }
     /// Matches every key of the app (app ids hold no glob characters).
     fn pattern(&self) -> String {
-        format!("{}*", self.prefix)
+        self.key("*", "")
     }
 }
 
@@ -102,82 +149,102 @@ impl RedisStore {
         self.shared.clone()
     }
 
-    /// `WATCH`es and reads what the planner asked for, into `snap`.
+    /// Reads what the planner asked for into `snap`, and remembers each raw value so the
+    /// commit can check nothing changed since.
     async fn load(
         conn: &mut deadpool_redis::Connection,
         keys: &Keys,
         needs: plan::Needs,
         snap: &mut Snapshot,
+        read: &mut Vec<(String, Vec<u8>)>,
     ) -> Result<(), StoreError> {
+        if needs.is_empty() {
+            return Ok(());
+        }
         let ep_keys: Vec<String> = needs.endpoints.iter().map(|id| keys.endpoint(id)).collect();
         let addr_keys: Vec<String> = needs.addresses.iter().map(|k| keys.address(k)).collect();
         let user_keys: Vec<String> = needs.users.iter().map(|u| keys.user(u)).collect();
         let mut pipe = redis::pipe();
-        pipe.cmd("WATCH").arg(&ep_keys).arg(&addr_keys).arg(&user_keys).ignore();
         for group in [&ep_keys, &addr_keys, &user_keys] {
             if !group.is_empty() {
                 pipe.cmd("MGET").arg(group);
             }
         }
         let loaded: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(conn).await?;
-        let mut results: Vec<Vec<Option<Vec<u8>>>> = loaded.into_iter().rev().collect();
-        let mut next = |n: usize| if n == 0 { Vec::new() } else { results.pop().unwrap_or_default() };
-        let eps = next(ep_keys.len());
-        let addrs = next(addr_keys.len());
-        let users = next(user_keys.len());
+        let mut results = loaded.into_iter();
+        let mut next = |group: Vec<String>| -> Vec<Option<Vec<u8>>> {
+            if group.is_empty() {
+                return Vec::new();
+            }
+            let values = results.next().unwrap_or_default();
+            for (key, value) in group.into_iter().zip(&values) {
+                read.push((key, value.clone().unwrap_or_default()));
+            }
+            values
+        };
+        let eps = next(ep_keys);
+        let addrs = next(addr_keys);
+        let users = next(user_keys);
+        let text = |v: Option<Vec<u8>>| v.map(|b| String::from_utf8_lossy(&b).into_owned());
         let eps = eps.into_iter().map(|v| v.map(|b| Endpoint::decode(b.as_slice())).transpose()).collect::<Result<Vec<_>, _>>()?;
         snap.absorb_endpoints(needs.endpoints, eps);
-        snap.absorb_addresses(needs.addresses, addrs.into_iter().map(|v| v.map(|b: Vec<u8>| String::from_utf8_lossy(&b).into_owned())).collect());
-        snap.absorb_users(needs.users, users.into_iter().map(|v| v.map(|b: Vec<u8>| String::from_utf8_lossy(&b).into_owned())).collect());
+        snap.absorb_addresses(needs.addresses, addrs.into_iter().map(text).collect());
+        snap.absorb_users(needs.users, users.into_iter().map(text).collect());
         Ok(())
     }
 
-    /// One optimistic attempt: `Ok(None)` when `EXEC` was aborted by a concurrent writer.
+    /// One optimistic attempt: `Ok(None)` when a concurrent writer changed what was read.
     async fn attempt(&self, conn: &mut deadpool_redis::Connection, app_id: &str, op: &EndpointOp) -> Result<Option<Plan>, StoreError> {
         let keys = Keys::new(app_id);
-        let app_key = keys.app();
-        let (exists,): (bool,) = redis::pipe().cmd("WATCH").arg(&app_key).ignore().exists(&app_key).query_async(conn).await?;
-        if !exists {
-            let _: () = redis::cmd("UNWATCH").query_async(conn).await?;
-            return Err(StoreError::AppNotFound(app_id.to_string()));
-        }
         let mut snap = Snapshot::default();
+        let mut read = Vec::new();
+        Self::load(conn, &keys, plan::prefetch(op), &mut snap, &mut read).await?;
         let plan = loop {
             match plan::plan(app_id, op, &snap) {
                 Ok(p) => break p,
-                Err(needs) => Self::load(conn, &keys, needs, &mut snap).await?,
+                Err(needs) => Self::load(conn, &keys, needs, &mut snap, &mut read).await?,
             }
         };
         let all_or_nothing = matches!(op, EndpointOp::Upsert { all_or_nothing: true, .. });
-        if plan.is_noop() || (all_or_nothing && !plan.rejections.is_empty()) {
-            let _: () = redis::cmd("UNWATCH").query_async(conn).await?;
-            return Ok(Some(plan));
+        let rejected = all_or_nothing && !plan.rejections.is_empty();
+        let mut sets: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut dels: Vec<String> = Vec::new();
+        if !rejected {
+            sets.extend(plan.put_endpoints.iter().map(|e| (keys.endpoint(&e.id), e.encode_to_vec())));
+            sets.extend(plan.put_addresses.iter().map(|(k, id)| (keys.address(k), id.clone().into_bytes())));
+            sets.extend(plan.put_users.iter().map(|(u, ids)| (keys.user(u), ids.clone().into_bytes())));
+            dels.extend(plan.delete_endpoints.iter().map(|id| keys.endpoint(id)));
+            dels.extend(plan.delete_addresses.iter().map(|k| keys.address(k)));
+            dels.extend(plan.delete_users.iter().map(|u| keys.user(u)));
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        if !plan.put_endpoints.is_empty() {
-            let pairs: Vec<(String, Vec<u8>)> = plan.put_endpoints.iter().map(|e| (keys.endpoint(&e.id), e.encode_to_vec())).collect();
-            pipe.mset(&pairs).ignore();
+        // Even a plan that writes nothing runs the script: it confirms the app still exists.
+        let mut invocation = COMMIT.prepare_invoke();
+        invocation.key(keys.app()).key(keys.endpoint_ids());
+        invocation.arg(read.len()).arg(sets.len()).arg(dels.len());
+        let (created, removed): (&[String], &[String]) = if rejected { (&[], &[]) } else { (&plan.created, &plan.delete_endpoints) };
+        invocation.arg(created.len()).arg(removed.len());
+        for (key, _) in &read {
+            invocation.key(key);
         }
-        let mut dels: Vec<String> = plan.delete_endpoints.iter().map(|id| keys.endpoint(id)).collect();
-        dels.extend(plan.delete_addresses.iter().map(|k| keys.address(k)));
-        dels.extend(plan.delete_users.iter().map(|u| keys.user(u)));
-        if !dels.is_empty() {
-            pipe.del(&dels).ignore();
+        for (key, _) in &sets {
+            invocation.key(key);
         }
-        let mut sets: Vec<(String, &str)> = plan.put_addresses.iter().map(|(k, id)| (keys.address(k), id.as_str())).collect();
-        sets.extend(plan.put_users.iter().map(|(u, ids)| (keys.user(u), ids.as_str())));
-        if !sets.is_empty() {
-            pipe.mset(&sets).ignore();
+        for key in &dels {
+            invocation.key(key);
         }
-        if !plan.created.is_empty() {
-            pipe.sadd(keys.endpoint_ids(), &plan.created).ignore();
+        for (_, expected) in &read {
+            invocation.arg(expected.as_slice());
         }
-        if !plan.delete_endpoints.is_empty() {
-            pipe.srem(keys.endpoint_ids(), &plan.delete_endpoints).ignore();
+        for (_, value) in &sets {
+            invocation.arg(value.as_slice());
         }
-        let done: Value = pipe.query_async(conn).await?;
-        Ok(if matches!(done, Value::Nil) { None } else { Some(plan) })
+        invocation.arg(created).arg(removed);
+        let outcome: i64 = invocation.invoke_async(conn).await?;
+        match outcome {
+            1 => Ok(Some(plan)),
+            0 => Ok(None),
+            _ => Err(StoreError::AppNotFound(app_id.to_string())),
+        }
     }
 }
 
@@ -199,7 +266,8 @@ impl Store for RedisStore {
     async fn create_app(&self, app: &App) -> Result<(), StoreError> {
         let keys = Keys::new(&app.app_id);
         let mut conn = self.conn();
-        let created: bool = redis::cmd("SET").arg(keys.app()).arg(app.encode_to_vec()).arg("NX").query_async::<Option<String>>(&mut conn).await?.is_some();
+        let created: bool =
+            redis::cmd("SET").arg(keys.app()).arg(app.encode_to_vec()).arg("NX").query_async::<Option<String>>(&mut conn).await?.is_some();
         if !created {
             return Err(StoreError::AppExists(app.app_id.clone()));
         }
@@ -214,7 +282,8 @@ impl Store for RedisStore {
     async fn list_apps(&self, after: Option<&str>, limit: usize) -> Result<Vec<App>, StoreError> {
         let mut conn = self.conn();
         let min = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
-        let ids: Vec<String> = redis::cmd("ZRANGE").arg(APPS_KEY).arg(min).arg("+").arg("BYLEX").arg("LIMIT").arg(0).arg(limit).query_async(&mut conn).await?;
+        let ids: Vec<String> =
+            redis::cmd("ZRANGE").arg(APPS_KEY).arg(min).arg("+").arg("BYLEX").arg("LIMIT").arg(0).arg(limit).query_async(&mut conn).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -234,7 +303,8 @@ impl Store for RedisStore {
     }
 
     async fn put_app(&self, app: &App) -> Result<(), StoreError> {
-        let replaced: Option<String> = redis::cmd("SET").arg(Keys::new(&app.app_id).app()).arg(app.encode_to_vec()).arg("XX").query_async(&mut self.conn()).await?;
+        let replaced: Option<String> =
+            redis::cmd("SET").arg(Keys::new(&app.app_id).app()).arg(app.encode_to_vec()).arg("XX").query_async(&mut self.conn()).await?;
         replaced.map(|_| ()).ok_or_else(|| StoreError::AppNotFound(app.app_id.clone()))
     }
 
@@ -243,12 +313,8 @@ impl Store for RedisStore {
         let mut conn = self.conn();
         // Deleting the app record first makes every later write under it fail, and aborts the
         // transactions in flight (they WATCH it); then the rest is swept.
-        let (app, _, _): (Option<Vec<u8>>, (), ()) = redis::pipe()
-            .get(keys.app())
-            .del(keys.app())
-            .zrem(APPS_KEY, app_id)
-            .query_async(&mut conn)
-            .await?;
+        let (app, _, _): (Option<Vec<u8>>, (), ()) =
+            redis::pipe().get(keys.app()).del(keys.app()).zrem(APPS_KEY, app_id).query_async(&mut conn).await?;
         let app = decode_app(app)?;
         let mut cursor: u64 = 0;
         loop {
@@ -301,7 +367,12 @@ impl Store for RedisStore {
         self.fetch_endpoints(&mut conn, &keys, &ids).await
     }
 
-    async fn scan_endpoints(&self, app_id: &str, cursor: Option<String>, limit: usize) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
+    async fn scan_endpoints(
+        &self,
+        app_id: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
         let keys = Keys::new(app_id);
         let mut conn = self.conn();
         let start: u64 = cursor.as_deref().unwrap_or("0").parse().map_err(|_| StoreError::Backend("bad scan cursor".into()))?;
