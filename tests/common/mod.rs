@@ -1,0 +1,211 @@
+//! Test harness: a real `redis-server` on a free port, and the real `herald` daemon started
+//! on ephemeral ports against either backend.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use herald::proto::v1::{apps_client::AppsClient, endpoints_client::EndpointsClient, App, CreateAppRequest};
+use tonic::transport::Channel;
+use tonic::Request;
+
+pub const API_KEY: &str = "test-key-0123456789abcdef";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {port}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on port {port} within 20 s");
+}
+
+/// A real `redis-server` on a free loopback port, stopped on drop. Fails loudly when Redis
+/// cannot start: tests that need it never skip.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it): cannot spawn it");
+        wait_for_port(port, "redis-server", &mut child);
+        Self { child, port, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs a command with redis-cli and returns its output lines.
+    pub fn cli(&self, args: &[&str]) -> Vec<String> {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().expect("redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Redis,
+}
+
+/// The real `herald` binary, serving on free ports.
+pub struct Daemon {
+    child: Option<Child>,
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+    pub data_dir: PathBuf,
+    pub api_key: Option<String>,
+    pub redis: Option<RedisServer>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn herald_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_herald")
+}
+
+impl Daemon {
+    /// A daemon on `backend` that requires [`API_KEY`].
+    pub fn start(backend: Backend) -> Self {
+        let redis = (backend == Backend::Redis).then(RedisServer::start);
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        Self::spawn(redis, data_dir, Some(tmp), Some(API_KEY.to_string()), &[])
+    }
+
+    pub fn spawn(redis: Option<RedisServer>, data_dir: PathBuf, tmp: Option<tempfile::TempDir>, api_key: Option<String>, extra: &[&str]) -> Self {
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cmd = Command::new(herald_bin());
+        cmd.arg("serve").arg("--grpc-addr").arg(grpc.to_string()).arg("--metrics-addr").arg(metrics.to_string()).arg("--data-dir").arg(&data_dir);
+        if let Some(r) = &redis {
+            cmd.arg("--redis-url").arg(r.url());
+        }
+        if let Some(k) = &api_key {
+            cmd.arg("--api-key").arg(k);
+        }
+        cmd.args(extra).env_remove("HERALD_API_KEYS").env_remove("HERALD_REDIS_URL").env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn herald");
+        wait_for_port(grpc.port(), "herald", &mut child);
+        wait_for_port(metrics.port(), "herald metrics", &mut child);
+        Self { child: Some(child), grpc, metrics, data_dir, api_key, redis, _tmp: tmp }
+    }
+
+    /// Stops this daemon (SIGTERM) and starts another on the same data directory and Redis.
+    pub fn restart(mut self) -> Self {
+        let status = self.terminate();
+        assert!(status.success(), "herald exited with {status}");
+        let (redis, tmp) = (self.redis.take(), self._tmp.take());
+        Self::spawn(redis, self.data_dir.clone(), tmp, self.api_key.clone(), &[])
+    }
+
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc)).unwrap().connect().await.expect("connect to herald")
+    }
+
+    pub async fn apps(&self) -> AppsClient<Channel> {
+        AppsClient::new(self.channel().await)
+    }
+
+    pub async fn endpoints(&self) -> EndpointsClient<Channel> {
+        EndpointsClient::new(self.channel().await)
+    }
+
+    /// A request carrying this daemon's API key.
+    pub fn req<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        if let Some(k) = &self.api_key {
+            r.metadata_mut().insert("authorization", format!("Bearer {k}").parse().unwrap());
+        }
+        r
+    }
+
+    pub async fn create_app(&self, name: &str) -> App {
+        self.apps().await.create_app(self.req(CreateAppRequest { name: name.into(), tags: Default::default() })).await.expect("create app").into_inner()
+    }
+
+    /// GET /metrics.
+    pub fn metrics_text(&self) -> String {
+        let mut s = TcpStream::connect(self.metrics).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        out
+    }
+
+    /// Sends SIGTERM and waits (at most 30 s) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let ok = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success();
+        assert!(ok, "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("herald did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `herald` with arguments and environment; returns (exit code, stdout, stderr).
+pub fn herald(args: &[&str], env: &[(&str, &str)], dir: &Path) -> (i32, String, String) {
+    let mut cmd = Command::new(herald_bin());
+    cmd.args(args).current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HERALD_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run herald");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}

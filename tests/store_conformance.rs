@@ -1,0 +1,289 @@
+//! One conformance suite, run against both store backends: the embedded redb file and a real
+//! `redis-server` started for each test.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use herald::proto::v1::{App, ChannelType, Endpoint, EndpointStatus, EndpointUser};
+use herald::store::{embedded::EmbeddedStore, redis::RedisStore, EndpointOp, Store, StoreError};
+
+/// A backend under test and what keeps it alive.
+struct Harness {
+    store: Arc<dyn Store>,
+    /// A second store on the same state (Redis: another connection set, as another daemon
+    /// would have; embedded: the same handle).
+    other: Arc<dyn Store>,
+    redis: Option<common::RedisServer>,
+    _dir: tempfile::TempDir,
+}
+
+async fn embedded() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    Harness { other: store.clone(), store, redis: None, _dir: dir }
+}
+
+async fn redis() -> Harness {
+    let server = common::RedisServer::start();
+    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&server.url(), 4).await.unwrap());
+    let other: Arc<dyn Store> = Arc::new(RedisStore::connect(&server.url(), 4).await.unwrap());
+    Harness { store, other, redis: Some(server), _dir: tempfile::tempdir().unwrap() }
+}
+
+fn app(id: &str) -> App {
+    App { app_id: id.into(), name: format!("app {id}"), creation_date: "2026-01-01T00:00:00.000Z".into(), ..Default::default() }
+}
+
+fn ep(id: &str, channel: ChannelType, address: &str, user: Option<&str>) -> Endpoint {
+    Endpoint {
+        id: id.into(),
+        channel_type: channel as i32,
+        address: address.into(),
+        user: user.map(|u| EndpointUser { user_id: u.into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+fn upsert(writes: Vec<Endpoint>, all_or_nothing: bool) -> EndpointOp {
+    upsert_at(writes, all_or_nothing, "2026-01-01T00:00:00.000Z")
+}
+
+fn upsert_at(writes: Vec<Endpoint>, all_or_nothing: bool, now: &str) -> EndpointOp {
+    EndpointOp::Upsert { writes, all_or_nothing, now: now.into(), request_id: "req".into() }
+}
+
+async fn status(s: &dyn Store, app: &str, id: &str) -> EndpointStatus {
+    let e = s.get_endpoint(app, id).await.unwrap().unwrap_or_else(|| panic!("{id} missing"));
+    EndpointStatus::try_from(e.endpoint_status).unwrap()
+}
+
+async fn apps_crud_and_pagination(h: Harness) {
+    let s = h.store.as_ref();
+    for id in ["a3", "a0", "a4", "a1", "a2"] {
+        s.create_app(&app(id)).await.unwrap();
+    }
+    assert!(matches!(s.create_app(&app("a1")).await, Err(StoreError::AppExists(_))));
+    let page: Vec<_> = s.list_apps(None, 2).await.unwrap().into_iter().map(|a| a.app_id).collect();
+    assert_eq!(page, ["a0", "a1"]);
+    let page: Vec<_> = s.list_apps(Some("a1"), 2).await.unwrap().into_iter().map(|a| a.app_id).collect();
+    assert_eq!(page, ["a2", "a3"]);
+    let page: Vec<_> = s.list_apps(Some("a3"), 10).await.unwrap().into_iter().map(|a| a.app_id).collect();
+    assert_eq!(page, ["a4"]);
+
+    let mut changed = s.get_app("a2").await.unwrap().unwrap();
+    changed.name = "renamed".into();
+    s.put_app(&changed).await.unwrap();
+    assert_eq!(s.get_app("a2").await.unwrap().unwrap().name, "renamed");
+    assert!(matches!(s.put_app(&app("zz")).await, Err(StoreError::AppNotFound(_))));
+
+    assert_eq!(s.delete_app("a2").await.unwrap().unwrap().name, "renamed");
+    assert!(s.delete_app("a2").await.unwrap().is_none());
+    assert!(s.get_app("a2").await.unwrap().is_none());
+    assert_eq!(s.list_apps(None, 10).await.unwrap().len(), 4);
+}
+
+async fn upserts_merge_into_stored_endpoints(h: Harness) {
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    let mut first = ep("e1", ChannelType::Email, "ana@example.com", Some("u1"));
+    first.attributes.insert("Plan".into(), herald::proto::v1::AttributeValues { values: vec!["Pro".into()] });
+    s.write_endpoints("app", upsert_at(vec![first], true, "2026-01-01T00:00:00.000Z")).await.unwrap();
+    let partial = Endpoint { id: "e1".into(), metrics: [("Visits".to_string(), 2.0)].into(), ..Default::default() };
+    let plan = s.write_endpoints("app", upsert_at(vec![partial], true, "2026-02-01T00:00:00.000Z")).await.unwrap();
+    assert!(plan.rejections.is_empty());
+    let e = s.get_endpoint("app", "e1").await.unwrap().unwrap();
+    assert_eq!(e.address, "ana@example.com");
+    assert_eq!(e.attributes["Plan"].values, ["Pro"]);
+    assert_eq!(e.metrics["Visits"], 2.0);
+    assert_eq!(e.creation_date, "2026-01-01T00:00:00.000Z");
+    assert_eq!(e.effective_date, "2026-02-01T00:00:00.000Z");
+    assert_eq!(e.application_id, "app");
+    assert_eq!(e.cohort_id, herald::domain::endpoint::cohort_id("e1"));
+    assert!(s.get_endpoint("app", "nope").await.unwrap().is_none());
+    assert!(matches!(s.get_endpoint("ghost", "e1").await, Err(StoreError::AppNotFound(_))));
+    assert!(matches!(s.write_endpoints("ghost", upsert(vec![ep("x", ChannelType::Sms, "+14155550100", None)], true)).await, Err(StoreError::AppNotFound(_))));
+}
+
+async fn same_address_makes_the_older_endpoint_inactive(h: Harness) {
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    s.write_endpoints("app", upsert(vec![ep("e1", ChannelType::Email, "ana@example.com", None)], true)).await.unwrap();
+    s.write_endpoints("app", upsert(vec![ep("e2", ChannelType::Email, "ana@example.com", None)], true)).await.unwrap();
+    assert_eq!(status(s, "app", "e1").await, EndpointStatus::Inactive);
+    assert_eq!(status(s, "app", "e2").await, EndpointStatus::Active);
+    // Moving e2 away frees the address: a new e3 there retires nobody.
+    s.write_endpoints("app", upsert(vec![ep("e2", ChannelType::Email, "bob@example.com", None)], true)).await.unwrap();
+    s.write_endpoints("app", upsert(vec![ep("e3", ChannelType::Email, "ana@example.com", None)], true)).await.unwrap();
+    assert_eq!(status(s, "app", "e2").await, EndpointStatus::Active);
+    assert_eq!(status(s, "app", "e3").await, EndpointStatus::Active);
+    // Deleting e3 cleans the index too.
+    s.write_endpoints("app", EndpointOp::Delete { ids: vec!["e3".into()] }).await.unwrap();
+    s.write_endpoints("app", upsert(vec![ep("e4", ChannelType::Email, "ana@example.com", None)], true)).await.unwrap();
+    s.write_endpoints("app", upsert(vec![ep("e5", ChannelType::Email, "ana@example.com", None)], true)).await.unwrap();
+    assert_eq!(status(s, "app", "e4").await, EndpointStatus::Inactive);
+    assert_eq!(status(s, "app", "e5").await, EndpointStatus::Active);
+}
+
+async fn users_have_at_most_fifteen_active_endpoints(h: Harness) {
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    for i in 0..15 {
+        let (ch, addr) = if i < 3 { (ChannelType::Gcm, format!("token-{i}")) } else { (ChannelType::Email, format!("u{i}@example.com")) };
+        let now = format!("2026-01-01T00:00:{i:02}.000Z");
+        let plan = s.write_endpoints("app", upsert_at(vec![ep(&format!("e{i}"), ch, &addr, Some("u"))], true, &now)).await.unwrap();
+        assert!(plan.rejections.is_empty());
+    }
+    let plan = s.write_endpoints("app", upsert(vec![ep("mail16", ChannelType::Email, "x16@example.com", Some("u"))], true)).await.unwrap();
+    assert_eq!(plan.rejections.len(), 1);
+    assert_eq!(plan.rejections[0].violation.field, "user.user_id");
+    assert!(s.get_endpoint("app", "mail16").await.unwrap().is_none(), "a rejected write writes nothing");
+    let plan = s.write_endpoints("app", upsert_at(vec![ep("push16", ChannelType::Apns, "token-16", Some("u"))], true, "2026-01-02T00:00:00.000Z")).await.unwrap();
+    assert!(plan.rejections.is_empty());
+    assert_eq!(status(s, "app", "e0").await, EndpointStatus::Inactive, "the oldest push endpoint retires");
+    assert_eq!(status(s, "app", "e1").await, EndpointStatus::Active);
+    let all = s.user_endpoints("app", "u").await.unwrap();
+    assert_eq!(all.len(), 16);
+    assert_eq!(all.iter().filter(|e| e.endpoint_status == EndpointStatus::Active as i32).count(), 15);
+    let deleted = s.write_endpoints("app", EndpointOp::DeleteUser { user_id: "u".into() }).await.unwrap();
+    assert_eq!(deleted.deleted.len(), 16);
+    assert!(s.user_endpoints("app", "u").await.unwrap().is_empty());
+    assert!(s.get_endpoint("app", "e5").await.unwrap().is_none());
+}
+
+async fn rejected_batches_write_nothing(h: Harness) {
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    let batch = vec![ep("good", ChannelType::Sms, "+14155550100", Some("u")), Endpoint { id: "bad".into(), address: "x".into(), ..Default::default() }];
+    let plan = s.write_endpoints("app", upsert(batch.clone(), true)).await.unwrap();
+    assert_eq!(plan.rejections.len(), 1);
+    assert_eq!(plan.rejections[0].index, 1);
+    assert!(s.get_endpoint("app", "good").await.unwrap().is_none());
+    assert!(s.user_endpoints("app", "u").await.unwrap().is_empty());
+    let plan = s.write_endpoints("app", upsert(batch, false)).await.unwrap();
+    assert_eq!(plan.written.len(), 1);
+    assert!(s.get_endpoint("app", "good").await.unwrap().is_some());
+    assert!(s.get_endpoint("app", "bad").await.unwrap().is_none());
+}
+
+async fn deleting_an_app_removes_everything_under_it(h: Harness) {
+    let s = h.store.as_ref();
+    s.create_app(&app("gone")).await.unwrap();
+    s.create_app(&app("kept")).await.unwrap();
+    for a in ["gone", "kept"] {
+        let writes = (0..50).map(|i| ep(&format!("e{i}"), ChannelType::Email, &format!("u{i}@example.com"), Some(&format!("u{}", i % 5)))).collect();
+        s.write_endpoints(a, upsert(writes, true)).await.unwrap();
+    }
+    s.delete_app("gone").await.unwrap().unwrap();
+    assert!(matches!(s.get_endpoint("gone", "e1").await, Err(StoreError::AppNotFound(_))));
+    assert!(matches!(s.user_endpoints("gone", "u1").await, Err(StoreError::AppNotFound(_))));
+    s.create_app(&app("gone")).await.unwrap();
+    assert!(s.get_endpoint("gone", "e1").await.unwrap().is_none());
+    assert!(s.user_endpoints("gone", "u1").await.unwrap().is_empty());
+    assert!(s.scan_endpoints("gone", None, 100).await.unwrap().0.is_empty());
+    // A fresh endpoint on a reused address retires nobody: the old index is gone too.
+    s.write_endpoints("gone", upsert(vec![ep("n1", ChannelType::Email, "u1@example.com", None)], true)).await.unwrap();
+    assert_eq!(status(s, "gone", "n1").await, EndpointStatus::Active);
+    assert_eq!(s.user_endpoints("kept", "u1").await.unwrap().len(), 10);
+    if let Some(redis) = &h.redis {
+        let keys = redis.cli(&["--scan", "--pattern", "herald:{gone}:*"]);
+        let expected: HashSet<String> = ["herald:{gone}:app", "herald:{gone}:ep:n1", "herald:{gone}:eps", "herald:{gone}:addr:1:u1@example.com"].map(String::from).into();
+        assert_eq!(keys.into_iter().collect::<HashSet<_>>(), expected);
+    }
+}
+
+async fn scans_visit_every_endpoint_once(h: Harness) {
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    for chunk in 0..5 {
+        let writes = (0..500).map(|i| ep(&format!("e{chunk}-{i}"), ChannelType::Gcm, &format!("t{chunk}-{i}"), None)).collect();
+        s.write_endpoints("app", upsert(writes, true)).await.unwrap();
+    }
+    let mut seen = HashSet::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = s.scan_endpoints("app", cursor, 300).await.unwrap();
+        for e in page {
+            seen.insert(e.id);
+        }
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 2500);
+}
+
+async fn concurrent_writers_never_lose_a_write(h: Harness) {
+    s_create(&h).await;
+    // Forty writers on two daemons' connections add push endpoints to one user at once: the
+    // user list must hold every one of them, and at most 15 may be ACTIVE.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 { h.store.clone() } else { h.other.clone() };
+        tasks.push(tokio::spawn(async move {
+            let now = format!("2026-01-01T00:{:02}:00.000Z", i);
+            let plan = store.write_endpoints("app", upsert_at(vec![ep(&format!("p{i}"), ChannelType::Gcm, &format!("tok{i}"), Some("u"))], true, &now)).await.unwrap();
+            assert!(plan.rejections.is_empty());
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = h.store.user_endpoints("app", "u").await.unwrap();
+    assert_eq!(all.len(), 40);
+    assert_eq!(all.iter().filter(|e| e.endpoint_status == EndpointStatus::Active as i32).count(), 15);
+}
+
+async fn s_create(h: &Harness) {
+    h.store.create_app(&app("app")).await.unwrap();
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod embedded_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::embedded().await).await; })*
+        }
+        mod redis_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::redis().await).await; })*
+        }
+    };
+}
+
+conformance!(
+    apps_crud_and_pagination,
+    upserts_merge_into_stored_endpoints,
+    same_address_makes_the_older_endpoint_inactive,
+    users_have_at_most_fifteen_active_endpoints,
+    rejected_batches_write_nothing,
+    deleting_an_app_removes_everything_under_it,
+    scans_visit_every_endpoint_once,
+    concurrent_writers_never_lose_a_write,
+);
+
+#[tokio::test]
+async fn redis_keys_carry_the_app_id_as_a_hash_tag() {
+    let h = redis().await;
+    h.store.create_app(&app("tagged")).await.unwrap();
+    let writes = (0..20).map(|i| ep(&format!("e{i}"), ChannelType::Email, &format!("u{i}@example.com"), Some(&format!("u{i}")))).collect();
+    h.store.write_endpoints("tagged", upsert(writes, true)).await.unwrap();
+    let keys = h.redis.as_ref().unwrap().cli(&["--scan"]);
+    assert!(keys.len() > 60, "{keys:?}");
+    for k in keys {
+        assert!(k == "herald:apps" || k.starts_with("herald:{tagged}:"), "{k} has no app hash tag");
+    }
+}
+
+#[tokio::test]
+async fn embedded_data_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        s.create_app(&app("app")).await.unwrap();
+        s.write_endpoints("app", upsert(vec![ep("e1", ChannelType::Email, "ana@example.com", Some("u"))], true)).await.unwrap();
+    }
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(s.get_endpoint("app", "e1").await.unwrap().unwrap().address, "ana@example.com");
+    assert_eq!(s.user_endpoints("app", "u").await.unwrap().len(), 1);
+}
