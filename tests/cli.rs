@@ -1,0 +1,124 @@
+//! The `herald` command line: configuration layering and checks, and the terminal client
+//! against a real daemon.
+
+mod common;
+
+use common::{herald, Backend, Daemon, API_KEY};
+
+#[test]
+fn configuration_layers_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("herald.toml"),
+        "grpc_addr = \"127.0.0.1:7001\"\nmetrics_addr = \"127.0.0.1:7002\"\ndata_dir = \"/var/lib/herald\"\nshutdown_grace_secs = 5\n",
+    )
+    .unwrap();
+    let env = [("HERALD_GRPC_ADDR", "127.0.0.1:8001"), ("HERALD_METRICS_ADDR", "127.0.0.1:8002")];
+    let (code, out, err) = herald(&["config", "--config", "herald.toml", "--grpc-addr", "127.0.0.1:9001"], &env, dir.path());
+    assert_eq!(code, 0, "{err}");
+    let parsed: toml::Table = toml::from_str(&out).unwrap();
+    assert_eq!(parsed["grpc_addr"].as_str(), Some("127.0.0.1:9001"), "flag beats environment");
+    assert_eq!(parsed["metrics_addr"].as_str(), Some("127.0.0.1:8002"), "environment beats file");
+    assert_eq!(parsed["data_dir"].as_str(), Some("/var/lib/herald"), "file beats default");
+    assert_eq!(parsed["shutdown_grace_secs"].as_integer(), Some(5));
+}
+
+#[test]
+fn secrets_are_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("HERALD_API_KEYS", "first-key-0123456789,second-key-0123456789"), ("HERALD_REDIS_URL", "redis://herald:s3cret-pass@127.0.0.1:6379/0")];
+    let (code, out, err) = herald(&["config"], &env, dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("first-key") && !out.contains("second-key") && !out.contains("s3cret"), "{out}");
+    let parsed: toml::Table = toml::from_str(&out).unwrap();
+    assert_eq!(parsed["api_keys"].as_array().unwrap().len(), 2);
+    assert_eq!(parsed["redis_url"].as_str(), Some("redis://herald:********@127.0.0.1:6379/0"));
+}
+
+#[test]
+fn bad_configuration_is_named_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "grpc_addr = \"127.0.0.1:7001\"\nredis_ulr = \"redis://x\"\n").unwrap();
+    let (code, _, err) = herald(&["serve", "--config", "bad.toml", "--validate"], &[], dir.path());
+    assert_eq!(code, 64);
+    assert!(err.contains("redis_ulr"), "{err}");
+
+    let (code, _, err) = herald(&["serve", "--grpc-addr", "0.0.0.0:50051", "--validate"], &[], dir.path());
+    assert_eq!(code, 64);
+    assert!(err.contains("without an API key"), "{err}");
+    // Without --validate it refuses before binding anything.
+    let (code, _, err) = herald(&["serve", "--grpc-addr", "0.0.0.0:0"], &[], dir.path());
+    assert_eq!(code, 64);
+    assert!(err.contains("refusing to listen"), "{err}");
+
+    let (code, _, err) = herald(&["serve", "--redis-url", "http://localhost", "--validate"], &[], dir.path());
+    assert_eq!(code, 64);
+    assert!(err.contains("redis_url"), "{err}");
+    let (code, _, _) = herald(&["serve", "--grpc-addr", "not-an-address"], &[], dir.path());
+    assert_eq!(code, 64);
+
+    let (code, out, err) = herald(&["serve", "--grpc-addr", "0.0.0.0:50051", "--api-key", API_KEY, "--validate"], &[], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid"));
+}
+
+#[test]
+fn cli_manages_apps_and_endpoints() {
+    let d = Daemon::start(Backend::Embedded);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = d.grpc.to_string();
+    let env = [("HERALD_ADDR", addr.as_str()), ("HERALD_API_KEY", API_KEY)];
+    let run = |args: &[&str]| {
+        let (code, out, err) = herald(args, &env, dir.path());
+        assert_eq!(code, 0, "herald {args:?}: {err}");
+        out
+    };
+    let app = run(&["apps", "create", "--name", "Demo", "--tag", "team=growth"]).trim().to_string();
+    assert_eq!(app.len(), 32);
+    assert!(run(&["apps", "list"]).contains(&app));
+
+    let put = run(&["endpoints", "put", "--app", &app, "e1", "--channel-type", "email", "--address", "ana@example.com", "--user-id", "u1", "--attribute", "Plan=Pro", "--country", "US"]);
+    let json: serde_json::Value = serde_json::from_str(&put).unwrap();
+    assert_eq!(json["Address"], "ana@example.com");
+    assert_eq!(json["Attributes"]["Plan"][0], "Pro");
+    let got: serde_json::Value = serde_json::from_str(&run(&["endpoints", "get", "--app", &app, "e1"])).unwrap();
+    assert_eq!(got["User"]["UserId"], "u1");
+    assert_eq!(got["Location"]["Country"], "US");
+
+    std::fs::write(
+        dir.path().join("people.csv"),
+        "ChannelType,Address,Id,User.UserId,User.UserAttributes.FirstName,Attributes.Plan,Location.Country\n\
+         EMAIL,bob@example.com,e2,u2,Bob,Free,US\n\
+         SMS,12345,e3,u3,Cy,Free,US\n\
+         FAX,x,e4,,,,\n\
+         SMS,+14155550100,e5,u5,Di,Pro,DE\n\
+         SMS,+14155550101,e6,u6,Ed,Pro,ZZ\n",
+    )
+    .unwrap();
+    let out = run(&["endpoints", "import", "--app", &app, "people.csv"]);
+    assert!(out.contains("5 rows read, 2 written, 3 rejected"), "{out}");
+    assert!(out.contains("line 3: address:"), "{out}");
+    assert!(out.contains("line 4: ChannelType 'FAX'"), "{out}");
+    assert!(out.contains("line 6: location.country:"), "{out}");
+    let e5: serde_json::Value = serde_json::from_str(&run(&["endpoints", "get", "--app", &app, "e5"])).unwrap();
+    assert_eq!(e5["User"]["UserAttributes"]["FirstName"][0], "Di");
+
+    std::fs::write(
+        dir.path().join("people.jsonl"),
+        "{\"ChannelType\":\"GCM\",\"Address\":\"tok-1\",\"Id\":\"p1\",\"User\":{\"UserId\":\"u9\"}}\n{\"ChannelType\":\"GCM\",\n",
+    )
+    .unwrap();
+    let out = run(&["endpoints", "import", "--app", &app, "people.jsonl"]);
+    assert!(out.contains("2 rows read, 1 written, 1 rejected") && out.contains("line 2: malformed JSON"), "{out}");
+    assert!(run(&["endpoints", "user", "--app", &app, "u9"]).contains("tok-1"));
+
+    run(&["endpoints", "delete", "--app", &app, "e1"]);
+    let (code, _, err) = herald(&["endpoints", "get", "--app", &app, "e1"], &env, dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("NotFound"), "{err}");
+    let (code, _, err) = herald(&["endpoints", "put", "--app", &app, "bad", "--channel-type", "SMS", "--address", "12"], &env, dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("endpoint.address"), "{err}");
+    run(&["apps", "delete", &app]);
+    assert!(!run(&["apps", "list"]).contains(&app));
+}
