@@ -122,3 +122,12 @@ fn cli_manages_apps_and_endpoints() {
     run(&["apps", "delete", &app]);
     assert!(!run(&["apps", "list"]).contains(&app));
 }
+
+#[test]
+fn the_shipped_example_configuration_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/herald.toml");
+    let (code, out, err) = herald(&["serve", "--config", example, "--validate"], &[], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid"));
+}
