@@ -16,7 +16,10 @@ fn sample(i: u64) -> Endpoint {
         metrics: [("Sessions".to_string(), 3.0)].into(),
         location: Some(EndpointLocation { country: "US".into(), city: "Springfield".into(), ..Default::default() }),
         demographic: Some(EndpointDemographic { timezone: "America/New_York".into(), platform: "web".into(), ..Default::default() }),
-        user: Some(EndpointUser { user_id: format!("user-{i}"), user_attributes: [("FirstName".to_string(), one(format!("Name{i}")))].into() }),
+        user: Some(EndpointUser {
+            user_id: format!("user-{i}"),
+            user_attributes: [("FirstName".to_string(), one(format!("Name{i}")))].into(),
+        }),
         ..Default::default()
     }
 }
@@ -24,12 +27,19 @@ fn sample(i: u64) -> Endpoint {
 fn bench(c: &mut Criterion) {
     let e = sample(42);
     c.bench_function("endpoint/validate_write", |b| b.iter(|| endpoint::validate_write(std::hint::black_box(&e))));
-    c.bench_function("endpoint/merge_new", |b| b.iter(|| endpoint::merge(None, std::hint::black_box(&e), "app", "2026-01-01T00:00:00.000Z", "r")));
+    c.bench_function("endpoint/merge_new", |b| {
+        b.iter(|| endpoint::merge(None, std::hint::black_box(&e), "app", "2026-01-01T00:00:00.000Z", "r"))
+    });
     c.bench_function("endpoint/cohort_id", |b| b.iter(|| endpoint::cohort_id(std::hint::black_box("ep-000000042"))));
 
     let mut group = c.benchmark_group("plan");
     group.throughput(Throughput::Elements(1000));
-    let op = EndpointOp::Upsert { writes: (0..1000).map(sample).collect(), all_or_nothing: false, now: "2026-01-01T00:00:00.000Z".into(), request_id: "r".into() };
+    let op = EndpointOp::Upsert {
+        writes: (0..1000).map(sample).collect(),
+        all_or_nothing: false,
+        now: "2026-01-01T00:00:00.000Z".into(),
+        request_id: "r".into(),
+    };
     group.bench_function("upsert_1000_new", |b| {
         b.iter_batched(
             || {

@@ -147,8 +147,7 @@ impl Config {
                 self.grpc_addr
             )));
         }
-        if let Some(k) = self.api_keys.iter().find(|k| k.len() < 16 || k.chars().any(|c| c.is_whitespace() || c.is_control())) {
-            let _ = k;
+        if self.api_keys.iter().any(|k| k.len() < 16 || k.chars().any(|c| c.is_whitespace() || c.is_control())) {
             return Err(ConfigError::Invalid("API keys must be at least 16 characters, without whitespace".into()));
         }
         if let Some(url) = &self.redis_url {

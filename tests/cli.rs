@@ -26,7 +26,10 @@ fn configuration_layers_file_then_environment_then_flags() {
 #[test]
 fn secrets_are_masked() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [("HERALD_API_KEYS", "first-key-0123456789,second-key-0123456789"), ("HERALD_REDIS_URL", "redis://herald:s3cret-pass@127.0.0.1:6379/0")];
+    let env = [
+        ("HERALD_API_KEYS", "first-key-0123456789,second-key-0123456789"),
+        ("HERALD_REDIS_URL", "redis://herald:s3cret-pass@127.0.0.1:6379/0"),
+    ];
     let (code, out, err) = herald(&["config"], &env, dir.path());
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("first-key") && !out.contains("second-key") && !out.contains("s3cret"), "{out}");
@@ -77,7 +80,23 @@ fn cli_manages_apps_and_endpoints() {
     assert_eq!(app.len(), 32);
     assert!(run(&["apps", "list"]).contains(&app));
 
-    let put = run(&["endpoints", "put", "--app", &app, "e1", "--channel-type", "email", "--address", "ana@example.com", "--user-id", "u1", "--attribute", "Plan=Pro", "--country", "US"]);
+    let put = run(&[
+        "endpoints",
+        "put",
+        "--app",
+        &app,
+        "e1",
+        "--channel-type",
+        "email",
+        "--address",
+        "ana@example.com",
+        "--user-id",
+        "u1",
+        "--attribute",
+        "Plan=Pro",
+        "--country",
+        "US",
+    ]);
     let json: serde_json::Value = serde_json::from_str(&put).unwrap();
     assert_eq!(json["Address"], "ana@example.com");
     assert_eq!(json["Attributes"]["Plan"][0], "Pro");
@@ -130,4 +149,44 @@ fn the_shipped_example_configuration_is_valid() {
     let (code, out, err) = herald(&["serve", "--config", example, "--validate"], &[], dir.path());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("valid"));
+}
+
+#[test]
+fn json_logs_and_sigint_shutdown() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let (grpc, metrics) = (common::free_port(), common::free_port());
+    let mut child = Command::new(common::herald_bin())
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .env_remove("HERALD_API_KEYS")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let serving = loop {
+        let line = lines.next().expect("herald logged nothing").unwrap();
+        let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        if record["message"] == "Herald is serving." {
+            break record;
+        }
+    };
+    assert_eq!(serving["level"], "INFO");
+    assert_eq!(serving["grpc_addr"], format!("127.0.0.1:{grpc}"));
+    assert!(Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap().success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("SIGINT")), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("Store closed.")), "{rest:?}");
+    assert!(child.wait().unwrap().success());
 }

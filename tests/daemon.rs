@@ -4,9 +4,9 @@ mod common;
 
 use common::{Backend, Daemon};
 use herald::proto::v1::{
-    AppSettings, CampaignLimits, ChannelType, DeleteAppRequest, DeleteEndpointRequest, DeleteUserEndpointsRequest, Endpoint, EndpointDemographic,
-    EndpointLocation, EndpointStatus, EndpointUser, GetAppRequest, GetEndpointRequest, GetUserEndpointsRequest, ImportEndpointsRequest,
-    ListAppsRequest, QuietTime, UpdateAppSettingsRequest, UpdateEndpointRequest, UpdateEndpointsBatchRequest,
+    AppSettings, CampaignLimits, ChannelType, DeleteAppRequest, DeleteEndpointRequest, DeleteUserEndpointsRequest, Endpoint,
+    EndpointDemographic, EndpointLocation, EndpointStatus, EndpointUser, GetAppRequest, GetEndpointRequest, GetUserEndpointsRequest,
+    ImportEndpointsRequest, ListAppsRequest, QuietTime, UpdateAppSettingsRequest, UpdateEndpointRequest, UpdateEndpointsBatchRequest,
 };
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
@@ -32,7 +32,10 @@ fn email(id: &str, address: &str, user: Option<&str>) -> Endpoint {
 
 async fn health_and_reflection_need_no_key(backend: Backend) {
     use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
-    use tonic_reflection::pb::v1::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse, ServerReflectionRequest};
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse, ServerReflectionRequest,
+    };
     let d = Daemon::start(backend);
     let mut health = HealthClient::new(d.channel().await);
     for service in ["", "herald.v1.Apps", "herald.v1.Endpoints"] {
@@ -42,15 +45,22 @@ async fn health_and_reflection_need_no_key(backend: Backend) {
     let mut reflection = ServerReflectionClient::new(d.channel().await);
     let requests = vec![
         ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) },
-        ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::FileContainingSymbol("herald.v1.Endpoints".into())) },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol("herald.v1.Endpoints".into())),
+        },
     ];
     let mut answers = reflection.server_reflection_info(tokio_stream::iter(requests)).await.unwrap().into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = answers.message().await.unwrap().unwrap().message_response else { panic!("no service list") };
+    let Some(MessageResponse::ListServicesResponse(list)) = answers.message().await.unwrap().unwrap().message_response else {
+        panic!("no service list")
+    };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     for n in ["herald.v1.Apps", "herald.v1.Endpoints", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
     }
-    let Some(MessageResponse::FileDescriptorResponse(files)) = answers.message().await.unwrap().unwrap().message_response else { panic!("no descriptor") };
+    let Some(MessageResponse::FileDescriptorResponse(files)) = answers.message().await.unwrap().unwrap().message_response else {
+        panic!("no descriptor")
+    };
     assert!(!files.file_descriptor_proto.is_empty());
 }
 
@@ -88,15 +98,26 @@ async fn apps_lifecycle(backend: Backend) {
     let listed: Vec<_> = first.apps.iter().chain(&second.apps).map(|a| a.app_id.clone()).collect();
     assert_eq!(listed, ids);
 
-    let err = apps.create_app(d.req(herald::proto::v1::CreateAppRequest { name: String::new(), tags: Default::default() })).await.unwrap_err();
+    let err =
+        apps.create_app(d.req(herald::proto::v1::CreateAppRequest { name: String::new(), tags: Default::default() })).await.unwrap_err();
     assert_eq!(fields(&err), ["name"]);
 
     let settings = AppSettings {
-        limits: Some(CampaignLimits { daily: Some(5), total: Some(20), messages_per_second: Some(100), maximum_duration: Some(3600), session: None }),
+        limits: Some(CampaignLimits {
+            daily: Some(5),
+            total: Some(20),
+            messages_per_second: Some(100),
+            maximum_duration: Some(3600),
+            session: None,
+        }),
         quiet_time: Some(QuietTime { start: "22:00".into(), end: "07:00".into() }),
         last_modified_date: String::new(),
     };
-    let app = apps.update_app_settings(d.req(UpdateAppSettingsRequest { app_id: ids[0].clone(), settings: Some(settings) })).await.unwrap().into_inner();
+    let app = apps
+        .update_app_settings(d.req(UpdateAppSettingsRequest { app_id: ids[0].clone(), settings: Some(settings) }))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(app.settings.as_ref().unwrap().limits.unwrap().daily, Some(5));
     let got = apps.get_app(d.req(GetAppRequest { app_id: ids[0].clone() })).await.unwrap().into_inner();
     assert_eq!(got.settings.unwrap().quiet_time.unwrap().end, "07:00");
@@ -121,23 +142,43 @@ async fn bad_endpoints_are_refused_field_by_field(backend: Backend) {
     let mut e = email("", "not an address", None);
     e.location = Some(EndpointLocation { country: "XX".into(), latitude: Some(120.0), ..Default::default() });
     e.demographic = Some(EndpointDemographic { timezone: "Moon/Base".into(), ..Default::default() });
-    let err = eps.update_endpoint(d.req(UpdateEndpointRequest { app_id: app.clone(), endpoint_id: "e1".into(), endpoint: Some(e) })).await.unwrap_err();
+    let err = eps
+        .update_endpoint(d.req(UpdateEndpointRequest { app_id: app.clone(), endpoint_id: "e1".into(), endpoint: Some(e) }))
+        .await
+        .unwrap_err();
     assert_eq!(fields(&err), ["endpoint.demographic.timezone", "endpoint.location.country", "endpoint.location.latitude"]);
-    let err = eps.update_endpoint(d.req(UpdateEndpointRequest { app_id: app.clone(), endpoint_id: "e1".into(), endpoint: Some(email("", "bad@", None)) })).await.unwrap_err();
+    let err = eps
+        .update_endpoint(d.req(UpdateEndpointRequest {
+            app_id: app.clone(),
+            endpoint_id: "e1".into(),
+            endpoint: Some(email("", "bad@", None)),
+        }))
+        .await
+        .unwrap_err();
     assert_eq!(fields(&err), ["endpoint.address"]);
     let sms = Endpoint { id: "s".into(), channel_type: ChannelType::Sms as i32, address: "555-0100".into(), ..Default::default() };
     let custom = Endpoint { id: "c".into(), channel_type: ChannelType::Custom as i32, address: "ftp://x".into(), ..Default::default() };
     let err = eps
-        .update_endpoints_batch(d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: vec![email("ok", "ok@example.com", None), sms, custom] }))
+        .update_endpoints_batch(
+            d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: vec![email("ok", "ok@example.com", None), sms, custom] }),
+        )
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["endpoints[1].address", "endpoints[2].address"]);
     let missing = eps.get_endpoint(d.req(GetEndpointRequest { app_id: app.clone(), endpoint_id: "ok".into() })).await.unwrap_err();
     assert_eq!(missing.code(), Code::NotFound, "a rejected batch writes nothing");
     let too_many: Vec<_> = (0..10_001).map(|i| email(&format!("e{i}"), &format!("u{i}@example.com"), None)).collect();
-    let err = eps.update_endpoints_batch(d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: too_many })).await.unwrap_err();
+    let err =
+        eps.update_endpoints_batch(d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: too_many })).await.unwrap_err();
     assert_eq!(fields(&err), ["endpoints"]);
-    let err = eps.update_endpoint(d.req(UpdateEndpointRequest { app_id: "0".repeat(32), endpoint_id: "e1".into(), endpoint: Some(email("", "a@example.com", None)) })).await.unwrap_err();
+    let err = eps
+        .update_endpoint(d.req(UpdateEndpointRequest {
+            app_id: "0".repeat(32),
+            endpoint_id: "e1".into(),
+            endpoint: Some(email("", "a@example.com", None)),
+        }))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
 
@@ -145,29 +186,59 @@ async fn endpoints_lifecycle(backend: Backend) {
     let d = Daemon::start(backend);
     let app = d.create_app("e").await.app_id;
     let mut eps = d.endpoints().await;
-    let batch: Vec<_> = (0..10_000).map(|i| email(&format!("e{i}"), &format!("u{i}@example.com"), Some(&format!("user{}", i % 2000)))).collect();
-    let written = eps.update_endpoints_batch(d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: batch })).await.unwrap().into_inner();
+    let batch: Vec<_> =
+        (0..10_000).map(|i| email(&format!("e{i}"), &format!("u{i}@example.com"), Some(&format!("user{}", i % 2000)))).collect();
+    let written = eps
+        .update_endpoints_batch(d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: batch }))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(written.endpoints.len(), 10_000);
     let got = eps.get_endpoint(d.req(GetEndpointRequest { app_id: app.clone(), endpoint_id: "e42".into() })).await.unwrap().into_inner();
     assert_eq!(got.address, "u42@example.com");
     assert_eq!(got.endpoint_status, EndpointStatus::Active as i32);
     assert_eq!(got.cohort_id, herald::domain::endpoint::cohort_id("e42"));
-    let user = eps.get_user_endpoints(d.req(GetUserEndpointsRequest { app_id: app.clone(), user_id: "user42".into() })).await.unwrap().into_inner();
+    let user = eps
+        .get_user_endpoints(d.req(GetUserEndpointsRequest { app_id: app.clone(), user_id: "user42".into() }))
+        .await
+        .unwrap()
+        .into_inner();
     let mut ids: Vec<_> = user.endpoints.iter().map(|e| e.id.clone()).collect();
     ids.sort();
     assert_eq!(ids, ["e2042", "e4042", "e42", "e6042", "e8042"]);
     // Same address on a new endpoint retires the old one.
-    let newer = eps.update_endpoint(d.req(UpdateEndpointRequest { app_id: app.clone(), endpoint_id: "fresh".into(), endpoint: Some(email("", "u42@example.com", None)) })).await.unwrap().into_inner();
+    let newer = eps
+        .update_endpoint(d.req(UpdateEndpointRequest {
+            app_id: app.clone(),
+            endpoint_id: "fresh".into(),
+            endpoint: Some(email("", "u42@example.com", None)),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(newer.endpoint_status, EndpointStatus::Active as i32);
     let old = eps.get_endpoint(d.req(GetEndpointRequest { app_id: app.clone(), endpoint_id: "e42".into() })).await.unwrap().into_inner();
     assert_eq!(old.endpoint_status, EndpointStatus::Inactive as i32);
 
     eps.delete_endpoint(d.req(DeleteEndpointRequest { app_id: app.clone(), endpoint_id: "e42".into() })).await.unwrap();
-    assert_eq!(eps.get_endpoint(d.req(GetEndpointRequest { app_id: app.clone(), endpoint_id: "e42".into() })).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(eps.delete_endpoint(d.req(DeleteEndpointRequest { app_id: app.clone(), endpoint_id: "e42".into() })).await.unwrap_err().code(), Code::NotFound);
-    let deleted = eps.delete_user_endpoints(d.req(DeleteUserEndpointsRequest { app_id: app.clone(), user_id: "user42".into() })).await.unwrap().into_inner();
+    assert_eq!(
+        eps.get_endpoint(d.req(GetEndpointRequest { app_id: app.clone(), endpoint_id: "e42".into() })).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        eps.delete_endpoint(d.req(DeleteEndpointRequest { app_id: app.clone(), endpoint_id: "e42".into() })).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let deleted = eps
+        .delete_user_endpoints(d.req(DeleteUserEndpointsRequest { app_id: app.clone(), user_id: "user42".into() }))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(deleted.endpoints.len(), 4);
-    assert_eq!(eps.get_user_endpoints(d.req(GetUserEndpointsRequest { app_id: app.clone(), user_id: "user42".into() })).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        eps.get_user_endpoints(d.req(GetUserEndpointsRequest { app_id: app.clone(), user_id: "user42".into() })).await.unwrap_err().code(),
+        Code::NotFound
+    );
 }
 
 async fn imports_write_good_rows_and_report_bad_ones(backend: Backend) {
@@ -206,7 +277,13 @@ async fn metrics_count_calls(backend: Backend) {
     let d = Daemon::start(backend);
     let app = d.create_app("m").await.app_id;
     let mut eps = d.endpoints().await;
-    eps.update_endpoint(d.req(UpdateEndpointRequest { app_id: app.clone(), endpoint_id: "e1".into(), endpoint: Some(email("", "a@example.com", None)) })).await.unwrap();
+    eps.update_endpoint(d.req(UpdateEndpointRequest {
+        app_id: app.clone(),
+        endpoint_id: "e1".into(),
+        endpoint: Some(email("", "a@example.com", None)),
+    }))
+    .await
+    .unwrap();
     let _ = eps.get_endpoint(d.req(GetEndpointRequest { app_id: app.clone(), endpoint_id: "nope".into() })).await;
     let text = d.metrics_text();
     assert!(text.contains(r#"herald_grpc_requests_total{method="GetEndpoint",code="NOT_FOUND"} 1"#), "{text}");
@@ -221,7 +298,13 @@ async fn sigterm_exits_cleanly_and_state_survives(backend: Backend) {
     let d = Daemon::start(backend);
     let app = d.create_app("persist").await.app_id;
     let mut eps = d.endpoints().await;
-    eps.update_endpoint(d.req(UpdateEndpointRequest { app_id: app.clone(), endpoint_id: "keep".into(), endpoint: Some(email("", "keep@example.com", Some("u"))) })).await.unwrap();
+    eps.update_endpoint(d.req(UpdateEndpointRequest {
+        app_id: app.clone(),
+        endpoint_id: "keep".into(),
+        endpoint: Some(email("", "keep@example.com", Some("u"))),
+    }))
+    .await
+    .unwrap();
     let d = d.restart();
     let mut eps = d.endpoints().await;
     let e = eps.get_endpoint(d.req(GetEndpointRequest { app_id: app.clone(), endpoint_id: "keep".into() })).await.unwrap().into_inner();

@@ -103,7 +103,10 @@ async fn upserts_merge_into_stored_endpoints(h: Harness) {
     assert_eq!(e.cohort_id, herald::domain::endpoint::cohort_id("e1"));
     assert!(s.get_endpoint("app", "nope").await.unwrap().is_none());
     assert!(matches!(s.get_endpoint("ghost", "e1").await, Err(StoreError::AppNotFound(_))));
-    assert!(matches!(s.write_endpoints("ghost", upsert(vec![ep("x", ChannelType::Sms, "+14155550100", None)], true)).await, Err(StoreError::AppNotFound(_))));
+    assert!(matches!(
+        s.write_endpoints("ghost", upsert(vec![ep("x", ChannelType::Sms, "+14155550100", None)], true)).await,
+        Err(StoreError::AppNotFound(_))
+    ));
 }
 
 async fn same_address_makes_the_older_endpoint_inactive(h: Harness) {
@@ -139,7 +142,10 @@ async fn users_have_at_most_fifteen_active_endpoints(h: Harness) {
     assert_eq!(plan.rejections.len(), 1);
     assert_eq!(plan.rejections[0].violation.field, "user.user_id");
     assert!(s.get_endpoint("app", "mail16").await.unwrap().is_none(), "a rejected write writes nothing");
-    let plan = s.write_endpoints("app", upsert_at(vec![ep("push16", ChannelType::Apns, "token-16", Some("u"))], true, "2026-01-02T00:00:00.000Z")).await.unwrap();
+    let plan = s
+        .write_endpoints("app", upsert_at(vec![ep("push16", ChannelType::Apns, "token-16", Some("u"))], true, "2026-01-02T00:00:00.000Z"))
+        .await
+        .unwrap();
     assert!(plan.rejections.is_empty());
     assert_eq!(status(s, "app", "e0").await, EndpointStatus::Inactive, "the oldest push endpoint retires");
     assert_eq!(status(s, "app", "e1").await, EndpointStatus::Active);
@@ -155,7 +161,10 @@ async fn users_have_at_most_fifteen_active_endpoints(h: Harness) {
 async fn rejected_batches_write_nothing(h: Harness) {
     let s = h.store.as_ref();
     s.create_app(&app("app")).await.unwrap();
-    let batch = vec![ep("good", ChannelType::Sms, "+14155550100", Some("u")), Endpoint { id: "bad".into(), address: "x".into(), ..Default::default() }];
+    let batch = vec![
+        ep("good", ChannelType::Sms, "+14155550100", Some("u")),
+        Endpoint { id: "bad".into(), address: "x".into(), ..Default::default() },
+    ];
     let plan = s.write_endpoints("app", upsert(batch.clone(), true)).await.unwrap();
     assert_eq!(plan.rejections.len(), 1);
     assert_eq!(plan.rejections[0].index, 1);
@@ -172,7 +181,8 @@ async fn deleting_an_app_removes_everything_under_it(h: Harness) {
     s.create_app(&app("gone")).await.unwrap();
     s.create_app(&app("kept")).await.unwrap();
     for a in ["gone", "kept"] {
-        let writes = (0..50).map(|i| ep(&format!("e{i}"), ChannelType::Email, &format!("u{i}@example.com"), Some(&format!("u{}", i % 5)))).collect();
+        let writes =
+            (0..50).map(|i| ep(&format!("e{i}"), ChannelType::Email, &format!("u{i}@example.com"), Some(&format!("u{}", i % 5)))).collect();
         s.write_endpoints(a, upsert(writes, true)).await.unwrap();
     }
     s.delete_app("gone").await.unwrap().unwrap();
@@ -188,7 +198,10 @@ async fn deleting_an_app_removes_everything_under_it(h: Harness) {
     assert_eq!(s.user_endpoints("kept", "u1").await.unwrap().len(), 10);
     if let Some(redis) = &h.redis {
         let keys = redis.cli(&["--scan", "--pattern", "herald:{gone}:*"]);
-        let expected: HashSet<String> = ["herald:{gone}:app", "herald:{gone}:ep:n1", "herald:{gone}:eps", "herald:{gone}:addr:1:u1@example.com"].map(String::from).into();
+        let expected: HashSet<String> =
+            ["herald:{gone}:app", "herald:{gone}:ep:n1", "herald:{gone}:eps", "herald:{gone}:addr:1:u1@example.com"]
+                .map(String::from)
+                .into();
         assert_eq!(keys.into_iter().collect::<HashSet<_>>(), expected);
     }
 }
@@ -224,7 +237,10 @@ async fn concurrent_writers_never_lose_a_write(h: Harness) {
         let store = if i % 2 == 0 { h.store.clone() } else { h.other.clone() };
         tasks.push(tokio::spawn(async move {
             let now = format!("2026-01-01T00:{:02}:00.000Z", i);
-            let plan = store.write_endpoints("app", upsert_at(vec![ep(&format!("p{i}"), ChannelType::Gcm, &format!("tok{i}"), Some("u"))], true, &now)).await.unwrap();
+            let plan = store
+                .write_endpoints("app", upsert_at(vec![ep(&format!("p{i}"), ChannelType::Gcm, &format!("tok{i}"), Some("u"))], true, &now))
+                .await
+                .unwrap();
             assert!(plan.rejections.is_empty());
         }));
     }

@@ -17,6 +17,9 @@ use crate::proto::v1::{
     EndpointUser, GetEndpointRequest, GetUserEndpointsRequest, ImportEndpointsRequest, OptOut, UpdateEndpointRequest,
 };
 
+/// A rejected import row: its line and why.
+type LineError = (u64, String);
+
 /// Endpoints per message of the import stream.
 const IMPORT_MESSAGE: usize = 500;
 
@@ -205,7 +208,7 @@ async fn import_file(
     let (tx, rx) = tokio::sync::mpsc::channel::<ImportEndpointsRequest>(8);
     tx.send(ImportEndpointsRequest { app_id: app.clone(), endpoints: Vec::new() }).await?;
     let producer_bar = bar.clone();
-    let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<u64>, Vec<(u64, String)>)> {
+    let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<u64>, Vec<LineError>)> {
         let reader = std::fs::File::open(&file)?;
         let rows: Box<dyn Iterator<Item = Row>> = match format {
             Format::Csv => Box::new(import::csv_rows(reader).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?),

@@ -529,7 +529,7 @@ mod tests {
         }
         let p = run(&mut store, &upsert(vec![ep("m99", ChannelType::Email, "m99@y.z", Some("u"))]));
         assert_eq!(p.rejections[0].violation.field, "user.user_id");
-        assert!(store.endpoints.get("m99").is_none());
+        assert!(!store.endpoints.contains_key("m99"));
         let p = run(&mut store, &upsert(vec![ep("p99", ChannelType::Apns, "tok99", Some("u"))]));
         assert!(p.rejections.is_empty());
         assert_eq!(status(&store, "p0"), EndpointStatus::Inactive as i32);

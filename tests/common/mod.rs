@@ -105,18 +105,35 @@ impl Daemon {
         Self::spawn(redis, data_dir, Some(tmp), Some(API_KEY.to_string()), &[])
     }
 
-    pub fn spawn(redis: Option<RedisServer>, data_dir: PathBuf, tmp: Option<tempfile::TempDir>, api_key: Option<String>, extra: &[&str]) -> Self {
+    pub fn spawn(
+        redis: Option<RedisServer>,
+        data_dir: PathBuf,
+        tmp: Option<tempfile::TempDir>,
+        api_key: Option<String>,
+        extra: &[&str],
+    ) -> Self {
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut cmd = Command::new(herald_bin());
-        cmd.arg("serve").arg("--grpc-addr").arg(grpc.to_string()).arg("--metrics-addr").arg(metrics.to_string()).arg("--data-dir").arg(&data_dir);
+        cmd.arg("serve")
+            .arg("--grpc-addr")
+            .arg(grpc.to_string())
+            .arg("--metrics-addr")
+            .arg(metrics.to_string())
+            .arg("--data-dir")
+            .arg(&data_dir);
         if let Some(r) = &redis {
             cmd.arg("--redis-url").arg(r.url());
         }
         if let Some(k) = &api_key {
             cmd.arg("--api-key").arg(k);
         }
-        cmd.args(extra).env_remove("HERALD_API_KEYS").env_remove("HERALD_REDIS_URL").env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit());
+        cmd.args(extra)
+            .env_remove("HERALD_API_KEYS")
+            .env_remove("HERALD_REDIS_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn herald");
         wait_for_port(grpc.port(), "herald", &mut child);
         wait_for_port(metrics.port(), "herald metrics", &mut child);
@@ -153,7 +170,12 @@ impl Daemon {
     }
 
     pub async fn create_app(&self, name: &str) -> App {
-        self.apps().await.create_app(self.req(CreateAppRequest { name: name.into(), tags: Default::default() })).await.expect("create app").into_inner()
+        self.apps()
+            .await
+            .create_app(self.req(CreateAppRequest { name: name.into(), tags: Default::default() }))
+            .await
+            .expect("create app")
+            .into_inner()
     }
 
     /// GET /metrics.
