@@ -9,6 +9,7 @@
 //!   masking of secrets.
 //! - [`domain`]: pure rules with no I/O — endpoint validation and merging, cohorts, app
 //!   settings, Pinpoint's import shapes.
+//! - [`render`]: Pinpoint templates on handlebars with Pinpoint's helper set — CPU only.
 //! - [`store`]: the storage seam ([`store::Store`]) with its Redis and embedded (redb)
 //!   backends, and the write planner both backends share.
 //! - [`api`]: tonic services, the one error → `Status` mapping, authentication.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod proto;
+pub mod render;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

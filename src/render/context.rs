@@ -1,0 +1,196 @@
+//! The render context: Pinpoint's message variables for one endpoint, the request's or
+//! campaign's substitutions, and the template's default substitutions for what is missing.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use super::value::number_value;
+use crate::domain::endpoint::channel_name;
+use crate::proto::v1::{AttributeValues, ChannelType, Endpoint, EndpointStatus, OptOut};
+
+fn lists(map: &HashMap<String, AttributeValues>) -> Value {
+    Value::Object(map.iter().map(|(k, v)| (k.clone(), Value::from(v.values.clone()))).collect())
+}
+
+fn non_empty(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Object(
+        pairs
+            .into_iter()
+            .filter(|(_, v)| !matches!(v, Value::String(s) if s.is_empty()) && !v.is_null())
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
+/// An endpoint as Pinpoint's message variables (`Id`, `Address`, `User.UserAttributes.*`, ...).
+pub fn endpoint_variables(e: &Endpoint) -> Map<String, Value> {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        if !matches!(&v, Value::String(s) if s.is_empty()) {
+            m.insert(k.to_string(), v);
+        }
+    };
+    put("Id", e.id.clone().into());
+    put("Address", e.address.clone().into());
+    put("ChannelType", ChannelType::try_from(e.channel_type).map(channel_name).unwrap_or("").into());
+    put("EndpointStatus", if e.endpoint_status == EndpointStatus::Inactive as i32 { "INACTIVE" } else { "ACTIVE" }.into());
+    put("OptOut", if e.opt_out == OptOut::All as i32 { "ALL" } else { "NONE" }.into());
+    put("CreationDate", e.creation_date.clone().into());
+    put("EffectiveDate", e.effective_date.clone().into());
+    put("RequestId", e.request_id.clone().into());
+    put("CohortId", e.cohort_id.to_string().into());
+    put("Attributes", lists(&e.attributes));
+    put("Metrics", Value::Object(e.metrics.iter().map(|(k, v)| (k.clone(), number_value(*v))).collect()));
+    if let Some(l) = &e.location {
+        put(
+            "Location",
+            non_empty(vec![
+                ("City", l.city.clone().into()),
+                ("Country", l.country.clone().into()),
+                ("Latitude", l.latitude.map(number_value).unwrap_or(Value::Null)),
+                ("Longitude", l.longitude.map(number_value).unwrap_or(Value::Null)),
+                ("PostalCode", l.postal_code.clone().into()),
+                ("Region", l.region.clone().into()),
+            ]),
+        );
+    }
+    if let Some(d) = &e.demographic {
+        put(
+            "Demographic",
+            non_empty(vec![
+                ("AppVersion", d.app_version.clone().into()),
+                ("Locale", d.locale.clone().into()),
+                ("Make", d.make.clone().into()),
+                ("Model", d.model.clone().into()),
+                ("ModelVersion", d.model_version.clone().into()),
+                ("Platform", d.platform.clone().into()),
+                ("PlatformVersion", d.platform_version.clone().into()),
+                ("Timezone", d.timezone.clone().into()),
+            ]),
+        );
+    }
+    if let Some(u) = &e.user {
+        let mut user = Map::new();
+        if !u.user_id.is_empty() {
+            user.insert("UserId".into(), u.user_id.clone().into());
+        }
+        user.insert("UserAttributes".into(), lists(&u.user_attributes));
+        put("User", Value::Object(user));
+    }
+    m
+}
+
+/// Splits a variable as written in a template (`User.UserAttributes.[Last Name].[0]`) into
+/// its segments.
+pub fn path_segments(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_literal = false;
+    for c in path.chars() {
+        match c {
+            '[' if !in_literal && cur.is_empty() => in_literal = true,
+            ']' if in_literal => in_literal = false,
+            '.' if !in_literal => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter().filter(|s| !s.is_empty()).collect()
+}
+
+fn absent(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(a)) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// Stores `default` at `path` when the value there is absent, null or `[]`; missing parents
+/// are created as objects.
+pub fn apply_default(root: &mut Map<String, Value>, path: &[String], default: &str) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut node = root;
+    for seg in parents {
+        let entry = node.entry(seg.clone()).or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Array(items) = entry {
+            // An index into a list: the rest of the path lives in that element.
+            let object: Map<String, Value> = items.iter().enumerate().map(|(i, v)| (i.to_string(), v.clone())).collect();
+            *entry = Value::Object(object);
+        }
+        if !entry.is_object() {
+            if !absent(Some(entry)) {
+                return;
+            }
+            *entry = Value::Object(Map::new());
+        }
+        node = entry.as_object_mut().expect("made an object above");
+    }
+    if absent(node.get(last)) {
+        node.insert(last.clone(), Value::String(default.to_string()));
+    }
+}
+
+/// The whole context: endpoint variables, then substitutions (top-level names with list
+/// values, which win over endpoint variables of the same name), then defaults for what is
+/// still missing.
+pub fn build(endpoint: Option<&Endpoint>, substitutions: &HashMap<String, Vec<String>>, defaults: &[(Vec<String>, String)]) -> Value {
+    let mut root = endpoint.map(endpoint_variables).unwrap_or_default();
+    for (k, v) in substitutions {
+        root.insert(k.clone(), Value::from(v.clone()));
+    }
+    for (path, default) in defaults {
+        apply_default(&mut root, path, default);
+    }
+    Value::Object(root)
+}
+
+/// Parses a template's default substitutions (a JSON object of variable → string).
+pub fn parse_defaults(json: &str) -> Result<Vec<(Vec<String>, String)>, String> {
+    if json.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let map: Map<String, Value> =
+        serde_json::from_str(json).map_err(|e| format!("must be a JSON object of variable names to strings: {e}"))?;
+    map.into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((path_segments(&k), s)),
+            other => Err(format!("the default for '{k}' must be a string, not {other}")),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::v1::EndpointUser;
+    use serde_json::json;
+
+    #[test]
+    fn paths_split_with_segment_literals() {
+        assert_eq!(path_segments("User.UserAttributes.[Last Name].[0]"), ["User", "UserAttributes", "Last Name", "0"]);
+        assert_eq!(path_segments("Month"), ["Month"]);
+    }
+
+    #[test]
+    fn defaults_fill_only_what_is_missing() {
+        let e = Endpoint {
+            id: "e1".into(),
+            user: Some(EndpointUser {
+                user_id: "u".into(),
+                user_attributes: [("FirstName".to_string(), AttributeValues { values: vec!["Jane".into()] })].into(),
+            }),
+            metrics: [("sessions".to_string(), 12.0)].into(),
+            ..Default::default()
+        };
+        let defaults = parse_defaults(r#"{"User.UserAttributes.Activity":"running","User.UserAttributes.FirstName":"friend","User.UserAttributes.[Last Name].[0]":"Doe"}"#).unwrap();
+        let ctx = build(Some(&e), &[("Month".to_string(), vec!["March".to_string()])].into(), &defaults);
+        assert_eq!(ctx["User"]["UserAttributes"]["Activity"], json!("running"));
+        assert_eq!(ctx["User"]["UserAttributes"]["FirstName"], json!(["Jane"]));
+        assert_eq!(ctx["User"]["UserAttributes"]["Last Name"]["0"], json!("Doe"));
+        assert_eq!(ctx["Month"], json!(["March"]));
+        assert_eq!(ctx["Metrics"]["sessions"], json!(12));
+        assert!(parse_defaults(r#"{"a": 1}"#).is_err());
+    }
+}

@@ -1,0 +1,129 @@
+//! Rendering: Pinpoint message templates on handlebars-rust with Pinpoint's helper set and
+//! handlebars.js semantics. CPU only — no I/O.
+//!
+//! A part (subject, html, text, body...) is compiled once into a [`Compiled`]; rendering it
+//! is one pass with a [`handlebars::Context`] built once per recipient. The compiler rewrites
+//! each plain `{{value}}` into a call of an internal print helper, so values print as
+//! handlebars.js prints JavaScript values (`["a","b"]` as `a,b`, `12.0` as `12`).
+
+pub mod context;
+pub mod helpers;
+pub mod value;
+
+use handlebars::template::{Parameter, TemplateElement};
+use handlebars::{Handlebars, RenderContext, Renderable, StringOutput, Template};
+
+/// handlebars-rust's own helpers that stay registered next to Pinpoint's.
+const BUILT_INS: &[&str] = &["with", "lookup", "raw", "log", "len", "ne"];
+
+/// A template part that does not parse: where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {column}: {message}")]
+pub struct ParseError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// A render that failed (a helper's bad argument, a bad date...): the message, and where in
+/// the part when known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RenderFailure {
+    pub message: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+/// One compiled template part; cheap to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    template: Template,
+}
+
+/// The helper registry every render uses. Build once; `render` takes `&self`.
+pub struct Renderer {
+    registry: Handlebars<'static>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Renderer {
+    pub fn new() -> Self {
+        let mut registry = Handlebars::new();
+        registry.register_escape_fn(handlebars::html_escape);
+        helpers::register(&mut registry);
+        Self { registry }
+    }
+
+    /// Parses a part; the error names the line and column.
+    pub fn compile(&self, source: &str) -> Result<Compiled, ParseError> {
+        let mut template = Template::compile(source).map_err(|e| {
+            let (line, column) = e.pos().unwrap_or((0, 0));
+            ParseError { line, column, message: e.reason().to_string() }
+        })?;
+        self.rewrite(&mut template);
+        Ok(Compiled { template })
+    }
+
+    /// Renders a compiled part against a context.
+    pub fn render(&self, part: &Compiled, context: &handlebars::Context) -> Result<String, RenderFailure> {
+        let mut out = StringOutput::new();
+        let mut rc = RenderContext::new(None);
+        part.template.render(&self.registry, context, &mut rc, &mut out).map_err(|e| RenderFailure {
+            message: e.reason().to_string(),
+            line: e.line_no,
+            column: e.column_no,
+        })?;
+        out.into_string().map_err(|e| RenderFailure { message: e.to_string(), line: None, column: None })
+    }
+
+    fn is_helper(&self, name: &Parameter) -> bool {
+        let known = |n: &str| helpers::NAMES.contains(&n) || BUILT_INS.contains(&n);
+        match name {
+            Parameter::Name(n) => known(n),
+            // `{{uuid}}` parses as a one-segment path.
+            Parameter::Path(handlebars::Path::Relative((_, raw))) => known(raw),
+            _ => false,
+        }
+    }
+
+    /// Turns plain value expressions into calls of the print helper, in every nested block.
+    fn rewrite(&self, template: &mut Template) {
+        for element in &mut template.elements {
+            match element {
+                TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
+                    if ht.params.is_empty() && ht.hash.is_empty() && !self.is_helper(&ht.name) {
+                        let original = std::mem::replace(&mut ht.name, Parameter::Name(helpers::PRINT.to_string()));
+                        let param = match original {
+                            Parameter::Name(n) => Parameter::parse(&n).unwrap_or(Parameter::Name(n)),
+                            other => other,
+                        };
+                        ht.params.push(param);
+                    }
+                }
+                TemplateElement::HelperBlock(ht) => {
+                    if let Some(t) = ht.template.as_mut() {
+                        self.rewrite(t);
+                    }
+                    if let Some(t) = ht.inverse.as_mut() {
+                        self.rewrite(t);
+                    }
+                }
+                TemplateElement::DecoratorBlock(d) | TemplateElement::PartialBlock(d) => {
+                    if let Some(t) = d.template.as_mut() {
+                        self.rewrite(t);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+//! Render cases from Pinpoint's helper page and the issue's examples.
+
+use serde_json::json;
+
+use super::*;
+
+fn render(source: &str, ctx: serde_json::Value) -> Result<String, String> {
+    let r = Renderer::new();
+    let part = r.compile(source).map_err(|e| e.to_string())?;
+    r.render(&part, &handlebars::Context::wraps(ctx).unwrap()).map_err(|e| e.message)
+}
+
+fn ok(source: &str, ctx: serde_json::Value) -> String {
+    render(source, ctx).unwrap_or_else(|e| panic!("{source}: {e}"))
+}
+
+#[test]
+fn issue_examples_render_unchanged() {
+    let ctx = json!({"User": {"UserAttributes": {"FirstName": ["Ana"], "Age": ["18"]}}, "Location": {"Country": "US"}, "Month": ["March"]});
+    assert_eq!(
+        ok("Hey {{User.UserAttributes.FirstName}}, your {{Month}} update is here", ctx.clone()),
+        "Hey Ana, your March update is here"
+    );
+    let t = r#"{{#and (gte User.UserAttributes.Age.[0] "18") (eq Location.Country "US")}}You are an 18-year-old in the US.{{else}}You aren't an 18-year-old in the US.{{/and}}"#;
+    assert_eq!(ok(t, ctx), "You are an 18-year-old in the US.");
+    let young = json!({"User": {"UserAttributes": {"Age": ["9"]}}, "Location": {"Country": "US"}});
+    assert_eq!(ok(t, young), "You aren&#x27;t an 18-year-old in the US.".replace("&#x27;", "'"));
+}
+
+#[test]
+fn values_print_as_javascript_does() {
+    let ctx = json!({"L": ["a", "b"], "N": 12, "F": 59.99, "O": {"k": 1}, "S": "<b>&"});
+    assert_eq!(ok("{{L}}|{{L.[1]}}|{{L.[5]}}|{{N}}|{{F}}|{{O}}|{{Missing}}|", ctx.clone()), "a,b|b||12|59.99|[object Object]||");
+    assert_eq!(ok("{{S}} {{{S}}} {{&S}}", ctx), "&lt;b&gt;&amp; <b>& <b>&");
+    assert_eq!(ok("{{User.UserAttributes.[Last Name].[0]}}", json!({"User": {"UserAttributes": {"Last Name": ["Doe"]}}})), "Doe");
+    assert_eq!(ok("new {{X}} record", json!({})), "new  record");
+}
+
+#[test]
+fn conditionals_have_block_and_inline_forms() {
+    let ctx = json!({"Metrics": {"sessions": 12}, "C": ["red"], "A": ["22"]});
+    assert_eq!(ok(r#"{{eq Metrics.sessions "12"}}"#, ctx.clone()), "true");
+    assert_eq!(ok(r#"{{eq A.[0] 22.0}}"#, ctx.clone()), "true");
+    assert_eq!(ok(r#"{{neq C.[0] "red" yes="y" no="n"}}"#, ctx.clone()), "n");
+    assert_eq!(ok(r#"{{#neq Favorite.Colors.[0] "red"}}You do not like red.{{else}}red{{/neq}}"#, ctx.clone()), "You do not like red.");
+    assert_eq!(ok(r#"{{not (eq C.[0] "red")}}"#, ctx.clone()), "false");
+    assert_eq!(ok(r#"{{#or (eq C.[0] "blue") (gt A.[0] "17")}}yes{{/or}}"#, ctx.clone()), "yes");
+    assert_eq!(ok(r#"{{#if Missing}}a{{else if C}}b{{else}}c{{/if}}"#, ctx.clone()), "b");
+    assert_eq!(ok(r#"{{if C yes="has" no="none"}}"#, ctx.clone()), "has");
+    assert_eq!(ok(r#"{{#if Z includeZero=true}}zero{{/if}}"#, json!({"Z": 0})), "zero");
+    assert_eq!(ok(r#"{{#lt "10a" "9a"}}lex{{/lt}} {{#gt "9" "17"}}no{{else}}numeric{{/gt}}"#, json!({})), "lex numeric");
+    assert!(render(r#"{{and C}}"#, ctx.clone()).is_err());
+    assert!(render(r#"{{unless C}}"#, ctx).is_err());
+}
+
+#[test]
+fn each_stops_at_fifteen() {
+    let list: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+    assert_eq!(
+        ok("{{#each L}}{{this}}{{#if @last}}!{{else}},{{/if}}{{/each}}", json!({"L": list})),
+        "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15!"
+    );
+    assert_eq!(
+        ok("{{#each FavoriteColors}}<li>{{this}}</li>{{/each}}", json!({"FavoriteColors": ["red", "blue", "yellow"]})),
+        "<li>red</li><li>blue</li><li>yellow</li>"
+    );
+    assert_eq!(ok("{{#each M}}x{{else}}none{{/each}}", json!({})), "none");
+    assert_eq!(ok("{{#each O}}{{@key}}={{this}};{{/each}}", json!({"O": {"a": 1, "b": "x"}})), "a=1;b=x;");
+}
+
+#[test]
+fn string_helpers_follow_the_page() {
+    let ctx = json!({"City": "Los Angeles", "Last": ["Alejandro"], "Post": "my first post", "Colors": ["blue", "red", "green"], "N": 12, "Sub": ["true"]});
+    let cases = [
+        ("{{abbreviate Last.[0] 6}}", "Ale..."),
+        ("{{capitalize Post}}", "My First Post"),
+        ("{{capitalizeFirst Post}}", "My first post"),
+        ("{{capitalizeFirst (lower \"JANE\")}}", "Jane"),
+        ("[{{center City size=19}}]", "[    Los Angeles    ]"),
+        ("{{center \"ab\" 7 pad=\"xy\"}}", "xyabxyx"),
+        ("[{{ljust City 15}}][{{rjust City 15}}]", "[Los Angeles    ][    Los Angeles]"),
+        ("{{rjust N 5 pad=\"0\"}}", "00012"),
+        ("{{rjust \"x\" 4 pad=\"ab\"}}", "abax"),
+        ("{{cut City \"e\"}}", "Los Angls"),
+        ("{{inflect 3 apple apples includeCount=false}}", "apples"),
+        ("{{inflect 3 apple apples includeCount=true}}", "3 apples"),
+        ("{{inflect 1 \"apple\" \"apples\"}}", "apple"),
+        ("{{join Colors \", \"}}", "blue, red, green"),
+        ("{{join \"a\" \"b\" \"c\" \"-\"}}", "a-b-c"),
+        ("{{join Missing \",\" prefix=\"<\"}}", ""),
+        ("{{lower \"Santos\"}} {{upper \"Roe\"}} {{upper \"ß\"}}", "santos ROE SS"),
+        ("{{ordinalize 22}} {{ordinalize 111}} {{ordinalize -2}} {{ordinalize 0}}", "22nd 111th -2nd 0th"),
+        ("{{replace City \" \" \"_\"}}", "Los_Angeles"),
+        ("{{slugify City}}", "los-angeles"),
+        ("{{slugify \"  Hello, World! It's 2026 -- rock_n roll  \"}}", "hello-world-its-2026-rock_n-roll"),
+        ("{{slugify \"Café Münster\"}}", "café-münster"),
+        ("{{stripTags \"<h1>Art</h1>\"}}", "Art"),
+        ("{{substring City 4 9}}", "Angel"),
+        ("{{yesno Sub}} {{yesno Missing}} {{yesno false no=\"nope\"}}", "yes maybe nope"),
+    ];
+    for (t, want) in cases {
+        assert_eq!(ok(t, ctx.clone()), want, "{t}");
+    }
+    for bad in ["{{abbreviate City 3}}", "{{substring City -1}}", "{{yesno City}}", "{{inflect \"x\" a b}}", "{{ordinalize 1.5}}"] {
+        assert!(render(bad, ctx.clone()).is_err(), "{bad} should fail");
+    }
+}
+
+#[test]
+fn math_and_encoding_helpers_follow_the_page() {
+    let cases = [
+        ("{{add 5 2.3}}", "7.3"),
+        ("{{subtract 5 2.3}}", "2.7"),
+        ("{{multiply 5 2.3}}", "11.5"),
+        ("{{divide 5 2.3}}", "2.17391304"),
+        ("{{modulo 7 2}} {{modulo -7 2}}", "1 -1"),
+        ("{{ceiling 5.23}} {{floor 5.23}} {{round 19.21}} {{round 2.5}} {{round -2.5}}", "6 5 19 3 -2"),
+        ("{{#if (subtract 5 5)}}t{{else}}f{{/if}}", "f"),
+        ("{{add Missing 1}}", ""),
+        ("{{encode64 \"Hello World\"}}", "SGVsbG8gV29ybGQ&#x3D;"),
+        ("{{{encode64 \"Hello World\"}}}", "SGVsbG8gV29ybGQ="),
+        ("{{decode64 \"SGVsbG8gd29ybGQ=\"}} {{decode64 \"SGVsbG8gd29ybGQ\"}}", "Hello world Hello world"),
+        ("{{md5 \"Hello World\"}}", "b10a8db164e0754105b7a99be72e3fe5"),
+        ("{{md5 \"\"}}", "d41d8cd98f00b204e9800998ecf8427e"),
+        ("{{sha256 \"Hello World\"}}", "a591a6d40bf420404a011733cfb7b190d62c65bf0bcda32b57b277d9ad9f146e"),
+    ];
+    for (t, want) in cases {
+        assert_eq!(ok(t, json!({})), want, "{t}");
+    }
+    let id = ok("{{uuid}}", json!({}));
+    assert!(id.len() == 36 && id.as_bytes()[14] == b'4', "{id}");
+    for bad in ["{{add \"x\" 1}}", "{{divide 1 0}}", "{{add true 1}}", "{{decode64 \"a-b_\"}}"] {
+        assert!(render(bad, json!({})).is_err(), "{bad} should fail");
+    }
+}
+
+#[test]
+fn parse_errors_name_line_and_column() {
+    let r = Renderer::new();
+    let e = r.compile("Hello\n{{#if x}}unclosed").unwrap_err();
+    assert!(e.line >= 1, "{e:?}");
+    let e = r.compile("ok {{ }}").unwrap_err();
+    assert_eq!(e.line, 1, "{e:?}");
+}
+
+#[test]
+fn inline_partials_render_with_the_current_context() {
+    assert_eq!(
+        ok("{{#*inline \"name\"}}{{First}} {{Last}}{{/inline}}Hello {{> name}}!", json!({"First": "Jane", "Last": "Doe"})),
+        "Hello Jane Doe!"
+    );
+}
