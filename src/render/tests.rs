@@ -150,3 +150,24 @@ fn inline_partials_render_with_the_current_context() {
         "Hello Jane Doe!"
     );
 }
+
+#[test]
+fn dates_take_styles_patterns_zones_and_bare_words() {
+    let ctx = json!({"User": {"UserAttributes": {"StartDate": ["09/19/2020"]}}, "D": "2026-03-15T10:30:00Z", "Demographic": {}});
+    let t = r#"{{dateFormat User.UserAttributes.StartDate.[0] inputFormat="MM/dd/yyyy" outputFormat="full" tz=America/Los_Angeles}}"#;
+    assert_eq!(ok(t, ctx.clone()), "Saturday, September 19, 2020");
+    assert_eq!(ok(r#"{{dateFormat D "medium" tz=America/Los_Angeles}}"#, ctx.clone()), "Mar 15, 2026");
+    assert_eq!(
+        ok(r#"{{dateFormat D}}|{{dateFormat D "short"}}|{{dateFormat D "yyyy-MM-dd HH:mm z" tz="Asia/Tokyo"}}"#, ctx.clone()),
+        "Mar 15, 2026|3/15/26|2026-03-15 19:30 JST"
+    );
+    assert_eq!(ok(r#"{{dateFormat D outputFormat=long tz=Demographic.Timezone}}"#, ctx.clone()), "March 15, 2026");
+    assert_eq!(ok(r#"{{dateFormat 0 "yyyy"}} {{dateFormat "86400000" "d"}}"#, ctx.clone()), "1970 2");
+    assert_eq!(ok(r#"{{dateFormat Missing "full"}}"#, ctx.clone()), "");
+    let year = chrono::Utc::now().format("%Y").to_string();
+    assert_eq!(ok(r#"{{now "yyyy" tz=UTC}}"#, ctx.clone()), year);
+    assert_eq!(ok("{{now yyyy}}", ctx.clone()), year);
+    assert!(ok("{{now}}", ctx.clone()).contains(&year));
+    assert!(render(r#"{{dateFormat D tz="Mars/Base"}}"#, ctx.clone()).is_err());
+    assert!(render(r#"{{dateFormat "19/09/2020"}}"#, ctx).is_err());
+}

@@ -185,8 +185,8 @@ pub fn register(hb: &mut Handlebars<'static>) {
         ("gte", |h| ordered(h, Ordering::is_ge)),
         ("lt", |h| ordered(h, Ordering::is_lt)),
         ("lte", |h| ordered(h, Ordering::is_le)),
-        ("and", |h| Ok(variadic(h)?.fold(true, |acc, t| acc && t))),
-        ("or", |h| Ok(variadic(h)?.fold(false, |acc, t| acc || t))),
+        ("and", |h| Ok(variadic(h)?.all(|t| t))),
+        ("or", |h| Ok(variadic(h)?.any(|t| t))),
         ("not", |h| {
             arity(h, 1..=1)?;
             Ok(!truthy(arg(h, 0)))

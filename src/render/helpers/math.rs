@@ -6,7 +6,7 @@ use base64::Engine as _;
 use handlebars::{Handlebars, Helper, RenderError};
 use serde_json::Value;
 
-use super::{arg, arity, fail, ValueHelper};
+use super::{arg, arity, fail, HelperFn, ValueHelper};
 use crate::render::value::{blank, missing, number_value, numeric, printed};
 
 /// Reads the operands: a non-blank non-numeric operand is an error; any blank operand makes
@@ -73,7 +73,7 @@ fn decode64(h: &Helper<'_>) -> Result<Value, RenderError> {
 }
 
 pub fn register(hb: &mut Handlebars<'static>) {
-    let helpers: [(&str, fn(&Helper<'_>) -> Result<Value, RenderError>); 14] = [
+    let helpers: [(&str, HelperFn); 14] = [
         ("add", |h| math(h, 2, |o| Ok(o[0] + o[1]))),
         ("subtract", |h| math(h, 2, |o| Ok(o[0] - o[1]))),
         ("multiply", |h| math(h, 2, |o| Ok(o[0] * o[1]))),

@@ -2,6 +2,7 @@
 //! `shared/reference/pinpoint-helpers.md`, restated in README).
 
 mod conditionals;
+mod dates;
 mod math;
 mod strings;
 
@@ -57,6 +58,8 @@ pub const NAMES: &[&str] = &[
     "sha512",
     "subtract",
     "uuid",
+    "now",
+    "dateFormat",
 ];
 
 /// The internal helper that prints a plain `{{value}}` the way handlebars.js does.
@@ -67,6 +70,7 @@ pub fn register(hb: &mut Handlebars<'static>) {
     conditionals::register(hb);
     strings::register(hb);
     math::register(hb);
+    dates::register(hb);
 }
 
 pub(crate) fn fail(msg: impl Into<String>) -> RenderError {
@@ -108,8 +112,11 @@ pub(crate) fn write_value(v: &Value, r: &Handlebars<'_>, rc: &RenderContext<'_, 
     Ok(())
 }
 
+/// The function behind a [`ValueHelper`].
+pub(crate) type HelperFn = fn(&Helper<'_>) -> Result<Value, RenderError>;
+
 /// A helper computed from its arguments alone: `{{h ...}}` prints its value, `(h ...)` passes it on.
-pub(crate) struct ValueHelper(pub fn(&Helper<'_>) -> Result<Value, RenderError>);
+pub(crate) struct ValueHelper(pub HelperFn);
 
 impl HelperDef for ValueHelper {
     fn call_inner<'reg: 'rc, 'rc>(

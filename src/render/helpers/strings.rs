@@ -5,7 +5,7 @@
 use handlebars::{Handlebars, Helper, RenderError};
 use serde_json::Value;
 
-use super::{arg, arity, fail, hash, ValueHelper};
+use super::{arg, arity, fail, hash, HelperFn, ValueHelper};
 use crate::render::value::{blank, is_ascii_ws, missing, numeric, printed};
 
 /// An integer argument: an integral number, or a printed form matching `[+-]?D+`.
@@ -29,17 +29,22 @@ pub(crate) fn integer(v: &Value, what: &str) -> Result<i64, RenderError> {
     Err(fail(format!("{what} must be an integer, not '{p}'")))
 }
 
-/// A bare word (`{{inflect 3 apple apples}}`): a simple path that resolves to nothing stands
-/// for its own text.
-pub(crate) fn bare(h: &Helper<'_>, i: usize) -> Value {
-    match h.param(i) {
+/// A bare word (`{{inflect 3 apple apples}}`, `tz=America/Los_Angeles`): a simple path that
+/// resolves to nothing stands for its own text. Dotted, bracketed, `@`, `../` and `this`
+/// paths are always lookups.
+pub(crate) fn bare_value(p: Option<&handlebars::PathAndJson<'_>>) -> Value {
+    match p {
         Some(p) if p.value().is_null() => match p.relative_path() {
-            Some(path) if !path.contains(['.', '[', '@', '/']) && path != "this" => Value::String(path.clone()),
+            Some(path) if !path.contains(['.', '[', '@']) && !path.starts_with("this") => Value::String(path.clone()),
             _ => Value::Null,
         },
         Some(p) => p.value().clone(),
         None => Value::Null,
     }
+}
+
+pub(crate) fn bare(h: &Helper<'_>, i: usize) -> Value {
+    bare_value(h.param(i))
 }
 
 fn text(s: String) -> Result<Value, RenderError> {
@@ -305,7 +310,7 @@ fn yesno(h: &Helper<'_>) -> Result<Value, RenderError> {
 }
 
 pub fn register(hb: &mut Handlebars<'static>) {
-    let helpers: [(&str, fn(&Helper<'_>) -> Result<Value, RenderError>); 17] = [
+    let helpers: [(&str, HelperFn); 17] = [
         ("abbreviate", abbreviate),
         ("capitalize", capitalize),
         ("capitalizeFirst", capitalize_first),
