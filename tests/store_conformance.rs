@@ -252,6 +252,75 @@ async fn concurrent_writers_never_lose_a_write(h: Harness) {
     assert_eq!(all.iter().filter(|e| e.endpoint_status == EndpointStatus::Active as i32).count(), 15);
 }
 
+fn template(name: &str, subject: &str) -> herald::proto::v1::Template {
+    use herald::proto::v1::{template::Content, EmailTemplate, TemplateType};
+    herald::proto::v1::Template {
+        name: name.into(),
+        template_type: TemplateType::Email as i32,
+        description: format!("{name} {subject}"),
+        last_modified_date: "2026-01-01T00:00:00.000Z".into(),
+        content: Some(Content::Email(EmailTemplate { subject: subject.into(), html_part: "<p>{{Id}}</p>".into(), ..Default::default() })),
+        ..Default::default()
+    }
+}
+
+fn subject(t: &herald::proto::v1::Template) -> String {
+    match &t.content {
+        Some(herald::proto::v1::template::Content::Email(e)) => e.subject.clone(),
+        _ => panic!("not an email template"),
+    }
+}
+
+async fn templates_are_versioned(h: Harness) {
+    use herald::proto::v1::{template::Content, SmsTemplate, TemplateType};
+    use herald::store::TemplateWrite::{Create, NewVersion, OverwriteLatest};
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    assert!(matches!(s.write_template("ghost", &template("t1", "a"), Create).await, Err(StoreError::AppNotFound(_))));
+    let v1 = s.write_template("app", &template("t1", "one"), Create).await.unwrap();
+    assert_eq!((v1.version, v1.active_version, v1.latest_version, v1.app_id.as_str()), (1, 1, 1, "app"));
+    assert!(matches!(s.write_template("app", &template("t1", "x"), Create).await, Err(StoreError::Exists(_))));
+    assert!(matches!(s.write_template("app", &template("nope", "x"), NewVersion).await, Err(StoreError::NotFound(_))));
+    let v2 = s.write_template("app", &template("t1", "two"), NewVersion).await.unwrap();
+    assert_eq!((v2.version, v2.active_version, v2.latest_version), (2, 1, 2));
+    assert_eq!(subject(&s.get_template("app", "t1", None).await.unwrap().unwrap()), "one", "sends use the active version");
+    s.write_template("app", &template("t1", "two, fixed"), OverwriteLatest).await.unwrap();
+    let got = s.get_template("app", "t1", Some(2)).await.unwrap().unwrap();
+    assert_eq!((subject(&got), got.active_version, got.latest_version), ("two, fixed".to_string(), 1, 2));
+    assert!(s.get_template("app", "t1", Some(3)).await.unwrap().is_none());
+    let mut sms = template("t1", "x");
+    sms.template_type = TemplateType::Sms as i32;
+    sms.content = Some(Content::Sms(SmsTemplate { body: "hi".into() }));
+    assert!(matches!(s.write_template("app", &sms, NewVersion).await, Err(StoreError::Precondition(_))));
+
+    let versions: Vec<i32> = s.list_template_versions("app", "t1", 0, 10).await.unwrap().iter().map(|t| t.version).collect();
+    assert_eq!(versions, [1, 2]);
+    assert_eq!(s.list_template_versions("app", "t1", 1, 10).await.unwrap().len(), 1);
+    let active = s.set_active_template_version("app", "t1", None).await.unwrap();
+    assert_eq!((active.version, active.active_version), (2, 2));
+    assert_eq!(subject(&s.get_template("app", "t1", None).await.unwrap().unwrap()), "two, fixed");
+    assert!(matches!(s.set_active_template_version("app", "t1", Some(7)).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.delete_template("app", "t1", Some(2)).await, Err(StoreError::Precondition(_))));
+    assert_eq!(s.delete_template("app", "t1", Some(1)).await.unwrap(), 1);
+    assert_eq!(s.write_template("app", &template("t1", "three"), NewVersion).await.unwrap().version, 3, "version numbers are never reused");
+
+    sms.name = "t0".into();
+    s.write_template("app", &sms, Create).await.unwrap();
+    s.write_template("app", &template("t2", "other"), Create).await.unwrap();
+    let names: Vec<String> = s.list_templates("app", None, 10).await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["t0", "t1", "t2"]);
+    let page: Vec<String> = s.list_templates("app", Some("t0"), 1).await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(page, ["t1"]);
+    assert_eq!(s.delete_template("app", "t1", None).await.unwrap(), 2);
+    assert!(s.get_template("app", "t1", None).await.unwrap().is_none());
+    assert_eq!(s.list_templates("app", None, 10).await.unwrap().len(), 2);
+
+    s.delete_app("app").await.unwrap();
+    s.create_app(&app("app")).await.unwrap();
+    assert!(s.list_templates("app", None, 10).await.unwrap().is_empty());
+    assert!(s.get_template("app", "t2", None).await.unwrap().is_none());
+}
+
 async fn s_create(h: &Harness) {
     h.store.create_app(&app("app")).await.unwrap();
 }
@@ -276,6 +345,7 @@ conformance!(
     deleting_an_app_removes_everything_under_it,
     scans_visit_every_endpoint_once,
     concurrent_writers_never_lose_a_write,
+    templates_are_versioned,
 );
 
 #[tokio::test]

@@ -33,6 +33,9 @@ pub fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::AppNotFound(id) => Status::not_found(format!("app {id} not found")),
         StoreError::AppExists(id) => Status::already_exists(format!("app {id} already exists")),
+        StoreError::NotFound(what) => Status::not_found(format!("{what} not found")),
+        StoreError::Exists(what) => Status::already_exists(format!("{what} already exists")),
+        StoreError::Precondition(why) => Status::failed_precondition(why),
         StoreError::Contention => {
             let mut details = ErrorDetails::new();
             details.set_retry_info(Some(std::time::Duration::from_millis(100)));

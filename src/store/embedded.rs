@@ -14,10 +14,10 @@ use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::plan::{self, EndpointOp, Plan, Snapshot};
-use super::{Store, StoreError};
-use crate::proto::v1::{App, Endpoint};
+use super::{embedded_templates, Store, StoreError, TemplateWrite};
+use crate::proto::v1::{App, Endpoint, Template};
 
-const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
+pub(super) const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 const ADDRESSES: TableDefinition<&str, &str> = TableDefinition::new("addresses");
 const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
@@ -25,7 +25,7 @@ const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
 /// The database file's name inside the data directory.
 pub const FILE_NAME: &str = "herald.redb";
 
-fn backend<E: Into<redb::Error>>(e: E) -> StoreError {
+pub(super) fn backend<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Backend(e.into().to_string())
 }
 
@@ -56,6 +56,8 @@ impl EmbeddedStore {
             txn.open_table(ENDPOINTS).map_err(backend)?;
             txn.open_table(ADDRESSES).map_err(backend)?;
             txn.open_table(USERS).map_err(backend)?;
+            txn.open_table(super::embedded_templates::TEMPLATES).map_err(backend)?;
+            txn.open_table(super::embedded_templates::TEMPLATE_VERSIONS).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
         Ok(Self { db: Arc::new(db), path })
@@ -72,6 +74,10 @@ impl EmbeddedStore {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| StoreError::Backend(e.to_string()))?
     }
+}
+
+pub(super) fn app_key_exists(txn: &WriteTransaction, app_id: &str) -> Result<bool, StoreError> {
+    app_exists(txn, app_id)
 }
 
 fn app_exists(txn: &WriteTransaction, app_id: &str) -> Result<bool, StoreError> {
@@ -234,6 +240,14 @@ impl Store for EmbeddedStore {
             txn.open_table(ENDPOINTS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(ADDRESSES).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(USERS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            txn.open_table(super::embedded_templates::TEMPLATES)
+                .map_err(backend)?
+                .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false)
+                .map_err(backend)?;
+            txn.open_table(super::embedded_templates::TEMPLATE_VERSIONS)
+                .map_err(backend)?
+                .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false)
+                .map_err(backend)?;
             txn.commit().map_err(backend)?;
             Ok(app)
         })
@@ -307,6 +321,36 @@ impl Store for EmbeddedStore {
             Ok((out, next))
         })
         .await
+    }
+
+    async fn write_template(&self, app_id: &str, template: &Template, mode: TemplateWrite) -> Result<Template, StoreError> {
+        let (app_id, template) = (app_id.to_string(), template.clone());
+        self.blocking(move |db| embedded_templates::write_template(db, &app_id, &template, mode)).await
+    }
+
+    async fn get_template(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<Option<Template>, StoreError> {
+        let (app_id, name) = (app_id.to_string(), name.to_string());
+        self.blocking(move |db| embedded_templates::get_template(db, &app_id, &name, version)).await
+    }
+
+    async fn list_templates(&self, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Template>, StoreError> {
+        let (app_id, after) = (app_id.to_string(), after.map(str::to_string));
+        self.blocking(move |db| embedded_templates::list_templates(db, &app_id, after.as_deref(), limit)).await
+    }
+
+    async fn list_template_versions(&self, app_id: &str, name: &str, after: i32, limit: usize) -> Result<Vec<Template>, StoreError> {
+        let (app_id, name) = (app_id.to_string(), name.to_string());
+        self.blocking(move |db| embedded_templates::list_template_versions(db, &app_id, &name, after, limit)).await
+    }
+
+    async fn set_active_template_version(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<Template, StoreError> {
+        let (app_id, name) = (app_id.to_string(), name.to_string());
+        self.blocking(move |db| embedded_templates::set_active_template_version(db, &app_id, &name, version)).await
+    }
+
+    async fn delete_template(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<i32, StoreError> {
+        let (app_id, name) = (app_id.to_string(), name.to_string());
+        self.blocking(move |db| embedded_templates::delete_template(db, &app_id, &name, version)).await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -8,17 +8,21 @@
 //! `WATCH`/`MULTI`/`EXEC` that retries when another daemon touched the same keys.
 
 pub mod embedded;
+mod embedded_templates;
 pub mod plan;
 pub mod redis;
+mod redis_templates;
+pub mod templates;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 pub use plan::{EndpointOp, Plan, Rejection};
+pub use templates::{TemplateMeta, TemplateWrite};
 
 use crate::config::Config;
-use crate::proto::v1::{App, Endpoint};
+use crate::proto::v1::{App, Endpoint, Template};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,6 +30,12 @@ pub enum StoreError {
     AppNotFound(String),
     #[error("app {0} already exists")]
     AppExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0}")]
+    Precondition(String),
     #[error("the write kept conflicting with concurrent writes; retry it")]
     Contention,
     #[error("stored record is corrupt: {0}")]
@@ -84,6 +94,29 @@ pub trait Store: Send + Sync + 'static {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<(Vec<Endpoint>, Option<String>), StoreError>;
+
+    /// Writes a template version atomically: `Create` makes version 1 (the active version),
+    /// `NewVersion` the next number, `OverwriteLatest` replaces the latest. The record's
+    /// content, type, description, tags and defaults are stored; the returned record carries
+    /// its version numbers and dates. Errors: AppNotFound, NotFound, Exists, Precondition
+    /// (type change, version limit).
+    async fn write_template(&self, app_id: &str, template: &Template, mode: TemplateWrite) -> Result<Template, StoreError>;
+
+    /// A version (`None`: the active one), or `None` when the template or version is absent.
+    async fn get_template(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<Option<Template>, StoreError>;
+
+    /// The active version of each template, by name after `after`, at most `limit`.
+    async fn list_templates(&self, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Template>, StoreError>;
+
+    /// Versions after `after`, ascending, at most `limit`; NotFound if the template is absent.
+    async fn list_template_versions(&self, app_id: &str, name: &str, after: i32, limit: usize) -> Result<Vec<Template>, StoreError>;
+
+    /// Makes a version (`None`: the latest) active; returns that version.
+    async fn set_active_template_version(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<Template, StoreError>;
+
+    /// Deletes one version (not the active one while others remain) or, with `None`, the
+    /// whole template; returns how many versions were deleted.
+    async fn delete_template(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<i32, StoreError>;
 
     /// Flushes and releases the backend; called once at shutdown.
     async fn close(&self) -> Result<(), StoreError>;

@@ -28,8 +28,8 @@ use deadpool_redis::{Manager, Pool, Runtime};
 use prost::Message as _;
 
 use super::plan::{self, EndpointOp, Plan, Snapshot};
-use super::{Store, StoreError};
-use crate::proto::v1::{App, Endpoint};
+use super::{Store, StoreError, TemplateWrite};
+use crate::proto::v1::{App, Endpoint, Template};
 use crate::telemetry;
 
 /// How often an endpoint write is re-planned after concurrent writers aborted it.
@@ -86,23 +86,23 @@ impl From<deadpool_redis::PoolError> for StoreError {
 }
 
 /// Key names of one app.
-struct Keys {
+pub(super) struct Keys {
     prefix: String,
 }
 
 impl Keys {
-    fn new(app_id: &str) -> Self {
+    pub(super) fn new(app_id: &str) -> Self {
         Self { prefix: format!("herald:{{{app_id}}}:") }
     }
     /// `prefix + kind + name`, built without the formatting machinery (hot on imports).
-    fn key(&self, kind: &str, name: &str) -> String {
+    pub(super) fn key(&self, kind: &str, name: &str) -> String {
         let mut k = String::with_capacity(self.prefix.len() + kind.len() + name.len());
         k.push_str(&self.prefix);
         k.push_str(kind);
         k.push_str(name);
         k
     }
-    fn app(&self) -> String {
+    pub(super) fn app(&self) -> String {
         self.key("app", "")
     }
     fn endpoint(&self, id: &str) -> String {
@@ -124,10 +124,10 @@ impl Keys {
 }
 
 pub struct RedisStore {
-    /// Exclusive connections for `WATCH`/`MULTI` transactions.
-    pool: Pool,
+    /// Connections for write transactions, so a large import never delays reads.
+    pub(super) pool: Pool,
     /// Shared, auto-reconnecting connection for reads and single-command writes.
-    shared: ConnectionManager,
+    pub(super) shared: ConnectionManager,
 }
 
 impl RedisStore {
@@ -145,7 +145,7 @@ impl RedisStore {
         Ok(Self { pool, shared })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    pub(super) fn conn(&self) -> ConnectionManager {
         self.shared.clone()
     }
 
@@ -218,34 +218,51 @@ impl RedisStore {
             dels.extend(plan.delete_users.iter().map(|u| keys.user(u)));
         }
         // Even a plan that writes nothing runs the script: it confirms the app still exists.
-        let mut invocation = COMMIT.prepare_invoke();
-        invocation.key(keys.app()).key(keys.endpoint_ids());
-        invocation.arg(read.len()).arg(sets.len()).arg(dels.len());
         let (created, removed): (&[String], &[String]) = if rejected { (&[], &[]) } else { (&plan.created, &plan.delete_endpoints) };
-        invocation.arg(created.len()).arg(removed.len());
-        for (key, _) in &read {
-            invocation.key(key);
-        }
-        for (key, _) in &sets {
-            invocation.key(key);
-        }
-        for key in &dels {
-            invocation.key(key);
-        }
-        for (_, expected) in &read {
-            invocation.arg(expected.as_slice());
-        }
-        for (_, value) in &sets {
-            invocation.arg(value.as_slice());
-        }
-        invocation.arg(created).arg(removed);
-        let outcome: i64 = invocation.invoke_async(conn).await?;
+        let change = Change { read: &read, sets: &sets, dels: &dels, set_key: keys.endpoint_ids(), add: created, remove: removed };
+        let outcome = commit(conn, &keys, change).await?;
         match outcome {
             1 => Ok(Some(plan)),
             0 => Ok(None),
             _ => Err(StoreError::AppNotFound(app_id.to_string())),
         }
     }
+}
+
+/// A compare-and-set change for [`commit`].
+pub(super) struct Change<'a> {
+    /// Keys read and the values read ("" for absent).
+    pub read: &'a [(String, Vec<u8>)],
+    pub sets: &'a [(String, Vec<u8>)],
+    pub dels: &'a [String],
+    /// A set whose members `add` and `remove` change.
+    pub set_key: String,
+    pub add: &'a [String],
+    pub remove: &'a [String],
+}
+
+/// Runs [`COMMIT`]: 1 applied, 0 a key read has changed, -1 the app is gone.
+pub(super) async fn commit(conn: &mut deadpool_redis::Connection, keys: &Keys, c: Change<'_>) -> Result<i64, StoreError> {
+    let mut invocation = COMMIT.prepare_invoke();
+    invocation.key(keys.app()).key(&c.set_key);
+    invocation.arg(c.read.len()).arg(c.sets.len()).arg(c.dels.len()).arg(c.add.len()).arg(c.remove.len());
+    for (key, _) in c.read {
+        invocation.key(key);
+    }
+    for (key, _) in c.sets {
+        invocation.key(key);
+    }
+    for key in c.dels {
+        invocation.key(key);
+    }
+    for (_, expected) in c.read {
+        invocation.arg(expected.as_slice());
+    }
+    for (_, value) in c.sets {
+        invocation.arg(value.as_slice());
+    }
+    invocation.arg(c.add).arg(c.remove);
+    Ok(invocation.invoke_async(conn).await?)
 }
 
 fn decode_app(bytes: Option<Vec<u8>>) -> Result<Option<App>, StoreError> {
@@ -380,6 +397,30 @@ impl Store for RedisStore {
             redis::cmd("SSCAN").arg(keys.endpoint_ids()).arg(start).arg("COUNT").arg(limit.max(1)).query_async(&mut conn).await?;
         let endpoints = self.fetch_endpoints(&mut conn, &keys, &ids).await?;
         Ok((endpoints, (next != 0).then(|| next.to_string())))
+    }
+
+    async fn write_template(&self, app_id: &str, template: &Template, mode: TemplateWrite) -> Result<Template, StoreError> {
+        self.redis_write_template(app_id, template, mode).await
+    }
+
+    async fn get_template(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<Option<Template>, StoreError> {
+        self.redis_get_template(app_id, name, version).await
+    }
+
+    async fn list_templates(&self, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Template>, StoreError> {
+        self.redis_list_templates(app_id, after, limit).await
+    }
+
+    async fn list_template_versions(&self, app_id: &str, name: &str, after: i32, limit: usize) -> Result<Vec<Template>, StoreError> {
+        self.redis_list_template_versions(app_id, name, after, limit).await
+    }
+
+    async fn set_active_template_version(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<Template, StoreError> {
+        self.redis_set_active_template_version(app_id, name, version).await
+    }
+
+    async fn delete_template(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<i32, StoreError> {
+        self.redis_delete_template(app_id, name, version).await
     }
 
     async fn close(&self) -> Result<(), StoreError> {
