@@ -22,12 +22,23 @@ pub const STORE_RETRIES: &str = "herald_store_retries_total";
 pub const STORE_DURATION: &str = "herald_store_operation_duration_seconds";
 /// Store operations that failed, by backend.
 pub const STORE_ERRORS: &str = "herald_store_errors_total";
+/// Template versions compiled (each version compiles once, then renders from the cache).
+pub const TEMPLATE_COMPILATIONS: &str = "herald_template_compilations_total";
 /// 1, labelled with the version and the store backend.
 pub const BUILD_INFO: &str = "herald_build_info";
 
 /// Every metric name above, for documentation and tests.
-pub const ALL: &[&str] =
-    &[GRPC_REQUESTS, GRPC_DURATION, ENDPOINTS_WRITTEN, ENDPOINTS_REJECTED, STORE_RETRIES, STORE_DURATION, STORE_ERRORS, BUILD_INFO];
+pub const ALL: &[&str] = &[
+    GRPC_REQUESTS,
+    GRPC_DURATION,
+    ENDPOINTS_WRITTEN,
+    ENDPOINTS_REJECTED,
+    STORE_RETRIES,
+    STORE_DURATION,
+    STORE_ERRORS,
+    TEMPLATE_COMPILATIONS,
+    BUILD_INFO,
+];
 
 const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -68,6 +79,7 @@ fn describe() {
     metrics::describe_counter!(STORE_RETRIES, "Store transactions re-planned after concurrent writers aborted them.");
     metrics::describe_histogram!(STORE_DURATION, metrics::Unit::Seconds, "Store operation latency.");
     metrics::describe_counter!(STORE_ERRORS, "Store operations that failed.");
+    metrics::describe_counter!(TEMPLATE_COMPILATIONS, "Template versions compiled.");
     metrics::describe_gauge!(BUILD_INFO, "Herald's version and store backend.");
 }
 

@@ -8,6 +8,9 @@
 
 pub mod context;
 pub mod helpers;
+pub mod mime;
+pub mod sms;
+pub mod template;
 pub mod value;
 
 use handlebars::template::{Parameter, TemplateElement};
