@@ -11,6 +11,7 @@
 //! | `log_format` | `--log-format` | `HERALD_LOG_FORMAT` | `text` |
 //! | `shutdown_grace_secs` | `--shutdown-grace-secs` | `HERALD_SHUTDOWN_GRACE_SECS` | `30` |
 //! | `redis_pool_size` | `--redis-pool-size` | `HERALD_REDIS_POOL_SIZE` | `16` |
+//! | `template_cache_size` | `--template-cache-size` | `HERALD_TEMPLATE_CACHE_SIZE` | `10000` |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,8 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Connections for Redis write transactions.
     pub redis_pool_size: usize,
+    /// Compiled template versions kept in memory.
+    pub template_cache_size: usize,
 }
 
 impl Default for Config {
@@ -66,6 +69,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             shutdown_grace_secs: 30,
             redis_pool_size: 16,
+            template_cache_size: 10_000,
         }
     }
 }
@@ -93,6 +97,8 @@ pub struct ConfigArgs {
     pub shutdown_grace_secs: Option<u64>,
     #[arg(long, env = "HERALD_REDIS_POOL_SIZE", value_name = "N")]
     pub redis_pool_size: Option<usize>,
+    #[arg(long, env = "HERALD_TEMPLATE_CACHE_SIZE", value_name = "N")]
+    pub template_cache_size: Option<usize>,
 }
 
 impl Config {
@@ -135,6 +141,9 @@ impl Config {
         if let Some(v) = args.redis_pool_size {
             config.redis_pool_size = v;
         }
+        if let Some(v) = args.template_cache_size {
+            config.template_cache_size = v;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -157,6 +166,9 @@ impl Config {
             }
         } else if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("data_dir must not be empty".into()));
+        }
+        if self.template_cache_size == 0 {
+            return Err(ConfigError::Invalid("template_cache_size must be at least 1".into()));
         }
         if self.redis_pool_size == 0 {
             return Err(ConfigError::Invalid("redis_pool_size must be at least 1".into()));

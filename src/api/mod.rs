@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod endpoints;
+pub mod templates;
 
 use std::future::Future;
 use std::sync::Arc;
