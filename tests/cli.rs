@@ -190,3 +190,53 @@ fn json_logs_and_sigint_shutdown() {
     assert!(rest.iter().any(|l| l.contains("Store closed.")), "{rest:?}");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn cli_manages_templates() {
+    let d = Daemon::start(Backend::Embedded);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = d.grpc.to_string();
+    let env = [("HERALD_ADDR", addr.as_str()), ("HERALD_API_KEY", API_KEY)];
+    let run = |args: &[&str]| {
+        let (code, out, err) = herald(args, &env, dir.path());
+        assert_eq!(code, 0, "herald {args:?}: {err}");
+        out
+    };
+    let app = run(&["apps", "create", "--name", "T"]).trim().to_string();
+    run(&[
+        "endpoints",
+        "put",
+        "--app",
+        &app,
+        "ana",
+        "--channel-type",
+        "EMAIL",
+        "--address",
+        "ana@example.com",
+        "--user-attribute",
+        "FirstName=Ana",
+    ]);
+    // A template in Pinpoint's CreateEmailTemplate request shape.
+    std::fs::write(
+        dir.path().join("welcome.json"),
+        r#"{"Subject": "Hey {{User.UserAttributes.FirstName}}, your {{Month}} update is here", "HtmlPart": "<p>{{capitalize User.UserAttributes.Plan}}</p>", "TextPart": "plain", "DefaultSubstitutions": "{\"User.UserAttributes.Plan\": \"free plan\"}", "TemplateDescription": "monthly"}"#,
+    )
+    .unwrap();
+    assert!(run(&["templates", "create", "--app", &app, "welcome", "--type", "email", "--file", "welcome.json"]).contains("version 1"));
+    assert!(run(&["templates", "update", "--app", &app, "welcome", "--type", "email", "--file", "welcome.json", "--subject", "v2 {{Id}}"])
+        .contains("version 2 (active version 1)"));
+    let preview = run(&["templates", "preview", "--app", &app, "welcome", "--endpoint", "ana", "--sub", "Month=March"]);
+    assert!(preview.contains("Hey Ana, your March update is here") && preview.contains("<p>Free Plan</p>"), "{preview}");
+    run(&["templates", "activate", "--app", &app, "welcome", "latest"]);
+    let preview = run(&["templates", "preview", "--app", &app, "welcome", "--endpoint", "ana", "--mime"]);
+    assert!(preview.contains("Subject: v2 ana") && preview.contains("multipart/alternative"), "{preview}");
+    let versions = run(&["templates", "versions", "--app", &app, "welcome"]);
+    assert!(versions.lines().any(|l| l.trim_start().starts_with("2") && l.contains('*')), "{versions}");
+    run(&["templates", "create", "--app", &app, "code", "--type", "sms", "--body", "Code {{Code}}"]);
+    assert!(run(&["templates", "list", "--app", &app]).contains("code"));
+    assert!(run(&["templates", "preview", "--app", &app, "code", "--sub", "Code=123456"]).contains("GSM7, 1 part(s)"));
+    let (code, _, err) = herald(&["templates", "create", "--app", &app, "bad", "--type", "sms", "--body", "{{#if x}}"], &env, dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("template.sms.body"), "{err}");
+    assert!(run(&["templates", "delete", "--app", &app, "code"]).contains("deleted 1"));
+}

@@ -17,7 +17,7 @@ pub struct ConnArgs {
 }
 
 impl ConnArgs {
-    async fn channel(&self) -> anyhow::Result<Channel> {
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
         let addr = if self.addr.contains("://") { self.addr.clone() } else { format!("http://{}", self.addr) };
         let endpoint = Endpoint::from_shared(addr.clone())?.tcp_nodelay(true);
         endpoint.connect().await.map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))

@@ -4,6 +4,7 @@
 mod client;
 mod endpoints;
 pub mod json;
+mod templates;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,13 @@ enum Command {
         #[command(subcommand)]
         command: endpoints::EndpointsCommand,
     },
+    /// Manage message templates on a running daemon.
+    Templates {
+        #[command(flatten)]
+        conn: client::ConnArgs,
+        #[command(subcommand)]
+        command: templates::TemplatesCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +99,7 @@ pub fn main() -> ExitCode {
         },
         Command::Apps { conn, command } => run_client(apps(conn, command)),
         Command::Endpoints { conn, command } => run_client(endpoints::run(conn, command)),
+        Command::Templates { conn, command } => run_client(templates::run(conn, command)),
     }
 }
 

@@ -1,0 +1,331 @@
+//! `herald templates create|update|get|list|versions|activate|delete|preview`.
+//!
+//! Content comes from flags or from a JSON file in Pinpoint's request shape
+//! (`{"Subject": ..., "HtmlPart": ..., "TextPart": ..., "DefaultSubstitutions": ...}` for email,
+//! `{"Body": ...}` for SMS, `{"Default": {...}, "APNS": {...}, "GCM": {...}}` for push), so
+//! templates exported from Pinpoint load unchanged.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use super::client::ConnArgs;
+use super::endpoints::key_value;
+use crate::proto::v1::{
+    render_template_request::Recipient, template::Content, templates_client::TemplatesClient, AttributeValues, CreateTemplateRequest,
+    CustomTemplate, DeleteTemplateRequest, EmailTemplate, GetTemplateRequest, ListTemplateVersionsRequest, ListTemplatesRequest, PushBlock,
+    PushTemplate, RenderTemplateRequest, SmsTemplate, Template, TemplateType, UpdateTemplateActiveVersionRequest, UpdateTemplateRequest,
+};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Kind {
+    Email,
+    Sms,
+    Push,
+    Custom,
+}
+
+#[derive(Debug, Args)]
+pub struct ContentArgs {
+    /// email, sms, push or custom.
+    #[arg(long = "type", value_enum)]
+    kind: Kind,
+    /// JSON in Pinpoint's request shape for the type.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long)]
+    html_file: Option<PathBuf>,
+    #[arg(long)]
+    text_file: Option<PathBuf>,
+    /// SMS body, or the push body.
+    #[arg(long)]
+    body: Option<String>,
+    /// Push title.
+    #[arg(long)]
+    title: Option<String>,
+    /// Custom channel payload template.
+    #[arg(long)]
+    payload_file: Option<PathBuf>,
+    #[arg(long)]
+    list_unsubscribe_url: Option<String>,
+    /// Default substitutions as a JSON object.
+    #[arg(long)]
+    defaults: Option<String>,
+    #[arg(long)]
+    description: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Create a template (version 1, active).
+    Create {
+        #[arg(long)]
+        app: String,
+        name: String,
+        #[command(flatten)]
+        content: ContentArgs,
+    },
+    /// Write a new version (or overwrite the latest).
+    Update {
+        #[arg(long)]
+        app: String,
+        name: String,
+        #[command(flatten)]
+        content: ContentArgs,
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Print a version (default: the active one) as JSON.
+    Get {
+        #[arg(long)]
+        app: String,
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        version: i32,
+    },
+    List {
+        #[arg(long)]
+        app: String,
+    },
+    Versions {
+        #[arg(long)]
+        app: String,
+        name: String,
+    },
+    /// Make a version (a number or `latest`) the active one.
+    Activate {
+        #[arg(long)]
+        app: String,
+        name: String,
+        version: String,
+    },
+    /// Delete one version, or the whole template.
+    Delete {
+        #[arg(long)]
+        app: String,
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        version: i32,
+    },
+    /// Render a version for an endpoint without sending.
+    Preview {
+        #[arg(long)]
+        app: String,
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        version: i32,
+        /// A stored endpoint's id.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// A substitution NAME=VALUE (repeatable).
+        #[arg(long = "sub", value_parser = key_value)]
+        substitutions: Vec<(String, String)>,
+        /// Print the whole MIME message (email).
+        #[arg(long)]
+        mime: bool,
+    },
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct PinpointPush {
+    action: String,
+    body: String,
+    sound: String,
+    title: String,
+    url: String,
+    image_url: String,
+    media_url: String,
+    raw_content: String,
+}
+
+impl From<PinpointPush> for PushBlock {
+    fn from(p: PinpointPush) -> Self {
+        PushBlock {
+            title: p.title,
+            body: p.body,
+            action: p.action,
+            url: p.url,
+            sound: p.sound,
+            image_url: if p.image_url.is_empty() { p.media_url } else { p.image_url },
+            raw_content: p.raw_content,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct PinpointRequest {
+    subject: String,
+    html_part: String,
+    text_part: String,
+    body: String,
+    default_substitutions: String,
+    template_description: String,
+    default: Option<PinpointPush>,
+    #[serde(rename = "APNS")]
+    apns: Option<PinpointPush>,
+    #[serde(rename = "GCM")]
+    gcm: Option<PinpointPush>,
+    payload: String,
+    #[serde(rename = "tags")]
+    tags: std::collections::HashMap<String, String>,
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
+
+fn template(name: String, c: ContentArgs) -> anyhow::Result<Template> {
+    let mut p: PinpointRequest = match &c.file {
+        Some(f) => serde_json::from_str(&read(f)?).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
+        None => PinpointRequest::default(),
+    };
+    if let Some(s) = c.subject {
+        p.subject = s;
+    }
+    if let Some(f) = &c.html_file {
+        p.html_part = read(f)?;
+    }
+    if let Some(f) = &c.text_file {
+        p.text_part = read(f)?;
+    }
+    if let Some(f) = &c.payload_file {
+        p.payload = read(f)?;
+    }
+    let content = match c.kind {
+        Kind::Email => Content::Email(EmailTemplate {
+            subject: p.subject,
+            html_part: p.html_part,
+            text_part: p.text_part,
+            list_unsubscribe_url: c.list_unsubscribe_url.unwrap_or_default(),
+        }),
+        Kind::Sms => Content::Sms(SmsTemplate { body: c.body.unwrap_or(p.body) }),
+        Kind::Push => {
+            let mut default: PushBlock = p.default.map(Into::into).unwrap_or_default();
+            if let Some(b) = c.body {
+                default.body = b;
+            }
+            if let Some(t) = c.title {
+                default.title = t;
+            }
+            Content::Push(PushTemplate { default: Some(default), apns: p.apns.map(Into::into), gcm: p.gcm.map(Into::into) })
+        }
+        Kind::Custom => Content::Custom(CustomTemplate { payload: p.payload }),
+    };
+    Ok(Template {
+        name,
+        description: c.description.unwrap_or(p.template_description),
+        default_substitutions: c.defaults.unwrap_or(p.default_substitutions),
+        tags: p.tags,
+        content: Some(content),
+        ..Default::default()
+    })
+}
+
+fn kind_name(t: i32) -> &'static str {
+    TemplateType::try_from(t).map(|t| t.as_str_name().trim_start_matches("TEMPLATE_TYPE_")).unwrap_or("?")
+}
+
+pub async fn run(conn: ConnArgs, command: TemplatesCommand) -> anyhow::Result<()> {
+    let mut c = TemplatesClient::new(conn.channel().await?);
+    match command {
+        TemplatesCommand::Create { app, name, content } => {
+            let t = c
+                .create_template(conn.request(CreateTemplateRequest { app_id: app, template: Some(template(name, content)?) }))
+                .await?
+                .into_inner();
+            println!("created {} version {}", t.name, t.version);
+        }
+        TemplatesCommand::Update { app, name, content, overwrite } => {
+            let req = UpdateTemplateRequest { app_id: app, template: Some(template(name, content)?), overwrite_latest: overwrite };
+            let t = c.update_template(conn.request(req)).await?.into_inner();
+            println!("wrote {} version {} (active version {})", t.name, t.version, t.active_version);
+        }
+        TemplatesCommand::Get { app, name, version } => {
+            let t = c.get_template(conn.request(GetTemplateRequest { app_id: app, name, version })).await?.into_inner();
+            println!("{t:#?}");
+        }
+        TemplatesCommand::List { app } => {
+            let mut token = String::new();
+            println!("{:<32} {:<7} {:>7} {:>7}  MODIFIED", "NAME", "TYPE", "ACTIVE", "LATEST");
+            loop {
+                let page = c
+                    .list_templates(conn.request(ListTemplatesRequest {
+                        app_id: app.clone(),
+                        page_size: 1000,
+                        page_token: token,
+                        template_type: 0,
+                    }))
+                    .await?
+                    .into_inner();
+                for t in &page.templates {
+                    println!(
+                        "{:<32} {:<7} {:>7} {:>7}  {}",
+                        t.name,
+                        kind_name(t.template_type),
+                        t.active_version,
+                        t.latest_version,
+                        t.last_modified_date
+                    );
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+        }
+        TemplatesCommand::Versions { app, name } => {
+            let mut token = String::new();
+            println!("{:>7}  {:<6}  WRITTEN", "VERSION", "ACTIVE");
+            loop {
+                let req = ListTemplateVersionsRequest { app_id: app.clone(), name: name.clone(), page_size: 1000, page_token: token };
+                let page = c.list_template_versions(conn.request(req)).await?.into_inner();
+                for t in &page.versions {
+                    println!("{:>7}  {:<6}  {}", t.version, if t.version == t.active_version { "*" } else { "" }, t.last_modified_date);
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+        }
+        TemplatesCommand::Activate { app, name, version } => {
+            let t = c
+                .update_template_active_version(conn.request(UpdateTemplateActiveVersionRequest { app_id: app, name, version }))
+                .await?
+                .into_inner();
+            println!("{} active version is {}", t.name, t.active_version);
+        }
+        TemplatesCommand::Delete { app, name, version } => {
+            let r = c.delete_template(conn.request(DeleteTemplateRequest { app_id: app, name: name.clone(), version })).await?.into_inner();
+            println!("deleted {} version(s) of {name}", r.deleted_versions);
+        }
+        TemplatesCommand::Preview { app, name, version, endpoint, substitutions, mime } => {
+            let mut subs: std::collections::HashMap<String, AttributeValues> = Default::default();
+            for (k, v) in substitutions {
+                subs.entry(k).or_default().values.push(v);
+            }
+            let req =
+                RenderTemplateRequest { app_id: app, name, version, recipient: endpoint.map(Recipient::EndpointId), substitutions: subs };
+            let r = c.render_template(conn.request(req)).await?.into_inner();
+            if let Some(e) = r.error {
+                anyhow::bail!("version {} does not render: {}: {} (line {}, column {})", r.version, e.part, e.message, e.line, e.column);
+            }
+            if mime && !r.mime.is_empty() {
+                print!("{}", r.mime);
+                return Ok(());
+            }
+            for p in &r.parts {
+                println!("== {} ==\n{}", p.name, p.content);
+            }
+            if let Some(s) = r.sms {
+                println!("== sms ==\n{} characters, {}, {} part(s)", s.characters, s.encoding, s.parts);
+            }
+        }
+    }
+    Ok(())
+}
