@@ -1,6 +1,10 @@
 //! Criterion benches of the endpoint write path's CPU work: validation, merging, the write
 //! planner over a 1,000-endpoint batch, cohort hashing and import-row parsing.
 
+/// The daemon's allocator (see `src/main.rs`), so the figures are the daemon's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use herald::domain::{endpoint, import};
 use herald::proto::v1::{AttributeValues, ChannelType, Endpoint, EndpointDemographic, EndpointLocation, EndpointUser};

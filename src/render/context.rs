@@ -81,6 +81,29 @@ pub fn endpoint_variables(e: &Endpoint) -> Map<String, Value> {
     m
 }
 
+/// Top-level variables that always hold one string.
+const SCALAR_ROOTS: &[&str] = &["Id", "Address", "ChannelType", "EndpointStatus", "OptOut", "CreationDate", "EffectiveDate", "RequestId", "CohortId"];
+/// Objects whose members always hold one string or number.
+const SCALAR_OBJECTS: &[&str] = &["Location", "Demographic", "Metrics"];
+
+/// Whether `{{path}}` prints the same with handlebars-rust's own value printing as with
+/// handlebars.js: paths that always hold a string or a number in this context (the
+/// endpoint's scalar fields, one element of an attribute list). Everything else — attribute
+/// lists, substitutions, block-relative paths — goes through the print helper.
+pub fn prints_natively(path: &str) -> bool {
+    if path.is_empty() || path.starts_with("this") || path.starts_with("..") || path.contains('/') || path.starts_with('@') {
+        return false;
+    }
+    let segments = path_segments(path);
+    match segments.as_slice() {
+        [one] => SCALAR_ROOTS.contains(&one.as_str()),
+        [root, _] if SCALAR_OBJECTS.contains(&root.as_str()) => true,
+        [user, id] if user == "User" && id == "UserId" => true,
+        [.., last] => segments.len() > 1 && !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()),
+        [] => false,
+    }
+}
+
 /// Splits a variable as written in a template (`User.UserAttributes.[Last Name].[0]`) into
 /// its segments.
 pub fn path_segments(path: &str) -> Vec<String> {
@@ -138,7 +161,14 @@ pub fn apply_default(root: &mut Map<String, Value>, path: &[String], default: &s
 pub fn build(endpoint: Option<&Endpoint>, substitutions: &HashMap<String, Vec<String>>, defaults: &[(Vec<String>, String)]) -> Value {
     let mut root = endpoint.map(endpoint_variables).unwrap_or_default();
     for (k, v) in substitutions {
-        root.insert(k.clone(), Value::from(v.clone()));
+        // A substitution named like a scalar variable stays scalar (its printed form), so the
+        // variable prints the same however it was set.
+        let value = if SCALAR_ROOTS.contains(&k.as_str()) || SCALAR_OBJECTS.contains(&k.as_str()) || k == "User" {
+            Value::String(v.join(","))
+        } else {
+            Value::from(v.clone())
+        };
+        root.insert(k.clone(), value);
     }
     for (path, default) in defaults {
         apply_default(&mut root, path, default);
@@ -166,6 +196,16 @@ mod tests {
     use super::*;
     use crate::proto::v1::EndpointUser;
     use serde_json::json;
+
+    #[test]
+    fn only_scalar_paths_print_natively() {
+        for p in ["Id", "Address", "Location.City", "Metrics.Visits", "User.UserId", "User.UserAttributes.FirstName.[0]", "Attributes.Plan.[1]"] {
+            assert!(prints_natively(p), "{p}");
+        }
+        for p in ["Month", "Attributes.Plan", "User.UserAttributes.FirstName", "User", "Location", "this", "../Id", "@index", "User.UserAttributes.[Last Name]"] {
+            assert!(!prints_natively(p), "{p}");
+        }
+    }
 
     #[test]
     fn paths_split_with_segment_literals() {

@@ -100,7 +100,7 @@ impl Renderer {
         for element in &mut template.elements {
             match element {
                 TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
-                    if ht.params.is_empty() && ht.hash.is_empty() && !self.is_helper(&ht.name) {
+                    if ht.params.is_empty() && ht.hash.is_empty() && !self.is_helper(&ht.name) && !context::prints_natively(&raw_path(&ht.name)) {
                         let original = std::mem::replace(&mut ht.name, Parameter::Name(helpers::PRINT.to_string()));
                         let param = match original {
                             Parameter::Name(n) => Parameter::parse(&n).unwrap_or(Parameter::Name(n)),
@@ -125,6 +125,15 @@ impl Renderer {
                 _ => {}
             }
         }
+    }
+}
+
+/// The path as written (`User.UserAttributes.[Last Name]`), or "" when it is not a path.
+fn raw_path(p: &Parameter) -> String {
+    match p {
+        Parameter::Name(n) => n.clone(),
+        Parameter::Path(handlebars::Path::Relative((_, raw))) => raw.clone(),
+        _ => String::new(),
     }
 }
 

@@ -171,7 +171,7 @@ impl CompiledTemplate {
 
     /// The context for one recipient: build once, render every part with it.
     pub fn context(&self, endpoint: Option<&Endpoint>, substitutions: &HashMap<String, Vec<String>>) -> handlebars::Context {
-        handlebars::Context::wraps(context::build(endpoint, substitutions, &self.defaults)).expect("a JSON value is a context")
+        handlebars::Context::from(context::build(endpoint, substitutions, &self.defaults))
     }
 
     /// Renders every part; the first failure fails the whole message.

@@ -1,0 +1,93 @@
+//! Rendering cost per message: the monthly-newsletter email (subject, html and text parts,
+//! 8 variables, one `#if`, one `#each`), with the context built per recipient, alone and with
+//! MIME assembly; and the issue's two Pinpoint examples.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The daemon's allocator (see `src/main.rs`), so the figures are the daemon's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use herald::proto::v1::{template::Content, AttributeValues, ChannelType, EmailTemplate, Endpoint, EndpointLocation, EndpointUser, Template};
+use herald::render::template::TemplateCache;
+use herald::render::{mime, Renderer};
+
+fn newsletter() -> Template {
+    Template {
+        app_id: "app".into(),
+        name: "newsletter".into(),
+        version: 1,
+        default_substitutions: r#"{"User.UserAttributes.FirstName": "there"}"#.into(),
+        content: Some(Content::Email(EmailTemplate {
+            subject: "{{User.UserAttributes.FirstName}}, your {{Month}} update from {{Attributes.Brand}}".into(),
+            html_part: concat!(
+                "<html><body><h1>Hi {{User.UserAttributes.FirstName}}!</h1>",
+                "<p>Here is what happened in {{Month}} on your {{Attributes.Plan}} plan.</p>",
+                "{{#if Attributes.Coupon}}<p>Your coupon: <b>{{Attributes.Coupon}}</b></p>{{/if}}",
+                "<ul>{{#each User.UserAttributes.Interests}}<li>{{this}}</li>{{/each}}</ul>",
+                "<p>You visited {{Metrics.Visits}} times from {{Location.City}}.</p>",
+                "<p><a href=\"https://example.com/u/{{Id}}\">Unsubscribe</a></p></body></html>"
+            )
+            .into(),
+            text_part: "Hi {{User.UserAttributes.FirstName}}, here is your {{Month}} update: {{Metrics.Visits}} visits. Unsubscribe: https://example.com/u/{{Id}}".into(),
+            list_unsubscribe_url: String::new(),
+        })),
+        ..Default::default()
+    }
+}
+
+fn endpoint(i: u32) -> Endpoint {
+    let one = |v: &str| AttributeValues { values: vec![v.to_string()] };
+    Endpoint {
+        id: format!("ep-{i}"),
+        channel_type: ChannelType::Email as i32,
+        address: format!("user{i}@example.com"),
+        attributes: [("Plan".to_string(), one("Pro")), ("Brand".to_string(), one("Acme")), ("Coupon".to_string(), one("SAVE10"))].into(),
+        metrics: [("Visits".to_string(), 42.0)].into(),
+        location: Some(EndpointLocation { city: "Springfield".into(), country: "US".into(), ..Default::default() }),
+        user: Some(EndpointUser {
+            user_id: format!("u{i}"),
+            user_attributes: [
+                ("FirstName".to_string(), one("Ana")),
+                ("Interests".to_string(), AttributeValues { values: vec!["running".into(), "cooking".into(), "travel".into()] }),
+            ]
+            .into(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let cache = TemplateCache::new(Arc::new(Renderer::new()), 16);
+    let compiled = cache.get(&newsletter()).unwrap();
+    let e = endpoint(7);
+    let subs: HashMap<String, Vec<String>> = [("Month".to_string(), vec!["March".to_string()])].into();
+
+    c.bench_function("render/newsletter", |b| {
+        b.iter(|| {
+            let ctx = compiled.context(Some(&e), &subs);
+            compiled.render(cache.renderer(), &ctx).unwrap()
+        })
+    });
+    c.bench_function("render/newsletter_context_only", |b| b.iter(|| compiled.context(Some(&e), &subs)));
+    let ctx = compiled.context(Some(&e), &subs);
+    c.bench_function("render/newsletter_parts_only", |b| b.iter(|| compiled.render(cache.renderer(), &ctx).unwrap()));
+    c.bench_function("render/newsletter_with_mime", |b| {
+        b.iter(|| {
+            let ctx = compiled.context(Some(&e), &subs);
+            let parts = compiled.render(cache.renderer(), &ctx).unwrap();
+            let envelope = mime::Envelope { from: "Acme <news@acme.example>", to: &e.address, reply_to: None, list_unsubscribe_url: Some("https://acme.example/u") };
+            mime::build(&envelope, &parts[0].1, Some(&parts[2].1), Some(&parts[1].1)).unwrap()
+        })
+    });
+
+    let r = Renderer::new();
+    let example = r.compile(r#"{{#and (gte User.UserAttributes.Age.[0] "18") (eq Location.Country "US")}}You are an 18-year-old in the US.{{else}}You aren't an 18-year-old in the US.{{/and}}"#).unwrap();
+    let ctx = handlebars::Context::wraps(serde_json::json!({"User": {"UserAttributes": {"Age": ["18"]}}, "Location": {"Country": "US"}})).unwrap();
+    c.bench_function("render/pinpoint_and_example", |b| b.iter(|| r.render(&example, &ctx).unwrap()));
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
