@@ -10,7 +10,9 @@ use std::sync::Arc;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use herald::proto::v1::{template::Content, AttributeValues, ChannelType, EmailTemplate, Endpoint, EndpointLocation, EndpointUser, Template};
+use herald::proto::v1::{
+    template::Content, AttributeValues, ChannelType, EmailTemplate, Endpoint, EndpointLocation, EndpointUser, Template,
+};
 use herald::render::template::TemplateCache;
 use herald::render::{mime, Renderer};
 
@@ -78,14 +80,20 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let ctx = compiled.context(Some(&e), &subs);
             let parts = compiled.render(cache.renderer(), &ctx).unwrap();
-            let envelope = mime::Envelope { from: "Acme <news@acme.example>", to: &e.address, reply_to: None, list_unsubscribe_url: Some("https://acme.example/u") };
+            let envelope = mime::Envelope {
+                from: "Acme <news@acme.example>",
+                to: &e.address,
+                reply_to: None,
+                list_unsubscribe_url: Some("https://acme.example/u"),
+            };
             mime::build(&envelope, &parts[0].1, Some(&parts[2].1), Some(&parts[1].1)).unwrap()
         })
     });
 
     let r = Renderer::new();
     let example = r.compile(r#"{{#and (gte User.UserAttributes.Age.[0] "18") (eq Location.Country "US")}}You are an 18-year-old in the US.{{else}}You aren't an 18-year-old in the US.{{/and}}"#).unwrap();
-    let ctx = handlebars::Context::wraps(serde_json::json!({"User": {"UserAttributes": {"Age": ["18"]}}, "Location": {"Country": "US"}})).unwrap();
+    let ctx = handlebars::Context::wraps(serde_json::json!({"User": {"UserAttributes": {"Age": ["18"]}}, "Location": {"Country": "US"}}))
+        .unwrap();
     c.bench_function("render/pinpoint_and_example", |b| b.iter(|| r.render(&example, &ctx).unwrap()));
 }
 

@@ -82,7 +82,8 @@ pub fn endpoint_variables(e: &Endpoint) -> Map<String, Value> {
 }
 
 /// Top-level variables that always hold one string.
-const SCALAR_ROOTS: &[&str] = &["Id", "Address", "ChannelType", "EndpointStatus", "OptOut", "CreationDate", "EffectiveDate", "RequestId", "CohortId"];
+const SCALAR_ROOTS: &[&str] =
+    &["Id", "Address", "ChannelType", "EndpointStatus", "OptOut", "CreationDate", "EffectiveDate", "RequestId", "CohortId"];
 /// Objects whose members always hold one string or number.
 const SCALAR_OBJECTS: &[&str] = &["Location", "Demographic", "Metrics"];
 
@@ -199,10 +200,22 @@ mod tests {
 
     #[test]
     fn only_scalar_paths_print_natively() {
-        for p in ["Id", "Address", "Location.City", "Metrics.Visits", "User.UserId", "User.UserAttributes.FirstName.[0]", "Attributes.Plan.[1]"] {
+        for p in
+            ["Id", "Address", "Location.City", "Metrics.Visits", "User.UserId", "User.UserAttributes.FirstName.[0]", "Attributes.Plan.[1]"]
+        {
             assert!(prints_natively(p), "{p}");
         }
-        for p in ["Month", "Attributes.Plan", "User.UserAttributes.FirstName", "User", "Location", "this", "../Id", "@index", "User.UserAttributes.[Last Name]"] {
+        for p in [
+            "Month",
+            "Attributes.Plan",
+            "User.UserAttributes.FirstName",
+            "User",
+            "Location",
+            "this",
+            "../Id",
+            "@index",
+            "User.UserAttributes.[Last Name]",
+        ] {
             assert!(!prints_natively(p), "{p}");
         }
     }

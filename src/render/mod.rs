@@ -65,7 +65,8 @@ impl Renderer {
 
     /// Parses a part; the error names the line and column.
     pub fn compile(&self, source: &str) -> Result<Compiled, ParseError> {
-        let mut template = Template::compile(source).map_err(|e| {
+        let source = inverse_helper_blocks(source);
+        let mut template = Template::compile(&source).map_err(|e| {
             let (line, column) = e.pos().unwrap_or((0, 0));
             ParseError { line, column, message: e.reason().to_string() }
         })?;
@@ -100,7 +101,11 @@ impl Renderer {
         for element in &mut template.elements {
             match element {
                 TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
-                    if ht.params.is_empty() && ht.hash.is_empty() && !self.is_helper(&ht.name) && !context::prints_natively(&raw_path(&ht.name)) {
+                    if ht.params.is_empty()
+                        && ht.hash.is_empty()
+                        && !self.is_helper(&ht.name)
+                        && !context::prints_natively(&raw_path(&ht.name))
+                    {
                         let original = std::mem::replace(&mut ht.name, Parameter::Name(helpers::PRINT.to_string()));
                         let param = match original {
                             Parameter::Name(n) => Parameter::parse(&n).unwrap_or(Parameter::Name(n)),
@@ -126,6 +131,61 @@ impl Renderer {
             }
         }
     }
+}
+
+/// handlebars.js accepts an inverted helper block, `{{^eq a b}}A{{else}}B{{/eq}}`, which
+/// handlebars-rust does not parse; it means `{{#unless (eq a b)}}A{{else}}B{{/unless}}`, so it
+/// is rewritten to that before parsing. Inverted sections without arguments stay as they are.
+fn inverse_helper_blocks(source: &str) -> std::borrow::Cow<'_, str> {
+    if !source.contains("{{^") && !source.contains("{{~^") {
+        return std::borrow::Cow::Borrowed(source);
+    }
+    let mut out = String::with_capacity(source.len() + 32);
+    // Open blocks by name; `true` for the ones rewritten into `unless`.
+    let mut open: Vec<(String, bool)> = Vec::new();
+    let mut rest = source;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let tag_and_after = &rest[start..];
+        let Some(end) = tag_and_after.find("}}") else {
+            out.push_str(tag_and_after);
+            return std::borrow::Cow::Owned(out);
+        };
+        let tag = &tag_and_after[..end + 2];
+        let inner = tag[2..tag.len() - 2].trim_start_matches('~').trim_end_matches('~');
+        let (open_tilde, close_tilde) = (tag[2..].starts_with('~'), tag[..tag.len() - 2].ends_with('~'));
+        let name_of = |body: &str| body.trim().split_whitespace().next().unwrap_or("").to_string();
+        let mut replacement = None;
+        if let Some(body) = inner.strip_prefix('#') {
+            open.push((name_of(body.trim_start_matches('*').trim_start_matches('>')), false));
+        } else if let Some(body) = inner.strip_prefix('^') {
+            let name = name_of(body);
+            let args = body.trim().strip_prefix(name.as_str()).unwrap_or("").trim();
+            if !name.is_empty() && !args.is_empty() {
+                replacement = Some(format!(
+                    "{{{{{}#unless ({name} {args}){}}}}}",
+                    if open_tilde { "~" } else { "" },
+                    if close_tilde { "~" } else { "" }
+                ));
+                open.push((name, true));
+            } else if !name.is_empty() {
+                open.push((name, false));
+            }
+        } else if let Some(body) = inner.strip_prefix('/') {
+            let name = body.trim().to_string();
+            if let Some(pos) = open.iter().rposition(|(n, _)| *n == name) {
+                let (_, rewritten) = open.remove(pos);
+                if rewritten {
+                    replacement =
+                        Some(format!("{{{{{}/unless{}}}}}", if open_tilde { "~" } else { "" }, if close_tilde { "~" } else { "" }));
+                }
+            }
+        }
+        out.push_str(replacement.as_deref().unwrap_or(tag));
+        rest = &tag_and_after[end + 2..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 /// The path as written (`User.UserAttributes.[Last Name]`), or "" when it is not a path.

@@ -171,3 +171,10 @@ fn dates_take_styles_patterns_zones_and_bare_words() {
     assert!(render(r#"{{dateFormat D tz="Mars/Base"}}"#, ctx.clone()).is_err());
     assert!(render(r#"{{dateFormat "19/09/2020"}}"#, ctx).is_err());
 }
+
+#[test]
+fn inverted_helper_blocks_mean_unless() {
+    assert_eq!(inverse_helper_blocks(r#"{{^eq Id "e1"}}A{{else}}B{{/eq}}"#), r#"{{#unless (eq Id "e1")}}A{{else}}B{{/unless}}"#);
+    assert_eq!(inverse_helper_blocks("{{^Missing}}none{{/Missing}}"), "{{^Missing}}none{{/Missing}}");
+    assert_eq!(ok(r#"{{^eq Id "e1"}}not{{else}}is{{/eq}}|{{~^gt N 5~}} small {{~/gt~}}"#, json!({"Id": "e1", "N": 3})), "is|small");
+}
