@@ -25,36 +25,63 @@ pub struct Envelope<'a> {
     pub list_unsubscribe_url: Option<&'a str>,
 }
 
+/// The sending side of many messages, parsed once (a campaign or template send reuses it).
+#[derive(Debug, Clone)]
+pub struct Sender {
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    domain: String,
+}
+
+impl Sender {
+    pub fn new(from: &str, reply_to: Option<&str>) -> Result<Self, MimeError> {
+        let from = mailbox("from", from)?;
+        let domain = from.email.domain().to_string();
+        let reply_to = reply_to.map(|r| mailbox("reply_to", r)).transpose()?;
+        Ok(Self { from, reply_to, domain })
+    }
+
+    /// Builds one message to `to`.
+    pub fn message(
+        &self,
+        to: &str,
+        subject: &str,
+        text: Option<&str>,
+        html: Option<&str>,
+        list_unsubscribe_url: Option<&str>,
+    ) -> Result<Vec<u8>, MimeError> {
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(mailbox("to", to)?)
+            .subject(subject)
+            .message_id(Some(format!("<{}@{}>", uuid::Uuid::new_v4().simple(), self.domain)))
+            .date_now();
+        if let Some(r) = &self.reply_to {
+            builder = builder.reply_to(r.clone());
+        }
+        if let Some(url) = list_unsubscribe_url.filter(|u| !u.is_empty()) {
+            builder = builder
+                .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), format!("<{url}>")))
+                .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe-Post"), "List-Unsubscribe=One-Click".into()));
+        }
+        let message = match (text.filter(|t| !t.is_empty()), html.filter(|h| !h.is_empty())) {
+            (Some(t), Some(h)) => builder.multipart(MultiPart::alternative_plain_html(t.to_string(), h.to_string())),
+            (Some(t), None) => builder.singlepart(SinglePart::plain(t.to_string())),
+            (None, Some(h)) => builder.singlepart(SinglePart::html(h.to_string())),
+            (None, None) => return Err(MimeError::NoBody),
+        }
+        .map_err(|e| MimeError::Build(e.to_string()))?;
+        Ok(message.formatted())
+    }
+}
+
 fn mailbox(field: &'static str, value: &str) -> Result<Mailbox, MimeError> {
     value.parse().map_err(|e: lettre::address::AddressError| MimeError::Address { field, value: value.to_string(), reason: e.to_string() })
 }
 
 /// Builds the whole message; `message_id` is `<id@domain of the sender>`.
 pub fn build(envelope: &Envelope<'_>, subject: &str, text: Option<&str>, html: Option<&str>) -> Result<Vec<u8>, MimeError> {
-    let from = mailbox("from", envelope.from)?;
-    let domain = from.email.domain().to_string();
-    let mut builder = Message::builder()
-        .from(from)
-        .to(mailbox("to", envelope.to)?)
-        .subject(subject)
-        .message_id(Some(format!("<{}@{domain}>", uuid::Uuid::new_v4().simple())))
-        .date_now();
-    if let Some(r) = envelope.reply_to {
-        builder = builder.reply_to(mailbox("reply_to", r)?);
-    }
-    if let Some(url) = envelope.list_unsubscribe_url.filter(|u| !u.is_empty()) {
-        builder = builder
-            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), format!("<{url}>")))
-            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe-Post"), "List-Unsubscribe=One-Click".into()));
-    }
-    let message = match (text.filter(|t| !t.is_empty()), html.filter(|h| !h.is_empty())) {
-        (Some(t), Some(h)) => builder.multipart(MultiPart::alternative_plain_html(t.to_string(), h.to_string())),
-        (Some(t), None) => builder.singlepart(SinglePart::plain(t.to_string())),
-        (None, Some(h)) => builder.singlepart(SinglePart::html(h.to_string())),
-        (None, None) => return Err(MimeError::NoBody),
-    }
-    .map_err(|e| MimeError::Build(e.to_string()))?;
-    Ok(message.formatted())
+    Sender::new(envelope.from, envelope.reply_to)?.message(envelope.to, subject, text, html, envelope.list_unsubscribe_url)
 }
 
 #[cfg(test)]

@@ -119,10 +119,12 @@ impl HelperDef for Each {
         arity(h, 1..=1)?;
         let param = h.param(0).expect("arity checked");
         let Some(template) = h.template() else { return Ok(()) };
-        let base_path = param.context_path().cloned();
-        let items: Vec<(Value, Value)> = match param.value() {
-            Value::Array(list) => list.iter().take(EACH_LIMIT).enumerate().map(|(i, v)| (Value::from(i), v.clone())).collect(),
-            Value::Object(map) => map.iter().take(EACH_LIMIT).map(|(k, v)| (Value::from(k.clone()), v.clone())).collect(),
+        let base_path = param.context_path();
+        // Keys and values by reference: values are cloned only when they are not in the
+        // context (then the block needs its own copy) or feed block params.
+        let items: Vec<(Value, &Value)> = match param.value() {
+            Value::Array(list) => list.iter().take(EACH_LIMIT).enumerate().map(|(i, v)| (Value::from(i), v)).collect(),
+            Value::Object(map) => map.iter().take(EACH_LIMIT).map(|(k, v)| (Value::from(k.as_str()), v)).collect(),
             _ => Vec::new(),
         };
         if items.is_empty() {
@@ -133,8 +135,11 @@ impl HelperDef for Each {
         }
         let is_object = param.value().is_object();
         let mut block = BlockContext::new();
-        if let Some(p) = &base_path {
-            *block.base_path_mut() = p.clone();
+        if let Some(p) = base_path {
+            let mut path = Vec::with_capacity(p.len() + 1);
+            path.extend(p.iter().cloned());
+            path.push(String::new());
+            *block.base_path_mut() = path;
         }
         rc.push_block(block);
         let len = items.len();
@@ -146,25 +151,24 @@ impl HelperDef for Each {
                 if is_object {
                     block.set_local_var("key", key.clone());
                 }
-                let segment = match key {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                match &base_path {
-                    Some(p) => {
-                        let mut path = p.clone();
-                        path.push(segment);
-                        *block.base_path_mut() = path;
+                if base_path.is_some() {
+                    if let Some(last) = block.base_path_mut().last_mut() {
+                        last.clear();
+                        match key {
+                            Value::String(s) => last.push_str(s),
+                            other => last.push_str(&other.to_string()),
+                        }
                     }
-                    None => block.set_base_value(value.clone()),
+                } else {
+                    block.set_base_value((*value).clone());
                 }
                 if let Some(name) = h.block_param() {
                     let mut params = BlockParams::new();
-                    params.add_value(name, value.clone())?;
+                    params.add_value(name, (*value).clone())?;
                     block.set_block_params(params);
                 } else if let Some((v_name, k_name)) = h.block_param_pair() {
                     let mut params = BlockParams::new();
-                    params.add_value(v_name, value.clone())?;
+                    params.add_value(v_name, (*value).clone())?;
                     params.add_value(k_name, key.clone())?;
                     block.set_block_params(params);
                 }

@@ -103,11 +103,19 @@ pub(crate) fn arity(h: &Helper<'_>, allowed: std::ops::RangeInclusive<usize>) ->
 
 /// Writes a helper result as `{{ }}` prints it (escaped unless in `{{{ }}}`).
 pub(crate) fn write_value(v: &Value, r: &Handlebars<'_>, rc: &RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
-    let s = printed(v);
-    if rc.is_disable_escape() {
-        out.write(&s)?;
+    let owned;
+    let s = match v {
+        Value::String(s) => s.as_str(),
+        Value::Null => return Ok(()),
+        other => {
+            owned = printed(other);
+            owned.as_str()
+        }
+    };
+    if rc.is_disable_escape() || !s.contains(['&', '<', '>', '"', '\'', '`', '=']) {
+        out.write(s)?;
     } else {
-        out.write(&r.get_escape_fn()(&s))?;
+        out.write(&r.get_escape_fn()(s))?;
     }
     Ok(())
 }
