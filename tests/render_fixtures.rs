@@ -26,7 +26,7 @@ fn renders_as_handlebars_js_does() {
         let result = renderer
             .compile(template)
             .map_err(|e| e.to_string())
-            .and_then(|part| renderer.render(&part, &handlebars::Context::from(Value::Object(ctx))).map_err(|e| e.message));
+            .and_then(|part| renderer.render(&part, &Value::Object(ctx)).map_err(|e| e.message));
         match (case.get("output").and_then(Value::as_str), result) {
             (Some(want), Ok(got)) if want == got => {}
             (None, Err(_)) => {}

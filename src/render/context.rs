@@ -87,24 +87,6 @@ const SCALAR_ROOTS: &[&str] =
 /// Objects whose members always hold one string or number.
 const SCALAR_OBJECTS: &[&str] = &["Location", "Demographic", "Metrics"];
 
-/// Whether `{{path}}` prints the same with handlebars-rust's own value printing as with
-/// handlebars.js: paths that always hold a string or a number in this context (the
-/// endpoint's scalar fields, one element of an attribute list). Everything else — attribute
-/// lists, substitutions, block-relative paths — goes through the print helper.
-pub fn prints_natively(path: &str) -> bool {
-    if path.is_empty() || path.starts_with("this") || path.starts_with("..") || path.contains('/') || path.starts_with('@') {
-        return false;
-    }
-    let segments = path_segments(path);
-    match segments.as_slice() {
-        [one] => SCALAR_ROOTS.contains(&one.as_str()),
-        [root, _] if SCALAR_OBJECTS.contains(&root.as_str()) => true,
-        [user, id] if user == "User" && id == "UserId" => true,
-        [.., last] => segments.len() > 1 && !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()),
-        [] => false,
-    }
-}
-
 /// Splits a variable as written in a template (`User.UserAttributes.[Last Name].[0]`) into
 /// its segments.
 pub fn path_segments(path: &str) -> Vec<String> {
@@ -197,28 +179,6 @@ mod tests {
     use super::*;
     use crate::proto::v1::EndpointUser;
     use serde_json::json;
-
-    #[test]
-    fn only_scalar_paths_print_natively() {
-        for p in
-            ["Id", "Address", "Location.City", "Metrics.Visits", "User.UserId", "User.UserAttributes.FirstName.[0]", "Attributes.Plan.[1]"]
-        {
-            assert!(prints_natively(p), "{p}");
-        }
-        for p in [
-            "Month",
-            "Attributes.Plan",
-            "User.UserAttributes.FirstName",
-            "User",
-            "Location",
-            "this",
-            "../Id",
-            "@index",
-            "User.UserAttributes.[Last Name]",
-        ] {
-            assert!(!prints_natively(p), "{p}");
-        }
-    }
 
     #[test]
     fn paths_split_with_segment_literals() {

@@ -170,12 +170,12 @@ impl CompiledTemplate {
     }
 
     /// The context for one recipient: build once, render every part with it.
-    pub fn context(&self, endpoint: Option<&Endpoint>, substitutions: &HashMap<String, Vec<String>>) -> handlebars::Context {
-        handlebars::Context::from(context::build(endpoint, substitutions, &self.defaults))
+    pub fn context(&self, endpoint: Option<&Endpoint>, substitutions: &HashMap<String, Vec<String>>) -> serde_json::Value {
+        context::build(endpoint, substitutions, &self.defaults)
     }
 
     /// Renders every part; the first failure fails the whole message.
-    pub fn render(&self, renderer: &Renderer, ctx: &handlebars::Context) -> Result<Vec<(String, String)>, PartFailure> {
+    pub fn render(&self, renderer: &Renderer, ctx: &serde_json::Value) -> Result<Vec<(String, String)>, PartFailure> {
         self.parts
             .iter()
             .map(|(name, part)| {

@@ -7,7 +7,7 @@ use super::*;
 fn render(source: &str, ctx: serde_json::Value) -> Result<String, String> {
     let r = Renderer::new();
     let part = r.compile(source).map_err(|e| e.to_string())?;
-    r.render(&part, &handlebars::Context::wraps(ctx).unwrap()).map_err(|e| e.message)
+    r.render(&part, &ctx).map_err(|e| e.message)
 }
 
 fn ok(source: &str, ctx: serde_json::Value) -> String {
@@ -175,6 +175,20 @@ fn dates_take_styles_patterns_zones_and_bare_words() {
 #[test]
 fn inverted_helper_blocks_mean_unless() {
     assert_eq!(inverse_helper_blocks(r#"{{^eq Id "e1"}}A{{else}}B{{/eq}}"#), r#"{{#unless (eq Id "e1")}}A{{else}}B{{/unless}}"#);
-    assert_eq!(inverse_helper_blocks("{{^Missing}}none{{/Missing}}"), "{{^Missing}}none{{/Missing}}");
+    assert_eq!(inverse_helper_blocks("{{^Missing}}none{{/Missing}}"), "{{#unless Missing}}none{{/unless}}");
+    assert_eq!(inverse_helper_blocks("{{#if a}}x{{^}}y{{/if}}"), "{{#if a}}x{{^}}y{{/if}}");
     assert_eq!(ok(r#"{{^eq Id "e1"}}not{{else}}is{{/eq}}|{{~^gt N 5~}} small {{~/gt~}}"#, json!({"Id": "e1", "N": 3})), "is|small");
+}
+
+#[test]
+fn standalone_partials_indent_every_line_and_blocks_take_params() {
+    let t = "{{#*inline \"row\"}}<td>{{this}}</td>\n<td>!</td>\n{{/inline}}<tr>\n  {{> row}}\n</tr>";
+    assert_eq!(ok(t, json!("x")), "<tr>\n  <td>x</td>\n  <td>!</td>\n</tr>");
+    assert_eq!(ok("{{#each L as |item i|}}{{i}}={{item}};{{/each}}", json!({"L": ["a", "b"]})), "0=a;1=b;");
+    assert_eq!(ok("{{#with User}}{{UserId}}{{/with}}|{{#with Nope}}x{{else}}none{{/with}}", json!({"User": {"UserId": "u"}})), "u|none");
+    assert_eq!(ok("{{lookup O \"k\"}} {{lookup L 1}}", json!({"O": {"k": "v"}, "L": ["a", "b"]})), "v b");
+    assert_eq!(ok("{{#each L}}{{@root.Id}}{{../Id}}{{/each}}", json!({"Id": "e", "L": [1]})), "ee");
+    assert_eq!(ok("{{^Missing}}none{{/Missing}}|{{#Flag}}on{{/Flag}}", json!({"Flag": true})), "none|on");
+    assert!(Renderer::new().compile("{{frobnicate x}}").unwrap_err().message.contains("unknown helper"));
+    assert!(Renderer::new().compile("{{> missing}}").is_err());
 }

@@ -3,11 +3,10 @@
 
 use chrono::{DateTime, Datelike, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::{OffsetName, Tz};
-use handlebars::{Handlebars, Helper, RenderError};
 use serde_json::Value;
 
 use super::strings::bare_value;
-use super::{arity, fail, HelperFn, ValueHelper};
+use super::{arity, fail, Args, HelperError, ValueFn};
 use crate::render::value::{blank, is_ascii_ws, printed};
 
 const MONTHS: [&str; 12] =
@@ -30,7 +29,7 @@ enum Token {
     Literal(String),
 }
 
-fn tokens(pattern: &str) -> Result<Vec<Token>, RenderError> {
+fn tokens(pattern: &str) -> Result<Vec<Token>, HelperError> {
     let chars: Vec<char> = pattern.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -107,7 +106,7 @@ fn offset_text(secs: i32, colon: bool, minutes: bool) -> String {
     }
 }
 
-fn format(dt: &DateTime<Tz>, pattern: &str) -> Result<String, RenderError> {
+fn format(dt: &DateTime<Tz>, pattern: &str) -> Result<String, HelperError> {
     let mut out = String::new();
     let offset_secs = dt.offset().fix().local_minus_utc();
     for t in tokens(pattern)? {
@@ -172,7 +171,7 @@ fn format(dt: &DateTime<Tz>, pattern: &str) -> Result<String, RenderError> {
 }
 
 /// The zone: blank or missing → UTC; an IANA name, case-insensitively.
-fn zone(v: &Value) -> Result<Tz, RenderError> {
+fn zone(v: &Value) -> Result<Tz, HelperError> {
     if blank(v) {
         return Ok(Tz::UTC);
     }
@@ -182,7 +181,7 @@ fn zone(v: &Value) -> Result<Tz, RenderError> {
 
 /// A wall-clock time in a zone: a time in a DST gap moves forward by the gap; an ambiguous
 /// one takes the earlier instant.
-fn wall_clock(tz: Tz, naive: NaiveDateTime) -> Result<DateTime<Tz>, RenderError> {
+fn wall_clock(tz: Tz, naive: NaiveDateTime) -> Result<DateTime<Tz>, HelperError> {
     match tz.from_local_datetime(&naive) {
         LocalResult::Single(dt) => Ok(dt),
         LocalResult::Ambiguous(a, b) => Ok(a.min(b)),
@@ -196,7 +195,7 @@ fn wall_clock(tz: Tz, naive: NaiveDateTime) -> Result<DateTime<Tz>, RenderError>
     }
 }
 
-fn fixed(secs: i32) -> Result<FixedOffset, RenderError> {
+fn fixed(secs: i32) -> Result<FixedOffset, HelperError> {
     FixedOffset::east_opt(secs).ok_or_else(|| fail("offset out of range"))
 }
 
@@ -236,7 +235,7 @@ fn parse_offset(s: &str) -> Option<(i32, usize)> {
 }
 
 /// ISO 8601: `YYYY-MM-DD`, optionally `T`/space + `hh:mm[:ss[.f]]` and then an offset.
-fn parse_iso(s: &str, tz: Tz) -> Result<DateTime<Tz>, RenderError> {
+fn parse_iso(s: &str, tz: Tz) -> Result<DateTime<Tz>, HelperError> {
     let bad = || fail(format!("'{s}' is not an ISO 8601 date"));
     let b = s.as_bytes();
     let num = |from: usize, len: usize| -> Option<u32> {
@@ -288,7 +287,7 @@ fn is_numeric_field(t: Option<&Token>) -> bool {
 }
 
 /// Parses `input` with a SimpleDateFormat pattern; the whole input must be consumed.
-fn parse_pattern(input: &str, pattern: &str, tz: Tz) -> Result<DateTime<Tz>, RenderError> {
+fn parse_pattern(input: &str, pattern: &str, tz: Tz) -> Result<DateTime<Tz>, HelperError> {
     let toks = tokens(pattern)?;
     let bad = |why: &str| fail(format!("'{input}' does not match '{pattern}': {why}"));
     let (mut year, mut month, mut day, mut hour, mut minute, mut second, mut milli) = (1970i32, 1u32, 1u32, 0u32, 0u32, 0u32, 0u32);
@@ -410,11 +409,11 @@ fn parse_pattern(input: &str, pattern: &str, tz: Tz) -> Result<DateTime<Tz>, Ren
     }
 }
 
-fn epoch_millis(ms: i64, tz: Tz) -> Result<DateTime<Tz>, RenderError> {
+fn epoch_millis(ms: i64, tz: Tz) -> Result<DateTime<Tz>, HelperError> {
     DateTime::from_timestamp_millis(ms).map(|d| d.with_timezone(&tz)).ok_or_else(|| fail("epoch milliseconds out of range"))
 }
 
-fn hash_bare(h: &Helper<'_>, key: &str) -> Value {
+fn hash_bare(h: &Args<'_>, key: &str) -> Value {
     bare_value(h.hash_get(key))
 }
 
@@ -431,14 +430,14 @@ fn first_present(values: [Value; 3]) -> Value {
     values.into_iter().find(|v| !blank(v)).unwrap_or(Value::Null)
 }
 
-fn now(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn now(h: &Args<'_>) -> Result<Value, HelperError> {
     arity(h, 0..=1)?;
     let tz = zone(&hash_bare(h, "tz"))?;
     let pattern = output_pattern(&first_present([bare_value(h.param(0)), hash_bare(h, "outputFormat"), hash_bare(h, "format")]));
     Ok(Value::String(format(&Utc::now().with_timezone(&tz), &pattern)?))
 }
 
-fn date_format(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn date_format(h: &Args<'_>) -> Result<Value, HelperError> {
     arity(h, 1..=2)?;
     let input = h.param(0).map(|p| p.value().clone()).unwrap_or(Value::Null);
     if blank(&input) {
@@ -465,12 +464,7 @@ fn date_format(h: &Helper<'_>) -> Result<Value, RenderError> {
     Ok(Value::String(format(&dt, &pattern)?))
 }
 
-pub fn register(hb: &mut Handlebars<'static>) {
-    let helpers: [(&str, HelperFn); 2] = [("now", now), ("dateFormat", date_format)];
-    for (name, f) in helpers {
-        hb.register_helper(name, Box::new(ValueHelper(f)));
-    }
-}
+pub(super) const HELPERS: [(&str, ValueFn); 2] = [("now", now), ("dateFormat", date_format)];
 
 #[cfg(test)]
 mod tests {

@@ -1,93 +1,118 @@
-//! Pinpoint's helper set on handlebars-rust, with handlebars.js semantics (see
-//! `shared/reference/pinpoint-helpers.md`, restated in README).
+//! Pinpoint's helper set with handlebars.js semantics (see
+//! `shared/reference/pinpoint-helpers.md`, restated in README). Helpers are plain functions of
+//! their evaluated arguments; the evaluator ([`super::eval`]) resolves each name once, when a
+//! template is compiled.
 
 mod conditionals;
 mod dates;
 mod math;
 mod strings;
 
-use handlebars::{Context, Handlebars, Helper, HelperDef, HelperResult, Output, RenderContext, RenderError, RenderErrorReason, ScopedJson};
+use std::borrow::Cow;
+
 use serde_json::Value;
 
-use super::value::printed;
+pub(crate) use conditionals::if_condition;
+pub use conditionals::{yes_no, EACH_LIMIT};
 
-/// Every helper name a template may call (the compiler leaves these alone).
-pub const NAMES: &[&str] = &[
-    "if",
-    "unless",
-    "each",
-    "with",
-    "lookup",
-    "and",
-    "or",
-    "eq",
-    "neq",
-    "gt",
-    "gte",
-    "lt",
-    "lte",
-    "not",
-    "abbreviate",
-    "capitalize",
-    "capitalizeFirst",
-    "center",
-    "cut",
-    "inflect",
-    "join",
-    "ljust",
-    "lower",
-    "ordinalize",
-    "replace",
-    "rjust",
-    "slugify",
-    "stripTags",
-    "substring",
-    "upper",
-    "yesno",
-    "add",
-    "ceiling",
-    "decode64",
-    "divide",
-    "encode64",
-    "floor",
-    "md5",
-    "modulo",
-    "multiply",
-    "round",
-    "sha256",
-    "sha512",
-    "subtract",
-    "uuid",
-    "now",
-    "dateFormat",
-];
+/// A helper's failure: fails the render of that message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HelperError(pub String);
 
-/// The internal helper that prints a plain `{{value}}` the way handlebars.js does.
-pub const PRINT: &str = "__herald_print";
-
-pub fn register(hb: &mut Handlebars<'static>) {
-    hb.register_helper(PRINT, Box::new(Print));
-    conditionals::register(hb);
-    strings::register(hb);
-    math::register(hb);
-    dates::register(hb);
+pub(crate) fn fail(msg: impl Into<String>) -> HelperError {
+    HelperError(msg.into())
 }
 
-pub(crate) fn fail(msg: impl Into<String>) -> RenderError {
-    RenderErrorReason::Other(msg.into()).into()
+/// One evaluated argument: its value and, for a path, the path as written (bare words).
+#[derive(Debug, Clone)]
+pub struct Arg<'a> {
+    pub value: Cow<'a, Value>,
+    pub path: Option<&'a str>,
+}
+
+impl Arg<'_> {
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    pub fn relative_path(&self) -> Option<&str> {
+        self.path
+    }
+}
+
+/// A helper call's evaluated arguments.
+#[derive(Debug, Clone)]
+pub struct Args<'a> {
+    pub name: &'a str,
+    pub params: Vec<Arg<'a>>,
+    pub hash: Vec<(&'a str, Arg<'a>)>,
+}
+
+impl Args<'_> {
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    pub fn params(&self) -> &[Arg<'_>] {
+        &self.params
+    }
+
+    pub fn param(&self, i: usize) -> Option<&Arg<'_>> {
+        self.params.get(i)
+    }
+
+    pub fn hash_get(&self, key: &str) -> Option<&Arg<'_>> {
+        self.hash.iter().find(|(k, _)| *k == key).map(|(_, a)| a)
+    }
+}
+
+pub(crate) type ValueFn = fn(&Args<'_>) -> Result<Value, HelperError>;
+pub(crate) type ConditionFn = fn(&Args<'_>) -> Result<bool, HelperError>;
+
+/// What a helper name means.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    /// Computes a value from its arguments.
+    Value(ValueFn),
+    /// A condition: a block renders its body or its `else`; inline it yields `yes=`/`no=`.
+    Condition(ConditionFn),
+    /// `unless`: a block only.
+    Unless,
+    /// `each`, capped at [`EACH_LIMIT`] items.
+    Each,
+    /// `with`: renders its body with the argument as context.
+    With,
+    /// `lookup obj key`.
+    Lookup,
+}
+
+/// The helper a name calls, if any.
+pub fn kind(name: &str) -> Option<Kind> {
+    match name {
+        "unless" => return Some(Kind::Unless),
+        "each" => return Some(Kind::Each),
+        "with" => return Some(Kind::With),
+        "lookup" => return Some(Kind::Lookup),
+        _ => {}
+    }
+    if let Some((_, f)) = conditionals::CONDITIONS.iter().find(|(n, _)| *n == name) {
+        return Some(Kind::Condition(*f));
+    }
+    strings::HELPERS.iter().chain(math::HELPERS.iter()).chain(dates::HELPERS.iter()).find(|(n, _)| *n == name).map(|(_, f)| Kind::Value(*f))
 }
 
 /// Positional argument `i`, or null.
-pub(crate) fn arg<'a>(h: &'a Helper<'_>, i: usize) -> &'a Value {
+pub(crate) fn arg<'a>(h: &'a Args<'_>, i: usize) -> &'a Value {
     static NULL: Value = Value::Null;
     h.param(i).map(|p| p.value()).unwrap_or(&NULL)
 }
 
-pub(crate) fn hash<'a>(h: &'a Helper<'_>, key: &str) -> Option<&'a Value> {
+pub(crate) fn hash<'a>(h: &'a Args<'_>, key: &str) -> Option<&'a Value> {
     h.hash_get(key).map(|p| p.value()).filter(|v| !v.is_null())
 }
 
-pub(crate) fn arity(h: &Helper<'_>, allowed: std::ops::RangeInclusive<usize>) -> Result<(), RenderError> {
+pub(crate) fn arity(h: &Args<'_>, allowed: std::ops::RangeInclusive<usize>) -> Result<(), HelperError> {
     let n = h.params().len();
     if allowed.contains(&n) {
         Ok(())
@@ -98,68 +123,5 @@ pub(crate) fn arity(h: &Helper<'_>, allowed: std::ops::RangeInclusive<usize>) ->
             format!("{} to {}", allowed.start(), allowed.end())
         };
         Err(fail(format!("{} takes {want} arguments, not {n}", h.name())))
-    }
-}
-
-/// Writes a helper result as `{{ }}` prints it (escaped unless in `{{{ }}}`).
-pub(crate) fn write_value(v: &Value, r: &Handlebars<'_>, rc: &RenderContext<'_, '_>, out: &mut dyn Output) -> HelperResult {
-    let owned;
-    let s = match v {
-        Value::String(s) => s.as_str(),
-        Value::Null => return Ok(()),
-        other => {
-            owned = printed(other);
-            owned.as_str()
-        }
-    };
-    if rc.is_disable_escape() || !s.contains(['&', '<', '>', '"', '\'', '`', '=']) {
-        out.write(s)?;
-    } else {
-        out.write(&r.get_escape_fn()(s))?;
-    }
-    Ok(())
-}
-
-/// The function behind a [`ValueHelper`].
-pub(crate) type HelperFn = fn(&Helper<'_>) -> Result<Value, RenderError>;
-
-/// A helper computed from its arguments alone: `{{h ...}}` prints its value, `(h ...)` passes it on.
-pub(crate) struct ValueHelper(pub HelperFn);
-
-impl HelperDef for ValueHelper {
-    fn call_inner<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        _: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        _: &mut RenderContext<'reg, 'rc>,
-    ) -> Result<ScopedJson<'rc>, RenderError> {
-        (self.0)(h).map(ScopedJson::Derived)
-    }
-
-    fn call<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        r: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        rc: &mut RenderContext<'reg, 'rc>,
-        out: &mut dyn Output,
-    ) -> HelperResult {
-        write_value(&(self.0)(h)?, r, rc, out)
-    }
-}
-
-struct Print;
-
-impl HelperDef for Print {
-    fn call<'reg: 'rc, 'rc>(
-        &self,
-        h: &Helper<'rc>,
-        r: &'reg Handlebars<'reg>,
-        _: &'rc Context,
-        rc: &mut RenderContext<'reg, 'rc>,
-        out: &mut dyn Output,
-    ) -> HelperResult {
-        write_value(arg(h, 0), r, rc, out)
     }
 }

@@ -2,14 +2,13 @@
 //! lower, ordinalize, replace, rjust, slugify, stripTags, substring, upper, yesno. A missing
 //! value prints nothing; lengths and offsets count code points.
 
-use handlebars::{Handlebars, Helper, RenderError};
 use serde_json::Value;
 
-use super::{arg, arity, fail, hash, HelperFn, ValueHelper};
+use super::{arg, arity, fail, hash, Args, HelperError, ValueFn};
 use crate::render::value::{blank, is_ascii_ws, missing, numeric, printed};
 
 /// An integer argument: an integral number, or a printed form matching `[+-]?D+`.
-pub(crate) fn integer(v: &Value, what: &str) -> Result<i64, RenderError> {
+pub(crate) fn integer(v: &Value, what: &str) -> Result<i64, HelperError> {
     if let Some(i) = v.as_i64() {
         return Ok(i);
     }
@@ -32,10 +31,10 @@ pub(crate) fn integer(v: &Value, what: &str) -> Result<i64, RenderError> {
 /// A bare word (`{{inflect 3 apple apples}}`, `tz=America/Los_Angeles`): a simple path that
 /// resolves to nothing stands for its own text. Dotted, bracketed, `@`, `../` and `this`
 /// paths are always lookups.
-pub(crate) fn bare_value(p: Option<&handlebars::PathAndJson<'_>>) -> Value {
+pub(crate) fn bare_value(p: Option<&super::Arg<'_>>) -> Value {
     match p {
         Some(p) if p.value().is_null() => match p.relative_path() {
-            Some(path) if !path.contains(['.', '[', '@']) && !path.starts_with("this") => Value::String(path.clone()),
+            Some(path) if !path.contains(['.', '[', '@']) && !path.starts_with("this") => Value::String(path.to_string()),
             _ => Value::Null,
         },
         Some(p) => p.value().clone(),
@@ -43,19 +42,19 @@ pub(crate) fn bare_value(p: Option<&handlebars::PathAndJson<'_>>) -> Value {
     }
 }
 
-pub(crate) fn bare(h: &Helper<'_>, i: usize) -> Value {
+pub(crate) fn bare(h: &Args<'_>, i: usize) -> Value {
     bare_value(h.param(i))
 }
 
-fn text(s: String) -> Result<Value, RenderError> {
+fn text(s: String) -> Result<Value, HelperError> {
     Ok(Value::String(s))
 }
 
-fn nothing() -> Result<Value, RenderError> {
+fn nothing() -> Result<Value, HelperError> {
     Ok(Value::String(String::new()))
 }
 
-fn abbreviate(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn abbreviate(h: &Args<'_>) -> Result<Value, HelperError> {
     arity(h, 2..=2)?;
     if missing(arg(h, 0)) {
         return nothing();
@@ -81,7 +80,7 @@ fn upper_first(s: &str) -> String {
     }
 }
 
-fn capitalize(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn capitalize(h: &Args<'_>) -> Result<Value, HelperError> {
     arity(h, 1..=1)?;
     if missing(arg(h, 0)) {
         return nothing();
@@ -99,7 +98,7 @@ fn capitalize(h: &Helper<'_>) -> Result<Value, RenderError> {
     text(out)
 }
 
-fn capitalize_first(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn capitalize_first(h: &Args<'_>) -> Result<Value, HelperError> {
     arity(h, 1..=1)?;
     if missing(arg(h, 0)) {
         return nothing();
@@ -118,7 +117,7 @@ fn pad_run(pad: &[char], n: usize) -> String {
     pad.iter().cycle().take(n).collect()
 }
 
-fn justify(h: &Helper<'_>, align: Align) -> Result<Value, RenderError> {
+fn justify(h: &Args<'_>, align: Align) -> Result<Value, HelperError> {
     arity(h, 1..=2)?;
     if missing(arg(h, 0)) {
         return nothing();
@@ -147,7 +146,7 @@ fn justify(h: &Helper<'_>, align: Align) -> Result<Value, RenderError> {
     text(format!("{}{s}{}", pad_run(&pad, left), pad_run(&pad, right)))
 }
 
-fn cut(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn cut(h: &Args<'_>) -> Result<Value, HelperError> {
     arity(h, 1..=2)?;
     if missing(arg(h, 0)) {
         return nothing();
@@ -157,7 +156,7 @@ fn cut(h: &Helper<'_>) -> Result<Value, RenderError> {
     text(if target.is_empty() { s } else { s.replace(&target, "") })
 }
 
-fn inflect(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn inflect(h: &Args<'_>) -> Result<Value, HelperError> {
     arity(h, 3..=3)?;
     let count = arg(h, 0);
     if blank(count) {
@@ -169,7 +168,7 @@ fn inflect(h: &Helper<'_>) -> Result<Value, RenderError> {
     text(if include { format!("{} {word}", printed(count).trim_matches(is_ascii_ws)) } else { word })
 }
 
-fn join(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn join(h: &Args<'_>) -> Result<Value, HelperError> {
     let n = h.params().len();
     if n < 2 {
         return Err(fail("join takes a list and a separator"));
@@ -191,7 +190,7 @@ fn join(h: &Helper<'_>) -> Result<Value, RenderError> {
     text(format!("{prefix}{joined}{suffix}"))
 }
 
-fn case(h: &Helper<'_>, upper: bool) -> Result<Value, RenderError> {
+fn case(h: &Args<'_>, upper: bool) -> Result<Value, HelperError> {
     arity(h, 1..=1)?;
     if missing(arg(h, 0)) {
         return nothing();
@@ -200,7 +199,7 @@ fn case(h: &Helper<'_>, upper: bool) -> Result<Value, RenderError> {
     text(if upper { s.to_uppercase() } else { s.to_lowercase() })
 }
 
-fn ordinalize(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn ordinalize(h: &Args<'_>) -> Result<Value, HelperError> {
     arity(h, 1..=1)?;
     if blank(arg(h, 0)) {
         return nothing();
@@ -220,7 +219,7 @@ fn ordinalize(h: &Helper<'_>) -> Result<Value, RenderError> {
     text(format!("{n}{suffix}"))
 }
 
-fn replace(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn replace(h: &Args<'_>) -> Result<Value, HelperError> {
     arity(h, 3..=3)?;
     if missing(arg(h, 0)) {
         return nothing();
@@ -229,7 +228,7 @@ fn replace(h: &Helper<'_>) -> Result<Value, RenderError> {
     text(if target.is_empty() { s } else { s.replace(&target, &with) })
 }
 
-fn slugify(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn slugify(h: &Args<'_>) -> Result<Value, HelperError> {
     arity(h, 1..=1)?;
     if missing(arg(h, 0)) {
         return nothing();
@@ -253,7 +252,7 @@ fn slugify(h: &Helper<'_>) -> Result<Value, RenderError> {
     text(out)
 }
 
-fn strip_tags(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn strip_tags(h: &Args<'_>) -> Result<Value, HelperError> {
     arity(h, 1..=1)?;
     if missing(arg(h, 0)) {
         return nothing();
@@ -274,7 +273,7 @@ fn strip_tags(h: &Helper<'_>) -> Result<Value, RenderError> {
     text(out)
 }
 
-fn substring(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn substring(h: &Args<'_>) -> Result<Value, HelperError> {
     arity(h, 2..=3)?;
     if missing(arg(h, 0)) {
         return nothing();
@@ -292,7 +291,7 @@ fn substring(h: &Helper<'_>) -> Result<Value, RenderError> {
     text(if end <= start { String::new() } else { s[start..end].iter().collect() })
 }
 
-fn yesno(h: &Helper<'_>) -> Result<Value, RenderError> {
+fn yesno(h: &Args<'_>) -> Result<Value, HelperError> {
     arity(h, 1..=1)?;
     let v = arg(h, 0);
     let pick = |key: &str, default: &str| hash(h, key).map(printed).unwrap_or_else(|| default.to_string());
@@ -309,27 +308,22 @@ fn yesno(h: &Helper<'_>) -> Result<Value, RenderError> {
     }
 }
 
-pub fn register(hb: &mut Handlebars<'static>) {
-    let helpers: [(&str, HelperFn); 17] = [
-        ("abbreviate", abbreviate),
-        ("capitalize", capitalize),
-        ("capitalizeFirst", capitalize_first),
-        ("center", |h| justify(h, Align::Center)),
-        ("ljust", |h| justify(h, Align::Left)),
-        ("rjust", |h| justify(h, Align::Right)),
-        ("cut", cut),
-        ("inflect", inflect),
-        ("join", join),
-        ("lower", |h| case(h, false)),
-        ("upper", |h| case(h, true)),
-        ("ordinalize", ordinalize),
-        ("replace", replace),
-        ("slugify", slugify),
-        ("stripTags", strip_tags),
-        ("substring", substring),
-        ("yesno", yesno),
-    ];
-    for (name, f) in helpers {
-        hb.register_helper(name, Box::new(ValueHelper(f)));
-    }
-}
+pub(super) const HELPERS: [(&str, ValueFn); 17] = [
+    ("abbreviate", abbreviate),
+    ("capitalize", capitalize),
+    ("capitalizeFirst", capitalize_first),
+    ("center", |h| justify(h, Align::Center)),
+    ("ljust", |h| justify(h, Align::Left)),
+    ("rjust", |h| justify(h, Align::Right)),
+    ("cut", cut),
+    ("inflect", inflect),
+    ("join", join),
+    ("lower", |h| case(h, false)),
+    ("upper", |h| case(h, true)),
+    ("ordinalize", ordinalize),
+    ("replace", replace),
+    ("slugify", slugify),
+    ("stripTags", strip_tags),
+    ("substring", substring),
+    ("yesno", yesno),
+];
