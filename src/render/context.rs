@@ -23,28 +23,77 @@ fn non_empty(pairs: Vec<(&str, Value)>) -> Value {
     )
 }
 
-/// An endpoint as Pinpoint's message variables (`Id`, `Address`, `User.UserAttributes.*`, ...).
-pub fn endpoint_variables(e: &Endpoint) -> Map<String, Value> {
+/// The endpoint variables a template can reach: only these are built for each recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roots(u16);
+
+const ROOT_NAMES: [&str; 14] = [
+    "Id",
+    "Address",
+    "ChannelType",
+    "EndpointStatus",
+    "OptOut",
+    "CreationDate",
+    "EffectiveDate",
+    "RequestId",
+    "CohortId",
+    "Attributes",
+    "Metrics",
+    "Location",
+    "Demographic",
+    "User",
+];
+
+impl Roots {
+    pub const ALL: Roots = Roots(u16::MAX);
+
+    /// The roots named anywhere in a template's sources. A template that can reach the context
+    /// without naming a root (`this`, `lookup`, `@root`, `..`) gets them all.
+    pub fn referenced_by<'a>(sources: impl IntoIterator<Item = &'a str>) -> Roots {
+        let mut bits = 0u16;
+        for source in sources {
+            if ["this", "lookup", "@root", ".."].iter().any(|w| source.contains(w)) {
+                return Roots::ALL;
+            }
+            for (i, name) in ROOT_NAMES.iter().enumerate() {
+                if source.contains(name) {
+                    bits |= 1 << i;
+                }
+            }
+        }
+        Roots(bits)
+    }
+
+    fn has(self, name: &str) -> bool {
+        ROOT_NAMES.iter().position(|n| *n == name).is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+}
+
+/// An endpoint as Pinpoint's message variables (`Id`, `Address`, `User.UserAttributes.*`, ...),
+/// limited to `roots`.
+pub fn endpoint_variables(e: &Endpoint, roots: Roots) -> Map<String, Value> {
     let mut m = Map::new();
-    let mut put = |k: &str, v: Value| {
-        if !matches!(&v, Value::String(s) if s.is_empty()) {
-            m.insert(k.to_string(), v);
+    let mut put = |k: &str, v: &dyn Fn() -> Value| {
+        if roots.has(k) {
+            let v = v();
+            if !matches!(&v, Value::String(s) if s.is_empty()) {
+                m.insert(k.to_string(), v);
+            }
         }
     };
-    put("Id", e.id.clone().into());
-    put("Address", e.address.clone().into());
-    put("ChannelType", ChannelType::try_from(e.channel_type).map(channel_name).unwrap_or("").into());
-    put("EndpointStatus", if e.endpoint_status == EndpointStatus::Inactive as i32 { "INACTIVE" } else { "ACTIVE" }.into());
-    put("OptOut", if e.opt_out == OptOut::All as i32 { "ALL" } else { "NONE" }.into());
-    put("CreationDate", e.creation_date.clone().into());
-    put("EffectiveDate", e.effective_date.clone().into());
-    put("RequestId", e.request_id.clone().into());
-    put("CohortId", e.cohort_id.to_string().into());
-    put("Attributes", lists(&e.attributes));
-    put("Metrics", Value::Object(e.metrics.iter().map(|(k, v)| (k.clone(), number_value(*v))).collect()));
+    put("Id", &|| e.id.clone().into());
+    put("Address", &|| e.address.clone().into());
+    put("ChannelType", &|| ChannelType::try_from(e.channel_type).map(channel_name).unwrap_or("").into());
+    put("EndpointStatus", &|| if e.endpoint_status == EndpointStatus::Inactive as i32 { "INACTIVE" } else { "ACTIVE" }.into());
+    put("OptOut", &|| if e.opt_out == OptOut::All as i32 { "ALL" } else { "NONE" }.into());
+    put("CreationDate", &|| e.creation_date.clone().into());
+    put("EffectiveDate", &|| e.effective_date.clone().into());
+    put("RequestId", &|| e.request_id.clone().into());
+    put("CohortId", &|| e.cohort_id.to_string().into());
+    put("Attributes", &|| lists(&e.attributes));
+    put("Metrics", &|| Value::Object(e.metrics.iter().map(|(k, v)| (k.clone(), number_value(*v))).collect()));
     if let Some(l) = &e.location {
-        put(
-            "Location",
+        put("Location", &|| {
             non_empty(vec![
                 ("City", l.city.clone().into()),
                 ("Country", l.country.clone().into()),
@@ -52,12 +101,11 @@ pub fn endpoint_variables(e: &Endpoint) -> Map<String, Value> {
                 ("Longitude", l.longitude.map(number_value).unwrap_or(Value::Null)),
                 ("PostalCode", l.postal_code.clone().into()),
                 ("Region", l.region.clone().into()),
-            ]),
-        );
+            ])
+        });
     }
     if let Some(d) = &e.demographic {
-        put(
-            "Demographic",
+        put("Demographic", &|| {
             non_empty(vec![
                 ("AppVersion", d.app_version.clone().into()),
                 ("Locale", d.locale.clone().into()),
@@ -67,16 +115,18 @@ pub fn endpoint_variables(e: &Endpoint) -> Map<String, Value> {
                 ("Platform", d.platform.clone().into()),
                 ("PlatformVersion", d.platform_version.clone().into()),
                 ("Timezone", d.timezone.clone().into()),
-            ]),
-        );
+            ])
+        });
     }
     if let Some(u) = &e.user {
-        let mut user = Map::new();
-        if !u.user_id.is_empty() {
-            user.insert("UserId".into(), u.user_id.clone().into());
-        }
-        user.insert("UserAttributes".into(), lists(&u.user_attributes));
-        put("User", Value::Object(user));
+        put("User", &|| {
+            let mut user = Map::new();
+            if !u.user_id.is_empty() {
+                user.insert("UserId".into(), u.user_id.clone().into());
+            }
+            user.insert("UserAttributes".into(), lists(&u.user_attributes));
+            Value::Object(user)
+        });
     }
     m
 }
@@ -141,8 +191,13 @@ pub fn apply_default(root: &mut Map<String, Value>, path: &[String], default: &s
 /// The whole context: endpoint variables, then substitutions (top-level names with list
 /// values, which win over endpoint variables of the same name), then defaults for what is
 /// still missing.
-pub fn build(endpoint: Option<&Endpoint>, substitutions: &HashMap<String, Vec<String>>, defaults: &[(Vec<String>, String)]) -> Value {
-    let mut root = endpoint.map(endpoint_variables).unwrap_or_default();
+pub fn build(
+    endpoint: Option<&Endpoint>,
+    substitutions: &HashMap<String, Vec<String>>,
+    defaults: &[(Vec<String>, String)],
+    roots: Roots,
+) -> Value {
+    let mut root = endpoint.map(|e| endpoint_variables(e, roots)).unwrap_or_default();
     for (k, v) in substitutions {
         // A substitution named like a scalar variable stays scalar (its printed form), so the
         // variable prints the same however it was set.
@@ -181,6 +236,17 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn only_referenced_roots_are_built() {
+        let e = Endpoint { id: "e1".into(), address: "a@b.example".into(), ..Default::default() };
+        let roots = Roots::referenced_by(["Hi {{Id}}", "{{upper Attributes.Plan.[0]}}"]);
+        let ctx = build(Some(&e), &HashMap::new(), &[], roots);
+        assert_eq!(ctx["Id"], "e1");
+        assert!(ctx.get("Address").is_none());
+        assert_eq!(Roots::referenced_by(["{{#each this}}{{/each}}"]), Roots::ALL);
+        assert_eq!(Roots::referenced_by(["{{lookup . \"Address\"}}"]), Roots::ALL);
+    }
+
+    #[test]
     fn paths_split_with_segment_literals() {
         assert_eq!(path_segments("User.UserAttributes.[Last Name].[0]"), ["User", "UserAttributes", "Last Name", "0"]);
         assert_eq!(path_segments("Month"), ["Month"]);
@@ -198,7 +264,7 @@ mod tests {
             ..Default::default()
         };
         let defaults = parse_defaults(r#"{"User.UserAttributes.Activity":"running","User.UserAttributes.FirstName":"friend","User.UserAttributes.[Last Name].[0]":"Doe"}"#).unwrap();
-        let ctx = build(Some(&e), &[("Month".to_string(), vec!["March".to_string()])].into(), &defaults);
+        let ctx = build(Some(&e), &[("Month".to_string(), vec!["March".to_string()])].into(), &defaults, Roots::ALL);
         assert_eq!(ctx["User"]["UserAttributes"]["Activity"], json!("running"));
         assert_eq!(ctx["User"]["UserAttributes"]["FirstName"], json!(["Jane"]));
         assert_eq!(ctx["User"]["UserAttributes"]["Last Name"]["0"], json!("Doe"));

@@ -1,10 +1,15 @@
-//! Email output as a correct MIME message: multipart/alternative when both a text and an
-//! html part exist, RFC 2047-encoded UTF-8 headers, Message-ID, Date, and List-Unsubscribe
-//! with List-Unsubscribe-Post (RFC 8058 one-click) when an unsubscribe URL is set.
+//! Email output as a correct MIME message (RFC 5322, 2045–2047): multipart/alternative when
+//! both a text and an html part exist, RFC 2047-encoded UTF-8 headers, Message-ID, Date, and
+//! List-Unsubscribe with List-Unsubscribe-Post (RFC 8058 one-click) when an unsubscribe URL
+//! is set. Bodies are 7bit when they are short-lined ASCII, quoted-printable otherwise.
+//!
+//! Written directly into one buffer: building a message for every recipient of a campaign is
+//! on the hot path, and the sender's headers are formatted once per send ([`Sender`]).
 
-use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::Message;
+use std::cell::RefCell;
+use std::fmt::Write as _;
+
+use base64::Engine as _;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MimeError {
@@ -12,8 +17,6 @@ pub enum MimeError {
     Address { field: &'static str, value: String, reason: String },
     #[error("an email needs a text part or an html part")]
     NoBody,
-    #[error("cannot build the message: {0}")]
-    Build(String),
 }
 
 /// Who a message is from and to, and its optional unsubscribe URL.
@@ -25,23 +28,164 @@ pub struct Envelope<'a> {
     pub list_unsubscribe_url: Option<&'a str>,
 }
 
-/// The sending side of many messages, parsed once (a campaign or template send reuses it).
+/// A mailbox: `addr@domain` or `Display Name <addr@domain>`, split and checked.
+fn mailbox(field: &'static str, value: &str) -> Result<(Option<String>, String), MimeError> {
+    let bad = |reason: &str| MimeError::Address { field, value: value.to_string(), reason: reason.to_string() };
+    let value = value.trim();
+    let (name, addr) = match (value.rfind('<'), value.ends_with('>')) {
+        (Some(open), true) => {
+            let name = value[..open].trim().trim_matches('"').trim();
+            (Some(name.to_string()).filter(|n| !n.is_empty()), &value[open + 1..value.len() - 1])
+        }
+        (None, false) => (None, value),
+        _ => return Err(bad("unbalanced angle brackets")),
+    };
+    let opts = email_address::Options::default().without_display_text().without_domain_literal();
+    email_address::EmailAddress::parse_with_options(addr, opts).map_err(|e| bad(&e.to_string()))?;
+    if name.as_deref().is_some_and(|n| n.chars().any(char::is_control)) {
+        return Err(bad("control characters in the display name"));
+    }
+    Ok((name, addr.to_string()))
+}
+
+/// A header value as RFC 2047 encoded-words when it is not plain printable ASCII.
+fn encode_header_text(text: &str, out: &mut String) {
+    let plain = text.bytes().all(|b| (0x20..0x7f).contains(&b)) && !text.contains("=?");
+    if plain {
+        out.push_str(text);
+        return;
+    }
+    // Encoded-words of at most 75 characters: 45 bytes of UTF-8 each, split between chars.
+    let mut first = true;
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = (start + 45).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if !first {
+            out.push_str("\r\n ");
+        }
+        out.push_str("=?utf-8?b?");
+        out.push_str(&base64::engine::general_purpose::STANDARD.encode(&text.as_bytes()[start..end]));
+        out.push_str("?=");
+        first = false;
+        start = end;
+    }
+}
+
+fn format_mailbox(name: &Option<String>, addr: &str, out: &mut String) {
+    match name {
+        Some(n) if n.bytes().all(|b| b.is_ascii_alphanumeric() || b" !#$%&'*+-/=?^_`{|}~".contains(&b)) => {
+            let _ = write!(out, "{n} <{addr}>");
+        }
+        Some(n) if n.is_ascii() => {
+            out.push('"');
+            for c in n.chars() {
+                if c == '"' || c == '\\' {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            let _ = write!(out, "\" <{addr}>");
+        }
+        Some(n) => {
+            encode_header_text(n, out);
+            let _ = write!(out, " <{addr}>");
+        }
+        None => out.push_str(addr),
+    }
+}
+
+/// The RFC 5322 date of this second, formatted once per second per thread.
+fn date_now(out: &mut String) {
+    thread_local! {
+        static CACHE: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = chrono::Utc::now();
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != now.timestamp() {
+            *c = (now.timestamp(), now.format("%a, %d %b %Y %H:%M:%S +0000").to_string());
+        }
+        out.push_str(&c.1);
+    });
+}
+
+/// Appends a body with its transfer encoding: 7bit for ASCII with lines of at most 998
+/// octets, quoted-printable otherwise. Line breaks become CRLF.
+fn write_body(body: &str, out: &mut String) {
+    let seven_bit = body.bytes().all(|b| b.is_ascii() && b != 0 && b != b'\r') && body.split('\n').all(|l| l.len() <= 998);
+    if seven_bit {
+        out.push_str("Content-Transfer-Encoding: 7bit\r\n\r\n");
+        for (i, line) in body.split('\n').enumerate() {
+            if i > 0 {
+                out.push_str("\r\n");
+            }
+            out.push_str(line);
+        }
+    } else {
+        out.push_str("Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+        quoted_printable(body, out);
+    }
+    out.push_str("\r\n");
+}
+
+/// RFC 2045 quoted-printable with soft breaks keeping lines within 76 characters.
+fn quoted_printable(body: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let normalized = body.replace("\r\n", "\n");
+    for (i, line) in normalized.split('\n').enumerate() {
+        if i > 0 {
+            out.push_str("\r\n");
+        }
+        let bytes = line.as_bytes();
+        let mut width = 0;
+        for (j, &b) in bytes.iter().enumerate() {
+            let last = j + 1 == bytes.len();
+            let literal = (b == b' ' || b == b'\t') && !last || (33..=126).contains(&b) && b != b'=';
+            let needed = if literal { 1 } else { 3 };
+            if width + needed > 75 {
+                out.push_str("=\r\n");
+                width = 0;
+            }
+            if literal {
+                out.push(b as char);
+            } else {
+                out.push('=');
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 15) as usize] as char);
+            }
+            width += needed;
+        }
+    }
+}
+
+/// The sending side of many messages, formatted once (a campaign or template send reuses it).
 #[derive(Debug, Clone)]
 pub struct Sender {
-    from: Mailbox,
-    reply_to: Option<Mailbox>,
+    /// `From:` and `Reply-To:` lines, ready to copy.
+    header: String,
     domain: String,
 }
 
 impl Sender {
     pub fn new(from: &str, reply_to: Option<&str>) -> Result<Self, MimeError> {
-        let from = mailbox("from", from)?;
-        let domain = from.email.domain().to_string();
-        let reply_to = reply_to.map(|r| mailbox("reply_to", r)).transpose()?;
-        Ok(Self { from, reply_to, domain })
+        let (name, addr) = mailbox("from", from)?;
+        let domain = addr.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+        let mut header = String::from("From: ");
+        format_mailbox(&name, &addr, &mut header);
+        header.push_str("\r\n");
+        if let Some(r) = reply_to {
+            let (name, addr) = mailbox("reply_to", r)?;
+            header.push_str("Reply-To: ");
+            format_mailbox(&name, &addr, &mut header);
+            header.push_str("\r\n");
+        }
+        Ok(Self { header, domain })
     }
 
-    /// Builds one message to `to`.
+    /// Builds one message to `to` (an address).
     pub fn message(
         &self,
         to: &str,
@@ -50,36 +194,50 @@ impl Sender {
         html: Option<&str>,
         list_unsubscribe_url: Option<&str>,
     ) -> Result<Vec<u8>, MimeError> {
-        let mut builder = Message::builder()
-            .from(self.from.clone())
-            .to(mailbox("to", to)?)
-            .subject(subject)
-            .message_id(Some(format!("<{}@{}>", uuid::Uuid::new_v4().simple(), self.domain)))
-            .date_now();
-        if let Some(r) = &self.reply_to {
-            builder = builder.reply_to(r.clone());
+        let (to_name, to_addr) = mailbox("to", to)?;
+        let text = text.filter(|t| !t.is_empty());
+        let html = html.filter(|h| !h.is_empty());
+        if text.is_none() && html.is_none() {
+            return Err(MimeError::NoBody);
         }
-        if let Some(url) = list_unsubscribe_url.filter(|u| !u.is_empty()) {
-            builder = builder
-                .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), format!("<{url}>")))
-                .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe-Post"), "List-Unsubscribe=One-Click".into()));
+        let mut out = String::with_capacity(512 + text.map_or(0, str::len) + html.map_or(0, str::len));
+        out.push_str(&self.header);
+        out.push_str("To: ");
+        format_mailbox(&to_name, &to_addr, &mut out);
+        out.push_str("\r\nSubject: ");
+        encode_header_text(subject, &mut out);
+        out.push_str("\r\nDate: ");
+        date_now(&mut out);
+        let id = uuid::Uuid::new_v4().simple();
+        let _ = write!(out, "\r\nMessage-ID: <{id}@{}>\r\nMIME-Version: 1.0\r\n", self.domain);
+        if let Some(url) = list_unsubscribe_url.filter(|u| !u.is_empty() && !u.contains(['\r', '\n', '>'])) {
+            let _ = write!(out, "List-Unsubscribe: <{url}>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
         }
-        let message = match (text.filter(|t| !t.is_empty()), html.filter(|h| !h.is_empty())) {
-            (Some(t), Some(h)) => builder.multipart(MultiPart::alternative_plain_html(t.to_string(), h.to_string())),
-            (Some(t), None) => builder.singlepart(SinglePart::plain(t.to_string())),
-            (None, Some(h)) => builder.singlepart(SinglePart::html(h.to_string())),
-            (None, None) => return Err(MimeError::NoBody),
+        match (text, html) {
+            (Some(t), Some(h)) => {
+                let boundary = format!("=_herald_{}", uuid::Uuid::new_v4().simple());
+                let _ = write!(out, "Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n");
+                let _ = write!(out, "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n");
+                write_body(t, &mut out);
+                let _ = write!(out, "--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\n");
+                write_body(h, &mut out);
+                let _ = write!(out, "--{boundary}--\r\n");
+            }
+            (Some(t), None) => {
+                out.push_str("Content-Type: text/plain; charset=utf-8\r\n");
+                write_body(t, &mut out);
+            }
+            (None, Some(h)) => {
+                out.push_str("Content-Type: text/html; charset=utf-8\r\n");
+                write_body(h, &mut out);
+            }
+            (None, None) => unreachable!("checked above"),
         }
-        .map_err(|e| MimeError::Build(e.to_string()))?;
-        Ok(message.formatted())
+        Ok(out.into_bytes())
     }
 }
 
-fn mailbox(field: &'static str, value: &str) -> Result<Mailbox, MimeError> {
-    value.parse().map_err(|e: lettre::address::AddressError| MimeError::Address { field, value: value.to_string(), reason: e.to_string() })
-}
-
-/// Builds the whole message; `message_id` is `<id@domain of the sender>`.
+/// Builds a whole message; `Message-ID` is `<id@domain of the sender>`.
 pub fn build(envelope: &Envelope<'_>, subject: &str, text: Option<&str>, html: Option<&str>) -> Result<Vec<u8>, MimeError> {
     Sender::new(envelope.from, envelope.reply_to)?.message(envelope.to, subject, text, html, envelope.list_unsubscribe_url)
 }
@@ -88,22 +246,35 @@ pub fn build(envelope: &Envelope<'_>, subject: &str, text: Option<&str>, html: O
 mod tests {
     use super::*;
 
+    fn decode_words(s: &str) -> String {
+        s.split("\r\n ")
+            .map(|w| {
+                let b64 = w.trim_start_matches("=?utf-8?b?").trim_end_matches("?=");
+                String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
+            })
+            .collect()
+    }
+
     #[test]
     fn alternative_parts_encoded_subject_and_one_click_unsubscribe() {
         let env = Envelope {
             from: "Shop <news@shop.example>",
             to: "ana@example.com",
-            reply_to: None,
+            reply_to: Some("help@shop.example"),
             list_unsubscribe_url: Some("https://shop.example/u?e=1"),
         };
         let raw = String::from_utf8(build(&env, "Grüße, Ana ✓", Some("Hello"), Some("<p>Hello</p>")).unwrap()).unwrap();
-        assert!(raw.contains("Content-Type: multipart/alternative;"), "{raw}");
-        assert!(raw.contains("Content-Type: text/plain; charset=utf-8") && raw.contains("Content-Type: text/html; charset=utf-8"), "{raw}");
-        assert!(raw.contains("Subject: =?utf-8?b?"), "{raw}");
-        assert!(raw.contains("@shop.example>\r\n") && raw.contains("Message-ID: <"), "{raw}");
-        assert!(raw.contains("\r\nDate: "), "{raw}");
+        assert!(raw.starts_with("From: Shop <news@shop.example>\r\nReply-To: help@shop.example\r\nTo: ana@example.com\r\n"), "{raw}");
+        assert!(raw.contains("Content-Type: multipart/alternative; boundary=\"=_herald_"), "{raw}");
+        assert!(raw.contains("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\nHello\r\n"), "{raw}");
+        assert!(raw.contains("Content-Type: text/html; charset=utf-8"), "{raw}");
+        let subject = raw.lines().find(|l| l.starts_with("Subject: ")).unwrap().trim_start_matches("Subject: ");
+        assert_eq!(decode_words(subject), "Grüße, Ana ✓");
+        assert!(raw.contains("@shop.example>\r\n") && raw.contains("Message-ID: <") && raw.contains("MIME-Version: 1.0\r\n"), "{raw}");
+        assert!(raw.contains("\r\nDate: ") && raw.contains(" +0000\r\n"), "{raw}");
         assert!(raw.contains("List-Unsubscribe: <https://shop.example/u?e=1>\r\n"), "{raw}");
         assert!(raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"), "{raw}");
+        assert!(raw.trim_end().ends_with("--"), "{raw}");
         let plain = String::from_utf8(
             build(&Envelope { from: "a@b.example", to: "c@d.example", ..Default::default() }, "Hi", Some("x"), None).unwrap(),
         )
@@ -114,5 +285,31 @@ mod tests {
             build(&Envelope { from: "nope", to: "c@d.example", ..Default::default() }, "s", Some("x"), None),
             Err(MimeError::Address { .. })
         ));
+    }
+
+    #[test]
+    fn long_unicode_subjects_fold_into_short_encoded_words() {
+        let subject = "Ünïcödé ".repeat(20);
+        let mut out = String::new();
+        encode_header_text(&subject, &mut out);
+        assert!(out.split("\r\n ").all(|w| w.len() <= 75 && w.starts_with("=?utf-8?b?") && w.ends_with("?=")), "{out}");
+        assert_eq!(decode_words(&out), subject);
+        let mut injected = String::new();
+        encode_header_text("Hi\r\nBcc: victim@example.com", &mut injected);
+        assert!(!injected.contains('\n') || injected.contains("\r\n =?utf-8?b?"), "{injected}");
+        assert!(injected.starts_with("=?utf-8?b?"));
+    }
+
+    #[test]
+    fn non_ascii_bodies_are_quoted_printable_with_short_lines() {
+        let mut out = String::new();
+        write_body(&format!("Grüße = {}\nnext line \n", "x".repeat(100)), &mut out);
+        assert!(out.starts_with("Content-Transfer-Encoding: quoted-printable\r\n\r\n"), "{out}");
+        assert!(out.contains("Gr=C3=BC=C3=9Fe =3D "), "{out}");
+        assert!(out.lines().all(|l| l.len() <= 76), "{out}");
+        assert!(out.contains("next line=20\r\n"), "{out}");
+        let mut named = String::new();
+        format_mailbox(&Some("Zoë \"Z\"".into()), "z@example.com", &mut named);
+        assert!(named.starts_with("=?utf-8?b?") && named.ends_with(" <z@example.com>"), "{named}");
     }
 }

@@ -98,7 +98,7 @@ fn inverse_helper_blocks(source: &str) -> std::borrow::Cow<'_, str> {
         let tag = &tag_and_after[..end + 2];
         let inner = tag[2..tag.len() - 2].trim_start_matches('~').trim_end_matches('~');
         let (open_tilde, close_tilde) = (tag[2..].starts_with('~'), tag[..tag.len() - 2].ends_with('~'));
-        let name_of = |body: &str| body.trim().split_whitespace().next().unwrap_or("").to_string();
+        let name_of = |body: &str| body.split_whitespace().next().unwrap_or("").to_string();
         let mut replacement = None;
         if let Some(body) = inner.strip_prefix('#') {
             open.push((name_of(body.trim_start_matches('*').trim_start_matches('>')), false));

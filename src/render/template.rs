@@ -141,6 +141,8 @@ pub struct CompiledTemplate {
     pub version: i32,
     parts: Vec<(String, Compiled)>,
     defaults: Vec<(Vec<String>, String)>,
+    /// The endpoint variables the parts can reach: the only ones built per recipient.
+    roots: context::Roots,
 }
 
 /// A render that failed in one part.
@@ -165,13 +167,14 @@ impl CompiledTemplate {
             part: "default_substitutions".into(),
             failure: RenderFailure { message, line: None, column: None },
         })?;
+        let roots = context::Roots::referenced_by(self::parts(t).into_iter().map(|(_, s)| s).chain([t.default_substitutions.as_str()]));
         metrics::counter!(telemetry::TEMPLATE_COMPILATIONS).increment(1);
-        Ok(Self { template_type: content_type(t), version: t.version, parts, defaults })
+        Ok(Self { template_type: content_type(t), version: t.version, parts, defaults, roots })
     }
 
     /// The context for one recipient: build once, render every part with it.
     pub fn context(&self, endpoint: Option<&Endpoint>, substitutions: &HashMap<String, Vec<String>>) -> serde_json::Value {
-        context::build(endpoint, substitutions, &self.defaults)
+        context::build(endpoint, substitutions, &self.defaults, self.roots)
     }
 
     /// Renders every part; the first failure fails the whole message.
@@ -195,12 +198,15 @@ struct Key {
     modified: String,
 }
 
+/// The cached versions and their insertion order (oldest first).
+type Entries = (HashMap<Key, Arc<CompiledTemplate>>, VecDeque<Key>);
+
 /// Compiled template versions, shared by every shard. Bounded: past `capacity` entries the
 /// oldest are dropped.
 pub struct TemplateCache {
     renderer: Arc<Renderer>,
     capacity: usize,
-    inner: Mutex<(HashMap<Key, Arc<CompiledTemplate>>, VecDeque<Key>)>,
+    inner: Mutex<Entries>,
 }
 
 impl TemplateCache {

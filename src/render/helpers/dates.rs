@@ -153,7 +153,7 @@ fn format(dt: &DateTime<Tz>, pattern: &str) -> Result<String, HelperError> {
             'H' => pad(i64::from(dt.hour()), n),
             'k' => pad(i64::from(if dt.hour() == 0 { 24 } else { dt.hour() }), n),
             'K' => pad(i64::from(dt.hour() % 12), n),
-            'h' => pad(i64::from(if dt.hour() % 12 == 0 { 12 } else { dt.hour() % 12 }), n),
+            'h' => pad(i64::from(if dt.hour().is_multiple_of(12) { 12 } else { dt.hour() % 12 }), n),
             'm' => pad(i64::from(dt.minute()), n),
             's' => pad(i64::from(dt.second()), n),
             'S' => pad(i64::from(dt.timestamp_subsec_millis().min(999)), n),
