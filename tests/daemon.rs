@@ -290,6 +290,7 @@ async fn metrics_count_calls(backend: Backend) {
     assert!(text.contains(r#"herald_grpc_requests_total{method="CreateApp",code="OK"} 1"#), "{text}");
     assert!(text.contains("herald_endpoints_written_total 1"), "{text}");
     assert!(text.contains("herald_grpc_request_duration_seconds_bucket"), "{text}");
+    assert!(text.contains(r#"herald_store_operation_duration_seconds_bucket{backend="#) && text.contains(r#"op="get_endpoint""#), "{text}");
     let backend_label = if backend == Backend::Redis { "redis" } else { "embedded" };
     assert!(text.contains(&format!(r#"backend="{backend_label}""#)), "{text}");
 }

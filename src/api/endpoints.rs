@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{check_app_id, invalid, observe, store_status};
+use super::{check_app_id, invalid, observe, store_status, timed};
 use crate::domain::{self, endpoint as rules, FieldViolation};
 use crate::proto::v1::{
     endpoints_server, DeleteEndpointRequest, DeleteUserEndpointsRequest, Endpoint, GetEndpointRequest, GetUserEndpointsRequest,
@@ -55,7 +55,8 @@ fn count_written(plan: &Plan) {
 /// Writes all-or-nothing; rejections become one INVALID_ARGUMENT naming each bad field under
 /// the path `path(index)`.
 async fn write_all(store: &dyn Store, app_id: &str, writes: Vec<Endpoint>, path: impl Fn(usize) -> String) -> Result<Plan, Status> {
-    let plan = store.write_endpoints(app_id, upsert(writes, true)).await.map_err(store_status)?;
+    let plan =
+        timed(store.backend(), "write_endpoints", store.write_endpoints(app_id, upsert(writes, true))).await.map_err(store_status)?;
     count_written(&plan);
     if !plan.rejections.is_empty() {
         return Err(invalid(plan.rejections.into_iter().map(|r| r.violation.under(&path(r.index))).collect()));
@@ -129,7 +130,10 @@ impl endpoints_server::Endpoints for EndpointsService {
             let req = request.into_inner();
             check_app_id(&req.app_id)?;
             check_endpoint_id("endpoint_id", &req.endpoint_id)?;
-            match self.store.get_endpoint(&req.app_id, &req.endpoint_id).await.map_err(store_status)? {
+            match timed(self.store.backend(), "get_endpoint", self.store.get_endpoint(&req.app_id, &req.endpoint_id))
+                .await
+                .map_err(store_status)?
+            {
                 Some(e) => Ok(Response::new(e)),
                 None => Err(Status::not_found(format!("endpoint {} not found in app {}", req.endpoint_id, req.app_id))),
             }
@@ -267,10 +271,11 @@ struct ChunkResult {
 async fn write_chunk(store: Arc<dyn Store>, app_id: String, chunk: Vec<(u64, Endpoint)>) -> Result<ChunkResult, Status> {
     let (indexes, writes): (Vec<u64>, Vec<Endpoint>) = chunk.into_iter().unzip();
     let ids: Vec<String> = writes.iter().map(|e| e.id.clone()).collect();
-    let plan = store.write_endpoints(&app_id, upsert(writes, false)).await.map_err(|e| match e {
-        StoreError::AppNotFound(_) => Status::not_found(format!("app {app_id} was deleted during the import")),
-        other => store_status(other),
-    })?;
+    let plan =
+        timed(store.backend(), "write_endpoints", store.write_endpoints(&app_id, upsert(writes, false))).await.map_err(|e| match e {
+            StoreError::AppNotFound(_) => Status::not_found(format!("app {app_id} was deleted during the import")),
+            other => store_status(other),
+        })?;
     count_written(&plan);
     Ok(ChunkResult { indexes, ids, plan })
 }

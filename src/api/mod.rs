@@ -65,6 +65,14 @@ pub fn check_app_id(app_id: &str) -> Result<(), Status> {
     }
 }
 
+/// Runs one store operation, recording its latency by backend and operation.
+pub async fn timed<T>(backend: &'static str, op: &'static str, f: impl Future<Output = T>) -> T {
+    let start = Instant::now();
+    let out = f.await;
+    metrics::histogram!(telemetry::STORE_DURATION, "backend" => backend, "op" => op).record(start.elapsed().as_secs_f64());
+    out
+}
+
 /// Runs one RPC, recording its count by status code and its latency.
 pub async fn observe<T>(method: &'static str, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
     let start = Instant::now();
