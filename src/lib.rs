@@ -10,6 +10,7 @@
 //! - [`domain`]: pure rules with no I/O — endpoint validation and merging, cohorts, app
 //!   settings, Pinpoint's import shapes.
 //! - [`render`]: Pinpoint templates on handlebars with Pinpoint's helper set — CPU only.
+//! - [`channels`]: the `Channel` seam and its providers (email over SMTP so far).
 //! - [`store`]: the storage seam ([`store::Store`]) with its Redis and embedded (redb)
 //!   backends, and the write planner both backends share.
 //! - [`api`]: tonic services, the one error → `Status` mapping, authentication.
@@ -21,6 +22,7 @@
 
 pub mod api;
 pub mod app;
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -231,3 +231,42 @@ pub fn herald(args: &[&str], env: &[(&str, &str)], dir: &Path) -> (i32, String, 
     let out = cmd.output().expect("run herald");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// Postfix's `smtp-sink` on a free loopback port, dumping each message into a directory;
+/// stopped on drop. `extra` adds options such as `-f RCPT` (reject RCPT with a 5xx).
+pub struct SmtpSink {
+    child: Child,
+    pub port: u16,
+    pub dump: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    pub fn start(extra: &[&str]) -> Self {
+        let dump = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = Command::new("smtp-sink")
+            .args(["-u", "root", "-d"])
+            .arg(format!("{}/", dump.path().display()))
+            .args(extra)
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("256")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("smtp-sink must be installed (scripts/test installs postfix): cannot spawn it");
+        wait_for_port(port, "smtp-sink", &mut child);
+        Self { child, port, dump }
+    }
+
+    /// Messages dumped so far.
+    pub fn messages(&self) -> Vec<String> {
+        std::fs::read_dir(self.dump.path()).unwrap().filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

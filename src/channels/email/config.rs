@@ -1,0 +1,93 @@
+//! An SMTP relay's settings, from `smtp://[user:password@]host:port[?pool=N&per_connection=M]`
+//! or from an app's email channel.
+
+use std::fmt;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bad SMTP URL: {0}")]
+pub struct SmtpUrlError(pub String);
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmtpRelay {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Most connections open to this relay at once.
+    pub pool_size: usize,
+    /// Messages sent on one connection before it is closed and replaced (0: no limit).
+    pub messages_per_connection: u32,
+    /// The name Herald gives in EHLO.
+    pub hello_name: String,
+}
+
+impl fmt::Debug for SmtpRelay {
+    // Never prints the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpRelay")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "********"))
+            .field("pool_size", &self.pool_size)
+            .field("messages_per_connection", &self.messages_per_connection)
+            .finish()
+    }
+}
+
+impl SmtpRelay {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            username: None,
+            password: None,
+            pool_size: 8,
+            messages_per_connection: 1_000,
+            hello_name: "herald.localdomain".into(),
+        }
+    }
+
+    pub fn from_url(s: &str) -> Result<Self, SmtpUrlError> {
+        let url = url::Url::parse(s).map_err(|e| SmtpUrlError(e.to_string()))?;
+        if url.scheme() != "smtp" {
+            return Err(SmtpUrlError(format!("scheme '{}' is not smtp (TLS relays come with the channel settings)", url.scheme())));
+        }
+        let host = url.host_str().ok_or_else(|| SmtpUrlError("no host".into()))?.to_string();
+        let mut relay = Self::new(host, url.port().unwrap_or(25));
+        if !url.username().is_empty() {
+            relay.username = Some(url.username().to_string());
+            relay.password = url.password().map(str::to_string);
+        }
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "pool" => {
+                    relay.pool_size =
+                        v.parse().ok().filter(|n| *n > 0).ok_or_else(|| SmtpUrlError(format!("pool={v} is not a positive number")))?
+                }
+                "per_connection" => {
+                    relay.messages_per_connection = v.parse().map_err(|_| SmtpUrlError(format!("per_connection={v} is not a number")))?
+                }
+                other => return Err(SmtpUrlError(format!("unknown option '{other}'"))),
+            }
+        }
+        Ok(relay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_passwords_stay_hidden() {
+        let r = SmtpRelay::from_url("smtp://herald:s3cret@127.0.0.1:2525?pool=16&per_connection=0").unwrap();
+        assert_eq!((r.host.as_str(), r.port, r.pool_size, r.messages_per_connection), ("127.0.0.1", 2525, 16, 0));
+        assert_eq!(r.password.as_deref(), Some("s3cret"));
+        assert!(!format!("{r:?}").contains("s3cret"));
+        assert_eq!(SmtpRelay::from_url("smtp://mail.example").unwrap().port, 25);
+        assert!(SmtpRelay::from_url("http://x").is_err());
+        assert!(SmtpRelay::from_url("smtp://x?pool=0").is_err());
+        assert!(SmtpRelay::from_url("smtp://x?tls=yes").is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! Email over SMTP: a bounded pool of SMTP connections Herald owns, per relay.
+//!
+//! lettre 0.11's own pooled transport is slow on a LAN (no TCP_NODELAY, so Nagle and delayed
+//! ACKs stall every message; a NOOP on every checkout; no cap on connections). Herald opens
+//! the TCP connections itself with TCP_NODELAY, hands them to lettre's SMTP state machine
+//! (`AsyncSmtpConnection::connect_with_transport`), and keeps them in a bounded pool without
+//! per-use probes; a connection that saw an error is reset or dropped.
+
+mod client;
+mod config;
+
+pub use client::SmtpPool;
+pub use config::{SmtpRelay, SmtpUrlError};
+
+/// How an SMTP reply code maps to a delivery outcome.
+pub fn classify(code: u16, message: String) -> super::Delivery {
+    use super::Delivery;
+    match code {
+        200..=399 => Delivery::Delivered { status_code: code, provider_id: queue_id(&message), message },
+        // 421 (service closing) and 450/451/452 are soft bounces: try again later.
+        400..=499 => Delivery::Retry { status_code: code, message, retry_after: None },
+        // 550/551/553: the mailbox does not exist (a hard bounce).
+        550 | 551 | 553 => Delivery::Permanent { status_code: code, message, hard_bounce: true },
+        _ => Delivery::Permanent { status_code: code, message, hard_bounce: false },
+    }
+}
+
+/// The relay's queue id from a 250 reply such as `2.0.0 Ok: queued as 4F2A1C0B3D`.
+fn queue_id(message: &str) -> Option<String> {
+    message.split("queued as ").nth(1).and_then(|rest| rest.split_whitespace().next()).map(|id| id.trim_end_matches(['.', ')']).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::Delivery;
+
+    #[test]
+    fn reply_codes_classify() {
+        assert_eq!(
+            classify(250, "2.0.0 Ok: queued as ABC123".into()),
+            Delivery::Delivered { status_code: 250, message: "2.0.0 Ok: queued as ABC123".into(), provider_id: Some("ABC123".into()) }
+        );
+        assert!(matches!(classify(451, "x".into()), Delivery::Retry { status_code: 451, .. }));
+        assert!(matches!(classify(421, "x".into()), Delivery::Retry { .. }));
+        assert!(matches!(classify(550, "x".into()), Delivery::Permanent { hard_bounce: true, .. }));
+        assert!(matches!(classify(554, "x".into()), Delivery::Permanent { hard_bounce: false, .. }));
+    }
+}

@@ -1,0 +1,86 @@
+//! Email over SMTP into a real SMTP server (Postfix's smtp-sink), including its 4xx and 5xx
+//! answers.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::SmtpSink;
+use herald::channels::email::{SmtpPool, SmtpRelay};
+use herald::channels::Delivery;
+use herald::render::mime::Sender;
+
+fn pool(port: u16, size: usize) -> SmtpPool {
+    let mut relay = SmtpRelay::new("127.0.0.1", port);
+    relay.pool_size = size;
+    SmtpPool::new(relay)
+}
+
+fn message(to: &str, subject: &str) -> Vec<u8> {
+    Sender::new("Shop <news@shop.example>", None)
+        .unwrap()
+        .message(to, subject, Some("Hello there"), Some("<p>Hello there</p>"), None)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_reach_the_relay_over_a_bounded_pool() {
+    let sink = SmtpSink::start(&[]);
+    let pool = Arc::new(pool(sink.port, 4));
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let to = format!("user{i}@example.com");
+            pool.send("news@shop.example", &[to.as_str()], &message(&to, &format!("Message {i}"))).await
+        }));
+    }
+    for t in tasks {
+        let d = t.await.unwrap();
+        assert!(d.is_delivered(), "{d:?}");
+        assert_eq!(d.status_code(), 250);
+    }
+    assert!(pool.idle_connections() <= 4, "the pool never holds more than its size");
+    // smtp-sink writes its dump files as transactions end.
+    let mut found = 0;
+    for _ in 0..50 {
+        found = sink.messages().len();
+        if found == 60 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(found, 60);
+    let dumped = sink.messages();
+    let seventh = dumped.iter().find(|m| m.contains("X-Rcpt-Args: <user7@example.com>")).expect("user7's message was dumped");
+    assert!(seventh.contains("X-Mail-Args: <news@shop.example>"), "{seventh}");
+    assert!(seventh.lines().any(|l| l.trim_end() == "Subject: Message 7"), "{seventh}");
+    assert!(seventh.contains("multipart/alternative") && seventh.contains("<p>Hello there</p>"), "{seventh}");
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn refusals_are_classified() {
+    let hard = SmtpSink::start(&["-B", "550 5.1.1 No such user here", "-f", "RCPT"]);
+    let d = pool(hard.port, 1).send("news@shop.example", &["ghost@example.com"], &message("ghost@example.com", "x")).await;
+    assert!(matches!(d, Delivery::Permanent { status_code: 550, hard_bounce: true, .. }), "{d:?}");
+
+    let rejected = SmtpSink::start(&["-f", "DATA"]);
+    let d = pool(rejected.port, 1).send("news@shop.example", &["ana@example.com"], &message("ana@example.com", "x")).await;
+    assert!(matches!(d, Delivery::Permanent { status_code: 500, hard_bounce: false, .. }), "{d:?}");
+
+    let soft = SmtpSink::start(&["-r", "RCPT"]);
+    let p = pool(soft.port, 1);
+    let d = p.send("news@shop.example", &["ana@example.com"], &message("ana@example.com", "x")).await;
+    assert!(matches!(d, Delivery::Retry { status_code: 450, .. }), "{d:?}");
+    // The refused session was reset and stays usable.
+    let again = p.send("news@shop.example", &["ana@example.com"], &message("ana@example.com", "x")).await;
+    assert!(matches!(again, Delivery::Retry { status_code: 450, .. }), "{again:?}");
+
+    let closed = common::free_port();
+    let d = pool(closed, 1).send("news@shop.example", &["ana@example.com"], &message("ana@example.com", "x")).await;
+    assert!(matches!(d, Delivery::Retry { status_code: 0, .. }), "{d:?}");
+
+    let d = pool(closed, 1).send("not an address", &["ana@example.com"], b"x").await;
+    assert!(matches!(d, Delivery::Permanent { status_code: 0, .. }), "{d:?}");
+}
