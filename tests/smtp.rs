@@ -84,3 +84,45 @@ async fn refusals_are_classified() {
     let d = pool(closed, 1).send("not an address", &["ana@example.com"], b"x").await;
     assert!(matches!(d, Delivery::Permanent { status_code: 0, .. }), "{d:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_pipeline_and_report_each_message() {
+    for extra in [&[][..], &["-p"][..]] {
+        // With PIPELINING, and with a relay that does not announce it (-p).
+        let sink = SmtpSink::start(extra);
+        let pool = pool(sink.port, 2);
+        let addresses: Vec<String> =
+            (0..40).map(|i| if i == 13 { "bad address".to_string() } else { format!("b{i}@example.com") }).collect();
+        let messages: Vec<Vec<u8>> =
+            addresses.iter().enumerate().map(|(i, a)| message(if i == 13 { "x@example.com" } else { a }, &format!("Batch {i}"))).collect();
+        let items: Vec<(&str, &[u8])> = addresses.iter().zip(&messages).map(|(a, m)| (a.as_str(), m.as_slice())).collect();
+        let results = pool.send_batch("news@shop.example", &items).await;
+        assert_eq!(results.len(), 40);
+        for (i, d) in results.iter().enumerate() {
+            if i == 13 {
+                assert!(matches!(d, Delivery::Permanent { status_code: 0, .. }), "{d:?}");
+            } else {
+                assert!(d.is_delivered(), "{extra:?} message {i}: {d:?}");
+            }
+        }
+        let mut n = 0;
+        for _ in 0..50 {
+            n = sink.messages().len();
+            if n == 39 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(n, 39, "{extra:?}");
+        let dumped = sink.messages();
+        let m20 = dumped.iter().find(|m| m.contains("X-Rcpt-Args: <b20@example.com>")).expect("b20 was delivered");
+        assert!(m20.lines().any(|l| l.trim_end() == "Subject: Batch 20"), "{m20}");
+    }
+
+    // Every message refused: each is reported and the session carries on.
+    let hard = SmtpSink::start(&["-B", "550 5.1.1 No such user here", "-f", "RCPT"]);
+    let m = message("a@example.com", "x");
+    let items: Vec<(&str, &[u8])> = vec![("a@example.com", &m[..]), ("b@example.com", &m[..]), ("c@example.com", &m[..])];
+    let results = pool(hard.port, 1).send_batch("news@shop.example", &items).await;
+    assert!(results.iter().all(|d| matches!(d, Delivery::Permanent { status_code: 550, hard_bounce: true, .. })), "{results:?}");
+}

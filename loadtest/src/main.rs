@@ -3,6 +3,8 @@
 //!
 //! Scenarios:
 //! - `import`: streams generated endpoints through ImportEndpoints; reports endpoints/s.
+//! - `smtp`: Herald's SMTP channel straight into Postfix's `smtp-sink` (started on a free
+//!   port), with `--reference` timing Postfix's own `smtp-source -d -s 16` into the same sink.
 //! - `get-endpoint`: GetEndpoint at a fixed rate, open loop (calls are issued on schedule
 //!   whether or not earlier ones have answered, so a stall shows as latency instead of as
 //!   fewer calls); reports p50/p90/p99/p99.9 of each call's own latency.
@@ -57,6 +59,21 @@ enum Scenario {
         #[arg(long, default_value_t = 500)]
         message: usize,
     },
+    /// Herald's SMTP channel into a local smtp-sink (needs no daemon).
+    Smtp {
+        /// Messages in all.
+        #[arg(long, default_value_t = 20_000)]
+        count: u64,
+        /// Connections (the pool's size and the number of concurrent senders).
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Payload bytes per message (the text part).
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Also time `smtp-source -d -s 16` with the same count and size into the same sink.
+        #[arg(long)]
+        reference: bool,
+    },
     /// GetEndpoint at a fixed rate.
     GetEndpoint {
         /// Calls per second.
@@ -77,8 +94,12 @@ enum Scenario {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Scenario::Smtp { count, connections, size, reference } = cli.scenario {
+        return smtp(count, connections, size, reference, cli.json).await;
+    }
     let channel = connect(&cli.addr).await?;
     match cli.scenario {
+        Scenario::Smtp { .. } => unreachable!("handled above"),
         Scenario::Import { count, streams, message } => {
             if count == 0 || count > MAX_COUNT || streams == 0 || message == 0 {
                 bail!("--count must be 1..={MAX_COUNT}, --streams and --message at least 1");
@@ -274,4 +295,114 @@ async fn fixed_rate(
     }
     let achieved = (hist.len() + errors) as f64 / start.elapsed().as_secs_f64();
     Ok((hist, errors, achieved))
+}
+
+/// Postfix's smtp-sink on a free loopback port; killed on drop.
+struct Sink(std::process::Child, u16);
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_sink() -> anyhow::Result<Sink> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let root =
+        std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
+    let mut cmd =
+        std::process::Command::new(if std::path::Path::new("/usr/sbin/smtp-sink").exists() { "/usr/sbin/smtp-sink" } else { "smtp-sink" });
+    if root {
+        cmd.args(["-u", "root"]);
+    }
+    let child = cmd
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("256")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start smtp-sink (install postfix)")?;
+    let sink = Sink(child, port);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(sink);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("smtp-sink did not start")
+}
+
+async fn smtp(count: u64, connections: usize, size: usize, reference: bool, json: bool) -> anyhow::Result<()> {
+    use herald::channels::email::{SmtpPool, SmtpRelay};
+    if count == 0 || count > 10_000_000 || connections == 0 || connections > 256 {
+        bail!("--count must be 1..=10000000 and --connections 1..=256");
+    }
+    let sink = start_sink()?;
+    let mut relay = SmtpRelay::new("127.0.0.1", sink.1);
+    relay.pool_size = connections;
+    relay.messages_per_connection = 0;
+    let pool = std::sync::Arc::new(SmtpPool::new(relay));
+    let text: String = "Herald load test payload. ".chars().cycle().take(size).collect();
+    let message = std::sync::Arc::new(herald::render::mime::Sender::new("Load Test <load@herald.test>", None)?.message(
+        "sink@herald.test",
+        "Load test",
+        Some(&text),
+        None,
+        None,
+    )?);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..connections as u64 {
+        let (pool, message) = (pool.clone(), message.clone());
+        let n = count / connections as u64 + u64::from(w < count % connections as u64);
+        tasks.push(tokio::spawn(async move {
+            // Batches of 64, as a shard hands its ready messages to the channel.
+            let mut failed = 0u64;
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(64) as usize;
+                let items: Vec<(&str, &[u8])> = (0..k).map(|_| ("sink@herald.test", message.as_slice())).collect();
+                failed += pool.send_batch("load@herald.test", &items).await.iter().filter(|d| !d.is_delivered()).count() as u64;
+                left -= k as u64;
+            }
+            failed
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        failed += t.await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let rate = count as f64 / secs;
+    pool.close().await;
+    let reference_rate = if reference {
+        let source = if std::path::Path::new("/usr/sbin/smtp-source").exists() { "/usr/sbin/smtp-source" } else { "smtp-source" };
+        let t = Instant::now();
+        let status = std::process::Command::new(source)
+            .args(["-d", "-s", "16", "-m", &count.to_string(), "-l", &size.to_string(), "-f", "load@herald.test", "-t", "sink@herald.test"])
+            .arg(format!("127.0.0.1:{}", sink.1))
+            .status()
+            .context("cannot run smtp-source (install postfix)")?;
+        if !status.success() {
+            bail!("smtp-source failed: {status}");
+        }
+        Some(count as f64 / t.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+    if json {
+        println!(
+            "{}",
+            json!({"scenario": "smtp", "messages": count, "failed": failed, "seconds": secs, "messages_per_second": rate, "connections": connections, "message_bytes": message.len(), "smtp_source_per_second": reference_rate, "ratio": reference_rate.map(|r| rate / r)})
+        );
+    } else {
+        println!(
+            "smtp: {count} messages of {} bytes over {connections} connections in {secs:.2} s = {rate:.0} messages/s ({failed} failed)",
+            message.len()
+        );
+        if let Some(r) = reference_rate {
+            println!("reference: smtp-source -d -s 16 = {r:.0} messages/s; Herald / smtp-source = {:.2}", rate / r);
+        }
+    }
+    Ok(())
 }

@@ -3,15 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lettre::address::{Address, Envelope};
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::commands::Rset;
-use lettre::transport::smtp::extension::ClientId;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
+use super::smtp::{Reply, Session, SessionError};
 use super::{classify, SmtpRelay};
 use crate::channels::Delivery;
 
@@ -19,14 +15,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Pooled {
-    conn: AsyncSmtpConnection,
+    session: Session,
     sent: u32,
 }
 
-/// A bounded pool of SMTP connections to one relay. `send` takes `&self`: share the pool.
+/// A bounded pool of SMTP sessions to one relay. `send` takes `&self`: share the pool.
 pub struct SmtpPool {
     relay: SmtpRelay,
-    /// Connections waiting for their next message (most recently used last).
+    /// Sessions waiting for their next message (most recently used last).
     idle: Mutex<Vec<Pooled>>,
     /// One permit per connection that may be open: the pool's bound.
     permits: Arc<Semaphore>,
@@ -36,11 +32,12 @@ fn transient(message: String) -> Delivery {
     Delivery::Retry { status_code: 0, message, retry_after: None }
 }
 
-fn from_error(e: &lettre::transport::smtp::Error) -> Delivery {
-    match e.status().and_then(|c| c.to_string().parse::<u16>().ok()) {
-        Some(code) => classify(code, e.to_string()),
-        None => transient(e.to_string()),
-    }
+fn from_reply(r: Reply) -> Delivery {
+    classify(r.code, r.text)
+}
+
+fn from_error(e: SessionError) -> Delivery {
+    transient(e.to_string())
 }
 
 impl SmtpPool {
@@ -60,24 +57,24 @@ impl SmtpPool {
             Ok(Err(e)) => return Err(transient(format!("cannot connect to {}:{}: {e}", self.relay.host, self.relay.port))),
             Err(_) => return Err(transient(format!("connecting to {}:{} timed out", self.relay.host, self.relay.port))),
         };
-        // Without it Nagle's algorithm and delayed ACKs stall every message by ~40 ms.
-        stream.set_nodelay(true).map_err(|e| transient(e.to_string()))?;
-        let hello = ClientId::Domain(self.relay.hello_name.clone());
-        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello).await.map_err(|e| from_error(&e))?;
-        if let (Some(user), Some(pass)) = (&self.relay.username, &self.relay.password) {
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &Credentials::new(user.clone(), pass.clone()))
-                .await
-                .map_err(|e| from_error(&e))?;
+        let (mut session, hello) = Session::open(stream, &self.relay.hello_name, COMMAND_TIMEOUT).await.map_err(from_error)?;
+        if !hello.is_positive() {
+            return Err(from_reply(hello));
         }
-        Ok(Pooled { conn, sent: 0 })
+        if let (Some(user), Some(pass)) = (&self.relay.username, &self.relay.password) {
+            let r = session.auth_plain(user, pass).await.map_err(from_error)?;
+            if !r.is_positive() {
+                return Err(from_reply(r));
+            }
+        }
+        Ok(Pooled { session, sent: 0 })
     }
 
     /// Sends one prepared message (`message` is the whole MIME text) to `to`.
     pub async fn send(&self, from: &str, to: &[&str], message: &[u8]) -> Delivery {
-        let envelope = match envelope(from, to) {
-            Ok(e) => e,
-            Err(d) => return d,
-        };
+        if let Err(d) = check_addresses(from, to) {
+            return d;
+        }
         let _permit = self.permits.acquire().await.expect("the pool's semaphore is never closed");
         let idle = self.idle.lock().pop();
         let mut pooled = match idle {
@@ -87,37 +84,70 @@ impl SmtpPool {
                 Err(d) => return d,
             },
         };
-        let delivery = match tokio::time::timeout(COMMAND_TIMEOUT, pooled.conn.send(&envelope, message)).await {
-            Ok(Ok(response)) => {
-                let code = response.code().to_string().parse().unwrap_or(250);
-                classify(code, response.message().collect::<Vec<_>>().join(" "))
-            }
-            Ok(Err(e)) => from_error(&e),
-            Err(_) => transient("the relay did not answer in time".into()),
+        let delivery = match pooled.session.send(from, to, message).await {
+            Ok(reply) => from_reply(reply),
+            Err(e) => from_error(e),
         };
         pooled.sent += 1;
-        let healthy = !pooled.conn.has_broken()
-            && match &delivery {
-                Delivery::Delivered { .. } => true,
-                // A refused transaction leaves the session mid-way: reset it, or drop it.
-                _ => matches!(tokio::time::timeout(COMMAND_TIMEOUT, pooled.conn.command(Rset)).await, Ok(Ok(_))),
-            };
         let spent = self.relay.messages_per_connection > 0 && pooled.sent >= self.relay.messages_per_connection;
-        if healthy && !spent {
+        if !pooled.session.is_broken() && !spent {
             self.idle.lock().push(pooled);
         } else {
-            tokio::spawn(async move {
-                let _ = pooled.conn.quit().await;
-            });
+            tokio::spawn(pooled.session.quit());
         }
         delivery
+    }
+
+    /// Sends several messages, each to one recipient, pipelined over one session (one round
+    /// trip per message where the relay supports PIPELINING). One delivery per item, in order;
+    /// a connection failure mid-batch fails the rest of it as retryable.
+    pub async fn send_batch(&self, from: &str, items: &[(&str, &[u8])]) -> Vec<Delivery> {
+        let mut out: Vec<Option<Delivery>> = vec![None; items.len()];
+        let mut valid = Vec::with_capacity(items.len());
+        for (i, (to, message)) in items.iter().enumerate() {
+            match check_addresses(from, &[to]) {
+                Ok(()) => valid.push((i, (*to, *message))),
+                Err(d) => out[i] = Some(d),
+            }
+        }
+        if !valid.is_empty() {
+            let _permit = self.permits.acquire().await.expect("the pool's semaphore is never closed");
+            let idle = self.idle.lock().pop();
+            let pooled = match idle {
+                Some(p) => Ok(p),
+                None => self.connect().await,
+            };
+            match pooled {
+                Err(d) => valid.iter().for_each(|(i, _)| out[*i] = Some(d.clone())),
+                Ok(mut pooled) => {
+                    let batch: Vec<(&str, &[u8])> = valid.iter().map(|(_, item)| *item).collect();
+                    let (replies, error) = pooled.session.send_many(from, &batch).await;
+                    let answered = replies.len();
+                    for ((i, _), reply) in valid.iter().zip(replies) {
+                        out[*i] = Some(from_reply(reply));
+                    }
+                    if let Some(e) = error {
+                        let d = from_error(e);
+                        valid[answered..].iter().for_each(|(i, _)| out[*i] = Some(d.clone()));
+                    }
+                    pooled.sent += batch.len() as u32;
+                    let spent = self.relay.messages_per_connection > 0 && pooled.sent >= self.relay.messages_per_connection;
+                    if !pooled.session.is_broken() && !spent {
+                        self.idle.lock().push(pooled);
+                    } else {
+                        tokio::spawn(pooled.session.quit());
+                    }
+                }
+            }
+        }
+        out.into_iter().map(|d| d.expect("every item has a delivery")).collect()
     }
 
     /// Says QUIT on every idle connection.
     pub async fn close(&self) {
         let idle: Vec<Pooled> = std::mem::take(&mut *self.idle.lock());
-        for mut p in idle {
-            let _ = p.conn.quit().await;
+        for p in idle {
+            p.session.quit().await;
         }
     }
 
@@ -127,13 +157,19 @@ impl SmtpPool {
     }
 }
 
-fn envelope(from: &str, to: &[&str]) -> Result<Envelope, Delivery> {
-    let bad = |what: &str, v: &str, e: String| Delivery::Permanent {
-        status_code: 0,
-        message: format!("bad {what} address '{v}': {e}"),
-        hard_bounce: false,
-    };
-    let from: Address = from.parse().map_err(|e: lettre::address::AddressError| bad("from", from, e.to_string()))?;
-    let to = to.iter().map(|t| t.parse::<Address>().map_err(|e| bad("recipient", t, e.to_string()))).collect::<Result<Vec<_>, _>>()?;
-    Envelope::new(Some(from), to).map_err(|e| bad("recipient", "", e.to_string()))
+/// Envelope addresses are validated addr-specs by the time they get here (endpoint writes and
+/// channel settings check them); this only makes sure none could inject SMTP commands.
+fn check_addresses(from: &str, to: &[&str]) -> Result<(), Delivery> {
+    for (what, a) in std::iter::once(("from", from)).chain(to.iter().map(|t| ("recipient", *t))) {
+        let safe = a.len() <= 320
+            && a.contains('@')
+            && !a.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'<' || b == b'>');
+        if !safe {
+            return Err(Delivery::Permanent { status_code: 0, message: format!("bad {what} address '{a}'"), hard_bounce: false });
+        }
+    }
+    if to.is_empty() {
+        return Err(Delivery::Permanent { status_code: 0, message: "no recipient".into(), hard_bounce: false });
+    }
+    Ok(())
 }

@@ -1,13 +1,15 @@
 //! Email over SMTP: a bounded pool of SMTP connections Herald owns, per relay.
 //!
-//! lettre 0.11's own pooled transport is slow on a LAN (no TCP_NODELAY, so Nagle and delayed
-//! ACKs stall every message; a NOOP on every checkout; no cap on connections). Herald opens
-//! the TCP connections itself with TCP_NODELAY, hands them to lettre's SMTP state machine
-//! (`AsyncSmtpConnection::connect_with_transport`), and keeps them in a bounded pool without
-//! per-use probes; a connection that saw an error is reset or dropped.
+//! Herald speaks SMTP itself ([`smtp`]): lettre 0.11, the usual Rust choice, has no
+//! PIPELINING (RFC 2920), so every message costs four round trips (MAIL, RCPT, DATA, the
+//! body), and it writes the body and its terminator separately; its pool adds a NOOP per
+//! checkout and no TCP_NODELAY. Herald's sessions set TCP_NODELAY, pipeline the envelope (two
+//! round trips per message), live in a bounded pool without per-use probes, and are reset
+//! after a refusal or dropped when their state is unknown.
 
 mod client;
 mod config;
+pub mod smtp;
 
 pub use client::SmtpPool;
 pub use config::{SmtpRelay, SmtpUrlError};
