@@ -11,6 +11,7 @@
 //!   settings, Pinpoint's import shapes.
 //! - [`render`]: Pinpoint templates on handlebars with Pinpoint's helper set — CPU only.
 //! - [`channels`]: the `Channel` seam and its providers (email over SMTP so far).
+//! - [`dispatch`]: sending policy — retries with backoff, channel quotas.
 //! - [`store`]: the storage seam ([`store::Store`]) with its Redis and embedded (redb)
 //!   backends, and the write planner both backends share.
 //! - [`api`]: tonic services, the one error → `Status` mapping, authentication.
@@ -25,6 +26,7 @@ pub mod app;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod domain;
 pub mod proto;
 pub mod render;

@@ -1,0 +1,5 @@
+//! Dispatch: the policy side of sending — retries, limits and quotas — applied by the shard
+//! workers to what channels report. (The shard router and the Messages service build on these.)
+
+pub mod quota;
+pub mod retry;

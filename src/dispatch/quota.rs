@@ -1,0 +1,94 @@
+//! Channel quotas: a provider account's limits per app and channel, like SES's sending quota.
+//!
+//! - messages per second: a governor token bucket in this daemon, swapped (not mutated) when
+//!   the quota changes at runtime;
+//! - daily (a rolling 24 hours, counted in hourly buckets) and total: counters in the store,
+//!   checked and incremented atomically for a whole batch ([`crate::store::Store::take_quota`]),
+//!   so several daemons on one Redis never overshoot.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// The messages-per-second gate of one app channel. `None` rate: no limit.
+pub struct RateGate<C: Clock = DefaultClock> {
+    clock: C,
+    limiter: ArcSwapOption<Limiter<C>>,
+}
+
+impl RateGate<DefaultClock> {
+    pub fn new(per_second: Option<u32>, burst: Option<u32>) -> Self {
+        Self::with_clock(per_second, burst, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateGate<C> {
+    pub fn with_clock(per_second: Option<u32>, burst: Option<u32>, clock: C) -> Self {
+        let gate = Self { clock, limiter: ArcSwapOption::empty() };
+        gate.set(per_second, burst);
+        gate
+    }
+
+    /// Changes the rate at runtime. The new bucket starts full; in-flight checks finish
+    /// against the old one.
+    pub fn set(&self, per_second: Option<u32>, burst: Option<u32>) {
+        let limiter = per_second.and_then(NonZeroU32::new).map(|rate| {
+            let burst = burst.and_then(NonZeroU32::new).unwrap_or(rate);
+            Arc::new(RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), self.clock.clone()))
+        });
+        self.limiter.store(limiter);
+    }
+
+    /// Takes one message's token now, or says how long until one is free.
+    pub fn try_take(&self) -> Result<(), Duration> {
+        match self.limiter.load().as_ref() {
+            None => Ok(()),
+            Some(l) => l.check().map_err(|not_until| not_until.wait_time_from(self.clock.now())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    #[test]
+    fn a_thousand_per_second_over_ten_seconds() {
+        let clock = FakeRelativeClock::default();
+        let gate = RateGate::with_clock(Some(1_000), Some(50), clock.clone());
+        let mut sent = 0u32;
+        // Ten simulated seconds, a sender asking every 100 microseconds.
+        for _ in 0..100_000 {
+            while gate.try_take().is_ok() {
+                sent += 1;
+            }
+            clock.advance(Duration::from_micros(100));
+        }
+        // 1,000/s for 10 s plus the initial burst, within ±3 %.
+        let expected = 10_000 + 50;
+        assert!((sent as f64 - expected as f64).abs() <= expected as f64 * 0.03, "{sent}");
+        while gate.try_take().is_ok() {}
+        assert!(gate.try_take().unwrap_err() <= Duration::from_millis(1), "the next token is at most 1 ms away");
+    }
+
+    #[test]
+    fn rates_change_at_runtime_and_can_be_lifted() {
+        let clock = FakeRelativeClock::default();
+        let gate = RateGate::with_clock(Some(1), None, clock.clone());
+        assert!(gate.try_take().is_ok());
+        assert!(gate.try_take().is_err());
+        gate.set(Some(100), Some(100));
+        assert_eq!((0..200).filter(|_| gate.try_take().is_ok()).count(), 100);
+        gate.set(None, None);
+        assert!((0..10_000).all(|_| gate.try_take().is_ok()));
+    }
+}
