@@ -321,6 +321,52 @@ async fn templates_are_versioned(h: Harness) {
     assert!(s.get_template("app", "t2", None).await.unwrap().is_none());
 }
 
+async fn quotas_never_overshoot(h: Harness) {
+    h.store.create_app(&app("app")).await.unwrap();
+    // Two daemons' connections take batches concurrently from one daily quota of exactly 100,
+    // then from a total quota of 57 on another channel.
+    for (channel, daily, total, limit) in [("EMAIL", Some(100), None, 100u64), ("SMS", None, Some(57), 57)] {
+        let mut tasks = Vec::new();
+        for t in 0..8u64 {
+            let store = if t % 2 == 0 { h.store.clone() } else { h.other.clone() };
+            tasks.push(tokio::spawn(async move {
+                let mut got = 0;
+                let mut zeros = 0;
+                let mut n = t;
+                while zeros < 3 {
+                    n = (n * 7 + 3) % 11;
+                    let g = store.take_quota("app", channel, 1 + n % 7, daily, total, 1_000).await.unwrap();
+                    assert!(g <= 1 + n % 7);
+                    got += g;
+                    zeros += u32::from(g == 0);
+                }
+                got
+            }));
+        }
+        let mut granted = 0;
+        for t in tasks {
+            granted += t.await.unwrap();
+        }
+        assert_eq!(granted, limit, "{channel}: exactly the quota, never one more");
+    }
+    // No limit: everything is granted.
+    assert_eq!(h.store.take_quota("app", "CUSTOM", 1_000, None, None, 1_000).await.unwrap(), 1_000);
+}
+
+async fn daily_quotas_roll_over_24_hours(h: Harness) {
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    assert_eq!(s.take_quota("app", "EMAIL", 60, Some(100), None, 500).await.unwrap(), 60);
+    assert_eq!(s.take_quota("app", "EMAIL", 60, Some(100), None, 510).await.unwrap(), 40);
+    assert_eq!(s.take_quota("app", "EMAIL", 10, Some(100), None, 523).await.unwrap(), 0, "hour 500 still counts at hour 523");
+    assert_eq!(s.take_quota("app", "EMAIL", 100, Some(100), None, 524).await.unwrap(), 60, "hour 500 left the window");
+    assert_eq!(s.take_quota("app", "EMAIL", 100, Some(100), Some(170), 540).await.unwrap(), 10, "the total counts every hour");
+    assert_eq!(s.take_quota("app", "SMS", 5, Some(100), None, 540).await.unwrap(), 5, "channels are separate");
+    s.delete_app("app").await.unwrap();
+    s.create_app(&app("app")).await.unwrap();
+    assert_eq!(s.take_quota("app", "EMAIL", 100, Some(100), Some(170), 540).await.unwrap(), 100, "deleting the app resets its quotas");
+}
+
 async fn s_create(h: &Harness) {
     h.store.create_app(&app("app")).await.unwrap();
 }
@@ -346,6 +392,8 @@ conformance!(
     scans_visit_every_endpoint_once,
     concurrent_writers_never_lose_a_write,
     templates_are_versioned,
+    quotas_never_overshoot,
+    daily_quotas_roll_over_24_hours,
 );
 
 #[tokio::test]

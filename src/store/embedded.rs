@@ -21,6 +21,8 @@ pub(super) const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 const ADDRESSES: TableDefinition<&str, &str> = TableDefinition::new("addresses");
 const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
+/// Quota use: `app\0channel\0total` and `app\0channel\0h{hour:012}` → messages.
+const QUOTAS: TableDefinition<&str, u64> = TableDefinition::new("quotas");
 
 /// The database file's name inside the data directory.
 pub const FILE_NAME: &str = "herald.redb";
@@ -56,6 +58,7 @@ impl EmbeddedStore {
             txn.open_table(ENDPOINTS).map_err(backend)?;
             txn.open_table(ADDRESSES).map_err(backend)?;
             txn.open_table(USERS).map_err(backend)?;
+            txn.open_table(QUOTAS).map_err(backend)?;
             txn.open_table(super::embedded_templates::TEMPLATES).map_err(backend)?;
             txn.open_table(super::embedded_templates::TEMPLATE_VERSIONS).map_err(backend)?;
         }
@@ -240,6 +243,7 @@ impl Store for EmbeddedStore {
             txn.open_table(ENDPOINTS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(ADDRESSES).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(USERS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            txn.open_table(QUOTAS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(super::embedded_templates::TEMPLATES)
                 .map_err(backend)?
                 .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false)
@@ -351,6 +355,51 @@ impl Store for EmbeddedStore {
     async fn delete_template(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<i32, StoreError> {
         let (app_id, name) = (app_id.to_string(), name.to_string());
         self.blocking(move |db| embedded_templates::delete_template(db, &app_id, &name, version)).await
+    }
+
+    async fn take_quota(
+        &self,
+        app_id: &str,
+        channel: &str,
+        requested: u64,
+        daily: Option<u64>,
+        total: Option<u64>,
+        now_hour: i64,
+    ) -> Result<u64, StoreError> {
+        let prefix = format!("{app_id}\0{channel}\0");
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            let grant = {
+                let mut quotas = txn.open_table(QUOTAS).map_err(backend)?;
+                let hour_key = |h: i64| format!("{prefix}h{h:012}");
+                let total_key = format!("{prefix}total");
+                let mut grant = requested;
+                let used_total = quotas.get(total_key.as_str()).map_err(backend)?.map_or(0, |g| g.value());
+                if let Some(t) = total {
+                    grant = grant.min(t.saturating_sub(used_total));
+                }
+                if let Some(d) = daily {
+                    let mut used = 0;
+                    for h in 0..24 {
+                        used += quotas.get(hour_key(now_hour - h).as_str()).map_err(backend)?.map_or(0, |g| g.value());
+                    }
+                    grant = grant.min(d.saturating_sub(used));
+                }
+                // Buckets older than 24 hours no longer count.
+                let (lo, hi) = (format!("{prefix}h"), hour_key(now_hour - 23));
+                quotas.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+                if grant > 0 {
+                    quotas.insert(total_key.as_str(), used_total + grant).map_err(backend)?;
+                    let current = hour_key(now_hour);
+                    let now_used = quotas.get(current.as_str()).map_err(backend)?.map_or(0, |g| g.value());
+                    quotas.insert(current.as_str(), now_used + grant).map_err(backend)?;
+                }
+                grant
+            };
+            txn.commit().map_err(backend)?;
+            Ok(grant)
+        })
+        .await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

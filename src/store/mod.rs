@@ -118,6 +118,20 @@ pub trait Store: Send + Sync + 'static {
     /// whole template; returns how many versions were deleted.
     async fn delete_template(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<i32, StoreError>;
 
+    /// Takes up to `requested` messages from an app channel's quotas, atomically for the whole
+    /// batch: `daily` over a rolling 24 hours (hourly buckets, the current one included) and
+    /// `total` over all time; `None` is no limit. Returns how many were granted (what was
+    /// granted is counted). Several daemons on one store never overshoot.
+    async fn take_quota(
+        &self,
+        app_id: &str,
+        channel: &str,
+        requested: u64,
+        daily: Option<u64>,
+        total: Option<u64>,
+        now_hour: i64,
+    ) -> Result<u64, StoreError>;
+
     /// Flushes and releases the backend; called once at shutdown.
     async fn close(&self) -> Result<(), StoreError>;
 }

@@ -11,6 +11,7 @@
 //! | `herald:{app}:addr:{channel}:{address}` | string | id of the ACTIVE endpoint with that address |
 //! | `herald:{app}:user:{user_id}` | string | the user's endpoint ids, newline-separated |
 //! | `herald:{app}:eps` | set | every endpoint id of the app |
+//! | `herald:{app}:quota:{channel}:total` / `:h:{hour}` | string (counter) | quota use, all time / per hour (expires after 25 h) |
 //!
 //! Endpoint writes run optimistically on a pooled connection: read what the planner needs (one
 //! pipelined `MGET` round trip per planning round), then commit with one Lua script call that
@@ -36,6 +37,33 @@ use crate::telemetry;
 const MAX_ATTEMPTS: usize = 16;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 const APPS_KEY: &str = "herald:apps";
+
+/// Quota take: KEYS[1] the total counter, KEYS[2..] the hourly buckets of the last 24 hours
+/// (the current hour first). ARGV: requested, daily (-1: none), total (-1: none), bucket TTL.
+/// Returns what was granted, and counts it.
+static TAKE_QUOTA: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local grant = tonumber(ARGV[1])
+local daily, total = tonumber(ARGV[2]), tonumber(ARGV[3])
+if total >= 0 then
+  local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+  grant = math.min(grant, math.max(0, total - used))
+end
+if daily >= 0 then
+  local used = 0
+  for i = 2, #KEYS do used = used + tonumber(redis.call('GET', KEYS[i]) or '0') end
+  grant = math.min(grant, math.max(0, daily - used))
+end
+if grant > 0 then
+  redis.call('INCRBY', KEYS[1], grant)
+  redis.call('INCRBY', KEYS[2], grant)
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+return grant
+"#,
+    )
+});
 
 /// Compare-and-set commit of a plan.
 ///
@@ -421,6 +449,26 @@ impl Store for RedisStore {
 
     async fn delete_template(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<i32, StoreError> {
         self.redis_delete_template(app_id, name, version).await
+    }
+
+    async fn take_quota(
+        &self,
+        app_id: &str,
+        channel: &str,
+        requested: u64,
+        daily: Option<u64>,
+        total: Option<u64>,
+        now_hour: i64,
+    ) -> Result<u64, StoreError> {
+        let keys = Keys::new(app_id);
+        let mut invocation = TAKE_QUOTA.prepare_invoke();
+        invocation.key(keys.key("quota:", &format!("{channel}:total")));
+        for h in 0..24 {
+            invocation.key(keys.key("quota:", &format!("{channel}:h:{}", now_hour - h)));
+        }
+        let limit = |v: Option<u64>| v.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
+        invocation.arg(requested).arg(limit(daily)).arg(limit(total)).arg(25 * 3600);
+        Ok(invocation.invoke_async(&mut self.conn()).await?)
     }
 
     async fn close(&self) -> Result<(), StoreError> {
