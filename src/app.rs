@@ -11,9 +11,11 @@ use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::{apps::AppsService, endpoints::EndpointsService, templates::TemplatesService, Auth};
+use crate::api::{apps::AppsService, endpoints::EndpointsService, suppressions::SuppressionsService, templates::TemplatesService, Auth};
 use crate::config::Config;
-use crate::proto::v1::{apps_server::AppsServer, endpoints_server::EndpointsServer, templates_server::TemplatesServer};
+use crate::proto::v1::{
+    apps_server::AppsServer, endpoints_server::EndpointsServer, suppressions_server::SuppressionsServer, templates_server::TemplatesServer,
+};
 use crate::render::{template::TemplateCache, Renderer};
 use crate::store::{self, Store};
 use crate::{proto, shutdown, telemetry};
@@ -40,6 +42,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     health.set_serving::<AppsServer<AppsService>>().await;
     health.set_serving::<EndpointsServer<EndpointsService>>().await;
     health.set_serving::<TemplatesServer<TemplatesService>>().await;
+    health.set_serving::<SuppressionsServer<SuppressionsService>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -55,6 +58,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     }
     let apps = AppsServer::new(AppsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let endpoints = EndpointsServer::new(EndpointsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let suppressions = SuppressionsServer::new(SuppressionsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates_cache = Arc::new(TemplateCache::new(Arc::new(Renderer::new()), config.template_cache_size));
     let templates =
         TemplatesServer::new(TemplatesService::new(store.clone(), templates_cache)).max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -72,7 +76,8 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             .add_service(reflection_v1alpha)
             .add_service(InterceptedService::new(apps, auth.clone()))
             .add_service(InterceptedService::new(endpoints, auth.clone()))
-            .add_service(InterceptedService::new(templates, auth))
+            .add_service(InterceptedService::new(templates, auth.clone()))
+            .add_service(InterceptedService::new(suppressions, auth))
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())),
     );
     let router = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
@@ -91,6 +96,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     health.set_not_serving::<AppsServer<AppsService>>().await;
     health.set_not_serving::<EndpointsServer<EndpointsService>>().await;
     health.set_not_serving::<TemplatesServer<TemplatesService>>().await;
+    health.set_not_serving::<SuppressionsServer<SuppressionsService>>().await;
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     match tokio::time::timeout(grace, grpc_task).await {

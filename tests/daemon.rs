@@ -314,6 +314,76 @@ async fn sigterm_exits_cleanly_and_state_survives(backend: Backend) {
     assert_eq!(apps.apps.len(), 1);
 }
 
+async fn suppression_lists_over_grpc(backend: Backend) {
+    use herald::proto::v1::{
+        suppressions_client::SuppressionsClient, AddSuppressionsRequest, CheckSuppressionRequest, ListSuppressionsRequest,
+        RemoveSuppressionRequest, Suppression, SuppressionReason,
+    };
+    let d = Daemon::start(backend);
+    let app = d.create_app("s").await.app_id;
+    let mut c = SuppressionsClient::new(d.channel().await);
+    let entry = |a: &str, reason: SuppressionReason| Suppression { address: a.into(), reason: reason as i32, ..Default::default() };
+    let r = c
+        .add_suppressions(d.req(AddSuppressionsRequest {
+            app_id: app.clone(),
+            suppressions: vec![
+                entry("Ana@Example.COM", SuppressionReason::Complaint),
+                entry("+14155550100", SuppressionReason::Unspecified),
+            ],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.added, 2);
+    let ana = c
+        .check_suppression(d.req(CheckSuppressionRequest { app_id: app.clone(), address: "ana@example.com".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((ana.address.as_str(), ana.reason), ("ana@example.com", SuppressionReason::Complaint as i32));
+    assert!(!ana.created_date.is_empty());
+    let phone = c
+        .check_suppression(d.req(CheckSuppressionRequest { app_id: app.clone(), address: "+14155550100".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(phone.reason, SuppressionReason::Manual as i32, "unspecified reasons are manual");
+    let err =
+        c.check_suppression(d.req(CheckSuppressionRequest { app_id: app.clone(), address: "bob@example.com".into() })).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = c
+        .add_suppressions(d.req(AddSuppressionsRequest {
+            app_id: app.clone(),
+            suppressions: vec![entry("ok@example.com", SuppressionReason::Manual), entry("", SuppressionReason::Manual)],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["suppressions[1].address"]);
+    assert_eq!(
+        c.check_suppression(d.req(CheckSuppressionRequest { app_id: app.clone(), address: "ok@example.com".into() }))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound,
+        "a rejected batch writes nothing"
+    );
+    let list = c
+        .list_suppressions(d.req(ListSuppressionsRequest { app_id: app.clone(), page_size: 10, page_token: String::new() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.suppressions.len(), 2);
+    c.remove_suppression(d.req(RemoveSuppressionRequest { app_id: app.clone(), address: "ANA@example.com".into() })).await.unwrap();
+    let err =
+        c.remove_suppression(d.req(RemoveSuppressionRequest { app_id: app.clone(), address: "ana@example.com".into() })).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = c
+        .list_suppressions(d.req(ListSuppressionsRequest { app_id: "0".repeat(32), page_size: 10, page_token: String::new() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod embedded_backend {
@@ -334,4 +404,5 @@ on_both_backends!(
     imports_write_good_rows_and_report_bad_ones,
     metrics_count_calls,
     sigterm_exits_cleanly_and_state_survives,
+    suppression_lists_over_grpc,
 );

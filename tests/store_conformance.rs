@@ -367,6 +367,41 @@ async fn daily_quotas_roll_over_24_hours(h: Harness) {
     assert_eq!(s.take_quota("app", "EMAIL", 100, Some(100), Some(170), 540).await.unwrap(), 100, "deleting the app resets its quotas");
 }
 
+async fn suppression_lists(h: Harness) {
+    use herald::proto::v1::{Suppression, SuppressionReason};
+    let s = h.store.as_ref();
+    let entry = |a: &str| Suppression {
+        address: a.into(),
+        reason: SuppressionReason::HardBounce as i32,
+        created_date: "d".into(),
+        note: String::new(),
+    };
+    assert!(matches!(s.put_suppressions("ghost", &[entry("a@x.example")]).await, Err(StoreError::AppNotFound(_))));
+    s.create_app(&app("app")).await.unwrap();
+    let many: Vec<_> = (0..2_500).map(|i| entry(&format!("u{i}@x.example"))).collect();
+    s.put_suppressions("app", &many).await.unwrap();
+    let wanted = ["u7@x.example".to_string(), "nobody@x.example".to_string(), "u2499@x.example".to_string()];
+    let found = s.get_suppressions("app", &wanted).await.unwrap();
+    assert_eq!(found.iter().map(Option::is_some).collect::<Vec<_>>(), [true, false, true]);
+    assert_eq!(found[0].as_ref().unwrap().reason, SuppressionReason::HardBounce as i32);
+    assert!(s.remove_suppression("app", "u7@x.example").await.unwrap());
+    assert!(!s.remove_suppression("app", "u7@x.example").await.unwrap());
+    let mut seen = HashSet::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = s.list_suppressions("app", cursor, 400).await.unwrap();
+        seen.extend(page.into_iter().map(|e| e.address));
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 2_499);
+    s.delete_app("app").await.unwrap();
+    s.create_app(&app("app")).await.unwrap();
+    assert!(s.get_suppressions("app", &wanted).await.unwrap().iter().all(Option::is_none));
+}
+
 async fn s_create(h: &Harness) {
     h.store.create_app(&app("app")).await.unwrap();
 }
@@ -394,6 +429,7 @@ conformance!(
     templates_are_versioned,
     quotas_never_overshoot,
     daily_quotas_roll_over_24_hours,
+    suppression_lists,
 );
 
 #[tokio::test]

@@ -15,12 +15,14 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 
 use super::plan::{self, EndpointOp, Plan, Snapshot};
 use super::{embedded_templates, Store, StoreError, TemplateWrite};
-use crate::proto::v1::{App, Endpoint, Template};
+use crate::proto::v1::{App, Endpoint, Suppression, Template};
 
 pub(super) const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 const ADDRESSES: TableDefinition<&str, &str> = TableDefinition::new("addresses");
 const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
+/// Suppression list: `app\0address` → `Suppression`.
+const SUPPRESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("suppressions");
 /// Quota use: `app\0channel\0total` and `app\0channel\0h{hour:012}` → messages.
 const QUOTAS: TableDefinition<&str, u64> = TableDefinition::new("quotas");
 
@@ -59,6 +61,7 @@ impl EmbeddedStore {
             txn.open_table(ADDRESSES).map_err(backend)?;
             txn.open_table(USERS).map_err(backend)?;
             txn.open_table(QUOTAS).map_err(backend)?;
+            txn.open_table(SUPPRESSIONS).map_err(backend)?;
             txn.open_table(super::embedded_templates::TEMPLATES).map_err(backend)?;
             txn.open_table(super::embedded_templates::TEMPLATE_VERSIONS).map_err(backend)?;
         }
@@ -244,6 +247,7 @@ impl Store for EmbeddedStore {
             txn.open_table(ADDRESSES).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(USERS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(QUOTAS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            txn.open_table(SUPPRESSIONS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(super::embedded_templates::TEMPLATES)
                 .map_err(backend)?
                 .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false)
@@ -398,6 +402,80 @@ impl Store for EmbeddedStore {
             };
             txn.commit().map_err(backend)?;
             Ok(grant)
+        })
+        .await
+    }
+
+    async fn put_suppressions(&self, app_id: &str, entries: &[Suppression]) -> Result<(), StoreError> {
+        let (app_id, entries) = (app_id.to_string(), entries.to_vec());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            if !app_exists(&txn, &app_id)? {
+                return Err(StoreError::AppNotFound(app_id));
+            }
+            {
+                let mut table = txn.open_table(SUPPRESSIONS).map_err(backend)?;
+                for e in &entries {
+                    table.insert(key(&app_id, &e.address).as_str(), e.encode_to_vec().as_slice()).map_err(backend)?;
+                }
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn remove_suppression(&self, app_id: &str, address: &str) -> Result<bool, StoreError> {
+        let (app_id, k) = (app_id.to_string(), key(app_id, address));
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            if !app_exists(&txn, &app_id)? {
+                return Err(StoreError::AppNotFound(app_id));
+            }
+            let removed = txn.open_table(SUPPRESSIONS).map_err(backend)?.remove(k.as_str()).map_err(backend)?.is_some();
+            txn.commit().map_err(backend)?;
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn get_suppressions(&self, app_id: &str, addresses: &[String]) -> Result<Vec<Option<Suppression>>, StoreError> {
+        let keys: Vec<String> = addresses.iter().map(|a| key(app_id, a)).collect();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(SUPPRESSIONS).map_err(backend)?;
+            keys.iter()
+                .map(|k| {
+                    table.get(k.as_str()).map_err(backend)?.map(|g| Suppression::decode(g.value()).map_err(StoreError::from)).transpose()
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn list_suppressions(
+        &self,
+        app_id: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Suppression>, Option<String>), StoreError> {
+        let app_id = app_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(SUPPRESSIONS).map_err(backend)?;
+            let (lo, hi) = app_range(&app_id);
+            let start = cursor.map(|a| key(&app_id, &a));
+            let range = match &start {
+                Some(s) => table.range::<&str>((std::ops::Bound::Excluded(s.as_str()), std::ops::Bound::Excluded(hi.as_str()))),
+                None => table.range::<&str>(lo.as_str()..hi.as_str()),
+            }
+            .map_err(backend)?;
+            let mut out = Vec::new();
+            for item in range.take(limit.max(1)) {
+                let (_, v) = item.map_err(backend)?;
+                out.push(Suppression::decode(v.value())?);
+            }
+            let next = (out.len() == limit.max(1)).then(|| out.last().map(|s| s.address.clone())).flatten();
+            Ok((out, next))
         })
         .await
     }

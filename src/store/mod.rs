@@ -22,7 +22,7 @@ pub use plan::{EndpointOp, Plan, Rejection};
 pub use templates::{TemplateMeta, TemplateWrite};
 
 use crate::config::Config;
-use crate::proto::v1::{App, Endpoint, Template};
+use crate::proto::v1::{App, Endpoint, Suppression, Template};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -131,6 +131,24 @@ pub trait Store: Send + Sync + 'static {
         total: Option<u64>,
         now_hour: i64,
     ) -> Result<u64, StoreError>;
+
+    /// Adds or replaces suppression entries (addresses already normalized).
+    async fn put_suppressions(&self, app_id: &str, entries: &[Suppression]) -> Result<(), StoreError>;
+
+    /// Removes one address; whether it was there.
+    async fn remove_suppression(&self, app_id: &str, address: &str) -> Result<bool, StoreError>;
+
+    /// The entries of these addresses, in order (`None`: not suppressed). One round trip for a
+    /// whole batch of recipients.
+    async fn get_suppressions(&self, app_id: &str, addresses: &[String]) -> Result<Vec<Option<Suppression>>, StoreError>;
+
+    /// A page of the list: `cursor` is `None` to start; the returned cursor is `None` at the end.
+    async fn list_suppressions(
+        &self,
+        app_id: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Suppression>, Option<String>), StoreError>;
 
     /// Flushes and releases the backend; called once at shutdown.
     async fn close(&self) -> Result<(), StoreError>;

@@ -12,6 +12,7 @@
 //! | `herald:{app}:user:{user_id}` | string | the user's endpoint ids, newline-separated |
 //! | `herald:{app}:eps` | set | every endpoint id of the app |
 //! | `herald:{app}:quota:{channel}:total` / `:h:{hour}` | string (counter) | quota use, all time / per hour (expires after 25 h) |
+//! | `herald:{app}:suppressed` | hash | address → `Suppression` (protobuf) |
 //!
 //! Endpoint writes run optimistically on a pooled connection: read what the planner needs (one
 //! pipelined `MGET` round trip per planning round), then commit with one Lua script call that
@@ -30,7 +31,7 @@ use prost::Message as _;
 
 use super::plan::{self, EndpointOp, Plan, Snapshot};
 use super::{Store, StoreError, TemplateWrite};
-use crate::proto::v1::{App, Endpoint, Template};
+use crate::proto::v1::{App, Endpoint, Suppression, Template};
 use crate::telemetry;
 
 /// How often an endpoint write is re-planned after concurrent writers aborted it.
@@ -61,6 +62,17 @@ if grant > 0 then
   redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
 return grant
+"#,
+    )
+});
+
+/// HSET of field/value pairs (ARGV) into KEYS[2] if the app KEYS[1] exists: 1, else -1.
+static HSET_IF_APP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+return 1
 "#,
     )
 });
@@ -469,6 +481,58 @@ impl Store for RedisStore {
         let limit = |v: Option<u64>| v.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
         invocation.arg(requested).arg(limit(daily)).arg(limit(total)).arg(25 * 3600);
         Ok(invocation.invoke_async(&mut self.conn()).await?)
+    }
+
+    async fn put_suppressions(&self, app_id: &str, entries: &[Suppression]) -> Result<(), StoreError> {
+        let keys = Keys::new(app_id);
+        let mut conn = self.conn();
+        for chunk in entries.chunks(1_000) {
+            let mut invocation = HSET_IF_APP.prepare_invoke();
+            invocation.key(keys.app()).key(keys.key("suppressed", ""));
+            for e in chunk {
+                invocation.arg(&e.address).arg(e.encode_to_vec());
+            }
+            let done: i64 = invocation.invoke_async(&mut conn).await?;
+            if done < 0 {
+                return Err(StoreError::AppNotFound(app_id.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_suppression(&self, app_id: &str, address: &str) -> Result<bool, StoreError> {
+        let keys = Keys::new(app_id);
+        let (app, removed): (bool, i64) =
+            redis::pipe().exists(keys.app()).hdel(keys.key("suppressed", ""), address).query_async(&mut self.conn()).await?;
+        if !app {
+            return Err(StoreError::AppNotFound(app_id.to_string()));
+        }
+        Ok(removed > 0)
+    }
+
+    async fn get_suppressions(&self, app_id: &str, addresses: &[String]) -> Result<Vec<Option<Suppression>>, StoreError> {
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = Keys::new(app_id);
+        let found: Vec<Option<Vec<u8>>> =
+            redis::cmd("HMGET").arg(keys.key("suppressed", "")).arg(addresses).query_async(&mut self.conn()).await?;
+        found.into_iter().map(|v| v.map(|b| Suppression::decode(b.as_slice())).transpose().map_err(StoreError::from)).collect()
+    }
+
+    async fn list_suppressions(
+        &self,
+        app_id: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Suppression>, Option<String>), StoreError> {
+        let keys = Keys::new(app_id);
+        let mut conn = self.conn();
+        let start: u64 = cursor.as_deref().unwrap_or("0").parse().map_err(|_| StoreError::Backend("bad scan cursor".into()))?;
+        let (next, pairs): (u64, Vec<(String, Vec<u8>)>) =
+            redis::cmd("HSCAN").arg(keys.key("suppressed", "")).arg(start).arg("COUNT").arg(limit.max(1)).query_async(&mut conn).await?;
+        let entries = pairs.into_iter().map(|(_, b)| Suppression::decode(b.as_slice())).collect::<Result<Vec<_>, _>>()?;
+        Ok((entries, (next != 0).then(|| next.to_string())))
     }
 
     async fn close(&self) -> Result<(), StoreError> {
