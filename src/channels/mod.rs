@@ -2,11 +2,21 @@
 //! provider answered; the dispatcher (not the channel) decides what to do about it — retry
 //! with backoff, give up, slow down.
 //!
-//! Channels so far: [`email`] over SMTP.
+//! Channels so far: [`email`] over SMTP and [`webhook`] for custom channels.
 
 pub mod email;
+pub mod webhook;
 
 use std::time::Duration;
+
+/// Installs ring as rustls' process-wide crypto provider (once; later calls do nothing).
+/// HTTPS clients need exactly one provider chosen before they are built.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
 
 /// What a provider made of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,130 @@
+//! The HTTP client and the signature.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::Payload;
+use crate::channels::Delivery;
+
+pub const SIGNATURE_HEADER: &str = "x-herald-signature";
+
+/// A custom channel's settings.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Write-only: never returned or logged.
+    pub secret: String,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig").field("url", &self.url).field("secret", &"********").field("timeout", &self.timeout).finish()
+    }
+}
+
+/// `t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+pub fn sign(secret: &str, unix: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(unix.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={unix},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Checks a signature header for a body; `max_age` bounds the timestamp's age (replays).
+pub fn verify(secret: &str, header: &str, body: &[u8], now_unix: i64, max_age: Duration) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some(("v1", v)) => v1 = hex::decode(v).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else { return false };
+    if (now_unix - t).unsigned_abs() > max_age.as_secs() {
+        return false;
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&v1).is_ok()
+}
+
+/// One custom channel's client. Cheap to share.
+pub struct Webhook {
+    config: WebhookConfig,
+    http: reqwest::Client,
+}
+
+/// `Retry-After` in seconds (HTTP dates are treated as "soon").
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    Some(v.trim().parse::<u64>().map(Duration::from_secs).unwrap_or(Duration::from_secs(1)))
+}
+
+impl Webhook {
+    pub fn new(config: WebhookConfig) -> Result<Self, reqwest::Error> {
+        crate::channels::install_crypto_provider();
+        let http =
+            reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout.min(Duration::from_secs(10))).build()?;
+        Ok(Self { config, http })
+    }
+
+    /// POSTs one payload and classifies the answer: 2xx delivered; 408 and 5xx retried; 429
+    /// throttled (both honour Retry-After); other 4xx permanent.
+    pub async fn send(&self, payload: &Payload) -> Delivery {
+        let body = match serde_json::to_vec(payload) {
+            Ok(b) => b,
+            Err(e) => {
+                return Delivery::Permanent { status_code: 0, message: format!("cannot encode the payload: {e}"), hard_bounce: false }
+            }
+        };
+        let signature = sign(&self.config.secret, chrono::Utc::now().timestamp(), &body);
+        let response = self
+            .http
+            .post(&self.config.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return Delivery::Retry { status_code: 0, message: format!("delivery failed: {e}"), retry_after: None },
+        };
+        let status = response.status();
+        let after = retry_after(response.headers());
+        let code = status.as_u16();
+        let message = status.canonical_reason().unwrap_or("").to_string();
+        match code {
+            200..=299 => Delivery::Delivered { status_code: code, message, provider_id: None },
+            429 => Delivery::Throttled { status_code: code, message, retry_after: after },
+            408 | 500..=599 => Delivery::Retry { status_code: code, message, retry_after: after },
+            _ => Delivery::Permanent { status_code: code, message, hard_bounce: false },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_and_expire() {
+        let header = sign("s3cret", 1_700_000_000, b"{\"a\":1}");
+        assert!(header.starts_with("t=1700000000,v1="));
+        assert!(verify("s3cret", &header, b"{\"a\":1}", 1_700_000_010, Duration::from_secs(300)));
+        assert!(!verify("other", &header, b"{\"a\":1}", 1_700_000_010, Duration::from_secs(300)));
+        assert!(!verify("s3cret", &header, b"{\"a\":2}", 1_700_000_010, Duration::from_secs(300)));
+        assert!(!verify("s3cret", &header, b"{\"a\":1}", 1_700_001_000, Duration::from_secs(300)), "too old");
+        assert!(!verify("s3cret", "garbage", b"", 0, Duration::from_secs(300)));
+        assert!(!format!("{:?}", WebhookConfig { url: "u".into(), secret: "s3cret".into(), timeout: Duration::from_secs(1) })
+            .contains("s3cret"));
+    }
+}

@@ -1,0 +1,32 @@
+//! Custom channels: a signed JSON POST of Pinpoint's custom-channel payload to the app's
+//! delivery URL.
+//!
+//! Signature: `X-Herald-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` with
+//! the channel's secret, so a receiver can check both origin and freshness.
+
+mod client;
+
+pub use client::{sign, verify, Webhook, WebhookConfig, SIGNATURE_HEADER};
+
+use serde::Serialize;
+
+/// Most endpoints one call carries (Pinpoint's limit).
+pub const MAX_ENDPOINTS_PER_CALL: usize = 50;
+
+/// Pinpoint's custom channel payload.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Payload {
+    pub message: serde_json::Value,
+    pub data: String,
+    pub application_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub campaign_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub treatment_id: Option<u32>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub activity_id: String,
+    pub scheduled_time: String,
+    /// Endpoint id → the endpoint in Pinpoint's JSON shape.
+    pub endpoints: serde_json::Map<String, serde_json::Value>,
+}
