@@ -402,6 +402,59 @@ async fn suppression_lists(h: Harness) {
     assert!(s.get_suppressions("app", &wanted).await.unwrap().iter().all(Option::is_none));
 }
 
+async fn outcomes_counters_and_events(h: Harness) {
+    use herald::proto::v1::{DeliveryStatus, Event, MessageOutcome};
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    let outcome = |i: usize| MessageOutcome {
+        message_id: format!("m{i}"),
+        app_id: "app".into(),
+        channel: if i % 3 == 0 { "SMS".into() } else { "EMAIL".into() },
+        delivery_status: if i % 5 == 0 { DeliveryStatus::PermanentFailure as i32 } else { DeliveryStatus::Successful as i32 },
+        updated_date: if i < 250 { "2026-11-22T01:00:00.000Z".into() } else { "2026-11-23T01:00:00.000Z".into() },
+        attempts: 1,
+        ..Default::default()
+    };
+    let event =
+        |i: usize| Event { event_type: "_email.send".into(), message_id: format!("m{i}"), app_id: "app".into(), ..Default::default() };
+    let outcomes: Vec<_> = (0..300).map(outcome).collect();
+    let events: Vec<_> = (0..300).map(event).collect();
+    for (o, e) in outcomes.chunks(100).zip(events.chunks(100)) {
+        s.record_outcomes("app", o, e, 3_600).await.unwrap();
+    }
+    let m7 = s.get_outcome("app", "m7").await.unwrap().unwrap();
+    assert_eq!((m7.channel.as_str(), m7.delivery_status), ("EMAIL", DeliveryStatus::Successful as i32));
+    assert!(s.get_outcome("app", "nope").await.unwrap().is_none());
+    let counts = s.outcome_counts("app", "2026-11-22").await.unwrap();
+    let total: u64 = counts.iter().map(|c| c.2).sum();
+    assert_eq!(total, 250);
+    let sms_failed = counts.iter().find(|c| c.0 == "SMS" && c.1 == DeliveryStatus::PermanentFailure as i32).unwrap().2;
+    assert_eq!(sms_failed, (0..250).filter(|i| i % 3 == 0 && i % 5 == 0).count() as u64);
+    assert_eq!(s.outcome_counts("app", "2026-11-23").await.unwrap().iter().map(|c| c.2).sum::<u64>(), 50);
+    // Events come back in order, page by page.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.read_events("app", after.as_deref(), 70).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|e| e.event_id.clone());
+        seen.extend(page.into_iter().map(|e| e.message_id));
+    }
+    assert_eq!(seen, (0..300).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    // Outcomes expire with their TTL.
+    s.record_outcomes("app", &[outcome(1_000)], &[], 1).await.unwrap();
+    assert!(s.get_outcome("app", "m1000").await.unwrap().is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    assert!(s.get_outcome("app", "m1000").await.unwrap().is_none());
+    s.delete_app("app").await.unwrap();
+    s.create_app(&app("app")).await.unwrap();
+    assert!(s.get_outcome("app", "m7").await.unwrap().is_none());
+    assert!(s.read_events("app", None, 10).await.unwrap().is_empty());
+    assert!(s.outcome_counts("app", "2026-11-22").await.unwrap().is_empty());
+}
+
 async fn s_create(h: &Harness) {
     h.store.create_app(&app("app")).await.unwrap();
 }
@@ -430,6 +483,7 @@ conformance!(
     quotas_never_overshoot,
     daily_quotas_roll_over_24_hours,
     suppression_lists,
+    outcomes_counters_and_events,
 );
 
 #[tokio::test]

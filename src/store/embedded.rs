@@ -15,7 +15,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 
 use super::plan::{self, EndpointOp, Plan, Snapshot};
 use super::{embedded_templates, Store, StoreError, TemplateWrite};
-use crate::proto::v1::{App, Endpoint, Suppression, Template};
+use crate::proto::v1::{App, Endpoint, Event, MessageOutcome, Suppression, Template};
 
 pub(super) const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
@@ -23,6 +23,13 @@ const ADDRESSES: TableDefinition<&str, &str> = TableDefinition::new("addresses")
 const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
 /// Suppression list: `app\0address` → `Suppression`.
 const SUPPRESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("suppressions");
+/// Outcomes: `app\0message_id` → 8-byte big-endian expiry (unix seconds) + `MessageOutcome`.
+const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
+/// Outcome counts: `app\0day\0channel\0status` → messages.
+const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("outcome_counts");
+/// Events: `app\0{sequence:020}` → `Event`; `EVENT_SEQ` holds each app's last sequence.
+const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
+const EVENT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("event_seq");
 /// Quota use: `app\0channel\0total` and `app\0channel\0h{hour:012}` → messages.
 const QUOTAS: TableDefinition<&str, u64> = TableDefinition::new("quotas");
 
@@ -62,6 +69,10 @@ impl EmbeddedStore {
             txn.open_table(USERS).map_err(backend)?;
             txn.open_table(QUOTAS).map_err(backend)?;
             txn.open_table(SUPPRESSIONS).map_err(backend)?;
+            txn.open_table(OUTCOMES).map_err(backend)?;
+            txn.open_table(COUNTS).map_err(backend)?;
+            txn.open_table(EVENTS).map_err(backend)?;
+            txn.open_table(EVENT_SEQ).map_err(backend)?;
             txn.open_table(super::embedded_templates::TEMPLATES).map_err(backend)?;
             txn.open_table(super::embedded_templates::TEMPLATE_VERSIONS).map_err(backend)?;
         }
@@ -248,6 +259,10 @@ impl Store for EmbeddedStore {
             txn.open_table(USERS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(QUOTAS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(SUPPRESSIONS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            txn.open_table(OUTCOMES).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            txn.open_table(COUNTS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            txn.open_table(EVENTS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            txn.open_table(EVENT_SEQ).map_err(backend)?.remove(app_id.as_str()).map_err(backend)?;
             txn.open_table(super::embedded_templates::TEMPLATES)
                 .map_err(backend)?
                 .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false)
@@ -476,6 +491,106 @@ impl Store for EmbeddedStore {
             }
             let next = (out.len() == limit.max(1)).then(|| out.last().map(|s| s.address.clone())).flatten();
             Ok((out, next))
+        })
+        .await
+    }
+
+    async fn record_outcomes(&self, app_id: &str, outcomes: &[MessageOutcome], events: &[Event], ttl_secs: u64) -> Result<(), StoreError> {
+        if outcomes.is_empty() && events.is_empty() {
+            return Ok(());
+        }
+        let (app_id, outcomes, events) = (app_id.to_string(), outcomes.to_vec(), events.to_vec());
+        self.blocking(move |db| {
+            let expires = (chrono::Utc::now().timestamp().max(0) as u64).saturating_add(ttl_secs);
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut table = txn.open_table(OUTCOMES).map_err(backend)?;
+                for o in &outcomes {
+                    let mut value = expires.to_be_bytes().to_vec();
+                    value.extend(o.encode_to_vec());
+                    table.insert(key(&app_id, &o.message_id).as_str(), value.as_slice()).map_err(backend)?;
+                }
+                let mut counts = txn.open_table(COUNTS).map_err(backend)?;
+                for ((day, channel, status), n) in super::tally(&outcomes) {
+                    let k = format!("{app_id}\0{day}\0{channel}\0{status}");
+                    let now = counts.get(k.as_str()).map_err(backend)?.map_or(0, |g| g.value());
+                    counts.insert(k.as_str(), now + n).map_err(backend)?;
+                }
+                let mut seqs = txn.open_table(EVENT_SEQ).map_err(backend)?;
+                let mut seq = seqs.get(app_id.as_str()).map_err(backend)?.map_or(0, |g| g.value());
+                let mut stream = txn.open_table(EVENTS).map_err(backend)?;
+                for e in &events {
+                    seq += 1;
+                    stream.insert(format!("{app_id}\0{seq:020}").as_str(), e.encode_to_vec().as_slice()).map_err(backend)?;
+                }
+                seqs.insert(app_id.as_str(), seq).map_err(backend)?;
+                if seq > super::MAX_EVENTS {
+                    let (lo, hi) = (format!("{app_id}\0"), format!("{app_id}\0{:020}", seq - super::MAX_EVENTS + 1));
+                    stream.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+                }
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError> {
+        let k = key(app_id, message_id);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(OUTCOMES).map_err(backend)?;
+            let Some(g) = table.get(k.as_str()).map_err(backend)? else { return Ok(None) };
+            let v = g.value();
+            let expires =
+                u64::from_be_bytes(v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt("outcome".into()))?);
+            if expires < chrono::Utc::now().timestamp().max(0) as u64 {
+                return Ok(None);
+            }
+            Ok(Some(MessageOutcome::decode(&v[8..])?))
+        })
+        .await
+    }
+
+    async fn outcome_counts(&self, app_id: &str, day: &str) -> Result<Vec<(String, i32, u64)>, StoreError> {
+        let prefix = format!("{app_id}\0{day}\0");
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(COUNTS).map_err(backend)?;
+            let hi = format!("{prefix}\u{10FFFF}");
+            let mut out = Vec::new();
+            for item in table.range::<&str>(prefix.as_str()..hi.as_str()).map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                let rest = &k.value()[prefix.len()..];
+                if let Some((channel, status)) = rest.split_once('\0') {
+                    out.push((channel.to_string(), status.parse().unwrap_or(0), v.value()));
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn read_events(&self, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let (app_id, after) = (app_id.to_string(), after.map(str::to_string));
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(EVENTS).map_err(backend)?;
+            let (lo, hi) = app_range(&app_id);
+            let start = after.map(|a| key(&app_id, &a));
+            let range = match &start {
+                Some(s) => table.range::<&str>((std::ops::Bound::Excluded(s.as_str()), std::ops::Bound::Excluded(hi.as_str()))),
+                None => table.range::<&str>(lo.as_str()..hi.as_str()),
+            }
+            .map_err(backend)?;
+            let mut out = Vec::new();
+            for item in range.take(limit.max(1)) {
+                let (k, v) = item.map_err(backend)?;
+                let mut e = Event::decode(v.value())?;
+                e.event_id = k.value().split_once('\0').map(|(_, id)| id.to_string()).unwrap_or_default();
+                out.push(e);
+            }
+            Ok(out)
         })
         .await
     }

@@ -22,7 +22,7 @@ pub use plan::{EndpointOp, Plan, Rejection};
 pub use templates::{TemplateMeta, TemplateWrite};
 
 use crate::config::Config;
-use crate::proto::v1::{App, Endpoint, Suppression, Template};
+use crate::proto::v1::{App, Endpoint, Event, MessageOutcome, Suppression, Template};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,6 +48,23 @@ impl From<prost::DecodeError> for StoreError {
     fn from(e: prost::DecodeError) -> Self {
         Self::Corrupt(e.to_string())
     }
+}
+
+/// Most events kept per app; older ones are dropped as new ones arrive.
+pub const MAX_EVENTS: u64 = 1_000_000;
+
+/// The day an outcome counts under: the date part of its `updated_date`.
+pub fn outcome_day(o: &MessageOutcome) -> &str {
+    o.updated_date.get(..10).unwrap_or("unknown")
+}
+
+/// Counts a batch by (day, channel, status).
+pub fn tally(outcomes: &[MessageOutcome]) -> std::collections::BTreeMap<(String, String, i32), u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for o in outcomes {
+        *counts.entry((outcome_day(o).to_string(), o.channel.clone(), o.delivery_status)).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// Where Herald keeps its state.
@@ -149,6 +166,21 @@ pub trait Store: Send + Sync + 'static {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<(Vec<Suppression>, Option<String>), StoreError>;
+
+    /// Records a batch of one app's outcomes and appends its events, in one round trip: each
+    /// outcome is kept for `ttl_secs` and counted under its day (from `updated_date`), channel
+    /// and delivery status; events go to the app's stream (at most [`MAX_EVENTS`] kept, the
+    /// oldest dropped) and get their ids.
+    async fn record_outcomes(&self, app_id: &str, outcomes: &[MessageOutcome], events: &[Event], ttl_secs: u64) -> Result<(), StoreError>;
+
+    /// One message's outcome, while its TTL lasts.
+    async fn get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError>;
+
+    /// A day's (`YYYY-MM-DD`) counts: (channel, delivery status, messages), sorted.
+    async fn outcome_counts(&self, app_id: &str, day: &str) -> Result<Vec<(String, i32, u64)>, StoreError>;
+
+    /// Events after `after` (an event id; `None`: from the oldest kept), oldest first.
+    async fn read_events(&self, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError>;
 
     /// Flushes and releases the backend; called once at shutdown.
     async fn close(&self) -> Result<(), StoreError>;

@@ -13,6 +13,9 @@
 //! | `herald:{app}:eps` | set | every endpoint id of the app |
 //! | `herald:{app}:quota:{channel}:total` / `:h:{hour}` | string (counter) | quota use, all time / per hour (expires after 25 h) |
 //! | `herald:{app}:suppressed` | hash | address → `Suppression` (protobuf) |
+//! | `herald:{app}:out:{message_id}` | string, expiring | a `MessageOutcome` (protobuf) |
+//! | `herald:{app}:counts:{day}` | hash, expiring | `{channel}:{status}` → messages |
+//! | `herald:{app}:events` | stream (capped) | field `e`: an `Event` (protobuf) |
 //!
 //! Endpoint writes run optimistically on a pooled connection: read what the planner needs (one
 //! pipelined `MGET` round trip per planning round), then commit with one Lua script call that
@@ -31,7 +34,7 @@ use prost::Message as _;
 
 use super::plan::{self, EndpointOp, Plan, Snapshot};
 use super::{Store, StoreError, TemplateWrite};
-use crate::proto::v1::{App, Endpoint, Suppression, Template};
+use crate::proto::v1::{App, Endpoint, Event, MessageOutcome, Suppression, Template};
 use crate::telemetry;
 
 /// How often an endpoint write is re-planned after concurrent writers aborted it.
@@ -533,6 +536,65 @@ impl Store for RedisStore {
             redis::cmd("HSCAN").arg(keys.key("suppressed", "")).arg(start).arg("COUNT").arg(limit.max(1)).query_async(&mut conn).await?;
         let entries = pairs.into_iter().map(|(_, b)| Suppression::decode(b.as_slice())).collect::<Result<Vec<_>, _>>()?;
         Ok((entries, (next != 0).then(|| next.to_string())))
+    }
+
+    async fn record_outcomes(&self, app_id: &str, outcomes: &[MessageOutcome], events: &[Event], ttl_secs: u64) -> Result<(), StoreError> {
+        if outcomes.is_empty() && events.is_empty() {
+            return Ok(());
+        }
+        let keys = Keys::new(app_id);
+        let mut pipe = redis::pipe();
+        for o in outcomes {
+            pipe.cmd("SET").arg(keys.key("out:", &o.message_id)).arg(o.encode_to_vec()).arg("EX").arg(ttl_secs.max(1)).ignore();
+        }
+        for ((day, channel, status), n) in super::tally(outcomes) {
+            let counts = keys.key("counts:", &day);
+            pipe.hincr(&counts, format!("{channel}:{status}"), n).ignore();
+            pipe.expire(&counts, (ttl_secs + 86_400) as i64).ignore();
+        }
+        let stream = keys.key("events", "");
+        for e in events {
+            pipe.cmd("XADD").arg(&stream).arg("MAXLEN").arg("~").arg(super::MAX_EVENTS).arg("*").arg("e").arg(e.encode_to_vec()).ignore();
+        }
+        let mut conn = self.pool.get().await?;
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError> {
+        let found: Option<Vec<u8>> = self.conn().get(Keys::new(app_id).key("out:", message_id)).await?;
+        Ok(found.map(|b| MessageOutcome::decode(b.as_slice())).transpose()?)
+    }
+
+    async fn outcome_counts(&self, app_id: &str, day: &str) -> Result<Vec<(String, i32, u64)>, StoreError> {
+        let all: Vec<(String, u64)> = self.conn().hgetall(Keys::new(app_id).key("counts:", day)).await?;
+        let mut out: Vec<(String, i32, u64)> = all
+            .into_iter()
+            .filter_map(|(k, n)| k.rsplit_once(':').and_then(|(c, st)| Some((c.to_string(), st.parse().ok()?, n))))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    async fn read_events(&self, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let start = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
+        let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+            .arg(Keys::new(app_id).key("events", ""))
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut self.conn())
+            .await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            if let Some((_, blob)) = fields.into_iter().find(|(f, _)| f == "e") {
+                let mut e = Event::decode(blob.as_slice())?;
+                e.event_id = id;
+                out.push(e);
+            }
+        }
+        Ok(out)
     }
 
     async fn close(&self) -> Result<(), StoreError> {
