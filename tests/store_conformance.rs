@@ -409,8 +409,8 @@ async fn outcomes_counters_and_events(h: Harness) {
     let outcome = |i: usize| MessageOutcome {
         message_id: format!("m{i}"),
         app_id: "app".into(),
-        channel: if i % 3 == 0 { "SMS".into() } else { "EMAIL".into() },
-        delivery_status: if i % 5 == 0 { DeliveryStatus::PermanentFailure as i32 } else { DeliveryStatus::Successful as i32 },
+        channel: if i.is_multiple_of(3) { "SMS".into() } else { "EMAIL".into() },
+        delivery_status: if i.is_multiple_of(5) { DeliveryStatus::PermanentFailure as i32 } else { DeliveryStatus::Successful as i32 },
         updated_date: if i < 250 { "2026-11-22T01:00:00.000Z".into() } else { "2026-11-23T01:00:00.000Z".into() },
         attempts: 1,
         ..Default::default()
