@@ -11,10 +11,16 @@ use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::{apps::AppsService, endpoints::EndpointsService, suppressions::SuppressionsService, templates::TemplatesService, Auth};
+use crate::api::{
+    apps::AppsService, endpoints::EndpointsService, messages::MessagesService, suppressions::SuppressionsService,
+    templates::TemplatesService, Auth,
+};
+use crate::channels::email::{SmtpPool, SmtpRelay};
 use crate::config::Config;
+use crate::dispatch::engine::{Engine, EngineConfig};
 use crate::proto::v1::{
-    apps_server::AppsServer, endpoints_server::EndpointsServer, suppressions_server::SuppressionsServer, templates_server::TemplatesServer,
+    apps_server::AppsServer, endpoints_server::EndpointsServer, messages_server::MessagesServer, suppressions_server::SuppressionsServer,
+    templates_server::TemplatesServer,
 };
 use crate::render::{template::TemplateCache, Renderer};
 use crate::store::{self, Store};
@@ -43,6 +49,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     health.set_serving::<EndpointsServer<EndpointsService>>().await;
     health.set_serving::<TemplatesServer<TemplatesService>>().await;
     health.set_serving::<SuppressionsServer<SuppressionsService>>().await;
+    health.set_serving::<MessagesServer<MessagesService>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -60,6 +67,31 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     let endpoints = EndpointsServer::new(EndpointsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let suppressions = SuppressionsServer::new(SuppressionsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates_cache = Arc::new(TemplateCache::new(Arc::new(Renderer::new()), config.template_cache_size));
+    crate::channels::install_crypto_provider();
+    let smtp = match &config.smtp_url {
+        Some(url) => Some(Arc::new(SmtpPool::new(SmtpRelay::from_url(url)?))),
+        None => None,
+    };
+    let shards = if config.shards_per_channel == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        config.shards_per_channel
+    };
+    let outcome_ttl = Duration::from_secs(config.outcome_ttl_days * 86_400);
+    let engine = Engine::start(
+        store.clone(),
+        smtp.clone(),
+        EngineConfig {
+            shards_per_channel: shards,
+            queue_per_shard: 10_000,
+            retry: Default::default(),
+            outcome_ttl,
+            webhook_secret: config.webhook_secret.clone(),
+            webhook_timeout: Duration::from_secs(10),
+        },
+    );
+    let messages = MessagesServer::new(MessagesService::new(store.clone(), templates_cache.clone(), engine, outcome_ttl))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates =
         TemplatesServer::new(TemplatesService::new(store.clone(), templates_cache)).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -77,7 +109,8 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             .add_service(InterceptedService::new(apps, auth.clone()))
             .add_service(InterceptedService::new(endpoints, auth.clone()))
             .add_service(InterceptedService::new(templates, auth.clone()))
-            .add_service(InterceptedService::new(suppressions, auth))
+            .add_service(InterceptedService::new(suppressions, auth.clone()))
+            .add_service(InterceptedService::new(messages, auth))
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())),
     );
     let router = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
@@ -97,6 +130,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     health.set_not_serving::<EndpointsServer<EndpointsService>>().await;
     health.set_not_serving::<TemplatesServer<TemplatesService>>().await;
     health.set_not_serving::<SuppressionsServer<SuppressionsService>>().await;
+    health.set_not_serving::<MessagesServer<MessagesService>>().await;
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     match tokio::time::timeout(grace, grpc_task).await {
@@ -107,6 +141,9 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), metrics_task).await;
     upkeep.abort();
+    if let Some(pool) = smtp {
+        pool.close().await;
+    }
     close(store).await;
     Ok(())
 }

@@ -12,6 +12,10 @@
 //! | `shutdown_grace_secs` | `--shutdown-grace-secs` | `HERALD_SHUTDOWN_GRACE_SECS` | `30` |
 //! | `redis_pool_size` | `--redis-pool-size` | `HERALD_REDIS_POOL_SIZE` | `16` |
 //! | `template_cache_size` | `--template-cache-size` | `HERALD_TEMPLATE_CACHE_SIZE` | `10000` |
+//! | `smtp_url` | `--smtp-url` | `HERALD_SMTP_URL` | none: email sends fail as unconfigured |
+//! | `webhook_secret` | `--webhook-secret` | `HERALD_WEBHOOK_SECRET` | none |
+//! | `shards_per_channel` | `--shards-per-channel` | `HERALD_SHARDS_PER_CHANNEL` | the core count |
+//! | `outcome_ttl_days` | `--outcome-ttl-days` | `HERALD_OUTCOME_TTL_DAYS` | `30` |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,6 +60,14 @@ pub struct Config {
     pub redis_pool_size: usize,
     /// Compiled template versions kept in memory.
     pub template_cache_size: usize,
+    /// The default SMTP relay: `smtp://[user:password@]host:port[?pool=N&per_connection=M]`.
+    pub smtp_url: Option<String>,
+    /// Signs custom-channel requests (HMAC-SHA256).
+    pub webhook_secret: Option<String>,
+    /// Worker shards per channel; 0 means the core count.
+    pub shards_per_channel: usize,
+    /// How long message outcomes are kept.
+    pub outcome_ttl_days: u64,
 }
 
 impl Default for Config {
@@ -70,6 +82,10 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             redis_pool_size: 16,
             template_cache_size: 10_000,
+            smtp_url: None,
+            webhook_secret: None,
+            shards_per_channel: 0,
+            outcome_ttl_days: 30,
         }
     }
 }
@@ -99,6 +115,14 @@ pub struct ConfigArgs {
     pub redis_pool_size: Option<usize>,
     #[arg(long, env = "HERALD_TEMPLATE_CACHE_SIZE", value_name = "N")]
     pub template_cache_size: Option<usize>,
+    #[arg(long, env = "HERALD_SMTP_URL", value_name = "URL")]
+    pub smtp_url: Option<String>,
+    #[arg(long, env = "HERALD_WEBHOOK_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    #[arg(long, env = "HERALD_SHARDS_PER_CHANNEL", value_name = "N")]
+    pub shards_per_channel: Option<usize>,
+    #[arg(long, env = "HERALD_OUTCOME_TTL_DAYS", value_name = "DAYS")]
+    pub outcome_ttl_days: Option<u64>,
 }
 
 impl Config {
@@ -144,6 +168,18 @@ impl Config {
         if let Some(v) = args.template_cache_size {
             config.template_cache_size = v;
         }
+        if let Some(v) = &args.smtp_url {
+            config.smtp_url = Some(v.clone()).filter(|u| !u.is_empty());
+        }
+        if let Some(v) = &args.webhook_secret {
+            config.webhook_secret = Some(v.clone()).filter(|u| !u.is_empty());
+        }
+        if let Some(v) = args.shards_per_channel {
+            config.shards_per_channel = v;
+        }
+        if let Some(v) = args.outcome_ttl_days {
+            config.outcome_ttl_days = v;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -167,6 +203,12 @@ impl Config {
         } else if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("data_dir must not be empty".into()));
         }
+        if let Some(url) = &self.smtp_url {
+            crate::channels::email::SmtpRelay::from_url(url).map_err(|e| ConfigError::Invalid(format!("smtp_url: {e}")))?;
+        }
+        if self.outcome_ttl_days == 0 {
+            return Err(ConfigError::Invalid("outcome_ttl_days must be at least 1".into()));
+        }
         if self.template_cache_size == 0 {
             return Err(ConfigError::Invalid("template_cache_size must be at least 1".into()));
         }
@@ -181,6 +223,8 @@ impl Config {
         let mut shown = self.clone();
         shown.api_keys = shown.api_keys.iter().map(|_| "********".to_string()).collect();
         shown.redis_url = shown.redis_url.as_deref().map(mask_url);
+        shown.smtp_url = shown.smtp_url.as_deref().map(mask_url);
+        shown.webhook_secret = shown.webhook_secret.as_ref().map(|_| "********".to_string());
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod endpoints;
+pub mod messages;
 pub mod suppressions;
 pub mod templates;
 

@@ -1,0 +1,236 @@
+//! Transactional sends through the real daemon: delivery rules, rendering, SMTP into
+//! smtp-sink, hard bounces, dry runs and outcomes, on both backends.
+
+mod common;
+
+use common::{Backend, Daemon, RedisServer, SmtpSink, API_KEY};
+use herald::proto::v1::{
+    messages_client::MessagesClient, suppressions_client::SuppressionsClient, template::Content, templates_client::TemplatesClient,
+    AddSuppressionsRequest, AddressConfiguration, AttributeValues, ChannelType, CheckSuppressionRequest, CreateTemplateRequest,
+    DeliveryStatus, DirectMessageConfiguration, EmailMessage, EmailTemplate, Endpoint, EndpointSendConfiguration, EndpointStatus,
+    EndpointUser, GetMessageOutcomeRequest, OptOut, SendMessagesRequest, Suppression, Template, TemplateConfiguration, TemplateReference,
+    UpdateEndpointsBatchRequest,
+};
+
+fn start(backend: Backend, sink: &SmtpSink) -> Daemon {
+    let redis = (backend == Backend::Redis).then(RedisServer::start);
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("smtp://127.0.0.1:{}", sink.port);
+    Daemon::spawn(redis, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &["--smtp-url", &url])
+}
+
+fn email(id: &str, address: &str, status: EndpointStatus, opt_out: OptOut) -> Endpoint {
+    Endpoint {
+        id: id.into(),
+        channel_type: ChannelType::Email as i32,
+        address: address.into(),
+        endpoint_status: status as i32,
+        opt_out: opt_out as i32,
+        user: Some(EndpointUser {
+            user_id: format!("u-{id}"),
+            user_attributes: [("FirstName".to_string(), AttributeValues { values: vec![id.to_uppercase()] })].into(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn status(r: &herald::proto::v1::MessageResult) -> DeliveryStatus {
+    DeliveryStatus::try_from(r.delivery_status).unwrap()
+}
+
+async fn wait_for(sink: &SmtpSink, n: usize) -> Vec<String> {
+    for _ in 0..100 {
+        let m = sink.messages();
+        if m.len() >= n {
+            return m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    sink.messages()
+}
+
+async fn rules_rendering_and_delivery(backend: Backend) {
+    let sink = SmtpSink::start(&[]);
+    let d = start(backend, &sink);
+    let app = d.create_app("m").await.app_id;
+    let mut eps = d.endpoints().await;
+    let batch = vec![
+        email("ana", "ana@example.com", EndpointStatus::Active, OptOut::None),
+        email("quiet", "quiet@example.com", EndpointStatus::Active, OptOut::All),
+        email("old", "old@example.com", EndpointStatus::Inactive, OptOut::None),
+    ];
+    eps.update_endpoints_batch(d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: batch })).await.unwrap();
+    let mut templates = TemplatesClient::new(d.channel().await);
+    let t = Template {
+        name: "welcome".into(),
+        content: Some(Content::Email(EmailTemplate {
+            subject: "Hi {{User.UserAttributes.FirstName}} ({{Month}})".into(),
+            text_part: "Welcome, {{Address}}".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    templates.create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t) })).await.unwrap();
+    SuppressionsClient::new(d.channel().await)
+        .add_suppressions(d.req(AddSuppressionsRequest {
+            app_id: app.clone(),
+            suppressions: vec![Suppression { address: "blocked@example.com".into(), ..Default::default() }],
+        }))
+        .await
+        .unwrap();
+
+    let addr = |c: ChannelType| AddressConfiguration { channel_type: c as i32, ..Default::default() };
+    let month = |m: &str| EndpointSendConfiguration {
+        substitutions: [("Month".to_string(), AttributeValues { values: vec![m.into()] })].into(),
+        ..Default::default()
+    };
+    let request = SendMessagesRequest {
+        app_id: app.clone(),
+        addresses: [
+            ("bob@example.com".to_string(), addr(ChannelType::Email)),
+            ("BOB@example.com".to_string(), addr(ChannelType::Email)),
+            ("blocked@example.com".to_string(), addr(ChannelType::Email)),
+            ("not-an-address".to_string(), addr(ChannelType::Email)),
+            ("+14155550100".to_string(), addr(ChannelType::Sms)),
+        ]
+        .into(),
+        endpoints: [
+            ("ana".to_string(), month("March")),
+            ("quiet".to_string(), month("")),
+            ("old".to_string(), month("")),
+            ("ghost".to_string(), month("")),
+        ]
+        .into(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage { from_address: "Shop <news@shop.example>".into(), ..Default::default() }),
+            custom_message: None,
+        }),
+        template_configuration: Some(TemplateConfiguration {
+            email_template: Some(TemplateReference { name: "welcome".into(), version: 0 }),
+            custom_template: None,
+        }),
+        ..Default::default()
+    };
+    let r = MessagesClient::new(d.channel().await).send_messages(d.req(request)).await.unwrap().into_inner();
+    assert_eq!(status(&r.endpoint_result["ana"]), DeliveryStatus::Successful, "{:?}", r.endpoint_result["ana"]);
+    assert_eq!(r.endpoint_result["ana"].status_code, 250);
+    assert_eq!(status(&r.endpoint_result["quiet"]), DeliveryStatus::OptOut);
+    assert_eq!(status(&r.endpoint_result["old"]), DeliveryStatus::PermanentFailure);
+    assert_eq!(status(&r.endpoint_result["ghost"]), DeliveryStatus::PermanentFailure);
+    assert_eq!(status(&r.result["blocked@example.com"]), DeliveryStatus::PermanentFailure);
+    assert!(r.result["blocked@example.com"].status_message.contains("suppression"));
+    assert_eq!(status(&r.result["not-an-address"]), DeliveryStatus::PermanentFailure);
+    assert_eq!(status(&r.result["+14155550100"]), DeliveryStatus::PermanentFailure);
+    let bobs = [status(&r.result["bob@example.com"]), status(&r.result["BOB@example.com"])];
+    assert!(bobs.contains(&DeliveryStatus::Successful) && bobs.contains(&DeliveryStatus::Duplicate), "{bobs:?}");
+
+    let delivered = wait_for(&sink, 2).await;
+    assert_eq!(delivered.len(), 2);
+    let ana = delivered.iter().find(|m| m.contains("X-Rcpt-Args: <ana@example.com>")).expect("ana's message");
+    assert!(ana.lines().any(|l| l.trim_end() == "Subject: Hi ANA (March)"), "{ana}");
+    assert!(ana.contains("Welcome, ana@example.com"), "{ana}");
+
+    let outcome = MessagesClient::new(d.channel().await)
+        .get_message_outcome(
+            d.req(GetMessageOutcomeRequest { app_id: app.clone(), message_id: r.endpoint_result["ana"].message_id.clone() }),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((outcome.delivery_status, outcome.endpoint_id.as_str(), outcome.attempts), (DeliveryStatus::Successful as i32, "ana", 1));
+    let ghost = MessagesClient::new(d.channel().await)
+        .get_message_outcome(
+            d.req(GetMessageOutcomeRequest { app_id: app.clone(), message_id: r.endpoint_result["ghost"].message_id.clone() }),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ghost.delivery_status, DeliveryStatus::PermanentFailure as i32, "early failures are recorded too");
+
+    // A dry run does everything but the provider call.
+    let dry = SendMessagesRequest {
+        app_id: app.clone(),
+        addresses: [("dry@example.com".to_string(), addr(ChannelType::Email))].into(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                from_address: "news@shop.example".into(),
+                subject: "Dry {{Id}}".into(),
+                text_part: "x".into(),
+                ..Default::default()
+            }),
+            custom_message: None,
+        }),
+        dry_run: true,
+        ..Default::default()
+    };
+    let r = MessagesClient::new(d.channel().await).send_messages(d.req(dry)).await.unwrap().into_inner();
+    assert_eq!(status(&r.result["dry@example.com"]), DeliveryStatus::Successful);
+    assert!(r.result["dry@example.com"].status_message.contains("dry run"));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(sink.messages().len(), 2, "a dry run sends nothing");
+}
+
+async fn hard_bounces_suppress_and_render_failures_fail_one_message(backend: Backend) {
+    let sink = SmtpSink::start(&["-B", "550 5.1.1 No such user", "-f", "RCPT"]);
+    let d = start(backend, &sink);
+    let app = d.create_app("b").await.app_id;
+    let addr = AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() };
+    let request = |subject: &str| SendMessagesRequest {
+        app_id: app.clone(),
+        addresses: [("ghost@example.com".to_string(), addr.clone())].into(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                from_address: "news@shop.example".into(),
+                subject: subject.into(),
+                text_part: "hello".into(),
+                ..Default::default()
+            }),
+            custom_message: None,
+        }),
+        ..Default::default()
+    };
+    let r = MessagesClient::new(d.channel().await).send_messages(d.req(request("Hi"))).await.unwrap().into_inner();
+    let res = &r.result["ghost@example.com"];
+    assert_eq!((status(res), res.status_code), (DeliveryStatus::PermanentFailure, 550), "{res:?}");
+    let s = SuppressionsClient::new(d.channel().await)
+        .check_suppression(d.req(CheckSuppressionRequest { app_id: app.clone(), address: "ghost@example.com".into() }))
+        .await
+        .expect("a hard bounce suppresses the address")
+        .into_inner();
+    assert_eq!(s.reason, herald::proto::v1::SuppressionReason::HardBounce as i32);
+
+    // One recipient's render fails; the other in the same call is unaffected.
+    let mut failing = request("Total {{divide Metrics.visits 0}}");
+    failing.addresses.clear();
+    failing.endpoints = [("zero".to_string(), EndpointSendConfiguration::default())].into();
+    failing.addresses.insert("fine@example.com".to_string(), addr.clone());
+    let mut eps = d.endpoints().await;
+    let mut zero = email("zero", "zero@example.com", EndpointStatus::Active, OptOut::None);
+    zero.metrics.insert("visits".into(), 3.0);
+    eps.update_endpoints_batch(d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: vec![zero] })).await.unwrap();
+    let r = MessagesClient::new(d.channel().await).send_messages(d.req(failing)).await.unwrap().into_inner();
+    let res = &r.endpoint_result["zero"];
+    assert_eq!(status(res), DeliveryStatus::PermanentFailure);
+    assert!(res.status_message.contains("divide"), "{res:?}");
+    // fine@ has no Metrics.visits: a blank operand renders nothing, so its message goes out
+    // (and this sink refuses every recipient).
+    assert_eq!(r.result["fine@example.com"].status_code, 550);
+    if let Some(redis) = &d.redis {
+        let events = redis.cli(&["XRANGE", &format!("herald:{{{app}}}:events"), "-", "+"]).join("\n");
+        assert!(events.contains("_email.hardbounce"), "{events}");
+        assert!(events.contains("_email.rendering_failure"), "{events}");
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod embedded_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Embedded).await; })*
+        }
+        mod redis_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Redis).await; })*
+        }
+    };
+}
+
+on_both_backends!(rules_rendering_and_delivery, hard_bounces_suppress_and_render_failures_fail_one_message);
