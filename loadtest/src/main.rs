@@ -15,8 +15,9 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use herald::proto::v1::{
-    apps_client::AppsClient, endpoints_client::EndpointsClient, AttributeValues, ChannelType, CreateAppRequest, DeleteAppRequest, Endpoint,
-    EndpointDemographic, EndpointLocation, EndpointUser, GetEndpointRequest, ImportEndpointsRequest,
+    apps_client::AppsClient, endpoints_client::EndpointsClient, messages_client::MessagesClient, AddressConfiguration, AttributeValues,
+    ChannelType, CreateAppRequest, DeleteAppRequest, DeliveryStatus, DirectMessageConfiguration, EmailMessage, Endpoint,
+    EndpointDemographic, EndpointLocation, EndpointUser, GetEndpointRequest, ImportEndpointsRequest, SendMessagesRequest,
 };
 use serde_json::json;
 use tonic::transport::Channel;
@@ -74,6 +75,31 @@ enum Scenario {
         #[arg(long)]
         reference: bool,
     },
+    /// SendMessages: one email address per call at a fixed rate (latency), or `--per-call`
+    /// addresses per call flat out (throughput). The daemon needs --smtp-url unless --dry-run.
+    Send {
+        /// Calls per second (fixed-rate mode).
+        #[arg(long, default_value_t = 2_000)]
+        rate: u64,
+        /// Seconds of measured load (fixed-rate mode).
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Addresses per call; above 1 the calls go flat out, `calls` of them.
+        #[arg(long, default_value_t = 1)]
+        per_call: usize,
+        /// Calls in throughput mode.
+        #[arg(long, default_value_t = 100)]
+        calls: u64,
+        /// Concurrent calls in throughput mode.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// Everything but the provider call.
+        #[arg(long)]
+        dry_run: bool,
+        /// Connections the calls are spread over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
     /// GetEndpoint at a fixed rate.
     GetEndpoint {
         /// Calls per second.
@@ -100,6 +126,83 @@ async fn main() -> anyhow::Result<()> {
     let channel = connect(&cli.addr).await?;
     match cli.scenario {
         Scenario::Smtp { .. } => unreachable!("handled above"),
+        Scenario::Send { rate, duration, per_call, calls, concurrency, dry_run, connections } => {
+            let app = create_app(&channel, &cli.api_key, "loadtest-send").await?;
+            let mut channels = Vec::new();
+            for _ in 0..connections.max(1) {
+                channels.push(connect(&cli.addr).await?);
+            }
+            if per_call <= 1 {
+                let duration = Duration::from_secs(duration).min(MAX_DURATION);
+                send_fixed_rate(&channels, &cli.api_key, &app, rate, Duration::from_secs(1), dry_run).await?;
+                let (hist, errors, achieved) = send_fixed_rate(&channels, &cli.api_key, &app, rate, duration, dry_run).await?;
+                let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+                if cli.json {
+                    println!(
+                        "{}",
+                        json!({"scenario": "send", "target_rate": rate, "achieved_rate": achieved, "calls": hist.len(), "errors": errors, "dry_run": dry_run, "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999)})
+                    );
+                } else {
+                    println!("send: {} calls at {achieved:.0}/s (target {rate}/s), {errors} failed; latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms", hist.len(), ms(0.5), ms(0.9), ms(0.99), ms(0.999));
+                }
+            } else {
+                let per_call = per_call.min(10_000);
+                let start = Instant::now();
+                let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let mut tasks = Vec::new();
+                for w in 0..concurrency.max(1) {
+                    let (ch, key, app, next) = (channels[w % channels.len()].clone(), cli.api_key.clone(), app.clone(), next.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let mut client = MessagesClient::new(ch).max_encoding_message_size(64 << 20).max_decoding_message_size(64 << 20);
+                        let (mut ok, mut failed) = (0u64, 0u64);
+                        loop {
+                            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if n >= calls {
+                                break;
+                            }
+                            let addresses = (0..per_call)
+                                .map(|i| {
+                                    (
+                                        format!("u{n}-{i}@load.herald.test"),
+                                        AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() },
+                                    )
+                                })
+                                .collect();
+                            let r = client.send_messages(request(&key, send_request(&app, addresses, dry_run))).await?.into_inner();
+                            for res in r.result.values() {
+                                if res.delivery_status == DeliveryStatus::Successful as i32 {
+                                    ok += 1
+                                } else {
+                                    failed += 1
+                                }
+                            }
+                        }
+                        anyhow::Ok((ok, failed))
+                    }));
+                }
+                let (mut ok, mut failed) = (0, 0);
+                for t in tasks {
+                    let (o, f) = t.await??;
+                    ok += o;
+                    failed += f;
+                }
+                let secs = start.elapsed().as_secs_f64();
+                let rate = (ok + failed) as f64 / secs;
+                if cli.json {
+                    println!(
+                        "{}",
+                        json!({"scenario": "send-throughput", "messages": ok + failed, "successful": ok, "failed": failed, "seconds": secs, "messages_per_second": rate, "dry_run": dry_run})
+                    );
+                } else {
+                    println!(
+                        "send: {} messages ({ok} successful, {failed} not) in {secs:.2} s = {rate:.0} messages/s{}",
+                        ok + failed,
+                        if dry_run { " (dry run)" } else { "" }
+                    );
+                }
+            }
+            cleanup(&channel, &cli.api_key, &app, cli.keep).await?;
+        }
         Scenario::Import { count, streams, message } => {
             if count == 0 || count > MAX_COUNT || streams == 0 || message == 0 {
                 bail!("--count must be 1..={MAX_COUNT}, --streams and --message at least 1");
@@ -405,4 +508,63 @@ async fn smtp(count: u64, connections: usize, size: usize, reference: bool, json
         }
     }
     Ok(())
+}
+
+fn send_request(app: &str, addresses: std::collections::HashMap<String, AddressConfiguration>, dry_run: bool) -> SendMessagesRequest {
+    SendMessagesRequest {
+        app_id: app.to_string(),
+        addresses,
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                from_address: "Load Test <load@herald.test>".into(),
+                subject: "Your code".into(),
+                text_part: "Your one-time code is 123456. It expires in ten minutes.".into(),
+                ..Default::default()
+            }),
+            custom_message: None,
+        }),
+        dry_run,
+        ..Default::default()
+    }
+}
+
+/// SendMessages with one address on a fixed schedule; latency of each call.
+async fn send_fixed_rate(
+    channels: &[Channel],
+    key: &Option<String>,
+    app: &str,
+    rate: u64,
+    duration: Duration,
+    dry_run: bool,
+) -> anyhow::Result<(Histogram<u64>, u64, f64)> {
+    let total = (rate as f64 * duration.as_secs_f64()) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<u64, ()>>();
+    let start = tokio::time::Instant::now();
+    for n in 0..total {
+        tokio::time::sleep_until(start + interval * n as u32).await;
+        let mut client = MessagesClient::new(channels[(n as usize) % channels.len()].clone());
+        let addresses =
+            [(format!("t{n}@load.herald.test"), AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() })]
+                .into();
+        let req = request(key, send_request(app, addresses, dry_run));
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let issued = Instant::now();
+            let ok = matches!(client.send_messages(req).await, Ok(r) if r.get_ref().result.values().all(|v| v.delivery_status == DeliveryStatus::Successful as i32));
+            let micros = issued.elapsed().as_micros() as u64;
+            let _ = tx.send(if ok { Ok(micros) } else { Err(()) });
+        });
+    }
+    drop(tx);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    while let Some(r) = rx.recv().await {
+        match r {
+            Ok(us) => hist.record(us.max(1))?,
+            Err(()) => errors += 1,
+        }
+    }
+    let achieved = (hist.len() + errors) as f64 / start.elapsed().as_secs_f64();
+    Ok((hist, errors, achieved))
 }
