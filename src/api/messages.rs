@@ -195,7 +195,7 @@ impl messages_server::Messages for MessagesService {
             let mut seen: HashSet<(i32, String)> = HashSet::new();
             for (i, r) in recipients.iter().enumerate() {
                 let mut o = MessageOutcome {
-                    message_id: domain::new_id(),
+                    message_id: domain::new_message_id(),
                     app_id: app.clone(),
                     source: MessageSource::Transactional as i32,
                     request_id: request_id.clone(),

@@ -35,6 +35,19 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A new message id: the creation time (unix seconds, 8 hex digits) then 24 random hex
+/// digits. Ids sort by time, and a store can find a message's time bucket from its id alone.
+pub fn new_message_id() -> String {
+    let secs = chrono::Utc::now().timestamp().max(0) as u32;
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{secs:08x}{}", &random[..24])
+}
+
+/// The creation time (unix seconds) a message id carries, if it is one of Herald's.
+pub fn message_id_time(id: &str) -> Option<i64> {
+    (id.len() == 32).then(|| id.get(..8)).flatten().and_then(|h| u32::from_str_radix(h, 16).ok()).map(i64::from)
+}
+
 /// A new random resource id: 32 lowercase hex digits, as Pinpoint's application ids.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()

@@ -13,7 +13,7 @@
 //! | `herald:{app}:eps` | set | every endpoint id of the app |
 //! | `herald:{app}:quota:{channel}:total` / `:h:{hour}` | string (counter) | quota use, all time / per hour (expires after 25 h) |
 //! | `herald:{app}:suppressed` | hash | address → `Suppression` (protobuf) |
-//! | `herald:{app}:out:{message_id}` | string, expiring | a `MessageOutcome` (protobuf) |
+//! | `herald:{app}:out:{hour}` | hash, expiring | message id → `MessageOutcome` (protobuf), by the hour in the id |
 //! | `herald:{app}:counts:{day}` | hash, expiring | `{channel}:{status}` → messages |
 //! | `herald:{app}:events` | stream (capped) | field `e`: an `Event` (protobuf) |
 //!
@@ -544,8 +544,17 @@ impl Store for RedisStore {
         }
         let keys = Keys::new(app_id);
         let mut pipe = redis::pipe();
+        // One HSET per hour bucket (message ids carry their hour), expiring with the last
+        // outcome's TTL plus the bucket's hour.
+        let mut buckets: std::collections::BTreeMap<i64, Vec<(&str, Vec<u8>)>> = std::collections::BTreeMap::new();
         for o in outcomes {
-            pipe.cmd("SET").arg(keys.key("out:", &o.message_id)).arg(o.encode_to_vec()).arg("EX").arg(ttl_secs.max(1)).ignore();
+            let hour = crate::domain::message_id_time(&o.message_id).unwrap_or(0) / 3600;
+            buckets.entry(hour).or_default().push((o.message_id.as_str(), o.encode_to_vec()));
+        }
+        for (hour, fields) in buckets {
+            let key = keys.key("out:", &hour.to_string());
+            pipe.hset_multiple(&key, &fields).ignore();
+            pipe.expire(&key, (ttl_secs.max(1) + 3_600) as i64).ignore();
         }
         for ((day, channel, status), n) in super::tally(outcomes) {
             let counts = keys.key("counts:", &day);
@@ -562,7 +571,8 @@ impl Store for RedisStore {
     }
 
     async fn get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError> {
-        let found: Option<Vec<u8>> = self.conn().get(Keys::new(app_id).key("out:", message_id)).await?;
+        let Some(secs) = crate::domain::message_id_time(message_id) else { return Ok(None) };
+        let found: Option<Vec<u8>> = self.conn().hget(Keys::new(app_id).key("out:", &(secs / 3600).to_string()), message_id).await?;
         Ok(found.map(|b| MessageOutcome::decode(b.as_slice())).transpose()?)
     }
 
