@@ -222,6 +222,54 @@ async fn hard_bounces_suppress_and_render_failures_fail_one_message(backend: Bac
     }
 }
 
+async fn idempotent_repeats_send_once(backend: Backend) {
+    let sink = SmtpSink::start(&[]);
+    let d = start(backend, &sink);
+    let app = d.create_app("i").await.app_id;
+    let request = |key: &str| SendMessagesRequest {
+        app_id: app.clone(),
+        addresses: [(
+            "once@example.com".to_string(),
+            AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() },
+        )]
+        .into(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                from_address: "news@shop.example".into(),
+                subject: "Once".into(),
+                text_part: "x".into(),
+                ..Default::default()
+            }),
+            custom_message: None,
+        }),
+        idempotency_key: key.into(),
+        ..Default::default()
+    };
+    // Concurrent repeats while the first is in flight, then a later one.
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let mut c = MessagesClient::new(d.channel().await);
+        let req = d.req(request("reset-42"));
+        calls.push(tokio::spawn(async move { c.send_messages(req).await.unwrap().into_inner() }));
+    }
+    let mut responses = Vec::new();
+    for c in calls {
+        responses.push(c.await.unwrap());
+    }
+    responses.push(MessagesClient::new(d.channel().await).send_messages(d.req(request("reset-42"))).await.unwrap().into_inner());
+    let first = &responses[0];
+    assert!(responses.iter().all(
+        |r| r.request_id == first.request_id && r.result["once@example.com"].message_id == first.result["once@example.com"].message_id
+    ));
+    assert_eq!(status(&first.result["once@example.com"]), DeliveryStatus::Successful);
+    // Another key sends again.
+    let other = MessagesClient::new(d.channel().await).send_messages(d.req(request("reset-43"))).await.unwrap().into_inner();
+    assert_ne!(other.request_id, first.request_id);
+    let delivered = wait_for(&sink, 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(delivered.len().max(sink.messages().len()), 2, "one message per key");
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod embedded_backend {
@@ -233,4 +281,4 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(rules_rendering_and_delivery, hard_bounces_suppress_and_render_failures_fail_one_message);
+on_both_backends!(rules_rendering_and_delivery, hard_bounces_suppress_and_render_failures_fail_one_message, idempotent_repeats_send_once);

@@ -23,12 +23,14 @@ use crate::proto::v1::{
 };
 use crate::render::mime;
 use crate::render::template::{CompiledTemplate, TemplateCache};
-use crate::store::Store;
+use crate::store::{Idempotency, Store};
 
 /// Most recipients in one call.
 pub const MAX_RECIPIENTS: usize = 10_000;
 /// How long a call waits for room on a full shard before shedding load.
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// How long an idempotency key remembers its send.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long a call waits for its messages' results.
 const RESULT_WAIT: Duration = Duration::from_secs(60);
 
@@ -69,6 +71,300 @@ impl MessagesService {
         self.cache.get(&t).map_err(|e| invalid(vec![FieldViolation::new(field, format!("does not compile: {e}"))]))
     }
 
+    /// A send with an idempotency key: the first call sends, repeats within 24 hours (also
+    /// while the first is in flight) get its response.
+    async fn send_once(&self, req: SendMessagesRequest) -> Result<SendMessagesResponse, Status> {
+        use prost::Message as _;
+        check_app_id(&req.app_id)?;
+        let key = req.idempotency_key.clone();
+        if key.len() > 256 || key.chars().any(char::is_control) {
+            return Err(invalid(vec![FieldViolation::new("idempotency_key", "must be at most 256 characters without control characters")]));
+        }
+        let app = req.app_id.clone();
+        let deadline = tokio::time::Instant::now() + RESULT_WAIT;
+        loop {
+            match self.store.claim_idempotency(&app, &key, IDEMPOTENCY_TTL.as_secs()).await.map_err(store_status)? {
+                Idempotency::Done(bytes) => {
+                    return SendMessagesResponse::decode(bytes.as_slice())
+                        .map_err(|_| Status::internal("a stored response could not be read"));
+                }
+                Idempotency::InFlight if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(25)).await,
+                Idempotency::InFlight => {
+                    let mut details = ErrorDetails::new();
+                    details.set_retry_info(Some(Duration::from_secs(1)));
+                    return Err(Status::with_error_details(
+                        tonic::Code::Aborted,
+                        "a send with this idempotency key is still in flight",
+                        details,
+                    ));
+                }
+                Idempotency::Claimed => {
+                    return match self.send(req).await {
+                        Ok(response) => {
+                            self.store
+                                .complete_idempotency(&app, &key, &response.encode_to_vec(), IDEMPOTENCY_TTL.as_secs())
+                                .await
+                                .map_err(store_status)?;
+                            Ok(response)
+                        }
+                        Err(status) => {
+                            let _ = self.store.release_idempotency(&app, &key).await;
+                            Err(status)
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    async fn send(&self, req: SendMessagesRequest) -> Result<SendMessagesResponse, Status> {
+        check_app_id(&req.app_id)?;
+        let app = &req.app_id;
+        if self.store.get_app(app).await.map_err(store_status)?.is_none() {
+            return Err(Status::not_found(format!("app {app} not found")));
+        }
+        let count = req.addresses.len() + req.endpoints.len();
+        if count == 0 || count > MAX_RECIPIENTS {
+            return Err(invalid(vec![FieldViolation::new(
+                "addresses",
+                format!("a send has 1 to {MAX_RECIPIENTS} recipients ({count} given)"),
+            )]));
+        }
+        let config = req.message_configuration.clone().unwrap_or_default();
+        let templates = req.template_configuration.clone().unwrap_or_default();
+        let email_msg = config.email_message.clone();
+
+        // What each channel renders, compiled once for the whole request.
+        let email_template = match (&templates.email_template, &email_msg) {
+            (Some(r), _) if !r.name.is_empty() => Some(self.template(app, r, "template_configuration.email_template").await?),
+            (_, Some(m)) if m.raw_message.is_empty() && (!m.subject.is_empty() || !m.html_part.is_empty() || !m.text_part.is_empty()) => {
+                Some(self.inline(
+                    Content::Email(crate::proto::v1::EmailTemplate {
+                        subject: m.subject.clone(),
+                        html_part: m.html_part.clone(),
+                        text_part: m.text_part.clone(),
+                        ..Default::default()
+                    }),
+                    "message_configuration.email_message",
+                )?)
+            }
+            _ => None,
+        };
+        let custom_template = match (&templates.custom_template, &config.custom_message) {
+            (Some(r), _) if !r.name.is_empty() => Some(self.template(app, r, "template_configuration.custom_template").await?),
+            (_, Some(m)) => Some(self.inline(
+                Content::Custom(crate::proto::v1::CustomTemplate { payload: m.data.clone() }),
+                "message_configuration.custom_message.data",
+            )?),
+            _ => None,
+        };
+        let sender = match &email_msg {
+            Some(m) if !m.from_address.is_empty() => Some(
+                mime::Sender::new(&m.from_address, m.reply_to_addresses.first().map(String::as_str))
+                    .map_err(|e| invalid(vec![FieldViolation::new("message_configuration.email_message.from_address", e.to_string())]))?,
+            ),
+            _ => None,
+        };
+        let from_address = email_msg.as_ref().map(|m| m.from_address.clone()).unwrap_or_default();
+        let from_addr_only =
+            from_address.rsplit_once('<').map_or(from_address.as_str(), |(_, a)| a.trim_end_matches('>')).trim().to_string();
+        let request_subs = email_msg.as_ref().map(|m| subs(&m.substitutions)).unwrap_or_default();
+
+        // Recipients.
+        let mut recipients = Vec::with_capacity(count);
+        for (address, c) in &req.addresses {
+            let channel = ChannelType::try_from(c.channel_type).unwrap_or(ChannelType::Unspecified);
+            let mut s = request_subs.clone();
+            s.extend(subs(&c.substitutions));
+            recipients.push(Recipient {
+                key: address.clone(),
+                by_endpoint: false,
+                endpoint: None,
+                channel,
+                address: address.clone(),
+                substitutions: s,
+            });
+        }
+        let ids: Vec<&String> = req.endpoints.keys().collect();
+        let fetched = futures::future::join_all(ids.iter().map(|id| self.store.get_endpoint(app, id))).await;
+        for (id, found) in ids.into_iter().zip(fetched) {
+            let endpoint = found.map_err(store_status)?;
+            let mut s = request_subs.clone();
+            s.extend(subs(&req.endpoints[id].substitutions));
+            let (channel, address) = endpoint.as_ref().map_or((ChannelType::Unspecified, String::new()), |e| {
+                (ChannelType::try_from(e.channel_type).unwrap_or_default(), e.address.clone())
+            });
+            recipients.push(Recipient { key: id.clone(), by_endpoint: true, endpoint, channel, address, substitutions: s });
+        }
+        let normalized: Vec<String> = recipients.iter().map(|r| crate::api::suppressions::normalize(&r.address)).collect();
+        let suppressed = self.store.get_suppressions(app, &normalized).await.map_err(store_status)?;
+
+        let request_id = domain::new_id();
+        let now = domain::timestamp(chrono::Utc::now());
+        let mut early: Vec<MessageOutcome> = Vec::new();
+        let mut early_events = Vec::new();
+        let mut waiting: Vec<(usize, oneshot::Receiver<MessageOutcome>)> = Vec::new();
+        let mut finished: Vec<Option<MessageOutcome>> = (0..recipients.len()).map(|_| None).collect();
+        let mut seen: HashSet<(i32, String)> = HashSet::new();
+        for (i, r) in recipients.iter().enumerate() {
+            let mut o = MessageOutcome {
+                message_id: domain::new_message_id(),
+                app_id: app.clone(),
+                source: MessageSource::Transactional as i32,
+                request_id: request_id.clone(),
+                endpoint_id: if r.by_endpoint { r.key.clone() } else { String::new() },
+                address: r.address.clone(),
+                channel: endpoint_rules::channel_name(r.channel).to_string(),
+                created_date: now.clone(),
+                updated_date: now.clone(),
+                dry_run: req.dry_run,
+                ..Default::default()
+            };
+            let fail = |o: &mut MessageOutcome, status: DeliveryStatus, why: String| {
+                o.delivery_status = status as i32;
+                o.status_message = why;
+            };
+            // Delivery rules, before anything is rendered.
+            let lane = match r.channel {
+                ChannelType::Email => Some(Lane::Email),
+                ChannelType::Custom => Some(Lane::Custom),
+                _ => None,
+            };
+            let rule = if r.by_endpoint && r.endpoint.is_none() {
+                Some((DeliveryStatus::PermanentFailure, format!("endpoint {} not found", r.key)))
+            } else if r.endpoint.as_ref().is_some_and(|e| e.endpoint_status == EndpointStatus::Inactive as i32) {
+                Some((DeliveryStatus::PermanentFailure, "the endpoint is INACTIVE".to_string()))
+            } else if r.endpoint.as_ref().is_some_and(|e| e.opt_out == OptOut::All as i32) {
+                Some((DeliveryStatus::OptOut, "the endpoint opted out".to_string()))
+            } else if lane.is_none() {
+                Some((DeliveryStatus::PermanentFailure, format!("channel {} is not available", endpoint_rules::channel_name(r.channel))))
+            } else if let Err(why) = endpoint_rules::validate_address(r.channel, &r.address) {
+                Some((DeliveryStatus::PermanentFailure, format!("the address {why}")))
+            } else if suppressed[i].is_some() {
+                Some((DeliveryStatus::PermanentFailure, "the address is on the app's suppression list".to_string()))
+            } else if !seen.insert((r.channel as i32, normalized[i].clone())) {
+                Some((DeliveryStatus::Duplicate, "the same address appears earlier in this request".to_string()))
+            } else {
+                None
+            };
+            if let Some((status, why)) = rule {
+                fail(&mut o, status, why);
+                early_events.push(event_for(&o, format!("_{}.rejected", if r.channel == ChannelType::Email { "email" } else { "custom" })));
+                finished[i] = Some(o.clone());
+                early.push(o);
+                continue;
+            }
+            let lane = lane.expect("checked above");
+            // Render.
+            let payload = match lane {
+                Lane::Email => {
+                    let raw = email_msg.as_ref().map(|m| m.raw_message.as_str()).filter(|r| !r.is_empty());
+                    match (raw, &email_template, &sender) {
+                        (_, _, None) => Err(("no from_address in message_configuration.email_message".to_string(), false)),
+                        (Some(raw), _, Some(_)) => Ok(Payload::Email { from: from_addr_only.clone(), mime: raw.as_bytes().to_vec() }),
+                        (None, Some(t), Some(sender)) => {
+                            let ctx = t.context(r.endpoint.as_ref(), &r.substitutions);
+                            match t.render(self.cache.renderer(), &ctx) {
+                                Ok(parts) => {
+                                    let part = |n: &str| parts.iter().find(|(p, _)| p == n).map(|(_, s)| s.as_str());
+                                    sender
+                                        .message(
+                                            &r.address,
+                                            part("subject").unwrap_or(""),
+                                            part("text_part"),
+                                            part("html_part"),
+                                            part("list_unsubscribe_url"),
+                                        )
+                                        .map(|mime| Payload::Email { from: from_addr_only.clone(), mime })
+                                        .map_err(|e| (e.to_string(), true))
+                                }
+                                Err(e) => Err((e.to_string(), true)),
+                            }
+                        }
+                        (None, None, Some(_)) => Err(("no email content: give a template or a message".to_string(), false)),
+                    }
+                }
+                Lane::Custom => match &custom_template {
+                    None => Err(("no custom content: give a template or custom_message".to_string(), false)),
+                    Some(t) => {
+                        let ctx = t.context(r.endpoint.as_ref(), &r.substitutions);
+                        match t.render(self.cache.renderer(), &ctx) {
+                            Ok(parts) => {
+                                let data = parts.into_iter().next().map(|(_, s)| s).unwrap_or_default();
+                                let mut endpoints = serde_json::Map::new();
+                                if let Some(e) = &r.endpoint {
+                                    endpoints.insert(e.id.clone(), crate::cli::json::endpoint(e));
+                                }
+                                Ok(Payload::Custom {
+                                    body: webhook::Payload {
+                                        message: serde_json::json!({}),
+                                        data,
+                                        application_id: app.clone(),
+                                        scheduled_time: now.clone(),
+                                        endpoints,
+                                        ..Default::default()
+                                    },
+                                })
+                            }
+                            Err(e) => Err((e.to_string(), true)),
+                        }
+                    }
+                },
+            };
+            let payload = match payload {
+                Ok(p) => p,
+                Err((why, rendering)) => {
+                    fail(&mut o, DeliveryStatus::PermanentFailure, why);
+                    if rendering {
+                        let prefix = if lane == Lane::Email { "_email" } else { "_custom" };
+                        early_events.push(event_for(&o, format!("{prefix}.rendering_failure")));
+                    }
+                    finished[i] = Some(o.clone());
+                    early.push(o);
+                    continue;
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            let job = Job { outcome: o, payload, dry_run: req.dry_run, first_attempt: None, reply: Some(tx) };
+            match self.engine.submit(lane, job, QUEUE_WAIT).await {
+                Ok(()) => waiting.push((i, rx)),
+                Err(job) => {
+                    let mut details = ErrorDetails::new();
+                    details.set_retry_info(Some(Duration::from_secs(1)));
+                    drop(job);
+                    return Err(Status::with_error_details(
+                        tonic::Code::ResourceExhausted,
+                        "the dispatch queues are full; retry shortly",
+                        details,
+                    ));
+                }
+            }
+        }
+        if !early.is_empty() {
+            self.store.record_outcomes(app, &early, &early_events, self.outcome_ttl.as_secs()).await.map_err(store_status)?;
+        }
+        for (i, rx) in waiting {
+            finished[i] = match tokio::time::timeout(RESULT_WAIT, rx).await {
+                Ok(Ok(o)) => Some(o),
+                _ => None,
+            };
+        }
+        let mut response = SendMessagesResponse { app_id: app.clone(), request_id, ..Default::default() };
+        for (r, o) in recipients.iter().zip(finished) {
+            let result = o.as_ref().map(result_of).unwrap_or(MessageResult {
+                delivery_status: DeliveryStatus::UnknownFailure as i32,
+                status_message: "no result within the call's time".into(),
+                ..Default::default()
+            });
+            if r.by_endpoint {
+                response.endpoint_result.insert(r.key.clone(), result);
+            } else {
+                response.result.insert(r.key.clone(), result);
+            }
+        }
+        Ok(response)
+    }
+
     /// Compiles a message's inline parts as an unnamed template.
     fn inline(&self, content: Content, field: &str) -> Result<Arc<CompiledTemplate>, Status> {
         let t = Template { name: "inline".into(), content: Some(content), ..Default::default() };
@@ -102,258 +398,10 @@ impl messages_server::Messages for MessagesService {
     async fn send_messages(&self, request: Request<SendMessagesRequest>) -> Result<Response<SendMessagesResponse>, Status> {
         observe("SendMessages", async {
             let req = request.into_inner();
-            check_app_id(&req.app_id)?;
-            let app = &req.app_id;
-            if self.store.get_app(app).await.map_err(store_status)?.is_none() {
-                return Err(Status::not_found(format!("app {app} not found")));
+            if req.idempotency_key.is_empty() {
+                return self.send(req).await.map(Response::new);
             }
-            let count = req.addresses.len() + req.endpoints.len();
-            if count == 0 || count > MAX_RECIPIENTS {
-                return Err(invalid(vec![FieldViolation::new(
-                    "addresses",
-                    format!("a send has 1 to {MAX_RECIPIENTS} recipients ({count} given)"),
-                )]));
-            }
-            let config = req.message_configuration.clone().unwrap_or_default();
-            let templates = req.template_configuration.clone().unwrap_or_default();
-            let email_msg = config.email_message.clone();
-
-            // What each channel renders, compiled once for the whole request.
-            let email_template = match (&templates.email_template, &email_msg) {
-                (Some(r), _) if !r.name.is_empty() => Some(self.template(app, r, "template_configuration.email_template").await?),
-                (_, Some(m))
-                    if m.raw_message.is_empty() && (!m.subject.is_empty() || !m.html_part.is_empty() || !m.text_part.is_empty()) =>
-                {
-                    Some(self.inline(
-                        Content::Email(crate::proto::v1::EmailTemplate {
-                            subject: m.subject.clone(),
-                            html_part: m.html_part.clone(),
-                            text_part: m.text_part.clone(),
-                            ..Default::default()
-                        }),
-                        "message_configuration.email_message",
-                    )?)
-                }
-                _ => None,
-            };
-            let custom_template = match (&templates.custom_template, &config.custom_message) {
-                (Some(r), _) if !r.name.is_empty() => Some(self.template(app, r, "template_configuration.custom_template").await?),
-                (_, Some(m)) => Some(self.inline(
-                    Content::Custom(crate::proto::v1::CustomTemplate { payload: m.data.clone() }),
-                    "message_configuration.custom_message.data",
-                )?),
-                _ => None,
-            };
-            let sender = match &email_msg {
-                Some(m) if !m.from_address.is_empty() => {
-                    Some(mime::Sender::new(&m.from_address, m.reply_to_addresses.first().map(String::as_str)).map_err(|e| {
-                        invalid(vec![FieldViolation::new("message_configuration.email_message.from_address", e.to_string())])
-                    })?)
-                }
-                _ => None,
-            };
-            let from_address = email_msg.as_ref().map(|m| m.from_address.clone()).unwrap_or_default();
-            let from_addr_only =
-                from_address.rsplit_once('<').map_or(from_address.as_str(), |(_, a)| a.trim_end_matches('>')).trim().to_string();
-            let request_subs = email_msg.as_ref().map(|m| subs(&m.substitutions)).unwrap_or_default();
-
-            // Recipients.
-            let mut recipients = Vec::with_capacity(count);
-            for (address, c) in &req.addresses {
-                let channel = ChannelType::try_from(c.channel_type).unwrap_or(ChannelType::Unspecified);
-                let mut s = request_subs.clone();
-                s.extend(subs(&c.substitutions));
-                recipients.push(Recipient {
-                    key: address.clone(),
-                    by_endpoint: false,
-                    endpoint: None,
-                    channel,
-                    address: address.clone(),
-                    substitutions: s,
-                });
-            }
-            let ids: Vec<&String> = req.endpoints.keys().collect();
-            let fetched = futures::future::join_all(ids.iter().map(|id| self.store.get_endpoint(app, id))).await;
-            for (id, found) in ids.into_iter().zip(fetched) {
-                let endpoint = found.map_err(store_status)?;
-                let mut s = request_subs.clone();
-                s.extend(subs(&req.endpoints[id].substitutions));
-                let (channel, address) = endpoint.as_ref().map_or((ChannelType::Unspecified, String::new()), |e| {
-                    (ChannelType::try_from(e.channel_type).unwrap_or_default(), e.address.clone())
-                });
-                recipients.push(Recipient { key: id.clone(), by_endpoint: true, endpoint, channel, address, substitutions: s });
-            }
-            let normalized: Vec<String> = recipients.iter().map(|r| crate::api::suppressions::normalize(&r.address)).collect();
-            let suppressed = self.store.get_suppressions(app, &normalized).await.map_err(store_status)?;
-
-            let request_id = domain::new_id();
-            let now = domain::timestamp(chrono::Utc::now());
-            let mut early: Vec<MessageOutcome> = Vec::new();
-            let mut early_events = Vec::new();
-            let mut waiting: Vec<(usize, oneshot::Receiver<MessageOutcome>)> = Vec::new();
-            let mut finished: Vec<Option<MessageOutcome>> = (0..recipients.len()).map(|_| None).collect();
-            let mut seen: HashSet<(i32, String)> = HashSet::new();
-            for (i, r) in recipients.iter().enumerate() {
-                let mut o = MessageOutcome {
-                    message_id: domain::new_message_id(),
-                    app_id: app.clone(),
-                    source: MessageSource::Transactional as i32,
-                    request_id: request_id.clone(),
-                    endpoint_id: if r.by_endpoint { r.key.clone() } else { String::new() },
-                    address: r.address.clone(),
-                    channel: endpoint_rules::channel_name(r.channel).to_string(),
-                    created_date: now.clone(),
-                    updated_date: now.clone(),
-                    dry_run: req.dry_run,
-                    ..Default::default()
-                };
-                let fail = |o: &mut MessageOutcome, status: DeliveryStatus, why: String| {
-                    o.delivery_status = status as i32;
-                    o.status_message = why;
-                };
-                // Delivery rules, before anything is rendered.
-                let lane = match r.channel {
-                    ChannelType::Email => Some(Lane::Email),
-                    ChannelType::Custom => Some(Lane::Custom),
-                    _ => None,
-                };
-                let rule = if r.by_endpoint && r.endpoint.is_none() {
-                    Some((DeliveryStatus::PermanentFailure, format!("endpoint {} not found", r.key)))
-                } else if r.endpoint.as_ref().is_some_and(|e| e.endpoint_status == EndpointStatus::Inactive as i32) {
-                    Some((DeliveryStatus::PermanentFailure, "the endpoint is INACTIVE".to_string()))
-                } else if r.endpoint.as_ref().is_some_and(|e| e.opt_out == OptOut::All as i32) {
-                    Some((DeliveryStatus::OptOut, "the endpoint opted out".to_string()))
-                } else if lane.is_none() {
-                    Some((
-                        DeliveryStatus::PermanentFailure,
-                        format!("channel {} is not available", endpoint_rules::channel_name(r.channel)),
-                    ))
-                } else if let Err(why) = endpoint_rules::validate_address(r.channel, &r.address) {
-                    Some((DeliveryStatus::PermanentFailure, format!("the address {why}")))
-                } else if suppressed[i].is_some() {
-                    Some((DeliveryStatus::PermanentFailure, "the address is on the app's suppression list".to_string()))
-                } else if !seen.insert((r.channel as i32, normalized[i].clone())) {
-                    Some((DeliveryStatus::Duplicate, "the same address appears earlier in this request".to_string()))
-                } else {
-                    None
-                };
-                if let Some((status, why)) = rule {
-                    fail(&mut o, status, why);
-                    early_events
-                        .push(event_for(&o, format!("_{}.rejected", if r.channel == ChannelType::Email { "email" } else { "custom" })));
-                    finished[i] = Some(o.clone());
-                    early.push(o);
-                    continue;
-                }
-                let lane = lane.expect("checked above");
-                // Render.
-                let payload = match lane {
-                    Lane::Email => {
-                        let raw = email_msg.as_ref().map(|m| m.raw_message.as_str()).filter(|r| !r.is_empty());
-                        match (raw, &email_template, &sender) {
-                            (_, _, None) => Err(("no from_address in message_configuration.email_message".to_string(), false)),
-                            (Some(raw), _, Some(_)) => Ok(Payload::Email { from: from_addr_only.clone(), mime: raw.as_bytes().to_vec() }),
-                            (None, Some(t), Some(sender)) => {
-                                let ctx = t.context(r.endpoint.as_ref(), &r.substitutions);
-                                match t.render(self.cache.renderer(), &ctx) {
-                                    Ok(parts) => {
-                                        let part = |n: &str| parts.iter().find(|(p, _)| p == n).map(|(_, s)| s.as_str());
-                                        sender
-                                            .message(
-                                                &r.address,
-                                                part("subject").unwrap_or(""),
-                                                part("text_part"),
-                                                part("html_part"),
-                                                part("list_unsubscribe_url"),
-                                            )
-                                            .map(|mime| Payload::Email { from: from_addr_only.clone(), mime })
-                                            .map_err(|e| (e.to_string(), true))
-                                    }
-                                    Err(e) => Err((e.to_string(), true)),
-                                }
-                            }
-                            (None, None, Some(_)) => Err(("no email content: give a template or a message".to_string(), false)),
-                        }
-                    }
-                    Lane::Custom => match &custom_template {
-                        None => Err(("no custom content: give a template or custom_message".to_string(), false)),
-                        Some(t) => {
-                            let ctx = t.context(r.endpoint.as_ref(), &r.substitutions);
-                            match t.render(self.cache.renderer(), &ctx) {
-                                Ok(parts) => {
-                                    let data = parts.into_iter().next().map(|(_, s)| s).unwrap_or_default();
-                                    let mut endpoints = serde_json::Map::new();
-                                    if let Some(e) = &r.endpoint {
-                                        endpoints.insert(e.id.clone(), crate::cli::json::endpoint(e));
-                                    }
-                                    Ok(Payload::Custom {
-                                        body: webhook::Payload {
-                                            message: serde_json::json!({}),
-                                            data,
-                                            application_id: app.clone(),
-                                            scheduled_time: now.clone(),
-                                            endpoints,
-                                            ..Default::default()
-                                        },
-                                    })
-                                }
-                                Err(e) => Err((e.to_string(), true)),
-                            }
-                        }
-                    },
-                };
-                let payload = match payload {
-                    Ok(p) => p,
-                    Err((why, rendering)) => {
-                        fail(&mut o, DeliveryStatus::PermanentFailure, why);
-                        if rendering {
-                            let prefix = if lane == Lane::Email { "_email" } else { "_custom" };
-                            early_events.push(event_for(&o, format!("{prefix}.rendering_failure")));
-                        }
-                        finished[i] = Some(o.clone());
-                        early.push(o);
-                        continue;
-                    }
-                };
-                let (tx, rx) = oneshot::channel();
-                let job = Job { outcome: o, payload, dry_run: req.dry_run, first_attempt: None, reply: Some(tx) };
-                match self.engine.submit(lane, job, QUEUE_WAIT).await {
-                    Ok(()) => waiting.push((i, rx)),
-                    Err(job) => {
-                        let mut details = ErrorDetails::new();
-                        details.set_retry_info(Some(Duration::from_secs(1)));
-                        drop(job);
-                        return Err(Status::with_error_details(
-                            tonic::Code::ResourceExhausted,
-                            "the dispatch queues are full; retry shortly",
-                            details,
-                        ));
-                    }
-                }
-            }
-            if !early.is_empty() {
-                self.store.record_outcomes(app, &early, &early_events, self.outcome_ttl.as_secs()).await.map_err(store_status)?;
-            }
-            for (i, rx) in waiting {
-                finished[i] = match tokio::time::timeout(RESULT_WAIT, rx).await {
-                    Ok(Ok(o)) => Some(o),
-                    _ => None,
-                };
-            }
-            let mut response = SendMessagesResponse { app_id: app.clone(), request_id, ..Default::default() };
-            for (r, o) in recipients.iter().zip(finished) {
-                let result = o.as_ref().map(result_of).unwrap_or(MessageResult {
-                    delivery_status: DeliveryStatus::UnknownFailure as i32,
-                    status_message: "no result within the call's time".into(),
-                    ..Default::default()
-                });
-                if r.by_endpoint {
-                    response.endpoint_result.insert(r.key.clone(), result);
-                } else {
-                    response.result.insert(r.key.clone(), result);
-                }
-            }
-            Ok(Response::new(response))
+            self.send_once(req).await.map(Response::new)
         })
         .await
     }

@@ -30,6 +30,8 @@ const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("outcome_counts"
 /// Events: `app\0{sequence:020}` → `Event`; `EVENT_SEQ` holds each app's last sequence.
 const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
 const EVENT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("event_seq");
+/// Idempotency keys: `app\0key` → 8-byte big-endian expiry + `P` (in flight) or `D` + response.
+const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// Quota use: `app\0channel\0total` and `app\0channel\0h{hour:012}` → messages.
 const QUOTAS: TableDefinition<&str, u64> = TableDefinition::new("quotas");
 
@@ -70,6 +72,7 @@ impl EmbeddedStore {
             txn.open_table(QUOTAS).map_err(backend)?;
             txn.open_table(SUPPRESSIONS).map_err(backend)?;
             txn.open_table(OUTCOMES).map_err(backend)?;
+            txn.open_table(IDEMPOTENCY).map_err(backend)?;
             txn.open_table(COUNTS).map_err(backend)?;
             txn.open_table(EVENTS).map_err(backend)?;
             txn.open_table(EVENT_SEQ).map_err(backend)?;
@@ -260,6 +263,7 @@ impl Store for EmbeddedStore {
             txn.open_table(QUOTAS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(SUPPRESSIONS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(OUTCOMES).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            txn.open_table(IDEMPOTENCY).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(COUNTS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(EVENTS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(EVENT_SEQ).map_err(backend)?.remove(app_id.as_str()).map_err(backend)?;
@@ -591,6 +595,60 @@ impl Store for EmbeddedStore {
                 out.push(e);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn claim_idempotency(&self, app_id: &str, key: &str, ttl_secs: u64) -> Result<super::Idempotency, StoreError> {
+        let k = self::key(app_id, key);
+        self.blocking(move |db| {
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            let txn = db.begin_write().map_err(backend)?;
+            let state = {
+                let mut table = txn.open_table(IDEMPOTENCY).map_err(backend)?;
+                let existing = table.get(k.as_str()).map_err(backend)?.map(|g| g.value().to_vec());
+                match existing {
+                    Some(v) if v.len() > 8 && u64::from_be_bytes(v[..8].try_into().expect("8 bytes")) >= now => {
+                        if v[8] == b'D' {
+                            super::Idempotency::Done(v[9..].to_vec())
+                        } else {
+                            super::Idempotency::InFlight
+                        }
+                    }
+                    _ => {
+                        let mut value = (now + ttl_secs).to_be_bytes().to_vec();
+                        value.push(b'P');
+                        table.insert(k.as_str(), value.as_slice()).map_err(backend)?;
+                        super::Idempotency::Claimed
+                    }
+                }
+            };
+            txn.commit().map_err(backend)?;
+            Ok(state)
+        })
+        .await
+    }
+
+    async fn complete_idempotency(&self, app_id: &str, key: &str, response: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
+        let (k, response) = (self::key(app_id, key), response.to_vec());
+        self.blocking(move |db| {
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            let mut value = (now + ttl_secs).to_be_bytes().to_vec();
+            value.push(b'D');
+            value.extend_from_slice(&response);
+            let txn = db.begin_write().map_err(backend)?;
+            txn.open_table(IDEMPOTENCY).map_err(backend)?.insert(k.as_str(), value.as_slice()).map_err(backend)?;
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn release_idempotency(&self, app_id: &str, key: &str) -> Result<(), StoreError> {
+        let k = self::key(app_id, key);
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            txn.open_table(IDEMPOTENCY).map_err(backend)?.remove(k.as_str()).map_err(backend)?;
+            txn.commit().map_err(backend)
         })
         .await
     }

@@ -50,6 +50,17 @@ impl From<prost::DecodeError> for StoreError {
     }
 }
 
+/// Where an idempotency key stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idempotency {
+    /// This caller holds the key now and must complete or release it.
+    Claimed,
+    /// Another call holds it and has not finished.
+    InFlight,
+    /// A call finished with this (encoded) response.
+    Done(Vec<u8>),
+}
+
 /// Most events kept per app; older ones are dropped as new ones arrive.
 pub const MAX_EVENTS: u64 = 1_000_000;
 
@@ -181,6 +192,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events after `after` (an event id; `None`: from the oldest kept), oldest first.
     async fn read_events(&self, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    /// Claims an idempotency key for `ttl_secs`, atomically: the first caller gets
+    /// [`Idempotency::Claimed`], later ones see it in flight or done.
+    async fn claim_idempotency(&self, app_id: &str, key: &str, ttl_secs: u64) -> Result<Idempotency, StoreError>;
+
+    /// Stores a claimed key's response.
+    async fn complete_idempotency(&self, app_id: &str, key: &str, response: &[u8], ttl_secs: u64) -> Result<(), StoreError>;
+
+    /// Gives a claimed key up (the call failed before sending anything).
+    async fn release_idempotency(&self, app_id: &str, key: &str) -> Result<(), StoreError>;
 
     /// Flushes and releases the backend; called once at shutdown.
     async fn close(&self) -> Result<(), StoreError>;

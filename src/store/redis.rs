@@ -16,6 +16,7 @@
 //! | `herald:{app}:out:{hour}` | hash, expiring | message id → `MessageOutcome` (protobuf), by the hour in the id |
 //! | `herald:{app}:counts:{day}` | hash, expiring | `{channel}:{status}` → messages |
 //! | `herald:{app}:events` | stream (capped) | field `e`: an `Event` (protobuf) |
+//! | `herald:{app}:idem:{key}` | string, expiring | `P` while in flight, `D` + the encoded response after |
 //!
 //! Endpoint writes run optimistically on a pooled connection: read what the planner needs (one
 //! pipelined `MGET` round trip per planning round), then commit with one Lua script call that
@@ -605,6 +606,42 @@ impl Store for RedisStore {
             }
         }
         Ok(out)
+    }
+
+    async fn claim_idempotency(&self, app_id: &str, key: &str, ttl_secs: u64) -> Result<super::Idempotency, StoreError> {
+        let k = Keys::new(app_id).key("idem:", key);
+        let mut conn = self.conn();
+        let set: Option<String> =
+            redis::cmd("SET").arg(&k).arg("P").arg("NX").arg("EX").arg(ttl_secs.max(1)).query_async(&mut conn).await?;
+        if set.is_some() {
+            return Ok(super::Idempotency::Claimed);
+        }
+        let v: Option<Vec<u8>> = conn.get(&k).await?;
+        Ok(match v {
+            Some(v) if v.first() == Some(&b'D') => super::Idempotency::Done(v[1..].to_vec()),
+            Some(_) => super::Idempotency::InFlight,
+            // Expired between the two commands: claim again.
+            None => return Box::pin(self.claim_idempotency(app_id, key, ttl_secs)).await,
+        })
+    }
+
+    async fn complete_idempotency(&self, app_id: &str, key: &str, response: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
+        let mut value = Vec::with_capacity(response.len() + 1);
+        value.push(b'D');
+        value.extend_from_slice(response);
+        let _: () = redis::cmd("SET")
+            .arg(Keys::new(app_id).key("idem:", key))
+            .arg(value)
+            .arg("EX")
+            .arg(ttl_secs.max(1))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn release_idempotency(&self, app_id: &str, key: &str) -> Result<(), StoreError> {
+        let _: () = self.conn().del(Keys::new(app_id).key("idem:", key)).await?;
+        Ok(())
     }
 
     async fn close(&self) -> Result<(), StoreError> {
