@@ -311,6 +311,12 @@ async fn templates_are_versioned(h: Harness) {
     assert_eq!(names, ["t0", "t1", "t2"]);
     let page: Vec<String> = s.list_templates("app", Some("t0"), 1).await.unwrap().into_iter().map(|t| t.name).collect();
     assert_eq!(page, ["t1"]);
+    // A template a campaign uses cannot be deleted, whole or a version at a time.
+    s.set_template_use("app", "t1", "campaign-7", true).await.unwrap();
+    assert!(matches!(s.delete_template("app", "t1", None).await, Err(StoreError::Precondition(m)) if m.contains("campaign-7")));
+    assert!(matches!(s.delete_template("app", "t1", Some(2)).await, Err(StoreError::Precondition(_))));
+    assert!(matches!(s.set_template_use("app", "nope", "campaign-7", true).await, Err(StoreError::NotFound(_))));
+    s.set_template_use("app", "t1", "campaign-7", false).await.unwrap();
     assert_eq!(s.delete_template("app", "t1", None).await.unwrap(), 2);
     assert!(s.get_template("app", "t1", None).await.unwrap().is_none());
     assert_eq!(s.list_templates("app", None, 10).await.unwrap().len(), 2);

@@ -599,6 +599,11 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError> {
+        let (app_id, name, user) = (app_id.to_string(), name.to_string(), user.to_string());
+        self.blocking(move |db| embedded_templates::set_template_use(db, &app_id, &name, &user, in_use)).await
+    }
+
     async fn claim_idempotency(&self, app_id: &str, key: &str, ttl_secs: u64) -> Result<super::Idempotency, StoreError> {
         let k = self::key(app_id, key);
         self.blocking(move |db| {

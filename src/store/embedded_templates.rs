@@ -6,7 +6,7 @@ use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::embedded::{app_key_exists, backend};
-use super::templates::{expose, plan_activate, plan_delete, plan_write, stored, TemplateMeta, TemplateWrite};
+use super::templates::{expose, plan_activate, plan_delete, plan_use, plan_write, stored, TemplateMeta, TemplateWrite};
 use super::StoreError;
 use crate::proto::v1::Template;
 
@@ -146,6 +146,10 @@ pub(super) fn set_active_template_version(db: &Database, app_id: &str, name: &st
         Ok((Some(next), Vec::new(), Vec::new(), v))
     })?;
     get_template(db, app_id, name, Some(v))?.ok_or_else(|| StoreError::NotFound(format!("version {v} of template {name}")))
+}
+
+pub(super) fn set_template_use(db: &Database, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError> {
+    change(db, app_id, name, |meta| Ok((Some(plan_use(name, meta, user, in_use)?), Vec::new(), Vec::new(), ())))
 }
 
 pub(super) fn delete_template(db: &Database, app_id: &str, name: &str, version: Option<i32>) -> Result<i32, StoreError> {

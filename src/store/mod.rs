@@ -193,6 +193,10 @@ pub trait Store: Send + Sync + 'static {
     /// Events after `after` (an event id; `None`: from the oldest kept), oldest first.
     async fn read_events(&self, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError>;
 
+    /// Marks a template as used (or no longer used) by `user`, a campaign or journey id; a
+    /// template in use cannot be deleted (FAILED_PRECONDITION).
+    async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError>;
+
     /// Claims an idempotency key for `ttl_secs`, atomically: the first caller gets
     /// [`Idempotency::Claimed`], later ones see it in flight or done.
     async fn claim_idempotency(&self, app_id: &str, key: &str, ttl_secs: u64) -> Result<Idempotency, StoreError>;

@@ -608,6 +608,10 @@ impl Store for RedisStore {
         Ok(out)
     }
 
+    async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError> {
+        self.redis_set_template_use(app_id, name, user, in_use).await
+    }
+
     async fn claim_idempotency(&self, app_id: &str, key: &str, ttl_secs: u64) -> Result<super::Idempotency, StoreError> {
         let k = Keys::new(app_id).key("idem:", key);
         let mut conn = self.conn();

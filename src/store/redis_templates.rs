@@ -9,7 +9,7 @@ use deadpool_redis::redis::{self, AsyncCommands};
 use prost::Message as _;
 
 use super::redis::{commit, Change, Keys, RedisStore};
-use super::templates::{expose, plan_activate, plan_delete, plan_write, stored, TemplateMeta, TemplateWrite};
+use super::templates::{expose, plan_activate, plan_delete, plan_use, plan_write, stored, TemplateMeta, TemplateWrite};
 use super::StoreError;
 use crate::proto::v1::Template;
 
@@ -192,6 +192,10 @@ impl RedisStore {
             })
             .await?;
         self.redis_get_template(app_id, name, Some(v)).await?.ok_or_else(|| StoreError::NotFound(format!("version {v} of template {name}")))
+    }
+
+    pub(super) async fn redis_set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError> {
+        self.template_cas(app_id, name, |meta| Ok((Some(plan_use(name, meta, user, in_use)?), Vec::new(), Vec::new(), ()))).await
     }
 
     pub(super) async fn redis_delete_template(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<i32, StoreError> {

@@ -38,6 +38,10 @@ pub struct TemplateMeta {
     /// Every version that exists, ascending.
     pub versions: Vec<i32>,
     pub creation_date: String,
+    /// Who uses the template (scheduled or running campaigns, journeys): while anyone does,
+    /// it cannot be deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<String>,
 }
 
 impl TemplateMeta {
@@ -60,9 +64,18 @@ pub fn plan_write(
 ) -> Result<(TemplateMeta, i32), StoreError> {
     match (mode, meta) {
         (TemplateWrite::Create, Some(_)) => Err(StoreError::Exists(format!("template {name}"))),
-        (TemplateWrite::Create, None) => {
-            Ok((TemplateMeta { template_type, latest: 1, seq: 1, active: 1, versions: vec![1], creation_date: now.to_string() }, 1))
-        }
+        (TemplateWrite::Create, None) => Ok((
+            TemplateMeta {
+                template_type,
+                latest: 1,
+                seq: 1,
+                active: 1,
+                versions: vec![1],
+                creation_date: now.to_string(),
+                used_by: Vec::new(),
+            },
+            1,
+        )),
         (_, None) => Err(StoreError::NotFound(format!("template {name}"))),
         (mode, Some(meta)) => {
             if meta.template_type != template_type {
@@ -95,9 +108,27 @@ pub fn plan_activate(name: &str, meta: &TemplateMeta, version: Option<i32>) -> R
     Ok((TemplateMeta { active: v, ..meta.clone() }, v))
 }
 
+/// Records that `user` (a campaign or journey id) starts or stops using a template.
+pub fn plan_use(name: &str, meta: Option<&TemplateMeta>, user: &str, in_use: bool) -> Result<TemplateMeta, StoreError> {
+    let meta = meta.ok_or_else(|| StoreError::NotFound(format!("template {name}")))?;
+    let mut next = meta.clone();
+    next.used_by.retain(|u| u != user);
+    if in_use {
+        next.used_by.push(user.to_string());
+        next.used_by.sort();
+    }
+    Ok(next)
+}
+
 /// Decides a delete: the remaining metadata (`None`: the template is gone) and the versions
 /// to delete.
 pub fn plan_delete(name: &str, meta: &TemplateMeta, version: Option<i32>) -> Result<(Option<TemplateMeta>, Vec<i32>), StoreError> {
+    if !meta.used_by.is_empty() {
+        return Err(StoreError::Precondition(format!(
+            "template {name} is in use by {}; stop or change them first",
+            meta.used_by.join(", ")
+        )));
+    }
     let Some(v) = version else { return Ok((None, meta.versions.clone())) };
     if !meta.versions.contains(&v) {
         return Err(StoreError::NotFound(format!("version {v} of template {name}")));
@@ -157,6 +188,9 @@ mod tests {
         assert_eq!((v3, m5.latest), (3, 3), "numbers are never reused");
         let (after, gone) = plan_delete("t", &m5, None).unwrap();
         assert!(after.is_none() && gone == vec![2, 3]);
+        let used = plan_use("t", Some(&m5), "campaign-1", true).unwrap();
+        assert!(matches!(plan_delete("t", &used, None), Err(StoreError::Precondition(m)) if m.contains("campaign-1")));
+        assert!(plan_delete("t", &plan_use("t", Some(&used), "campaign-1", false).unwrap(), None).is_ok());
         let full = TemplateMeta {
             versions: (1..=MAX_VERSIONS).collect(),
             seq: MAX_VERSIONS,
