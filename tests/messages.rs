@@ -270,6 +270,52 @@ async fn idempotent_repeats_send_once(backend: Backend) {
     assert_eq!(delivered.len().max(sink.messages().len()), 2, "one message per key");
 }
 
+async fn channel_quotas_throttle_and_change_at_runtime(backend: Backend) {
+    use herald::proto::v1::{AppSettings, ChannelQuota, UpdateAppSettingsRequest};
+    let sink = SmtpSink::start(&[]);
+    let d = start(backend, &sink);
+    let app = d.create_app("q").await.app_id;
+    let quota = |daily: i64| AppSettings {
+        channel_quotas: [("EMAIL".to_string(), ChannelQuota { daily: Some(daily), ..Default::default() })].into(),
+        ..Default::default()
+    };
+    let mut apps = d.apps().await;
+    apps.update_app_settings(d.req(UpdateAppSettingsRequest { app_id: app.clone(), settings: Some(quota(3)) })).await.unwrap();
+    let send = |n: usize, tag: &str| SendMessagesRequest {
+        app_id: app.clone(),
+        addresses: (0..n)
+            .map(|i| {
+                (format!("{tag}{i}@example.com"), AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() })
+            })
+            .collect(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                from_address: "news@shop.example".into(),
+                subject: "Q".into(),
+                text_part: "x".into(),
+                ..Default::default()
+            }),
+            custom_message: None,
+        }),
+        ..Default::default()
+    };
+    let r = MessagesClient::new(d.channel().await).send_messages(d.req(send(5, "a"))).await.unwrap().into_inner();
+    let count = |r: &herald::proto::v1::SendMessagesResponse, s: DeliveryStatus| r.result.values().filter(|v| status(v) == s).count();
+    assert_eq!((count(&r, DeliveryStatus::Successful), count(&r, DeliveryStatus::Throttled)), (3, 2), "{:?}", r.result);
+    // Raised at runtime: within the refresh interval the new quota applies.
+    apps.update_app_settings(d.req(UpdateAppSettingsRequest { app_id: app.clone(), settings: Some(quota(6)) })).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let r = MessagesClient::new(d.channel().await).send_messages(d.req(send(5, "b"))).await.unwrap().into_inner();
+    assert_eq!((count(&r, DeliveryStatus::Successful), count(&r, DeliveryStatus::Throttled)), (3, 2), "{:?}", r.result);
+    let bad = AppSettings {
+        channel_quotas: [("FAX".to_string(), ChannelQuota { daily: Some(-1), ..Default::default() })].into(),
+        ..Default::default()
+    };
+    let err = apps.update_app_settings(d.req(UpdateAppSettingsRequest { app_id: app.clone(), settings: Some(bad) })).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(wait_for(&sink, 6).await.len(), 6);
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod embedded_backend {
@@ -281,4 +327,9 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(rules_rendering_and_delivery, hard_bounces_suppress_and_render_failures_fail_one_message, idempotent_repeats_send_once);
+on_both_backends!(
+    rules_rendering_and_delivery,
+    hard_bounces_suppress_and_render_failures_fail_one_message,
+    idempotent_repeats_send_once,
+    channel_quotas_throttle_and_change_at_runtime
+);

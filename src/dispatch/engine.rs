@@ -14,12 +14,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::quota::RateGate;
 use super::retry::RetryPolicy;
 use crate::channels::email::SmtpPool;
 use crate::channels::webhook::{self, Webhook, WebhookConfig};
 use crate::channels::Delivery;
 use crate::domain;
-use crate::proto::v1::{DeliveryStatus, Event, MessageOutcome, Suppression, SuppressionReason};
+use crate::proto::v1::{ChannelQuota, DeliveryStatus, Event, MessageOutcome, Suppression, SuppressionReason};
 use crate::store::Store;
 
 /// Jobs a shard takes at once.
@@ -81,11 +82,101 @@ struct Shared {
     store: Arc<dyn Store>,
     smtp: Option<Arc<SmtpPool>>,
     config: EngineConfig,
+    quotas: Quotas,
+}
+
+/// How long an app's channel quotas are used before they are read again: quota changes take
+/// effect within this time, without a restart.
+const QUOTA_REFRESH: Duration = Duration::from_secs(1);
+
+/// Each app's channel quotas (refreshed from its settings) and rate gates, shared by shards.
+#[derive(Default)]
+struct Quotas {
+    settings: parking_lot::Mutex<HashMap<String, (Instant, HashMap<String, ChannelQuota>)>>,
+    gates: parking_lot::Mutex<HashMap<(String, String), (ChannelQuota, Arc<RateGate>)>>,
+}
+
+impl Shared {
+    async fn quota(&self, app: &str, channel: &str) -> Option<ChannelQuota> {
+        let cached =
+            self.quotas.settings.lock().get(app).filter(|(at, _)| at.elapsed() < QUOTA_REFRESH).map(|(_, q)| q.get(channel).copied());
+        let quotas = match cached {
+            Some(q) => return q,
+            None => match self.store.get_app(app).await {
+                Ok(Some(a)) => a.settings.map(|s| s.channel_quotas).unwrap_or_default(),
+                _ => HashMap::new(),
+            },
+        };
+        let q = quotas.get(channel).copied();
+        self.quotas.settings.lock().insert(app.to_string(), (Instant::now(), quotas));
+        q
+    }
+
+    /// The rate gate of an app channel, rebuilt when its quota changed.
+    fn gate(&self, app: &str, channel: &str, q: &ChannelQuota) -> Arc<RateGate> {
+        let mut gates = self.quotas.gates.lock();
+        let key = (app.to_string(), channel.to_string());
+        if let Some((seen, gate)) = gates.get(&key) {
+            if seen == q {
+                return gate.clone();
+            }
+        }
+        let rate = q.messages_per_second.and_then(|r| u32::try_from(r).ok());
+        let gate = Arc::new(RateGate::new(rate, q.burst.and_then(|b| u32::try_from(b).ok())));
+        gates.insert(key, (*q, gate.clone()));
+        gate
+    }
+
+    /// Which jobs are over their app channel's quota (with why). A transactional message over a
+    /// quota is THROTTLED, not queued.
+    async fn over_quota(&self, jobs: &[Job]) -> Vec<Option<String>> {
+        let mut out = vec![None; jobs.len()];
+        let mut groups: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+        for (i, j) in jobs.iter().enumerate() {
+            groups.entry((j.outcome.app_id.as_str(), j.outcome.channel.as_str())).or_default().push(i);
+        }
+        let hour = chrono::Utc::now().timestamp() / 3600;
+        for ((app, channel), idx) in groups {
+            let Some(q) = self.quota(app, channel).await else { continue };
+            let mut allowed = Vec::with_capacity(idx.len());
+            if q.messages_per_second.is_some() {
+                let gate = self.gate(app, channel, &q);
+                for i in idx {
+                    match gate.try_take() {
+                        Ok(()) => allowed.push(i),
+                        Err(wait) => {
+                            out[i] = Some(format!(
+                                "over the app's {channel} quota of {} messages per second; retry in {} ms",
+                                q.messages_per_second.unwrap_or(0),
+                                wait.as_millis().max(1)
+                            ))
+                        }
+                    }
+                }
+            } else {
+                allowed = idx;
+            }
+            if (q.daily.is_some() || q.total.is_some()) && !allowed.is_empty() {
+                let limit = |v: Option<i64>| v.map(|n| n.max(0) as u64);
+                let granted = match self.store.take_quota(app, channel, allowed.len() as u64, limit(q.daily), limit(q.total), hour).await {
+                    Ok(g) => g as usize,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Cannot check quota.");
+                        0
+                    }
+                };
+                for &i in &allowed[granted.min(allowed.len())..] {
+                    out[i] = Some(format!("over the app's {channel} daily or total quota"));
+                }
+            }
+        }
+        out
+    }
 }
 
 impl Engine {
     pub fn start(store: Arc<dyn Store>, smtp: Option<Arc<SmtpPool>>, config: EngineConfig) -> Arc<Self> {
-        let shared = Arc::new(Shared { store, smtp, config: config.clone() });
+        let shared = Arc::new(Shared { store, smtp, config: config.clone(), quotas: Quotas::default() });
         let mut lanes = HashMap::new();
         for lane in [Lane::Email, Lane::Custom] {
             let mut senders = Vec::new();
@@ -186,6 +277,17 @@ async fn worker(shared: Arc<Shared>, lane: Lane, mut rx: mpsc::Receiver<Job>, re
     let mut hooks: HashMap<String, Arc<Webhook>> = HashMap::new();
     while rx.recv_many(&mut buf, BATCH).await > 0 {
         let mut jobs: Vec<Job> = std::mem::take(&mut buf);
+        // Jobs coming back for a retry were counted against the quotas already.
+        let (fresh, retried): (Vec<Job>, Vec<Job>) = jobs.drain(..).partition(|j| j.outcome.attempts == 0);
+        let over = shared.over_quota(&fresh).await;
+        let (mut throttled, mut go) = (Vec::new(), retried);
+        for (job, over) in fresh.into_iter().zip(over) {
+            match over {
+                Some(why) => throttled.push((job, why)),
+                None => go.push(job),
+            }
+        }
+        let mut jobs = go;
         let deliveries = deliver(&shared, lane, &jobs, &mut hooks).await;
         let mut done: HashMap<String, (Vec<MessageOutcome>, Vec<Event>)> = HashMap::new();
         let mut bounced: HashMap<String, Vec<Suppression>> = HashMap::new();
@@ -213,6 +315,16 @@ async fn worker(shared: Arc<Shared>, lane: Lane, mut rx: mpsc::Receiver<Job>, re
                 });
             }
             entry.0.push(job.outcome.clone());
+            replies.push((job.reply.take(), job.outcome));
+        }
+        for (mut job, why) in throttled {
+            let o = &mut job.outcome;
+            o.delivery_status = DeliveryStatus::Throttled as i32;
+            o.status_message = why;
+            o.updated_date = domain::timestamp(chrono::Utc::now());
+            let entry = done.entry(o.app_id.clone()).or_default();
+            entry.1.push(event_for(o, event_type(&o.channel, DeliveryStatus::Throttled, false)));
+            entry.0.push(o.clone());
             replies.push((job.reply.take(), job.outcome));
         }
         for (app, (outcomes, events)) in &done {

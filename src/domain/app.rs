@@ -1,7 +1,7 @@
 //! App rules: names, tags and the app-level limits and quiet time later issues build on.
 
 use super::FieldViolation;
-use crate::proto::v1::{AppSettings, CampaignLimits, QuietTime};
+use crate::proto::v1::{AppSettings, CampaignLimits, ChannelQuota, QuietTime};
 
 pub const MAX_NAME_CHARS: usize = 256;
 pub const MAX_TAGS: usize = 50;
@@ -76,8 +76,31 @@ pub fn validate_quiet_time(q: &QuietTime) -> Vec<FieldViolation> {
     out
 }
 
+pub fn validate_quota(q: &ChannelQuota) -> Vec<FieldViolation> {
+    let mut out = Vec::new();
+    for (field, v, hi) in
+        [("messages_per_second", q.messages_per_second.map(i64::from), 1_000_000), ("burst", q.burst.map(i64::from), 1_000_000)]
+    {
+        if v.is_some_and(|v| v < 1 || v > hi) {
+            out.push(FieldViolation::new(field, format!("must be between 1 and {hi}")));
+        }
+    }
+    for (field, v) in [("daily", q.daily), ("total", q.total)] {
+        if v.is_some_and(|v| v < 0) {
+            out.push(FieldViolation::new(field, "must not be negative"));
+        }
+    }
+    out
+}
+
 pub fn validate_settings(s: &AppSettings) -> Vec<FieldViolation> {
     let mut out = Vec::new();
+    for (channel, q) in &s.channel_quotas {
+        if crate::domain::endpoint::parse_channel(channel).is_none() || channel.to_ascii_uppercase() != *channel {
+            out.push(FieldViolation::new(format!("channel_quotas[{channel}]"), "is not a channel name (EMAIL, SMS, CUSTOM...)"));
+        }
+        out.extend(validate_quota(q).into_iter().map(|v| v.under(&format!("channel_quotas[{channel}]"))));
+    }
     if let Some(l) = &s.limits {
         out.extend(validate_limits(l).into_iter().map(|v| v.under("limits")));
     }
@@ -94,6 +117,14 @@ pub fn apply_settings(stored: &mut AppSettings, update: &AppSettings, now: &str)
     }
     if update.quiet_time.is_some() {
         stored.quiet_time = update.quiet_time.clone();
+    }
+    if !update.channel_quotas.is_empty() {
+        stored.channel_quotas = update
+            .channel_quotas
+            .iter()
+            .filter(|(_, q)| q.messages_per_second.is_some() || q.daily.is_some() || q.total.is_some())
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
     }
     stored.last_modified_date = now.to_string();
 }
