@@ -89,11 +89,16 @@ struct Shared {
 /// effect within this time, without a restart.
 const QUOTA_REFRESH: Duration = Duration::from_secs(1);
 
+/// An app's channel quotas and when they were read.
+type AppQuotas = (Instant, HashMap<String, ChannelQuota>);
+/// A rate gate and the quota it was built from, by (app, channel).
+type Gates = HashMap<(String, String), (ChannelQuota, Arc<RateGate>)>;
+
 /// Each app's channel quotas (refreshed from its settings) and rate gates, shared by shards.
 #[derive(Default)]
 struct Quotas {
-    settings: parking_lot::Mutex<HashMap<String, (Instant, HashMap<String, ChannelQuota>)>>,
-    gates: parking_lot::Mutex<HashMap<(String, String), (ChannelQuota, Arc<RateGate>)>>,
+    settings: parking_lot::Mutex<HashMap<String, AppQuotas>>,
+    gates: parking_lot::Mutex<Gates>,
 }
 
 impl Shared {
