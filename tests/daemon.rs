@@ -111,7 +111,7 @@ async fn apps_lifecycle(backend: Backend) {
             session: None,
         }),
         quiet_time: Some(QuietTime { start: "22:00".into(), end: "07:00".into() }),
-        last_modified_date: String::new(),
+        ..Default::default()
     };
     let app = apps
         .update_app_settings(d.req(UpdateAppSettingsRequest { app_id: ids[0].clone(), settings: Some(settings) }))
@@ -124,7 +124,7 @@ async fn apps_lifecycle(backend: Backend) {
     let bad = AppSettings {
         limits: Some(CampaignLimits { daily: Some(101), messages_per_second: Some(0), ..Default::default() }),
         quiet_time: Some(QuietTime { start: "25:00".into(), end: "07:00".into() }),
-        last_modified_date: String::new(),
+        ..Default::default()
     };
     let err = apps.update_app_settings(d.req(UpdateAppSettingsRequest { app_id: ids[0].clone(), settings: Some(bad) })).await.unwrap_err();
     assert_eq!(fields(&err), ["settings.limits.daily", "settings.limits.messages_per_second", "settings.quiet_time.start"]);
