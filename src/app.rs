@@ -31,10 +31,12 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Binds the configured addresses and serves until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Handlers first: a signal during start-up must not kill the daemon uncleanly.
+    let shutdown = shutdown::signal();
     let grpc = TcpListener::bind(config.grpc_addr).await.with_context(|| format!("cannot listen on {} (grpc_addr)", config.grpc_addr))?;
     let metrics =
         TcpListener::bind(config.metrics_addr).await.with_context(|| format!("cannot listen on {} (metrics_addr)", config.metrics_addr))?;
-    serve(config, grpc, metrics, shutdown::signal()).await
+    serve(config, grpc, metrics, shutdown).await
 }
 
 /// Serves on the given listeners until `shutdown` resolves, then drains.

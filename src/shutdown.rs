@@ -1,25 +1,31 @@
 //! Signals: SIGINT or SIGTERM starts a graceful shutdown.
 
-/// Resolves on the first SIGINT or SIGTERM.
-pub async fn signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+use std::future::Future;
+
+/// Registers the SIGINT and SIGTERM handlers now (so a signal that arrives while the daemon is
+/// still starting is not lost, nor fatal) and returns a future that resolves on the first.
+pub fn signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut i), Ok(mut t)) => tokio::select! {
+                    _ = i.recv() => tracing::info!(signal = "SIGINT", "Shutting down."),
+                    _ = t.recv() => tracing::info!(signal = "SIGTERM", "Shutting down."),
+                },
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    tracing::info!(signal = "SIGINT", "Shutting down.");
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!(signal = "SIGINT", "Shutting down."),
-        _ = term => tracing::info!(signal = "SIGTERM", "Shutting down."),
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!(signal = "SIGINT", "Shutting down.");
     }
 }
