@@ -316,6 +316,48 @@ async fn channel_quotas_throttle_and_change_at_runtime(backend: Backend) {
     assert_eq!(wait_for(&sink, 6).await.len(), 6);
 }
 
+async fn users_get_every_active_endpoint(backend: Backend) {
+    use herald::proto::v1::SendUsersMessagesRequest;
+    let sink = SmtpSink::start(&[]);
+    let d = start(backend, &sink);
+    let app = d.create_app("u").await.app_id;
+    let mut ana_work = email("ana-work", "ana@work.example", EndpointStatus::Active, OptOut::None);
+    let mut ana_home = email("ana-home", "ana@home.example", EndpointStatus::Active, OptOut::None);
+    let mut ana_old = email("ana-old", "ana@old.example", EndpointStatus::Inactive, OptOut::None);
+    for e in [&mut ana_work, &mut ana_home, &mut ana_old] {
+        e.user.as_mut().unwrap().user_id = "ana".into();
+    }
+    d.endpoints()
+        .await
+        .update_endpoints_batch(d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: vec![ana_work, ana_home, ana_old] }))
+        .await
+        .unwrap();
+    let req = SendUsersMessagesRequest {
+        app_id: app.clone(),
+        users: [("ana".to_string(), EndpointSendConfiguration::default()), ("nobody".to_string(), EndpointSendConfiguration::default())]
+            .into(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                from_address: "news@shop.example".into(),
+                subject: "For {{User.UserId}} at {{Address}}".into(),
+                text_part: "x".into(),
+                ..Default::default()
+            }),
+            custom_message: None,
+        }),
+        ..Default::default()
+    };
+    let r = MessagesClient::new(d.channel().await).send_users_messages(d.req(req)).await.unwrap().into_inner();
+    let ana = &r.result["ana"].endpoint_result;
+    let mut ids: Vec<_> = ana.keys().cloned().collect();
+    ids.sort();
+    assert_eq!(ids, ["ana-home", "ana-work"], "only ACTIVE endpoints");
+    assert!(ana.values().all(|v| status(v) == DeliveryStatus::Successful), "{ana:?}");
+    assert!(r.result["nobody"].endpoint_result.is_empty());
+    let delivered = wait_for(&sink, 2).await;
+    assert!(delivered.iter().any(|m| m.lines().any(|l| l.trim_end() == "Subject: For ana at ana@home.example")), "{delivered:?}");
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod embedded_backend {
@@ -331,5 +373,6 @@ on_both_backends!(
     rules_rendering_and_delivery,
     hard_bounces_suppress_and_render_failures_fail_one_message,
     idempotent_repeats_send_once,
-    channel_quotas_throttle_and_change_at_runtime
+    channel_quotas_throttle_and_change_at_runtime,
+    users_get_every_active_endpoint
 );

@@ -18,8 +18,9 @@ use crate::channels::webhook;
 use crate::dispatch::engine::{event_for, Engine, Job, Lane, Payload};
 use crate::domain::{self, endpoint as endpoint_rules, FieldViolation};
 use crate::proto::v1::{
-    messages_server, template::Content, AttributeValues, ChannelType, DeliveryStatus, Endpoint, EndpointStatus, GetMessageOutcomeRequest,
-    MessageOutcome, MessageResult, MessageSource, OptOut, SendMessagesRequest, SendMessagesResponse, Template, TemplateReference,
+    messages_server, template::Content, AttributeValues, ChannelType, DeliveryStatus, Endpoint, EndpointResults, EndpointStatus,
+    GetMessageOutcomeRequest, MessageOutcome, MessageResult, MessageSource, OptOut, SendMessagesRequest, SendMessagesResponse,
+    SendUsersMessagesRequest, SendUsersMessagesResponse, Template, TemplateReference,
 };
 use crate::render::mime;
 use crate::render::template::{CompiledTemplate, TemplateCache};
@@ -402,6 +403,57 @@ impl messages_server::Messages for MessagesService {
                 return self.send(req).await.map(Response::new);
             }
             self.send_once(req).await.map(Response::new)
+        })
+        .await
+    }
+
+    async fn send_users_messages(&self, request: Request<SendUsersMessagesRequest>) -> Result<Response<SendUsersMessagesResponse>, Status> {
+        observe("SendUsersMessages", async {
+            let req = request.into_inner();
+            check_app_id(&req.app_id)?;
+            if req.users.is_empty() {
+                return Err(invalid(vec![FieldViolation::new("users", "at least one user is required")]));
+            }
+            // Expand each user to its ACTIVE endpoints, then send as SendMessages does.
+            let ids: Vec<&String> = req.users.keys().collect();
+            let lists = futures::future::join_all(ids.iter().map(|u| self.store.user_endpoints(&req.app_id, u))).await;
+            let mut owner: HashMap<String, String> = HashMap::new();
+            let mut endpoints = HashMap::new();
+            for (user, list) in ids.into_iter().zip(lists) {
+                for e in list.map_err(store_status)? {
+                    if e.endpoint_status == EndpointStatus::Active as i32 {
+                        owner.insert(e.id.clone(), user.clone());
+                        endpoints.insert(e.id.clone(), req.users[user].clone());
+                    }
+                }
+            }
+            let mut response = SendUsersMessagesResponse { app_id: req.app_id.clone(), ..Default::default() };
+            for user in req.users.keys() {
+                response.result.insert(user.clone(), EndpointResults::default());
+            }
+            if endpoints.is_empty() {
+                response.request_id = domain::new_id();
+                return Ok(Response::new(response));
+            }
+            let send = SendMessagesRequest {
+                app_id: req.app_id.clone(),
+                endpoints,
+                message_configuration: req.message_configuration,
+                template_configuration: req.template_configuration,
+                context: req.context,
+                trace_id: req.trace_id,
+                dry_run: req.dry_run,
+                idempotency_key: req.idempotency_key,
+                ..Default::default()
+            };
+            let sent = if send.idempotency_key.is_empty() { self.send(send).await? } else { self.send_once(send).await? };
+            response.request_id = sent.request_id;
+            for (endpoint, result) in sent.endpoint_result {
+                if let Some(user) = owner.get(&endpoint) {
+                    response.result.entry(user.clone()).or_default().endpoint_result.insert(endpoint, result);
+                }
+            }
+            Ok(Response::new(response))
         })
         .await
     }
