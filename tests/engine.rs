@@ -1,0 +1,102 @@
+//! The dispatch engine on its own: retries with backoff against a relay that soft-bounces,
+//! and back-pressure from a relay that never answers.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::SmtpSink;
+use herald::channels::email::{SmtpPool, SmtpRelay};
+use herald::dispatch::engine::{Engine, EngineConfig, Job, Lane, Payload};
+use herald::dispatch::retry::RetryPolicy;
+use herald::proto::v1::{App, DeliveryStatus, MessageOutcome};
+use herald::store::{embedded::EmbeddedStore, Store};
+use tokio::sync::oneshot;
+
+fn config(retry: RetryPolicy, queue: usize) -> EngineConfig {
+    EngineConfig {
+        shards_per_channel: 1,
+        queue_per_shard: queue,
+        retry,
+        outcome_ttl: Duration::from_secs(3600),
+        webhook_secret: None,
+        webhook_timeout: Duration::from_secs(1),
+    }
+}
+
+fn job(i: usize, reply: Option<oneshot::Sender<MessageOutcome>>) -> Job {
+    let outcome = MessageOutcome {
+        message_id: herald::domain::new_message_id(),
+        app_id: "app".into(),
+        address: format!("r{i}@example.com"),
+        channel: "EMAIL".into(),
+        ..Default::default()
+    };
+    let mime = herald::render::mime::Sender::new("news@shop.example", None)
+        .unwrap()
+        .message(&outcome.address, "Hi", Some("x"), None, None)
+        .unwrap();
+    Job { outcome, payload: Payload::Email { from: "news@shop.example".into(), mime }, dry_run: false, first_attempt: None, reply }
+}
+
+async fn store() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    store.create_app(&App { app_id: "app".into(), name: "a".into(), ..Default::default() }).await.unwrap();
+    (store, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_bounces_are_retried_with_backoff_then_reported() {
+    let sink = SmtpSink::start(&["-r", "RCPT"]);
+    let (store, _dir) = store().await;
+    let policy =
+        RetryPolicy { base: Duration::from_millis(20), cap: Duration::from_millis(80), max_attempts: 4, deadline: Duration::from_secs(30) };
+    let pool = Arc::new(SmtpPool::new(SmtpRelay::new("127.0.0.1", sink.port)));
+    let engine = Engine::start(store.clone(), Some(pool), config(policy, 100));
+    let (tx, rx) = oneshot::channel();
+    let started = std::time::Instant::now();
+    assert!(engine.submit(Lane::Email, job(0, Some(tx)), Duration::from_secs(1)).await.is_ok());
+    let outcome = tokio::time::timeout(Duration::from_secs(10), rx).await.unwrap().unwrap();
+    assert_eq!(outcome.delivery_status, DeliveryStatus::TemporaryFailure as i32);
+    assert_eq!((outcome.attempts, outcome.status_code), (4, 450), "{outcome:?}");
+    // Three backoffs, each at most the cap: the retries waited, but not longer than allowed.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let stored = store.get_outcome("app", &outcome.message_id).await.unwrap().expect("the final outcome is recorded");
+    assert_eq!(stored.attempts, 4);
+    let events = store.read_events("app", None, 10).await.unwrap();
+    assert_eq!(events.len(), 1, "one event for the final outcome, not one per attempt");
+    assert_eq!(events[0].event_type, "_email.softbounce");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_relay_pushes_back_instead_of_queueing_without_bound() {
+    // A relay that accepts connections and never says anything.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let (store, _dir) = store().await;
+    let mut relay = SmtpRelay::new("127.0.0.1", port);
+    relay.pool_size = 1;
+    let engine = Engine::start(store, Some(Arc::new(SmtpPool::new(relay))), config(RetryPolicy::default(), 8));
+    let mut accepted = 0;
+    let mut refused = 0;
+    for i in 0..200 {
+        match engine.submit(Lane::Email, job(i, None), Duration::from_millis(5)).await {
+            Ok(()) => accepted += 1,
+            Err(returned) => {
+                assert_eq!(returned.outcome.address, format!("r{i}@example.com"), "the job comes back to the caller");
+                refused += 1;
+            }
+        }
+    }
+    // The shard holds one batch in flight plus its queue; everything else is handed back.
+    assert!(accepted <= 8 + herald::dispatch::engine::BATCH, "{accepted} accepted");
+    assert!(refused >= 200 - 8 - herald::dispatch::engine::BATCH, "{refused} refused");
+}
