@@ -240,3 +240,51 @@ fn cli_manages_templates() {
     assert!(err.contains("template.sms.body"), "{err}");
     assert!(run(&["templates", "delete", "--app", &app, "code"]).contains("deleted 1"));
 }
+
+#[test]
+fn cli_sends_and_shows_outcomes() {
+    let sink = common::SmtpSink::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("smtp://127.0.0.1:{}", sink.port);
+    let d = Daemon::spawn(None, tmp.path().join("data"), None, Some(API_KEY.to_string()), &["--smtp-url", &url]);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = d.grpc.to_string();
+    let env = [("HERALD_ADDR", addr.as_str()), ("HERALD_API_KEY", API_KEY)];
+    let run = |args: &[&str]| {
+        let (code, out, err) = herald(args, &env, dir.path());
+        assert_eq!(code, 0, "herald {args:?}: {err}");
+        out
+    };
+    let app = run(&["apps", "create", "--name", "S"]).trim().to_string();
+    let out = run(&[
+        "send",
+        "--app",
+        &app,
+        "--to",
+        "ana@example.com",
+        "--to",
+        "nope",
+        "--from",
+        "Shop <news@shop.example>",
+        "--subject",
+        "Hi {{Name}}",
+        "--text",
+        "Hello",
+        "--sub",
+        "Name=Ana",
+    ]);
+    let ana = out.lines().find(|l| l.starts_with("ana@example.com")).unwrap_or_else(|| panic!("{out}"));
+    assert!(ana.contains("SUCCESSFUL") && ana.contains("250"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("nope") && l.contains("PERMANENT_FAILURE")), "{out}");
+    let message_id = ana.split_whitespace().nth(3).unwrap();
+    let outcome: serde_json::Value = serde_json::from_str(&run(&["outcome", "--app", &app, message_id])).unwrap();
+    assert_eq!(outcome["Status"], "SUCCESSFUL");
+    assert_eq!(outcome["Address"], "ana@example.com");
+    for _ in 0..50 {
+        if !sink.messages().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    assert!(sink.messages().iter().any(|m| m.lines().any(|l| l.trim_end() == "Subject: Hi Ana")));
+}

@@ -4,6 +4,7 @@
 mod client;
 mod endpoints;
 pub mod json;
+mod send;
 mod templates;
 
 use std::process::ExitCode;
@@ -50,6 +51,21 @@ enum Command {
         conn: client::ConnArgs,
         #[command(subcommand)]
         command: endpoints::EndpointsCommand,
+    },
+    /// Send an email now (SendMessages).
+    Send {
+        #[command(flatten)]
+        conn: client::ConnArgs,
+        #[command(flatten)]
+        args: send::SendArgs,
+    },
+    /// Show a sent message's outcome.
+    Outcome {
+        #[command(flatten)]
+        conn: client::ConnArgs,
+        #[arg(long)]
+        app: String,
+        message_id: String,
     },
     /// Manage message templates on a running daemon.
     Templates {
@@ -100,6 +116,8 @@ pub fn main() -> ExitCode {
         Command::Apps { conn, command } => run_client(apps(conn, command)),
         Command::Endpoints { conn, command } => run_client(endpoints::run(conn, command)),
         Command::Templates { conn, command } => run_client(templates::run(conn, command)),
+        Command::Send { conn, args } => run_client(send::send(conn, args)),
+        Command::Outcome { conn, app, message_id } => run_client(send::outcome(conn, app, message_id)),
     }
 }
 
