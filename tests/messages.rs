@@ -147,6 +147,51 @@ async fn rules_rendering_and_delivery(backend: Backend) {
         .into_inner();
     assert_eq!(ghost.delivery_status, DeliveryStatus::PermanentFailure as i32, "early failures are recorded too");
 
+    // Listing by request (send order) and by endpoint.
+    use herald::proto::v1::{list_outcomes_request::By, ListOutcomesRequest};
+    let mut mc = MessagesClient::new(d.channel().await);
+    let page = mc
+        .list_outcomes(d.req(ListOutcomesRequest {
+            app_id: app.clone(),
+            by: Some(By::RequestId(r.request_id.clone())),
+            page_size: 5,
+            page_token: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.outcomes.len(), 5);
+    assert!(!page.next_page_token.is_empty());
+    let rest = mc
+        .list_outcomes(d.req(ListOutcomesRequest {
+            app_id: app.clone(),
+            by: Some(By::RequestId(r.request_id.clone())),
+            page_size: 5,
+            page_token: page.next_page_token,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.outcomes.len() + rest.outcomes.len(), 9, "every recipient of the request");
+    assert!(page.outcomes.iter().chain(&rest.outcomes).all(|o| o.request_id == r.request_id));
+    let ana_list = mc
+        .list_outcomes(d.req(ListOutcomesRequest {
+            app_id: app.clone(),
+            by: Some(By::EndpointId("ana".into())),
+            page_size: 10,
+            page_token: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ana_list.outcomes.len(), 1);
+    assert_eq!(ana_list.outcomes[0].message_id, r.endpoint_result["ana"].message_id);
+    let bad = mc
+        .list_outcomes(d.req(ListOutcomesRequest { app_id: app.clone(), by: None, page_size: 10, page_token: String::new() }))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
     // A dry run does everything but the provider call.
     let dry = SendMessagesRequest {
         app_id: app.clone(),

@@ -17,6 +17,7 @@ use super::{check_app_id, invalid, observe, store_status};
 use crate::channels::webhook;
 use crate::dispatch::engine::{event_for, Engine, Job, Lane, Payload};
 use crate::domain::{self, endpoint as endpoint_rules, FieldViolation};
+use crate::proto::v1::{list_outcomes_request, ListOutcomesRequest, ListOutcomesResponse};
 use crate::proto::v1::{
     messages_server, template::Content, AttributeValues, ChannelType, DeliveryStatus, Endpoint, EndpointResults, EndpointStatus,
     GetMessageOutcomeRequest, MessageOutcome, MessageResult, MessageSource, OptOut, SendMessagesRequest, SendMessagesResponse,
@@ -24,7 +25,7 @@ use crate::proto::v1::{
 };
 use crate::render::mime;
 use crate::render::template::{CompiledTemplate, TemplateCache};
-use crate::store::{Idempotency, Store};
+use crate::store::{Idempotency, OutcomeIndex, Store};
 
 /// Most recipients in one call.
 pub const MAX_RECIPIENTS: usize = 10_000;
@@ -454,6 +455,35 @@ impl messages_server::Messages for MessagesService {
                 }
             }
             Ok(Response::new(response))
+        })
+        .await
+    }
+
+    async fn list_outcomes(&self, request: Request<ListOutcomesRequest>) -> Result<Response<ListOutcomesResponse>, Status> {
+        observe("ListOutcomes", async {
+            let req = request.into_inner();
+            check_app_id(&req.app_id)?;
+            let by = match req.by {
+                Some(list_outcomes_request::By::RequestId(r)) if !r.is_empty() => OutcomeIndex::Request(r),
+                Some(list_outcomes_request::By::EndpointId(e)) if !e.is_empty() => OutcomeIndex::Endpoint(e),
+                _ => return Err(invalid(vec![FieldViolation::new("by", "give a request_id or an endpoint_id")])),
+            };
+            let size = super::apps::page_size(req.page_size)?;
+            let offset: usize = if req.page_token.is_empty() {
+                0
+            } else {
+                req.page_token
+                    .parse()
+                    .map_err(|_| invalid(vec![FieldViolation::new("page_token", "is not a token this service issued")]))?
+            };
+            let mut outcomes = self.store.list_outcomes(&req.app_id, &by, offset, size + 1).await.map_err(store_status)?;
+            let next_page_token = if outcomes.len() > size {
+                outcomes.truncate(size);
+                (offset + size).to_string()
+            } else {
+                String::new()
+            };
+            Ok(Response::new(ListOutcomesResponse { outcomes, next_page_token }))
         })
         .await
     }

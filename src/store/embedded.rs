@@ -25,6 +25,8 @@ const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
 const SUPPRESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("suppressions");
 /// Outcomes: `app\0message_id` → 8-byte big-endian expiry (unix seconds) + `MessageOutcome`.
 const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
+/// Outcome listings: `app\0r{request}\0{message_id}` and `app\0e{endpoint}\0{inverted time}{message_id}` → ().
+const OUTCOME_INDEX: TableDefinition<&str, ()> = TableDefinition::new("outcome_index");
 /// Outcome counts: `app\0day\0channel\0status` → messages.
 const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("outcome_counts");
 /// Events: `app\0{sequence:020}` → `Event`; `EVENT_SEQ` holds each app's last sequence.
@@ -73,6 +75,7 @@ impl EmbeddedStore {
             txn.open_table(SUPPRESSIONS).map_err(backend)?;
             txn.open_table(OUTCOMES).map_err(backend)?;
             txn.open_table(IDEMPOTENCY).map_err(backend)?;
+            txn.open_table(OUTCOME_INDEX).map_err(backend)?;
             txn.open_table(COUNTS).map_err(backend)?;
             txn.open_table(EVENTS).map_err(backend)?;
             txn.open_table(EVENT_SEQ).map_err(backend)?;
@@ -264,6 +267,10 @@ impl Store for EmbeddedStore {
             txn.open_table(SUPPRESSIONS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(OUTCOMES).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(IDEMPOTENCY).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            txn.open_table(OUTCOME_INDEX)
+                .map_err(backend)?
+                .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false)
+                .map_err(backend)?;
             txn.open_table(COUNTS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(EVENTS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             txn.open_table(EVENT_SEQ).map_err(backend)?.remove(app_id.as_str()).map_err(backend)?;
@@ -514,6 +521,22 @@ impl Store for EmbeddedStore {
                     value.extend(o.encode_to_vec());
                     table.insert(key(&app_id, &o.message_id).as_str(), value.as_slice()).map_err(backend)?;
                 }
+                let mut index = txn.open_table(OUTCOME_INDEX).map_err(backend)?;
+                for (seq, o) in outcomes.iter().enumerate() {
+                    if !o.request_id.is_empty() {
+                        // Within a request, in the order recorded (message ids sort by time only).
+                        let n = chrono::Utc::now().timestamp_micros();
+                        index
+                            .insert(format!("{app_id}\0r{}\0{n:020}{seq:06}{}", o.request_id, o.message_id).as_str(), ())
+                            .map_err(backend)?;
+                    }
+                    if !o.endpoint_id.is_empty() {
+                        let inverted = u64::MAX - chrono::Utc::now().timestamp_micros().max(0) as u64;
+                        index
+                            .insert(format!("{app_id}\0e{}\0{inverted:020}{}", o.endpoint_id, o.message_id).as_str(), ())
+                            .map_err(backend)?;
+                    }
+                }
                 let mut counts = txn.open_table(COUNTS).map_err(backend)?;
                 for ((day, channel, status), n) in super::tally(&outcomes) {
                     let k = format!("{app_id}\0{day}\0{channel}\0{status}");
@@ -534,6 +557,41 @@ impl Store for EmbeddedStore {
                 }
             }
             txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_outcomes(
+        &self,
+        app_id: &str,
+        by: &super::OutcomeIndex,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<MessageOutcome>, StoreError> {
+        let prefix = match by {
+            super::OutcomeIndex::Request(r) => format!("{app_id}\0r{r}\0"),
+            super::OutcomeIndex::Endpoint(e) => format!("{app_id}\0e{e}\0"),
+        };
+        let app_id = app_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let index = txn.open_table(OUTCOME_INDEX).map_err(backend)?;
+            let outcomes = txn.open_table(OUTCOMES).map_err(backend)?;
+            let hi = format!("{prefix}\u{10FFFF}");
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            let mut out = Vec::new();
+            for item in index.range::<&str>(prefix.as_str()..hi.as_str()).map_err(backend)?.skip(offset).take(limit.max(1)) {
+                let (k, _) = item.map_err(backend)?;
+                let k = k.value();
+                let message_id = &k[k.len().saturating_sub(32)..];
+                if let Some(g) = outcomes.get(key(&app_id, message_id).as_str()).map_err(backend)? {
+                    let v = g.value();
+                    if v.len() > 8 && u64::from_be_bytes(v[..8].try_into().expect("8 bytes")) >= now {
+                        out.push(MessageOutcome::decode(&v[8..])?);
+                    }
+                }
+            }
+            Ok(out)
         })
         .await
     }

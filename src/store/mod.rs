@@ -61,6 +61,16 @@ pub enum Idempotency {
     Done(Vec<u8>),
 }
 
+/// What outcomes are listed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutcomeIndex {
+    Request(String),
+    Endpoint(String),
+}
+
+/// Outcomes kept listed per endpoint.
+pub const MAX_PER_ENDPOINT: usize = 1_000;
+
 /// Most events kept per app; older ones are dropped as new ones arrive.
 pub const MAX_EVENTS: u64 = 1_000_000;
 
@@ -183,6 +193,11 @@ pub trait Store: Send + Sync + 'static {
     /// and delivery status; events go to the app's stream (at most [`MAX_EVENTS`] kept, the
     /// oldest dropped) and get their ids.
     async fn record_outcomes(&self, app_id: &str, outcomes: &[MessageOutcome], events: &[Event], ttl_secs: u64) -> Result<(), StoreError>;
+
+    /// Outcomes by request or endpoint (newest first for endpoints, send order for a request),
+    /// from position `offset`, at most `limit`, while their TTL lasts (Redis lists an
+    /// endpoint's last [`MAX_PER_ENDPOINT`]).
+    async fn list_outcomes(&self, app_id: &str, by: &OutcomeIndex, offset: usize, limit: usize) -> Result<Vec<MessageOutcome>, StoreError>;
 
     /// One message's outcome, while its TTL lasts.
     async fn get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError>;

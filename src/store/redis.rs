@@ -15,6 +15,7 @@
 //! | `herald:{app}:suppressed` | hash | address → `Suppression` (protobuf) |
 //! | `herald:{app}:out:{hour}` | hash, expiring | message id → `MessageOutcome` (protobuf), by the hour in the id |
 //! | `herald:{app}:counts:{day}` | hash, expiring | `{channel}:{status}` → messages |
+//! | `herald:{app}:byreq:{request}` / `:byep:{endpoint}` | list, expiring | message ids, for listing outcomes |
 //! | `herald:{app}:events` | stream (capped) | field `e`: an `Event` (protobuf) |
 //! | `herald:{app}:idem:{key}` | string, expiring | `P` while in flight, `D` + the encoded response after |
 //!
@@ -562,6 +563,23 @@ impl Store for RedisStore {
             pipe.hincr(&counts, format!("{channel}:{status}"), n).ignore();
             pipe.expire(&counts, (ttl_secs + 86_400) as i64).ignore();
         }
+        let mut by_request: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+        for o in outcomes {
+            if !o.request_id.is_empty() {
+                by_request.entry(o.request_id.as_str()).or_default().push(o.message_id.as_str());
+            }
+            if !o.endpoint_id.is_empty() {
+                let list = keys.key("byep:", &o.endpoint_id);
+                pipe.lpush(&list, &o.message_id).ignore();
+                pipe.ltrim(&list, 0, super::MAX_PER_ENDPOINT as isize - 1).ignore();
+                pipe.expire(&list, ttl_secs.max(1) as i64).ignore();
+            }
+        }
+        for (request, ids) in by_request {
+            let list = keys.key("byreq:", request);
+            pipe.rpush(&list, ids).ignore();
+            pipe.expire(&list, ttl_secs.max(1) as i64).ignore();
+        }
         let stream = keys.key("events", "");
         for e in events {
             pipe.cmd("XADD").arg(&stream).arg("MAXLEN").arg("~").arg(super::MAX_EVENTS).arg("*").arg("e").arg(e.encode_to_vec()).ignore();
@@ -569,6 +587,29 @@ impl Store for RedisStore {
         let mut conn = self.pool.get().await?;
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
+    }
+
+    async fn list_outcomes(
+        &self,
+        app_id: &str,
+        by: &super::OutcomeIndex,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<MessageOutcome>, StoreError> {
+        let keys = Keys::new(app_id);
+        let list = match by {
+            super::OutcomeIndex::Request(r) => keys.key("byreq:", r),
+            super::OutcomeIndex::Endpoint(e) => keys.key("byep:", e),
+        };
+        let mut conn = self.conn();
+        let ids: Vec<String> = conn.lrange(&list, offset as isize, (offset + limit.max(1)) as isize - 1).await?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            let hour = crate::domain::message_id_time(id).unwrap_or(0) / 3600;
+            pipe.hget(keys.key("out:", &hour.to_string()), id);
+        }
+        let found: Vec<Option<Vec<u8>>> = if ids.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
+        found.into_iter().flatten().map(|b| MessageOutcome::decode(b.as_slice()).map_err(StoreError::from)).collect()
     }
 
     async fn get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError> {
