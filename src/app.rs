@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
+use crate::api::channels::ChannelsService;
 use crate::api::{
     apps::AppsService, endpoints::EndpointsService, messages::MessagesService, suppressions::SuppressionsService,
     templates::TemplatesService, Auth,
@@ -19,8 +20,8 @@ use crate::channels::email::{SmtpPool, SmtpRelay};
 use crate::config::Config;
 use crate::dispatch::engine::{Engine, EngineConfig};
 use crate::proto::v1::{
-    apps_server::AppsServer, endpoints_server::EndpointsServer, messages_server::MessagesServer, suppressions_server::SuppressionsServer,
-    templates_server::TemplatesServer,
+    apps_server::AppsServer, channels_server::ChannelsServer, endpoints_server::EndpointsServer, messages_server::MessagesServer,
+    suppressions_server::SuppressionsServer, templates_server::TemplatesServer,
 };
 use crate::render::{template::TemplateCache, Renderer};
 use crate::store::{self, Store};
@@ -52,6 +53,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     health.set_serving::<TemplatesServer<TemplatesService>>().await;
     health.set_serving::<SuppressionsServer<SuppressionsService>>().await;
     health.set_serving::<MessagesServer<MessagesService>>().await;
+    health.set_serving::<ChannelsServer<ChannelsService>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -112,7 +114,8 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             .add_service(InterceptedService::new(endpoints, auth.clone()))
             .add_service(InterceptedService::new(templates, auth.clone()))
             .add_service(InterceptedService::new(suppressions, auth.clone()))
-            .add_service(InterceptedService::new(messages, auth))
+            .add_service(InterceptedService::new(messages, auth.clone()))
+            .add_service(InterceptedService::new(ChannelsServer::new(ChannelsService::new(store.clone())), auth))
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())),
     );
     let router = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
@@ -133,6 +136,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     health.set_not_serving::<TemplatesServer<TemplatesService>>().await;
     health.set_not_serving::<SuppressionsServer<SuppressionsService>>().await;
     health.set_not_serving::<MessagesServer<MessagesService>>().await;
+    health.set_not_serving::<ChannelsServer<ChannelsService>>().await;
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     match tokio::time::timeout(grace, grpc_task).await {

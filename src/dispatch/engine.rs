@@ -16,12 +16,13 @@ use tokio::time::Instant;
 
 use super::quota::RateGate;
 use super::retry::RetryPolicy;
-use crate::channels::email::SmtpPool;
+use crate::channels::email::{SmtpPool, SmtpRelay};
 use crate::channels::webhook::{self, Webhook, WebhookConfig};
 use crate::channels::Delivery;
 use crate::domain;
-use crate::proto::v1::{ChannelQuota, DeliveryStatus, Event, MessageOutcome, Suppression, SuppressionReason};
+use crate::proto::v1::{ChannelQuota, CustomChannel, DeliveryStatus, EmailChannel, Event, MessageOutcome, Suppression, SuppressionReason};
 use crate::store::Store;
+use prost::Message as _;
 
 /// Jobs a shard takes at once.
 pub const BATCH: usize = 64;
@@ -83,6 +84,20 @@ struct Shared {
     smtp: Option<Arc<SmtpPool>>,
     config: EngineConfig,
     quotas: Quotas,
+    /// Each app's channel settings, refreshed like its quotas.
+    channels: parking_lot::Mutex<HashMap<String, (Instant, AppChannels)>>,
+    /// SMTP pools of apps with their own relay, by relay settings.
+    pools: parking_lot::Mutex<HashMap<String, Arc<SmtpPool>>>,
+}
+
+/// A relay's pool and the jobs going through it.
+type RelayBatch = (Arc<SmtpPool>, Vec<usize>);
+
+/// An app's email and custom channel settings, if it has any.
+#[derive(Clone, Default)]
+struct AppChannels {
+    email: Option<EmailChannel>,
+    custom: Option<CustomChannel>,
 }
 
 /// How long an app's channel quotas are used before they are read again: quota changes take
@@ -102,6 +117,48 @@ struct Quotas {
 }
 
 impl Shared {
+    async fn app_channels(&self, app: &str) -> AppChannels {
+        if let Some((at, c)) = self.channels.lock().get(app) {
+            if at.elapsed() < QUOTA_REFRESH {
+                return c.clone();
+            }
+        }
+        let load = |raw: Option<Vec<u8>>| raw;
+        let email = load(self.store.get_channel(app, crate::api::channels::EMAIL).await.ok().flatten())
+            .and_then(|b| EmailChannel::decode(b.as_slice()).ok());
+        let custom = load(self.store.get_channel(app, crate::api::channels::CUSTOM).await.ok().flatten())
+            .and_then(|b| CustomChannel::decode(b.as_slice()).ok());
+        let c = AppChannels { email, custom };
+        self.channels.lock().insert(app.to_string(), (Instant::now(), c.clone()));
+        c
+    }
+
+    /// The pool an app's email goes through: its own relay, or the daemon's; `Err` says why none.
+    fn pool_for(&self, channel: &Option<EmailChannel>) -> Result<Arc<SmtpPool>, String> {
+        match channel {
+            Some(c) if !c.enabled => Err("the app's email channel is disabled".into()),
+            Some(c) if !c.relay_host.is_empty() => {
+                let key = format!(
+                    "{}:{}:{}:{}:{}:{}",
+                    c.relay_host, c.relay_port, c.username, c.password, c.pool_size, c.messages_per_connection
+                );
+                let mut pools = self.pools.lock();
+                let pool = pools.entry(key).or_insert_with(|| {
+                    let mut relay = SmtpRelay::new(c.relay_host.clone(), u16::try_from(c.relay_port).unwrap_or(25));
+                    relay.username = Some(c.username.clone()).filter(|u| !u.is_empty());
+                    relay.password = Some(c.password.clone()).filter(|p| !p.is_empty());
+                    if c.pool_size > 0 {
+                        relay.pool_size = c.pool_size as usize;
+                    }
+                    relay.messages_per_connection = c.messages_per_connection.max(0) as u32;
+                    Arc::new(SmtpPool::new(relay))
+                });
+                Ok(pool.clone())
+            }
+            _ => self.smtp.clone().ok_or_else(|| "no email channel is configured (smtp_url or UpdateEmailChannel)".to_string()),
+        }
+    }
+
     async fn quota(&self, app: &str, channel: &str) -> Option<ChannelQuota> {
         let cached =
             self.quotas.settings.lock().get(app).filter(|(at, _)| at.elapsed() < QUOTA_REFRESH).map(|(_, q)| q.get(channel).copied());
@@ -181,7 +238,14 @@ impl Shared {
 
 impl Engine {
     pub fn start(store: Arc<dyn Store>, smtp: Option<Arc<SmtpPool>>, config: EngineConfig) -> Arc<Self> {
-        let shared = Arc::new(Shared { store, smtp, config: config.clone(), quotas: Quotas::default() });
+        let shared = Arc::new(Shared {
+            store,
+            smtp,
+            config: config.clone(),
+            quotas: Quotas::default(),
+            channels: parking_lot::Mutex::new(HashMap::new()),
+            pools: parking_lot::Mutex::new(HashMap::new()),
+        });
         let mut lanes = HashMap::new();
         for lane in [Lane::Email, Lane::Custom] {
             let mut senders = Vec::new();
@@ -355,26 +419,26 @@ async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job], hooks: &mut HashMap<
     match lane {
         Lane::Email => {
             let mut out: Vec<Option<Delivery>> = jobs.iter().map(|j| j.dry_run.then(|| dry(j))).collect();
-            let Some(pool) = &shared.smtp else {
-                return out
-                    .into_iter()
-                    .map(|d| {
-                        d.unwrap_or(Delivery::Permanent {
-                            status_code: 0,
-                            message: "no email channel is configured (smtp_url)".into(),
-                            hard_bounce: false,
-                        })
-                    })
-                    .collect();
-            };
-            // One pipelined batch per sender address.
-            let mut by_from: HashMap<&str, Vec<usize>> = HashMap::new();
+            // One pipelined batch per (relay, sender address).
+            let mut groups: HashMap<(usize, &str), RelayBatch> = HashMap::new();
+            let mut apps: HashMap<&str, Result<Arc<SmtpPool>, String>> = HashMap::new();
             for (i, j) in jobs.iter().enumerate() {
-                if let (None, Payload::Email { from, .. }) = (&out[i], &j.payload) {
-                    by_from.entry(from.as_str()).or_default().push(i);
+                let app = j.outcome.app_id.as_str();
+                if !apps.contains_key(app) {
+                    let c = shared.app_channels(app).await;
+                    apps.insert(app, shared.pool_for(&c.email));
+                }
+                match (&apps[app], &j.payload) {
+                    (Err(why), _) if out[i].is_none() => {
+                        out[i] = Some(Delivery::Permanent { status_code: 0, message: why.clone(), hard_bounce: false })
+                    }
+                    (Ok(pool), Payload::Email { from, .. }) if out[i].is_none() => {
+                        groups.entry((Arc::as_ptr(pool) as usize, from.as_str())).or_insert_with(|| (pool.clone(), Vec::new())).1.push(i);
+                    }
+                    _ => {}
                 }
             }
-            for (from, idx) in by_from {
+            for ((_, from), (pool, idx)) in groups {
                 let items: Vec<(&str, &[u8])> = idx
                     .iter()
                     .map(|&i| match &jobs[i].payload {
@@ -393,31 +457,38 @@ async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job], hooks: &mut HashMap<
         Lane::Custom => {
             let mut futures = Vec::with_capacity(jobs.len());
             for j in jobs {
-                let hook = match (&j.payload, j.dry_run) {
-                    (_, true) => None,
+                let app = shared.app_channels(&j.outcome.app_id).await;
+                let disabled = app.custom.as_ref().is_some_and(|c| !c.enabled);
+                let secret = app
+                    .custom
+                    .as_ref()
+                    .map(|c| c.signing_secret.clone())
+                    .filter(|s| !s.is_empty())
+                    .or_else(|| shared.config.webhook_secret.clone())
+                    .unwrap_or_default();
+                let hook = match (&j.payload, j.dry_run || disabled) {
                     (Payload::Custom { .. }, false) => {
                         let url = j.outcome.address.clone();
-                        let hook = match hooks.get(&url) {
+                        let key = format!("{url}\n{secret}");
+                        match hooks.get(&key) {
                             Some(h) => Some(h.clone()),
-                            None => Webhook::new(WebhookConfig {
-                                url: url.clone(),
-                                secret: shared.config.webhook_secret.clone().unwrap_or_default(),
-                                timeout: shared.config.webhook_timeout,
-                            })
-                            .ok()
-                            .map(|h| {
+                            None => Webhook::new(WebhookConfig { url, secret, timeout: shared.config.webhook_timeout }).ok().map(|h| {
                                 let h = Arc::new(h);
-                                hooks.insert(url, h.clone());
+                                hooks.insert(key, h.clone());
                                 h
                             }),
-                        };
-                        hook
+                        }
                     }
                     _ => None,
                 };
                 futures.push(async move {
                     match (&j.payload, hook) {
                         (_, _) if j.dry_run => dry(j),
+                        (_, _) if disabled => Delivery::Permanent {
+                            status_code: 0,
+                            message: "the app's custom channel is disabled".into(),
+                            hard_bounce: false,
+                        },
                         (Payload::Custom { body }, Some(h)) => h.send(body).await,
                         _ => Delivery::Permanent {
                             status_code: 0,

@@ -32,6 +32,8 @@ const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("outcome_counts"
 /// Events: `app\0{sequence:020}` → `Event`; `EVENT_SEQ` holds each app's last sequence.
 const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
 const EVENT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("event_seq");
+/// Channel settings: `app\0channel` → protobuf.
+const CHANNELS: TableDefinition<&str, &[u8]> = TableDefinition::new("channels");
 /// Idempotency keys: `app\0key` → 8-byte big-endian expiry + `P` (in flight) or `D` + response.
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// Quota use: `app\0channel\0total` and `app\0channel\0h{hour:012}` → messages.
@@ -75,6 +77,7 @@ impl EmbeddedStore {
             txn.open_table(SUPPRESSIONS).map_err(backend)?;
             txn.open_table(OUTCOMES).map_err(backend)?;
             txn.open_table(IDEMPOTENCY).map_err(backend)?;
+            txn.open_table(CHANNELS).map_err(backend)?;
             txn.open_table(OUTCOME_INDEX).map_err(backend)?;
             txn.open_table(COUNTS).map_err(backend)?;
             txn.open_table(EVENTS).map_err(backend)?;
@@ -660,6 +663,41 @@ impl Store for EmbeddedStore {
     async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError> {
         let (app_id, name, user) = (app_id.to_string(), name.to_string(), user.to_string());
         self.blocking(move |db| embedded_templates::set_template_use(db, &app_id, &name, &user, in_use)).await
+    }
+
+    async fn put_channel(&self, app_id: &str, channel: &str, settings: &[u8]) -> Result<(), StoreError> {
+        let (app_id, k, settings) = (app_id.to_string(), key(app_id, channel), settings.to_vec());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            if !app_exists(&txn, &app_id)? {
+                return Err(StoreError::AppNotFound(app_id));
+            }
+            txn.open_table(CHANNELS).map_err(backend)?.insert(k.as_str(), settings.as_slice()).map_err(backend)?;
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn get_channel(&self, app_id: &str, channel: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = key(app_id, channel);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(CHANNELS).map_err(backend)?;
+            let found = table.get(k.as_str()).map_err(backend)?;
+            Ok(found.map(|g| g.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn delete_channel(&self, app_id: &str, channel: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = key(app_id, channel);
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            let old = txn.open_table(CHANNELS).map_err(backend)?.remove(k.as_str()).map_err(backend)?.map(|g| g.value().to_vec());
+            txn.commit().map_err(backend)?;
+            Ok(old)
+        })
+        .await
     }
 
     async fn claim_idempotency(&self, app_id: &str, key: &str, ttl_secs: u64) -> Result<super::Idempotency, StoreError> {

@@ -212,6 +212,14 @@ pub trait Store: Send + Sync + 'static {
     /// template in use cannot be deleted (FAILED_PRECONDITION).
     async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError>;
 
+    /// An app's settings for one channel (`email`, `custom`...), stored as given (protobuf).
+    async fn put_channel(&self, app_id: &str, channel: &str, settings: &[u8]) -> Result<(), StoreError>;
+
+    async fn get_channel(&self, app_id: &str, channel: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Removes a channel's settings; returns what they were.
+    async fn delete_channel(&self, app_id: &str, channel: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
     /// Claims an idempotency key for `ttl_secs`, atomically: the first caller gets
     /// [`Idempotency::Claimed`], later ones see it in flight or done.
     async fn claim_idempotency(&self, app_id: &str, key: &str, ttl_secs: u64) -> Result<Idempotency, StoreError>;

@@ -17,6 +17,7 @@
 //! | `herald:{app}:counts:{day}` | hash, expiring | `{channel}:{status}` → messages |
 //! | `herald:{app}:byreq:{request}` / `:byep:{endpoint}` | list, expiring | message ids, for listing outcomes |
 //! | `herald:{app}:events` | stream (capped) | field `e`: an `Event` (protobuf) |
+//! | `herald:{app}:channels` | hash | channel → its settings (protobuf) |
 //! | `herald:{app}:idem:{key}` | string, expiring | `P` while in flight, `D` + the encoded response after |
 //!
 //! Endpoint writes run optimistically on a pooled connection: read what the planner needs (one
@@ -651,6 +652,27 @@ impl Store for RedisStore {
 
     async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError> {
         self.redis_set_template_use(app_id, name, user, in_use).await
+    }
+
+    async fn put_channel(&self, app_id: &str, channel: &str, settings: &[u8]) -> Result<(), StoreError> {
+        let keys = Keys::new(app_id);
+        let mut invocation = HSET_IF_APP.prepare_invoke();
+        invocation.key(keys.app()).key(keys.key("channels", "")).arg(channel).arg(settings);
+        let done: i64 = invocation.invoke_async(&mut self.conn()).await?;
+        if done < 0 {
+            return Err(StoreError::AppNotFound(app_id.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn get_channel(&self, app_id: &str, channel: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.conn().hget(Keys::new(app_id).key("channels", ""), channel).await?)
+    }
+
+    async fn delete_channel(&self, app_id: &str, channel: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = Keys::new(app_id).key("channels", "");
+        let (old, _): (Option<Vec<u8>>, i64) = redis::pipe().hget(&key, channel).hdel(&key, channel).query_async(&mut self.conn()).await?;
+        Ok(old)
     }
 
     async fn claim_idempotency(&self, app_id: &str, key: &str, ttl_secs: u64) -> Result<super::Idempotency, StoreError> {
