@@ -1,5 +1,6 @@
 //! Per-app channel settings: write-only secrets, and sends going through the app's own relay.
 
+#[macro_use]
 mod common;
 
 use common::{Backend, Daemon, SmtpSink};
@@ -77,17 +78,6 @@ async fn app_relays_and_write_only_secrets(backend: Backend) {
 
     ch.delete_email_channel(d.req(GetChannelRequest { app_id: app.clone() })).await.unwrap();
     assert_eq!(ch.get_email_channel(d.req(GetChannelRequest { app_id: app.clone() })).await.unwrap_err().code(), Code::NotFound);
-}
-
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod embedded_backend {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Embedded).await; })*
-        }
-        mod redis_backend {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Redis).await; })*
-        }
-    };
 }
 
 on_both_backends!(app_relays_and_write_only_secrets);

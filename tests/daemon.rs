@@ -1,5 +1,6 @@
 //! The real daemon, started on ephemeral ports against each backend, exercised over gRPC.
 
+#[macro_use]
 mod common;
 
 use common::{Backend, Daemon};
@@ -382,17 +383,6 @@ async fn suppression_lists_over_grpc(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-}
-
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod embedded_backend {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Embedded).await; })*
-        }
-        mod redis_backend {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Redis).await; })*
-        }
-    };
 }
 
 on_both_backends!(

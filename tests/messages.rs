@@ -1,6 +1,7 @@
 //! Transactional sends through the real daemon: delivery rules, rendering, SMTP into
 //! smtp-sink, hard bounces, dry runs and outcomes, on both backends.
 
+#[macro_use]
 mod common;
 
 use common::{Backend, Daemon, RedisServer, SmtpSink, API_KEY};
@@ -401,17 +402,6 @@ async fn users_get_every_active_endpoint(backend: Backend) {
     assert!(r.result["nobody"].endpoint_result.is_empty());
     let delivered = wait_for(&sink, 2).await;
     assert!(delivered.iter().any(|m| m.lines().any(|l| l.trim_end() == "Subject: For ana at ana@home.example")), "{delivered:?}");
-}
-
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod embedded_backend {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Embedded).await; })*
-        }
-        mod redis_backend {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Redis).await; })*
-        }
-    };
 }
 
 on_both_backends!(

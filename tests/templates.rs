@@ -1,5 +1,6 @@
 //! Templates over gRPC on both backends: versions, the active version, validation, previews.
 
+#[macro_use]
 mod common;
 
 use common::{Backend, Daemon};
@@ -273,17 +274,6 @@ async fn previews_render_endpoints_and_report_failures(backend: Backend) {
     let metrics = d.metrics_text();
     let compiled = metrics.lines().find(|l| l.starts_with("herald_template_compilations_total")).unwrap_or("");
     assert!(compiled.ends_with(" 3"), "news, fails and greek compile once each: {compiled}");
-}
-
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod embedded_backend {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Embedded).await; })*
-        }
-        mod redis_backend {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Redis).await; })*
-        }
-    };
 }
 
 on_both_backends!(

@@ -14,6 +14,20 @@ use tonic::Request;
 
 pub const API_KEY: &str = "test-key-0123456789abcdef";
 
+/// Runs each listed `async fn case(backend)` as a test against the embedded store and against
+/// a real Redis.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod embedded_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Embedded).await; })*
+        }
+        mod redis_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::Backend::Redis).await; })*
+        }
+    };
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
