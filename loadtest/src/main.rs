@@ -355,36 +355,29 @@ async fn import(
     Ok(totals)
 }
 
-/// Issues GetEndpoint calls on a fixed schedule for `duration`; returns the latency histogram
-/// (microseconds), the error count and the achieved rate.
-async fn fixed_rate(
-    channels: &[Channel],
-    key: &Option<String>,
-    app: &str,
-    rate: u64,
-    endpoints: u64,
-    duration: Duration,
-) -> anyhow::Result<(Histogram<u64>, u64, f64)> {
+/// Issues `call(n)` on a fixed schedule for `duration`, open loop (calls are spawned on time
+/// whether or not earlier ones answered); returns each call's latency in microseconds, the
+/// failures and the achieved rate.
+async fn open_loop<F, Fut>(rate: u64, duration: Duration, call: F) -> anyhow::Result<(Histogram<u64>, u64, f64)>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<u64, ()>>();
     let start = tokio::time::Instant::now();
     for n in 0..total {
-        let scheduled = start + interval * n as u32;
-        tokio::time::sleep_until(scheduled).await;
-        let mut client = EndpointsClient::new(channels[(n as usize) % channels.len()].clone());
-        let req = request(
-            key,
-            GetEndpointRequest { app_id: app.to_string(), endpoint_id: format!("ep-{:09}", (n.wrapping_mul(2_654_435_761)) % endpoints) },
-        );
+        tokio::time::sleep_until(start + interval * n as u32).await;
+        let fut = call(n);
         let tx = tx.clone();
         tokio::spawn(async move {
             // Timed from the call itself: the generator's timer ticks once a millisecond, so
             // timing from the schedule would add up to a millisecond of its own lateness.
             let issued = Instant::now();
-            let result = client.get_endpoint(req).await;
+            let ok = fut.await;
             let micros = issued.elapsed().as_micros() as u64;
-            let _ = tx.send(result.map(|_| micros).map_err(|_| ()));
+            let _ = tx.send(if ok { Ok(micros) } else { Err(()) });
         });
     }
     drop(tx);
@@ -398,6 +391,26 @@ async fn fixed_rate(
     }
     let achieved = (hist.len() + errors) as f64 / start.elapsed().as_secs_f64();
     Ok((hist, errors, achieved))
+}
+
+/// GetEndpoint at a fixed rate over random endpoints of the imported set.
+async fn fixed_rate(
+    channels: &[Channel],
+    key: &Option<String>,
+    app: &str,
+    rate: u64,
+    endpoints: u64,
+    duration: Duration,
+) -> anyhow::Result<(Histogram<u64>, u64, f64)> {
+    open_loop(rate, duration, |n| {
+        let mut client = EndpointsClient::new(channels[(n as usize) % channels.len()].clone());
+        let req = request(
+            key,
+            GetEndpointRequest { app_id: app.to_string(), endpoint_id: format!("ep-{:09}", (n.wrapping_mul(2_654_435_761)) % endpoints) },
+        );
+        async move { client.get_endpoint(req).await.is_ok() }
+    })
+    .await
 }
 
 /// Postfix's smtp-sink on a free loopback port; killed on drop.
@@ -537,34 +550,11 @@ async fn send_fixed_rate(
     duration: Duration,
     dry_run: bool,
 ) -> anyhow::Result<(Histogram<u64>, u64, f64)> {
-    let total = (rate as f64 * duration.as_secs_f64()) as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<u64, ()>>();
-    let start = tokio::time::Instant::now();
-    for n in 0..total {
-        tokio::time::sleep_until(start + interval * n as u32).await;
+    open_loop(rate, duration, |n| {
         let mut client = MessagesClient::new(channels[(n as usize) % channels.len()].clone());
-        let addresses =
-            [(format!("t{n}@load.herald.test"), AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() })]
-                .into();
+        let addresses = [(format!("t{n}@load.herald.test"), AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() })].into();
         let req = request(key, send_request(app, addresses, dry_run));
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let issued = Instant::now();
-            let ok = matches!(client.send_messages(req).await, Ok(r) if r.get_ref().result.values().all(|v| v.delivery_status == DeliveryStatus::Successful as i32));
-            let micros = issued.elapsed().as_micros() as u64;
-            let _ = tx.send(if ok { Ok(micros) } else { Err(()) });
-        });
-    }
-    drop(tx);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
-    while let Some(r) = rx.recv().await {
-        match r {
-            Ok(us) => hist.record(us.max(1))?,
-            Err(()) => errors += 1,
-        }
-    }
-    let achieved = (hist.len() + errors) as f64 / start.elapsed().as_secs_f64();
-    Ok((hist, errors, achieved))
+        async move { matches!(client.send_messages(req).await, Ok(r) if r.get_ref().result.values().all(|v| v.delivery_status == DeliveryStatus::Successful as i32)) }
+    })
+    .await
 }
