@@ -121,6 +121,19 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     let router = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
     let metrics_server = axum::serve(metrics, router).with_graceful_shutdown(stopped(stop_rx));
     let metrics_task = tokio::spawn(async move { metrics_server.await });
+    let purger = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(3_600)).await;
+                match store.purge_expired().await {
+                    Ok(n) if n > 0 => tracing::info!(records = n, "Purged expired records."),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "Cannot purge expired records."),
+                }
+            }
+        })
+    };
     let upkeep = tokio::spawn(async {
         let handle = telemetry::recorder();
         loop {
@@ -147,6 +160,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), metrics_task).await;
     upkeep.abort();
+    purger.abort();
     if let Some(pool) = smtp {
         pool.close().await;
     }

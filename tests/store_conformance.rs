@@ -450,6 +450,15 @@ async fn outcomes_counters_and_events(h: Harness) {
         seen.extend(page.into_iter().map(|e| e.message_id));
     }
     assert_eq!(seen, (0..300).map(id).collect::<Vec<_>>());
+    // Expired records are gone after a purge (Redis expires them itself).
+    s.record_outcomes("app", &[outcome(2_000)], &[], 0).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let purged = s.purge_expired().await.unwrap();
+    if h.redis.is_none() {
+        assert!(purged >= 1, "the embedded store drops expired outcomes");
+        assert!(s.get_outcome("app", &id(2_000)).await.unwrap().is_none());
+        assert_eq!(s.purge_expired().await.unwrap(), 0, "nothing left to drop");
+    }
     // A short TTL still keeps the outcome readable right away (Redis keeps each hour's bucket
     // for the TTL plus an hour; the embedded store checks each record's own expiry).
     s.record_outcomes("app", &[outcome(1_000)], &[], 1).await.unwrap();

@@ -754,6 +754,28 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.blocking(|db| {
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            let expired = |v: &[u8]| v.len() >= 8 && u64::from_be_bytes(v[..8].try_into().expect("8 bytes")) < now;
+            let txn = db.begin_write().map_err(backend)?;
+            let mut gone = 0u64;
+            for table in [OUTCOMES, IDEMPOTENCY] {
+                txn.open_table(table)
+                    .map_err(backend)?
+                    .retain(|_, v| {
+                        let keep = !expired(v);
+                        gone += u64::from(!keep);
+                        keep
+                    })
+                    .map_err(backend)?;
+            }
+            txn.commit().map_err(backend)?;
+            Ok(gone)
+        })
+        .await
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         // Every commit is already durable; dropping the last handle releases the file lock.
         Ok(())

@@ -230,6 +230,12 @@ pub trait Store: Send + Sync + 'static {
     /// Gives a claimed key up (the call failed before sending anything).
     async fn release_idempotency(&self, app_id: &str, key: &str) -> Result<(), StoreError>;
 
+    /// Drops what has expired and the backend does not expire by itself (embedded outcomes and
+    /// idempotency keys); returns how many records went. Called periodically.
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
     /// Flushes and releases the backend; called once at shutdown.
     async fn close(&self) -> Result<(), StoreError>;
 }
