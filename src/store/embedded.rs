@@ -106,6 +106,35 @@ pub(super) fn app_key_exists(txn: &WriteTransaction, app_id: &str) -> Result<boo
     app_exists(txn, app_id)
 }
 
+/// Reads the rows of `table` under `app_id` in key order, after the row whose key is
+/// `app_id\0{after}` when given, at most `limit`; `decode` gets each key's part after the app
+/// id and the value.
+fn page<T>(
+    db: &Database,
+    table: TableDefinition<&str, &[u8]>,
+    app_id: &str,
+    after: Option<&str>,
+    limit: usize,
+    decode: impl Fn(&str, &[u8]) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(table).map_err(backend)?;
+    let (lo, hi) = app_range(app_id);
+    let start = after.map(|a| key(app_id, a));
+    let range = match &start {
+        Some(s) => table.range::<&str>((std::ops::Bound::Excluded(s.as_str()), std::ops::Bound::Excluded(hi.as_str()))),
+        None => table.range::<&str>(lo.as_str()..hi.as_str()),
+    }
+    .map_err(backend)?;
+    let mut out = Vec::new();
+    for item in range.take(limit.max(1)) {
+        let (k, v) = item.map_err(backend)?;
+        let suffix = k.value().split_once('\0').map_or("", |(_, rest)| rest);
+        out.push(decode(suffix, v.value())?);
+    }
+    Ok(out)
+}
+
 fn app_exists(txn: &WriteTransaction, app_id: &str) -> Result<bool, StoreError> {
     Ok(txn.open_table(APPS).map_err(backend)?.get(app_id).map_err(backend)?.is_some())
 }
@@ -340,21 +369,9 @@ impl Store for EmbeddedStore {
     ) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
         let app_id = app_id.to_string();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(backend)?;
-            let endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
-            let (lo, hi) = app_range(&app_id);
-            let start = cursor.map(|id| key(&app_id, &id));
-            let range = match &start {
-                Some(s) => endpoints.range::<&str>((std::ops::Bound::Excluded(s.as_str()), std::ops::Bound::Excluded(hi.as_str()))),
-                None => endpoints.range::<&str>(lo.as_str()..hi.as_str()),
-            }
-            .map_err(backend)?;
-            let mut out = Vec::new();
-            for item in range.take(limit.max(1)) {
-                let (_, v) = item.map_err(backend)?;
-                out.push(Endpoint::decode(v.value())?);
-            }
-            let next = (out.len() == limit.max(1)).then(|| out.last().map(|e| e.id.clone())).flatten();
+            let limit = limit.max(1);
+            let out = page(db, ENDPOINTS, &app_id, cursor.as_deref(), limit, |_, v| Ok(Endpoint::decode(v)?))?;
+            let next = (out.len() == limit).then(|| out.last().map(|e| e.id.clone())).flatten();
             Ok((out, next))
         })
         .await
@@ -489,21 +506,9 @@ impl Store for EmbeddedStore {
     ) -> Result<(Vec<Suppression>, Option<String>), StoreError> {
         let app_id = app_id.to_string();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(backend)?;
-            let table = txn.open_table(SUPPRESSIONS).map_err(backend)?;
-            let (lo, hi) = app_range(&app_id);
-            let start = cursor.map(|a| key(&app_id, &a));
-            let range = match &start {
-                Some(s) => table.range::<&str>((std::ops::Bound::Excluded(s.as_str()), std::ops::Bound::Excluded(hi.as_str()))),
-                None => table.range::<&str>(lo.as_str()..hi.as_str()),
-            }
-            .map_err(backend)?;
-            let mut out = Vec::new();
-            for item in range.take(limit.max(1)) {
-                let (_, v) = item.map_err(backend)?;
-                out.push(Suppression::decode(v.value())?);
-            }
-            let next = (out.len() == limit.max(1)).then(|| out.last().map(|s| s.address.clone())).flatten();
+            let limit = limit.max(1);
+            let out = page(db, SUPPRESSIONS, &app_id, cursor.as_deref(), limit, |_, v| Ok(Suppression::decode(v)?))?;
+            let next = (out.len() == limit).then(|| out.last().map(|s| s.address.clone())).flatten();
             Ok((out, next))
         })
         .await
@@ -639,23 +644,11 @@ impl Store for EmbeddedStore {
     async fn read_events(&self, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError> {
         let (app_id, after) = (app_id.to_string(), after.map(str::to_string));
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(backend)?;
-            let table = txn.open_table(EVENTS).map_err(backend)?;
-            let (lo, hi) = app_range(&app_id);
-            let start = after.map(|a| key(&app_id, &a));
-            let range = match &start {
-                Some(s) => table.range::<&str>((std::ops::Bound::Excluded(s.as_str()), std::ops::Bound::Excluded(hi.as_str()))),
-                None => table.range::<&str>(lo.as_str()..hi.as_str()),
-            }
-            .map_err(backend)?;
-            let mut out = Vec::new();
-            for item in range.take(limit.max(1)) {
-                let (k, v) = item.map_err(backend)?;
-                let mut e = Event::decode(v.value())?;
-                e.event_id = k.value().split_once('\0').map(|(_, id)| id.to_string()).unwrap_or_default();
-                out.push(e);
-            }
-            Ok(out)
+            page(db, EVENTS, &app_id, after.as_deref(), limit, |id, v| {
+                let mut e = Event::decode(v)?;
+                e.event_id = id.to_string();
+                Ok(e)
+            })
         })
         .await
     }
