@@ -68,6 +68,26 @@ async fn app_relays_and_write_only_secrets(backend: Backend) {
     let r = MessagesClient::new(d.channel().await).send_messages(d.req(send())).await.unwrap().into_inner();
     assert_eq!(r.result["ana@example.com"].delivery_status, DeliveryStatus::Successful as i32, "{:?}", r.result);
 
+    // The channel's from address stands in when a send gives none.
+    let with_from = EmailChannel { from_address: "Shop Desk <desk@shop.example>".into(), ..plain.clone() };
+    ch.update_email_channel(d.req(UpdateEmailChannelRequest { app_id: app.clone(), channel: Some(with_from) })).await.unwrap();
+    let mut no_from = send();
+    no_from.message_configuration.as_mut().unwrap().email_message.as_mut().unwrap().from_address.clear();
+    let r = MessagesClient::new(d.channel().await).send_messages(d.req(no_from)).await.unwrap().into_inner();
+    assert_eq!(r.result["ana@example.com"].delivery_status, DeliveryStatus::Successful as i32, "{:?}", r.result);
+    let mut found = false;
+    for _ in 0..50 {
+        found = sink
+            .messages()
+            .iter()
+            .any(|m| m.contains("X-Mail-Args: <desk@shop.example>") && m.contains("From: Shop Desk <desk@shop.example>"));
+        if found {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    assert!(found, "{:?}", sink.messages());
+
     let off = EmailChannel { enabled: false, ..plain };
     ch.update_email_channel(d.req(UpdateEmailChannelRequest { app_id: app.clone(), channel: Some(off) })).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;

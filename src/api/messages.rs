@@ -160,14 +160,25 @@ impl MessagesService {
             )?),
             _ => None,
         };
-        let sender = match &email_msg {
-            Some(m) if !m.from_address.is_empty() => Some(
-                mime::Sender::new(&m.from_address, m.reply_to_addresses.first().map(String::as_str))
+        // The sender: the message's from_address, else the app's email channel's (as Pinpoint).
+        let mut from_address = email_msg.as_ref().map(|m| m.from_address.clone()).unwrap_or_default();
+        if from_address.is_empty() {
+            if let Some(raw) = self.store.get_channel(app, crate::api::channels::EMAIL).await.map_err(store_status)? {
+                use prost::Message as _;
+                if let Ok(c) = crate::proto::v1::EmailChannel::decode(raw.as_slice()) {
+                    from_address = c.from_address;
+                }
+            }
+        }
+        let reply_to = email_msg.as_ref().and_then(|m| m.reply_to_addresses.first().cloned());
+        let sender = if from_address.is_empty() {
+            None
+        } else {
+            Some(
+                mime::Sender::new(&from_address, reply_to.as_deref())
                     .map_err(|e| invalid(vec![FieldViolation::new("message_configuration.email_message.from_address", e.to_string())]))?,
-            ),
-            _ => None,
+            )
         };
-        let from_address = email_msg.as_ref().map(|m| m.from_address.clone()).unwrap_or_default();
         let from_addr_only =
             from_address.rsplit_once('<').map_or(from_address.as_str(), |(_, a)| a.trim_end_matches('>')).trim().to_string();
         let request_subs = email_msg.as_ref().map(|m| subs(&m.substitutions)).unwrap_or_default();
