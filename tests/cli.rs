@@ -5,6 +5,13 @@ mod common;
 
 use common::{herald, Backend, Daemon, API_KEY};
 
+/// Runs `herald` and requires it to succeed; returns its standard output.
+fn ok(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> String {
+    let (code, out, err) = herald(args, env, dir);
+    assert_eq!(code, 0, "herald {args:?}: {err}");
+    out
+}
+
 #[test]
 fn configuration_layers_file_then_environment_then_flags() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,11 +78,7 @@ fn cli_manages_apps_and_endpoints() {
     let dir = tempfile::tempdir().unwrap();
     let addr = d.grpc.to_string();
     let env = [("HERALD_ADDR", addr.as_str()), ("HERALD_API_KEY", API_KEY)];
-    let run = |args: &[&str]| {
-        let (code, out, err) = herald(args, &env, dir.path());
-        assert_eq!(code, 0, "herald {args:?}: {err}");
-        out
-    };
+    let run = |args: &[&str]| ok(args, &env, dir.path());
     let app = run(&["apps", "create", "--name", "Demo", "--tag", "team=growth"]).trim().to_string();
     assert_eq!(app.len(), 32);
     assert!(run(&["apps", "list"]).contains(&app));
@@ -197,11 +200,7 @@ fn cli_manages_templates() {
     let dir = tempfile::tempdir().unwrap();
     let addr = d.grpc.to_string();
     let env = [("HERALD_ADDR", addr.as_str()), ("HERALD_API_KEY", API_KEY)];
-    let run = |args: &[&str]| {
-        let (code, out, err) = herald(args, &env, dir.path());
-        assert_eq!(code, 0, "herald {args:?}: {err}");
-        out
-    };
+    let run = |args: &[&str]| ok(args, &env, dir.path());
     let app = run(&["apps", "create", "--name", "T"]).trim().to_string();
     run(&[
         "endpoints",
@@ -250,11 +249,7 @@ fn cli_sends_and_shows_outcomes() {
     let dir = tempfile::tempdir().unwrap();
     let addr = d.grpc.to_string();
     let env = [("HERALD_ADDR", addr.as_str()), ("HERALD_API_KEY", API_KEY)];
-    let run = |args: &[&str]| {
-        let (code, out, err) = herald(args, &env, dir.path());
-        assert_eq!(code, 0, "herald {args:?}: {err}");
-        out
-    };
+    let run = |args: &[&str]| ok(args, &env, dir.path());
     let app = run(&["apps", "create", "--name", "S"]).trim().to_string();
     let out = run(&[
         "send",

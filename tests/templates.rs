@@ -30,6 +30,16 @@ fn sms(name: &str, body: &str) -> Template {
     Template { name: name.into(), content: Some(Content::Sms(SmsTemplate { body: body.into() })), ..Default::default() }
 }
 
+fn render_req(
+    app: &str,
+    name: &str,
+    version: i32,
+    recipient: Option<Recipient>,
+    substitutions: std::collections::HashMap<String, AttributeValues>,
+) -> RenderTemplateRequest {
+    RenderTemplateRequest { app_id: app.to_string(), name: name.into(), version, recipient, substitutions }
+}
+
 async fn versions_and_the_active_version(backend: Backend) {
     let d = Daemon::start(backend);
     let app = d.create_app("t").await.app_id;
@@ -182,17 +192,8 @@ async fn previews_render_endpoints_and_report_failures(backend: Backend) {
     );
     c.create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t) })).await.unwrap();
     let subs = [("Month".to_string(), AttributeValues { values: vec!["March".into()] })].into();
-    let r = c
-        .render_template(d.req(RenderTemplateRequest {
-            app_id: app.clone(),
-            name: "news".into(),
-            version: 0,
-            recipient: Some(Recipient::EndpointId("ana".into())),
-            substitutions: subs,
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let r =
+        c.render_template(d.req(render_req(&app, "news", 0, Some(Recipient::EndpointId("ana".into())), subs))).await.unwrap().into_inner();
     assert!(r.error.is_none(), "{:?}", r.error);
     let part = |n: &str| r.parts.iter().find(|p| p.name == n).map(|p| p.content.clone()).unwrap();
     assert_eq!(part("subject"), "Hey Ana, your March update is here");
@@ -204,13 +205,7 @@ async fn previews_render_endpoints_and_report_failures(backend: Backend) {
     // An inline endpoint with no first name falls back to the default substitution.
     let inline = Endpoint { id: "x".into(), ..Default::default() };
     let r = c
-        .render_template(d.req(RenderTemplateRequest {
-            app_id: app.clone(),
-            name: "news".into(),
-            version: 1,
-            recipient: Some(Recipient::Endpoint(inline)),
-            substitutions: Default::default(),
-        }))
+        .render_template(d.req(render_req(&app, "news", 1, Some(Recipient::Endpoint(inline)), Default::default())))
         .await
         .unwrap()
         .into_inner();
@@ -223,13 +218,7 @@ async fn previews_render_endpoints_and_report_failures(backend: Backend) {
     .await
     .unwrap();
     let r = c
-        .render_template(d.req(RenderTemplateRequest {
-            app_id: app.clone(),
-            name: "fails".into(),
-            version: 0,
-            recipient: Some(Recipient::EndpointId("ana".into())),
-            substitutions: Default::default(),
-        }))
+        .render_template(d.req(render_req(&app, "fails", 0, Some(Recipient::EndpointId("ana".into())), Default::default())))
         .await
         .unwrap()
         .into_inner();
@@ -246,13 +235,7 @@ async fn previews_render_endpoints_and_report_failures(backend: Backend) {
     .await
     .unwrap();
     let r = c
-        .render_template(d.req(RenderTemplateRequest {
-            app_id: app.clone(),
-            name: "greek".into(),
-            version: 0,
-            recipient: Some(Recipient::EndpointId("ana".into())),
-            substitutions: Default::default(),
-        }))
+        .render_template(d.req(render_req(&app, "greek", 0, Some(Recipient::EndpointId("ana".into())), Default::default())))
         .await
         .unwrap()
         .into_inner();
@@ -261,15 +244,7 @@ async fn previews_render_endpoints_and_report_failures(backend: Backend) {
 
     // Each version compiles once however often it renders.
     for _ in 0..5 {
-        c.render_template(d.req(RenderTemplateRequest {
-            app_id: app.clone(),
-            name: "news".into(),
-            version: 0,
-            recipient: None,
-            substitutions: Default::default(),
-        }))
-        .await
-        .unwrap();
+        c.render_template(d.req(render_req(&app, "news", 0, None, Default::default()))).await.unwrap();
     }
     let metrics = d.metrics_text();
     let compiled = metrics.lines().find(|l| l.starts_with("herald_template_compilations_total")).unwrap_or("");
