@@ -7,7 +7,7 @@
 //!   that server reflection serves.
 //! - [`config`]: typed configuration, file < `HERALD_*` environment < flags, validation and
 //!   masking of secrets.
-//! - [`domain`]: pure rules with no I/O — endpoint validation and merging, cohorts, app
+//! - [`domain`]: pure rules with no I/O — endpoint validation and merging, cohorts, Pinpoint JSON, app
 //!   settings, Pinpoint's import shapes.
 //! - [`render`]: Pinpoint templates on handlebars with Pinpoint's helper set — CPU only.
 //! - [`channels`]: the `Channel` seam and its providers (email over SMTP so far).

@@ -306,7 +306,7 @@ impl MessagesService {
                                 let data = parts.into_iter().next().map(|(_, s)| s).unwrap_or_default();
                                 let mut endpoints = serde_json::Map::new();
                                 if let Some(e) = &r.endpoint {
-                                    endpoints.insert(e.id.clone(), crate::cli::json::endpoint(e));
+                                    endpoints.insert(e.id.clone(), crate::domain::json::endpoint(e));
                                 }
                                 Ok(Payload::Custom {
                                     body: webhook::Payload {

@@ -9,9 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::client::ConnArgs;
-use super::json;
 use crate::domain::endpoint::parse_channel;
 use crate::domain::import::{self, Format, Row};
+use crate::domain::json;
 use crate::proto::v1::{
     AttributeValues, DeleteEndpointRequest, DeleteUserEndpointsRequest, Endpoint, EndpointDemographic, EndpointLocation, EndpointStatus,
     EndpointUser, GetEndpointRequest, GetUserEndpointsRequest, ImportEndpointsRequest, OptOut, UpdateEndpointRequest,

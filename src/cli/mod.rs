@@ -3,7 +3,7 @@
 
 mod client;
 mod endpoints;
-pub mod json;
+use crate::domain::json;
 mod send;
 mod templates;
 

@@ -5,6 +5,7 @@ pub mod app;
 pub mod countries;
 pub mod endpoint;
 pub mod import;
+pub mod json;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 

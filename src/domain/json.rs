@@ -1,5 +1,5 @@
-//! Records as JSON for the terminal, in Pinpoint's PascalCase shape — the same shape
-//! `herald endpoints import` reads, so an exported endpoint imports back unchanged.
+//! Records as JSON in Pinpoint's PascalCase shape — the shape `herald endpoints import` reads
+//! and custom-channel payloads carry, so an exported endpoint imports back unchanged.
 
 use serde_json::{json, Map, Value};
 
