@@ -2,11 +2,13 @@
 
 #[macro_use]
 mod common;
+#[path = "common/tls_relay.rs"]
+mod tls_relay;
 
 use common::{Backend, Daemon, SmtpSink};
 use herald::proto::v1::{
     channels_client::ChannelsClient, messages_client::MessagesClient, AddressConfiguration, ChannelType, DeliveryStatus,
-    DirectMessageConfiguration, EmailChannel, EmailMessage, GetChannelRequest, SendMessagesRequest, UpdateEmailChannelRequest,
+    DirectMessageConfiguration, EmailChannel, EmailMessage, GetChannelRequest, SendMessagesRequest, TlsMode, UpdateEmailChannelRequest,
 };
 use tonic::Code;
 
@@ -100,4 +102,64 @@ async fn app_relays_and_write_only_secrets(backend: Backend) {
     assert_eq!(ch.get_email_channel(d.req(GetChannelRequest { app_id: app.clone() })).await.unwrap_err().code(), Code::NotFound);
 }
 
-on_both_backends!(app_relays_and_write_only_secrets);
+/// An app's relay reached with STARTTLS, trusting the relay's private CA.
+async fn starttls_relay_with_a_private_ca(backend: Backend) {
+    let sink = SmtpSink::start(&[]);
+    let relay = tls_relay::TlsRelay::start(tls_relay::Front::StartTls, sink.port).await;
+    let d = Daemon::start(backend);
+    let app = d.create_app("tls").await.app_id;
+    let mut ch = ChannelsClient::new(d.channel().await);
+    let update = |c: EmailChannel| UpdateEmailChannelRequest { app_id: app.clone(), channel: Some(c) };
+
+    // Bad TLS settings are refused field by field.
+    let bad = EmailChannel {
+        enabled: true,
+        tls_mode: TlsMode::Starttls as i32,
+        ca_certificate: "not a certificate".into(),
+        ..Default::default()
+    };
+    let err = ch.update_email_channel(d.req(update(bad))).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let details = tonic_types::StatusExt::get_details_bad_request(&err).expect("field violations");
+    let fields: Vec<&str> = details.field_violations.iter().map(|v| v.field.as_str()).collect();
+    assert!(fields.contains(&"channel.tls_mode") && fields.contains(&"channel.ca_certificate"), "{fields:?}");
+
+    let channel = EmailChannel {
+        enabled: true,
+        from_address: "news@shop.example".into(),
+        relay_host: "127.0.0.1".into(),
+        relay_port: relay.port as i32,
+        tls_mode: TlsMode::Starttls as i32,
+        ca_certificate: relay.ca_pem.clone(),
+        ..Default::default()
+    };
+    let shown = ch.update_email_channel(d.req(update(channel))).await.unwrap().into_inner();
+    assert_eq!(shown.tls_mode, TlsMode::Starttls as i32);
+    let request = SendMessagesRequest {
+        app_id: app.clone(),
+        addresses: [(
+            "ana@example.com".to_string(),
+            AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() },
+        )]
+        .into(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage { subject: "Sealed".into(), text_part: "x".into(), ..Default::default() }),
+            custom_message: None,
+        }),
+        ..Default::default()
+    };
+    let r = MessagesClient::new(d.channel().await).send_messages(d.req(request)).await.unwrap().into_inner();
+    assert_eq!(r.result["ana@example.com"].delivery_status, DeliveryStatus::Successful as i32, "{:?}", r.result);
+    assert_eq!(relay.handshakes.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let mut found = false;
+    for _ in 0..50 {
+        found = sink.messages().iter().any(|m| m.lines().any(|l| l.trim_end() == "Subject: Sealed"));
+        if found {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    assert!(found, "{:?}", sink.messages());
+}
+
+on_both_backends!(app_relays_and_write_only_secrets, starttls_relay_with_a_private_ca);

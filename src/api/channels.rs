@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::{check_app_id, invalid, observe, store_status};
 use crate::domain::{self, FieldViolation};
 use crate::proto::v1::{
-    channels_server, CustomChannel, EmailChannel, GetChannelRequest, UpdateCustomChannelRequest, UpdateEmailChannelRequest,
+    channels_server, CustomChannel, EmailChannel, GetChannelRequest, TlsMode, UpdateCustomChannelRequest, UpdateEmailChannelRequest,
 };
 use crate::store::Store;
 
@@ -57,6 +57,16 @@ fn validate_email(c: &EmailChannel) -> Vec<FieldViolation> {
     }
     if c.messages_per_connection < 0 {
         out.push(FieldViolation::new("channel.messages_per_connection", "must not be negative"));
+    }
+    if TlsMode::try_from(c.tls_mode).is_err() {
+        out.push(FieldViolation::new("channel.tls_mode", "must be TLS_MODE_NONE, TLS_MODE_STARTTLS or TLS_MODE_TLS"));
+    } else if c.tls_mode != TlsMode::None as i32 && c.relay_host.is_empty() {
+        out.push(FieldViolation::new("channel.tls_mode", "applies to the app's relay_host, which is empty"));
+    }
+    if !c.ca_certificate.is_empty() {
+        if let Err(e) = crate::channels::email::tls::parse_certificates(&c.ca_certificate) {
+            out.push(FieldViolation::new("channel.ca_certificate", e.to_string()));
+        }
     }
     out
 }

@@ -20,7 +20,9 @@ use crate::channels::email::{SmtpPool, SmtpRelay};
 use crate::channels::webhook::{self, Webhook, WebhookConfig};
 use crate::channels::Delivery;
 use crate::domain;
-use crate::proto::v1::{ChannelQuota, CustomChannel, DeliveryStatus, EmailChannel, Event, MessageOutcome, Suppression, SuppressionReason};
+use crate::proto::v1::{
+    ChannelQuota, CustomChannel, DeliveryStatus, EmailChannel, Event, MessageOutcome, Suppression, SuppressionReason, TlsMode,
+};
 use crate::store::Store;
 use prost::Message as _;
 
@@ -139,8 +141,15 @@ impl Shared {
             Some(c) if !c.enabled => Err("the app's email channel is disabled".into()),
             Some(c) if !c.relay_host.is_empty() => {
                 let key = format!(
-                    "{}:{}:{}:{}:{}:{}",
-                    c.relay_host, c.relay_port, c.username, c.password, c.pool_size, c.messages_per_connection
+                    "{}:{}:{}:{}:{}:{}:{}:{}",
+                    c.relay_host,
+                    c.relay_port,
+                    c.username,
+                    c.password,
+                    c.pool_size,
+                    c.messages_per_connection,
+                    c.tls_mode,
+                    c.ca_certificate
                 );
                 let mut pools = self.pools.lock();
                 let pool = pools.entry(key).or_insert_with(|| {
@@ -151,6 +160,12 @@ impl Shared {
                         relay.pool_size = c.pool_size as usize;
                     }
                     relay.messages_per_connection = c.messages_per_connection.max(0) as u32;
+                    relay.tls = match TlsMode::try_from(c.tls_mode) {
+                        Ok(TlsMode::Starttls) => crate::channels::email::TlsMode::StartTls,
+                        Ok(TlsMode::Tls) => crate::channels::email::TlsMode::Tls,
+                        _ => crate::channels::email::TlsMode::None,
+                    };
+                    relay.extra_ca_pem = Some(c.ca_certificate.clone()).filter(|p| !p.is_empty());
                     Arc::new(SmtpPool::new(relay))
                 });
                 Ok(pool.clone())

@@ -8,7 +8,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use super::smtp::{Reply, Session, SessionError};
-use super::{classify, SmtpRelay};
+use super::tls::{self, Stream};
+use super::{classify, SmtpRelay, TlsMode};
 use crate::channels::Delivery;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +27,8 @@ pub struct SmtpPool {
     idle: Mutex<Vec<Pooled>>,
     /// One permit per connection that may be open: the pool's bound.
     permits: Arc<Semaphore>,
+    /// For a TLS relay: the connector (or why none could be built) and the name to verify.
+    tls: Option<Result<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>), String>>,
 }
 
 fn transient(message: String) -> Delivery {
@@ -43,7 +46,12 @@ fn from_error(e: SessionError) -> Delivery {
 impl SmtpPool {
     pub fn new(relay: SmtpRelay) -> Self {
         let permits = Arc::new(Semaphore::new(relay.pool_size.max(1)));
-        Self { relay, idle: Mutex::new(Vec::new()), permits }
+        let tls = (relay.tls != TlsMode::None).then(|| {
+            let connector = tls::connector(relay.extra_ca_pem.as_deref()).map_err(|e| e.to_string())?;
+            let name = tls::server_name(&relay.host).map_err(|e| e.to_string())?;
+            Ok((connector, name))
+        });
+        Self { relay, idle: Mutex::new(Vec::new()), permits, tls }
     }
 
     pub fn relay(&self) -> &SmtpRelay {
@@ -57,9 +65,31 @@ impl SmtpPool {
             Ok(Err(e)) => return Err(transient(format!("cannot connect to {}:{}: {e}", self.relay.host, self.relay.port))),
             Err(_) => return Err(transient(format!("connecting to {}:{} timed out", self.relay.host, self.relay.port))),
         };
-        let (mut session, hello) = Session::open(stream, &self.relay.hello_name, COMMAND_TIMEOUT).await.map_err(from_error)?;
+        stream.set_nodelay(true).map_err(|e| transient(e.to_string()))?;
+        let tls = match &self.tls {
+            None => None,
+            Some(Ok(tls)) => Some(tls),
+            Some(Err(e)) => return Err(transient(format!("TLS settings of {}: {e}", self.relay.host))),
+        };
+        let stream = match (self.relay.tls, tls) {
+            (TlsMode::Tls, Some((connector, name))) => {
+                match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream)).await {
+                    Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+                    Ok(Err(e)) => return Err(transient(format!("TLS handshake with {}:{} failed: {e}", self.relay.host, self.relay.port))),
+                    Err(_) => return Err(transient(format!("TLS handshake with {}:{} timed out", self.relay.host, self.relay.port))),
+                }
+            }
+            _ => Stream::Plain(stream),
+        };
+        let (mut session, mut hello) = Session::open(stream, &self.relay.hello_name, COMMAND_TIMEOUT).await.map_err(from_error)?;
         if !hello.is_positive() {
             return Err(from_reply(hello));
+        }
+        if let (TlsMode::StartTls, Some((connector, name))) = (self.relay.tls, tls) {
+            (session, hello) = session.start_tls(connector, name.clone()).await.map_err(from_error)?;
+            if !hello.is_positive() {
+                return Err(from_reply(hello));
+            }
         }
         if let (Some(user), Some(pass)) = (&self.relay.username, &self.relay.password) {
             let r = session.auth_plain(user, pass).await.map_err(from_error)?;

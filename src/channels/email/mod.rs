@@ -5,14 +5,16 @@
 //! body), and it writes the body and its terminator separately; its pool adds a NOOP per
 //! checkout and no TCP_NODELAY. Herald's sessions set TCP_NODELAY, pipeline the envelope (two
 //! round trips per message), live in a bounded pool without per-use probes, and are reset
-//! after a refusal or dropped when their state is unknown.
+//! after a refusal or dropped when their state is unknown. A relay is reached in plain text,
+//! with STARTTLS (never falling back to plain text) or over implicit TLS, with rustls.
 
 mod client;
 mod config;
 pub mod smtp;
+pub mod tls;
 
 pub use client::SmtpPool;
-pub use config::{SmtpRelay, SmtpUrlError};
+pub use config::{SmtpRelay, SmtpUrlError, TlsMode};
 
 /// How an SMTP reply code maps to a delivery outcome.
 pub fn classify(code: u16, message: String) -> super::Delivery {

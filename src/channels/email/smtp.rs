@@ -6,8 +6,11 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufStream};
-use tokio::net::TcpStream;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio_rustls::TlsConnector;
+
+use super::tls::Stream;
 
 /// A complete reply: its code and its text lines joined by spaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,12 +35,20 @@ pub enum SessionError {
     Closed,
     #[error("the server did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the relay does not offer STARTTLS")]
+    NoStartTls,
+    #[error("STARTTLS refused: {0} {1}")]
+    StartTlsRefused(u16, String),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
 }
 
-/// One SMTP session over a TCP connection.
+/// One SMTP session over a TCP connection, plain or TLS.
 pub struct Session {
-    io: BufStream<TcpStream>,
+    io: BufReader<BufWriter<Stream>>,
     pipelining: bool,
+    starttls: bool,
+    hello_name: String,
     /// Set once the session is in an unknown state; it is then never reused.
     broken: bool,
     timeout: Duration,
@@ -46,21 +57,68 @@ pub struct Session {
 
 impl Session {
     /// Reads the greeting and says EHLO (or HELO when EHLO is refused).
-    pub async fn open(stream: TcpStream, hello_name: &str, timeout: Duration) -> Result<(Self, Reply), SessionError> {
-        stream.set_nodelay(true)?;
-        let mut s = Self { io: BufStream::new(stream), pipelining: false, broken: false, timeout, line: String::new() };
+    pub async fn open(stream: Stream, hello_name: &str, timeout: Duration) -> Result<(Self, Reply), SessionError> {
+        let mut s = Self {
+            io: BufReader::new(BufWriter::new(stream)),
+            pipelining: false,
+            starttls: false,
+            hello_name: hello_name.to_string(),
+            broken: false,
+            timeout,
+            line: String::new(),
+        };
         let greeting = s.reply().await?;
         if !greeting.is_positive() {
             return Ok((s, greeting));
         }
-        s.write(format!("EHLO {hello_name}\r\n").as_bytes()).await?;
-        let mut ehlo = s.reply().await?;
+        let ehlo = s.hello().await?;
+        Ok((s, ehlo))
+    }
+
+    /// EHLO, falling back to HELO; records the extensions Herald uses.
+    async fn hello(&mut self) -> Result<Reply, SessionError> {
+        self.write(format!("EHLO {}\r\n", self.hello_name).as_bytes()).await?;
+        let mut ehlo = self.reply().await?;
+        let has = |ehlo: &Reply, ext: &str| ehlo.text.split(' ').any(|w| w.eq_ignore_ascii_case(ext));
         if ehlo.is_positive() {
-            s.pipelining = ehlo.text.split(' ').any(|w| w.eq_ignore_ascii_case("PIPELINING"));
+            self.pipelining = has(&ehlo, "PIPELINING");
+            self.starttls = has(&ehlo, "STARTTLS");
         } else {
-            s.write(format!("HELO {hello_name}\r\n").as_bytes()).await?;
-            ehlo = s.reply().await?;
+            self.pipelining = false;
+            self.starttls = false;
+            self.write(format!("HELO {}\r\n", self.hello_name).as_bytes()).await?;
+            ehlo = self.reply().await?;
         }
+        Ok(ehlo)
+    }
+
+    /// STARTTLS (RFC 3207): upgrades the plain session to TLS and says EHLO again, since what
+    /// the server announced before the upgrade no longer counts. A relay that does not offer
+    /// it, or refuses it, is an error: the session never falls back to plain text.
+    pub async fn start_tls(self, connector: &TlsConnector, name: ServerName<'static>) -> Result<(Self, Reply), SessionError> {
+        let mut s = self;
+        if !s.starttls {
+            return Err(SessionError::NoStartTls);
+        }
+        s.write(b"STARTTLS\r\n").await?;
+        let r = s.reply().await?;
+        if r.code != 220 {
+            return Err(SessionError::StartTlsRefused(r.code, r.text));
+        }
+        // Bytes buffered past the 220 would be a plaintext injection (CVE-2011-0411): refuse.
+        if !s.io.buffer().is_empty() {
+            return Err(SessionError::Malformed("data after the STARTTLS reply".into()));
+        }
+        let Stream::Plain(tcp) = s.io.into_inner().into_inner() else {
+            return Err(SessionError::Malformed("STARTTLS on a TLS session".into()));
+        };
+        let tls = match tokio::time::timeout(s.timeout, connector.connect(name, tcp)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Err(SessionError::Handshake(e)),
+            Err(_) => return Err(SessionError::Timeout(s.timeout)),
+        };
+        let mut s = Self { io: BufReader::new(BufWriter::new(Stream::Tls(Box::new(tls)))), starttls: false, pipelining: false, ..s };
+        let ehlo = s.hello().await?;
         Ok((s, ehlo))
     }
 
