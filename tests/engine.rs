@@ -1,4 +1,5 @@
-//! The dispatch engine on its own: retries with backoff against a relay that soft-bounces,
+//! The dispatch engine on its own: retries with backoff against a relay that soft-bounces and,
+//! on a paused clock, against a webhook that fails, throttles or answers late,
 //! and back-pressure from a relay that never answers.
 
 mod common;
@@ -99,4 +100,98 @@ async fn a_stalled_relay_pushes_back_instead_of_queueing_without_bound() {
     // The shard holds one batch in flight plus its queue; everything else is handed back.
     assert!(accepted <= 8 + herald::dispatch::engine::BATCH, "{accepted} accepted");
     assert!(refused >= 200 - 8 - herald::dispatch::engine::BATCH, "{refused} refused");
+}
+
+/// A webhook receiver that answers from a script and notes when (on tokio's clock) each
+/// request arrived.
+async fn scripted_receiver(script: Vec<(u16, Option<u64>)>) -> (String, Arc<parking_lot::Mutex<Vec<tokio::time::Instant>>>) {
+    use axum::http::{header, StatusCode};
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let script = Arc::new(script);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let (log, script) = (log.clone(), script.clone());
+            async move {
+                let n = {
+                    let mut log = log.lock();
+                    log.push(tokio::time::Instant::now());
+                    log.len() - 1
+                };
+                let (code, retry_after) = script[n.min(script.len() - 1)];
+                let mut resp = axum::response::Response::new(axum::body::Body::empty());
+                *resp.status_mut() = StatusCode::from_u16(code).unwrap();
+                if let Some(secs) = retry_after {
+                    resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
+                }
+                resp
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+fn custom_job(url: &str, reply: oneshot::Sender<MessageOutcome>) -> Job {
+    let outcome = MessageOutcome {
+        message_id: herald::domain::new_message_id(),
+        app_id: "app".into(),
+        address: url.to_string(),
+        channel: "CUSTOM".into(),
+        ..Default::default()
+    };
+    let body = herald::channels::webhook::Payload { application_id: "app".into(), data: "x".into(), ..Default::default() };
+    Job { outcome, payload: Payload::Custom { body }, dry_run: false, first_attempt: None, reply: Some(reply) }
+}
+
+/// Sends one custom-channel job through an engine and returns its final outcome and the
+/// gaps between the attempts the receiver saw.
+async fn run_on_paused_clock(policy: RetryPolicy, script: Vec<(u16, Option<u64>)>) -> (MessageOutcome, Vec<Duration>) {
+    let (store, _dir) = store().await;
+    let (url, seen) = scripted_receiver(script).await;
+    let mut cfg = config(policy, 10);
+    // Far beyond any backoff here: the clock only ever jumps to the next retry.
+    cfg.webhook_timeout = Duration::from_secs(24 * 3600);
+    let engine = Engine::start(store, None, cfg);
+    let (tx, rx) = oneshot::channel();
+    assert!(engine.submit(Lane::Custom, custom_job(&url, tx), Duration::from_secs(1)).await.is_ok());
+    let outcome = rx.await.unwrap();
+    let seen = seen.lock().clone();
+    (outcome, seen.windows(2).map(|w| w[1] - w[0]).collect())
+}
+
+/// Retries on tokio's paused clock: backoffs of minutes pass at once, and each one lands
+/// exactly where the policy allows — within its full-jitter ceiling, never before a
+/// provider's Retry-After, and never past the deadline.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn backoff_follows_the_policy_on_a_paused_clock() {
+    let policy =
+        RetryPolicy { base: Duration::from_secs(10), cap: Duration::from_secs(40), max_attempts: 5, deadline: Duration::from_secs(3600) };
+    // A provider that keeps failing: five attempts, gaps under 10 s, 20 s, 40 s and 40 s.
+    let (outcome, gaps) = run_on_paused_clock(policy, vec![(503, None)]).await;
+    assert_eq!(outcome.delivery_status, DeliveryStatus::TemporaryFailure as i32, "{outcome:?}");
+    assert_eq!((outcome.attempts, outcome.status_code), (5, 503));
+    assert_eq!(gaps.len(), 4);
+    let ceilings = [10, 20, 40, 40].map(Duration::from_secs);
+    for (gap, ceiling) in gaps.iter().zip(ceilings) {
+        // The webhook's own round trip costs no time on a paused clock.
+        assert!(*gap <= ceiling + Duration::from_millis(5), "{gaps:?}");
+    }
+    assert!(gaps.iter().any(|g| *g > Duration::from_millis(5)), "the retries waited: {gaps:?}");
+
+    // Retry-After is a floor: two minutes asked, two minutes waited, then success.
+    let (outcome, gaps) = run_on_paused_clock(policy, vec![(429, Some(120)), (200, None)]).await;
+    assert_eq!(outcome.delivery_status, DeliveryStatus::Successful as i32, "{outcome:?}");
+    assert_eq!(outcome.attempts, 2);
+    assert_eq!(gaps.len(), 1);
+    assert!(gaps[0] >= Duration::from_secs(120) && gaps[0] < Duration::from_secs(121), "{gaps:?}");
+
+    // A Retry-After beyond the deadline ends the delivery with the status it had.
+    let short = RetryPolicy { deadline: Duration::from_secs(100), ..policy };
+    let (outcome, gaps) = run_on_paused_clock(short, vec![(429, Some(120)), (200, None)]).await;
+    assert_eq!(outcome.delivery_status, DeliveryStatus::Throttled as i32, "{outcome:?}");
+    assert_eq!((outcome.attempts, gaps.len()), (1, 0));
 }
