@@ -32,7 +32,7 @@ async fn app_relays_and_write_only_secrets(backend: Backend) {
                 text_part: "x".into(),
                 ..Default::default()
             }),
-            custom_message: None,
+            ..Default::default()
         }),
         ..Default::default()
     };
@@ -144,7 +144,7 @@ async fn starttls_relay_with_a_private_ca(backend: Backend) {
         .into(),
         message_configuration: Some(DirectMessageConfiguration {
             email_message: Some(EmailMessage { subject: "Sealed".into(), text_part: "x".into(), ..Default::default() }),
-            custom_message: None,
+            ..Default::default()
         }),
         ..Default::default()
     };

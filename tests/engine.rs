@@ -38,7 +38,14 @@ fn job(i: usize, reply: Option<oneshot::Sender<MessageOutcome>>) -> Job {
         .unwrap()
         .message(&outcome.address, "Hi", Some("x"), None, None)
         .unwrap();
-    Job { outcome, payload: Payload::Email { from: "news@shop.example".into(), mime }, dry_run: false, first_attempt: None, reply }
+    Job {
+        outcome,
+        payload: Payload::Email { from: "news@shop.example".into(), mime },
+        dry_run: false,
+        first_attempt: None,
+        reply,
+        admitted: false,
+    }
 }
 
 async fn store() -> (Arc<dyn Store>, tempfile::TempDir) {
@@ -144,7 +151,7 @@ fn custom_job(url: &str, reply: oneshot::Sender<MessageOutcome>) -> Job {
         ..Default::default()
     };
     let body = herald::channels::webhook::Payload { application_id: "app".into(), data: "x".into(), ..Default::default() };
-    Job { outcome, payload: Payload::Custom { body }, dry_run: false, first_attempt: None, reply: Some(reply) }
+    Job { outcome, payload: Payload::Custom { body }, dry_run: false, first_attempt: None, reply: Some(reply), admitted: false }
 }
 
 /// Sends one custom-channel job through an engine and returns its final outcome and the
@@ -194,4 +201,43 @@ async fn backoff_follows_the_policy_on_a_paused_clock() {
     let (outcome, gaps) = run_on_paused_clock(short, vec![(429, Some(120)), (200, None)]).await;
     assert_eq!(outcome.delivery_status, DeliveryStatus::Throttled as i32, "{outcome:?}");
     assert_eq!((outcome.attempts, gaps.len()), (1, 0));
+}
+
+/// A producer that waits (a campaign run) is paced by the app channel's messages per second
+/// instead of being THROTTLED, and stops exactly at the daily quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_producers_are_paced_and_stop_at_the_daily_quota() {
+    use herald::proto::v1::{AppSettings, ChannelQuota};
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let quota = ChannelQuota { messages_per_second: Some(200), burst: Some(10), daily: Some(500), total: None };
+    let settings = AppSettings { channel_quotas: [("EMAIL".to_string(), quota)].into(), ..Default::default() };
+    store.create_app(&App { app_id: "app".into(), name: "a".into(), settings: Some(settings), ..Default::default() }).await.unwrap();
+    let engine = Engine::start(store.clone(), None, config(RetryPolicy::default(), 1_000));
+
+    let started = std::time::Instant::now();
+    let (mut admitted, mut replies) = (0u64, Vec::new());
+    loop {
+        let granted = engine.admit("app", "EMAIL", 50).await.unwrap();
+        for i in 0..granted {
+            let (tx, rx) = oneshot::channel();
+            let mut j = job((admitted + i) as usize, Some(tx));
+            j.dry_run = true;
+            j.admitted = true;
+            assert!(engine.submit(Lane::Email, j, Duration::from_secs(10)).await.is_ok());
+            replies.push(rx);
+        }
+        admitted += granted;
+        if granted < 50 {
+            break;
+        }
+    }
+    assert_eq!(admitted, 500, "the daily quota, exactly");
+    assert_eq!(engine.admit("app", "EMAIL", 1).await.unwrap(), 0, "nothing more today");
+    // 500 tokens from a bucket of 10 refilled at 200/s cannot be had in less than 2.45 s.
+    assert!(started.elapsed() >= Duration::from_millis(2_400), "{:?}", started.elapsed());
+    for rx in replies {
+        let o = rx.await.unwrap();
+        assert_eq!(o.delivery_status, DeliveryStatus::Successful as i32, "admitted messages are not throttled again: {o:?}");
+    }
 }

@@ -9,8 +9,8 @@ use herald::proto::v1::{
     messages_client::MessagesClient, suppressions_client::SuppressionsClient, template::Content, templates_client::TemplatesClient,
     AddSuppressionsRequest, AddressConfiguration, AttributeValues, ChannelType, CheckSuppressionRequest, CreateTemplateRequest,
     DeliveryStatus, DirectMessageConfiguration, EmailMessage, EmailTemplate, Endpoint, EndpointSendConfiguration, EndpointStatus,
-    EndpointUser, GetMessageOutcomeRequest, OptOut, SendMessagesRequest, Suppression, Template, TemplateConfiguration, TemplateReference,
-    UpdateEndpointsBatchRequest,
+    EndpointUser, GetMessageOutcomeRequest, OptOut, SendMessagesRequest, SmsMessage, Suppression, Template, TemplateConfiguration,
+    TemplateReference, UpdateEndpointsBatchRequest,
 };
 
 fn start(backend: Backend, sink: &SmtpSink) -> Daemon {
@@ -104,11 +104,11 @@ async fn rules_rendering_and_delivery(backend: Backend) {
         .into(),
         message_configuration: Some(DirectMessageConfiguration {
             email_message: Some(EmailMessage { from_address: "Shop <news@shop.example>".into(), ..Default::default() }),
-            custom_message: None,
+            ..Default::default()
         }),
         template_configuration: Some(TemplateConfiguration {
             email_template: Some(TemplateReference { name: "welcome".into(), version: 0 }),
-            custom_template: None,
+            ..Default::default()
         }),
         ..Default::default()
     };
@@ -204,7 +204,7 @@ async fn rules_rendering_and_delivery(backend: Backend) {
                 text_part: "x".into(),
                 ..Default::default()
             }),
-            custom_message: None,
+            ..Default::default()
         }),
         dry_run: true,
         ..Default::default()
@@ -214,6 +214,29 @@ async fn rules_rendering_and_delivery(backend: Backend) {
     assert!(r.result["dry@example.com"].status_message.contains("dry run"));
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(sink.messages().len(), 2, "a dry run sends nothing");
+
+    // A channel the app has not configured fails its recipients, saying so, and no one else.
+    let mixed = SendMessagesRequest {
+        app_id: app.clone(),
+        addresses: [("+14255550100".to_string(), addr(ChannelType::Sms)), ("mixed@example.com".to_string(), addr(ChannelType::Email))]
+            .into(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                from_address: "news@shop.example".into(),
+                subject: "Mixed".into(),
+                text_part: "x".into(),
+                ..Default::default()
+            }),
+            sms_message: Some(SmsMessage { body: "Your code is 1234".into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let r = MessagesClient::new(d.channel().await).send_messages(d.req(mixed)).await.unwrap().into_inner();
+    let sms = &r.result["+14255550100"];
+    assert_eq!(status(sms), DeliveryStatus::PermanentFailure);
+    assert!(sms.status_message.contains("no SMS channel is configured"), "{sms:?}");
+    assert_eq!(status(&r.result["mixed@example.com"]), DeliveryStatus::Successful);
 }
 
 async fn hard_bounces_suppress_and_render_failures_fail_one_message(backend: Backend) {
@@ -231,7 +254,7 @@ async fn hard_bounces_suppress_and_render_failures_fail_one_message(backend: Bac
                 text_part: "hello".into(),
                 ..Default::default()
             }),
-            custom_message: None,
+            ..Default::default()
         }),
         ..Default::default()
     };
@@ -286,7 +309,7 @@ async fn idempotent_repeats_send_once(backend: Backend) {
                 text_part: "x".into(),
                 ..Default::default()
             }),
-            custom_message: None,
+            ..Default::default()
         }),
         idempotency_key: key.into(),
         ..Default::default()
@@ -341,7 +364,7 @@ async fn channel_quotas_throttle_and_change_at_runtime(backend: Backend) {
                 text_part: "x".into(),
                 ..Default::default()
             }),
-            custom_message: None,
+            ..Default::default()
         }),
         ..Default::default()
     };
@@ -389,7 +412,7 @@ async fn users_get_every_active_endpoint(backend: Backend) {
                 text_part: "x".into(),
                 ..Default::default()
             }),
-            custom_message: None,
+            ..Default::default()
         }),
         ..Default::default()
     };

@@ -534,7 +534,7 @@ fn send_request(app: &str, addresses: std::collections::HashMap<String, AddressC
                 text_part: "Your one-time code is 123456. It expires in ten minutes.".into(),
                 ..Default::default()
             }),
-            custom_message: None,
+            ..Default::default()
         }),
         dry_run,
         ..Default::default()

@@ -15,7 +15,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{check_app_id, invalid, observe, store_status};
 use crate::channels::webhook;
-use crate::dispatch::engine::{event_for, Engine, Job, Lane, Payload};
+use crate::dispatch::engine::{event_for, event_prefix, Engine, Job, Lane, Payload};
 use crate::domain::{self, endpoint as endpoint_rules, FieldViolation};
 use crate::proto::v1::{list_outcomes_request, ListOutcomesRequest, ListOutcomesResponse};
 use crate::proto::v1::{
@@ -250,7 +250,10 @@ impl MessagesService {
             } else if r.endpoint.as_ref().is_some_and(|e| e.opt_out == OptOut::All as i32) {
                 Some((DeliveryStatus::OptOut, "the endpoint opted out".to_string()))
             } else if lane.is_none() {
-                Some((DeliveryStatus::PermanentFailure, format!("channel {} is not available", endpoint_rules::channel_name(r.channel))))
+                Some((
+                    DeliveryStatus::PermanentFailure,
+                    format!("no {} channel is configured for this app", endpoint_rules::channel_name(r.channel)),
+                ))
             } else if let Err(why) = endpoint_rules::validate_address(r.channel, &r.address) {
                 Some((DeliveryStatus::PermanentFailure, format!("the address {why}")))
             } else if suppressed[i].is_some() {
@@ -262,7 +265,7 @@ impl MessagesService {
             };
             if let Some((status, why)) = rule {
                 fail(&mut o, status, why);
-                early_events.push(event_for(&o, format!("_{}.rejected", if r.channel == ChannelType::Email { "email" } else { "custom" })));
+                early_events.push(event_for(&o, format!("{}.rejected", event_prefix(&o.channel))));
                 finished[i] = Some(o.clone());
                 early.push(o);
                 continue;
@@ -329,8 +332,7 @@ impl MessagesService {
                 Err((why, rendering)) => {
                     fail(&mut o, DeliveryStatus::PermanentFailure, why);
                     if rendering {
-                        let prefix = if lane == Lane::Email { "_email" } else { "_custom" };
-                        early_events.push(event_for(&o, format!("{prefix}.rendering_failure")));
+                        early_events.push(event_for(&o, format!("{}.rendering_failure", event_prefix(&o.channel))));
                     }
                     finished[i] = Some(o.clone());
                     early.push(o);
@@ -338,7 +340,7 @@ impl MessagesService {
                 }
             };
             let (tx, rx) = oneshot::channel();
-            let job = Job { outcome: o, payload, dry_run: req.dry_run, first_attempt: None, reply: Some(tx) };
+            let job = Job { outcome: o, payload, dry_run: req.dry_run, first_attempt: None, reply: Some(tx), admitted: false };
             match self.engine.submit(lane, job, QUEUE_WAIT).await {
                 Ok(()) => waiting.push((i, rx)),
                 Err(job) => {

@@ -67,11 +67,11 @@ pub async fn send(conn: ConnArgs, a: SendArgs) -> anyhow::Result<()> {
                 substitutions: subs,
                 ..Default::default()
             }),
-            custom_message: None,
+            ..Default::default()
         }),
         template_configuration: a
             .template
-            .map(|name| TemplateConfiguration { email_template: Some(TemplateReference { name, version: 0 }), custom_template: None }),
+            .map(|name| TemplateConfiguration { email_template: Some(TemplateReference { name, version: 0 }), ..Default::default() }),
         dry_run: a.dry_run,
         idempotency_key: a.idempotency_key.unwrap_or_default(),
         ..Default::default()

@@ -47,6 +47,9 @@ pub struct Job {
     pub dry_run: bool,
     pub first_attempt: Option<Instant>,
     pub reply: Option<oneshot::Sender<MessageOutcome>>,
+    /// Counted against the app channel's quotas already by [`Engine::admit`] (campaign
+    /// producers): the worker does not check them again.
+    pub admitted: bool,
 }
 
 /// The engine's settings.
@@ -69,6 +72,7 @@ pub enum Lane {
 
 pub struct Engine {
     lanes: HashMap<Lane, Vec<mpsc::Sender<Job>>>,
+    shared: Arc<Shared>,
 }
 
 /// FNV-1a: stable across processes, so a recipient always lands on the same shard.
@@ -271,7 +275,28 @@ impl Engine {
             }
             lanes.insert(lane, senders);
         }
-        Arc::new(Self { lanes })
+        Arc::new(Self { lanes, shared })
+    }
+
+    /// Room for `n` messages of a producer that waits rather than being THROTTLED (a campaign
+    /// run): waits until the app channel's messages-per-second bucket has a token for each,
+    /// then takes all `n` from its daily and total counters in one store call. Returns how many
+    /// may go; fewer than `n` means the daily or total quota is used up and the producer stops
+    /// (jobs it then submits carry `admitted`, so the worker does not count them again).
+    pub async fn admit(&self, app: &str, channel: &str, n: u64) -> Result<u64, crate::store::StoreError> {
+        let Some(q) = self.shared.quota(app, channel).await else { return Ok(n) };
+        if q.messages_per_second.is_some() {
+            let gate = self.shared.gate(app, channel, &q);
+            for _ in 0..n {
+                gate.take().await;
+            }
+        }
+        if q.daily.is_none() && q.total.is_none() {
+            return Ok(n);
+        }
+        let limit = |v: Option<i64>| v.map(|n| n.max(0) as u64);
+        let hour = chrono::Utc::now().timestamp() / 3600;
+        self.shared.store.take_quota(app, channel, n, limit(q.daily), limit(q.total), hour).await
     }
 
     /// Queues a job on its recipient's shard, waiting at most `wait` for room; hands the job
@@ -287,7 +312,7 @@ impl Engine {
 }
 
 fn event_type(channel: &str, status: DeliveryStatus, hard_bounce: bool) -> String {
-    let prefix = if channel == "EMAIL" { "_email" } else { "_custom" };
+    let prefix = event_prefix(channel);
     let name = match status {
         DeliveryStatus::Successful => "send",
         DeliveryStatus::PermanentFailure if hard_bounce => "hardbounce",
@@ -295,6 +320,17 @@ fn event_type(channel: &str, status: DeliveryStatus, hard_bounce: bool) -> Strin
         _ => "rejected",
     };
     format!("{prefix}.{name}")
+}
+
+/// Pinpoint's event-name prefix for a channel (`EMAIL`, `SMS`, `CUSTOM`, a push channel).
+pub fn event_prefix(channel: &str) -> &'static str {
+    match channel {
+        "EMAIL" => "_email",
+        "SMS" => "_SMS",
+        "VOICE" => "_voice",
+        "CUSTOM" => "_custom",
+        _ => "_push",
+    }
 }
 
 /// The event for an outcome, with Pinpoint's envelope.
@@ -361,8 +397,8 @@ async fn worker(shared: Arc<Shared>, lane: Lane, mut rx: mpsc::Receiver<Job>, re
     let mut hooks: HashMap<String, Arc<Webhook>> = HashMap::new();
     while rx.recv_many(&mut buf, BATCH).await > 0 {
         let mut jobs: Vec<Job> = std::mem::take(&mut buf);
-        // Jobs coming back for a retry were counted against the quotas already.
-        let (fresh, retried): (Vec<Job>, Vec<Job>) = jobs.drain(..).partition(|j| j.outcome.attempts == 0);
+        // Jobs coming back for a retry, or admitted by a producer, were counted already.
+        let (fresh, retried): (Vec<Job>, Vec<Job>) = jobs.drain(..).partition(|j| j.outcome.attempts == 0 && !j.admitted);
         let over = shared.over_quota(&fresh).await;
         let (mut throttled, mut go) = (Vec::new(), retried);
         for (job, over) in fresh.into_iter().zip(over) {

@@ -47,6 +47,14 @@ impl<C: Clock + Clone> RateGate<C> {
         self.limiter.store(limiter);
     }
 
+    /// Takes one message's token, waiting until one is free (producers that wait rather than
+    /// being throttled).
+    pub async fn take(&self) {
+        while let Err(wait) = self.try_take() {
+            tokio::time::sleep(wait.max(Duration::from_micros(50))).await;
+        }
+    }
+
     /// Takes one message's token now, or says how long until one is free.
     pub fn try_take(&self) -> Result<(), Duration> {
         match self.limiter.load().as_ref() {
