@@ -213,19 +213,88 @@ async fn scans_visit_every_endpoint_once(h: Harness) {
         let writes = (0..500).map(|i| ep(&format!("e{chunk}-{i}"), ChannelType::Gcm, &format!("t{chunk}-{i}"), None)).collect();
         s.write_endpoints("app", upsert(writes, true)).await.unwrap();
     }
-    let mut seen = HashSet::new();
+    let mut seen = Vec::new();
     let mut cursor = None;
     loop {
         let (page, next) = s.scan_endpoints("app", cursor, 300).await.unwrap();
-        for e in page {
-            seen.insert(e.id);
-        }
+        assert!(page.len() <= 300);
+        seen.extend(page.into_iter().map(|e| e.id));
         match next {
             Some(c) => cursor = Some(c),
             None => break,
         }
     }
+    // Every endpoint exactly once, in id order (the pages of a segment scan never repeat one).
     assert_eq!(seen.len(), 2500);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+}
+
+async fn records_blobs_and_member_sets(h: Harness) {
+    let s = h.store.as_ref();
+    s_create(&h).await;
+    // Versioned records with compare-and-set on the latest version.
+    s.write_record("app", "segment", "b", 0, 1, b"b1").await.unwrap();
+    s.write_record("app", "segment", "a", 0, 1, b"a1").await.unwrap();
+    assert!(matches!(s.write_record("app", "segment", "a", 0, 1, b"again").await, Err(StoreError::Exists(_))));
+    assert!(matches!(s.write_record("app", "segment", "zz", 1, 2, b"x").await, Err(StoreError::NotFound(_))));
+    s.write_record("app", "segment", "a", 1, 2, b"a2").await.unwrap();
+    assert!(matches!(s.write_record("app", "segment", "a", 1, 2, b"stale").await, Err(StoreError::Contention)));
+    s.write_record("app", "segment", "a", 2, 2, b"a2'").await.unwrap();
+    assert_eq!(s.get_record("app", "segment", "a", None).await.unwrap().unwrap(), b"a2'");
+    assert_eq!(s.get_record("app", "segment", "a", Some(1)).await.unwrap().unwrap(), b"a1");
+    assert!(s.get_record("app", "segment", "a", Some(3)).await.unwrap().is_none());
+    assert!(s.get_record("app", "campaign", "a", None).await.unwrap().is_none(), "kinds are apart");
+    assert_eq!(s.list_records("app", "segment", None, 10).await.unwrap(), vec![b"a2'".to_vec(), b"b1".to_vec()]);
+    assert_eq!(s.list_records("app", "segment", Some("a"), 10).await.unwrap(), vec![b"b1".to_vec()]);
+    assert_eq!(s.list_record_versions("app", "segment", "a", 1, 10).await.unwrap(), vec![b"a2'".to_vec()]);
+    assert!(matches!(s.write_record("nope", "segment", "a", 0, 1, b"x").await, Err(StoreError::AppNotFound(_))));
+    // A record in use cannot be deleted.
+    s.set_record_use("app", "segment", "a", "campaign:c1", true).await.unwrap();
+    assert!(matches!(s.set_record_use("app", "segment", "zz", "campaign:c1", true).await, Err(StoreError::NotFound(_))));
+    match s.delete_record("app", "segment", "a").await {
+        Err(StoreError::Precondition(m)) => assert!(m.contains("campaign:c1"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    s.set_record_use("app", "segment", "a", "campaign:c1", false).await.unwrap();
+    assert_eq!(s.delete_record("app", "segment", "a").await.unwrap(), Some(2));
+    assert_eq!(s.delete_record("app", "segment", "a").await.unwrap(), None);
+    assert!(s.get_record("app", "segment", "a", Some(1)).await.unwrap().is_none());
+    assert_eq!(s.list_records("app", "segment", None, 10).await.unwrap().len(), 1);
+    // Blobs.
+    s.put_blob("app", "import-job", "j1", b"running").await.unwrap();
+    s.put_blob("app", "import-job", "j1", b"done").await.unwrap();
+    assert_eq!(s.get_blob("app", "import-job", "j1").await.unwrap().unwrap(), b"done");
+    // Member sets: paged in id order through the endpoints that exist.
+    let writes = (0..30).map(|i| ep(&format!("e{i:02}"), ChannelType::Email, &format!("m{i}@example.com"), None)).collect();
+    s.write_endpoints("app", upsert(writes, true)).await.unwrap();
+    let ids: Vec<String> = (0..30).filter(|i| i % 3 == 0).map(|i| format!("e{i:02}")).chain(["ghost".to_string()]).collect();
+    s.add_members("app", "seg:1", &ids).await.unwrap();
+    s.add_members("app", "seg:1", &ids[..2]).await.unwrap();
+    assert_eq!(s.count_members("app", "seg:1").await.unwrap(), 11);
+    let (mut found, mut cursor) = (Vec::new(), None);
+    loop {
+        let (page, next) = s.scan_members("app", "seg:1", cursor, 4).await.unwrap();
+        found.extend(page.into_iter().map(|e| e.id));
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..30).filter(|i| i % 3 == 0).map(|i| format!("e{i:02}")).collect();
+    assert_eq!(found, expected, "members without an endpoint are skipped");
+    let probe = vec!["e03".to_string(), "e04".to_string(), "ghost".to_string()];
+    assert_eq!(s.members_contain("app", "seg:1", &probe).await.unwrap(), vec![true, false, true]);
+    assert_eq!(s.members_contain("app", "seg:2", &probe).await.unwrap(), vec![false, false, false]);
+    s.delete_members("app", "seg:1").await.unwrap();
+    assert_eq!(s.count_members("app", "seg:1").await.unwrap(), 0);
+    // Deleting the app takes everything with it.
+    s.write_record("app", "segment", "c", 0, 1, b"c1").await.unwrap();
+    s.add_members("app", "seg:9", &ids).await.unwrap();
+    s.delete_app("app").await.unwrap();
+    s_create(&h).await;
+    assert!(s.get_record("app", "segment", "c", None).await.unwrap().is_none());
+    assert!(s.get_blob("app", "import-job", "j1").await.unwrap().is_none());
+    assert_eq!(s.count_members("app", "seg:9").await.unwrap(), 0);
 }
 
 async fn concurrent_writers_never_lose_a_write(h: Harness) {
@@ -493,6 +562,7 @@ conformance!(
     rejected_batches_write_nothing,
     deleting_an_app_removes_everything_under_it,
     scans_visit_every_endpoint_once,
+    records_blobs_and_member_sets,
     concurrent_writers_never_lose_a_write,
     templates_are_versioned,
     quotas_never_overshoot,

@@ -14,7 +14,7 @@ use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::plan::{self, EndpointOp, Plan, Snapshot};
-use super::{embedded_templates, Store, StoreError, TemplateWrite};
+use super::{embedded_records as records, embedded_templates, Store, StoreError, TemplateWrite};
 use crate::proto::v1::{App, Endpoint, Event, MessageOutcome, Suppression, Template};
 
 pub(super) const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
@@ -84,6 +84,11 @@ impl EmbeddedStore {
             txn.open_table(EVENT_SEQ).map_err(backend)?;
             txn.open_table(super::embedded_templates::TEMPLATES).map_err(backend)?;
             txn.open_table(super::embedded_templates::TEMPLATE_VERSIONS).map_err(backend)?;
+            txn.open_table(records::RECORDS).map_err(backend)?;
+            txn.open_table(records::RECORD_VERSIONS).map_err(backend)?;
+            txn.open_table(records::RECORD_USES).map_err(backend)?;
+            txn.open_table(records::BLOBS).map_err(backend)?;
+            txn.open_table(records::MEMBERS).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
         Ok(Self { db: Arc::new(db), path })
@@ -314,6 +319,12 @@ impl Store for EmbeddedStore {
                 .map_err(backend)?
                 .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false)
                 .map_err(backend)?;
+            for table in [records::RECORDS, records::RECORD_VERSIONS, records::BLOBS] {
+                txn.open_table(table).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            }
+            for table in [records::RECORD_USES, records::MEMBERS] {
+                txn.open_table(table).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            }
             txn.commit().map_err(backend)?;
             Ok(app)
         })
@@ -656,6 +667,85 @@ impl Store for EmbeddedStore {
     async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError> {
         let (app_id, name, user) = (app_id.to_string(), name.to_string(), user.to_string());
         self.blocking(move |db| embedded_templates::set_template_use(db, &app_id, &name, &user, in_use)).await
+    }
+
+    async fn write_record(
+        &self,
+        app_id: &str,
+        kind: &str,
+        id: &str,
+        expect_latest: i32,
+        version: i32,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        let (app, kind, id, body) = (app_id.to_string(), kind.to_string(), id.to_string(), body.to_vec());
+        self.blocking(move |db| records::write_record(db, &app, &kind, &id, expect_latest, version, &body)).await
+    }
+
+    async fn get_record(&self, app_id: &str, kind: &str, id: &str, version: Option<i32>) -> Result<Option<Vec<u8>>, StoreError> {
+        let (app, kind, id) = (app_id.to_string(), kind.to_string(), id.to_string());
+        self.blocking(move |db| records::get_record(db, &app, &kind, &id, version)).await
+    }
+
+    async fn list_records(&self, app_id: &str, kind: &str, after: Option<&str>, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let (app, kind, after) = (app_id.to_string(), kind.to_string(), after.map(str::to_string));
+        self.blocking(move |db| records::list_records(db, &app, &kind, after.as_deref(), limit)).await
+    }
+
+    async fn list_record_versions(&self, app_id: &str, kind: &str, id: &str, after: i32, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let (app, kind, id) = (app_id.to_string(), kind.to_string(), id.to_string());
+        self.blocking(move |db| records::list_record_versions(db, &app, &kind, &id, after, limit)).await
+    }
+
+    async fn set_record_use(&self, app_id: &str, kind: &str, id: &str, user: &str, in_use: bool) -> Result<(), StoreError> {
+        let (app, kind, id, user) = (app_id.to_string(), kind.to_string(), id.to_string(), user.to_string());
+        self.blocking(move |db| records::set_record_use(db, &app, &kind, &id, &user, in_use)).await
+    }
+
+    async fn delete_record(&self, app_id: &str, kind: &str, id: &str) -> Result<Option<i32>, StoreError> {
+        let (app, kind, id) = (app_id.to_string(), kind.to_string(), id.to_string());
+        self.blocking(move |db| records::delete_record(db, &app, &kind, &id)).await
+    }
+
+    async fn put_blob(&self, app_id: &str, kind: &str, id: &str, body: &[u8]) -> Result<(), StoreError> {
+        let (app, kind, id, body) = (app_id.to_string(), kind.to_string(), id.to_string(), body.to_vec());
+        self.blocking(move |db| records::put_blob(db, &app, &kind, &id, &body)).await
+    }
+
+    async fn get_blob(&self, app_id: &str, kind: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (app, kind, id) = (app_id.to_string(), kind.to_string(), id.to_string());
+        self.blocking(move |db| records::get_blob(db, &app, &kind, &id)).await
+    }
+
+    async fn add_members(&self, app_id: &str, set: &str, ids: &[String]) -> Result<(), StoreError> {
+        let (app, set, ids) = (app_id.to_string(), set.to_string(), ids.to_vec());
+        self.blocking(move |db| records::add_members(db, &app, &set, &ids)).await
+    }
+
+    async fn delete_members(&self, app_id: &str, set: &str) -> Result<(), StoreError> {
+        let (app, set) = (app_id.to_string(), set.to_string());
+        self.blocking(move |db| records::delete_members(db, &app, &set)).await
+    }
+
+    async fn count_members(&self, app_id: &str, set: &str) -> Result<u64, StoreError> {
+        let (app, set) = (app_id.to_string(), set.to_string());
+        self.blocking(move |db| records::count_members(db, &app, &set)).await
+    }
+
+    async fn scan_members(
+        &self,
+        app_id: &str,
+        set: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
+        let (app, set) = (app_id.to_string(), set.to_string());
+        self.blocking(move |db| records::scan_members(db, ENDPOINTS, &app, &set, cursor.as_deref(), limit)).await
+    }
+
+    async fn members_contain(&self, app_id: &str, set: &str, ids: &[String]) -> Result<Vec<bool>, StoreError> {
+        let (app, set, ids) = (app_id.to_string(), set.to_string(), ids.to_vec());
+        self.blocking(move |db| records::members_contain(db, &app, &set, &ids)).await
     }
 
     async fn put_channel(&self, app_id: &str, channel: &str, settings: &[u8]) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@
 //! `WATCH`/`MULTI`/`EXEC` that retries when another daemon touched the same keys.
 
 pub mod embedded;
+mod embedded_records;
 mod embedded_templates;
 pub mod plan;
 pub mod redis;
@@ -124,8 +125,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every endpoint of a user, in the order they were associated with it.
     async fn user_endpoints(&self, app_id: &str, user_id: &str) -> Result<Vec<Endpoint>, StoreError>;
 
-    /// A page of the app's endpoints: `cursor` is `None` to start, and the returned cursor is
-    /// `None` at the end. Pages may be shorter or longer than `limit`.
+    /// A page of the app's endpoints in id order, each endpoint once: `cursor` is `None` to
+    /// start, and the returned cursor is `None` at the end. Pages hold at most `limit`.
     async fn scan_endpoints(
         &self,
         app_id: &str,
@@ -211,6 +212,65 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a template as used (or no longer used) by `user`, a campaign or journey id; a
     /// template in use cannot be deleted (FAILED_PRECONDITION).
     async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError>;
+
+    /// Writes version `version` of the record `kind`/`id` (segments, campaigns: protobuf as
+    /// given), atomically with a check that its latest version is `expect_latest` (0: the
+    /// record does not exist): `version` is `expect_latest + 1` for a new version or
+    /// `expect_latest` to replace the latest. Errors: AppNotFound; Exists (expected none);
+    /// NotFound (expected one, none there); Contention (another writer got there first).
+    async fn write_record(
+        &self,
+        app_id: &str,
+        kind: &str,
+        id: &str,
+        expect_latest: i32,
+        version: i32,
+        body: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// A version of a record (`None`: the latest).
+    async fn get_record(&self, app_id: &str, kind: &str, id: &str, version: Option<i32>) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The latest version of each record of a kind, by id after `after`, at most `limit`.
+    async fn list_records(&self, app_id: &str, kind: &str, after: Option<&str>, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// A record's versions after `after`, ascending, at most `limit`.
+    async fn list_record_versions(&self, app_id: &str, kind: &str, id: &str, after: i32, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// Marks a record as used (or no longer used) by `user` (a campaign, another segment); a
+    /// record in use cannot be deleted. NotFound when marking a record that does not exist.
+    async fn set_record_use(&self, app_id: &str, kind: &str, id: &str, user: &str, in_use: bool) -> Result<(), StoreError>;
+
+    /// Deletes every version of a record; returns the latest version number it had (`None`:
+    /// there was none). Precondition (naming a user) while the record is in use.
+    async fn delete_record(&self, app_id: &str, kind: &str, id: &str) -> Result<Option<i32>, StoreError>;
+
+    /// Unversioned state (an import job's progress): stored as given, replaced on each put.
+    async fn put_blob(&self, app_id: &str, kind: &str, id: &str, body: &[u8]) -> Result<(), StoreError>;
+
+    async fn get_blob(&self, app_id: &str, kind: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Adds endpoint ids to a member set (an imported segment version's members).
+    async fn add_members(&self, app_id: &str, set: &str, ids: &[String]) -> Result<(), StoreError>;
+
+    /// Drops a member set.
+    async fn delete_members(&self, app_id: &str, set: &str) -> Result<(), StoreError>;
+
+    /// How many ids a member set holds.
+    async fn count_members(&self, app_id: &str, set: &str) -> Result<u64, StoreError>;
+
+    /// A page of a member set's endpoints in id order, like [`Store::scan_endpoints`]; ids
+    /// whose endpoint no longer exists are skipped.
+    async fn scan_members(
+        &self,
+        app_id: &str,
+        set: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Endpoint>, Option<String>), StoreError>;
+
+    /// Whether each id is in the member set, in order: one round trip for a page.
+    async fn members_contain(&self, app_id: &str, set: &str, ids: &[String]) -> Result<Vec<bool>, StoreError>;
 
     /// An app's settings for one channel (`email`, `custom`...), stored as given (protobuf).
     async fn put_channel(&self, app_id: &str, channel: &str, settings: &[u8]) -> Result<(), StoreError>;

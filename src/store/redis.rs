@@ -85,9 +85,9 @@ return 1
 
 /// Compare-and-set commit of a plan.
 ///
-/// KEYS: app record, endpoint id set, then `c` keys read, `s` keys to set, `d` keys to delete.
+/// KEYS: app record, endpoint id index (a sorted set), then `c` keys read, `s` keys to set, `d` keys to delete.
 /// ARGV: c, s, d, a, r, then the `c` values read ("" for absent: stored values are never
-/// empty), the `s` new values, `a` ids to add to the id set and `r` ids to remove from it.
+/// empty), the `s` new values, `a` ids to add to the index and `r` ids to remove from it.
 /// Returns 1 when applied, 0 when a key read has changed, -1 when the app is gone.
 static COMMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
@@ -104,16 +104,96 @@ end
 for i = 1, d do
   redis.call('DEL', KEYS[2 + c + s + i])
 end
-local function each_chunk(cmd, first, n)
-  local i = 0
-  while i < n do
-    local m = math.min(1000, n - i)
-    redis.call(cmd, KEYS[2], unpack(ARGV, first + i, first + i + m - 1))
-    i = i + m
+-- The id index is a sorted set with every score 0: paged in id order (ZRANGE BYLEX), each
+-- member exactly once, however it changes between pages.
+local i = 0
+while i < a do
+  local m = math.min(1000, a - i)
+  local args = {}
+  for j = 0, m - 1 do
+    args[2 * j + 1] = 0
+    args[2 * j + 2] = ARGV[6 + c + s + i + j]
   end
+  redis.call('ZADD', KEYS[2], unpack(args))
+  i = i + m
 end
-each_chunk('SADD', 6 + c + s, a)
-each_chunk('SREM', 6 + c + s + a, r)
+i = 0
+while i < r do
+  local m = math.min(1000, r - i)
+  redis.call('ZREM', KEYS[2], unpack(ARGV, 6 + c + s + a + i, 6 + c + s + a + i + m - 1))
+  i = i + m
+end
+return 1
+"#,
+    )
+});
+
+/// One page of endpoints through a sorted-set index, in one round trip: the ids after ARGV[2]
+/// (a ZRANGE BYLEX bound: `-` to start, `(id` after an id) and their records, whose keys are
+/// ARGV[1] (the app's endpoint key prefix) + id. Returns the last id read (or "" at the end),
+/// then the records found.
+static SCAN_INDEX: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local ids = redis.call('ZRANGE', KEYS[1], ARGV[2], '+', 'BYLEX', 'LIMIT', 0, tonumber(ARGV[3]))
+if #ids == 0 then return {''} end
+local keys = {}
+for i, id in ipairs(ids) do keys[i] = ARGV[1] .. id end
+local out = {ids[#ids]}
+local vals = redis.call('MGET', unpack(keys))
+for i = 1, #vals do
+  if vals[i] then out[#out + 1] = vals[i] end
+end
+return out
+"#,
+    )
+});
+
+/// A versioned record: KEYS app, record hash, kind's id index. ARGV id, expected latest,
+/// version, body. {1, latest} when written; {0, latest} when the latest is not the expected
+/// one; {-1, 0} when the app is gone.
+static WRITE_RECORD: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+local latest = tonumber(redis.call('HGET', KEYS[2], 'latest') or '0')
+if latest ~= tonumber(ARGV[2]) then return {0, latest} end
+local v = tonumber(ARGV[3])
+if v > latest then latest = v end
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4], 'latest', latest)
+if v == latest then redis.call('HSET', KEYS[2], 'cur', ARGV[4]) end
+redis.call('ZADD', KEYS[3], 0, ARGV[1])
+return {1, latest}
+"#,
+    )
+});
+
+/// KEYS record hash, kind's id index, record's user set. ARGV id. {1, latest} when deleted,
+/// {0, 0} when absent, {-1, a user} when in use.
+static DELETE_RECORD: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local users = redis.call('SRANDMEMBER', KEYS[3], 1)
+if #users > 0 then return {-1, users[1]} end
+local latest = redis.call('HGET', KEYS[1], 'latest')
+if not latest then return {0, 0} end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return {1, tonumber(latest)}
+"#,
+    )
+});
+
+/// KEYS record hash, record's user set. ARGV user, 1 (in use) or 0. 1 done, 0 record absent.
+static RECORD_USE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+if ARGV[2] == '1' then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  redis.call('SADD', KEYS[2], ARGV[1])
+else
+  redis.call('SREM', KEYS[2], ARGV[1])
+end
 return 1
 "#,
     )
@@ -162,6 +242,21 @@ impl Keys {
     }
     fn endpoint_ids(&self) -> String {
         self.key("eps", "")
+    }
+    fn record(&self, kind: &str, id: &str) -> String {
+        self.key("rec:", &format!("{kind}:{id}"))
+    }
+    fn records(&self, kind: &str) -> String {
+        self.key("recs:", kind)
+    }
+    fn record_users(&self, kind: &str, id: &str) -> String {
+        self.key("recuse:", &format!("{kind}:{id}"))
+    }
+    fn blob(&self, kind: &str, id: &str) -> String {
+        self.key("blob:", &format!("{kind}:{id}"))
+    }
+    fn members(&self, set: &str) -> String {
+        self.key("mem:", set)
     }
     /// Matches every key of the app (app ids hold no glob characters).
     fn pattern(&self) -> String {
@@ -437,12 +532,7 @@ impl Store for RedisStore {
         limit: usize,
     ) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
         let keys = Keys::new(app_id);
-        let mut conn = self.conn();
-        let start: u64 = cursor.as_deref().unwrap_or("0").parse().map_err(|_| StoreError::Backend("bad scan cursor".into()))?;
-        let (next, ids): (u64, Vec<String>) =
-            redis::cmd("SSCAN").arg(keys.endpoint_ids()).arg(start).arg("COUNT").arg(limit.max(1)).query_async(&mut conn).await?;
-        let endpoints = self.fetch_endpoints(&mut conn, &keys, &ids).await?;
-        Ok((endpoints, (next != 0).then(|| next.to_string())))
+        self.scan_index(&keys, keys.endpoint_ids(), cursor, limit).await
     }
 
     async fn write_template(&self, app_id: &str, template: &Template, mode: TemplateWrite) -> Result<Template, StoreError> {
@@ -654,6 +744,158 @@ impl Store for RedisStore {
         self.redis_set_template_use(app_id, name, user, in_use).await
     }
 
+    async fn write_record(
+        &self,
+        app_id: &str,
+        kind: &str,
+        id: &str,
+        expect_latest: i32,
+        version: i32,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        if version != expect_latest + 1 && !(version == expect_latest && version > 0) {
+            return Err(StoreError::Backend(format!("version {version} cannot follow {expect_latest}")));
+        }
+        let keys = Keys::new(app_id);
+        let mut invocation = WRITE_RECORD.prepare_invoke();
+        invocation.key(keys.app()).key(keys.record(kind, id)).key(keys.records(kind));
+        invocation.arg(id).arg(expect_latest).arg(version).arg(body);
+        let (status, latest): (i64, i64) = invocation.invoke_async(&mut self.conn()).await?;
+        match status {
+            1 => Ok(()),
+            -1 => Err(StoreError::AppNotFound(app_id.to_string())),
+            _ if expect_latest == 0 => Err(StoreError::Exists(format!("{kind} {id}"))),
+            _ if latest == 0 => Err(StoreError::NotFound(format!("{kind} {id}"))),
+            _ => Err(StoreError::Contention),
+        }
+    }
+
+    async fn get_record(&self, app_id: &str, kind: &str, id: &str, version: Option<i32>) -> Result<Option<Vec<u8>>, StoreError> {
+        let keys = Keys::new(app_id);
+        let field = version.map_or_else(|| "cur".to_string(), |v| v.to_string());
+        Ok(self.conn().hget(keys.record(kind, id), field).await?)
+    }
+
+    async fn list_records(&self, app_id: &str, kind: &str, after: Option<&str>, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let keys = Keys::new(app_id);
+        let mut conn = self.conn();
+        let min = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.records(kind))
+            .arg(min)
+            .arg("+")
+            .arg("BYLEX")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(keys.record(kind, id), "cur");
+        }
+        let found: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn list_record_versions(&self, app_id: &str, kind: &str, id: &str, after: i32, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let keys = Keys::new(app_id);
+        let mut conn = self.conn();
+        let latest: Option<i32> = conn.hget(keys.record(kind, id), "latest").await?;
+        let Some(latest) = latest else { return Ok(Vec::new()) };
+        let wanted: Vec<String> = ((after.max(0) + 1)..=latest).take(limit).map(|v| v.to_string()).collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<Option<Vec<u8>>> = redis::cmd("HMGET").arg(keys.record(kind, id)).arg(&wanted).query_async(&mut conn).await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn set_record_use(&self, app_id: &str, kind: &str, id: &str, user: &str, in_use: bool) -> Result<(), StoreError> {
+        let keys = Keys::new(app_id);
+        let mut invocation = RECORD_USE.prepare_invoke();
+        invocation.key(keys.record(kind, id)).key(keys.record_users(kind, id)).arg(user).arg(if in_use { "1" } else { "0" });
+        let done: i64 = invocation.invoke_async(&mut self.conn()).await?;
+        if done == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!("{kind} {id}")))
+        }
+    }
+
+    async fn delete_record(&self, app_id: &str, kind: &str, id: &str) -> Result<Option<i32>, StoreError> {
+        let keys = Keys::new(app_id);
+        let mut invocation = DELETE_RECORD.prepare_invoke();
+        invocation.key(keys.record(kind, id)).key(keys.records(kind)).key(keys.record_users(kind, id)).arg(id);
+        let (status, detail): (i64, redis::Value) = invocation.invoke_async(&mut self.conn()).await?;
+        match status {
+            1 => Ok(Some(redis::from_redis_value::<i32>(detail).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
+            0 => Ok(None),
+            _ => {
+                let user: String = redis::from_redis_value(detail).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Err(StoreError::Precondition(format!("{kind} {id} is in use by {user}")))
+            }
+        }
+    }
+
+    async fn put_blob(&self, app_id: &str, kind: &str, id: &str, body: &[u8]) -> Result<(), StoreError> {
+        let keys = Keys::new(app_id);
+        let _: () = self.conn().set(keys.blob(kind, id), body).await?;
+        Ok(())
+    }
+
+    async fn get_blob(&self, app_id: &str, kind: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let keys = Keys::new(app_id);
+        Ok(self.conn().get(keys.blob(kind, id)).await?)
+    }
+
+    async fn add_members(&self, app_id: &str, set: &str, ids: &[String]) -> Result<(), StoreError> {
+        let keys = Keys::new(app_id);
+        let key = keys.members(set);
+        let mut pipe = redis::pipe();
+        for chunk in ids.chunks(1_000) {
+            let items: Vec<(i64, &str)> = chunk.iter().map(|id| (0, id.as_str())).collect();
+            pipe.zadd_multiple(&key, &items).ignore();
+        }
+        let _: () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    async fn delete_members(&self, app_id: &str, set: &str) -> Result<(), StoreError> {
+        let keys = Keys::new(app_id);
+        // UNLINK frees a large set off Redis's main thread.
+        let _: () = redis::cmd("UNLINK").arg(keys.members(set)).query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    async fn count_members(&self, app_id: &str, set: &str) -> Result<u64, StoreError> {
+        let keys = Keys::new(app_id);
+        Ok(self.conn().zcard(keys.members(set)).await?)
+    }
+
+    async fn scan_members(
+        &self,
+        app_id: &str,
+        set: &str,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
+        let keys = Keys::new(app_id);
+        self.scan_index(&keys, keys.members(set), cursor, limit).await
+    }
+
+    async fn members_contain(&self, app_id: &str, set: &str, ids: &[String]) -> Result<Vec<bool>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = Keys::new(app_id);
+        let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE").arg(keys.members(set)).arg(ids).query_async(&mut self.conn()).await?;
+        Ok(scores.into_iter().map(|s| s.is_some()).collect())
+    }
+
     async fn put_channel(&self, app_id: &str, channel: &str, settings: &[u8]) -> Result<(), StoreError> {
         let keys = Keys::new(app_id);
         let mut invocation = HSET_IF_APP.prepare_invoke();
@@ -718,6 +960,24 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// A page of endpoints through a sorted-set index of ids (the app's, or a member set).
+    async fn scan_index(
+        &self,
+        keys: &Keys,
+        index: String,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
+        let bound = cursor.map_or_else(|| "-".to_string(), |c| format!("({c}"));
+        let mut invocation = SCAN_INDEX.prepare_invoke();
+        invocation.key(index).arg(keys.endpoint("")).arg(bound).arg(limit.max(1));
+        let raw: Vec<Vec<u8>> = invocation.invoke_async(&mut self.conn()).await?;
+        let mut raw = raw.into_iter();
+        let last = String::from_utf8(raw.next().unwrap_or_default()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let endpoints = raw.map(|b| Endpoint::decode(b.as_slice()).map_err(StoreError::from)).collect::<Result<Vec<_>, _>>()?;
+        Ok((endpoints, (!last.is_empty()).then_some(last)))
+    }
+
     async fn fetch_endpoints(&self, conn: &mut ConnectionManager, keys: &Keys, ids: &[String]) -> Result<Vec<Endpoint>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());

@@ -116,7 +116,7 @@ impl RedisStore {
         let keys = Keys::new(app_id);
         let mut conn = self.conn();
         let (app, mut names): (Option<Vec<u8>>, Vec<String>) =
-            redis::pipe().get(keys.app()).smembers(names_key(&keys)).query_async(&mut conn).await?;
+            redis::pipe().get(keys.app()).zrange(names_key(&keys), 0, -1).query_async(&mut conn).await?;
         if app.is_none() {
             return Err(StoreError::AppNotFound(app_id.to_string()));
         }

@@ -1,0 +1,248 @@
+//! Versioned records, blobs and member sets in the embedded store.
+
+use std::ops::Bound;
+
+use prost::Message as _;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::embedded::{app_key_exists, backend};
+use super::StoreError;
+use crate::proto::v1::Endpoint;
+
+/// Latest version of each record: `app\0kind\0id` → body.
+pub(super) const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+/// Every version: `app\0kind\0id\0{version:010}` → body.
+pub(super) const RECORD_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("record_versions");
+/// Who uses a record: `app\0kind\0id\0user` → ().
+pub(super) const RECORD_USES: TableDefinition<&str, ()> = TableDefinition::new("record_uses");
+/// Unversioned state: `app\0kind\0id` → body.
+pub(super) const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+/// Member sets: `app\0set\0endpoint_id` → ().
+pub(super) const MEMBERS: TableDefinition<&str, ()> = TableDefinition::new("members");
+
+fn record_key(app: &str, kind: &str, id: &str) -> String {
+    format!("{app}\0{kind}\0{id}")
+}
+
+fn version_key(app: &str, kind: &str, id: &str, v: i32) -> String {
+    format!("{app}\0{kind}\0{id}\0{v:010}")
+}
+
+/// The keys starting with `prefix` (which ends with `\0`): `[prefix, prefix with \0 → \1)`.
+fn prefix_end(prefix: &str) -> String {
+    let mut end = prefix[..prefix.len() - 1].to_string();
+    end.push('\u{1}');
+    end
+}
+
+fn latest_version(txn_table: &impl ReadableTable<&'static str, &'static [u8]>, app: &str, kind: &str, id: &str) -> Result<i32, StoreError> {
+    let prefix = format!("{}\0", record_key(app, kind, id));
+    let end = prefix_end(&prefix);
+    let last = txn_table.range::<&str>(prefix.as_str()..end.as_str()).map_err(backend)?.next_back().transpose().map_err(backend)?;
+    Ok(last.map(|(k, _)| k.value().rsplit('\0').next().and_then(|v| v.parse().ok()).unwrap_or(0)).unwrap_or(0))
+}
+
+pub(super) fn write_record(
+    db: &Database,
+    app: &str,
+    kind: &str,
+    id: &str,
+    expect: i32,
+    version: i32,
+    body: &[u8],
+) -> Result<(), StoreError> {
+    if version != expect + 1 && !(version == expect && version > 0) {
+        return Err(StoreError::Backend(format!("version {version} cannot follow {expect}")));
+    }
+    let txn = db.begin_write().map_err(backend)?;
+    if !app_key_exists(&txn, app)? {
+        return Err(StoreError::AppNotFound(app.to_string()));
+    }
+    {
+        let mut versions = txn.open_table(RECORD_VERSIONS).map_err(backend)?;
+        let latest = latest_version(&versions, app, kind, id)?;
+        if latest != expect {
+            return Err(match (expect, latest) {
+                (0, _) => StoreError::Exists(format!("{kind} {id}")),
+                (_, 0) => StoreError::NotFound(format!("{kind} {id}")),
+                _ => StoreError::Contention,
+            });
+        }
+        versions.insert(version_key(app, kind, id, version).as_str(), body).map_err(backend)?;
+        txn.open_table(RECORDS).map_err(backend)?.insert(record_key(app, kind, id).as_str(), body).map_err(backend)?;
+    }
+    txn.commit().map_err(backend)
+}
+
+pub(super) fn get_record(db: &Database, app: &str, kind: &str, id: &str, version: Option<i32>) -> Result<Option<Vec<u8>>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let found = match version {
+        None => {
+            txn.open_table(RECORDS).map_err(backend)?.get(record_key(app, kind, id).as_str()).map_err(backend)?.map(|g| g.value().to_vec())
+        }
+        Some(v) => txn
+            .open_table(RECORD_VERSIONS)
+            .map_err(backend)?
+            .get(version_key(app, kind, id, v).as_str())
+            .map_err(backend)?
+            .map(|g| g.value().to_vec()),
+    };
+    Ok(found)
+}
+
+pub(super) fn list_records(db: &Database, app: &str, kind: &str, after: Option<&str>, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(RECORDS).map_err(backend)?;
+    let prefix = format!("{app}\0{kind}\0");
+    let end = prefix_end(&prefix);
+    let start = after.map(|a| format!("{prefix}{a}"));
+    let range = match &start {
+        Some(s) => table.range::<&str>((Bound::Excluded(s.as_str()), Bound::Excluded(end.as_str()))),
+        None => table.range::<&str>(prefix.as_str()..end.as_str()),
+    }
+    .map_err(backend)?;
+    range.take(limit).map(|item| item.map(|(_, v)| v.value().to_vec()).map_err(backend)).collect()
+}
+
+pub(super) fn list_record_versions(
+    db: &Database,
+    app: &str,
+    kind: &str,
+    id: &str,
+    after: i32,
+    limit: usize,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(RECORD_VERSIONS).map_err(backend)?;
+    let prefix = format!("{}\0", record_key(app, kind, id));
+    let end = prefix_end(&prefix);
+    let start = version_key(app, kind, id, after.max(0));
+    let range = table.range::<&str>((Bound::Excluded(start.as_str()), Bound::Excluded(end.as_str()))).map_err(backend)?;
+    range.take(limit).map(|item| item.map(|(_, v)| v.value().to_vec()).map_err(backend)).collect()
+}
+
+pub(super) fn set_record_use(db: &Database, app: &str, kind: &str, id: &str, user: &str, in_use: bool) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    {
+        let key = format!("{}\0{user}", record_key(app, kind, id));
+        let mut uses = txn.open_table(RECORD_USES).map_err(backend)?;
+        if in_use {
+            if txn.open_table(RECORDS).map_err(backend)?.get(record_key(app, kind, id).as_str()).map_err(backend)?.is_none() {
+                return Err(StoreError::NotFound(format!("{kind} {id}")));
+            }
+            uses.insert(key.as_str(), ()).map_err(backend)?;
+        } else {
+            uses.remove(key.as_str()).map_err(backend)?;
+        }
+    }
+    txn.commit().map_err(backend)
+}
+
+pub(super) fn delete_record(db: &Database, app: &str, kind: &str, id: &str) -> Result<Option<i32>, StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    let latest = {
+        let prefix = format!("{}\0", record_key(app, kind, id));
+        let end = prefix_end(&prefix);
+        let uses = txn.open_table(RECORD_USES).map_err(backend)?;
+        if let Some(first) = uses.range::<&str>(prefix.as_str()..end.as_str()).map_err(backend)?.next() {
+            let (k, _) = first.map_err(backend)?;
+            let user = k.value().rsplit('\0').next().unwrap_or("").to_string();
+            return Err(StoreError::Precondition(format!("{kind} {id} is in use by {user}")));
+        }
+        let mut versions = txn.open_table(RECORD_VERSIONS).map_err(backend)?;
+        let latest = latest_version(&versions, app, kind, id)?;
+        versions.retain_in::<&str, _>(prefix.as_str()..end.as_str(), |_, _| false).map_err(backend)?;
+        txn.open_table(RECORDS).map_err(backend)?.remove(record_key(app, kind, id).as_str()).map_err(backend)?;
+        latest
+    };
+    txn.commit().map_err(backend)?;
+    Ok((latest > 0).then_some(latest))
+}
+
+pub(super) fn put_blob(db: &Database, app: &str, kind: &str, id: &str, body: &[u8]) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    if !app_key_exists(&txn, app)? {
+        return Err(StoreError::AppNotFound(app.to_string()));
+    }
+    txn.open_table(BLOBS).map_err(backend)?.insert(record_key(app, kind, id).as_str(), body).map_err(backend)?;
+    txn.commit().map_err(backend)
+}
+
+pub(super) fn get_blob(db: &Database, app: &str, kind: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let found =
+        txn.open_table(BLOBS).map_err(backend)?.get(record_key(app, kind, id).as_str()).map_err(backend)?.map(|g| g.value().to_vec());
+    Ok(found)
+}
+
+fn member_key(app: &str, set: &str, id: &str) -> String {
+    format!("{app}\0{set}\0{id}")
+}
+
+pub(super) fn add_members(db: &Database, app: &str, set: &str, ids: &[String]) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    {
+        let mut members = txn.open_table(MEMBERS).map_err(backend)?;
+        for id in ids {
+            members.insert(member_key(app, set, id).as_str(), ()).map_err(backend)?;
+        }
+    }
+    txn.commit().map_err(backend)
+}
+
+pub(super) fn delete_members(db: &Database, app: &str, set: &str) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    {
+        let prefix = format!("{app}\0{set}\0");
+        let end = prefix_end(&prefix);
+        txn.open_table(MEMBERS).map_err(backend)?.retain_in::<&str, _>(prefix.as_str()..end.as_str(), |_, _| false).map_err(backend)?;
+    }
+    txn.commit().map_err(backend)
+}
+
+pub(super) fn count_members(db: &Database, app: &str, set: &str) -> Result<u64, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let table = txn.open_table(MEMBERS).map_err(backend)?;
+    let prefix = format!("{app}\0{set}\0");
+    let end = prefix_end(&prefix);
+    Ok(table.range::<&str>(prefix.as_str()..end.as_str()).map_err(backend)?.count() as u64)
+}
+
+pub(super) fn scan_members(
+    db: &Database,
+    endpoints_table: TableDefinition<&str, &[u8]>,
+    app: &str,
+    set: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let members = txn.open_table(MEMBERS).map_err(backend)?;
+    let endpoints = txn.open_table(endpoints_table).map_err(backend)?;
+    let prefix = format!("{app}\0{set}\0");
+    let end = prefix_end(&prefix);
+    let start = cursor.map(|c| format!("{prefix}{c}"));
+    let range = match &start {
+        Some(s) => members.range::<&str>((Bound::Excluded(s.as_str()), Bound::Excluded(end.as_str()))),
+        None => members.range::<&str>(prefix.as_str()..end.as_str()),
+    }
+    .map_err(backend)?;
+    let limit = limit.max(1);
+    let (mut out, mut read, mut last) = (Vec::new(), 0, None);
+    for item in range.take(limit) {
+        let (k, _) = item.map_err(backend)?;
+        let id = &k.value()[prefix.len()..];
+        read += 1;
+        if let Some(v) = endpoints.get(format!("{app}\0{id}").as_str()).map_err(backend)? {
+            out.push(Endpoint::decode(v.value())?);
+        }
+        last = Some(id.to_string());
+    }
+    Ok((out, if read == limit { last } else { None }))
+}
+
+pub(super) fn members_contain(db: &Database, app: &str, set: &str, ids: &[String]) -> Result<Vec<bool>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let members = txn.open_table(MEMBERS).map_err(backend)?;
+    ids.iter().map(|id| Ok(members.get(member_key(app, set, id).as_str()).map_err(backend)?.is_some())).collect()
+}
