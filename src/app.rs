@@ -13,15 +13,15 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::api::channels::ChannelsService;
 use crate::api::{
-    apps::AppsService, endpoints::EndpointsService, messages::MessagesService, suppressions::SuppressionsService,
-    templates::TemplatesService, Auth,
+    apps::AppsService, endpoints::EndpointsService, messages::MessagesService, segments::SegmentsService,
+    suppressions::SuppressionsService, templates::TemplatesService, Auth,
 };
 use crate::channels::email::{SmtpPool, SmtpRelay};
 use crate::config::Config;
 use crate::dispatch::engine::{Engine, EngineConfig};
 use crate::proto::v1::{
     apps_server::AppsServer, channels_server::ChannelsServer, endpoints_server::EndpointsServer, messages_server::MessagesServer,
-    suppressions_server::SuppressionsServer, templates_server::TemplatesServer,
+    segments_server::SegmentsServer, suppressions_server::SuppressionsServer, templates_server::TemplatesServer,
 };
 use crate::render::{template::TemplateCache, Renderer};
 use crate::store::{self, Store};
@@ -51,6 +51,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     health.set_serving::<AppsServer<AppsService>>().await;
     health.set_serving::<EndpointsServer<EndpointsService>>().await;
     health.set_serving::<TemplatesServer<TemplatesService>>().await;
+    health.set_serving::<SegmentsServer<SegmentsService>>().await;
     health.set_serving::<SuppressionsServer<SuppressionsService>>().await;
     health.set_serving::<MessagesServer<MessagesService>>().await;
     health.set_serving::<ChannelsServer<ChannelsService>>().await;
@@ -115,6 +116,10 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             .add_service(InterceptedService::new(templates, auth.clone()))
             .add_service(InterceptedService::new(suppressions, auth.clone()))
             .add_service(InterceptedService::new(messages, auth.clone()))
+            .add_service(InterceptedService::new(
+                SegmentsServer::new(SegmentsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
+                auth.clone(),
+            ))
             .add_service(InterceptedService::new(ChannelsServer::new(ChannelsService::new(store.clone())), auth))
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())),
     );
@@ -147,6 +152,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     health.set_not_serving::<AppsServer<AppsService>>().await;
     health.set_not_serving::<EndpointsServer<EndpointsService>>().await;
     health.set_not_serving::<TemplatesServer<TemplatesService>>().await;
+    health.set_not_serving::<SegmentsServer<SegmentsService>>().await;
     health.set_not_serving::<SuppressionsServer<SuppressionsService>>().await;
     health.set_not_serving::<MessagesServer<MessagesService>>().await;
     health.set_not_serving::<ChannelsServer<ChannelsService>>().await;

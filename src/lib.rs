@@ -30,6 +30,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod proto;
 pub mod render;
+pub mod segments;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

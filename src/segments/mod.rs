@@ -1,0 +1,155 @@
+//! Segments with Pinpoint's semantics. A definition is validated ([`validate`]) and compiled
+//! into a pure matcher ([`rule`]); membership is computed by streaming the app's endpoints (or
+//! an imported segment's member set) page by page from the store and filtering in the daemon
+//! ([`MemberStream`]), so memory stays flat whatever the segment's size and a consumer gets
+//! the first members after one page.
+
+pub mod import;
+pub mod json;
+pub mod rule;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use prost::Message as _;
+use tokio::sync::mpsc;
+
+use crate::proto::v1::{Endpoint, Segment, SegmentType};
+use crate::store::{Store, StoreError};
+pub use rule::{member_set, Rule};
+
+/// The store record kind of segments.
+pub const KIND: &str = "segment";
+
+/// Endpoints per page of a scan.
+pub const PAGE: usize = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("segment {0} not found")]
+    NotFound(String),
+    #[error("segment {0} version {1} not found")]
+    VersionNotFound(String, i32),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A segment version from the store (`version` 0: the latest).
+pub async fn load(store: &dyn Store, app: &str, id: &str, version: i32) -> Result<Segment, SegmentError> {
+    let raw = store.get_record(app, KIND, id, (version > 0).then_some(version)).await?;
+    match raw {
+        Some(b) => Ok(Segment::decode(b.as_slice()).map_err(StoreError::from)?),
+        None if version > 0 && store.get_record(app, KIND, id, None).await?.is_some() => {
+            Err(SegmentError::VersionNotFound(id.into(), version))
+        }
+        None => Err(SegmentError::NotFound(id.into())),
+    }
+}
+
+/// Loads every segment `segment` refers to (and theirs), keyed as referenced.
+pub async fn sources(store: &dyn Store, app: &str, segment: &Segment) -> Result<HashMap<(String, i32), Segment>, SegmentError> {
+    let mut out = HashMap::new();
+    let mut todo: Vec<(String, i32)> = refs(segment);
+    while let Some(key) = todo.pop() {
+        if out.contains_key(&key) {
+            continue;
+        }
+        if out.len() > 100 {
+            return Err(SegmentError::Invalid("source segments nest too deeply".into()));
+        }
+        let s = load(store, app, &key.0, key.1).await?;
+        todo.extend(refs(&s));
+        out.insert(key, s);
+    }
+    Ok(out)
+}
+
+fn refs(s: &Segment) -> Vec<(String, i32)> {
+    s.segment_groups.iter().flat_map(|l| &l.groups).flat_map(|g| &g.source_segments).map(|r| (r.id.clone(), r.version)).collect()
+}
+
+/// Compiles a stored segment with its sources from the store.
+pub async fn compile(store: &dyn Store, app: &str, segment: &Segment) -> Result<Rule, SegmentError> {
+    let sources = sources(store, app, segment).await?;
+    rule::compile(segment, &sources).map_err(SegmentError::Invalid)
+}
+
+/// A segment's members, page by page. A reader task fetches the next page from the store while
+/// the current one is filtered; dropping the stream stops it.
+pub struct MemberStream {
+    rx: mpsc::Receiver<Result<Vec<Endpoint>, StoreError>>,
+    store: Arc<dyn Store>,
+    app: String,
+    rule: Arc<Rule>,
+    sets: Vec<String>,
+    now: chrono::DateTime<chrono::Utc>,
+    /// Endpoints read so far.
+    pub scanned: u64,
+}
+
+impl MemberStream {
+    pub fn open(store: Arc<dyn Store>, app: &str, rule: Arc<Rule>, page: usize) -> Self {
+        let (tx, rx) = mpsc::channel(2);
+        let (reader_store, reader_app) = (store.clone(), app.to_string());
+        let set = rule.narrowest_set().map(str::to_string);
+        tokio::spawn(async move {
+            let mut cursor = None;
+            loop {
+                let r = match &set {
+                    Some(set) => reader_store.scan_members(&reader_app, set, cursor.take(), page).await,
+                    None => reader_store.scan_endpoints(&reader_app, cursor.take(), page).await,
+                };
+                match r {
+                    Ok((endpoints, next)) => {
+                        if tx.send(Ok(endpoints)).await.is_err() {
+                            return;
+                        }
+                        match next {
+                            Some(c) => cursor = Some(c),
+                            None => return,
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        let sets = rule.member_sets();
+        Self { rx, store, app: app.to_string(), rule, sets, now: chrono::Utc::now(), scanned: 0 }
+    }
+
+    /// The members of the next page (possibly none), or `None` once the scan is over.
+    pub async fn next_page(&mut self) -> Option<Result<Vec<Endpoint>, StoreError>> {
+        let page = match self.rx.recv().await? {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        self.scanned += page.len() as u64;
+        let mut members: HashMap<String, HashSet<String>> = HashMap::new();
+        if !self.sets.is_empty() && !page.is_empty() {
+            let ids: Vec<String> = page.iter().map(|e| e.id.clone()).collect();
+            for set in &self.sets {
+                let found = match self.store.members_contain(&self.app, set, &ids).await {
+                    Ok(f) => f,
+                    Err(e) => return Some(Err(e)),
+                };
+                members.insert(set.clone(), ids.iter().zip(found).filter(|(_, f)| *f).map(|(id, _)| id.clone()).collect());
+            }
+        }
+        let (rule, now) = (&self.rule, self.now);
+        Some(Ok(page.into_iter().filter(|e| rule.matches(e, now, &members)).collect()))
+    }
+}
+
+/// Whether a segment is imported.
+pub fn is_imported(s: &Segment) -> bool {
+    s.segment_type == SegmentType::Import as i32
+}
