@@ -283,3 +283,56 @@ fn cli_sends_and_shows_outcomes() {
     }
     assert!(sink.messages().iter().any(|m| m.lines().any(|l| l.trim_end() == "Subject: Hi Ana")));
 }
+
+#[test]
+fn cli_manages_segments() {
+    let d = Daemon::start(Backend::Redis);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = d.grpc.to_string();
+    let env = [("HERALD_ADDR", addr.as_str()), ("HERALD_API_KEY", API_KEY)];
+    let run = |args: &[&str]| ok(args, &env, dir.path());
+    let app = run(&["apps", "create", "--name", "S"]).trim().to_string();
+    // An endpoint file in Pinpoint's CSV import shape, one row bad.
+    std::fs::write(
+        dir.path().join("customers.csv"),
+        "ChannelType,Address,Id,User.UserId,User.UserAttributes.FirstName,Attributes.Plan,Location.Country,OptOut\n\
+         EMAIL,ana@example.com,e1,u1,Ana,Gold,US,NONE\n\
+         EMAIL,bob@example.com,e2,u2,Bob,Silver,DE,NONE\n\
+         PIGEON,coo,e3,,,,,\n\
+         SMS,+14255550100,e4,u1,Ana,Gold,US,NONE\n",
+    )
+    .unwrap();
+    let out = run(&["segments", "import", "--app", &app, "customers.csv"]);
+    assert!(out.contains("COMPLETED") && out.contains("4 rows read, 3 imported, 1 refused") && out.contains("line 4: "), "{out}");
+    let imported = out.split_whitespace().find(|w| w.len() == 32).map(str::to_string);
+    assert!(run(&["segments", "list", "--app", &app]).contains("imported, 3 members  customers"));
+    // A dynamic segment in Pinpoint's WriteSegmentRequest JSON.
+    std::fs::write(
+        dir.path().join("gold.json"),
+        r#"{"Name": "Gold US", "Dimensions": {"Attributes": {"Plan": {"AttributeType": "INCLUSIVE", "Values": ["Gold"]}}, "Location": {"Country": {"Values": ["US"]}}}}"#,
+    )
+    .unwrap();
+    let created = run(&["segments", "create", "--app", &app, "gold.json"]);
+    let id = created.split_whitespace().next().unwrap().to_string();
+    assert!(created.contains("version 1  dynamic  Gold US"), "{created}");
+    assert!(run(&["segments", "size", "--app", &app, &id]).starts_with("2 members"));
+    let jsonl = run(&["segments", "export", "--app", &app, &id, "--format", "jsonl"]);
+    let ids: Vec<String> =
+        jsonl.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["Id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, vec!["e1", "e4"]);
+    let csv = run(&["segments", "export", "--app", &app, &id, "--format", "csv"]);
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert!(header.contains(&"Attributes.Plan") && header.contains(&"User.UserAttributes.FirstName"), "{header:?}");
+    let plan = header.iter().position(|c| *c == "Attributes.Plan").unwrap();
+    assert!(lines.clone().all(|l| l.split(',').nth(plan) == Some("Gold")), "{csv}");
+    // The CSV export imports back as the same endpoints.
+    std::fs::write(dir.path().join("again.csv"), &csv).unwrap();
+    assert!(run(&["segments", "import", "--app", &app, "again.csv", "--name", "again"]).contains("2 rows read, 2 imported, 0 refused"));
+    if let Some(job_owner) = imported {
+        assert!(run(&["segments", "get", "--app", &app, &job_owner]).contains("imported"));
+    }
+    let (code, _, err) = herald(&["segments", "create", "--app", &app, "missing.json"], &env, dir.path());
+    assert_ne!(code, 0, "{err}");
+    assert!(run(&["segments", "delete", "--app", &app, &id]).contains("deleted"));
+}

@@ -4,6 +4,7 @@
 mod client;
 mod endpoints;
 use crate::domain::json;
+mod segments;
 mod send;
 mod templates;
 
@@ -74,6 +75,13 @@ enum Command {
         #[command(subcommand)]
         command: templates::TemplatesCommand,
     },
+    /// Segments: create from Pinpoint JSON, import endpoint files, sizes and members.
+    Segments {
+        #[command(flatten)]
+        conn: client::ConnArgs,
+        #[command(subcommand)]
+        command: segments::SegmentsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +124,7 @@ pub fn main() -> ExitCode {
         Command::Apps { conn, command } => run_client(apps(conn, command)),
         Command::Endpoints { conn, command } => run_client(endpoints::run(conn, command)),
         Command::Templates { conn, command } => run_client(templates::run(conn, command)),
+        Command::Segments { conn, command } => run_client(segments::run(conn, command)),
         Command::Send { conn, args } => run_client(send::send(conn, args)),
         Command::Outcome { conn, app, message_id } => run_client(send::outcome(conn, app, message_id)),
     }
