@@ -100,6 +100,21 @@ enum Scenario {
         #[arg(long, default_value_t = 4)]
         connections: usize,
     },
+    /// Segment evaluation: imports endpoints, creates a three-dimension dynamic segment
+    /// (Attributes.Plan, Location.Country, Metrics.Sessions) and times GetSegmentSize, which
+    /// streams every endpoint through the evaluator. With --daemon-pid, also the daemon's
+    /// resident memory before and at its peak during the scans.
+    Segment {
+        /// Endpoints imported first.
+        #[arg(long, default_value_t = 1_000_000)]
+        endpoints: u64,
+        /// Timed evaluations.
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// The daemon's process id (loopback daemons only), to read its memory from /proc.
+        #[arg(long)]
+        daemon_pid: Option<u32>,
+    },
     /// GetEndpoint at a fixed rate.
     GetEndpoint {
         /// Calls per second.
@@ -222,6 +237,12 @@ async fn main() -> anyhow::Result<()> {
             }
             cleanup(&channel, &cli.api_key, &app, cli.keep).await?;
         }
+        Scenario::Segment { endpoints, runs, daemon_pid } => {
+            if endpoints == 0 || endpoints > MAX_COUNT || runs == 0 || runs > 20 {
+                bail!("--endpoints must be 1..={MAX_COUNT} and --runs 1..=20");
+            }
+            segment(&channel, &cli.api_key, endpoints, runs, daemon_pid, cli.json, cli.keep).await?;
+        }
         Scenario::GetEndpoint { rate, duration, endpoints, connections } => {
             if rate == 0 || rate > 200_000 || endpoints == 0 || endpoints > MAX_COUNT {
                 bail!("--rate must be 1..=200000 and --endpoints 1..={MAX_COUNT}");
@@ -253,6 +274,108 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A process's resident memory in bytes (VmRSS), from /proc.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+async fn segment(
+    channel: &Channel,
+    key: &Option<String>,
+    endpoints: u64,
+    runs: u32,
+    pid: Option<u32>,
+    json_out: bool,
+    keep: bool,
+) -> anyhow::Result<()> {
+    use herald::proto::v1::{
+        segments_client::SegmentsClient, AttributeDimension, ComparisonOperator, CreateSegmentRequest, GetSegmentRequest, MetricDimension,
+        SegmentDimensions, SegmentLocation, SetDimension,
+    };
+    let app = create_app(channel, key, "loadtest-segment").await?;
+    let start = Instant::now();
+    let (written, _) = import(channel, key, &app, endpoints, 4, 500).await?;
+    let import_secs = start.elapsed().as_secs_f64();
+    let dims = SegmentDimensions {
+        attributes: [("Plan".to_string(), AttributeDimension { attribute_type: 0, values: vec!["Pro".into()] })].into(),
+        location: Some(SegmentLocation {
+            country: Some(SetDimension { dimension_type: 0, values: vec!["US".into(), "DE".into()] }),
+            gps_point: None,
+        }),
+        metrics: [("Sessions".to_string(), MetricDimension { comparison_operator: ComparisonOperator::GreaterThan as i32, value: 10.0 })]
+            .into(),
+        ..Default::default()
+    };
+    let mut client = SegmentsClient::new(channel.clone());
+    let seg = client
+        .create_segment(request(
+            key,
+            CreateSegmentRequest { app_id: app.clone(), name: "pro-us-de-active".into(), dimensions: Some(dims), ..Default::default() },
+        ))
+        .await?
+        .into_inner();
+    // The members the generator made: Plan is Pro for i % 3 == 1, the country US or DE for
+    // i % 4 in {0, 1}, Sessions is i % 50.
+    let expected = (0..endpoints).filter(|i| i % 3 == 1 && i % 4 < 2 && i % 50 > 10).count() as i64;
+    let rss_before = pid.and_then(resident_bytes);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss_before.unwrap_or(0)));
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = pid.map(|pid| {
+        let (peak, watching) = (peak.clone(), watching.clone());
+        tokio::spawn(async move {
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(rss) = resident_bytes(pid) {
+                    peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    });
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let size = client
+            .get_segment_size(request(key, GetSegmentRequest { app_id: app.clone(), segment_id: seg.id.clone(), version: 0 }))
+            .await?
+            .into_inner();
+        let secs = t.elapsed().as_secs_f64();
+        if size.size != expected || size.scanned as u64 != written {
+            bail!("the segment has {} members of {} scanned; expected {expected} of {written}", size.size, size.scanned);
+        }
+        rates.push(size.scanned as f64 / secs);
+    }
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
+    let mut sorted = rates.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let growth = rss_before.map(|b| mb(peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(b)));
+    if json_out {
+        println!(
+            "{}",
+            json!({"scenario": "segment", "endpoints": written, "members": expected, "import_endpoints_per_second": written as f64 / import_secs,
+                   "evaluations": rates, "median_endpoints_per_second": median, "rss_before_mb": rss_before.map(mb), "rss_growth_mb": growth})
+        );
+    } else {
+        println!(
+            "segment: {written} endpoints (imported at {:.0}/s), {expected} members; evaluation {} endpoints/s median of {runs} ({}){}",
+            written as f64 / import_secs,
+            median as u64,
+            rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
+            match (rss_before, growth) {
+                (Some(b), Some(g)) => format!("; daemon resident memory {:.1} MB before, +{g:.1} MB at peak during the scans", mb(b)),
+                _ => String::new(),
+            }
+        );
+    }
+    cleanup(channel, key, &app, keep).await
 }
 
 async fn connect(addr: &str) -> anyhow::Result<Channel> {

@@ -80,10 +80,44 @@ pub async fn compile(store: &dyn Store, app: &str, segment: &Segment) -> Result<
     rule::compile(segment, &sources).map_err(SegmentError::Invalid)
 }
 
+/// Ranges of the index one scan reads concurrently (where the store can split it): enough to
+/// keep Redis busy while pages are decoded and filtered.
+pub const READERS: usize = 4;
+
+/// Reads one range of the index page by page into `tx`; stops when the stream is dropped.
+async fn read_range(
+    store: Arc<dyn Store>,
+    app: String,
+    set: Option<String>,
+    range: (Option<String>, Option<String>),
+    page: usize,
+    tx: mpsc::Sender<Result<Vec<Vec<u8>>, StoreError>>,
+) {
+    let mut cursor = None;
+    loop {
+        let r = store.scan_encoded(&app, set.as_deref(), cursor.take(), (range.0.as_deref(), range.1.as_deref()), page).await;
+        match r {
+            Ok((endpoints, next)) => {
+                if tx.send(Ok(endpoints)).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(c) => cursor = Some(c),
+                    None => return,
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+    }
+}
+
 /// A segment's members, page by page. A reader task fetches the next page from the store while
 /// the current one is filtered; dropping the stream stops it.
 pub struct MemberStream {
-    rx: mpsc::Receiver<Result<Vec<Endpoint>, StoreError>>,
+    rx: mpsc::Receiver<Result<Vec<Vec<u8>>, StoreError>>,
     store: Arc<dyn Store>,
     app: String,
     rule: Arc<Rule>,
@@ -94,32 +128,27 @@ pub struct MemberStream {
 }
 
 impl MemberStream {
+    /// Streams the members of `rule`, reading [`READERS`] ranges of the index concurrently
+    /// where the store can split it (pages then arrive in no particular order).
     pub fn open(store: Arc<dyn Store>, app: &str, rule: Arc<Rule>, page: usize) -> Self {
-        let (tx, rx) = mpsc::channel(2);
+        let (tx, rx) = mpsc::channel(2 * READERS);
         let (reader_store, reader_app) = (store.clone(), app.to_string());
         let set = rule.narrowest_set().map(str::to_string);
         tokio::spawn(async move {
-            let mut cursor = None;
-            loop {
-                let r = match &set {
-                    Some(set) => reader_store.scan_members(&reader_app, set, cursor.take(), page).await,
-                    None => reader_store.scan_endpoints(&reader_app, cursor.take(), page).await,
-                };
-                match r {
-                    Ok((endpoints, next)) => {
-                        if tx.send(Ok(endpoints)).await.is_err() {
-                            return;
-                        }
-                        match next {
-                            Some(c) => cursor = Some(c),
-                            None => return,
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
+            let cuts = match reader_store.scan_splits(&reader_app, set.as_deref(), READERS).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
                 }
+            };
+            let mut bounds: Vec<Option<String>> = vec![None];
+            bounds.extend(cuts.into_iter().map(Some));
+            bounds.push(None);
+            for w in bounds.windows(2) {
+                let (from, until) = (w[0].clone(), w[1].clone());
+                let (store, app, set, tx) = (reader_store.clone(), reader_app.clone(), set.clone(), tx.clone());
+                tokio::spawn(read_range(store, app, set, (from, until), page, tx));
             }
         });
         let sets = rule.member_sets();
@@ -129,7 +158,10 @@ impl MemberStream {
     /// The members of the next page (possibly none), or `None` once the scan is over.
     pub async fn next_page(&mut self) -> Option<Result<Vec<Endpoint>, StoreError>> {
         let page = match self.rx.recv().await? {
-            Ok(p) => p,
+            Ok(raw) => match raw.iter().map(|b| Endpoint::decode(b.as_slice())).collect::<Result<Vec<_>, _>>() {
+                Ok(p) => p,
+                Err(e) => return Some(Err(e.into())),
+            },
             Err(e) => return Some(Err(e)),
         };
         self.scanned += page.len() as u64;

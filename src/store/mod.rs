@@ -269,6 +269,35 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<(Vec<Endpoint>, Option<String>), StoreError>;
 
+    /// Ids that cut the app's endpoints (`set` `None`) or a member set into about `parts`
+    /// ranges of similar size, ascending, for scans that read the ranges concurrently. Empty
+    /// when the backend gains nothing from concurrent reads (the embedded store).
+    async fn scan_splits(&self, _app_id: &str, _set: Option<&str>, _parts: usize) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// As [`Store::scan_endpoints`] (`set` `None`) or [`Store::scan_members`] within a range,
+    /// with the endpoints still encoded (a scan decodes them on another task while the next
+    /// page is read): ids after `cursor` (exclusive) or from `from` (inclusive) when there is
+    /// no cursor yet, and before `until` (exclusive). `from` and `until` come from
+    /// [`Store::scan_splits`].
+    async fn scan_encoded(
+        &self,
+        app_id: &str,
+        set: Option<&str>,
+        cursor: Option<String>,
+        range: (Option<&str>, Option<&str>),
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, Option<String>), StoreError> {
+        use prost::Message as _;
+        debug_assert!(range == (None, None), "this backend makes no splits");
+        let (page, next) = match set {
+            Some(s) => self.scan_members(app_id, s, cursor, limit).await?,
+            None => self.scan_endpoints(app_id, cursor, limit).await?,
+        };
+        Ok((page.iter().map(|e| e.encode_to_vec()).collect(), next))
+    }
+
     /// Whether each id is in the member set, in order: one round trip for a page.
     async fn members_contain(&self, app_id: &str, set: &str, ids: &[String]) -> Result<Vec<bool>, StoreError>;
 

@@ -128,14 +128,15 @@ return 1
     )
 });
 
-/// One page of endpoints through a sorted-set index, in one round trip: the ids after ARGV[2]
-/// (a ZRANGE BYLEX bound: `-` to start, `(id` after an id) and their records, whose keys are
+/// One page of endpoints through a sorted-set index, in one round trip: the ids from ARGV[2]
+/// to ARGV[4] (ZRANGE BYLEX bounds: `-`/`+`, `(id` exclusive, `[id` inclusive) and their
+/// records, whose keys are
 /// ARGV[1] (the app's endpoint key prefix) + id. Returns the last id read (or "" at the end),
 /// then the records found.
 static SCAN_INDEX: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r#"
-local ids = redis.call('ZRANGE', KEYS[1], ARGV[2], '+', 'BYLEX', 'LIMIT', 0, tonumber(ARGV[3]))
+local ids = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[4], 'BYLEX', 'LIMIT', 0, tonumber(ARGV[3]))
 if #ids == 0 then return {''} end
 local keys = {}
 for i, id in ipairs(ids) do keys[i] = ARGV[1] .. id end
@@ -887,6 +888,45 @@ impl Store for RedisStore {
         self.scan_index(&keys, keys.members(set), cursor, limit).await
     }
 
+    async fn scan_splits(&self, app_id: &str, set: Option<&str>, parts: usize) -> Result<Vec<String>, StoreError> {
+        let keys = Keys::new(app_id);
+        let index = set.map_or_else(|| keys.endpoint_ids(), |s| keys.members(s));
+        let mut conn = self.conn();
+        let n: u64 = conn.zcard(&index).await?;
+        // Small indexes read fast enough in one range.
+        if parts < 2 || n < 10_000 {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for j in 1..parts as u64 {
+            let rank = (n * j / parts as u64) as isize;
+            pipe.zrange(&index, rank, rank);
+        }
+        let cuts: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        let mut cuts: Vec<String> = cuts.into_iter().flatten().collect();
+        cuts.dedup();
+        Ok(cuts)
+    }
+
+    async fn scan_encoded(
+        &self,
+        app_id: &str,
+        set: Option<&str>,
+        cursor: Option<String>,
+        range: (Option<&str>, Option<&str>),
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, Option<String>), StoreError> {
+        let keys = Keys::new(app_id);
+        let index = set.map_or_else(|| keys.endpoint_ids(), |s| keys.members(s));
+        let from = match (cursor, range.0) {
+            (Some(c), _) => format!("({c}"),
+            (None, Some(f)) => format!("[{f}"),
+            (None, None) => "-".to_string(),
+        };
+        let until = range.1.map_or_else(|| "+".to_string(), |u| format!("({u}"));
+        self.scan_index_encoded(&keys, index, from, until, limit).await
+    }
+
     async fn members_contain(&self, app_id: &str, set: &str, ids: &[String]) -> Result<Vec<bool>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -969,13 +1009,28 @@ impl RedisStore {
         limit: usize,
     ) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
         let bound = cursor.map_or_else(|| "-".to_string(), |c| format!("({c}"));
+        let (raw, next) = self.scan_index_encoded(keys, index, bound, "+".to_string(), limit).await?;
+        let endpoints = raw.iter().map(|b| Endpoint::decode(b.as_slice()).map_err(StoreError::from)).collect::<Result<Vec<_>, _>>()?;
+        Ok((endpoints, next))
+    }
+
+    /// A page of encoded endpoints between two ZRANGE BYLEX bounds.
+    async fn scan_index_encoded(
+        &self,
+        keys: &Keys,
+        index: String,
+        from: String,
+        until: String,
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, Option<String>), StoreError> {
         let mut invocation = SCAN_INDEX.prepare_invoke();
-        invocation.key(index).arg(keys.endpoint("")).arg(bound).arg(limit.max(1));
-        let raw: Vec<Vec<u8>> = invocation.invoke_async(&mut self.conn()).await?;
-        let mut raw = raw.into_iter();
-        let last = String::from_utf8(raw.next().unwrap_or_default()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let endpoints = raw.map(|b| Endpoint::decode(b.as_slice()).map_err(StoreError::from)).collect::<Result<Vec<_>, _>>()?;
-        Ok((endpoints, (!last.is_empty()).then_some(last)))
+        invocation.key(index).arg(keys.endpoint("")).arg(from).arg(limit.max(1)).arg(until);
+        let mut raw: Vec<Vec<u8>> = invocation.invoke_async(&mut self.conn()).await?;
+        if raw.is_empty() {
+            return Ok((raw, None));
+        }
+        let last = String::from_utf8(raw.remove(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok((raw, (!last.is_empty()).then_some(last)))
     }
 
     async fn fetch_endpoints(&self, conn: &mut ConnectionManager, keys: &Keys, ids: &[String]) -> Result<Vec<Endpoint>, StoreError> {
