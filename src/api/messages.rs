@@ -14,17 +14,15 @@ use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{check_app_id, invalid, observe, store_status};
-use crate::channels::webhook;
-use crate::dispatch::engine::{event_for, event_prefix, Engine, Job, Lane, Payload};
+use crate::dispatch::compose::{ComposeError, Composer, Origin};
+use crate::dispatch::engine::{event_for, event_prefix, Engine, Job, Lane};
 use crate::domain::{self, endpoint as endpoint_rules, FieldViolation};
 use crate::proto::v1::{list_outcomes_request, ListOutcomesRequest, ListOutcomesResponse};
 use crate::proto::v1::{
-    messages_server, template::Content, AttributeValues, ChannelType, DeliveryStatus, Endpoint, EndpointResults, EndpointStatus,
-    GetMessageOutcomeRequest, MessageOutcome, MessageResult, MessageSource, OptOut, SendMessagesRequest, SendMessagesResponse,
-    SendUsersMessagesRequest, SendUsersMessagesResponse, Template, TemplateReference,
+    messages_server, ChannelType, DeliveryStatus, Endpoint, EndpointResults, EndpointStatus, GetMessageOutcomeRequest, MessageOutcome,
+    MessageResult, MessageSource, OptOut, SendMessagesRequest, SendMessagesResponse, SendUsersMessagesRequest, SendUsersMessagesResponse,
 };
-use crate::render::mime;
-use crate::render::template::{CompiledTemplate, TemplateCache};
+use crate::render::template::TemplateCache;
 use crate::store::{Idempotency, OutcomeIndex, Store};
 
 /// Most recipients in one call.
@@ -54,23 +52,19 @@ struct Recipient {
     substitutions: HashMap<String, Vec<String>>,
 }
 
-fn subs(map: &HashMap<String, AttributeValues>) -> HashMap<String, Vec<String>> {
-    map.iter().map(|(k, v)| (k.clone(), v.values.clone())).collect()
+use crate::dispatch::compose::substitutions as subs;
+
+/// A composition failure as a status: a bad field, or the store.
+fn compose_status(e: ComposeError) -> Status {
+    match e {
+        ComposeError::Field(v) => invalid(vec![v]),
+        ComposeError::Store(e) => store_status(e),
+    }
 }
 
 impl MessagesService {
     pub fn new(store: Arc<dyn Store>, cache: Arc<TemplateCache>, engine: Arc<Engine>, outcome_ttl: Duration) -> Self {
         Self { store, cache, engine, outcome_ttl }
-    }
-
-    /// The compiled template a reference names (the active version when it names none).
-    async fn template(&self, app_id: &str, r: &TemplateReference, field: &str) -> Result<Arc<CompiledTemplate>, Status> {
-        let version = (r.version > 0).then_some(r.version);
-        let t =
-            self.store.get_template(app_id, &r.name, version).await.map_err(store_status)?.ok_or_else(|| {
-                invalid(vec![FieldViolation::new(field, format!("template '{}' (version {}) not found", r.name, r.version))])
-            })?;
-        self.cache.get(&t).map_err(|e| invalid(vec![FieldViolation::new(field, format!("does not compile: {e}"))]))
     }
 
     /// A send with an idempotency key: the first call sends, repeats within 24 hours (also
@@ -134,54 +128,9 @@ impl MessagesService {
         }
         let config = req.message_configuration.clone().unwrap_or_default();
         let templates = req.template_configuration.clone().unwrap_or_default();
-        let email_msg = config.email_message.clone();
-
         // What each channel renders, compiled once for the whole request.
-        let email_template = match (&templates.email_template, &email_msg) {
-            (Some(r), _) if !r.name.is_empty() => Some(self.template(app, r, "template_configuration.email_template").await?),
-            (_, Some(m)) if m.raw_message.is_empty() && (!m.subject.is_empty() || !m.html_part.is_empty() || !m.text_part.is_empty()) => {
-                Some(self.inline(
-                    Content::Email(crate::proto::v1::EmailTemplate {
-                        subject: m.subject.clone(),
-                        html_part: m.html_part.clone(),
-                        text_part: m.text_part.clone(),
-                        ..Default::default()
-                    }),
-                    "message_configuration.email_message",
-                )?)
-            }
-            _ => None,
-        };
-        let custom_template = match (&templates.custom_template, &config.custom_message) {
-            (Some(r), _) if !r.name.is_empty() => Some(self.template(app, r, "template_configuration.custom_template").await?),
-            (_, Some(m)) => Some(self.inline(
-                Content::Custom(crate::proto::v1::CustomTemplate { payload: m.data.clone() }),
-                "message_configuration.custom_message.data",
-            )?),
-            _ => None,
-        };
-        // The sender: the message's from_address, else the app's email channel's (as Pinpoint).
-        let mut from_address = email_msg.as_ref().map(|m| m.from_address.clone()).unwrap_or_default();
-        if from_address.is_empty() {
-            if let Some(raw) = self.store.get_channel(app, crate::api::channels::EMAIL).await.map_err(store_status)? {
-                use prost::Message as _;
-                if let Ok(c) = crate::proto::v1::EmailChannel::decode(raw.as_slice()) {
-                    from_address = c.from_address;
-                }
-            }
-        }
-        let reply_to = email_msg.as_ref().and_then(|m| m.reply_to_addresses.first().cloned());
-        let sender = if from_address.is_empty() {
-            None
-        } else {
-            Some(
-                mime::Sender::new(&from_address, reply_to.as_deref())
-                    .map_err(|e| invalid(vec![FieldViolation::new("message_configuration.email_message.from_address", e.to_string())]))?,
-            )
-        };
-        let from_addr_only =
-            from_address.rsplit_once('<').map_or(from_address.as_str(), |(_, a)| a.trim_end_matches('>')).trim().to_string();
-        let request_subs = email_msg.as_ref().map(|m| subs(&m.substitutions)).unwrap_or_default();
+        let composer = Composer::build(self.store.as_ref(), self.cache.clone(), app, &config, &templates).await.map_err(compose_status)?;
+        let request_subs = composer.shared_substitutions.clone();
 
         // Recipients.
         let mut recipients = Vec::with_capacity(count);
@@ -214,6 +163,7 @@ impl MessagesService {
 
         let request_id = domain::new_id();
         let now = domain::timestamp(chrono::Utc::now());
+        let origin = Origin { app_id: app.clone(), scheduled_time: now.clone(), ..Default::default() };
         let mut early: Vec<MessageOutcome> = Vec::new();
         let mut early_events = Vec::new();
         let mut waiting: Vec<(usize, oneshot::Receiver<MessageOutcome>)> = Vec::new();
@@ -272,61 +222,7 @@ impl MessagesService {
             }
             let lane = lane.expect("checked above");
             // Render.
-            let payload = match lane {
-                Lane::Email => {
-                    let raw = email_msg.as_ref().map(|m| m.raw_message.as_str()).filter(|r| !r.is_empty());
-                    match (raw, &email_template, &sender) {
-                        (_, _, None) => Err(("no from_address in message_configuration.email_message".to_string(), false)),
-                        (Some(raw), _, Some(_)) => Ok(Payload::Email { from: from_addr_only.clone(), mime: raw.as_bytes().to_vec() }),
-                        (None, Some(t), Some(sender)) => {
-                            let ctx = t.context(r.endpoint.as_ref(), &r.substitutions);
-                            match t.render(self.cache.renderer(), &ctx) {
-                                Ok(parts) => {
-                                    let part = |n: &str| parts.iter().find(|(p, _)| p == n).map(|(_, s)| s.as_str());
-                                    sender
-                                        .message(
-                                            &r.address,
-                                            part("subject").unwrap_or(""),
-                                            part("text_part"),
-                                            part("html_part"),
-                                            part("list_unsubscribe_url"),
-                                        )
-                                        .map(|mime| Payload::Email { from: from_addr_only.clone(), mime })
-                                        .map_err(|e| (e.to_string(), true))
-                                }
-                                Err(e) => Err((e.to_string(), true)),
-                            }
-                        }
-                        (None, None, Some(_)) => Err(("no email content: give a template or a message".to_string(), false)),
-                    }
-                }
-                Lane::Custom => match &custom_template {
-                    None => Err(("no custom content: give a template or custom_message".to_string(), false)),
-                    Some(t) => {
-                        let ctx = t.context(r.endpoint.as_ref(), &r.substitutions);
-                        match t.render(self.cache.renderer(), &ctx) {
-                            Ok(parts) => {
-                                let data = parts.into_iter().next().map(|(_, s)| s).unwrap_or_default();
-                                let mut endpoints = serde_json::Map::new();
-                                if let Some(e) = &r.endpoint {
-                                    endpoints.insert(e.id.clone(), crate::domain::json::endpoint(e));
-                                }
-                                Ok(Payload::Custom {
-                                    body: webhook::Payload {
-                                        message: serde_json::json!({}),
-                                        data,
-                                        application_id: app.clone(),
-                                        scheduled_time: now.clone(),
-                                        endpoints,
-                                        ..Default::default()
-                                    },
-                                })
-                            }
-                            Err(e) => Err((e.to_string(), true)),
-                        }
-                    }
-                },
-            };
+            let payload = composer.payload(lane, r.endpoint.as_ref(), &r.address, &r.substitutions, &origin);
             let payload = match payload {
                 Ok(p) => p,
                 Err((why, rendering)) => {
@@ -378,22 +274,6 @@ impl MessagesService {
             }
         }
         Ok(response)
-    }
-
-    /// Compiles a message's inline parts as an unnamed template.
-    fn inline(&self, content: Content, field: &str) -> Result<Arc<CompiledTemplate>, Status> {
-        let t = Template { name: "inline".into(), content: Some(content), ..Default::default() };
-        let violations: Vec<_> = crate::render::template::validate(self.cache.renderer(), &t)
-            .into_iter()
-            .filter(|v| v.field != "name")
-            .map(|v| v.under(field))
-            .collect();
-        if !violations.is_empty() {
-            return Err(invalid(violations));
-        }
-        CompiledTemplate::compile(self.cache.renderer(), &t)
-            .map(Arc::new)
-            .map_err(|e| invalid(vec![FieldViolation::new(field, e.to_string())]))
     }
 }
 

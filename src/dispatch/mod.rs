@@ -1,6 +1,7 @@
 //! Dispatch: the policy side of sending — retries, limits and quotas — applied by the shard
 //! workers to what channels report. (The shard router and the Messages service build on these.)
 
+pub mod compose;
 pub mod engine;
 pub mod quota;
 pub mod retry;

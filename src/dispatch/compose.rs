@@ -1,0 +1,209 @@
+//! What a send renders, prepared once per request or campaign run: the compiled email and
+//! custom templates (stored, or a message's inline parts), the sender, and the substitutions
+//! every recipient shares; then one payload per recipient.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::engine::{Lane, Payload};
+use crate::channels::webhook;
+use crate::domain::FieldViolation;
+use crate::proto::v1::{
+    template::Content, AttributeValues, CustomTemplate, DirectMessageConfiguration, EmailTemplate, Endpoint, Template,
+    TemplateConfiguration, TemplateReference,
+};
+use crate::render::mime;
+use crate::render::template::{CompiledTemplate, TemplateCache};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("{}: {}", .0.field, .0.description)]
+    Field(FieldViolation),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn field(f: &str, why: impl Into<String>) -> ComposeError {
+    ComposeError::Field(FieldViolation::new(f, why))
+}
+
+pub fn substitutions(map: &HashMap<String, AttributeValues>) -> HashMap<String, Vec<String>> {
+    map.iter().map(|(k, v)| (k.clone(), v.values.clone())).collect()
+}
+
+/// Where a message comes from, for the custom payload: the app, when it was scheduled, and
+/// for campaigns which campaign, treatment and run.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub app_id: String,
+    pub scheduled_time: String,
+    pub campaign_id: String,
+    pub treatment_id: Option<u32>,
+    pub activity_id: String,
+}
+
+pub struct Composer {
+    cache: Arc<TemplateCache>,
+    email: Option<Arc<CompiledTemplate>>,
+    custom: Option<Arc<CompiledTemplate>>,
+    raw_email: Option<String>,
+    sender: Option<mime::Sender>,
+    /// The envelope sender: the from address without its display name.
+    from: String,
+    /// The message's own substitutions, under each recipient's.
+    pub shared_substitutions: HashMap<String, Vec<String>>,
+}
+
+async fn stored(
+    store: &dyn Store,
+    cache: &TemplateCache,
+    app: &str,
+    r: &TemplateReference,
+    f: &str,
+) -> Result<Arc<CompiledTemplate>, ComposeError> {
+    let version = (r.version > 0).then_some(r.version);
+    let t = store
+        .get_template(app, &r.name, version)
+        .await?
+        .ok_or_else(|| field(f, format!("template '{}' (version {}) not found", r.name, r.version)))?;
+    cache.get(&t).map_err(|e| field(f, format!("does not compile: {e}")))
+}
+
+fn inline(cache: &TemplateCache, content: Content, f: &str) -> Result<Arc<CompiledTemplate>, ComposeError> {
+    let t = Template { name: "inline".into(), content: Some(content), ..Default::default() };
+    let bad = crate::render::template::validate(cache.renderer(), &t).into_iter().find(|v| v.field != "name");
+    if let Some(v) = bad {
+        return Err(ComposeError::Field(v.under(f)));
+    }
+    CompiledTemplate::compile(cache.renderer(), &t).map(Arc::new).map_err(|e| field(f, e.to_string()))
+}
+
+impl Composer {
+    /// Compiles what `config` and `templates` name for `app`.
+    pub async fn build(
+        store: &dyn Store,
+        cache: Arc<TemplateCache>,
+        app: &str,
+        config: &DirectMessageConfiguration,
+        templates: &TemplateConfiguration,
+    ) -> Result<Self, ComposeError> {
+        let email_msg = config.email_message.clone();
+        let email = match (&templates.email_template, &email_msg) {
+            (Some(r), _) if !r.name.is_empty() => Some(stored(store, &cache, app, r, "template_configuration.email_template").await?),
+            (_, Some(m)) if m.raw_message.is_empty() && (!m.subject.is_empty() || !m.html_part.is_empty() || !m.text_part.is_empty()) => {
+                Some(inline(
+                    &cache,
+                    Content::Email(EmailTemplate {
+                        subject: m.subject.clone(),
+                        html_part: m.html_part.clone(),
+                        text_part: m.text_part.clone(),
+                        ..Default::default()
+                    }),
+                    "message_configuration.email_message",
+                )?)
+            }
+            _ => None,
+        };
+        let custom = match (&templates.custom_template, &config.custom_message) {
+            (Some(r), _) if !r.name.is_empty() => Some(stored(store, &cache, app, r, "template_configuration.custom_template").await?),
+            (_, Some(m)) => Some(inline(
+                &cache,
+                Content::Custom(CustomTemplate { payload: m.data.clone() }),
+                "message_configuration.custom_message.data",
+            )?),
+            _ => None,
+        };
+        // The sender: the message's from_address, else the app's email channel's (as Pinpoint).
+        let mut from_address = email_msg.as_ref().map(|m| m.from_address.clone()).unwrap_or_default();
+        if from_address.is_empty() {
+            if let Some(raw) = store.get_channel(app, crate::api::channels::EMAIL).await? {
+                use prost::Message as _;
+                if let Ok(c) = crate::proto::v1::EmailChannel::decode(raw.as_slice()) {
+                    from_address = c.from_address;
+                }
+            }
+        }
+        let reply_to = email_msg.as_ref().and_then(|m| m.reply_to_addresses.first().cloned());
+        let sender = if from_address.is_empty() {
+            None
+        } else {
+            Some(
+                mime::Sender::new(&from_address, reply_to.as_deref())
+                    .map_err(|e| field("message_configuration.email_message.from_address", e.to_string()))?,
+            )
+        };
+        let from = from_address.rsplit_once('<').map_or(from_address.as_str(), |(_, a)| a.trim_end_matches('>')).trim().to_string();
+        Ok(Self {
+            cache,
+            email,
+            custom,
+            raw_email: email_msg.as_ref().map(|m| m.raw_message.clone()).filter(|r| !r.is_empty()),
+            sender,
+            from,
+            shared_substitutions: email_msg.as_ref().map(|m| substitutions(&m.substitutions)).unwrap_or_default(),
+        })
+    }
+
+    /// The lanes this composer has content for.
+    pub fn lanes(&self) -> Vec<Lane> {
+        let mut out = Vec::new();
+        if self.email.is_some() || self.raw_email.is_some() {
+            out.push(Lane::Email);
+        }
+        if self.custom.is_some() {
+            out.push(Lane::Custom);
+        }
+        out
+    }
+
+    /// One recipient's payload; `Err((why, rendering))` when it cannot be made (`rendering`:
+    /// the template failed for this recipient).
+    pub fn payload(
+        &self,
+        lane: Lane,
+        endpoint: Option<&Endpoint>,
+        address: &str,
+        subs: &HashMap<String, Vec<String>>,
+        origin: &Origin,
+    ) -> Result<Payload, (String, bool)> {
+        match lane {
+            Lane::Email => match (&self.raw_email, &self.email, &self.sender) {
+                (_, _, None) => Err(("no from_address in message_configuration.email_message".to_string(), false)),
+                (Some(raw), _, Some(_)) => Ok(Payload::Email { from: self.from.clone(), mime: raw.as_bytes().to_vec() }),
+                (None, Some(t), Some(sender)) => {
+                    let ctx = t.context(endpoint, subs);
+                    let parts = t.render(self.cache.renderer(), &ctx).map_err(|e| (e.to_string(), true))?;
+                    let part = |n: &str| parts.iter().find(|(p, _)| p == n).map(|(_, s)| s.as_str());
+                    sender
+                        .message(address, part("subject").unwrap_or(""), part("text_part"), part("html_part"), part("list_unsubscribe_url"))
+                        .map(|mime| Payload::Email { from: self.from.clone(), mime })
+                        .map_err(|e| (e.to_string(), true))
+                }
+                (None, None, Some(_)) => Err(("no email content: give a template or a message".to_string(), false)),
+            },
+            Lane::Custom => {
+                let t = self.custom.as_ref().ok_or_else(|| ("no custom content: give a template or custom_message".to_string(), false))?;
+                let ctx = t.context(endpoint, subs);
+                let parts = t.render(self.cache.renderer(), &ctx).map_err(|e| (e.to_string(), true))?;
+                let data = parts.into_iter().next().map(|(_, s)| s).unwrap_or_default();
+                let mut endpoints = serde_json::Map::new();
+                if let Some(e) = endpoint {
+                    endpoints.insert(e.id.clone(), crate::domain::json::endpoint(e));
+                }
+                Ok(Payload::Custom {
+                    body: webhook::Payload {
+                        message: serde_json::json!({}),
+                        data,
+                        application_id: origin.app_id.clone(),
+                        campaign_id: origin.campaign_id.clone(),
+                        treatment_id: origin.treatment_id,
+                        activity_id: origin.activity_id.clone(),
+                        scheduled_time: origin.scheduled_time.clone(),
+                        endpoints,
+                    },
+                })
+            }
+        }
+    }
+}
