@@ -267,6 +267,44 @@ async fn split_scans_read_every_endpoint_once(h: Harness) {
     }
 }
 
+async fn endpoint_caps_and_leases(h: Harness) {
+    let s = h.store.as_ref();
+    s_create(&h).await;
+    let ids: Vec<String> = ["a", "b", "a"].map(String::from).to_vec();
+    let now = 1_800_000_000;
+    // Total 2: a, b, then a again in the same batch; then a is spent.
+    assert_eq!(s.take_endpoint_caps("app", "c1", &ids, None, Some(2), now).await.unwrap(), vec![true, true, true]);
+    assert_eq!(s.take_endpoint_caps("app", "c1", &ids, None, Some(2), now).await.unwrap(), vec![false, true, false]);
+    assert_eq!(s.take_endpoint_caps("app", "c2", &ids[..1], None, Some(2), now).await.unwrap(), vec![true], "scopes are apart");
+    // Daily 1: one per rolling 24 hours.
+    let one = vec!["d".to_string()];
+    assert_eq!(s.take_endpoint_caps("app", "c3", &one, Some(1), None, now).await.unwrap(), vec![true]);
+    assert_eq!(s.take_endpoint_caps("app", "c3", &one, Some(1), None, now + 86_000).await.unwrap(), vec![false]);
+    assert_eq!(s.take_endpoint_caps("app", "c3", &one, Some(1), None, now + 86_401).await.unwrap(), vec![true]);
+    // Concurrent takers never overshoot a total.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = h.store.clone();
+            tokio::spawn(async move { store.take_endpoint_caps("app", "c4", &["x".to_string()], None, Some(3), now).await.unwrap()[0] })
+        })
+        .collect();
+    let mut granted = 0;
+    for t in tasks {
+        granted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(granted, 3);
+    // Leases: one holder; renewals by the holder; free after release or expiry.
+    assert!(s.try_lease("app", "run:1", "d1", 60_000).await.unwrap());
+    assert!(!s.try_lease("app", "run:1", "d2", 60_000).await.unwrap());
+    assert!(s.try_lease("app", "run:1", "d1", 60_000).await.unwrap());
+    s.release_lease("app", "run:1", "d2").await.unwrap();
+    assert!(!s.try_lease("app", "run:1", "d2", 60_000).await.unwrap(), "only the holder releases");
+    s.release_lease("app", "run:1", "d1").await.unwrap();
+    assert!(s.try_lease("app", "run:1", "d2", 50).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    assert!(s.try_lease("app", "run:1", "d1", 60_000).await.unwrap(), "an expired lease is free");
+}
+
 async fn records_blobs_and_member_sets(h: Harness) {
     let s = h.store.as_ref();
     s_create(&h).await;
@@ -602,6 +640,7 @@ conformance!(
     scans_visit_every_endpoint_once,
     records_blobs_and_member_sets,
     split_scans_read_every_endpoint_once,
+    endpoint_caps_and_leases,
     concurrent_writers_never_lose_a_write,
     templates_are_versioned,
     quotas_never_overshoot,

@@ -89,6 +89,8 @@ impl EmbeddedStore {
             txn.open_table(records::RECORD_USES).map_err(backend)?;
             txn.open_table(records::BLOBS).map_err(backend)?;
             txn.open_table(records::MEMBERS).map_err(backend)?;
+            txn.open_table(records::CAPS).map_err(backend)?;
+            txn.open_table(records::LEASES).map_err(backend)?;
         }
         txn.commit().map_err(backend)?;
         Ok(Self { db: Arc::new(db), path })
@@ -320,6 +322,9 @@ impl Store for EmbeddedStore {
                 .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false)
                 .map_err(backend)?;
             for table in [records::RECORDS, records::RECORD_VERSIONS, records::BLOBS] {
+                txn.open_table(table).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            }
+            for table in [records::CAPS, records::LEASES] {
                 txn.open_table(table).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             }
             for table in [records::RECORD_USES, records::MEMBERS] {
@@ -746,6 +751,29 @@ impl Store for EmbeddedStore {
     async fn members_contain(&self, app_id: &str, set: &str, ids: &[String]) -> Result<Vec<bool>, StoreError> {
         let (app, set, ids) = (app_id.to_string(), set.to_string(), ids.to_vec());
         self.blocking(move |db| records::members_contain(db, &app, &set, &ids)).await
+    }
+
+    async fn take_endpoint_caps(
+        &self,
+        app_id: &str,
+        scope: &str,
+        ids: &[String],
+        daily: Option<u32>,
+        total: Option<u32>,
+        now_secs: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let (app, scope, ids) = (app_id.to_string(), scope.to_string(), ids.to_vec());
+        self.blocking(move |db| records::take_endpoint_caps(db, &app, &scope, &ids, daily, total, now_secs)).await
+    }
+
+    async fn try_lease(&self, app_id: &str, name: &str, owner: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        let (app, name, owner) = (app_id.to_string(), name.to_string(), owner.to_string());
+        self.blocking(move |db| records::try_lease(db, &app, &name, &owner, ttl_ms)).await
+    }
+
+    async fn release_lease(&self, app_id: &str, name: &str, owner: &str) -> Result<(), StoreError> {
+        let (app, name, owner) = (app_id.to_string(), name.to_string(), owner.to_string());
+        self.blocking(move |db| records::release_lease(db, &app, &name, &owner)).await
     }
 
     async fn put_channel(&self, app_id: &str, channel: &str, settings: &[u8]) -> Result<(), StoreError> {

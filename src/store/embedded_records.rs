@@ -19,6 +19,11 @@ pub(super) const RECORD_USES: TableDefinition<&str, ()> = TableDefinition::new("
 pub(super) const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 /// Member sets: `app\0set\0endpoint_id` → ().
 pub(super) const MEMBERS: TableDefinition<&str, ()> = TableDefinition::new("members");
+/// Per-endpoint caps: `app\0scope\0endpoint_id` → "total t1 t2 ..." (send times in the last
+/// 24 hours).
+pub(super) const CAPS: TableDefinition<&str, &str> = TableDefinition::new("caps");
+/// Leases: `app\0name` → "expiry_ms owner".
+pub(super) const LEASES: TableDefinition<&str, &str> = TableDefinition::new("leases");
 
 fn record_key(app: &str, kind: &str, id: &str) -> String {
     format!("{app}\0{kind}\0{id}")
@@ -245,4 +250,79 @@ pub(super) fn members_contain(db: &Database, app: &str, set: &str, ids: &[String
     let txn = db.begin_read().map_err(backend)?;
     let members = txn.open_table(MEMBERS).map_err(backend)?;
     ids.iter().map(|id| Ok(members.get(member_key(app, set, id).as_str()).map_err(backend)?.is_some())).collect()
+}
+
+pub(super) fn take_endpoint_caps(
+    db: &Database,
+    app: &str,
+    scope: &str,
+    ids: &[String],
+    daily: Option<u32>,
+    total: Option<u32>,
+    now: i64,
+) -> Result<Vec<bool>, StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    let mut out = Vec::with_capacity(ids.len());
+    {
+        let mut caps = txn.open_table(CAPS).map_err(backend)?;
+        for id in ids {
+            let key = format!("{app}\0{scope}\0{id}");
+            let old = caps.get(key.as_str()).map_err(backend)?.map(|g| g.value().to_string()).unwrap_or_default();
+            let mut parts = old.split_whitespace();
+            let count: u32 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+            let mut recent: Vec<i64> = parts.filter_map(|t| t.parse().ok()).filter(|t| *t > now - 86_400).collect();
+            let ok = total.is_none_or(|t| count < t) && daily.is_none_or(|d| (recent.len() as u32) < d);
+            if ok {
+                if daily.is_some() {
+                    recent.push(now);
+                }
+                let mut value = (count + 1).to_string();
+                for t in &recent {
+                    value.push(' ');
+                    value.push_str(&t.to_string());
+                }
+                caps.insert(key.as_str(), value.as_str()).map_err(backend)?;
+            }
+            out.push(ok);
+        }
+    }
+    txn.commit().map_err(backend)?;
+    Ok(out)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(super) fn try_lease(db: &Database, app: &str, name: &str, owner: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    let held = {
+        let mut leases = txn.open_table(LEASES).map_err(backend)?;
+        let key = format!("{app}\0{name}");
+        let now = now_ms();
+        let current = leases.get(key.as_str()).map_err(backend)?.map(|g| g.value().to_string());
+        let free = match current.as_deref().and_then(|v| v.split_once(' ')) {
+            Some((expiry, holder)) => holder == owner || expiry.parse::<u64>().unwrap_or(0) <= now,
+            None => true,
+        };
+        if free {
+            leases.insert(key.as_str(), format!("{} {owner}", now + ttl_ms.max(1)).as_str()).map_err(backend)?;
+        }
+        free
+    };
+    txn.commit().map_err(backend)?;
+    Ok(held)
+}
+
+pub(super) fn release_lease(db: &Database, app: &str, name: &str, owner: &str) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(backend)?;
+    {
+        let mut leases = txn.open_table(LEASES).map_err(backend)?;
+        let key = format!("{app}\0{name}");
+        let mine = leases.get(key.as_str()).map_err(backend)?.is_some_and(|g| g.value().split_once(' ').is_some_and(|(_, h)| h == owner));
+        if mine {
+            leases.remove(key.as_str()).map_err(backend)?;
+        }
+    }
+    txn.commit().map_err(backend)
 }

@@ -301,6 +301,26 @@ pub trait Store: Send + Sync + 'static {
     /// Whether each id is in the member set, in order: one round trip for a page.
     async fn members_contain(&self, app_id: &str, set: &str, ids: &[String]) -> Result<Vec<bool>, StoreError>;
 
+    /// Takes one message for each endpoint from a per-endpoint cap under `scope` (a campaign):
+    /// at most `daily` in any 24 hours and `total` ever (`None`: no limit), checked and counted
+    /// atomically for the whole batch. Returns, in order, whether each endpoint may get one.
+    async fn take_endpoint_caps(
+        &self,
+        app_id: &str,
+        scope: &str,
+        ids: &[String],
+        daily: Option<u32>,
+        total: Option<u32>,
+        now_secs: i64,
+    ) -> Result<Vec<bool>, StoreError>;
+
+    /// Takes or renews the lease `name` for `owner` for `ttl_ms`: true when `owner` holds it
+    /// now. Several daemons on one store see one holder at a time.
+    async fn try_lease(&self, app_id: &str, name: &str, owner: &str, ttl_ms: u64) -> Result<bool, StoreError>;
+
+    /// Gives a lease up, if `owner` holds it.
+    async fn release_lease(&self, app_id: &str, name: &str, owner: &str) -> Result<(), StoreError>;
+
     /// An app's settings for one channel (`email`, `custom`...), stored as given (protobuf).
     async fn put_channel(&self, app_id: &str, channel: &str, settings: &[u8]) -> Result<(), StoreError>;
 

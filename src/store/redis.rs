@@ -200,6 +200,63 @@ return 1
     )
 });
 
+/// Per-endpoint caps. KEYS totals hash, recent-sends hash. ARGV daily (-1: none), total (-1),
+/// now (seconds), then endpoint ids. Recent sends are a space-separated list of times within
+/// 24 hours. Returns 1/0 per id.
+static TAKE_CAPS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local daily, total, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local ok = 1
+  if total >= 0 and tonumber(redis.call('HGET', KEYS[1], id) or '0') >= total then ok = 0 end
+  local recent = {}
+  if daily >= 0 then
+    for t in string.gmatch(redis.call('HGET', KEYS[2], id) or '', '%S+') do
+      if tonumber(t) > now - 86400 then recent[#recent + 1] = t end
+    end
+    if #recent >= daily then ok = 0 end
+  end
+  if ok == 1 then
+    redis.call('HINCRBY', KEYS[1], id, 1)
+    if daily >= 0 then
+      recent[#recent + 1] = tostring(now)
+      redis.call('HSET', KEYS[2], id, table.concat(recent, ' '))
+    end
+  end
+  out[#out + 1] = ok
+end
+return out
+"#,
+    )
+});
+
+/// KEYS lease. ARGV owner, ttl ms. 1 when the owner holds it (taken or renewed), else 0.
+static TRY_LEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] or (not holder) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// KEYS lease. ARGV owner. Deletes it if the owner holds it.
+static RELEASE_LEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"#,
+    )
+});
+
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
         StoreError::Backend(e.to_string())
@@ -934,6 +991,42 @@ impl Store for RedisStore {
         let keys = Keys::new(app_id);
         let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE").arg(keys.members(set)).arg(ids).query_async(&mut self.conn()).await?;
         Ok(scores.into_iter().map(|s| s.is_some()).collect())
+    }
+
+    async fn take_endpoint_caps(
+        &self,
+        app_id: &str,
+        scope: &str,
+        ids: &[String],
+        daily: Option<u32>,
+        total: Option<u32>,
+        now_secs: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = Keys::new(app_id);
+        let mut invocation = TAKE_CAPS.prepare_invoke();
+        invocation.key(keys.key("capt:", scope)).key(keys.key("capd:", scope));
+        invocation.arg(daily.map_or(-1, i64::from)).arg(total.map_or(-1, i64::from)).arg(now_secs).arg(ids);
+        let out: Vec<i64> = invocation.invoke_async(&mut self.conn()).await?;
+        Ok(out.into_iter().map(|v| v == 1).collect())
+    }
+
+    async fn try_lease(&self, app_id: &str, name: &str, owner: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        let keys = Keys::new(app_id);
+        let mut invocation = TRY_LEASE.prepare_invoke();
+        invocation.key(keys.key("lease:", name)).arg(owner).arg(ttl_ms.max(1));
+        let held: i64 = invocation.invoke_async(&mut self.conn()).await?;
+        Ok(held == 1)
+    }
+
+    async fn release_lease(&self, app_id: &str, name: &str, owner: &str) -> Result<(), StoreError> {
+        let keys = Keys::new(app_id);
+        let mut invocation = RELEASE_LEASE.prepare_invoke();
+        invocation.key(keys.key("lease:", name)).arg(owner);
+        let _: i64 = invocation.invoke_async(&mut self.conn()).await?;
+        Ok(())
     }
 
     async fn put_channel(&self, app_id: &str, channel: &str, settings: &[u8]) -> Result<(), StoreError> {
