@@ -13,15 +13,16 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::api::channels::ChannelsService;
 use crate::api::{
-    apps::AppsService, endpoints::EndpointsService, messages::MessagesService, segments::SegmentsService,
+    apps::AppsService, campaigns::CampaignsService, endpoints::EndpointsService, messages::MessagesService, segments::SegmentsService,
     suppressions::SuppressionsService, templates::TemplatesService, Auth,
 };
 use crate::channels::email::{SmtpPool, SmtpRelay};
 use crate::config::Config;
 use crate::dispatch::engine::{Engine, EngineConfig};
 use crate::proto::v1::{
-    apps_server::AppsServer, channels_server::ChannelsServer, endpoints_server::EndpointsServer, messages_server::MessagesServer,
-    segments_server::SegmentsServer, suppressions_server::SuppressionsServer, templates_server::TemplatesServer,
+    apps_server::AppsServer, campaigns_server::CampaignsServer, channels_server::ChannelsServer, endpoints_server::EndpointsServer,
+    messages_server::MessagesServer, segments_server::SegmentsServer, suppressions_server::SuppressionsServer,
+    templates_server::TemplatesServer,
 };
 use crate::render::{template::TemplateCache, Renderer};
 use crate::store::{self, Store};
@@ -52,6 +53,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     health.set_serving::<EndpointsServer<EndpointsService>>().await;
     health.set_serving::<TemplatesServer<TemplatesService>>().await;
     health.set_serving::<SegmentsServer<SegmentsService>>().await;
+    health.set_serving::<CampaignsServer<CampaignsService>>().await;
     health.set_serving::<SuppressionsServer<SuppressionsService>>().await;
     health.set_serving::<MessagesServer<MessagesService>>().await;
     health.set_serving::<ChannelsServer<ChannelsService>>().await;
@@ -95,6 +97,15 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             webhook_timeout: Duration::from_secs(10),
         },
     );
+    let runner = Arc::new(crate::campaigns::run::Runner {
+        store: store.clone(),
+        engine: engine.clone(),
+        cache: templates_cache.clone(),
+        owner: crate::domain::new_id(),
+        running: Default::default(),
+    });
+    let campaigns_service =
+        CampaignsServer::new(CampaignsService::new(store.clone(), templates_cache.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let messages = MessagesServer::new(MessagesService::new(store.clone(), templates_cache.clone(), engine, outcome_ttl))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates =
@@ -120,10 +131,12 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
                 SegmentsServer::new(SegmentsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
                 auth.clone(),
             ))
+            .add_service(InterceptedService::new(campaigns_service, auth.clone()))
             .add_service(InterceptedService::new(ChannelsServer::new(ChannelsService::new(store.clone())), auth))
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())),
     );
     let router = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
+    let scheduler = tokio::spawn(crate::campaigns::scheduler::run(runner, stop_rx.clone()));
     let metrics_server = axum::serve(metrics, router).with_graceful_shutdown(stopped(stop_rx));
     let metrics_task = tokio::spawn(async move { metrics_server.await });
     let purger = {
@@ -153,6 +166,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     health.set_not_serving::<EndpointsServer<EndpointsService>>().await;
     health.set_not_serving::<TemplatesServer<TemplatesService>>().await;
     health.set_not_serving::<SegmentsServer<SegmentsService>>().await;
+    health.set_not_serving::<CampaignsServer<CampaignsService>>().await;
     health.set_not_serving::<SuppressionsServer<SuppressionsService>>().await;
     health.set_not_serving::<MessagesServer<MessagesService>>().await;
     health.set_not_serving::<ChannelsServer<ChannelsService>>().await;
@@ -167,6 +181,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     let _ = tokio::time::timeout(Duration::from_secs(1), metrics_task).await;
     upkeep.abort();
     purger.abort();
+    scheduler.abort();
     if let Some(pool) = smtp {
         pool.close().await;
     }

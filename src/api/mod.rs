@@ -2,6 +2,7 @@
 //! `Status`, and API-key authentication.
 
 pub mod apps;
+pub mod campaigns;
 pub mod channels;
 pub mod endpoints;
 pub mod messages;

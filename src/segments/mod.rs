@@ -90,10 +90,11 @@ async fn read_range(
     app: String,
     set: Option<String>,
     range: (Option<String>, Option<String>),
+    after: Option<String>,
     page: usize,
     tx: mpsc::Sender<Result<Vec<Vec<u8>>, StoreError>>,
 ) {
-    let mut cursor = None;
+    let mut cursor = after;
     loop {
         let r = store.scan_encoded(&app, set.as_deref(), cursor.take(), (range.0.as_deref(), range.1.as_deref()), page).await;
         match r {
@@ -125,6 +126,8 @@ pub struct MemberStream {
     now: chrono::DateTime<chrono::Utc>,
     /// Endpoints read so far.
     pub scanned: u64,
+    /// The id of the last endpoint read (in id order for an ordered stream).
+    pub last_scanned: Option<String>,
 }
 
 impl MemberStream {
@@ -148,11 +151,21 @@ impl MemberStream {
             for w in bounds.windows(2) {
                 let (from, until) = (w[0].clone(), w[1].clone());
                 let (store, app, set, tx) = (reader_store.clone(), reader_app.clone(), set.clone(), tx.clone());
-                tokio::spawn(read_range(store, app, set, (from, until), page, tx));
+                tokio::spawn(read_range(store, app, set, (from, until), None, page, tx));
             }
         });
         let sets = rule.member_sets();
-        Self { rx, store, app: app.to_string(), rule, sets, now: chrono::Utc::now(), scanned: 0 }
+        Self { rx, store, app: app.to_string(), rule, sets, now: chrono::Utc::now(), scanned: 0, last_scanned: None }
+    }
+
+    /// Streams the members of `rule` in endpoint id order, after `after` (a resumed run): one
+    /// reader, so that "every member up to this id" is a checkpoint.
+    pub fn open_ordered(store: Arc<dyn Store>, app: &str, rule: Arc<Rule>, page: usize, after: Option<String>) -> Self {
+        let (tx, rx) = mpsc::channel(2);
+        let set = rule.narrowest_set().map(str::to_string);
+        tokio::spawn(read_range(store.clone(), app.to_string(), set, (None, None), after, page, tx));
+        let sets = rule.member_sets();
+        Self { rx, store, app: app.to_string(), rule, sets, now: chrono::Utc::now(), scanned: 0, last_scanned: None }
     }
 
     /// The members of the next page (possibly none), or `None` once the scan is over.
@@ -165,6 +178,9 @@ impl MemberStream {
             Err(e) => return Some(Err(e)),
         };
         self.scanned += page.len() as u64;
+        if let Some(last) = page.last() {
+            self.last_scanned = Some(last.id.clone());
+        }
         let mut members: HashMap<String, HashSet<String>> = HashMap::new();
         if !self.sets.is_empty() && !page.is_empty() {
             let ids: Vec<String> = page.iter().map(|e| e.id.clone()).collect();

@@ -104,6 +104,7 @@ pub struct Daemon {
     pub api_key: Option<String>,
     pub redis: Option<RedisServer>,
     _tmp: Option<tempfile::TempDir>,
+    extra: Vec<String>,
 }
 
 pub fn herald_bin() -> &'static str {
@@ -151,7 +152,16 @@ impl Daemon {
         let mut child = cmd.spawn().expect("spawn herald");
         wait_for_port(grpc.port(), "herald", &mut child);
         wait_for_port(metrics.port(), "herald metrics", &mut child);
-        Self { child: Some(child), grpc, metrics, data_dir, api_key, redis, _tmp: tmp }
+        Self {
+            child: Some(child),
+            grpc,
+            metrics,
+            data_dir,
+            api_key,
+            redis,
+            _tmp: tmp,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     /// Stops this daemon (SIGTERM) and starts another on the same data directory and Redis.
@@ -159,7 +169,30 @@ impl Daemon {
         let status = self.terminate();
         assert!(status.success(), "herald exited with {status}");
         let (redis, tmp) = (self.redis.take(), self._tmp.take());
-        Self::spawn(redis, self.data_dir.clone(), tmp, self.api_key.clone(), &[])
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        Self::spawn(redis, self.data_dir.clone(), tmp, self.api_key.clone(), &extra)
+    }
+
+    /// Kills this daemon outright (SIGKILL: nothing is flushed or drained) and starts another
+    /// on the same data directory, Redis and options.
+    pub fn crash_and_restart(mut self) -> Self {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (redis, tmp) = (self.redis.take(), self._tmp.take());
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        Self::spawn(redis, self.data_dir.clone(), tmp, self.api_key.clone(), &extra)
+    }
+
+    /// Another daemon on this one's Redis (its own data directory and ports), same options.
+    pub fn sibling(&self) -> Self {
+        let redis = self.redis.as_ref().expect("a Redis daemon");
+        let tmp = tempfile::tempdir().unwrap();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let url = redis.url();
+        let mut args = vec!["--redis-url", url.as_str()];
+        args.extend(extra);
+        Self::spawn(None, tmp.path().join("data"), Some(tmp), self.api_key.clone(), &args)
     }
 
     pub async fn channel(&self) -> Channel {

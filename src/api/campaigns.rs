@@ -1,0 +1,270 @@
+//! The `Campaigns` service: versioned campaign definitions, their state and their activities.
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use tonic::{Request, Response, Status};
+
+use super::apps::page_size;
+use super::{check_app_id, invalid, observe, store_status};
+use crate::campaigns::{self, validate_schedule, Frequency, KIND, MAX_TREATMENTS};
+use crate::dispatch::compose::{ComposeError, Composer};
+use crate::domain::{self, FieldViolation};
+use crate::proto::v1::{
+    campaigns_server, Campaign, CampaignState, CreateCampaignRequest, DeleteCampaignRequest, GetCampaignActivitiesRequest,
+    GetCampaignActivitiesResponse, GetCampaignRequest, ListCampaignsRequest, ListCampaignsResponse, UpdateCampaignRequest,
+};
+use crate::render::template::TemplateCache;
+use crate::segments;
+use crate::store::{Store, StoreError};
+
+pub struct CampaignsService {
+    store: Arc<dyn Store>,
+    cache: Arc<TemplateCache>,
+}
+
+impl CampaignsService {
+    pub fn new(store: Arc<dyn Store>, cache: Arc<TemplateCache>) -> Self {
+        Self { store, cache }
+    }
+
+    /// Checks a definition; returns it with its segment version pinned.
+    async fn check(&self, app: &str, mut c: Campaign) -> Result<Campaign, Status> {
+        let mut v = Vec::new();
+        if c.name.is_empty() {
+            v.push(FieldViolation::new("campaign.name", "is required"));
+        }
+        match &c.schedule {
+            None => v.push(FieldViolation::new("campaign.schedule", "is required")),
+            Some(s) => validate_schedule("campaign.schedule", s, &mut v),
+        }
+        let l = c.limits.unwrap_or_default();
+        let range = |v: &mut Vec<FieldViolation>, name: &str, val: Option<i32>, lo: i32, hi: i32| {
+            if val.is_some_and(|x| !(lo..=hi).contains(&x)) {
+                v.push(FieldViolation::new(format!("campaign.limits.{name}"), format!("must be {lo} to {hi}")));
+            }
+        };
+        range(&mut v, "daily", l.daily, 0, 100);
+        range(&mut v, "total", l.total, 0, 100);
+        range(&mut v, "messages_per_second", l.messages_per_second, 1, 20_000);
+        range(&mut v, "maximum_duration", l.maximum_duration, 60, i32::MAX);
+        if !(0..=100).contains(&c.holdout_percent) {
+            v.push(FieldViolation::new("campaign.holdout_percent", "must be 0 to 100"));
+        }
+        if c.additional_treatments.len() > MAX_TREATMENTS - 1 {
+            v.push(FieldViolation::new("campaign.additional_treatments", format!("at most {}", MAX_TREATMENTS - 1)));
+        }
+        let mut shares = c.holdout_percent.max(0);
+        for (i, t) in c.additional_treatments.iter_mut().enumerate() {
+            t.id = i as i32 + 1;
+            if !(0..=100).contains(&t.size_percent) {
+                v.push(FieldViolation::new(format!("campaign.additional_treatments[{i}].size_percent"), "must be 0 to 100"));
+            }
+            shares += t.size_percent.max(0);
+            if let Some(s) = &t.schedule {
+                validate_schedule(&format!("campaign.additional_treatments[{i}].schedule"), s, &mut v);
+            }
+        }
+        if shares > 100 {
+            v.push(FieldViolation::new(
+                "campaign.additional_treatments",
+                format!("the holdout and the additional treatments take {shares} %; the default treatment gets the rest of 100"),
+            ));
+        }
+        let immediate = c.schedule.as_ref().is_some_and(|s| s.start_time.eq_ignore_ascii_case("IMMEDIATE"));
+        if c.is_paused && immediate {
+            return Err(Status::failed_precondition("an IMMEDIATE campaign cannot be paused"));
+        }
+        // The segment (pinned at its latest version when none is named).
+        match segments::load(self.store.as_ref(), app, &c.segment_id, c.segment_version.max(0)).await {
+            Ok(s) => {
+                c.segment_version = s.version;
+                let event = c.schedule.as_ref().is_some_and(|s| s.frequency == Frequency::Event as i32);
+                if event && segments::is_imported(&s) {
+                    v.push(FieldViolation::new("campaign.segment_id", "an EVENT campaign needs a dynamic segment"));
+                }
+            }
+            Err(segments::SegmentError::Store(e)) => return Err(store_status(e)),
+            Err(e) => v.push(FieldViolation::new("campaign.segment_id", e.to_string())),
+        }
+        // Every treatment's content must compile and give the campaign a channel.
+        let base = (c.message_configuration.clone().unwrap_or_default(), c.template_configuration.clone().unwrap_or_default());
+        let mut contents = vec![("campaign".to_string(), base.clone())];
+        for (i, t) in c.additional_treatments.iter().enumerate() {
+            if t.message_configuration.is_some() || t.template_configuration.is_some() {
+                contents.push((
+                    format!("campaign.additional_treatments[{i}]"),
+                    (t.message_configuration.clone().unwrap_or_default(), t.template_configuration.clone().unwrap_or_default()),
+                ));
+            }
+        }
+        for (field, (m, t)) in contents {
+            match Composer::build(self.store.as_ref(), self.cache.clone(), app, &m, &t).await {
+                Ok(composer) if composer.lanes().is_empty() => {
+                    v.push(FieldViolation::new(format!("{field}.message_configuration"), "give email or custom content, or a template"))
+                }
+                Ok(_) => {}
+                Err(ComposeError::Field(f)) => v.push(f.under(&field)),
+                Err(ComposeError::Store(e)) => return Err(store_status(e)),
+            }
+        }
+        if !v.is_empty() {
+            return Err(invalid(v));
+        }
+        Ok(c)
+    }
+
+    async fn find(&self, app: &str, id: &str, version: i32) -> Result<Campaign, Status> {
+        check_app_id(app)?;
+        let raw = self.store.get_record(app, KIND, id, (version > 0).then_some(version)).await.map_err(store_status)?;
+        let raw = raw.ok_or_else(|| {
+            Status::not_found(format!("campaign {id}{} not found", if version > 0 { format!(" version {version}") } else { String::new() }))
+        })?;
+        let mut c = Campaign::decode(raw.as_slice()).map_err(|e| store_status(StoreError::from(e)))?;
+        let runs = campaigns::runs(self.store.as_ref(), app, id).await.map_err(store_status)?;
+        c.state = campaigns::state(&c, &runs) as i32;
+        Ok(c)
+    }
+
+    /// Registers (or releases) the campaign's use of its segment and templates.
+    async fn uses(&self, app: &str, c: &Campaign, in_use: bool) -> Result<(), Status> {
+        let user = campaigns::user(&c.id);
+        match self.store.set_record_use(app, segments::KIND, &c.segment_id, &user, in_use).await {
+            Ok(()) | Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(store_status(e)),
+        }
+        let mut templates = vec![c.template_configuration.clone().unwrap_or_default()];
+        templates.extend(c.additional_treatments.iter().filter_map(|t| t.template_configuration.clone()));
+        for t in templates {
+            for r in [t.email_template, t.custom_template, t.sms_template, t.push_template].into_iter().flatten() {
+                if !r.name.is_empty() {
+                    match self.store.set_template_use(app, &r.name, &user, in_use).await {
+                        Ok(()) | Err(StoreError::NotFound(_)) => {}
+                        Err(e) => return Err(store_status(e)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl campaigns_server::Campaigns for CampaignsService {
+    async fn create_campaign(&self, request: Request<CreateCampaignRequest>) -> Result<Response<Campaign>, Status> {
+        observe("CreateCampaign", async {
+            let req = request.into_inner();
+            check_app_id(&req.app_id)?;
+            if self.store.get_app(&req.app_id).await.map_err(store_status)?.is_none() {
+                return Err(Status::not_found(format!("app {} not found", req.app_id)));
+            }
+            let mut c = self.check(&req.app_id, req.campaign.unwrap_or_default()).await?;
+            let now = domain::timestamp(chrono::Utc::now());
+            c.id = domain::new_id();
+            c.app_id = req.app_id.clone();
+            c.version = 1;
+            c.creation_date = now.clone();
+            c.last_modified_date = now;
+            c.state = CampaignState::Scheduled as i32;
+            self.store.write_record(&req.app_id, KIND, &c.id, 0, 1, &c.encode_to_vec()).await.map_err(store_status)?;
+            self.uses(&req.app_id, &c, true).await?;
+            Ok(Response::new(c))
+        })
+        .await
+    }
+
+    async fn get_campaign(&self, request: Request<GetCampaignRequest>) -> Result<Response<Campaign>, Status> {
+        observe("GetCampaign", async {
+            let req = request.into_inner();
+            self.find(&req.app_id, &req.campaign_id, req.version).await.map(Response::new)
+        })
+        .await
+    }
+
+    async fn list_campaigns(&self, request: Request<ListCampaignsRequest>) -> Result<Response<ListCampaignsResponse>, Status> {
+        observe("ListCampaigns", async {
+            let req = request.into_inner();
+            check_app_id(&req.app_id)?;
+            let size = page_size(req.page_size)?;
+            let after = Some(req.page_token.as_str()).filter(|t| !t.is_empty());
+            let raw = self.store.list_records(&req.app_id, KIND, after, size + 1).await.map_err(store_status)?;
+            let mut campaigns = Vec::with_capacity(raw.len());
+            for r in raw {
+                let mut c = Campaign::decode(r.as_slice()).map_err(|e| store_status(StoreError::from(e)))?;
+                let runs = campaigns::runs(self.store.as_ref(), &req.app_id, &c.id).await.map_err(store_status)?;
+                c.state = campaigns::state(&c, &runs) as i32;
+                campaigns.push(c);
+            }
+            let next_page_token = if campaigns.len() > size {
+                campaigns.truncate(size);
+                campaigns.last().map(|c| c.id.clone()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(Response::new(ListCampaignsResponse { campaigns, next_page_token }))
+        })
+        .await
+    }
+
+    async fn update_campaign(&self, request: Request<UpdateCampaignRequest>) -> Result<Response<Campaign>, Status> {
+        observe("UpdateCampaign", async {
+            let req = request.into_inner();
+            let old = self.find(&req.app_id, &req.campaign_id, 0).await?;
+            let mut c = self.check(&req.app_id, req.campaign.unwrap_or_default()).await?;
+            c.id = old.id.clone();
+            c.app_id = old.app_id.clone();
+            c.version = old.version + 1;
+            c.creation_date = old.creation_date.clone();
+            c.last_modified_date = domain::timestamp(chrono::Utc::now());
+            self.store.write_record(&req.app_id, KIND, &c.id, old.version, c.version, &c.encode_to_vec()).await.map_err(store_status)?;
+            self.uses(&req.app_id, &c, true).await?;
+            let runs = campaigns::runs(self.store.as_ref(), &req.app_id, &c.id).await.map_err(store_status)?;
+            c.state = campaigns::state(&c, &runs) as i32;
+            Ok(Response::new(c))
+        })
+        .await
+    }
+
+    async fn delete_campaign(&self, request: Request<DeleteCampaignRequest>) -> Result<Response<Campaign>, Status> {
+        observe("DeleteCampaign", async {
+            let req = request.into_inner();
+            let mut c = self.find(&req.app_id, &req.campaign_id, 0).await?;
+            self.store.delete_record(&req.app_id, KIND, &c.id).await.map_err(store_status)?;
+            self.uses(&req.app_id, &c, false).await?;
+            c.state = CampaignState::Deleted as i32;
+            Ok(Response::new(c))
+        })
+        .await
+    }
+
+    async fn get_campaign_activities(
+        &self,
+        request: Request<GetCampaignActivitiesRequest>,
+    ) -> Result<Response<GetCampaignActivitiesResponse>, Status> {
+        observe("GetCampaignActivities", async {
+            let req = request.into_inner();
+            self.find(&req.app_id, &req.campaign_id, 0).await?;
+            let runs = campaigns::runs(self.store.as_ref(), &req.app_id, &req.campaign_id).await.map_err(store_status)?;
+            let mut activities = Vec::new();
+            for r in runs {
+                if r.activities.is_empty() {
+                    // A run skipped while the campaign was paused.
+                    activities.push(crate::proto::v1::Activity {
+                        id: format!("{}-0", campaigns::run_id(&r.campaign_id, r.occurrence)),
+                        campaign_id: r.campaign_id.clone(),
+                        campaign_version: r.campaign_version,
+                        state: r.state,
+                        scheduled_start: r.scheduled_start.clone(),
+                        ..Default::default()
+                    });
+                }
+                for mut a in r.activities {
+                    a.state = r.state;
+                    activities.push(a);
+                }
+            }
+            Ok(Response::new(GetCampaignActivitiesResponse { activities }))
+        })
+        .await
+    }
+}

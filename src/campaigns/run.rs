@@ -1,0 +1,454 @@
+//! One campaign run: the pinned segment version streamed in endpoint id order, each member
+//! assigned to the holdout or a treatment by cohort, filtered by the delivery rules and the
+//! campaign's per-endpoint limits, paced by its messages per second and the channel quotas,
+//! rendered and handed to the engine. Progress (a cursor and the counts) is written after
+//! every settled page, so a run whose daemon died resumes after the last settled endpoint; the
+//! messages in flight beyond it are the only possible repeats, and are reported.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio::sync::oneshot;
+
+use super::{run_id, RUN_KIND};
+use crate::dispatch::compose::{Composer, Origin};
+use crate::dispatch::engine::{Engine, Job, Lane};
+use crate::dispatch::quota::RateGate;
+use crate::domain::{self, endpoint as rules};
+use crate::proto::v1::{
+    Activity, AppSettings, Campaign, CampaignRun, CampaignState, ChannelType, DeliveryStatus, EndpointStatus, MessageOutcome,
+    MessageSource, OptOut,
+};
+use crate::render::template::TemplateCache;
+use crate::segments::{self, MemberStream};
+use crate::store::{Store, StoreError};
+
+/// A message's treatment and where its outcome arrives.
+type Reply = (usize, oneshot::Receiver<MessageOutcome>);
+/// A page handed to the engine: the last endpoint id it read and the replies awaited.
+type Pending = (String, Vec<Reply>);
+
+/// Pages settled before the next is sent beyond: the in-flight window.
+const WINDOW: usize = 2;
+/// How long a run's lease lasts without renewal; renewed every third of it.
+const LEASE_MS: u64 = 15_000;
+/// How long a page waits to hand its messages to a full engine.
+const SUBMIT_WAIT: Duration = Duration::from_secs(3_600);
+
+/// What runs share: the store, the engine, compiled templates, and this daemon's identity.
+pub struct Runner {
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
+    pub cache: Arc<TemplateCache>,
+    /// This daemon, as a lease owner.
+    pub owner: String,
+    /// Runs executing in this daemon.
+    pub running: parking_lot::Mutex<HashSet<String>>,
+}
+
+/// Where a cohort goes: the holdout, or a treatment (index into the activities).
+fn assignment(c: &Campaign) -> [Option<usize>; 100] {
+    let mut out = [Some(0); 100];
+    let mut at = 0usize;
+    let mut fill = |n: usize, who: Option<usize>, out: &mut [Option<usize>; 100]| {
+        for slot in out.iter_mut().skip(at).take(n) {
+            *slot = who;
+        }
+        at = (at + n).min(100);
+    };
+    fill(c.holdout_percent.clamp(0, 100) as usize, None, &mut out);
+    for (i, t) in c.additional_treatments.iter().enumerate() {
+        fill(t.size_percent.clamp(0, 100) as usize, Some(i + 1), &mut out);
+    }
+    out
+}
+
+fn lane_of(channel: i32) -> Option<Lane> {
+    match ChannelType::try_from(channel).ok()? {
+        ChannelType::Email => Some(Lane::Email),
+        ChannelType::Custom => Some(Lane::Custom),
+        _ => None,
+    }
+}
+
+/// The limits that apply: the campaign's, else the app's defaults.
+struct Limits {
+    daily: Option<u32>,
+    total: Option<u32>,
+    per_second: Option<u32>,
+    maximum_duration: Option<i64>,
+}
+
+fn limits(c: &Campaign, app: &AppSettings) -> Limits {
+    let (cl, al) = (c.limits.unwrap_or_default(), app.limits.unwrap_or_default());
+    let pick = |a: Option<i32>, b: Option<i32>| a.or(b).filter(|v| *v > 0).map(|v| v as u32);
+    Limits {
+        daily: pick(cl.daily, al.daily),
+        total: pick(cl.total, al.total),
+        per_second: pick(cl.messages_per_second, al.messages_per_second),
+        maximum_duration: cl.maximum_duration.or(al.maximum_duration).filter(|v| *v > 0).map(i64::from),
+    }
+}
+
+impl Runner {
+    async fn save(&self, app: &str, run: &CampaignRun) -> Result<(), StoreError> {
+        self.store.write_record(app, RUN_KIND, &run_id(&run.campaign_id, run.occurrence), 1, 1, &run.encode_to_vec()).await
+    }
+
+    /// Runs (or resumes) a run to its end, a pause, or the loss of its lease.
+    pub async fn execute(self: Arc<Self>, app: String, mut run: CampaignRun) {
+        let id = run_id(&run.campaign_id, run.occurrence);
+        if !self.running.lock().insert(id.clone()) {
+            return;
+        }
+        let lease = format!("run:{id}");
+        match self.store.try_lease(&app, &lease, &self.owner, LEASE_MS).await {
+            Ok(true) => {}
+            _ => {
+                self.running.lock().remove(&id);
+                return;
+            }
+        }
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = {
+            let (store, app, lease, owner, lost) = (self.store.clone(), app.clone(), lease.clone(), self.owner.clone(), lost.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(LEASE_MS / 3)).await;
+                    if !matches!(store.try_lease(&app, &lease, &owner, LEASE_MS).await, Ok(true)) {
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            })
+        };
+        if let Err(e) = self.drive(&app, &mut run, &lost).await {
+            tracing::error!(error = %e, run = %id, "Campaign run failed.");
+            run.state = CampaignState::Invalid as i32;
+            run.failure = e;
+            run.end = domain::timestamp(chrono::Utc::now());
+            let _ = self.save(&app, &run).await;
+        }
+        renewer.abort();
+        let _ = self.store.release_lease(&app, &lease, &self.owner).await;
+        self.running.lock().remove(&id);
+    }
+
+    async fn drive(&self, app: &str, run: &mut CampaignRun, lost: &AtomicBool) -> Result<(), String> {
+        let store = self.store.as_ref();
+        let raw = store.get_record(app, super::KIND, &run.campaign_id, Some(run.campaign_version)).await.map_err(|e| e.to_string())?;
+        let Some(raw) = raw else {
+            run.state = CampaignState::Deleted as i32;
+            run.end = domain::timestamp(chrono::Utc::now());
+            return self.save(app, run).await.map_err(|e| e.to_string());
+        };
+        let campaign = Campaign::decode(raw.as_slice()).map_err(|e| e.to_string())?;
+        let settings = store.get_app(app).await.map_err(|e| e.to_string())?.and_then(|a| a.settings).unwrap_or_default();
+        let limits = limits(&campaign, &settings);
+        let segment = segments::load(store, app, &campaign.segment_id, campaign.segment_version).await.map_err(|e| e.to_string())?;
+        let rule = segments::compile(store, app, &segment).await.map_err(|e| e.to_string())?;
+        // Composers per treatment: the default, then the additional ones (their own content,
+        // else the campaign's).
+        let mut composers = Vec::new();
+        let base =
+            (campaign.message_configuration.clone().unwrap_or_default(), campaign.template_configuration.clone().unwrap_or_default());
+        composers.push(Composer::build(store, self.cache.clone(), app, &base.0, &base.1).await.map_err(|e| e.to_string())?);
+        for t in &campaign.additional_treatments {
+            let own = t.message_configuration.is_some() || t.template_configuration.is_some();
+            let (m, tc) = if own {
+                (t.message_configuration.clone().unwrap_or_default(), t.template_configuration.clone().unwrap_or_default())
+            } else {
+                base.clone()
+            };
+            composers.push(Composer::build(store, self.cache.clone(), app, &m, &tc).await.map_err(|e| e.to_string())?);
+        }
+        let cohorts = assignment(&campaign);
+        if run.activities.is_empty() {
+            let mut names =
+                vec![(0, if campaign.treatment_name.is_empty() { "Default".to_string() } else { campaign.treatment_name.clone() })];
+            names.extend(campaign.additional_treatments.iter().enumerate().map(|(i, t)| (i as i32 + 1, t.treatment_name.clone())));
+            run.activities = names
+                .into_iter()
+                .map(|(tid, name)| Activity {
+                    id: format!("{}-{tid}", run_id(&run.campaign_id, run.occurrence)),
+                    campaign_id: run.campaign_id.clone(),
+                    campaign_version: run.campaign_version,
+                    treatment_id: tid,
+                    treatment_name: name,
+                    scheduled_start: run.scheduled_start.clone(),
+                    ..Default::default()
+                })
+                .collect();
+        }
+        if run.start.is_empty() {
+            run.start = domain::timestamp(chrono::Utc::now());
+        } else if run.in_flight > 0 {
+            // Resumed: what was in flight past the cursor may go again.
+            run.activities[0].possible_repeats += run.in_flight;
+            run.in_flight = 0;
+        }
+        run.state = CampaignState::Executing as i32;
+        self.save(app, run).await.map_err(|e| e.to_string())?;
+        let scheduled = segments::rule::parse_instant(&run.scheduled_start).unwrap_or_else(chrono::Utc::now);
+        let deadline = limits.maximum_duration.map(|s| scheduled + chrono::Duration::seconds(s));
+        let gate = RateGate::new(limits.per_second, limits.per_second.map(|r| r.clamp(1, 100)));
+        let origin_base = Origin {
+            app_id: app.to_string(),
+            scheduled_time: run.scheduled_start.clone(),
+            campaign_id: run.campaign_id.clone(),
+            ..Default::default()
+        };
+        let request_id = run_id(&run.campaign_id, run.occurrence);
+        let cursor = Some(run.cursor.clone()).filter(|c| !c.is_empty());
+        let mut stream = MemberStream::open_ordered(self.store.clone(), app, Arc::new(rule), segments::PAGE, cursor);
+        // Pages handed to the engine, oldest first: (last id read, the replies awaited).
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let mut stopped_by_quota = false;
+        while let Some(page) = stream.next_page().await {
+            let members = page.map_err(|e| e.to_string())?;
+            if lost.load(Ordering::SeqCst) {
+                tracing::warn!(run = %request_id, "Lost the run's lease; another daemon goes on.");
+                return Ok(());
+            }
+            // Paused or deleted since the run began?
+            match store.get_record(app, super::KIND, &run.campaign_id, None).await.map_err(|e| e.to_string())? {
+                None => {
+                    self.settle_all(app, run, &mut pending).await?;
+                    run.state = CampaignState::Deleted as i32;
+                    run.end = domain::timestamp(chrono::Utc::now());
+                    return self.save(app, run).await.map_err(|e| e.to_string());
+                }
+                Some(latest) if Campaign::decode(latest.as_slice()).is_ok_and(|c| c.is_paused) => {
+                    self.settle_all(app, run, &mut pending).await?;
+                    run.state = CampaignState::Paused as i32;
+                    return self.save(app, run).await.map_err(|e| e.to_string());
+                }
+                Some(_) => {}
+            }
+            let last = stream.last_scanned.clone().unwrap_or_default();
+            let mut replies = Vec::new();
+            run.in_flight = pending.iter().map(|(_, r)| r.len() as i64).sum();
+            if !stopped_by_quota {
+                self.send_page(
+                    app,
+                    run,
+                    members,
+                    &cohorts,
+                    &composers,
+                    &limits,
+                    deadline,
+                    &gate,
+                    &origin_base,
+                    &request_id,
+                    &mut replies,
+                    &mut stopped_by_quota,
+                )
+                .await?;
+            }
+            pending.push_back((last, replies));
+            while pending.len() > WINDOW {
+                self.settle_one(app, run, &mut pending).await?;
+            }
+        }
+        self.settle_all(app, run, &mut pending).await?;
+        run.state = CampaignState::Completed as i32;
+        run.end = domain::timestamp(chrono::Utc::now());
+        for a in &mut run.activities {
+            a.state = CampaignState::Completed as i32;
+            a.start = run.start.clone();
+            a.end = run.end.clone();
+        }
+        self.save(app, run).await.map_err(|e| e.to_string())?;
+        tracing::info!(run = %request_id, "Campaign run completed.");
+        Ok(())
+    }
+
+    /// Waits for the oldest page's outcomes, counts them and moves the cursor past it.
+    async fn settle_one(
+        &self,
+        app: &str,
+        run: &mut CampaignRun,
+        pending: &mut VecDeque<Pending>,
+    ) -> Result<(), String> {
+        let Some((last, replies)) = pending.pop_front() else { return Ok(()) };
+        for (treatment, rx) in replies {
+            let a = &mut run.activities[treatment];
+            match rx.await {
+                Ok(o) => match DeliveryStatus::try_from(o.delivery_status).unwrap_or(DeliveryStatus::UnknownFailure) {
+                    DeliveryStatus::Successful => a.successful += 1,
+                    DeliveryStatus::Throttled => a.throttled += 1,
+                    other => *a.failed.entry(status_name(other)).or_insert(0) += 1,
+                },
+                Err(_) => *a.failed.entry(status_name(DeliveryStatus::UnknownFailure)).or_insert(0) += 1,
+            }
+        }
+        run.cursor = last;
+        run.in_flight = pending.iter().map(|(_, r)| r.len() as i64).sum();
+        for a in &mut run.activities {
+            a.state = CampaignState::Executing as i32;
+            a.start = run.start.clone();
+        }
+        self.save(app, run).await.map_err(|e| e.to_string())
+    }
+
+    async fn settle_all(
+        &self,
+        app: &str,
+        run: &mut CampaignRun,
+        pending: &mut VecDeque<Pending>,
+    ) -> Result<(), String> {
+        while !pending.is_empty() {
+            self.settle_one(app, run, pending).await?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_page(
+        &self,
+        app: &str,
+        run: &mut CampaignRun,
+        members: Vec<crate::proto::v1::Endpoint>,
+        cohorts: &[Option<usize>; 100],
+        composers: &[Composer],
+        limits: &Limits,
+        deadline: Option<chrono::DateTime<chrono::Utc>>,
+        gate: &RateGate,
+        origin_base: &Origin,
+        request_id: &str,
+        replies: &mut Vec<Reply>,
+        stopped_by_quota: &mut bool,
+    ) -> Result<(), String> {
+        let store = self.store.as_ref();
+        // Members the campaign addresses: an ACTIVE endpoint on a channel it has content for.
+        let mut eligible = Vec::with_capacity(members.len());
+        for e in members {
+            let Some(lane) = lane_of(e.channel_type) else { continue };
+            if e.endpoint_status == EndpointStatus::Inactive as i32 {
+                continue;
+            }
+            let cohort = e.cohort_id.clamp(0, 99) as usize;
+            let Some(treatment) = cohorts[cohort] else {
+                run.activities[0].holdout += 1;
+                continue;
+            };
+            if !composers[treatment].lanes().contains(&lane) {
+                continue;
+            }
+            run.activities[treatment].total_endpoints += 1;
+            if e.opt_out == OptOut::All as i32 {
+                *run.activities[treatment].failed.entry(status_name(DeliveryStatus::OptOut)).or_insert(0) += 1;
+                continue;
+            }
+            eligible.push((e, lane, treatment));
+        }
+        if eligible.is_empty() {
+            return Ok(());
+        }
+        let now = chrono::Utc::now();
+        if deadline.is_some_and(|d| now > d) {
+            for (_, _, t) in &eligible {
+                run.activities[*t].timed_out += 1;
+            }
+            return Ok(());
+        }
+        let addresses: Vec<String> = eligible.iter().map(|(e, _, _)| crate::api::suppressions::normalize(&e.address)).collect();
+        let suppressed = store.get_suppressions(app, &addresses).await.map_err(|e| e.to_string())?;
+        let mut go = Vec::with_capacity(eligible.len());
+        for ((e, lane, t), s) in eligible.into_iter().zip(suppressed) {
+            if s.is_some() {
+                *run.activities[t].failed.entry(status_name(DeliveryStatus::PermanentFailure)).or_insert(0) += 1;
+            } else {
+                go.push((e, lane, t));
+            }
+        }
+        if limits.daily.is_some() || limits.total.is_some() {
+            let ids: Vec<String> = go.iter().map(|(e, _, _)| e.id.clone()).collect();
+            let ok = store
+                .take_endpoint_caps(app, &run.campaign_id, &ids, limits.daily, limits.total, now.timestamp())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut kept = Vec::with_capacity(go.len());
+            for (item, ok) in go.into_iter().zip(ok) {
+                if ok {
+                    kept.push(item);
+                } else {
+                    run.activities[item.2].capped += 1;
+                }
+            }
+            go = kept;
+        }
+        // The channel quotas: wait for their rate, stop at their daily or total.
+        for lane in [Lane::Email, Lane::Custom] {
+            let n = go.iter().filter(|(_, l, _)| *l == lane).count() as u64;
+            if n == 0 {
+                continue;
+            }
+            let channel = if lane == Lane::Email { "EMAIL" } else { "CUSTOM" };
+            let granted = self.engine.admit(app, channel, n).await.map_err(|e| e.to_string())?;
+            if granted < n {
+                *stopped_by_quota = true;
+                let mut seen = 0;
+                let mut kept = Vec::with_capacity(go.len());
+                for item in go {
+                    if item.1 == lane {
+                        seen += 1;
+                        if seen > granted {
+                            run.activities[item.2].throttled += 1;
+                            continue;
+                        }
+                    }
+                    kept.push(item);
+                }
+                go = kept;
+            }
+        }
+        // What is about to go out is recorded first: if this daemon dies, the run resumes
+        // before these messages and reports them as possible repeats.
+        run.in_flight += go.len() as i64;
+        self.save(app, run).await.map_err(|e| e.to_string())?;
+        let stamp = domain::timestamp(now);
+        let no_subs = HashMap::new();
+        for (e, lane, t) in go {
+            gate.take().await;
+            let origin = Origin { treatment_id: Some(t as u32), activity_id: run.activities[t].id.clone(), ..origin_base.clone() };
+            let outcome = MessageOutcome {
+                message_id: domain::new_message_id(),
+                app_id: app.to_string(),
+                source: MessageSource::Campaign as i32,
+                request_id: request_id.to_string(),
+                campaign_id: run.campaign_id.clone(),
+                treatment_id: t as i32,
+                endpoint_id: e.id.clone(),
+                address: e.address.clone(),
+                channel: rules::channel_name(ChannelType::try_from(e.channel_type).unwrap_or_default()).to_string(),
+                created_date: stamp.clone(),
+                updated_date: stamp.clone(),
+                ..Default::default()
+            };
+            let subs = if composers[t].shared_substitutions.is_empty() { &no_subs } else { &composers[t].shared_substitutions };
+            let payload = match composers[t].payload(lane, Some(&e), &e.address, subs, &origin) {
+                Ok(p) => p,
+                Err((why, _)) => {
+                    tracing::debug!(endpoint = %e.id, %why, "Campaign message not rendered.");
+                    *run.activities[t].failed.entry(status_name(DeliveryStatus::PermanentFailure)).or_insert(0) += 1;
+                    continue;
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            let job = Job { outcome, payload, dry_run: false, first_attempt: None, reply: Some(tx), admitted: true };
+            if self.engine.submit(lane, job, SUBMIT_WAIT).await.is_err() {
+                return Err("the dispatch engine stopped".into());
+            }
+            replies.push((t, rx));
+        }
+        Ok(())
+    }
+}
+
+fn status_name(s: DeliveryStatus) -> String {
+    s.as_str_name().trim_start_matches("DELIVERY_STATUS_").to_string()
+}

@@ -1,0 +1,324 @@
+//! Campaigns end to end: a daemon (or two) on Redis, endpoints, a segment, a campaign into a
+//! real SMTP server (Postfix's smtp-sink). Exactly one message per eligible endpoint, holdout
+//! and treatments by cohort, pause and resume, a daemon killed mid-run, two daemons firing a
+//! run once.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{Backend, Daemon, RedisServer, SmtpSink, API_KEY};
+use herald::domain::endpoint::cohort_id;
+use herald::proto::v1::{
+    campaigns_client::CampaignsClient, endpoints_client::EndpointsClient, segments_client::SegmentsClient, Campaign, CampaignLimits,
+    CampaignState, ChannelType, CreateCampaignRequest, CreateSegmentRequest, DirectMessageConfiguration, EmailMessage, Endpoint,
+    EndpointStatus, Frequency, GetCampaignActivitiesRequest, GetCampaignRequest, ImportEndpointsRequest, OptOut, Schedule,
+    SegmentDimensions, Treatment, UpdateCampaignRequest,
+};
+use tonic::Code;
+
+fn daemon(backend: Backend, sink: &SmtpSink) -> Daemon {
+    let redis = (backend == Backend::Redis).then(RedisServer::start);
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("smtp://127.0.0.1:{}?pool=8", sink.port);
+    Daemon::spawn(redis, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &["--smtp-url", &url])
+}
+
+/// `n` endpoints: every 10th opted out, every 15th INACTIVE, every 20th an SMS endpoint.
+fn endpoint(i: usize) -> Endpoint {
+    let sms = i % 20 == 7;
+    Endpoint {
+        id: format!("ep{i:06}"),
+        channel_type: if sms { ChannelType::Sms as i32 } else { ChannelType::Email as i32 },
+        address: if sms { format!("+1425555{i:04}") } else { format!("user{i}@example.com") },
+        opt_out: if i % 10 == 3 { OptOut::All as i32 } else { OptOut::None as i32 },
+        endpoint_status: if i % 15 == 4 { EndpointStatus::Inactive as i32 } else { EndpointStatus::Active as i32 },
+        ..Default::default()
+    }
+}
+
+/// Imports the endpoints and creates a segment of all of them; returns its id.
+async fn setup(d: &Daemon, app: &str, n: usize) -> String {
+    let msgs: Vec<ImportEndpointsRequest> = std::iter::once(ImportEndpointsRequest { app_id: app.into(), endpoints: vec![] })
+        .chain(
+            (0..n)
+                .collect::<Vec<_>>()
+                .chunks(500)
+                .map(|c| ImportEndpointsRequest { app_id: String::new(), endpoints: c.iter().map(|&i| endpoint(i)).collect() }),
+        )
+        .collect();
+    let r = EndpointsClient::new(d.channel().await).import_endpoints(d.req(futures::stream::iter(msgs))).await.unwrap().into_inner();
+    assert_eq!(r.written, n as u64);
+    // Imported with their status: the import made them ACTIVE unless they said INACTIVE.
+    let seg = SegmentsClient::new(d.channel().await)
+        .create_segment(d.req(CreateSegmentRequest {
+            app_id: app.into(),
+            name: "all".into(),
+            dimensions: Some(SegmentDimensions::default()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    seg.id
+}
+
+fn email_campaign(segment: &str, subject: &str) -> Campaign {
+    Campaign {
+        name: "launch".into(),
+        segment_id: segment.into(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                from_address: "news@shop.example".into(),
+                subject: subject.into(),
+                text_part: "Hello {{Id}}".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// Recipients of the dumped messages (one entry per message).
+fn recipients(sink: &SmtpSink) -> Vec<String> {
+    sink.messages()
+        .iter()
+        .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("X-Rcpt-Args: <").map(|r| r.trim_end().trim_end_matches('>').to_string())))
+        .collect()
+}
+
+async fn wait_for_state(
+    c: &mut CampaignsClient<tonic::transport::Channel>,
+    d: &Daemon,
+    app: &str,
+    id: &str,
+    want: CampaignState,
+    within: Duration,
+) -> Campaign {
+    let start = Instant::now();
+    loop {
+        let got = c
+            .get_campaign(d.req(GetCampaignRequest { app_id: app.into(), campaign_id: id.into(), version: 0 }))
+            .await
+            .unwrap()
+            .into_inner();
+        if got.state == want as i32 {
+            return got;
+        }
+        assert!(start.elapsed() < within, "campaign state {:?}, waiting for {want:?}", CampaignState::try_from(got.state));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for_messages(sink: &SmtpSink, n: usize) -> Vec<String> {
+    for _ in 0..100 {
+        if recipients(sink).len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    recipients(sink)
+}
+
+/// Who must get a message: ACTIVE email endpoints, not opted out, not in the holdout.
+fn eligible(n: usize, holdout: i32) -> Vec<String> {
+    (0..n)
+        .map(endpoint)
+        .filter(|e| {
+            e.channel_type == ChannelType::Email as i32
+                && e.endpoint_status == EndpointStatus::Active as i32
+                && e.opt_out == OptOut::None as i32
+        })
+        .filter(|e| cohort_id(&e.id) >= holdout)
+        .map(|e| e.address)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_sends_once_to_each_eligible_endpoint_with_treatments_and_holdout() {
+    let sink = SmtpSink::start(&[]);
+    let d = daemon(Backend::Redis, &sink);
+    let app = d.create_app("c").await.app_id;
+    let n = 4_000;
+    let segment = setup(&d, &app, n).await;
+    let mut c = CampaignsClient::new(d.channel().await);
+    let mut campaign = email_campaign(&segment, "A {{Id}}");
+    campaign.holdout_percent = 10;
+    campaign.additional_treatments = vec![Treatment {
+        treatment_name: "B".into(),
+        size_percent: 30,
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                from_address: "news@shop.example".into(),
+                subject: "B {{Id}}".into(),
+                text_part: "b".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let created =
+        c.create_campaign(d.req(CreateCampaignRequest { app_id: app.clone(), campaign: Some(campaign) })).await.unwrap().into_inner();
+    assert_eq!(created.segment_version, 1, "the segment's version is pinned");
+    wait_for_state(&mut c, &d, &app, &created.id, CampaignState::Completed, Duration::from_secs(60)).await;
+
+    let expected = eligible(n, 10);
+    let got = wait_for_messages(&sink, expected.len()).await;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for r in &got {
+        *counts.entry(r.as_str()).or_insert(0) += 1;
+    }
+    assert_eq!(got.len(), expected.len(), "one message per eligible endpoint, none to the others");
+    assert!(expected.iter().all(|a| counts.get(a.as_str()) == Some(&1)));
+
+    // Treatment B is cohorts 10..40, the default 40..100 (the holdout 0..10).
+    let subjects: Vec<String> =
+        sink.messages().iter().filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))).collect();
+    let b = subjects.iter().filter(|s| s.starts_with("B ")).count();
+    let in_b = (0..n).map(endpoint).filter(|e| (10..40).contains(&cohort_id(&e.id))).filter(|e| expected.contains(&e.address)).count();
+    assert_eq!(b, in_b);
+    let acts = c
+        .get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: created.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acts.activities.len(), 2);
+    let (a0, a1) = (&acts.activities[0], &acts.activities[1]);
+    assert_eq!((a0.treatment_id, a1.treatment_id, a1.treatment_name.as_str()), (0, 1, "B"));
+    assert_eq!((a0.successful + a1.successful) as usize, expected.len());
+    assert_eq!(a1.successful as usize, in_b);
+    let holdout = (0..n)
+        .map(endpoint)
+        .filter(|e| {
+            e.channel_type == ChannelType::Email as i32 && e.endpoint_status == EndpointStatus::Active as i32 && cohort_id(&e.id) < 10
+        })
+        .count();
+    assert_eq!(a0.holdout as usize, holdout);
+    let opted_out = a0.failed.get("OPT_OUT").copied().unwrap_or(0) + a1.failed.get("OPT_OUT").copied().unwrap_or(0);
+    assert!(opted_out > 0);
+    assert_eq!(a0.state, CampaignState::Completed as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_validation() {
+    let sink = SmtpSink::start(&[]);
+    let d = daemon(Backend::Embedded, &sink);
+    let app = d.create_app("p").await.app_id;
+    let n = 1_500;
+    let segment = setup(&d, &app, n).await;
+    let mut c = CampaignsClient::new(d.channel().await);
+
+    // An IMMEDIATE campaign cannot be paused.
+    let created = c
+        .create_campaign(d.req(CreateCampaignRequest { app_id: app.clone(), campaign: Some(email_campaign(&segment, "now")) }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut paused = email_campaign(&segment, "now");
+    paused.is_paused = true;
+    let err = c
+        .update_campaign(d.req(UpdateCampaignRequest { app_id: app.clone(), campaign_id: created.id.clone(), campaign: Some(paused) }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    wait_for_state(&mut c, &d, &app, &created.id, CampaignState::Completed, Duration::from_secs(60)).await;
+    let first = wait_for_messages(&sink, eligible(n, 0).len()).await.len();
+    assert_eq!(first, eligible(n, 0).len());
+
+    // A scheduled campaign at 300 messages/s, paused mid-run and resumed.
+    let mut slow = email_campaign(&segment, "slow");
+    slow.schedule = Some(Schedule {
+        start_time: herald::domain::timestamp(chrono::Utc::now()),
+        frequency: Frequency::Once as i32,
+        ..Default::default()
+    });
+    slow.limits = Some(CampaignLimits { messages_per_second: Some(300), ..Default::default() });
+    let created =
+        c.create_campaign(d.req(CreateCampaignRequest { app_id: app.clone(), campaign: Some(slow.clone()) })).await.unwrap().into_inner();
+    wait_for_state(&mut c, &d, &app, &created.id, CampaignState::Executing, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut pause = slow.clone();
+    pause.is_paused = true;
+    c.update_campaign(d.req(UpdateCampaignRequest { app_id: app.clone(), campaign_id: created.id.clone(), campaign: Some(pause) }))
+        .await
+        .unwrap();
+    wait_for_state(&mut c, &d, &app, &created.id, CampaignState::Paused, Duration::from_secs(20)).await;
+    let at_pause = recipients(&sink).len() - first;
+    assert!(at_pause > 0 && at_pause < eligible(n, 0).len(), "paused mid-run: {at_pause}");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(recipients(&sink).len() - first, at_pause, "nothing is sent while paused");
+    c.update_campaign(d.req(UpdateCampaignRequest { app_id: app.clone(), campaign_id: created.id.clone(), campaign: Some(slow) }))
+        .await
+        .unwrap();
+    wait_for_state(&mut c, &d, &app, &created.id, CampaignState::Completed, Duration::from_secs(60)).await;
+    let total = wait_for_messages(&sink, first + eligible(n, 0).len()).await.len();
+    assert_eq!(total - first, eligible(n, 0).len(), "resumed where it stopped: each endpoint once");
+
+    // Validation names the bad fields.
+    let mut bad = email_campaign("no-such-segment", "x");
+    bad.limits = Some(CampaignLimits { daily: Some(101), maximum_duration: Some(10), ..Default::default() });
+    bad.schedule = Some(Schedule { start_time: "tomorrow".into(), frequency: Frequency::Daily as i32, ..Default::default() });
+    let err = c.create_campaign(d.req(CreateCampaignRequest { app_id: app.clone(), campaign: Some(bad) })).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let fields: Vec<String> =
+        tonic_types::StatusExt::get_details_bad_request(&err).unwrap().field_violations.into_iter().map(|v| v.field).collect();
+    for f in [
+        "campaign.limits.daily",
+        "campaign.limits.maximum_duration",
+        "campaign.schedule.start_time",
+        "campaign.schedule.end_time",
+        "campaign.segment_id",
+    ] {
+        assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_survives_kill_9_and_two_daemons_fire_it_once() {
+    let sink = SmtpSink::start(&[]);
+    let d = daemon(Backend::Redis, &sink);
+    let sibling = d.sibling();
+    let app = d.create_app("k").await.app_id;
+    let n = 3_000;
+    let segment = setup(&d, &app, n).await;
+    let mut c = CampaignsClient::new(d.channel().await);
+    let mut campaign = email_campaign(&segment, "crash");
+    campaign.schedule = Some(Schedule {
+        start_time: herald::domain::timestamp(chrono::Utc::now()),
+        frequency: Frequency::Once as i32,
+        ..Default::default()
+    });
+    campaign.limits = Some(CampaignLimits { messages_per_second: Some(500), ..Default::default() });
+    let created =
+        c.create_campaign(d.req(CreateCampaignRequest { app_id: app.clone(), campaign: Some(campaign) })).await.unwrap().into_inner();
+    wait_for_state(&mut c, &d, &app, &created.id, CampaignState::Executing, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Kill whichever daemon holds the run: both are killed and restarted, one after the other.
+    let d = d.crash_and_restart();
+    drop(sibling);
+    let mut c = CampaignsClient::new(d.channel().await);
+    let done = wait_for_state(&mut c, &d, &app, &created.id, CampaignState::Completed, Duration::from_secs(90)).await;
+    assert_eq!(done.state, CampaignState::Completed as i32);
+    let expected = eligible(n, 0);
+    let got = wait_for_messages(&sink, expected.len()).await;
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    for r in &got {
+        *counts.entry(r.as_str()).or_insert(0) += 1;
+    }
+    assert!(expected.iter().all(|a| counts.contains_key(a.as_str())), "no eligible endpoint skipped");
+    assert_eq!(counts.len(), expected.len(), "nobody else");
+    let repeats: i64 = counts.values().map(|v| v - 1).sum();
+    let acts = c
+        .get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: created.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acts.activities.len(), 1, "one run, fired once across two daemons");
+    let reported = acts.activities[0].possible_repeats;
+    assert!(repeats <= reported, "{repeats} repeats, {reported} reported");
+}
