@@ -336,3 +336,40 @@ fn cli_manages_segments() {
     assert_ne!(code, 0, "{err}");
     assert!(run(&["segments", "delete", "--app", &app, &id]).contains("deleted"));
 }
+
+#[test]
+fn cli_runs_campaigns() {
+    let sink = common::SmtpSink::start(&[]);
+    let redis = common::RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("smtp://127.0.0.1:{}", sink.port);
+    let d = Daemon::spawn(Some(redis), tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &["--smtp-url", &url]);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = d.grpc.to_string();
+    let env = [("HERALD_ADDR", addr.as_str()), ("HERALD_API_KEY", API_KEY)];
+    let run = |args: &[&str]| ok(args, &env, dir.path());
+    let app = run(&["apps", "create", "--name", "C"]).trim().to_string();
+    let rows: String = (0..50).map(|i| format!("EMAIL,u{i}@example.com,e{i}\n")).collect();
+    std::fs::write(dir.path().join("list.csv"), format!("ChannelType,Address,Id\n{rows}")).unwrap();
+    let out = run(&["segments", "import", "--app", &app, "list.csv"]);
+    let segment = out.split_whitespace().skip_while(|w| *w != "segment").nth(1).unwrap().to_string();
+    std::fs::write(
+        dir.path().join("campaign.json"),
+        format!(
+            r#"{{"name": "Hello", "segment_id": "{segment}",
+                "message_configuration": {{"email_message": {{"from_address": "news@shop.example", "subject": "Hi {{{{Id}}}}", "text_part": "x"}}}},
+                "schedule": {{"start_time": "IMMEDIATE", "frequency": "ONCE"}}}}"#
+        ),
+    )
+    .unwrap();
+    let created = run(&["campaigns", "create", "--app", &app, "campaign.json"]);
+    let id = created.split_whitespace().next().unwrap().to_string();
+    let watched = run(&["campaigns", "watch", "--app", &app, &id, "--timeout", "60"]);
+    assert!(watched.contains("COMPLETED") && watched.contains("successful 50"), "{watched}");
+    assert!(run(&["campaigns", "list", "--app", &app]).contains("Hello"));
+    assert!(run(&["campaigns", "get", "--app", &app, &id]).contains("endpoints 50"));
+    let (code, _, err) = herald(&["campaigns", "pause", "--app", &app, &id], &env, dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("IMMEDIATE"), "{err}");
+    assert!(run(&["campaigns", "delete", "--app", &app, &id]).contains("deleted"));
+}

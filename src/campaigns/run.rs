@@ -267,12 +267,7 @@ impl Runner {
     }
 
     /// Waits for the oldest page's outcomes, counts them and moves the cursor past it.
-    async fn settle_one(
-        &self,
-        app: &str,
-        run: &mut CampaignRun,
-        pending: &mut VecDeque<Pending>,
-    ) -> Result<(), String> {
+    async fn settle_one(&self, app: &str, run: &mut CampaignRun, pending: &mut VecDeque<Pending>) -> Result<(), String> {
         let Some((last, replies)) = pending.pop_front() else { return Ok(()) };
         for (treatment, rx) in replies {
             let a = &mut run.activities[treatment];
@@ -294,12 +289,7 @@ impl Runner {
         self.save(app, run).await.map_err(|e| e.to_string())
     }
 
-    async fn settle_all(
-        &self,
-        app: &str,
-        run: &mut CampaignRun,
-        pending: &mut VecDeque<Pending>,
-    ) -> Result<(), String> {
+    async fn settle_all(&self, app: &str, run: &mut CampaignRun, pending: &mut VecDeque<Pending>) -> Result<(), String> {
         while !pending.is_empty() {
             self.settle_one(app, run, pending).await?;
         }

@@ -1,6 +1,7 @@
 //! The `herald` command line: `serve` runs the daemon, `config` prints the effective
 //! configuration, and `apps`/`endpoints` are a terminal client of a running daemon.
 
+mod campaigns;
 mod client;
 mod endpoints;
 use crate::domain::json;
@@ -75,6 +76,13 @@ enum Command {
         #[command(subcommand)]
         command: templates::TemplatesCommand,
     },
+    /// Campaigns: create from JSON, list, get, pause, resume, delete, watch a run.
+    Campaigns {
+        #[command(flatten)]
+        conn: client::ConnArgs,
+        #[command(subcommand)]
+        command: campaigns::CampaignsCommand,
+    },
     /// Segments: create from Pinpoint JSON, import endpoint files, sizes and members.
     Segments {
         #[command(flatten)]
@@ -125,6 +133,7 @@ pub fn main() -> ExitCode {
         Command::Endpoints { conn, command } => run_client(endpoints::run(conn, command)),
         Command::Templates { conn, command } => run_client(templates::run(conn, command)),
         Command::Segments { conn, command } => run_client(segments::run(conn, command)),
+        Command::Campaigns { conn, command } => run_client(campaigns::run(conn, command)),
         Command::Send { conn, args } => run_client(send::send(conn, args)),
         Command::Outcome { conn, app, message_id } => run_client(send::outcome(conn, app, message_id)),
     }
