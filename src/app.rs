@@ -80,7 +80,8 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         None => None,
     };
     let shards = if config.shards_per_channel == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
+        // Shards wait on providers more than they compute: four per core keep the cores busy.
+        4 * std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
         config.shards_per_channel
     };
@@ -104,8 +105,9 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         owner: crate::domain::new_id(),
         running: Default::default(),
     });
-    let campaigns_service =
-        CampaignsServer::new(CampaignsService::new(store.clone(), templates_cache.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let campaigns_service = CampaignsServer::new(CampaignsService::new(store.clone(), templates_cache.clone(), wake.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let messages = MessagesServer::new(MessagesService::new(store.clone(), templates_cache.clone(), engine, outcome_ttl))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates =
@@ -136,7 +138,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())),
     );
     let router = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
-    let scheduler = tokio::spawn(crate::campaigns::scheduler::run(runner, stop_rx.clone()));
+    let scheduler = tokio::spawn(crate::campaigns::scheduler::run(runner, wake, stop_rx.clone()));
     let metrics_server = axum::serve(metrics, router).with_graceful_shutdown(stopped(stop_rx));
     let metrics_task = tokio::spawn(async move { metrics_server.await });
     let purger = {

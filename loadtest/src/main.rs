@@ -115,6 +115,26 @@ enum Scenario {
         #[arg(long)]
         daemon_pid: Option<u32>,
     },
+    /// An email campaign end to end: imports endpoints, creates a segment of all of them and
+    /// an IMMEDIATE campaign whose app relay is an smtp-sink this command starts on a free
+    /// port, waits for the run to complete, and reports messages/s from Herald's activities and
+    /// from the sink's own count. With --reference, times `smtp-source -d -s 16` pushing as many
+    /// messages of the same size into the same sink; with --daemon-pid, the daemon's peak
+    /// resident memory.
+    Campaign {
+        #[arg(long, default_value_t = 200_000)]
+        endpoints: u64,
+        /// Text bytes per message.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// SMTP connections of the app's relay.
+        #[arg(long, default_value_t = 16)]
+        connections: i32,
+        #[arg(long)]
+        reference: bool,
+        #[arg(long)]
+        daemon_pid: Option<u32>,
+    },
     /// GetEndpoint at a fixed rate.
     GetEndpoint {
         /// Calls per second.
@@ -237,6 +257,12 @@ async fn main() -> anyhow::Result<()> {
             }
             cleanup(&channel, &cli.api_key, &app, cli.keep).await?;
         }
+        Scenario::Campaign { endpoints, size, connections, reference, daemon_pid } => {
+            if endpoints == 0 || endpoints > MAX_COUNT || size > 1 << 20 || !(1..=256).contains(&connections) {
+                bail!("--endpoints must be 1..={MAX_COUNT}, --size at most 1 MiB, --connections 1..=256");
+            }
+            campaign(&channel, &cli.api_key, endpoints, size, connections, reference, daemon_pid, cli.json, cli.keep).await?;
+        }
         Scenario::Segment { endpoints, runs, daemon_pid } => {
             if endpoints == 0 || endpoints > MAX_COUNT || runs == 0 || runs > 20 {
                 bail!("--endpoints must be 1..={MAX_COUNT} and --runs 1..=20");
@@ -274,6 +300,155 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn campaign(
+    channel: &Channel,
+    key: &Option<String>,
+    endpoints: u64,
+    size: usize,
+    connections: i32,
+    reference: bool,
+    pid: Option<u32>,
+    json_out: bool,
+    keep: bool,
+) -> anyhow::Result<()> {
+    use herald::proto::v1::{
+        campaigns_client::CampaignsClient, channels_client::ChannelsClient, segments_client::SegmentsClient, Campaign, CampaignState,
+        CreateCampaignRequest, CreateSegmentRequest, EmailChannel, Frequency, GetCampaignActivitiesRequest, GetCampaignRequest, Schedule,
+        SegmentDimensions, UpdateEmailChannelRequest,
+    };
+    let sink = start_sink()?;
+    let app = create_app(channel, key, "loadtest-campaign").await?;
+    import(channel, key, &app, endpoints, 4, 500).await?;
+    ChannelsClient::new(channel.clone())
+        .update_email_channel(request(
+            key,
+            UpdateEmailChannelRequest {
+                app_id: app.clone(),
+                channel: Some(EmailChannel {
+                    enabled: true,
+                    from_address: "Load Test <load@herald.test>".into(),
+                    relay_host: "127.0.0.1".into(),
+                    relay_port: i32::from(sink.1),
+                    pool_size: connections,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await?;
+    let segment = SegmentsClient::new(channel.clone())
+        .create_segment(request(
+            key,
+            CreateSegmentRequest {
+                app_id: app.clone(),
+                name: "everyone".into(),
+                dimensions: Some(SegmentDimensions::default()),
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner();
+    let text: String = "Herald load test payload. ".chars().cycle().take(size).collect();
+    let definition = Campaign {
+        name: "load".into(),
+        segment_id: segment.id.clone(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                subject: "Hello {{User.UserAttributes.FirstName}}".into(),
+                text_part: text,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
+        ..Default::default()
+    };
+    let rss_before = pid.and_then(resident_bytes);
+    let mut peak = rss_before.unwrap_or(0);
+    let mut client = CampaignsClient::new(channel.clone());
+    let start = Instant::now();
+    let created =
+        client.create_campaign(request(key, CreateCampaignRequest { app_id: app.clone(), campaign: Some(definition) })).await?.into_inner();
+    let deadline = Instant::now() + MAX_DURATION;
+    loop {
+        if let Some(rss) = pid.and_then(resident_bytes) {
+            peak = peak.max(rss);
+        }
+        let c = client
+            .get_campaign(request(key, GetCampaignRequest { app_id: app.clone(), campaign_id: created.id.clone(), version: 0 }))
+            .await?
+            .into_inner();
+        if c.state == CampaignState::Completed as i32 {
+            break;
+        }
+        if c.state == CampaignState::Invalid as i32 || Instant::now() > deadline {
+            bail!("the campaign did not complete (state {})", c.state);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let acts = client
+        .get_campaign_activities(request(key, GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: created.id.clone() }))
+        .await?
+        .into_inner();
+    let successful: i64 = acts.activities.iter().map(|a| a.successful).sum();
+    // The sink counts what it accepted (its counter lags a little).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at_sink = sink.2.load(std::sync::atomic::Ordering::Relaxed);
+    let rate = successful as f64 / secs;
+    let reference_rate = if reference {
+        let before = sink.2.load(std::sync::atomic::Ordering::Relaxed);
+        let source = if std::path::Path::new("/usr/sbin/smtp-source").exists() { "/usr/sbin/smtp-source" } else { "smtp-source" };
+        let t = Instant::now();
+        let status = std::process::Command::new(source)
+            .args([
+                "-d",
+                "-s",
+                "16",
+                "-m",
+                &endpoints.to_string(),
+                "-l",
+                &size.to_string(),
+                "-f",
+                "load@herald.test",
+                "-t",
+                "sink@herald.test",
+            ])
+            .arg(format!("127.0.0.1:{}", sink.1))
+            .status()
+            .context("cannot run smtp-source (install postfix)")?;
+        if !status.success() {
+            bail!("smtp-source failed: {status}");
+        }
+        let r = endpoints as f64 / t.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = sink.2.load(std::sync::atomic::Ordering::Relaxed) - before;
+        if got < endpoints {
+            eprintln!("note: the sink counted {got} of smtp-source's {endpoints} messages");
+        }
+        Some(r)
+    } else {
+        None
+    };
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    if json_out {
+        println!(
+            "{}",
+            json!({"scenario": "campaign", "endpoints": endpoints, "successful": successful, "at_sink": at_sink, "seconds": secs, "messages_per_second": rate,
+                   "smtp_source_per_second": reference_rate, "ratio": reference_rate.map(|r| rate / r), "peak_rss_mb": pid.map(|_| mb(peak))})
+        );
+    } else {
+        println!("campaign: {successful} messages successful ({at_sink} counted by the sink) to {endpoints} endpoints in {secs:.2} s = {rate:.0} messages/s end to end");
+        if let Some(r) = reference_rate {
+            println!("reference: smtp-source -d -s 16 = {r:.0} messages/s; Herald / smtp-source = {:.2}", rate / r);
+        }
+        if pid.is_some() {
+            println!("daemon resident memory: {:.1} MB before, {:.1} MB at peak", rss_before.map(mb).unwrap_or(0.0), mb(peak));
+        }
+    }
+    cleanup(channel, key, &app, keep).await
 }
 
 /// A process's resident memory in bytes (VmRSS), from /proc.
@@ -536,8 +711,9 @@ async fn fixed_rate(
     .await
 }
 
-/// Postfix's smtp-sink on a free loopback port; killed on drop.
-struct Sink(std::process::Child, u16);
+/// Postfix's smtp-sink on a free loopback port; killed on drop. The third field counts the
+/// messages it accepted (from its `-c` counter).
+struct Sink(std::process::Child, u16, std::sync::Arc<std::sync::atomic::AtomicU64>);
 
 impl Drop for Sink {
     fn drop(&mut self) {
@@ -555,13 +731,40 @@ fn start_sink() -> anyhow::Result<Sink> {
     if root {
         cmd.args(["-u", "root"]);
     }
-    let child = cmd
+    let mut child = cmd
+        .arg("-c")
         .arg(format!("127.0.0.1:{port}"))
         .arg("256")
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot start smtp-sink (install postfix)")?;
-    let sink = Sink(child, port);
+    // `-c` prints "sess=N quit=N mesg=N\r" as mail arrives.
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if let Some(mut out) = child.stdout.take() {
+        let count = count.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            let mut line = Vec::new();
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    return;
+                }
+                for &b in &buf[..n] {
+                    if b == b'\r' || b == b'\n' {
+                        let text = String::from_utf8_lossy(&line);
+                        if let Some(m) = text.split_whitespace().find_map(|w| w.strip_prefix("mesg=")).and_then(|v| v.parse().ok()) {
+                            count.store(m, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        line.clear();
+                    } else {
+                        line.push(b);
+                    }
+                }
+            }
+        });
+    }
+    let sink = Sink(child, port, count);
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(sink);

@@ -21,11 +21,13 @@ use crate::store::{Store, StoreError};
 pub struct CampaignsService {
     store: Arc<dyn Store>,
     cache: Arc<TemplateCache>,
+    /// Wakes this daemon's scheduler when a campaign is created or changed.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl CampaignsService {
-    pub fn new(store: Arc<dyn Store>, cache: Arc<TemplateCache>) -> Self {
-        Self { store, cache }
+    pub fn new(store: Arc<dyn Store>, cache: Arc<TemplateCache>, wake: Arc<tokio::sync::Notify>) -> Self {
+        Self { store, cache, wake }
     }
 
     /// Checks a definition; returns it with its segment version pinned.
@@ -168,6 +170,7 @@ impl campaigns_server::Campaigns for CampaignsService {
             c.state = CampaignState::Scheduled as i32;
             self.store.write_record(&req.app_id, KIND, &c.id, 0, 1, &c.encode_to_vec()).await.map_err(store_status)?;
             self.uses(&req.app_id, &c, true).await?;
+            self.wake.notify_one();
             Ok(Response::new(c))
         })
         .await
@@ -218,6 +221,7 @@ impl campaigns_server::Campaigns for CampaignsService {
             c.last_modified_date = domain::timestamp(chrono::Utc::now());
             self.store.write_record(&req.app_id, KIND, &c.id, old.version, c.version, &c.encode_to_vec()).await.map_err(store_status)?;
             self.uses(&req.app_id, &c, true).await?;
+            self.wake.notify_one();
             let runs = campaigns::runs(self.store.as_ref(), &req.app_id, &c.id).await.map_err(store_status)?;
             c.state = campaigns::state(&c, &runs) as i32;
             Ok(Response::new(c))

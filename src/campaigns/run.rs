@@ -32,7 +32,7 @@ type Reply = (usize, oneshot::Receiver<MessageOutcome>);
 type Pending = (String, Vec<Reply>);
 
 /// Pages settled before the next is sent beyond: the in-flight window.
-const WINDOW: usize = 2;
+const WINDOW: usize = 4;
 /// How long a run's lease lasts without renewal; renewed every third of it.
 const LEASE_MS: u64 = 15_000;
 /// How long a page waits to hand its messages to a full engine.
@@ -402,9 +402,15 @@ impl Runner {
         self.save(app, run).await.map_err(|e| e.to_string())?;
         let stamp = domain::timestamp(now);
         let no_subs = HashMap::new();
+        let origins: Vec<Origin> = run
+            .activities
+            .iter()
+            .enumerate()
+            .map(|(t, a)| Origin { treatment_id: Some(t as u32), activity_id: a.id.clone(), ..origin_base.clone() })
+            .collect();
         for (e, lane, t) in go {
             gate.take().await;
-            let origin = Origin { treatment_id: Some(t as u32), activity_id: run.activities[t].id.clone(), ..origin_base.clone() };
+            let origin = &origins[t];
             let outcome = MessageOutcome {
                 message_id: domain::new_message_id(),
                 app_id: app.to_string(),
@@ -420,7 +426,7 @@ impl Runner {
                 ..Default::default()
             };
             let subs = if composers[t].shared_substitutions.is_empty() { &no_subs } else { &composers[t].shared_substitutions };
-            let payload = match composers[t].payload(lane, Some(&e), &e.address, subs, &origin) {
+            let payload = match composers[t].payload(lane, Some(&e), &e.address, subs, origin) {
                 Ok(p) => p,
                 Err((why, _)) => {
                     tracing::debug!(endpoint = %e.id, %why, "Campaign message not rendered.");

@@ -16,14 +16,16 @@ use crate::store::StoreError;
 /// How often due runs are looked for.
 pub const TICK: Duration = Duration::from_secs(1);
 
-/// Runs the scheduler until `stop` says so.
-pub async fn run(runner: Arc<Runner>, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Runs the scheduler until `stop` says so; `wake` makes it look at once (a campaign was
+/// created or changed).
+pub async fn run(runner: Arc<Runner>, wake: Arc<tokio::sync::Notify>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         if let Err(e) = tick(&runner).await {
             tracing::warn!(error = %e, "Campaign scheduler tick failed.");
         }
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
+            _ = wake.notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

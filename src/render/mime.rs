@@ -140,24 +140,46 @@ fn quoted_printable(body: &str, out: &mut String) {
             out.push_str("\r\n");
         }
         let bytes = line.as_bytes();
+        // The common case, a line of printable ASCII without '=' and not ending in a blank:
+        // copied in slices of 75 with soft breaks between them.
+        let plain = |b: &u8| (33..=126).contains(b) && *b != b'=' || *b == b' ' || *b == b'\t';
+        if bytes.iter().all(plain) && !matches!(bytes.last(), Some(b' ' | b'\t')) {
+            for (k, chunk) in line.as_bytes().chunks(75).enumerate() {
+                if k > 0 {
+                    out.push_str("=\r\n");
+                }
+                // ASCII only, so any cut is a char boundary.
+                out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+            }
+            continue;
+        }
         let mut width = 0;
+        // Literal bytes are copied in runs (they are ASCII, so every run is valid UTF-8).
+        let mut run = 0;
         for (j, &b) in bytes.iter().enumerate() {
             let last = j + 1 == bytes.len();
             let literal = (b == b' ' || b == b'\t') && !last || (33..=126).contains(&b) && b != b'=';
             let needed = if literal { 1 } else { 3 };
             if width + needed > 75 {
+                if run < j {
+                    out.push_str(&line[run..j]);
+                }
+                run = j;
                 out.push_str("=\r\n");
                 width = 0;
             }
-            if literal {
-                out.push(b as char);
-            } else {
+            if !literal {
+                if run < j {
+                    out.push_str(&line[run..j]);
+                }
                 out.push('=');
                 out.push(HEX[(b >> 4) as usize] as char);
                 out.push(HEX[(b & 15) as usize] as char);
+                run = j + 1;
             }
             width += needed;
         }
+        out.push_str(&line[run..]);
     }
 }
 
@@ -308,6 +330,29 @@ mod tests {
         assert!(out.contains("Gr=C3=BC=C3=9Fe =3D "), "{out}");
         assert!(out.lines().all(|l| l.len() <= 76), "{out}");
         assert!(out.contains("next line=20\r\n"), "{out}");
+        // A long plain line (the fast path) and one with escapes decode to what went in.
+        let decode = |qp: &str| -> Vec<u8> {
+            let joined = qp.replace("=\r\n", "");
+            let b = joined.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'=' {
+                    out.push(u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap(), 16).unwrap());
+                    i += 3;
+                } else {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+            out
+        };
+        for body in ["Herald load test payload. ".repeat(40), format!("{}é{}", "a".repeat(150), "b".repeat(80))] {
+            let mut qp = String::new();
+            quoted_printable(&body, &mut qp);
+            assert!(qp.split("\r\n").all(|l| l.len() <= 76), "{qp}");
+            assert_eq!(decode(&qp), body.as_bytes());
+        }
         let mut named = String::new();
         format_mailbox(&Some("Zoë \"Z\"".into()), "z@example.com", &mut named);
         assert!(named.starts_with("=?utf-8?b?") && named.ends_with(" <z@example.com>"), "{named}");

@@ -344,8 +344,7 @@ impl Session {
 /// dot.
 fn is_clean(message: &[u8]) -> bool {
     message.first() != Some(&b'.')
-        && !message.windows(2).any(|w| w == b"\n.")
-        && !message.iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || message[i - 1] != b'\r'))
+        && memchr::memchr_iter(b'\n', message).all(|i| i > 0 && message[i - 1] == b'\r' && message.get(i + 1) != Some(&b'.'))
 }
 
 /// The message with leading dots doubled, CRLF line ends and the `.` terminator.
@@ -374,6 +373,15 @@ pub fn dot_stuffed(message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clean_messages_go_as_they_are() {
+        assert!(is_clean(b"a\r\nb\r\n"));
+        assert!(!is_clean(b".a\r\n"));
+        assert!(!is_clean(b"a\r\n.b\r\n"));
+        assert!(!is_clean(b"a\nb"));
+        assert!(!is_clean(b"\nb"));
+    }
 
     #[test]
     fn messages_are_dot_stuffed_and_terminated() {
