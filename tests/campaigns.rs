@@ -322,3 +322,75 @@ async fn a_run_survives_kill_9_and_two_daemons_fire_it_once() {
     let reported = acts.activities[0].possible_repeats;
     assert!(repeats <= reported, "{repeats} repeats, {reported} reported");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_time_holds_messages_until_it_ends_in_each_endpoints_zone() {
+    use herald::proto::v1::{EndpointDemographic, QuietTime};
+    let sink = SmtpSink::start(&[]);
+    let d = daemon(Backend::Redis, &sink);
+    let app = d.create_app("q").await.app_id;
+    // 30 endpoints in UTC (inside the quiet time set below), 30 in Tokyo (outside it), 30
+    // without a time zone (quiet time does not apply).
+    let zones = ["UTC", "Asia/Tokyo", ""];
+    let endpoints: Vec<Endpoint> = (0..90)
+        .map(|i| Endpoint {
+            id: format!("q{i:03}"),
+            channel_type: ChannelType::Email as i32,
+            address: format!("q{i}@example.com"),
+            demographic: Some(EndpointDemographic { timezone: zones[i % 3].into(), ..Default::default() }),
+            ..Default::default()
+        })
+        .collect();
+    let msgs = vec![ImportEndpointsRequest { app_id: app.clone(), endpoints }];
+    EndpointsClient::new(d.channel().await).import_endpoints(d.req(futures::stream::iter(msgs))).await.unwrap();
+    let segment = SegmentsClient::new(d.channel().await)
+        .create_segment(d.req(CreateSegmentRequest {
+            app_id: app.clone(),
+            name: "q".into(),
+            dimensions: Some(SegmentDimensions::default()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    // A quiet time around now in UTC, ending at the next minute.
+    let now = chrono::Utc::now();
+    let start = (now - chrono::Duration::minutes(1)).format("%H:%M").to_string();
+    let end = (now + chrono::Duration::minutes(1)).format("%H:%M").to_string();
+    let mut campaign = email_campaign(&segment, "quiet");
+    campaign.schedule = Some(Schedule {
+        start_time: herald::domain::timestamp(now),
+        frequency: Frequency::Once as i32,
+        quiet_time: Some(QuietTime { start, end }),
+        ..Default::default()
+    });
+    let mut c = CampaignsClient::new(d.channel().await);
+    let created =
+        c.create_campaign(d.req(CreateCampaignRequest { app_id: app.clone(), campaign: Some(campaign) })).await.unwrap().into_inner();
+    let get_acts = || GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: created.id.clone() };
+    // The first pass sends the 60 outside quiet time and holds the 30 in it.
+    let start_wait = Instant::now();
+    loop {
+        let acts = c.get_campaign_activities(d.req(get_acts())).await.unwrap().into_inner();
+        if acts.activities.first().is_some_and(|a| a.successful == 60) {
+            assert_eq!(acts.activities[0].held_by_quiet_time, 30);
+            break;
+        }
+        assert!(start_wait.elapsed() < Duration::from_secs(20), "{acts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let early = wait_for_messages(&sink, 60).await;
+    assert_eq!(early.len(), 60);
+    assert!(
+        early.iter().all(|r| r.trim_start_matches('q').trim_end_matches("@example.com").parse::<usize>().unwrap() % 3 != 0),
+        "no UTC endpoint yet"
+    );
+    // When the quiet time ends they go, once each.
+    wait_for_state(&mut c, &d, &app, &created.id, CampaignState::Completed, Duration::from_secs(150)).await;
+    let all = wait_for_messages(&sink, 90).await;
+    let distinct: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!((all.len(), distinct.len()), (90, 90));
+    let acts = c.get_campaign_activities(d.req(get_acts())).await.unwrap().into_inner();
+    assert_eq!((acts.activities[0].successful, acts.activities[0].total_endpoints), (90, 90));
+}

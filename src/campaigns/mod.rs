@@ -3,6 +3,7 @@
 //! them once across daemons ([`scheduler`]).
 
 pub mod json;
+pub mod localtime;
 pub mod run;
 pub mod scheduler;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use prost::Message as _;
 use tokio::sync::oneshot;
 
-use super::{run_id, RUN_KIND};
+use super::{localtime, run_id, RUN_KIND};
 use crate::dispatch::compose::{Composer, Origin};
 use crate::dispatch::engine::{Engine, Job, Lane};
 use crate::dispatch::quota::RateGate;
@@ -37,6 +37,31 @@ const WINDOW: usize = 4;
 const LEASE_MS: u64 = 15_000;
 /// How long a page waits to hand its messages to a full engine.
 const SUBMIT_WAIT: Duration = Duration::from_secs(3_600);
+
+/// What one run works with, prepared when it starts.
+struct Plan {
+    cohorts: [Option<usize>; 100],
+    composers: Vec<Composer>,
+    limits: Limits,
+    deadline: Option<chrono::DateTime<chrono::Utc>>,
+    gate: RateGate,
+    origin_base: Origin,
+    request_id: String,
+    schedule: crate::proto::v1::Schedule,
+    scheduled: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Pumped {
+    Done,
+    /// Paused, deleted, or the lease was lost: the run stops here.
+    Stopped,
+}
+
+/// The member set of a run's messages held until `minute`.
+fn held_set(run: &str, minute: i64) -> String {
+    format!("held:{run}:{minute}")
+}
 
 /// What runs share: the store, the engine, compiled templates, and this daemon's identity.
 pub struct Runner {
@@ -193,67 +218,61 @@ impl Runner {
         run.state = CampaignState::Executing as i32;
         self.save(app, run).await.map_err(|e| e.to_string())?;
         let scheduled = segments::rule::parse_instant(&run.scheduled_start).unwrap_or_else(chrono::Utc::now);
-        let deadline = limits.maximum_duration.map(|s| scheduled + chrono::Duration::seconds(s));
-        let gate = RateGate::new(limits.per_second, limits.per_second.map(|r| r.clamp(1, 100)));
-        let origin_base = Origin {
-            app_id: app.to_string(),
-            scheduled_time: run.scheduled_start.clone(),
-            campaign_id: run.campaign_id.clone(),
-            ..Default::default()
+        let plan = Plan {
+            cohorts,
+            composers,
+            deadline: limits.maximum_duration.map(|s| scheduled + chrono::Duration::seconds(s)),
+            gate: RateGate::new(limits.per_second, limits.per_second.map(|r| r.clamp(1, 100))),
+            limits,
+            origin_base: Origin {
+                app_id: app.to_string(),
+                scheduled_time: run.scheduled_start.clone(),
+                campaign_id: run.campaign_id.clone(),
+                ..Default::default()
+            },
+            request_id: run_id(&run.campaign_id, run.occurrence),
+            schedule: campaign.schedule.clone().unwrap_or_default(),
+            scheduled,
         };
-        let request_id = run_id(&run.campaign_id, run.occurrence);
-        let cursor = Some(run.cursor.clone()).filter(|c| !c.is_empty());
-        let mut stream = MemberStream::open_ordered(self.store.clone(), app, Arc::new(rule), segments::PAGE, cursor);
-        // Pages handed to the engine, oldest first: (last id read, the replies awaited).
-        let mut pending: VecDeque<Pending> = VecDeque::new();
-        let mut stopped_by_quota = false;
-        while let Some(page) = stream.next_page().await {
-            let members = page.map_err(|e| e.to_string())?;
-            if lost.load(Ordering::SeqCst) {
-                tracing::warn!(run = %request_id, "Lost the run's lease; another daemon goes on.");
+        if !run.scanned {
+            let cursor = Some(run.cursor.clone()).filter(|c| !c.is_empty());
+            let stream = MemberStream::open_ordered(self.store.clone(), app, Arc::new(rule), segments::PAGE, cursor);
+            if self.pump(app, run, &plan, stream, false, lost).await? == Pumped::Stopped {
                 return Ok(());
             }
-            // Paused or deleted since the run began?
-            match store.get_record(app, super::KIND, &run.campaign_id, None).await.map_err(|e| e.to_string())? {
-                None => {
-                    self.settle_all(app, run, &mut pending).await?;
-                    run.state = CampaignState::Deleted as i32;
-                    run.end = domain::timestamp(chrono::Utc::now());
-                    return self.save(app, run).await.map_err(|e| e.to_string());
-                }
-                Some(latest) if Campaign::decode(latest.as_slice()).is_ok_and(|c| c.is_paused) => {
-                    self.settle_all(app, run, &mut pending).await?;
-                    run.state = CampaignState::Paused as i32;
-                    return self.save(app, run).await.map_err(|e| e.to_string());
-                }
-                Some(_) => {}
-            }
-            let last = stream.last_scanned.clone().unwrap_or_default();
-            let mut replies = Vec::new();
-            run.in_flight = pending.iter().map(|(_, r)| r.len() as i64).sum();
-            if !stopped_by_quota {
-                self.send_page(
-                    app,
-                    run,
-                    members,
-                    &cohorts,
-                    &composers,
-                    &limits,
-                    deadline,
-                    &gate,
-                    &origin_base,
-                    &request_id,
-                    &mut replies,
-                    &mut stopped_by_quota,
-                )
-                .await?;
-            }
-            pending.push_back((last, replies));
-            while pending.len() > WINDOW {
-                self.settle_one(app, run, &mut pending).await?;
-            }
+            run.scanned = true;
+            run.cursor.clear();
+            self.save(app, run).await.map_err(|e| e.to_string())?;
         }
-        self.settle_all(app, run, &mut pending).await?;
+        // Members held for local time or quiet time, minute by minute.
+        while let Some(&minute) = run.held_releases.first() {
+            loop {
+                let left = minute - chrono::Utc::now().timestamp();
+                if left <= 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(left.clamp(0, 1) as u64)).await;
+                if lost.load(Ordering::SeqCst) || self.interrupted(app, run).await? {
+                    return Ok(());
+                }
+            }
+            let set = held_set(&plan.request_id, minute);
+            let cursor = Some(run.cursor.clone()).filter(|c| !c.is_empty());
+            let stream = MemberStream::open_ordered(
+                self.store.clone(),
+                app,
+                Arc::new(segments::Rule::Imported(set.clone())),
+                segments::PAGE,
+                cursor,
+            );
+            if self.pump(app, run, &plan, stream, true, lost).await? == Pumped::Stopped {
+                return Ok(());
+            }
+            self.store.delete_members(app, &set).await.map_err(|e| e.to_string())?;
+            run.held_releases.remove(0);
+            run.cursor.clear();
+            self.save(app, run).await.map_err(|e| e.to_string())?;
+        }
         run.state = CampaignState::Completed as i32;
         run.end = domain::timestamp(chrono::Utc::now());
         for a in &mut run.activities {
@@ -262,8 +281,65 @@ impl Runner {
             a.end = run.end.clone();
         }
         self.save(app, run).await.map_err(|e| e.to_string())?;
-        tracing::info!(run = %request_id, "Campaign run completed.");
+        tracing::info!(run = %plan.request_id, "Campaign run completed.");
         Ok(())
+    }
+
+    /// Whether the campaign was paused or deleted since the run began; if so the run records
+    /// that state and must stop.
+    async fn interrupted(&self, app: &str, run: &mut CampaignRun) -> Result<bool, String> {
+        let state = match self.store.get_record(app, super::KIND, &run.campaign_id, None).await.map_err(|e| e.to_string())? {
+            None => CampaignState::Deleted,
+            Some(latest) if Campaign::decode(latest.as_slice()).is_ok_and(|c| c.is_paused) => CampaignState::Paused,
+            Some(_) => return Ok(false),
+        };
+        run.state = state as i32;
+        if state == CampaignState::Deleted {
+            run.end = domain::timestamp(chrono::Utc::now());
+        }
+        self.save(app, run).await.map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+
+    /// Sends a stream of members page by page, settling pages behind a window and moving the
+    /// run's cursor; `releasing`: they are held members whose time has come.
+    async fn pump(
+        &self,
+        app: &str,
+        run: &mut CampaignRun,
+        plan: &Plan,
+        mut stream: MemberStream,
+        releasing: bool,
+        lost: &AtomicBool,
+    ) -> Result<Pumped, String> {
+        let mut pending: VecDeque<Pending> = VecDeque::new();
+        let mut stopped_by_quota = false;
+        while let Some(page) = stream.next_page().await {
+            let members = page.map_err(|e| e.to_string())?;
+            if lost.load(Ordering::SeqCst) {
+                tracing::warn!(run = %plan.request_id, "Lost the run's lease; another daemon goes on.");
+                return Ok(Pumped::Stopped);
+            }
+            if self.interrupted(app, run).await? {
+                let state = run.state;
+                self.settle_all(app, run, &mut pending).await?;
+                run.state = state;
+                self.save(app, run).await.map_err(|e| e.to_string())?;
+                return Ok(Pumped::Stopped);
+            }
+            let last = stream.last_scanned.clone().unwrap_or_default();
+            let mut replies = Vec::new();
+            run.in_flight = pending.iter().map(|(_, r)| r.len() as i64).sum();
+            if !stopped_by_quota {
+                self.send_page(app, run, members, plan, releasing, &mut replies, &mut stopped_by_quota).await?;
+            }
+            pending.push_back((last, replies));
+            while pending.len() > WINDOW {
+                self.settle_one(app, run, &mut pending).await?;
+            }
+        }
+        self.settle_all(app, run, &mut pending).await?;
+        Ok(Pumped::Done)
     }
 
     /// Waits for the oldest page's outcomes, counts them and moves the cursor past it.
@@ -302,19 +378,17 @@ impl Runner {
         app: &str,
         run: &mut CampaignRun,
         members: Vec<crate::proto::v1::Endpoint>,
-        cohorts: &[Option<usize>; 100],
-        composers: &[Composer],
-        limits: &Limits,
-        deadline: Option<chrono::DateTime<chrono::Utc>>,
-        gate: &RateGate,
-        origin_base: &Origin,
-        request_id: &str,
+        plan: &Plan,
+        releasing: bool,
         replies: &mut Vec<Reply>,
         stopped_by_quota: &mut bool,
     ) -> Result<(), String> {
+        let (cohorts, composers, limits, deadline, gate, origin_base, request_id) =
+            (&plan.cohorts, &plan.composers, &plan.limits, plan.deadline, &plan.gate, &plan.origin_base, plan.request_id.as_str());
         let store = self.store.as_ref();
         // Members the campaign addresses: an ACTIVE endpoint on a channel it has content for.
         let mut eligible = Vec::with_capacity(members.len());
+        let mut held: std::collections::BTreeMap<i64, Vec<String>> = std::collections::BTreeMap::new();
         for e in members {
             let Some(lane) = lane_of(e.channel_type) else { continue };
             if e.endpoint_status == EndpointStatus::Inactive as i32 {
@@ -328,12 +402,33 @@ impl Runner {
             if !composers[treatment].lanes().contains(&lane) {
                 continue;
             }
-            run.activities[treatment].total_endpoints += 1;
+            if !releasing {
+                run.activities[treatment].total_endpoints += 1;
+            }
             if e.opt_out == OptOut::All as i32 {
                 *run.activities[treatment].failed.entry(status_name(DeliveryStatus::OptOut)).or_insert(0) += 1;
                 continue;
             }
+            if !releasing {
+                let tz = e.demographic.as_ref().and_then(|d| localtime::zone(&d.timezone));
+                if let Some(h) = localtime::hold(&plan.schedule, plan.scheduled, tz, chrono::Utc::now()) {
+                    if matches!(h, localtime::Hold::QuietTime(_)) {
+                        run.activities[treatment].held_by_quiet_time += 1;
+                    }
+                    // Released at the start of the minute after it may go.
+                    let minute = (h.until().timestamp() + 59) / 60 * 60;
+                    held.entry(minute).or_default().push(e.id.clone());
+                    continue;
+                }
+            }
             eligible.push((e, lane, treatment));
+        }
+        // Held members are recorded before the cursor can move past them.
+        for (minute, ids) in held {
+            self.store.add_members(app, &held_set(request_id, minute), &ids).await.map_err(|e| e.to_string())?;
+            if let Err(at) = run.held_releases.binary_search(&minute) {
+                run.held_releases.insert(at, minute);
+            }
         }
         if eligible.is_empty() {
             return Ok(());
