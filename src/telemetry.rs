@@ -24,6 +24,22 @@ pub const STORE_DURATION: &str = "herald_store_operation_duration_seconds";
 pub const STORE_ERRORS: &str = "herald_store_errors_total";
 /// Template versions compiled (each version compiles once, then renders from the cache).
 pub const TEMPLATE_COMPILATIONS: &str = "herald_template_compilations_total";
+/// Messages by channel and final delivery status.
+pub const MESSAGES: &str = "herald_messages_total";
+/// How long a shard's provider call took for a batch of messages, in seconds, by channel.
+pub const SEND_DURATION: &str = "herald_send_duration_seconds";
+/// Messages waiting in a shard's queue, by channel and shard.
+pub const QUEUE_DEPTH: &str = "herald_queue_depth";
+/// A shard queue's fill, 0 to 1, by channel and shard.
+pub const QUEUE_SATURATION: &str = "herald_queue_saturation";
+/// Messages throttled or made to wait by a channel quota's rate, by channel.
+pub const LIMITER_WAITS: &str = "herald_limiter_waits_total";
+/// Delivery attempts scheduled again after a temporary failure, by channel.
+pub const RETRIES: &str = "herald_retries_total";
+/// Campaign runs that ended, by state (COMPLETED, PAUSED, DELETED, INVALID).
+pub const CAMPAIGN_RUNS: &str = "herald_campaign_runs_total";
+/// Campaign runs executing in this daemon.
+pub const CAMPAIGN_RUNS_EXECUTING: &str = "herald_campaign_runs_executing";
 /// 1, labelled with the version and the store backend.
 pub const BUILD_INFO: &str = "herald_build_info";
 
@@ -37,6 +53,14 @@ pub const ALL: &[&str] = &[
     STORE_DURATION,
     STORE_ERRORS,
     TEMPLATE_COMPILATIONS,
+    MESSAGES,
+    SEND_DURATION,
+    QUEUE_DEPTH,
+    QUEUE_SATURATION,
+    LIMITER_WAITS,
+    RETRIES,
+    CAMPAIGN_RUNS,
+    CAMPAIGN_RUNS_EXECUTING,
     BUILD_INFO,
 ];
 

@@ -202,6 +202,13 @@ async fn a_campaign_sends_once_to_each_eligible_endpoint_with_treatments_and_hol
     let opted_out = a0.failed.get("OPT_OUT").copied().unwrap_or(0) + a1.failed.get("OPT_OUT").copied().unwrap_or(0);
     assert!(opted_out > 0);
     assert_eq!(a0.state, CampaignState::Completed as i32);
+    // The metrics saw the same sends and the run.
+    let text = d.metrics_text();
+    let sent = format!(r#"herald_messages_total{{channel="EMAIL",status="SUCCESSFUL"}} {}"#, expected.len());
+    assert!(text.contains(&sent), "{sent} in {text}");
+    assert!(text.contains(r#"herald_campaign_runs_total{state="COMPLETED"} 1"#), "{text}");
+    assert!(text.contains(r#"herald_queue_saturation{channel="EMAIL",shard="0"}"#), "{text}");
+    assert!(text.contains("herald_send_duration_seconds_bucket"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,12 +150,20 @@ impl Runner {
                 }
             })
         };
-        if let Err(e) = self.drive(&app, &mut run, &lost).await {
+        let executing = metrics::gauge!(crate::telemetry::CAMPAIGN_RUNS_EXECUTING);
+        executing.increment(1.0);
+        let result = self.drive(&app, &mut run, &lost).await;
+        executing.decrement(1.0);
+        if let Err(e) = result {
             tracing::error!(error = %e, run = %id, "Campaign run failed.");
             run.state = CampaignState::Invalid as i32;
             run.failure = e;
             run.end = domain::timestamp(chrono::Utc::now());
             let _ = self.save(&app, &run).await;
+        }
+        if run.state != CampaignState::Executing as i32 {
+            let state = CampaignState::try_from(run.state).map_or("UNKNOWN", |s| s.as_str_name().trim_start_matches("CAMPAIGN_STATE_"));
+            metrics::counter!(crate::telemetry::CAMPAIGN_RUNS, "state" => state).increment(1);
         }
         renewer.abort();
         let _ = self.store.release_lease(&app, &lease, &self.owner).await;

@@ -270,7 +270,7 @@ impl Engine {
             let mut senders = Vec::new();
             for _ in 0..config.shards_per_channel.max(1) {
                 let (tx, rx) = mpsc::channel(config.queue_per_shard.max(1));
-                tokio::spawn(worker(shared.clone(), lane, rx, tx.clone()));
+                tokio::spawn(worker(shared.clone(), lane, senders.len(), rx, tx.clone()));
                 senders.push(tx);
             }
             lanes.insert(lane, senders);
@@ -392,10 +392,49 @@ fn settle(job: &mut Job, d: &Delivery, policy: &RetryPolicy) -> Option<Duration>
     }
 }
 
-async fn worker(shared: Arc<Shared>, lane: Lane, mut rx: mpsc::Receiver<Job>, requeue: mpsc::Sender<Job>) {
+/// A shard's metric handles, resolved once.
+struct ShardMetrics {
+    by_status: HashMap<i32, metrics::Counter>,
+    send: metrics::Histogram,
+    depth: metrics::Gauge,
+    saturation: metrics::Gauge,
+    limiter: metrics::Counter,
+    retries: metrics::Counter,
+    record: metrics::Histogram,
+}
+
+impl ShardMetrics {
+    fn new(lane: Lane, shard: usize, backend: &'static str) -> Self {
+        use crate::telemetry as t;
+        let channel = if lane == Lane::Email { "EMAIL" } else { "CUSTOM" };
+        let by_status = (1..=7)
+            .filter_map(|v| DeliveryStatus::try_from(v).ok())
+            .map(|s| {
+                let name = s.as_str_name().trim_start_matches("DELIVERY_STATUS_");
+                (s as i32, metrics::counter!(t::MESSAGES, "channel" => channel, "status" => name))
+            })
+            .collect();
+        let shard = shard.to_string();
+        Self {
+            by_status,
+            send: metrics::histogram!(t::SEND_DURATION, "channel" => channel),
+            depth: metrics::gauge!(t::QUEUE_DEPTH, "channel" => channel, "shard" => shard.clone()),
+            saturation: metrics::gauge!(t::QUEUE_SATURATION, "channel" => channel, "shard" => shard),
+            limiter: metrics::counter!(t::LIMITER_WAITS, "channel" => channel),
+            retries: metrics::counter!(t::RETRIES, "channel" => channel),
+            record: metrics::histogram!(t::STORE_DURATION, "backend" => backend, "op" => "record_outcomes"),
+        }
+    }
+}
+
+async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Receiver<Job>, requeue: mpsc::Sender<Job>) {
     let mut buf = Vec::with_capacity(BATCH);
     let mut hooks: HashMap<String, Arc<Webhook>> = HashMap::new();
+    let m = ShardMetrics::new(lane, shard, shared.store.backend());
     while rx.recv_many(&mut buf, BATCH).await > 0 {
+        let queued = requeue.max_capacity() - requeue.capacity();
+        m.depth.set(queued as f64);
+        m.saturation.set(queued as f64 / requeue.max_capacity().max(1) as f64);
         let mut jobs: Vec<Job> = std::mem::take(&mut buf);
         // Jobs coming back for a retry, or admitted by a producer, were counted already.
         let (fresh, retried): (Vec<Job>, Vec<Job>) = jobs.drain(..).partition(|j| j.outcome.attempts == 0 && !j.admitted);
@@ -408,13 +447,19 @@ async fn worker(shared: Arc<Shared>, lane: Lane, mut rx: mpsc::Receiver<Job>, re
             }
         }
         let mut jobs = go;
+        let started = Instant::now();
         let deliveries = deliver(&shared, lane, &jobs, &mut hooks).await;
+        if !jobs.is_empty() {
+            m.send.record(started.elapsed().as_secs_f64());
+        }
+        m.limiter.increment(throttled.len() as u64);
         let mut done: HashMap<String, (Vec<MessageOutcome>, Vec<Event>)> = HashMap::new();
         let mut bounced: HashMap<String, Vec<Suppression>> = HashMap::new();
         let mut replies = Vec::new();
         for (mut job, d) in jobs.drain(..).zip(deliveries) {
             let hard = matches!(d, Delivery::Permanent { hard_bounce: true, .. });
             if let Some(delay) = settle(&mut job, &d, &shared.config.retry) {
+                m.retries.increment(1);
                 let tx = requeue.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
@@ -448,9 +493,17 @@ async fn worker(shared: Arc<Shared>, lane: Lane, mut rx: mpsc::Receiver<Job>, re
             replies.push((job.reply.take(), job.outcome));
         }
         for (app, (outcomes, events)) in &done {
+            for o in outcomes {
+                if let Some(c) = m.by_status.get(&o.delivery_status) {
+                    c.increment(1);
+                }
+            }
+            let started = Instant::now();
             if let Err(e) = shared.store.record_outcomes(app, outcomes, events, shared.config.outcome_ttl.as_secs()).await {
+                metrics::counter!(crate::telemetry::STORE_ERRORS).increment(1);
                 tracing::error!(error = %e, "Cannot record outcomes.");
             }
+            m.record.record(started.elapsed().as_secs_f64());
         }
         for (app, entries) in &bounced {
             if let Err(e) = shared.store.put_suppressions(app, entries).await {
