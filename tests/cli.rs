@@ -373,3 +373,17 @@ fn cli_runs_campaigns() {
     assert!(err.contains("IMMEDIATE"), "{err}");
     assert!(run(&["campaigns", "delete", "--app", &app, &id]).contains("deleted"));
 }
+
+#[test]
+fn health_answers_for_container_checks() {
+    let d = Daemon::start(Backend::Embedded);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("http://{}", d.grpc);
+    let out = ok(&["health", "--addr", &addr], &[], dir.path());
+    assert_eq!(out.trim(), "SERVING");
+    let (code, _, err) = herald(&["health", "--addr", &addr, "--service", "herald.v1.Nothing"], &[], dir.path());
+    assert_ne!(code, 0, "{err}");
+    drop(d);
+    let (code, _, _) = herald(&["health", "--addr", &addr], &[], dir.path());
+    assert_ne!(code, 0, "a stopped daemon is not healthy");
+}

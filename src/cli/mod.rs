@@ -76,6 +76,15 @@ enum Command {
         #[command(subcommand)]
         command: templates::TemplatesCommand,
     },
+    /// Asks a daemon whether it serves (gRPC health): exit 0 when SERVING, 1 otherwise. For
+    /// container health checks.
+    Health {
+        #[command(flatten)]
+        conn: client::ConnArgs,
+        /// A service name (empty: the whole server).
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Campaigns: create from JSON, list, get, pause, resume, delete, watch a run.
     Campaigns {
         #[command(flatten)]
@@ -134,9 +143,23 @@ pub fn main() -> ExitCode {
         Command::Templates { conn, command } => run_client(templates::run(conn, command)),
         Command::Segments { conn, command } => run_client(segments::run(conn, command)),
         Command::Campaigns { conn, command } => run_client(campaigns::run(conn, command)),
+        Command::Health { conn, service } => run_client(health(conn, service)),
         Command::Send { conn, args } => run_client(send::send(conn, args)),
         Command::Outcome { conn, app, message_id } => run_client(send::outcome(conn, app, message_id)),
     }
+}
+
+async fn health(conn: client::ConnArgs, service: String) -> anyhow::Result<()> {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    let mut client = HealthClient::new(conn.channel().await?);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(3), client.check(HealthCheckRequest { service }))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within 3 s"))??
+        .into_inner()
+        .status();
+    println!("{}", status.as_str_name());
+    anyhow::ensure!(status == ServingStatus::Serving, "not serving");
+    Ok(())
 }
 
 fn config_error(e: impl std::fmt::Display) -> ExitCode {
