@@ -76,7 +76,7 @@ pub struct Engine {
 }
 
 /// FNV-1a: stable across processes, so a recipient always lands on the same shard.
-fn shard_of(key: &str, n: usize) -> usize {
+pub fn shard_of(key: &str, n: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key.as_bytes() {
         h ^= u64::from(*b);
