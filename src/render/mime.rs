@@ -115,6 +115,35 @@ fn date_now(out: &mut String) {
 /// Appends a body with its transfer encoding: 7bit for ASCII with lines of at most 998
 /// octets, quoted-printable otherwise. Line breaks become CRLF.
 fn write_body(body: &str, out: &mut String) {
+    // A campaign renders the same static part for every recipient: the last few bodies this
+    // thread encoded are kept, and an identical body reuses its encoding.
+    thread_local! {
+        static RECENT: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+    }
+    const KEEP: usize = 4;
+    const LARGEST: usize = 64 * 1024;
+    let hit = RECENT.with(|r| {
+        let r = r.borrow();
+        r.iter().find(|(b, _)| b == body).map(|(_, encoded)| out.push_str(encoded)).is_some()
+    });
+    if hit {
+        return;
+    }
+    let start = out.len();
+    encode_body(body, out);
+    if body.len() <= LARGEST {
+        let encoded = out[start..].to_string();
+        RECENT.with(|r| {
+            let mut r = r.borrow_mut();
+            if r.len() == KEEP {
+                r.remove(0);
+            }
+            r.push((body.to_string(), encoded));
+        });
+    }
+}
+
+fn encode_body(body: &str, out: &mut String) {
     let seven_bit = body.bytes().all(|b| b.is_ascii() && b != 0 && b != b'\r') && body.split('\n').all(|l| l.len() <= 998);
     if seven_bit {
         out.push_str("Content-Transfer-Encoding: 7bit\r\n\r\n");
