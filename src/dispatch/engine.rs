@@ -479,8 +479,8 @@ async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Rec
                     note: job.outcome.status_message.clone(),
                 });
             }
-            entry.0.push(job.outcome.clone());
-            replies.push((job.reply.take(), job.outcome));
+            replies.push((job.reply.take(), job.outcome.app_id.clone(), entry.0.len()));
+            entry.0.push(job.outcome);
         }
         for (mut job, why) in throttled {
             let o = &mut job.outcome;
@@ -489,8 +489,8 @@ async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Rec
             o.updated_date = domain::timestamp(chrono::Utc::now());
             let entry = done.entry(o.app_id.clone()).or_default();
             entry.1.push(event_for(o, event_type(&o.channel, DeliveryStatus::Throttled, false)));
-            entry.0.push(o.clone());
-            replies.push((job.reply.take(), job.outcome));
+            replies.push((job.reply.take(), job.outcome.app_id.clone(), entry.0.len()));
+            entry.0.push(job.outcome);
         }
         for (app, (outcomes, events)) in &done {
             for o in outcomes {
@@ -510,9 +510,12 @@ async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Rec
                 tracing::warn!(error = %e, "Cannot suppress hard-bounced addresses.");
             }
         }
-        for (reply, outcome) in replies {
-            if let Some(r) = reply {
-                let _ = r.send(outcome);
+        // The outcomes are recorded: they move to whoever waits for them, no copies.
+        let mut recorded: HashMap<String, Vec<Option<MessageOutcome>>> =
+            done.into_iter().map(|(app, (outcomes, _))| (app, outcomes.into_iter().map(Some).collect())).collect();
+        for (reply, app, index) in replies {
+            if let (Some(r), Some(o)) = (reply, recorded.get_mut(&app).and_then(|v| v[index].take())) {
+                let _ = r.send(o);
             }
         }
     }
