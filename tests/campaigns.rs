@@ -401,3 +401,102 @@ async fn quiet_time_holds_messages_until_it_ends_in_each_endpoints_zone() {
     let acts = c.get_campaign_activities(d.req(get_acts())).await.unwrap().into_inner();
     assert_eq!((acts.activities[0].successful, acts.activities[0].total_endpoints), (90, 90));
 }
+
+/// The scheduler and runs in-process with the scheduler's clock given: an HOURLY campaign's
+/// next occurrence fires without waiting an hour, and the per-endpoint daily limit holds
+/// across the two runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_endpoint_limits_hold_across_recurring_runs() {
+    use std::sync::Arc;
+
+    use herald::api::campaigns::CampaignsService;
+    use herald::api::segments::SegmentsService;
+    use herald::campaigns::{run::Runner, runs, scheduler};
+    use herald::channels::email::{SmtpPool, SmtpRelay};
+    use herald::dispatch::engine::{Engine, EngineConfig};
+    use herald::proto::v1::{campaigns_server::Campaigns, segments_server::Segments, App};
+    use herald::render::{template::TemplateCache, Renderer};
+    use herald::store::{embedded::EmbeddedStore, EndpointOp, Store};
+
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    store.create_app(&App { app_id: "app".into(), name: "r".into(), ..Default::default() }).await.unwrap();
+    let writes: Vec<Endpoint> = (0..200)
+        .map(|i| Endpoint {
+            id: format!("r{i:03}"),
+            channel_type: ChannelType::Email as i32,
+            address: format!("r{i}@example.com"),
+            ..Default::default()
+        })
+        .collect();
+    let now_text = herald::domain::timestamp(chrono::Utc::now());
+    store.write_endpoints("app", EndpointOp::Upsert { writes, all_or_nothing: true, now: now_text, request_id: "r".into() }).await.unwrap();
+    let segment = SegmentsService::new(store.clone())
+        .create_segment(tonic::Request::new(CreateSegmentRequest {
+            app_id: "app".into(),
+            name: "all".into(),
+            dimensions: Some(SegmentDimensions::default()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let cache = Arc::new(TemplateCache::new(Arc::new(Renderer::new()), 100));
+    let config = EngineConfig {
+        shards_per_channel: 2,
+        queue_per_shard: 1_000,
+        retry: Default::default(),
+        outcome_ttl: Duration::from_secs(3_600),
+        webhook_secret: None,
+        webhook_timeout: Duration::from_secs(5),
+    };
+    let engine = Engine::start(store.clone(), Some(Arc::new(SmtpPool::new(SmtpRelay::new("127.0.0.1", sink.port)))), config);
+    let runner = Arc::new(Runner { store: store.clone(), engine, cache: cache.clone(), owner: "test".into(), running: Default::default() });
+    let now = chrono::Utc::now();
+    let mut campaign = email_campaign(&segment.id, "hourly");
+    campaign.schedule = Some(Schedule {
+        start_time: herald::domain::timestamp(now - chrono::Duration::hours(3)),
+        end_time: herald::domain::timestamp(now + chrono::Duration::hours(5)),
+        frequency: Frequency::Hourly as i32,
+        ..Default::default()
+    });
+    campaign.limits = Some(CampaignLimits { daily: Some(1), total: Some(2), ..Default::default() });
+    let service = CampaignsService::new(store.clone(), cache, Arc::new(tokio::sync::Notify::new()));
+    let c = service
+        .create_campaign(tonic::Request::new(CreateCampaignRequest { app_id: "app".into(), campaign: Some(campaign) }))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let run_to_end = |at: chrono::DateTime<chrono::Utc>, n: usize| {
+        let (runner, store, id) = (runner.clone(), store.clone(), c.id.clone());
+        async move {
+            scheduler::tick(&runner, at).await.unwrap();
+            let start = Instant::now();
+            loop {
+                let done = runs(store.as_ref(), "app", &id).await.unwrap();
+                if done.len() == n && done[n - 1].state == CampaignState::Completed as i32 {
+                    return done;
+                }
+                assert!(start.elapsed() < Duration::from_secs(60), "{done:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // The latest due occurrence (the third hour) fires once; the ones missed are not run late.
+    let first = run_to_end(now, 1).await;
+    assert_eq!(first[0].occurrence, 3);
+    assert_eq!(first[0].activities[0].successful, 200);
+    // An hour later: the next occurrence, and nobody gets a second message within 24 hours.
+    let second = run_to_end(now + chrono::Duration::hours(1), 2).await;
+    assert_eq!(second[1].occurrence, 4);
+    let a = &second[1].activities[0];
+    assert_eq!((a.total_endpoints, a.successful, a.capped), (200, 0, 200));
+    assert_eq!(wait_for_messages(&sink, 200).await.len(), 200);
+    // Past the end time no occurrence is left.
+    scheduler::tick(&runner, now + chrono::Duration::hours(9)).await.unwrap();
+    let after = runs(store.as_ref(), "app", &c.id).await.unwrap();
+    assert_eq!(after.len(), 3, "the last occurrence before the end time fired once");
+    assert_eq!(after[2].occurrence, 8, "start + 8 h is the end time itself");
+}

@@ -20,7 +20,7 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// created or changed).
 pub async fn run(runner: Arc<Runner>, wake: Arc<tokio::sync::Notify>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
-        if let Err(e) = tick(&runner).await {
+        if let Err(e) = tick(&runner, chrono::Utc::now()).await {
             tracing::warn!(error = %e, "Campaign scheduler tick failed.");
         }
         tokio::select! {
@@ -31,8 +31,8 @@ pub async fn run(runner: Arc<Runner>, wake: Arc<tokio::sync::Notify>, mut stop: 
     }
 }
 
-/// One pass over every app's campaigns.
-pub async fn tick(runner: &Arc<Runner>) -> Result<(), StoreError> {
+/// One pass over every app's campaigns, as of `now`.
+pub async fn tick(runner: &Arc<Runner>, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     let store = runner.store.clone();
     let mut after: Option<String> = None;
     loop {
@@ -44,7 +44,7 @@ pub async fn tick(runner: &Arc<Runner>) -> Result<(), StoreError> {
                 for raw in &page {
                     let c = Campaign::decode(raw.as_slice())?;
                     cursor = Some(c.id.clone());
-                    if let Err(e) = campaign(runner, &app.app_id, &c).await {
+                    if let Err(e) = campaign(runner, &app.app_id, &c, now).await {
                         tracing::warn!(error = %e, campaign = %c.id, "Cannot schedule a campaign.");
                     }
                 }
@@ -60,7 +60,7 @@ pub async fn tick(runner: &Arc<Runner>) -> Result<(), StoreError> {
     }
 }
 
-async fn campaign(runner: &Arc<Runner>, app: &str, c: &Campaign) -> Result<(), StoreError> {
+async fn campaign(runner: &Arc<Runner>, app: &str, c: &Campaign, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
     let store = runner.store.as_ref();
     let done = runs(store, app, &c.id).await?;
     let last = done.last();
@@ -77,7 +77,7 @@ async fn campaign(runner: &Arc<Runner>, app: &str, c: &Campaign) -> Result<(), S
         }
     }
     let schedule = c.schedule.clone().unwrap_or_default();
-    let Some((k, at)) = due(&schedule, &c.creation_date, chrono::Utc::now()) else { return Ok(()) };
+    let Some((k, at)) = due(&schedule, &c.creation_date, now) else { return Ok(()) };
     if last.is_some_and(|r| r.occurrence >= k) {
         return Ok(());
     }
