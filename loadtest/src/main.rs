@@ -75,8 +75,11 @@ enum Scenario {
         #[arg(long)]
         reference: bool,
     },
-    /// SendMessages: one email address per call at a fixed rate (latency), or `--per-call`
-    /// addresses per call flat out (throughput). The daemon needs --smtp-url unless --dry-run.
+    /// Transactional SendMessages: one email address per call at a fixed rate (latency
+    /// percentiles from an HDR histogram, failures by status), or `--per-call` addresses per
+    /// call flat out over `--concurrency` calls (throughput). The daemon needs --smtp-url
+    /// unless --dry-run. (`send` is the older name.)
+    #[command(name = "transactional", alias = "send")]
     Send {
         /// Calls per second (fixed-rate mode).
         #[arg(long, default_value_t = 2_000)]
@@ -175,10 +178,10 @@ async fn main() -> anyhow::Result<()> {
                 if cli.json {
                     println!(
                         "{}",
-                        json!({"scenario": "send", "target_rate": rate, "achieved_rate": achieved, "calls": hist.len(), "errors": errors, "dry_run": dry_run, "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999)})
+                        json!({"scenario": "transactional", "target_rate": rate, "achieved_rate": achieved, "calls": hist.len(), "errors": errors, "dry_run": dry_run, "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999)})
                     );
                 } else {
-                    println!("send: {} calls at {achieved:.0}/s (target {rate}/s), {errors} failed; latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms", hist.len(), ms(0.5), ms(0.9), ms(0.99), ms(0.999));
+                    println!("transactional: {} calls at {achieved:.0}/s (target {rate}/s), {} failed {errors:?}; latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms", hist.len(), errors.values().sum::<u64>(), ms(0.5), ms(0.9), ms(0.99), ms(0.999));
                 }
             } else {
                 let per_call = per_call.min(10_000);
@@ -292,7 +295,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             } else {
                 println!(
-                    "get-endpoint: {} calls at {achieved:.0}/s (target {rate}/s), {errors} errors; latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+                    "get-endpoint: {} calls at {achieved:.0}/s (target {rate}/s), errors {errors:?}; latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
                     hist.len(), us(0.5), us(0.9), us(0.99), us(0.999), hist.max() as f64 / 1000.0
                 );
             }
@@ -656,14 +659,17 @@ async fn import(
 /// Issues `call(n)` on a fixed schedule for `duration`, open loop (calls are spawned on time
 /// whether or not earlier ones answered); returns each call's latency in microseconds, the
 /// failures and the achieved rate.
-async fn open_loop<F, Fut>(rate: u64, duration: Duration, call: F) -> anyhow::Result<(Histogram<u64>, u64, f64)>
+/// Failed calls by status (a gRPC code, or the delivery status a send got).
+type Errors = std::collections::BTreeMap<String, u64>;
+
+async fn open_loop<F, Fut>(rate: u64, duration: Duration, call: F) -> anyhow::Result<(Histogram<u64>, Errors, f64)>
 where
     F: Fn(u64) -> Fut,
-    Fut: std::future::Future<Output = bool> + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<u64, ()>>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<u64, String>>();
     let start = tokio::time::Instant::now();
     for n in 0..total {
         tokio::time::sleep_until(start + interval * n as u32).await;
@@ -673,21 +679,21 @@ where
             // Timed from the call itself: the generator's timer ticks once a millisecond, so
             // timing from the schedule would add up to a millisecond of its own lateness.
             let issued = Instant::now();
-            let ok = fut.await;
+            let outcome = fut.await;
             let micros = issued.elapsed().as_micros() as u64;
-            let _ = tx.send(if ok { Ok(micros) } else { Err(()) });
+            let _ = tx.send(outcome.map(|()| micros));
         });
     }
     drop(tx);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
+    let mut errors = Errors::new();
     while let Some(r) = rx.recv().await {
         match r {
             Ok(us) => hist.record(us.max(1))?,
-            Err(()) => errors += 1,
+            Err(status) => *errors.entry(status).or_insert(0) += 1,
         }
     }
-    let achieved = (hist.len() + errors) as f64 / start.elapsed().as_secs_f64();
+    let achieved = (hist.len() + errors.values().sum::<u64>()) as f64 / start.elapsed().as_secs_f64();
     Ok((hist, errors, achieved))
 }
 
@@ -699,14 +705,14 @@ async fn fixed_rate(
     rate: u64,
     endpoints: u64,
     duration: Duration,
-) -> anyhow::Result<(Histogram<u64>, u64, f64)> {
+) -> anyhow::Result<(Histogram<u64>, Errors, f64)> {
     open_loop(rate, duration, |n| {
         let mut client = EndpointsClient::new(channels[(n as usize) % channels.len()].clone());
         let req = request(
             key,
             GetEndpointRequest { app_id: app.to_string(), endpoint_id: format!("ep-{:09}", (n.wrapping_mul(2_654_435_761)) % endpoints) },
         );
-        async move { client.get_endpoint(req).await.is_ok() }
+        async move { client.get_endpoint(req).await.map(|_| ()).map_err(|s| format!("{:?}", s.code())) }
     })
     .await
 }
@@ -875,12 +881,20 @@ async fn send_fixed_rate(
     rate: u64,
     duration: Duration,
     dry_run: bool,
-) -> anyhow::Result<(Histogram<u64>, u64, f64)> {
+) -> anyhow::Result<(Histogram<u64>, Errors, f64)> {
     open_loop(rate, duration, |n| {
         let mut client = MessagesClient::new(channels[(n as usize) % channels.len()].clone());
-        let addresses = [(format!("t{n}@load.herald.test"), AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() })].into();
+        let addresses =
+            [(format!("t{n}@load.herald.test"), AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() })]
+                .into();
         let req = request(key, send_request(app, addresses, dry_run));
-        async move { matches!(client.send_messages(req).await, Ok(r) if r.get_ref().result.values().all(|v| v.delivery_status == DeliveryStatus::Successful as i32)) }
+        async move {
+            let r = client.send_messages(req).await.map_err(|s| format!("{:?}", s.code()))?;
+            match r.get_ref().result.values().find(|v| v.delivery_status != DeliveryStatus::Successful as i32) {
+                None => Ok(()),
+                Some(v) => Err(DeliveryStatus::try_from(v.delivery_status).map_or("UNKNOWN".into(), |d| d.as_str_name().to_string())),
+            }
+        }
     })
     .await
 }
