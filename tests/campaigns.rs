@@ -209,6 +209,11 @@ async fn a_campaign_sends_once_to_each_eligible_endpoint_with_treatments_and_hol
     assert!(text.contains(r#"herald_campaign_runs_total{state="COMPLETED"} 1"#), "{text}");
     assert!(text.contains(r#"herald_queue_saturation{channel="EMAIL",shard="0"}"#), "{text}");
     assert!(text.contains("herald_send_duration_seconds_bucket"), "{text}");
+    // Having run its only occurrence, the campaign no longer holds its segment.
+    SegmentsClient::new(d.channel().await)
+        .delete_segment(d.req(herald::proto::v1::DeleteSegmentRequest { app_id: app.clone(), segment_id: segment.clone() }))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,6 +489,15 @@ async fn per_endpoint_limits_hold_across_recurring_runs() {
             }
         }
     };
+    // A campaign with runs to come holds its segment.
+    let held = SegmentsService::new(store.clone())
+        .delete_segment(tonic::Request::new(herald::proto::v1::DeleteSegmentRequest {
+            app_id: "app".into(),
+            segment_id: segment.id.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(held.code(), Code::FailedPrecondition);
     // The latest due occurrence (the third hour) fires once; the ones missed are not run late.
     let first = run_to_end(now, 1).await;
     assert_eq!(first[0].occurrence, 3);

@@ -127,28 +127,6 @@ impl CampaignsService {
         c.state = campaigns::state(&c, &runs) as i32;
         Ok(c)
     }
-
-    /// Registers (or releases) the campaign's use of its segment and templates.
-    async fn uses(&self, app: &str, c: &Campaign, in_use: bool) -> Result<(), Status> {
-        let user = campaigns::user(&c.id);
-        match self.store.set_record_use(app, segments::KIND, &c.segment_id, &user, in_use).await {
-            Ok(()) | Err(StoreError::NotFound(_)) => {}
-            Err(e) => return Err(store_status(e)),
-        }
-        let mut templates = vec![c.template_configuration.clone().unwrap_or_default()];
-        templates.extend(c.additional_treatments.iter().filter_map(|t| t.template_configuration.clone()));
-        for t in templates {
-            for r in [t.email_template, t.custom_template, t.sms_template, t.push_template].into_iter().flatten() {
-                if !r.name.is_empty() {
-                    match self.store.set_template_use(app, &r.name, &user, in_use).await {
-                        Ok(()) | Err(StoreError::NotFound(_)) => {}
-                        Err(e) => return Err(store_status(e)),
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 #[tonic::async_trait]
@@ -169,7 +147,7 @@ impl campaigns_server::Campaigns for CampaignsService {
             c.last_modified_date = now;
             c.state = CampaignState::Scheduled as i32;
             self.store.write_record(&req.app_id, KIND, &c.id, 0, 1, &c.encode_to_vec()).await.map_err(store_status)?;
-            self.uses(&req.app_id, &c, true).await?;
+            campaigns::set_uses(self.store.as_ref(), &req.app_id, &c, true).await.map_err(store_status)?;
             self.wake.notify_one();
             Ok(Response::new(c))
         })
@@ -220,7 +198,7 @@ impl campaigns_server::Campaigns for CampaignsService {
             c.creation_date = old.creation_date.clone();
             c.last_modified_date = domain::timestamp(chrono::Utc::now());
             self.store.write_record(&req.app_id, KIND, &c.id, old.version, c.version, &c.encode_to_vec()).await.map_err(store_status)?;
-            self.uses(&req.app_id, &c, true).await?;
+            campaigns::set_uses(self.store.as_ref(), &req.app_id, &c, true).await.map_err(store_status)?;
             self.wake.notify_one();
             let runs = campaigns::runs(self.store.as_ref(), &req.app_id, &c.id).await.map_err(store_status)?;
             c.state = campaigns::state(&c, &runs) as i32;
@@ -234,7 +212,7 @@ impl campaigns_server::Campaigns for CampaignsService {
             let req = request.into_inner();
             let mut c = self.find(&req.app_id, &req.campaign_id, 0).await?;
             self.store.delete_record(&req.app_id, KIND, &c.id).await.map_err(store_status)?;
-            self.uses(&req.app_id, &c, false).await?;
+            campaigns::set_uses(self.store.as_ref(), &req.app_id, &c, false).await.map_err(store_status)?;
             c.state = CampaignState::Deleted as i32;
             Ok(Response::new(c))
         })

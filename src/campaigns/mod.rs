@@ -208,3 +208,27 @@ pub fn state(c: &Campaign, runs: &[CampaignRun]) -> CampaignState {
         Some(_) => CampaignState::Completed,
     }
 }
+
+/// Registers (or releases) a campaign's use of its segment and templates: while registered
+/// they cannot be deleted. A campaign holds them from creation until it is deleted or has run
+/// its last occurrence.
+pub async fn set_uses(store: &dyn Store, app: &str, c: &Campaign, in_use: bool) -> Result<(), StoreError> {
+    let user = user(&c.id);
+    match store.set_record_use(app, crate::segments::KIND, &c.segment_id, &user, in_use).await {
+        Ok(()) | Err(StoreError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let mut templates = vec![c.template_configuration.clone().unwrap_or_default()];
+    templates.extend(c.additional_treatments.iter().filter_map(|t| t.template_configuration.clone()));
+    for t in templates {
+        for r in [t.email_template, t.custom_template, t.sms_template, t.push_template].into_iter().flatten() {
+            if !r.name.is_empty() {
+                match store.set_template_use(app, &r.name, &user, in_use).await {
+                    Ok(()) | Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -289,6 +289,16 @@ impl Runner {
             a.end = run.end.clone();
         }
         self.save(app, run).await.map_err(|e| e.to_string())?;
+        // After its last occurrence a campaign no longer holds its segment and templates.
+        let latest = self.store.get_record(app, super::KIND, &run.campaign_id, None).await.map_err(|e| e.to_string())?;
+        if let Some(c) = latest.and_then(|raw| Campaign::decode(raw.as_slice()).ok()) {
+            let schedule = c.schedule.clone().unwrap_or_default();
+            let recurring =
+                schedule.frequency == super::Frequency::Event as i32 || super::has_more(&schedule, &c.creation_date, run.occurrence);
+            if !recurring {
+                super::set_uses(self.store.as_ref(), app, &c, false).await.map_err(|e| e.to_string())?;
+            }
+        }
         tracing::info!(run = %plan.request_id, "Campaign run completed.");
         Ok(())
     }
