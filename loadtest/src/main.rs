@@ -8,6 +8,13 @@
 //! - `get-endpoint`: GetEndpoint at a fixed rate, open loop (calls are issued on schedule
 //!   whether or not earlier ones have answered, so a stall shows as latency instead of as
 //!   fewer calls); reports p50/p90/p99/p99.9 of each call's own latency.
+//! - `transactional`: SendMessages at a fixed rate (the same open loop) or flat out.
+//! - `segment`: segment evaluation over imported endpoints, and the daemon's memory.
+//! - `campaign`: an email campaign end to end into an smtp-sink it starts, with smtp-source as
+//!   the reference.
+//!
+//! `--redis-reference host:port` adds `redis-benchmark -P 100 -t set` against the daemon's
+//! Redis after any scenario; `--json` prints machine-readable results.
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +49,10 @@ struct Cli {
     /// Keep the app the scenario created (it is deleted by default).
     #[arg(long, global = true)]
     keep: bool,
+    /// After the scenario, run `redis-benchmark -P 100 -t set` against this Redis (host:port,
+    /// the daemon's) as the same-run reference.
+    #[arg(long, global = true)]
+    redis_reference: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -302,6 +313,9 @@ async fn main() -> anyhow::Result<()> {
             cleanup(&channel, &cli.api_key, &app, cli.keep).await?;
         }
     }
+    if let Some(target) = &cli.redis_reference {
+        redis_reference(target, cli.json)?;
+    }
     Ok(())
 }
 
@@ -452,6 +466,29 @@ async fn campaign(
         }
     }
     cleanup(channel, key, &app, keep).await
+}
+
+/// `redis-benchmark -P 100 -t set` against `host:port`: the raw pipelined SET rate of the Redis
+/// Herald used, printed as the reference for the figures above.
+fn redis_reference(target: &str, json_out: bool) -> anyhow::Result<()> {
+    let (host, port) = target.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--redis-reference takes host:port"))?;
+    let out = std::process::Command::new("redis-benchmark")
+        .args(["-h", host, "-p", port, "-P", "100", "-t", "set", "-n", "1000000", "-q"])
+        .output()
+        .context("cannot run redis-benchmark (install redis-tools)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate = text
+        .split(['\r', '\n'])
+        .filter_map(|l| l.strip_prefix("SET: "))
+        .filter_map(|l| l.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("redis-benchmark printed no SET rate: {text}"))?;
+    if json_out {
+        println!("{}", json!({"reference": "redis-benchmark -P 100 -t set", "set_per_second": rate}));
+    } else {
+        println!("reference: redis-benchmark -P 100 -t set = {rate:.0} SET/s against {target}");
+    }
+    Ok(())
 }
 
 /// A process's resident memory in bytes (VmRSS), from /proc.
