@@ -38,15 +38,16 @@ fn endpoint(i: usize) -> Endpoint {
     }
 }
 
-/// Imports the endpoints and creates a segment of all of them; returns its id.
+/// Imports `n` generated endpoints and creates a segment of all of them; returns its id.
 async fn setup(d: &Daemon, app: &str, n: usize) -> String {
+    segment_of(d, app, (0..n).map(endpoint).collect()).await
+}
+
+/// Imports the endpoints and creates a segment of all of them; returns its id.
+async fn segment_of(d: &Daemon, app: &str, endpoints: Vec<Endpoint>) -> String {
+    let n = endpoints.len();
     let msgs: Vec<ImportEndpointsRequest> = std::iter::once(ImportEndpointsRequest { app_id: app.into(), endpoints: vec![] })
-        .chain(
-            (0..n)
-                .collect::<Vec<_>>()
-                .chunks(500)
-                .map(|c| ImportEndpointsRequest { app_id: String::new(), endpoints: c.iter().map(|&i| endpoint(i)).collect() }),
-        )
+        .chain(endpoints.chunks(500).map(|c| ImportEndpointsRequest { app_id: String::new(), endpoints: c.to_vec() }))
         .collect();
     let r = EndpointsClient::new(d.channel().await).import_endpoints(d.req(futures::stream::iter(msgs))).await.unwrap().into_inner();
     assert_eq!(r.written, n as u64);
@@ -353,19 +354,7 @@ async fn quiet_time_holds_messages_until_it_ends_in_each_endpoints_zone() {
             ..Default::default()
         })
         .collect();
-    let msgs = vec![ImportEndpointsRequest { app_id: app.clone(), endpoints }];
-    EndpointsClient::new(d.channel().await).import_endpoints(d.req(futures::stream::iter(msgs))).await.unwrap();
-    let segment = SegmentsClient::new(d.channel().await)
-        .create_segment(d.req(CreateSegmentRequest {
-            app_id: app.clone(),
-            name: "q".into(),
-            dimensions: Some(SegmentDimensions::default()),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
+    let segment = segment_of(&d, &app, endpoints).await;
     // A quiet time around now in UTC, ending at the next minute.
     let now = chrono::Utc::now();
     let start = (now - chrono::Duration::minutes(1)).format("%H:%M").to_string();
