@@ -1,5 +1,5 @@
-//! Campaign definitions as JSON in the API's shape (snake_case field names, enum values by
-//! name: `"frequency": "DAILY"`), for `herald campaigns create FILE`.
+//! Campaign definitions as JSON or YAML in the API's shape (snake_case field names, enum
+//! values by name: `frequency: DAILY`), for `herald campaigns create FILE`.
 
 use serde_json::{Map, Value};
 
@@ -135,9 +135,45 @@ fn schedule(v: Option<&Value>, at: &str) -> R<Option<Schedule>> {
     Ok(Some(s))
 }
 
-/// A campaign definition.
+/// A YAML document as the JSON value it denotes (mappings with string keys, sequences,
+/// strings, numbers, booleans, null).
+fn from_yaml(y: &yaml_rust2::Yaml) -> R<Value> {
+    use yaml_rust2::Yaml;
+    Ok(match y {
+        Yaml::Hash(h) => {
+            let mut m = Map::new();
+            for (k, v) in h {
+                let key = match k {
+                    Yaml::String(s) => s.clone(),
+                    Yaml::Integer(i) => i.to_string(),
+                    other => return Err(format!("a YAML key must be a string: {other:?}")),
+                };
+                m.insert(key, from_yaml(v)?);
+            }
+            Value::Object(m)
+        }
+        Yaml::Array(a) => Value::Array(a.iter().map(from_yaml).collect::<R<_>>()?),
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Integer(i) => Value::from(*i),
+        Yaml::Real(r) => {
+            r.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number).ok_or_else(|| format!("bad number {r}"))?
+        }
+        Yaml::Boolean(b) => Value::Bool(*b),
+        Yaml::Null => Value::Null,
+        other => return Err(format!("unsupported YAML value {other:?}")),
+    })
+}
+
+/// A campaign definition: JSON, or YAML when it is not JSON.
 pub fn campaign(text_in: &str) -> R<Campaign> {
-    let v: Value = serde_json::from_str(text_in).map_err(|e| format!("not JSON: {e}"))?;
+    let v: Value = match serde_json::from_str(text_in) {
+        Ok(v) => v,
+        Err(json_error) => {
+            let docs = yaml_rust2::YamlLoader::load_from_str(text_in).map_err(|e| format!("neither JSON ({json_error}) nor YAML ({e})"))?;
+            let doc = docs.first().ok_or_else(|| "an empty file".to_string())?;
+            from_yaml(doc)?
+        }
+    };
     let at = "campaign";
     let o = obj(&v, at)?;
     let mut c = Campaign {
@@ -206,5 +242,13 @@ mod tests {
         assert_eq!(c.limits.unwrap().messages_per_second, Some(200));
         assert_eq!(c.additional_treatments[0].template_configuration.as_ref().unwrap().email_template.as_ref().unwrap().name, "spring-b");
         assert!(super::campaign(r#"{"schedule": {"frequency": "SOMETIMES"}}"#).unwrap_err().contains("campaign.schedule.frequency"));
+        // The same in YAML.
+        let y = super::campaign(
+            "name: Spring\nsegment_id: s1\nholdout_percent: 5\nschedule:\n  start_time: IMMEDIATE\n  frequency: ONCE\nlimits:\n  messages_per_second: 200\nmessage_configuration:\n  email_message:\n    from_address: a@b.example\n    subject: \"Hi {{Id}}\"\n    text_part: x\n",
+        )
+        .unwrap();
+        assert_eq!((y.name.as_str(), y.holdout_percent, y.limits.unwrap().messages_per_second), ("Spring", 5, Some(200)));
+        assert_eq!(y.message_configuration.unwrap().email_message.unwrap().subject, "Hi {{Id}}");
+        assert!(super::campaign("name: [unclosed").is_err());
     }
 }

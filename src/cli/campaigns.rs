@@ -16,7 +16,7 @@ use crate::proto::v1::{
 
 #[derive(Debug, Subcommand)]
 pub enum CampaignsCommand {
-    /// Create a campaign from a JSON file in the API's shape (see README).
+    /// Create a campaign from a JSON or YAML file in the API's shape (see README).
     Create {
         #[arg(long)]
         app: String,
