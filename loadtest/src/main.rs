@@ -12,6 +12,7 @@
 //! - `segment`: segment evaluation over imported endpoints, and the daemon's memory.
 //! - `campaign`: an email campaign end to end into an smtp-sink it starts, with smtp-source as
 //!   the reference.
+//! - `webhook`: custom-channel sends into a built-in HTTP/1.1 + HTTP/2 sink it starts.
 //!
 //! `--redis-reference host:port` adds `redis-benchmark -P 100 -t set` against the daemon's
 //! Redis after any scenario; `--json` prints machine-readable results.
@@ -149,6 +150,17 @@ enum Scenario {
         #[arg(long)]
         daemon_pid: Option<u32>,
     },
+    /// Custom-channel webhooks: SendMessages with `--per-call` custom addresses per call (flat
+    /// out, `--calls` calls) into a built-in HTTP sink this command starts on a free port,
+    /// which speaks HTTP/1.1 and HTTP/2 and counts the requests it gets.
+    Webhook {
+        #[arg(long, default_value_t = 1_000)]
+        per_call: usize,
+        #[arg(long, default_value_t = 50)]
+        calls: u64,
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+    },
     /// GetEndpoint at a fixed rate.
     GetEndpoint {
         /// Calls per second.
@@ -276,6 +288,12 @@ async fn main() -> anyhow::Result<()> {
                 bail!("--endpoints must be 1..={MAX_COUNT}, --size at most 1 MiB, --connections 1..=256");
             }
             campaign(&channel, &cli.api_key, endpoints, size, connections, reference, daemon_pid, cli.json, cli.keep).await?;
+        }
+        Scenario::Webhook { per_call, calls, concurrency } => {
+            if !(1..=10_000).contains(&per_call) || calls == 0 || calls > 100_000 || !(1..=64).contains(&concurrency) {
+                bail!("--per-call must be 1..=10000, --calls 1..=100000, --concurrency 1..=64");
+            }
+            webhook(&channel, &cli.api_key, per_call, calls, concurrency, cli.json, cli.keep).await?;
         }
         Scenario::Segment { endpoints, runs, daemon_pid } => {
             if endpoints == 0 || endpoints > MAX_COUNT || runs == 0 || runs > 20 {
@@ -464,6 +482,103 @@ async fn campaign(
         if pid.is_some() {
             println!("daemon resident memory: {:.1} MB before, {:.1} MB at peak", rss_before.map(mb).unwrap_or(0.0), mb(peak));
         }
+    }
+    cleanup(channel, key, &app, keep).await
+}
+
+/// A sink for webhook and push load: answers 200 to every POST, over HTTP/1.1 or HTTP/2
+/// (cleartext), and counts them. Returns its port and the count; it serves until the process
+/// ends.
+async fn start_http_sink() -> anyhow::Result<(u16, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = count.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            axum::http::StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((port, count))
+}
+
+async fn webhook(
+    channel: &Channel,
+    key: &Option<String>,
+    per_call: usize,
+    calls: u64,
+    concurrency: usize,
+    json_out: bool,
+    keep: bool,
+) -> anyhow::Result<()> {
+    use herald::proto::v1::CustomMessage;
+    let (port, count) = start_http_sink().await?;
+    let app = create_app(channel, key, "loadtest-webhook").await?;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (ch, key, app, next) = (channel.clone(), key.clone(), app.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut client = MessagesClient::new(ch).max_encoding_message_size(64 << 20).max_decoding_message_size(64 << 20);
+            let (mut ok, mut failed) = (0u64, 0u64);
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= calls {
+                    return anyhow::Ok((ok, failed));
+                }
+                let addresses = (0..per_call)
+                    .map(|i| {
+                        (
+                            format!("http://127.0.0.1:{port}/hook/{n}/{i}"),
+                            AddressConfiguration { channel_type: ChannelType::Custom as i32, ..Default::default() },
+                        )
+                    })
+                    .collect();
+                let req = SendMessagesRequest {
+                    app_id: app.clone(),
+                    addresses,
+                    message_configuration: Some(DirectMessageConfiguration {
+                        custom_message: Some(CustomMessage { data: "{\"kind\": \"load\", \"address\": \"{{Address}}\"}".into() }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                let r = client.send_messages(request(&key, req)).await?.into_inner();
+                for v in r.result.values() {
+                    if v.delivery_status == DeliveryStatus::Successful as i32 {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+            }
+        }));
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for t in tasks {
+        let (o, f) = t.await??;
+        ok += o;
+        failed += f;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let received = count.load(std::sync::atomic::Ordering::Relaxed);
+    let rate = ok as f64 / secs;
+    if json_out {
+        println!(
+            "{}",
+            json!({"scenario": "webhook", "messages": ok + failed, "successful": ok, "failed": failed, "received_by_sink": received, "seconds": secs, "messages_per_second": rate})
+        );
+    } else {
+        println!(
+            "webhook: {} messages ({ok} successful, {failed} not; the sink got {received} requests) in {secs:.2} s = {rate:.0} messages/s",
+            ok + failed
+        );
     }
     cleanup(channel, key, &app, keep).await
 }
