@@ -92,6 +92,8 @@ struct Shared {
     quotas: Quotas,
     /// Each app's channel settings, refreshed like its quotas.
     channels: parking_lot::Mutex<HashMap<String, (Instant, AppChannels)>>,
+    /// The HTTP client every webhook shares (`None` if it could not be built).
+    http: Option<reqwest::Client>,
     /// SMTP pools of apps with their own relay, by relay settings.
     pools: parking_lot::Mutex<HashMap<String, Arc<SmtpPool>>>,
 }
@@ -263,6 +265,9 @@ impl Engine {
             config: config.clone(),
             quotas: Quotas::default(),
             channels: parking_lot::Mutex::new(HashMap::new()),
+            http: Webhook::client(config.webhook_timeout)
+                .inspect_err(|e| tracing::error!(error = %e, "Cannot build the webhook client."))
+                .ok(),
             pools: parking_lot::Mutex::new(HashMap::new()),
         });
         let mut lanes = HashMap::new();
@@ -429,7 +434,6 @@ impl ShardMetrics {
 
 async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Receiver<Job>, requeue: mpsc::Sender<Job>) {
     let mut buf = Vec::with_capacity(BATCH);
-    let mut hooks: HashMap<String, Arc<Webhook>> = HashMap::new();
     let m = ShardMetrics::new(lane, shard, shared.store.backend());
     while rx.recv_many(&mut buf, BATCH).await > 0 {
         let queued = requeue.max_capacity() - requeue.capacity();
@@ -448,7 +452,7 @@ async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Rec
         }
         let mut jobs = go;
         let started = Instant::now();
-        let deliveries = deliver(&shared, lane, &jobs, &mut hooks).await;
+        let deliveries = deliver(&shared, lane, &jobs).await;
         if !jobs.is_empty() {
             m.send.record(started.elapsed().as_secs_f64());
         }
@@ -521,7 +525,7 @@ async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Rec
     }
 }
 
-async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job], hooks: &mut HashMap<String, Arc<Webhook>>) -> Vec<Delivery> {
+async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job]) -> Vec<Delivery> {
     let dry = |_: &Job| Delivery::Delivered { status_code: 0, message: "dry run: not sent".into(), provider_id: None };
     match lane {
         Lane::Email => {
@@ -573,18 +577,10 @@ async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job], hooks: &mut HashMap<
                     .filter(|s| !s.is_empty())
                     .or_else(|| shared.config.webhook_secret.clone())
                     .unwrap_or_default();
-                let hook = match (&j.payload, j.dry_run || disabled) {
-                    (Payload::Custom { .. }, false) => {
-                        let url = j.outcome.address.clone();
-                        let key = format!("{url}\n{secret}");
-                        match hooks.get(&key) {
-                            Some(h) => Some(h.clone()),
-                            None => Webhook::new(WebhookConfig { url, secret, timeout: shared.config.webhook_timeout }).ok().map(|h| {
-                                let h = Arc::new(h);
-                                hooks.insert(key, h.clone());
-                                h
-                            }),
-                        }
+                let hook = match (&j.payload, j.dry_run || disabled, &shared.http) {
+                    (Payload::Custom { .. }, false, Some(http)) => {
+                        let config = WebhookConfig { url: j.outcome.address.clone(), secret, timeout: shared.config.webhook_timeout };
+                        Some(Webhook::with_client(config, http.clone()))
                     }
                     _ => None,
                 };

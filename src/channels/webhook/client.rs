@@ -70,10 +70,24 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 impl Webhook {
     pub fn new(config: WebhookConfig) -> Result<Self, reqwest::Error> {
-        crate::channels::install_crypto_provider();
-        let http =
-            reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout.min(Duration::from_secs(10))).build()?;
+        let http = Self::client(config.timeout)?;
         Ok(Self { config, http })
+    }
+
+    /// An HTTP client for webhooks: one per engine, shared by every custom channel, so that
+    /// requests to one host reuse its pooled connections (HTTP/2 where the server offers it).
+    pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+        crate::channels::install_crypto_provider();
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(256)
+            .build()
+    }
+
+    /// A webhook on a shared client (see [`Webhook::client`]): cheap, made per message.
+    pub fn with_client(config: WebhookConfig, http: reqwest::Client) -> Self {
+        Self { config, http }
     }
 
     /// POSTs one payload and classifies the answer: 2xx delivered; 408 and 5xx retried; 429
