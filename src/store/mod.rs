@@ -12,6 +12,7 @@ mod embedded_records;
 mod embedded_templates;
 pub mod plan;
 pub mod redis;
+mod redis_records;
 mod redis_templates;
 pub mod templates;
 

@@ -150,113 +150,6 @@ return out
     )
 });
 
-/// A versioned record: KEYS app, record hash, kind's id index. ARGV id, expected latest,
-/// version, body. {1, latest} when written; {0, latest} when the latest is not the expected
-/// one; {-1, 0} when the app is gone.
-static WRITE_RECORD: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
-local latest = tonumber(redis.call('HGET', KEYS[2], 'latest') or '0')
-if latest ~= tonumber(ARGV[2]) then return {0, latest} end
-local v = tonumber(ARGV[3])
-if v > latest then latest = v end
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[4], 'latest', latest)
-if v == latest then redis.call('HSET', KEYS[2], 'cur', ARGV[4]) end
-redis.call('ZADD', KEYS[3], 0, ARGV[1])
-return {1, latest}
-"#,
-    )
-});
-
-/// KEYS record hash, kind's id index, record's user set. ARGV id. {1, latest} when deleted,
-/// {0, 0} when absent, {-1, a user} when in use.
-static DELETE_RECORD: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r#"
-local users = redis.call('SRANDMEMBER', KEYS[3], 1)
-if #users > 0 then return {-1, users[1]} end
-local latest = redis.call('HGET', KEYS[1], 'latest')
-if not latest then return {0, 0} end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return {1, tonumber(latest)}
-"#,
-    )
-});
-
-/// KEYS record hash, record's user set. ARGV user, 1 (in use) or 0. 1 done, 0 record absent.
-static RECORD_USE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r#"
-if ARGV[2] == '1' then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-  redis.call('SADD', KEYS[2], ARGV[1])
-else
-  redis.call('SREM', KEYS[2], ARGV[1])
-end
-return 1
-"#,
-    )
-});
-
-/// Per-endpoint caps. KEYS totals hash, recent-sends hash. ARGV daily (-1: none), total (-1),
-/// now (seconds), then endpoint ids. Recent sends are a space-separated list of times within
-/// 24 hours. Returns 1/0 per id.
-static TAKE_CAPS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r#"
-local daily, total, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local out = {}
-for i = 4, #ARGV do
-  local id = ARGV[i]
-  local ok = 1
-  if total >= 0 and tonumber(redis.call('HGET', KEYS[1], id) or '0') >= total then ok = 0 end
-  local recent = {}
-  if daily >= 0 then
-    for t in string.gmatch(redis.call('HGET', KEYS[2], id) or '', '%S+') do
-      if tonumber(t) > now - 86400 then recent[#recent + 1] = t end
-    end
-    if #recent >= daily then ok = 0 end
-  end
-  if ok == 1 then
-    redis.call('HINCRBY', KEYS[1], id, 1)
-    if daily >= 0 then
-      recent[#recent + 1] = tostring(now)
-      redis.call('HSET', KEYS[2], id, table.concat(recent, ' '))
-    end
-  end
-  out[#out + 1] = ok
-end
-return out
-"#,
-    )
-});
-
-/// KEYS lease. ARGV owner, ttl ms. 1 when the owner holds it (taken or renewed), else 0.
-static TRY_LEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r#"
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] or (not holder) then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"#,
-    )
-});
-
-/// KEYS lease. ARGV owner. Deletes it if the owner holds it.
-static RELEASE_LEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"#,
-    )
-});
-
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
         StoreError::Backend(e.to_string())
@@ -289,35 +182,35 @@ impl Keys {
     pub(super) fn app(&self) -> String {
         self.key("app", "")
     }
-    fn endpoint(&self, id: &str) -> String {
+    pub(super) fn endpoint(&self, id: &str) -> String {
         self.key("ep:", id)
     }
-    fn address(&self, key: &str) -> String {
+    pub(super) fn address(&self, key: &str) -> String {
         self.key("addr:", key)
     }
-    fn user(&self, user_id: &str) -> String {
+    pub(super) fn user(&self, user_id: &str) -> String {
         self.key("user:", user_id)
     }
-    fn endpoint_ids(&self) -> String {
+    pub(super) fn endpoint_ids(&self) -> String {
         self.key("eps", "")
     }
-    fn record(&self, kind: &str, id: &str) -> String {
+    pub(super) fn record(&self, kind: &str, id: &str) -> String {
         self.key("rec:", &format!("{kind}:{id}"))
     }
-    fn records(&self, kind: &str) -> String {
+    pub(super) fn records(&self, kind: &str) -> String {
         self.key("recs:", kind)
     }
-    fn record_users(&self, kind: &str, id: &str) -> String {
+    pub(super) fn record_users(&self, kind: &str, id: &str) -> String {
         self.key("recuse:", &format!("{kind}:{id}"))
     }
-    fn blob(&self, kind: &str, id: &str) -> String {
+    pub(super) fn blob(&self, kind: &str, id: &str) -> String {
         self.key("blob:", &format!("{kind}:{id}"))
     }
-    fn members(&self, set: &str) -> String {
+    pub(super) fn members(&self, set: &str) -> String {
         self.key("mem:", set)
     }
     /// Matches every key of the app (app ids hold no glob characters).
-    fn pattern(&self) -> String {
+    pub(super) fn pattern(&self) -> String {
         self.key("*", "")
     }
 }
@@ -811,127 +704,47 @@ impl Store for RedisStore {
         version: i32,
         body: &[u8],
     ) -> Result<(), StoreError> {
-        if version != expect_latest + 1 && !(version == expect_latest && version > 0) {
-            return Err(StoreError::Backend(format!("version {version} cannot follow {expect_latest}")));
-        }
-        let keys = Keys::new(app_id);
-        let mut invocation = WRITE_RECORD.prepare_invoke();
-        invocation.key(keys.app()).key(keys.record(kind, id)).key(keys.records(kind));
-        invocation.arg(id).arg(expect_latest).arg(version).arg(body);
-        let (status, latest): (i64, i64) = invocation.invoke_async(&mut self.conn()).await?;
-        match status {
-            1 => Ok(()),
-            -1 => Err(StoreError::AppNotFound(app_id.to_string())),
-            _ if expect_latest == 0 => Err(StoreError::Exists(format!("{kind} {id}"))),
-            _ if latest == 0 => Err(StoreError::NotFound(format!("{kind} {id}"))),
-            _ => Err(StoreError::Contention),
-        }
+        self.redis_write_record(app_id, kind, id, expect_latest, version, body).await
     }
 
     async fn get_record(&self, app_id: &str, kind: &str, id: &str, version: Option<i32>) -> Result<Option<Vec<u8>>, StoreError> {
-        let keys = Keys::new(app_id);
-        let field = version.map_or_else(|| "cur".to_string(), |v| v.to_string());
-        Ok(self.conn().hget(keys.record(kind, id), field).await?)
+        self.redis_get_record(app_id, kind, id, version).await
     }
 
     async fn list_records(&self, app_id: &str, kind: &str, after: Option<&str>, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        let keys = Keys::new(app_id);
-        let mut conn = self.conn();
-        let min = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(keys.records(kind))
-            .arg(min)
-            .arg("+")
-            .arg("BYLEX")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut conn)
-            .await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.hget(keys.record(kind, id), "cur");
-        }
-        let found: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
-        Ok(found.into_iter().flatten().collect())
+        self.redis_list_records(app_id, kind, after, limit).await
     }
 
     async fn list_record_versions(&self, app_id: &str, kind: &str, id: &str, after: i32, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        let keys = Keys::new(app_id);
-        let mut conn = self.conn();
-        let latest: Option<i32> = conn.hget(keys.record(kind, id), "latest").await?;
-        let Some(latest) = latest else { return Ok(Vec::new()) };
-        let wanted: Vec<String> = ((after.max(0) + 1)..=latest).take(limit).map(|v| v.to_string()).collect();
-        if wanted.is_empty() {
-            return Ok(Vec::new());
-        }
-        let found: Vec<Option<Vec<u8>>> = redis::cmd("HMGET").arg(keys.record(kind, id)).arg(&wanted).query_async(&mut conn).await?;
-        Ok(found.into_iter().flatten().collect())
+        self.redis_list_record_versions(app_id, kind, id, after, limit).await
     }
 
     async fn set_record_use(&self, app_id: &str, kind: &str, id: &str, user: &str, in_use: bool) -> Result<(), StoreError> {
-        let keys = Keys::new(app_id);
-        let mut invocation = RECORD_USE.prepare_invoke();
-        invocation.key(keys.record(kind, id)).key(keys.record_users(kind, id)).arg(user).arg(if in_use { "1" } else { "0" });
-        let done: i64 = invocation.invoke_async(&mut self.conn()).await?;
-        if done == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound(format!("{kind} {id}")))
-        }
+        self.redis_set_record_use(app_id, kind, id, user, in_use).await
     }
 
     async fn delete_record(&self, app_id: &str, kind: &str, id: &str) -> Result<Option<i32>, StoreError> {
-        let keys = Keys::new(app_id);
-        let mut invocation = DELETE_RECORD.prepare_invoke();
-        invocation.key(keys.record(kind, id)).key(keys.records(kind)).key(keys.record_users(kind, id)).arg(id);
-        let (status, detail): (i64, redis::Value) = invocation.invoke_async(&mut self.conn()).await?;
-        match status {
-            1 => Ok(Some(redis::from_redis_value::<i32>(detail).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
-            0 => Ok(None),
-            _ => {
-                let user: String = redis::from_redis_value(detail).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                Err(StoreError::Precondition(format!("{kind} {id} is in use by {user}")))
-            }
-        }
+        self.redis_delete_record(app_id, kind, id).await
     }
 
     async fn put_blob(&self, app_id: &str, kind: &str, id: &str, body: &[u8]) -> Result<(), StoreError> {
-        let keys = Keys::new(app_id);
-        let _: () = self.conn().set(keys.blob(kind, id), body).await?;
-        Ok(())
+        self.redis_put_blob(app_id, kind, id, body).await
     }
 
     async fn get_blob(&self, app_id: &str, kind: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let keys = Keys::new(app_id);
-        Ok(self.conn().get(keys.blob(kind, id)).await?)
+        self.redis_get_blob(app_id, kind, id).await
     }
 
     async fn add_members(&self, app_id: &str, set: &str, ids: &[String]) -> Result<(), StoreError> {
-        let keys = Keys::new(app_id);
-        let key = keys.members(set);
-        let mut pipe = redis::pipe();
-        for chunk in ids.chunks(1_000) {
-            let items: Vec<(i64, &str)> = chunk.iter().map(|id| (0, id.as_str())).collect();
-            pipe.zadd_multiple(&key, &items).ignore();
-        }
-        let _: () = pipe.query_async(&mut self.conn()).await?;
-        Ok(())
+        self.redis_add_members(app_id, set, ids).await
     }
 
     async fn delete_members(&self, app_id: &str, set: &str) -> Result<(), StoreError> {
-        let keys = Keys::new(app_id);
-        // UNLINK frees a large set off Redis's main thread.
-        let _: () = redis::cmd("UNLINK").arg(keys.members(set)).query_async(&mut self.conn()).await?;
-        Ok(())
+        self.redis_delete_members(app_id, set).await
     }
 
     async fn count_members(&self, app_id: &str, set: &str) -> Result<u64, StoreError> {
-        let keys = Keys::new(app_id);
-        Ok(self.conn().zcard(keys.members(set)).await?)
+        self.redis_count_members(app_id, set).await
     }
 
     async fn scan_members(
@@ -941,28 +754,11 @@ impl Store for RedisStore {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
-        let keys = Keys::new(app_id);
-        self.scan_index(&keys, keys.members(set), cursor, limit).await
+        self.redis_scan_members(app_id, set, cursor, limit).await
     }
 
     async fn scan_splits(&self, app_id: &str, set: Option<&str>, parts: usize) -> Result<Vec<String>, StoreError> {
-        let keys = Keys::new(app_id);
-        let index = set.map_or_else(|| keys.endpoint_ids(), |s| keys.members(s));
-        let mut conn = self.conn();
-        let n: u64 = conn.zcard(&index).await?;
-        // Small indexes read fast enough in one range.
-        if parts < 2 || n < 10_000 {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for j in 1..parts as u64 {
-            let rank = (n * j / parts as u64) as isize;
-            pipe.zrange(&index, rank, rank);
-        }
-        let cuts: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
-        let mut cuts: Vec<String> = cuts.into_iter().flatten().collect();
-        cuts.dedup();
-        Ok(cuts)
+        self.redis_scan_splits(app_id, set, parts).await
     }
 
     async fn scan_encoded(
@@ -973,24 +769,11 @@ impl Store for RedisStore {
         range: (Option<&str>, Option<&str>),
         limit: usize,
     ) -> Result<(Vec<Vec<u8>>, Option<String>), StoreError> {
-        let keys = Keys::new(app_id);
-        let index = set.map_or_else(|| keys.endpoint_ids(), |s| keys.members(s));
-        let from = match (cursor, range.0) {
-            (Some(c), _) => format!("({c}"),
-            (None, Some(f)) => format!("[{f}"),
-            (None, None) => "-".to_string(),
-        };
-        let until = range.1.map_or_else(|| "+".to_string(), |u| format!("({u}"));
-        self.scan_index_encoded(&keys, index, from, until, limit).await
+        self.redis_scan_encoded(app_id, set, cursor, range, limit).await
     }
 
     async fn members_contain(&self, app_id: &str, set: &str, ids: &[String]) -> Result<Vec<bool>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys = Keys::new(app_id);
-        let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE").arg(keys.members(set)).arg(ids).query_async(&mut self.conn()).await?;
-        Ok(scores.into_iter().map(|s| s.is_some()).collect())
+        self.redis_members_contain(app_id, set, ids).await
     }
 
     async fn take_endpoint_caps(
@@ -1002,31 +785,15 @@ impl Store for RedisStore {
         total: Option<u32>,
         now_secs: i64,
     ) -> Result<Vec<bool>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys = Keys::new(app_id);
-        let mut invocation = TAKE_CAPS.prepare_invoke();
-        invocation.key(keys.key("capt:", scope)).key(keys.key("capd:", scope));
-        invocation.arg(daily.map_or(-1, i64::from)).arg(total.map_or(-1, i64::from)).arg(now_secs).arg(ids);
-        let out: Vec<i64> = invocation.invoke_async(&mut self.conn()).await?;
-        Ok(out.into_iter().map(|v| v == 1).collect())
+        self.redis_take_endpoint_caps(app_id, scope, ids, daily, total, now_secs).await
     }
 
     async fn try_lease(&self, app_id: &str, name: &str, owner: &str, ttl_ms: u64) -> Result<bool, StoreError> {
-        let keys = Keys::new(app_id);
-        let mut invocation = TRY_LEASE.prepare_invoke();
-        invocation.key(keys.key("lease:", name)).arg(owner).arg(ttl_ms.max(1));
-        let held: i64 = invocation.invoke_async(&mut self.conn()).await?;
-        Ok(held == 1)
+        self.redis_try_lease(app_id, name, owner, ttl_ms).await
     }
 
     async fn release_lease(&self, app_id: &str, name: &str, owner: &str) -> Result<(), StoreError> {
-        let keys = Keys::new(app_id);
-        let mut invocation = RELEASE_LEASE.prepare_invoke();
-        invocation.key(keys.key("lease:", name)).arg(owner);
-        let _: i64 = invocation.invoke_async(&mut self.conn()).await?;
-        Ok(())
+        self.redis_release_lease(app_id, name, owner).await
     }
 
     async fn put_channel(&self, app_id: &str, channel: &str, settings: &[u8]) -> Result<(), StoreError> {
@@ -1094,7 +861,7 @@ impl Store for RedisStore {
 
 impl RedisStore {
     /// A page of endpoints through a sorted-set index of ids (the app's, or a member set).
-    async fn scan_index(
+    pub(super) async fn scan_index(
         &self,
         keys: &Keys,
         index: String,
@@ -1108,7 +875,7 @@ impl RedisStore {
     }
 
     /// A page of encoded endpoints between two ZRANGE BYLEX bounds.
-    async fn scan_index_encoded(
+    pub(super) async fn scan_index_encoded(
         &self,
         keys: &Keys,
         index: String,
