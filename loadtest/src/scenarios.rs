@@ -1,0 +1,375 @@
+//! The scenarios that drive whole features end to end (segments, campaigns, webhooks) and the
+//! same-run Redis reference; `main.rs` holds the shared client helpers and the older ones.
+
+use super::*;
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn campaign(
+    channel: &Channel,
+    key: &Option<String>,
+    endpoints: u64,
+    size: usize,
+    connections: i32,
+    reference: bool,
+    pid: Option<u32>,
+    json_out: bool,
+    keep: bool,
+) -> anyhow::Result<()> {
+    use herald::proto::v1::{
+        campaigns_client::CampaignsClient, channels_client::ChannelsClient, segments_client::SegmentsClient, Campaign, CampaignState,
+        CreateCampaignRequest, CreateSegmentRequest, EmailChannel, Frequency, GetCampaignActivitiesRequest, GetCampaignRequest, Schedule,
+        SegmentDimensions, UpdateEmailChannelRequest,
+    };
+    let sink = start_sink()?;
+    let app = create_app(channel, key, "loadtest-campaign").await?;
+    import(channel, key, &app, endpoints, 4, 500).await?;
+    ChannelsClient::new(channel.clone())
+        .update_email_channel(request(
+            key,
+            UpdateEmailChannelRequest {
+                app_id: app.clone(),
+                channel: Some(EmailChannel {
+                    enabled: true,
+                    from_address: "Load Test <load@herald.test>".into(),
+                    relay_host: "127.0.0.1".into(),
+                    relay_port: i32::from(sink.1),
+                    pool_size: connections,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await?;
+    let segment = SegmentsClient::new(channel.clone())
+        .create_segment(request(
+            key,
+            CreateSegmentRequest {
+                app_id: app.clone(),
+                name: "everyone".into(),
+                dimensions: Some(SegmentDimensions::default()),
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner();
+    let text: String = "Herald load test payload. ".chars().cycle().take(size).collect();
+    let definition = Campaign {
+        name: "load".into(),
+        segment_id: segment.id.clone(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                subject: "Hello {{User.UserAttributes.FirstName}}".into(),
+                text_part: text,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
+        ..Default::default()
+    };
+    let rss_before = pid.and_then(resident_bytes);
+    let mut peak = rss_before.unwrap_or(0);
+    let mut client = CampaignsClient::new(channel.clone());
+    let start = Instant::now();
+    let created =
+        client.create_campaign(request(key, CreateCampaignRequest { app_id: app.clone(), campaign: Some(definition) })).await?.into_inner();
+    let deadline = Instant::now() + MAX_DURATION;
+    loop {
+        if let Some(rss) = pid.and_then(resident_bytes) {
+            peak = peak.max(rss);
+        }
+        let c = client
+            .get_campaign(request(key, GetCampaignRequest { app_id: app.clone(), campaign_id: created.id.clone(), version: 0 }))
+            .await?
+            .into_inner();
+        if c.state == CampaignState::Completed as i32 {
+            break;
+        }
+        if c.state == CampaignState::Invalid as i32 || Instant::now() > deadline {
+            bail!("the campaign did not complete (state {})", c.state);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let acts = client
+        .get_campaign_activities(request(key, GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: created.id.clone() }))
+        .await?
+        .into_inner();
+    let successful: i64 = acts.activities.iter().map(|a| a.successful).sum();
+    // The sink counts what it accepted (its counter lags a little).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at_sink = sink.2.load(std::sync::atomic::Ordering::Relaxed);
+    let rate = successful as f64 / secs;
+    let reference_rate = if reference {
+        let before = sink.2.load(std::sync::atomic::Ordering::Relaxed);
+        let source = if std::path::Path::new("/usr/sbin/smtp-source").exists() { "/usr/sbin/smtp-source" } else { "smtp-source" };
+        let t = Instant::now();
+        let status = std::process::Command::new(source)
+            .args([
+                "-d",
+                "-s",
+                "16",
+                "-m",
+                &endpoints.to_string(),
+                "-l",
+                &size.to_string(),
+                "-f",
+                "load@herald.test",
+                "-t",
+                "sink@herald.test",
+            ])
+            .arg(format!("127.0.0.1:{}", sink.1))
+            .status()
+            .context("cannot run smtp-source (install postfix)")?;
+        if !status.success() {
+            bail!("smtp-source failed: {status}");
+        }
+        let r = endpoints as f64 / t.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = sink.2.load(std::sync::atomic::Ordering::Relaxed) - before;
+        if got < endpoints {
+            eprintln!("note: the sink counted {got} of smtp-source's {endpoints} messages");
+        }
+        Some(r)
+    } else {
+        None
+    };
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    if json_out {
+        println!(
+            "{}",
+            json!({"scenario": "campaign", "endpoints": endpoints, "successful": successful, "at_sink": at_sink, "seconds": secs, "messages_per_second": rate,
+                   "smtp_source_per_second": reference_rate, "ratio": reference_rate.map(|r| rate / r), "peak_rss_mb": pid.map(|_| mb(peak))})
+        );
+    } else {
+        println!("campaign: {successful} messages successful ({at_sink} counted by the sink) to {endpoints} endpoints in {secs:.2} s = {rate:.0} messages/s end to end");
+        if let Some(r) = reference_rate {
+            println!("reference: smtp-source -d -s 16 = {r:.0} messages/s; Herald / smtp-source = {:.2}", rate / r);
+        }
+        if pid.is_some() {
+            println!("daemon resident memory: {:.1} MB before, {:.1} MB at peak", rss_before.map(mb).unwrap_or(0.0), mb(peak));
+        }
+    }
+    cleanup(channel, key, &app, keep).await
+}
+
+/// A sink for webhook and push load: answers 200 to every POST, over HTTP/1.1 or HTTP/2
+/// (cleartext), and counts them. Returns its port and the count; it serves until the process
+/// ends.
+async fn start_http_sink() -> anyhow::Result<(u16, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = count.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            axum::http::StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((port, count))
+}
+
+pub(crate) async fn webhook(
+    channel: &Channel,
+    key: &Option<String>,
+    per_call: usize,
+    calls: u64,
+    concurrency: usize,
+    json_out: bool,
+    keep: bool,
+) -> anyhow::Result<()> {
+    use herald::proto::v1::CustomMessage;
+    let (port, count) = start_http_sink().await?;
+    let app = create_app(channel, key, "loadtest-webhook").await?;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (ch, key, app, next) = (channel.clone(), key.clone(), app.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut client = MessagesClient::new(ch).max_encoding_message_size(64 << 20).max_decoding_message_size(64 << 20);
+            let (mut ok, mut failed) = (0u64, 0u64);
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= calls {
+                    return anyhow::Ok((ok, failed));
+                }
+                let addresses = (0..per_call)
+                    .map(|i| {
+                        (
+                            format!("http://127.0.0.1:{port}/hook/{n}/{i}"),
+                            AddressConfiguration { channel_type: ChannelType::Custom as i32, ..Default::default() },
+                        )
+                    })
+                    .collect();
+                let req = SendMessagesRequest {
+                    app_id: app.clone(),
+                    addresses,
+                    message_configuration: Some(DirectMessageConfiguration {
+                        custom_message: Some(CustomMessage { data: "{\"kind\": \"load\", \"address\": \"{{Address}}\"}".into() }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                let r = client.send_messages(request(&key, req)).await?.into_inner();
+                for v in r.result.values() {
+                    if v.delivery_status == DeliveryStatus::Successful as i32 {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+            }
+        }));
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for t in tasks {
+        let (o, f) = t.await??;
+        ok += o;
+        failed += f;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let received = count.load(std::sync::atomic::Ordering::Relaxed);
+    let rate = ok as f64 / secs;
+    if json_out {
+        println!(
+            "{}",
+            json!({"scenario": "webhook", "messages": ok + failed, "successful": ok, "failed": failed, "received_by_sink": received, "seconds": secs, "messages_per_second": rate})
+        );
+    } else {
+        println!(
+            "webhook: {} messages ({ok} successful, {failed} not; the sink got {received} requests) in {secs:.2} s = {rate:.0} messages/s",
+            ok + failed
+        );
+    }
+    cleanup(channel, key, &app, keep).await
+}
+
+/// `redis-benchmark -P 100 -t set` against `host:port`: the raw pipelined SET rate of the Redis
+/// Herald used, printed as the reference for the figures above.
+pub(crate) fn redis_reference(target: &str, json_out: bool) -> anyhow::Result<()> {
+    let (host, port) = target.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--redis-reference takes host:port"))?;
+    let out = std::process::Command::new("redis-benchmark")
+        .args(["-h", host, "-p", port, "-P", "100", "-t", "set", "-n", "1000000", "-q"])
+        .output()
+        .context("cannot run redis-benchmark (install redis-tools)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate = text
+        .split(['\r', '\n'])
+        .filter_map(|l| l.strip_prefix("SET: "))
+        .filter_map(|l| l.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
+        .next_back()
+        .ok_or_else(|| anyhow::anyhow!("redis-benchmark printed no SET rate: {text}"))?;
+    if json_out {
+        println!("{}", json!({"reference": "redis-benchmark -P 100 -t set", "set_per_second": rate}));
+    } else {
+        println!("reference: redis-benchmark -P 100 -t set = {rate:.0} SET/s against {target}");
+    }
+    Ok(())
+}
+
+/// A process's resident memory in bytes (VmRSS), from /proc.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+pub(crate) async fn segment(
+    channel: &Channel,
+    key: &Option<String>,
+    endpoints: u64,
+    runs: u32,
+    pid: Option<u32>,
+    json_out: bool,
+    keep: bool,
+) -> anyhow::Result<()> {
+    use herald::proto::v1::{
+        segments_client::SegmentsClient, AttributeDimension, ComparisonOperator, CreateSegmentRequest, GetSegmentRequest, MetricDimension,
+        SegmentDimensions, SegmentLocation, SetDimension,
+    };
+    let app = create_app(channel, key, "loadtest-segment").await?;
+    let start = Instant::now();
+    let (written, _) = import(channel, key, &app, endpoints, 4, 500).await?;
+    let import_secs = start.elapsed().as_secs_f64();
+    let dims = SegmentDimensions {
+        attributes: [("Plan".to_string(), AttributeDimension { attribute_type: 0, values: vec!["Pro".into()] })].into(),
+        location: Some(SegmentLocation {
+            country: Some(SetDimension { dimension_type: 0, values: vec!["US".into(), "DE".into()] }),
+            gps_point: None,
+        }),
+        metrics: [("Sessions".to_string(), MetricDimension { comparison_operator: ComparisonOperator::GreaterThan as i32, value: 10.0 })]
+            .into(),
+        ..Default::default()
+    };
+    let mut client = SegmentsClient::new(channel.clone());
+    let seg = client
+        .create_segment(request(
+            key,
+            CreateSegmentRequest { app_id: app.clone(), name: "pro-us-de-active".into(), dimensions: Some(dims), ..Default::default() },
+        ))
+        .await?
+        .into_inner();
+    // The members the generator made: Plan is Pro for i % 3 == 1, the country US or DE for
+    // i % 4 in {0, 1}, Sessions is i % 50.
+    let expected = (0..endpoints).filter(|i| i % 3 == 1 && i % 4 < 2 && i % 50 > 10).count() as i64;
+    let rss_before = pid.and_then(resident_bytes);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss_before.unwrap_or(0)));
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = pid.map(|pid| {
+        let (peak, watching) = (peak.clone(), watching.clone());
+        tokio::spawn(async move {
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(rss) = resident_bytes(pid) {
+                    peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    });
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let size = client
+            .get_segment_size(request(key, GetSegmentRequest { app_id: app.clone(), segment_id: seg.id.clone(), version: 0 }))
+            .await?
+            .into_inner();
+        let secs = t.elapsed().as_secs_f64();
+        if size.size != expected || size.scanned as u64 != written {
+            bail!("the segment has {} members of {} scanned; expected {expected} of {written}", size.size, size.scanned);
+        }
+        rates.push(size.scanned as f64 / secs);
+    }
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
+    let mut sorted = rates.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let growth = rss_before.map(|b| mb(peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(b)));
+    if json_out {
+        println!(
+            "{}",
+            json!({"scenario": "segment", "endpoints": written, "members": expected, "import_endpoints_per_second": written as f64 / import_secs,
+                   "evaluations": rates, "median_endpoints_per_second": median, "rss_before_mb": rss_before.map(mb), "rss_growth_mb": growth})
+        );
+    } else {
+        println!(
+            "segment: {written} endpoints (imported at {:.0}/s), {expected} members; evaluation {} endpoints/s median of {runs} ({}){}",
+            written as f64 / import_secs,
+            median as u64,
+            rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
+            match (rss_before, growth) {
+                (Some(b), Some(g)) => format!("; daemon resident memory {:.1} MB before, +{g:.1} MB at peak during the scans", mb(b)),
+                _ => String::new(),
+            }
+        );
+    }
+    cleanup(channel, key, &app, keep).await
+}
