@@ -615,6 +615,36 @@ async fn outcomes_counters_and_events(h: Harness) {
     assert!(s.outcome_counts("app", "2026-11-22").await.unwrap().is_empty());
 }
 
+async fn outcomes_by_endpoint_newest_first_across_days(h: Harness) {
+    use herald::proto::v1::MessageOutcome;
+    use herald::store::OutcomeIndex;
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    let now = chrono::Utc::now().timestamp() as u32;
+    // Message ids carry their time: three days, oldest first, two endpoints (one id a prefix
+    // of the other's).
+    let id = |day: u32, i: usize| format!("{:08x}{:024x}", now - (2 - day) * 86_400 + i as u32, i);
+    let mut want_a = Vec::new();
+    for day in 0..3 {
+        let outcomes: Vec<MessageOutcome> = (0..40)
+            .map(|i| {
+                let endpoint = if i % 2 == 0 { "ep" } else { "ep-2" };
+                MessageOutcome { message_id: id(day, i), app_id: "app".into(), endpoint_id: endpoint.into(), ..Default::default() }
+            })
+            .collect();
+        want_a.extend(outcomes.iter().filter(|o| o.endpoint_id == "ep").map(|o| o.message_id.clone()));
+        s.record_outcomes("app", &outcomes, &[], 7 * 86_400).await.unwrap();
+    }
+    want_a.reverse();
+    let ids = |v: Vec<MessageOutcome>| v.into_iter().map(|o| o.message_id).collect::<Vec<_>>();
+    let by = OutcomeIndex::Endpoint("ep".into());
+    assert_eq!(ids(s.list_outcomes("app", &by, 0, 100).await.unwrap()), want_a, "newest first, only its own");
+    assert_eq!(ids(s.list_outcomes("app", &by, 25, 10).await.unwrap()), want_a[25..35].to_vec(), "pages across days");
+    assert!(s.list_outcomes("app", &by, 60, 10).await.unwrap().is_empty());
+    assert_eq!(s.list_outcomes("app", &OutcomeIndex::Endpoint("ep-2".into()), 0, 100).await.unwrap().len(), 60);
+    assert!(s.list_outcomes("app", &OutcomeIndex::Endpoint("e".into()), 0, 100).await.unwrap().is_empty());
+}
+
 async fn s_create(h: &Harness) {
     h.store.create_app(&app("app")).await.unwrap();
 }
@@ -631,6 +661,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    outcomes_by_endpoint_newest_first_across_days,
     apps_crud_and_pagination,
     upserts_merge_into_stored_endpoints,
     same_address_makes_the_older_endpoint_inactive,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use prost::Message as _;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use super::{localtime, run_id, RUN_KIND};
 use crate::dispatch::compose::{Composer, Origin};
@@ -28,8 +29,9 @@ use crate::store::{Store, StoreError};
 
 /// A message's treatment and where its outcome arrives.
 type Reply = (usize, oneshot::Receiver<MessageOutcome>);
-/// A page handed to the engine: the last endpoint id it read and the replies awaited.
-type Pending = (String, Vec<Reply>);
+/// A page handed to the engine: the last endpoint id it read, the tasks rendering and
+/// submitting it, and how many messages they carry.
+type Pending = (String, Vec<JoinHandle<Submitted>>, i64);
 
 /// Pages settled before the next is sent beyond: the in-flight window.
 const WINDOW: usize = 4;
@@ -226,7 +228,7 @@ impl Runner {
         run.state = CampaignState::Executing as i32;
         self.save(app, run).await.map_err(|e| e.to_string())?;
         let scheduled = segments::rule::parse_instant(&run.scheduled_start).unwrap_or_else(chrono::Utc::now);
-        let plan = Plan {
+        let plan = Arc::new(Plan {
             cohorts,
             composers,
             deadline: limits.maximum_duration.map(|s| scheduled + chrono::Duration::seconds(s)),
@@ -241,7 +243,7 @@ impl Runner {
             request_id: run_id(&run.campaign_id, run.occurrence),
             schedule: campaign.schedule.clone().unwrap_or_default(),
             scheduled,
-        };
+        });
         if !run.scanned {
             let cursor = Some(run.cursor.clone()).filter(|c| !c.is_empty());
             let stream = MemberStream::open_ordered(self.store.clone(), app, Arc::new(rule), segments::PAGE, cursor);
@@ -325,7 +327,7 @@ impl Runner {
         &self,
         app: &str,
         run: &mut CampaignRun,
-        plan: &Plan,
+        plan: &Arc<Plan>,
         mut stream: MemberStream,
         releasing: bool,
         lost: &AtomicBool,
@@ -346,12 +348,13 @@ impl Runner {
                 return Ok(Pumped::Stopped);
             }
             let last = stream.last_scanned.clone().unwrap_or_default();
-            let mut replies = Vec::new();
-            run.in_flight = pending.iter().map(|(_, r)| r.len() as i64).sum();
+            let mut tasks = Vec::new();
+            run.in_flight = pending.iter().map(|p| p.2).sum();
+            let before = run.in_flight;
             if !stopped_by_quota {
-                self.send_page(app, run, members, plan, releasing, &mut replies, &mut stopped_by_quota).await?;
+                self.send_page(app, run, members, plan, releasing, &mut tasks, &mut stopped_by_quota).await?;
             }
-            pending.push_back((last, replies));
+            pending.push_back((last, tasks, run.in_flight - before));
             while pending.len() > WINDOW {
                 self.settle_one(app, run, &mut pending).await?;
             }
@@ -362,7 +365,15 @@ impl Runner {
 
     /// Waits for the oldest page's outcomes, counts them and moves the cursor past it.
     async fn settle_one(&self, app: &str, run: &mut CampaignRun, pending: &mut VecDeque<Pending>) -> Result<(), String> {
-        let Some((last, replies)) = pending.pop_front() else { return Ok(()) };
+        let Some((last, tasks, _)) = pending.pop_front() else { return Ok(()) };
+        let mut replies = Vec::new();
+        for task in tasks {
+            let (r, unrendered) = task.await.map_err(|e| e.to_string())??;
+            for (t, n) in unrendered {
+                *run.activities[t].failed.entry(status_name(DeliveryStatus::PermanentFailure)).or_insert(0) += n;
+            }
+            replies.extend(r);
+        }
         for (treatment, rx) in replies {
             let a = &mut run.activities[treatment];
             match rx.await {
@@ -375,7 +386,7 @@ impl Runner {
             }
         }
         run.cursor = last;
-        run.in_flight = pending.iter().map(|(_, r)| r.len() as i64).sum();
+        run.in_flight = pending.iter().map(|p| p.2).sum();
         for a in &mut run.activities {
             a.state = CampaignState::Executing as i32;
             a.start = run.start.clone();
@@ -396,13 +407,13 @@ impl Runner {
         app: &str,
         run: &mut CampaignRun,
         members: Vec<crate::proto::v1::Endpoint>,
-        plan: &Plan,
+        plan: &Arc<Plan>,
         releasing: bool,
-        replies: &mut Vec<Reply>,
+        tasks: &mut Vec<JoinHandle<Submitted>>,
         stopped_by_quota: &mut bool,
     ) -> Result<(), String> {
-        let (cohorts, composers, limits, deadline, gate, origin_base, request_id) =
-            (&plan.cohorts, &plan.composers, &plan.limits, plan.deadline, &plan.gate, &plan.origin_base, plan.request_id.as_str());
+        let (cohorts, composers, limits, deadline, request_id) =
+            (&plan.cohorts, &plan.composers, &plan.limits, plan.deadline, plan.request_id.as_str());
         let store = self.store.as_ref();
         // Members the campaign addresses: an ACTIVE endpoint on a channel it has content for.
         let mut eligible = Vec::with_capacity(members.len());
@@ -513,49 +524,91 @@ impl Runner {
         // before these messages and reports them as possible repeats.
         run.in_flight += go.len() as i64;
         self.save(app, run).await.map_err(|e| e.to_string())?;
-        let stamp = domain::timestamp(now);
-        let no_subs = HashMap::new();
-        let origins: Vec<Origin> = run
-            .activities
-            .iter()
-            .enumerate()
-            .map(|(t, a)| Origin { treatment_id: Some(t as u32), activity_id: a.id.clone(), ..origin_base.clone() })
-            .collect();
-        for (e, lane, t) in go {
-            gate.take().await;
-            let origin = &origins[t];
-            let outcome = MessageOutcome {
-                message_id: domain::new_message_id(),
-                app_id: app.to_string(),
-                source: MessageSource::Campaign as i32,
-                request_id: request_id.to_string(),
-                campaign_id: run.campaign_id.clone(),
-                treatment_id: t as i32,
-                endpoint_id: e.id.clone(),
-                address: e.address.clone(),
-                channel: rules::channel_name(ChannelType::try_from(e.channel_type).unwrap_or_default()).to_string(),
-                created_date: stamp.clone(),
-                updated_date: stamp.clone(),
-                ..Default::default()
-            };
-            let subs = if composers[t].shared_substitutions.is_empty() { &no_subs } else { &composers[t].shared_substitutions };
-            let payload = match composers[t].payload(lane, Some(&e), &e.address, subs, origin) {
-                Ok(p) => p,
-                Err((why, _)) => {
-                    tracing::debug!(endpoint = %e.id, %why, "Campaign message not rendered.");
-                    *run.activities[t].failed.entry(status_name(DeliveryStatus::PermanentFailure)).or_insert(0) += 1;
-                    continue;
-                }
-            };
-            let (tx, rx) = oneshot::channel();
-            let job = Job { outcome, payload, dry_run: false, first_attempt: None, reply: Some(tx), admitted: true };
-            if self.engine.submit(lane, job, SUBMIT_WAIT).await.is_err() {
-                return Err("the dispatch engine stopped".into());
-            }
-            replies.push((t, rx));
+        // Rendering and submitting go on in tasks beside the run (one per core's share of the
+        // page) while it reads and filters the next page; the page settles once they are done.
+        let stamp: Arc<str> = domain::timestamp(now).into();
+        let origins: Arc<Vec<Origin>> = Arc::new(
+            run.activities
+                .iter()
+                .enumerate()
+                .map(|(t, a)| Origin { treatment_id: Some(t as u32), activity_id: a.id.clone(), ..plan.origin_base.clone() })
+                .collect(),
+        );
+        let campaign_id: Arc<str> = run.campaign_id.as_str().into();
+        let app: Arc<str> = app.into();
+        let parts = render_tasks(go.len());
+        let share = go.len().div_ceil(parts);
+        while !go.is_empty() {
+            let chunk: Vec<_> = go.drain(..share.min(go.len())).collect();
+            let (engine, plan, origins, stamp, campaign_id, app) =
+                (self.engine.clone(), plan.clone(), origins.clone(), stamp.clone(), campaign_id.clone(), app.clone());
+            tasks.push(tokio::spawn(async move { submit_chunk(&engine, &plan, &app, &campaign_id, &origins, &stamp, chunk).await }));
         }
         Ok(())
     }
+}
+
+/// How many tasks render a page of `n` messages: one per core, none under 100 messages.
+fn render_tasks(n: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+    (n / 100).clamp(1, cores.clamp(1, 8))
+}
+
+/// What a render task hands back: the replies to await, and per treatment the messages that
+/// could not be rendered.
+type Submitted = Result<(Vec<Reply>, Vec<(usize, i64)>), String>;
+
+/// Renders a share of a page and hands it to the engine, paced by the run's rate gate.
+async fn submit_chunk(
+    engine: &Engine,
+    plan: &Plan,
+    app: &str,
+    campaign_id: &str,
+    origins: &[Origin],
+    stamp: &str,
+    chunk: Vec<(crate::proto::v1::Endpoint, Lane, usize)>,
+) -> Submitted {
+    let no_subs = HashMap::new();
+    let mut replies = Vec::with_capacity(chunk.len());
+    let mut unrendered = Vec::new();
+    for (e, lane, t) in chunk {
+        plan.gate.take().await;
+        let composer = &plan.composers[t];
+        let subs = if composer.shared_substitutions.is_empty() { &no_subs } else { &composer.shared_substitutions };
+        let payload = match composer.payload(lane, Some(&e), &e.address, subs, &origins[t]) {
+            Ok(p) => p,
+            Err((why, _)) => {
+                tracing::debug!(endpoint = %e.id, %why, "Campaign message not rendered.");
+                match unrendered.iter_mut().find(|(u, _)| *u == t) {
+                    Some((_, n)) => *n += 1,
+                    None => unrendered.push((t, 1)),
+                }
+                continue;
+            }
+        };
+        let channel = rules::channel_name(ChannelType::try_from(e.channel_type).unwrap_or_default()).to_string();
+        let outcome = MessageOutcome {
+            message_id: domain::new_message_id(),
+            app_id: app.to_string(),
+            source: MessageSource::Campaign as i32,
+            request_id: plan.request_id.clone(),
+            campaign_id: campaign_id.to_string(),
+            treatment_id: t as i32,
+            endpoint_id: e.id,
+            address: e.address,
+            channel,
+            created_date: stamp.to_string(),
+            updated_date: stamp.to_string(),
+            ..Default::default()
+        };
+        let (tx, rx) = oneshot::channel();
+        let job = Job { outcome, payload, dry_run: false, first_attempt: None, reply: Some(tx), admitted: true };
+        if engine.submit(lane, job, SUBMIT_WAIT).await.is_err() {
+            return Err("the dispatch engine stopped".into());
+        }
+        replies.push((t, rx));
+    }
+    Ok((replies, unrendered))
 }
 
 fn status_name(s: DeliveryStatus) -> String {

@@ -92,11 +92,16 @@ async fn read_range(
     range: (Option<String>, Option<String>),
     after: Option<String>,
     page: usize,
-    tx: mpsc::Sender<Result<Vec<Vec<u8>>, StoreError>>,
+    tx: mpsc::Sender<Result<Vec<Endpoint>, StoreError>>,
 ) {
     let mut cursor = after;
     loop {
         let r = store.scan_encoded(&app, set.as_deref(), cursor.take(), (range.0.as_deref(), range.1.as_deref()), page).await;
+        // Decoded here, in the reader's task: it runs beside the consumer's filtering.
+        let r = r.and_then(|(raw, next)| {
+            let page = raw.iter().map(|b| Endpoint::decode(b.as_slice())).collect::<Result<Vec<_>, _>>()?;
+            Ok((page, next))
+        });
         match r {
             Ok((endpoints, next)) => {
                 if tx.send(Ok(endpoints)).await.is_err() {
@@ -118,7 +123,7 @@ async fn read_range(
 /// A segment's members, page by page. A reader task fetches the next page from the store while
 /// the current one is filtered; dropping the stream stops it.
 pub struct MemberStream {
-    rx: mpsc::Receiver<Result<Vec<Vec<u8>>, StoreError>>,
+    rx: mpsc::Receiver<Result<Vec<Endpoint>, StoreError>>,
     store: Arc<dyn Store>,
     app: String,
     rule: Arc<Rule>,
@@ -171,10 +176,7 @@ impl MemberStream {
     /// The members of the next page (possibly none), or `None` once the scan is over.
     pub async fn next_page(&mut self) -> Option<Result<Vec<Endpoint>, StoreError>> {
         let page = match self.rx.recv().await? {
-            Ok(raw) => match raw.iter().map(|b| Endpoint::decode(b.as_slice())).collect::<Result<Vec<_>, _>>() {
-                Ok(p) => p,
-                Err(e) => return Some(Err(e.into())),
-            },
+            Ok(p) => p,
             Err(e) => return Some(Err(e)),
         };
         self.scanned += page.len() as u64;

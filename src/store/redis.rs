@@ -606,16 +606,32 @@ impl Store for RedisStore {
             pipe.expire(&counts, (ttl_secs + 86_400) as i64).ignore();
         }
         let mut by_request: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+        // The endpoint index: one sorted set per day of "{endpoint}\0{message id}" members
+        // (ids sort by time), so a batch adds to it in one command, not one list per endpoint.
+        let mut by_day: std::collections::BTreeMap<i64, Vec<(i64, String)>> = std::collections::BTreeMap::new();
         for o in outcomes {
             if !o.request_id.is_empty() {
                 by_request.entry(o.request_id.as_str()).or_default().push(o.message_id.as_str());
             }
             if !o.endpoint_id.is_empty() {
-                let list = keys.key("byep:", &o.endpoint_id);
-                pipe.lpush(&list, &o.message_id).ignore();
-                pipe.ltrim(&list, 0, super::MAX_PER_ENDPOINT as isize - 1).ignore();
-                pipe.expire(&list, ttl_secs.max(1) as i64).ignore();
+                let day = crate::domain::message_id_time(&o.message_id).unwrap_or(0) / 86_400;
+                let mut member = String::with_capacity(o.endpoint_id.len() + 1 + o.message_id.len());
+                member.push_str(&o.endpoint_id);
+                member.push('\0');
+                member.push_str(&o.message_id);
+                by_day.entry(day).or_default().push((0, member));
             }
+        }
+        let days_key = keys.key("byep-days", "");
+        let ttl_days = (ttl_secs.max(1)).div_ceil(86_400) as i64;
+        for (day, members) in &by_day {
+            let key = keys.key("byep:", &day.to_string());
+            pipe.zadd_multiple(&key, members).ignore();
+            pipe.expire(&key, (ttl_secs.max(1) + 86_400) as i64).ignore();
+            pipe.zadd(&days_key, day.to_string(), *day).ignore();
+        }
+        if let Some(last) = by_day.keys().next_back() {
+            pipe.zrembyscore(&days_key, "-inf", format!("({}", last - ttl_days - 1)).ignore();
         }
         for (request, ids) in by_request {
             let list = keys.key("byreq:", request);
@@ -639,12 +655,34 @@ impl Store for RedisStore {
         limit: usize,
     ) -> Result<Vec<MessageOutcome>, StoreError> {
         let keys = Keys::new(app_id);
-        let list = match by {
-            super::OutcomeIndex::Request(r) => keys.key("byreq:", r),
-            super::OutcomeIndex::Endpoint(e) => keys.key("byep:", e),
-        };
         let mut conn = self.conn();
-        let ids: Vec<String> = conn.lrange(&list, offset as isize, (offset + limit.max(1)) as isize - 1).await?;
+        let ids: Vec<String> = match by {
+            super::OutcomeIndex::Request(r) => conn.lrange(keys.key("byreq:", r), offset as isize, (offset + limit.max(1)) as isize - 1).await?,
+            super::OutcomeIndex::Endpoint(e) => {
+                // An endpoint's last MAX_PER_ENDPOINT messages, newest first, day by day.
+                let want = (offset + limit.max(1)).min(super::MAX_PER_ENDPOINT);
+                if offset >= want {
+                    return Ok(Vec::new());
+                }
+                let days: Vec<String> = conn.zrevrange(keys.key("byep-days", ""), 0, -1).await?;
+                let (from, until) = (format!("[{e}\0"), format!("({e}\u{1}"));
+                let mut found = Vec::new();
+                for chunk in days.chunks(32) {
+                    let mut pipe = redis::pipe();
+                    for day in chunk {
+                        pipe.cmd("ZRANGE").arg(keys.key("byep:", day)).arg(&until).arg(&from).arg("BYLEX").arg("REV").arg("LIMIT").arg(0).arg(want);
+                    }
+                    let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+                    found.extend(lists.into_iter().flatten());
+                    if found.len() >= want {
+                        break;
+                    }
+                }
+                found.truncate(want);
+                found.drain(..offset);
+                found.into_iter().filter_map(|m| m.split_once('\0').map(|(_, id)| id.to_string())).collect()
+            }
+        };
         let mut pipe = redis::pipe();
         for id in &ids {
             let hour = crate::domain::message_id_time(id).unwrap_or(0) / 3600;
