@@ -503,3 +503,107 @@ async fn per_endpoint_limits_hold_across_recurring_runs() {
     assert_eq!(after.len(), 3, "the last occurrence before the end time fired once");
     assert_eq!(after[2].occurrence, 8, "start + 8 h is the end time itself");
 }
+
+/// A treatment with a schedule of its own sends at its own start: the default treatment goes
+/// at once, treatment B's endpoints wait for B's start (the first minute boundary at least
+/// five seconds away), then get their message, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_treatment_with_its_own_schedule_sends_at_its_start() {
+    let sink = SmtpSink::start(&[]);
+    let d = daemon(Backend::Redis, &sink);
+    let app = d.create_app("t").await.app_id;
+    let n = 400;
+    let segment = setup(&d, &app, n).await;
+    let now = chrono::Utc::now();
+    let b_start = chrono::DateTime::from_timestamp((now.timestamp() + 5 + 59) / 60 * 60, 0).unwrap();
+    let mut campaign = email_campaign(&segment, "A {{Id}}");
+    campaign.schedule =
+        Some(Schedule { start_time: herald::domain::timestamp(now), frequency: Frequency::Once as i32, ..Default::default() });
+    campaign.additional_treatments = vec![Treatment {
+        treatment_name: "B".into(),
+        size_percent: 50,
+        schedule: Some(Schedule {
+            start_time: herald::domain::timestamp(b_start),
+            frequency: Frequency::Once as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut c = CampaignsClient::new(d.channel().await);
+    let created =
+        c.create_campaign(d.req(CreateCampaignRequest { app_id: app.clone(), campaign: Some(campaign) })).await.unwrap().into_inner();
+    let expected = eligible(n, 0);
+    // B is cohorts 0..50.
+    let in_b: Vec<String> =
+        (0..n).map(endpoint).filter(|e| cohort_id(&e.id) < 50).map(|e| e.address).filter(|a| expected.contains(a)).collect();
+    // Before B's start: exactly the default treatment's endpoints.
+    let early = wait_for_messages(&sink, expected.len() - in_b.len()).await;
+    assert!(chrono::Utc::now() < b_start, "the machine was too slow to see the default treatment alone");
+    assert_eq!(early.len(), expected.len() - in_b.len());
+    assert!(early.iter().all(|r| !in_b.contains(r)), "no B endpoint before B's start");
+    wait_for_state(&mut c, &d, &app, &created.id, CampaignState::Completed, Duration::from_secs(120)).await;
+    assert!(chrono::Utc::now() >= b_start);
+    let all = wait_for_messages(&sink, expected.len()).await;
+    let distinct: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!((all.len(), distinct.len()), (expected.len(), expected.len()));
+    let acts = c
+        .get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: created.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acts.activities[1].scheduled_start, herald::domain::timestamp(b_start));
+    assert_eq!(acts.activities[1].successful as usize, in_b.len());
+}
+
+/// 100,000 endpoints into a real smtp-sink: exactly one message to each eligible endpoint,
+/// none to the opted-out, inactive or SMS ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_000_endpoint_campaign_delivers_exactly_once_to_each_eligible_endpoint() {
+    let sink = SmtpSink::start(&[]);
+    let d = daemon(Backend::Redis, &sink);
+    let app = d.create_app("big").await.app_id;
+    let n = 100_000;
+    let segment = setup(&d, &app, n).await;
+    let mut c = CampaignsClient::new(d.channel().await);
+    let created = c
+        .create_campaign(d.req(CreateCampaignRequest { app_id: app.clone(), campaign: Some(email_campaign(&segment, "Hi {{Id}}")) }))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_for_state(&mut c, &d, &app, &created.id, CampaignState::Completed, Duration::from_secs(600)).await;
+    let expected = eligible(n, 0);
+    let got = wait_for_messages(&sink, expected.len()).await;
+    let mut counts: HashMap<&str, usize> = HashMap::with_capacity(got.len());
+    for r in &got {
+        *counts.entry(r.as_str()).or_insert(0) += 1;
+    }
+    assert_eq!(got.len(), expected.len(), "one message per eligible endpoint, none to the others");
+    assert!(expected.iter().all(|a| counts.get(a.as_str()) == Some(&1)));
+}
+
+/// messages_per_second, measured at the sink from the arrival times of the messages past the
+/// limiter's first burst: within 3 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_per_second_holds_at_the_sink() {
+    let sink = SmtpSink::start(&[]);
+    let d = daemon(Backend::Redis, &sink);
+    let app = d.create_app("rate").await.app_id;
+    let n = 3_600;
+    let segment = setup(&d, &app, n).await;
+    let mut campaign = email_campaign(&segment, "Paced");
+    campaign.limits = Some(CampaignLimits { messages_per_second: Some(250), ..Default::default() });
+    let mut c = CampaignsClient::new(d.channel().await);
+    let created =
+        c.create_campaign(d.req(CreateCampaignRequest { app_id: app.clone(), campaign: Some(campaign) })).await.unwrap().into_inner();
+    wait_for_state(&mut c, &d, &app, &created.id, CampaignState::Completed, Duration::from_secs(120)).await;
+    let expected = eligible(n, 0).len();
+    wait_for_messages(&sink, expected).await;
+    let mut arrivals: Vec<std::time::SystemTime> =
+        std::fs::read_dir(sink.dump.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().modified().unwrap()).collect();
+    assert_eq!(arrivals.len(), expected);
+    arrivals.sort();
+    let from = 300;
+    let span = arrivals.last().unwrap().duration_since(arrivals[from]).unwrap().as_secs_f64();
+    let rate = (arrivals.len() - 1 - from) as f64 / span;
+    assert!((rate - 250.0).abs() <= 250.0 * 0.03, "{rate:.1} messages/s at the sink for a limit of 250");
+}

@@ -26,12 +26,14 @@ pub enum Hold {
     LocalTime(DateTime<Utc>),
     /// Until the end of the endpoint's quiet time.
     QuietTime(DateTime<Utc>),
+    /// Until its treatment's own start.
+    Start(DateTime<Utc>),
 }
 
 impl Hold {
     pub fn until(self) -> DateTime<Utc> {
         match self {
-            Hold::LocalTime(t) | Hold::QuietTime(t) => t,
+            Hold::LocalTime(t) | Hold::QuietTime(t) | Hold::Start(t) => t,
         }
     }
 }
@@ -88,6 +90,27 @@ pub fn hold(schedule: &Schedule, scheduled: DateTime<Utc>, tz: Option<Tz>, now: 
     result
 }
 
+/// Where a treatment has a schedule of its own, when it sends in a run scheduled at
+/// `scheduled`: moved by as much as the treatment's start is after the campaign's (never
+/// before the run).
+pub fn treatment_start(campaign: &Schedule, treatment: &Schedule, created: &str, scheduled: DateTime<Utc>) -> DateTime<Utc> {
+    match (super::start_of(treatment, created), super::start_of(campaign, created)) {
+        (Some(t), Some(c)) if t > c => scheduled + (t - c),
+        _ => scheduled,
+    }
+}
+
+/// [`hold`] for a treatment starting at `start` (its schedule's local time and quiet time
+/// apply from then): a message waits for the start even where the endpoint has no zone.
+pub fn hold_from(schedule: &Schedule, start: DateTime<Utc>, tz: Option<Tz>, now: DateTime<Utc>) -> Option<Hold> {
+    let at = now.max(start);
+    match hold(schedule, start, tz, at) {
+        Some(h) => Some(h),
+        None if at > now => Some(Hold::Start(at)),
+        None => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +158,24 @@ mod tests {
         // Local time and quiet time together: 09:00 local falls in a 08:00-10:00 quiet time.
         let both = Schedule { quiet_time: Some(QuietTime { start: "08:00".into(), end: "10:00".into() }), ..s.clone() };
         assert_eq!(hold(&both, scheduled, zone("Asia/Tokyo"), scheduled), Some(Hold::QuietTime(t("2026-11-22T01:00:00Z"))));
+    }
+
+    #[test]
+    fn a_treatment_with_its_own_schedule_starts_later_by_as_much() {
+        let campaign = Schedule { start_time: "2026-11-22T09:00:00Z".into(), ..Default::default() };
+        let later = Schedule { start_time: "2026-11-22T11:30:00Z".into(), ..Default::default() };
+        let earlier = Schedule { start_time: "2026-11-22T08:00:00Z".into(), ..Default::default() };
+        let run = t("2026-11-23T09:00:00Z");
+        assert_eq!(treatment_start(&campaign, &later, "", run), t("2026-11-23T11:30:00Z"));
+        assert_eq!(treatment_start(&campaign, &earlier, "", run), run, "never before the run");
+        assert_eq!(treatment_start(&campaign, &Schedule::default(), "", run), run);
+        // Waits for its start with or without a zone; then its quiet time applies.
+        let start = t("2026-11-23T11:30:00Z");
+        assert_eq!(hold_from(&later, start, None, run), Some(Hold::Start(start)));
+        assert_eq!(hold_from(&later, start, zone("Asia/Tokyo"), run), Some(Hold::Start(start)));
+        assert_eq!(hold_from(&later, start, None, start), None);
+        let quiet_later = Schedule { quiet_time: Some(QuietTime { start: "20:00".into(), end: "23:00".into() }), ..later };
+        // 11:30 UTC is 20:30 in Tokyo: held until 23:00 there (14:00 UTC).
+        assert_eq!(hold_from(&quiet_later, start, zone("Asia/Tokyo"), run), Some(Hold::QuietTime(t("2026-11-23T14:00:00Z"))));
     }
 }

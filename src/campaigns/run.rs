@@ -45,12 +45,14 @@ struct Plan {
     cohorts: [Option<usize>; 100],
     composers: Vec<Composer>,
     limits: Limits,
-    deadline: Option<chrono::DateTime<chrono::Utc>>,
+    /// Per treatment: its schedule (its own, else the campaign's), its start in this run, and
+    /// whether that start is later than the run's (its messages wait for it).
+    schedules: Vec<(crate::proto::v1::Schedule, chrono::DateTime<chrono::Utc>, bool)>,
+    /// Per treatment: when its messages time out (maximum duration after its start).
+    deadlines: Vec<Option<chrono::DateTime<chrono::Utc>>>,
     gate: RateGate,
     origin_base: Origin,
     request_id: String,
-    schedule: crate::proto::v1::Schedule,
-    scheduled: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -228,10 +230,27 @@ impl Runner {
         run.state = CampaignState::Executing as i32;
         self.save(app, run).await.map_err(|e| e.to_string())?;
         let scheduled = segments::rule::parse_instant(&run.scheduled_start).unwrap_or_else(chrono::Utc::now);
+        let schedule = campaign.schedule.clone().unwrap_or_default();
+        let mut schedules = vec![(schedule.clone(), scheduled, false)];
+        for t in &campaign.additional_treatments {
+            schedules.push(match &t.schedule {
+                Some(own) => {
+                    let start = localtime::treatment_start(&schedule, own, &campaign.creation_date, scheduled);
+                    (own.clone(), start, start > scheduled)
+                }
+                None => (schedule.clone(), scheduled, false),
+            });
+        }
+        for (a, (_, start, _)) in run.activities.iter_mut().zip(&schedules) {
+            a.scheduled_start = domain::timestamp(*start);
+        }
+        let deadlines =
+            schedules.iter().map(|(_, start, _)| limits.maximum_duration.map(|s| *start + chrono::Duration::seconds(s))).collect();
         let plan = Arc::new(Plan {
             cohorts,
             composers,
-            deadline: limits.maximum_duration.map(|s| scheduled + chrono::Duration::seconds(s)),
+            schedules,
+            deadlines,
             gate: RateGate::new(limits.per_second, limits.per_second.map(|r| r.clamp(1, 100))),
             limits,
             origin_base: Origin {
@@ -241,8 +260,6 @@ impl Runner {
                 ..Default::default()
             },
             request_id: run_id(&run.campaign_id, run.occurrence),
-            schedule: campaign.schedule.clone().unwrap_or_default(),
-            scheduled,
         });
         if !run.scanned {
             let cursor = Some(run.cursor.clone()).filter(|c| !c.is_empty());
@@ -262,8 +279,11 @@ impl Runner {
                     break;
                 }
                 tokio::time::sleep(Duration::from_secs(left.clamp(0, 1) as u64)).await;
-                if lost.load(Ordering::SeqCst) || self.interrupted(app, run).await? {
+                if lost.load(Ordering::SeqCst) {
                     return Ok(());
+                }
+                if let Some(state) = self.interruption(app, run).await? {
+                    return self.stop(app, run, state).await;
                 }
             }
             let set = held_set(&plan.request_id, minute);
@@ -305,20 +325,23 @@ impl Runner {
         Ok(())
     }
 
-    /// Whether the campaign was paused or deleted since the run began; if so the run records
-    /// that state and must stop.
-    async fn interrupted(&self, app: &str, run: &mut CampaignRun) -> Result<bool, String> {
-        let state = match self.store.get_record(app, super::KIND, &run.campaign_id, None).await.map_err(|e| e.to_string())? {
-            None => CampaignState::Deleted,
-            Some(latest) if Campaign::decode(latest.as_slice()).is_ok_and(|c| c.is_paused) => CampaignState::Paused,
-            Some(_) => return Ok(false),
-        };
+    /// Whether the campaign was paused or deleted since the run began: the state the run
+    /// stops in.
+    async fn interruption(&self, app: &str, run: &CampaignRun) -> Result<Option<CampaignState>, String> {
+        Ok(match self.store.get_record(app, super::KIND, &run.campaign_id, None).await.map_err(|e| e.to_string())? {
+            None => Some(CampaignState::Deleted),
+            Some(latest) if Campaign::decode(latest.as_slice()).is_ok_and(|c| c.is_paused) => Some(CampaignState::Paused),
+            Some(_) => None,
+        })
+    }
+
+    /// Records that the run stopped in `state`.
+    async fn stop(&self, app: &str, run: &mut CampaignRun, state: CampaignState) -> Result<(), String> {
         run.state = state as i32;
         if state == CampaignState::Deleted {
             run.end = domain::timestamp(chrono::Utc::now());
         }
-        self.save(app, run).await.map_err(|e| e.to_string())?;
-        Ok(true)
+        self.save(app, run).await.map_err(|e| e.to_string())
     }
 
     /// Sends a stream of members page by page, settling pages behind a window and moving the
@@ -340,11 +363,10 @@ impl Runner {
                 tracing::warn!(run = %plan.request_id, "Lost the run's lease; another daemon goes on.");
                 return Ok(Pumped::Stopped);
             }
-            if self.interrupted(app, run).await? {
-                let state = run.state;
+            if let Some(state) = self.interruption(app, run).await? {
+                // What was handed out settles first: a paused run has nothing left in flight.
                 self.settle_all(app, run, &mut pending).await?;
-                run.state = state;
-                self.save(app, run).await.map_err(|e| e.to_string())?;
+                self.stop(app, run, state).await?;
                 return Ok(Pumped::Stopped);
             }
             let last = stream.last_scanned.clone().unwrap_or_default();
@@ -412,8 +434,7 @@ impl Runner {
         tasks: &mut Vec<JoinHandle<Submitted>>,
         stopped_by_quota: &mut bool,
     ) -> Result<(), String> {
-        let (cohorts, composers, limits, deadline, request_id) =
-            (&plan.cohorts, &plan.composers, &plan.limits, plan.deadline, plan.request_id.as_str());
+        let (cohorts, composers, limits, request_id) = (&plan.cohorts, &plan.composers, &plan.limits, plan.request_id.as_str());
         let store = self.store.as_ref();
         // Members the campaign addresses: an ACTIVE endpoint on a channel it has content for.
         let mut eligible = Vec::with_capacity(members.len());
@@ -440,7 +461,11 @@ impl Runner {
             }
             if !releasing {
                 let tz = e.demographic.as_ref().and_then(|d| localtime::zone(&d.timezone));
-                if let Some(h) = localtime::hold(&plan.schedule, plan.scheduled, tz, chrono::Utc::now()) {
+                let (schedule, start, later) = &plan.schedules[treatment];
+                let now = chrono::Utc::now();
+                let hold =
+                    if *later { localtime::hold_from(schedule, *start, tz, now) } else { localtime::hold(schedule, *start, tz, now) };
+                if let Some(h) = hold {
                     if matches!(h, localtime::Hold::QuietTime(_)) {
                         run.activities[treatment].held_by_quiet_time += 1;
                     }
@@ -463,10 +488,14 @@ impl Runner {
             return Ok(());
         }
         let now = chrono::Utc::now();
-        if deadline.is_some_and(|d| now > d) {
-            for (_, _, t) in &eligible {
+        eligible.retain(|(_, _, t)| {
+            let late = plan.deadlines[*t].is_some_and(|d| now > d);
+            if late {
                 run.activities[*t].timed_out += 1;
             }
+            !late
+        });
+        if eligible.is_empty() {
             return Ok(());
         }
         let addresses: Vec<String> = eligible.iter().map(|(e, _, _)| crate::api::suppressions::normalize(&e.address)).collect();
@@ -536,6 +565,12 @@ impl Runner {
         );
         let campaign_id: Arc<str> = run.campaign_id.as_str().into();
         let app: Arc<str> = app.into();
+        if plan.limits.per_second.is_some() {
+            // Paced: the run itself waits for the gate, so a pause stops it between messages.
+            let done = submit_chunk(&self.engine, plan, &app, &campaign_id, &origins, &stamp, go).await;
+            tasks.push(tokio::spawn(async move { done }));
+            return Ok(());
+        }
         let parts = render_tasks(go.len());
         let share = go.len().div_ceil(parts);
         while !go.is_empty() {

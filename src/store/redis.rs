@@ -657,7 +657,9 @@ impl Store for RedisStore {
         let keys = Keys::new(app_id);
         let mut conn = self.conn();
         let ids: Vec<String> = match by {
-            super::OutcomeIndex::Request(r) => conn.lrange(keys.key("byreq:", r), offset as isize, (offset + limit.max(1)) as isize - 1).await?,
+            super::OutcomeIndex::Request(r) => {
+                conn.lrange(keys.key("byreq:", r), offset as isize, (offset + limit.max(1)) as isize - 1).await?
+            }
             super::OutcomeIndex::Endpoint(e) => {
                 // An endpoint's last MAX_PER_ENDPOINT messages, newest first, day by day.
                 let want = (offset + limit.max(1)).min(super::MAX_PER_ENDPOINT);
@@ -670,7 +672,15 @@ impl Store for RedisStore {
                 for chunk in days.chunks(32) {
                     let mut pipe = redis::pipe();
                     for day in chunk {
-                        pipe.cmd("ZRANGE").arg(keys.key("byep:", day)).arg(&until).arg(&from).arg("BYLEX").arg("REV").arg("LIMIT").arg(0).arg(want);
+                        pipe.cmd("ZRANGE")
+                            .arg(keys.key("byep:", day))
+                            .arg(&until)
+                            .arg(&from)
+                            .arg("BYLEX")
+                            .arg("REV")
+                            .arg("LIMIT")
+                            .arg(0)
+                            .arg(want);
                     }
                     let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
                     found.extend(lists.into_iter().flatten());
