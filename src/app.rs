@@ -86,6 +86,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         config.shards_per_channel
     };
     let outcome_ttl = Duration::from_secs(config.outcome_ttl_days * 86_400);
+    let sealer = Arc::new(crate::secrets::Sealer::load(config.secret_key.as_deref(), &config.data_dir).map_err(anyhow::Error::msg)?);
     let engine = Engine::start(
         store.clone(),
         smtp.clone(),
@@ -96,6 +97,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             outcome_ttl,
             webhook_secret: config.webhook_secret.clone(),
             webhook_timeout: Duration::from_secs(10),
+            sealer: Some(sealer.clone()),
         },
     );
     let runner = Arc::new(crate::campaigns::run::Runner {
@@ -134,7 +136,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
                 auth.clone(),
             ))
             .add_service(InterceptedService::new(campaigns_service, auth.clone()))
-            .add_service(InterceptedService::new(ChannelsServer::new(ChannelsService::new(store.clone())), auth))
+            .add_service(InterceptedService::new(ChannelsServer::new(ChannelsService::new(store.clone(), sealer)), auth))
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())),
     );
     let router = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));

@@ -16,6 +16,7 @@
 //! | `webhook_secret` | `--webhook-secret` | `HERALD_WEBHOOK_SECRET` | none |
 //! | `shards_per_channel` | `--shards-per-channel` | `HERALD_SHARDS_PER_CHANNEL` | the core count |
 //! | `outcome_ttl_days` | `--outcome-ttl-days` | `HERALD_OUTCOME_TTL_DAYS` | `30` |
+//! | `secret_key` | `--secret-key` | `HERALD_SECRET_KEY` | a key created in `data_dir/secret.key` |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,8 @@ pub struct Config {
     pub shards_per_channel: usize,
     /// How long message outcomes are kept.
     pub outcome_ttl_days: u64,
+    /// Seals channel secrets at rest (base64 of 32 bytes); daemons sharing a store share it.
+    pub secret_key: Option<String>,
 }
 
 impl Default for Config {
@@ -86,6 +89,7 @@ impl Default for Config {
             webhook_secret: None,
             shards_per_channel: 0,
             outcome_ttl_days: 30,
+            secret_key: None,
         }
     }
 }
@@ -123,6 +127,9 @@ pub struct ConfigArgs {
     pub shards_per_channel: Option<usize>,
     #[arg(long, env = "HERALD_OUTCOME_TTL_DAYS", value_name = "DAYS")]
     pub outcome_ttl_days: Option<u64>,
+    /// Base64 of 32 random bytes (`openssl rand -base64 32`).
+    #[arg(long, env = "HERALD_SECRET_KEY", value_name = "KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
 }
 
 impl Config {
@@ -179,6 +186,9 @@ impl Config {
         }
         if let Some(v) = args.outcome_ttl_days {
             config.outcome_ttl_days = v;
+        }
+        if let Some(v) = &args.secret_key {
+            config.secret_key = Some(v.clone()).filter(|k| !k.is_empty());
         }
         config.validate()?;
         Ok(config)

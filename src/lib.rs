@@ -31,6 +31,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod proto;
 pub mod render;
+pub mod secrets;
 pub mod segments;
 pub mod shutdown;
 pub mod store;

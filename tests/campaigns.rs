@@ -444,6 +444,7 @@ async fn per_endpoint_limits_hold_across_recurring_runs() {
         outcome_ttl: Duration::from_secs(3_600),
         webhook_secret: None,
         webhook_timeout: Duration::from_secs(5),
+        sealer: None,
     };
     let engine = Engine::start(store.clone(), Some(Arc::new(SmtpPool::new(SmtpRelay::new("127.0.0.1", sink.port)))), config);
     let runner = Arc::new(Runner { store: store.clone(), engine, cache: cache.clone(), owner: "test".into(), running: Default::default() });

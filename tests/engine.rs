@@ -23,6 +23,7 @@ fn config(retry: RetryPolicy, queue: usize) -> EngineConfig {
         outcome_ttl: Duration::from_secs(3600),
         webhook_secret: None,
         webhook_timeout: Duration::from_secs(1),
+        sealer: None,
     }
 }
 

@@ -1,171 +1,154 @@
-//! The `Channels` service: per-app email and custom channel settings, with write-only secrets.
+//! The `Channels` service: per-app channel settings (email, custom, APNs, FCM, SMS). Secrets
+//! are write-only: sealed before they are stored, never returned (`has_*` says whether one is
+//! set), never logged; an update that leaves a secret empty keeps the stored one.
 
 use std::sync::Arc;
 
-use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use super::{check_app_id, invalid, observe, store_status};
-use crate::domain::{self, FieldViolation};
+use crate::channels::settings::{self, ChannelSettings};
+use crate::domain;
 use crate::proto::v1::{
-    channels_server, CustomChannel, EmailChannel, GetChannelRequest, TlsMode, UpdateCustomChannelRequest, UpdateEmailChannelRequest,
+    channels_server, ApnsChannel, CustomChannel, EmailChannel, GcmChannel, GetChannelRequest, SmsChannel, UpdateApnsChannelRequest,
+    UpdateCustomChannelRequest, UpdateEmailChannelRequest, UpdateGcmChannelRequest, UpdateSmsChannelRequest,
 };
+use crate::secrets::Sealer;
 use crate::store::Store;
 
-pub const EMAIL: &str = "email";
-pub const CUSTOM: &str = "custom";
+pub const EMAIL: &str = <EmailChannel as ChannelSettings>::NAME;
+pub const CUSTOM: &str = <CustomChannel as ChannelSettings>::NAME;
 
 pub struct ChannelsService {
     store: Arc<dyn Store>,
+    sealer: Arc<Sealer>,
 }
 
 impl ChannelsService {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, sealer: Arc<Sealer>) -> Self {
+        Self { store, sealer }
     }
 
-    async fn load<M: prost::Message + Default>(&self, app_id: &str, channel: &str) -> Result<Option<M>, Status> {
+    async fn update<C: ChannelSettings>(&self, app_id: &str, c: Option<C>) -> Result<C, Status> {
         check_app_id(app_id)?;
-        let raw = self.store.get_channel(app_id, channel).await.map_err(store_status)?;
-        raw.map(|b| M::decode(b.as_slice()).map_err(|_| Status::internal("stored channel settings could not be read"))).transpose()
-    }
-}
-
-/// What callers may see: no secrets.
-fn shown_email(mut c: EmailChannel) -> EmailChannel {
-    c.has_password = !c.password.is_empty();
-    c.password.clear();
-    c
-}
-
-fn shown_custom(mut c: CustomChannel) -> CustomChannel {
-    c.has_signing_secret = !c.signing_secret.is_empty();
-    c.signing_secret.clear();
-    c
-}
-
-fn validate_email(c: &EmailChannel) -> Vec<FieldViolation> {
-    let mut out = Vec::new();
-    if !c.from_address.is_empty() && crate::render::mime::Sender::new(&c.from_address, None).is_err() {
-        out.push(FieldViolation::new("channel.from_address", "is not an email address (Name <address> or address)"));
-    }
-    if !c.relay_host.is_empty() && !(1..=65_535).contains(&c.relay_port) {
-        out.push(FieldViolation::new("channel.relay_port", "must be 1 to 65535 with a relay_host"));
-    }
-    if !(0..=256).contains(&c.pool_size) {
-        out.push(FieldViolation::new("channel.pool_size", "must be 0 (default) to 256"));
-    }
-    if c.messages_per_connection < 0 {
-        out.push(FieldViolation::new("channel.messages_per_connection", "must not be negative"));
-    }
-    if TlsMode::try_from(c.tls_mode).is_err() {
-        out.push(FieldViolation::new("channel.tls_mode", "must be TLS_MODE_NONE, TLS_MODE_STARTTLS or TLS_MODE_TLS"));
-    } else if c.tls_mode != TlsMode::None as i32 && c.relay_host.is_empty() {
-        out.push(FieldViolation::new("channel.tls_mode", "applies to the app's relay_host, which is empty"));
-    }
-    if !c.ca_certificate.is_empty() {
-        if let Err(e) = crate::channels::email::tls::parse_certificates(&c.ca_certificate) {
-            out.push(FieldViolation::new("channel.ca_certificate", e.to_string()));
+        if self.store.get_app(app_id).await.map_err(store_status)?.is_none() {
+            return Err(Status::not_found(format!("app {app_id} not found")));
         }
+        let mut c = c.unwrap_or_default();
+        let old = match settings::load::<C>(self.store.as_ref(), &self.sealer, app_id).await {
+            Some(Ok(old)) => Some(old),
+            // Secrets that no longer open are replaced by whatever this update gives.
+            Some(Err(e)) => {
+                tracing::warn!(app = %app_id, channel = C::LABEL, error = %e, "Stored channel secrets do not open.");
+                None
+            }
+            None => None,
+        };
+        settings::keep_secrets(&mut c, old);
+        let violations = c.validate();
+        if !violations.is_empty() {
+            return Err(invalid(violations));
+        }
+        c.set_modified(domain::timestamp(chrono::Utc::now()));
+        let mut stored = c.clone();
+        settings::seal(&self.sealer, app_id, &mut stored);
+        self.store.put_channel(app_id, C::NAME, &stored.encode_to_vec()).await.map_err(store_status)?;
+        Ok(c.shown())
     }
-    out
+
+    async fn get<C: ChannelSettings>(&self, app_id: &str) -> Result<C, Status> {
+        check_app_id(app_id)?;
+        let raw = self.store.get_channel(app_id, C::NAME).await.map_err(store_status)?;
+        raw.map(|b| C::decode(b.as_slice()).map_err(|_| Status::internal("stored channel settings could not be read")))
+            .transpose()?
+            .map(|c| c.shown())
+            .ok_or_else(|| Status::not_found(format!("app {app_id} has no {} channel", C::LABEL)))
+    }
+
+    async fn delete<C: ChannelSettings>(&self, app_id: &str) -> Result<C, Status> {
+        check_app_id(app_id)?;
+        let old = self.store.delete_channel(app_id, C::NAME).await.map_err(store_status)?;
+        old.and_then(|b| C::decode(b.as_slice()).ok())
+            .map(|c| c.shown())
+            .ok_or_else(|| Status::not_found(format!("app {app_id} has no {} channel", C::LABEL)))
+    }
 }
 
-#[tonic::async_trait]
-impl channels_server::Channels for ChannelsService {
-    async fn update_email_channel(&self, request: Request<UpdateEmailChannelRequest>) -> Result<Response<EmailChannel>, Status> {
-        observe("UpdateEmailChannel", async {
-            let req = request.into_inner();
-            let mut c = req.channel.unwrap_or_default();
-            let violations = validate_email(&c);
-            if !violations.is_empty() {
-                return Err(invalid(violations));
-            }
-            // An update without a password keeps the stored one.
-            if c.password.is_empty() {
-                if let Some(old) = self.load::<EmailChannel>(&req.app_id, EMAIL).await? {
-                    c.password = old.password;
+/// The service: three calls per channel.
+macro_rules! channel_service {
+    ($(($ty:ty, $req:ty, $update:ident, $get:ident, $delete:ident, $un:literal, $gn:literal, $dn:literal)),* $(,)?) => {
+        #[tonic::async_trait]
+        impl channels_server::Channels for ChannelsService {
+            $(
+                async fn $update(&self, request: Request<$req>) -> Result<Response<$ty>, Status> {
+                    observe($un, async {
+                        let req = request.into_inner();
+                        self.update::<$ty>(&req.app_id, req.channel).await.map(Response::new)
+                    })
+                    .await
                 }
-            }
-            check_app_id(&req.app_id)?;
-            c.has_password = false;
-            c.last_modified_date = domain::timestamp(chrono::Utc::now());
-            self.store.put_channel(&req.app_id, EMAIL, &c.encode_to_vec()).await.map_err(store_status)?;
-            Ok(Response::new(shown_email(c)))
-        })
-        .await
-    }
 
-    async fn get_email_channel(&self, request: Request<GetChannelRequest>) -> Result<Response<EmailChannel>, Status> {
-        observe("GetEmailChannel", async {
-            let app_id = request.into_inner().app_id;
-            let c = self
-                .load::<EmailChannel>(&app_id, EMAIL)
-                .await?
-                .ok_or_else(|| Status::not_found(format!("app {app_id} has no email channel")))?;
-            Ok(Response::new(shown_email(c)))
-        })
-        .await
-    }
-
-    async fn delete_email_channel(&self, request: Request<GetChannelRequest>) -> Result<Response<EmailChannel>, Status> {
-        observe("DeleteEmailChannel", async {
-            let app_id = request.into_inner().app_id;
-            check_app_id(&app_id)?;
-            let old = self.store.delete_channel(&app_id, EMAIL).await.map_err(store_status)?;
-            let c = old
-                .and_then(|b| EmailChannel::decode(b.as_slice()).ok())
-                .ok_or_else(|| Status::not_found(format!("app {app_id} has no email channel")))?;
-            Ok(Response::new(shown_email(c)))
-        })
-        .await
-    }
-
-    async fn update_custom_channel(&self, request: Request<UpdateCustomChannelRequest>) -> Result<Response<CustomChannel>, Status> {
-        observe("UpdateCustomChannel", async {
-            let req = request.into_inner();
-            let mut c = req.channel.unwrap_or_default();
-            if !c.delivery_url.is_empty() {
-                if let Err(why) = crate::domain::endpoint::validate_address(crate::proto::v1::ChannelType::Custom, &c.delivery_url) {
-                    return Err(invalid(vec![FieldViolation::new("channel.delivery_url", why)]));
+                async fn $get(&self, request: Request<GetChannelRequest>) -> Result<Response<$ty>, Status> {
+                    observe($gn, async { self.get::<$ty>(&request.into_inner().app_id).await.map(Response::new) }).await
                 }
-            }
-            if c.signing_secret.is_empty() {
-                if let Some(old) = self.load::<CustomChannel>(&req.app_id, CUSTOM).await? {
-                    c.signing_secret = old.signing_secret;
+
+                async fn $delete(&self, request: Request<GetChannelRequest>) -> Result<Response<$ty>, Status> {
+                    observe($dn, async { self.delete::<$ty>(&request.into_inner().app_id).await.map(Response::new) }).await
                 }
-            }
-            check_app_id(&req.app_id)?;
-            c.has_signing_secret = false;
-            c.last_modified_date = domain::timestamp(chrono::Utc::now());
-            self.store.put_channel(&req.app_id, CUSTOM, &c.encode_to_vec()).await.map_err(store_status)?;
-            Ok(Response::new(shown_custom(c)))
-        })
-        .await
-    }
-
-    async fn get_custom_channel(&self, request: Request<GetChannelRequest>) -> Result<Response<CustomChannel>, Status> {
-        observe("GetCustomChannel", async {
-            let app_id = request.into_inner().app_id;
-            let c = self
-                .load::<CustomChannel>(&app_id, CUSTOM)
-                .await?
-                .ok_or_else(|| Status::not_found(format!("app {app_id} has no custom channel")))?;
-            Ok(Response::new(shown_custom(c)))
-        })
-        .await
-    }
-
-    async fn delete_custom_channel(&self, request: Request<GetChannelRequest>) -> Result<Response<CustomChannel>, Status> {
-        observe("DeleteCustomChannel", async {
-            let app_id = request.into_inner().app_id;
-            check_app_id(&app_id)?;
-            let old = self.store.delete_channel(&app_id, CUSTOM).await.map_err(store_status)?;
-            let c = old
-                .and_then(|b| CustomChannel::decode(b.as_slice()).ok())
-                .ok_or_else(|| Status::not_found(format!("app {app_id} has no custom channel")))?;
-            Ok(Response::new(shown_custom(c)))
-        })
-        .await
-    }
+            )*
+        }
+    };
 }
+
+channel_service!(
+    (
+        EmailChannel,
+        UpdateEmailChannelRequest,
+        update_email_channel,
+        get_email_channel,
+        delete_email_channel,
+        "UpdateEmailChannel",
+        "GetEmailChannel",
+        "DeleteEmailChannel"
+    ),
+    (
+        CustomChannel,
+        UpdateCustomChannelRequest,
+        update_custom_channel,
+        get_custom_channel,
+        delete_custom_channel,
+        "UpdateCustomChannel",
+        "GetCustomChannel",
+        "DeleteCustomChannel"
+    ),
+    (
+        ApnsChannel,
+        UpdateApnsChannelRequest,
+        update_apns_channel,
+        get_apns_channel,
+        delete_apns_channel,
+        "UpdateApnsChannel",
+        "GetApnsChannel",
+        "DeleteApnsChannel"
+    ),
+    (
+        GcmChannel,
+        UpdateGcmChannelRequest,
+        update_gcm_channel,
+        get_gcm_channel,
+        delete_gcm_channel,
+        "UpdateGcmChannel",
+        "GetGcmChannel",
+        "DeleteGcmChannel"
+    ),
+    (
+        SmsChannel,
+        UpdateSmsChannelRequest,
+        update_sms_channel,
+        get_sms_channel,
+        delete_sms_channel,
+        "UpdateSmsChannel",
+        "GetSmsChannel",
+        "DeleteSmsChannel"
+    ),
+);

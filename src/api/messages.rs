@@ -188,11 +188,7 @@ impl MessagesService {
                 o.status_message = why;
             };
             // Delivery rules, before anything is rendered.
-            let lane = match r.channel {
-                ChannelType::Email => Some(Lane::Email),
-                ChannelType::Custom => Some(Lane::Custom),
-                _ => None,
-            };
+            let lane = Lane::of(r.channel);
             let rule = if r.by_endpoint && r.endpoint.is_none() {
                 Some((DeliveryStatus::PermanentFailure, format!("endpoint {} not found", r.key)))
             } else if r.endpoint.as_ref().is_some_and(|e| e.endpoint_status == EndpointStatus::Inactive as i32) {
@@ -222,7 +218,7 @@ impl MessagesService {
             }
             let lane = lane.expect("checked above");
             // Render.
-            let payload = composer.payload(lane, r.endpoint.as_ref(), &r.address, &r.substitutions, &origin);
+            let payload = composer.payload(lane, r.channel, r.endpoint.as_ref(), &r.address, &r.substitutions, &origin);
             let payload = match payload {
                 Ok(p) => p,
                 Err((why, rendering)) => {

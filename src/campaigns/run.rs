@@ -96,11 +96,7 @@ fn assignment(c: &Campaign) -> [Option<usize>; 100] {
 }
 
 fn lane_of(channel: i32) -> Option<Lane> {
-    match ChannelType::try_from(channel).ok()? {
-        ChannelType::Email => Some(Lane::Email),
-        ChannelType::Custom => Some(Lane::Custom),
-        _ => None,
-    }
+    Lane::of(ChannelType::try_from(channel).ok()?)
 }
 
 /// The limits that apply: the campaign's, else the app's defaults.
@@ -525,12 +521,12 @@ impl Runner {
             go = kept;
         }
         // The channel quotas: wait for their rate, stop at their daily or total.
-        for lane in [Lane::Email, Lane::Custom] {
+        for lane in Lane::ALL {
             let n = go.iter().filter(|(_, l, _)| *l == lane).count() as u64;
             if n == 0 {
                 continue;
             }
-            let channel = if lane == Lane::Email { "EMAIL" } else { "CUSTOM" };
+            let channel = lane.quota_channel();
             let granted = self.engine.admit(app, channel, n).await.map_err(|e| e.to_string())?;
             if granted < n {
                 *stopped_by_quota = true;
@@ -610,7 +606,14 @@ async fn submit_chunk(
         plan.gate.take().await;
         let composer = &plan.composers[t];
         let subs = if composer.shared_substitutions.is_empty() { &no_subs } else { &composer.shared_substitutions };
-        let payload = match composer.payload(lane, Some(&e), &e.address, subs, &origins[t]) {
+        let payload = match composer.payload(
+            lane,
+            ChannelType::try_from(e.channel_type).unwrap_or_default(),
+            Some(&e),
+            &e.address,
+            subs,
+            &origins[t],
+        ) {
             Ok(p) => p,
             Err((why, _)) => {
                 tracing::debug!(endpoint = %e.id, %why, "Campaign message not rendered.");

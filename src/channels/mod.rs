@@ -4,7 +4,9 @@
 //!
 //! Channels so far: [`email`] over SMTP and [`webhook`] for custom channels.
 
+pub mod apns;
 pub mod email;
+pub mod settings;
 pub mod webhook;
 
 use std::time::Duration;

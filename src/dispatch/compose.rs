@@ -9,8 +9,9 @@ use super::engine::{Lane, Payload};
 use crate::channels::webhook;
 use crate::domain::FieldViolation;
 use crate::proto::v1::{
-    template::Content, AttributeValues, CustomTemplate, DirectMessageConfiguration, EmailTemplate, Endpoint, Template,
-    TemplateConfiguration, TemplateReference,
+    template::Content, ApnsMessage, AttributeValues, ChannelType, CustomTemplate, DefaultPushNotificationMessage,
+    DirectMessageConfiguration, EmailTemplate, Endpoint, PushAction, PushBlock, PushTemplate, Template, TemplateConfiguration,
+    TemplateReference,
 };
 use crate::render::mime;
 use crate::render::template::{CompiledTemplate, TemplateCache};
@@ -47,6 +48,11 @@ pub struct Composer {
     cache: Arc<TemplateCache>,
     email: Option<Arc<CompiledTemplate>>,
     custom: Option<Arc<CompiledTemplate>>,
+    /// Push content (a push template, or the message's default and APNs blocks) and the
+    /// APNs options that are not templated.
+    push: Option<Arc<CompiledTemplate>>,
+    apns: ApnsMessage,
+    default_push: DefaultPushNotificationMessage,
     raw_email: Option<String>,
     sender: Option<mime::Sender>,
     /// The envelope sender: the from address without its display name.
@@ -114,6 +120,34 @@ impl Composer {
             )?),
             _ => None,
         };
+        let default_push = config.default_push_notification_message.clone().unwrap_or_default();
+        let apns = config.apns_message.clone().unwrap_or_default();
+        let push = match (&templates.push_template, &config.default_push_notification_message, &config.apns_message) {
+            (Some(r), _, _) if !r.name.is_empty() => Some(stored(store, &cache, app, r, "template_configuration.push_template").await?),
+            (_, None, None) => None,
+            (_, d, a) => {
+                let default = d.as_ref().map(|d| PushBlock {
+                    title: d.title.clone(),
+                    body: d.body.clone(),
+                    url: d.url.clone(),
+                    ..Default::default()
+                });
+                let apns_block = a.as_ref().map(|a| PushBlock {
+                    title: a.title.clone(),
+                    body: a.body.clone(),
+                    sound: a.sound.clone(),
+                    url: a.url.clone(),
+                    image_url: a.media_url.clone(),
+                    raw_content: a.raw_content.clone(),
+                    ..Default::default()
+                });
+                Some(inline(
+                    &cache,
+                    Content::Push(PushTemplate { default, apns: apns_block, gcm: None }),
+                    "message_configuration.apns_message",
+                )?)
+            }
+        };
         // The sender: the message's from_address, else the app's email channel's (as Pinpoint).
         let mut from_address = email_msg.as_ref().map(|m| m.from_address.clone()).unwrap_or_default();
         if from_address.is_empty() {
@@ -138,6 +172,9 @@ impl Composer {
             cache,
             email,
             custom,
+            push,
+            apns,
+            default_push,
             raw_email: email_msg.as_ref().map(|m| m.raw_message.clone()).filter(|r| !r.is_empty()),
             sender,
             from,
@@ -154,7 +191,115 @@ impl Composer {
         if self.custom.is_some() {
             out.push(Lane::Custom);
         }
+        if self.push.is_some() {
+            out.push(Lane::Apns);
+        }
         out
+    }
+
+    /// An APNs notification for `endpoint` (`channel` says sandbox and VOIP), built with a2's
+    /// payload builder from the rendered push content: the APNs block's parts, else the
+    /// default block's.
+    fn apns_payload(
+        &self,
+        channel: ChannelType,
+        endpoint: Option<&Endpoint>,
+        token: &str,
+        subs: &HashMap<String, Vec<String>>,
+    ) -> Result<Payload, (String, bool)> {
+        use a2::request::notification::NotificationBuilder as _;
+        use a2::request::payload::PayloadLike as _;
+        let t = self.push.as_ref().ok_or_else(|| ("no push content: give a push template or a push message".to_string(), false))?;
+        let ctx = t.context(endpoint, subs);
+        let parts = t.render(self.cache.renderer(), &ctx).map_err(|e| (e.to_string(), true))?;
+        let pick = |name: &str| {
+            let find = |p: String| parts.iter().find(|(n, v)| *n == p && !v.is_empty()).map(|(_, v)| v.as_str());
+            find(format!("apns.{name}")).or_else(|| find(format!("default.{name}")))
+        };
+        let (a, d) = (&self.apns, &self.default_push);
+        let silent = a.silent_push || d.silent_push;
+        let body = match pick("raw_content") {
+            Some(raw) => {
+                let v: serde_json::Value = serde_json::from_str(raw).map_err(|e| (format!("raw_content is not JSON: {e}"), true))?;
+                v.to_string()
+            }
+            None => {
+                let mut b = a2::DefaultNotificationBuilder::new();
+                if silent {
+                    b = b.set_content_available();
+                } else {
+                    if let Some(v) = pick("title") {
+                        b = b.set_title(v);
+                    }
+                    if let Some(v) = pick("body") {
+                        b = b.set_body(v);
+                    }
+                    if let Some(v) = pick("sound") {
+                        b = b.set_sound(v);
+                    }
+                }
+                if a.badge > 0 {
+                    b = b.set_badge(a.badge as u32);
+                }
+                if !a.category.is_empty() {
+                    b = b.set_category(&a.category);
+                }
+                if pick("image_url").is_some() {
+                    b = b.set_mutable_content();
+                }
+                let mut payload = b.build(token, Default::default());
+                let data = if a.data.is_empty() { &d.data } else { &a.data };
+                for (k, v) in data {
+                    payload.data.insert(k.as_str(), serde_json::Value::String(v.clone()));
+                }
+                let action = if a.action != 0 { a.action } else { d.action };
+                if let Some(url) = pick("url").filter(|_| action == PushAction::DeepLink as i32 || action == PushAction::Url as i32) {
+                    payload.data.insert("pinpoint", serde_json::json!({"deeplink": url}));
+                }
+                if let Some(img) = pick("image_url") {
+                    payload.data.insert("media_url", serde_json::Value::String(img.to_string()));
+                }
+                if !a.thread_id.is_empty() {
+                    payload.data.insert("thread-id", serde_json::Value::String(a.thread_id.clone()));
+                }
+                let mut json = payload.to_json_string().map_err(|e| (e.to_string(), true))?;
+                if !a.thread_id.is_empty() {
+                    // thread-id belongs in aps.
+                    let mut v: serde_json::Value = serde_json::from_str(&json).map_err(|e| (e.to_string(), true))?;
+                    if let Some(t) = v.as_object_mut().and_then(|o| o.remove("thread-id")) {
+                        v["aps"]["thread-id"] = t;
+                    }
+                    json = v.to_string();
+                }
+                json
+            }
+        };
+        let voip = matches!(channel, ChannelType::ApnsVoip | ChannelType::ApnsVoipSandbox);
+        let push_type = if !a.apns_push_type.is_empty() {
+            a.apns_push_type.clone()
+        } else if voip {
+            "voip".into()
+        } else if silent {
+            "background".into()
+        } else {
+            String::new()
+        };
+        let priority = match a.priority.as_str() {
+            "10" => Some(10),
+            "5" => Some(5),
+            _ if silent => Some(5),
+            _ => None,
+        };
+        Ok(Payload::Apns(crate::channels::apns::Push {
+            device_token: token.to_string(),
+            sandbox: matches!(channel, ChannelType::ApnsSandbox | ChannelType::ApnsVoipSandbox),
+            voip,
+            push_type,
+            priority,
+            expiration: (a.time_to_live > 0).then(|| chrono::Utc::now().timestamp() + i64::from(a.time_to_live)),
+            collapse_id: Some(a.collapse_id.clone()).filter(|c| !c.is_empty()),
+            body: body.into_bytes(),
+        }))
     }
 
     /// One recipient's payload; `Err((why, rendering))` when it cannot be made (`rendering`:
@@ -162,12 +307,14 @@ impl Composer {
     pub fn payload(
         &self,
         lane: Lane,
+        channel: ChannelType,
         endpoint: Option<&Endpoint>,
         address: &str,
         subs: &HashMap<String, Vec<String>>,
         origin: &Origin,
     ) -> Result<Payload, (String, bool)> {
         match lane {
+            Lane::Apns => self.apns_payload(channel, endpoint, address, subs),
             Lane::Email => match (&self.raw_email, &self.email, &self.sender) {
                 (_, _, None) => Err(("no from_address in message_configuration.email_message".to_string(), false)),
                 (Some(raw), _, Some(_)) => Ok(Payload::Email { from: self.from.clone(), mime: raw.as_bytes().to_vec() }),

@@ -16,15 +16,18 @@ use tokio::time::Instant;
 
 use super::quota::RateGate;
 use super::retry::RetryPolicy;
+use crate::channels::apns::{self, ApnsSender};
 use crate::channels::email::{SmtpPool, SmtpRelay};
+use crate::channels::settings;
 use crate::channels::webhook::{self, Webhook, WebhookConfig};
 use crate::channels::Delivery;
 use crate::domain;
 use crate::proto::v1::{
-    ChannelQuota, CustomChannel, DeliveryStatus, EmailChannel, Event, MessageOutcome, Suppression, SuppressionReason, TlsMode,
+    ApnsChannel, ChannelQuota, ChannelType, CustomChannel, DeliveryStatus, EmailChannel, Endpoint, EndpointStatus, Event, MessageOutcome,
+    Suppression, SuppressionReason, TlsMode,
 };
-use crate::store::Store;
-use prost::Message as _;
+use crate::secrets::Sealer;
+use crate::store::{EndpointOp, Store};
 
 /// Jobs a shard takes at once.
 pub const BATCH: usize = 64;
@@ -36,6 +39,8 @@ pub enum Payload {
     Email { from: String, mime: Vec<u8> },
     /// A custom-channel POST to the job's address (a URL).
     Custom { body: webhook::Payload },
+    /// An APNs notification to the job's address (a device token).
+    Apns(apns::Push),
 }
 
 /// One message on its way.
@@ -62,12 +67,38 @@ pub struct EngineConfig {
     /// Signs custom-channel requests when set.
     pub webhook_secret: Option<String>,
     pub webhook_timeout: Duration,
+    /// Opens the secrets in apps' channel settings (`None`: settings with secrets fail).
+    pub sealer: Option<Arc<Sealer>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Lane {
     Email,
     Custom,
+    Apns,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 3] = [Lane::Email, Lane::Custom, Lane::Apns];
+
+    /// The lane that delivers to a channel, if Herald delivers to it.
+    pub fn of(channel: ChannelType) -> Option<Lane> {
+        match channel {
+            ChannelType::Email => Some(Lane::Email),
+            ChannelType::Custom => Some(Lane::Custom),
+            ChannelType::Apns | ChannelType::ApnsSandbox | ChannelType::ApnsVoip | ChannelType::ApnsVoipSandbox => Some(Lane::Apns),
+            _ => None,
+        }
+    }
+
+    /// The channel name its quotas are kept under.
+    pub fn quota_channel(self) -> &'static str {
+        match self {
+            Lane::Email => "EMAIL",
+            Lane::Custom => "CUSTOM",
+            Lane::Apns => "APNS",
+        }
+    }
 }
 
 pub struct Engine {
@@ -96,16 +127,20 @@ struct Shared {
     http: Option<reqwest::Client>,
     /// SMTP pools of apps with their own relay, by relay settings.
     pools: parking_lot::Mutex<HashMap<String, Arc<SmtpPool>>>,
+    /// Each app's APNs sender and the settings it was built from.
+    apns: parking_lot::Mutex<HashMap<String, (String, Arc<ApnsSender>)>>,
 }
 
 /// A relay's pool and the jobs going through it.
 type RelayBatch = (Arc<SmtpPool>, Vec<usize>);
 
-/// An app's email and custom channel settings, if it has any.
+/// An app's channel settings with their secrets opened, if it has any (`Err`: they are there
+/// but cannot be used, and why).
 #[derive(Clone, Default)]
 struct AppChannels {
-    email: Option<EmailChannel>,
-    custom: Option<CustomChannel>,
+    email: Option<Result<EmailChannel, String>>,
+    custom: Option<Result<CustomChannel, String>>,
+    apns: Option<Result<Arc<ApnsSender>, String>>,
 }
 
 /// How long an app's channel quotas are used before they are read again: quota changes take
@@ -131,21 +166,59 @@ impl Shared {
                 return c.clone();
             }
         }
-        let load = |raw: Option<Vec<u8>>| raw;
-        let email = load(self.store.get_channel(app, crate::api::channels::EMAIL).await.ok().flatten())
-            .and_then(|b| EmailChannel::decode(b.as_slice()).ok());
-        let custom = load(self.store.get_channel(app, crate::api::channels::CUSTOM).await.ok().flatten())
-            .and_then(|b| CustomChannel::decode(b.as_slice()).ok());
-        let c = AppChannels { email, custom };
+        let c = match &self.config.sealer {
+            Some(sealer) => {
+                let store = self.store.as_ref();
+                let email = settings::load::<EmailChannel>(store, sealer, app).await;
+                let custom = settings::load::<CustomChannel>(store, sealer, app).await;
+                let apns = settings::load::<ApnsChannel>(store, sealer, app).await.map(|r| r.and_then(|c| self.apns_sender(app, &c)));
+                AppChannels { email, custom, apns }
+            }
+            None => {
+                const NO_KEY: &str = "channel secrets cannot be opened: this engine has no secret key";
+                let store = self.store.as_ref();
+                let email =
+                    settings_raw::<EmailChannel>(store, app)
+                        .await
+                        .map(|c| if c.password.is_empty() { Ok(c) } else { Err(NO_KEY.to_string()) });
+                let custom = settings_raw::<CustomChannel>(store, app).await.map(|c| {
+                    if c.signing_secret.is_empty() {
+                        Ok(c)
+                    } else {
+                        Err(NO_KEY.to_string())
+                    }
+                });
+                let apns = settings_raw::<ApnsChannel>(store, app).await.map(|_| Err(NO_KEY.to_string()));
+                AppChannels { email, custom, apns }
+            }
+        };
         self.channels.lock().insert(app.to_string(), (Instant::now(), c.clone()));
         c
     }
 
+    /// The APNs sender of an app's settings, built again only when they changed.
+    fn apns_sender(&self, app: &str, c: &ApnsChannel) -> Result<Arc<ApnsSender>, String> {
+        if !c.enabled {
+            return Err("the app's APNs channel is disabled".into());
+        }
+        let fingerprint = format!("{}|{}", c.last_modified_date, prost::Message::encoded_len(c));
+        let mut cache = self.apns.lock();
+        if let Some((seen, sender)) = cache.get(app) {
+            if *seen == fingerprint {
+                return Ok(sender.clone());
+            }
+        }
+        let sender = Arc::new(ApnsSender::new(c)?);
+        cache.insert(app.to_string(), (fingerprint, sender.clone()));
+        Ok(sender)
+    }
+
     /// The pool an app's email goes through: its own relay, or the daemon's; `Err` says why none.
-    fn pool_for(&self, channel: &Option<EmailChannel>) -> Result<Arc<SmtpPool>, String> {
+    fn pool_for(&self, channel: &Option<Result<EmailChannel, String>>) -> Result<Arc<SmtpPool>, String> {
         match channel {
-            Some(c) if !c.enabled => Err("the app's email channel is disabled".into()),
-            Some(c) if !c.relay_host.is_empty() => {
+            Some(Err(why)) => Err(why.clone()),
+            Some(Ok(c)) if !c.enabled => Err("the app's email channel is disabled".into()),
+            Some(Ok(c)) if !c.relay_host.is_empty() => {
                 let key = format!(
                     "{}:{}:{}:{}:{}:{}:{}:{}",
                     c.relay_host,
@@ -269,9 +342,10 @@ impl Engine {
                 .inspect_err(|e| tracing::error!(error = %e, "Cannot build the webhook client."))
                 .ok(),
             pools: parking_lot::Mutex::new(HashMap::new()),
+            apns: parking_lot::Mutex::new(HashMap::new()),
         });
         let mut lanes = HashMap::new();
-        for lane in [Lane::Email, Lane::Custom] {
+        for lane in Lane::ALL {
             let mut senders = Vec::new();
             for _ in 0..config.shards_per_channel.max(1) {
                 let (tx, rx) = mpsc::channel(config.queue_per_shard.max(1));
@@ -459,6 +533,7 @@ async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Rec
         m.limiter.increment(throttled.len() as u64);
         let mut done: HashMap<String, (Vec<MessageOutcome>, Vec<Event>)> = HashMap::new();
         let mut bounced: HashMap<String, Vec<Suppression>> = HashMap::new();
+        let mut dead: HashMap<String, Vec<String>> = HashMap::new();
         let mut replies = Vec::new();
         for (mut job, d) in jobs.drain(..).zip(deliveries) {
             let hard = matches!(d, Delivery::Permanent { hard_bounce: true, .. });
@@ -474,7 +549,12 @@ async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Rec
             let status = DeliveryStatus::try_from(job.outcome.delivery_status).unwrap_or(DeliveryStatus::UnknownFailure);
             let entry = done.entry(job.outcome.app_id.clone()).or_default();
             entry.1.push(event_for(&job.outcome, event_type(&job.outcome.channel, status, hard)));
-            if hard {
+            if hard && is_push(&job.outcome.channel) {
+                // A dead device token: its endpoint stops receiving (INACTIVE), as in Pinpoint.
+                if !job.outcome.endpoint_id.is_empty() {
+                    dead.entry(job.outcome.app_id.clone()).or_default().push(job.outcome.endpoint_id.clone());
+                }
+            } else if hard {
                 let address = crate::api::suppressions::normalize(&job.outcome.address);
                 bounced.entry(job.outcome.app_id.clone()).or_default().push(Suppression {
                     address,
@@ -512,6 +592,11 @@ async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Rec
         for (app, entries) in &bounced {
             if let Err(e) = shared.store.put_suppressions(app, entries).await {
                 tracing::warn!(error = %e, "Cannot suppress hard-bounced addresses.");
+            }
+        }
+        for (app, ids) in dead {
+            if let Err(e) = deactivate(shared.store.as_ref(), &app, ids).await {
+                tracing::warn!(error = %e, "Cannot make endpoints with dead tokens INACTIVE.");
             }
         }
         // The outcomes are recorded: they move to whoever waits for them, no copies.
@@ -554,7 +639,7 @@ async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job]) -> Vec<Delivery> {
                     .iter()
                     .map(|&i| match &jobs[i].payload {
                         Payload::Email { mime, .. } => (jobs[i].outcome.address.as_str(), mime.as_slice()),
-                        Payload::Custom { .. } => unreachable!("email lane"),
+                        _ => unreachable!("email lane"),
                     })
                     .collect();
                 for (i, d) in idx.into_iter().zip(pool.send_batch(from, &items).await) {
@@ -569,10 +654,16 @@ async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job]) -> Vec<Delivery> {
             let mut futures = Vec::with_capacity(jobs.len());
             for j in jobs {
                 let app = shared.app_channels(&j.outcome.app_id).await;
-                let disabled = app.custom.as_ref().is_some_and(|c| !c.enabled);
+                let unusable = match &app.custom {
+                    Some(Err(why)) => Some(why.clone()),
+                    Some(Ok(c)) if !c.enabled => Some("the app's custom channel is disabled".to_string()),
+                    _ => None,
+                };
+                let disabled = unusable.is_some();
                 let secret = app
                     .custom
                     .as_ref()
+                    .and_then(|c| c.as_ref().ok())
                     .map(|c| c.signing_secret.clone())
                     .filter(|s| !s.is_empty())
                     .or_else(|| shared.config.webhook_secret.clone())
@@ -587,11 +678,9 @@ async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job]) -> Vec<Delivery> {
                 futures.push(async move {
                     match (&j.payload, hook) {
                         (_, _) if j.dry_run => dry(j),
-                        (_, _) if disabled => Delivery::Permanent {
-                            status_code: 0,
-                            message: "the app's custom channel is disabled".into(),
-                            hard_bounce: false,
-                        },
+                        (_, _) if disabled => {
+                            Delivery::Permanent { status_code: 0, message: unusable.unwrap_or_default(), hard_bounce: false }
+                        }
                         (Payload::Custom { body }, Some(h)) => h.send(body).await,
                         _ => Delivery::Permanent {
                             status_code: 0,
@@ -603,7 +692,48 @@ async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job]) -> Vec<Delivery> {
             }
             futures::future::join_all(futures).await
         }
+        Lane::Apns => {
+            let mut futures = Vec::with_capacity(jobs.len());
+            for j in jobs {
+                let app = shared.app_channels(&j.outcome.app_id).await;
+                futures.push(async move {
+                    if j.dry_run {
+                        return dry(j);
+                    }
+                    let permanent = |message: String| Delivery::Permanent { status_code: 0, message, hard_bounce: false };
+                    match (&app.apns, &j.payload) {
+                        (None, _) => permanent("no APNs channel is configured for this app".into()),
+                        (Some(Err(why)), _) => permanent(why.clone()),
+                        (Some(Ok(sender)), Payload::Apns(push)) => sender.send(push, &j.outcome.message_id).await,
+                        _ => permanent("not an APNs notification".into()),
+                    }
+                });
+            }
+            futures::future::join_all(futures).await
+        }
     }
+}
+
+/// Makes endpoints INACTIVE (their other fields unchanged); endpoints deleted meanwhile are
+/// skipped.
+pub async fn deactivate(store: &dyn Store, app: &str, ids: Vec<String>) -> Result<(), crate::store::StoreError> {
+    let writes =
+        ids.into_iter().map(|id| Endpoint { id, endpoint_status: EndpointStatus::Inactive as i32, ..Default::default() }).collect();
+    let now = domain::timestamp(chrono::Utc::now());
+    store
+        .write_endpoints(app, EndpointOp::Upsert { writes, all_or_nothing: false, now, request_id: "provider-feedback".into() })
+        .await
+        .map(|_| ())
+}
+
+/// A channel's stored settings as they are (secrets still sealed).
+async fn settings_raw<C: settings::ChannelSettings>(store: &dyn Store, app: &str) -> Option<C> {
+    store.get_channel(app, C::NAME).await.ok().flatten().and_then(|b| C::decode(b.as_slice()).ok())
+}
+
+/// Whether a channel's address is a push token (a dead one makes its endpoint INACTIVE).
+fn is_push(channel: &str) -> bool {
+    channel.starts_with("APNS") || channel == "GCM" || channel == "BAIDU" || channel == "ADM"
 }
 
 #[cfg(test)]

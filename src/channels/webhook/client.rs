@@ -63,7 +63,7 @@ pub struct Webhook {
 }
 
 /// `Retry-After` in seconds (HTTP dates are treated as "soon").
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     Some(v.trim().parse::<u64>().map(Duration::from_secs).unwrap_or(Duration::from_secs(1)))
 }

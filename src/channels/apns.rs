@@ -1,0 +1,243 @@
+//! Apple Push Notification service over HTTP/2. Payloads come from `a2`'s builders and
+//! Apple's answers are read as `a2`'s `ErrorBody`; the transport is Herald's own (reqwest over
+//! rustls, HTTP/2), because a2's client can reach only Apple's two hosts. Token
+//! authentication: an ES256 JWT (the app's .p8 key, signed with ring), reused for 50 minutes
+//! and renewed at once when Apple says it expired.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use parking_lot::Mutex;
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+
+use super::Delivery;
+use crate::proto::v1::ApnsChannel;
+
+pub const PRODUCTION: &str = "https://api.push.apple.com";
+pub const SANDBOX: &str = "https://api.sandbox.push.apple.com";
+/// Apple accepts a provider token for an hour and refuses renewals more often than every 20
+/// minutes.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(50 * 60);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A .p8 key: PKCS#8, P-256.
+pub struct SigningKey {
+    pair: EcdsaKeyPair,
+    rng: SystemRandom,
+}
+
+impl SigningKey {
+    pub fn from_pem(pem: &str) -> Result<Self, String> {
+        use rustls_pki_types::pem::PemObject as _;
+        let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+            .map_err(|_| "is not a PEM PKCS#8 private key (-----BEGIN PRIVATE KEY-----)".to_string())?;
+        let rng = SystemRandom::new();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.secret_pkcs8_der(), &rng)
+            .map_err(|_| "is not a P-256 (ES256) key".to_string())?;
+        Ok(Self { pair, rng })
+    }
+
+    /// A JWT with `header` and `claims` (JSON), signed ES256.
+    pub fn jwt(&self, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let signing_input = format!("{}.{}", b64.encode(header.to_string()), b64.encode(claims.to_string()));
+        let signature = self.pair.sign(&self.rng, signing_input.as_bytes()).expect("ECDSA signing");
+        format!("{signing_input}.{}", b64.encode(signature.as_ref()))
+    }
+}
+
+/// The provider token, shared by every request of one channel.
+pub struct ProviderToken {
+    key: SigningKey,
+    key_id: String,
+    team_id: String,
+    current: Mutex<Option<(String, Instant)>>,
+}
+
+impl ProviderToken {
+    pub fn new(key: SigningKey, key_id: &str, team_id: &str) -> Self {
+        Self { key, key_id: key_id.to_string(), team_id: team_id.to_string(), current: Mutex::new(None) }
+    }
+
+    fn sign(&self) -> String {
+        let header = serde_json::json!({"alg": "ES256", "kid": self.key_id});
+        let claims = serde_json::json!({"iss": self.team_id, "iat": chrono::Utc::now().timestamp()});
+        self.key.jwt(&header, &claims)
+    }
+
+    /// The token to send: the current one while it is fresh.
+    pub fn get(&self) -> String {
+        let mut current = self.current.lock();
+        match &*current {
+            Some((t, at)) if at.elapsed() < TOKEN_LIFETIME => t.clone(),
+            _ => {
+                let t = self.sign();
+                *current = Some((t.clone(), Instant::now()));
+                t
+            }
+        }
+    }
+
+    /// A new token after Apple refused `stale` (unless another request renewed it already).
+    pub fn renew(&self, stale: &str) -> String {
+        let mut current = self.current.lock();
+        if let Some((t, _)) = &*current {
+            if t != stale {
+                return t.clone();
+            }
+        }
+        let t = self.sign();
+        *current = Some((t.clone(), Instant::now()));
+        t
+    }
+}
+
+/// One notification, ready to go.
+#[derive(Debug, Clone)]
+pub struct Push {
+    pub device_token: String,
+    pub sandbox: bool,
+    pub voip: bool,
+    pub push_type: String,
+    /// 10 or 5 (apns-priority); `None`: Apple's default.
+    pub priority: Option<u8>,
+    /// apns-expiration (unix seconds; 0: deliver once or drop).
+    pub expiration: Option<i64>,
+    pub collapse_id: Option<String>,
+    /// The JSON payload.
+    pub body: Vec<u8>,
+}
+
+/// An app's APNs channel: HTTP/2 clients (each one connection, many streams) and its token.
+pub struct ApnsSender {
+    clients: Vec<reqwest::Client>,
+    next: AtomicUsize,
+    production: String,
+    sandbox: String,
+    token: ProviderToken,
+    bundle_id: String,
+    default_push_type: String,
+}
+
+/// apns-id must be a UUID: Herald's 32-hex-digit message ids in UUID form.
+pub fn apns_id(message_id: &str) -> Option<String> {
+    let m = message_id;
+    (m.len() == 32 && m.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("{}-{}-{}-{}-{}", &m[..8], &m[8..12], &m[12..16], &m[16..20], &m[20..]))
+}
+
+impl ApnsSender {
+    pub fn new(c: &ApnsChannel) -> Result<Self, String> {
+        super::install_crypto_provider();
+        let key = SigningKey::from_pem(&c.token_key).map_err(|e| format!("the APNs token_key {e}"))?;
+        let extra = if c.ca_certificate.is_empty() {
+            Vec::new()
+        } else {
+            reqwest::Certificate::from_pem_bundle(c.ca_certificate.as_bytes()).map_err(|e| format!("the APNs ca_certificate: {e}"))?
+        };
+        let n = if c.connections > 0 { c.connections as usize } else { 4 };
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut b = reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .timeout(REQUEST_TIMEOUT)
+                .connect_timeout(Duration::from_secs(10))
+                .tcp_nodelay(true)
+                .http2_adaptive_window(true)
+                .pool_max_idle_per_host(1);
+            for cert in &extra {
+                b = b.add_root_certificate(cert.clone());
+            }
+            clients.push(b.build().map_err(|e| format!("cannot build the APNs client: {e}"))?);
+        }
+        let base = |v: &str, default: &str| if v.is_empty() { default.to_string() } else { v.trim_end_matches('/').to_string() };
+        Ok(Self {
+            clients,
+            next: AtomicUsize::new(0),
+            production: base(&c.base_url, PRODUCTION),
+            sandbox: base(&c.sandbox_base_url, SANDBOX),
+            token: ProviderToken::new(key, &c.token_key_id, &c.team_id),
+            bundle_id: c.bundle_id.clone(),
+            default_push_type: if c.default_push_type.is_empty() { "alert".into() } else { c.default_push_type.clone() },
+        })
+    }
+
+    /// Sends one notification; `message_id` becomes its apns-id.
+    pub async fn send(&self, push: &Push, message_id: &str) -> Delivery {
+        let mut token = self.token.get();
+        for attempt in 0..2 {
+            let client = &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()];
+            let base = if push.sandbox { &self.sandbox } else { &self.production };
+            let topic = if push.voip { format!("{}.voip", self.bundle_id) } else { self.bundle_id.clone() };
+            let mut req = client
+                .post(format!("{base}/3/device/{}", push.device_token))
+                .header("authorization", format!("bearer {token}"))
+                .header("apns-topic", topic)
+                .header("apns-push-type", if push.push_type.is_empty() { &self.default_push_type } else { &push.push_type })
+                .header("content-type", "application/json")
+                .body(push.body.clone());
+            if let Some(id) = apns_id(message_id) {
+                req = req.header("apns-id", id);
+            }
+            if let Some(p) = push.priority {
+                req = req.header("apns-priority", p.to_string());
+            }
+            if let Some(e) = push.expiration {
+                req = req.header("apns-expiration", e.to_string());
+            }
+            if let Some(c) = &push.collapse_id {
+                req = req.header("apns-collapse-id", c.as_str());
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => return Delivery::Retry { status_code: 0, message: format!("APNs: {e}"), retry_after: None },
+            };
+            let status = resp.status().as_u16();
+            let retry_after = super::webhook::retry_after(resp.headers());
+            let apns_id = resp.headers().get("apns-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+            if status == 200 {
+                return Delivery::Delivered { status_code: 200, message: "accepted by APNs".into(), provider_id: apns_id };
+            }
+            let body = resp.bytes().await.unwrap_or_default();
+            let reason = serde_json::from_slice::<a2::ErrorBody>(&body).ok().map(|b| b.reason);
+            let text = String::from_utf8_lossy(&body).to_string();
+            let why = match &reason {
+                Some(r) => format!("APNs {status} {r:?}"),
+                None => format!("APNs {status} {text}"),
+            };
+            use a2::ErrorReason as R;
+            match (status, reason) {
+                (403, Some(R::ExpiredProviderToken)) if attempt == 0 => {
+                    token = self.token.renew(&token);
+                    continue;
+                }
+                (400, Some(R::BadDeviceToken)) | (410, _) => {
+                    return Delivery::Permanent { status_code: status, message: why, hard_bounce: true };
+                }
+                (400, Some(R::DeviceTokenNotForTopic)) => {
+                    return Delivery::Permanent { status_code: status, message: why, hard_bounce: true };
+                }
+                (429, _) => return Delivery::Throttled { status_code: status, message: why, retry_after },
+                (403, Some(R::ExpiredProviderToken)) | (403, Some(R::InvalidProviderToken)) => {
+                    return Delivery::Retry { status_code: status, message: why, retry_after };
+                }
+                (s, _) if s >= 500 => return Delivery::Retry { status_code: status, message: why, retry_after },
+                _ => return Delivery::Permanent { status_code: status, message: why, hard_bounce: false },
+            }
+        }
+        Delivery::Retry { status_code: 403, message: "APNs refused a renewed provider token".into(), retry_after: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apns_ids_are_message_ids_in_uuid_form() {
+        assert_eq!(apns_id("0123456789abcdef0123456789abcdef").unwrap(), "01234567-89ab-cdef-0123-456789abcdef");
+        assert!(apns_id("short").is_none());
+    }
+}

@@ -1,0 +1,157 @@
+//! Channel secrets sealed at rest: AES-256-GCM (ring) under a key from configuration
+//! (`secret_key`, base64 of 32 bytes), else a key Herald creates once in its data directory.
+//! Each sealed value is `sealed:v1:` + base64(nonce ‖ ciphertext ‖ tag), bound to its app,
+//! channel and field as associated data, so a value copied to another place does not open.
+//! Daemons sharing one Redis must share the key.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+
+const PREFIX: &str = "sealed:v1:";
+const KEY_FILE: &str = "secret.key";
+
+/// Seals and opens secrets with one key.
+pub struct Sealer {
+    key: LessSafeKey,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(..)")
+    }
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+impl Sealer {
+    /// A key given as base64 of 32 bytes.
+    pub fn from_base64(text: &str) -> Result<Self, String> {
+        let bytes = b64().decode(text.trim()).map_err(|e| format!("secret_key is not base64: {e}"))?;
+        Self::from_bytes(&bytes)
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() != 32 {
+            return Err(format!("secret_key must be 32 bytes (base64 of 32 random bytes), not {}", bytes.len()));
+        }
+        let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| "secret_key is not an AES-256 key".to_string())?;
+        Ok(Self { key: LessSafeKey::new(key), rng: SystemRandom::new() })
+    }
+
+    /// The configured key, else the one in `data_dir` (created, readable by its owner only, the
+    /// first time).
+    pub fn load(configured: Option<&str>, data_dir: &Path) -> Result<Self, String> {
+        if let Some(k) = configured {
+            return Self::from_base64(k);
+        }
+        let path = data_dir.join(KEY_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::from_base64(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = [0u8; 32];
+                SystemRandom::new().fill(&mut bytes).map_err(|_| "no system randomness".to_string())?;
+                std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+                write_private(&path, &b64().encode(bytes)).map_err(|e| format!("{}: {e}", path.display()))?;
+                tracing::info!(path = %path.display(), "Created a key for channel secrets; daemons sharing a store need the same secret_key.");
+                Self::from_bytes(&bytes)
+            }
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// `plain` sealed for `place` (app, channel and field); empty stays empty.
+    pub fn seal(&self, place: &str, plain: &str) -> String {
+        if plain.is_empty() {
+            return String::new();
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill(&mut nonce).expect("system randomness");
+        let mut data = plain.as_bytes().to_vec();
+        self.key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(place.as_bytes()), &mut data)
+            .expect("AES-GCM sealing of a bounded secret");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        format!("{PREFIX}{}", b64().encode(out))
+    }
+
+    /// The secret sealed for `place`. Empty stays empty.
+    pub fn open(&self, place: &str, sealed: &str) -> Result<String, String> {
+        if sealed.is_empty() {
+            return Ok(String::new());
+        }
+        let Some(body) = sealed.strip_prefix(PREFIX) else {
+            return Err("a stored secret is not sealed".into());
+        };
+        let bytes = b64().decode(body).map_err(|_| "a stored secret is damaged".to_string())?;
+        if bytes.len() < NONCE_LEN {
+            return Err("a stored secret is damaged".into());
+        }
+        let (nonce, rest) = bytes.split_at(NONCE_LEN);
+        let mut data = rest.to_vec();
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| "a stored secret is damaged".to_string())?;
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(place.as_bytes()), &mut data)
+            .map_err(|_| "a stored secret does not open with this daemon's secret_key".to_string())?;
+        String::from_utf8(plain.to_vec()).map_err(|_| "a stored secret is damaged".to_string())
+    }
+}
+
+/// Where a secret belongs: its app, channel and field.
+pub fn place(app: &str, channel: &str, field: &str) -> String {
+    format!("{app}/{channel}/{field}")
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_secrets_open_only_in_their_place_and_with_their_key() {
+        let s = Sealer::from_bytes(&[7u8; 32]).unwrap();
+        let sealed = s.seal("app/apns/token_key", "-----BEGIN PRIVATE KEY-----");
+        assert!(sealed.starts_with(PREFIX) && !sealed.contains("PRIVATE"));
+        assert_ne!(sealed, s.seal("app/apns/token_key", "-----BEGIN PRIVATE KEY-----"), "a fresh nonce each time");
+        assert_eq!(s.open("app/apns/token_key", &sealed).unwrap(), "-----BEGIN PRIVATE KEY-----");
+        assert!(s.open("other/apns/token_key", &sealed).is_err(), "bound to its place");
+        assert!(Sealer::from_bytes(&[8u8; 32]).unwrap().open("app/apns/token_key", &sealed).is_err(), "bound to its key");
+        assert!(s.open("app/apns/token_key", "plain text").is_err());
+        assert_eq!((s.seal("p", ""), s.open("p", "").unwrap()), (String::new(), String::new()));
+        assert!(Sealer::from_base64("c2hvcnQ=").is_err());
+    }
+
+    #[test]
+    fn a_key_is_created_once_in_the_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Sealer::load(None, dir.path()).unwrap();
+        let sealed = a.seal("p", "secret");
+        let b = Sealer::load(None, dir.path()).unwrap();
+        assert_eq!(b.open("p", &sealed).unwrap(), "secret");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
