@@ -45,18 +45,7 @@ impl TlsRelay {
 
     /// As `start`, with a certificate for `names` only.
     pub async fn with_names(front: Front, sink_port: u16, names: &[&str]) -> Self {
-        herald::channels::install_crypto_provider();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "Herald test CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf_params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-        leaf_params.distinguished_name.push(DnType::CommonName, "relay.test");
-        let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
-        let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone(), ca.der().clone()];
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
+        let (config, ca_pem) = test_server_config(names);
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -71,8 +60,26 @@ impl TlsRelay {
                 });
             }
         });
-        Self { port, ca_pem: ca.pem(), handshakes, task }
+        Self { port, ca_pem, handshakes, task }
     }
+}
+
+/// A TLS server configuration with a certificate for `names`, issued by a fresh test CA, and
+/// that CA's certificate (PEM): what a client must trust.
+pub fn test_server_config(names: &[&str]) -> (rustls::ServerConfig, String) {
+    herald::channels::install_crypto_provider();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "Herald test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf_params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    leaf_params.distinguished_name.push(DnType::CommonName, "server.test");
+    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+    let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone(), ca.der().clone()];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
+    (config, ca.pem())
 }
 
 async fn serve(

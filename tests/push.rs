@@ -1,0 +1,234 @@
+//! APNs end to end against a protocol-faithful local server (HTTP/2 over TLS with a test CA,
+//! provider tokens verified with the team's key): channel settings with a write-only key that
+//! is sealed at rest, Apple's answers mapped to delivery statuses, a dead token flipping its
+//! endpoint to INACTIVE, an expired provider token renewed.
+
+#[path = "common/apns_server.rs"]
+mod apns_server;
+mod common;
+#[path = "common/tls_relay.rs"]
+mod tls_relay;
+
+use std::collections::HashMap;
+
+use apns_server::ApnsServer;
+use common::{Daemon, RedisServer, API_KEY};
+use herald::channels::apns::{ApnsSender, Push};
+use herald::channels::Delivery;
+use herald::proto::v1::{
+    channels_client::ChannelsClient, endpoints_client::EndpointsClient, messages_client::MessagesClient, ApnsChannel, ApnsMessage,
+    ChannelType, DeliveryStatus, DirectMessageConfiguration, Endpoint, EndpointSendConfiguration, EndpointStatus, GetChannelRequest,
+    GetEndpointRequest, SendMessagesRequest, UpdateApnsChannelRequest, UpdateEndpointsBatchRequest,
+};
+use tonic::Code;
+
+fn channel(server: &ApnsServer) -> ApnsChannel {
+    ApnsChannel {
+        enabled: true,
+        token_key: server.key_pem.clone(),
+        token_key_id: server.key_id.clone(),
+        team_id: server.team_id.clone(),
+        bundle_id: server.bundle_id.clone(),
+        base_url: server.base_url(),
+        sandbox_base_url: server.base_url(),
+        ca_certificate: server.ca_pem.clone(),
+        connections: 2,
+        ..Default::default()
+    }
+}
+
+/// Every string value in a Redis database (strings, hashes, sets, sorted sets, lists).
+async fn redis_values(url: &str) -> Vec<Vec<u8>> {
+    use deadpool_redis::redis::AsyncCommands;
+    let client = deadpool_redis::redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = c.keys("*").await.unwrap();
+    let mut out = Vec::new();
+    for k in keys {
+        let t: String = deadpool_redis::redis::cmd("TYPE").arg(&k).query_async(&mut c).await.unwrap();
+        match t.as_str() {
+            "string" => out.push(c.get::<_, Vec<u8>>(&k).await.unwrap()),
+            "hash" => out.extend(c.hgetall::<_, HashMap<Vec<u8>, Vec<u8>>>(&k).await.unwrap().into_values()),
+            "set" => out.extend(c.smembers::<_, Vec<Vec<u8>>>(&k).await.unwrap()),
+            "zset" => out.extend(c.zrange::<_, Vec<Vec<u8>>>(&k, 0, -1).await.unwrap()),
+            "list" => out.extend(c.lrange::<_, Vec<Vec<u8>>>(&k, 0, -1).await.unwrap()),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apns_channel_sends_maps_answers_and_retires_dead_tokens() {
+    let server = ApnsServer::start().await;
+    let redis = RedisServer::start();
+    let redis_url = redis.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::spawn(Some(redis), tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &[]);
+    let app = d.create_app("push").await.app_id;
+    let mut channels = ChannelsClient::new(d.channel().await);
+
+    // Validation names each bad field; nothing is stored.
+    let mut bad = channel(&server);
+    bad.token_key = "not a key".into();
+    bad.team_id = "short".into();
+    bad.default_push_type = "loud".into();
+    let err = channels.update_apns_channel(d.req(UpdateApnsChannelRequest { app_id: app.clone(), channel: Some(bad) })).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let fields: Vec<String> =
+        tonic_types::StatusExt::get_details_bad_request(&err).unwrap().field_violations.into_iter().map(|v| v.field).collect();
+    assert_eq!(fields, ["channel.token_key", "channel.team_id", "channel.default_push_type"]);
+    let missing = channels.get_apns_channel(d.req(GetChannelRequest { app_id: app.clone() })).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    // The key is write-only: never shown, sealed in the store, kept by updates that omit it.
+    let shown = channels
+        .update_apns_channel(d.req(UpdateApnsChannelRequest { app_id: app.clone(), channel: Some(channel(&server)) }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shown.has_token_key && shown.token_key.is_empty());
+    let mut again = channel(&server);
+    again.token_key.clear();
+    let kept = channels
+        .update_apns_channel(d.req(UpdateApnsChannelRequest { app_id: app.clone(), channel: Some(again) }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(kept.has_token_key && kept.token_key.is_empty());
+    let got = channels.get_apns_channel(d.req(GetChannelRequest { app_id: app.clone() })).await.unwrap().into_inner();
+    assert!(got.has_token_key && got.token_key.is_empty() && got.bundle_id == server.bundle_id);
+    let values = redis_values(&redis_url).await;
+    assert!(!values.is_empty());
+    assert!(values.iter().all(|v| !String::from_utf8_lossy(v).contains("PRIVATE KEY")), "the .p8 key is sealed at rest");
+
+    // Endpoints: live, VOIP, sandbox with an expired provider token, dead (400 and 410).
+    let endpoints = [
+        ("live", ChannelType::Apns, "ok-1"),
+        ("voip", ChannelType::ApnsVoip, "ok-voip"),
+        ("stale", ChannelType::ApnsSandbox, "stale-1"),
+        ("bad", ChannelType::Apns, "bad-1"),
+        ("gone", ChannelType::Apns, "gone-1"),
+    ];
+    EndpointsClient::new(d.channel().await)
+        .update_endpoints_batch(
+            d.req(UpdateEndpointsBatchRequest {
+                app_id: app.clone(),
+                endpoints: endpoints
+                    .iter()
+                    .map(|(id, ch, token)| Endpoint {
+                        id: id.to_string(),
+                        channel_type: *ch as i32,
+                        address: token.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            }),
+        )
+        .await
+        .unwrap();
+    let message = ApnsMessage {
+        title: "Sale".into(),
+        body: "Hello {{Id}}".into(),
+        badge: 3,
+        priority: "10".into(),
+        time_to_live: 3_600,
+        collapse_id: "sale".into(),
+        data: HashMap::from([("order".to_string(), "42".to_string())]),
+        ..Default::default()
+    };
+    let sent = MessagesClient::new(d.channel().await)
+        .send_messages(d.req(SendMessagesRequest {
+            app_id: app.clone(),
+            endpoints: endpoints.iter().map(|(id, _, _)| (id.to_string(), EndpointSendConfiguration::default())).collect(),
+            message_configuration: Some(DirectMessageConfiguration { apns_message: Some(message), ..Default::default() }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = |id: &str| DeliveryStatus::try_from(sent.endpoint_result[id].delivery_status).unwrap();
+    assert_eq!(status("live"), DeliveryStatus::Successful, "{:?}", sent.endpoint_result["live"]);
+    assert_eq!(status("voip"), DeliveryStatus::Successful, "{:?}", sent.endpoint_result["voip"]);
+    assert_eq!(status("stale"), DeliveryStatus::Successful, "a renewed provider token: {:?}", sent.endpoint_result["stale"]);
+    assert_eq!(status("bad"), DeliveryStatus::PermanentFailure);
+    assert_eq!(status("gone"), DeliveryStatus::PermanentFailure);
+    assert_eq!(sent.endpoint_result["gone"].status_code, 410);
+    assert_eq!(server.refused.load(std::sync::atomic::Ordering::Relaxed), 0, "every request passed Apple's checks");
+
+    // What APNs got: headers as Apple documents them and a2's payload.
+    let seen = server.seen.lock().clone();
+    let live = seen.iter().find(|s| s.token == "ok-1").unwrap();
+    assert!(live.http2);
+    assert_eq!((live.topic.as_str(), live.push_type.as_str(), live.priority.as_str()), ("com.example.shop", "alert", "10"));
+    assert_eq!(live.collapse_id, "sale");
+    let expiration: i64 = live.expiration.parse().unwrap();
+    assert!((expiration - chrono::Utc::now().timestamp() - 3_600).abs() < 60);
+    assert_eq!(live.apns_id.replace('-', ""), sent.endpoint_result["live"].message_id, "apns-id is the message id");
+    assert_eq!(live.body["aps"]["alert"]["title"], "Sale");
+    assert_eq!(live.body["aps"]["alert"]["body"], "Hello live");
+    assert_eq!(live.body["aps"]["badge"], 3);
+    assert_eq!(live.body["order"], "42");
+    let voip = seen.iter().find(|s| s.token == "ok-voip").unwrap();
+    assert_eq!((voip.topic.as_str(), voip.push_type.as_str()), ("com.example.shop.voip", "voip"));
+    let stale: Vec<_> = seen.iter().filter(|s| s.token == "stale-1").collect();
+    assert_eq!(stale.len(), 2);
+    assert_ne!(stale[0].jwt, stale[1].jwt, "the provider token was renewed");
+
+    // The dead tokens' endpoints are INACTIVE now; the live ones are not.
+    let mut eps = EndpointsClient::new(d.channel().await);
+    for (id, want) in [("bad", EndpointStatus::Inactive), ("gone", EndpointStatus::Inactive), ("live", EndpointStatus::Active)] {
+        let e = eps.get_endpoint(d.req(GetEndpointRequest { app_id: app.clone(), endpoint_id: id.into() })).await.unwrap().into_inner();
+        assert_eq!(e.endpoint_status, want as i32, "{id}");
+        assert_eq!(e.address, endpoints.iter().find(|x| x.0 == id).unwrap().2, "the rest of {id} is unchanged");
+    }
+
+    // A disabled channel fails its sends saying so.
+    let mut off = channel(&server);
+    off.enabled = false;
+    channels.update_apns_channel(d.req(UpdateApnsChannelRequest { app_id: app.clone(), channel: Some(off) })).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let again = MessagesClient::new(d.channel().await)
+        .send_messages(d.req(SendMessagesRequest {
+            app_id: app.clone(),
+            endpoints: [("live".to_string(), EndpointSendConfiguration::default())].into(),
+            message_configuration: Some(DirectMessageConfiguration {
+                apns_message: Some(ApnsMessage { body: "x".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = &again.endpoint_result["live"];
+    assert_eq!(r.delivery_status, DeliveryStatus::PermanentFailure as i32);
+    assert!(r.status_message.contains("disabled"), "{}", r.status_message);
+}
+
+/// Apple's throttling and outages: THROTTLED with Apple's Retry-After, TEMPORARY (retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apns_throttling_and_outages_are_retryable() {
+    let server = ApnsServer::start().await;
+    let sender = ApnsSender::new(&channel(&server)).unwrap();
+    let push = |token: &str| Push {
+        device_token: token.into(),
+        sandbox: false,
+        voip: false,
+        push_type: String::new(),
+        priority: None,
+        expiration: None,
+        collapse_id: None,
+        body: br#"{"aps":{"alert":"hi"}}"#.to_vec(),
+    };
+    let id = herald::domain::new_message_id();
+    assert!(matches!(sender.send(&push("busy-1"), &id).await, Delivery::Throttled { status_code: 429, .. }));
+    assert!(matches!(sender.send(&push("down-1"), &id).await, Delivery::Retry { status_code: 503, .. }));
+    assert!(matches!(sender.send(&push("ok-1"), &id).await, Delivery::Delivered { status_code: 200, .. }));
+    assert!(matches!(sender.send(&push("gone-1"), &id).await, Delivery::Permanent { status_code: 410, hard_bounce: true, .. }));
+    // A key Apple does not know: every request is refused as an invalid provider token.
+    let mut wrong = channel(&server);
+    wrong.token_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap().serialize_pem();
+    let d = ApnsSender::new(&wrong).unwrap().send(&push("ok-1"), &id).await;
+    assert!(matches!(d, Delivery::Retry { status_code: 403, .. }), "{d:?}");
+}
