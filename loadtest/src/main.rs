@@ -152,6 +152,18 @@ enum Scenario {
         #[arg(long)]
         daemon_pid: Option<u32>,
     },
+    /// A push campaign to `--endpoints` APNs endpoints through the app's APNs channel into a
+    /// built-in HTTP/2 sink this command starts on a free port (it answers 200 and counts):
+    /// end-to-end messages/s from Herald's outcomes and the sink's count.
+    Push {
+        #[arg(long, default_value_t = 100_000)]
+        endpoints: u64,
+        /// HTTP/2 connections of the app's APNs channel.
+        #[arg(long, default_value_t = 4)]
+        connections: i32,
+        #[arg(long)]
+        daemon_pid: Option<u32>,
+    },
     /// Custom-channel webhooks: SendMessages with `--per-call` custom addresses per call (flat
     /// out, `--calls` calls) into a built-in HTTP sink this command starts on a free port,
     /// which speaks HTTP/1.1 and HTTP/2 and counts the requests it gets.
@@ -291,6 +303,12 @@ async fn main() -> anyhow::Result<()> {
             }
             scenarios::campaign(&channel, &cli.api_key, endpoints, size, connections, reference, daemon_pid, cli.json, cli.keep).await?;
         }
+        Scenario::Push { endpoints, connections, daemon_pid } => {
+            if endpoints == 0 || endpoints > MAX_COUNT || !(1..=64).contains(&connections) {
+                bail!("--endpoints must be 1..={MAX_COUNT}, --connections 1..=64");
+            }
+            scenarios::push(&channel, &cli.api_key, endpoints, connections, daemon_pid, cli.json, cli.keep).await?;
+        }
         Scenario::Webhook { per_call, calls, concurrency } => {
             if !(1..=10_000).contains(&per_call) || calls == 0 || calls > 100_000 || !(1..=64).contains(&concurrency) {
                 bail!("--per-call must be 1..=10000, --calls 1..=100000, --concurrency 1..=64");
@@ -399,13 +417,19 @@ fn endpoint(i: u64) -> Endpoint {
 }
 
 /// Imports `count` endpoints over `streams` concurrent streams; returns (written, rejected).
-async fn import(
+async fn import(channel: &Channel, key: &Option<String>, app: &str, count: u64, streams: u64, message: usize) -> anyhow::Result<(u64, u64)> {
+    import_with(channel, key, app, count, streams, message, endpoint).await
+}
+
+/// As [`import`], with endpoints made by `make`.
+async fn import_with(
     channel: &Channel,
     key: &Option<String>,
     app: &str,
     count: u64,
     streams: u64,
     message: usize,
+    make: fn(u64) -> Endpoint,
 ) -> anyhow::Result<(u64, u64)> {
     let mut tasks = Vec::new();
     for s in 0..streams {
@@ -419,7 +443,7 @@ async fn import(
                 let mut i = lo;
                 while i < hi {
                     let end = (i + message as u64).min(hi);
-                    let endpoints = (i..end).map(endpoint).collect();
+                    let endpoints = (i..end).map(make).collect();
                     if tx.send(ImportEndpointsRequest { app_id: String::new(), endpoints }).await.is_err() {
                         break;
                     }

@@ -2,6 +2,17 @@
 //! same-run Redis reference; `main.rs` holds the shared client helpers and the older ones.
 
 use super::*;
+use herald::proto::v1::{
+    channels_client::ChannelsClient, segments_client::SegmentsClient, Campaign, CreateSegmentRequest, EmailChannel, Frequency, Schedule,
+    SegmentDimensions, UpdateEmailChannelRequest,
+};
+
+/// A segment of every endpoint of `app`; its id.
+async fn everyone(channel: &Channel, key: &Option<String>, app: &str) -> anyhow::Result<String> {
+    let request_body =
+        CreateSegmentRequest { app_id: app.to_string(), name: "everyone".into(), dimensions: Some(SegmentDimensions::default()), ..Default::default() };
+    Ok(SegmentsClient::new(channel.clone()).create_segment(request(key, request_body)).await?.into_inner().id)
+}
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn campaign(
@@ -15,11 +26,6 @@ pub(crate) async fn campaign(
     json_out: bool,
     keep: bool,
 ) -> anyhow::Result<()> {
-    use herald::proto::v1::{
-        campaigns_client::CampaignsClient, channels_client::ChannelsClient, segments_client::SegmentsClient, Campaign, CampaignState,
-        CreateCampaignRequest, CreateSegmentRequest, EmailChannel, Frequency, GetCampaignActivitiesRequest, GetCampaignRequest, Schedule,
-        SegmentDimensions, UpdateEmailChannelRequest,
-    };
     let sink = start_sink()?;
     let app = create_app(channel, key, "loadtest-campaign").await?;
     import(channel, key, &app, endpoints, 4, 500).await?;
@@ -39,22 +45,11 @@ pub(crate) async fn campaign(
             },
         ))
         .await?;
-    let segment = SegmentsClient::new(channel.clone())
-        .create_segment(request(
-            key,
-            CreateSegmentRequest {
-                app_id: app.clone(),
-                name: "everyone".into(),
-                dimensions: Some(SegmentDimensions::default()),
-                ..Default::default()
-            },
-        ))
-        .await?
-        .into_inner();
+    let segment = everyone(channel, key, &app).await?;
     let text: String = "Herald load test payload. ".chars().cycle().take(size).collect();
     let definition = Campaign {
         name: "load".into(),
-        segment_id: segment.id.clone(),
+        segment_id: segment.clone(),
         message_configuration: Some(DirectMessageConfiguration {
             email_message: Some(EmailMessage {
                 subject: "Hello {{User.UserAttributes.FirstName}}".into(),
@@ -66,41 +61,8 @@ pub(crate) async fn campaign(
         schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
         ..Default::default()
     };
-    let rss_before = pid.and_then(resident_bytes);
-    let mut peak = rss_before.unwrap_or(0);
-    let mut client = CampaignsClient::new(channel.clone());
-    let start = Instant::now();
-    let started_at = chrono::Utc::now();
-    let created =
-        client.create_campaign(request(key, CreateCampaignRequest { app_id: app.clone(), campaign: Some(definition) })).await?.into_inner();
-    let deadline = Instant::now() + MAX_DURATION;
-    loop {
-        if let Some(rss) = pid.and_then(resident_bytes) {
-            peak = peak.max(rss);
-        }
-        let c = client
-            .get_campaign(request(key, GetCampaignRequest { app_id: app.clone(), campaign_id: created.id.clone(), version: 0 }))
-            .await?
-            .into_inner();
-        if c.state == CampaignState::Completed as i32 {
-            break;
-        }
-        if c.state == CampaignState::Invalid as i32 || Instant::now() > deadline {
-            bail!("the campaign did not complete (state {})", c.state);
-        }
-        // Polled gently: the run's own end time, not the poll, ends the measurement.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let acts = client
-        .get_campaign_activities(request(key, GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: created.id.clone() }))
-        .await?
-        .into_inner();
-    let ended = acts.activities.iter().filter_map(|a| chrono::DateTime::parse_from_rfc3339(&a.end).ok()).max();
-    let secs = match ended {
-        Some(end) => (end.with_timezone(&chrono::Utc) - started_at).num_microseconds().unwrap_or(0) as f64 / 1e6,
-        None => start.elapsed().as_secs_f64(),
-    };
-    let successful: i64 = acts.activities.iter().map(|a| a.successful).sum();
+    let run = run_campaign(channel, key, &app, definition, pid).await?;
+    let (secs, successful, rss_before, peak) = (run.seconds, run.successful, run.rss_before, run.peak);
     // The sink counts what it accepted (its counter lags a little).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let at_sink = sink.2.load(std::sync::atomic::Ordering::Relaxed);
@@ -153,6 +115,150 @@ pub(crate) async fn campaign(
         }
         if pid.is_some() {
             println!("daemon resident memory: {:.1} MB before, {:.1} MB at peak", rss_before.map(mb).unwrap_or(0.0), mb(peak));
+        }
+    }
+    cleanup(channel, key, &app, keep).await
+}
+
+/// What one campaign run measured.
+struct CampaignRun {
+    seconds: f64,
+    successful: i64,
+    rss_before: Option<u64>,
+    peak: u64,
+}
+
+/// Creates the campaign and watches it to its end: seconds from creation to the run's
+/// recorded end, successful messages, and the daemon's resident memory (with `pid`).
+async fn run_campaign(
+    channel: &Channel,
+    key: &Option<String>,
+    app: &str,
+    definition: herald::proto::v1::Campaign,
+    pid: Option<u32>,
+) -> anyhow::Result<CampaignRun> {
+    use herald::proto::v1::{campaigns_client::CampaignsClient, CampaignState, CreateCampaignRequest, GetCampaignActivitiesRequest, GetCampaignRequest};
+    let app = app.to_string();
+    let rss_before = pid.and_then(resident_bytes);
+    let mut peak = rss_before.unwrap_or(0);
+    let mut client = CampaignsClient::new(channel.clone());
+    let start = Instant::now();
+    let started_at = chrono::Utc::now();
+    let created =
+        client.create_campaign(request(key, CreateCampaignRequest { app_id: app.clone(), campaign: Some(definition) })).await?.into_inner();
+    let deadline = Instant::now() + MAX_DURATION;
+    loop {
+        if let Some(rss) = pid.and_then(resident_bytes) {
+            peak = peak.max(rss);
+        }
+        let c = client
+            .get_campaign(request(key, GetCampaignRequest { app_id: app.clone(), campaign_id: created.id.clone(), version: 0 }))
+            .await?
+            .into_inner();
+        if c.state == CampaignState::Completed as i32 {
+            break;
+        }
+        if c.state == CampaignState::Invalid as i32 || Instant::now() > deadline {
+            bail!("the campaign did not complete (state {})", c.state);
+        }
+        // Polled gently: the run's own end time, not the poll, ends the measurement.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let acts = client
+        .get_campaign_activities(request(key, GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: created.id.clone() }))
+        .await?
+        .into_inner();
+    let ended = acts.activities.iter().filter_map(|a| chrono::DateTime::parse_from_rfc3339(&a.end).ok()).max();
+    let secs = match ended {
+        Some(end) => (end.with_timezone(&chrono::Utc) - started_at).num_microseconds().unwrap_or(0) as f64 / 1e6,
+        None => start.elapsed().as_secs_f64(),
+    };
+    let successful: i64 = acts.activities.iter().map(|a| a.successful).sum();
+    Ok(CampaignRun { seconds: secs, successful, rss_before, peak })
+}
+
+/// An ES256 key (PKCS#8 PEM), as an APNs .p8 key file holds.
+fn es256_key_pem() -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let rng = ring::rand::SystemRandom::new();
+    let der = ring::signature::EcdsaKeyPair::generate_pkcs8(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| anyhow::anyhow!("cannot generate a P-256 key"))?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+    Ok(format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n")))
+}
+
+/// A push campaign: `endpoints` APNs endpoints, the app's APNs channel pointed at the built-in
+/// HTTP/2 sink, an IMMEDIATE campaign to all of them; end-to-end messages/s from Herald's
+/// outcomes and the sink's count.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn push(
+    channel: &Channel,
+    key: &Option<String>,
+    endpoints: u64,
+    connections: i32,
+    pid: Option<u32>,
+    json_out: bool,
+    keep: bool,
+) -> anyhow::Result<()> {
+    use herald::proto::v1::{ApnsChannel, ApnsMessage, UpdateApnsChannelRequest};
+    let (port, count) = start_http_sink().await?;
+    let app = create_app(channel, key, "loadtest-push").await?;
+    let apns_endpoint = |i: u64| Endpoint { channel_type: ChannelType::Apns as i32, address: format!("{i:064x}"), ..endpoint(i) };
+    import_with(channel, key, &app, endpoints, 4, 500, apns_endpoint).await?;
+    let base = format!("http://127.0.0.1:{port}");
+    ChannelsClient::new(channel.clone())
+        .update_apns_channel(request(
+            key,
+            UpdateApnsChannelRequest {
+                app_id: app.clone(),
+                channel: Some(ApnsChannel {
+                    enabled: true,
+                    token_key: es256_key_pem()?,
+                    token_key_id: "LOADTEST01".into(),
+                    team_id: "LOADTEAM01".into(),
+                    bundle_id: "com.example.loadtest".into(),
+                    base_url: base.clone(),
+                    sandbox_base_url: base,
+                    connections,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await?;
+    let segment = everyone(channel, key, &app).await?;
+    let definition = Campaign {
+        name: "push load".into(),
+        segment_id: segment.clone(),
+        message_configuration: Some(DirectMessageConfiguration {
+            apns_message: Some(ApnsMessage {
+                title: "Hello {{User.UserAttributes.FirstName}}".into(),
+                body: "Herald push load test".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
+        ..Default::default()
+    };
+    let run = run_campaign(channel, key, &app, definition, pid).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at_sink = count.load(std::sync::atomic::Ordering::Relaxed);
+    let rate = run.successful as f64 / run.seconds;
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    if json_out {
+        println!(
+            "{}",
+            json!({"scenario": "push", "endpoints": endpoints, "successful": run.successful, "at_sink": at_sink, "seconds": run.seconds,
+                   "messages_per_second": rate, "peak_rss_mb": pid.map(|_| mb(run.peak))})
+        );
+    } else {
+        println!(
+            "push: {} APNs messages successful ({at_sink} counted by the sink) to {endpoints} endpoints in {:.2} s = {rate:.0} messages/s end to end",
+            run.successful, run.seconds
+        );
+        if pid.is_some() {
+            println!("daemon resident memory: {:.1} MB before, {:.1} MB at peak", run.rss_before.map(mb).unwrap_or(0.0), mb(run.peak));
         }
     }
     cleanup(channel, key, &app, keep).await
