@@ -159,7 +159,7 @@ enum Scenario {
         #[arg(long, default_value_t = 100_000)]
         endpoints: u64,
         /// HTTP/2 connections of the app's APNs channel.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 2)]
         connections: i32,
         #[arg(long)]
         daemon_pid: Option<u32>,
@@ -417,7 +417,14 @@ fn endpoint(i: u64) -> Endpoint {
 }
 
 /// Imports `count` endpoints over `streams` concurrent streams; returns (written, rejected).
-async fn import(channel: &Channel, key: &Option<String>, app: &str, count: u64, streams: u64, message: usize) -> anyhow::Result<(u64, u64)> {
+async fn import(
+    channel: &Channel,
+    key: &Option<String>,
+    app: &str,
+    count: u64,
+    streams: u64,
+    message: usize,
+) -> anyhow::Result<(u64, u64)> {
     import_with(channel, key, app, count, streams, message, endpoint).await
 }
 

@@ -9,8 +9,12 @@ use herald::proto::v1::{
 
 /// A segment of every endpoint of `app`; its id.
 async fn everyone(channel: &Channel, key: &Option<String>, app: &str) -> anyhow::Result<String> {
-    let request_body =
-        CreateSegmentRequest { app_id: app.to_string(), name: "everyone".into(), dimensions: Some(SegmentDimensions::default()), ..Default::default() };
+    let request_body = CreateSegmentRequest {
+        app_id: app.to_string(),
+        name: "everyone".into(),
+        dimensions: Some(SegmentDimensions::default()),
+        ..Default::default()
+    };
     Ok(SegmentsClient::new(channel.clone()).create_segment(request(key, request_body)).await?.into_inner().id)
 }
 
@@ -137,7 +141,9 @@ async fn run_campaign(
     definition: herald::proto::v1::Campaign,
     pid: Option<u32>,
 ) -> anyhow::Result<CampaignRun> {
-    use herald::proto::v1::{campaigns_client::CampaignsClient, CampaignState, CreateCampaignRequest, GetCampaignActivitiesRequest, GetCampaignRequest};
+    use herald::proto::v1::{
+        campaigns_client::CampaignsClient, CampaignState, CreateCampaignRequest, GetCampaignActivitiesRequest, GetCampaignRequest,
+    };
     let app = app.to_string();
     let rss_before = pid.and_then(resident_bytes);
     let mut peak = rss_before.unwrap_or(0);
@@ -270,7 +276,9 @@ pub(crate) async fn push(
 async fn start_http_sink() -> anyhow::Result<(u16, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = count.clone();
-    let app = axum::Router::new().fallback(move || {
+    // The body is read: an HTTP/2 server that answers before reading resets the stream, and
+    // enough such resets make it close the connection.
+    let app = axum::Router::new().fallback(move |_body: axum::body::Bytes| {
         let counter = counter.clone();
         async move {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

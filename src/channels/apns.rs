@@ -4,7 +4,6 @@
 //! authentication: an ES256 JWT (the app's .p8 key, signed with ring), reused for 50 minutes
 //! and renewed at once when Apple says it expired.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -12,6 +11,7 @@ use parking_lot::Mutex;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 
+use super::h2::H2Pool;
 use super::Delivery;
 use crate::proto::v1::ApnsChannel;
 
@@ -110,12 +110,11 @@ pub struct Push {
     pub body: Vec<u8>,
 }
 
-/// An app's APNs channel: HTTP/2 clients (each one connection, many streams) and its token.
+/// An app's APNs channel: HTTP/2 connections (each multiplexing many streams) to the
+/// production and sandbox hosts, and its provider token.
 pub struct ApnsSender {
-    clients: Vec<reqwest::Client>,
-    next: AtomicUsize,
-    production: String,
-    sandbox: String,
+    production: H2Pool,
+    sandbox: H2Pool,
     token: ProviderToken,
     bundle_id: String,
     default_push_type: String,
@@ -132,32 +131,13 @@ impl ApnsSender {
     pub fn new(c: &ApnsChannel) -> Result<Self, String> {
         super::install_crypto_provider();
         let key = SigningKey::from_pem(&c.token_key).map_err(|e| format!("the APNs token_key {e}"))?;
-        let extra = if c.ca_certificate.is_empty() {
-            Vec::new()
-        } else {
-            reqwest::Certificate::from_pem_bundle(c.ca_certificate.as_bytes()).map_err(|e| format!("the APNs ca_certificate: {e}"))?
-        };
-        let n = if c.connections > 0 { c.connections as usize } else { 4 };
-        let mut clients = Vec::with_capacity(n);
-        for _ in 0..n {
-            let mut b = reqwest::Client::builder()
-                .http2_prior_knowledge()
-                .timeout(REQUEST_TIMEOUT)
-                .connect_timeout(Duration::from_secs(10))
-                .tcp_nodelay(true)
-                .http2_adaptive_window(true)
-                .pool_max_idle_per_host(1);
-            for cert in &extra {
-                b = b.add_root_certificate(cert.clone());
-            }
-            clients.push(b.build().map_err(|e| format!("cannot build the APNs client: {e}"))?);
-        }
-        let base = |v: &str, default: &str| if v.is_empty() { default.to_string() } else { v.trim_end_matches('/').to_string() };
+        let n = if c.connections > 0 { c.connections as usize } else { 2 };
+        let ca = Some(c.ca_certificate.as_str()).filter(|p| !p.is_empty());
+        let origin = |v: &str, default: &str| if v.is_empty() { default.to_string() } else { v.trim_end_matches('/').to_string() };
+        let pool = |o: String| H2Pool::new(&o, n, ca, REQUEST_TIMEOUT).map_err(|e| format!("the APNs channel: {e}"));
         Ok(Self {
-            clients,
-            next: AtomicUsize::new(0),
-            production: base(&c.base_url, PRODUCTION),
-            sandbox: base(&c.sandbox_base_url, SANDBOX),
+            production: pool(origin(&c.base_url, PRODUCTION))?,
+            sandbox: pool(origin(&c.sandbox_base_url, SANDBOX))?,
             token: ProviderToken::new(key, &c.token_key_id, &c.team_id),
             bundle_id: c.bundle_id.clone(),
             default_push_type: if c.default_push_type.is_empty() { "alert".into() } else { c.default_push_type.clone() },
@@ -167,45 +147,50 @@ impl ApnsSender {
     /// Sends one notification; `message_id` becomes its apns-id.
     pub async fn send(&self, push: &Push, message_id: &str) -> Delivery {
         let mut token = self.token.get();
+        let path = format!("/3/device/{}", push.device_token);
+        let topic = if push.voip { format!("{}.voip", self.bundle_id) } else { self.bundle_id.clone() };
+        let push_type = if push.push_type.is_empty() { self.default_push_type.as_str() } else { push.push_type.as_str() };
+        let id = apns_id(message_id);
+        let (priority, expiration) = (push.priority.map(|p| p.to_string()), push.expiration.map(|e| e.to_string()));
+        let pool = if push.sandbox { &self.sandbox } else { &self.production };
+        let body = bytes::Bytes::from(push.body.clone());
         for attempt in 0..2 {
-            let client = &self.clients[self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len()];
-            let base = if push.sandbox { &self.sandbox } else { &self.production };
-            let topic = if push.voip { format!("{}.voip", self.bundle_id) } else { self.bundle_id.clone() };
-            let mut req = client
-                .post(format!("{base}/3/device/{}", push.device_token))
-                .header("authorization", format!("bearer {token}"))
-                .header("apns-topic", topic)
-                .header("apns-push-type", if push.push_type.is_empty() { &self.default_push_type } else { &push.push_type })
-                .header("content-type", "application/json")
-                .body(push.body.clone());
-            if let Some(id) = apns_id(message_id) {
-                req = req.header("apns-id", id);
+            let bearer = format!("bearer {token}");
+            let mut headers: Vec<(&str, &str)> = vec![
+                ("authorization", &bearer),
+                ("apns-topic", &topic),
+                ("apns-push-type", push_type),
+                ("content-type", "application/json"),
+            ];
+            if let Some(id) = &id {
+                headers.push(("apns-id", id));
             }
-            if let Some(p) = push.priority {
-                req = req.header("apns-priority", p.to_string());
+            if let Some(p) = &priority {
+                headers.push(("apns-priority", p));
             }
-            if let Some(e) = push.expiration {
-                req = req.header("apns-expiration", e.to_string());
+            if let Some(e) = &expiration {
+                headers.push(("apns-expiration", e));
             }
             if let Some(c) = &push.collapse_id {
-                req = req.header("apns-collapse-id", c.as_str());
+                headers.push(("apns-collapse-id", c));
             }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => return Delivery::Retry { status_code: 0, message: format!("APNs: {e}"), retry_after: None },
+            let answer = match pool.post(&path, &headers, body.clone()).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(error = %e, "APNs request failed.");
+                    return Delivery::Retry { status_code: 0, message: format!("APNs: {e}"), retry_after: None };
+                }
             };
-            let status = resp.status().as_u16();
-            let retry_after = super::webhook::retry_after(resp.headers());
-            let apns_id = resp.headers().get("apns-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let status = answer.status;
+            let retry_after = super::webhook::retry_after(&answer.headers);
             if status == 200 {
+                let apns_id = answer.headers.get("apns-id").and_then(|v| v.to_str().ok()).map(str::to_string);
                 return Delivery::Delivered { status_code: 200, message: "accepted by APNs".into(), provider_id: apns_id };
             }
-            let body = resp.bytes().await.unwrap_or_default();
-            let reason = serde_json::from_slice::<a2::ErrorBody>(&body).ok().map(|b| b.reason);
-            let text = String::from_utf8_lossy(&body).to_string();
+            let reason = serde_json::from_slice::<a2::ErrorBody>(&answer.body).ok().map(|b| b.reason);
             let why = match &reason {
                 Some(r) => format!("APNs {status} {r:?}"),
-                None => format!("APNs {status} {text}"),
+                None => format!("APNs {status} {}", String::from_utf8_lossy(&answer.body)),
             };
             use a2::ErrorReason as R;
             match (status, reason) {
@@ -213,10 +198,8 @@ impl ApnsSender {
                     token = self.token.renew(&token);
                     continue;
                 }
-                (400, Some(R::BadDeviceToken)) | (410, _) => {
-                    return Delivery::Permanent { status_code: status, message: why, hard_bounce: true };
-                }
-                (400, Some(R::DeviceTokenNotForTopic)) => {
+                // A token that is not (or no longer) a device's: its endpoint is retired.
+                (400, Some(R::BadDeviceToken)) | (400, Some(R::DeviceTokenNotForTopic)) | (410, _) => {
                     return Delivery::Permanent { status_code: status, message: why, hard_bounce: true };
                 }
                 (429, _) => return Delivery::Throttled { status_code: status, message: why, retry_after },

@@ -485,7 +485,7 @@ struct ShardMetrics {
 impl ShardMetrics {
     fn new(lane: Lane, shard: usize, backend: &'static str) -> Self {
         use crate::telemetry as t;
-        let channel = if lane == Lane::Email { "EMAIL" } else { "CUSTOM" };
+        let channel = lane.quota_channel();
         let by_status = (1..=7)
             .filter_map(|v| DeliveryStatus::try_from(v).ok())
             .map(|s| {

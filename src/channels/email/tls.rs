@@ -75,6 +75,11 @@ pub fn parse_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, Tls
 /// A connector trusting the system's roots plus `extra_ca_pem`. The system's store is read
 /// once per process.
 pub fn connector(extra_ca_pem: Option<&str>) -> Result<TlsConnector, TlsError> {
+    connector_with_alpn(extra_ca_pem, Vec::new())
+}
+
+/// As [`connector`], offering `alpn` protocols (`h2` for HTTP/2).
+pub fn connector_with_alpn(extra_ca_pem: Option<&str>, alpn: Vec<Vec<u8>>) -> Result<TlsConnector, TlsError> {
     crate::channels::install_crypto_provider();
     static SYSTEM_ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
     let system = SYSTEM_ROOTS.get_or_init(|| {
@@ -91,7 +96,8 @@ pub fn connector(extra_ca_pem: Option<&str>) -> Result<TlsConnector, TlsError> {
             roots.add(cert).map_err(|e| TlsError::Anchor(e.to_string()))?;
         }
     }
-    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = alpn;
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
