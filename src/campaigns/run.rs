@@ -44,6 +44,8 @@ const SUBMIT_WAIT: Duration = Duration::from_secs(3_600);
 struct Plan {
     cohorts: [Option<usize>; 100],
     composers: Vec<Composer>,
+    /// Per treatment: the channels it has content for.
+    lanes: Vec<Vec<Lane>>,
     limits: Limits,
     /// Per treatment: its schedule (its own, else the campaign's), its start in this run, and
     /// whether that start is later than the run's (its messages wait for it).
@@ -242,7 +244,9 @@ impl Runner {
         }
         let deadlines =
             schedules.iter().map(|(_, start, _)| limits.maximum_duration.map(|s| *start + chrono::Duration::seconds(s))).collect();
+        let lanes = composers.iter().map(Composer::lanes).collect();
         let plan = Arc::new(Plan {
+            lanes,
             cohorts,
             composers,
             schedules,
@@ -430,13 +434,14 @@ impl Runner {
         tasks: &mut Vec<JoinHandle<Submitted>>,
         stopped_by_quota: &mut bool,
     ) -> Result<(), String> {
-        let (cohorts, composers, limits, request_id) = (&plan.cohorts, &plan.composers, &plan.limits, plan.request_id.as_str());
+        let (cohorts, limits, request_id) = (&plan.cohorts, &plan.limits, plan.request_id.as_str());
         let store = self.store.as_ref();
         // Members the campaign addresses: an ACTIVE endpoint on a channel it has content for.
         let mut eligible = Vec::with_capacity(members.len());
         let mut held: std::collections::BTreeMap<i64, Vec<String>> = std::collections::BTreeMap::new();
         for e in members {
-            let Some(lane) = lane_of(e.channel_type) else { continue };
+            // Only endpoints on a channel the campaign has content for are its audience.
+            let Some(lane) = lane_of(e.channel_type).filter(|l| plan.lanes.iter().any(|t| t.contains(l))) else { continue };
             if e.endpoint_status == EndpointStatus::Inactive as i32 {
                 continue;
             }
@@ -445,7 +450,7 @@ impl Runner {
                 run.activities[0].holdout += 1;
                 continue;
             };
-            if !composers[treatment].lanes().contains(&lane) {
+            if !plan.lanes[treatment].contains(&lane) {
                 continue;
             }
             if !releasing {

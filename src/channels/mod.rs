@@ -8,6 +8,7 @@ pub mod apns;
 pub mod email;
 pub mod h2;
 pub mod settings;
+pub mod sms;
 pub mod webhook;
 
 use std::time::Duration;

@@ -10,8 +10,8 @@ use crate::channels::webhook;
 use crate::domain::FieldViolation;
 use crate::proto::v1::{
     template::Content, ApnsMessage, AttributeValues, ChannelType, CustomTemplate, DefaultPushNotificationMessage,
-    DirectMessageConfiguration, EmailTemplate, Endpoint, PushAction, PushBlock, PushTemplate, Template, TemplateConfiguration,
-    TemplateReference,
+    DirectMessageConfiguration, EmailTemplate, Endpoint, PushAction, PushBlock, PushTemplate, SmsMessage, SmsMessageType, SmsTemplate,
+    Template, TemplateConfiguration, TemplateReference,
 };
 use crate::render::mime;
 use crate::render::template::{CompiledTemplate, TemplateCache};
@@ -53,6 +53,9 @@ pub struct Composer {
     push: Option<Arc<CompiledTemplate>>,
     apns: ApnsMessage,
     default_push: DefaultPushNotificationMessage,
+    /// SMS content (a template or the message's body) and the SMS message's options.
+    sms: Option<Arc<CompiledTemplate>>,
+    sms_message: SmsMessage,
     raw_email: Option<String>,
     sender: Option<mime::Sender>,
     /// The envelope sender: the from address without its display name.
@@ -148,6 +151,14 @@ impl Composer {
                 )?)
             }
         };
+        let sms_message = config.sms_message.clone().unwrap_or_default();
+        let sms = match (&templates.sms_template, &config.sms_message) {
+            (Some(r), _) if !r.name.is_empty() => Some(stored(store, &cache, app, r, "template_configuration.sms_template").await?),
+            (_, Some(m)) if !m.body.is_empty() => {
+                Some(inline(&cache, Content::Sms(SmsTemplate { body: m.body.clone() }), "message_configuration.sms_message")?)
+            }
+            _ => None,
+        };
         // The sender: the message's from_address, else the app's email channel's (as Pinpoint).
         let mut from_address = email_msg.as_ref().map(|m| m.from_address.clone()).unwrap_or_default();
         if from_address.is_empty() {
@@ -175,6 +186,8 @@ impl Composer {
             push,
             apns,
             default_push,
+            sms,
+            sms_message,
             raw_email: email_msg.as_ref().map(|m| m.raw_message.clone()).filter(|r| !r.is_empty()),
             sender,
             from,
@@ -193,6 +206,9 @@ impl Composer {
         }
         if self.push.is_some() {
             out.push(Lane::Apns);
+        }
+        if self.sms.is_some() {
+            out.push(Lane::Sms);
         }
         out
     }
@@ -315,6 +331,23 @@ impl Composer {
     ) -> Result<Payload, (String, bool)> {
         match lane {
             Lane::Apns => self.apns_payload(channel, endpoint, address, subs),
+            Lane::Sms => {
+                let t = self.sms.as_ref().ok_or_else(|| ("no SMS content: give an SMS template or sms_message.body".to_string(), false))?;
+                let ctx = t.context(endpoint, subs);
+                let parts = t.render(self.cache.renderer(), &ctx).map_err(|e| (e.to_string(), true))?;
+                let body = parts.into_iter().next().map(|(_, s)| s).unwrap_or_default();
+                if body.is_empty() {
+                    return Err(("the SMS body rendered empty".to_string(), true));
+                }
+                let m = &self.sms_message;
+                let from = if m.origination_number.is_empty() { m.sender_id.clone() } else { m.origination_number.clone() };
+                Ok(Payload::Sms(crate::channels::sms::Text {
+                    to: address.to_string(),
+                    from,
+                    body,
+                    promotional: m.message_type == SmsMessageType::Promotional as i32,
+                }))
+            }
             Lane::Email => match (&self.raw_email, &self.email, &self.sender) {
                 (_, _, None) => Err(("no from_address in message_configuration.email_message".to_string(), false)),
                 (Some(raw), _, Some(_)) => Ok(Payload::Email { from: self.from.clone(), mime: raw.as_bytes().to_vec() }),

@@ -19,12 +19,13 @@ use super::retry::RetryPolicy;
 use crate::channels::apns::{self, ApnsSender};
 use crate::channels::email::{SmtpPool, SmtpRelay};
 use crate::channels::settings;
+use crate::channels::sms::SmsSender;
 use crate::channels::webhook::{self, Webhook, WebhookConfig};
 use crate::channels::Delivery;
 use crate::domain;
 use crate::proto::v1::{
     ApnsChannel, ChannelQuota, ChannelType, CustomChannel, DeliveryStatus, EmailChannel, Endpoint, EndpointStatus, Event, MessageOutcome,
-    Suppression, SuppressionReason, TlsMode,
+    SmsChannel, Suppression, SuppressionReason, TlsMode,
 };
 use crate::secrets::Sealer;
 use crate::store::{EndpointOp, Store};
@@ -41,6 +42,8 @@ pub enum Payload {
     Custom { body: webhook::Payload },
     /// An APNs notification to the job's address (a device token).
     Apns(apns::Push),
+    /// A text message to the job's address (E.164); an empty `from` takes the channel's.
+    Sms(crate::channels::sms::Text),
 }
 
 /// One message on its way.
@@ -76,10 +79,11 @@ pub enum Lane {
     Email,
     Custom,
     Apns,
+    Sms,
 }
 
 impl Lane {
-    pub const ALL: [Lane; 3] = [Lane::Email, Lane::Custom, Lane::Apns];
+    pub const ALL: [Lane; 4] = [Lane::Email, Lane::Custom, Lane::Apns, Lane::Sms];
 
     /// The lane that delivers to a channel, if Herald delivers to it.
     pub fn of(channel: ChannelType) -> Option<Lane> {
@@ -87,6 +91,7 @@ impl Lane {
             ChannelType::Email => Some(Lane::Email),
             ChannelType::Custom => Some(Lane::Custom),
             ChannelType::Apns | ChannelType::ApnsSandbox | ChannelType::ApnsVoip | ChannelType::ApnsVoipSandbox => Some(Lane::Apns),
+            ChannelType::Sms => Some(Lane::Sms),
             _ => None,
         }
     }
@@ -97,6 +102,7 @@ impl Lane {
             Lane::Email => "EMAIL",
             Lane::Custom => "CUSTOM",
             Lane::Apns => "APNS",
+            Lane::Sms => "SMS",
         }
     }
 }
@@ -141,6 +147,7 @@ struct AppChannels {
     email: Option<Result<EmailChannel, String>>,
     custom: Option<Result<CustomChannel, String>>,
     apns: Option<Result<Arc<ApnsSender>, String>>,
+    sms: Option<Result<Arc<SmsSender>, String>>,
 }
 
 /// How long an app's channel quotas are used before they are read again: quota changes take
@@ -172,7 +179,8 @@ impl Shared {
                 let email = settings::load::<EmailChannel>(store, sealer, app).await;
                 let custom = settings::load::<CustomChannel>(store, sealer, app).await;
                 let apns = settings::load::<ApnsChannel>(store, sealer, app).await.map(|r| r.and_then(|c| self.apns_sender(app, &c)));
-                AppChannels { email, custom, apns }
+                let sms = settings::load::<SmsChannel>(store, sealer, app).await.map(|r| r.and_then(|c| self.sms_sender(&c)));
+                AppChannels { email, custom, apns, sms }
             }
             None => {
                 const NO_KEY: &str = "channel secrets cannot be opened: this engine has no secret key";
@@ -189,7 +197,8 @@ impl Shared {
                     }
                 });
                 let apns = settings_raw::<ApnsChannel>(store, app).await.map(|_| Err(NO_KEY.to_string()));
-                AppChannels { email, custom, apns }
+                let sms = settings_raw::<SmsChannel>(store, app).await.map(|_| Err(NO_KEY.to_string()));
+                AppChannels { email, custom, apns, sms }
             }
         };
         self.channels.lock().insert(app.to_string(), (Instant::now(), c.clone()));
@@ -211,6 +220,15 @@ impl Shared {
         let sender = Arc::new(ApnsSender::new(c)?);
         cache.insert(app.to_string(), (fingerprint, sender.clone()));
         Ok(sender)
+    }
+
+    /// The SMS sender of an app's settings (sharing the engine's HTTP client).
+    fn sms_sender(&self, c: &SmsChannel) -> Result<Arc<SmsSender>, String> {
+        if !c.enabled {
+            return Err("the app's SMS channel is disabled".into());
+        }
+        let http = self.http.clone().ok_or_else(|| "no HTTP client".to_string())?;
+        SmsSender::new(c, http).map(Arc::new)
     }
 
     /// The pool an app's email goes through: its own relay, or the daemon's; `Err` says why none.
@@ -392,6 +410,14 @@ impl Engine {
 
 fn event_type(channel: &str, status: DeliveryStatus, hard_bounce: bool) -> String {
     let prefix = event_prefix(channel);
+    if prefix == "_SMS" {
+        let name = match status {
+            DeliveryStatus::Successful => "SUCCESS",
+            DeliveryStatus::OptOut => "OPTOUT",
+            _ => "FAILURE",
+        };
+        return format!("{prefix}.{name}");
+    }
     let name = match status {
         DeliveryStatus::Successful => "send",
         DeliveryStatus::PermanentFailure if hard_bounce => "hardbounce",
@@ -706,6 +732,38 @@ async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job]) -> Vec<Delivery> {
                         (Some(Err(why)), _) => permanent(why.clone()),
                         (Some(Ok(sender)), Payload::Apns(push)) => sender.send(push, &j.outcome.message_id).await,
                         _ => permanent("not an APNs notification".into()),
+                    }
+                });
+            }
+            futures::future::join_all(futures).await
+        }
+        Lane::Sms => {
+            let mut futures = Vec::with_capacity(jobs.len());
+            for j in jobs {
+                let app = shared.app_channels(&j.outcome.app_id).await;
+                futures.push(async move {
+                    if j.dry_run {
+                        return dry(j);
+                    }
+                    let permanent = |message: String| Delivery::Permanent { status_code: 0, message, hard_bounce: false };
+                    match (&app.sms, &j.payload) {
+                        (None, _) => permanent("no SMS channel is configured for this app".into()),
+                        (Some(Err(why)), _) => permanent(why.clone()),
+                        (Some(Ok(sender)), Payload::Sms(text)) => {
+                            let mut text = text.clone();
+                            if text.from.is_empty() {
+                                match &sender.default_from {
+                                    Some(f) => text.from = f.clone(),
+                                    None => {
+                                        return permanent(
+                                            "no origination number or sender id: set one on the message or the SMS channel".into(),
+                                        )
+                                    }
+                                }
+                            }
+                            sender.send(&text).await
+                        }
+                        _ => permanent("not a text message".into()),
                     }
                 });
             }

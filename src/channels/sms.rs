@@ -1,0 +1,99 @@
+//! SMS through an HTTP provider speaking the Twilio Messages API: a form POST to
+//! `{base}/2010-04-01/Accounts/{sid}/Messages.json` with basic auth and `To`, `From`, `Body`
+//! (and `StatusCallback` when the channel asks for delivery receipts). The provider's answer
+//! becomes a delivery status: 2xx accepted (its message `sid` kept), invalid or unreachable
+//! numbers permanent, 429 throttled, 5xx and transport errors retried.
+
+use std::time::Duration;
+
+use super::Delivery;
+use crate::proto::v1::SmsChannel;
+
+/// One text message, ready to go.
+#[derive(Debug, Clone)]
+pub struct Text {
+    pub to: String,
+    /// An origination number (E.164) or an alphanumeric sender id.
+    pub from: String,
+    pub body: String,
+    /// TRANSACTIONAL or PROMOTIONAL (sent as the provider's message type hint when not
+    /// transactional).
+    pub promotional: bool,
+}
+
+/// Provider error codes (Twilio's) that say the number itself cannot receive the message.
+const NUMBER_ERRORS: [i64; 6] = [21211, 21214, 21217, 21407, 21612, 21614];
+/// The recipient replied STOP: the number is opted out at the provider.
+const OPTED_OUT: i64 = 21610;
+
+pub struct SmsSender {
+    http: reqwest::Client,
+    url: String,
+    account_sid: String,
+    auth_token: String,
+    status_callback: Option<String>,
+    /// The default sender: the first origination number, else the sender id.
+    pub default_from: Option<String>,
+}
+
+impl SmsSender {
+    pub fn new(c: &SmsChannel, http: reqwest::Client) -> Result<Self, String> {
+        if c.base_url.is_empty() || c.account_sid.is_empty() || c.auth_token.is_empty() {
+            return Err("the app's SMS channel lacks its base_url, account_sid or auth_token".into());
+        }
+        Ok(Self {
+            http,
+            url: format!("{}/2010-04-01/Accounts/{}/Messages.json", c.base_url.trim_end_matches('/'), c.account_sid),
+            account_sid: c.account_sid.clone(),
+            auth_token: c.auth_token.clone(),
+            status_callback: Some(c.status_callback_url.clone()).filter(|u| !u.is_empty()),
+            default_from: c.origination_numbers.first().cloned().or_else(|| Some(c.sender_id.clone()).filter(|s| !s.is_empty())),
+        })
+    }
+
+    pub async fn send(&self, text: &Text) -> Delivery {
+        let mut form: Vec<(&str, &str)> = vec![("To", &text.to), ("From", &text.from), ("Body", &text.body)];
+        if let Some(cb) = &self.status_callback {
+            form.push(("StatusCallback", cb));
+        }
+        if text.promotional {
+            form.push(("MessageIntent", "marketing"));
+        }
+        let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
+        let resp = self
+            .http
+            .post(&self.url)
+            .basic_auth(&self.account_sid, Some(&self.auth_token))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encoded)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return Delivery::Retry { status_code: 0, message: format!("SMS provider: {e}"), retry_after: None },
+        };
+        let status = resp.status().as_u16();
+        let retry_after = super::webhook::retry_after(resp.headers());
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let code = body.get("code").and_then(|c| c.as_i64());
+        let message = body.get("message").and_then(|m| m.as_str()).unwrap_or("").to_string();
+        let why = match code {
+            Some(c) => format!("SMS provider {status} (error {c}): {message}"),
+            None => format!("SMS provider {status}: {message}"),
+        };
+        match status {
+            200..=299 => {
+                let sid = body.get("sid").and_then(|s| s.as_str()).map(str::to_string);
+                Delivery::Delivered { status_code: status, message: "accepted by the SMS provider".into(), provider_id: sid }
+            }
+            429 => Delivery::Throttled { status_code: status, message: why, retry_after },
+            s if s >= 500 => Delivery::Retry { status_code: status, message: why, retry_after },
+            _ if code == Some(OPTED_OUT) => Delivery::Permanent { status_code: status, message: why, hard_bounce: false },
+            _ if code.is_some_and(|c| NUMBER_ERRORS.contains(&c)) => {
+                Delivery::Permanent { status_code: status, message: why, hard_bounce: true }
+            }
+            _ => Delivery::Permanent { status_code: status, message: why, hard_bounce: false },
+        }
+    }
+}

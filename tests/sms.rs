@@ -1,0 +1,152 @@
+//! SMS end to end against a local server shaped like Twilio's Messages API (form POSTs with
+//! basic auth to /2010-04-01/Accounts/{sid}/Messages.json, Twilio's JSON answers and error
+//! codes): channel settings with a write-only auth token, what the provider receives, and its
+//! answers mapped to delivery statuses and `_SMS.*` events.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use common::{Daemon, RedisServer, API_KEY};
+use herald::proto::v1::{
+    channels_client::ChannelsClient, messages_client::MessagesClient, AddressConfiguration, AttributeValues, ChannelType, DeliveryStatus,
+    DirectMessageConfiguration, GetChannelRequest, SendMessagesRequest, SmsChannel, SmsMessage, SmsMessageType, UpdateSmsChannelRequest,
+};
+use herald::store::Store as _;
+use parking_lot::Mutex;
+use tonic::Code;
+
+const SID: &str = "AC0123456789abcdef";
+const TOKEN: &str = "twilio-auth-token";
+
+type Received = Arc<Mutex<Vec<HashMap<String, String>>>>;
+
+async fn messages(
+    State(received): State<Received>,
+    Path(sid): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    use base64::Engine as _;
+    let json = |s: StatusCode, v: serde_json::Value| (s, [("retry-after", "0")], v.to_string());
+    let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{SID}:{TOKEN}")));
+    if sid != SID || headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        return json(StatusCode::UNAUTHORIZED, serde_json::json!({"code": 20003, "message": "Authenticate", "status": 401}));
+    }
+    if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/x-www-form-urlencoded") {
+        return json(StatusCode::UNSUPPORTED_MEDIA_TYPE, serde_json::json!({"code": 20415, "message": "form expected"}));
+    }
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    let to = form.get("To").cloned().unwrap_or_default();
+    received.lock().push(form);
+    match to.as_str() {
+        "+15551110000" => json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"code": 21211, "message": "The 'To' number +15551110000 is not a valid phone number.", "status": 400}),
+        ),
+        "+15552220000" => {
+            json(StatusCode::TOO_MANY_REQUESTS, serde_json::json!({"code": 20429, "message": "Too Many Requests", "status": 429}))
+        }
+        "+15553330000" => json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({"code": 20500, "message": "Internal Server Error"})),
+        _ => json(
+            StatusCode::CREATED,
+            serde_json::json!({"sid": format!("SM{:032x}", received.lock().len()), "status": "queued", "to": to, "account_sid": SID}),
+        ),
+    }
+}
+
+async fn start_provider() -> (u16, Received) {
+    let received: Received = Arc::default();
+    let app =
+        axum::Router::new().route("/2010-04-01/Accounts/{sid}/Messages.json", axum::routing::post(messages)).with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_through_a_twilio_shaped_provider() {
+    let (port, received) = start_provider().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    let redis_url = redis.url();
+    let d = Daemon::spawn(Some(redis), tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &[]);
+    let app = d.create_app("sms").await.app_id;
+    let mut channels = ChannelsClient::new(d.channel().await);
+
+    let mut bad = SmsChannel { enabled: true, base_url: "ftp://x".into(), origination_numbers: vec!["555".into()], ..Default::default() };
+    bad.sender_id = "way too long sender".into();
+    let err = channels.update_sms_channel(d.req(UpdateSmsChannelRequest { app_id: app.clone(), channel: Some(bad) })).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let fields: Vec<String> =
+        tonic_types::StatusExt::get_details_bad_request(&err).unwrap().field_violations.into_iter().map(|v| v.field).collect();
+    for f in ["channel.base_url", "channel.account_sid", "channel.auth_token", "channel.origination_numbers[0]", "channel.sender_id"] {
+        assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
+    }
+
+    let settings = SmsChannel {
+        enabled: true,
+        base_url: format!("http://127.0.0.1:{port}"),
+        account_sid: SID.into(),
+        auth_token: TOKEN.into(),
+        origination_numbers: vec!["+14255550100".into()],
+        ..Default::default()
+    };
+    let shown = channels
+        .update_sms_channel(d.req(UpdateSmsChannelRequest { app_id: app.clone(), channel: Some(settings) }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shown.has_auth_token && shown.auth_token.is_empty());
+    let got = channels.get_sms_channel(d.req(GetChannelRequest { app_id: app.clone() })).await.unwrap().into_inner();
+    assert!(got.has_auth_token && got.auth_token.is_empty() && got.account_sid == SID);
+
+    let sms = |n: &str| (n.to_string(), AddressConfiguration { channel_type: ChannelType::Sms as i32, ..Default::default() });
+    let mut addresses: HashMap<String, AddressConfiguration> =
+        ["+15550000001", "+15551110000", "+15552220000", "+15553330000"].into_iter().map(sms).collect();
+    addresses.get_mut("+15550000001").unwrap().substitutions =
+        HashMap::from([("Code".to_string(), AttributeValues { values: vec!["4711".into()] })]);
+    let sent = MessagesClient::new(d.channel().await)
+        .send_messages(d.req(SendMessagesRequest {
+            app_id: app.clone(),
+            addresses,
+            message_configuration: Some(DirectMessageConfiguration {
+                sms_message: Some(SmsMessage {
+                    body: "Your code is {{Code}}".into(),
+                    message_type: SmsMessageType::Transactional as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let result = |n: &str| &sent.result[n];
+    let status = |n: &str| DeliveryStatus::try_from(result(n).delivery_status).unwrap();
+    assert_eq!(status("+15550000001"), DeliveryStatus::Successful, "{:?}", result("+15550000001"));
+    assert_eq!(status("+15551110000"), DeliveryStatus::PermanentFailure);
+    assert!(result("+15551110000").status_message.contains("21211"), "{}", result("+15551110000").status_message);
+    assert_eq!(status("+15552220000"), DeliveryStatus::Throttled);
+    assert_eq!(status("+15553330000"), DeliveryStatus::TemporaryFailure);
+
+    // What the provider got: the channel's number as From, the rendered body, one request for
+    // the invalid number, retries for the throttled and failing ones.
+    let got = received.lock().clone();
+    let ok: Vec<_> = got.iter().filter(|f| f["To"] == "+15550000001").collect();
+    assert_eq!(ok.len(), 1);
+    assert_eq!((ok[0]["From"].as_str(), ok[0]["Body"].as_str()), ("+14255550100", "Your code is 4711"));
+    assert_eq!(got.iter().filter(|f| f["To"] == "+15551110000").count(), 1, "a permanent failure is not retried");
+    assert!(got.iter().filter(|f| f["To"] == "+15553330000").count() > 1, "a 5xx is retried");
+
+    // Events carry Pinpoint's SMS names.
+    let store = herald::store::redis::RedisStore::connect(&redis_url, 2).await.unwrap();
+    let events = store.read_events(&app, None, 100).await.unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert!(types.contains(&"_SMS.SUCCESS") && types.contains(&"_SMS.FAILURE"), "{types:?}");
+}
