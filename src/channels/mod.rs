@@ -6,6 +6,7 @@
 
 pub mod apns;
 pub mod email;
+pub mod fcm;
 pub mod h2;
 pub mod settings;
 pub mod sms;

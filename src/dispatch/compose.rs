@@ -10,8 +10,8 @@ use crate::channels::webhook;
 use crate::domain::FieldViolation;
 use crate::proto::v1::{
     template::Content, ApnsMessage, AttributeValues, ChannelType, CustomTemplate, DefaultPushNotificationMessage,
-    DirectMessageConfiguration, EmailTemplate, Endpoint, PushAction, PushBlock, PushTemplate, SmsMessage, SmsMessageType, SmsTemplate,
-    Template, TemplateConfiguration, TemplateReference,
+    DirectMessageConfiguration, EmailTemplate, Endpoint, GcmMessage, PushAction, PushBlock, PushTemplate, SmsMessage, SmsMessageType,
+    SmsTemplate, Template, TemplateConfiguration, TemplateReference,
 };
 use crate::render::mime;
 use crate::render::template::{CompiledTemplate, TemplateCache};
@@ -52,6 +52,7 @@ pub struct Composer {
     /// APNs options that are not templated.
     push: Option<Arc<CompiledTemplate>>,
     apns: ApnsMessage,
+    gcm: GcmMessage,
     default_push: DefaultPushNotificationMessage,
     /// SMS content (a template or the message's body) and the SMS message's options.
     sms: Option<Arc<CompiledTemplate>>,
@@ -125,10 +126,11 @@ impl Composer {
         };
         let default_push = config.default_push_notification_message.clone().unwrap_or_default();
         let apns = config.apns_message.clone().unwrap_or_default();
-        let push = match (&templates.push_template, &config.default_push_notification_message, &config.apns_message) {
-            (Some(r), _, _) if !r.name.is_empty() => Some(stored(store, &cache, app, r, "template_configuration.push_template").await?),
-            (_, None, None) => None,
-            (_, d, a) => {
+        let gcm = config.gcm_message.clone().unwrap_or_default();
+        let push = match (&templates.push_template, &config.default_push_notification_message, &config.apns_message, &config.gcm_message) {
+            (Some(r), _, _, _) if !r.name.is_empty() => Some(stored(store, &cache, app, r, "template_configuration.push_template").await?),
+            (_, None, None, None) => None,
+            (_, d, a, g) => {
                 let default = d.as_ref().map(|d| PushBlock {
                     title: d.title.clone(),
                     body: d.body.clone(),
@@ -144,11 +146,17 @@ impl Composer {
                     raw_content: a.raw_content.clone(),
                     ..Default::default()
                 });
-                Some(inline(
-                    &cache,
-                    Content::Push(PushTemplate { default, apns: apns_block, gcm: None }),
-                    "message_configuration.apns_message",
-                )?)
+                let gcm_block = g.as_ref().map(|g| PushBlock {
+                    title: g.title.clone(),
+                    body: g.body.clone(),
+                    sound: g.sound.clone(),
+                    url: g.url.clone(),
+                    image_url: g.image_url.clone(),
+                    raw_content: g.raw_content.clone(),
+                    ..Default::default()
+                });
+                let content = Content::Push(PushTemplate { default, apns: apns_block, gcm: gcm_block });
+                Some(inline(&cache, content, "message_configuration.default_push_notification_message")?)
             }
         };
         let sms_message = config.sms_message.clone().unwrap_or_default();
@@ -185,6 +193,7 @@ impl Composer {
             custom,
             push,
             apns,
+            gcm,
             default_push,
             sms,
             sms_message,
@@ -206,11 +215,82 @@ impl Composer {
         }
         if self.push.is_some() {
             out.push(Lane::Apns);
+            out.push(Lane::Gcm);
         }
         if self.sms.is_some() {
             out.push(Lane::Sms);
         }
         out
+    }
+
+    /// An FCM message (HTTP v1 fields) for a device token: the GCM block's parts, else the
+    /// default block's; a silent push carries data only.
+    fn gcm_payload(
+        &self,
+        endpoint: Option<&Endpoint>,
+        token: &str,
+        subs: &HashMap<String, Vec<String>>,
+    ) -> Result<Payload, (String, bool)> {
+        use serde_json::{json, Map, Value};
+        let t = self.push.as_ref().ok_or_else(|| ("no push content: give a push template or a push message".to_string(), false))?;
+        let ctx = t.context(endpoint, subs);
+        let parts = t.render(self.cache.renderer(), &ctx).map_err(|e| (e.to_string(), true))?;
+        let pick = |name: &str| {
+            let find = |p: String| parts.iter().find(|(n, v)| *n == p && !v.is_empty()).map(|(_, v)| v.clone());
+            find(format!("gcm.{name}")).or_else(|| find(format!("default.{name}")))
+        };
+        let (g, d) = (&self.gcm, &self.default_push);
+        let mut fields = Map::new();
+        if let Some(raw) = pick("raw_content") {
+            let v: Value = serde_json::from_str(&raw).map_err(|e| (format!("raw_content is not JSON: {e}"), true))?;
+            let inner = v.get("message").cloned().unwrap_or(v);
+            let Value::Object(m) = inner else { return Err(("raw_content must be a JSON object".into(), true)) };
+            fields = m;
+        } else {
+            let silent = g.silent_push || d.silent_push;
+            if !silent {
+                let mut n = Map::new();
+                for (k, part) in [("title", "title"), ("body", "body"), ("image", "image_url")] {
+                    if let Some(v) = pick(part) {
+                        n.insert(k.into(), Value::String(v));
+                    }
+                }
+                if !n.is_empty() {
+                    fields.insert("notification".into(), Value::Object(n));
+                }
+            }
+            let data = if g.data.is_empty() { &d.data } else { &g.data };
+            let mut data: Map<String, Value> = data.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+            let action = if g.action != 0 { g.action } else { d.action };
+            if let Some(url) = pick("url").filter(|_| action == PushAction::DeepLink as i32 || action == PushAction::Url as i32) {
+                data.insert("pinpoint.deeplink".into(), Value::String(url));
+            }
+            if !data.is_empty() {
+                fields.insert("data".into(), Value::Object(data));
+            }
+            let mut android = Map::new();
+            match g.priority.to_ascii_lowercase().as_str() {
+                "high" => drop(android.insert("priority".into(), json!("HIGH"))),
+                "normal" => drop(android.insert("priority".into(), json!("NORMAL"))),
+                _ => {}
+            }
+            if g.time_to_live > 0 {
+                android.insert("ttl".into(), Value::String(format!("{}s", g.time_to_live)));
+            }
+            if !g.collapse_key.is_empty() {
+                android.insert("collapse_key".into(), Value::String(g.collapse_key.clone()));
+            }
+            if !g.restricted_package_name.is_empty() {
+                android.insert("restricted_package_name".into(), Value::String(g.restricted_package_name.clone()));
+            }
+            if let Some(sound) = pick("sound").filter(|_| !silent) {
+                android.insert("notification".into(), json!({ "sound": sound }));
+            }
+            if !android.is_empty() {
+                fields.insert("android".into(), Value::Object(android));
+            }
+        }
+        Ok(Payload::Gcm(crate::channels::fcm::Message { device_token: token.to_string(), fields }))
     }
 
     /// An APNs notification for `endpoint` (`channel` says sandbox and VOIP), built with a2's
@@ -331,6 +411,7 @@ impl Composer {
     ) -> Result<Payload, (String, bool)> {
         match lane {
             Lane::Apns => self.apns_payload(channel, endpoint, address, subs),
+            Lane::Gcm => self.gcm_payload(endpoint, address, subs),
             Lane::Sms => {
                 let t = self.sms.as_ref().ok_or_else(|| ("no SMS content: give an SMS template or sms_message.body".to_string(), false))?;
                 let ctx = t.context(endpoint, subs);

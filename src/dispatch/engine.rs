@@ -18,14 +18,15 @@ use super::quota::RateGate;
 use super::retry::RetryPolicy;
 use crate::channels::apns::{self, ApnsSender};
 use crate::channels::email::{SmtpPool, SmtpRelay};
+use crate::channels::fcm::FcmSender;
 use crate::channels::settings;
 use crate::channels::sms::SmsSender;
 use crate::channels::webhook::{self, Webhook, WebhookConfig};
 use crate::channels::Delivery;
 use crate::domain;
 use crate::proto::v1::{
-    ApnsChannel, ChannelQuota, ChannelType, CustomChannel, DeliveryStatus, EmailChannel, Endpoint, EndpointStatus, Event, MessageOutcome,
-    SmsChannel, Suppression, SuppressionReason, TlsMode,
+    ApnsChannel, ChannelQuota, ChannelType, CustomChannel, DeliveryStatus, EmailChannel, Endpoint, EndpointStatus, Event, GcmChannel,
+    MessageOutcome, SmsChannel, Suppression, SuppressionReason, TlsMode,
 };
 use crate::secrets::Sealer;
 use crate::store::{EndpointOp, Store};
@@ -42,6 +43,8 @@ pub enum Payload {
     Custom { body: webhook::Payload },
     /// An APNs notification to the job's address (a device token).
     Apns(apns::Push),
+    /// An FCM message to the job's address (a registration token).
+    Gcm(crate::channels::fcm::Message),
     /// A text message to the job's address (E.164); an empty `from` takes the channel's.
     Sms(crate::channels::sms::Text),
 }
@@ -79,11 +82,12 @@ pub enum Lane {
     Email,
     Custom,
     Apns,
+    Gcm,
     Sms,
 }
 
 impl Lane {
-    pub const ALL: [Lane; 4] = [Lane::Email, Lane::Custom, Lane::Apns, Lane::Sms];
+    pub const ALL: [Lane; 5] = [Lane::Email, Lane::Custom, Lane::Apns, Lane::Gcm, Lane::Sms];
 
     /// The lane that delivers to a channel, if Herald delivers to it.
     pub fn of(channel: ChannelType) -> Option<Lane> {
@@ -91,6 +95,7 @@ impl Lane {
             ChannelType::Email => Some(Lane::Email),
             ChannelType::Custom => Some(Lane::Custom),
             ChannelType::Apns | ChannelType::ApnsSandbox | ChannelType::ApnsVoip | ChannelType::ApnsVoipSandbox => Some(Lane::Apns),
+            ChannelType::Gcm => Some(Lane::Gcm),
             ChannelType::Sms => Some(Lane::Sms),
             _ => None,
         }
@@ -102,6 +107,7 @@ impl Lane {
             Lane::Email => "EMAIL",
             Lane::Custom => "CUSTOM",
             Lane::Apns => "APNS",
+            Lane::Gcm => "GCM",
             Lane::Sms => "SMS",
         }
     }
@@ -135,6 +141,8 @@ struct Shared {
     pools: parking_lot::Mutex<HashMap<String, Arc<SmtpPool>>>,
     /// Each app's APNs sender and the settings it was built from.
     apns: parking_lot::Mutex<HashMap<String, (String, Arc<ApnsSender>)>>,
+    /// Each app's FCM sender (holding its access token) and the settings it was built from.
+    fcm: parking_lot::Mutex<HashMap<String, (String, Arc<FcmSender>)>>,
 }
 
 /// A relay's pool and the jobs going through it.
@@ -148,6 +156,7 @@ struct AppChannels {
     custom: Option<Result<CustomChannel, String>>,
     apns: Option<Result<Arc<ApnsSender>, String>>,
     sms: Option<Result<Arc<SmsSender>, String>>,
+    gcm: Option<Result<Arc<FcmSender>, String>>,
 }
 
 /// How long an app's channel quotas are used before they are read again: quota changes take
@@ -180,7 +189,8 @@ impl Shared {
                 let custom = settings::load::<CustomChannel>(store, sealer, app).await;
                 let apns = settings::load::<ApnsChannel>(store, sealer, app).await.map(|r| r.and_then(|c| self.apns_sender(app, &c)));
                 let sms = settings::load::<SmsChannel>(store, sealer, app).await.map(|r| r.and_then(|c| self.sms_sender(&c)));
-                AppChannels { email, custom, apns, sms }
+                let gcm = settings::load::<GcmChannel>(store, sealer, app).await.map(|r| r.and_then(|c| self.fcm_sender(app, &c)));
+                AppChannels { email, custom, apns, sms, gcm }
             }
             None => {
                 const NO_KEY: &str = "channel secrets cannot be opened: this engine has no secret key";
@@ -198,7 +208,8 @@ impl Shared {
                 });
                 let apns = settings_raw::<ApnsChannel>(store, app).await.map(|_| Err(NO_KEY.to_string()));
                 let sms = settings_raw::<SmsChannel>(store, app).await.map(|_| Err(NO_KEY.to_string()));
-                AppChannels { email, custom, apns, sms }
+                let gcm = settings_raw::<GcmChannel>(store, app).await.map(|_| Err(NO_KEY.to_string()));
+                AppChannels { email, custom, apns, sms, gcm }
             }
         };
         self.channels.lock().insert(app.to_string(), (Instant::now(), c.clone()));
@@ -218,6 +229,25 @@ impl Shared {
             }
         }
         let sender = Arc::new(ApnsSender::new(c)?);
+        cache.insert(app.to_string(), (fingerprint, sender.clone()));
+        Ok(sender)
+    }
+
+    /// The FCM sender of an app's settings, kept (with its access token) while they are
+    /// unchanged.
+    fn fcm_sender(&self, app: &str, c: &GcmChannel) -> Result<Arc<FcmSender>, String> {
+        if !c.enabled {
+            return Err("the app's GCM channel is disabled".into());
+        }
+        let fingerprint = format!("{}|{}", c.last_modified_date, prost::Message::encoded_len(c));
+        let mut cache = self.fcm.lock();
+        if let Some((seen, sender)) = cache.get(app) {
+            if *seen == fingerprint {
+                return Ok(sender.clone());
+            }
+        }
+        let http = self.http.clone().ok_or_else(|| "no HTTP client".to_string())?;
+        let sender = Arc::new(FcmSender::new(c, http)?);
         cache.insert(app.to_string(), (fingerprint, sender.clone()));
         Ok(sender)
     }
@@ -361,6 +391,7 @@ impl Engine {
                 .ok(),
             pools: parking_lot::Mutex::new(HashMap::new()),
             apns: parking_lot::Mutex::new(HashMap::new()),
+            fcm: parking_lot::Mutex::new(HashMap::new()),
         });
         let mut lanes = HashMap::new();
         for lane in Lane::ALL {
@@ -732,6 +763,25 @@ async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job]) -> Vec<Delivery> {
                         (Some(Err(why)), _) => permanent(why.clone()),
                         (Some(Ok(sender)), Payload::Apns(push)) => sender.send(push, &j.outcome.message_id).await,
                         _ => permanent("not an APNs notification".into()),
+                    }
+                });
+            }
+            futures::future::join_all(futures).await
+        }
+        Lane::Gcm => {
+            let mut futures = Vec::with_capacity(jobs.len());
+            for j in jobs {
+                let app = shared.app_channels(&j.outcome.app_id).await;
+                futures.push(async move {
+                    if j.dry_run {
+                        return dry(j);
+                    }
+                    let permanent = |message: String| Delivery::Permanent { status_code: 0, message, hard_bounce: false };
+                    match (&app.gcm, &j.payload) {
+                        (None, _) => permanent("no GCM channel is configured for this app".into()),
+                        (Some(Err(why)), _) => permanent(why.clone()),
+                        (Some(Ok(sender)), Payload::Gcm(m)) => sender.send(m).await,
+                        _ => permanent("not an FCM message".into()),
                     }
                 });
             }
