@@ -136,9 +136,24 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
                 auth.clone(),
             ))
             .add_service(InterceptedService::new(campaigns_service, auth.clone()))
-            .add_service(InterceptedService::new(ChannelsServer::new(ChannelsService::new(store.clone(), sealer)), auth))
+            .add_service(InterceptedService::new(ChannelsServer::new(ChannelsService::new(store.clone(), sealer.clone())), auth))
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())),
     );
+    let feedback_task = match config.feedback_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (feedback_addr)"))?;
+            tracing::info!(%addr, "Provider feedback listener is up.");
+            let feedback = Arc::new(crate::feedback::Feedback {
+                store: store.clone(),
+                sealer: sealer.clone(),
+                api_keys: config.api_keys.clone(),
+                outcome_ttl,
+            });
+            let server = axum::serve(listener, feedback.router()).with_graceful_shutdown(stopped(stop_rx.clone()));
+            Some(tokio::spawn(async move { server.await }))
+        }
+        None => None,
+    };
     let router = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
     let scheduler = tokio::spawn(crate::campaigns::scheduler::run(runner, wake, stop_rx.clone()));
     let metrics_server = axum::serve(metrics, router).with_graceful_shutdown(stopped(stop_rx));
@@ -183,6 +198,9 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         Err(_) => tracing::warn!(grace_secs = config.shutdown_grace_secs, "Calls still in flight after the grace period; closing anyway."),
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), metrics_task).await;
+    if let Some(t) = feedback_task {
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
     upkeep.abort();
     purger.abort();
     scheduler.abort();

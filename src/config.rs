@@ -16,6 +16,7 @@
 //! | `webhook_secret` | `--webhook-secret` | `HERALD_WEBHOOK_SECRET` | none |
 //! | `shards_per_channel` | `--shards-per-channel` | `HERALD_SHARDS_PER_CHANNEL` | the core count |
 //! | `outcome_ttl_days` | `--outcome-ttl-days` | `HERALD_OUTCOME_TTL_DAYS` | `30` |
+//! | `feedback_addr` | `--feedback-addr` | `HERALD_FEEDBACK_ADDR` | none: no feedback listener |
 //! | `secret_key` | `--secret-key` | `HERALD_SECRET_KEY` | a key created in `data_dir/secret.key` |
 
 use std::net::SocketAddr;
@@ -71,6 +72,8 @@ pub struct Config {
     pub outcome_ttl_days: u64,
     /// Seals channel secrets at rest (base64 of 32 bytes); daemons sharing a store share it.
     pub secret_key: Option<String>,
+    /// Where providers' delivery receipts, replies and bounce notifications arrive.
+    pub feedback_addr: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
             shards_per_channel: 0,
             outcome_ttl_days: 30,
             secret_key: None,
+            feedback_addr: None,
         }
     }
 }
@@ -130,6 +134,8 @@ pub struct ConfigArgs {
     /// Base64 of 32 random bytes (`openssl rand -base64 32`).
     #[arg(long, env = "HERALD_SECRET_KEY", value_name = "KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+    #[arg(long, env = "HERALD_FEEDBACK_ADDR", value_name = "ADDR")]
+    pub feedback_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -186,6 +192,9 @@ impl Config {
         }
         if let Some(v) = args.outcome_ttl_days {
             config.outcome_ttl_days = v;
+        }
+        if let Some(v) = args.feedback_addr {
+            config.feedback_addr = Some(v);
         }
         if let Some(v) = &args.secret_key {
             config.secret_key = Some(v.clone()).filter(|k| !k.is_empty());

@@ -29,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod feedback;
 pub mod proto;
 pub mod render;
 pub mod secrets;

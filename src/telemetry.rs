@@ -42,6 +42,9 @@ pub const CAMPAIGN_RUNS: &str = "herald_campaign_runs_total";
 pub const CAMPAIGN_RUNS_EXECUTING: &str = "herald_campaign_runs_executing";
 /// 1, labelled with the version and the store backend.
 pub const BUILD_INFO: &str = "herald_build_info";
+/// Counter: provider feedback received, by kind (sms_delivered, sms_failed, sms_optout,
+/// email_hardbounce, email_softbounce, email_complaint).
+pub const FEEDBACK: &str = "herald_feedback_total";
 
 /// Every metric name above, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -62,6 +65,7 @@ pub const ALL: &[&str] = &[
     CAMPAIGN_RUNS,
     CAMPAIGN_RUNS_EXECUTING,
     BUILD_INFO,
+    FEEDBACK,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];

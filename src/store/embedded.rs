@@ -341,6 +341,16 @@ impl Store for EmbeddedStore {
         self.blocking(move |db| write_endpoints(db, &app_id, &op)).await
     }
 
+    async fn endpoint_by_address(&self, app_id: &str, channel: i32, address: &str) -> Result<Option<String>, StoreError> {
+        let k = key(app_id, &super::plan::address_key(channel, address));
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let addresses = txn.open_table(ADDRESSES).map_err(backend)?;
+            Ok(addresses.get(k.as_str()).map_err(backend)?.map(|g| g.value().to_string()))
+        })
+        .await
+    }
+
     async fn get_endpoint(&self, app_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>, StoreError> {
         let (app_id, k) = (app_id.to_string(), key(app_id, endpoint_id));
         self.blocking(move |db| {

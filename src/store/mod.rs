@@ -178,6 +178,9 @@ pub trait Store: Send + Sync + 'static {
     /// Removes one address; whether it was there.
     async fn remove_suppression(&self, app_id: &str, address: &str) -> Result<bool, StoreError>;
 
+    /// The id of the ACTIVE endpoint with this channel and address, if any (the address index).
+    async fn endpoint_by_address(&self, app_id: &str, channel: i32, address: &str) -> Result<Option<String>, StoreError>;
+
     /// The entries of these addresses, in order (`None`: not suppressed). One round trip for a
     /// whole batch of recipients.
     async fn get_suppressions(&self, app_id: &str, addresses: &[String]) -> Result<Vec<Option<Suppression>>, StoreError>;

@@ -557,6 +557,11 @@ impl Store for RedisStore {
         Ok(removed > 0)
     }
 
+    async fn endpoint_by_address(&self, app_id: &str, channel: i32, address: &str) -> Result<Option<String>, StoreError> {
+        let k = Keys::new(app_id).address(&super::plan::address_key(channel, address));
+        Ok(self.conn().get(k).await?)
+    }
+
     async fn get_suppressions(&self, app_id: &str, addresses: &[String]) -> Result<Vec<Option<Suppression>>, StoreError> {
         if addresses.is_empty() {
             return Ok(Vec::new());
