@@ -118,6 +118,8 @@ fn deployments_name_the_daemons_ports_and_variables() {
     let env = &compose["services"]["herald"]["environment"];
     assert_eq!(env["HERALD_GRPC_ADDR"].as_str(), Some("0.0.0.0:50051"));
     assert_eq!(env["HERALD_METRICS_ADDR"].as_str(), Some("0.0.0.0:9464"));
+    assert_eq!(env["HERALD_FEEDBACK_ADDR"].as_str(), Some("0.0.0.0:9465"));
+    assert!(env["HERALD_SECRET_KEY"].as_str().is_some(), "compose passes the secret key");
     let docs = yaml("deploy/k8s/herald.yaml");
     let deployment = docs.iter().find(|d| d["kind"].as_str() == Some("Deployment")).unwrap();
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
@@ -125,6 +127,9 @@ fn deployments_name_the_daemons_ports_and_variables() {
     assert_eq!(container["livenessProbe"]["grpc"]["port"].as_i64(), Some(50051));
     let config_map = docs.iter().find(|d| d["kind"].as_str() == Some("ConfigMap")).unwrap();
     assert_eq!(config_map["data"]["HERALD_GRPC_ADDR"].as_str(), Some("0.0.0.0:50051"));
+    assert_eq!(config_map["data"]["HERALD_FEEDBACK_ADDR"].as_str(), Some("0.0.0.0:9465"));
+    let secret_env = container["env"].as_vec().unwrap().iter().any(|e| e["name"].as_str() == Some("HERALD_SECRET_KEY"));
+    assert!(secret_env, "every replica gets the same secret key from the Secret");
     let scrape = &yaml("deploy/prometheus/prometheus.yml")[0];
     assert_eq!(scrape["scrape_configs"][0]["static_configs"][0]["targets"][0].as_str(), Some("herald:9464"));
     // The image's health check is the daemon's own `herald health`.
