@@ -33,7 +33,7 @@ pub struct SmsSender {
     auth_token: String,
     status_callback: Option<String>,
     /// The default sender: the first origination number, else the sender id.
-    pub default_from: Option<String>,
+    default_from: Option<String>,
 }
 
 impl SmsSender {
@@ -51,8 +51,17 @@ impl SmsSender {
         })
     }
 
+    /// Sends `text`; an empty `from` takes the channel's default sender.
     pub async fn send(&self, text: &Text) -> Delivery {
-        let mut form: Vec<(&str, &str)> = vec![("To", &text.to), ("From", &text.from), ("Body", &text.body)];
+        let from = match (text.from.as_str(), &self.default_from) {
+            ("", Some(d)) => d.as_str(),
+            ("", None) => {
+                let message = "no origination number or sender id: set one on the message or the SMS channel".into();
+                return Delivery::Permanent { status_code: 0, message, hard_bounce: false };
+            }
+            (f, _) => f,
+        };
+        let mut form: Vec<(&str, &str)> = vec![("To", &text.to), ("From", from), ("Body", &text.body)];
         if let Some(cb) = &self.status_callback {
             form.push(("StatusCallback", cb));
         }

@@ -223,6 +223,28 @@ impl Composer {
         out
     }
 
+    /// The push content rendered for one recipient, by part (`title`, `body`...): the
+    /// `platform` block's non-empty parts, else the default block's.
+    fn push_parts(
+        &self,
+        platform: &str,
+        endpoint: Option<&Endpoint>,
+        subs: &HashMap<String, Vec<String>>,
+    ) -> Result<HashMap<String, String>, (String, bool)> {
+        let t = self.push.as_ref().ok_or_else(|| ("no push content: give a push template or a push message".to_string(), false))?;
+        let ctx = t.context(endpoint, subs);
+        let mut out = HashMap::new();
+        for (name, text) in t.render(self.cache.renderer(), &ctx).map_err(|e| (e.to_string(), true))? {
+            let Some((block, part)) = name.split_once('.').filter(|_| !text.is_empty()) else { continue };
+            if block == platform {
+                out.insert(part.to_string(), text);
+            } else if block == "default" {
+                out.entry(part.to_string()).or_insert(text);
+            }
+        }
+        Ok(out)
+    }
+
     /// An FCM message (HTTP v1 fields) for a device token: the GCM block's parts, else the
     /// default block's; a silent push carries data only.
     fn gcm_payload(
@@ -232,13 +254,8 @@ impl Composer {
         subs: &HashMap<String, Vec<String>>,
     ) -> Result<Payload, (String, bool)> {
         use serde_json::{json, Map, Value};
-        let t = self.push.as_ref().ok_or_else(|| ("no push content: give a push template or a push message".to_string(), false))?;
-        let ctx = t.context(endpoint, subs);
-        let parts = t.render(self.cache.renderer(), &ctx).map_err(|e| (e.to_string(), true))?;
-        let pick = |name: &str| {
-            let find = |p: String| parts.iter().find(|(n, v)| *n == p && !v.is_empty()).map(|(_, v)| v.clone());
-            find(format!("gcm.{name}")).or_else(|| find(format!("default.{name}")))
-        };
+        let parts = self.push_parts("gcm", endpoint, subs)?;
+        let pick = |name: &str| parts.get(name).cloned();
         let (g, d) = (&self.gcm, &self.default_push);
         let mut fields = Map::new();
         if let Some(raw) = pick("raw_content") {
@@ -305,13 +322,8 @@ impl Composer {
     ) -> Result<Payload, (String, bool)> {
         use a2::request::notification::NotificationBuilder as _;
         use a2::request::payload::PayloadLike as _;
-        let t = self.push.as_ref().ok_or_else(|| ("no push content: give a push template or a push message".to_string(), false))?;
-        let ctx = t.context(endpoint, subs);
-        let parts = t.render(self.cache.renderer(), &ctx).map_err(|e| (e.to_string(), true))?;
-        let pick = |name: &str| {
-            let find = |p: String| parts.iter().find(|(n, v)| *n == p && !v.is_empty()).map(|(_, v)| v.as_str());
-            find(format!("apns.{name}")).or_else(|| find(format!("default.{name}")))
-        };
+        let parts = self.push_parts("apns", endpoint, subs)?;
+        let pick = |name: &str| parts.get(name).map(String::as_str);
         let (a, d) = (&self.apns, &self.default_push);
         let silent = a.silent_push || d.silent_push;
         let body = match pick("raw_content") {

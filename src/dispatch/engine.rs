@@ -749,77 +749,54 @@ async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job]) -> Vec<Delivery> {
             }
             futures::future::join_all(futures).await
         }
-        Lane::Apns => {
+        Lane::Apns | Lane::Gcm | Lane::Sms => {
             let mut futures = Vec::with_capacity(jobs.len());
             for j in jobs {
                 let app = shared.app_channels(&j.outcome.app_id).await;
                 futures.push(async move {
                     if j.dry_run {
-                        return dry(j);
-                    }
-                    let permanent = |message: String| Delivery::Permanent { status_code: 0, message, hard_bounce: false };
-                    match (&app.apns, &j.payload) {
-                        (None, _) => permanent("no APNs channel is configured for this app".into()),
-                        (Some(Err(why)), _) => permanent(why.clone()),
-                        (Some(Ok(sender)), Payload::Apns(push)) => sender.send(push, &j.outcome.message_id).await,
-                        _ => permanent("not an APNs notification".into()),
-                    }
-                });
-            }
-            futures::future::join_all(futures).await
-        }
-        Lane::Gcm => {
-            let mut futures = Vec::with_capacity(jobs.len());
-            for j in jobs {
-                let app = shared.app_channels(&j.outcome.app_id).await;
-                futures.push(async move {
-                    if j.dry_run {
-                        return dry(j);
-                    }
-                    let permanent = |message: String| Delivery::Permanent { status_code: 0, message, hard_bounce: false };
-                    match (&app.gcm, &j.payload) {
-                        (None, _) => permanent("no GCM channel is configured for this app".into()),
-                        (Some(Err(why)), _) => permanent(why.clone()),
-                        (Some(Ok(sender)), Payload::Gcm(m)) => sender.send(m).await,
-                        _ => permanent("not an FCM message".into()),
-                    }
-                });
-            }
-            futures::future::join_all(futures).await
-        }
-        Lane::Sms => {
-            let mut futures = Vec::with_capacity(jobs.len());
-            for j in jobs {
-                let app = shared.app_channels(&j.outcome.app_id).await;
-                futures.push(async move {
-                    if j.dry_run {
-                        return dry(j);
-                    }
-                    let permanent = |message: String| Delivery::Permanent { status_code: 0, message, hard_bounce: false };
-                    match (&app.sms, &j.payload) {
-                        (None, _) => permanent("no SMS channel is configured for this app".into()),
-                        (Some(Err(why)), _) => permanent(why.clone()),
-                        (Some(Ok(sender)), Payload::Sms(text)) => {
-                            let mut text = text.clone();
-                            if text.from.is_empty() {
-                                match &sender.default_from {
-                                    Some(f) => text.from = f.clone(),
-                                    None => {
-                                        return permanent(
-                                            "no origination number or sender id: set one on the message or the SMS channel".into(),
-                                        )
-                                    }
-                                }
-                            }
-                            sender.send(&text).await
-                        }
-                        _ => permanent("not a text message".into()),
+                        dry(j)
+                    } else {
+                        provider_send(lane, &app, j).await
                     }
                 });
             }
             futures::future::join_all(futures).await
         }
     }
+}
+
+fn permanent(message: String) -> Delivery {
+    Delivery::Permanent { status_code: 0, message, hard_bounce: false }
+}
+
+/// An app's sender for a channel, or the delivery that says why there is none.
+fn usable<'a, S>(channel: &'a Option<Result<Arc<S>, String>>, label: &str) -> Result<&'a Arc<S>, Delivery> {
+    match channel {
+        None => Err(permanent(format!("no {label} channel is configured for this app"))),
+        Some(Err(why)) => Err(permanent(why.clone())),
+        Some(Ok(sender)) => Ok(sender),
+    }
+}
+
+/// One message to a push or SMS provider through the app's channel.
+async fn provider_send(lane: Lane, app: &AppChannels, j: &Job) -> Delivery {
+    let sent = match (lane, &j.payload) {
+        (Lane::Apns, Payload::Apns(push)) => match usable(&app.apns, "APNs") {
+            Ok(sender) => Ok(sender.send(push, &j.outcome.message_id).await),
+            Err(d) => Err(d),
+        },
+        (Lane::Gcm, Payload::Gcm(m)) => match usable(&app.gcm, "GCM") {
+            Ok(sender) => Ok(sender.send(m).await),
+            Err(d) => Err(d),
+        },
+        (Lane::Sms, Payload::Sms(text)) => match usable(&app.sms, "SMS") {
+            Ok(sender) => Ok(sender.send(text).await),
+            Err(d) => Err(d),
+        },
+        _ => Err(permanent("the message does not match its channel".into())),
+    };
+    sent.unwrap_or_else(|d| d)
 }
 
 /// Makes endpoints INACTIVE (their other fields unchanged); endpoints deleted meanwhile are
