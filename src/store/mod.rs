@@ -8,10 +8,12 @@
 //! `WATCH`/`MULTI`/`EXEC` that retries when another daemon touched the same keys.
 
 pub mod embedded;
+mod embedded_outcomes;
 mod embedded_records;
 mod embedded_templates;
 pub mod plan;
 pub mod redis;
+mod redis_outcomes;
 mod redis_records;
 mod redis_templates;
 pub mod templates;

@@ -588,68 +588,7 @@ impl Store for RedisStore {
     }
 
     async fn record_outcomes(&self, app_id: &str, outcomes: &[MessageOutcome], events: &[Event], ttl_secs: u64) -> Result<(), StoreError> {
-        if outcomes.is_empty() && events.is_empty() {
-            return Ok(());
-        }
-        let keys = Keys::new(app_id);
-        let mut pipe = redis::pipe();
-        // One HSET per hour bucket (message ids carry their hour), expiring with the last
-        // outcome's TTL plus the bucket's hour.
-        let mut buckets: std::collections::BTreeMap<i64, Vec<(&str, Vec<u8>)>> = std::collections::BTreeMap::new();
-        for o in outcomes {
-            let hour = crate::domain::message_id_time(&o.message_id).unwrap_or(0) / 3600;
-            buckets.entry(hour).or_default().push((o.message_id.as_str(), o.encode_to_vec()));
-        }
-        for (hour, fields) in buckets {
-            let key = keys.key("out:", &hour.to_string());
-            pipe.hset_multiple(&key, &fields).ignore();
-            pipe.expire(&key, (ttl_secs.max(1) + 3_600) as i64).ignore();
-        }
-        for ((day, channel, status), n) in super::tally(outcomes) {
-            let counts = keys.key("counts:", &day);
-            pipe.hincr(&counts, format!("{channel}:{status}"), n).ignore();
-            pipe.expire(&counts, (ttl_secs + 86_400) as i64).ignore();
-        }
-        let mut by_request: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
-        // The endpoint index: one sorted set per day of "{endpoint}\0{message id}" members
-        // (ids sort by time), so a batch adds to it in one command, not one list per endpoint.
-        let mut by_day: std::collections::BTreeMap<i64, Vec<(i64, String)>> = std::collections::BTreeMap::new();
-        for o in outcomes {
-            if !o.request_id.is_empty() {
-                by_request.entry(o.request_id.as_str()).or_default().push(o.message_id.as_str());
-            }
-            if !o.endpoint_id.is_empty() {
-                let day = crate::domain::message_id_time(&o.message_id).unwrap_or(0) / 86_400;
-                let mut member = String::with_capacity(o.endpoint_id.len() + 1 + o.message_id.len());
-                member.push_str(&o.endpoint_id);
-                member.push('\0');
-                member.push_str(&o.message_id);
-                by_day.entry(day).or_default().push((0, member));
-            }
-        }
-        let days_key = keys.key("byep-days", "");
-        let ttl_days = (ttl_secs.max(1)).div_ceil(86_400) as i64;
-        for (day, members) in &by_day {
-            let key = keys.key("byep:", &day.to_string());
-            pipe.zadd_multiple(&key, members).ignore();
-            pipe.expire(&key, (ttl_secs.max(1) + 86_400) as i64).ignore();
-            pipe.zadd(&days_key, day.to_string(), *day).ignore();
-        }
-        if let Some(last) = by_day.keys().next_back() {
-            pipe.zrembyscore(&days_key, "-inf", format!("({}", last - ttl_days - 1)).ignore();
-        }
-        for (request, ids) in by_request {
-            let list = keys.key("byreq:", request);
-            pipe.rpush(&list, ids).ignore();
-            pipe.expire(&list, ttl_secs.max(1) as i64).ignore();
-        }
-        let stream = keys.key("events", "");
-        for e in events {
-            pipe.cmd("XADD").arg(&stream).arg("MAXLEN").arg("~").arg(super::MAX_EVENTS).arg("*").arg("e").arg(e.encode_to_vec()).ignore();
-        }
-        let mut conn = self.pool.get().await?;
-        let _: () = pipe.query_async(&mut conn).await?;
-        Ok(())
+        self.redis_record_outcomes(app_id, outcomes, events, ttl_secs).await
     }
 
     async fn list_outcomes(
@@ -659,89 +598,19 @@ impl Store for RedisStore {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<MessageOutcome>, StoreError> {
-        let keys = Keys::new(app_id);
-        let mut conn = self.conn();
-        let ids: Vec<String> = match by {
-            super::OutcomeIndex::Request(r) => {
-                conn.lrange(keys.key("byreq:", r), offset as isize, (offset + limit.max(1)) as isize - 1).await?
-            }
-            super::OutcomeIndex::Endpoint(e) => {
-                // An endpoint's last MAX_PER_ENDPOINT messages, newest first, day by day.
-                let want = (offset + limit.max(1)).min(super::MAX_PER_ENDPOINT);
-                if offset >= want {
-                    return Ok(Vec::new());
-                }
-                let days: Vec<String> = conn.zrevrange(keys.key("byep-days", ""), 0, -1).await?;
-                let (from, until) = (format!("[{e}\0"), format!("({e}\u{1}"));
-                let mut found = Vec::new();
-                for chunk in days.chunks(32) {
-                    let mut pipe = redis::pipe();
-                    for day in chunk {
-                        pipe.cmd("ZRANGE")
-                            .arg(keys.key("byep:", day))
-                            .arg(&until)
-                            .arg(&from)
-                            .arg("BYLEX")
-                            .arg("REV")
-                            .arg("LIMIT")
-                            .arg(0)
-                            .arg(want);
-                    }
-                    let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
-                    found.extend(lists.into_iter().flatten());
-                    if found.len() >= want {
-                        break;
-                    }
-                }
-                found.truncate(want);
-                found.drain(..offset);
-                found.into_iter().filter_map(|m| m.split_once('\0').map(|(_, id)| id.to_string())).collect()
-            }
-        };
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            let hour = crate::domain::message_id_time(id).unwrap_or(0) / 3600;
-            pipe.hget(keys.key("out:", &hour.to_string()), id);
-        }
-        let found: Vec<Option<Vec<u8>>> = if ids.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
-        found.into_iter().flatten().map(|b| MessageOutcome::decode(b.as_slice()).map_err(StoreError::from)).collect()
+        self.redis_list_outcomes(app_id, by, offset, limit).await
     }
 
     async fn get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError> {
-        let Some(secs) = crate::domain::message_id_time(message_id) else { return Ok(None) };
-        let found: Option<Vec<u8>> = self.conn().hget(Keys::new(app_id).key("out:", &(secs / 3600).to_string()), message_id).await?;
-        Ok(found.map(|b| MessageOutcome::decode(b.as_slice())).transpose()?)
+        self.redis_get_outcome(app_id, message_id).await
     }
 
     async fn outcome_counts(&self, app_id: &str, day: &str) -> Result<Vec<(String, i32, u64)>, StoreError> {
-        let all: Vec<(String, u64)> = self.conn().hgetall(Keys::new(app_id).key("counts:", day)).await?;
-        let mut out: Vec<(String, i32, u64)> = all
-            .into_iter()
-            .filter_map(|(k, n)| k.rsplit_once(':').and_then(|(c, st)| Some((c.to_string(), st.parse().ok()?, n))))
-            .collect();
-        out.sort();
-        Ok(out)
+        self.redis_outcome_counts(app_id, day).await
     }
 
     async fn read_events(&self, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let start = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
-        let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
-            .arg(Keys::new(app_id).key("events", ""))
-            .arg(start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit.max(1))
-            .query_async(&mut self.conn())
-            .await?;
-        let mut out = Vec::with_capacity(entries.len());
-        for (id, fields) in entries {
-            if let Some((_, blob)) = fields.into_iter().find(|(f, _)| f == "e") {
-                let mut e = Event::decode(blob.as_slice())?;
-                e.event_id = id;
-                out.push(e);
-            }
-        }
-        Ok(out)
+        self.redis_read_events(app_id, after, limit).await
     }
 
     async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError> {

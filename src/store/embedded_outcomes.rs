@@ -1,0 +1,156 @@
+//! Message outcomes, their indexes, per-day counters and the app's event stream in the
+//! embedded store.
+
+use prost::Message as _;
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::embedded::{backend, key, page, EmbeddedStore, COUNTS, EVENTS, EVENT_SEQ, OUTCOMES, OUTCOME_INDEX};
+use super::StoreError;
+use crate::proto::v1::{Event, MessageOutcome};
+
+impl EmbeddedStore {
+    pub(super) async fn embedded_record_outcomes(
+        &self,
+        app_id: &str,
+        outcomes: &[MessageOutcome],
+        events: &[Event],
+        ttl_secs: u64,
+    ) -> Result<(), StoreError> {
+        if outcomes.is_empty() && events.is_empty() {
+            return Ok(());
+        }
+        let (app_id, outcomes, events) = (app_id.to_string(), outcomes.to_vec(), events.to_vec());
+        self.blocking(move |db| {
+            let expires = (chrono::Utc::now().timestamp().max(0) as u64).saturating_add(ttl_secs);
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut table = txn.open_table(OUTCOMES).map_err(backend)?;
+                for o in &outcomes {
+                    let mut value = expires.to_be_bytes().to_vec();
+                    value.extend(o.encode_to_vec());
+                    table.insert(key(&app_id, &o.message_id).as_str(), value.as_slice()).map_err(backend)?;
+                }
+                let mut index = txn.open_table(OUTCOME_INDEX).map_err(backend)?;
+                for (seq, o) in outcomes.iter().enumerate() {
+                    if !o.request_id.is_empty() {
+                        // Within a request, in the order recorded (message ids sort by time only).
+                        let n = chrono::Utc::now().timestamp_micros();
+                        index
+                            .insert(format!("{app_id}\0r{}\0{n:020}{seq:06}{}", o.request_id, o.message_id).as_str(), ())
+                            .map_err(backend)?;
+                    }
+                    if !o.endpoint_id.is_empty() {
+                        let inverted = u64::MAX - chrono::Utc::now().timestamp_micros().max(0) as u64;
+                        index
+                            .insert(format!("{app_id}\0e{}\0{inverted:020}{}", o.endpoint_id, o.message_id).as_str(), ())
+                            .map_err(backend)?;
+                    }
+                }
+                let mut counts = txn.open_table(COUNTS).map_err(backend)?;
+                for ((day, channel, status), n) in super::tally(&outcomes) {
+                    let k = format!("{app_id}\0{day}\0{channel}\0{status}");
+                    let now = counts.get(k.as_str()).map_err(backend)?.map_or(0, |g| g.value());
+                    counts.insert(k.as_str(), now + n).map_err(backend)?;
+                }
+                let mut seqs = txn.open_table(EVENT_SEQ).map_err(backend)?;
+                let mut seq = seqs.get(app_id.as_str()).map_err(backend)?.map_or(0, |g| g.value());
+                let mut stream = txn.open_table(EVENTS).map_err(backend)?;
+                for e in &events {
+                    seq += 1;
+                    stream.insert(format!("{app_id}\0{seq:020}").as_str(), e.encode_to_vec().as_slice()).map_err(backend)?;
+                }
+                seqs.insert(app_id.as_str(), seq).map_err(backend)?;
+                if seq > super::MAX_EVENTS {
+                    let (lo, hi) = (format!("{app_id}\0"), format!("{app_id}\0{:020}", seq - super::MAX_EVENTS + 1));
+                    stream.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+                }
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    pub(super) async fn embedded_list_outcomes(
+        &self,
+        app_id: &str,
+        by: &super::OutcomeIndex,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<MessageOutcome>, StoreError> {
+        let prefix = match by {
+            super::OutcomeIndex::Request(r) => format!("{app_id}\0r{r}\0"),
+            super::OutcomeIndex::Endpoint(e) => format!("{app_id}\0e{e}\0"),
+        };
+        let app_id = app_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let index = txn.open_table(OUTCOME_INDEX).map_err(backend)?;
+            let outcomes = txn.open_table(OUTCOMES).map_err(backend)?;
+            let hi = format!("{prefix}\u{10FFFF}");
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            let mut out = Vec::new();
+            for item in index.range::<&str>(prefix.as_str()..hi.as_str()).map_err(backend)?.skip(offset).take(limit.max(1)) {
+                let (k, _) = item.map_err(backend)?;
+                let k = k.value();
+                let message_id = &k[k.len().saturating_sub(32)..];
+                if let Some(g) = outcomes.get(key(&app_id, message_id).as_str()).map_err(backend)? {
+                    let v = g.value();
+                    if v.len() > 8 && u64::from_be_bytes(v[..8].try_into().expect("8 bytes")) >= now {
+                        out.push(MessageOutcome::decode(&v[8..])?);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn embedded_get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError> {
+        let k = key(app_id, message_id);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(OUTCOMES).map_err(backend)?;
+            let Some(g) = table.get(k.as_str()).map_err(backend)? else { return Ok(None) };
+            let v = g.value();
+            let expires =
+                u64::from_be_bytes(v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt("outcome".into()))?);
+            if expires < chrono::Utc::now().timestamp().max(0) as u64 {
+                return Ok(None);
+            }
+            Ok(Some(MessageOutcome::decode(&v[8..])?))
+        })
+        .await
+    }
+
+    pub(super) async fn embedded_outcome_counts(&self, app_id: &str, day: &str) -> Result<Vec<(String, i32, u64)>, StoreError> {
+        let prefix = format!("{app_id}\0{day}\0");
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(COUNTS).map_err(backend)?;
+            let hi = format!("{prefix}\u{10FFFF}");
+            let mut out = Vec::new();
+            for item in table.range::<&str>(prefix.as_str()..hi.as_str()).map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                let rest = &k.value()[prefix.len()..];
+                if let Some((channel, status)) = rest.split_once('\0') {
+                    out.push((channel.to_string(), status.parse().unwrap_or(0), v.value()));
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn embedded_read_events(&self, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let (app_id, after) = (app_id.to_string(), after.map(str::to_string));
+        self.blocking(move |db| {
+            page(db, EVENTS, &app_id, after.as_deref(), limit, |id, v| {
+                let mut e = Event::decode(v)?;
+                e.event_id = id.to_string();
+                Ok(e)
+            })
+        })
+        .await
+    }
+}
