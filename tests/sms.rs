@@ -107,9 +107,12 @@ async fn sms_through_a_twilio_shaped_provider() {
 
     let sms = |n: &str| (n.to_string(), AddressConfiguration { channel_type: ChannelType::Sms as i32, ..Default::default() });
     let mut addresses: HashMap<String, AddressConfiguration> =
-        ["+15550000001", "+15551110000", "+15552220000", "+15553330000"].into_iter().map(sms).collect();
+        ["+15550000001", "+15550000002", "+15551110000", "+15552220000", "+15553330000"].into_iter().map(sms).collect();
     addresses.get_mut("+15550000001").unwrap().substitutions =
         HashMap::from([("Code".to_string(), AttributeValues { values: vec!["4711".into()] })]);
+    // 13 + 60 = 73 UCS-2 units: two concatenated parts of at most 67.
+    addresses.get_mut("+15550000002").unwrap().substitutions =
+        HashMap::from([("Code".to_string(), AttributeValues { values: vec!["日本語".repeat(20)] })]);
     let sent = MessagesClient::new(d.channel().await)
         .send_messages(d.req(SendMessagesRequest {
             app_id: app.clone(),
@@ -149,4 +152,16 @@ async fn sms_through_a_twilio_shaped_provider() {
     let events = store.read_events(&app, None, 100).await.unwrap();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert!(types.contains(&"_SMS.SUCCESS") && types.contains(&"_SMS.FAILURE"), "{types:?}");
+
+    // Each outcome and event records the parts and encoding the body went as.
+    for (number, parts, encoding) in [("+15550000001", 1, "GSM7"), ("+15550000002", 2, "UCS2")] {
+        let o = store.get_outcome(&app, &result(number).message_id).await.unwrap().unwrap();
+        assert_eq!((o.message_parts, o.sms_encoding.as_str()), (parts, encoding), "{number}");
+        let e = events.iter().find(|e| e.message_id == result(number).message_id).unwrap();
+        assert_eq!(e.event_type, "_SMS.SUCCESS");
+        let a = |k: &str| e.attributes.get(k).map(String::as_str);
+        assert_eq!(a("number_of_message_parts"), Some(parts.to_string().as_str()));
+        assert_eq!(a("message_type"), Some("TRANSACTIONAL"));
+        assert_eq!(a("destination_phone_number"), Some(number));
+    }
 }

@@ -495,6 +495,22 @@ pub fn event_for(o: &MessageOutcome, event_type: String) -> Event {
     }
 }
 
+/// What Pinpoint records of a text message: its parts and encoding on the outcome, and on the
+/// `_SMS.*` event the numbers, the message type and the part count.
+fn sms_facts(o: &mut MessageOutcome, event: &mut Event, text: &crate::channels::sms::Text) {
+    let shape = crate::render::sms::shape(&text.body);
+    o.message_parts = shape.parts as i32;
+    o.sms_encoding = shape.encoding.as_str().to_string();
+    let a = &mut event.attributes;
+    a.insert("number_of_message_parts".into(), shape.parts.to_string());
+    a.insert("encoding".into(), o.sms_encoding.clone());
+    a.insert("message_type".into(), if text.promotional { "PROMOTIONAL" } else { "TRANSACTIONAL" }.into());
+    a.insert("destination_phone_number".into(), text.to.clone());
+    if !text.from.is_empty() {
+        a.insert("origination_phone_number".into(), text.from.clone());
+    }
+}
+
 /// Applies a delivery to an outcome; `Some(delay)` when it should be tried again.
 fn settle(job: &mut Job, d: &Delivery, policy: &RetryPolicy) -> Option<Duration> {
     let first = *job.first_attempt.get_or_insert_with(Instant::now);
@@ -605,7 +621,11 @@ async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Rec
             }
             let status = DeliveryStatus::try_from(job.outcome.delivery_status).unwrap_or(DeliveryStatus::UnknownFailure);
             let entry = done.entry(job.outcome.app_id.clone()).or_default();
-            entry.1.push(event_for(&job.outcome, event_type(&job.outcome.channel, status, hard)));
+            let mut event = event_for(&job.outcome, event_type(&job.outcome.channel, status, hard));
+            if let Payload::Sms(text) = &job.payload {
+                sms_facts(&mut job.outcome, &mut event, text);
+            }
+            entry.1.push(event);
             if hard && is_push(&job.outcome.channel) {
                 // A dead device token: its endpoint stops receiving (INACTIVE), as in Pinpoint.
                 if !job.outcome.endpoint_id.is_empty() {
