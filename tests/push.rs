@@ -232,3 +232,97 @@ async fn apns_throttling_and_outages_are_retryable() {
     let d = ApnsSender::new(&wrong).unwrap().send(&push("ok-1"), &id).await;
     assert!(matches!(d, Delivery::Retry { status_code: 403, .. }), "{d:?}");
 }
+
+/// Certificate authentication: the app's APNs certificate and key, validated (the key must be
+/// the certificate's), the key write-only and sealed, the certificate presented in the TLS
+/// handshake, no provider token sent, the topic left to the certificate when no bundle id is
+/// set; a certificate APNs does not trust gets nothing through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apns_certificate_authentication() {
+    let server = ApnsServer::with_certificates().await;
+    let (cert_pem, key_pem) = server.client_certificate.clone().unwrap();
+    let redis = RedisServer::start();
+    let redis_url = redis.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::spawn(Some(redis), tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &[]);
+    let app = d.create_app("push-cert").await.app_id;
+    let mut channels = ChannelsClient::new(d.channel().await);
+    let settings = |certificate: &str, private_key: &str| ApnsChannel {
+        enabled: true,
+        certificate: certificate.into(),
+        private_key: private_key.into(),
+        base_url: server.base_url(),
+        sandbox_base_url: server.base_url(),
+        ca_certificate: server.ca_pem.clone(),
+        ..Default::default()
+    };
+
+    // A key that is not the certificate's, an unknown method, nothing to authenticate with.
+    let other_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let mut bad = settings(&cert_pem, &other_key);
+    bad.default_authentication_method = "PASSWORD".into();
+    let err = channels.update_apns_channel(d.req(UpdateApnsChannelRequest { app_id: app.clone(), channel: Some(bad) })).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let fields: Vec<String> =
+        tonic_types::StatusExt::get_details_bad_request(&err).unwrap().field_violations.into_iter().map(|v| v.field).collect();
+    assert_eq!(fields, ["channel.default_authentication_method", "channel.certificate"]);
+    let err =
+        channels.update_apns_channel(d.req(UpdateApnsChannelRequest { app_id: app.clone(), channel: Some(settings("", "")) })).await.unwrap_err();
+    let fields: Vec<String> =
+        tonic_types::StatusExt::get_details_bad_request(&err).unwrap().field_violations.into_iter().map(|v| v.field).collect();
+    assert!(fields.contains(&"channel.token_key".to_string()) && fields.contains(&"channel.bundle_id".to_string()), "{fields:?}");
+
+    let shown = channels
+        .update_apns_channel(d.req(UpdateApnsChannelRequest { app_id: app.clone(), channel: Some(settings(&cert_pem, &key_pem)) }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shown.has_private_key && shown.private_key.is_empty() && !shown.has_token_key);
+    assert_eq!(shown.certificate, cert_pem, "the certificate is public and shown");
+    let values = redis_values(&redis_url).await;
+    assert!(values.iter().all(|v| !String::from_utf8_lossy(v).contains("PRIVATE KEY")), "the private key is sealed at rest");
+
+    let apns = |token: &str, ch: ChannelType| {
+        (token.to_string(), herald::proto::v1::AddressConfiguration { channel_type: ch as i32, ..Default::default() })
+    };
+    let sent = MessagesClient::new(d.channel().await)
+        .send_messages(d.req(SendMessagesRequest {
+            app_id: app.clone(),
+            addresses: [apns("ok-cert", ChannelType::Apns), apns("ok-voip", ChannelType::ApnsVoip), apns("gone-cert", ChannelType::Apns)]
+                .into(),
+            message_configuration: Some(DirectMessageConfiguration {
+                apns_message: Some(ApnsMessage { body: "Signed in".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = |a: &str| DeliveryStatus::try_from(sent.result[a].delivery_status).unwrap();
+    assert_eq!(status("ok-cert"), DeliveryStatus::Successful, "{:?}", sent.result["ok-cert"]);
+    assert_eq!(status("ok-voip"), DeliveryStatus::Successful, "{:?}", sent.result["ok-voip"]);
+    assert_eq!(status("gone-cert"), DeliveryStatus::PermanentFailure);
+    assert_eq!(server.refused.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let seen = server.seen.lock().clone();
+    let ok = seen.iter().find(|s| s.token == "ok-cert").unwrap();
+    assert!(ok.http2 && ok.jwt.is_empty() && ok.topic.is_empty(), "no provider token, the certificate's topic: {ok:?}");
+    assert_eq!(ok.body["aps"]["alert"], "Signed in", "{}", ok.body);
+
+    // A certificate APNs did not issue fails the handshake: nothing is delivered.
+    let stranger = rcgen::generate_simple_self_signed(vec!["client.test".to_string()]).unwrap();
+    let wrong = settings(&stranger.cert.pem(), &stranger.signing_key.serialize_pem());
+    let push = Push {
+        device_token: "ok-stranger".into(),
+        sandbox: false,
+        voip: false,
+        push_type: String::new(),
+        priority: None,
+        expiration: None,
+        collapse_id: None,
+        body: br#"{"aps":{"alert":"hi"}}"#.to_vec(),
+    };
+    let d = ApnsSender::new(&wrong).unwrap().send(&push, &herald::domain::new_message_id()).await;
+    assert!(matches!(d, Delivery::Retry { status_code: 0, .. }), "{d:?}");
+    assert!(!server.seen.lock().iter().any(|s| s.token == "ok-stranger"));
+}

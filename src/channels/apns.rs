@@ -1,8 +1,10 @@
 //! Apple Push Notification service over HTTP/2. Payloads come from `a2`'s builders and
-//! Apple's answers are read as `a2`'s `ErrorBody`; the transport is Herald's own (reqwest over
-//! rustls, HTTP/2), because a2's client can reach only Apple's two hosts. Token
-//! authentication: an ES256 JWT (the app's .p8 key, signed with ring), reused for 50 minutes
-//! and renewed at once when Apple says it expired.
+//! Apple's answers are read as `a2`'s `ErrorBody`; the transport is Herald's own ([`H2Pool`]:
+//! hyper over rustls), because a2's client can reach only Apple's two hosts. Two ways to
+//! authenticate, as Apple offers: token authentication, an ES256 JWT (the app's .p8 key,
+//! signed with ring) reused for 50 minutes and renewed at once when Apple says it expired; or
+//! certificate authentication, the app's APNs client certificate presented in the TLS
+//! handshake (no authorization header; the topic may be left to the certificate).
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,7 @@ use parking_lot::Mutex;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 
+use super::email::tls::ClientIdentity;
 use super::h2::H2Pool;
 use super::Delivery;
 use crate::proto::v1::ApnsChannel;
@@ -115,9 +118,29 @@ pub struct Push {
 pub struct ApnsSender {
     production: H2Pool,
     sandbox: H2Pool,
-    token: ProviderToken,
+    /// The provider token; `None`: certificate authentication.
+    token: Option<ProviderToken>,
     bundle_id: String,
     default_push_type: String,
+}
+
+/// How a channel authenticates to APNs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authentication {
+    Token,
+    Certificate,
+}
+
+/// The method a channel's settings use: `default_authentication_method` when set, else the
+/// token key when one is given, else the certificate when one is given.
+pub fn authentication(c: &ApnsChannel) -> Option<Authentication> {
+    match c.default_authentication_method.as_str() {
+        "TOKEN" => Some(Authentication::Token),
+        "CERTIFICATE" => Some(Authentication::Certificate),
+        _ if !c.token_key.is_empty() => Some(Authentication::Token),
+        _ if !c.certificate.is_empty() => Some(Authentication::Certificate),
+        _ => None,
+    }
 }
 
 /// apns-id must be a UUID: Herald's 32-hex-digit message ids in UUID form.
@@ -130,15 +153,26 @@ pub fn apns_id(message_id: &str) -> Option<String> {
 impl ApnsSender {
     pub fn new(c: &ApnsChannel) -> Result<Self, String> {
         super::install_crypto_provider();
-        let key = SigningKey::from_pem(&c.token_key).map_err(|e| format!("the APNs token_key {e}"))?;
+        let (token, identity) = match authentication(c) {
+            Some(Authentication::Token) => {
+                let key = SigningKey::from_pem(&c.token_key).map_err(|e| format!("the APNs token_key {e}"))?;
+                (Some(ProviderToken::new(key, &c.token_key_id, &c.team_id)), None)
+            }
+            Some(Authentication::Certificate) => {
+                let id = ClientIdentity::from_pem(&c.certificate, &c.private_key).map_err(|e| format!("the APNs certificate: {e}"))?;
+                (None, Some(id))
+            }
+            None => return Err("the APNs channel has neither a token key nor a certificate".into()),
+        };
         let n = if c.connections > 0 { c.connections as usize } else { 2 };
         let ca = Some(c.ca_certificate.as_str()).filter(|p| !p.is_empty());
         let origin = |v: &str, default: &str| if v.is_empty() { default.to_string() } else { v.trim_end_matches('/').to_string() };
-        let pool = |o: String| H2Pool::new(&o, n, ca, REQUEST_TIMEOUT).map_err(|e| format!("the APNs channel: {e}"));
+        let pool =
+            |o: String| H2Pool::new(&o, n, ca, identity.as_ref(), REQUEST_TIMEOUT).map_err(|e| format!("the APNs channel: {e}"));
         Ok(Self {
             production: pool(origin(&c.base_url, PRODUCTION))?,
             sandbox: pool(origin(&c.sandbox_base_url, SANDBOX))?,
-            token: ProviderToken::new(key, &c.token_key_id, &c.team_id),
+            token,
             bundle_id: c.bundle_id.clone(),
             default_push_type: if c.default_push_type.is_empty() { "alert".into() } else { c.default_push_type.clone() },
         })
@@ -146,22 +180,28 @@ impl ApnsSender {
 
     /// Sends one notification; `message_id` becomes its apns-id.
     pub async fn send(&self, push: &Push, message_id: &str) -> Delivery {
-        let mut token = self.token.get();
+        let mut token = self.token.as_ref().map(ProviderToken::get);
         let path = format!("/3/device/{}", push.device_token);
-        let topic = if push.voip { format!("{}.voip", self.bundle_id) } else { self.bundle_id.clone() };
+        // With a certificate and no bundle id, the certificate's own topic applies.
+        let topic = match (self.bundle_id.as_str(), push.voip) {
+            ("", _) => None,
+            (b, true) => Some(format!("{b}.voip")),
+            (b, false) => Some(b.to_string()),
+        };
         let push_type = if push.push_type.is_empty() { self.default_push_type.as_str() } else { push.push_type.as_str() };
         let id = apns_id(message_id);
         let (priority, expiration) = (push.priority.map(|p| p.to_string()), push.expiration.map(|e| e.to_string()));
         let pool = if push.sandbox { &self.sandbox } else { &self.production };
         let body = bytes::Bytes::from(push.body.clone());
         for attempt in 0..2 {
-            let bearer = format!("bearer {token}");
-            let mut headers: Vec<(&str, &str)> = vec![
-                ("authorization", &bearer),
-                ("apns-topic", &topic),
-                ("apns-push-type", push_type),
-                ("content-type", "application/json"),
-            ];
+            let bearer = token.as_ref().map(|t| format!("bearer {t}"));
+            let mut headers: Vec<(&str, &str)> = vec![("apns-push-type", push_type), ("content-type", "application/json")];
+            if let Some(b) = &bearer {
+                headers.push(("authorization", b));
+            }
+            if let Some(t) = &topic {
+                headers.push(("apns-topic", t));
+            }
             if let Some(id) = &id {
                 headers.push(("apns-id", id));
             }
@@ -194,8 +234,9 @@ impl ApnsSender {
             };
             use a2::ErrorReason as R;
             match (status, reason) {
-                (403, Some(R::ExpiredProviderToken)) if attempt == 0 => {
-                    token = self.token.renew(&token);
+                (403, Some(R::ExpiredProviderToken)) if attempt == 0 && token.is_some() => {
+                    let provider = self.token.as_ref().expect("token authentication");
+                    token = token.map(|stale| provider.renew(&stale));
                     continue;
                 }
                 // A token that is not (or no longer) a device's: its endpoint is retired.

@@ -39,15 +39,22 @@ pub struct H2Pool {
 }
 
 impl H2Pool {
-    /// `origin`: `https://host[:port]` or `http://host[:port]`.
-    pub fn new(origin: &str, connections: usize, extra_ca_pem: Option<&str>, timeout: Duration) -> Result<Self, String> {
+    /// `origin`: `https://host[:port]` or `http://host[:port]`; `identity`: the client
+    /// certificate TLS sessions present when asked.
+    pub fn new(
+        origin: &str,
+        connections: usize,
+        extra_ca_pem: Option<&str>,
+        identity: Option<&crate::channels::email::tls::ClientIdentity>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let url = url::Url::parse(origin).map_err(|e| format!("{origin}: {e}"))?;
         let host = url.host_str().ok_or_else(|| format!("{origin}: no host"))?.trim_matches(['[', ']']).to_string();
         let port = url.port_or_known_default().ok_or_else(|| format!("{origin}: no port"))?;
         let tls = match url.scheme() {
-            "https" => {
-                Some(crate::channels::email::tls::connector_with_alpn(extra_ca_pem, vec![b"h2".to_vec()]).map_err(|e| e.to_string())?)
-            }
+            "https" => Some(
+                crate::channels::email::tls::connector_with(extra_ca_pem, vec![b"h2".to_vec()], identity).map_err(|e| e.to_string())?,
+            ),
             "http" => None,
             other => return Err(format!("{origin}: scheme {other} is neither http nor https")),
         };

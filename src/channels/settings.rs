@@ -119,30 +119,70 @@ impl ChannelSettings for ApnsChannel {
     const NAME: &'static str = "apns";
     const LABEL: &'static str = "APNs";
     fn secrets(&mut self) -> Vec<(&'static str, &mut String)> {
-        vec![("token_key", &mut self.token_key)]
+        vec![("token_key", &mut self.token_key), ("private_key", &mut self.private_key)]
     }
     fn flag(&mut self) {
         self.has_token_key = !self.token_key.is_empty();
+        self.has_private_key = !self.private_key.is_empty();
     }
     fn set_modified(&mut self, at: String) {
         self.last_modified_date = at;
     }
     fn validate(&self) -> Vec<FieldViolation> {
+        use crate::channels::apns::{authentication, Authentication};
         let mut out = Vec::new();
-        if self.token_key.is_empty() {
-            out.push(FieldViolation::new("channel.token_key", "is required (the .p8 key, PEM)"));
-        } else if let Err(e) = crate::channels::apns::SigningKey::from_pem(&self.token_key) {
-            out.push(FieldViolation::new("channel.token_key", e));
+        let method = authentication(self);
+        if !matches!(self.default_authentication_method.as_str(), "" | "TOKEN" | "CERTIFICATE") {
+            out.push(FieldViolation::new("channel.default_authentication_method", "must be TOKEN or CERTIFICATE"));
+        }
+        // Whatever is given is checked; what the chosen method needs is required.
+        let token = method == Some(Authentication::Token);
+        if self.token_key.is_empty() && token {
+            out.push(FieldViolation::new("channel.token_key", "is required for token authentication (the .p8 key, PEM)"));
+        } else if !self.token_key.is_empty() {
+            if let Err(e) = crate::channels::apns::SigningKey::from_pem(&self.token_key) {
+                out.push(FieldViolation::new("channel.token_key", e));
+            }
         }
         let ten = |v: &str| v.len() == 10 && v.chars().all(|c| c.is_ascii_alphanumeric());
-        if !ten(&self.token_key_id) {
+        if (token || !self.token_key_id.is_empty()) && !ten(&self.token_key_id) {
             out.push(FieldViolation::new("channel.token_key_id", "must be the key's 10-character id"));
         }
-        if !ten(&self.team_id) {
+        if (token || !self.team_id.is_empty()) && !ten(&self.team_id) {
             out.push(FieldViolation::new("channel.team_id", "must be the 10-character team id"));
         }
-        if self.bundle_id.is_empty() || self.bundle_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            out.push(FieldViolation::new("channel.bundle_id", "is required (the app's bundle id, the apns-topic)"));
+        let certificate = method == Some(Authentication::Certificate);
+        if certificate && self.certificate.is_empty() {
+            out.push(FieldViolation::new("channel.certificate", "is required for certificate authentication (PEM)"));
+        }
+        if certificate && self.private_key.is_empty() {
+            out.push(FieldViolation::new("channel.private_key", "is required for certificate authentication (PEM)"));
+        }
+        if !self.certificate.is_empty() || !self.private_key.is_empty() {
+            match (self.certificate.is_empty(), self.private_key.is_empty()) {
+                (false, false) => {
+                    if let Err(e) = crate::channels::email::tls::ClientIdentity::from_pem(&self.certificate, &self.private_key) {
+                        let field = match e {
+                            crate::channels::email::tls::TlsError::Key(_) => "channel.private_key",
+                            _ => "channel.certificate",
+                        };
+                        out.push(FieldViolation::new(field, e.to_string()));
+                    }
+                }
+                (true, _) if !certificate => out.push(FieldViolation::new("channel.certificate", "is required with a private_key")),
+                (_, true) if !certificate => out.push(FieldViolation::new("channel.private_key", "is required with a certificate")),
+                _ => {}
+            }
+        }
+        if method.is_none() {
+            out.push(FieldViolation::new(
+                "channel.token_key",
+                "give a token key (with token_key_id and team_id) or a certificate and private_key",
+            ));
+        }
+        let bad_bundle = self.bundle_id.chars().any(|c| c.is_whitespace() || c.is_control());
+        if (self.bundle_id.is_empty() && !certificate) || bad_bundle {
+            out.push(FieldViolation::new("channel.bundle_id", "is required with a token key (the app's bundle id, the apns-topic)"));
         }
         if !self.default_push_type.is_empty() && !PUSH_TYPES.contains(&self.default_push_type.as_str()) {
             out.push(FieldViolation::new("channel.default_push_type", format!("must be one of {}", PUSH_TYPES.join(", "))));

@@ -4,7 +4,10 @@
 //! Apple's documented status codes and `{"reason": ...}` bodies. The device token picks the
 //! answer: `ok…` 200, `bad…` 400 BadDeviceToken, `gone…` 410 Unregistered, `busy…` 429
 //! TooManyRequests, `down…` 503 ServiceUnavailable, `stale…` 403 ExpiredProviderToken for the
-//! first provider token it sees, then 200.
+//! first provider token it sees, then 200. Started with [`ApnsServer::with_certificates`] it
+//! checks certificate authentication instead: the TLS handshake requires a client certificate
+//! from the server's own "Apple" CA (made for the test, with the bundle id as its UID, as
+//! Apple's carry it), and requests carry no provider token.
 #![allow(dead_code)]
 
 use std::collections::HashSet;
@@ -19,7 +22,29 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::tls_relay::test_server_config;
+use super::tls_relay::test_server_config_with;
+
+/// A CA standing in for Apple's, a verifier requiring client certificates it issued, and one
+/// such certificate for `bundle_id` (subject UID the bundle id, CN "Apple Push Services: …")
+/// with its key, both PEM.
+fn client_authority(bundle_id: &str) -> (Arc<dyn rustls::server::danger::ClientCertVerifier>, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    herald::channels::install_crypto_provider();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "Test Apple Worldwide Developer Relations CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, format!("Apple Push Services: {bundle_id}"));
+    params.distinguished_name.push(DnType::CustomDnType(vec![0, 9, 2342, 19200300, 100, 1, 1]), bundle_id);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap();
+    (verifier, cert.pem(), key.serialize_pem())
+}
 
 /// What the server saw of one request.
 #[derive(Debug, Clone)]
@@ -47,6 +72,9 @@ pub struct ApnsServer {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// Requests refused for a bad provider token, path or topic.
     pub refused: Arc<AtomicUsize>,
+    /// Certificate authentication: the client certificate (PEM) and its key (PEM) Apple would
+    /// have issued to the app.
+    pub client_certificate: Option<(String, String)>,
     /// Only count requests, do not keep them (load tests).
     task: tokio::task::JoinHandle<()>,
 }
@@ -67,6 +95,8 @@ struct State {
     /// Provider tokens already refused as expired (each `stale…` device sees the first one
     /// refused).
     expired: Mutex<HashSet<String>>,
+    /// Certificate authentication (the handshake checked the certificate).
+    certificates: bool,
 }
 
 fn answer(status: u16, reason: Option<&str>, apns_id: &str) -> Response<Full<Bytes>> {
@@ -105,18 +135,31 @@ async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Respo
         return refuse(404, "BadPath");
     };
     let jwt = header("authorization").strip_prefix("bearer ").unwrap_or("").to_string();
-    let Some((h, c)) = verify(&jwt, &state.public_key) else {
-        return refuse(403, "InvalidProviderToken");
-    };
-    if h["alg"] != "ES256" || h["kid"] != state.key_id.as_str() || c["iss"] != state.team_id.as_str() || !c["iat"].is_i64() {
-        return refuse(403, "InvalidProviderToken");
+    if state.certificates {
+        // The TLS handshake authenticated the provider; a token as well is not expected.
+        if !header("authorization").is_empty() {
+            return refuse(403, "InvalidProviderToken");
+        }
+    } else {
+        let Some((h, c)) = verify(&jwt, &state.public_key) else {
+            return refuse(403, "InvalidProviderToken");
+        };
+        if h["alg"] != "ES256" || h["kid"] != state.key_id.as_str() || c["iss"] != state.team_id.as_str() || !c["iat"].is_i64() {
+            return refuse(403, "InvalidProviderToken");
+        }
     }
     let (topic, push_type) = (header("apns-topic"), header("apns-push-type"));
     let voip_topic = format!("{}.voip", state.bundle_id);
-    if topic != state.bundle_id && topic != voip_topic {
+    // Without apns-topic, a certificate's own topic applies.
+    let effective = match (topic.is_empty() && state.certificates, push_type == "voip") {
+        (true, true) => voip_topic.clone(),
+        (true, false) => state.bundle_id.clone(),
+        (false, _) => topic.clone(),
+    };
+    if effective != state.bundle_id && effective != voip_topic {
         return refuse(400, "TopicDisallowed");
     }
-    if (push_type == "voip") != (topic == voip_topic) {
+    if (push_type == "voip") != (effective == voip_topic) {
         return refuse(400, "BadTopic");
     }
     let (priority, expiration, collapse_id) = (header("apns-priority"), header("apns-expiration"), header("apns-collapse-id"));
@@ -163,7 +206,23 @@ async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Respo
 
 impl ApnsServer {
     pub async fn start() -> Self {
-        let (mut config, ca_pem) = test_server_config(&["localhost", "127.0.0.1"]);
+        Self::start_with(false).await
+    }
+
+    /// A server for certificate authentication.
+    pub async fn with_certificates() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(certificates: bool) -> Self {
+        let bundle_id = "com.example.shop";
+        let (verifier, client_certificate) = if certificates {
+            let (verifier, cert, key) = client_authority(bundle_id);
+            (Some(verifier), Some((cert, key)))
+        } else {
+            (None, None)
+        };
+        let (mut config, ca_pem) = test_server_config_with(&["localhost", "127.0.0.1"], verifier);
         config.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -171,10 +230,11 @@ impl ApnsServer {
             public_key: key.public_key_raw().to_vec(),
             key_id: "ABC123DEFG".into(),
             team_id: "TEAM123456".into(),
-            bundle_id: "com.example.shop".into(),
+            bundle_id: bundle_id.into(),
             seen: Arc::new(Mutex::new(Vec::new())),
             refused: Arc::new(AtomicUsize::new(0)),
             expired: Mutex::new(HashSet::new()),
+            certificates,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -205,6 +265,7 @@ impl ApnsServer {
             bundle_id: state.bundle_id.clone(),
             seen: state.seen.clone(),
             refused: state.refused.clone(),
+            client_certificate,
             task,
         }
     }

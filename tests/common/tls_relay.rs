@@ -67,6 +67,14 @@ impl TlsRelay {
 /// A TLS server configuration with a certificate for `names`, issued by a fresh test CA, and
 /// that CA's certificate (PEM): what a client must trust.
 pub fn test_server_config(names: &[&str]) -> (rustls::ServerConfig, String) {
+    test_server_config_with(names, None)
+}
+
+/// As [`test_server_config`], asking clients for a certificate `verifier` accepts.
+pub fn test_server_config_with(
+    names: &[&str],
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> (rustls::ServerConfig, String) {
     herald::channels::install_crypto_provider();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -78,7 +86,12 @@ pub fn test_server_config(names: &[&str]) -> (rustls::ServerConfig, String) {
     let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
     let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone(), ca.der().clone()];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
+    let builder = rustls::ServerConfig::builder();
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(chain, key).unwrap();
     (config, ca.pem())
 }
 

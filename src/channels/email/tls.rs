@@ -61,6 +61,38 @@ pub enum TlsError {
     Anchor(String),
     #[error("'{0}' is not a valid TLS server name")]
     ServerName(String),
+    #[error("bad PEM private key: {0}")]
+    Key(String),
+    #[error("client certificate: {0}")]
+    ClientAuth(String),
+}
+
+/// A certificate chain and its private key, presented to servers that ask for one (APNs
+/// certificate authentication).
+pub struct ClientIdentity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl ClientIdentity {
+    /// From PEM texts: the certificate (and its chain) and the private key (PKCS#8, PKCS#1 or
+    /// SEC1). The key must be the certificate's.
+    pub fn from_pem(certificate: &str, private_key: &str) -> Result<Self, TlsError> {
+        let chain = parse_certificates(certificate)?;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(private_key.as_bytes()).map_err(|e| TlsError::Key(e.to_string()))?;
+        let identity = Self { chain, key };
+        // Builds a configuration once: rustls refuses a key that is not the certificate's.
+        identity.config(rustls::RootCertStore::empty())?;
+        Ok(identity)
+    }
+
+    fn config(&self, roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, TlsError> {
+        crate::channels::install_crypto_provider();
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| TlsError::ClientAuth(e.to_string()))
+    }
 }
 
 /// The certificates in a PEM text (at least one).
@@ -80,6 +112,12 @@ pub fn connector(extra_ca_pem: Option<&str>) -> Result<TlsConnector, TlsError> {
 
 /// As [`connector`], offering `alpn` protocols (`h2` for HTTP/2).
 pub fn connector_with_alpn(extra_ca_pem: Option<&str>, alpn: Vec<Vec<u8>>) -> Result<TlsConnector, TlsError> {
+    connector_with(extra_ca_pem, alpn, None)
+}
+
+/// As [`connector_with_alpn`], presenting `identity` when the server asks for a client
+/// certificate.
+pub fn connector_with(extra_ca_pem: Option<&str>, alpn: Vec<Vec<u8>>, identity: Option<&ClientIdentity>) -> Result<TlsConnector, TlsError> {
     crate::channels::install_crypto_provider();
     static SYSTEM_ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
     let system = SYSTEM_ROOTS.get_or_init(|| {
@@ -96,7 +134,10 @@ pub fn connector_with_alpn(extra_ca_pem: Option<&str>, alpn: Vec<Vec<u8>>) -> Re
             roots.add(cert).map_err(|e| TlsError::Anchor(e.to_string()))?;
         }
     }
-    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let mut config = match identity {
+        Some(id) => id.config(roots)?,
+        None => rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
+    };
     config.alpn_protocols = alpn;
     Ok(TlsConnector::from(Arc::new(config)))
 }
