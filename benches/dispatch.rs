@@ -110,5 +110,24 @@ fn segments(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, routing, outcomes, segments);
+/// DKIM-signing one ~1 KB message: RSA-2048 and Ed25519.
+fn dkim(c: &mut Criterion) {
+    use herald::channels::email::dkim::{DkimKey, DkimSigner};
+    let mut message = String::from("From: Shop <news@shop.example>\r\nTo: ana@example.com\r\nSubject: Your order\r\n");
+    message.push_str("Date: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@shop.example>\r\nMIME-Version: 1.0\r\n");
+    message.push_str("Content-Type: text/plain; charset=utf-8\r\n\r\n");
+    while message.len() < 1_024 {
+        message.push_str("Thank you for your order; it ships tomorrow.\r\n");
+    }
+    let ed25519 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap().serialize_pem();
+    let mut g = c.benchmark_group("dkim_sign");
+    g.throughput(Throughput::Elements(1));
+    for (name, pem) in [("rsa2048", include_str!("../tests/fixtures/dkim-rsa.pem").to_string()), ("ed25519", ed25519)] {
+        let signer = DkimSigner::new(vec![DkimKey::from_pem("shop.example", "s1", &pem).unwrap()]);
+        g.bench_function(name, |b| b.iter(|| signer.sign("news@shop.example", message.as_bytes(), 1_700_000_000).unwrap()));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, routing, outcomes, segments, dkim);
 criterion_main!(benches);

@@ -49,6 +49,7 @@ impl ChannelsService {
         if !violations.is_empty() {
             return Err(invalid(violations));
         }
+        c.complete();
         c.set_modified(domain::timestamp(chrono::Utc::now()));
         let mut stored = c.clone();
         settings::seal(&self.sealer, app_id, &mut stored);

@@ -16,13 +16,28 @@ pub trait ChannelSettings: Message + Default + Clone {
     const NAME: &'static str;
     /// How errors name it.
     const LABEL: &'static str;
-    /// The secret fields: (name, value).
-    fn secrets(&mut self) -> Vec<(&'static str, &mut String)>;
+    /// The secret fields: (name, value). The name binds a sealed value to its place.
+    fn secrets(&mut self) -> Vec<(String, &mut String)>;
     /// Sets the `has_*` flags from the secrets present.
     fn flag(&mut self);
     fn set_modified(&mut self, at: String);
     /// Checks settings about to be stored (secrets merged in, still plain).
     fn validate(&self) -> Vec<FieldViolation>;
+    /// Fills in what Herald derives from valid settings (before secrets are sealed).
+    fn complete(&mut self) {}
+
+    /// Fills the secrets this update leaves empty from `old` (opened), the same field by name.
+    fn keep_secrets_from(&mut self, mut old: Self) {
+        let kept: std::collections::HashMap<String, String> =
+            old.secrets().into_iter().map(|(name, v)| (name, std::mem::take(v))).collect();
+        for (name, v) in self.secrets() {
+            if v.is_empty() {
+                if let Some(k) = kept.get(&name) {
+                    *v = k.clone();
+                }
+            }
+        }
+    }
 
     /// What a caller may see: flags set, secrets blanked.
     fn shown(mut self) -> Self {
@@ -55,11 +70,19 @@ fn ca_violation(field: &str, pem: &str, out: &mut Vec<FieldViolation>) {
 impl ChannelSettings for EmailChannel {
     const NAME: &'static str = "email";
     const LABEL: &'static str = "email";
-    fn secrets(&mut self) -> Vec<(&'static str, &mut String)> {
-        vec![("password", &mut self.password)]
+    fn secrets(&mut self) -> Vec<(String, &mut String)> {
+        let mut out = vec![("password".to_string(), &mut self.password)];
+        // Each key bound to its domain and selector.
+        for k in &mut self.dkim_keys {
+            out.push((format!("dkim_keys/{}/{}", k.domain, k.selector), &mut k.private_key));
+        }
+        out
     }
     fn flag(&mut self) {
         self.has_password = !self.password.is_empty();
+        for k in &mut self.dkim_keys {
+            k.has_private_key = !k.private_key.is_empty();
+        }
     }
     fn set_modified(&mut self, at: String) {
         self.last_modified_date = at;
@@ -85,15 +108,80 @@ impl ChannelSettings for EmailChannel {
             out.push(FieldViolation::new("channel.tls_mode", "applies to the app's relay_host, which is empty"));
         }
         ca_violation("channel.ca_certificate", &c.ca_certificate, &mut out);
+        if !c.identity.is_empty() {
+            let (domain, address) = match c.identity.rsplit_once('@') {
+                Some((local, d)) => (d, !local.is_empty() && email_address::EmailAddress::is_valid(&c.identity)),
+                None => (c.identity.as_str(), true),
+            };
+            if !address || !domain_ok(domain) {
+                out.push(FieldViolation::new("channel.identity", "must be a domain (shop.example) or an email address"));
+            } else if let Ok(sender) = crate::render::mime::Sender::new(&c.from_address, None) {
+                if !c.from_address.is_empty() && !identity_covers(&c.identity, sender.address()) {
+                    out.push(FieldViolation::new("channel.from_address", format!("is not within the sending identity {}", c.identity)));
+                }
+            }
+        }
+        if c.dkim_keys.len() > 32 {
+            out.push(FieldViolation::new("channel.dkim_keys", "at most 32 keys"));
+        }
+        for (i, k) in c.dkim_keys.iter().enumerate() {
+            let f = |name: &str| format!("channel.dkim_keys[{i}].{name}");
+            if !domain_ok(&k.domain) {
+                out.push(FieldViolation::new(f("domain"), "must be a domain name such as shop.example"));
+            } else if c.dkim_keys[..i].iter().any(|o| o.domain.eq_ignore_ascii_case(&k.domain)) {
+                out.push(FieldViolation::new(f("domain"), "has a key already: one key per sending domain"));
+            }
+            let selector_ok = !k.selector.is_empty()
+                && k.selector.len() <= 63
+                && k.selector.split('.').all(|l| !l.is_empty() && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-'));
+            if !selector_ok {
+                out.push(FieldViolation::new(f("selector"), "must be letters, digits, '-' and '.' (a DNS label)"));
+            }
+            if k.private_key.is_empty() {
+                out.push(FieldViolation::new(f("private_key"), "is required (PEM: RSA 2048-4096 bits or Ed25519)"));
+            } else if let Err(e) = crate::channels::email::dkim::DkimKey::from_pem(&k.domain, &k.selector, &k.private_key) {
+                out.push(FieldViolation::new(f("private_key"), e));
+            }
+        }
         out
     }
+
+    fn complete(&mut self) {
+        for k in &mut self.dkim_keys {
+            if let Ok(key) = crate::channels::email::dkim::DkimKey::from_pem(&k.domain, &k.selector, &k.private_key) {
+                k.algorithm = key.algorithm().to_string();
+                (k.dns_record_name, k.dns_record_value) = key.dns_record();
+            }
+        }
+    }
+}
+
+/// A domain name: dot-separated labels of letters, digits and '-', at least two.
+fn domain_ok(d: &str) -> bool {
+    let d = d.strip_suffix('.').unwrap_or(d);
+    d.len() <= 253
+        && d.contains('.')
+        && d.split('.').all(|l| {
+            (1..=63).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !l.starts_with('-') && !l.ends_with('-')
+        })
+}
+
+/// Whether a sending identity (a domain or an address) covers `address`: the address itself,
+/// or an address at the domain or one of its subdomains.
+pub fn identity_covers(identity: &str, address: &str) -> bool {
+    let (identity, address) = (identity.trim_end_matches('.').to_ascii_lowercase(), address.to_ascii_lowercase());
+    if identity.contains('@') {
+        return address == identity;
+    }
+    let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+    domain == identity || domain.strip_suffix(identity.as_str()).is_some_and(|rest| rest.ends_with('.'))
 }
 
 impl ChannelSettings for CustomChannel {
     const NAME: &'static str = "custom";
     const LABEL: &'static str = "custom";
-    fn secrets(&mut self) -> Vec<(&'static str, &mut String)> {
-        vec![("signing_secret", &mut self.signing_secret)]
+    fn secrets(&mut self) -> Vec<(String, &mut String)> {
+        vec![("signing_secret".to_string(), &mut self.signing_secret)]
     }
     fn flag(&mut self) {
         self.has_signing_secret = !self.signing_secret.is_empty();
@@ -118,8 +206,8 @@ pub const PUSH_TYPES: [&str; 8] = ["alert", "background", "voip", "complication"
 impl ChannelSettings for ApnsChannel {
     const NAME: &'static str = "apns";
     const LABEL: &'static str = "APNs";
-    fn secrets(&mut self) -> Vec<(&'static str, &mut String)> {
-        vec![("token_key", &mut self.token_key), ("private_key", &mut self.private_key)]
+    fn secrets(&mut self) -> Vec<(String, &mut String)> {
+        vec![("token_key".to_string(), &mut self.token_key), ("private_key".to_string(), &mut self.private_key)]
     }
     fn flag(&mut self) {
         self.has_token_key = !self.token_key.is_empty();
@@ -200,8 +288,8 @@ impl ChannelSettings for ApnsChannel {
 impl ChannelSettings for GcmChannel {
     const NAME: &'static str = "gcm";
     const LABEL: &'static str = "GCM";
-    fn secrets(&mut self) -> Vec<(&'static str, &mut String)> {
-        vec![("service_account_json", &mut self.service_account_json)]
+    fn secrets(&mut self) -> Vec<(String, &mut String)> {
+        vec![("service_account_json".to_string(), &mut self.service_account_json)]
     }
     fn flag(&mut self) {
         self.has_service_account_json = !self.service_account_json.is_empty();
@@ -237,8 +325,8 @@ impl ChannelSettings for GcmChannel {
 impl ChannelSettings for SmsChannel {
     const NAME: &'static str = "sms";
     const LABEL: &'static str = "SMS";
-    fn secrets(&mut self) -> Vec<(&'static str, &mut String)> {
-        vec![("auth_token", &mut self.auth_token)]
+    fn secrets(&mut self) -> Vec<(String, &mut String)> {
+        vec![("auth_token".to_string(), &mut self.auth_token)]
     }
     fn flag(&mut self) {
         self.has_auth_token = !self.auth_token.is_empty();
@@ -278,26 +366,22 @@ impl ChannelSettings for SmsChannel {
 /// Fills the secrets `c` leaves empty from `old` (opened): an update that does not repeat a
 /// secret keeps it.
 pub fn keep_secrets<C: ChannelSettings>(c: &mut C, old: Option<C>) {
-    let mut old = old.unwrap_or_default();
-    let kept: Vec<String> = old.secrets().into_iter().map(|(_, v)| std::mem::take(v)).collect();
-    for ((_, v), kept) in c.secrets().into_iter().zip(kept) {
-        if v.is_empty() {
-            *v = kept;
-        }
+    if let Some(old) = old {
+        c.keep_secrets_from(old);
     }
 }
 
 /// Seals `c`'s secrets for `app`.
 pub fn seal<C: ChannelSettings>(sealer: &Sealer, app: &str, c: &mut C) {
     for (field, v) in c.secrets() {
-        *v = sealer.seal(&place(app, C::NAME, field), v);
+        *v = sealer.seal(&place(app, C::NAME, &field), v);
     }
 }
 
 /// Opens `c`'s sealed secrets.
 pub fn open<C: ChannelSettings>(sealer: &Sealer, app: &str, c: &mut C) -> Result<(), String> {
     for (field, v) in c.secrets() {
-        *v = sealer.open(&place(app, C::NAME, field), v).map_err(|e| format!("the {} channel's {field}: {e}", C::LABEL))?;
+        *v = sealer.open(&place(app, C::NAME, &field), v).map_err(|e| format!("the {} channel's {field}: {e}", C::LABEL))?;
     }
     Ok(())
 }

@@ -167,13 +167,18 @@ impl Composer {
             }
             _ => None,
         };
-        // The sender: the message's from_address, else the app's email channel's (as Pinpoint).
+        // The sender: the message's from_address, else the app's email channel's (as Pinpoint),
+        // within the channel's sending identity when it has one.
         let mut from_address = email_msg.as_ref().map(|m| m.from_address.clone()).unwrap_or_default();
-        if from_address.is_empty() {
+        let mut identity = String::new();
+        if email.is_some() || email_msg.is_some() {
             if let Some(raw) = store.get_channel(app, crate::api::channels::EMAIL).await? {
                 use prost::Message as _;
                 if let Ok(c) = crate::proto::v1::EmailChannel::decode(raw.as_slice()) {
-                    from_address = c.from_address;
+                    if from_address.is_empty() {
+                        from_address = c.from_address;
+                    }
+                    identity = c.identity;
                 }
             }
         }
@@ -181,10 +186,12 @@ impl Composer {
         let sender = if from_address.is_empty() {
             None
         } else {
-            Some(
-                mime::Sender::new(&from_address, reply_to.as_deref())
-                    .map_err(|e| field("message_configuration.email_message.from_address", e.to_string()))?,
-            )
+            let from_field = "message_configuration.email_message.from_address";
+            let sender = mime::Sender::new(&from_address, reply_to.as_deref()).map_err(|e| field(from_field, e.to_string()))?;
+            if !identity.is_empty() && !crate::channels::settings::identity_covers(&identity, sender.address()) {
+                return Err(field(from_field, format!("{} is not within the app's sending identity {identity}", sender.address())));
+            }
+            Some(sender)
         };
         let from = from_address.rsplit_once('<').map_or(from_address.as_str(), |(_, a)| a.trim_end_matches('>')).trim().to_string();
         Ok(Self {

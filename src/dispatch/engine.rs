@@ -20,6 +20,7 @@ use crate::channels::apns::{self, ApnsSender};
 use crate::channels::email::{SmtpPool, SmtpRelay};
 use crate::channels::fcm::FcmSender;
 use crate::channels::settings;
+use crate::channels::email::dkim::{DkimKey, DkimSigner};
 use crate::channels::sms::SmsSender;
 use crate::channels::webhook::{self, Webhook, WebhookConfig};
 use crate::channels::Delivery;
@@ -140,9 +141,34 @@ struct Shared {
     /// SMTP pools of apps with their own relay, by relay settings.
     pools: parking_lot::Mutex<HashMap<String, Arc<SmtpPool>>>,
     /// Each app's APNs sender and the settings it was built from.
-    apns: parking_lot::Mutex<HashMap<String, (String, Arc<ApnsSender>)>>,
+    apns: Built<ApnsSender>,
     /// Each app's FCM sender (holding its access token) and the settings it was built from.
-    fcm: parking_lot::Mutex<HashMap<String, (String, Arc<FcmSender>)>>,
+    fcm: Built<FcmSender>,
+    /// Each app's DKIM keys and the settings they were read from.
+    dkim: Built<DkimSigner>,
+}
+
+/// What was built from each app's channel settings, with the settings' fingerprint.
+type Built<T> = parking_lot::Mutex<HashMap<String, (String, Arc<T>)>>;
+
+/// The value built from an app's settings `c`, built again only when they changed.
+fn built<T, C: prost::Message>(
+    cache: &Built<T>,
+    app: &str,
+    c: &C,
+    modified: &str,
+    build: impl FnOnce() -> Result<T, String>,
+) -> Result<Arc<T>, String> {
+    let fingerprint = format!("{modified}|{}", c.encoded_len());
+    let mut cache = cache.lock();
+    if let Some((seen, value)) = cache.get(app) {
+        if *seen == fingerprint {
+            return Ok(value.clone());
+        }
+    }
+    let value = Arc::new(build()?);
+    cache.insert(app.to_string(), (fingerprint, value.clone()));
+    Ok(value)
 }
 
 /// A relay's pool and the jobs going through it.
@@ -221,16 +247,7 @@ impl Shared {
         if !c.enabled {
             return Err("the app's APNs channel is disabled".into());
         }
-        let fingerprint = format!("{}|{}", c.last_modified_date, prost::Message::encoded_len(c));
-        let mut cache = self.apns.lock();
-        if let Some((seen, sender)) = cache.get(app) {
-            if *seen == fingerprint {
-                return Ok(sender.clone());
-            }
-        }
-        let sender = Arc::new(ApnsSender::new(c)?);
-        cache.insert(app.to_string(), (fingerprint, sender.clone()));
-        Ok(sender)
+        built(&self.apns, app, c, &c.last_modified_date, || ApnsSender::new(c))
     }
 
     /// The FCM sender of an app's settings, kept (with its access token) while they are
@@ -239,17 +256,24 @@ impl Shared {
         if !c.enabled {
             return Err("the app's GCM channel is disabled".into());
         }
-        let fingerprint = format!("{}|{}", c.last_modified_date, prost::Message::encoded_len(c));
-        let mut cache = self.fcm.lock();
-        if let Some((seen, sender)) = cache.get(app) {
-            if *seen == fingerprint {
-                return Ok(sender.clone());
-            }
-        }
         let http = self.http.clone().ok_or_else(|| "no HTTP client".to_string())?;
-        let sender = Arc::new(FcmSender::new(c, http)?);
-        cache.insert(app.to_string(), (fingerprint, sender.clone()));
-        Ok(sender)
+        built(&self.fcm, app, c, &c.last_modified_date, || FcmSender::new(c, http))
+    }
+
+    /// The DKIM keys of an app's email channel, if it has any.
+    fn dkim_signer(&self, app: &str, c: &EmailChannel) -> Option<Arc<DkimSigner>> {
+        if c.dkim_keys.is_empty() {
+            return None;
+        }
+        let signer = built(&self.dkim, app, c, &c.last_modified_date, || {
+            let keys = c.dkim_keys.iter().filter_map(|k| {
+                DkimKey::from_pem(&k.domain, &k.selector, &k.private_key)
+                    .inspect_err(|e| tracing::error!(app, domain = %k.domain, error = %e, "A DKIM key cannot be used."))
+                    .ok()
+            });
+            Ok(DkimSigner::new(keys.collect()))
+        });
+        signer.ok()
     }
 
     /// The SMS sender of an app's settings (sharing the engine's HTTP client).
@@ -390,8 +414,9 @@ impl Engine {
                 .inspect_err(|e| tracing::error!(error = %e, "Cannot build the webhook client."))
                 .ok(),
             pools: parking_lot::Mutex::new(HashMap::new()),
-            apns: parking_lot::Mutex::new(HashMap::new()),
-            fcm: parking_lot::Mutex::new(HashMap::new()),
+            apns: Built::default(),
+            fcm: Built::default(),
+            dkim: Built::default(),
         });
         let mut lanes = HashMap::new();
         for lane in Lane::ALL {
@@ -694,28 +719,48 @@ async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job]) -> Vec<Delivery> {
             let mut out: Vec<Option<Delivery>> = jobs.iter().map(|j| j.dry_run.then(|| dry(j))).collect();
             // One pipelined batch per (relay, sender address).
             let mut groups: HashMap<(usize, &str), RelayBatch> = HashMap::new();
-            let mut apps: HashMap<&str, Result<Arc<SmtpPool>, String>> = HashMap::new();
+            type AppEmail = (Result<Arc<SmtpPool>, String>, Option<Arc<DkimSigner>>);
+            let mut apps: HashMap<&str, AppEmail> = HashMap::new();
+            let mut to_sign = Vec::new();
             for (i, j) in jobs.iter().enumerate() {
                 let app = j.outcome.app_id.as_str();
                 if !apps.contains_key(app) {
                     let c = shared.app_channels(app).await;
-                    apps.insert(app, shared.pool_for(&c.email));
+                    let signer = match &c.email {
+                        Some(Ok(email)) => shared.dkim_signer(app, email),
+                        _ => None,
+                    };
+                    apps.insert(app, (shared.pool_for(&c.email), signer));
                 }
                 match (&apps[app], &j.payload) {
-                    (Err(why), _) if out[i].is_none() => {
+                    ((Err(why), _), _) if out[i].is_none() => {
                         out[i] = Some(Delivery::Permanent { status_code: 0, message: why.clone(), hard_bounce: false })
                     }
-                    (Ok(pool), Payload::Email { from, .. }) if out[i].is_none() => {
+                    ((Ok(pool), signer), Payload::Email { from, mime }) if out[i].is_none() => {
+                        if let Some(signer) = signer.as_ref().filter(|s| s.key_for(from).is_some()) {
+                            to_sign.push((i, signer.clone(), from.clone(), mime.clone()));
+                        }
                         groups.entry((Arc::as_ptr(pool) as usize, from.as_str())).or_insert_with(|| (pool.clone(), Vec::new())).1.push(i);
                     }
                     _ => {}
                 }
             }
+            // DKIM signatures (RSA takes a while) are made off the async workers.
+            let mut signed: Vec<Option<Vec<u8>>> = vec![None; jobs.len()];
+            if !to_sign.is_empty() {
+                let now = chrono::Utc::now().timestamp();
+                let sign = move || to_sign.into_iter().map(|(i, s, from, mime)| (i, s.sign(&from, &mime, now))).collect::<Vec<_>>();
+                match tokio::task::spawn_blocking(sign).await {
+                    Ok(done) => done.into_iter().for_each(|(i, m)| signed[i] = m),
+                    Err(e) => tracing::error!(error = %e, "DKIM signing failed."),
+                }
+            }
             for ((_, from), (pool, idx)) in groups {
                 let items: Vec<(&str, &[u8])> = idx
                     .iter()
-                    .map(|&i| match &jobs[i].payload {
-                        Payload::Email { mime, .. } => (jobs[i].outcome.address.as_str(), mime.as_slice()),
+                    .map(|&i| match (&jobs[i].payload, &signed[i]) {
+                        (_, Some(m)) => (jobs[i].outcome.address.as_str(), m.as_slice()),
+                        (Payload::Email { mime, .. }, None) => (jobs[i].outcome.address.as_str(), mime.as_slice()),
                         _ => unreachable!("email lane"),
                     })
                     .collect();

@@ -218,6 +218,7 @@ pub struct Sender {
     /// `From:` and `Reply-To:` lines, ready to copy.
     header: String,
     domain: String,
+    address: String,
 }
 
 impl Sender {
@@ -233,7 +234,12 @@ impl Sender {
             format_mailbox(&name, &addr, &mut header);
             header.push_str("\r\n");
         }
-        Ok(Self { header, domain })
+        Ok(Self { header, domain, address: addr })
+    }
+
+    /// The From address (without its display name).
+    pub fn address(&self) -> &str {
+        &self.address
     }
 
     /// Builds one message to `to` (an address).

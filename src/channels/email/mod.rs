@@ -10,6 +10,7 @@
 
 mod client;
 mod config;
+pub mod dkim;
 pub mod smtp;
 pub mod tls;
 
