@@ -161,7 +161,7 @@ async fn fcm_v1_sends_with_oauth_and_retires_dead_tokens() {
     let got = channels.get_gcm_channel(d.req(GetChannelRequest { app_id: app.clone() })).await.unwrap().into_inner();
     assert!(got.has_service_account_json && got.service_account_json.is_empty());
 
-    let endpoints = [("live", "ok-1"), ("gone", "gone-1"), ("bad", "bad-1")];
+    let endpoints = [("live", "ok-1"), ("gone", "gone-1"), ("bad", "bad-1"), ("iphone", "ok-ios")];
     EndpointsClient::new(d.channel().await)
         .update_endpoints_batch(
             d.req(UpdateEndpointsBatchRequest {
@@ -172,6 +172,8 @@ async fn fcm_v1_sends_with_oauth_and_retires_dead_tokens() {
                         id: id.to_string(),
                         channel_type: ChannelType::Gcm as i32,
                         address: t.to_string(),
+                        demographic: (*id == "iphone")
+                            .then(|| herald::proto::v1::EndpointDemographic { platform: "iOS".into(), ..Default::default() }),
                         ..Default::default()
                     })
                     .collect(),
@@ -209,6 +211,14 @@ async fn fcm_v1_sends_with_oauth_and_retires_dead_tokens() {
     assert_eq!(live["message"]["notification"], serde_json::json!({"title": "Sale", "body": "Hello live"}));
     assert_eq!(live["message"]["android"], serde_json::json!({"priority": "HIGH", "ttl": "600s", "collapse_key": "sale"}));
     assert_eq!(live["message"]["data"], serde_json::json!({"order": "42"}));
+    assert!(live["message"].get("apns").is_none(), "no APNs override for an Android device");
+    // An iOS device through FCM gets the APNs override: priority, expiry and collapse id.
+    let ios = messages.iter().find(|m| m["message"]["token"] == "ok-ios").unwrap();
+    let headers = &ios["message"]["apns"]["headers"];
+    assert_eq!((headers["apns-priority"].as_str(), headers["apns-collapse-id"].as_str()), (Some("10"), Some("sale")));
+    let expiry: i64 = headers["apns-expiration"].as_str().unwrap().parse().unwrap();
+    assert!((expiry - chrono::Utc::now().timestamp() - 600).abs() < 60);
+    assert_eq!(ios["message"]["notification"]["body"], "Hello iphone");
 
     let mut eps = EndpointsClient::new(d.channel().await);
     for (id, want) in [("gone", EndpointStatus::Inactive), ("bad", EndpointStatus::Inactive), ("live", EndpointStatus::Active)] {

@@ -308,10 +308,47 @@ impl Composer {
                 android.insert("restricted_package_name".into(), Value::String(g.restricted_package_name.clone()));
             }
             if let Some(sound) = pick("sound").filter(|_| !silent) {
-                android.insert("notification".into(), json!({ "sound": sound }));
+                android.insert("notification".into(), json!({ "sound": sound.clone() }));
             }
             if !android.is_empty() {
                 fields.insert("android".into(), Value::Object(android));
+            }
+            // An iOS device registered with FCM: the same choices as APNs headers and aps.
+            let ios = endpoint.and_then(|e| e.demographic.as_ref()).is_some_and(|d| d.platform.eq_ignore_ascii_case("ios"));
+            if ios {
+                let mut headers = Map::new();
+                let mut aps = Map::new();
+                if silent {
+                    aps.insert("content-available".into(), json!(1));
+                    headers.insert("apns-push-type".into(), json!("background"));
+                    headers.insert("apns-priority".into(), json!("5"));
+                } else {
+                    match g.priority.to_ascii_lowercase().as_str() {
+                        "high" => drop(headers.insert("apns-priority".into(), json!("10"))),
+                        "normal" => drop(headers.insert("apns-priority".into(), json!("5"))),
+                        _ => {}
+                    }
+                    if let Some(sound) = pick("sound") {
+                        aps.insert("sound".into(), Value::String(sound));
+                    }
+                }
+                if g.time_to_live > 0 {
+                    let at = chrono::Utc::now().timestamp() + i64::from(g.time_to_live);
+                    headers.insert("apns-expiration".into(), Value::String(at.to_string()));
+                }
+                if !g.collapse_key.is_empty() {
+                    headers.insert("apns-collapse-id".into(), Value::String(g.collapse_key.clone()));
+                }
+                let mut apns = Map::new();
+                if !headers.is_empty() {
+                    apns.insert("headers".into(), Value::Object(headers));
+                }
+                if !aps.is_empty() {
+                    apns.insert("payload".into(), json!({ "aps": aps }));
+                }
+                if !apns.is_empty() {
+                    fields.insert("apns".into(), Value::Object(apns));
+                }
             }
         }
         Ok(Payload::Gcm(crate::channels::fcm::Message { device_token: token.to_string(), fields }))
