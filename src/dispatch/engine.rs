@@ -606,7 +606,8 @@ impl ShardMetrics {
 
 async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Receiver<Job>, requeue: mpsc::Sender<Job>) {
     let mut buf = Vec::with_capacity(BATCH);
-    let m = ShardMetrics::new(lane, shard, shared.store.backend());
+    let m = Arc::new(ShardMetrics::new(lane, shard, shared.store.backend()));
+    let recording = Arc::new(tokio::sync::Semaphore::new(RECORDING));
     while rx.recv_many(&mut buf, BATCH).await > 0 {
         let queued = requeue.max_capacity() - requeue.capacity();
         m.depth.set(queued as f64);
@@ -678,36 +679,61 @@ async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Rec
             replies.push((job.reply.take(), job.outcome.app_id.clone(), entry.0.len()));
             entry.0.push(job.outcome);
         }
-        for (app, (outcomes, events)) in &done {
-            for o in outcomes {
-                if let Some(c) = m.by_status.get(&o.delivery_status) {
-                    c.increment(1);
-                }
+        // Outcomes are recorded (and waiters answered) beside the next batch's sending, at most
+        // RECORDING batches at a time per shard.
+        let permit = recording.clone().acquire_owned().await.expect("the shard's semaphore is never closed");
+        let (shared, m) = (shared.clone(), m.clone());
+        tokio::spawn(async move {
+            record_and_reply(&shared, &m, done, bounced, dead, replies).await;
+            drop(permit);
+        });
+    }
+    // Shutting down: every batch's outcomes are recorded before the shard is done.
+    let _all = recording.acquire_many(RECORDING as u32).await;
+}
+
+/// Batches of outcomes a shard may be recording while it sends the next.
+const RECORDING: usize = 2;
+
+/// Records a batch's outcomes and events, suppresses hard bounces, retires dead push tokens,
+/// then hands each outcome to whoever waits for it.
+async fn record_and_reply(
+    shared: &Shared,
+    m: &ShardMetrics,
+    done: HashMap<String, (Vec<MessageOutcome>, Vec<Event>)>,
+    bounced: HashMap<String, Vec<Suppression>>,
+    dead: HashMap<String, Vec<String>>,
+    replies: Vec<(Option<oneshot::Sender<MessageOutcome>>, String, usize)>,
+) {
+    for (app, (outcomes, events)) in &done {
+        for o in outcomes {
+            if let Some(c) = m.by_status.get(&o.delivery_status) {
+                c.increment(1);
             }
-            let started = Instant::now();
-            if let Err(e) = shared.store.record_outcomes(app, outcomes, events, shared.config.outcome_ttl.as_secs()).await {
-                metrics::counter!(crate::telemetry::STORE_ERRORS).increment(1);
-                tracing::error!(error = %e, "Cannot record outcomes.");
-            }
-            m.record.record(started.elapsed().as_secs_f64());
         }
-        for (app, entries) in &bounced {
-            if let Err(e) = shared.store.put_suppressions(app, entries).await {
-                tracing::warn!(error = %e, "Cannot suppress hard-bounced addresses.");
-            }
+        let started = Instant::now();
+        if let Err(e) = shared.store.record_outcomes(app, outcomes, events, shared.config.outcome_ttl.as_secs()).await {
+            metrics::counter!(crate::telemetry::STORE_ERRORS).increment(1);
+            tracing::error!(error = %e, "Cannot record outcomes.");
         }
-        for (app, ids) in dead {
-            if let Err(e) = deactivate(shared.store.as_ref(), &app, ids).await {
-                tracing::warn!(error = %e, "Cannot make endpoints with dead tokens INACTIVE.");
-            }
+        m.record.record(started.elapsed().as_secs_f64());
+    }
+    for (app, entries) in &bounced {
+        if let Err(e) = shared.store.put_suppressions(app, entries).await {
+            tracing::warn!(error = %e, "Cannot suppress hard-bounced addresses.");
         }
-        // The outcomes are recorded: they move to whoever waits for them, no copies.
-        let mut recorded: HashMap<String, Vec<Option<MessageOutcome>>> =
-            done.into_iter().map(|(app, (outcomes, _))| (app, outcomes.into_iter().map(Some).collect())).collect();
-        for (reply, app, index) in replies {
-            if let (Some(r), Some(o)) = (reply, recorded.get_mut(&app).and_then(|v| v[index].take())) {
-                let _ = r.send(o);
-            }
+    }
+    for (app, ids) in dead {
+        if let Err(e) = deactivate(shared.store.as_ref(), &app, ids).await {
+            tracing::warn!(error = %e, "Cannot make endpoints with dead tokens INACTIVE.");
+        }
+    }
+    // The outcomes are recorded: they move to whoever waits for them, no copies.
+    let mut recorded: HashMap<String, Vec<Option<MessageOutcome>>> =
+        done.into_iter().map(|(app, (outcomes, _))| (app, outcomes.into_iter().map(Some).collect())).collect();
+    for (reply, app, index) in replies {
+        if let (Some(r), Some(o)) = (reply, recorded.get_mut(&app).and_then(|v| v[index].take())) {
+            let _ = r.send(o);
         }
     }
 }

@@ -43,6 +43,9 @@ fn from_error(e: SessionError) -> Delivery {
     transient(e.to_string())
 }
 
+/// A batch is split over sessions so that each carries at least this many of its messages.
+const MESSAGES_PER_SPLIT: usize = 16;
+
 impl SmtpPool {
     pub fn new(relay: SmtpRelay) -> Self {
         let permits = Arc::new(Semaphore::new(relay.pool_size.max(1)));
@@ -141,36 +144,47 @@ impl SmtpPool {
             }
         }
         if !valid.is_empty() {
-            let _permit = self.permits.acquire().await.expect("the pool's semaphore is never closed");
-            let idle = self.idle.lock().pop();
-            let pooled = match idle {
-                Some(p) => Ok(p),
-                None => self.connect().await,
-            };
-            match pooled {
-                Err(d) => valid.iter().for_each(|(i, _)| out[*i] = Some(d.clone())),
-                Ok(mut pooled) => {
-                    let batch: Vec<(&str, &[u8])> = valid.iter().map(|(_, item)| *item).collect();
-                    let (replies, error) = pooled.session.send_many(from, &batch).await;
-                    let answered = replies.len();
-                    for ((i, _), reply) in valid.iter().zip(replies) {
-                        out[*i] = Some(from_reply(reply));
-                    }
-                    if let Some(e) = error {
-                        let d = from_error(e);
-                        valid[answered..].iter().for_each(|(i, _)| out[*i] = Some(d.clone()));
-                    }
-                    pooled.sent += batch.len() as u32;
-                    let spent = self.relay.messages_per_connection > 0 && pooled.sent >= self.relay.messages_per_connection;
-                    if !pooled.session.is_broken() && !spent {
-                        self.idle.lock().push(pooled);
-                    } else {
-                        tokio::spawn(pooled.session.quit());
-                    }
-                }
+            // A large batch is split over several sessions sent concurrently: one session
+            // carries one message per round trip, so a batch on one session would leave the
+            // pool's other connections idle.
+            let ways = valid.len().div_ceil(MESSAGES_PER_SPLIT).clamp(1, self.relay.pool_size.max(1));
+            let chunk = valid.len().div_ceil(ways);
+            let sent = futures::future::join_all(valid.chunks(chunk).map(|part| self.send_on_one_session(from, part))).await;
+            for (i, d) in sent.into_iter().flatten() {
+                out[i] = Some(d);
             }
         }
         out.into_iter().map(|d| d.expect("every item has a delivery")).collect()
+    }
+
+    /// Sends `items` (index, (recipient, message)) pipelined on one pooled session.
+    async fn send_on_one_session(&self, from: &str, items: &[(usize, (&str, &[u8]))]) -> Vec<(usize, Delivery)> {
+        let _permit = self.permits.acquire().await.expect("the pool's semaphore is never closed");
+        let idle = self.idle.lock().pop();
+        let pooled = match idle {
+            Some(p) => Ok(p),
+            None => self.connect().await,
+        };
+        let mut pooled = match pooled {
+            Err(d) => return items.iter().map(|(i, _)| (*i, d.clone())).collect(),
+            Ok(p) => p,
+        };
+        let batch: Vec<(&str, &[u8])> = items.iter().map(|(_, item)| *item).collect();
+        let (replies, error) = pooled.session.send_many(from, &batch).await;
+        let answered = replies.len();
+        let mut out: Vec<(usize, Delivery)> = items.iter().zip(replies).map(|((i, _), reply)| (*i, from_reply(reply))).collect();
+        if let Some(e) = error {
+            let d = from_error(e);
+            out.extend(items[answered..].iter().map(|(i, _)| (*i, d.clone())));
+        }
+        pooled.sent += batch.len() as u32;
+        let spent = self.relay.messages_per_connection > 0 && pooled.sent >= self.relay.messages_per_connection;
+        if !pooled.session.is_broken() && !spent {
+            self.idle.lock().push(pooled);
+        } else {
+            tokio::spawn(pooled.session.quit());
+        }
+        out
     }
 
     /// Says QUIT on every idle connection.
