@@ -496,7 +496,8 @@ pub fn event_prefix(channel: &str) -> &'static str {
 
 /// The event for an outcome, with Pinpoint's envelope.
 pub fn event_for(o: &MessageOutcome, event_type: String) -> Event {
-    let now = domain::timestamp(chrono::Utc::now());
+    // When it happened: when the outcome was settled.
+    let now = if o.updated_date.is_empty() { domain::timestamp(chrono::Utc::now()) } else { o.updated_date.clone() };
     let mut attributes = HashMap::new();
     if !o.campaign_id.is_empty() {
         attributes.insert("campaign_id".to_string(), o.campaign_id.clone());
@@ -537,12 +538,13 @@ fn sms_facts(o: &mut MessageOutcome, event: &mut Event, text: &crate::channels::
 }
 
 /// Applies a delivery to an outcome; `Some(delay)` when it should be tried again.
-fn settle(job: &mut Job, d: &Delivery, policy: &RetryPolicy) -> Option<Duration> {
+fn settle(job: &mut Job, d: &Delivery, policy: &RetryPolicy, now: &str) -> Option<Duration> {
     let first = *job.first_attempt.get_or_insert_with(Instant::now);
     job.outcome.attempts += 1;
     let o = &mut job.outcome;
     o.status_code = i32::from(d.status_code());
-    o.updated_date = domain::timestamp(chrono::Utc::now());
+    o.updated_date.clear();
+    o.updated_date.push_str(now);
     let retry = |after: Option<Duration>, r: f64| policy.next_delay(o.attempts as u32, first.elapsed(), after, r);
     match d {
         Delivery::Delivered { message, provider_id, .. } => {
@@ -634,9 +636,11 @@ async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Rec
         let mut bounced: HashMap<String, Vec<Suppression>> = HashMap::new();
         let mut dead: HashMap<String, Vec<String>> = HashMap::new();
         let mut replies = Vec::new();
+        // One time for the batch: its messages were settled together.
+        let now = domain::timestamp(chrono::Utc::now());
         for (mut job, d) in jobs.drain(..).zip(deliveries) {
             let hard = matches!(d, Delivery::Permanent { hard_bounce: true, .. });
-            if let Some(delay) = settle(&mut job, &d, &shared.config.retry) {
+            if let Some(delay) = settle(&mut job, &d, &shared.config.retry, &now) {
                 m.retries.increment(1);
                 let tx = requeue.clone();
                 tokio::spawn(async move {

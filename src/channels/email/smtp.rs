@@ -157,10 +157,23 @@ impl Session {
 
     /// Reads one (possibly multi-line) reply.
     async fn reply(&mut self) -> Result<Reply, SessionError> {
-        let mut text = String::new();
+        self.read_reply(true).await
+    }
+
+    /// Reads one reply; `text` false leaves a positive reply's text out (its code is all a
+    /// pipelined envelope needs), sparing a copy per command.
+    async fn read_reply(&mut self, text: bool) -> Result<Reply, SessionError> {
+        let mut out = String::new();
         loop {
             self.line.clear();
-            let n = match tokio::time::timeout(self.timeout, self.io.read_line(&mut self.line)).await {
+            // A line already buffered needs no read, so no timer either.
+            let buffered = memchr::memchr(b'\n', self.io.buffer()).is_some();
+            let read = if buffered {
+                Ok(self.io.read_line(&mut self.line).await)
+            } else {
+                tokio::time::timeout(self.timeout, self.io.read_line(&mut self.line)).await
+            };
+            let n = match read {
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => {
                     self.broken = true;
@@ -183,13 +196,15 @@ impl Session {
                     return Err(SessionError::Malformed(line.to_string()));
                 }
             };
-            if !text.is_empty() {
-                text.push(' ');
+            if text || code >= 400 {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(line.get(4..).unwrap_or(""));
             }
-            text.push_str(line.get(4..).unwrap_or(""));
             match line.as_bytes().get(3) {
                 Some(b'-') => continue,
-                _ => return Ok(Reply { code, text }),
+                _ => return Ok(Reply { code, text: out }),
             }
         }
     }
@@ -289,7 +304,7 @@ impl Session {
             // The replies to this message's envelope.
             let mut refusal = None;
             for _ in 0..3 {
-                let r = self.reply().await?;
+                let r = self.read_reply(false).await?;
                 if !(r.is_positive() || r.code == 354) && refusal.is_none() {
                     refusal = Some(r);
                 }
