@@ -458,6 +458,12 @@ impl Engine {
         let shards = &self.lanes[&lane];
         let key = if job.outcome.endpoint_id.is_empty() { &job.outcome.address } else { &job.outcome.endpoint_id };
         let tx = &shards[shard_of(key, shards.len())];
+        // Room in the queue is the common case: no timer for it.
+        let job = match tx.try_send(job) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(j)) => return Err(j),
+            Err(mpsc::error::TrySendError::Full(j)) => j,
+        };
         tx.send_timeout(job, wait).await.map_err(|e| match e {
             mpsc::error::SendTimeoutError::Timeout(j) | mpsc::error::SendTimeoutError::Closed(j) => j,
         })

@@ -39,9 +39,12 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 /// A new message id: the creation time (unix seconds, 8 hex digits) then 24 random hex
 /// digits. Ids sort by time, and a store can find a message's time bucket from its id alone.
 pub fn new_message_id() -> String {
+    use std::fmt::Write as _;
     let secs = chrono::Utc::now().timestamp().max(0) as u32;
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("{secs:08x}{}", &random[..24])
+    let random: u128 = rand::random();
+    let mut id = String::with_capacity(32);
+    let _ = write!(id, "{secs:08x}{:024x}", random >> 32);
+    id
 }
 
 /// The creation time (unix seconds) a message id carries, if it is one of Herald's.
