@@ -285,7 +285,7 @@ async fn hard_bounces_suppress_and_render_failures_fail_one_message(backend: Bac
     // (and this sink refuses every recipient).
     assert_eq!(r.result["fine@example.com"].status_code, 550);
     if let Some(redis) = &d.redis {
-        let events = redis.cli(&["XRANGE", &format!("herald:{{{app}}}:events"), "-", "+"]).join("\n");
+        let events = redis.cli(&["XRANGE", &format!("herald:{{{app}}}:event-stream"), "-", "+"]).join("\n");
         assert!(events.contains("_email.hardbounce"), "{events}");
         assert!(events.contains("_email.rendering_failure"), "{events}");
     }

@@ -15,8 +15,10 @@
 //! | `herald:{app}:suppressed` | hash | address → `Suppression` (protobuf) |
 //! | `herald:{app}:out:{hour}` | hash, expiring | message id → `MessageOutcome` (protobuf), by the hour in the id |
 //! | `herald:{app}:counts:{day}` | hash, expiring | `{channel}:{status}` → messages |
-//! | `herald:{app}:byreq:{request}` / `:byep:{endpoint}` | list, expiring | message ids, for listing outcomes |
-//! | `herald:{app}:events` | stream (capped) | field `e`: an `Event` (protobuf) |
+//! | `herald:{app}:byreq:{request}` | list, expiring | message ids, for listing outcomes |
+//! | `herald:{app}:byep:{day}` / `:byep-days` | sorted set, expiring / sorted set | `{endpoint}\0{message id}` per day; the days held |
+//! | `herald:{app}:event-stream` | stream (about the last 1,000,000 events) | one entry per recorded batch, id = its first event's number, fields `e`: `Event`s (protobuf) |
+//! | `herald:{app}:event-seq` | string | the number of the app's last event |
 //! | `herald:{app}:channels` | hash | channel → its settings (protobuf) |
 //! | `herald:{app}:idem:{key}` | string, expiring | `P` while in flight, `D` + the encoded response after |
 //!

@@ -1,5 +1,11 @@
 //! Message outcomes, their indexes (by request, by endpoint per day), per-day counters and
 //! the app's event stream in Redis.
+//!
+//! The event stream holds one entry per recorded batch, its events as repeated `e` fields: a
+//! batch of 64 events costs Redis one stream entry instead of 64. Events are numbered by a
+//! per-app sequence; an entry's id is the number of its first event, an event's id its own
+//! number (20 digits, as the embedded store's), and the stream keeps about the last
+//! [`super::MAX_EVENTS`] events.
 
 use deadpool_redis::redis::{self, AsyncCommands};
 use prost::Message as _;
@@ -10,6 +16,33 @@ use crate::proto::v1::{Event, MessageOutcome};
 
 /// A stream entry as XRANGE returns it: its id and its field-value pairs.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+/// Appends ARGV[2..] (encoded events) to the stream KEYS[1] as one entry, numbering them from
+/// the sequence KEYS[2]; trims events older than the last ARGV[1]. Returns the last number.
+static APPEND_EVENTS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local n = #ARGV - 1
+local last = redis.call('INCRBY', KEYS[2], n)
+local fields = {}
+for i = 2, #ARGV do
+  fields[#fields + 1] = 'e'
+  fields[#fields + 1] = ARGV[i]
+end
+local floor = math.max(1, last - tonumber(ARGV[1]) + 1)
+redis.call('XADD', KEYS[1], 'MINID', '~', string.format('%d-0', floor), string.format('%d-0', last - n + 1), unpack(fields))
+return last
+"#,
+    )
+});
+
+/// Events per stream entry at most (Lua's unpack has a bounded stack).
+const EVENTS_PER_ENTRY: usize = 1_000;
+
+/// The number in a stream entry id `N-0`.
+fn entry_number(id: &str) -> Option<u64> {
+    id.split_once('-').map_or(Some(id), |(n, _)| Some(n)).and_then(|n| n.parse().ok())
+}
 
 impl RedisStore {
     pub(super) async fn redis_record_outcomes(
@@ -74,12 +107,35 @@ impl RedisStore {
             pipe.rpush(&list, ids).ignore();
             pipe.expire(&list, ttl_secs.max(1) as i64).ignore();
         }
-        let stream = keys.key("events", "");
-        for e in events {
-            pipe.cmd("XADD").arg(&stream).arg("MAXLEN").arg("~").arg(super::MAX_EVENTS).arg("*").arg("e").arg(e.encode_to_vec()).ignore();
-        }
         let mut conn = self.pool.get().await?;
-        let _: () = pipe.query_async(&mut conn).await?;
+        let (stream, sequence) = (keys.key("event-stream", ""), keys.key("event-seq", ""));
+        let mut appends = Vec::new();
+        for chunk in events.chunks(EVENTS_PER_ENTRY) {
+            let mut invocation = APPEND_EVENTS.key(&stream);
+            invocation.key(&sequence).arg(super::MAX_EVENTS);
+            for e in chunk {
+                invocation.arg(e.encode_to_vec());
+            }
+            appends.push(invocation);
+        }
+        // The events' script goes beside the pipeline on the same connection.
+        let mut events_conn = conn.clone();
+        let append = async move {
+            for invocation in &appends {
+                let _: u64 = invocation.invoke_async(&mut events_conn).await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        };
+        // Everything in the pipeline comes from outcomes; events alone need no pipeline.
+        let write = async {
+            match outcomes.is_empty() {
+                true => Ok(()),
+                false => pipe.query_async::<()>(&mut conn).await,
+            }
+        };
+        let (written, appended) = tokio::join!(write, append);
+        written?;
+        appended?;
         Ok(())
     }
 
@@ -155,22 +211,40 @@ impl RedisStore {
     }
 
     pub(super) async fn redis_read_events(&self, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let start = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
-        let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
-            .arg(Keys::new(app_id).key("events", ""))
-            .arg(start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit.max(1))
-            .query_async(&mut self.conn())
-            .await?;
-        let mut out = Vec::with_capacity(entries.len());
-        for (id, fields) in entries {
-            if let Some((_, blob)) = fields.into_iter().find(|(f, _)| f == "e") {
-                let mut e = Event::decode(blob.as_slice())?;
-                e.event_id = id;
-                out.push(e);
+        let stream = Keys::new(app_id).key("event-stream", "");
+        let limit = limit.max(1);
+        let next = match after {
+            None => 1,
+            Some(a) => a.parse::<u64>().map_err(|_| StoreError::Precondition(format!("event id {a:?} is not one this store gave")))? + 1,
+        };
+        let mut conn = self.conn();
+        // The entry holding event `next`: the last one starting at or before it.
+        let holding: Vec<StreamEntry> =
+            redis::cmd("XREVRANGE").arg(&stream).arg(format!("{next}-0")).arg("-").arg("COUNT").arg(1).query_async(&mut conn).await?;
+        let start = holding.first().map_or_else(|| "-".to_string(), |(id, _)| id.clone());
+        let mut out = Vec::with_capacity(limit);
+        let mut from = start;
+        'entries: loop {
+            let entries: Vec<StreamEntry> =
+                redis::cmd("XRANGE").arg(&stream).arg(&from).arg("+").arg("COUNT").arg(limit).query_async(&mut conn).await?;
+            let Some((last_id, _)) = entries.last() else { break };
+            let last_id = last_id.clone();
+            for (id, fields) in entries {
+                let first = entry_number(&id).ok_or_else(|| StoreError::Corrupt(format!("stream entry {id} is not numbered")))?;
+                for (i, (_, blob)) in fields.into_iter().filter(|(f, _)| f == "e").enumerate() {
+                    let number = first + i as u64;
+                    if number < next {
+                        continue;
+                    }
+                    let mut e = Event::decode(blob.as_slice())?;
+                    e.event_id = format!("{number:020}");
+                    out.push(e);
+                    if out.len() == limit {
+                        break 'entries;
+                    }
+                }
             }
+            from = format!("({last_id}");
         }
         Ok(out)
     }
