@@ -23,9 +23,16 @@ fn non_empty(pairs: Vec<(&str, Value)>) -> Value {
     )
 }
 
-/// The endpoint variables a template can reach: only these are built for each recipient.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Roots(u16);
+/// The endpoint variables a template can reach: only these are built for each recipient. For
+/// `Attributes` and `User.UserAttributes`, when every mention names a key (`Attributes.Plan`,
+/// `User.UserAttributes.[First Name]`), only those keys are copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roots {
+    bits: u16,
+    /// `None`: every key.
+    attributes: Option<Vec<String>>,
+    user_attributes: Option<Vec<String>>,
+}
 
 const ROOT_NAMES: [&str; 14] = [
     "Id",
@@ -45,15 +52,17 @@ const ROOT_NAMES: [&str; 14] = [
 ];
 
 impl Roots {
-    pub const ALL: Roots = Roots(u16::MAX);
+    pub fn all() -> Roots {
+        Roots { bits: u16::MAX, attributes: None, user_attributes: None }
+    }
 
     /// The roots named anywhere in a template's sources. A template that can reach the context
     /// without naming a root (`this`, `lookup`, `@root`, `..`) gets them all.
-    pub fn referenced_by<'a>(sources: impl IntoIterator<Item = &'a str>) -> Roots {
+    pub fn referenced_by<'a>(sources: impl IntoIterator<Item = &'a str> + Clone) -> Roots {
         let mut bits = 0u16;
-        for source in sources {
+        for source in sources.clone() {
             if ["this", "lookup", "@root", ".."].iter().any(|w| source.contains(w)) {
-                return Roots::ALL;
+                return Roots::all();
             }
             for (i, name) in ROOT_NAMES.iter().enumerate() {
                 if source.contains(name) {
@@ -61,17 +70,59 @@ impl Roots {
                 }
             }
         }
-        Roots(bits)
+        Roots {
+            bits,
+            attributes: named_keys(sources.clone(), "Attributes", true),
+            user_attributes: named_keys(sources, "UserAttributes", false),
+        }
     }
 
-    fn has(self, name: &str) -> bool {
-        ROOT_NAMES.iter().position(|n| *n == name).is_some_and(|i| self.0 & (1 << i) != 0)
+    fn has(&self, name: &str) -> bool {
+        ROOT_NAMES.iter().position(|n| *n == name).is_some_and(|i| self.bits & (1 << i) != 0)
+    }
+}
+
+/// The keys named after each `{map}.` in `sources`, or `None` when some mention of `map` is
+/// not followed by a plain key (the whole map is reachable then). `top`: `map` must not be
+/// the tail of a longer name (`Attributes` in `UserAttributes`).
+fn named_keys<'a>(sources: impl IntoIterator<Item = &'a str>, map: &str, top: bool) -> Option<Vec<String>> {
+    let mut keys: Vec<String> = Vec::new();
+    for source in sources {
+        for (at, _) in source.match_indices(map) {
+            if top && source[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            let rest = source[at + map.len()..].strip_prefix('.')?;
+            let key = match rest.strip_prefix('[') {
+                Some(literal) => &literal[..literal.find(']')?],
+                None => {
+                    let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-')).unwrap_or(rest.len());
+                    &rest[..end]
+                }
+            };
+            if key.is_empty() {
+                return None;
+            }
+            if !keys.iter().any(|k| k == key) {
+                keys.push(key.to_string());
+            }
+        }
+    }
+    Some(keys)
+}
+
+fn lists_of(map: &HashMap<String, AttributeValues>, keys: &Option<Vec<String>>) -> Value {
+    match keys {
+        None => lists(map),
+        Some(keys) => Value::Object(
+            keys.iter().filter_map(|k| map.get_key_value(k)).map(|(k, v)| (k.clone(), Value::from(v.values.clone()))).collect(),
+        ),
     }
 }
 
 /// An endpoint as Pinpoint's message variables (`Id`, `Address`, `User.UserAttributes.*`, ...),
 /// limited to `roots`.
-pub fn endpoint_variables(e: &Endpoint, roots: Roots) -> Map<String, Value> {
+pub fn endpoint_variables(e: &Endpoint, roots: &Roots) -> Map<String, Value> {
     let mut m = Map::new();
     let mut put = |k: &str, v: &dyn Fn() -> Value| {
         if roots.has(k) {
@@ -90,7 +141,7 @@ pub fn endpoint_variables(e: &Endpoint, roots: Roots) -> Map<String, Value> {
     put("EffectiveDate", &|| e.effective_date.clone().into());
     put("RequestId", &|| e.request_id.clone().into());
     put("CohortId", &|| e.cohort_id.to_string().into());
-    put("Attributes", &|| lists(&e.attributes));
+    put("Attributes", &|| lists_of(&e.attributes, &roots.attributes));
     put("Metrics", &|| Value::Object(e.metrics.iter().map(|(k, v)| (k.clone(), number_value(*v))).collect()));
     if let Some(l) = &e.location {
         put("Location", &|| {
@@ -124,7 +175,7 @@ pub fn endpoint_variables(e: &Endpoint, roots: Roots) -> Map<String, Value> {
             if !u.user_id.is_empty() {
                 user.insert("UserId".into(), u.user_id.clone().into());
             }
-            user.insert("UserAttributes".into(), lists(&u.user_attributes));
+            user.insert("UserAttributes".into(), lists_of(&u.user_attributes, &roots.user_attributes));
             Value::Object(user)
         });
     }
@@ -195,7 +246,7 @@ pub fn build(
     endpoint: Option<&Endpoint>,
     substitutions: &HashMap<String, Vec<String>>,
     defaults: &[(Vec<String>, String)],
-    roots: Roots,
+    roots: &Roots,
 ) -> Value {
     let mut root = endpoint.map(|e| endpoint_variables(e, roots)).unwrap_or_default();
     for (k, v) in substitutions {
@@ -239,11 +290,35 @@ mod tests {
     fn only_referenced_roots_are_built() {
         let e = Endpoint { id: "e1".into(), address: "a@b.example".into(), ..Default::default() };
         let roots = Roots::referenced_by(["Hi {{Id}}", "{{upper Attributes.Plan.[0]}}"]);
-        let ctx = build(Some(&e), &HashMap::new(), &[], roots);
+        let ctx = build(Some(&e), &HashMap::new(), &[], &roots);
         assert_eq!(ctx["Id"], "e1");
         assert!(ctx.get("Address").is_none());
-        assert_eq!(Roots::referenced_by(["{{#each this}}{{/each}}"]), Roots::ALL);
-        assert_eq!(Roots::referenced_by(["{{lookup . \"Address\"}}"]), Roots::ALL);
+        assert_eq!(Roots::referenced_by(["{{#each this}}{{/each}}"]), Roots::all());
+        assert_eq!(Roots::referenced_by(["{{lookup . \"Address\"}}"]), Roots::all());
+    }
+
+    #[test]
+    fn only_the_attribute_keys_named_are_copied() {
+        let one = |v: &str| AttributeValues { values: vec![v.to_string()] };
+        let e = Endpoint {
+            attributes: [("Plan".to_string(), one("Pro")), ("Team".to_string(), one("x")), ("Last Name".to_string(), one("Ng"))].into(),
+            user: Some(EndpointUser {
+                user_attributes: [("FirstName".to_string(), one("Ana")), ("City".to_string(), one("Oslo"))].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let roots = Roots::referenced_by(["Hi {{User.UserAttributes.FirstName}} {{Attributes.[Last Name]}}", "{{Attributes.Plan.[0]}}"]);
+        let ctx = build(Some(&e), &HashMap::new(), &[], &roots);
+        assert_eq!(ctx["User"]["UserAttributes"], json!({"FirstName": ["Ana"]}));
+        assert_eq!(ctx["Attributes"], json!({"Plan": ["Pro"], "Last Name": ["Ng"]}));
+        // A mention that is not a plain key reaches the whole map.
+        for whole in ["{{#each User.UserAttributes}}{{@key}}{{/each}}", "{{#with User.UserAttributes}}{{City}}{{/with}}", "{{User.UserAttributes/City}}"] {
+            let ctx = build(Some(&e), &HashMap::new(), &[], &Roots::referenced_by([whole]));
+            assert_eq!(ctx["User"]["UserAttributes"], json!({"FirstName": ["Ana"], "City": ["Oslo"]}), "{whole}");
+        }
+        let ctx = build(Some(&e), &HashMap::new(), &[], &Roots::referenced_by(["{{#each Attributes}}{{/each}}"]));
+        assert_eq!(ctx["Attributes"].as_object().unwrap().len(), 3);
     }
 
     #[test]
@@ -264,7 +339,7 @@ mod tests {
             ..Default::default()
         };
         let defaults = parse_defaults(r#"{"User.UserAttributes.Activity":"running","User.UserAttributes.FirstName":"friend","User.UserAttributes.[Last Name].[0]":"Doe"}"#).unwrap();
-        let ctx = build(Some(&e), &[("Month".to_string(), vec!["March".to_string()])].into(), &defaults, Roots::ALL);
+        let ctx = build(Some(&e), &[("Month".to_string(), vec!["March".to_string()])].into(), &defaults, &Roots::all());
         assert_eq!(ctx["User"]["UserAttributes"]["Activity"], json!("running"));
         assert_eq!(ctx["User"]["UserAttributes"]["FirstName"], json!(["Jane"]));
         assert_eq!(ctx["User"]["UserAttributes"]["Last Name"]["0"], json!("Doe"));

@@ -174,7 +174,7 @@ impl CompiledTemplate {
 
     /// The context for one recipient: build once, render every part with it.
     pub fn context(&self, endpoint: Option<&Endpoint>, substitutions: &HashMap<String, Vec<String>>) -> serde_json::Value {
-        context::build(endpoint, substitutions, &self.defaults, self.roots)
+        context::build(endpoint, substitutions, &self.defaults, &self.roots)
     }
 
     /// Renders every part; the first failure fails the whole message.
