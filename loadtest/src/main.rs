@@ -637,21 +637,7 @@ async fn smtp(count: u64, connections: usize, size: usize, reference: bool, json
     let secs = start.elapsed().as_secs_f64();
     let rate = count as f64 / secs;
     pool.close().await;
-    let reference_rate = if reference {
-        let source = if std::path::Path::new("/usr/sbin/smtp-source").exists() { "/usr/sbin/smtp-source" } else { "smtp-source" };
-        let t = Instant::now();
-        let status = std::process::Command::new(source)
-            .args(["-d", "-s", "16", "-m", &count.to_string(), "-l", &size.to_string(), "-f", "load@herald.test", "-t", "sink@herald.test"])
-            .arg(format!("127.0.0.1:{}", sink.1))
-            .status()
-            .context("cannot run smtp-source (install postfix)")?;
-        if !status.success() {
-            bail!("smtp-source failed: {status}");
-        }
-        Some(count as f64 / t.elapsed().as_secs_f64())
-    } else {
-        None
-    };
+    let reference_rate = if reference { Some(scenarios::smtp_source_rate(&sink, count as u64, size).await?) } else { None };
     if json {
         println!(
             "{}",

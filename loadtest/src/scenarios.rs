@@ -65,63 +65,67 @@ pub(crate) async fn campaign(
         schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
         ..Default::default()
     };
+    let reference_before = if reference { Some(smtp_source_rate(&sink, endpoints, size).await?) } else { None };
+    let sink_before = sink.2.load(std::sync::atomic::Ordering::Relaxed);
     let run = run_campaign(channel, key, &app, definition, pid).await?;
     let (secs, successful, rss_before, peak) = (run.seconds, run.successful, run.rss_before, run.peak);
     // The sink counts what it accepted (its counter lags a little).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let at_sink = sink.2.load(std::sync::atomic::Ordering::Relaxed);
+    let at_sink = sink.2.load(std::sync::atomic::Ordering::Relaxed) - sink_before;
     let rate = successful as f64 / secs;
-    let reference_rate = if reference {
-        let before = sink.2.load(std::sync::atomic::Ordering::Relaxed);
-        let source = if std::path::Path::new("/usr/sbin/smtp-source").exists() { "/usr/sbin/smtp-source" } else { "smtp-source" };
-        let t = Instant::now();
-        let status = std::process::Command::new(source)
-            .args([
-                "-d",
-                "-s",
-                "16",
-                "-m",
-                &endpoints.to_string(),
-                "-l",
-                &size.to_string(),
-                "-f",
-                "load@herald.test",
-                "-t",
-                "sink@herald.test",
-            ])
-            .arg(format!("127.0.0.1:{}", sink.1))
-            .status()
-            .context("cannot run smtp-source (install postfix)")?;
-        if !status.success() {
-            bail!("smtp-source failed: {status}");
+    // The reference, timed again after the campaign: the mean of the two, so a machine that
+    // speeds up or slows down during the run biases neither side.
+    let reference_rate = match reference_before {
+        Some(first) => {
+            let second = smtp_source_rate(&sink, endpoints, size).await?;
+            Some((first, second, (first + second) / 2.0))
         }
-        let r = endpoints as f64 / t.elapsed().as_secs_f64();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let got = sink.2.load(std::sync::atomic::Ordering::Relaxed) - before;
-        if got < endpoints {
-            eprintln!("note: the sink counted {got} of smtp-source's {endpoints} messages");
-        }
-        Some(r)
-    } else {
-        None
+        None => None,
     };
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     if json_out {
         println!(
             "{}",
             json!({"scenario": "campaign", "endpoints": endpoints, "successful": successful, "at_sink": at_sink, "seconds": secs, "messages_per_second": rate,
-                   "smtp_source_per_second": reference_rate, "ratio": reference_rate.map(|r| rate / r), "peak_rss_mb": pid.map(|_| mb(peak))})
+                   "smtp_source_per_second": reference_rate.map(|r| r.2), "smtp_source_before": reference_rate.map(|r| r.0),
+                   "smtp_source_after": reference_rate.map(|r| r.1), "ratio": reference_rate.map(|r| rate / r.2), "peak_rss_mb": pid.map(|_| mb(peak))})
         );
     } else {
         println!("campaign: {successful} messages successful ({at_sink} counted by the sink) to {endpoints} endpoints in {secs:.2} s = {rate:.0} messages/s end to end");
-        if let Some(r) = reference_rate {
-            println!("reference: smtp-source -d -s 16 = {r:.0} messages/s; Herald / smtp-source = {:.2}", rate / r);
+        if let Some((first, second, r)) = reference_rate {
+            println!(
+                "reference: smtp-source -d -s 16 = {r:.0} messages/s (before {first:.0}, after {second:.0}); Herald / smtp-source = {:.2}",
+                rate / r
+            );
         }
         if pid.is_some() {
             println!("daemon resident memory: {:.1} MB before, {:.1} MB at peak", rss_before.map(mb).unwrap_or(0.0), mb(peak));
         }
     }
     cleanup(channel, key, &app, keep).await
+}
+
+/// Postfix's `smtp-source -d -s 16` pushing `count` messages of `size` bytes into the sink:
+/// its messages per second.
+pub(crate) async fn smtp_source_rate(sink: &Sink, count: u64, size: usize) -> anyhow::Result<f64> {
+    let before = sink.2.load(std::sync::atomic::Ordering::Relaxed);
+    let source = if std::path::Path::new("/usr/sbin/smtp-source").exists() { "/usr/sbin/smtp-source" } else { "smtp-source" };
+    let t = Instant::now();
+    let status = std::process::Command::new(source)
+        .args(["-d", "-s", "16", "-m", &count.to_string(), "-l", &size.to_string(), "-f", "load@herald.test", "-t", "sink@herald.test"])
+        .arg(format!("127.0.0.1:{}", sink.1))
+        .status()
+        .context("cannot run smtp-source (install postfix)")?;
+    if !status.success() {
+        bail!("smtp-source failed: {status}");
+    }
+    let r = count as f64 / t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = sink.2.load(std::sync::atomic::Ordering::Relaxed) - before;
+    if got < count {
+        eprintln!("note: the sink counted {got} of smtp-source's {count} messages");
+    }
+    Ok(r)
 }
 
 /// What one campaign run measured.
