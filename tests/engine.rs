@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::SmtpSink;
 use herald::channels::email::{SmtpPool, SmtpRelay};
-use herald::dispatch::engine::{Engine, EngineConfig, Job, Lane, Payload};
+use herald::dispatch::engine::{Engine, EngineConfig, Job, Lane, Payload, Reply};
 use herald::dispatch::retry::RetryPolicy;
 use herald::proto::v1::{App, DeliveryStatus, MessageOutcome};
 use herald::store::{embedded::EmbeddedStore, Store};
@@ -44,7 +44,7 @@ fn job(i: usize, reply: Option<oneshot::Sender<MessageOutcome>>) -> Job {
         payload: Payload::Email { from: "news@shop.example".into(), mime },
         dry_run: false,
         first_attempt: None,
-        reply,
+        reply: reply.map(Reply::Outcome),
         admitted: false,
     }
 }
@@ -152,7 +152,7 @@ fn custom_job(url: &str, reply: oneshot::Sender<MessageOutcome>) -> Job {
         ..Default::default()
     };
     let body = herald::channels::webhook::Payload { application_id: "app".into(), data: "x".into(), ..Default::default() };
-    Job { outcome, payload: Payload::Custom { body }, dry_run: false, first_attempt: None, reply: Some(reply), admitted: false }
+    Job { outcome, payload: Payload::Custom { body }, dry_run: false, first_attempt: None, reply: Some(Reply::Outcome(reply)), admitted: false }
 }
 
 /// Sends one custom-channel job through an engine and returns its final outcome and the

@@ -15,7 +15,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{check_app_id, invalid, observe, store_status};
 use crate::dispatch::compose::{ComposeError, Composer, Origin};
-use crate::dispatch::engine::{event_for, event_prefix, Engine, Job, Lane};
+use crate::dispatch::engine::{event_for, event_prefix, Engine, Job, Lane, Reply};
 use crate::domain::{self, endpoint as endpoint_rules, FieldViolation};
 use crate::proto::v1::{list_outcomes_request, ListOutcomesRequest, ListOutcomesResponse};
 use crate::proto::v1::{
@@ -232,7 +232,7 @@ impl MessagesService {
                 }
             };
             let (tx, rx) = oneshot::channel();
-            let job = Job { outcome: o, payload, dry_run: req.dry_run, first_attempt: None, reply: Some(tx), admitted: false };
+            let job = Job { outcome: o, payload, dry_run: req.dry_run, first_attempt: None, reply: Some(Reply::Outcome(tx)), admitted: false };
             match self.engine.submit(lane, job, QUEUE_WAIT).await {
                 Ok(()) => waiting.push((i, rx)),
                 Err(job) => {

@@ -11,12 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{localtime, run_id, RUN_KIND};
 use crate::dispatch::compose::{Composer, Origin};
-use crate::dispatch::engine::{Engine, Job, Lane};
+use crate::dispatch::engine::{Engine, Job, Lane, Reply, Tally};
 use crate::dispatch::quota::RateGate;
 use crate::domain::{self, endpoint as rules};
 use crate::proto::v1::{
@@ -28,10 +27,9 @@ use crate::segments::{self, MemberStream};
 use crate::store::{Store, StoreError};
 
 /// A message's treatment and where its outcome arrives.
-type Reply = (usize, oneshot::Receiver<MessageOutcome>);
 /// A page handed to the engine: the last endpoint id it read, the tasks rendering and
 /// submitting it, and how many messages they carry.
-type Pending = (String, Vec<JoinHandle<Submitted>>, i64);
+type Pending = (String, Vec<JoinHandle<Submitted>>, i64, Arc<Tally>);
 
 /// Pages settled before the next is sent beyond: the in-flight window.
 const WINDOW: usize = 4;
@@ -371,12 +369,13 @@ impl Runner {
             }
             let last = stream.last_scanned.clone().unwrap_or_default();
             let mut tasks = Vec::new();
+            let tally = Tally::new();
             run.in_flight = pending.iter().map(|p| p.2).sum();
             let before = run.in_flight;
             if !stopped_by_quota {
-                self.send_page(app, run, members, plan, releasing, &mut tasks, &mut stopped_by_quota).await?;
+                self.send_page(app, run, members, plan, releasing, &mut tasks, &tally, &mut stopped_by_quota).await?;
             }
-            pending.push_back((last, tasks, run.in_flight - before));
+            pending.push_back((last, tasks, run.in_flight - before, tally));
             while pending.len() > WINDOW {
                 self.settle_one(app, run, &mut pending).await?;
             }
@@ -387,24 +386,21 @@ impl Runner {
 
     /// Waits for the oldest page's outcomes, counts them and moves the cursor past it.
     async fn settle_one(&self, app: &str, run: &mut CampaignRun, pending: &mut VecDeque<Pending>) -> Result<(), String> {
-        let Some((last, tasks, _)) = pending.pop_front() else { return Ok(()) };
-        let mut replies = Vec::new();
+        let Some((last, tasks, _, tally)) = pending.pop_front() else { return Ok(()) };
+        let mut submitted = 0;
         for task in tasks {
-            let (r, unrendered) = task.await.map_err(|e| e.to_string())??;
+            let (n, unrendered) = task.await.map_err(|e| e.to_string())??;
             for (t, n) in unrendered {
                 *run.activities[t].failed.entry(status_name(DeliveryStatus::PermanentFailure)).or_insert(0) += n;
             }
-            replies.extend(r);
+            submitted += n;
         }
-        for (treatment, rx) in replies {
+        for (treatment, status) in tally.wait(submitted).await {
             let a = &mut run.activities[treatment];
-            match rx.await {
-                Ok(o) => match DeliveryStatus::try_from(o.delivery_status).unwrap_or(DeliveryStatus::UnknownFailure) {
-                    DeliveryStatus::Successful => a.successful += 1,
-                    DeliveryStatus::Throttled => a.throttled += 1,
-                    other => *a.failed.entry(status_name(other)).or_insert(0) += 1,
-                },
-                Err(_) => *a.failed.entry(status_name(DeliveryStatus::UnknownFailure)).or_insert(0) += 1,
+            match DeliveryStatus::try_from(status).unwrap_or(DeliveryStatus::UnknownFailure) {
+                DeliveryStatus::Successful => a.successful += 1,
+                DeliveryStatus::Throttled => a.throttled += 1,
+                other => *a.failed.entry(status_name(other)).or_insert(0) += 1,
             }
         }
         run.cursor = last;
@@ -432,6 +428,7 @@ impl Runner {
         plan: &Arc<Plan>,
         releasing: bool,
         tasks: &mut Vec<JoinHandle<Submitted>>,
+        tally: &Arc<Tally>,
         stopped_by_quota: &mut bool,
     ) -> Result<(), String> {
         let (cohorts, limits, request_id) = (&plan.cohorts, &plan.limits, plan.request_id.as_str());
@@ -568,7 +565,7 @@ impl Runner {
         let app: Arc<str> = app.into();
         if plan.limits.per_second.is_some() {
             // Paced: the run itself waits for the gate, so a pause stops it between messages.
-            let done = submit_chunk(&self.engine, plan, &app, &campaign_id, &origins, &stamp, go).await;
+            let done = submit_chunk(&self.engine, plan, &app, &campaign_id, &origins, &stamp, tally, go).await;
             tasks.push(tokio::spawn(async move { done }));
             return Ok(());
         }
@@ -576,9 +573,11 @@ impl Runner {
         let share = go.len().div_ceil(parts);
         while !go.is_empty() {
             let chunk: Vec<_> = go.drain(..share.min(go.len())).collect();
-            let (engine, plan, origins, stamp, campaign_id, app) =
-                (self.engine.clone(), plan.clone(), origins.clone(), stamp.clone(), campaign_id.clone(), app.clone());
-            tasks.push(tokio::spawn(async move { submit_chunk(&engine, &plan, &app, &campaign_id, &origins, &stamp, chunk).await }));
+            let (engine, plan, origins, stamp, campaign_id, app, tally) =
+                (self.engine.clone(), plan.clone(), origins.clone(), stamp.clone(), campaign_id.clone(), app.clone(), tally.clone());
+            tasks.push(tokio::spawn(
+                async move { submit_chunk(&engine, &plan, &app, &campaign_id, &origins, &stamp, &tally, chunk).await },
+            ));
         }
         Ok(())
     }
@@ -590,9 +589,9 @@ fn render_tasks(n: usize) -> usize {
     (n / 100).clamp(1, cores.clamp(1, 8))
 }
 
-/// What a render task hands back: the replies to await, and per treatment the messages that
-/// could not be rendered.
-type Submitted = Result<(Vec<Reply>, Vec<(usize, i64)>), String>;
+/// What a render task hands back: how many messages it handed to the engine (their statuses
+/// arrive in the page's tally), and per treatment the messages that could not be rendered.
+type Submitted = Result<(usize, Vec<(usize, i64)>), String>;
 
 /// Renders a share of a page and hands it to the engine, paced by the run's rate gate.
 async fn submit_chunk(
@@ -602,10 +601,11 @@ async fn submit_chunk(
     campaign_id: &str,
     origins: &[Origin],
     stamp: &str,
+    tally: &Arc<Tally>,
     chunk: Vec<(crate::proto::v1::Endpoint, Lane, usize)>,
 ) -> Submitted {
     let no_subs = HashMap::new();
-    let mut replies = Vec::with_capacity(chunk.len());
+    let mut submitted = 0;
     let mut unrendered = Vec::new();
     for (e, lane, t) in chunk {
         plan.gate.take().await;
@@ -644,14 +644,17 @@ async fn submit_chunk(
             updated_date: stamp.to_string(),
             ..Default::default()
         };
-        let (tx, rx) = oneshot::channel();
-        let job = Job { outcome, payload, dry_run: false, first_attempt: None, reply: Some(tx), admitted: true };
-        if engine.submit(lane, job, SUBMIT_WAIT).await.is_err() {
+        let job = Job { outcome, payload, dry_run: false, first_attempt: None, reply: Some(Reply::Tally(tally.slot(t))), admitted: true };
+        if let Err(job) = engine.submit(lane, job, SUBMIT_WAIT).await {
+            // Never handed out: its slot is not waited for (this page fails with the run).
+            if let Some(Reply::Tally(slot)) = job.reply {
+                slot.cancel();
+            }
             return Err("the dispatch engine stopped".into());
         }
-        replies.push((t, rx));
+        submitted += 1;
     }
-    Ok((replies, unrendered))
+    Ok((submitted, unrendered))
 }
 
 fn status_name(s: DeliveryStatus) -> String {

@@ -58,10 +58,98 @@ pub struct Job {
     pub payload: Payload,
     pub dry_run: bool,
     pub first_attempt: Option<Instant>,
-    pub reply: Option<oneshot::Sender<MessageOutcome>>,
+    /// Who hears how the job ended, once its outcome is recorded.
+    pub reply: Option<Reply>,
     /// Counted against the app channel's quotas already by [`Engine::admit`] (campaign
     /// producers): the worker does not check them again.
     pub admitted: bool,
+}
+
+/// Who hears how a job ended.
+#[derive(Debug)]
+pub enum Reply {
+    /// The outcome itself (a transactional call waiting for its results).
+    Outcome(oneshot::Sender<MessageOutcome>),
+    /// Only its delivery status, counted into a tally shared by many jobs (a campaign page).
+    Tally(TallySlot),
+}
+
+/// Delivery statuses of many jobs, as they end: (group, status) pairs, and a wake-up for
+/// whoever waits for a number of them.
+#[derive(Default)]
+pub struct Tally {
+    seen: parking_lot::Mutex<Vec<(usize, i32)>>,
+    /// How many the waiter expects (`usize::MAX` until it says).
+    expected: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl Tally {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { expected: std::sync::atomic::AtomicUsize::new(usize::MAX), ..Default::default() })
+    }
+
+    /// A slot for one job of `group`.
+    pub fn slot(self: &Arc<Self>, group: usize) -> TallySlot {
+        TallySlot { tally: Some(self.clone()), group }
+    }
+
+    fn report(&self, group: usize, status: i32) {
+        let mut seen = self.seen.lock();
+        seen.push((group, status));
+        if seen.len() >= self.expected.load(std::sync::atomic::Ordering::Acquire) {
+            self.done.notify_one();
+        }
+    }
+
+    /// Waits until `n` jobs have ended; their (group, status) pairs.
+    pub async fn wait(&self, n: usize) -> Vec<(usize, i32)> {
+        self.expected.store(n, std::sync::atomic::Ordering::Release);
+        loop {
+            let notified = self.done.notified();
+            {
+                let mut seen = self.seen.lock();
+                if seen.len() >= n {
+                    return std::mem::take(&mut *seen);
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One job's place in a [`Tally`]; a job dropped without an outcome counts as an unknown
+/// failure, so a waiter never waits for it forever.
+pub struct TallySlot {
+    tally: Option<Arc<Tally>>,
+    group: usize,
+}
+
+impl std::fmt::Debug for TallySlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TallySlot").field("group", &self.group).finish()
+    }
+}
+
+impl TallySlot {
+    /// Leaves the tally without a status: the job was never handed out.
+    pub fn cancel(mut self) {
+        self.tally = None;
+    }
+
+    pub fn report(mut self, status: i32) {
+        if let Some(t) = self.tally.take() {
+            t.report(self.group, status);
+        }
+    }
+}
+
+impl Drop for TallySlot {
+    fn drop(&mut self) {
+        if let Some(t) = self.tally.take() {
+            t.report(self.group, DeliveryStatus::UnknownFailure as i32);
+        }
+    }
 }
 
 /// The engine's settings.
@@ -713,7 +801,7 @@ async fn record_and_reply(
     done: HashMap<String, (Vec<MessageOutcome>, Vec<Event>)>,
     bounced: HashMap<String, Vec<Suppression>>,
     dead: HashMap<String, Vec<String>>,
-    replies: Vec<(Option<oneshot::Sender<MessageOutcome>>, String, usize)>,
+    replies: Vec<(Option<Reply>, String, usize)>,
 ) {
     for (app, (outcomes, events)) in &done {
         for o in outcomes {
@@ -742,8 +830,10 @@ async fn record_and_reply(
     let mut recorded: HashMap<String, Vec<Option<MessageOutcome>>> =
         done.into_iter().map(|(app, (outcomes, _))| (app, outcomes.into_iter().map(Some).collect())).collect();
     for (reply, app, index) in replies {
-        if let (Some(r), Some(o)) = (reply, recorded.get_mut(&app).and_then(|v| v[index].take())) {
-            let _ = r.send(o);
+        match (reply, recorded.get_mut(&app).and_then(|v| v[index].take())) {
+            (Some(Reply::Outcome(r)), Some(o)) => drop(r.send(o)),
+            (Some(Reply::Tally(slot)), Some(o)) => slot.report(o.delivery_status),
+            _ => {}
         }
     }
 }
