@@ -14,7 +14,7 @@
 //! | `template_cache_size` | `--template-cache-size` | `HERALD_TEMPLATE_CACHE_SIZE` | `10000` |
 //! | `smtp_url` | `--smtp-url` | `HERALD_SMTP_URL` | none: email sends fail as unconfigured |
 //! | `webhook_secret` | `--webhook-secret` | `HERALD_WEBHOOK_SECRET` | none |
-//! | `shards_per_channel` | `--shards-per-channel` | `HERALD_SHARDS_PER_CHANNEL` | the core count |
+//! | `shards_per_channel` | `--shards-per-channel` | `HERALD_SHARDS_PER_CHANNEL` | four per core |
 //! | `outcome_ttl_days` | `--outcome-ttl-days` | `HERALD_OUTCOME_TTL_DAYS` | `30` |
 //! | `feedback_addr` | `--feedback-addr` | `HERALD_FEEDBACK_ADDR` | none: no feedback listener |
 //! | `secret_key` | `--secret-key` | `HERALD_SECRET_KEY` | a key created in `data_dir/secret.key` |
