@@ -37,6 +37,16 @@ fn channel(server: &ApnsServer) -> ApnsChannel {
     }
 }
 
+/// SendMessages of `message` to the recipients `to` names, in `app`.
+async fn send_apns(d: &Daemon, app: &str, to: SendMessagesRequest, message: ApnsMessage) -> herald::proto::v1::SendMessagesResponse {
+    let request = SendMessagesRequest {
+        app_id: app.to_string(),
+        message_configuration: Some(DirectMessageConfiguration { apns_message: Some(message), ..Default::default() }),
+        ..to
+    };
+    MessagesClient::new(d.channel().await).send_messages(d.req(request)).await.unwrap().into_inner()
+}
+
 /// Every string value in a Redis database (strings, hashes, sets, sorted sets, lists).
 async fn redis_values(url: &str) -> Vec<Vec<u8>> {
     use deadpool_redis::redis::AsyncCommands;
@@ -137,16 +147,11 @@ async fn apns_channel_sends_maps_answers_and_retires_dead_tokens() {
         data: HashMap::from([("order".to_string(), "42".to_string())]),
         ..Default::default()
     };
-    let sent = MessagesClient::new(d.channel().await)
-        .send_messages(d.req(SendMessagesRequest {
-            app_id: app.clone(),
-            endpoints: endpoints.iter().map(|(id, _, _)| (id.to_string(), EndpointSendConfiguration::default())).collect(),
-            message_configuration: Some(DirectMessageConfiguration { apns_message: Some(message), ..Default::default() }),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let to = SendMessagesRequest {
+        endpoints: endpoints.iter().map(|(id, _, _)| (id.to_string(), EndpointSendConfiguration::default())).collect(),
+        ..Default::default()
+    };
+    let sent = send_apns(&d, &app, to, message).await;
     let status = |id: &str| DeliveryStatus::try_from(sent.endpoint_result[id].delivery_status).unwrap();
     assert_eq!(status("live"), DeliveryStatus::Successful, "{:?}", sent.endpoint_result["live"]);
     assert_eq!(status("voip"), DeliveryStatus::Successful, "{:?}", sent.endpoint_result["voip"]);
@@ -188,19 +193,8 @@ async fn apns_channel_sends_maps_answers_and_retires_dead_tokens() {
     off.enabled = false;
     channels.update_apns_channel(d.req(UpdateApnsChannelRequest { app_id: app.clone(), channel: Some(off) })).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
-    let again = MessagesClient::new(d.channel().await)
-        .send_messages(d.req(SendMessagesRequest {
-            app_id: app.clone(),
-            endpoints: [("live".to_string(), EndpointSendConfiguration::default())].into(),
-            message_configuration: Some(DirectMessageConfiguration {
-                apns_message: Some(ApnsMessage { body: "x".into(), ..Default::default() }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let to = SendMessagesRequest { endpoints: [("live".to_string(), EndpointSendConfiguration::default())].into(), ..Default::default() };
+    let again = send_apns(&d, &app, to, ApnsMessage { body: "x".into(), ..Default::default() }).await;
     let r = &again.endpoint_result["live"];
     assert_eq!(r.delivery_status, DeliveryStatus::PermanentFailure as i32);
     assert!(r.status_message.contains("disabled"), "{}", r.status_message);
@@ -285,20 +279,11 @@ async fn apns_certificate_authentication() {
     let apns = |token: &str, ch: ChannelType| {
         (token.to_string(), herald::proto::v1::AddressConfiguration { channel_type: ch as i32, ..Default::default() })
     };
-    let sent = MessagesClient::new(d.channel().await)
-        .send_messages(d.req(SendMessagesRequest {
-            app_id: app.clone(),
-            addresses: [apns("ok-cert", ChannelType::Apns), apns("ok-voip", ChannelType::ApnsVoip), apns("gone-cert", ChannelType::Apns)]
-                .into(),
-            message_configuration: Some(DirectMessageConfiguration {
-                apns_message: Some(ApnsMessage { body: "Signed in".into(), ..Default::default() }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let to = SendMessagesRequest {
+        addresses: [apns("ok-cert", ChannelType::Apns), apns("ok-voip", ChannelType::ApnsVoip), apns("gone-cert", ChannelType::Apns)].into(),
+        ..Default::default()
+    };
+    let sent = send_apns(&d, &app, to, ApnsMessage { body: "Signed in".into(), ..Default::default() }).await;
     let status = |a: &str| DeliveryStatus::try_from(sent.result[a].delivery_status).unwrap();
     assert_eq!(status("ok-cert"), DeliveryStatus::Successful, "{:?}", sent.result["ok-cert"]);
     assert_eq!(status("ok-voip"), DeliveryStatus::Successful, "{:?}", sent.result["ok-voip"]);

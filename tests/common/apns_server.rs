@@ -28,12 +28,8 @@ use super::tls_relay::test_server_config_with;
 /// such certificate for `bundle_id` (subject UID the bundle id, CN "Apple Push Services: …")
 /// with its key, both PEM.
 fn client_authority(bundle_id: &str) -> (Arc<dyn rustls::server::danger::ClientCertVerifier>, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    herald::channels::install_crypto_provider();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "Test Apple Worldwide Developer Relations CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    use rcgen::{CertificateParams, DnType, KeyPair};
+    let ca = super::tls_relay::test_ca("Test Apple Worldwide Developer Relations CA");
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, format!("Apple Push Services: {bundle_id}"));

@@ -70,16 +70,21 @@ pub fn test_server_config(names: &[&str]) -> (rustls::ServerConfig, String) {
     test_server_config_with(names, None)
 }
 
+/// A fresh self-signed CA named `name`.
+pub fn test_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    herald::channels::install_crypto_provider();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
 /// As [`test_server_config`], asking clients for a certificate `verifier` accepts.
 pub fn test_server_config_with(
     names: &[&str],
     verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 ) -> (rustls::ServerConfig, String) {
-    herald::channels::install_crypto_provider();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "Herald test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let ca = test_ca("Herald test CA");
     let leaf_key = KeyPair::generate().unwrap();
     let mut leaf_params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
     leaf_params.distinguished_name.push(DnType::CommonName, "server.test");

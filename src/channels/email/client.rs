@@ -121,13 +121,7 @@ impl SmtpPool {
             Ok(reply) => from_reply(reply),
             Err(e) => from_error(e),
         };
-        pooled.sent += 1;
-        let spent = self.relay.messages_per_connection > 0 && pooled.sent >= self.relay.messages_per_connection;
-        if !pooled.session.is_broken() && !spent {
-            self.idle.lock().push(pooled);
-        } else {
-            tokio::spawn(pooled.session.quit());
-        }
+        self.give_back(pooled, 1);
         delivery
     }
 
@@ -177,14 +171,20 @@ impl SmtpPool {
             let d = from_error(e);
             out.extend(items[answered..].iter().map(|(i, _)| (*i, d.clone())));
         }
-        pooled.sent += batch.len() as u32;
+        self.give_back(pooled, batch.len());
+        out
+    }
+
+    /// Returns a session to the pool after `sent` more messages, or closes it when it is
+    /// broken or has carried its share.
+    fn give_back(&self, mut pooled: Pooled, sent: usize) {
+        pooled.sent += sent as u32;
         let spent = self.relay.messages_per_connection > 0 && pooled.sent >= self.relay.messages_per_connection;
         if !pooled.session.is_broken() && !spent {
             self.idle.lock().push(pooled);
         } else {
             tokio::spawn(pooled.session.quit());
         }
-        out
     }
 
     /// Says QUIT on every idle connection.
