@@ -37,6 +37,20 @@ fn channel(server: &ApnsServer) -> ApnsChannel {
     }
 }
 
+/// A plain alert to `token` on the production host.
+fn push(token: &str) -> Push {
+    Push {
+        device_token: token.into(),
+        sandbox: false,
+        voip: false,
+        push_type: String::new(),
+        priority: None,
+        expiration: None,
+        collapse_id: None,
+        body: br#"{"aps":{"alert":"hi"}}"#.to_vec(),
+    }
+}
+
 /// SendMessages of `message` to the recipients `to` names, in `app`.
 async fn send_apns(d: &Daemon, app: &str, to: SendMessagesRequest, message: ApnsMessage) -> herald::proto::v1::SendMessagesResponse {
     let request = SendMessagesRequest {
@@ -205,16 +219,6 @@ async fn apns_channel_sends_maps_answers_and_retires_dead_tokens() {
 async fn apns_throttling_and_outages_are_retryable() {
     let server = ApnsServer::start().await;
     let sender = ApnsSender::new(&channel(&server)).unwrap();
-    let push = |token: &str| Push {
-        device_token: token.into(),
-        sandbox: false,
-        voip: false,
-        push_type: String::new(),
-        priority: None,
-        expiration: None,
-        collapse_id: None,
-        body: br#"{"aps":{"alert":"hi"}}"#.to_vec(),
-    };
     let id = herald::domain::new_message_id();
     assert!(matches!(sender.send(&push("busy-1"), &id).await, Delivery::Throttled { status_code: 429, .. }));
     assert!(matches!(sender.send(&push("down-1"), &id).await, Delivery::Retry { status_code: 503, .. }));
@@ -297,17 +301,7 @@ async fn apns_certificate_authentication() {
     // A certificate APNs did not issue fails the handshake: nothing is delivered.
     let stranger = rcgen::generate_simple_self_signed(vec!["client.test".to_string()]).unwrap();
     let wrong = settings(&stranger.cert.pem(), &stranger.signing_key.serialize_pem());
-    let push = Push {
-        device_token: "ok-stranger".into(),
-        sandbox: false,
-        voip: false,
-        push_type: String::new(),
-        priority: None,
-        expiration: None,
-        collapse_id: None,
-        body: br#"{"aps":{"alert":"hi"}}"#.to_vec(),
-    };
-    let d = ApnsSender::new(&wrong).unwrap().send(&push, &herald::domain::new_message_id()).await;
+    let d = ApnsSender::new(&wrong).unwrap().send(&push("ok-stranger"), &herald::domain::new_message_id()).await;
     assert!(matches!(d, Delivery::Retry { status_code: 0, .. }), "{d:?}");
     assert!(!server.seen.lock().iter().any(|s| s.token == "ok-stranger"));
 }
