@@ -637,7 +637,7 @@ async fn smtp(count: u64, connections: usize, size: usize, reference: bool, json
     let secs = start.elapsed().as_secs_f64();
     let rate = count as f64 / secs;
     pool.close().await;
-    let reference_rate = if reference { Some(scenarios::smtp_source_rate(&sink, count as u64, size).await?) } else { None };
+    let reference_rate = if reference { Some(scenarios::smtp_source_rate(&sink, count, size).await?) } else { None };
     if json {
         println!(
             "{}",

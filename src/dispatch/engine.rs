@@ -11,23 +11,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::quota::RateGate;
 use super::retry::RetryPolicy;
+pub use super::events::{event_for, event_prefix};
+use super::events::{event_type, sms_facts};
+pub use super::reply::{Reply, Tally, TallySlot};
 use crate::channels::apns::{self, ApnsSender};
-use crate::channels::email::{SmtpPool, SmtpRelay};
+use crate::channels::email::dkim::DkimSigner;
+use crate::channels::email::SmtpPool;
 use crate::channels::fcm::FcmSender;
-use crate::channels::settings;
-use crate::channels::email::dkim::{DkimKey, DkimSigner};
-use crate::channels::sms::SmsSender;
 use crate::channels::webhook::{self, Webhook, WebhookConfig};
 use crate::channels::Delivery;
 use crate::domain;
 use crate::proto::v1::{
-    ApnsChannel, ChannelQuota, ChannelType, CustomChannel, DeliveryStatus, EmailChannel, Endpoint, EndpointStatus, Event, GcmChannel,
-    MessageOutcome, SmsChannel, Suppression, SuppressionReason, TlsMode,
+    ChannelQuota, ChannelType, DeliveryStatus, Endpoint, EndpointStatus, Event, MessageOutcome, Suppression, SuppressionReason,
 };
 use crate::secrets::Sealer;
 use crate::store::{EndpointOp, Store};
@@ -63,93 +63,6 @@ pub struct Job {
     /// Counted against the app channel's quotas already by [`Engine::admit`] (campaign
     /// producers): the worker does not check them again.
     pub admitted: bool,
-}
-
-/// Who hears how a job ended.
-#[derive(Debug)]
-pub enum Reply {
-    /// The outcome itself (a transactional call waiting for its results).
-    Outcome(oneshot::Sender<MessageOutcome>),
-    /// Only its delivery status, counted into a tally shared by many jobs (a campaign page).
-    Tally(TallySlot),
-}
-
-/// Delivery statuses of many jobs, as they end: (group, status) pairs, and a wake-up for
-/// whoever waits for a number of them.
-#[derive(Default)]
-pub struct Tally {
-    seen: parking_lot::Mutex<Vec<(usize, i32)>>,
-    /// How many the waiter expects (`usize::MAX` until it says).
-    expected: std::sync::atomic::AtomicUsize,
-    done: tokio::sync::Notify,
-}
-
-impl Tally {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self { expected: std::sync::atomic::AtomicUsize::new(usize::MAX), ..Default::default() })
-    }
-
-    /// A slot for one job of `group`.
-    pub fn slot(self: &Arc<Self>, group: usize) -> TallySlot {
-        TallySlot { tally: Some(self.clone()), group }
-    }
-
-    fn report(&self, group: usize, status: i32) {
-        let mut seen = self.seen.lock();
-        seen.push((group, status));
-        if seen.len() >= self.expected.load(std::sync::atomic::Ordering::Acquire) {
-            self.done.notify_one();
-        }
-    }
-
-    /// Waits until `n` jobs have ended; their (group, status) pairs.
-    pub async fn wait(&self, n: usize) -> Vec<(usize, i32)> {
-        self.expected.store(n, std::sync::atomic::Ordering::Release);
-        loop {
-            let notified = self.done.notified();
-            {
-                let mut seen = self.seen.lock();
-                if seen.len() >= n {
-                    return std::mem::take(&mut *seen);
-                }
-            }
-            notified.await;
-        }
-    }
-}
-
-/// One job's place in a [`Tally`]; a job dropped without an outcome counts as an unknown
-/// failure, so a waiter never waits for it forever.
-pub struct TallySlot {
-    tally: Option<Arc<Tally>>,
-    group: usize,
-}
-
-impl std::fmt::Debug for TallySlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TallySlot").field("group", &self.group).finish()
-    }
-}
-
-impl TallySlot {
-    /// Leaves the tally without a status: the job was never handed out.
-    pub fn cancel(mut self) {
-        self.tally = None;
-    }
-
-    pub fn report(mut self, status: i32) {
-        if let Some(t) = self.tally.take() {
-            t.report(self.group, status);
-        }
-    }
-}
-
-impl Drop for TallySlot {
-    fn drop(&mut self) {
-        if let Some(t) = self.tally.take() {
-            t.report(self.group, DeliveryStatus::UnknownFailure as i32);
-        }
-    }
 }
 
 /// The engine's settings.
@@ -236,42 +149,13 @@ struct Shared {
     dkim: Built<DkimSigner>,
 }
 
-/// What was built from each app's channel settings, with the settings' fingerprint.
-type Built<T> = parking_lot::Mutex<HashMap<String, (String, Arc<T>)>>;
 
-/// The value built from an app's settings `c`, built again only when they changed.
-fn built<T, C: prost::Message>(
-    cache: &Built<T>,
-    app: &str,
-    c: &C,
-    modified: &str,
-    build: impl FnOnce() -> Result<T, String>,
-) -> Result<Arc<T>, String> {
-    let fingerprint = format!("{modified}|{}", c.encoded_len());
-    let mut cache = cache.lock();
-    if let Some((seen, value)) = cache.get(app) {
-        if *seen == fingerprint {
-            return Ok(value.clone());
-        }
-    }
-    let value = Arc::new(build()?);
-    cache.insert(app.to_string(), (fingerprint, value.clone()));
-    Ok(value)
-}
+mod channels;
+use channels::{AppChannels, Built};
 
 /// A relay's pool and the jobs going through it.
 type RelayBatch = (Arc<SmtpPool>, Vec<usize>);
 
-/// An app's channel settings with their secrets opened, if it has any (`Err`: they are there
-/// but cannot be used, and why).
-#[derive(Clone, Default)]
-struct AppChannels {
-    email: Option<Result<EmailChannel, String>>,
-    custom: Option<Result<CustomChannel, String>>,
-    apns: Option<Result<Arc<ApnsSender>, String>>,
-    sms: Option<Result<Arc<SmsSender>, String>>,
-    gcm: Option<Result<Arc<FcmSender>, String>>,
-}
 
 /// How long an app's channel quotas are used before they are read again: quota changes take
 /// effect within this time, without a restart.
@@ -290,129 +174,6 @@ struct Quotas {
 }
 
 impl Shared {
-    async fn app_channels(&self, app: &str) -> AppChannels {
-        if let Some((at, c)) = self.channels.lock().get(app) {
-            if at.elapsed() < QUOTA_REFRESH {
-                return c.clone();
-            }
-        }
-        let c = match &self.config.sealer {
-            Some(sealer) => {
-                let store = self.store.as_ref();
-                let email = settings::load::<EmailChannel>(store, sealer, app).await;
-                let custom = settings::load::<CustomChannel>(store, sealer, app).await;
-                let apns = settings::load::<ApnsChannel>(store, sealer, app).await.map(|r| r.and_then(|c| self.apns_sender(app, &c)));
-                let sms = settings::load::<SmsChannel>(store, sealer, app).await.map(|r| r.and_then(|c| self.sms_sender(&c)));
-                let gcm = settings::load::<GcmChannel>(store, sealer, app).await.map(|r| r.and_then(|c| self.fcm_sender(app, &c)));
-                AppChannels { email, custom, apns, sms, gcm }
-            }
-            None => {
-                const NO_KEY: &str = "channel secrets cannot be opened: this engine has no secret key";
-                let store = self.store.as_ref();
-                let email =
-                    settings_raw::<EmailChannel>(store, app)
-                        .await
-                        .map(|c| if c.password.is_empty() { Ok(c) } else { Err(NO_KEY.to_string()) });
-                let custom = settings_raw::<CustomChannel>(store, app).await.map(|c| {
-                    if c.signing_secret.is_empty() {
-                        Ok(c)
-                    } else {
-                        Err(NO_KEY.to_string())
-                    }
-                });
-                let apns = settings_raw::<ApnsChannel>(store, app).await.map(|_| Err(NO_KEY.to_string()));
-                let sms = settings_raw::<SmsChannel>(store, app).await.map(|_| Err(NO_KEY.to_string()));
-                let gcm = settings_raw::<GcmChannel>(store, app).await.map(|_| Err(NO_KEY.to_string()));
-                AppChannels { email, custom, apns, sms, gcm }
-            }
-        };
-        self.channels.lock().insert(app.to_string(), (Instant::now(), c.clone()));
-        c
-    }
-
-    /// The APNs sender of an app's settings, built again only when they changed.
-    fn apns_sender(&self, app: &str, c: &ApnsChannel) -> Result<Arc<ApnsSender>, String> {
-        if !c.enabled {
-            return Err("the app's APNs channel is disabled".into());
-        }
-        built(&self.apns, app, c, &c.last_modified_date, || ApnsSender::new(c))
-    }
-
-    /// The FCM sender of an app's settings, kept (with its access token) while they are
-    /// unchanged.
-    fn fcm_sender(&self, app: &str, c: &GcmChannel) -> Result<Arc<FcmSender>, String> {
-        if !c.enabled {
-            return Err("the app's GCM channel is disabled".into());
-        }
-        let http = self.http.clone().ok_or_else(|| "no HTTP client".to_string())?;
-        built(&self.fcm, app, c, &c.last_modified_date, || FcmSender::new(c, http))
-    }
-
-    /// The DKIM keys of an app's email channel, if it has any.
-    fn dkim_signer(&self, app: &str, c: &EmailChannel) -> Option<Arc<DkimSigner>> {
-        if c.dkim_keys.is_empty() {
-            return None;
-        }
-        let signer = built(&self.dkim, app, c, &c.last_modified_date, || {
-            let keys = c.dkim_keys.iter().filter_map(|k| {
-                DkimKey::from_pem(&k.domain, &k.selector, &k.private_key)
-                    .inspect_err(|e| tracing::error!(app, domain = %k.domain, error = %e, "A DKIM key cannot be used."))
-                    .ok()
-            });
-            Ok(DkimSigner::new(keys.collect()))
-        });
-        signer.ok()
-    }
-
-    /// The SMS sender of an app's settings (sharing the engine's HTTP client).
-    fn sms_sender(&self, c: &SmsChannel) -> Result<Arc<SmsSender>, String> {
-        if !c.enabled {
-            return Err("the app's SMS channel is disabled".into());
-        }
-        let http = self.http.clone().ok_or_else(|| "no HTTP client".to_string())?;
-        SmsSender::new(c, http).map(Arc::new)
-    }
-
-    /// The pool an app's email goes through: its own relay, or the daemon's; `Err` says why none.
-    fn pool_for(&self, channel: &Option<Result<EmailChannel, String>>) -> Result<Arc<SmtpPool>, String> {
-        match channel {
-            Some(Err(why)) => Err(why.clone()),
-            Some(Ok(c)) if !c.enabled => Err("the app's email channel is disabled".into()),
-            Some(Ok(c)) if !c.relay_host.is_empty() => {
-                let key = format!(
-                    "{}:{}:{}:{}:{}:{}:{}:{}",
-                    c.relay_host,
-                    c.relay_port,
-                    c.username,
-                    c.password,
-                    c.pool_size,
-                    c.messages_per_connection,
-                    c.tls_mode,
-                    c.ca_certificate
-                );
-                let mut pools = self.pools.lock();
-                let pool = pools.entry(key).or_insert_with(|| {
-                    let mut relay = SmtpRelay::new(c.relay_host.clone(), u16::try_from(c.relay_port).unwrap_or(25));
-                    relay.username = Some(c.username.clone()).filter(|u| !u.is_empty());
-                    relay.password = Some(c.password.clone()).filter(|p| !p.is_empty());
-                    if c.pool_size > 0 {
-                        relay.pool_size = c.pool_size as usize;
-                    }
-                    relay.messages_per_connection = c.messages_per_connection.max(0) as u32;
-                    relay.tls = match TlsMode::try_from(c.tls_mode) {
-                        Ok(TlsMode::Starttls) => crate::channels::email::TlsMode::StartTls,
-                        Ok(TlsMode::Tls) => crate::channels::email::TlsMode::Tls,
-                        _ => crate::channels::email::TlsMode::None,
-                    };
-                    relay.extra_ca_pem = Some(c.ca_certificate.clone()).filter(|p| !p.is_empty());
-                    Arc::new(SmtpPool::new(relay))
-                });
-                Ok(pool.clone())
-            }
-            _ => self.smtp.clone().ok_or_else(|| "no email channel is configured (smtp_url or UpdateEmailChannel)".to_string()),
-        }
-    }
-
     async fn quota(&self, app: &str, channel: &str) -> Option<ChannelQuota> {
         let cached =
             self.quotas.settings.lock().get(app).filter(|(at, _)| at.elapsed() < QUOTA_REFRESH).map(|(_, q)| q.get(channel).copied());
@@ -555,79 +316,6 @@ impl Engine {
         tx.send_timeout(job, wait).await.map_err(|e| match e {
             mpsc::error::SendTimeoutError::Timeout(j) | mpsc::error::SendTimeoutError::Closed(j) => j,
         })
-    }
-}
-
-fn event_type(channel: &str, status: DeliveryStatus, hard_bounce: bool) -> String {
-    let prefix = event_prefix(channel);
-    if prefix == "_SMS" {
-        let name = match status {
-            DeliveryStatus::Successful => "SUCCESS",
-            DeliveryStatus::OptOut => "OPTOUT",
-            _ => "FAILURE",
-        };
-        return format!("{prefix}.{name}");
-    }
-    let name = match status {
-        DeliveryStatus::Successful => "send",
-        DeliveryStatus::PermanentFailure if hard_bounce => "hardbounce",
-        DeliveryStatus::TemporaryFailure => "softbounce",
-        _ => "rejected",
-    };
-    format!("{prefix}.{name}")
-}
-
-/// Pinpoint's event-name prefix for a channel (`EMAIL`, `SMS`, `CUSTOM`, a push channel).
-pub fn event_prefix(channel: &str) -> &'static str {
-    match channel {
-        "EMAIL" => "_email",
-        "SMS" => "_SMS",
-        "VOICE" => "_voice",
-        "CUSTOM" => "_custom",
-        _ => "_push",
-    }
-}
-
-/// The event for an outcome, with Pinpoint's envelope.
-pub fn event_for(o: &MessageOutcome, event_type: String) -> Event {
-    // When it happened: when the outcome was settled.
-    let now = if o.updated_date.is_empty() { domain::timestamp(chrono::Utc::now()) } else { o.updated_date.clone() };
-    let mut attributes = HashMap::new();
-    if !o.campaign_id.is_empty() {
-        attributes.insert("campaign_id".to_string(), o.campaign_id.clone());
-        attributes.insert("treatment_id".to_string(), o.treatment_id.to_string());
-    }
-    if o.dry_run {
-        attributes.insert("dry_run".to_string(), "true".to_string());
-    }
-    attributes.insert("feedback".to_string(), o.status_message.clone());
-    let client_id = if o.endpoint_id.is_empty() { o.message_id.clone() } else { o.endpoint_id.clone() };
-    Event {
-        event_id: String::new(),
-        event_type,
-        event_timestamp: now.clone(),
-        arrival_timestamp: now,
-        app_id: o.app_id.clone(),
-        client_id,
-        attributes,
-        facets_json: String::new(),
-        message_id: o.message_id.clone(),
-    }
-}
-
-/// What Pinpoint records of a text message: its parts and encoding on the outcome, and on the
-/// `_SMS.*` event the numbers, the message type and the part count.
-fn sms_facts(o: &mut MessageOutcome, event: &mut Event, text: &crate::channels::sms::Text) {
-    let shape = crate::render::sms::shape(&text.body);
-    o.message_parts = shape.parts as i32;
-    o.sms_encoding = shape.encoding.as_str().to_string();
-    let a = &mut event.attributes;
-    a.insert("number_of_message_parts".into(), shape.parts.to_string());
-    a.insert("encoding".into(), o.sms_encoding.clone());
-    a.insert("message_type".into(), if text.promotional { "PROMOTIONAL" } else { "TRANSACTIONAL" }.into());
-    a.insert("destination_phone_number".into(), text.to.clone());
-    if !text.from.is_empty() {
-        a.insert("origination_phone_number".into(), text.from.clone());
     }
 }
 
@@ -1002,10 +690,6 @@ pub async fn deactivate(store: &dyn Store, app: &str, ids: Vec<String>) -> Resul
         .map(|_| ())
 }
 
-/// A channel's stored settings as they are (secrets still sealed).
-async fn settings_raw<C: settings::ChannelSettings>(store: &dyn Store, app: &str) -> Option<C> {
-    store.get_channel(app, C::NAME).await.ok().flatten().and_then(|b| C::decode(b.as_slice()).ok())
-}
 
 /// Whether a channel's address is a push token (a dead one makes its endpoint INACTIVE).
 fn is_push(channel: &str) -> bool {

@@ -3,5 +3,7 @@
 
 pub mod compose;
 pub mod engine;
+pub mod events;
 pub mod quota;
+pub mod reply;
 pub mod retry;
