@@ -174,7 +174,7 @@ pub fn identity_covers(identity: &str, address: &str) -> bool {
         return address == identity;
     }
     let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
-    domain == identity || domain.strip_suffix(identity.as_str()).is_some_and(|rest| rest.ends_with('.'))
+    crate::channels::email::within_domain(domain, &identity)
 }
 
 impl ChannelSettings for CustomChannel {

@@ -116,7 +116,7 @@ impl DkimSigner {
         let domain = address.rsplit_once('@').map_or(address, |(_, d)| d).trim_end_matches('>').to_ascii_lowercase();
         self.keys
             .iter()
-            .filter(|k| domain == k.domain || domain.strip_suffix(k.domain.as_str()).is_some_and(|rest| rest.ends_with('.')))
+            .filter(|k| super::within_domain(&domain, &k.domain))
             .max_by_key(|k| k.domain.len())
     }
 

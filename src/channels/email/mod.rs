@@ -17,6 +17,11 @@ pub mod tls;
 pub use client::SmtpPool;
 pub use config::{SmtpRelay, SmtpUrlError, TlsMode};
 
+/// Whether `domain` is `parent` or one of its subdomains (both lowercase).
+pub fn within_domain(domain: &str, parent: &str) -> bool {
+    domain == parent || domain.strip_suffix(parent).is_some_and(|rest| rest.ends_with('.'))
+}
+
 /// How an SMTP reply code maps to a delivery outcome.
 pub fn classify(code: u16, message: String) -> super::Delivery {
     use super::Delivery;
