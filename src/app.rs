@@ -49,14 +49,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     metrics::gauge!(telemetry::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "backend" => store.backend()).set(1.0);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AppsServer<AppsService>>().await;
-    health.set_serving::<EndpointsServer<EndpointsService>>().await;
-    health.set_serving::<TemplatesServer<TemplatesService>>().await;
-    health.set_serving::<SegmentsServer<SegmentsService>>().await;
-    health.set_serving::<CampaignsServer<CampaignsService>>().await;
-    health.set_serving::<SuppressionsServer<SuppressionsService>>().await;
-    health.set_serving::<MessagesServer<MessagesService>>().await;
-    health.set_serving::<ChannelsServer<ChannelsService>>().await;
+    set_health(&health, true).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -100,24 +93,24 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             sealer: Some(sealer.clone()),
         },
     );
-    let runner = Arc::new(crate::campaigns::run::Runner {
-        store: store.clone(),
-        engine: engine.clone(),
-        cache: templates_cache.clone(),
-        owner: crate::domain::new_id(),
-        running: Default::default(),
-    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let runner = Arc::new(crate::campaigns::run::Runner::new(
+        store.clone(),
+        engine.clone(),
+        templates_cache.clone(),
+        crate::domain::new_id(),
+        stop_rx.clone(),
+    ));
     let wake = Arc::new(tokio::sync::Notify::new());
     let campaigns_service = CampaignsServer::new(CampaignsService::new(store.clone(), templates_cache.clone(), wake.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let messages = MessagesServer::new(MessagesService::new(store.clone(), templates_cache.clone(), engine, outcome_ttl))
+    let messages = MessagesServer::new(MessagesService::new(store.clone(), templates_cache.clone(), engine.clone(), outcome_ttl))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates =
         TemplatesServer::new(TemplatesService::new(store.clone(), templates_cache)).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
     let grpc_addr = grpc.local_addr()?;
     let metrics_addr = metrics.local_addr()?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -155,7 +148,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         None => None,
     };
     let router = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
-    let scheduler = tokio::spawn(crate::campaigns::scheduler::run(runner, wake, stop_rx.clone()));
+    let scheduler = tokio::spawn(crate::campaigns::scheduler::run(runner.clone(), wake, stop_rx.clone()));
     let metrics_server = axum::serve(metrics, router).with_graceful_shutdown(stopped(stop_rx));
     let metrics_task = tokio::spawn(async move { metrics_server.await });
     let purger = {
@@ -178,24 +171,33 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             handle.run_upkeep();
         }
     });
+    let monitor = tokio::spawn(monitor_store(store.clone(), health.clone()));
     tracing::info!(%grpc_addr, %metrics_addr, backend = store.backend(), "Herald is serving.");
 
     shutdown.await;
-    health.set_not_serving::<AppsServer<AppsService>>().await;
-    health.set_not_serving::<EndpointsServer<EndpointsService>>().await;
-    health.set_not_serving::<TemplatesServer<TemplatesService>>().await;
-    health.set_not_serving::<SegmentsServer<SegmentsService>>().await;
-    health.set_not_serving::<CampaignsServer<CampaignsService>>().await;
-    health.set_not_serving::<SuppressionsServer<SuppressionsService>>().await;
-    health.set_not_serving::<MessagesServer<MessagesService>>().await;
-    health.set_not_serving::<ChannelsServer<ChannelsService>>().await;
+    monitor.abort();
+    set_health(&health, false).await;
+    // Stop order: nothing new is accepted or fired; runs stop taking members and wait for what
+    // they handed out, calls in flight finish; then the engine sends what it still holds and
+    // records every outcome; then the store closes. All within the grace period.
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    match tokio::time::timeout(grace, grpc_task).await {
+    let deadline = tokio::time::Instant::now() + grace;
+    let (runs, calls) = tokio::join!(tokio::time::timeout_at(deadline, runner.wait()), tokio::time::timeout_at(deadline, grpc_task));
+    match runs {
+        Ok(()) => tracing::info!("Campaign runs stopped at a recorded position."),
+        Err(_) => tracing::warn!(grace_secs = config.shutdown_grace_secs, "Campaign runs still settling after the grace period."),
+    }
+    match calls {
         Ok(Ok(Ok(()))) => tracing::info!("In-flight calls drained."),
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server failed."),
         Ok(Err(e)) => tracing::error!(error = %e, "gRPC server task failed."),
         Err(_) => tracing::warn!(grace_secs = config.shutdown_grace_secs, "Calls still in flight after the grace period; closing anyway."),
+    }
+    if engine.stop(deadline).await {
+        tracing::info!("Dispatch engine drained; every outcome recorded.");
+    } else {
+        tracing::warn!(grace_secs = config.shutdown_grace_secs, "Dispatch engine still busy after the grace period.");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), metrics_task).await;
     if let Some(t) = feedback_task {
@@ -209,6 +211,46 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     }
     close(store).await;
     Ok(())
+}
+
+/// Sets every Herald service's health.
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    macro_rules! each {
+        ($($s:ty),*) => {
+            $(if serving { health.set_serving::<$s>().await } else { health.set_not_serving::<$s>().await })*
+        };
+    }
+    each!(
+        AppsServer<AppsService>,
+        EndpointsServer<EndpointsService>,
+        TemplatesServer<TemplatesService>,
+        SegmentsServer<SegmentsService>,
+        CampaignsServer<CampaignsService>,
+        SuppressionsServer<SuppressionsService>,
+        MessagesServer<MessagesService>,
+        ChannelsServer<ChannelsService>
+    );
+    let overall = if serving { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+    health.set_service_status("", overall).await;
+}
+
+/// Pings the store every second: health says NOT_SERVING while it does not answer, and
+/// SERVING again once it does. The daemon never exits over it.
+async fn monitor_store(store: Arc<dyn Store>, health: tonic_health::server::HealthReporter) {
+    let mut up = true;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now_up = matches!(tokio::time::timeout(Duration::from_secs(2), store.ping()).await, Ok(Ok(())));
+        if now_up != up {
+            if now_up {
+                tracing::info!(backend = store.backend(), "Store answers again; serving.");
+            } else {
+                tracing::warn!(backend = store.backend(), "Store does not answer; health is NOT_SERVING until it does.");
+            }
+            set_health(&health, now_up).await;
+            up = now_up;
+        }
+    }
 }
 
 async fn close(store: Arc<dyn Store>) {

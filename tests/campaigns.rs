@@ -447,7 +447,8 @@ async fn per_endpoint_limits_hold_across_recurring_runs() {
         sealer: None,
     };
     let engine = Engine::start(store.clone(), Some(Arc::new(SmtpPool::new(SmtpRelay::new("127.0.0.1", sink.port)))), config);
-    let runner = Arc::new(Runner { store: store.clone(), engine, cache: cache.clone(), owner: "test".into(), running: Default::default() });
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let runner = Arc::new(Runner::new(store.clone(), engine, cache.clone(), "test".into(), stop_rx));
     let now = chrono::Utc::now();
     let mut campaign = email_campaign(&segment.id, "hourly");
     campaign.schedule = Some(Schedule {

@@ -167,6 +167,7 @@ impl MessagesService {
         let mut early: Vec<MessageOutcome> = Vec::new();
         let mut early_events = Vec::new();
         let mut waiting: Vec<(usize, oneshot::Receiver<MessageOutcome>)> = Vec::new();
+        let mut jobs: Vec<(Lane, Job)> = Vec::new();
         let mut finished: Vec<Option<MessageOutcome>> = (0..recipients.len()).map(|_| None).collect();
         let mut seen: HashSet<(i32, String)> = HashSet::new();
         for (i, r) in recipients.iter().enumerate() {
@@ -233,18 +234,24 @@ impl MessagesService {
             };
             let (tx, rx) = oneshot::channel();
             let job = Job { outcome: o, payload, dry_run: req.dry_run, first_attempt: None, reply: Some(Reply::Outcome(tx)), admitted: false };
-            match self.engine.submit(lane, job, QUEUE_WAIT).await {
-                Ok(()) => waiting.push((i, rx)),
-                Err(job) => {
-                    let mut details = ErrorDetails::new();
-                    details.set_retry_info(Some(Duration::from_secs(1)));
-                    drop(job);
-                    return Err(Status::with_error_details(
-                        tonic::Code::ResourceExhausted,
-                        "the dispatch queues are full; retry shortly",
-                        details,
-                    ));
-                }
+            jobs.push((lane, job));
+            waiting.push((i, rx));
+        }
+        // All or nothing: room for every message is reserved before any is queued, so a call
+        // that cannot be taken whole sends and records none of it (and its idempotency key is
+        // released for the retry).
+        if !jobs.is_empty() {
+            if let Err(jobs) = self.engine.submit_all(jobs, QUEUE_WAIT).await {
+                drop(jobs);
+                let mut details = ErrorDetails::new();
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                let why = if self.engine.is_stopping() {
+                    "the daemon is stopping; retry on another"
+                } else {
+                    "the dispatch queues are full; retry shortly"
+                };
+                let code = if self.engine.is_stopping() { tonic::Code::Unavailable } else { tonic::Code::ResourceExhausted };
+                return Err(Status::with_error_details(code, why, details));
             }
         }
         if !early.is_empty() {

@@ -51,10 +51,12 @@ pub fn store_status(e: StoreError) -> Status {
             tracing::error!(%why, "Stored record is corrupt.");
             Status::internal("a stored record could not be read")
         }
-        StoreError::Backend(why) => {
+        StoreError::Backend(why) | StoreError::Unavailable(why) => {
             tracing::error!(%why, "Store failed.");
             metrics::counter!(telemetry::STORE_ERRORS).increment(1);
-            Status::unavailable("the store is unavailable; retry later")
+            let mut details = ErrorDetails::new();
+            details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+            Status::with_error_details(Code::Unavailable, "the store is unavailable; retry later", details)
         }
     }
 }

@@ -2,8 +2,20 @@
 //! assigned to the holdout or a treatment by cohort, filtered by the delivery rules and the
 //! campaign's per-endpoint limits, paced by its messages per second and the channel quotas,
 //! rendered and handed to the engine. Progress (a cursor and the counts) is written after
-//! every settled page, so a run whose daemon died resumes after the last settled endpoint; the
-//! messages in flight beyond it are the only possible repeats, and are reported.
+//! every settled page; a page's counts are kept apart until it settles, so the record always
+//! says "every member up to the cursor, counted once".
+//!
+//! Faults:
+//! - **Stop** (SIGTERM): the run stops taking members, waits for what it handed out, records
+//!   its exact position and stays EXECUTING; the next daemon resumes it. Nobody gets a
+//!   message twice, nobody is skipped.
+//! - **Crash** (kill -9): the resumed run re-reads from the cursor and skips every member
+//!   whose outcome for this run is recorded ([`Store::run_outcomes`], written with the outcome
+//!   itself), counting it from that record. The only repeats are messages that were at a
+//!   provider with no outcome recorded yet — at most [`Engine::repeat_bound`] — and that many
+//!   (or the messages in flight, if fewer) are reported as possible repeats.
+//! - **Store outage**: every store call of the run is retried with backoff while the store is
+//!   unreachable; the run pauses and goes on when it is back, from its state in memory.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +28,7 @@ use tokio::task::JoinHandle;
 use super::{localtime, run_id, RUN_KIND};
 use crate::dispatch::compose::{Composer, Origin};
 use crate::dispatch::engine::{Engine, Job, Lane, Reply, Tally};
+use crate::dispatch::reply::UNSETTLED;
 use crate::dispatch::quota::RateGate;
 use crate::domain::{self, endpoint as rules};
 use crate::proto::v1::{
@@ -26,10 +39,60 @@ use crate::render::template::TemplateCache;
 use crate::segments::{self, MemberStream};
 use crate::store::{Store, StoreError};
 
-/// A message's treatment and where its outcome arrives.
-/// A page handed to the engine: the last endpoint id it read, the tasks rendering and
-/// submitting it, and how many messages they carry.
-type Pending = (String, Vec<JoinHandle<Submitted>>, i64, Arc<Tally>);
+/// A page handed to the engine, until it settles.
+struct Pending {
+    /// The last endpoint id the page read: the cursor once it settles.
+    last: String,
+    /// The tasks rendering and submitting it.
+    tasks: Vec<JoinHandle<Submitted>>,
+    /// Messages it carries.
+    messages: i64,
+    tally: Arc<Tally>,
+    /// Per treatment, what the page counted (members, holdout, opt-outs, caps...): added to the
+    /// run when the page settles, never before, so a resumed run counts each member once.
+    counts: Vec<Activity>,
+}
+
+/// Why a run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The daemon is stopping: the run stopped where its record says, and resumes later.
+    #[error("the daemon is stopping")]
+    Stopped,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Segment(#[from] segments::SegmentError),
+    #[error(transparent)]
+    Compose(#[from] crate::dispatch::compose::ComposeError),
+    #[error("a task of the run failed: {0}")]
+    Task(String),
+}
+
+impl RunError {
+    /// The run's failure as a stable sentence for its record (internals go to the log).
+    fn reason(&self) -> String {
+        use crate::dispatch::compose::ComposeError;
+        use segments::SegmentError;
+        match self {
+            RunError::Stopped => "The daemon stopped.".into(),
+            RunError::Segment(SegmentError::NotFound(id)) => format!("The campaign's segment {id} no longer exists."),
+            RunError::Segment(SegmentError::VersionNotFound(id, v)) => format!("Version {v} of the campaign's segment {id} no longer exists."),
+            RunError::Segment(SegmentError::Invalid(why)) => format!("The campaign's segment cannot be evaluated: {why}."),
+            RunError::Compose(ComposeError::Field(v)) => format!("The campaign's message is invalid: {}: {}.", v.field, v.description),
+            RunError::Store(StoreError::Corrupt(_)) | RunError::Segment(SegmentError::Store(StoreError::Corrupt(_))) => {
+                "A record the run needs could not be read.".into()
+            }
+            RunError::Store(_) | RunError::Segment(SegmentError::Store(_)) | RunError::Compose(ComposeError::Store(_)) => {
+                "The store failed while the run was in progress.".into()
+            }
+            RunError::Task(_) => "A task of the run failed.".into(),
+        }
+    }
+}
+
+/// Backoff between store retries while the store is unreachable.
+const STORE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 
 /// Pages settled before the next is sent beyond: the in-flight window.
 const WINDOW: usize = 4;
@@ -53,6 +116,50 @@ struct Plan {
     gate: RateGate,
     origin_base: Origin,
     request_id: String,
+    /// The run started before (this daemon or another stopped or died): each member is checked
+    /// against the outcomes recorded for the run.
+    resumed: bool,
+}
+
+/// A pump's settling state.
+#[derive(Default)]
+struct Window {
+    /// A page did not settle completely: the cursor stays before it from then on.
+    frozen: bool,
+}
+
+/// One page being sent: its members and where its work and counts go.
+struct Page<'a> {
+    members: Vec<crate::proto::v1::Endpoint>,
+    /// Held members whose time has come (already counted when first read).
+    releasing: bool,
+    tasks: &'a mut Vec<JoinHandle<Submitted>>,
+    tally: &'a Arc<Tally>,
+    counts: &'a mut Vec<Activity>,
+}
+
+/// Counts a delivery status into an activity.
+fn count_status(a: &mut Activity, status: i32) {
+    match DeliveryStatus::try_from(status).unwrap_or(DeliveryStatus::UnknownFailure) {
+        DeliveryStatus::Successful => a.successful += 1,
+        DeliveryStatus::Throttled => a.throttled += 1,
+        other => *a.failed.entry(status_name(other)).or_insert(0) += 1,
+    }
+}
+
+/// Adds a page's counts to the run's.
+fn add_counts(a: &mut Activity, c: &Activity) {
+    a.total_endpoints += c.total_endpoints;
+    a.successful += c.successful;
+    a.throttled += c.throttled;
+    a.held_by_quiet_time += c.held_by_quiet_time;
+    a.timed_out += c.timed_out;
+    a.holdout += c.holdout;
+    a.capped += c.capped;
+    a.possible_repeats += c.possible_repeats;
+    for (k, v) in &c.failed {
+        *a.failed.entry(k.clone()).or_insert(0) += v;
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -76,6 +183,10 @@ pub struct Runner {
     pub owner: String,
     /// Runs executing in this daemon.
     pub running: parking_lot::Mutex<HashSet<String>>,
+    /// True once the daemon is stopping: runs stop taking members.
+    stop: tokio::sync::watch::Receiver<bool>,
+    /// The tasks of runs started here, so a stop can wait for them.
+    tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Where a cohort goes: the holdout, or a treatment (index into the activities).
@@ -119,14 +230,82 @@ fn limits(c: &Campaign, app: &AppSettings) -> Limits {
 }
 
 impl Runner {
-    async fn save(&self, app: &str, run: &CampaignRun) -> Result<(), StoreError> {
-        self.store.write_record(app, RUN_KIND, &run_id(&run.campaign_id, run.occurrence), 1, 1, &run.encode_to_vec()).await
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
+        cache: Arc<TemplateCache>,
+        owner: String,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self { store, engine, cache, owner, running: Default::default(), stop, tasks: Default::default() }
     }
 
-    /// Runs (or resumes) a run to its end, a pause, or the loss of its lease.
+    /// Starts (or resumes) a run in a task this runner tracks.
+    pub fn spawn(self: &Arc<Self>, app: String, run: CampaignRun) {
+        let handle = tokio::spawn(self.clone().execute(app, run));
+        let mut tasks = self.tasks.lock();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+
+    /// Waits until every run started here has stopped (call after the stop signal).
+    pub async fn wait(&self) {
+        loop {
+            let tasks = std::mem::take(&mut *self.tasks.lock());
+            if tasks.is_empty() {
+                return;
+            }
+            futures::future::join_all(tasks).await;
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// A store call, retried with backoff while the store is unreachable (the run pauses);
+    /// [`RunError::Stopped`] if the daemon stops meanwhile.
+    async fn patiently<T, F, Fut>(&self, mut call: F) -> Result<T, RunError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut delay = STORE_BACKOFF.0;
+        let mut warned = false;
+        loop {
+            match call().await {
+                Ok(v) => {
+                    if warned {
+                        tracing::info!("Store reachable again; the campaign run goes on.");
+                    }
+                    return Ok(v);
+                }
+                Err(e) if e.is_transient() => {
+                    if self.stopping() {
+                        return Err(RunError::Stopped);
+                    }
+                    if !warned {
+                        tracing::warn!(error = %e, "Store unreachable; the campaign run waits for it.");
+                        warned = true;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(STORE_BACKOFF.1);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn save(&self, app: &str, run: &CampaignRun) -> Result<(), RunError> {
+        let id = run_id(&run.campaign_id, run.occurrence);
+        let body = run.encode_to_vec();
+        self.patiently(|| self.store.write_record(app, RUN_KIND, &id, 1, 1, &body)).await
+    }
+
+    /// Runs (or resumes) a run to its end, a pause, a stop, or the loss of its lease.
     pub async fn execute(self: Arc<Self>, app: String, mut run: CampaignRun) {
         let id = run_id(&run.campaign_id, run.occurrence);
-        if !self.running.lock().insert(id.clone()) {
+        if self.stopping() || !self.running.lock().insert(id.clone()) {
             return;
         }
         let lease = format!("run:{id}");
@@ -143,9 +322,14 @@ impl Runner {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(LEASE_MS / 3)).await;
-                    if !matches!(store.try_lease(&app, &lease, &owner, LEASE_MS).await, Ok(true)) {
-                        lost.store(true, Ordering::SeqCst);
-                        return;
+                    match store.try_lease(&app, &lease, &owner, LEASE_MS).await {
+                        Ok(true) => {}
+                        // Unreachable: nobody else can take it either; renewed when it is back.
+                        Err(e) if e.is_transient() => {}
+                        _ => {
+                            lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
                     }
                 }
             })
@@ -154,12 +338,16 @@ impl Runner {
         executing.increment(1.0);
         let result = self.drive(&app, &mut run, &lost).await;
         executing.decrement(1.0);
-        if let Err(e) = result {
-            tracing::error!(error = %e, run = %id, "Campaign run failed.");
-            run.state = CampaignState::Invalid as i32;
-            run.failure = e;
-            run.end = domain::timestamp(chrono::Utc::now());
-            let _ = self.save(&app, &run).await;
+        match result {
+            Ok(()) => {}
+            Err(RunError::Stopped) => tracing::info!(run = %id, "Campaign run stopped with the daemon; it resumes where it stopped."),
+            Err(e) => {
+                tracing::error!(error = %e, run = %id, "Campaign run failed.");
+                run.state = CampaignState::Invalid as i32;
+                run.failure = e.reason();
+                run.end = domain::timestamp(chrono::Utc::now());
+                let _ = self.save(&app, &run).await;
+            }
         }
         if run.state != CampaignState::Executing as i32 {
             let state = CampaignState::try_from(run.state).map_or("UNKNOWN", |s| s.as_str_name().trim_start_matches("CAMPAIGN_STATE_"));
@@ -170,33 +358,58 @@ impl Runner {
         self.running.lock().remove(&id);
     }
 
-    async fn drive(&self, app: &str, run: &mut CampaignRun, lost: &AtomicBool) -> Result<(), String> {
+    async fn drive(&self, app: &str, run: &mut CampaignRun, lost: &AtomicBool) -> Result<(), RunError> {
         let store = self.store.as_ref();
-        let raw = store.get_record(app, super::KIND, &run.campaign_id, Some(run.campaign_version)).await.map_err(|e| e.to_string())?;
+        let (cid, version) = (run.campaign_id.clone(), run.campaign_version);
+        let raw = self.patiently(|| store.get_record(app, super::KIND, &cid, Some(version))).await?;
         let Some(raw) = raw else {
             run.state = CampaignState::Deleted as i32;
             run.end = domain::timestamp(chrono::Utc::now());
-            return self.save(app, run).await.map_err(|e| e.to_string());
+            return self.save(app, run).await;
         };
-        let campaign = Campaign::decode(raw.as_slice()).map_err(|e| e.to_string())?;
-        let settings = store.get_app(app).await.map_err(|e| e.to_string())?.and_then(|a| a.settings).unwrap_or_default();
+        let campaign = Campaign::decode(raw.as_slice()).map_err(StoreError::from)?;
+        let settings = self.patiently(|| store.get_app(app)).await?.and_then(|a| a.settings).unwrap_or_default();
         let limits = limits(&campaign, &settings);
-        let segment = segments::load(store, app, &campaign.segment_id, campaign.segment_version).await.map_err(|e| e.to_string())?;
-        let rule = segments::compile(store, app, &segment).await.map_err(|e| e.to_string())?;
+        let rule = loop {
+            let loaded = async {
+                let segment = segments::load(store, app, &campaign.segment_id, campaign.segment_version).await?;
+                let rule = segments::compile(store, app, &segment).await?;
+                Ok::<_, segments::SegmentError>(rule)
+            };
+            match loaded.await {
+                Ok(v) => break v,
+                Err(segments::SegmentError::Store(e)) if e.is_transient() => {
+                    // Waits until the store answers again, then loads once more.
+                    self.patiently(|| store.ping()).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         // Composers per treatment: the default, then the additional ones (their own content,
         // else the campaign's).
         let mut composers = Vec::new();
         let base =
             (campaign.message_configuration.clone().unwrap_or_default(), campaign.template_configuration.clone().unwrap_or_default());
-        composers.push(Composer::build(store, self.cache.clone(), app, &base.0, &base.1).await.map_err(|e| e.to_string())?);
+        let mut contents = vec![base.clone()];
         for t in &campaign.additional_treatments {
             let own = t.message_configuration.is_some() || t.template_configuration.is_some();
-            let (m, tc) = if own {
+            contents.push(if own {
                 (t.message_configuration.clone().unwrap_or_default(), t.template_configuration.clone().unwrap_or_default())
             } else {
                 base.clone()
+            });
+        }
+        for (m, tc) in &contents {
+            let composer = loop {
+                match Composer::build(store, self.cache.clone(), app, m, tc).await {
+                    Ok(c) => break c,
+                    Err(crate::dispatch::compose::ComposeError::Store(e)) if e.is_transient() => {
+                        self.patiently(|| store.ping()).await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             };
-            composers.push(Composer::build(store, self.cache.clone(), app, &m, &tc).await.map_err(|e| e.to_string())?);
+            composers.push(composer);
         }
         let cohorts = assignment(&campaign);
         if run.activities.is_empty() {
@@ -216,15 +429,19 @@ impl Runner {
                 })
                 .collect();
         }
+        // A run that started before (in this daemon or another) checks each member against the
+        // outcomes recorded for it, so nobody who has one gets the message again.
+        let resumed = !run.start.is_empty();
         if run.start.is_empty() {
             run.start = domain::timestamp(chrono::Utc::now());
         } else if run.in_flight > 0 {
-            // Resumed: what was in flight past the cursor may go again.
-            run.activities[0].possible_repeats += run.in_flight;
+            // What was at a provider with no outcome recorded may go again: at most what the
+            // engine can hold unrecorded.
+            run.activities[0].possible_repeats += run.in_flight.min(self.engine.repeat_bound() as i64);
             run.in_flight = 0;
         }
         run.state = CampaignState::Executing as i32;
-        self.save(app, run).await.map_err(|e| e.to_string())?;
+        self.save(app, run).await?;
         let scheduled = segments::rule::parse_instant(&run.scheduled_start).unwrap_or_else(chrono::Utc::now);
         let schedule = campaign.schedule.clone().unwrap_or_default();
         let mut schedules = vec![(schedule.clone(), scheduled, false)];
@@ -258,6 +475,7 @@ impl Runner {
                 ..Default::default()
             },
             request_id: run_id(&run.campaign_id, run.occurrence),
+            resumed,
         });
         if !run.scanned {
             let cursor = Some(run.cursor.clone()).filter(|c| !c.is_empty());
@@ -267,7 +485,7 @@ impl Runner {
             }
             run.scanned = true;
             run.cursor.clear();
-            self.save(app, run).await.map_err(|e| e.to_string())?;
+            self.save(app, run).await?;
         }
         // Members held for local time or quiet time, minute by minute.
         while let Some(&minute) = run.held_releases.first() {
@@ -279,6 +497,9 @@ impl Runner {
                 tokio::time::sleep(Duration::from_secs(left.clamp(0, 1) as u64)).await;
                 if lost.load(Ordering::SeqCst) {
                     return Ok(());
+                }
+                if self.stopping() {
+                    return Err(RunError::Stopped);
                 }
                 if let Some(state) = self.interruption(app, run).await? {
                     return self.stop(app, run, state).await;
@@ -296,10 +517,10 @@ impl Runner {
             if self.pump(app, run, &plan, stream, true, lost).await? == Pumped::Stopped {
                 return Ok(());
             }
-            self.store.delete_members(app, &set).await.map_err(|e| e.to_string())?;
+            self.patiently(|| store.delete_members(app, &set)).await?;
             run.held_releases.remove(0);
             run.cursor.clear();
-            self.save(app, run).await.map_err(|e| e.to_string())?;
+            self.save(app, run).await?;
         }
         run.state = CampaignState::Completed as i32;
         run.end = domain::timestamp(chrono::Utc::now());
@@ -308,15 +529,15 @@ impl Runner {
             a.start = run.start.clone();
             a.end = run.end.clone();
         }
-        self.save(app, run).await.map_err(|e| e.to_string())?;
+        self.save(app, run).await?;
         // After its last occurrence a campaign no longer holds its segment and templates.
-        let latest = self.store.get_record(app, super::KIND, &run.campaign_id, None).await.map_err(|e| e.to_string())?;
+        let latest = self.patiently(|| store.get_record(app, super::KIND, &cid, None)).await?;
         if let Some(c) = latest.and_then(|raw| Campaign::decode(raw.as_slice()).ok()) {
             let schedule = c.schedule.clone().unwrap_or_default();
             let recurring =
                 schedule.frequency == super::Frequency::Event as i32 || super::has_more(&schedule, &c.creation_date, run.occurrence);
             if !recurring {
-                super::set_uses(self.store.as_ref(), app, &c, false).await.map_err(|e| e.to_string())?;
+                self.patiently(|| super::set_uses(store, app, &c, false)).await?;
             }
         }
         tracing::info!(run = %plan.request_id, "Campaign run completed.");
@@ -325,8 +546,9 @@ impl Runner {
 
     /// Whether the campaign was paused or deleted since the run began: the state the run
     /// stops in.
-    async fn interruption(&self, app: &str, run: &CampaignRun) -> Result<Option<CampaignState>, String> {
-        Ok(match self.store.get_record(app, super::KIND, &run.campaign_id, None).await.map_err(|e| e.to_string())? {
+    async fn interruption(&self, app: &str, run: &CampaignRun) -> Result<Option<CampaignState>, RunError> {
+        let latest = self.patiently(|| self.store.get_record(app, super::KIND, &run.campaign_id, None)).await?;
+        Ok(match latest {
             None => Some(CampaignState::Deleted),
             Some(latest) if Campaign::decode(latest.as_slice()).is_ok_and(|c| c.is_paused) => Some(CampaignState::Paused),
             Some(_) => None,
@@ -334,12 +556,12 @@ impl Runner {
     }
 
     /// Records that the run stopped in `state`.
-    async fn stop(&self, app: &str, run: &mut CampaignRun, state: CampaignState) -> Result<(), String> {
+    async fn stop(&self, app: &str, run: &mut CampaignRun, state: CampaignState) -> Result<(), RunError> {
         run.state = state as i32;
         if state == CampaignState::Deleted {
             run.end = domain::timestamp(chrono::Utc::now());
         }
-        self.save(app, run).await.map_err(|e| e.to_string())
+        self.save(app, run).await
     }
 
     /// Sends a stream of members page by page, settling pages behind a window and moving the
@@ -352,91 +574,127 @@ impl Runner {
         mut stream: MemberStream,
         releasing: bool,
         lost: &AtomicBool,
-    ) -> Result<Pumped, String> {
+    ) -> Result<Pumped, RunError> {
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut stopped_by_quota = false;
-        while let Some(page) = stream.next_page().await {
-            let members = page.map_err(|e| e.to_string())?;
+        let mut window = Window::default();
+        loop {
+            if self.stopping() {
+                // What was handed out settles and the exact position is recorded; the run
+                // stays EXECUTING for the next daemon.
+                self.settle_all(app, run, &mut pending, &mut window).await?;
+                return Err(RunError::Stopped);
+            }
+            let Some(page) = stream.next_page().await else { break };
+            let members = page?;
             if lost.load(Ordering::SeqCst) {
                 tracing::warn!(run = %plan.request_id, "Lost the run's lease; another daemon goes on.");
                 return Ok(Pumped::Stopped);
             }
             if let Some(state) = self.interruption(app, run).await? {
                 // What was handed out settles first: a paused run has nothing left in flight.
-                self.settle_all(app, run, &mut pending).await?;
+                self.settle_all(app, run, &mut pending, &mut window).await?;
                 self.stop(app, run, state).await?;
                 return Ok(Pumped::Stopped);
             }
             let last = stream.last_scanned.clone().unwrap_or_default();
             let mut tasks = Vec::new();
             let tally = Tally::new();
-            run.in_flight = pending.iter().map(|p| p.2).sum();
+            let mut counts = vec![Activity::default(); run.activities.len()];
+            run.in_flight = pending.iter().map(|p| p.messages).sum();
             let before = run.in_flight;
             if !stopped_by_quota {
-                self.send_page(app, run, members, plan, releasing, &mut tasks, &tally, &mut stopped_by_quota).await?;
+                let page = Page { members, releasing, tasks: &mut tasks, tally: &tally, counts: &mut counts };
+                self.send_page(app, run, plan, page, &mut stopped_by_quota).await?;
             }
-            pending.push_back((last, tasks, run.in_flight - before, tally));
+            pending.push_back(Pending { last, tasks, messages: run.in_flight - before, tally, counts });
             while pending.len() > WINDOW {
-                self.settle_one(app, run, &mut pending).await?;
+                self.settle_one(app, run, &mut pending, &mut window).await?;
             }
         }
-        self.settle_all(app, run, &mut pending).await?;
+        self.settle_all(app, run, &mut pending, &mut window).await?;
+        if window.frozen {
+            // Some messages went back unsent (the engine stopped): the run resumes before them.
+            return Err(RunError::Stopped);
+        }
         Ok(Pumped::Done)
     }
 
-    /// Waits for the oldest page's outcomes, counts them and moves the cursor past it.
-    async fn settle_one(&self, app: &str, run: &mut CampaignRun, pending: &mut VecDeque<Pending>) -> Result<(), String> {
-        let Some((last, tasks, _, tally)) = pending.pop_front() else { return Ok(()) };
+    /// Waits for the oldest page's outcomes, counts them and moves the cursor past it — unless
+    /// a message of it (or of a page before it) ended unsettled: then the cursor stays, the
+    /// counts are not added, and the run resumes there later, skipping who has an outcome.
+    async fn settle_one(&self, app: &str, run: &mut CampaignRun, pending: &mut VecDeque<Pending>, window: &mut Window) -> Result<(), RunError> {
+        let Some(page) = pending.pop_front() else { return Ok(()) };
         let mut submitted = 0;
-        for task in tasks {
-            let (n, unrendered) = task.await.map_err(|e| e.to_string())??;
-            for (t, n) in unrendered {
-                *run.activities[t].failed.entry(status_name(DeliveryStatus::PermanentFailure)).or_insert(0) += n;
+        let mut counts = page.counts;
+        let mut complete = true;
+        for task in page.tasks {
+            let done = task.await.map_err(|e| RunError::Task(e.to_string()))?;
+            for (t, n) in done.unrendered {
+                *counts[t].failed.entry(status_name(DeliveryStatus::PermanentFailure)).or_insert(0) += n;
             }
-            submitted += n;
+            submitted += done.submitted;
+            complete &= done.complete;
         }
-        for (treatment, status) in tally.wait(submitted).await {
-            let a = &mut run.activities[treatment];
-            match DeliveryStatus::try_from(status).unwrap_or(DeliveryStatus::UnknownFailure) {
-                DeliveryStatus::Successful => a.successful += 1,
-                DeliveryStatus::Throttled => a.throttled += 1,
-                other => *a.failed.entry(status_name(other)).or_insert(0) += 1,
+        for (treatment, status) in page.tally.wait(submitted).await {
+            if status == UNSETTLED {
+                complete = false;
+                continue;
             }
+            count_status(&mut counts[treatment], status);
         }
-        run.cursor = last;
-        run.in_flight = pending.iter().map(|p| p.2).sum();
+        window.frozen |= !complete;
+        if window.frozen {
+            run.in_flight = 0;
+            return Ok(());
+        }
+        for (a, c) in run.activities.iter_mut().zip(&counts) {
+            add_counts(a, c);
+        }
+        run.cursor = page.last;
+        run.in_flight = pending.iter().map(|p| p.messages).sum();
         for a in &mut run.activities {
             a.state = CampaignState::Executing as i32;
             a.start = run.start.clone();
         }
-        self.save(app, run).await.map_err(|e| e.to_string())
+        self.save(app, run).await
     }
 
-    async fn settle_all(&self, app: &str, run: &mut CampaignRun, pending: &mut VecDeque<Pending>) -> Result<(), String> {
+    async fn settle_all(&self, app: &str, run: &mut CampaignRun, pending: &mut VecDeque<Pending>, window: &mut Window) -> Result<(), RunError> {
         while !pending.is_empty() {
-            self.settle_one(app, run, pending).await?;
+            self.settle_one(app, run, pending, window).await?;
+        }
+        if window.frozen {
+            // The position of the last complete page, with nothing in flight past it.
+            self.save(app, run).await?;
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Filters a page by the delivery rules and limits, counts it into `page.counts`, and hands
+    /// what may go to render-and-submit tasks.
     async fn send_page(
         &self,
         app: &str,
         run: &mut CampaignRun,
-        members: Vec<crate::proto::v1::Endpoint>,
         plan: &Arc<Plan>,
-        releasing: bool,
-        tasks: &mut Vec<JoinHandle<Submitted>>,
-        tally: &Arc<Tally>,
+        page: Page<'_>,
         stopped_by_quota: &mut bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
+        let Page { members, releasing, tasks, tally, counts } = page;
         let (cohorts, limits, request_id) = (&plan.cohorts, &plan.limits, plan.request_id.as_str());
         let store = self.store.as_ref();
+        // A resumed run: the statuses already recorded for this page's members.
+        let recorded = if plan.resumed && !members.is_empty() {
+            let ids: Vec<String> = members.iter().map(|e| e.id.clone()).collect();
+            self.patiently(|| store.run_outcomes(app, request_id, &ids)).await?
+        } else {
+            Vec::new()
+        };
         // Members the campaign addresses: an ACTIVE endpoint on a channel it has content for.
         let mut eligible = Vec::with_capacity(members.len());
         let mut held: std::collections::BTreeMap<i64, Vec<String>> = std::collections::BTreeMap::new();
-        for e in members {
+        for (i, e) in members.into_iter().enumerate() {
             // Only endpoints on a channel the campaign has content for are its audience.
             let Some(lane) = lane_of(e.channel_type).filter(|l| plan.lanes.iter().any(|t| t.contains(l))) else { continue };
             if e.endpoint_status == EndpointStatus::Inactive as i32 {
@@ -444,17 +702,22 @@ impl Runner {
             }
             let cohort = e.cohort_id.clamp(0, 99) as usize;
             let Some(treatment) = cohorts[cohort] else {
-                run.activities[0].holdout += 1;
+                counts[0].holdout += 1;
                 continue;
             };
             if !plan.lanes[treatment].contains(&lane) {
                 continue;
             }
             if !releasing {
-                run.activities[treatment].total_endpoints += 1;
+                counts[treatment].total_endpoints += 1;
+            }
+            if let Some(Some(status)) = recorded.get(i) {
+                // Sent before this run resumed: counted from its recorded outcome, not sent again.
+                count_status(&mut counts[treatment], *status);
+                continue;
             }
             if e.opt_out == OptOut::All as i32 {
-                *run.activities[treatment].failed.entry(status_name(DeliveryStatus::OptOut)).or_insert(0) += 1;
+                *counts[treatment].failed.entry(status_name(DeliveryStatus::OptOut)).or_insert(0) += 1;
                 continue;
             }
             if !releasing {
@@ -465,7 +728,7 @@ impl Runner {
                     if *later { localtime::hold_from(schedule, *start, tz, now) } else { localtime::hold(schedule, *start, tz, now) };
                 if let Some(h) = hold {
                     if matches!(h, localtime::Hold::QuietTime(_)) {
-                        run.activities[treatment].held_by_quiet_time += 1;
+                        counts[treatment].held_by_quiet_time += 1;
                     }
                     // Released at the start of the minute after it may go.
                     let minute = (h.until().timestamp() + 59) / 60 * 60;
@@ -477,7 +740,8 @@ impl Runner {
         }
         // Held members are recorded before the cursor can move past them.
         for (minute, ids) in held {
-            self.store.add_members(app, &held_set(request_id, minute), &ids).await.map_err(|e| e.to_string())?;
+            let set = held_set(request_id, minute);
+            self.patiently(|| store.add_members(app, &set, &ids)).await?;
             if let Err(at) = run.held_releases.binary_search(&minute) {
                 run.held_releases.insert(at, minute);
             }
@@ -489,7 +753,7 @@ impl Runner {
         eligible.retain(|(_, _, t)| {
             let late = plan.deadlines[*t].is_some_and(|d| now > d);
             if late {
-                run.activities[*t].timed_out += 1;
+                counts[*t].timed_out += 1;
             }
             !late
         });
@@ -497,27 +761,26 @@ impl Runner {
             return Ok(());
         }
         let addresses: Vec<String> = eligible.iter().map(|(e, _, _)| crate::api::suppressions::normalize(&e.address)).collect();
-        let suppressed = store.get_suppressions(app, &addresses).await.map_err(|e| e.to_string())?;
+        let suppressed = self.patiently(|| store.get_suppressions(app, &addresses)).await?;
         let mut go = Vec::with_capacity(eligible.len());
         for ((e, lane, t), s) in eligible.into_iter().zip(suppressed) {
             if s.is_some() {
-                *run.activities[t].failed.entry(status_name(DeliveryStatus::PermanentFailure)).or_insert(0) += 1;
+                *counts[t].failed.entry(status_name(DeliveryStatus::PermanentFailure)).or_insert(0) += 1;
             } else {
                 go.push((e, lane, t));
             }
         }
         if limits.daily.is_some() || limits.total.is_some() {
             let ids: Vec<String> = go.iter().map(|(e, _, _)| e.id.clone()).collect();
-            let ok = store
-                .take_endpoint_caps(app, &run.campaign_id, &ids, limits.daily, limits.total, now.timestamp())
-                .await
-                .map_err(|e| e.to_string())?;
+            let ok = self
+                .patiently(|| store.take_endpoint_caps(app, &run.campaign_id, &ids, limits.daily, limits.total, now.timestamp()))
+                .await?;
             let mut kept = Vec::with_capacity(go.len());
             for (item, ok) in go.into_iter().zip(ok) {
                 if ok {
                     kept.push(item);
                 } else {
-                    run.activities[item.2].capped += 1;
+                    counts[item.2].capped += 1;
                 }
             }
             go = kept;
@@ -529,7 +792,7 @@ impl Runner {
                 continue;
             }
             let channel = lane.quota_channel();
-            let granted = self.engine.admit(app, channel, n).await.map_err(|e| e.to_string())?;
+            let granted = self.patiently(|| self.engine.admit(app, channel, n)).await?;
             if granted < n {
                 *stopped_by_quota = true;
                 let mut seen = 0;
@@ -538,7 +801,7 @@ impl Runner {
                     if item.1 == lane {
                         seen += 1;
                         if seen > granted {
-                            run.activities[item.2].throttled += 1;
+                            counts[item.2].throttled += 1;
                             continue;
                         }
                     }
@@ -548,9 +811,10 @@ impl Runner {
             }
         }
         // What is about to go out is recorded first: if this daemon dies, the run resumes
-        // before these messages and reports them as possible repeats.
+        // before these messages, skips those with a recorded outcome and reports the rest as
+        // possible repeats.
         run.in_flight += go.len() as i64;
-        self.save(app, run).await.map_err(|e| e.to_string())?;
+        self.save(app, run).await?;
         // Rendering and submitting go on in tasks beside the run (one per core's share of the
         // page) while it reads and filters the next page; the page settles once they are done.
         let stamp: Arc<str> = domain::timestamp(now).into();
@@ -565,7 +829,7 @@ impl Runner {
         let app: Arc<str> = app.into();
         if plan.limits.per_second.is_some() {
             // Paced: the run itself waits for the gate, so a pause stops it between messages.
-            let done = submit_chunk(&self.engine, plan, &app, &campaign_id, &origins, &stamp, tally, go).await;
+            let done = submit_chunk(&self.engine, plan, &app, &campaign_id, &origins, &stamp, tally, &self.stop, go).await;
             tasks.push(tokio::spawn(async move { done }));
             return Ok(());
         }
@@ -573,11 +837,19 @@ impl Runner {
         let share = go.len().div_ceil(parts);
         while !go.is_empty() {
             let chunk: Vec<_> = go.drain(..share.min(go.len())).collect();
-            let (engine, plan, origins, stamp, campaign_id, app, tally) =
-                (self.engine.clone(), plan.clone(), origins.clone(), stamp.clone(), campaign_id.clone(), app.clone(), tally.clone());
-            tasks.push(tokio::spawn(
-                async move { submit_chunk(&engine, &plan, &app, &campaign_id, &origins, &stamp, &tally, chunk).await },
-            ));
+            let (engine, plan, origins, stamp, campaign_id, app, tally, stop) = (
+                self.engine.clone(),
+                plan.clone(),
+                origins.clone(),
+                stamp.clone(),
+                campaign_id.clone(),
+                app.clone(),
+                tally.clone(),
+                self.stop.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                submit_chunk(&engine, &plan, &app, &campaign_id, &origins, &stamp, &tally, &stop, chunk).await
+            }));
         }
         Ok(())
     }
@@ -590,10 +862,16 @@ fn render_tasks(n: usize) -> usize {
 }
 
 /// What a render task hands back: how many messages it handed to the engine (their statuses
-/// arrive in the page's tally), and per treatment the messages that could not be rendered.
-type Submitted = Result<(usize, Vec<(usize, i64)>), String>;
+/// arrive in the page's tally), per treatment the messages that could not be rendered, and
+/// whether it went through its whole share (not when the daemon began to stop).
+struct Submitted {
+    submitted: usize,
+    unrendered: Vec<(usize, i64)>,
+    complete: bool,
+}
 
-/// Renders a share of a page and hands it to the engine, paced by the run's rate gate.
+/// Renders a share of a page and hands it to the engine, paced by the run's rate gate; stops
+/// handing out as soon as the daemon stops.
 #[allow(clippy::too_many_arguments)]
 async fn submit_chunk(
     engine: &Engine,
@@ -603,12 +881,16 @@ async fn submit_chunk(
     origins: &[Origin],
     stamp: &str,
     tally: &Arc<Tally>,
+    stop: &tokio::sync::watch::Receiver<bool>,
     chunk: Vec<(crate::proto::v1::Endpoint, Lane, usize)>,
 ) -> Submitted {
     let no_subs = HashMap::new();
-    let mut submitted = 0;
-    let mut unrendered = Vec::new();
+    let mut done = Submitted { submitted: 0, unrendered: Vec::new(), complete: true };
     for (e, lane, t) in chunk {
+        if *stop.borrow() {
+            done.complete = false;
+            return done;
+        }
         plan.gate.take().await;
         let composer = &plan.composers[t];
         let subs = if composer.shared_substitutions.is_empty() { &no_subs } else { &composer.shared_substitutions };
@@ -623,9 +905,9 @@ async fn submit_chunk(
             Ok(p) => p,
             Err((why, _)) => {
                 tracing::debug!(endpoint = %e.id, %why, "Campaign message not rendered.");
-                match unrendered.iter_mut().find(|(u, _)| *u == t) {
+                match done.unrendered.iter_mut().find(|(u, _)| *u == t) {
                     Some((_, n)) => *n += 1,
-                    None => unrendered.push((t, 1)),
+                    None => done.unrendered.push((t, 1)),
                 }
                 continue;
             }
@@ -647,11 +929,15 @@ async fn submit_chunk(
         };
         let job = Job { outcome, payload, dry_run: false, first_attempt: None, reply: Some(Reply::Tally(tally.slot(t))), admitted: true };
         if engine.submit(lane, job, SUBMIT_WAIT).await.is_err() {
-            return Err("the dispatch engine stopped".into());
+            // The engine is stopping: the job went back unsettled (its slot says so, and is
+            // waited for like the others).
+            done.submitted += 1;
+            done.complete = false;
+            return done;
         }
-        submitted += 1;
+        done.submitted += 1;
     }
-    Ok((submitted, unrendered))
+    done
 }
 
 fn status_name(s: DeliveryStatus) -> String {

@@ -20,6 +20,9 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// created or changed).
 pub async fn run(runner: Arc<Runner>, wake: Arc<tokio::sync::Notify>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
+        if *stop.borrow() {
+            return;
+        }
         if let Err(e) = tick(&runner, chrono::Utc::now()).await {
             tracing::warn!(error = %e, "Campaign scheduler tick failed.");
         }
@@ -71,7 +74,7 @@ async fn campaign(runner: &Arc<Runner>, app: &str, c: &Campaign, now: chrono::Da
             r.state == CampaignState::Executing as i32 || (r.state == CampaignState::Paused as i32 && !c.is_paused && !r.start.is_empty());
         if resumable {
             if !runner.running.lock().contains(&run_id(&r.campaign_id, r.occurrence)) {
-                tokio::spawn(runner.clone().execute(app.to_string(), r.clone()));
+                runner.spawn(app.to_string(), r.clone());
             }
             return Ok(());
         }
@@ -102,7 +105,7 @@ async fn campaign(runner: &Arc<Runner>, app: &str, c: &Campaign, now: chrono::Da
         Ok(()) => {
             if run.state == CampaignState::Executing as i32 {
                 tracing::info!(campaign = %c.id, occurrence = k, "Campaign run fired.");
-                tokio::spawn(runner.clone().execute(app.to_string(), run));
+                runner.spawn(app.to_string(), run);
             }
             Ok(())
         }

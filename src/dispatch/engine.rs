@@ -27,7 +27,7 @@ use crate::channels::webhook::{self, Webhook, WebhookConfig};
 use crate::channels::Delivery;
 use crate::domain;
 use crate::proto::v1::{
-    ChannelQuota, ChannelType, DeliveryStatus, Endpoint, EndpointStatus, Event, MessageOutcome, Suppression, SuppressionReason,
+    ChannelQuota, ChannelType, DeliveryStatus, Endpoint, EndpointStatus, MessageOutcome,
 };
 use crate::secrets::Sealer;
 use crate::store::{EndpointOp, Store};
@@ -118,6 +118,10 @@ impl Lane {
 pub struct Engine {
     lanes: HashMap<Lane, Vec<mpsc::Sender<Job>>>,
     shared: Arc<Shared>,
+    /// Set once by [`Engine::stop`]: when the shards must be done.
+    stop_at: tokio::sync::watch::Sender<Option<Instant>>,
+    /// The shard tasks, awaited by [`Engine::stop`].
+    workers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// FNV-1a: stable across processes, so a recipient always lands on the same shard.
@@ -147,6 +151,8 @@ struct Shared {
     fcm: Built<FcmSender>,
     /// Each app's DKIM keys and the settings they were read from.
     dkim: Built<DkimSigner>,
+    /// `Some(deadline)` once the engine is stopping.
+    stopping: tokio::sync::watch::Receiver<Option<Instant>>,
 }
 
 
@@ -253,7 +259,9 @@ impl Shared {
 
 impl Engine {
     pub fn start(store: Arc<dyn Store>, smtp: Option<Arc<SmtpPool>>, config: EngineConfig) -> Arc<Self> {
+        let (stop_at, stopping) = tokio::sync::watch::channel(None);
         let shared = Arc::new(Shared {
+            stopping,
             store,
             smtp,
             config: config.clone(),
@@ -268,16 +276,80 @@ impl Engine {
             dkim: Built::default(),
         });
         let mut lanes = HashMap::new();
+        let mut workers = Vec::new();
         for lane in Lane::ALL {
             let mut senders = Vec::new();
             for _ in 0..config.shards_per_channel.max(1) {
                 let (tx, rx) = mpsc::channel(config.queue_per_shard.max(1));
-                tokio::spawn(worker(shared.clone(), lane, senders.len(), rx, tx.clone()));
+                workers.push(tokio::spawn(worker(shared.clone(), lane, senders.len(), rx)));
                 senders.push(tx);
             }
             lanes.insert(lane, senders);
         }
-        Arc::new(Self { lanes, shared })
+        Arc::new(Self { lanes, shared, stop_at, workers: parking_lot::Mutex::new(workers) })
+    }
+
+    /// Stops taking jobs and lets every shard finish what it holds by `deadline`: queued jobs
+    /// are sent, retries due by then are made, later ones handed back (see [`shard`]), and
+    /// every outcome is recorded. Returns whether all shards finished in time.
+    pub async fn stop(&self, deadline: Instant) -> bool {
+        self.stop_at.send_replace(Some(deadline));
+        let workers = std::mem::take(&mut *self.workers.lock());
+        // Recording may run a little past the deadline: its last store call is let finish.
+        let finished = tokio::time::timeout_at(deadline + Duration::from_secs(2), futures::future::join_all(workers)).await;
+        finished.is_ok()
+    }
+
+    /// Whether [`Engine::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stop_at.borrow().is_some()
+    }
+
+    /// The most messages of one channel that can be at a provider with their outcomes not yet
+    /// recorded: per shard, the batch being sent and the batches being recorded. After a crash,
+    /// at most this many messages of a run can go twice.
+    pub fn repeat_bound(&self) -> u64 {
+        (self.shared.config.shards_per_channel.max(1) * BATCH * (1 + shard::RECORDING)) as u64
+    }
+
+    /// Queues every job or none: room is reserved on each job's shard first (waiting at most
+    /// `wait` in all), and only when all of it is held are the jobs queued. Hands every job
+    /// back when some shard stays full or the engine is stopping.
+    pub async fn submit_all(&self, jobs: Vec<(Lane, Job)>, wait: Duration) -> Result<(), Vec<(Lane, Job)>> {
+        let deadline = Instant::now() + wait;
+        let mut counts: std::collections::BTreeMap<(usize, usize), usize> = std::collections::BTreeMap::new();
+        let place = |lane: Lane, job: &Job| {
+            let shards = &self.lanes[&lane];
+            let key = if job.outcome.endpoint_id.is_empty() { &job.outcome.address } else { &job.outcome.endpoint_id };
+            (lane as usize, shard_of(key, shards.len()))
+        };
+        for (lane, job) in &jobs {
+            *counts.entry(place(*lane, job)).or_insert(0) += 1;
+        }
+        let mut permits = HashMap::new();
+        // Shards in one order for every caller, so two calls never hold each other's room.
+        for (&(lane, shard), &n) in &counts {
+            let tx = &self.lanes[&Lane::ALL[lane]][shard];
+            if n > tx.max_capacity() {
+                return Err(jobs);
+            }
+            let reserved = match tx.try_reserve_many(n) {
+                Ok(p) => Some(p),
+                Err(mpsc::error::TrySendError::Closed(())) => None,
+                Err(mpsc::error::TrySendError::Full(())) => tokio::time::timeout_at(deadline, tx.reserve_many(n)).await.ok().and_then(Result::ok),
+            };
+            match reserved {
+                Some(p) => {
+                    permits.insert((lane, shard), p);
+                }
+                None => return Err(jobs),
+            }
+        }
+        for (lane, job) in jobs {
+            let at = place(lane, &job);
+            permits.get_mut(&at).and_then(Iterator::next).expect("room was reserved for every job").send(job);
+        }
+        Ok(())
     }
 
     /// Room for `n` messages of a producer that waits rather than being THROTTLED (a campaign
@@ -388,143 +460,8 @@ impl ShardMetrics {
     }
 }
 
-async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Receiver<Job>, requeue: mpsc::Sender<Job>) {
-    let mut buf = Vec::with_capacity(BATCH);
-    let m = Arc::new(ShardMetrics::new(lane, shard, shared.store.backend()));
-    let recording = Arc::new(tokio::sync::Semaphore::new(RECORDING));
-    while rx.recv_many(&mut buf, BATCH).await > 0 {
-        let queued = requeue.max_capacity() - requeue.capacity();
-        m.depth.set(queued as f64);
-        m.saturation.set(queued as f64 / requeue.max_capacity().max(1) as f64);
-        let mut jobs: Vec<Job> = std::mem::take(&mut buf);
-        // Jobs coming back for a retry, or admitted by a producer, were counted already.
-        let (fresh, retried): (Vec<Job>, Vec<Job>) = jobs.drain(..).partition(|j| j.outcome.attempts == 0 && !j.admitted);
-        let over = shared.over_quota(&fresh).await;
-        let (mut throttled, mut go) = (Vec::new(), retried);
-        for (job, over) in fresh.into_iter().zip(over) {
-            match over {
-                Some(why) => throttled.push((job, why)),
-                None => go.push(job),
-            }
-        }
-        let mut jobs = go;
-        let started = Instant::now();
-        let deliveries = deliver(&shared, lane, &jobs).await;
-        if !jobs.is_empty() {
-            m.send.record(started.elapsed().as_secs_f64());
-        }
-        m.limiter.increment(throttled.len() as u64);
-        let mut done: HashMap<String, (Vec<MessageOutcome>, Vec<Event>)> = HashMap::new();
-        let mut bounced: HashMap<String, Vec<Suppression>> = HashMap::new();
-        let mut dead: HashMap<String, Vec<String>> = HashMap::new();
-        let mut replies = Vec::new();
-        // One time for the batch: its messages were settled together.
-        let now = domain::timestamp(chrono::Utc::now());
-        for (mut job, d) in jobs.drain(..).zip(deliveries) {
-            let hard = matches!(d, Delivery::Permanent { hard_bounce: true, .. });
-            if let Some(delay) = settle(&mut job, &d, &shared.config.retry, &now) {
-                m.retries.increment(1);
-                let tx = requeue.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = tx.send(job).await;
-                });
-                continue;
-            }
-            let status = DeliveryStatus::try_from(job.outcome.delivery_status).unwrap_or(DeliveryStatus::UnknownFailure);
-            let entry = done.entry(job.outcome.app_id.clone()).or_default();
-            let mut event = event_for(&job.outcome, event_type(&job.outcome.channel, status, hard));
-            if let Payload::Sms(text) = &job.payload {
-                sms_facts(&mut job.outcome, &mut event, text);
-            }
-            entry.1.push(event);
-            if hard && is_push(&job.outcome.channel) {
-                // A dead device token: its endpoint stops receiving (INACTIVE), as in Pinpoint.
-                if !job.outcome.endpoint_id.is_empty() {
-                    dead.entry(job.outcome.app_id.clone()).or_default().push(job.outcome.endpoint_id.clone());
-                }
-            } else if hard {
-                let address = crate::api::suppressions::normalize(&job.outcome.address);
-                bounced.entry(job.outcome.app_id.clone()).or_default().push(Suppression {
-                    address,
-                    reason: SuppressionReason::HardBounce as i32,
-                    created_date: job.outcome.updated_date.clone(),
-                    note: job.outcome.status_message.clone(),
-                });
-            }
-            replies.push((job.reply.take(), job.outcome.app_id.clone(), entry.0.len()));
-            entry.0.push(job.outcome);
-        }
-        for (mut job, why) in throttled {
-            let o = &mut job.outcome;
-            o.delivery_status = DeliveryStatus::Throttled as i32;
-            o.status_message = why;
-            o.updated_date = domain::timestamp(chrono::Utc::now());
-            let entry = done.entry(o.app_id.clone()).or_default();
-            entry.1.push(event_for(o, event_type(&o.channel, DeliveryStatus::Throttled, false)));
-            replies.push((job.reply.take(), job.outcome.app_id.clone(), entry.0.len()));
-            entry.0.push(job.outcome);
-        }
-        // Outcomes are recorded (and waiters answered) beside the next batch's sending, at most
-        // RECORDING batches at a time per shard.
-        let permit = recording.clone().acquire_owned().await.expect("the shard's semaphore is never closed");
-        let (shared, m) = (shared.clone(), m.clone());
-        tokio::spawn(async move {
-            record_and_reply(&shared, &m, done, bounced, dead, replies).await;
-            drop(permit);
-        });
-    }
-    // Shutting down: every batch's outcomes are recorded before the shard is done.
-    let _all = recording.acquire_many(RECORDING as u32).await;
-}
-
-/// Batches of outcomes a shard may be recording while it sends the next.
-const RECORDING: usize = 2;
-
-/// Records a batch's outcomes and events, suppresses hard bounces, retires dead push tokens,
-/// then hands each outcome to whoever waits for it.
-async fn record_and_reply(
-    shared: &Shared,
-    m: &ShardMetrics,
-    done: HashMap<String, (Vec<MessageOutcome>, Vec<Event>)>,
-    bounced: HashMap<String, Vec<Suppression>>,
-    dead: HashMap<String, Vec<String>>,
-    replies: Vec<(Option<Reply>, String, usize)>,
-) {
-    for (app, (outcomes, events)) in &done {
-        for o in outcomes {
-            if let Some(c) = m.by_status.get(&o.delivery_status) {
-                c.increment(1);
-            }
-        }
-        let started = Instant::now();
-        if let Err(e) = shared.store.record_outcomes(app, outcomes, events, shared.config.outcome_ttl.as_secs()).await {
-            metrics::counter!(crate::telemetry::STORE_ERRORS).increment(1);
-            tracing::error!(error = %e, "Cannot record outcomes.");
-        }
-        m.record.record(started.elapsed().as_secs_f64());
-    }
-    for (app, entries) in &bounced {
-        if let Err(e) = shared.store.put_suppressions(app, entries).await {
-            tracing::warn!(error = %e, "Cannot suppress hard-bounced addresses.");
-        }
-    }
-    for (app, ids) in dead {
-        if let Err(e) = deactivate(shared.store.as_ref(), &app, ids).await {
-            tracing::warn!(error = %e, "Cannot make endpoints with dead tokens INACTIVE.");
-        }
-    }
-    // The outcomes are recorded: they move to whoever waits for them, no copies.
-    let mut recorded: HashMap<String, Vec<Option<MessageOutcome>>> =
-        done.into_iter().map(|(app, (outcomes, _))| (app, outcomes.into_iter().map(Some).collect())).collect();
-    for (reply, app, index) in replies {
-        match (reply, recorded.get_mut(&app).and_then(|v| v[index].take())) {
-            (Some(Reply::Outcome(r)), Some(o)) => drop(r.send(o)),
-            (Some(Reply::Tally(slot)), Some(o)) => slot.report(o.delivery_status),
-            _ => {}
-        }
-    }
-}
+mod shard;
+use shard::worker;
 
 async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job]) -> Vec<Delivery> {
     let dry = |_: &Job| Delivery::Delivered { status_code: 0, message: "dry run: not sent".into(), provider_id: None };

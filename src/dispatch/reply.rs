@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::proto::v1::{DeliveryStatus, MessageOutcome};
+use crate::proto::v1::MessageOutcome;
 
 /// Who hears how a job ended.
 #[derive(Debug)]
@@ -60,8 +60,13 @@ impl Tally {
     }
 }
 
-/// One job's place in a [`Tally`]; a job dropped without an outcome counts as an unknown
-/// failure, so a waiter never waits for it forever.
+/// The status a [`Tally`] reports for a job that ended without an outcome: dropped unsent (the
+/// engine stopped before taking it) or handed back by a stopping shard before its retry. Its
+/// producer has not delivered it and must send it again (a campaign run resumes before it).
+pub const UNSETTLED: i32 = -1;
+
+/// One job's place in a [`Tally`]; a job dropped without an outcome reports [`UNSETTLED`], so
+/// a waiter never waits for it forever.
 pub struct TallySlot {
     tally: Option<Arc<Tally>>,
     group: usize,
@@ -84,7 +89,7 @@ impl TallySlot {
 impl Drop for TallySlot {
     fn drop(&mut self) {
         if let Some(t) = self.tally.take() {
-            t.report(self.group, DeliveryStatus::UnknownFailure as i32);
+            t.report(self.group, UNSETTLED);
         }
     }
 }

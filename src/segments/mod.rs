@@ -25,6 +25,9 @@ pub use rule::{member_set, Rule};
 /// The store record kind of segments.
 pub const KIND: &str = "segment";
 
+/// Backoff of a member scan while the store is unreachable: first and largest wait.
+const BACKOFF: (std::time::Duration, std::time::Duration) = (std::time::Duration::from_millis(100), std::time::Duration::from_secs(2));
+
 /// Endpoints per page of a scan.
 pub const PAGE: usize = 1_000;
 
@@ -95,8 +98,20 @@ async fn read_range(
     tx: mpsc::Sender<Result<Vec<Endpoint>, StoreError>>,
 ) {
     let mut cursor = after;
+    let mut backoff = BACKOFF.0;
     loop {
-        let r = store.scan_encoded(&app, set.as_deref(), cursor.take(), (range.0.as_deref(), range.1.as_deref()), page).await;
+        let r = store.scan_encoded(&app, set.as_deref(), cursor.clone(), (range.0.as_deref(), range.1.as_deref()), page).await;
+        if let Err(e) = &r {
+            if e.is_transient() && !tx.is_closed() {
+                // The store is unreachable: the scan pauses at its cursor and goes on when it
+                // answers again (whoever reads the stream waits meanwhile).
+                tracing::debug!(error = %e, "Store unreachable; the member scan waits.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF.1);
+                continue;
+            }
+        }
+        backoff = BACKOFF.0;
         // Decoded here, in the reader's task: it runs beside the consumer's filtering.
         let r = r.and_then(|(raw, next)| {
             let page = raw.iter().map(|b| Endpoint::decode(b.as_slice())).collect::<Result<Vec<_>, _>>()?;
@@ -187,9 +202,16 @@ impl MemberStream {
         if !self.sets.is_empty() && !page.is_empty() {
             let ids: Vec<String> = page.iter().map(|e| e.id.clone()).collect();
             for set in &self.sets {
-                let found = match self.store.members_contain(&self.app, set, &ids).await {
-                    Ok(f) => f,
-                    Err(e) => return Some(Err(e)),
+                let mut backoff = BACKOFF.0;
+                let found = loop {
+                    match self.store.members_contain(&self.app, set, &ids).await {
+                        Ok(f) => break f,
+                        Err(e) if e.is_transient() => {
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(BACKOFF.1);
+                        }
+                        Err(e) => return Some(Err(e)),
+                    }
                 };
                 members.insert(set.clone(), ids.iter().zip(found).filter(|(_, f)| *f).map(|(id, _)| id.clone()).collect());
             }

@@ -33,6 +33,8 @@ pub(super) const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("outc
 pub(super) const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
 pub(super) const EVENT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("event_seq");
 /// Channel settings: `app\0channel` → protobuf.
+/// Per campaign run, each endpoint's delivery status: expiry (8 bytes, big endian), status (4).
+pub(super) const RUN_OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("run_outcomes");
 const CHANNELS: TableDefinition<&str, &[u8]> = TableDefinition::new("channels");
 /// Idempotency keys: `app\0key` → 8-byte big-endian expiry + `P` (in flight) or `D` + response.
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
@@ -55,6 +57,48 @@ fn app_range(app_id: &str) -> (String, String) {
     (format!("{app_id}\0"), format!("{app_id}\u{1}"))
 }
 
+/// Opens one table (creating it when new) and, given an app's key range, deletes its rows.
+fn clear_app<V: redb::Value + 'static>(
+    txn: &WriteTransaction,
+    table: TableDefinition<&str, V>,
+    range: Option<(&str, &str)>,
+) -> Result<(), StoreError> {
+    let mut t = txn.open_table(table).map_err(backend)?;
+    if let Some((lo, hi)) = range {
+        t.retain_in::<&str, _>(lo..hi, |_, _| false).map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Every table whose rows are keyed `{app}\0…`, in one place: opened when the store opens
+/// (`range` `None`) and emptied of one app's rows by DeleteApp. A new table goes here, so
+/// DeleteApp cannot leave it behind. (`apps` and `event_seq`, keyed by the bare app id, are
+/// handled beside it.)
+fn app_tables(txn: &WriteTransaction, range: Option<(&str, &str)>) -> Result<(), StoreError> {
+    clear_app(txn, ENDPOINTS, range)?;
+    clear_app(txn, ADDRESSES, range)?;
+    clear_app(txn, USERS, range)?;
+    clear_app(txn, QUOTAS, range)?;
+    clear_app(txn, SUPPRESSIONS, range)?;
+    clear_app(txn, OUTCOMES, range)?;
+    clear_app(txn, OUTCOME_INDEX, range)?;
+    clear_app(txn, RUN_OUTCOMES, range)?;
+    clear_app(txn, COUNTS, range)?;
+    clear_app(txn, EVENTS, range)?;
+    clear_app(txn, CHANNELS, range)?;
+    clear_app(txn, IDEMPOTENCY, range)?;
+    clear_app(txn, super::embedded_templates::TEMPLATES, range)?;
+    clear_app(txn, super::embedded_templates::TEMPLATE_VERSIONS, range)?;
+    clear_app(txn, records::RECORDS, range)?;
+    clear_app(txn, records::RECORD_VERSIONS, range)?;
+    clear_app(txn, records::RECORD_USES, range)?;
+    clear_app(txn, records::BLOBS, range)?;
+    clear_app(txn, records::MEMBERS, range)?;
+    clear_app(txn, records::CAPS, range)?;
+    clear_app(txn, records::LEASES, range)?;
+    Ok(())
+}
+
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
@@ -70,27 +114,8 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(backend)?;
         {
             txn.open_table(APPS).map_err(backend)?;
-            txn.open_table(ENDPOINTS).map_err(backend)?;
-            txn.open_table(ADDRESSES).map_err(backend)?;
-            txn.open_table(USERS).map_err(backend)?;
-            txn.open_table(QUOTAS).map_err(backend)?;
-            txn.open_table(SUPPRESSIONS).map_err(backend)?;
-            txn.open_table(OUTCOMES).map_err(backend)?;
-            txn.open_table(IDEMPOTENCY).map_err(backend)?;
-            txn.open_table(CHANNELS).map_err(backend)?;
-            txn.open_table(OUTCOME_INDEX).map_err(backend)?;
-            txn.open_table(COUNTS).map_err(backend)?;
-            txn.open_table(EVENTS).map_err(backend)?;
             txn.open_table(EVENT_SEQ).map_err(backend)?;
-            txn.open_table(super::embedded_templates::TEMPLATES).map_err(backend)?;
-            txn.open_table(super::embedded_templates::TEMPLATE_VERSIONS).map_err(backend)?;
-            txn.open_table(records::RECORDS).map_err(backend)?;
-            txn.open_table(records::RECORD_VERSIONS).map_err(backend)?;
-            txn.open_table(records::RECORD_USES).map_err(backend)?;
-            txn.open_table(records::BLOBS).map_err(backend)?;
-            txn.open_table(records::MEMBERS).map_err(backend)?;
-            txn.open_table(records::CAPS).map_err(backend)?;
-            txn.open_table(records::LEASES).map_err(backend)?;
+            app_tables(&txn, None)?;
         }
         txn.commit().map_err(backend)?;
         Ok(Self { db: Arc::new(db), path })
@@ -299,37 +324,8 @@ impl Store for EmbeddedStore {
                 removed.map(|g| App::decode(g.value())).transpose()?
             };
             let (lo, hi) = app_range(&app_id);
-            txn.open_table(ENDPOINTS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
-            txn.open_table(ADDRESSES).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
-            txn.open_table(USERS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
-            txn.open_table(QUOTAS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
-            txn.open_table(SUPPRESSIONS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
-            txn.open_table(OUTCOMES).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
-            txn.open_table(IDEMPOTENCY).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
-            txn.open_table(OUTCOME_INDEX)
-                .map_err(backend)?
-                .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false)
-                .map_err(backend)?;
-            txn.open_table(COUNTS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
-            txn.open_table(EVENTS).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            app_tables(&txn, Some((lo.as_str(), hi.as_str())))?;
             txn.open_table(EVENT_SEQ).map_err(backend)?.remove(app_id.as_str()).map_err(backend)?;
-            txn.open_table(super::embedded_templates::TEMPLATES)
-                .map_err(backend)?
-                .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false)
-                .map_err(backend)?;
-            txn.open_table(super::embedded_templates::TEMPLATE_VERSIONS)
-                .map_err(backend)?
-                .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false)
-                .map_err(backend)?;
-            for table in [records::RECORDS, records::RECORD_VERSIONS, records::BLOBS] {
-                txn.open_table(table).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
-            }
-            for table in [records::CAPS, records::LEASES] {
-                txn.open_table(table).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
-            }
-            for table in [records::RECORD_USES, records::MEMBERS] {
-                txn.open_table(table).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
-            }
             txn.commit().map_err(backend)?;
             Ok(app)
         })
@@ -538,6 +534,10 @@ impl Store for EmbeddedStore {
             Ok((out, next))
         })
         .await
+    }
+
+    async fn run_outcomes(&self, app_id: &str, run: &str, endpoint_ids: &[String]) -> Result<Vec<Option<i32>>, StoreError> {
+        self.embedded_run_outcomes(app_id, run, endpoint_ids).await
     }
 
     async fn record_outcomes(&self, app_id: &str, outcomes: &[MessageOutcome], events: &[Event], ttl_secs: u64) -> Result<(), StoreError> {
@@ -768,7 +768,7 @@ impl Store for EmbeddedStore {
             let expired = |v: &[u8]| v.len() >= 8 && u64::from_be_bytes(v[..8].try_into().expect("8 bytes")) < now;
             let txn = db.begin_write().map_err(backend)?;
             let mut gone = 0u64;
-            for table in [OUTCOMES, IDEMPOTENCY] {
+            for table in [OUTCOMES, IDEMPOTENCY, RUN_OUTCOMES] {
                 txn.open_table(table)
                     .map_err(backend)?
                     .retain(|_, v| {

@@ -4,9 +4,14 @@
 use prost::Message as _;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::embedded::{backend, key, page, EmbeddedStore, COUNTS, EVENTS, EVENT_SEQ, OUTCOMES, OUTCOME_INDEX};
+use super::embedded::{backend, key, page, EmbeddedStore, COUNTS, EVENTS, EVENT_SEQ, OUTCOMES, OUTCOME_INDEX, RUN_OUTCOMES};
 use super::StoreError;
 use crate::proto::v1::{Event, MessageOutcome};
+
+/// A row of the per-run index: the run's request id, then the endpoint id.
+fn run_key(app_id: &str, run: &str, endpoint_id: &str) -> String {
+    format!("{app_id}\0{run}\0{endpoint_id}")
+}
 
 impl EmbeddedStore {
     pub(super) async fn embedded_record_outcomes(
@@ -46,6 +51,12 @@ impl EmbeddedStore {
                             .map_err(backend)?;
                     }
                 }
+                let mut by_run = txn.open_table(RUN_OUTCOMES).map_err(backend)?;
+                for o in outcomes.iter().filter(|o| super::indexed_by_run(o)) {
+                    let mut value = expires.to_be_bytes().to_vec();
+                    value.extend(o.delivery_status.to_be_bytes());
+                    by_run.insert(run_key(&app_id, &o.request_id, &o.endpoint_id).as_str(), value.as_slice()).map_err(backend)?;
+                }
                 let mut counts = txn.open_table(COUNTS).map_err(backend)?;
                 for ((day, channel, status), n) in super::tally(&outcomes) {
                     let k = format!("{app_id}\0{day}\0{channel}\0{status}");
@@ -66,6 +77,21 @@ impl EmbeddedStore {
                 }
             }
             txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    pub(super) async fn embedded_run_outcomes(&self, app_id: &str, run: &str, ids: &[String]) -> Result<Vec<Option<i32>>, StoreError> {
+        let keys: Vec<String> = ids.iter().map(|id| run_key(app_id, run, id)).collect();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(RUN_OUTCOMES).map_err(backend)?;
+            keys.iter()
+                .map(|k| {
+                    let v = table.get(k.as_str()).map_err(backend)?;
+                    Ok(v.and_then(|g| g.value().get(8..12).map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")))))
+                })
+                .collect()
         })
         .await
     }

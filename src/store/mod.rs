@@ -46,6 +46,17 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// The backend cannot be reached now (connection refused or dropped, a timeout, a server
+    /// still loading its data): the same call may succeed later.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed once the backend is reachable again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 impl From<prost::DecodeError> for StoreError {
@@ -81,6 +92,12 @@ pub const MAX_EVENTS: u64 = 1_000_000;
 /// The day an outcome counts under: the date part of its `updated_date`.
 pub fn outcome_day(o: &MessageOutcome) -> &str {
     o.updated_date.get(..10).unwrap_or("unknown")
+}
+
+/// Whether an outcome goes into its run's index ([`Store::run_outcomes`]): a campaign
+/// message to an endpoint.
+pub fn indexed_by_run(o: &MessageOutcome) -> bool {
+    o.source == crate::proto::v1::MessageSource::Campaign as i32 && !o.endpoint_id.is_empty() && !o.request_id.is_empty()
 }
 
 /// Counts a batch by (day, channel, status).
@@ -200,6 +217,12 @@ pub trait Store: Send + Sync + 'static {
     /// and delivery status; events go to the app's stream (at most [`MAX_EVENTS`] kept, the
     /// oldest dropped) and get their ids.
     async fn record_outcomes(&self, app_id: &str, outcomes: &[MessageOutcome], events: &[Event], ttl_secs: u64) -> Result<(), StoreError>;
+
+    /// The delivery status recorded for each endpoint under a campaign run (`run`, the run's
+    /// request id), in order (`None`: no outcome recorded for it in this run). Every outcome of
+    /// a campaign run is indexed by [`Store::record_outcomes`] in the same round trip as the
+    /// outcome itself, so a resumed run skips exactly the members that already have one.
+    async fn run_outcomes(&self, app_id: &str, run: &str, endpoint_ids: &[String]) -> Result<Vec<Option<i32>>, StoreError>;
 
     /// Outcomes by request or endpoint (newest first for endpoints, send order for a request),
     /// from position `offset`, at most `limit`, while their TTL lasts (Redis lists an

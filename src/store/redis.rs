@@ -16,6 +16,7 @@
 //! | `herald:{app}:out:{hour}` | hash, expiring | message id → `MessageOutcome` (protobuf), by the hour in the id |
 //! | `herald:{app}:counts:{day}` | hash, expiring | `{channel}:{status}` → messages |
 //! | `herald:{app}:byreq:{request}` | list, expiring | message ids, for listing outcomes |
+//! | `herald:{app}:runout:{run}` | hash, expiring | endpoint id → delivery status of its outcome in a campaign run |
 //! | `herald:{app}:byep:{day}` / `:byep-days` | sorted set, expiring / sorted set | `{endpoint}\0{message id}` per day; the days held |
 //! | `herald:{app}:event-stream` | stream (about the last 1,000,000 events) | one entry per recorded batch, id = its first event's number, fields `e`: `Event`s (protobuf) |
 //! | `herald:{app}:event-seq` | string | the number of the app's last event |
@@ -154,13 +155,27 @@ return out
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
-        StoreError::Backend(e.to_string())
+        use redis::RetryMethod;
+        let transient = e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || matches!(e.retry_method(), RetryMethod::WaitAndRetry);
+        if transient {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Backend(e.to_string())
+        }
     }
 }
 
 impl From<deadpool_redis::PoolError> for StoreError {
     fn from(e: deadpool_redis::PoolError) -> Self {
-        StoreError::Backend(e.to_string())
+        match e {
+            deadpool_redis::PoolError::Backend(e) => e.into(),
+            // No connection could be made or checked out in time: Redis is not answering.
+            other => StoreError::Unavailable(other.to_string()),
+        }
     }
 }
 
@@ -591,6 +606,10 @@ impl Store for RedisStore {
 
     async fn record_outcomes(&self, app_id: &str, outcomes: &[MessageOutcome], events: &[Event], ttl_secs: u64) -> Result<(), StoreError> {
         self.redis_record_outcomes(app_id, outcomes, events, ttl_secs).await
+    }
+
+    async fn run_outcomes(&self, app_id: &str, run: &str, endpoint_ids: &[String]) -> Result<Vec<Option<i32>>, StoreError> {
+        self.redis_run_outcomes(app_id, run, endpoint_ids).await
     }
 
     async fn list_outcomes(

@@ -107,6 +107,18 @@ impl RedisStore {
             pipe.rpush(&list, ids).ignore();
             pipe.expire(&list, ttl_secs.max(1) as i64).ignore();
         }
+        // The per-run index: endpoint → status, for each campaign run in the batch.
+        let mut by_run: std::collections::BTreeMap<&str, Vec<(&str, i32)>> = std::collections::BTreeMap::new();
+        for o in outcomes {
+            if super::indexed_by_run(o) {
+                by_run.entry(o.request_id.as_str()).or_default().push((o.endpoint_id.as_str(), o.delivery_status));
+            }
+        }
+        for (run, fields) in by_run {
+            let key = keys.key("runout:", run);
+            pipe.hset_multiple(&key, &fields).ignore();
+            pipe.expire(&key, ttl_secs.max(1) as i64).ignore();
+        }
         let mut conn = self.pool.get().await?;
         let (stream, sequence) = (keys.key("event-stream", ""), keys.key("event-seq", ""));
         let mut appends = Vec::new();
@@ -137,6 +149,15 @@ impl RedisStore {
         written?;
         appended?;
         Ok(())
+    }
+
+    pub(super) async fn redis_run_outcomes(&self, app_id: &str, run: &str, ids: &[String]) -> Result<Vec<Option<i32>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = Keys::new(app_id).key("runout:", run);
+        let mut conn = self.conn();
+        Ok(redis::cmd("HMGET").arg(&key).arg(ids).query_async(&mut conn).await?)
     }
 
     pub(super) async fn redis_list_outcomes(

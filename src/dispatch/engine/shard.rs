@@ -1,0 +1,336 @@
+//! One shard: takes ready jobs from its bounded queue in batches, sends them, applies the retry
+//! policy, and records outcomes beside sending the next batch.
+//!
+//! Retries wait in the shard's own delay queue (bounded: while it is full the shard takes no
+//! new work, only due retries), never in detached tasks, so a stop sees every job the shard
+//! holds. On [`super::Engine::stop`] the shard closes its queue, sends what is queued, makes
+//! the retries due before the deadline, and hands back those due after it: a campaign job goes
+//! back unsettled (its run sends it again when it resumes), a transactional one is recorded
+//! with its last status and why it was not retried. Every outcome is recorded before the shard
+//! ends; a store that is unreachable is retried with backoff until the deadline, so outcomes
+//! wait in memory (at most [`RECORDING`] batches per shard, then the shard stops taking work)
+//! and are never dropped while the daemon runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{deactivate, deliver, event_for, event_type, is_push, settle, sms_facts, Job, Lane, Payload, Reply, Shared, ShardMetrics, BATCH};
+use crate::channels::Delivery;
+use crate::domain;
+use crate::proto::v1::{DeliveryStatus, Event, MessageOutcome, Suppression, SuppressionReason};
+
+/// Batches of outcomes a shard may be recording while it sends the next.
+pub(super) const RECORDING: usize = 2;
+
+/// Jobs waiting for their next attempt, by due time (then arrival, so equal times keep order).
+struct Delays {
+    jobs: BTreeMap<(Instant, u64), Job>,
+    seq: u64,
+    bound: usize,
+}
+
+impl Delays {
+    fn new(bound: usize) -> Self {
+        Self { jobs: BTreeMap::new(), seq: 0, bound: bound.max(1) }
+    }
+
+    fn push(&mut self, due: Instant, job: Job) {
+        self.seq += 1;
+        self.jobs.insert((due, self.seq), job);
+    }
+
+    fn has_room(&self) -> bool {
+        self.jobs.len() < self.bound
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.jobs.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Moves up to `max` jobs due by `now` into `out`.
+    fn take_due(&mut self, now: Instant, max: usize, out: &mut Vec<Job>) {
+        while out.len() < max {
+            match self.jobs.first_entry() {
+                Some(e) if e.key().0 <= now => out.push(e.remove()),
+                _ => return,
+            }
+        }
+    }
+
+    /// Every job due after `deadline`.
+    fn take_after(&mut self, deadline: Instant) -> Vec<Job> {
+        let later = self.jobs.split_off(&(deadline, u64::MAX));
+        later.into_values().collect()
+    }
+}
+
+/// What a settled batch writes, per app.
+#[derive(Default)]
+struct Settled {
+    done: HashMap<String, (Vec<MessageOutcome>, Vec<Event>)>,
+    bounced: HashMap<String, Vec<Suppression>>,
+    dead: HashMap<String, Vec<String>>,
+    replies: Vec<(Option<Reply>, String, usize)>,
+}
+
+impl Settled {
+    fn is_empty(&self) -> bool {
+        self.done.is_empty() && self.replies.is_empty()
+    }
+
+    /// A job whose outcome is final: its event, and what a hard failure implies.
+    fn finish(&mut self, mut job: Job, hard: bool) {
+        let status = DeliveryStatus::try_from(job.outcome.delivery_status).unwrap_or(DeliveryStatus::UnknownFailure);
+        let entry = self.done.entry(job.outcome.app_id.clone()).or_default();
+        let mut event = event_for(&job.outcome, event_type(&job.outcome.channel, status, hard));
+        if let Payload::Sms(text) = &job.payload {
+            sms_facts(&mut job.outcome, &mut event, text);
+        }
+        entry.1.push(event);
+        if hard && is_push(&job.outcome.channel) {
+            // A dead device token: its endpoint stops receiving (INACTIVE), as in Pinpoint.
+            if !job.outcome.endpoint_id.is_empty() {
+                self.dead.entry(job.outcome.app_id.clone()).or_default().push(job.outcome.endpoint_id.clone());
+            }
+        } else if hard {
+            let address = crate::api::suppressions::normalize(&job.outcome.address);
+            self.bounced.entry(job.outcome.app_id.clone()).or_default().push(Suppression {
+                address,
+                reason: SuppressionReason::HardBounce as i32,
+                created_date: job.outcome.updated_date.clone(),
+                note: job.outcome.status_message.clone(),
+            });
+        }
+        self.replies.push((job.reply.take(), job.outcome.app_id.clone(), entry.0.len()));
+        entry.0.push(job.outcome);
+    }
+}
+
+/// Hands back jobs whose retry falls after the stop deadline: campaign jobs go back unsettled
+/// (dropping their tally slot says so; the run sends them again when it resumes), transactional
+/// ones end with their last status.
+fn hand_back(jobs: Vec<Job>, settled: &mut Settled) {
+    for mut job in jobs {
+        if matches!(job.reply, Some(Reply::Tally(_))) {
+            continue;
+        }
+        let o = &mut job.outcome;
+        o.status_message = format!("{} (not retried: the daemon stopped)", o.status_message);
+        settled.finish(job, false);
+    }
+}
+
+pub(super) async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx: mpsc::Receiver<Job>) {
+    let mut buf = Vec::with_capacity(BATCH);
+    let m = Arc::new(ShardMetrics::new(lane, shard, shared.store.backend()));
+    let recording = Arc::new(tokio::sync::Semaphore::new(RECORDING));
+    let mut delays = Delays::new(shared.config.queue_per_shard);
+    let mut stop = shared.stopping.clone();
+    let mut deadline: Option<Instant> = None;
+    let mut open = true;
+    loop {
+        let due = delays.next_due();
+        let mut late = Vec::new();
+        tokio::select! {
+            biased;
+            r = stop.wait_for(Option::is_some), if deadline.is_none() => {
+                let at = r.ok().and_then(|d| *d).unwrap_or_else(Instant::now);
+                deadline = Some(at);
+                // No new work; what is queued is still received and sent.
+                rx.close();
+                late = delays.take_after(at);
+            }
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                delays.take_due(Instant::now(), BATCH, &mut buf);
+            }
+            n = rx.recv_many(&mut buf, BATCH), if open && delays.has_room() => {
+                open = n > 0;
+            }
+            else => break,
+        }
+        let mut settled = Settled::default();
+        hand_back(late, &mut settled);
+        if !buf.is_empty() {
+            let queued = rx.len();
+            m.depth.set(queued as f64);
+            m.saturation.set(queued as f64 / rx.max_capacity().max(1) as f64);
+            let jobs = std::mem::take(&mut buf);
+            send_batch(&shared, &m, lane, jobs, &mut delays, deadline, &mut settled).await;
+        }
+        if !settled.is_empty() {
+            // Outcomes are recorded (and waiters answered) beside the next batch's sending, at
+            // most RECORDING batches at a time per shard.
+            let permit = recording.clone().acquire_owned().await.expect("the shard's semaphore is never closed");
+            let (shared, m) = (shared.clone(), m.clone());
+            tokio::spawn(async move {
+                record_and_reply(&shared, &m, settled).await;
+                drop(permit);
+            });
+        }
+        if !open && delays.next_due().is_none() {
+            break;
+        }
+    }
+    // Every batch's outcomes are recorded before the shard is done.
+    let _all = recording.acquire_many(RECORDING as u32).await;
+}
+
+/// Sends one batch: quota checks for fresh transactional jobs, the channel's send, then each
+/// job settles — final, or into the delay queue (handed back when its retry falls after the
+/// stop deadline).
+async fn send_batch(
+    shared: &Shared,
+    m: &ShardMetrics,
+    lane: Lane,
+    mut jobs: Vec<Job>,
+    delays: &mut Delays,
+    deadline: Option<Instant>,
+    settled: &mut Settled,
+) {
+    // Jobs coming back for a retry, or admitted by a producer, were counted already.
+    let (fresh, retried): (Vec<Job>, Vec<Job>) = jobs.drain(..).partition(|j| j.outcome.attempts == 0 && !j.admitted);
+    let over = shared.over_quota(&fresh).await;
+    let (mut throttled, mut go) = (Vec::new(), retried);
+    for (job, over) in fresh.into_iter().zip(over) {
+        match over {
+            Some(why) => throttled.push((job, why)),
+            None => go.push(job),
+        }
+    }
+    let started = Instant::now();
+    let deliveries = deliver(shared, lane, &go).await;
+    if !go.is_empty() {
+        m.send.record(started.elapsed().as_secs_f64());
+    }
+    m.limiter.increment(throttled.len() as u64);
+    // One time for the batch: its messages were settled together.
+    let now = domain::timestamp(chrono::Utc::now());
+    let mut late = Vec::new();
+    for (mut job, d) in go.into_iter().zip(deliveries) {
+        let hard = matches!(d, Delivery::Permanent { hard_bounce: true, .. });
+        if let Some(delay) = settle(&mut job, &d, &shared.config.retry, &now) {
+            m.retries.increment(1);
+            let due = Instant::now() + delay;
+            match deadline {
+                Some(d) if due > d => late.push(job),
+                _ => delays.push(due, job),
+            }
+            continue;
+        }
+        settled.finish(job, hard);
+    }
+    hand_back(late, settled);
+    for (mut job, why) in throttled {
+        let o = &mut job.outcome;
+        o.delivery_status = DeliveryStatus::Throttled as i32;
+        o.status_message = why;
+        o.updated_date = domain::timestamp(chrono::Utc::now());
+        settled.finish(job, false);
+    }
+}
+
+/// Retries a store write while the store is unreachable, with backoff, until it succeeds or the
+/// engine's stop deadline passes. Whether it was written.
+async fn patiently<F, Fut>(shared: &Shared, what: &'static str, mut write: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::store::StoreError>>,
+{
+    let mut delay = Duration::from_millis(50);
+    let mut warned = false;
+    loop {
+        match write().await {
+            Ok(()) => {
+                if warned {
+                    tracing::info!(what, "Store reachable again; held outcomes written.");
+                }
+                return true;
+            }
+            Err(e) => {
+                metrics::counter!(crate::telemetry::STORE_ERRORS).increment(1);
+                let past_deadline = shared.stopping.borrow().is_some_and(|d| Instant::now() + delay > d);
+                if !e.is_transient() || past_deadline {
+                    tracing::error!(error = %e, what, "Cannot write to the store; giving up on this batch.");
+                    return false;
+                }
+                if !warned {
+                    tracing::warn!(error = %e, what, "Store unreachable; holding the batch and retrying.");
+                    warned = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Records a batch's outcomes and events, suppresses hard bounces, retires dead push tokens,
+/// then hands each outcome to whoever waits for it.
+async fn record_and_reply(shared: &Shared, m: &ShardMetrics, settled: Settled) {
+    let Settled { done, bounced, dead, replies } = settled;
+    let ttl = shared.config.outcome_ttl.as_secs();
+    for (app, (outcomes, events)) in &done {
+        for o in outcomes {
+            if let Some(c) = m.by_status.get(&o.delivery_status) {
+                c.increment(1);
+            }
+        }
+        let started = Instant::now();
+        patiently(shared, "outcomes", || shared.store.record_outcomes(app, outcomes, events, ttl)).await;
+        m.record.record(started.elapsed().as_secs_f64());
+    }
+    for (app, entries) in &bounced {
+        patiently(shared, "suppressions", || shared.store.put_suppressions(app, entries)).await;
+    }
+    for (app, ids) in &dead {
+        patiently(shared, "dead tokens", || deactivate(shared.store.as_ref(), app, ids.clone())).await;
+    }
+    // The outcomes are recorded: they move to whoever waits for them, no copies.
+    let mut recorded: HashMap<String, Vec<Option<MessageOutcome>>> =
+        done.into_iter().map(|(app, (outcomes, _))| (app, outcomes.into_iter().map(Some).collect())).collect();
+    for (reply, app, index) in replies {
+        match (reply, recorded.get_mut(&app).and_then(|v| v[index].take())) {
+            (Some(Reply::Outcome(r)), Some(o)) => drop(r.send(o)),
+            (Some(Reply::Tally(slot)), Some(o)) => slot.report(o.delivery_status),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(n: i32) -> Job {
+        Job {
+            outcome: MessageOutcome { attempts: n, ..Default::default() },
+            payload: Payload::Email { from: String::new(), mime: Vec::new() },
+            dry_run: true,
+            first_attempt: None,
+            reply: None,
+            admitted: false,
+        }
+    }
+
+    #[test]
+    fn delays_come_due_in_order_and_split_at_a_deadline() {
+        let now = Instant::now();
+        let mut d = Delays::new(3);
+        d.push(now + Duration::from_secs(3), job(3));
+        d.push(now + Duration::from_secs(1), job(1));
+        assert!(d.has_room());
+        d.push(now + Duration::from_secs(2), job(2));
+        assert!(!d.has_room(), "bounded");
+        assert_eq!(d.next_due(), Some(now + Duration::from_secs(1)));
+        let mut out = Vec::new();
+        d.take_due(now + Duration::from_millis(1_500), 10, &mut out);
+        assert_eq!(out.iter().map(|j| j.outcome.attempts).collect::<Vec<_>>(), vec![1]);
+        let late = d.take_after(now + Duration::from_millis(2_500));
+        assert_eq!(late.iter().map(|j| j.outcome.attempts).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(d.next_due(), Some(now + Duration::from_secs(2)));
+    }
+}
