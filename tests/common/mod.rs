@@ -52,14 +52,25 @@ pub struct RedisServer {
     child: Child,
     pub port: u16,
     _dir: tempfile::TempDir,
+    durable: bool,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        Self::launch(tempfile::tempdir().unwrap(), free_port(), false)
+    }
+
+    /// A Redis that keeps an append-only file, fsynced on every write, so a killed server
+    /// comes back with everything it acknowledged.
+    pub fn start_durable() -> Self {
+        Self::launch(tempfile::tempdir().unwrap(), free_port(), true)
+    }
+
+    fn launch(dir: tempfile::TempDir, port: u16, durable: bool) -> Self {
+        let persistence: &[&str] = if durable { &["--appendonly", "yes", "--appendfsync", "always"] } else { &["--appendonly", "no"] };
         let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--protected-mode", "yes"])
+            .args(persistence)
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -67,7 +78,22 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (scripts/test installs it): cannot spawn it");
         wait_for_port(port, "redis-server", &mut child);
-        Self { child, port, _dir: dir }
+        Self { child, port, _dir: dir, durable }
+    }
+
+    /// Kills the server outright (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and directory (a durable one reloads its
+    /// append-only file).
+    pub fn start_again(&mut self) {
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        let again = Self::launch(dir, self.port, self.durable);
+        // The old value holds the dead process and an empty directory.
+        drop(std::mem::replace(self, again));
     }
 
     pub fn url(&self) -> String {
@@ -233,6 +259,11 @@ impl Daemon {
         s.read_to_string(&mut out).unwrap();
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         out
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Sends SIGTERM and waits (at most 30 s) for the exit status.

@@ -1,0 +1,301 @@
+//! Faults in the middle of a campaign, with real parts: a 20,000-endpoint email campaign at
+//! 1,500 messages per second into Postfix's smtp-sink (which writes one file per message it
+//! accepts), on a Redis that keeps an append-only file. At about a third of the run:
+//!
+//! - SIGTERM, then a new daemon: nobody is missing, nobody gets the message twice;
+//! - kill -9, then a new daemon: nobody is missing; repeats are few (at most 500) and never
+//!   more than the run reports as possible repeats;
+//! - Redis killed and started again from its append-only file (three times in a row): the run
+//!   completes every time, nobody is missing, at most 500 repeats, the daemon stays up, health
+//!   says NOT_SERVING and SendMessages answers UNAVAILABLE while Redis is down, and every
+//!   message the sink received has its outcome recorded.
+//!
+//! And a SendMessages call that cannot queue all its recipients sends and records none of them.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, RedisServer, SmtpSink, API_KEY};
+use herald::proto::v1::{
+    campaigns_client::CampaignsClient, endpoints_client::EndpointsClient, list_outcomes_request, messages_client::MessagesClient,
+    segments_client::SegmentsClient, AddressConfiguration, Campaign, CampaignLimits, CampaignState, ChannelType, CreateCampaignRequest,
+    CreateSegmentRequest, DeliveryStatus, DirectMessageConfiguration, EmailMessage, Endpoint, EndpointStatus, Frequency,
+    GetCampaignActivitiesRequest, GetCampaignRequest, ImportEndpointsRequest, ListOutcomesRequest, OptOut, Schedule,
+    SegmentDimensions, SendMessagesRequest,
+};
+
+const ENDPOINTS: usize = 20_000;
+const RATE: i32 = 1_500;
+const MAX_REPEATS: i64 = 500;
+
+/// Every 10th endpoint opted out, every 15th INACTIVE.
+fn endpoint(i: usize) -> Endpoint {
+    Endpoint {
+        id: format!("ep{i:06}"),
+        channel_type: ChannelType::Email as i32,
+        address: format!("user{i}@example.com"),
+        opt_out: if i % 10 == 3 { OptOut::All as i32 } else { OptOut::None as i32 },
+        endpoint_status: if i % 15 == 4 { EndpointStatus::Inactive as i32 } else { EndpointStatus::Active as i32 },
+        ..Default::default()
+    }
+}
+
+fn eligible() -> Vec<String> {
+    (0..ENDPOINTS)
+        .map(endpoint)
+        .filter(|e| e.endpoint_status == EndpointStatus::Active as i32 && e.opt_out == OptOut::None as i32)
+        .map(|e| e.address)
+        .collect()
+}
+
+fn daemon(sink: &SmtpSink) -> Daemon {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("smtp://127.0.0.1:{}?pool=8", sink.port);
+    Daemon::spawn(
+        Some(RedisServer::start_durable()),
+        tmp.path().join("data"),
+        Some(tmp),
+        Some(API_KEY.to_string()),
+        &["--smtp-url", &url, "--shutdown-grace-secs", "20"],
+    )
+}
+
+/// Imports the endpoints and makes a segment of all of them.
+async fn setup(d: &Daemon, app: &str) -> String {
+    let endpoints: Vec<Endpoint> = (0..ENDPOINTS).map(endpoint).collect();
+    let msgs: Vec<ImportEndpointsRequest> = std::iter::once(ImportEndpointsRequest { app_id: app.into(), endpoints: vec![] })
+        .chain(endpoints.chunks(1_000).map(|c| ImportEndpointsRequest { app_id: String::new(), endpoints: c.to_vec() }))
+        .collect();
+    let r = EndpointsClient::new(d.channel().await).import_endpoints(d.req(futures::stream::iter(msgs))).await.unwrap().into_inner();
+    assert_eq!(r.written, ENDPOINTS as u64);
+    SegmentsClient::new(d.channel().await)
+        .create_segment(d.req(CreateSegmentRequest {
+            app_id: app.into(),
+            name: "all".into(),
+            dimensions: Some(SegmentDimensions::default()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
+
+async fn start_campaign(d: &Daemon, app: &str, segment: &str, subject: &str) -> String {
+    let campaign = Campaign {
+        name: subject.into(),
+        segment_id: segment.into(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                from_address: "news@shop.example".into(),
+                subject: subject.into(),
+                text_part: "Hello {{Id}}".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
+        limits: Some(CampaignLimits { messages_per_second: Some(RATE), ..Default::default() }),
+        ..Default::default()
+    };
+    CampaignsClient::new(d.channel().await)
+        .create_campaign(d.req(CreateCampaignRequest { app_id: app.into(), campaign: Some(campaign) }))
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
+
+/// The recipient of each message the sink holds with this subject (one entry per message).
+fn received(sink: &SmtpSink, subject: &str) -> Vec<String> {
+    let want = format!("Subject: {subject}");
+    sink.messages()
+        .iter()
+        .filter(|m| m.lines().any(|l| l.trim_end() == want))
+        .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("X-Rcpt-Args: <").map(|r| r.trim_end().trim_end_matches('>').to_string())))
+        .collect()
+}
+
+/// How many messages the sink holds (all subjects): a cheap progress count.
+fn sink_count(sink: &SmtpSink) -> usize {
+    std::fs::read_dir(sink.dump.path()).unwrap().count()
+}
+
+async fn wait_for_sink(sink: &SmtpSink, at_least: usize, within: Duration) {
+    let start = Instant::now();
+    while sink_count(sink) < at_least {
+        assert!(start.elapsed() < within, "only {} messages at the sink after {within:?}", sink_count(sink));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_completed(d: &Daemon, app: &str, id: &str, within: Duration) {
+    let start = Instant::now();
+    loop {
+        // The daemon may be between stores (Redis restarting): errors are retried.
+        if let Ok(mut c) = tokio::time::timeout(Duration::from_secs(2), async { CampaignsClient::new(d.channel().await) }).await {
+            if let Ok(got) = c.get_campaign(d.req(GetCampaignRequest { app_id: app.into(), campaign_id: id.into(), version: 0 })).await {
+                let state = got.into_inner().state;
+                assert_ne!(state, CampaignState::Invalid as i32, "the run failed");
+                if state == CampaignState::Completed as i32 {
+                    return;
+                }
+            }
+        }
+        assert!(start.elapsed() < within, "campaign not completed within {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// (missing, sent twice or more beyond the first, possible repeats the run reports).
+async fn tally(d: &Daemon, sink: &SmtpSink, app: &str, id: &str, subject: &str) -> (usize, i64, i64) {
+    // The last messages reach the sink's files a moment after their outcomes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut counts: HashMap<String, i64> = HashMap::new();
+    for r in received(sink, subject) {
+        *counts.entry(r).or_insert(0) += 1;
+    }
+    let expected = eligible();
+    let missing = expected.iter().filter(|a| !counts.contains_key(a.as_str())).count();
+    let allowed: HashSet<&String> = expected.iter().collect();
+    assert!(counts.keys().all(|a| allowed.contains(a)), "only eligible endpoints get the campaign");
+    let twice: i64 = counts.values().map(|v| v - 1).sum();
+    let acts = CampaignsClient::new(d.channel().await)
+        .get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.into(), campaign_id: id.into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acts.activities.len(), 1, "one run");
+    let a = &acts.activities[0];
+    assert_eq!(a.total_endpoints, expected.len() as i64 + opted_out() as i64, "every member counted once: {a:?}");
+    assert_eq!(a.successful, expected.len() as i64, "every message counted once as successful: {a:?}");
+    eprintln!("{subject}: {} received, {missing} missing, {twice} twice, {} reported as possible repeats", counts.len(), a.possible_repeats);
+    (missing, twice, a.possible_repeats)
+}
+
+fn opted_out() -> usize {
+    (0..ENDPOINTS).map(endpoint).filter(|e| e.endpoint_status == EndpointStatus::Active as i32 && e.opt_out == OptOut::All as i32).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_then_restart_sends_everyone_exactly_once() {
+    let sink = SmtpSink::start(&[]);
+    let d = daemon(&sink);
+    let app = d.create_app("sigterm").await.app_id;
+    let segment = setup(&d, &app).await;
+    let id = start_campaign(&d, &app, &segment, "rolling deploy").await;
+    wait_for_sink(&sink, eligible().len() / 3, Duration::from_secs(60)).await;
+    // restart() asserts the stopped daemon exited 0.
+    let d = d.restart();
+    wait_completed(&d, &app, &id, Duration::from_secs(120)).await;
+    let (missing, twice, reported) = tally(&d, &sink, &app, &id, "rolling deploy").await;
+    assert_eq!((missing, twice), (0, 0), "a graceful stop sends nobody twice and skips nobody");
+    assert_eq!(reported, 0, "nothing was in doubt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_run_then_restart_misses_nobody_and_reports_its_repeats() {
+    let sink = SmtpSink::start(&[]);
+    let d = daemon(&sink);
+    let app = d.create_app("kill").await.app_id;
+    let segment = setup(&d, &app).await;
+    let id = start_campaign(&d, &app, &segment, "crash").await;
+    wait_for_sink(&sink, eligible().len() / 3, Duration::from_secs(60)).await;
+    let d = d.crash_and_restart();
+    wait_completed(&d, &app, &id, Duration::from_secs(120)).await;
+    let (missing, twice, reported) = tally(&d, &sink, &app, &id, "crash").await;
+    assert_eq!(missing, 0, "nobody skipped");
+    assert!(twice <= MAX_REPEATS, "{twice} repeats");
+    assert!(twice <= reported, "{twice} repeats, {reported} reported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_run_pauses_the_run_and_loses_nothing() {
+    let sink = SmtpSink::start(&[]);
+    let mut d = daemon(&sink);
+    let app = d.create_app("redis").await.app_id;
+    let segment = setup(&d, &app).await;
+    let health = tonic_health::pb::health_client::HealthClient::new(d.channel().await);
+    for round in 0..3 {
+        let subject = format!("outage {round}");
+        let before = sink_count(&sink);
+        let id = start_campaign(&d, &app, &segment, &subject).await;
+        wait_for_sink(&sink, before + eligible().len() / 3, Duration::from_secs(60)).await;
+        d.redis.as_mut().unwrap().kill();
+        // While Redis is down: health says so, a transactional call is UNAVAILABLE with
+        // retry info, and the daemon stays up.
+        let mut h = health.clone();
+        let start = Instant::now();
+        loop {
+            let status = h
+                .check(tonic_health::pb::HealthCheckRequest { service: "herald.v1.Messages".into() })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            if status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "health still SERVING with Redis down");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut addresses = HashMap::new();
+        addresses.insert("someone@example.com".to_string(), AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() });
+        let refused = MessagesClient::new(d.channel().await)
+            .send_messages(d.req(SendMessagesRequest {
+                app_id: app.clone(),
+                addresses,
+                message_configuration: Some(DirectMessageConfiguration {
+                    email_message: Some(EmailMessage {
+                        from_address: "news@shop.example".into(),
+                        subject: "during the outage".into(),
+                        text_part: "x".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        assert!(tonic_types::StatusExt::get_error_details(&refused).retry_info().is_some(), "retry info");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(d.is_running(), "the daemon never exits over a store outage");
+        d.redis.as_mut().unwrap().start_again();
+        wait_completed(&d, &app, &id, Duration::from_secs(120)).await;
+        assert!(d.is_running());
+        let (missing, twice, _) = tally(&d, &sink, &app, &id, &subject).await;
+        assert_eq!(missing, 0, "round {round}: nobody skipped");
+        assert!(twice <= MAX_REPEATS, "round {round}: {twice} repeats");
+        // Every message the sink received has its outcome recorded (none dropped in the outage).
+        let mut recorded: HashSet<String> = HashSet::new();
+        let mut token = String::new();
+        let mut messages = MessagesClient::new(d.channel().await);
+        loop {
+            let page = messages
+                .list_outcomes(d.req(ListOutcomesRequest {
+                    app_id: app.clone(),
+                    by: Some(list_outcomes_request::By::RequestId(format!("{id}:000000"))),
+                    page_size: 1_000,
+                    page_token: token.clone(),
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            recorded.extend(
+                page.outcomes.iter().filter(|o| o.delivery_status == DeliveryStatus::Successful as i32).map(|o| o.address.clone()),
+            );
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let received: HashSet<String> = received(&sink, &subject).into_iter().collect();
+        let unrecorded = received.difference(&recorded).count();
+        assert_eq!(unrecorded, 0, "round {round}: {unrecorded} messages received with no outcome recorded");
+    }
+    assert!(d.is_running());
+}
