@@ -85,7 +85,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         smtp.clone(),
         EngineConfig {
             shards_per_channel: shards,
-            queue_per_shard: 10_000,
+            queue_per_shard: config.queue_per_shard,
             retry: Default::default(),
             outcome_ttl,
             webhook_secret: config.webhook_secret.clone(),

@@ -15,6 +15,7 @@
 //! | `smtp_url` | `--smtp-url` | `HERALD_SMTP_URL` | none: email sends fail as unconfigured |
 //! | `webhook_secret` | `--webhook-secret` | `HERALD_WEBHOOK_SECRET` | none |
 //! | `shards_per_channel` | `--shards-per-channel` | `HERALD_SHARDS_PER_CHANNEL` | four per core |
+//! | `queue_per_shard` | `--queue-per-shard` | `HERALD_QUEUE_PER_SHARD` | `10000` |
 //! | `outcome_ttl_days` | `--outcome-ttl-days` | `HERALD_OUTCOME_TTL_DAYS` | `30` |
 //! | `feedback_addr` | `--feedback-addr` | `HERALD_FEEDBACK_ADDR` | none: no feedback listener |
 //! | `secret_key` | `--secret-key` | `HERALD_SECRET_KEY` | a key created in `data_dir/secret.key` |
@@ -68,6 +69,8 @@ pub struct Config {
     pub webhook_secret: Option<String>,
     /// Worker shards per channel; 0 means the core count.
     pub shards_per_channel: usize,
+    /// Messages each shard queues before producers wait (and transactional calls are shed).
+    pub queue_per_shard: usize,
     /// How long message outcomes are kept.
     pub outcome_ttl_days: u64,
     /// Seals channel secrets at rest (base64 of 32 bytes); daemons sharing a store share it.
@@ -91,6 +94,7 @@ impl Default for Config {
             smtp_url: None,
             webhook_secret: None,
             shards_per_channel: 0,
+            queue_per_shard: 10_000,
             outcome_ttl_days: 30,
             secret_key: None,
             feedback_addr: None,
@@ -129,6 +133,8 @@ pub struct ConfigArgs {
     pub webhook_secret: Option<String>,
     #[arg(long, env = "HERALD_SHARDS_PER_CHANNEL", value_name = "N")]
     pub shards_per_channel: Option<usize>,
+    #[arg(long, env = "HERALD_QUEUE_PER_SHARD", value_name = "N")]
+    pub queue_per_shard: Option<usize>,
     #[arg(long, env = "HERALD_OUTCOME_TTL_DAYS", value_name = "DAYS")]
     pub outcome_ttl_days: Option<u64>,
     /// Base64 of 32 random bytes (`openssl rand -base64 32`).
@@ -190,6 +196,9 @@ impl Config {
         if let Some(v) = args.shards_per_channel {
             config.shards_per_channel = v;
         }
+        if let Some(v) = args.queue_per_shard {
+            config.queue_per_shard = v;
+        }
         if let Some(v) = args.outcome_ttl_days {
             config.outcome_ttl_days = v;
         }
@@ -233,6 +242,13 @@ impl Config {
         }
         if self.redis_pool_size == 0 {
             return Err(ConfigError::Invalid("redis_pool_size must be at least 1".into()));
+        }
+        if self.queue_per_shard < crate::api::messages::MAX_RECIPIENTS {
+            // A SendMessages call is queued whole or not at all: a shard must hold the largest.
+            return Err(ConfigError::Invalid(format!(
+                "queue_per_shard must be at least {} (the most recipients of one SendMessages call)",
+                crate::api::messages::MAX_RECIPIENTS
+            )));
         }
         Ok(())
     }
