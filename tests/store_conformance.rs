@@ -206,6 +206,107 @@ async fn deleting_an_app_removes_everything_under_it(h: Harness) {
     }
 }
 
+/// One record of every kind under `a`, through the store's own calls.
+async fn fill_app(s: &dyn Store, a: &str) {
+    use herald::proto::v1::{DeliveryStatus, Event, MessageOutcome, MessageSource, Suppression};
+    s.write_endpoints(a, upsert(vec![ep("e1", ChannelType::Email, "x@example.com", Some("u1"))], true)).await.unwrap();
+    s.write_template(a, &template("t1", "hi"), herald::store::TemplateWrite::Create).await.unwrap();
+    s.set_template_use(a, "t1", "campaign c1", true).await.unwrap();
+    s.put_suppressions(a, &[Suppression { address: "x@example.com".into(), ..Default::default() }]).await.unwrap();
+    assert_eq!(s.take_quota(a, "EMAIL", 1, None, Some(1), 100).await.unwrap(), 1);
+    let outcome = MessageOutcome {
+        message_id: herald::domain::new_message_id(),
+        app_id: a.into(),
+        source: MessageSource::Campaign as i32,
+        request_id: "c1:000000".into(),
+        endpoint_id: "e1".into(),
+        channel: "EMAIL".into(),
+        delivery_status: DeliveryStatus::Successful as i32,
+        updated_date: "2026-11-22T01:00:00.000Z".into(),
+        ..Default::default()
+    };
+    let event = Event { event_type: "_email.send".into(), message_id: outcome.message_id.clone(), app_id: a.into(), ..Default::default() };
+    s.record_outcomes(a, &[outcome], &[event], 3_600).await.unwrap();
+    s.write_record(a, "segment", "s1", 0, 1, b"segment").await.unwrap();
+    s.set_record_use(a, "segment", "s1", "campaign c1", true).await.unwrap();
+    s.put_blob(a, "import-job", "j1", b"job").await.unwrap();
+    s.add_members(a, "set1", &["e1".to_string()]).await.unwrap();
+    assert_eq!(s.take_endpoint_caps(a, "c1", &["e1".to_string()], None, Some(1), 100).await.unwrap(), vec![true]);
+    assert!(s.try_lease(a, "run:1", "d1", 60_000).await.unwrap());
+    s.put_channel(a, "email", b"sealed settings").await.unwrap();
+    assert_eq!(s.claim_idempotency(a, "k1", 3_600).await.unwrap(), herald::store::Idempotency::Claimed);
+    s.complete_idempotency(a, "k1", b"response", 3_600).await.unwrap();
+}
+
+async fn every_kind_of_record_is_gone_after_delete_app(h: Harness) {
+    use herald::store::{Idempotency, OutcomeIndex};
+    let s = h.store.as_ref();
+    for a in ["gone", "kept"] {
+        s.create_app(&app(a)).await.unwrap();
+        fill_app(s, a).await;
+    }
+    s.delete_app("gone").await.unwrap().unwrap();
+    s.create_app(&app("gone")).await.unwrap();
+    for (a, present) in [("gone", false), ("kept", true)] {
+        let what = |kind: &str| format!("{kind} of {a}");
+        assert_eq!(s.get_endpoint(a, "e1").await.unwrap().is_some(), present, "{}", what("endpoint"));
+        assert_eq!(s.user_endpoints(a, "u1").await.unwrap().len(), usize::from(present), "{}", what("user"));
+        assert_eq!(s.endpoint_by_address(a, ChannelType::Email as i32, "x@example.com").await.unwrap().is_some(), present, "{}", what("address index"));
+        assert_eq!(s.get_template(a, "t1", None).await.unwrap().is_some(), present, "{}", what("template"));
+        assert_eq!(s.get_suppressions(a, &["x@example.com".to_string()]).await.unwrap()[0].is_some(), present, "{}", what("suppression"));
+        // The quota counted before is gone with the app: a fresh app gets its total again.
+        assert_eq!(s.take_quota(a, "EMAIL", 1, None, Some(1), 100).await.unwrap(), u64::from(!present), "{}", what("quota"));
+        assert_eq!(s.list_outcomes(a, &OutcomeIndex::Request("c1:000000".into()), 0, 10).await.unwrap().len(), usize::from(present), "{}", what("outcomes by request"));
+        assert_eq!(s.list_outcomes(a, &OutcomeIndex::Endpoint("e1".into()), 0, 10).await.unwrap().len(), usize::from(present), "{}", what("outcomes by endpoint"));
+        assert_eq!(s.run_outcomes(a, "c1:000000", &["e1".to_string()]).await.unwrap()[0].is_some(), present, "{}", what("run index"));
+        assert_eq!(!s.outcome_counts(a, "2026-11-22").await.unwrap().is_empty(), present, "{}", what("counts"));
+        assert_eq!(s.read_events(a, None, 10).await.unwrap().len(), usize::from(present), "{}", what("events"));
+        assert_eq!(s.get_record(a, "segment", "s1", None).await.unwrap().is_some(), present, "{}", what("record"));
+        assert_eq!(s.get_blob(a, "import-job", "j1").await.unwrap().is_some(), present, "{}", what("blob"));
+        assert_eq!(s.count_members(a, "set1").await.unwrap(), u64::from(present), "{}", what("member set"));
+        assert_eq!(s.take_endpoint_caps(a, "c1", &["e1".to_string()], None, Some(1), 100).await.unwrap(), vec![!present], "{}", what("caps"));
+        assert_eq!(s.try_lease(a, "run:1", "d2", 60_000).await.unwrap(), !present, "{}", what("lease"));
+        assert_eq!(s.get_channel(a, "email").await.unwrap().is_some(), present, "{}", what("channel settings"));
+        let idem = s.claim_idempotency(a, "k1", 3_600).await.unwrap();
+        assert_eq!(matches!(idem, Idempotency::Done(_)), present, "{}", what("idempotency key"));
+    }
+    // A record in use by a gone campaign does not block deleting it in the new app.
+    s.write_record("gone", "segment", "s1", 0, 1, b"segment").await.unwrap();
+    s.delete_record("gone", "segment", "s1").await.unwrap();
+    s.write_template("gone", &template("t1", "hi"), herald::store::TemplateWrite::Create).await.unwrap();
+    s.delete_template("gone", "t1", None).await.unwrap();
+}
+
+async fn runs_index_their_members_outcomes(h: Harness) {
+    use herald::proto::v1::{DeliveryStatus, MessageOutcome, MessageSource};
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    let outcome = |endpoint: &str, run: &str, source: MessageSource, status: DeliveryStatus| MessageOutcome {
+        message_id: herald::domain::new_message_id(),
+        app_id: "app".into(),
+        source: source as i32,
+        request_id: run.into(),
+        endpoint_id: endpoint.into(),
+        channel: "EMAIL".into(),
+        delivery_status: status as i32,
+        updated_date: "2026-11-22T01:00:00.000Z".into(),
+        ..Default::default()
+    };
+    let batch = vec![
+        outcome("a", "r1", MessageSource::Campaign, DeliveryStatus::Successful),
+        outcome("b", "r1", MessageSource::Campaign, DeliveryStatus::PermanentFailure),
+        outcome("c", "r2", MessageSource::Campaign, DeliveryStatus::Successful),
+        // A transactional send is not part of any run.
+        outcome("d", "r1", MessageSource::Transactional, DeliveryStatus::Successful),
+    ];
+    s.record_outcomes("app", &batch, &[], 3_600).await.unwrap();
+    let ids: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).into();
+    let got = s.run_outcomes("app", "r1", &ids).await.unwrap();
+    assert_eq!(got, vec![Some(DeliveryStatus::Successful as i32), Some(DeliveryStatus::PermanentFailure as i32), None, None, None]);
+    assert_eq!(s.run_outcomes("app", "r2", &ids).await.unwrap()[2], Some(DeliveryStatus::Successful as i32));
+    assert!(s.run_outcomes("app", "r3", &[]).await.unwrap().is_empty());
+}
+
 async fn scans_visit_every_endpoint_once(h: Harness) {
     let s = h.store.as_ref();
     s.create_app(&app("app")).await.unwrap();
@@ -668,6 +769,8 @@ conformance!(
     users_have_at_most_fifteen_active_endpoints,
     rejected_batches_write_nothing,
     deleting_an_app_removes_everything_under_it,
+    every_kind_of_record_is_gone_after_delete_app,
+    runs_index_their_members_outcomes,
     scans_visit_every_endpoint_once,
     records_blobs_and_member_sets,
     split_scans_read_every_endpoint_once,
