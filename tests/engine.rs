@@ -242,3 +242,59 @@ async fn waiting_producers_are_paced_and_stop_at_the_daily_quota() {
         assert_eq!(o.delivery_status, DeliveryStatus::Successful as i32, "admitted messages are not throttled again: {o:?}");
     }
 }
+
+/// A stop with jobs queued and retries pending: queued jobs are sent and recorded, a
+/// transactional retry due after the deadline is recorded with its last status and why it was
+/// not retried, a campaign job waiting for its retry goes back unsettled (no outcome: its run
+/// sends it again), and nothing is taken after the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_sends_what_is_queued_and_records_every_job() {
+    use herald::dispatch::reply::UNSETTLED;
+    let sink = SmtpSink::start(&[]);
+    let (store, _dir) = store().await;
+    // The webhook asks to come back in 60 s: far beyond the stop's deadline.
+    let (url, seen) = scripted_receiver(vec![(503, Some(60))]).await;
+    let pool = Arc::new(SmtpPool::new(SmtpRelay::new("127.0.0.1", sink.port)));
+    let policy = RetryPolicy { base: Duration::from_millis(50), cap: Duration::from_secs(120), max_attempts: 5, deadline: Duration::from_secs(600) };
+    let engine = Engine::start(store.clone(), Some(pool), config(policy, 1_000));
+    let transactional = {
+        let (tx, rx) = oneshot::channel();
+        assert!(engine.submit(Lane::Custom, custom_job(&url, tx), Duration::from_secs(1)).await.is_ok());
+        rx
+    };
+    let tally = herald::dispatch::engine::Tally::new();
+    let (tx, _unused) = oneshot::channel();
+    let mut campaign_job = custom_job(&url, tx);
+    campaign_job.reply = Some(Reply::Tally(tally.slot(0)));
+    let campaign_id = campaign_job.outcome.message_id.clone();
+    assert!(engine.submit(Lane::Custom, campaign_job, Duration::from_secs(1)).await.is_ok());
+    // Both custom jobs were tried once and wait for their retry.
+    for _ in 0..100 {
+        if seen.lock().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen.lock().len(), 2);
+    let mut queued = Vec::new();
+    for i in 0..500 {
+        let (tx, rx) = oneshot::channel();
+        assert!(engine.submit(Lane::Email, job(i, Some(tx)), Duration::from_secs(1)).await.is_ok());
+        queued.push(rx);
+    }
+    let stopped = engine.stop(tokio::time::Instant::now() + Duration::from_secs(10)).await;
+    assert!(stopped, "every shard finished within the deadline");
+    for rx in queued {
+        let o = rx.await.expect("every queued job has its outcome");
+        assert_eq!(o.delivery_status, DeliveryStatus::Successful as i32);
+        assert!(store.get_outcome("app", &o.message_id).await.unwrap().is_some(), "recorded");
+    }
+    let o = transactional.await.expect("the transactional retry ends with an outcome");
+    assert_eq!(o.delivery_status, DeliveryStatus::TemporaryFailure as i32);
+    assert!(o.status_message.contains("not retried: the daemon stopped"), "{}", o.status_message);
+    assert!(store.get_outcome("app", &o.message_id).await.unwrap().is_some(), "recorded");
+    assert_eq!(tally.wait(1).await, vec![(0, UNSETTLED)], "the campaign job went back unsettled");
+    assert!(store.get_outcome("app", &campaign_id).await.unwrap().is_none(), "and has no outcome");
+    assert_eq!(seen.lock().len(), 2, "no retry was made after the stop");
+    assert!(engine.submit(Lane::Email, job(9, None), Duration::from_millis(100)).await.is_err(), "nothing is taken after a stop");
+}
