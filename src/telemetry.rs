@@ -109,6 +109,15 @@ fn describe() {
     metrics::describe_counter!(STORE_ERRORS, "Store operations that failed.");
     metrics::describe_counter!(TEMPLATE_COMPILATIONS, "Template versions compiled.");
     metrics::describe_gauge!(BUILD_INFO, "Herald's version and store backend.");
+    metrics::describe_counter!(MESSAGES, "Messages that reached a final delivery status, by channel and status.");
+    metrics::describe_histogram!(SEND_DURATION, metrics::Unit::Seconds, "Time a shard spent sending one batch to its provider.");
+    metrics::describe_gauge!(QUEUE_DEPTH, "Jobs waiting in a shard's queue.");
+    metrics::describe_gauge!(QUEUE_SATURATION, "A shard's queue depth as a share of its capacity (0 to 1).");
+    metrics::describe_counter!(LIMITER_WAITS, "Transactional messages throttled by an app channel's quota.");
+    metrics::describe_counter!(RETRIES, "Deliveries scheduled for another attempt.");
+    metrics::describe_counter!(CAMPAIGN_RUNS, "Campaign runs that ended, by final state.");
+    metrics::describe_gauge!(CAMPAIGN_RUNS_EXECUTING, "Campaign runs executing in this daemon.");
+    metrics::describe_counter!(FEEDBACK, "Provider feedback received, by kind.");
 }
 
 pub fn store_retry(backend: &'static str) {

@@ -210,6 +210,11 @@ async fn a_campaign_sends_once_to_each_eligible_endpoint_with_treatments_and_hol
     assert!(text.contains(r#"herald_campaign_runs_total{state="COMPLETED"} 1"#), "{text}");
     assert!(text.contains(r#"herald_queue_saturation{channel="EMAIL",shard="0"}"#), "{text}");
     assert!(text.contains("herald_send_duration_seconds_bucket"), "{text}");
+    // Every metric family carries HELP text (promtool check metrics requires it).
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = line.split_whitespace().next().unwrap();
+        assert!(text.contains(&format!("# HELP {name} ")), "{name} has no HELP text");
+    }
     // Having run its only occurrence, the campaign no longer holds its segment.
     SegmentsClient::new(d.channel().await)
         .delete_segment(d.req(herald::proto::v1::DeleteSegmentRequest { app_id: app.clone(), segment_id: segment.clone() }))
