@@ -80,18 +80,17 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     };
     let outcome_ttl = Duration::from_secs(config.outcome_ttl_days * 86_400);
     let sealer = Arc::new(crate::secrets::Sealer::load(config.secret_key.as_deref(), &config.data_dir).map_err(anyhow::Error::msg)?);
-    let engine = Engine::start(
+    let senders = crate::channels::senders::Senders::new(
         store.clone(),
         smtp.clone(),
-        EngineConfig {
-            shards_per_channel: shards,
-            queue_per_shard: config.queue_per_shard,
-            retry: Default::default(),
-            outcome_ttl,
-            webhook_secret: config.webhook_secret.clone(),
-            webhook_timeout: Duration::from_secs(10),
-            sealer: Some(sealer.clone()),
-        },
+        Some(sealer.clone()),
+        config.webhook_secret.clone(),
+        Duration::from_secs(10),
+    );
+    let engine = Engine::start(
+        store.clone(),
+        senders,
+        EngineConfig { shards_per_channel: shards, queue_per_shard: config.queue_per_shard, retry: Default::default(), outcome_ttl },
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let runner = Arc::new(crate::campaigns::run::Runner::new(

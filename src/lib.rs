@@ -10,8 +10,12 @@
 //! - [`domain`]: pure rules with no I/O — endpoint validation and merging, cohorts, Pinpoint JSON, app
 //!   settings, Pinpoint's import shapes.
 //! - [`render`]: Pinpoint templates on handlebars with Pinpoint's helper set — CPU only.
-//! - [`channels`]: the `Channel` seam and its providers (email over SMTP so far).
-//! - [`dispatch`]: sending policy — retries with backoff, channel quotas.
+//! - [`channels`]: one folder per provider (payloads, clients, answer classification) and the
+//!   closed set of senders the engine hands batches to.
+//! - [`pipeline`]: what every producer shares on the way to the engine: composing content
+//!   into payloads.
+//! - [`dispatch`]: the engine — shards, retries with backoff, channel quotas, stop and drain,
+//!   outcome recording; no provider knowledge.
 //! - [`store`]: the storage seam ([`store::Store`]) with its Redis and embedded (redb)
 //!   backends, and the write planner both backends share.
 //! - [`api`]: tonic services, the one error → `Status` mapping, authentication.
@@ -30,6 +34,7 @@ pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod feedback;
+pub mod pipeline;
 pub mod proto;
 pub mod render;
 pub mod secrets;

@@ -447,11 +447,10 @@ async fn per_endpoint_limits_hold_across_recurring_runs() {
         queue_per_shard: 1_000,
         retry: Default::default(),
         outcome_ttl: Duration::from_secs(3_600),
-        webhook_secret: None,
-        webhook_timeout: Duration::from_secs(5),
-        sealer: None,
     };
-    let engine = Engine::start(store.clone(), Some(Arc::new(SmtpPool::new(SmtpRelay::new("127.0.0.1", sink.port)))), config);
+    let relay = Some(Arc::new(SmtpPool::new(SmtpRelay::new("127.0.0.1", sink.port))));
+    let senders = herald::channels::senders::Senders::new(store.clone(), relay, None, None, Duration::from_secs(5));
+    let engine = Engine::start(store.clone(), senders, config);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let runner = Arc::new(Runner::new(store.clone(), engine, cache.clone(), "test".into(), stop_rx));
     let now = chrono::Utc::now();

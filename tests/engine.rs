@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::SmtpSink;
 use herald::channels::email::{SmtpPool, SmtpRelay};
+use herald::channels::senders::Senders;
 use herald::dispatch::engine::{Engine, EngineConfig, Job, Lane, Payload, Reply};
 use herald::dispatch::retry::RetryPolicy;
 use herald::proto::v1::{App, DeliveryStatus, MessageOutcome};
@@ -21,10 +22,12 @@ fn config(retry: RetryPolicy, queue: usize) -> EngineConfig {
         queue_per_shard: queue,
         retry,
         outcome_ttl: Duration::from_secs(3600),
-        webhook_secret: None,
-        webhook_timeout: Duration::from_secs(1),
-        sealer: None,
     }
+}
+
+/// Senders with the daemon's relay (if any) and a webhook timeout.
+fn senders(store: &Arc<dyn Store>, relay: Option<Arc<SmtpPool>>, webhook_timeout: Duration) -> Senders {
+    Senders::new(store.clone(), relay, None, None, webhook_timeout)
 }
 
 fn job(i: usize, reply: Option<oneshot::Sender<MessageOutcome>>) -> Job {
@@ -63,7 +66,7 @@ async fn soft_bounces_are_retried_with_backoff_then_reported() {
     let policy =
         RetryPolicy { base: Duration::from_millis(20), cap: Duration::from_millis(80), max_attempts: 4, deadline: Duration::from_secs(30) };
     let pool = Arc::new(SmtpPool::new(SmtpRelay::new("127.0.0.1", sink.port)));
-    let engine = Engine::start(store.clone(), Some(pool), config(policy, 100));
+    let engine = Engine::start(store.clone(), senders(&store, Some(pool), Duration::from_secs(1)), config(policy, 100));
     let (tx, rx) = oneshot::channel();
     let started = std::time::Instant::now();
     assert!(engine.submit(Lane::Email, job(0, Some(tx)), Duration::from_secs(1)).await.is_ok());
@@ -93,7 +96,7 @@ async fn a_stalled_relay_pushes_back_instead_of_queueing_without_bound() {
     let (store, _dir) = store().await;
     let mut relay = SmtpRelay::new("127.0.0.1", port);
     relay.pool_size = 1;
-    let engine = Engine::start(store, Some(Arc::new(SmtpPool::new(relay))), config(RetryPolicy::default(), 8));
+    let engine = Engine::start(store.clone(), senders(&store, Some(Arc::new(SmtpPool::new(relay))), Duration::from_secs(1)), config(RetryPolicy::default(), 8));
     let mut accepted = 0;
     let mut refused = 0;
     for i in 0..200 {
@@ -160,10 +163,8 @@ fn custom_job(url: &str, reply: oneshot::Sender<MessageOutcome>) -> Job {
 async fn run_on_paused_clock(policy: RetryPolicy, script: Vec<(u16, Option<u64>)>) -> (MessageOutcome, Vec<Duration>) {
     let (store, _dir) = store().await;
     let (url, seen) = scripted_receiver(script).await;
-    let mut cfg = config(policy, 10);
-    // Far beyond any backoff here: the clock only ever jumps to the next retry.
-    cfg.webhook_timeout = Duration::from_secs(24 * 3600);
-    let engine = Engine::start(store, None, cfg);
+    // A webhook timeout far beyond any backoff here: the clock only ever jumps to the next retry.
+    let engine = Engine::start(store.clone(), senders(&store, None, Duration::from_secs(24 * 3600)), config(policy, 10));
     let (tx, rx) = oneshot::channel();
     assert!(engine.submit(Lane::Custom, custom_job(&url, tx), Duration::from_secs(1)).await.is_ok());
     let outcome = rx.await.unwrap();
@@ -214,7 +215,7 @@ async fn waiting_producers_are_paced_and_stop_at_the_daily_quota() {
     let quota = ChannelQuota { messages_per_second: Some(200), burst: Some(10), daily: Some(500), total: None };
     let settings = AppSettings { channel_quotas: [("EMAIL".to_string(), quota)].into(), ..Default::default() };
     store.create_app(&App { app_id: "app".into(), name: "a".into(), settings: Some(settings), ..Default::default() }).await.unwrap();
-    let engine = Engine::start(store.clone(), None, config(RetryPolicy::default(), 1_000));
+    let engine = Engine::start(store.clone(), senders(&store, None, Duration::from_secs(1)), config(RetryPolicy::default(), 1_000));
 
     let started = std::time::Instant::now();
     let (mut admitted, mut replies) = (0u64, Vec::new());
@@ -256,7 +257,7 @@ async fn a_stop_sends_what_is_queued_and_records_every_job() {
     let (url, seen) = scripted_receiver(vec![(503, Some(60))]).await;
     let pool = Arc::new(SmtpPool::new(SmtpRelay::new("127.0.0.1", sink.port)));
     let policy = RetryPolicy { base: Duration::from_millis(50), cap: Duration::from_secs(120), max_attempts: 5, deadline: Duration::from_secs(600) };
-    let engine = Engine::start(store.clone(), Some(pool), config(policy, 1_000));
+    let engine = Engine::start(store.clone(), senders(&store, Some(pool), Duration::from_secs(1)), config(policy, 1_000));
     let transactional = {
         let (tx, rx) = oneshot::channel();
         assert!(engine.submit(Lane::Custom, custom_job(&url, tx), Duration::from_secs(1)).await.is_ok());

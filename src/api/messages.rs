@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{check_app_id, invalid, observe, store_status};
-use crate::dispatch::compose::{ComposeError, Composer, Origin};
+use crate::pipeline::compose::{ComposeError, Composer, Origin};
 use crate::dispatch::engine::{event_for, event_prefix, Engine, Job, Lane, Reply};
 use crate::domain::{self, endpoint as endpoint_rules, FieldViolation};
 use crate::proto::v1::{list_outcomes_request, ListOutcomesRequest, ListOutcomesResponse};
@@ -52,7 +52,7 @@ struct Recipient {
     substitutions: HashMap<String, Vec<String>>,
 }
 
-use crate::dispatch::compose::substitutions as subs;
+use crate::pipeline::compose::substitutions as subs;
 
 /// A composition failure as a status: a bad field, or the store.
 fn compose_status(e: ComposeError) -> Status {

@@ -26,7 +26,7 @@ use prost::Message as _;
 use tokio::task::JoinHandle;
 
 use super::{localtime, run_id, RUN_KIND};
-use crate::dispatch::compose::{Composer, Origin};
+use crate::pipeline::compose::{Composer, Origin};
 use crate::dispatch::engine::{Engine, Job, Lane, Reply, Tally};
 use crate::dispatch::reply::UNSETTLED;
 use crate::dispatch::quota::RateGate;
@@ -64,7 +64,7 @@ pub enum RunError {
     #[error(transparent)]
     Segment(#[from] segments::SegmentError),
     #[error(transparent)]
-    Compose(#[from] crate::dispatch::compose::ComposeError),
+    Compose(#[from] crate::pipeline::compose::ComposeError),
     #[error("a task of the run failed: {0}")]
     Task(String),
 }
@@ -72,7 +72,7 @@ pub enum RunError {
 impl RunError {
     /// The run's failure as a stable sentence for its record (internals go to the log).
     fn reason(&self) -> String {
-        use crate::dispatch::compose::ComposeError;
+        use crate::pipeline::compose::ComposeError;
         use segments::SegmentError;
         match self {
             RunError::Stopped => "The daemon stopped.".into(),
@@ -403,7 +403,7 @@ impl Runner {
             let composer = loop {
                 match Composer::build(store, self.cache.clone(), app, m, tc).await {
                     Ok(c) => break c,
-                    Err(crate::dispatch::compose::ComposeError::Store(e)) if e.is_transient() => {
+                    Err(crate::pipeline::compose::ComposeError::Store(e)) if e.is_transient() => {
                         self.patiently(|| store.ping()).await?;
                     }
                     Err(e) => return Err(e.into()),

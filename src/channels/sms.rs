@@ -21,6 +21,15 @@ pub struct Text {
     pub promotional: bool,
 }
 
+impl Text {
+    /// The text for `to` with a rendered body and the SMS message's options: its origination
+    /// number, else its sender id (empty: the channel's), and its message type.
+    pub fn new(to: &str, body: String, m: &crate::proto::v1::SmsMessage) -> Self {
+        let from = if m.origination_number.is_empty() { m.sender_id.clone() } else { m.origination_number.clone() };
+        Text { to: to.to_string(), from, body, promotional: m.message_type == crate::proto::v1::SmsMessageType::Promotional as i32 }
+    }
+}
+
 /// Provider error codes (Twilio's) that say the number itself cannot receive the message.
 const NUMBER_ERRORS: [i64; 6] = [21211, 21214, 21217, 21407, 21612, 21614];
 /// The recipient replied STOP: the number is opted out at the provider.

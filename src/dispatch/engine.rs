@@ -4,7 +4,7 @@
 //! A stable hash of the recipient picks one of N shards of its channel. A shard is a tokio
 //! task that owns a bounded queue: a full queue pushes back on the caller (a transactional
 //! call gets RESOURCE_EXHAUSTED once its deadline would pass), so memory stays bounded. A
-//! shard takes up to [`BATCH`] ready jobs at a time, sends them (SMTP batches pipeline over
+//! shard takes up to [`BATCH`] ready jobs at a time, sends them (a relay's batch pipelines over
 //! one session), and writes their outcomes and events in one store round trip per app.
 
 use std::collections::HashMap;
@@ -19,36 +19,17 @@ use super::retry::RetryPolicy;
 pub use super::events::{event_for, event_prefix};
 use super::events::{event_type, sms_facts};
 pub use super::reply::{Reply, Tally, TallySlot};
-use crate::channels::apns::{self, ApnsSender};
-use crate::channels::email::dkim::DkimSigner;
-use crate::channels::email::SmtpPool;
-use crate::channels::fcm::FcmSender;
-use crate::channels::webhook::{self, Webhook, WebhookConfig};
-use crate::channels::Delivery;
+use crate::channels::senders::Senders;
+pub use crate::channels::{Lane, Payload};
+use crate::channels::{is_push, Delivery, Outbound};
 use crate::domain;
 use crate::proto::v1::{
-    ChannelQuota, ChannelType, DeliveryStatus, Endpoint, EndpointStatus, MessageOutcome,
+    ChannelQuota, DeliveryStatus, Endpoint, EndpointStatus, MessageOutcome,
 };
-use crate::secrets::Sealer;
 use crate::store::{EndpointOp, Store};
 
 /// Jobs a shard takes at once.
 pub const BATCH: usize = 64;
-
-/// What to deliver.
-#[derive(Debug)]
-pub enum Payload {
-    /// A whole MIME message, sent from `from` to the job's address.
-    Email { from: String, mime: Vec<u8> },
-    /// A custom-channel POST to the job's address (a URL).
-    Custom { body: webhook::Payload },
-    /// An APNs notification to the job's address (a device token).
-    Apns(apns::Push),
-    /// An FCM message to the job's address (a registration token).
-    Gcm(crate::channels::fcm::Message),
-    /// A text message to the job's address (E.164); an empty `from` takes the channel's.
-    Sms(crate::channels::sms::Text),
-}
 
 /// One message on its way.
 #[derive(Debug)]
@@ -72,47 +53,6 @@ pub struct EngineConfig {
     pub queue_per_shard: usize,
     pub retry: RetryPolicy,
     pub outcome_ttl: Duration,
-    /// Signs custom-channel requests when set.
-    pub webhook_secret: Option<String>,
-    pub webhook_timeout: Duration,
-    /// Opens the secrets in apps' channel settings (`None`: settings with secrets fail).
-    pub sealer: Option<Arc<Sealer>>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Lane {
-    Email,
-    Custom,
-    Apns,
-    Gcm,
-    Sms,
-}
-
-impl Lane {
-    pub const ALL: [Lane; 5] = [Lane::Email, Lane::Custom, Lane::Apns, Lane::Gcm, Lane::Sms];
-
-    /// The lane that delivers to a channel, if Herald delivers to it.
-    pub fn of(channel: ChannelType) -> Option<Lane> {
-        match channel {
-            ChannelType::Email => Some(Lane::Email),
-            ChannelType::Custom => Some(Lane::Custom),
-            ChannelType::Apns | ChannelType::ApnsSandbox | ChannelType::ApnsVoip | ChannelType::ApnsVoipSandbox => Some(Lane::Apns),
-            ChannelType::Gcm => Some(Lane::Gcm),
-            ChannelType::Sms => Some(Lane::Sms),
-            _ => None,
-        }
-    }
-
-    /// The channel name its quotas are kept under.
-    pub fn quota_channel(self) -> &'static str {
-        match self {
-            Lane::Email => "EMAIL",
-            Lane::Custom => "CUSTOM",
-            Lane::Apns => "APNS",
-            Lane::Gcm => "GCM",
-            Lane::Sms => "SMS",
-        }
-    }
 }
 
 pub struct Engine {
@@ -136,31 +76,13 @@ pub fn shard_of(key: &str, n: usize) -> usize {
 
 struct Shared {
     store: Arc<dyn Store>,
-    smtp: Option<Arc<SmtpPool>>,
     config: EngineConfig,
     quotas: Quotas,
-    /// Each app's channel settings, refreshed like its quotas.
-    channels: parking_lot::Mutex<HashMap<String, (Instant, AppChannels)>>,
-    /// The HTTP client every webhook shares (`None` if it could not be built).
-    http: Option<reqwest::Client>,
-    /// SMTP pools of apps with their own relay, by relay settings.
-    pools: parking_lot::Mutex<HashMap<String, Arc<SmtpPool>>>,
-    /// Each app's APNs sender and the settings it was built from.
-    apns: Built<ApnsSender>,
-    /// Each app's FCM sender (holding its access token) and the settings it was built from.
-    fcm: Built<FcmSender>,
-    /// Each app's DKIM keys and the settings they were read from.
-    dkim: Built<DkimSigner>,
+    /// The channels' senders: a shard hands them its batch.
+    senders: Senders,
     /// `Some(deadline)` once the engine is stopping.
     stopping: tokio::sync::watch::Receiver<Option<Instant>>,
 }
-
-
-mod channels;
-use channels::{AppChannels, Built};
-
-/// A relay's pool and the jobs going through it.
-type RelayBatch = (Arc<SmtpPool>, Vec<usize>);
 
 
 /// How long an app's channel quotas are used before they are read again: quota changes take
@@ -258,23 +180,10 @@ impl Shared {
 }
 
 impl Engine {
-    pub fn start(store: Arc<dyn Store>, smtp: Option<Arc<SmtpPool>>, config: EngineConfig) -> Arc<Self> {
+    /// Starts the shards of every channel; they hand their batches to `senders`.
+    pub fn start(store: Arc<dyn Store>, senders: Senders, config: EngineConfig) -> Arc<Self> {
         let (stop_at, stopping) = tokio::sync::watch::channel(None);
-        let shared = Arc::new(Shared {
-            stopping,
-            store,
-            smtp,
-            config: config.clone(),
-            quotas: Quotas::default(),
-            channels: parking_lot::Mutex::new(HashMap::new()),
-            http: Webhook::client(config.webhook_timeout)
-                .inspect_err(|e| tracing::error!(error = %e, "Cannot build the webhook client."))
-                .ok(),
-            pools: parking_lot::Mutex::new(HashMap::new()),
-            apns: Built::default(),
-            fcm: Built::default(),
-            dkim: Built::default(),
-        });
+        let shared = Arc::new(Shared { stopping, store, config: config.clone(), quotas: Quotas::default(), senders });
         let mut lanes = HashMap::new();
         let mut workers = Vec::new();
         for lane in Lane::ALL {
@@ -463,156 +372,19 @@ impl ShardMetrics {
 mod shard;
 use shard::worker;
 
+/// Hands a batch to its channel's senders.
 async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job]) -> Vec<Delivery> {
-    let dry = |_: &Job| Delivery::Delivered { status_code: 0, message: "dry run: not sent".into(), provider_id: None };
-    match lane {
-        Lane::Email => {
-            let mut out: Vec<Option<Delivery>> = jobs.iter().map(|j| j.dry_run.then(|| dry(j))).collect();
-            // One pipelined batch per (relay, sender address).
-            let mut groups: HashMap<(usize, &str), RelayBatch> = HashMap::new();
-            type AppEmail = (Result<Arc<SmtpPool>, String>, Option<Arc<DkimSigner>>);
-            let mut apps: HashMap<&str, AppEmail> = HashMap::new();
-            let mut to_sign = Vec::new();
-            for (i, j) in jobs.iter().enumerate() {
-                let app = j.outcome.app_id.as_str();
-                if !apps.contains_key(app) {
-                    let c = shared.app_channels(app).await;
-                    let signer = match &c.email {
-                        Some(Ok(email)) => shared.dkim_signer(app, email),
-                        _ => None,
-                    };
-                    apps.insert(app, (shared.pool_for(&c.email), signer));
-                }
-                match (&apps[app], &j.payload) {
-                    ((Err(why), _), _) if out[i].is_none() => {
-                        out[i] = Some(Delivery::Permanent { status_code: 0, message: why.clone(), hard_bounce: false })
-                    }
-                    ((Ok(pool), signer), Payload::Email { from, mime }) if out[i].is_none() => {
-                        if let Some(signer) = signer.as_ref().filter(|s| s.key_for(from).is_some()) {
-                            to_sign.push((i, signer.clone(), from.clone(), mime.clone()));
-                        }
-                        groups.entry((Arc::as_ptr(pool) as usize, from.as_str())).or_insert_with(|| (pool.clone(), Vec::new())).1.push(i);
-                    }
-                    _ => {}
-                }
-            }
-            // DKIM signatures (RSA takes a while) are made off the async workers.
-            let mut signed: Vec<Option<Vec<u8>>> = vec![None; jobs.len()];
-            if !to_sign.is_empty() {
-                let now = chrono::Utc::now().timestamp();
-                let sign = move || to_sign.into_iter().map(|(i, s, from, mime)| (i, s.sign(&from, &mime, now))).collect::<Vec<_>>();
-                match tokio::task::spawn_blocking(sign).await {
-                    Ok(done) => done.into_iter().for_each(|(i, m)| signed[i] = m),
-                    Err(e) => tracing::error!(error = %e, "DKIM signing failed."),
-                }
-            }
-            for ((_, from), (pool, idx)) in groups {
-                let items: Vec<(&str, &[u8])> = idx
-                    .iter()
-                    .map(|&i| match (&jobs[i].payload, &signed[i]) {
-                        (_, Some(m)) => (jobs[i].outcome.address.as_str(), m.as_slice()),
-                        (Payload::Email { mime, .. }, None) => (jobs[i].outcome.address.as_str(), mime.as_slice()),
-                        _ => unreachable!("email lane"),
-                    })
-                    .collect();
-                for (i, d) in idx.into_iter().zip(pool.send_batch(from, &items).await) {
-                    out[i] = Some(d);
-                }
-            }
-            out.into_iter()
-                .map(|d| d.unwrap_or(Delivery::Permanent { status_code: 0, message: "not an email".into(), hard_bounce: false }))
-                .collect()
-        }
-        Lane::Custom => {
-            let mut futures = Vec::with_capacity(jobs.len());
-            for j in jobs {
-                let app = shared.app_channels(&j.outcome.app_id).await;
-                let unusable = match &app.custom {
-                    Some(Err(why)) => Some(why.clone()),
-                    Some(Ok(c)) if !c.enabled => Some("the app's custom channel is disabled".to_string()),
-                    _ => None,
-                };
-                let disabled = unusable.is_some();
-                let secret = app
-                    .custom
-                    .as_ref()
-                    .and_then(|c| c.as_ref().ok())
-                    .map(|c| c.signing_secret.clone())
-                    .filter(|s| !s.is_empty())
-                    .or_else(|| shared.config.webhook_secret.clone())
-                    .unwrap_or_default();
-                let hook = match (&j.payload, j.dry_run || disabled, &shared.http) {
-                    (Payload::Custom { .. }, false, Some(http)) => {
-                        let config = WebhookConfig { url: j.outcome.address.clone(), secret, timeout: shared.config.webhook_timeout };
-                        Some(Webhook::with_client(config, http.clone()))
-                    }
-                    _ => None,
-                };
-                futures.push(async move {
-                    match (&j.payload, hook) {
-                        (_, _) if j.dry_run => dry(j),
-                        (_, _) if disabled => {
-                            Delivery::Permanent { status_code: 0, message: unusable.unwrap_or_default(), hard_bounce: false }
-                        }
-                        (Payload::Custom { body }, Some(h)) => h.send(body).await,
-                        _ => Delivery::Permanent {
-                            status_code: 0,
-                            message: "cannot deliver to this custom address".into(),
-                            hard_bounce: false,
-                        },
-                    }
-                });
-            }
-            futures::future::join_all(futures).await
-        }
-        Lane::Apns | Lane::Gcm | Lane::Sms => {
-            let mut futures = Vec::with_capacity(jobs.len());
-            for j in jobs {
-                let app = shared.app_channels(&j.outcome.app_id).await;
-                futures.push(async move {
-                    if j.dry_run {
-                        dry(j)
-                    } else {
-                        provider_send(lane, &app, j).await
-                    }
-                });
-            }
-            futures::future::join_all(futures).await
-        }
-    }
-}
-
-fn permanent(message: String) -> Delivery {
-    Delivery::Permanent { status_code: 0, message, hard_bounce: false }
-}
-
-/// An app's sender for a channel, or the delivery that says why there is none.
-fn usable<'a, S>(channel: &'a Option<Result<Arc<S>, String>>, label: &str) -> Result<&'a Arc<S>, Delivery> {
-    match channel {
-        None => Err(permanent(format!("no {label} channel is configured for this app"))),
-        Some(Err(why)) => Err(permanent(why.clone())),
-        Some(Ok(sender)) => Ok(sender),
-    }
-}
-
-/// One message to a push or SMS provider through the app's channel.
-async fn provider_send(lane: Lane, app: &AppChannels, j: &Job) -> Delivery {
-    let sent = match (lane, &j.payload) {
-        (Lane::Apns, Payload::Apns(push)) => match usable(&app.apns, "APNs") {
-            Ok(sender) => Ok(sender.send(push, &j.outcome.message_id).await),
-            Err(d) => Err(d),
-        },
-        (Lane::Gcm, Payload::Gcm(m)) => match usable(&app.gcm, "GCM") {
-            Ok(sender) => Ok(sender.send(m).await),
-            Err(d) => Err(d),
-        },
-        (Lane::Sms, Payload::Sms(text)) => match usable(&app.sms, "SMS") {
-            Ok(sender) => Ok(sender.send(text).await),
-            Err(d) => Err(d),
-        },
-        _ => Err(permanent("the message does not match its channel".into())),
-    };
-    sent.unwrap_or_else(|d| d)
+    let batch: Vec<Outbound<'_>> = jobs
+        .iter()
+        .map(|j| Outbound {
+            app_id: &j.outcome.app_id,
+            address: &j.outcome.address,
+            message_id: &j.outcome.message_id,
+            payload: &j.payload,
+            dry_run: j.dry_run,
+        })
+        .collect();
+    shared.senders.deliver(lane, &batch).await
 }
 
 /// Makes endpoints INACTIVE (their other fields unchanged); endpoints deleted meanwhile are
@@ -627,11 +399,6 @@ pub async fn deactivate(store: &dyn Store, app: &str, ids: Vec<String>) -> Resul
         .map(|_| ())
 }
 
-
-/// Whether a channel's address is a push token (a dead one makes its endpoint INACTIVE).
-fn is_push(channel: &str) -> bool {
-    channel.starts_with("APNS") || channel == "GCM" || channel == "BAIDU" || channel == "ADM"
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,6 @@
 //! Dispatch: the policy side of sending — retries, limits and quotas — applied by the shard
 //! workers to what channels report. (The shard router and the Messages service build on these.)
 
-pub mod compose;
 pub mod engine;
 pub mod events;
 pub mod quota;

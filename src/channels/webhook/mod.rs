@@ -31,3 +31,35 @@ pub struct Payload {
     /// Endpoint id → the endpoint in Pinpoint's JSON shape.
     pub endpoints: serde_json::Map<String, serde_json::Value>,
 }
+
+/// Where a custom-channel message comes from: the app, when it was scheduled, and for
+/// campaigns which campaign, treatment and activity.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub app_id: String,
+    pub scheduled_time: String,
+    pub campaign_id: String,
+    pub treatment_id: Option<u32>,
+    pub activity_id: String,
+}
+
+impl Payload {
+    /// The payload for one recipient: the rendered data, where it comes from, and the endpoint
+    /// (when the message went to one) in Pinpoint's JSON shape.
+    pub fn new(data: String, origin: &Origin, endpoint: Option<&crate::proto::v1::Endpoint>) -> Self {
+        let mut endpoints = serde_json::Map::new();
+        if let Some(e) = endpoint {
+            endpoints.insert(e.id.clone(), crate::domain::json::endpoint(e));
+        }
+        Payload {
+            message: serde_json::json!({}),
+            data,
+            application_id: origin.app_id.clone(),
+            campaign_id: origin.campaign_id.clone(),
+            treatment_id: origin.treatment_id,
+            activity_id: origin.activity_id.clone(),
+            scheduled_time: origin.scheduled_time.clone(),
+            endpoints,
+        }
+    }
+}

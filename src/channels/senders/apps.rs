@@ -1,17 +1,21 @@
-//! Each app's channel settings as the engine uses them: opened once a second, and the senders,
-//! pools and DKIM keys built from them kept while the settings are unchanged.
+//! Each app's channel settings as the senders use them: opened once a second, and the
+//! senders, pools and DKIM keys built from them kept while the settings are unchanged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::{Shared, QUOTA_REFRESH};
+use super::Senders;
 use crate::channels::apns::ApnsSender;
 use crate::channels::email::dkim::{DkimKey, DkimSigner};
 use crate::channels::email::{SmtpPool, SmtpRelay};
 use crate::channels::fcm::FcmSender;
 use crate::channels::settings;
 use crate::channels::sms::SmsSender;
+
+/// How long an app's channel settings are used before they are read again: changes take
+/// effect within this time, without a restart.
+pub(super) const REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::proto::v1::{ApnsChannel, CustomChannel, EmailChannel, GcmChannel, SmsChannel, TlsMode};
 use crate::store::Store;
 
@@ -49,14 +53,14 @@ pub(super) struct AppChannels {
     pub(super) gcm: Option<Result<Arc<FcmSender>, String>>,
 }
 
-impl Shared {
+impl Senders {
     pub(super) async fn app_channels(&self, app: &str) -> AppChannels {
         if let Some((at, c)) = self.channels.lock().get(app) {
-            if at.elapsed() < QUOTA_REFRESH {
+            if at.elapsed() < REFRESH {
                 return c.clone();
             }
         }
-        let c = match &self.config.sealer {
+        let c = match &self.sealer {
             Some(sealer) => {
                 let store = self.store.as_ref();
                 let email = settings::load::<EmailChannel>(store, sealer, app).await;
@@ -67,7 +71,7 @@ impl Shared {
                 AppChannels { email, custom, apns, sms, gcm }
             }
             None => {
-                const NO_KEY: &str = "channel secrets cannot be opened: this engine has no secret key";
+                const NO_KEY: &str = "channel secrets cannot be opened: this daemon has no secret key";
                 let store = self.store.as_ref();
                 let email =
                     settings_raw::<EmailChannel>(store, app)

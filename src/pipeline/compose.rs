@@ -1,16 +1,17 @@
-//! What a send renders, prepared once per request or campaign run: the compiled email and
-//! custom templates (stored, or a message's inline parts), the sender, and the substitutions
-//! every recipient shares; then one payload per recipient.
+//! What a send renders, prepared once per request or campaign run: the compiled templates of
+//! each channel (stored, or a message's inline parts), the sender, and the substitutions every
+//! recipient shares; then one payload per recipient: the parts are rendered here, the
+//! provider's payload is built by its channel (`channels::<name>`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::engine::{Lane, Payload};
+use crate::channels::{Lane, Payload};
 use crate::channels::webhook;
 use crate::domain::FieldViolation;
 use crate::proto::v1::{
     template::Content, ApnsMessage, AttributeValues, ChannelType, CustomTemplate, DefaultPushNotificationMessage,
-    DirectMessageConfiguration, EmailTemplate, Endpoint, GcmMessage, PushAction, PushBlock, PushTemplate, SmsMessage, SmsMessageType,
+    DirectMessageConfiguration, EmailTemplate, Endpoint, GcmMessage, PushBlock, PushTemplate, SmsMessage,
     SmsTemplate, Template, TemplateConfiguration, TemplateReference,
 };
 use crate::render::mime;
@@ -33,16 +34,7 @@ pub fn substitutions(map: &HashMap<String, AttributeValues>) -> HashMap<String, 
     map.iter().map(|(k, v)| (k.clone(), v.values.clone())).collect()
 }
 
-/// Where a message comes from, for the custom payload: the app, when it was scheduled, and
-/// for campaigns which campaign, treatment and run.
-#[derive(Debug, Clone, Default)]
-pub struct Origin {
-    pub app_id: String,
-    pub scheduled_time: String,
-    pub campaign_id: String,
-    pub treatment_id: Option<u32>,
-    pub activity_id: String,
-}
+pub use crate::channels::webhook::Origin;
 
 pub struct Composer {
     cache: Arc<TemplateCache>,
@@ -252,111 +244,15 @@ impl Composer {
         Ok(out)
     }
 
-    /// An FCM message (HTTP v1 fields) for a device token: the GCM block's parts, else the
-    /// default block's; a silent push carries data only.
-    fn gcm_payload(
-        &self,
-        endpoint: Option<&Endpoint>,
-        token: &str,
-        subs: &HashMap<String, Vec<String>>,
-    ) -> Result<Payload, (String, bool)> {
-        use serde_json::{json, Map, Value};
+    /// An FCM message for a device token, from the rendered push parts.
+    fn gcm_payload(&self, endpoint: Option<&Endpoint>, token: &str, subs: &HashMap<String, Vec<String>>) -> Result<Payload, (String, bool)> {
         let parts = self.push_parts("gcm", endpoint, subs)?;
-        let pick = |name: &str| parts.get(name).cloned();
-        let (g, d) = (&self.gcm, &self.default_push);
-        let mut fields = Map::new();
-        if let Some(raw) = pick("raw_content") {
-            let v: Value = serde_json::from_str(&raw).map_err(|e| (format!("raw_content is not JSON: {e}"), true))?;
-            let inner = v.get("message").cloned().unwrap_or(v);
-            let Value::Object(m) = inner else { return Err(("raw_content must be a JSON object".into(), true)) };
-            fields = m;
-        } else {
-            let silent = g.silent_push || d.silent_push;
-            if !silent {
-                let mut n = Map::new();
-                for (k, part) in [("title", "title"), ("body", "body"), ("image", "image_url")] {
-                    if let Some(v) = pick(part) {
-                        n.insert(k.into(), Value::String(v));
-                    }
-                }
-                if !n.is_empty() {
-                    fields.insert("notification".into(), Value::Object(n));
-                }
-            }
-            let data = if g.data.is_empty() { &d.data } else { &g.data };
-            let mut data: Map<String, Value> = data.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-            let action = if g.action != 0 { g.action } else { d.action };
-            if let Some(url) = pick("url").filter(|_| action == PushAction::DeepLink as i32 || action == PushAction::Url as i32) {
-                data.insert("pinpoint.deeplink".into(), Value::String(url));
-            }
-            if !data.is_empty() {
-                fields.insert("data".into(), Value::Object(data));
-            }
-            let mut android = Map::new();
-            match g.priority.to_ascii_lowercase().as_str() {
-                "high" => drop(android.insert("priority".into(), json!("HIGH"))),
-                "normal" => drop(android.insert("priority".into(), json!("NORMAL"))),
-                _ => {}
-            }
-            if g.time_to_live > 0 {
-                android.insert("ttl".into(), Value::String(format!("{}s", g.time_to_live)));
-            }
-            if !g.collapse_key.is_empty() {
-                android.insert("collapse_key".into(), Value::String(g.collapse_key.clone()));
-            }
-            if !g.restricted_package_name.is_empty() {
-                android.insert("restricted_package_name".into(), Value::String(g.restricted_package_name.clone()));
-            }
-            if let Some(sound) = pick("sound").filter(|_| !silent) {
-                android.insert("notification".into(), json!({ "sound": sound.clone() }));
-            }
-            if !android.is_empty() {
-                fields.insert("android".into(), Value::Object(android));
-            }
-            // An iOS device registered with FCM: the same choices as APNs headers and aps.
-            let ios = endpoint.and_then(|e| e.demographic.as_ref()).is_some_and(|d| d.platform.eq_ignore_ascii_case("ios"));
-            if ios {
-                let mut headers = Map::new();
-                let mut aps = Map::new();
-                if silent {
-                    aps.insert("content-available".into(), json!(1));
-                    headers.insert("apns-push-type".into(), json!("background"));
-                    headers.insert("apns-priority".into(), json!("5"));
-                } else {
-                    match g.priority.to_ascii_lowercase().as_str() {
-                        "high" => drop(headers.insert("apns-priority".into(), json!("10"))),
-                        "normal" => drop(headers.insert("apns-priority".into(), json!("5"))),
-                        _ => {}
-                    }
-                    if let Some(sound) = pick("sound") {
-                        aps.insert("sound".into(), Value::String(sound));
-                    }
-                }
-                if g.time_to_live > 0 {
-                    let at = chrono::Utc::now().timestamp() + i64::from(g.time_to_live);
-                    headers.insert("apns-expiration".into(), Value::String(at.to_string()));
-                }
-                if !g.collapse_key.is_empty() {
-                    headers.insert("apns-collapse-id".into(), Value::String(g.collapse_key.clone()));
-                }
-                let mut apns = Map::new();
-                if !headers.is_empty() {
-                    apns.insert("headers".into(), Value::Object(headers));
-                }
-                if !aps.is_empty() {
-                    apns.insert("payload".into(), json!({ "aps": aps }));
-                }
-                if !apns.is_empty() {
-                    fields.insert("apns".into(), Value::Object(apns));
-                }
-            }
-        }
-        Ok(Payload::Gcm(crate::channels::fcm::Message { device_token: token.to_string(), fields }))
+        let ios = endpoint.and_then(|e| e.demographic.as_ref()).is_some_and(|d| d.platform.eq_ignore_ascii_case("ios"));
+        crate::channels::fcm::message(&parts, &self.gcm, &self.default_push, ios, token).map(Payload::Gcm).map_err(|why| (why, true))
     }
 
-    /// An APNs notification for `endpoint` (`channel` says sandbox and VOIP), built with a2's
-    /// payload builder from the rendered push content: the APNs block's parts, else the
-    /// default block's.
+    /// An APNs notification for a device token (`channel` says sandbox and VOIP), from the
+    /// rendered push parts.
     fn apns_payload(
         &self,
         channel: ChannelType,
@@ -364,94 +260,12 @@ impl Composer {
         token: &str,
         subs: &HashMap<String, Vec<String>>,
     ) -> Result<Payload, (String, bool)> {
-        use a2::request::notification::NotificationBuilder as _;
-        use a2::request::payload::PayloadLike as _;
         let parts = self.push_parts("apns", endpoint, subs)?;
-        let pick = |name: &str| parts.get(name).map(String::as_str);
-        let (a, d) = (&self.apns, &self.default_push);
-        let silent = a.silent_push || d.silent_push;
-        let body = match pick("raw_content") {
-            Some(raw) => {
-                let v: serde_json::Value = serde_json::from_str(raw).map_err(|e| (format!("raw_content is not JSON: {e}"), true))?;
-                v.to_string()
-            }
-            None => {
-                let mut b = a2::DefaultNotificationBuilder::new();
-                if silent {
-                    b = b.set_content_available();
-                } else {
-                    if let Some(v) = pick("title") {
-                        b = b.set_title(v);
-                    }
-                    if let Some(v) = pick("body") {
-                        b = b.set_body(v);
-                    }
-                    if let Some(v) = pick("sound") {
-                        b = b.set_sound(v);
-                    }
-                }
-                if a.badge > 0 {
-                    b = b.set_badge(a.badge as u32);
-                }
-                if !a.category.is_empty() {
-                    b = b.set_category(&a.category);
-                }
-                if pick("image_url").is_some() {
-                    b = b.set_mutable_content();
-                }
-                let mut payload = b.build(token, Default::default());
-                let data = if a.data.is_empty() { &d.data } else { &a.data };
-                for (k, v) in data {
-                    payload.data.insert(k.as_str(), serde_json::Value::String(v.clone()));
-                }
-                let action = if a.action != 0 { a.action } else { d.action };
-                if let Some(url) = pick("url").filter(|_| action == PushAction::DeepLink as i32 || action == PushAction::Url as i32) {
-                    payload.data.insert("pinpoint", serde_json::json!({"deeplink": url}));
-                }
-                if let Some(img) = pick("image_url") {
-                    payload.data.insert("media_url", serde_json::Value::String(img.to_string()));
-                }
-                if !a.thread_id.is_empty() {
-                    payload.data.insert("thread-id", serde_json::Value::String(a.thread_id.clone()));
-                }
-                let mut json = payload.to_json_string().map_err(|e| (e.to_string(), true))?;
-                if !a.thread_id.is_empty() {
-                    // thread-id belongs in aps.
-                    let mut v: serde_json::Value = serde_json::from_str(&json).map_err(|e| (e.to_string(), true))?;
-                    if let Some(t) = v.as_object_mut().and_then(|o| o.remove("thread-id")) {
-                        v["aps"]["thread-id"] = t;
-                    }
-                    json = v.to_string();
-                }
-                json
-            }
-        };
-        let voip = matches!(channel, ChannelType::ApnsVoip | ChannelType::ApnsVoipSandbox);
-        let push_type = if !a.apns_push_type.is_empty() {
-            a.apns_push_type.clone()
-        } else if voip {
-            "voip".into()
-        } else if silent {
-            "background".into()
-        } else {
-            String::new()
-        };
-        let priority = match a.priority.as_str() {
-            "10" => Some(10),
-            "5" => Some(5),
-            _ if silent => Some(5),
-            _ => None,
-        };
-        Ok(Payload::Apns(crate::channels::apns::Push {
-            device_token: token.to_string(),
+        let kind = crate::channels::apns::Kind {
             sandbox: matches!(channel, ChannelType::ApnsSandbox | ChannelType::ApnsVoipSandbox),
-            voip,
-            push_type,
-            priority,
-            expiration: (a.time_to_live > 0).then(|| chrono::Utc::now().timestamp() + i64::from(a.time_to_live)),
-            collapse_id: Some(a.collapse_id.clone()).filter(|c| !c.is_empty()),
-            body: body.into_bytes(),
-        }))
+            voip: matches!(channel, ChannelType::ApnsVoip | ChannelType::ApnsVoipSandbox),
+        };
+        crate::channels::apns::push(&parts, &self.apns, &self.default_push, kind, token).map(Payload::Apns).map_err(|why| (why, true))
     }
 
     /// One recipient's payload; `Err((why, rendering))` when it cannot be made (`rendering`:
@@ -476,14 +290,7 @@ impl Composer {
                 if body.is_empty() {
                     return Err(("the SMS body rendered empty".to_string(), true));
                 }
-                let m = &self.sms_message;
-                let from = if m.origination_number.is_empty() { m.sender_id.clone() } else { m.origination_number.clone() };
-                Ok(Payload::Sms(crate::channels::sms::Text {
-                    to: address.to_string(),
-                    from,
-                    body,
-                    promotional: m.message_type == SmsMessageType::Promotional as i32,
-                }))
+                Ok(Payload::Sms(crate::channels::sms::Text::new(address, body, &self.sms_message)))
             }
             Lane::Email => match (&self.raw_email, &self.email, &self.sender) {
                 (_, _, None) => Err(("no from_address in message_configuration.email_message".to_string(), false)),
@@ -504,22 +311,7 @@ impl Composer {
                 let ctx = t.context(endpoint, subs);
                 let parts = t.render(self.cache.renderer(), &ctx).map_err(|e| (e.to_string(), true))?;
                 let data = parts.into_iter().next().map(|(_, s)| s).unwrap_or_default();
-                let mut endpoints = serde_json::Map::new();
-                if let Some(e) = endpoint {
-                    endpoints.insert(e.id.clone(), crate::domain::json::endpoint(e));
-                }
-                Ok(Payload::Custom {
-                    body: webhook::Payload {
-                        message: serde_json::json!({}),
-                        data,
-                        application_id: origin.app_id.clone(),
-                        campaign_id: origin.campaign_id.clone(),
-                        treatment_id: origin.treatment_id,
-                        activity_id: origin.activity_id.clone(),
-                        scheduled_time: origin.scheduled_time.clone(),
-                        endpoints,
-                    },
-                })
+                Ok(Payload::Custom { body: webhook::Payload::new(data, origin, endpoint) })
             }
         }
     }
