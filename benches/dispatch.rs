@@ -7,7 +7,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::collections::HashMap;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use herald::dispatch::engine::{event_for, shard_of};
+use herald::dispatch::engine::shard_of;
+use herald::outcomes::event_for;
 use herald::dispatch::quota::RateGate;
 use herald::proto::v1::{
     AttributeDimension, AttributeValues, ChannelType, ComparisonOperator, DeliveryStatus, Endpoint, EndpointLocation, MessageOutcome,

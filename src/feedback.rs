@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 
 use crate::channels::settings;
-use crate::dispatch::engine::event_for;
+use crate::outcomes::{event_for, Batch, Recorder};
 use crate::proto::v1::{ChannelType, Endpoint, MessageOutcome, OptOut, SmsChannel, Suppression, SuppressionReason};
 use crate::secrets::Sealer;
 use crate::store::{EndpointOp, Store};
@@ -39,6 +39,19 @@ pub struct Feedback {
 }
 
 type Reply = (StatusCode, String);
+
+/// The store failed: the provider should retry; what failed goes to the log, not the answer.
+fn unavailable(e: crate::store::StoreError) -> Reply {
+    tracing::warn!(error = %e, "Cannot record provider feedback.");
+    reply(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; retry later")
+}
+
+/// A batch of one event.
+fn one_event(app: &str, e: crate::proto::v1::Event) -> Batch {
+    let mut b = Batch::default();
+    b.event(app, e);
+    b
+}
 
 fn reply(status: StatusCode, text: impl Into<String>) -> Reply {
     (status, text.into())
@@ -78,11 +91,9 @@ impl Feedback {
         constant_time_eq(expected.as_bytes(), signature.as_bytes())
     }
 
-    async fn record(&self, app: &str, events: Vec<crate::proto::v1::Event>) -> Result<(), Reply> {
-        self.store
-            .record_outcomes(app, &[], &events, self.outcome_ttl.as_secs())
-            .await
-            .map_err(|e| reply(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+    /// Records what a notification said, through the one recorder.
+    async fn record(&self, batch: &Batch) -> Result<(), Reply> {
+        Recorder::new(self.store.clone(), self.outcome_ttl).record(batch).await.map_err(unavailable)
     }
 }
 
@@ -143,7 +154,7 @@ async fn sms_status(State(f): State<Arc<Feedback>>, Path(app): Path<String>, hea
     let endpoint = f.store.endpoint_by_address(&app, ChannelType::Sms as i32, to).await.ok().flatten().unwrap_or_default();
     let note = format!("{status} {}", field(&form, "ErrorCode")).trim().to_string();
     let event = event_for(&outcome(&app, "SMS", to, &endpoint, sid, note), format!("_SMS.{kind}"));
-    match f.record(&app, vec![event]).await {
+    match f.record(&one_event(&app, event)).await {
         Ok(()) => reply(StatusCode::NO_CONTENT, ""),
         Err(r) => r,
     }
@@ -162,7 +173,7 @@ async fn sms_inbound(State(f): State<Arc<Feedback>>, Path(app): Path<String>, he
     count("sms_optout");
     let endpoint = match f.store.endpoint_by_address(&app, ChannelType::Sms as i32, from).await {
         Ok(e) => e,
-        Err(e) => return reply(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return unavailable(e),
     };
     if let Some(id) = &endpoint {
         let write = Endpoint { id: id.clone(), opt_out: OptOut::All as i32, ..Default::default() };
@@ -173,11 +184,11 @@ async fn sms_inbound(State(f): State<Arc<Feedback>>, Path(app): Path<String>, he
             request_id: "sms-inbound".into(),
         };
         if let Err(e) = f.store.write_endpoints(&app, op).await {
-            return reply(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            return unavailable(e);
         }
     }
     let event = event_for(&outcome(&app, "SMS", from, endpoint.as_deref().unwrap_or(""), "", word), "_SMS.OPTOUT".into());
-    match f.record(&app, vec![event]).await {
+    match f.record(&one_event(&app, event)).await {
         Ok(()) => reply(StatusCode::NO_CONTENT, ""),
         Err(r) => r,
     }
@@ -242,7 +253,7 @@ async fn email_feedback(State(f): State<Arc<Feedback>>, Path(app): Path<String>,
         Err(e) => return reply(StatusCode::BAD_REQUEST, e),
     };
     let now = crate::domain::timestamp(chrono::Utc::now());
-    let (mut suppress, mut events) = (Vec::new(), Vec::new());
+    let mut batch = Batch::default();
     for (kind, addresses) in notices {
         for a in addresses {
             let address = crate::api::suppressions::normalize(&a);
@@ -252,21 +263,16 @@ async fn email_feedback(State(f): State<Arc<Feedback>>, Path(app): Path<String>,
                 _ => "email_softbounce",
             });
             let endpoint = f.store.endpoint_by_address(&app, ChannelType::Email as i32, &address).await.ok().flatten().unwrap_or_default();
-            events.push(event_for(&outcome(&app, "EMAIL", &address, &endpoint, "", kind.to_string()), format!("_email.{kind}")));
+            batch.event(&app, event_for(&outcome(&app, "EMAIL", &address, &endpoint, "", kind.to_string()), format!("_email.{kind}")));
             let reason = match kind {
                 "hardbounce" => SuppressionReason::HardBounce,
                 "complaint" => SuppressionReason::Complaint,
                 _ => continue,
             };
-            suppress.push(Suppression { address, reason: reason as i32, created_date: now.clone(), note: "provider feedback".into() });
+            batch.suppress(&app, Suppression { address, reason: reason as i32, created_date: now.clone(), note: "provider feedback".into() });
         }
     }
-    if !suppress.is_empty() {
-        if let Err(e) = f.store.put_suppressions(&app, &suppress).await {
-            return reply(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-        }
-    }
-    match f.record(&app, events).await {
+    match f.record(&batch).await {
         Ok(()) => reply(StatusCode::NO_CONTENT, ""),
         Err(r) => r,
     }

@@ -16,6 +16,8 @@
 //!   into payloads.
 //! - [`dispatch`]: the engine — shards, retries with backoff, channel quotas, stop and drain,
 //!   outcome recording; no provider knowledge.
+//! - [`outcomes`]: the one recorder of outcomes, counters, events, suppressions and dead
+//!   push tokens, and Pinpoint's event names.
 //! - [`store`]: the storage seam ([`store::Store`]) with its Redis and embedded (redb)
 //!   backends, and the write planner both backends share.
 //! - [`api`]: tonic services, the one error → `Status` mapping, authentication.
@@ -34,6 +36,7 @@ pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod feedback;
+pub mod outcomes;
 pub mod pipeline;
 pub mod proto;
 pub mod render;

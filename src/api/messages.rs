@@ -15,7 +15,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{check_app_id, invalid, observe, store_status};
 use crate::pipeline::compose::{ComposeError, Composer, Origin};
-use crate::dispatch::engine::{event_for, event_prefix, Engine, Job, Lane, Reply};
+use crate::dispatch::engine::{Engine, Job, Lane, Reply};
+use crate::outcomes::{event_for, event_prefix, Batch, Recorder};
 use crate::domain::{self, endpoint as endpoint_rules, FieldViolation};
 use crate::proto::v1::{list_outcomes_request, ListOutcomesRequest, ListOutcomesResponse};
 use crate::proto::v1::{
@@ -38,7 +39,8 @@ pub struct MessagesService {
     store: Arc<dyn Store>,
     cache: Arc<TemplateCache>,
     engine: Arc<Engine>,
-    outcome_ttl: Duration,
+    /// Records the outcomes of recipients refused before sending.
+    recorder: Recorder,
 }
 
 /// One recipient of a request.
@@ -64,7 +66,7 @@ fn compose_status(e: ComposeError) -> Status {
 
 impl MessagesService {
     pub fn new(store: Arc<dyn Store>, cache: Arc<TemplateCache>, engine: Arc<Engine>, outcome_ttl: Duration) -> Self {
-        Self { store, cache, engine, outcome_ttl }
+        Self { recorder: Recorder::new(store.clone(), outcome_ttl), store, cache, engine }
     }
 
     /// A send with an idempotency key: the first call sends, repeats within 24 hours (also
@@ -164,8 +166,8 @@ impl MessagesService {
         let request_id = domain::new_id();
         let now = domain::timestamp(chrono::Utc::now());
         let origin = Origin { app_id: app.clone(), scheduled_time: now.clone(), ..Default::default() };
-        let mut early: Vec<MessageOutcome> = Vec::new();
-        let mut early_events = Vec::new();
+        // Recipients refused before sending: recorded once the call is admitted whole.
+        let mut early = Batch::default();
         let mut waiting: Vec<(usize, oneshot::Receiver<MessageOutcome>)> = Vec::new();
         let mut jobs: Vec<(Lane, Job)> = Vec::new();
         let mut finished: Vec<Option<MessageOutcome>> = (0..recipients.len()).map(|_| None).collect();
@@ -212,9 +214,9 @@ impl MessagesService {
             };
             if let Some((status, why)) = rule {
                 fail(&mut o, status, why);
-                early_events.push(event_for(&o, format!("{}.rejected", event_prefix(&o.channel))));
+                let event = event_for(&o, format!("{}.rejected", event_prefix(&o.channel)));
                 finished[i] = Some(o.clone());
-                early.push(o);
+                early.outcome(o, Some(event));
                 continue;
             }
             let lane = lane.expect("checked above");
@@ -224,11 +226,9 @@ impl MessagesService {
                 Ok(p) => p,
                 Err((why, rendering)) => {
                     fail(&mut o, DeliveryStatus::PermanentFailure, why);
-                    if rendering {
-                        early_events.push(event_for(&o, format!("{}.rendering_failure", event_prefix(&o.channel))));
-                    }
+                    let event = rendering.then(|| event_for(&o, format!("{}.rendering_failure", event_prefix(&o.channel))));
                     finished[i] = Some(o.clone());
-                    early.push(o);
+                    early.outcome(o, event);
                     continue;
                 }
             };
@@ -255,7 +255,7 @@ impl MessagesService {
             }
         }
         if !early.is_empty() {
-            self.store.record_outcomes(app, &early, &early_events, self.outcome_ttl.as_secs()).await.map_err(store_status)?;
+            self.recorder.record(&early).await.map_err(store_status)?;
         }
         for (i, rx) in waiting {
             finished[i] = match tokio::time::timeout(RESULT_WAIT, rx).await {

@@ -16,17 +16,15 @@ use tokio::time::Instant;
 
 use super::quota::RateGate;
 use super::retry::RetryPolicy;
-pub use super::events::{event_for, event_prefix};
-use super::events::{event_type, sms_facts};
 pub use super::reply::{Reply, Tally, TallySlot};
 use crate::channels::senders::Senders;
 pub use crate::channels::{Lane, Payload};
-use crate::channels::{is_push, Delivery, Outbound};
-use crate::domain;
+use crate::channels::{Delivery, Outbound};
+use crate::outcomes::Recorder;
 use crate::proto::v1::{
-    ChannelQuota, DeliveryStatus, Endpoint, EndpointStatus, MessageOutcome,
+    ChannelQuota, DeliveryStatus, MessageOutcome,
 };
-use crate::store::{EndpointOp, Store};
+use crate::store::Store;
 
 /// Jobs a shard takes at once.
 pub const BATCH: usize = 64;
@@ -80,6 +78,8 @@ struct Shared {
     quotas: Quotas,
     /// The channels' senders: a shard hands them its batch.
     senders: Senders,
+    /// Writes each settled batch.
+    recorder: Recorder,
     /// `Some(deadline)` once the engine is stopping.
     stopping: tokio::sync::watch::Receiver<Option<Instant>>,
 }
@@ -183,7 +183,8 @@ impl Engine {
     /// Starts the shards of every channel; they hand their batches to `senders`.
     pub fn start(store: Arc<dyn Store>, senders: Senders, config: EngineConfig) -> Arc<Self> {
         let (stop_at, stopping) = tokio::sync::watch::channel(None);
-        let shared = Arc::new(Shared { stopping, store, config: config.clone(), quotas: Quotas::default(), senders });
+        let recorder = Recorder::new(store.clone(), config.outcome_ttl);
+        let shared = Arc::new(Shared { stopping, store, config: config.clone(), quotas: Quotas::default(), senders, recorder });
         let mut lanes = HashMap::new();
         let mut workers = Vec::new();
         for lane in Lane::ALL {
@@ -386,19 +387,6 @@ async fn deliver(shared: &Shared, lane: Lane, jobs: &[Job]) -> Vec<Delivery> {
         .collect();
     shared.senders.deliver(lane, &batch).await
 }
-
-/// Makes endpoints INACTIVE (their other fields unchanged); endpoints deleted meanwhile are
-/// skipped.
-pub async fn deactivate(store: &dyn Store, app: &str, ids: Vec<String>) -> Result<(), crate::store::StoreError> {
-    let writes =
-        ids.into_iter().map(|id| Endpoint { id, endpoint_status: EndpointStatus::Inactive as i32, ..Default::default() }).collect();
-    let now = domain::timestamp(chrono::Utc::now());
-    store
-        .write_endpoints(app, EndpointOp::Upsert { writes, all_or_nothing: false, now, request_id: "provider-feedback".into() })
-        .await
-        .map(|_| ())
-}
-
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,6 @@
 //! workers to what channels report. (The shard router and the Messages service build on these.)
 
 pub mod engine;
-pub mod events;
 pub mod quota;
 pub mod reply;
 pub mod retry;

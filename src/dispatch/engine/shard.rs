@@ -11,17 +11,18 @@
 //! wait in memory (at most [`RECORDING`] batches per shard, then the shard stops taking work)
 //! and are never dropped while the daemon runs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{deactivate, deliver, event_for, event_type, is_push, settle, sms_facts, Job, Lane, Payload, Reply, Shared, ShardMetrics, BATCH};
+use super::{deliver, settle, Job, Lane, Payload, Reply, Shared, ShardMetrics, BATCH};
+use crate::outcomes::{sms_facts, Batch, Slot};
 use crate::channels::Delivery;
 use crate::domain;
-use crate::proto::v1::{DeliveryStatus, Event, MessageOutcome, Suppression, SuppressionReason};
+use crate::proto::v1::DeliveryStatus;
 
 /// Batches of outcomes a shard may be recording while it sends the next.
 pub(super) const RECORDING: usize = 2;
@@ -68,45 +69,27 @@ impl Delays {
     }
 }
 
-/// What a settled batch writes, per app.
+/// What a settled batch writes, and who waits for which outcome.
 #[derive(Default)]
 struct Settled {
-    done: HashMap<String, (Vec<MessageOutcome>, Vec<Event>)>,
-    bounced: HashMap<String, Vec<Suppression>>,
-    dead: HashMap<String, Vec<String>>,
-    replies: Vec<(Option<Reply>, String, usize)>,
+    batch: Batch,
+    replies: Vec<(Option<Reply>, Slot)>,
 }
 
 impl Settled {
     fn is_empty(&self) -> bool {
-        self.done.is_empty() && self.replies.is_empty()
+        self.batch.is_empty() && self.replies.is_empty()
     }
 
-    /// A job whose outcome is final: its event, and what a hard failure implies.
+    /// A job whose outcome is final.
     fn finish(&mut self, mut job: Job, hard: bool) {
-        let status = DeliveryStatus::try_from(job.outcome.delivery_status).unwrap_or(DeliveryStatus::UnknownFailure);
-        let entry = self.done.entry(job.outcome.app_id.clone()).or_default();
-        let mut event = event_for(&job.outcome, event_type(&job.outcome.channel, status, hard));
-        if let Payload::Sms(text) = &job.payload {
-            sms_facts(&mut job.outcome, &mut event, text);
-        }
-        entry.1.push(event);
-        if hard && is_push(&job.outcome.channel) {
-            // A dead device token: its endpoint stops receiving (INACTIVE), as in Pinpoint.
-            if !job.outcome.endpoint_id.is_empty() {
-                self.dead.entry(job.outcome.app_id.clone()).or_default().push(job.outcome.endpoint_id.clone());
+        let payload = &job.payload;
+        let slot = self.batch.delivered(std::mem::take(&mut job.outcome), hard, |o, event| {
+            if let Payload::Sms(text) = payload {
+                sms_facts(o, event, text);
             }
-        } else if hard {
-            let address = crate::api::suppressions::normalize(&job.outcome.address);
-            self.bounced.entry(job.outcome.app_id.clone()).or_default().push(Suppression {
-                address,
-                reason: SuppressionReason::HardBounce as i32,
-                created_date: job.outcome.updated_date.clone(),
-                note: job.outcome.status_message.clone(),
-            });
-        }
-        self.replies.push((job.reply.take(), job.outcome.app_id.clone(), entry.0.len()));
-        entry.0.push(job.outcome);
+        });
+        self.replies.push((job.reply.take(), slot));
     }
 }
 
@@ -233,67 +216,22 @@ async fn send_batch(
     }
 }
 
-/// Retries a store write while the store is unreachable, with backoff, until it succeeds or the
-/// engine's stop deadline passes. Whether it was written.
-async fn patiently<F, Fut>(shared: &Shared, what: &'static str, mut write: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), crate::store::StoreError>>,
-{
-    let mut delay = Duration::from_millis(50);
-    let mut warned = false;
-    loop {
-        match write().await {
-            Ok(()) => {
-                if warned {
-                    tracing::info!(what, "Store reachable again; held outcomes written.");
-                }
-                return true;
-            }
-            Err(e) => {
-                metrics::counter!(crate::telemetry::STORE_ERRORS).increment(1);
-                let past_deadline = shared.stopping.borrow().is_some_and(|d| Instant::now() + delay > d);
-                if !e.is_transient() || past_deadline {
-                    tracing::error!(error = %e, what, "Cannot write to the store; giving up on this batch.");
-                    return false;
-                }
-                if !warned {
-                    tracing::warn!(error = %e, what, "Store unreachable; holding the batch and retrying.");
-                    warned = true;
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
-}
-
-/// Records a batch's outcomes and events, suppresses hard bounces, retires dead push tokens,
-/// then hands each outcome to whoever waits for it.
+/// Records a batch (retrying while the store is unreachable, until the stop deadline), then
+/// hands each outcome to whoever waits for it.
 async fn record_and_reply(shared: &Shared, m: &ShardMetrics, settled: Settled) {
-    let Settled { done, bounced, dead, replies } = settled;
-    let ttl = shared.config.outcome_ttl.as_secs();
-    for (app, (outcomes, events)) in &done {
-        for o in outcomes {
-            if let Some(c) = m.by_status.get(&o.delivery_status) {
-                c.increment(1);
-            }
+    let Settled { mut batch, replies } = settled;
+    for o in batch.outcomes() {
+        if let Some(c) = m.by_status.get(&o.delivery_status) {
+            c.increment(1);
         }
-        let started = Instant::now();
-        patiently(shared, "outcomes", || shared.store.record_outcomes(app, outcomes, events, ttl)).await;
-        m.record.record(started.elapsed().as_secs_f64());
     }
-    for (app, entries) in &bounced {
-        patiently(shared, "suppressions", || shared.store.put_suppressions(app, entries)).await;
-    }
-    for (app, ids) in &dead {
-        patiently(shared, "dead tokens", || deactivate(shared.store.as_ref(), app, ids.clone())).await;
-    }
+    let started = Instant::now();
+    let past_deadline = |delay: Duration| shared.stopping.borrow().is_some_and(|d| Instant::now() + delay > d);
+    shared.recorder.record_patiently(&batch, past_deadline).await;
+    m.record.record(started.elapsed().as_secs_f64());
     // The outcomes are recorded: they move to whoever waits for them, no copies.
-    let mut recorded: HashMap<String, Vec<Option<MessageOutcome>>> =
-        done.into_iter().map(|(app, (outcomes, _))| (app, outcomes.into_iter().map(Some).collect())).collect();
-    for (reply, app, index) in replies {
-        match (reply, recorded.get_mut(&app).and_then(|v| v[index].take())) {
+    for (reply, slot) in replies {
+        match (reply, batch.take(&slot)) {
             (Some(Reply::Outcome(r)), Some(o)) => drop(r.send(o)),
             (Some(Reply::Tally(slot)), Some(o)) => slot.report(o.delivery_status),
             _ => {}
@@ -304,6 +242,7 @@ async fn record_and_reply(shared: &Shared, m: &ShardMetrics, settled: Settled) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::v1::MessageOutcome;
 
     fn job(n: i32) -> Job {
         Job {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use crate::domain;
 use crate::proto::v1::{DeliveryStatus, Event, MessageOutcome};
 
-pub(super) fn event_type(channel: &str, status: DeliveryStatus, hard_bounce: bool) -> String {
+pub fn event_type(channel: &str, status: DeliveryStatus, hard_bounce: bool) -> String {
     let prefix = event_prefix(channel);
     if prefix == "_SMS" {
         let name = match status {
@@ -64,7 +64,7 @@ pub fn event_for(o: &MessageOutcome, event_type: String) -> Event {
 
 /// What Pinpoint records of a text message: its parts and encoding on the outcome, and on the
 /// `_SMS.*` event the numbers, the message type and the part count.
-pub(super) fn sms_facts(o: &mut MessageOutcome, event: &mut Event, text: &crate::channels::sms::Text) {
+pub fn sms_facts(o: &mut MessageOutcome, event: &mut Event, text: &crate::channels::sms::Text) {
     let shape = crate::render::sms::shape(&text.body);
     o.message_parts = shape.parts as i32;
     o.sms_encoding = shape.encoding.as_str().to_string();
