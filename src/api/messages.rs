@@ -16,12 +16,13 @@ use tonic_types::{ErrorDetails, StatusExt};
 use super::{check_app_id, invalid, observe, store_status};
 use crate::pipeline::compose::{ComposeError, Composer, Origin};
 use crate::dispatch::engine::{Engine, Job, Lane, Reply};
-use crate::outcomes::{event_for, event_prefix, Batch, Recorder};
-use crate::domain::{self, endpoint as endpoint_rules, FieldViolation};
+use crate::outcomes::{Batch, Recorder};
+use crate::pipeline::planner::{self, Facts, Planner};
+use crate::domain::{self, FieldViolation};
 use crate::proto::v1::{list_outcomes_request, ListOutcomesRequest, ListOutcomesResponse};
 use crate::proto::v1::{
     messages_server, ChannelType, DeliveryStatus, Endpoint, EndpointResults, EndpointStatus, GetMessageOutcomeRequest, MessageOutcome,
-    MessageResult, MessageSource, OptOut, SendMessagesRequest, SendMessagesResponse, SendUsersMessagesRequest, SendUsersMessagesResponse,
+    MessageResult, MessageSource, SendMessagesRequest, SendMessagesResponse, SendUsersMessagesRequest, SendUsersMessagesResponse,
 };
 use crate::render::template::TemplateCache;
 use crate::store::{Idempotency, OutcomeIndex, Store};
@@ -172,70 +173,44 @@ impl MessagesService {
         let mut jobs: Vec<(Lane, Job)> = Vec::new();
         let mut finished: Vec<Option<MessageOutcome>> = (0..recipients.len()).map(|_| None).collect();
         let mut seen: HashSet<(i32, String)> = HashSet::new();
+        let planner = Planner {
+            composer: &composer,
+            origin: &origin,
+            source: MessageSource::Transactional,
+            request_id: &request_id,
+            stamp: &now,
+            dry_run: req.dry_run,
+        };
         for (i, r) in recipients.iter().enumerate() {
-            let mut o = MessageOutcome {
-                message_id: domain::new_message_id(),
-                app_id: app.clone(),
-                source: MessageSource::Transactional as i32,
-                request_id: request_id.clone(),
-                endpoint_id: if r.by_endpoint { r.key.clone() } else { String::new() },
-                address: r.address.clone(),
-                channel: endpoint_rules::channel_name(r.channel).to_string(),
-                created_date: now.clone(),
-                updated_date: now.clone(),
-                dry_run: req.dry_run,
-                ..Default::default()
+            let o = planner.outcome(if r.by_endpoint { &r.key } else { "" }, &r.address, r.channel);
+            let facts = Facts {
+                endpoint_id: r.by_endpoint.then_some(r.key.as_str()),
+                endpoint: r.endpoint.as_ref(),
+                channel: r.channel,
+                address: &r.address,
+                suppressed: suppressed[i].is_some(),
+                duplicate: !seen.insert((r.channel as i32, normalized[i].clone())),
             };
-            let fail = |o: &mut MessageOutcome, status: DeliveryStatus, why: String| {
-                o.delivery_status = status as i32;
-                o.status_message = why;
-            };
-            // Delivery rules, before anything is rendered.
-            let lane = Lane::of(r.channel);
-            let rule = if r.by_endpoint && r.endpoint.is_none() {
-                Some((DeliveryStatus::PermanentFailure, format!("endpoint {} not found", r.key)))
-            } else if r.endpoint.as_ref().is_some_and(|e| e.endpoint_status == EndpointStatus::Inactive as i32) {
-                Some((DeliveryStatus::PermanentFailure, "the endpoint is INACTIVE".to_string()))
-            } else if r.endpoint.as_ref().is_some_and(|e| e.opt_out == OptOut::All as i32) {
-                Some((DeliveryStatus::OptOut, "the endpoint opted out".to_string()))
-            } else if lane.is_none() {
-                Some((
-                    DeliveryStatus::PermanentFailure,
-                    format!("no {} channel is configured for this app", endpoint_rules::channel_name(r.channel)),
-                ))
-            } else if let Err(why) = endpoint_rules::validate_address(r.channel, &r.address) {
-                Some((DeliveryStatus::PermanentFailure, format!("the address {why}")))
-            } else if suppressed[i].is_some() {
-                Some((DeliveryStatus::PermanentFailure, "the address is on the app's suppression list".to_string()))
-            } else if !seen.insert((r.channel as i32, normalized[i].clone())) {
-                Some((DeliveryStatus::Duplicate, "the same address appears earlier in this request".to_string()))
-            } else {
-                None
-            };
-            if let Some((status, why)) = rule {
-                fail(&mut o, status, why);
-                let event = event_for(&o, format!("{}.rejected", event_prefix(&o.channel)));
-                finished[i] = Some(o.clone());
-                early.outcome(o, Some(event));
-                continue;
-            }
-            let lane = lane.expect("checked above");
-            // Render.
-            let payload = composer.payload(lane, r.channel, r.endpoint.as_ref(), &r.address, &r.substitutions, &origin);
-            let payload = match payload {
-                Ok(p) => p,
-                Err((why, rendering)) => {
-                    fail(&mut o, DeliveryStatus::PermanentFailure, why);
-                    let event = rendering.then(|| event_for(&o, format!("{}.rendering_failure", event_prefix(&o.channel))));
+            let lane = match planner::rules(facts) {
+                Ok(lane) => lane,
+                Err(refusal) => {
+                    let (o, event) = planner.refused(o, refusal);
                     finished[i] = Some(o.clone());
                     early.outcome(o, event);
                     continue;
                 }
             };
             let (tx, rx) = oneshot::channel();
-            let job = Job { outcome: o, payload, dry_run: req.dry_run, first_attempt: None, reply: Some(Reply::Outcome(tx)), admitted: false };
-            jobs.push((lane, job));
-            waiting.push((i, rx));
+            match planner.job(lane, r.channel, r.endpoint.as_ref(), &r.substitutions, o, Some(Reply::Outcome(tx)), false) {
+                Ok(job) => {
+                    jobs.push((lane, job));
+                    waiting.push((i, rx));
+                }
+                Err(unrendered) => {
+                    finished[i] = Some(unrendered.outcome.clone());
+                    early.outcome(unrendered.outcome, unrendered.event);
+                }
+            }
         }
         // All or nothing: room for every message is reserved before any is queued, so a call
         // that cannot be taken whole sends and records none of it (and its idempotency key is

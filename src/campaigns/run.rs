@@ -27,12 +27,13 @@ use tokio::task::JoinHandle;
 
 use super::{localtime, run_id, RUN_KIND};
 use crate::pipeline::compose::{Composer, Origin};
-use crate::dispatch::engine::{Engine, Job, Lane, Reply, Tally};
+use crate::pipeline::planner::Planner;
+use crate::dispatch::engine::{Engine, Lane, Reply, Tally};
 use crate::dispatch::reply::UNSETTLED;
 use crate::dispatch::quota::RateGate;
-use crate::domain::{self, endpoint as rules};
+use crate::domain;
 use crate::proto::v1::{
-    Activity, AppSettings, Campaign, CampaignRun, CampaignState, ChannelType, DeliveryStatus, EndpointStatus, MessageOutcome,
+    Activity, AppSettings, Campaign, CampaignRun, CampaignState, ChannelType, DeliveryStatus, EndpointStatus,
     MessageSource, OptOut,
 };
 use crate::render::template::TemplateCache;
@@ -825,11 +826,9 @@ impl Runner {
                 .map(|(t, a)| Origin { treatment_id: Some(t as u32), activity_id: a.id.clone(), ..plan.origin_base.clone() })
                 .collect(),
         );
-        let campaign_id: Arc<str> = run.campaign_id.as_str().into();
-        let app: Arc<str> = app.into();
         if plan.limits.per_second.is_some() {
             // Paced: the run itself waits for the gate, so a pause stops it between messages.
-            let done = submit_chunk(&self.engine, plan, &app, &campaign_id, &origins, &stamp, tally, &self.stop, go).await;
+            let done = submit_chunk(&self.engine, plan, &origins, &stamp, tally, &self.stop, go).await;
             tasks.push(tokio::spawn(async move { done }));
             return Ok(());
         }
@@ -837,18 +836,10 @@ impl Runner {
         let share = go.len().div_ceil(parts);
         while !go.is_empty() {
             let chunk: Vec<_> = go.drain(..share.min(go.len())).collect();
-            let (engine, plan, origins, stamp, campaign_id, app, tally, stop) = (
-                self.engine.clone(),
-                plan.clone(),
-                origins.clone(),
-                stamp.clone(),
-                campaign_id.clone(),
-                app.clone(),
-                tally.clone(),
-                self.stop.clone(),
-            );
+            let (engine, plan, origins, stamp, tally, stop) =
+                (self.engine.clone(), plan.clone(), origins.clone(), stamp.clone(), tally.clone(), self.stop.clone());
             tasks.push(tokio::spawn(async move {
-                submit_chunk(&engine, &plan, &app, &campaign_id, &origins, &stamp, &tally, &stop, chunk).await
+                submit_chunk(&engine, &plan, &origins, &stamp, &tally, &stop, chunk).await
             }));
         }
         Ok(())
@@ -876,8 +867,6 @@ struct Submitted {
 async fn submit_chunk(
     engine: &Engine,
     plan: &Plan,
-    app: &str,
-    campaign_id: &str,
     origins: &[Origin],
     stamp: &str,
     tally: &Arc<Tally>,
@@ -894,17 +883,20 @@ async fn submit_chunk(
         plan.gate.take().await;
         let composer = &plan.composers[t];
         let subs = if composer.shared_substitutions.is_empty() { &no_subs } else { &composer.shared_substitutions };
-        let payload = match composer.payload(
-            lane,
-            ChannelType::try_from(e.channel_type).unwrap_or_default(),
-            Some(&e),
-            &e.address,
-            subs,
-            &origins[t],
-        ) {
-            Ok(p) => p,
-            Err((why, _)) => {
-                tracing::debug!(endpoint = %e.id, %why, "Campaign message not rendered.");
+        let planner = Planner {
+            composer,
+            origin: &origins[t],
+            source: MessageSource::Campaign,
+            request_id: &plan.request_id,
+            stamp,
+            dry_run: false,
+        };
+        let channel = ChannelType::try_from(e.channel_type).unwrap_or_default();
+        let outcome = planner.outcome(&e.id, &e.address, channel);
+        let job = match planner.job(lane, channel, Some(&e), subs, outcome, Some(Reply::Tally(tally.slot(t))), true) {
+            Ok(job) => job,
+            Err(unrendered) => {
+                tracing::debug!(endpoint = %e.id, why = %unrendered.outcome.status_message, "Campaign message not rendered.");
                 match done.unrendered.iter_mut().find(|(u, _)| *u == t) {
                     Some((_, n)) => *n += 1,
                     None => done.unrendered.push((t, 1)),
@@ -912,22 +904,6 @@ async fn submit_chunk(
                 continue;
             }
         };
-        let channel = rules::channel_name(ChannelType::try_from(e.channel_type).unwrap_or_default()).to_string();
-        let outcome = MessageOutcome {
-            message_id: domain::new_message_id(),
-            app_id: app.to_string(),
-            source: MessageSource::Campaign as i32,
-            request_id: plan.request_id.clone(),
-            campaign_id: campaign_id.to_string(),
-            treatment_id: t as i32,
-            endpoint_id: e.id,
-            address: e.address,
-            channel,
-            created_date: stamp.to_string(),
-            updated_date: stamp.to_string(),
-            ..Default::default()
-        };
-        let job = Job { outcome, payload, dry_run: false, first_attempt: None, reply: Some(Reply::Tally(tally.slot(t))), admitted: true };
         if engine.submit(lane, job, SUBMIT_WAIT).await.is_err() {
             // The engine is stopping: the job went back unsettled (its slot says so, and is
             // waited for like the others).
