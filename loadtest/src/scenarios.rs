@@ -67,7 +67,13 @@ pub(crate) async fn campaign(
     };
     let reference_before = if reference { Some(smtp_source_rate(&sink, endpoints, size).await?) } else { None };
     let sink_before = sink.2.load(std::sync::atomic::Ordering::Relaxed);
+    let cpu_before = pid.and_then(cpu_seconds);
     let run = run_campaign(channel, key, &app, definition, pid).await?;
+    // The daemon's CPU time over the run (it does nothing else meanwhile), per message.
+    let cpu_per_message = match (cpu_before, pid.and_then(cpu_seconds)) {
+        (Some(a), Some(b)) if run.successful > 0 => Some((b - a) / run.successful as f64 * 1e6),
+        _ => None,
+    };
     let (secs, successful, rss_before, peak) = (run.seconds, run.successful, run.rss_before, run.peak);
     // The sink counts what it accepted (its counter lags a little).
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -88,7 +94,8 @@ pub(crate) async fn campaign(
             "{}",
             json!({"scenario": "campaign", "endpoints": endpoints, "successful": successful, "at_sink": at_sink, "seconds": secs, "messages_per_second": rate,
                    "smtp_source_per_second": reference_rate.map(|r| r.2), "smtp_source_before": reference_rate.map(|r| r.0),
-                   "smtp_source_after": reference_rate.map(|r| r.1), "ratio": reference_rate.map(|r| rate / r.2), "peak_rss_mb": pid.map(|_| mb(peak))})
+                   "smtp_source_after": reference_rate.map(|r| r.1), "ratio": reference_rate.map(|r| rate / r.2), "peak_rss_mb": pid.map(|_| mb(peak)),
+                   "daemon_cpu_us_per_message": cpu_per_message})
         );
     } else {
         println!("campaign: {successful} messages successful ({at_sink} counted by the sink) to {endpoints} endpoints in {secs:.2} s = {rate:.0} messages/s end to end");
@@ -100,6 +107,9 @@ pub(crate) async fn campaign(
         }
         if pid.is_some() {
             println!("daemon resident memory: {:.1} MB before, {:.1} MB at peak", rss_before.map(mb).unwrap_or(0.0), mb(peak));
+        }
+        if let Some(us) = cpu_per_message {
+            println!("daemon CPU: {us:.1} µs per message (user + system time over the run)");
         }
     }
     cleanup(channel, key, &app, keep).await
@@ -394,6 +404,17 @@ pub(crate) fn redis_reference(target: &str, json_out: bool) -> anyhow::Result<()
         println!("reference: redis-benchmark -P 100 -t set = {rate:.0} SET/s against {target}");
     }
     Ok(())
+}
+
+/// A process's CPU time (user + system) in seconds, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    // Clock ticks: 100 per second on Linux (USER_HZ).
+    Some((utime + stime) / 100.0)
 }
 
 /// A process's resident memory in bytes (VmRSS), from /proc.

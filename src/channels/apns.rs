@@ -223,7 +223,7 @@ impl ApnsSender {
                 }
             };
             let status = answer.status;
-            let retry_after = super::webhook::retry_after(&answer.headers);
+            let retry_after = super::http::retry_after(&answer.headers);
             if status == 200 {
                 let apns_id = answer.headers.get("apns-id").and_then(|v| v.to_str().ok()).map(str::to_string);
                 return Delivery::Delivered { status_code: 200, message: "accepted by APNs".into(), provider_id: apns_id };
@@ -244,12 +244,10 @@ impl ApnsSender {
                 (400, Some(R::BadDeviceToken)) | (400, Some(R::DeviceTokenNotForTopic)) | (410, _) => {
                     return Delivery::Permanent { status_code: status, message: why, hard_bounce: true };
                 }
-                (429, _) => return Delivery::Throttled { status_code: status, message: why, retry_after },
                 (403, Some(R::ExpiredProviderToken)) | (403, Some(R::InvalidProviderToken)) => {
                     return Delivery::Retry { status_code: status, message: why, retry_after };
                 }
-                (s, _) if s >= 500 => return Delivery::Retry { status_code: status, message: why, retry_after },
-                _ => return Delivery::Permanent { status_code: status, message: why, hard_bounce: false },
+                _ => return super::http::classify(status, why, retry_after, None),
             }
         }
         Delivery::Retry { status_code: 403, message: "APNs refused a renewed provider token".into(), retry_after: None }

@@ -132,7 +132,7 @@ impl FcmSender {
                 Err(e) => return Delivery::Retry { status_code: 0, message: format!("FCM: {e}"), retry_after: None },
             };
             let status = resp.status().as_u16();
-            let retry_after = super::webhook::retry_after(resp.headers());
+            let retry_after = super::http::retry_after(resp.headers());
             let answer: serde_json::Value = resp.json().await.unwrap_or_default();
             if status == 200 {
                 let name = answer.get("name").and_then(|n| n.as_str()).map(str::to_string);
@@ -159,9 +159,7 @@ impl FcmSender {
                 }
                 "QUOTA_EXCEEDED" => Delivery::Throttled { status_code: status, message: why, retry_after },
                 "UNAVAILABLE" | "INTERNAL" => Delivery::Retry { status_code: status, message: why, retry_after },
-                _ if status == 429 => Delivery::Throttled { status_code: status, message: why, retry_after },
-                _ if status >= 500 => Delivery::Retry { status_code: status, message: why, retry_after },
-                _ => Delivery::Permanent { status_code: status, message: why, hard_bounce: false },
+                _ => super::http::classify(status, why, retry_after, None),
             };
         }
         Delivery::Retry { status_code: 401, message: "FCM refused a fresh access token".into(), retry_after: None }

@@ -11,6 +11,7 @@ pub mod apns;
 pub mod email;
 pub mod fcm;
 pub mod h2;
+pub mod http;
 pub mod senders;
 pub mod settings;
 pub mod sms;

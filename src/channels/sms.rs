@@ -92,7 +92,7 @@ impl SmsSender {
             Err(e) => return Delivery::Retry { status_code: 0, message: format!("SMS provider: {e}"), retry_after: None },
         };
         let status = resp.status().as_u16();
-        let retry_after = super::webhook::retry_after(resp.headers());
+        let retry_after = super::http::retry_after(resp.headers());
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         let code = body.get("code").and_then(|c| c.as_i64());
         let message = body.get("message").and_then(|m| m.as_str()).unwrap_or("").to_string();
@@ -105,8 +105,7 @@ impl SmsSender {
                 let sid = body.get("sid").and_then(|s| s.as_str()).map(str::to_string);
                 Delivery::Delivered { status_code: status, message: "accepted by the SMS provider".into(), provider_id: sid }
             }
-            429 => Delivery::Throttled { status_code: status, message: why, retry_after },
-            s if s >= 500 => Delivery::Retry { status_code: status, message: why, retry_after },
+            429 | 408 | 500..=599 => super::http::classify(status, why, retry_after, None),
             _ if code == Some(OPTED_OUT) => Delivery::Permanent { status_code: status, message: why, hard_bounce: false },
             _ if code.is_some_and(|c| NUMBER_ERRORS.contains(&c)) => {
                 Delivery::Permanent { status_code: status, message: why, hard_bounce: true }

@@ -62,12 +62,6 @@ pub struct Webhook {
     http: reqwest::Client,
 }
 
-/// `Retry-After` in seconds (HTTP dates are treated as "soon").
-pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    Some(v.trim().parse::<u64>().map(Duration::from_secs).unwrap_or(Duration::from_secs(1)))
-}
-
 impl Webhook {
     pub fn new(config: WebhookConfig) -> Result<Self, reqwest::Error> {
         let http = Self::client(config.timeout)?;
@@ -110,18 +104,12 @@ impl Webhook {
             .await;
         let response = match response {
             Ok(r) => r,
-            Err(e) => return Delivery::Retry { status_code: 0, message: format!("delivery failed: {e}"), retry_after: None },
+            Err(e) => return crate::channels::http::unanswered("delivery failed", e),
         };
         let status = response.status();
-        let after = retry_after(response.headers());
-        let code = status.as_u16();
+        let after = crate::channels::http::retry_after(response.headers());
         let message = status.canonical_reason().unwrap_or("").to_string();
-        match code {
-            200..=299 => Delivery::Delivered { status_code: code, message, provider_id: None },
-            429 => Delivery::Throttled { status_code: code, message, retry_after: after },
-            408 | 500..=599 => Delivery::Retry { status_code: code, message, retry_after: after },
-            _ => Delivery::Permanent { status_code: code, message, hard_bounce: false },
-        }
+        crate::channels::http::classify(status.as_u16(), message, after, None)
     }
 }
 

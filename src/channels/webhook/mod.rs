@@ -6,7 +6,6 @@
 
 mod client;
 
-pub(crate) use client::retry_after;
 pub use client::{sign, verify, Webhook, WebhookConfig, SIGNATURE_HEADER};
 
 use serde::Serialize;
