@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use herald::dispatch::engine::shard_of;
-use herald::outcomes::event_for;
 use herald::dispatch::quota::RateGate;
+use herald::outcomes::event_for;
 use herald::proto::v1::{
     AttributeDimension, AttributeValues, ChannelType, ComparisonOperator, DeliveryStatus, Endpoint, EndpointLocation, MessageOutcome,
     MessageSource, MetricDimension, Segment, SegmentDimensions, SegmentLocation, SetDimension,

@@ -79,7 +79,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         config.shards_per_channel
     };
     let outcome_ttl = Duration::from_secs(config.outcome_ttl_days * 86_400);
-    let sealer = Arc::new(crate::secrets::Sealer::load(config.secret_key.as_deref(), &config.data_dir).map_err(anyhow::Error::msg)?);
+    let sealer = Arc::new(crate::secrets::Sealer::load(config.secret_key.as_deref(), &config.data_dir)?);
     let senders = crate::channels::senders::Senders::new(
         store.clone(),
         smtp.clone(),

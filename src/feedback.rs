@@ -269,7 +269,10 @@ async fn email_feedback(State(f): State<Arc<Feedback>>, Path(app): Path<String>,
                 "complaint" => SuppressionReason::Complaint,
                 _ => continue,
             };
-            batch.suppress(&app, Suppression { address, reason: reason as i32, created_date: now.clone(), note: "provider feedback".into() });
+            batch.suppress(
+                &app,
+                Suppression { address, reason: reason as i32, created_date: now.clone(), note: "provider feedback".into() },
+            );
         }
     }
     match f.record(&batch).await {

@@ -25,43 +25,72 @@ impl std::fmt::Debug for Sealer {
     }
 }
 
+/// Why a key cannot be loaded or a secret opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret_key is not base64: {0}")]
+    NotBase64(base64::DecodeError),
+    #[error("secret_key must be 32 bytes (base64 of 32 random bytes), not {0}")]
+    WrongLength(usize),
+    #[error("secret_key is not an AES-256 key")]
+    NotAesKey,
+    #[error("no system randomness")]
+    NoRandomness,
+    #[error("{path}: {source}")]
+    KeyFile { path: String, source: Box<SecretError> },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("a stored secret is not sealed")]
+    NotSealed,
+    #[error("a stored secret is damaged")]
+    Damaged,
+    #[error("a stored secret does not open with this daemon's secret_key")]
+    WrongKey,
+}
+
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
 impl Sealer {
     /// A key given as base64 of 32 bytes.
-    pub fn from_base64(text: &str) -> Result<Self, String> {
-        let bytes = b64().decode(text.trim()).map_err(|e| format!("secret_key is not base64: {e}"))?;
+    pub fn from_base64(text: &str) -> Result<Self, SecretError> {
+        let bytes = b64().decode(text.trim()).map_err(SecretError::NotBase64)?;
         Self::from_bytes(&bytes)
     }
 
-    fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    fn from_bytes(bytes: &[u8]) -> Result<Self, SecretError> {
         if bytes.len() != 32 {
-            return Err(format!("secret_key must be 32 bytes (base64 of 32 random bytes), not {}", bytes.len()));
+            return Err(SecretError::WrongLength(bytes.len()));
         }
-        let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| "secret_key is not an AES-256 key".to_string())?;
+        let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| SecretError::NotAesKey)?;
         Ok(Self { key: LessSafeKey::new(key), rng: SystemRandom::new() })
     }
 
     /// The configured key, else the one in `data_dir` (created, readable by its owner only, the
     /// first time).
-    pub fn load(configured: Option<&str>, data_dir: &Path) -> Result<Self, String> {
+    pub fn load(configured: Option<&str>, data_dir: &Path) -> Result<Self, SecretError> {
         if let Some(k) = configured {
             return Self::from_base64(k);
         }
         let path = data_dir.join(KEY_FILE);
+        let io = |p: &Path| {
+            let path = p.display().to_string();
+            move |source| SecretError::Io { path, source }
+        };
         match std::fs::read_to_string(&path) {
-            Ok(text) => Self::from_base64(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(text) => {
+                Self::from_base64(&text).map_err(|e| SecretError::KeyFile { path: path.display().to_string(), source: Box::new(e) })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = [0u8; 32];
-                SystemRandom::new().fill(&mut bytes).map_err(|_| "no system randomness".to_string())?;
-                std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-                write_private(&path, &b64().encode(bytes)).map_err(|e| format!("{}: {e}", path.display()))?;
+                SystemRandom::new().fill(&mut bytes).map_err(|_| SecretError::NoRandomness)?;
+                std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+                write_private(&path, &b64().encode(bytes)).map_err(io(&path))?;
                 tracing::info!(path = %path.display(), "Created a key for channel secrets; daemons sharing a store need the same secret_key.");
                 Self::from_bytes(&bytes)
             }
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(io(&path)(e)),
         }
     }
 
@@ -82,25 +111,22 @@ impl Sealer {
     }
 
     /// The secret sealed for `place`. Empty stays empty.
-    pub fn open(&self, place: &str, sealed: &str) -> Result<String, String> {
+    pub fn open(&self, place: &str, sealed: &str) -> Result<String, SecretError> {
         if sealed.is_empty() {
             return Ok(String::new());
         }
         let Some(body) = sealed.strip_prefix(PREFIX) else {
-            return Err("a stored secret is not sealed".into());
+            return Err(SecretError::NotSealed);
         };
-        let bytes = b64().decode(body).map_err(|_| "a stored secret is damaged".to_string())?;
+        let bytes = b64().decode(body).map_err(|_| SecretError::Damaged)?;
         if bytes.len() < NONCE_LEN {
-            return Err("a stored secret is damaged".into());
+            return Err(SecretError::Damaged);
         }
         let (nonce, rest) = bytes.split_at(NONCE_LEN);
         let mut data = rest.to_vec();
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| "a stored secret is damaged".to_string())?;
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(place.as_bytes()), &mut data)
-            .map_err(|_| "a stored secret does not open with this daemon's secret_key".to_string())?;
-        String::from_utf8(plain.to_vec()).map_err(|_| "a stored secret is damaged".to_string())
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SecretError::Damaged)?;
+        let plain = self.key.open_in_place(nonce, Aad::from(place.as_bytes()), &mut data).map_err(|_| SecretError::WrongKey)?;
+        String::from_utf8(plain.to_vec()).map_err(|_| SecretError::Damaged)
     }
 }
 

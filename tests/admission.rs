@@ -79,7 +79,13 @@ async fn a_call_that_cannot_be_queued_whole_sends_and_records_nothing() {
     let (relay, gate) = gated_relay(sink.port).await;
     let tmp = tempfile::tempdir().unwrap();
     let url = format!("smtp://127.0.0.1:{relay}?pool=2");
-    let d = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &["--smtp-url", &url, "--shards-per-channel", "1"]);
+    let d = Daemon::spawn(
+        None,
+        tmp.path().join("data"),
+        Some(tmp),
+        Some(API_KEY.to_string()),
+        &["--smtp-url", &url, "--shards-per-channel", "1"],
+    );
     let app = d.create_app("admission").await.app_id;
     let ids: Vec<String> = (0..100).map(|i| format!("b{i:03}")).collect();
     let endpoints = ids
@@ -101,7 +107,12 @@ async fn a_call_that_cannot_be_queued_whole_sends_and_records_nothing() {
         .map(|i| (format!("a{i}@example.com"), AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() }))
         .collect();
     let mut a_client = MessagesClient::new(d.channel().await);
-    let a_req = d.req(SendMessagesRequest { app_id: app.clone(), addresses: filler, message_configuration: Some(email("A")), ..Default::default() });
+    let a_req = d.req(SendMessagesRequest {
+        app_id: app.clone(),
+        addresses: filler,
+        message_configuration: Some(email("A")),
+        ..Default::default()
+    });
     let a = tokio::spawn(async move { a_client.send_messages(a_req).await });
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 

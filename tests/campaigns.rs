@@ -442,12 +442,8 @@ async fn per_endpoint_limits_hold_across_recurring_runs() {
         .unwrap()
         .into_inner();
     let cache = Arc::new(TemplateCache::new(Arc::new(Renderer::new()), 100));
-    let config = EngineConfig {
-        shards_per_channel: 2,
-        queue_per_shard: 1_000,
-        retry: Default::default(),
-        outcome_ttl: Duration::from_secs(3_600),
-    };
+    let config =
+        EngineConfig { shards_per_channel: 2, queue_per_shard: 1_000, retry: Default::default(), outcome_ttl: Duration::from_secs(3_600) };
     let relay = Some(Arc::new(SmtpPool::new(SmtpRelay::new("127.0.0.1", sink.port))));
     let senders = herald::channels::senders::Senders::new(store.clone(), relay, None, None, Duration::from_secs(5));
     let engine = Engine::start(store.clone(), senders, config);

@@ -11,8 +11,8 @@ use std::process::Command;
 
 use common::{Backend, Daemon, SmtpSink};
 use herald::proto::v1::{
-    channels_client::ChannelsClient, messages_client::MessagesClient, AddressConfiguration, ChannelType, DeliveryStatus, DirectMessageConfiguration,
-    DkimKey, EmailChannel, EmailMessage, GetChannelRequest, SendMessagesRequest, UpdateEmailChannelRequest,
+    channels_client::ChannelsClient, messages_client::MessagesClient, AddressConfiguration, ChannelType, DeliveryStatus,
+    DirectMessageConfiguration, DkimKey, EmailChannel, EmailMessage, GetChannelRequest, SendMessagesRequest, UpdateEmailChannelRequest,
 };
 use tonic::Code;
 
@@ -84,7 +84,12 @@ async fn dkim_signatures_verify_and_the_identity_is_enforced() {
     let mut bad = channel.clone();
     bad.from_address = "news@elsewhere.example".into();
     bad.dkim_keys.push(DkimKey { domain: "shop.example".into(), selector: "x".into(), private_key: ed25519.clone(), ..Default::default() });
-    bad.dkim_keys.push(DkimKey { domain: "not a domain".into(), selector: "bad selector".into(), private_key: "nope".into(), ..Default::default() });
+    bad.dkim_keys.push(DkimKey {
+        domain: "not a domain".into(),
+        selector: "bad selector".into(),
+        private_key: "nope".into(),
+        ..Default::default()
+    });
     let err = ch.update_email_channel(d.req(UpdateEmailChannelRequest { app_id: app.clone(), channel: Some(bad) })).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(
@@ -167,7 +172,11 @@ async fn dkim_signatures_verify_and_the_identity_is_enforced() {
     for m in &sent {
         let text = String::from_utf8_lossy(m);
         let ed = text.contains("From: alerts@mail.shop.example");
-        let want = if ed { "a=ed25519-sha256; c=relaxed/relaxed; d=mail.shop.example; s=ed1;" } else { "a=rsa-sha256; c=relaxed/relaxed; d=shop.example; s=s2026;" };
+        let want = if ed {
+            "a=ed25519-sha256; c=relaxed/relaxed; d=mail.shop.example; s=ed1;"
+        } else {
+            "a=rsa-sha256; c=relaxed/relaxed; d=shop.example; s=s2026;"
+        };
         assert!(text.starts_with("DKIM-Signature: v=1; ") && text.contains(want), "{text}");
     }
     assert_eq!(dkimpy_verify(&sent, &records), vec![true; 4], "dkimpy verifies every signature");

@@ -17,12 +17,7 @@ use herald::store::{embedded::EmbeddedStore, Store};
 use tokio::sync::oneshot;
 
 fn config(retry: RetryPolicy, queue: usize) -> EngineConfig {
-    EngineConfig {
-        shards_per_channel: 1,
-        queue_per_shard: queue,
-        retry,
-        outcome_ttl: Duration::from_secs(3600),
-    }
+    EngineConfig { shards_per_channel: 1, queue_per_shard: queue, retry, outcome_ttl: Duration::from_secs(3600) }
 }
 
 /// Senders with the daemon's relay (if any) and a webhook timeout.
@@ -96,7 +91,11 @@ async fn a_stalled_relay_pushes_back_instead_of_queueing_without_bound() {
     let (store, _dir) = store().await;
     let mut relay = SmtpRelay::new("127.0.0.1", port);
     relay.pool_size = 1;
-    let engine = Engine::start(store.clone(), senders(&store, Some(Arc::new(SmtpPool::new(relay))), Duration::from_secs(1)), config(RetryPolicy::default(), 8));
+    let engine = Engine::start(
+        store.clone(),
+        senders(&store, Some(Arc::new(SmtpPool::new(relay))), Duration::from_secs(1)),
+        config(RetryPolicy::default(), 8),
+    );
     let mut accepted = 0;
     let mut refused = 0;
     for i in 0..200 {
@@ -155,7 +154,14 @@ fn custom_job(url: &str, reply: oneshot::Sender<MessageOutcome>) -> Job {
         ..Default::default()
     };
     let body = herald::channels::webhook::Payload { application_id: "app".into(), data: "x".into(), ..Default::default() };
-    Job { outcome, payload: Payload::Custom { body }, dry_run: false, first_attempt: None, reply: Some(Reply::Outcome(reply)), admitted: false }
+    Job {
+        outcome,
+        payload: Payload::Custom { body },
+        dry_run: false,
+        first_attempt: None,
+        reply: Some(Reply::Outcome(reply)),
+        admitted: false,
+    }
 }
 
 /// Sends one custom-channel job through an engine and returns its final outcome and the
@@ -256,7 +262,8 @@ async fn a_stop_sends_what_is_queued_and_records_every_job() {
     // The webhook asks to come back in 60 s: far beyond the stop's deadline.
     let (url, seen) = scripted_receiver(vec![(503, Some(60))]).await;
     let pool = Arc::new(SmtpPool::new(SmtpRelay::new("127.0.0.1", sink.port)));
-    let policy = RetryPolicy { base: Duration::from_millis(50), cap: Duration::from_secs(120), max_attempts: 5, deadline: Duration::from_secs(600) };
+    let policy =
+        RetryPolicy { base: Duration::from_millis(50), cap: Duration::from_secs(120), max_attempts: 5, deadline: Duration::from_secs(600) };
     let engine = Engine::start(store.clone(), senders(&store, Some(pool), Duration::from_secs(1)), config(policy, 1_000));
     let transactional = {
         let (tx, rx) = oneshot::channel();

@@ -22,8 +22,8 @@ use herald::proto::v1::{
     campaigns_client::CampaignsClient, endpoints_client::EndpointsClient, list_outcomes_request, messages_client::MessagesClient,
     segments_client::SegmentsClient, AddressConfiguration, Campaign, CampaignLimits, CampaignState, ChannelType, CreateCampaignRequest,
     CreateSegmentRequest, DeliveryStatus, DirectMessageConfiguration, EmailMessage, Endpoint, EndpointStatus, Frequency,
-    GetCampaignActivitiesRequest, GetCampaignRequest, ImportEndpointsRequest, ListOutcomesRequest, OptOut, Schedule,
-    SegmentDimensions, SendMessagesRequest,
+    GetCampaignActivitiesRequest, GetCampaignRequest, ImportEndpointsRequest, ListOutcomesRequest, OptOut, Schedule, SegmentDimensions,
+    SendMessagesRequest,
 };
 
 const ENDPOINTS: usize = 20_000;
@@ -171,7 +171,11 @@ async fn tally(d: &Daemon, sink: &SmtpSink, app: &str, id: &str, subject: &str) 
     let a = &acts.activities[0];
     assert_eq!(a.total_endpoints, expected.len() as i64 + opted_out() as i64, "every member counted once: {a:?}");
     assert_eq!(a.successful, expected.len() as i64, "every message counted once as successful: {a:?}");
-    eprintln!("{subject}: {} received, {missing} missing, {twice} twice, {} reported as possible repeats", counts.len(), a.possible_repeats);
+    eprintln!(
+        "{subject}: {} received, {missing} missing, {twice} twice, {} reported as possible repeats",
+        counts.len(),
+        a.possible_repeats
+    );
     (missing, twice, a.possible_repeats)
 }
 
@@ -229,12 +233,8 @@ async fn redis_killed_and_restarted_mid_run_pauses_the_run_and_loses_nothing() {
         let mut h = health.clone();
         let start = Instant::now();
         loop {
-            let status = h
-                .check(tonic_health::pb::HealthCheckRequest { service: "herald.v1.Messages".into() })
-                .await
-                .unwrap()
-                .into_inner()
-                .status;
+            let status =
+                h.check(tonic_health::pb::HealthCheckRequest { service: "herald.v1.Messages".into() }).await.unwrap().into_inner().status;
             if status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32 {
                 break;
             }
@@ -242,7 +242,10 @@ async fn redis_killed_and_restarted_mid_run_pauses_the_run_and_loses_nothing() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut addresses = HashMap::new();
-        addresses.insert("someone@example.com".to_string(), AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() });
+        addresses.insert(
+            "someone@example.com".to_string(),
+            AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() },
+        );
         let refused = MessagesClient::new(d.channel().await)
             .send_messages(d.req(SendMessagesRequest {
                 app_id: app.clone(),
@@ -285,9 +288,8 @@ async fn redis_killed_and_restarted_mid_run_pauses_the_run_and_loses_nothing() {
                 .await
                 .unwrap()
                 .into_inner();
-            recorded.extend(
-                page.outcomes.iter().filter(|o| o.delivery_status == DeliveryStatus::Successful as i32).map(|o| o.address.clone()),
-            );
+            recorded
+                .extend(page.outcomes.iter().filter(|o| o.delivery_status == DeliveryStatus::Successful as i32).map(|o| o.address.clone()));
             if page.next_page_token.is_empty() {
                 break;
             }

@@ -264,8 +264,10 @@ async fn apns_certificate_authentication() {
     let fields: Vec<String> =
         tonic_types::StatusExt::get_details_bad_request(&err).unwrap().field_violations.into_iter().map(|v| v.field).collect();
     assert_eq!(fields, ["channel.default_authentication_method", "channel.certificate"]);
-    let err =
-        channels.update_apns_channel(d.req(UpdateApnsChannelRequest { app_id: app.clone(), channel: Some(settings("", "")) })).await.unwrap_err();
+    let err = channels
+        .update_apns_channel(d.req(UpdateApnsChannelRequest { app_id: app.clone(), channel: Some(settings("", "")) }))
+        .await
+        .unwrap_err();
     let fields: Vec<String> =
         tonic_types::StatusExt::get_details_bad_request(&err).unwrap().field_violations.into_iter().map(|v| v.field).collect();
     assert!(fields.contains(&"channel.token_key".to_string()) && fields.contains(&"channel.bundle_id".to_string()), "{fields:?}");
@@ -284,7 +286,8 @@ async fn apns_certificate_authentication() {
         (token.to_string(), herald::proto::v1::AddressConfiguration { channel_type: ch as i32, ..Default::default() })
     };
     let to = SendMessagesRequest {
-        addresses: [apns("ok-cert", ChannelType::Apns), apns("ok-voip", ChannelType::ApnsVoip), apns("gone-cert", ChannelType::Apns)].into(),
+        addresses: [apns("ok-cert", ChannelType::Apns), apns("ok-voip", ChannelType::ApnsVoip), apns("gone-cert", ChannelType::Apns)]
+            .into(),
         ..Default::default()
     };
     let sent = send_apns(&d, &app, to, ApnsMessage { body: "Signed in".into(), ..Default::default() }).await;

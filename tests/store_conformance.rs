@@ -251,20 +251,40 @@ async fn every_kind_of_record_is_gone_after_delete_app(h: Harness) {
         let what = |kind: &str| format!("{kind} of {a}");
         assert_eq!(s.get_endpoint(a, "e1").await.unwrap().is_some(), present, "{}", what("endpoint"));
         assert_eq!(s.user_endpoints(a, "u1").await.unwrap().len(), usize::from(present), "{}", what("user"));
-        assert_eq!(s.endpoint_by_address(a, ChannelType::Email as i32, "x@example.com").await.unwrap().is_some(), present, "{}", what("address index"));
+        assert_eq!(
+            s.endpoint_by_address(a, ChannelType::Email as i32, "x@example.com").await.unwrap().is_some(),
+            present,
+            "{}",
+            what("address index")
+        );
         assert_eq!(s.get_template(a, "t1", None).await.unwrap().is_some(), present, "{}", what("template"));
         assert_eq!(s.get_suppressions(a, &["x@example.com".to_string()]).await.unwrap()[0].is_some(), present, "{}", what("suppression"));
         // The quota counted before is gone with the app: a fresh app gets its total again.
         assert_eq!(s.take_quota(a, "EMAIL", 1, None, Some(1), 100).await.unwrap(), u64::from(!present), "{}", what("quota"));
-        assert_eq!(s.list_outcomes(a, &OutcomeIndex::Request("c1:000000".into()), 0, 10).await.unwrap().len(), usize::from(present), "{}", what("outcomes by request"));
-        assert_eq!(s.list_outcomes(a, &OutcomeIndex::Endpoint("e1".into()), 0, 10).await.unwrap().len(), usize::from(present), "{}", what("outcomes by endpoint"));
+        assert_eq!(
+            s.list_outcomes(a, &OutcomeIndex::Request("c1:000000".into()), 0, 10).await.unwrap().len(),
+            usize::from(present),
+            "{}",
+            what("outcomes by request")
+        );
+        assert_eq!(
+            s.list_outcomes(a, &OutcomeIndex::Endpoint("e1".into()), 0, 10).await.unwrap().len(),
+            usize::from(present),
+            "{}",
+            what("outcomes by endpoint")
+        );
         assert_eq!(s.run_outcomes(a, "c1:000000", &["e1".to_string()]).await.unwrap()[0].is_some(), present, "{}", what("run index"));
         assert_eq!(!s.outcome_counts(a, "2026-11-22").await.unwrap().is_empty(), present, "{}", what("counts"));
         assert_eq!(s.read_events(a, None, 10).await.unwrap().len(), usize::from(present), "{}", what("events"));
         assert_eq!(s.get_record(a, "segment", "s1", None).await.unwrap().is_some(), present, "{}", what("record"));
         assert_eq!(s.get_blob(a, "import-job", "j1").await.unwrap().is_some(), present, "{}", what("blob"));
         assert_eq!(s.count_members(a, "set1").await.unwrap(), u64::from(present), "{}", what("member set"));
-        assert_eq!(s.take_endpoint_caps(a, "c1", &["e1".to_string()], None, Some(1), 100).await.unwrap(), vec![!present], "{}", what("caps"));
+        assert_eq!(
+            s.take_endpoint_caps(a, "c1", &["e1".to_string()], None, Some(1), 100).await.unwrap(),
+            vec![!present],
+            "{}",
+            what("caps")
+        );
         assert_eq!(s.try_lease(a, "run:1", "d2", 60_000).await.unwrap(), !present, "{}", what("lease"));
         assert_eq!(s.get_channel(a, "email").await.unwrap().is_some(), present, "{}", what("channel settings"));
         let idem = s.claim_idempotency(a, "k1", 3_600).await.unwrap();

@@ -8,8 +8,8 @@ use tonic::{Request, Response, Status};
 use super::apps::page_size;
 use super::{check_app_id, invalid, observe, store_status};
 use crate::campaigns::{self, validate_schedule, Frequency, KIND, MAX_TREATMENTS};
-use crate::pipeline::compose::{ComposeError, Composer};
 use crate::domain::{self, FieldViolation};
+use crate::pipeline::compose::{ComposeError, Composer};
 use crate::proto::v1::{
     campaigns_server, Campaign, CampaignState, CreateCampaignRequest, DeleteCampaignRequest, GetCampaignActivitiesRequest,
     GetCampaignActivitiesResponse, GetCampaignRequest, ListCampaignsRequest, ListCampaignsResponse, UpdateCampaignRequest,

@@ -14,11 +14,11 @@ use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{check_app_id, invalid, observe, store_status};
-use crate::pipeline::compose::{ComposeError, Composer, Origin};
 use crate::dispatch::engine::{Engine, Job, Lane, Reply};
-use crate::outcomes::{Batch, Recorder};
-use crate::pipeline::planner::{self, Facts, Planner};
 use crate::domain::{self, FieldViolation};
+use crate::outcomes::{Batch, Recorder};
+use crate::pipeline::compose::{ComposeError, Composer, Origin};
+use crate::pipeline::planner::{self, Facts, Planner};
 use crate::proto::v1::{list_outcomes_request, ListOutcomesRequest, ListOutcomesResponse};
 use crate::proto::v1::{
     messages_server, ChannelType, DeliveryStatus, Endpoint, EndpointResults, EndpointStatus, GetMessageOutcomeRequest, MessageOutcome,

@@ -26,15 +26,14 @@ use prost::Message as _;
 use tokio::task::JoinHandle;
 
 use super::{localtime, run_id, RUN_KIND};
+use crate::dispatch::engine::{Engine, Lane, Reply, Tally};
+use crate::dispatch::quota::RateGate;
+use crate::dispatch::reply::UNSETTLED;
+use crate::domain;
 use crate::pipeline::compose::{Composer, Origin};
 use crate::pipeline::planner::Planner;
-use crate::dispatch::engine::{Engine, Lane, Reply, Tally};
-use crate::dispatch::reply::UNSETTLED;
-use crate::dispatch::quota::RateGate;
-use crate::domain;
 use crate::proto::v1::{
-    Activity, AppSettings, Campaign, CampaignRun, CampaignState, ChannelType, DeliveryStatus, EndpointStatus,
-    MessageSource, OptOut,
+    Activity, AppSettings, Campaign, CampaignRun, CampaignState, ChannelType, DeliveryStatus, EndpointStatus, MessageSource, OptOut,
 };
 use crate::render::template::TemplateCache;
 use crate::segments::{self, MemberStream};
@@ -78,7 +77,9 @@ impl RunError {
         match self {
             RunError::Stopped => "The daemon stopped.".into(),
             RunError::Segment(SegmentError::NotFound(id)) => format!("The campaign's segment {id} no longer exists."),
-            RunError::Segment(SegmentError::VersionNotFound(id, v)) => format!("Version {v} of the campaign's segment {id} no longer exists."),
+            RunError::Segment(SegmentError::VersionNotFound(id, v)) => {
+                format!("Version {v} of the campaign's segment {id} no longer exists.")
+            }
             RunError::Segment(SegmentError::Invalid(why)) => format!("The campaign's segment cannot be evaluated: {why}."),
             RunError::Compose(ComposeError::Field(v)) => format!("The campaign's message is invalid: {}: {}.", v.field, v.description),
             RunError::Store(StoreError::Corrupt(_)) | RunError::Segment(SegmentError::Store(StoreError::Corrupt(_))) => {
@@ -624,7 +625,13 @@ impl Runner {
     /// Waits for the oldest page's outcomes, counts them and moves the cursor past it — unless
     /// a message of it (or of a page before it) ended unsettled: then the cursor stays, the
     /// counts are not added, and the run resumes there later, skipping who has an outcome.
-    async fn settle_one(&self, app: &str, run: &mut CampaignRun, pending: &mut VecDeque<Pending>, window: &mut Window) -> Result<(), RunError> {
+    async fn settle_one(
+        &self,
+        app: &str,
+        run: &mut CampaignRun,
+        pending: &mut VecDeque<Pending>,
+        window: &mut Window,
+    ) -> Result<(), RunError> {
         let Some(page) = pending.pop_front() else { return Ok(()) };
         let mut submitted = 0;
         let mut counts = page.counts;
@@ -661,7 +668,13 @@ impl Runner {
         self.save(app, run).await
     }
 
-    async fn settle_all(&self, app: &str, run: &mut CampaignRun, pending: &mut VecDeque<Pending>, window: &mut Window) -> Result<(), RunError> {
+    async fn settle_all(
+        &self,
+        app: &str,
+        run: &mut CampaignRun,
+        pending: &mut VecDeque<Pending>,
+        window: &mut Window,
+    ) -> Result<(), RunError> {
         while !pending.is_empty() {
             self.settle_one(app, run, pending, window).await?;
         }
@@ -838,9 +851,7 @@ impl Runner {
             let chunk: Vec<_> = go.drain(..share.min(go.len())).collect();
             let (engine, plan, origins, stamp, tally, stop) =
                 (self.engine.clone(), plan.clone(), origins.clone(), stamp.clone(), tally.clone(), self.stop.clone());
-            tasks.push(tokio::spawn(async move {
-                submit_chunk(&engine, &plan, &origins, &stamp, &tally, &stop, chunk).await
-            }));
+            tasks.push(tokio::spawn(async move { submit_chunk(&engine, &plan, &origins, &stamp, &tally, &stop, chunk).await }));
         }
         Ok(())
     }
@@ -883,14 +894,8 @@ async fn submit_chunk(
         plan.gate.take().await;
         let composer = &plan.composers[t];
         let subs = if composer.shared_substitutions.is_empty() { &no_subs } else { &composer.shared_substitutions };
-        let planner = Planner {
-            composer,
-            origin: &origins[t],
-            source: MessageSource::Campaign,
-            request_id: &plan.request_id,
-            stamp,
-            dry_run: false,
-        };
+        let planner =
+            Planner { composer, origin: &origins[t], source: MessageSource::Campaign, request_id: &plan.request_id, stamp, dry_run: false };
         let channel = ChannelType::try_from(e.channel_type).unwrap_or_default();
         let outcome = planner.outcome(&e.id, &e.address, channel);
         let job = match planner.job(lane, channel, Some(&e), subs, outcome, Some(Reply::Tally(tally.slot(t))), true) {

@@ -168,8 +168,7 @@ impl ApnsSender {
         let n = if c.connections > 0 { c.connections as usize } else { 2 };
         let ca = Some(c.ca_certificate.as_str()).filter(|p| !p.is_empty());
         let origin = |v: &str, default: &str| if v.is_empty() { default.to_string() } else { v.trim_end_matches('/').to_string() };
-        let pool =
-            |o: String| H2Pool::new(&o, n, ca, identity.as_ref(), REQUEST_TIMEOUT).map_err(|e| format!("the APNs channel: {e}"));
+        let pool = |o: String| H2Pool::new(&o, n, ca, identity.as_ref(), REQUEST_TIMEOUT).map_err(|e| format!("the APNs channel: {e}"));
         Ok(Self {
             production: pool(origin(&c.base_url, PRODUCTION))?,
             sandbox: pool(origin(&c.sandbox_base_url, SANDBOX))?,
@@ -369,4 +368,3 @@ pub fn push(
         body: body.into_bytes(),
     })
 }
-

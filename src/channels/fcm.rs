@@ -267,4 +267,3 @@ pub fn message(
     }
     Ok(Message { device_token: token.to_string(), fields })
 }
-

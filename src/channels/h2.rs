@@ -52,9 +52,9 @@ impl H2Pool {
         let host = url.host_str().ok_or_else(|| format!("{origin}: no host"))?.trim_matches(['[', ']']).to_string();
         let port = url.port_or_known_default().ok_or_else(|| format!("{origin}: no port"))?;
         let tls = match url.scheme() {
-            "https" => Some(
-                crate::channels::email::tls::connector_with(extra_ca_pem, vec![b"h2".to_vec()], identity).map_err(|e| e.to_string())?,
-            ),
+            "https" => {
+                Some(crate::channels::email::tls::connector_with(extra_ca_pem, vec![b"h2".to_vec()], identity).map_err(|e| e.to_string())?)
+            }
             "http" => None,
             other => return Err(format!("{origin}: scheme {other} is neither http nor https")),
         };

@@ -35,7 +35,10 @@ mod tests {
     fn statuses_classify_as_providers_document() {
         assert!(classify(202, "ok".into(), None, None).is_delivered());
         let after = Some(Duration::from_secs(3));
-        assert_eq!(classify(429, "slow".into(), after, None), Delivery::Throttled { status_code: 429, message: "slow".into(), retry_after: after });
+        assert_eq!(
+            classify(429, "slow".into(), after, None),
+            Delivery::Throttled { status_code: 429, message: "slow".into(), retry_after: after }
+        );
         assert!(matches!(classify(503, String::new(), None, None), Delivery::Retry { status_code: 503, .. }));
         assert!(matches!(classify(408, String::new(), None, None), Delivery::Retry { .. }));
         assert!(matches!(classify(400, String::new(), None, None), Delivery::Permanent { hard_bounce: false, .. }));

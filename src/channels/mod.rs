@@ -36,7 +36,6 @@ pub enum Payload {
     Sms(sms::Text),
 }
 
-
 /// One message of a batch handed to [`senders::Senders::deliver`].
 #[derive(Debug, Clone, Copy)]
 pub struct Outbound<'a> {
@@ -86,13 +85,10 @@ impl Lane {
     }
 }
 
-
 /// Whether a channel's address is a push token (a dead one makes its endpoint INACTIVE).
 pub fn is_push(channel: &str) -> bool {
     channel.starts_with("APNS") || channel == "GCM" || channel == "BAIDU" || channel == "ADM"
 }
-
-
 
 /// Installs ring as rustls' process-wide crypto provider (once; later calls do nothing).
 /// HTTPS clients need exactly one provider chosen before they are built.

@@ -162,7 +162,10 @@ fn domain_ok(d: &str) -> bool {
     d.len() <= 253
         && d.contains('.')
         && d.split('.').all(|l| {
-            (1..=63).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !l.starts_with('-') && !l.ends_with('-')
+            (1..=63).contains(&l.len())
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
         })
 }
 

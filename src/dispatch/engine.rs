@@ -15,15 +15,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::quota::RateGate;
-use super::retry::RetryPolicy;
 pub use super::reply::{Reply, Tally, TallySlot};
+use super::retry::RetryPolicy;
 use crate::channels::senders::Senders;
-pub use crate::channels::{Lane, Payload};
 use crate::channels::{Delivery, Outbound};
+pub use crate::channels::{Lane, Payload};
 use crate::outcomes::Recorder;
-use crate::proto::v1::{
-    ChannelQuota, DeliveryStatus, MessageOutcome,
-};
+use crate::proto::v1::{ChannelQuota, DeliveryStatus, MessageOutcome};
 use crate::store::Store;
 
 /// Jobs a shard takes at once.
@@ -83,7 +81,6 @@ struct Shared {
     /// `Some(deadline)` once the engine is stopping.
     stopping: tokio::sync::watch::Receiver<Option<Instant>>,
 }
-
 
 /// How long an app's channel quotas are used before they are read again: quota changes take
 /// effect within this time, without a restart.
@@ -246,7 +243,9 @@ impl Engine {
             let reserved = match tx.try_reserve_many(n) {
                 Ok(p) => Some(p),
                 Err(mpsc::error::TrySendError::Closed(())) => None,
-                Err(mpsc::error::TrySendError::Full(())) => tokio::time::timeout_at(deadline, tx.reserve_many(n)).await.ok().and_then(Result::ok),
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    tokio::time::timeout_at(deadline, tx.reserve_many(n)).await.ok().and_then(Result::ok)
+                }
             };
             match reserved {
                 Some(p) => {

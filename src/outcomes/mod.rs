@@ -65,7 +65,8 @@ impl Batch {
     /// bounce suppresses the address.
     pub fn delivered(&mut self, o: MessageOutcome, hard_bounce: bool, extra: impl FnOnce(&mut MessageOutcome, &mut Event)) -> Slot {
         let mut o = o;
-        let status = crate::proto::v1::DeliveryStatus::try_from(o.delivery_status).unwrap_or(crate::proto::v1::DeliveryStatus::UnknownFailure);
+        let status =
+            crate::proto::v1::DeliveryStatus::try_from(o.delivery_status).unwrap_or(crate::proto::v1::DeliveryStatus::UnknownFailure);
         let mut event = event_for(&o, event_type(&o.channel, status, hard_bounce));
         extra(&mut o, &mut event);
         if hard_bounce && crate::channels::is_push(&o.channel) {

@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::channels::{Lane, Payload};
 use crate::channels::webhook;
+use crate::channels::{Lane, Payload};
 use crate::domain::FieldViolation;
 use crate::proto::v1::{
     template::Content, ApnsMessage, AttributeValues, ChannelType, CustomTemplate, DefaultPushNotificationMessage,
-    DirectMessageConfiguration, EmailTemplate, Endpoint, GcmMessage, PushBlock, PushTemplate, SmsMessage,
-    SmsTemplate, Template, TemplateConfiguration, TemplateReference,
+    DirectMessageConfiguration, EmailTemplate, Endpoint, GcmMessage, PushBlock, PushTemplate, SmsMessage, SmsTemplate, Template,
+    TemplateConfiguration, TemplateReference,
 };
 use crate::render::mime;
 use crate::render::template::{CompiledTemplate, TemplateCache};
@@ -245,7 +245,12 @@ impl Composer {
     }
 
     /// An FCM message for a device token, from the rendered push parts.
-    fn gcm_payload(&self, endpoint: Option<&Endpoint>, token: &str, subs: &HashMap<String, Vec<String>>) -> Result<Payload, (String, bool)> {
+    fn gcm_payload(
+        &self,
+        endpoint: Option<&Endpoint>,
+        token: &str,
+        subs: &HashMap<String, Vec<String>>,
+    ) -> Result<Payload, (String, bool)> {
         let parts = self.push_parts("gcm", endpoint, subs)?;
         let ios = endpoint.and_then(|e| e.demographic.as_ref()).is_some_and(|d| d.platform.eq_ignore_ascii_case("ios"));
         crate::channels::fcm::message(&parts, &self.gcm, &self.default_push, ios, token).map(Payload::Gcm).map_err(|why| (why, true))

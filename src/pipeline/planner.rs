@@ -157,7 +157,8 @@ mod tests {
         assert_eq!(rules(facts(None, "a@example.com")), Ok(Lane::Email));
         let missing = Facts { endpoint_id: Some("e9"), ..facts(None, "") };
         assert_eq!(rules(missing).unwrap_err().reason, "endpoint e9 not found");
-        let inactive_and_out = Endpoint { endpoint_status: EndpointStatus::Inactive as i32, opt_out: OptOut::All as i32, ..Default::default() };
+        let inactive_and_out =
+            Endpoint { endpoint_status: EndpointStatus::Inactive as i32, opt_out: OptOut::All as i32, ..Default::default() };
         assert_eq!(rules(facts(Some(&inactive_and_out), "a@example.com")).unwrap_err().reason, "the endpoint is INACTIVE");
         let out = Endpoint { opt_out: OptOut::All as i32, ..Default::default() };
         assert_eq!(rules(facts(Some(&out), "a@example.com")).unwrap_err().status, DeliveryStatus::OptOut);

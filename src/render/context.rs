@@ -313,7 +313,11 @@ mod tests {
         assert_eq!(ctx["User"]["UserAttributes"], json!({"FirstName": ["Ana"]}));
         assert_eq!(ctx["Attributes"], json!({"Plan": ["Pro"], "Last Name": ["Ng"]}));
         // A mention that is not a plain key reaches the whole map.
-        for whole in ["{{#each User.UserAttributes}}{{@key}}{{/each}}", "{{#with User.UserAttributes}}{{City}}{{/with}}", "{{User.UserAttributes/City}}"] {
+        for whole in [
+            "{{#each User.UserAttributes}}{{@key}}{{/each}}",
+            "{{#with User.UserAttributes}}{{City}}{{/with}}",
+            "{{User.UserAttributes/City}}",
+        ] {
             let ctx = build(Some(&e), &HashMap::new(), &[], &Roots::referenced_by([whole]));
             assert_eq!(ctx["User"]["UserAttributes"], json!({"FirstName": ["Ana"], "City": ["Oslo"]}), "{whole}");
         }

@@ -56,7 +56,9 @@ impl DkimKey {
             }
         };
         let pair = match &der {
-            PrivateKeyDer::Pkcs1(k) => rsa_bits(RsaKeyPair::from_der(k.secret_pkcs1_der()).map_err(|e| format!("is not a usable RSA key: {e}"))?)?,
+            PrivateKeyDer::Pkcs1(k) => {
+                rsa_bits(RsaKeyPair::from_der(k.secret_pkcs1_der()).map_err(|e| format!("is not a usable RSA key: {e}"))?)?
+            }
             PrivateKeyDer::Pkcs8(k) => match RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()) {
                 Ok(pair) => rsa_bits(pair)?,
                 Err(_) => Pair::Ed25519(
@@ -114,10 +116,7 @@ impl DkimSigner {
     /// or a parent of it.
     pub fn key_for(&self, address: &str) -> Option<&DkimKey> {
         let domain = address.rsplit_once('@').map_or(address, |(_, d)| d).trim_end_matches('>').to_ascii_lowercase();
-        self.keys
-            .iter()
-            .filter(|k| super::within_domain(&domain, &k.domain))
-            .max_by_key(|k| k.domain.len())
+        self.keys.iter().filter(|k| super::within_domain(&domain, &k.domain)).max_by_key(|k| k.domain.len())
     }
 
     /// `message` (headers, blank line, body) with a DKIM-Signature header in front, when a key

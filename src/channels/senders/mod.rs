@@ -233,4 +233,3 @@ async fn provider_send(lane: Lane, app: &AppChannels, j: &Outbound<'_>) -> Deliv
     };
     sent.unwrap_or_else(|d| d)
 }
-

@@ -18,10 +18,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{deliver, settle, Job, Lane, Payload, Reply, Shared, ShardMetrics, BATCH};
-use crate::outcomes::{sms_facts, Batch, Slot};
+use super::{deliver, settle, Job, Lane, Payload, Reply, ShardMetrics, Shared, BATCH};
 use crate::channels::Delivery;
 use crate::domain;
+use crate::outcomes::{sms_facts, Batch, Slot};
 use crate::proto::v1::DeliveryStatus;
 
 /// Batches of outcomes a shard may be recording while it sends the next.
