@@ -8,11 +8,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Daemon, SmtpSink, API_KEY};
+use common::{email_message, Daemon, SmtpSink, API_KEY};
 use herald::proto::v1::{
     endpoints_client::EndpointsClient, list_outcomes_request, messages_client::MessagesClient, AddressConfiguration, ChannelType,
-    DeliveryStatus, DirectMessageConfiguration, EmailMessage, Endpoint, EndpointSendConfiguration, ListOutcomesRequest,
-    SendMessagesRequest, UpdateEndpointsBatchRequest,
+    DeliveryStatus, Endpoint, EndpointSendConfiguration, ListOutcomesRequest, SendMessagesRequest, UpdateEndpointsBatchRequest,
 };
 use tokio::net::{TcpListener, TcpStream};
 
@@ -35,27 +34,6 @@ async fn gated_relay(target: u16) -> (u16, tokio::sync::watch::Sender<bool>) {
         }
     });
     (port, open)
-}
-
-fn email(subject: &str) -> DirectMessageConfiguration {
-    DirectMessageConfiguration {
-        email_message: Some(EmailMessage {
-            from_address: "news@shop.example".into(),
-            subject: subject.into(),
-            text_part: "Hello".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn received(sink: &SmtpSink, subject: &str) -> Vec<String> {
-    let want = format!("Subject: {subject}");
-    sink.messages()
-        .iter()
-        .filter(|m| m.lines().any(|l| l.trim_end() == want))
-        .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("X-Rcpt-Args: <").map(|r| r.trim_end().trim_end_matches('>').to_string())))
-        .collect()
 }
 
 async fn outcomes_of(d: &Daemon, app: &str, endpoint: &str) -> usize {
@@ -110,7 +88,7 @@ async fn a_call_that_cannot_be_queued_whole_sends_and_records_nothing() {
     let a_req = d.req(SendMessagesRequest {
         app_id: app.clone(),
         addresses: filler,
-        message_configuration: Some(email("A")),
+        message_configuration: Some(email_message("A", "Hello")),
         ..Default::default()
     });
     let a = tokio::spawn(async move { a_client.send_messages(a_req).await });
@@ -119,7 +97,7 @@ async fn a_call_that_cannot_be_queued_whole_sends_and_records_nothing() {
     let b = || SendMessagesRequest {
         app_id: app.clone(),
         endpoints: ids.iter().map(|id| (id.clone(), EndpointSendConfiguration::default())).collect(),
-        message_configuration: Some(email("B")),
+        message_configuration: Some(email_message("B", "Hello")),
         idempotency_key: "b-once".into(),
         ..Default::default()
     };
@@ -135,7 +113,7 @@ async fn a_call_that_cannot_be_queued_whole_sends_and_records_nothing() {
     let a = a.await.unwrap().expect("A goes once the relay answers").into_inner();
     assert_eq!(a.result.len(), 10_000);
     assert!(a.result.values().all(|r| r.delivery_status == DeliveryStatus::Successful as i32));
-    assert!(received(&sink, "B").is_empty(), "nothing of the refused call was sent");
+    assert!(sink.received("B").is_empty(), "nothing of the refused call was sent");
 
     // The retry, with the same key, sends each message once; a repeat returns its response.
     let first = messages.send_messages(d.req(b())).await.unwrap().into_inner();
@@ -144,7 +122,7 @@ async fn a_call_that_cannot_be_queued_whole_sends_and_records_nothing() {
     let again = messages.send_messages(d.req(b())).await.unwrap().into_inner();
     assert_eq!(again.request_id, first.request_id, "the repeat gets the first response");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut got = received(&sink, "B");
+    let mut got = sink.received("B");
     got.sort();
     let mut want: Vec<String> = ids.iter().map(|id| format!("{id}@example.com")).collect();
     want.sort();

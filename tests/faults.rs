@@ -17,13 +17,12 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, RedisServer, SmtpSink, API_KEY};
+use common::{email_message, Daemon, RedisServer, SmtpSink, API_KEY};
 use herald::proto::v1::{
     campaigns_client::CampaignsClient, endpoints_client::EndpointsClient, list_outcomes_request, messages_client::MessagesClient,
     segments_client::SegmentsClient, AddressConfiguration, Campaign, CampaignLimits, CampaignState, ChannelType, CreateCampaignRequest,
-    CreateSegmentRequest, DeliveryStatus, DirectMessageConfiguration, EmailMessage, Endpoint, EndpointStatus, Frequency,
-    GetCampaignActivitiesRequest, GetCampaignRequest, ImportEndpointsRequest, ListOutcomesRequest, OptOut, Schedule, SegmentDimensions,
-    SendMessagesRequest,
+    CreateSegmentRequest, DeliveryStatus, Endpoint, EndpointStatus, Frequency, GetCampaignActivitiesRequest, GetCampaignRequest,
+    ImportEndpointsRequest, ListOutcomesRequest, OptOut, Schedule, SegmentDimensions, SendMessagesRequest,
 };
 
 const ENDPOINTS: usize = 20_000;
@@ -87,15 +86,7 @@ async fn start_campaign(d: &Daemon, app: &str, segment: &str, subject: &str) -> 
     let campaign = Campaign {
         name: subject.into(),
         segment_id: segment.into(),
-        message_configuration: Some(DirectMessageConfiguration {
-            email_message: Some(EmailMessage {
-                from_address: "news@shop.example".into(),
-                subject: subject.into(),
-                text_part: "Hello {{Id}}".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        message_configuration: Some(email_message(subject, "Hello {{Id}}")),
         schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
         limits: Some(CampaignLimits { messages_per_second: Some(RATE), ..Default::default() }),
         ..Default::default()
@@ -106,16 +97,6 @@ async fn start_campaign(d: &Daemon, app: &str, segment: &str, subject: &str) -> 
         .unwrap()
         .into_inner()
         .id
-}
-
-/// The recipient of each message the sink holds with this subject (one entry per message).
-fn received(sink: &SmtpSink, subject: &str) -> Vec<String> {
-    let want = format!("Subject: {subject}");
-    sink.messages()
-        .iter()
-        .filter(|m| m.lines().any(|l| l.trim_end() == want))
-        .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("X-Rcpt-Args: <").map(|r| r.trim_end().trim_end_matches('>').to_string())))
-        .collect()
 }
 
 /// How many messages the sink holds (all subjects): a cheap progress count.
@@ -154,7 +135,7 @@ async fn tally(d: &Daemon, sink: &SmtpSink, app: &str, id: &str, subject: &str) 
     // The last messages reach the sink's files a moment after their outcomes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut counts: HashMap<String, i64> = HashMap::new();
-    for r in received(sink, subject) {
+    for r in sink.received(subject) {
         *counts.entry(r).or_insert(0) += 1;
     }
     let expected = eligible();
@@ -250,15 +231,7 @@ async fn redis_killed_and_restarted_mid_run_pauses_the_run_and_loses_nothing() {
             .send_messages(d.req(SendMessagesRequest {
                 app_id: app.clone(),
                 addresses,
-                message_configuration: Some(DirectMessageConfiguration {
-                    email_message: Some(EmailMessage {
-                        from_address: "news@shop.example".into(),
-                        subject: "during the outage".into(),
-                        text_part: "x".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
+                message_configuration: Some(email_message("during the outage", "x")),
                 ..Default::default()
             }))
             .await
@@ -295,7 +268,7 @@ async fn redis_killed_and_restarted_mid_run_pauses_the_run_and_loses_nothing() {
             }
             token = page.next_page_token;
         }
-        let received: HashSet<String> = received(&sink, &subject).into_iter().collect();
+        let received: HashSet<String> = sink.received(&subject).into_iter().collect();
         let unrecorded = received.difference(&recorded).count();
         assert_eq!(unrecorded, 0, "round {round}: {unrecorded} messages received with no outcome recorded");
     }

@@ -392,9 +392,24 @@ pub fn open<C: ChannelSettings>(sealer: &Sealer, app: &str, c: &mut C) -> Result
 /// An app's settings for channel `C` with secrets opened: `None` when it has none, `Err` when
 /// they cannot be read or opened.
 pub async fn load<C: ChannelSettings>(store: &dyn Store, sealer: &Sealer, app: &str) -> Option<Result<C, String>> {
+    match load_checked::<C>(store, sealer, app).await {
+        Ok(v) => v,
+        Err(e) => Some(Err(e.to_string())),
+    }
+}
+
+/// As [`load`], but a store that cannot be reached is an error of its own (the settings are
+/// not known, rather than unusable).
+pub async fn load_checked<C: ChannelSettings>(
+    store: &dyn Store,
+    sealer: &Sealer,
+    app: &str,
+) -> Result<Option<Result<C, String>>, crate::store::StoreError> {
     let raw = match store.get_channel(app, C::NAME).await {
-        Ok(r) => r?,
-        Err(e) => return Some(Err(e.to_string())),
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(None),
+        Err(e) if e.is_transient() => return Err(e),
+        Err(e) => return Ok(Some(Err(e.to_string()))),
     };
-    Some(C::decode(raw.as_slice()).map_err(|e| e.to_string()).and_then(|mut c| open(sealer, app, &mut c).map(|()| c)))
+    Ok(Some(C::decode(raw.as_slice()).map_err(|e| e.to_string()).and_then(|mut c| open(sealer, app, &mut c).map(|()| c))))
 }

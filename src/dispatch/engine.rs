@@ -106,7 +106,12 @@ impl Shared {
             Some(q) => return q,
             None => match self.store.get_app(app).await {
                 Ok(Some(a)) => a.settings.map(|s| s.channel_quotas).unwrap_or_default(),
-                _ => HashMap::new(),
+                Ok(None) => HashMap::new(),
+                // The store cannot be reached: the quotas read last still hold.
+                Err(_) => match self.quotas.settings.lock().get(app) {
+                    Some((_, q)) => return q.get(channel).copied(),
+                    None => HashMap::new(),
+                },
             },
         };
         let q = quotas.get(channel).copied();

@@ -336,6 +336,18 @@ impl SmtpSink {
         Self { child, port, dump }
     }
 
+    /// The recipient of each dumped message with this subject (one entry per message).
+    pub fn received(&self, subject: &str) -> Vec<String> {
+        let want = format!("Subject: {subject}");
+        self.messages()
+            .iter()
+            .filter(|m| m.lines().any(|l| l.trim_end() == want))
+            .filter_map(|m| {
+                m.lines().find_map(|l| l.strip_prefix("X-Rcpt-Args: <").map(|r| r.trim_end().trim_end_matches('>').to_string()))
+            })
+            .collect()
+    }
+
     /// Messages dumped so far.
     pub fn messages(&self) -> Vec<String> {
         std::fs::read_dir(self.dump.path()).unwrap().filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect()
@@ -346,5 +358,18 @@ impl Drop for SmtpSink {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A plain email from news@shop.example with this subject and text.
+pub fn email_message(subject: &str, text: &str) -> herald::proto::v1::DirectMessageConfiguration {
+    herald::proto::v1::DirectMessageConfiguration {
+        email_message: Some(herald::proto::v1::EmailMessage {
+            from_address: "news@shop.example".into(),
+            subject: subject.into(),
+            text_part: text.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }

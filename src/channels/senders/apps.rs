@@ -46,6 +46,9 @@ fn built<T, C: prost::Message>(
 /// but cannot be used, and why).
 #[derive(Clone, Default)]
 pub(super) struct AppChannels {
+    /// The store could not be reached and nothing was read before: nothing is known, so
+    /// messages are retried rather than failed.
+    pub(super) unknown: bool,
     pub(super) email: Option<Result<EmailChannel, String>>,
     pub(super) custom: Option<Result<CustomChannel, String>>,
     pub(super) apns: Option<Result<Arc<ApnsSender>, String>>,
@@ -54,44 +57,65 @@ pub(super) struct AppChannels {
 }
 
 impl Senders {
+    /// An app's channels, read again once [`REFRESH`] has passed. While the store cannot be
+    /// reached the settings read last are used; never read, they are `unknown`.
     pub(super) async fn app_channels(&self, app: &str) -> AppChannels {
         if let Some((at, c)) = self.channels.lock().get(app) {
             if at.elapsed() < REFRESH {
                 return c.clone();
             }
         }
+        match self.read_channels(app).await {
+            Ok(c) => {
+                self.channels.lock().insert(app.to_string(), (Instant::now(), c.clone()));
+                c
+            }
+            Err(e) => {
+                tracing::debug!(app, error = %e, "Store unreachable; channel settings read earlier are used.");
+                match self.channels.lock().get(app) {
+                    Some((_, c)) => c.clone(),
+                    None => AppChannels { unknown: true, ..Default::default() },
+                }
+            }
+        }
+    }
+
+    async fn read_channels(&self, app: &str) -> Result<AppChannels, crate::store::StoreError> {
         let c = match &self.sealer {
             Some(sealer) => {
                 let store = self.store.as_ref();
-                let email = settings::load::<EmailChannel>(store, sealer, app).await;
-                let custom = settings::load::<CustomChannel>(store, sealer, app).await;
-                let apns = settings::load::<ApnsChannel>(store, sealer, app).await.map(|r| r.and_then(|c| self.apns_sender(app, &c)));
-                let sms = settings::load::<SmsChannel>(store, sealer, app).await.map(|r| r.and_then(|c| self.sms_sender(&c)));
-                let gcm = settings::load::<GcmChannel>(store, sealer, app).await.map(|r| r.and_then(|c| self.fcm_sender(app, &c)));
-                AppChannels { email, custom, apns, sms, gcm }
+                let email = settings::load_checked::<EmailChannel>(store, sealer, app).await?;
+                let custom = settings::load_checked::<CustomChannel>(store, sealer, app).await?;
+                let apns =
+                    settings::load_checked::<ApnsChannel>(store, sealer, app).await?.map(|r| r.and_then(|c| self.apns_sender(app, &c)));
+                let sms = settings::load_checked::<SmsChannel>(store, sealer, app).await?.map(|r| r.and_then(|c| self.sms_sender(&c)));
+                let gcm = settings::load_checked::<GcmChannel>(store, sealer, app).await?.map(|r| r.and_then(|c| self.fcm_sender(app, &c)));
+                AppChannels { unknown: false, email, custom, apns, sms, gcm }
             }
             None => {
                 const NO_KEY: &str = "channel secrets cannot be opened: this daemon has no secret key";
                 let store = self.store.as_ref();
-                let email =
-                    settings_raw::<EmailChannel>(store, app)
-                        .await
-                        .map(|c| if c.password.is_empty() { Ok(c) } else { Err(NO_KEY.to_string()) });
-                let custom = settings_raw::<CustomChannel>(store, app).await.map(|c| {
+                let email = settings_raw::<EmailChannel>(store, app).await?.map(|c| {
+                    if c.password.is_empty() {
+                        Ok(c)
+                    } else {
+                        Err(NO_KEY.to_string())
+                    }
+                });
+                let custom = settings_raw::<CustomChannel>(store, app).await?.map(|c| {
                     if c.signing_secret.is_empty() {
                         Ok(c)
                     } else {
                         Err(NO_KEY.to_string())
                     }
                 });
-                let apns = settings_raw::<ApnsChannel>(store, app).await.map(|_| Err(NO_KEY.to_string()));
-                let sms = settings_raw::<SmsChannel>(store, app).await.map(|_| Err(NO_KEY.to_string()));
-                let gcm = settings_raw::<GcmChannel>(store, app).await.map(|_| Err(NO_KEY.to_string()));
-                AppChannels { email, custom, apns, sms, gcm }
+                let apns = settings_raw::<ApnsChannel>(store, app).await?.map(|_| Err(NO_KEY.to_string()));
+                let sms = settings_raw::<SmsChannel>(store, app).await?.map(|_| Err(NO_KEY.to_string()));
+                let gcm = settings_raw::<GcmChannel>(store, app).await?.map(|_| Err(NO_KEY.to_string()));
+                AppChannels { unknown: false, email, custom, apns, sms, gcm }
             }
         };
-        self.channels.lock().insert(app.to_string(), (Instant::now(), c.clone()));
-        c
+        Ok(c)
     }
 
     /// The APNs sender of an app's settings, built again only when they changed.
@@ -179,6 +203,10 @@ impl Senders {
 }
 
 /// A channel's stored settings as they are (secrets still sealed).
-async fn settings_raw<C: settings::ChannelSettings>(store: &dyn Store, app: &str) -> Option<C> {
-    store.get_channel(app, C::NAME).await.ok().flatten().and_then(|b| C::decode(b.as_slice()).ok())
+async fn settings_raw<C: settings::ChannelSettings>(store: &dyn Store, app: &str) -> Result<Option<C>, crate::store::StoreError> {
+    match store.get_channel(app, C::NAME).await {
+        Ok(raw) => Ok(raw.and_then(|b| C::decode(b.as_slice()).ok())),
+        Err(e) if e.is_transient() => Err(e),
+        Err(_) => Ok(None),
+    }
 }

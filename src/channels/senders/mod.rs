@@ -78,7 +78,34 @@ impl Senders {
     /// Sends one channel's batch; one delivery per message, in order. Called by a shard for
     /// each batch it takes: messages of several apps may share it.
     pub async fn deliver(&self, lane: Lane, batch: &[Outbound<'_>]) -> Vec<Delivery> {
-        deliver(self, lane, batch).await
+        // Apps whose settings are not known (the store cannot be reached and they were never
+        // read): their messages are retried later, not failed.
+        let mut unknown: Vec<&str> = Vec::new();
+        let mut checked: Vec<&str> = Vec::new();
+        for j in batch {
+            if !checked.contains(&j.app_id) {
+                checked.push(j.app_id);
+                if self.app_channels(j.app_id).await.unknown {
+                    unknown.push(j.app_id);
+                }
+            }
+        }
+        if unknown.is_empty() {
+            return deliver(self, lane, batch).await;
+        }
+        let known: Vec<Outbound<'_>> = batch.iter().copied().filter(|j| !unknown.contains(&j.app_id)).collect();
+        let mut sent = deliver(self, lane, &known).await.into_iter();
+        batch
+            .iter()
+            .map(|j| match unknown.contains(&j.app_id) {
+                true => Delivery::Retry {
+                    status_code: 0,
+                    message: "the app's channel settings cannot be read now (store unreachable)".into(),
+                    retry_after: Some(Duration::from_secs(1)),
+                },
+                false => sent.next().expect("one delivery per message"),
+            })
+            .collect()
     }
 }
 
