@@ -17,7 +17,7 @@
 //! - **Store outage**: every store call of the run is retried with backoff while the store is
 //!   unreachable; the run pauses and goes on when it is back, from its state in memory.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,18 +26,22 @@ use prost::Message as _;
 use tokio::task::JoinHandle;
 
 use super::{localtime, run_id, RUN_KIND};
-use crate::dispatch::engine::{Engine, Lane, Reply, Tally};
+use crate::dispatch::engine::{Engine, Lane, Tally};
 use crate::dispatch::quota::RateGate;
 use crate::dispatch::reply::UNSETTLED;
 use crate::domain;
 use crate::pipeline::compose::{Composer, Origin};
-use crate::pipeline::planner::Planner;
-use crate::proto::v1::{
-    Activity, AppSettings, Campaign, CampaignRun, CampaignState, ChannelType, DeliveryStatus, EndpointStatus, MessageSource, OptOut,
-};
+use crate::proto::v1::{Activity, Campaign, CampaignRun, CampaignState, DeliveryStatus, EndpointStatus, OptOut};
 use crate::render::template::TemplateCache;
 use crate::segments::{self, MemberStream};
 use crate::store::{Store, StoreError};
+
+mod error;
+mod rules;
+mod submit;
+pub use error::RunError;
+use rules::{add_counts, assignment, count_status, lane_of, limits, status_name, Limits};
+use submit::{render_tasks, submit_chunk, Submitted};
 
 /// A page handed to the engine, until it settles.
 struct Pending {
@@ -51,46 +55,6 @@ struct Pending {
     /// Per treatment, what the page counted (members, holdout, opt-outs, caps...): added to the
     /// run when the page settles, never before, so a resumed run counts each member once.
     counts: Vec<Activity>,
-}
-
-/// Why a run could not go on.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The daemon is stopping: the run stopped where its record says, and resumes later.
-    #[error("the daemon is stopping")]
-    Stopped,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Segment(#[from] segments::SegmentError),
-    #[error(transparent)]
-    Compose(#[from] crate::pipeline::compose::ComposeError),
-    #[error("a task of the run failed: {0}")]
-    Task(String),
-}
-
-impl RunError {
-    /// The run's failure as a stable sentence for its record (internals go to the log).
-    fn reason(&self) -> String {
-        use crate::pipeline::compose::ComposeError;
-        use segments::SegmentError;
-        match self {
-            RunError::Stopped => "The daemon stopped.".into(),
-            RunError::Segment(SegmentError::NotFound(id)) => format!("The campaign's segment {id} no longer exists."),
-            RunError::Segment(SegmentError::VersionNotFound(id, v)) => {
-                format!("Version {v} of the campaign's segment {id} no longer exists.")
-            }
-            RunError::Segment(SegmentError::Invalid(why)) => format!("The campaign's segment cannot be evaluated: {why}."),
-            RunError::Compose(ComposeError::Field(v)) => format!("The campaign's message is invalid: {}: {}.", v.field, v.description),
-            RunError::Store(StoreError::Corrupt(_)) | RunError::Segment(SegmentError::Store(StoreError::Corrupt(_))) => {
-                "A record the run needs could not be read.".into()
-            }
-            RunError::Store(_) | RunError::Segment(SegmentError::Store(_)) | RunError::Compose(ComposeError::Store(_)) => {
-                "The store failed while the run was in progress.".into()
-            }
-            RunError::Task(_) => "A task of the run failed.".into(),
-        }
-    }
 }
 
 /// Backoff between store retries while the store is unreachable.
@@ -140,30 +104,6 @@ struct Page<'a> {
     counts: &'a mut Vec<Activity>,
 }
 
-/// Counts a delivery status into an activity.
-fn count_status(a: &mut Activity, status: i32) {
-    match DeliveryStatus::try_from(status).unwrap_or(DeliveryStatus::UnknownFailure) {
-        DeliveryStatus::Successful => a.successful += 1,
-        DeliveryStatus::Throttled => a.throttled += 1,
-        other => *a.failed.entry(status_name(other)).or_insert(0) += 1,
-    }
-}
-
-/// Adds a page's counts to the run's.
-fn add_counts(a: &mut Activity, c: &Activity) {
-    a.total_endpoints += c.total_endpoints;
-    a.successful += c.successful;
-    a.throttled += c.throttled;
-    a.held_by_quiet_time += c.held_by_quiet_time;
-    a.timed_out += c.timed_out;
-    a.holdout += c.holdout;
-    a.capped += c.capped;
-    a.possible_repeats += c.possible_repeats;
-    for (k, v) in &c.failed {
-        *a.failed.entry(k.clone()).or_insert(0) += v;
-    }
-}
-
 #[derive(Debug, PartialEq, Eq)]
 enum Pumped {
     Done,
@@ -189,46 +129,6 @@ pub struct Runner {
     stop: tokio::sync::watch::Receiver<bool>,
     /// The tasks of runs started here, so a stop can wait for them.
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
-}
-
-/// Where a cohort goes: the holdout, or a treatment (index into the activities).
-fn assignment(c: &Campaign) -> [Option<usize>; 100] {
-    let mut out = [Some(0); 100];
-    let mut at = 0usize;
-    let mut fill = |n: usize, who: Option<usize>, out: &mut [Option<usize>; 100]| {
-        for slot in out.iter_mut().skip(at).take(n) {
-            *slot = who;
-        }
-        at = (at + n).min(100);
-    };
-    fill(c.holdout_percent.clamp(0, 100) as usize, None, &mut out);
-    for (i, t) in c.additional_treatments.iter().enumerate() {
-        fill(t.size_percent.clamp(0, 100) as usize, Some(i + 1), &mut out);
-    }
-    out
-}
-
-fn lane_of(channel: i32) -> Option<Lane> {
-    Lane::of(ChannelType::try_from(channel).ok()?)
-}
-
-/// The limits that apply: the campaign's, else the app's defaults.
-struct Limits {
-    daily: Option<u32>,
-    total: Option<u32>,
-    per_second: Option<u32>,
-    maximum_duration: Option<i64>,
-}
-
-fn limits(c: &Campaign, app: &AppSettings) -> Limits {
-    let (cl, al) = (c.limits.unwrap_or_default(), app.limits.unwrap_or_default());
-    let pick = |a: Option<i32>, b: Option<i32>| a.or(b).filter(|v| *v > 0).map(|v| v as u32);
-    Limits {
-        daily: pick(cl.daily, al.daily),
-        total: pick(cl.total, al.total),
-        per_second: pick(cl.messages_per_second, al.messages_per_second),
-        maximum_duration: cl.maximum_duration.or(al.maximum_duration).filter(|v| *v > 0).map(i64::from),
-    }
 }
 
 impl Runner {
@@ -854,104 +754,5 @@ impl Runner {
             tasks.push(tokio::spawn(async move { submit_chunk(&engine, &plan, &origins, &stamp, &tally, &stop, chunk).await }));
         }
         Ok(())
-    }
-}
-
-/// How many tasks render a page of `n` messages: one per core, none under 100 messages.
-fn render_tasks(n: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
-    (n / 100).clamp(1, cores.clamp(1, 8))
-}
-
-/// What a render task hands back: how many messages it handed to the engine (their statuses
-/// arrive in the page's tally), per treatment the messages that could not be rendered, and
-/// whether it went through its whole share (not when the daemon began to stop).
-struct Submitted {
-    submitted: usize,
-    unrendered: Vec<(usize, i64)>,
-    complete: bool,
-}
-
-/// Renders a share of a page and hands it to the engine, paced by the run's rate gate; stops
-/// handing out as soon as the daemon stops.
-#[allow(clippy::too_many_arguments)]
-async fn submit_chunk(
-    engine: &Engine,
-    plan: &Plan,
-    origins: &[Origin],
-    stamp: &str,
-    tally: &Arc<Tally>,
-    stop: &tokio::sync::watch::Receiver<bool>,
-    chunk: Vec<(crate::proto::v1::Endpoint, Lane, usize)>,
-) -> Submitted {
-    let no_subs = HashMap::new();
-    let mut done = Submitted { submitted: 0, unrendered: Vec::new(), complete: true };
-    for (e, lane, t) in chunk {
-        if *stop.borrow() {
-            done.complete = false;
-            return done;
-        }
-        plan.gate.take().await;
-        let composer = &plan.composers[t];
-        let subs = if composer.shared_substitutions.is_empty() { &no_subs } else { &composer.shared_substitutions };
-        let planner =
-            Planner { composer, origin: &origins[t], source: MessageSource::Campaign, request_id: &plan.request_id, stamp, dry_run: false };
-        let channel = ChannelType::try_from(e.channel_type).unwrap_or_default();
-        let outcome = planner.outcome(&e.id, &e.address, channel);
-        let job = match planner.job(lane, channel, Some(&e), subs, outcome, Some(Reply::Tally(tally.slot(t))), true) {
-            Ok(job) => job,
-            Err(unrendered) => {
-                tracing::debug!(endpoint = %e.id, why = %unrendered.outcome.status_message, "Campaign message not rendered.");
-                match done.unrendered.iter_mut().find(|(u, _)| *u == t) {
-                    Some((_, n)) => *n += 1,
-                    None => done.unrendered.push((t, 1)),
-                }
-                continue;
-            }
-        };
-        if engine.submit(lane, job, SUBMIT_WAIT).await.is_err() {
-            // The engine is stopping: the job went back unsettled (its slot says so, and is
-            // waited for like the others).
-            done.submitted += 1;
-            done.complete = false;
-            return done;
-        }
-        done.submitted += 1;
-    }
-    done
-}
-
-fn status_name(s: DeliveryStatus) -> String {
-    s.as_str_name().trim_start_matches("DELIVERY_STATUS_").to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::v1::Treatment;
-
-    #[test]
-    fn holdout_and_treatment_shares_hold_on_100_000_endpoints() {
-        let c = Campaign {
-            holdout_percent: 10,
-            additional_treatments: vec![
-                Treatment { size_percent: 25, ..Default::default() },
-                Treatment { size_percent: 15, ..Default::default() },
-            ],
-            ..Default::default()
-        };
-        let cohorts = assignment(&c);
-        let mut counts = [0usize; 4];
-        for i in 0..100_000 {
-            match cohorts[domain::endpoint::cohort_id(&format!("ep-{i:09}")) as usize] {
-                None => counts[0] += 1,
-                Some(t) => counts[t + 1] += 1,
-            }
-        }
-        // Holdout 10 %, default 50 %, B 25 %, C 15 %: each within one point.
-        for (got, want) in counts.iter().zip([10.0, 50.0, 25.0, 15.0]) {
-            let share = *got as f64 / 1_000.0;
-            assert!((share - want).abs() <= 1.0, "{counts:?}");
-        }
     }
 }

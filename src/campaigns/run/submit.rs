@@ -1,0 +1,74 @@
+//! Rendering and handing a page's messages to the engine, in tasks beside the run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Plan, SUBMIT_WAIT};
+use crate::dispatch::engine::{Engine, Lane, Reply, Tally};
+use crate::pipeline::compose::Origin;
+use crate::pipeline::planner::Planner;
+use crate::proto::v1::{ChannelType, MessageSource};
+
+/// How many tasks render a page of `n` messages: one per core, none under 100 messages.
+pub(super) fn render_tasks(n: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+    (n / 100).clamp(1, cores.clamp(1, 8))
+}
+
+/// What a render task hands back: how many messages it handed to the engine (their statuses
+/// arrive in the page's tally), per treatment the messages that could not be rendered, and
+/// whether it went through its whole share (not when the daemon began to stop).
+pub(super) struct Submitted {
+    pub(super) submitted: usize,
+    pub(super) unrendered: Vec<(usize, i64)>,
+    pub(super) complete: bool,
+}
+
+/// Renders a share of a page and hands it to the engine, paced by the run's rate gate; stops
+/// handing out as soon as the daemon stops.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn submit_chunk(
+    engine: &Engine,
+    plan: &Plan,
+    origins: &[Origin],
+    stamp: &str,
+    tally: &Arc<Tally>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    chunk: Vec<(crate::proto::v1::Endpoint, Lane, usize)>,
+) -> Submitted {
+    let no_subs = HashMap::new();
+    let mut done = Submitted { submitted: 0, unrendered: Vec::new(), complete: true };
+    for (e, lane, t) in chunk {
+        if *stop.borrow() {
+            done.complete = false;
+            return done;
+        }
+        plan.gate.take().await;
+        let composer = &plan.composers[t];
+        let subs = if composer.shared_substitutions.is_empty() { &no_subs } else { &composer.shared_substitutions };
+        let planner =
+            Planner { composer, origin: &origins[t], source: MessageSource::Campaign, request_id: &plan.request_id, stamp, dry_run: false };
+        let channel = ChannelType::try_from(e.channel_type).unwrap_or_default();
+        let outcome = planner.outcome(&e.id, &e.address, channel);
+        let job = match planner.job(lane, channel, Some(&e), subs, outcome, Some(Reply::Tally(tally.slot(t))), true) {
+            Ok(job) => job,
+            Err(unrendered) => {
+                tracing::debug!(endpoint = %e.id, why = %unrendered.outcome.status_message, "Campaign message not rendered.");
+                match done.unrendered.iter_mut().find(|(u, _)| *u == t) {
+                    Some((_, n)) => *n += 1,
+                    None => done.unrendered.push((t, 1)),
+                }
+                continue;
+            }
+        };
+        if engine.submit(lane, job, SUBMIT_WAIT).await.is_err() {
+            // The engine is stopping: the job went back unsettled (its slot says so, and is
+            // waited for like the others).
+            done.submitted += 1;
+            done.complete = false;
+            return done;
+        }
+        done.submitted += 1;
+    }
+    done
+}
