@@ -43,7 +43,6 @@ fn job(i: usize, reply: Option<oneshot::Sender<MessageOutcome>>) -> Job {
         dry_run: false,
         first_attempt: None,
         reply: reply.map(Reply::Outcome),
-        admitted: false,
     }
 }
 
@@ -154,14 +153,7 @@ fn custom_job(url: &str, reply: oneshot::Sender<MessageOutcome>) -> Job {
         ..Default::default()
     };
     let body = herald::channels::webhook::Payload { application_id: "app".into(), data: "x".into(), ..Default::default() };
-    Job {
-        outcome,
-        payload: Payload::Custom { body },
-        dry_run: false,
-        first_attempt: None,
-        reply: Some(Reply::Outcome(reply)),
-        admitted: false,
-    }
+    Job { outcome, payload: Payload::Custom { body }, dry_run: false, first_attempt: None, reply: Some(Reply::Outcome(reply)) }
 }
 
 /// Sends one custom-channel job through an engine and returns its final outcome and the
@@ -231,7 +223,6 @@ async fn waiting_producers_are_paced_and_stop_at_the_daily_quota() {
             let (tx, rx) = oneshot::channel();
             let mut j = job((admitted + i) as usize, Some(tx));
             j.dry_run = true;
-            j.admitted = true;
             assert!(engine.submit(Lane::Email, j, Duration::from_secs(10)).await.is_ok());
             replies.push(rx);
         }

@@ -201,7 +201,7 @@ impl MessagesService {
                 }
             };
             let (tx, rx) = oneshot::channel();
-            match planner.job(lane, r.channel, r.endpoint.as_ref(), &r.substitutions, o, Some(Reply::Outcome(tx)), false) {
+            match planner.job(lane, r.channel, r.endpoint.as_ref(), &r.substitutions, o, Some(Reply::Outcome(tx))) {
                 Ok(job) => {
                     jobs.push((lane, job));
                     waiting.push((i, rx));
@@ -215,22 +215,42 @@ impl MessagesService {
         // All or nothing: room for every message is reserved before any is queued, so a call
         // that cannot be taken whole sends and records none of it (and its idempotency key is
         // released for the retry).
+        let mut throttled = Vec::new();
         if !jobs.is_empty() {
-            if let Err(jobs) = self.engine.submit_all(jobs, QUEUE_WAIT).await {
-                drop(jobs);
-                let mut details = ErrorDetails::new();
-                details.set_retry_info(Some(Duration::from_secs(1)));
-                let why = if self.engine.is_stopping() {
-                    "the daemon is stopping; retry on another"
-                } else {
-                    "the dispatch queues are full; retry shortly"
-                };
-                let code = if self.engine.is_stopping() { tonic::Code::Unavailable } else { tonic::Code::ResourceExhausted };
-                return Err(Status::with_error_details(code, why, details));
+            match self.engine.submit_all(jobs, QUEUE_WAIT).await {
+                Ok(over) => throttled = over,
+                Err(jobs) => {
+                    drop(jobs);
+                    let mut details = ErrorDetails::new();
+                    details.set_retry_info(Some(Duration::from_secs(1)));
+                    let why = if self.engine.is_stopping() {
+                        "the daemon is stopping; retry on another"
+                    } else {
+                        "the dispatch queues are full; retry shortly"
+                    };
+                    let code = if self.engine.is_stopping() { tonic::Code::Unavailable } else { tonic::Code::ResourceExhausted };
+                    return Err(Status::with_error_details(code, why, details));
+                }
             }
+        }
+        // Messages over an app channel quota end THROTTLED: recorded with the refusals, and
+        // answered through their own reply like the sent ones.
+        let mut replies = Vec::new();
+        for (mut job, why) in throttled {
+            let o = &mut job.outcome;
+            o.delivery_status = DeliveryStatus::Throttled as i32;
+            o.status_message = why;
+            o.updated_date = domain::timestamp(chrono::Utc::now());
+            early.delivered(o.clone(), false, |_, _| {});
+            replies.push((job.reply.take(), job.outcome));
         }
         if !early.is_empty() {
             self.recorder.record(&early).await.map_err(store_status)?;
+        }
+        for (reply, o) in replies {
+            if let Some(Reply::Outcome(tx)) = reply {
+                let _ = tx.send(o);
+            }
         }
         for (i, rx) in waiting {
             finished[i] = match tokio::time::timeout(RESULT_WAIT, rx).await {

@@ -37,9 +37,6 @@ pub struct Job {
     pub first_attempt: Option<Instant>,
     /// Who hears how the job ended, once its outcome is recorded.
     pub reply: Option<Reply>,
-    /// Counted against the app channel's quotas already by [`Engine::admit`] (campaign
-    /// producers): the worker does not check them again.
-    pub admitted: bool,
 }
 
 /// The engine's settings.
@@ -134,8 +131,8 @@ impl Shared {
         gate
     }
 
-    /// Which jobs are over their app channel's quota (with why). A transactional message over a
-    /// quota is THROTTLED, not queued.
+    /// Which jobs are over their app channel's quota (with why): the admission of a producer
+    /// that does not wait ([`Engine::submit_all`]); such a message is THROTTLED, not queued.
     async fn over_quota(&self, jobs: &[Job]) -> Vec<Option<String>> {
         let mut out = vec![None; jobs.len()];
         let mut groups: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
@@ -224,10 +221,13 @@ impl Engine {
         (self.shared.config.shards_per_channel.max(1) * BATCH * (1 + shard::RECORDING)) as u64
     }
 
-    /// Queues every job or none: room is reserved on each job's shard first (waiting at most
-    /// `wait` in all), and only when all of it is held are the jobs queued. Hands every job
-    /// back when some shard stays full or the engine is stopping.
-    pub async fn submit_all(&self, jobs: Vec<(Lane, Job)>, wait: Duration) -> Result<(), Vec<(Lane, Job)>> {
+    /// Queues every job or none, for a producer that does not wait (a transactional call): room
+    /// is reserved on each job's shard first (waiting at most `wait` in all); only when all of
+    /// it is held are the app channels' quotas taken ([`Shared::over_quota`], one path for
+    /// every such producer) and the jobs queued. Returns the jobs over a quota, with why (they
+    /// end THROTTLED; their room is given back); hands every job back, nothing taken, when some
+    /// shard stays full or the engine is stopping.
+    pub async fn submit_all(&self, jobs: Vec<(Lane, Job)>, wait: Duration) -> Result<Vec<(Job, String)>, Vec<(Lane, Job)>> {
         let deadline = Instant::now() + wait;
         let mut counts: std::collections::BTreeMap<(usize, usize), usize> = std::collections::BTreeMap::new();
         let place = |lane: Lane, job: &Job| {
@@ -259,18 +259,26 @@ impl Engine {
                 None => return Err(jobs),
             }
         }
-        for (lane, job) in jobs {
+        let (lanes, jobs): (Vec<Lane>, Vec<Job>) = jobs.into_iter().unzip();
+        let over = self.shared.over_quota(&jobs).await;
+        let mut throttled = Vec::new();
+        for ((lane, job), over) in lanes.into_iter().zip(jobs).zip(over) {
+            if let Some(why) = over {
+                metrics::counter!(crate::telemetry::LIMITER_WAITS, "channel" => lane.quota_channel()).increment(1);
+                throttled.push((job, why));
+                continue;
+            }
             let at = place(lane, &job);
             permits.get_mut(&at).and_then(Iterator::next).expect("room was reserved for every job").send(job);
         }
-        Ok(())
+        Ok(throttled)
     }
 
     /// Room for `n` messages of a producer that waits rather than being THROTTLED (a campaign
     /// run): waits until the app channel's messages-per-second bucket has a token for each,
     /// then takes all `n` from its daily and total counters in one store call. Returns how many
     /// may go; fewer than `n` means the daily or total quota is used up and the producer stops
-    /// (jobs it then submits carry `admitted`, so the worker does not count them again).
+    /// (the shards never count a job again).
     pub async fn admit(&self, app: &str, channel: &str, n: u64) -> Result<u64, crate::store::StoreError> {
         let Some(q) = self.shared.quota(app, channel).await else { return Ok(n) };
         if q.messages_per_second.is_some() {
@@ -345,7 +353,6 @@ struct ShardMetrics {
     send: metrics::Histogram,
     depth: metrics::Gauge,
     saturation: metrics::Gauge,
-    limiter: metrics::Counter,
     retries: metrics::Counter,
     record: metrics::Histogram,
 }
@@ -367,7 +374,6 @@ impl ShardMetrics {
             send: metrics::histogram!(t::SEND_DURATION, "channel" => channel),
             depth: metrics::gauge!(t::QUEUE_DEPTH, "channel" => channel, "shard" => shard.clone()),
             saturation: metrics::gauge!(t::QUEUE_SATURATION, "channel" => channel, "shard" => shard),
-            limiter: metrics::counter!(t::LIMITER_WAITS, "channel" => channel),
             retries: metrics::counter!(t::RETRIES, "channel" => channel),
             record: metrics::histogram!(t::STORE_DURATION, "backend" => backend, "op" => "record_outcomes"),
         }

@@ -121,7 +121,6 @@ impl Planner<'_> {
     /// Renders one message into the engine's job; when it cannot be rendered, its outcome
     /// (PERMANENT_FAILURE with why) and, if the template failed for this recipient, its
     /// `.rendering_failure` event.
-    #[allow(clippy::too_many_arguments)]
     pub fn job(
         &self,
         lane: Lane,
@@ -130,10 +129,9 @@ impl Planner<'_> {
         subs: &HashMap<String, Vec<String>>,
         mut outcome: MessageOutcome,
         reply: Option<Reply>,
-        admitted: bool,
     ) -> Result<Job, Box<Unrendered>> {
         match self.composer.payload(lane, channel, endpoint, &outcome.address, subs, self.origin) {
-            Ok(payload) => Ok(Job { outcome, payload, dry_run: self.dry_run, first_attempt: None, reply, admitted }),
+            Ok(payload) => Ok(Job { outcome, payload, dry_run: self.dry_run, first_attempt: None, reply }),
             Err((why, rendering)) => {
                 outcome.delivery_status = DeliveryStatus::PermanentFailure as i32;
                 outcome.status_message = why;

@@ -50,7 +50,7 @@ pub(super) async fn submit_chunk(
             Planner { composer, origin: &origins[t], source: MessageSource::Campaign, request_id: &plan.request_id, stamp, dry_run: false };
         let channel = ChannelType::try_from(e.channel_type).unwrap_or_default();
         let outcome = planner.outcome(&e.id, &e.address, channel);
-        let job = match planner.job(lane, channel, Some(&e), subs, outcome, Some(Reply::Tally(tally.slot(t))), true) {
+        let job = match planner.job(lane, channel, Some(&e), subs, outcome, Some(Reply::Tally(tally.slot(t)))) {
             Ok(job) => job,
             Err(unrendered) => {
                 tracing::debug!(endpoint = %e.id, why = %unrendered.outcome.status_message, "Campaign message not rendered.");

@@ -22,7 +22,6 @@ use super::{deliver, settle, Job, Lane, Payload, Reply, ShardMetrics, Shared, BA
 use crate::channels::Delivery;
 use crate::domain;
 use crate::outcomes::{sms_facts, Batch, Slot};
-use crate::proto::v1::DeliveryStatus;
 
 /// Batches of outcomes a shard may be recording while it sends the next.
 pub(super) const RECORDING: usize = 2;
@@ -169,27 +168,18 @@ async fn send_batch(
     shared: &Shared,
     m: &ShardMetrics,
     lane: Lane,
-    mut jobs: Vec<Job>,
+    jobs: Vec<Job>,
     delays: &mut Delays,
     deadline: Option<Instant>,
     settled: &mut Settled,
 ) {
-    // Jobs coming back for a retry, or admitted by a producer, were counted already.
-    let (fresh, retried): (Vec<Job>, Vec<Job>) = jobs.drain(..).partition(|j| j.outcome.attempts == 0 && !j.admitted);
-    let over = shared.over_quota(&fresh).await;
-    let (mut throttled, mut go) = (Vec::new(), retried);
-    for (job, over) in fresh.into_iter().zip(over) {
-        match over {
-            Some(why) => throttled.push((job, why)),
-            None => go.push(job),
-        }
-    }
+    // Quotas were taken when the jobs were admitted (Engine::admit, Engine::submit_all).
+    let go = jobs;
     let started = Instant::now();
     let deliveries = deliver(shared, lane, &go).await;
     if !go.is_empty() {
         m.send.record(started.elapsed().as_secs_f64());
     }
-    m.limiter.increment(throttled.len() as u64);
     // One time for the batch: its messages were settled together.
     let now = domain::timestamp(chrono::Utc::now());
     let mut late = Vec::new();
@@ -207,13 +197,6 @@ async fn send_batch(
         settled.finish(job, hard);
     }
     hand_back(late, settled);
-    for (mut job, why) in throttled {
-        let o = &mut job.outcome;
-        o.delivery_status = DeliveryStatus::Throttled as i32;
-        o.status_message = why;
-        o.updated_date = domain::timestamp(chrono::Utc::now());
-        settled.finish(job, false);
-    }
 }
 
 /// Records a batch (retrying while the store is unreachable, until the stop deadline), then
@@ -251,7 +234,6 @@ mod tests {
             dry_run: true,
             first_attempt: None,
             reply: None,
-            admitted: false,
         }
     }
 
