@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 use common::{Backend, Daemon, RedisServer, SmtpSink, API_KEY};
 use herald::domain::endpoint::cohort_id;
 use herald::proto::v1::{
-    campaigns_client::CampaignsClient, endpoints_client::EndpointsClient, segments_client::SegmentsClient, Campaign, CampaignLimits,
-    CampaignState, ChannelType, CreateCampaignRequest, CreateSegmentRequest, DirectMessageConfiguration, EmailMessage, Endpoint,
-    EndpointStatus, Frequency, GetCampaignActivitiesRequest, GetCampaignRequest, ImportEndpointsRequest, OptOut, Schedule,
-    SegmentDimensions, Treatment, UpdateCampaignRequest,
+    campaigns_client::CampaignsClient, segments_client::SegmentsClient, Campaign, CampaignLimits, CampaignState, ChannelType,
+    CreateCampaignRequest, CreateSegmentRequest, DirectMessageConfiguration, EmailMessage, Endpoint, EndpointStatus, Frequency,
+    GetCampaignActivitiesRequest, GetCampaignRequest, OptOut, Schedule, SegmentDimensions, Treatment, UpdateCampaignRequest,
 };
 use tonic::Code;
 
@@ -45,24 +44,8 @@ async fn setup(d: &Daemon, app: &str, n: usize) -> String {
 
 /// Imports the endpoints and creates a segment of all of them; returns its id.
 async fn segment_of(d: &Daemon, app: &str, endpoints: Vec<Endpoint>) -> String {
-    let n = endpoints.len();
-    let msgs: Vec<ImportEndpointsRequest> = std::iter::once(ImportEndpointsRequest { app_id: app.into(), endpoints: vec![] })
-        .chain(endpoints.chunks(500).map(|c| ImportEndpointsRequest { app_id: String::new(), endpoints: c.to_vec() }))
-        .collect();
-    let r = EndpointsClient::new(d.channel().await).import_endpoints(d.req(futures::stream::iter(msgs))).await.unwrap().into_inner();
-    assert_eq!(r.written, n as u64);
     // Imported with their status: the import made them ACTIVE unless they said INACTIVE.
-    let seg = SegmentsClient::new(d.channel().await)
-        .create_segment(d.req(CreateSegmentRequest {
-            app_id: app.into(),
-            name: "all".into(),
-            dimensions: Some(SegmentDimensions::default()),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    seg.id
+    d.import_as_segment(app, endpoints).await
 }
 
 fn email_campaign(segment: &str, subject: &str) -> Campaign {

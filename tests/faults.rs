@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::{email_message, Daemon, RedisServer, SmtpSink, API_KEY};
 use herald::proto::v1::{
-    campaigns_client::CampaignsClient, endpoints_client::EndpointsClient, list_outcomes_request, messages_client::MessagesClient,
-    segments_client::SegmentsClient, AddressConfiguration, Campaign, CampaignLimits, CampaignState, ChannelType, CreateCampaignRequest,
-    CreateSegmentRequest, DeliveryStatus, Endpoint, EndpointStatus, Frequency, GetCampaignActivitiesRequest, GetCampaignRequest,
-    ImportEndpointsRequest, ListOutcomesRequest, OptOut, Schedule, SegmentDimensions, SendMessagesRequest,
+    campaigns_client::CampaignsClient, list_outcomes_request, messages_client::MessagesClient, AddressConfiguration, Campaign,
+    CampaignLimits, CampaignState, ChannelType, CreateCampaignRequest, DeliveryStatus, Endpoint, EndpointStatus, Frequency,
+    GetCampaignActivitiesRequest, GetCampaignRequest, ListOutcomesRequest, OptOut, Schedule, SendMessagesRequest,
 };
 
 const ENDPOINTS: usize = 20_000;
@@ -63,23 +62,7 @@ fn daemon(sink: &SmtpSink) -> Daemon {
 
 /// Imports the endpoints and makes a segment of all of them.
 async fn setup(d: &Daemon, app: &str) -> String {
-    let endpoints: Vec<Endpoint> = (0..ENDPOINTS).map(endpoint).collect();
-    let msgs: Vec<ImportEndpointsRequest> = std::iter::once(ImportEndpointsRequest { app_id: app.into(), endpoints: vec![] })
-        .chain(endpoints.chunks(1_000).map(|c| ImportEndpointsRequest { app_id: String::new(), endpoints: c.to_vec() }))
-        .collect();
-    let r = EndpointsClient::new(d.channel().await).import_endpoints(d.req(futures::stream::iter(msgs))).await.unwrap().into_inner();
-    assert_eq!(r.written, ENDPOINTS as u64);
-    SegmentsClient::new(d.channel().await)
-        .create_segment(d.req(CreateSegmentRequest {
-            app_id: app.into(),
-            name: "all".into(),
-            dimensions: Some(SegmentDimensions::default()),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .id
+    d.import_as_segment(app, (0..ENDPOINTS).map(endpoint).collect()).await
 }
 
 async fn start_campaign(d: &Daemon, app: &str, segment: &str, subject: &str) -> String {

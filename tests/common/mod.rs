@@ -251,6 +251,29 @@ impl Daemon {
             .into_inner()
     }
 
+    /// Imports the endpoints (500 per message) and creates a segment of every endpoint of the
+    /// app; returns the segment's id.
+    pub async fn import_as_segment(&self, app: &str, endpoints: Vec<herald::proto::v1::Endpoint>) -> String {
+        use herald::proto::v1::{segments_client::SegmentsClient, CreateSegmentRequest, ImportEndpointsRequest, SegmentDimensions};
+        let n = endpoints.len();
+        let msgs: Vec<ImportEndpointsRequest> = std::iter::once(ImportEndpointsRequest { app_id: app.into(), endpoints: vec![] })
+            .chain(endpoints.chunks(500).map(|c| ImportEndpointsRequest { app_id: String::new(), endpoints: c.to_vec() }))
+            .collect();
+        let r = self.endpoints().await.import_endpoints(self.req(futures::stream::iter(msgs))).await.unwrap().into_inner();
+        assert_eq!(r.written, n as u64);
+        SegmentsClient::new(self.channel().await)
+            .create_segment(self.req(CreateSegmentRequest {
+                app_id: app.into(),
+                name: "all".into(),
+                dimensions: Some(SegmentDimensions::default()),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .id
+    }
+
     /// GET /metrics.
     pub fn metrics_text(&self) -> String {
         let mut s = TcpStream::connect(self.metrics).unwrap();
