@@ -19,6 +19,22 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// limit, from its SETTINGS, is respected besides).
 const STREAMS_PER_CONNECTION: usize = 1_000;
 
+/// Why a pool could not be made or a request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum H2Error {
+    /// The origin is not an `http(s)://host[:port]` URL, or its TLS setup failed.
+    #[error("{0}")]
+    Origin(String),
+    /// No connection: refused, timed out, or its TLS or HTTP/2 handshake failed.
+    #[error("{0}")]
+    Connect(String),
+    /// The request was sent (perhaps) and the connection broke before an answer.
+    #[error("{0}")]
+    Exchange(String),
+    #[error("no answer within {0} s")]
+    Timeout(u64),
+}
+
 /// An answer: status, headers and body.
 pub struct Answer {
     pub status: u16,
@@ -47,18 +63,20 @@ impl H2Pool {
         extra_ca_pem: Option<&str>,
         identity: Option<&crate::channels::email::tls::ClientIdentity>,
         timeout: Duration,
-    ) -> Result<Self, String> {
-        let url = url::Url::parse(origin).map_err(|e| format!("{origin}: {e}"))?;
-        let host = url.host_str().ok_or_else(|| format!("{origin}: no host"))?.trim_matches(['[', ']']).to_string();
-        let port = url.port_or_known_default().ok_or_else(|| format!("{origin}: no port"))?;
+    ) -> Result<Self, H2Error> {
+        let url = url::Url::parse(origin).map_err(|e| H2Error::Origin(format!("{origin}: {e}")))?;
+        let host = url.host_str().ok_or_else(|| H2Error::Origin(format!("{origin}: no host")))?.trim_matches(['[', ']']).to_string();
+        let port = url.port_or_known_default().ok_or_else(|| H2Error::Origin(format!("{origin}: no port")))?;
         let tls = match url.scheme() {
-            "https" => {
-                Some(crate::channels::email::tls::connector_with(extra_ca_pem, vec![b"h2".to_vec()], identity).map_err(|e| e.to_string())?)
-            }
+            "https" => Some(
+                crate::channels::email::tls::connector_with(extra_ca_pem, vec![b"h2".to_vec()], identity)
+                    .map_err(|e| H2Error::Origin(e.to_string()))?,
+            ),
             "http" => None,
-            other => return Err(format!("{origin}: scheme {other} is neither http nor https")),
+            other => return Err(H2Error::Origin(format!("{origin}: scheme {other} is neither http nor https"))),
         };
-        let authority = url[url::Position::BeforeHost..url::Position::AfterPort].parse().map_err(|e| format!("{origin}: {e}"))?;
+        let authority =
+            url[url::Position::BeforeHost..url::Position::AfterPort].parse().map_err(|e| H2Error::Origin(format!("{origin}: {e}")))?;
         Ok(Self {
             scheme: if tls.is_some() { hyper::http::uri::Scheme::HTTPS } else { hyper::http::uri::Scheme::HTTP },
             authority,
@@ -72,12 +90,12 @@ impl H2Pool {
         })
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, H2Error> {
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((self.host.as_str(), self.port)))
             .await
-            .map_err(|_| format!("connecting to {}:{} timed out", self.host, self.port))?
-            .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
-        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+            .map_err(|_| H2Error::Connect(format!("connecting to {}:{} timed out", self.host, self.port)))?
+            .map_err(|e| H2Error::Connect(format!("cannot connect to {}:{}: {e}", self.host, self.port)))?;
+        tcp.set_nodelay(true).map_err(|e| H2Error::Connect(e.to_string()))?;
         let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
         builder
             .timer(hyper_util::rt::TokioTimer::new())
@@ -86,17 +104,19 @@ impl H2Pool {
             .keep_alive_while_idle(true);
         let sender = match &self.tls {
             Some(tls) => {
-                let name = crate::channels::email::tls::server_name(&self.host).map_err(|e| e.to_string())?;
+                let name = crate::channels::email::tls::server_name(&self.host).map_err(|e| H2Error::Connect(e.to_string()))?;
                 let stream = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, tcp))
                     .await
-                    .map_err(|_| format!("TLS handshake with {} timed out", self.host))?
-                    .map_err(|e| format!("TLS handshake with {} failed: {e}", self.host))?;
-                let (sender, conn) = builder.handshake(TokioIo::new(stream)).await.map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+                    .map_err(|_| H2Error::Connect(format!("TLS handshake with {} timed out", self.host)))?
+                    .map_err(|e| H2Error::Connect(format!("TLS handshake with {} failed: {e}", self.host)))?;
+                let (sender, conn) =
+                    builder.handshake(TokioIo::new(stream)).await.map_err(|e| H2Error::Connect(format!("HTTP/2 handshake: {e}")))?;
                 tokio::spawn(conn);
                 sender
             }
             None => {
-                let (sender, conn) = builder.handshake(TokioIo::new(tcp)).await.map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+                let (sender, conn) =
+                    builder.handshake(TokioIo::new(tcp)).await.map_err(|e| H2Error::Connect(format!("HTTP/2 handshake: {e}")))?;
                 tokio::spawn(conn);
                 sender
             }
@@ -105,7 +125,7 @@ impl H2Pool {
     }
 
     /// A ready stream on one of the connections (connecting it first if needed).
-    async fn sender(&self) -> Result<(usize, SendRequest<Full<Bytes>>), String> {
+    async fn sender(&self) -> Result<(usize, SendRequest<Full<Bytes>>), H2Error> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
         let mut slot = self.conns[i].lock().await;
         if let Some(s) = slot.as_ref() {
@@ -120,26 +140,26 @@ impl H2Pool {
 
     /// POSTs `body` to `path` with `headers`. `Err`: no answer (the request may or may not
     /// have reached the server only when the connection broke after it was sent).
-    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Answer, String> {
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Answer, H2Error> {
         let (i, mut sender) = self.sender().await?;
-        let _stream = self.streams[i].acquire().await.map_err(|e| e.to_string())?;
+        let _stream = self.streams[i].acquire().await.map_err(|e| H2Error::Exchange(e.to_string()))?;
         let uri = hyper::Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path)
             .build()
-            .map_err(|e| format!("bad request path: {e}"))?;
+            .map_err(|e| H2Error::Exchange(format!("bad request path: {e}")))?;
         let mut req = hyper::Request::post(uri);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Full::new(body)).map_err(|e| format!("bad request: {e}"))?;
+        let req = req.body(Full::new(body)).map_err(|e| H2Error::Exchange(format!("bad request: {e}")))?;
         let exchange = async {
-            sender.ready().await.map_err(|e| e.to_string())?;
-            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            sender.ready().await.map_err(|e| H2Error::Exchange(e.to_string()))?;
+            let resp = sender.send_request(req).await.map_err(|e| H2Error::Exchange(e.to_string()))?;
             let (parts, body) = resp.into_parts();
-            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-            Ok::<_, String>(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
+            let body = body.collect().await.map_err(|e| H2Error::Exchange(e.to_string()))?.to_bytes();
+            Ok::<_, H2Error>(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(a)) => Ok(a),
@@ -153,7 +173,7 @@ impl H2Pool {
                 }
                 Err(e)
             }
-            Err(_) => Err(format!("no answer within {} s", self.timeout.as_secs())),
+            Err(_) => Err(H2Error::Timeout(self.timeout.as_secs())),
         }
     }
 }

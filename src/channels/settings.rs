@@ -232,7 +232,7 @@ impl ChannelSettings for ApnsChannel {
             out.push(FieldViolation::new("channel.token_key", "is required for token authentication (the .p8 key, PEM)"));
         } else if !self.token_key.is_empty() {
             if let Err(e) = crate::channels::apns::SigningKey::from_pem(&self.token_key) {
-                out.push(FieldViolation::new("channel.token_key", e));
+                out.push(FieldViolation::new("channel.token_key", e.to_string()));
             }
         }
         let ten = |v: &str| v.len() == 10 && v.chars().all(|c| c.is_ascii_alphanumeric());
@@ -374,6 +374,17 @@ pub fn keep_secrets<C: ChannelSettings>(c: &mut C, old: Option<C>) {
     }
 }
 
+/// Why an app's stored channel settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("the {label} channel's {field}: {source}")]
+    Sealed { label: &'static str, field: String, source: crate::secrets::SecretError },
+    #[error("the stored {label} channel settings cannot be read")]
+    Decode { label: &'static str },
+    #[error("the {label} channel settings cannot be read from the store")]
+    Store { label: &'static str },
+}
+
 /// Seals `c`'s secrets for `app`.
 pub fn seal<C: ChannelSettings>(sealer: &Sealer, app: &str, c: &mut C) {
     for (field, v) in c.secrets() {
@@ -382,19 +393,23 @@ pub fn seal<C: ChannelSettings>(sealer: &Sealer, app: &str, c: &mut C) {
 }
 
 /// Opens `c`'s sealed secrets.
-pub fn open<C: ChannelSettings>(sealer: &Sealer, app: &str, c: &mut C) -> Result<(), String> {
+pub fn open<C: ChannelSettings>(sealer: &Sealer, app: &str, c: &mut C) -> Result<(), SettingsError> {
     for (field, v) in c.secrets() {
-        *v = sealer.open(&place(app, C::NAME, &field), v).map_err(|e| format!("the {} channel's {field}: {e}", C::LABEL))?;
+        let place = place(app, C::NAME, &field);
+        *v = sealer.open(&place, v).map_err(|source| SettingsError::Sealed { label: C::LABEL, field: field.to_string(), source })?;
     }
     Ok(())
 }
 
 /// An app's settings for channel `C` with secrets opened: `None` when it has none, `Err` when
 /// they cannot be read or opened.
-pub async fn load<C: ChannelSettings>(store: &dyn Store, sealer: &Sealer, app: &str) -> Option<Result<C, String>> {
+pub async fn load<C: ChannelSettings>(store: &dyn Store, sealer: &Sealer, app: &str) -> Option<Result<C, SettingsError>> {
     match load_checked::<C>(store, sealer, app).await {
         Ok(v) => v,
-        Err(e) => Some(Err(e.to_string())),
+        Err(e) => {
+            tracing::warn!(app, channel = C::LABEL, error = %e, "Channel settings cannot be read.");
+            Some(Err(SettingsError::Store { label: C::LABEL }))
+        }
     }
 }
 
@@ -404,12 +419,16 @@ pub async fn load_checked<C: ChannelSettings>(
     store: &dyn Store,
     sealer: &Sealer,
     app: &str,
-) -> Result<Option<Result<C, String>>, crate::store::StoreError> {
+) -> Result<Option<Result<C, SettingsError>>, crate::store::StoreError> {
     let raw = match store.get_channel(app, C::NAME).await {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(None),
         Err(e) if e.is_transient() => return Err(e),
-        Err(e) => return Ok(Some(Err(e.to_string()))),
+        Err(e) => {
+            tracing::warn!(app, channel = C::LABEL, error = %e, "Channel settings cannot be read.");
+            return Ok(Some(Err(SettingsError::Store { label: C::LABEL })));
+        }
     };
-    Ok(Some(C::decode(raw.as_slice()).map_err(|e| e.to_string()).and_then(|mut c| open(sealer, app, &mut c).map(|()| c))))
+    let decoded = C::decode(raw.as_slice()).map_err(|_| SettingsError::Decode { label: C::LABEL });
+    Ok(Some(decoded.and_then(|mut c| open(sealer, app, &mut c).map(|()| c))))
 }

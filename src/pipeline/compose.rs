@@ -26,6 +26,32 @@ pub enum ComposeError {
     Store(#[from] StoreError),
 }
 
+/// Why one recipient's message cannot be made; its outcome's status message.
+#[derive(Debug, thiserror::Error)]
+pub enum Unbuildable {
+    /// The send gives no content (or no sender) for this recipient's channel.
+    #[error("{0}")]
+    NoContent(&'static str),
+    #[error("{0}")]
+    Render(#[from] crate::render::template::PartFailure),
+    #[error("the SMS body rendered empty")]
+    EmptySms,
+    #[error("{0}")]
+    Mime(#[from] crate::render::mime::MimeError),
+    #[error("{0}")]
+    Apns(#[from] crate::channels::apns::ApnsError),
+    #[error("{0}")]
+    Fcm(#[from] crate::channels::fcm::FcmError),
+}
+
+impl Unbuildable {
+    /// Whether the content failed for this recipient (a `.rendering_failure` event), rather
+    /// than the send lacking content for the channel.
+    pub fn is_rendering(&self) -> bool {
+        !matches!(self, Unbuildable::NoContent(_))
+    }
+}
+
 fn field(f: &str, why: impl Into<String>) -> ComposeError {
     ComposeError::Field(FieldViolation::new(f, why))
 }
@@ -229,11 +255,11 @@ impl Composer {
         platform: &str,
         endpoint: Option<&Endpoint>,
         subs: &HashMap<String, Vec<String>>,
-    ) -> Result<HashMap<String, String>, (String, bool)> {
-        let t = self.push.as_ref().ok_or_else(|| ("no push content: give a push template or a push message".to_string(), false))?;
+    ) -> Result<HashMap<String, String>, Unbuildable> {
+        let t = self.push.as_ref().ok_or(Unbuildable::NoContent("no push content: give a push template or a push message"))?;
         let ctx = t.context(endpoint, subs);
         let mut out = HashMap::new();
-        for (name, text) in t.render(self.cache.renderer(), &ctx).map_err(|e| (e.to_string(), true))? {
+        for (name, text) in t.render(self.cache.renderer(), &ctx)? {
             let Some((block, part)) = name.split_once('.').filter(|_| !text.is_empty()) else { continue };
             if block == platform {
                 out.insert(part.to_string(), text);
@@ -245,15 +271,10 @@ impl Composer {
     }
 
     /// An FCM message for a device token, from the rendered push parts.
-    fn gcm_payload(
-        &self,
-        endpoint: Option<&Endpoint>,
-        token: &str,
-        subs: &HashMap<String, Vec<String>>,
-    ) -> Result<Payload, (String, bool)> {
+    fn gcm_payload(&self, endpoint: Option<&Endpoint>, token: &str, subs: &HashMap<String, Vec<String>>) -> Result<Payload, Unbuildable> {
         let parts = self.push_parts("gcm", endpoint, subs)?;
         let ios = endpoint.and_then(|e| e.demographic.as_ref()).is_some_and(|d| d.platform.eq_ignore_ascii_case("ios"));
-        crate::channels::fcm::message(&parts, &self.gcm, &self.default_push, ios, token).map(Payload::Gcm).map_err(|why| (why, true))
+        crate::channels::fcm::message(&parts, &self.gcm, &self.default_push, ios, token).map(Payload::Gcm).map_err(Unbuildable::from)
     }
 
     /// An APNs notification for a device token (`channel` says sandbox and VOIP), from the
@@ -264,17 +285,16 @@ impl Composer {
         endpoint: Option<&Endpoint>,
         token: &str,
         subs: &HashMap<String, Vec<String>>,
-    ) -> Result<Payload, (String, bool)> {
+    ) -> Result<Payload, Unbuildable> {
         let parts = self.push_parts("apns", endpoint, subs)?;
         let kind = crate::channels::apns::Kind {
             sandbox: matches!(channel, ChannelType::ApnsSandbox | ChannelType::ApnsVoipSandbox),
             voip: matches!(channel, ChannelType::ApnsVoip | ChannelType::ApnsVoipSandbox),
         };
-        crate::channels::apns::push(&parts, &self.apns, &self.default_push, kind, token).map(Payload::Apns).map_err(|why| (why, true))
+        crate::channels::apns::push(&parts, &self.apns, &self.default_push, kind, token).map(Payload::Apns).map_err(Unbuildable::from)
     }
 
-    /// One recipient's payload; `Err((why, rendering))` when it cannot be made (`rendering`:
-    /// the template failed for this recipient).
+    /// One recipient's payload, or why it cannot be made.
     pub fn payload(
         &self,
         lane: Lane,
@@ -283,38 +303,38 @@ impl Composer {
         address: &str,
         subs: &HashMap<String, Vec<String>>,
         origin: &Origin,
-    ) -> Result<Payload, (String, bool)> {
+    ) -> Result<Payload, Unbuildable> {
         match lane {
             Lane::Apns => self.apns_payload(channel, endpoint, address, subs),
             Lane::Gcm => self.gcm_payload(endpoint, address, subs),
             Lane::Sms => {
-                let t = self.sms.as_ref().ok_or_else(|| ("no SMS content: give an SMS template or sms_message.body".to_string(), false))?;
+                let t = self.sms.as_ref().ok_or(Unbuildable::NoContent("no SMS content: give an SMS template or sms_message.body"))?;
                 let ctx = t.context(endpoint, subs);
-                let parts = t.render(self.cache.renderer(), &ctx).map_err(|e| (e.to_string(), true))?;
+                let parts = t.render(self.cache.renderer(), &ctx)?;
                 let body = parts.into_iter().next().map(|(_, s)| s).unwrap_or_default();
                 if body.is_empty() {
-                    return Err(("the SMS body rendered empty".to_string(), true));
+                    return Err(Unbuildable::EmptySms);
                 }
                 Ok(Payload::Sms(crate::channels::sms::Text::new(address, body, &self.sms_message)))
             }
             Lane::Email => match (&self.raw_email, &self.email, &self.sender) {
-                (_, _, None) => Err(("no from_address in message_configuration.email_message".to_string(), false)),
+                (_, _, None) => Err(Unbuildable::NoContent("no from_address in message_configuration.email_message")),
                 (Some(raw), _, Some(_)) => Ok(Payload::Email { from: self.from.clone(), mime: raw.as_bytes().to_vec() }),
                 (None, Some(t), Some(sender)) => {
                     let ctx = t.context(endpoint, subs);
-                    let parts = t.render(self.cache.renderer(), &ctx).map_err(|e| (e.to_string(), true))?;
+                    let parts = t.render(self.cache.renderer(), &ctx)?;
                     let part = |n: &str| parts.iter().find(|(p, _)| p == n).map(|(_, s)| s.as_str());
                     sender
                         .message(address, part("subject").unwrap_or(""), part("text_part"), part("html_part"), part("list_unsubscribe_url"))
                         .map(|mime| Payload::Email { from: self.from.clone(), mime })
-                        .map_err(|e| (e.to_string(), true))
+                        .map_err(Unbuildable::from)
                 }
-                (None, None, Some(_)) => Err(("no email content: give a template or a message".to_string(), false)),
+                (None, None, Some(_)) => Err(Unbuildable::NoContent("no email content: give a template or a message")),
             },
             Lane::Custom => {
-                let t = self.custom.as_ref().ok_or_else(|| ("no custom content: give a template or custom_message".to_string(), false))?;
+                let t = self.custom.as_ref().ok_or(Unbuildable::NoContent("no custom content: give a template or custom_message"))?;
                 let ctx = t.context(endpoint, subs);
-                let parts = t.render(self.cache.renderer(), &ctx).map_err(|e| (e.to_string(), true))?;
+                let parts = t.render(self.cache.renderer(), &ctx)?;
                 let data = parts.into_iter().next().map(|(_, s)| s).unwrap_or_default();
                 Ok(Payload::Custom { body: webhook::Payload::new(data, origin, endpoint) })
             }

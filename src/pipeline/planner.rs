@@ -132,10 +132,11 @@ impl Planner<'_> {
     ) -> Result<Job, Box<Unrendered>> {
         match self.composer.payload(lane, channel, endpoint, &outcome.address, subs, self.origin) {
             Ok(payload) => Ok(Job { outcome, payload, dry_run: self.dry_run, first_attempt: None, reply }),
-            Err((why, rendering)) => {
+            Err(why) => {
                 outcome.delivery_status = DeliveryStatus::PermanentFailure as i32;
-                outcome.status_message = why;
-                let event = rendering.then(|| event_for(&outcome, format!("{}.rendering_failure", event_prefix(&outcome.channel))));
+                outcome.status_message = why.to_string();
+                let event =
+                    why.is_rendering().then(|| event_for(&outcome, format!("{}.rendering_failure", event_prefix(&outcome.channel))));
                 Err(Box::new(Unrendered { outcome, event }))
             }
         }

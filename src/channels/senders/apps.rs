@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::Senders;
+use super::{Senders, Unusable};
 use crate::channels::apns::ApnsSender;
 use crate::channels::email::dkim::{DkimKey, DkimSigner};
 use crate::channels::email::{SmtpPool, SmtpRelay};
@@ -28,8 +28,8 @@ fn built<T, C: prost::Message>(
     app: &str,
     c: &C,
     modified: &str,
-    build: impl FnOnce() -> Result<T, String>,
-) -> Result<Arc<T>, String> {
+    build: impl FnOnce() -> Result<T, Unusable>,
+) -> Result<Arc<T>, Unusable> {
     let fingerprint = format!("{modified}|{}", c.encoded_len());
     let mut cache = cache.lock();
     if let Some((seen, value)) = cache.get(app) {
@@ -49,11 +49,11 @@ pub(super) struct AppChannels {
     /// The store could not be reached and nothing was read before: nothing is known, so
     /// messages are retried rather than failed.
     pub(super) unknown: bool,
-    pub(super) email: Option<Result<EmailChannel, String>>,
-    pub(super) custom: Option<Result<CustomChannel, String>>,
-    pub(super) apns: Option<Result<Arc<ApnsSender>, String>>,
-    pub(super) sms: Option<Result<Arc<SmsSender>, String>>,
-    pub(super) gcm: Option<Result<Arc<FcmSender>, String>>,
+    pub(super) email: Option<Result<EmailChannel, Unusable>>,
+    pub(super) custom: Option<Result<CustomChannel, Unusable>>,
+    pub(super) apns: Option<Result<Arc<ApnsSender>, Unusable>>,
+    pub(super) sms: Option<Result<Arc<SmsSender>, Unusable>>,
+    pub(super) gcm: Option<Result<Arc<FcmSender>, Unusable>>,
 }
 
 impl Senders {
@@ -84,34 +84,37 @@ impl Senders {
         let c = match &self.sealer {
             Some(sealer) => {
                 let store = self.store.as_ref();
-                let email = settings::load_checked::<EmailChannel>(store, sealer, app).await?;
-                let custom = settings::load_checked::<CustomChannel>(store, sealer, app).await?;
-                let apns =
-                    settings::load_checked::<ApnsChannel>(store, sealer, app).await?.map(|r| r.and_then(|c| self.apns_sender(app, &c)));
-                let sms = settings::load_checked::<SmsChannel>(store, sealer, app).await?.map(|r| r.and_then(|c| self.sms_sender(&c)));
-                let gcm = settings::load_checked::<GcmChannel>(store, sealer, app).await?.map(|r| r.and_then(|c| self.fcm_sender(app, &c)));
+                let email = settings::load_checked::<EmailChannel>(store, sealer, app).await?.map(opened);
+                let custom = settings::load_checked::<CustomChannel>(store, sealer, app).await?.map(opened);
+                let apns = settings::load_checked::<ApnsChannel>(store, sealer, app)
+                    .await?
+                    .map(|r| opened(r).and_then(|c| self.apns_sender(app, &c)));
+                let sms =
+                    settings::load_checked::<SmsChannel>(store, sealer, app).await?.map(|r| opened(r).and_then(|c| self.sms_sender(&c)));
+                let gcm = settings::load_checked::<GcmChannel>(store, sealer, app)
+                    .await?
+                    .map(|r| opened(r).and_then(|c| self.fcm_sender(app, &c)));
                 AppChannels { unknown: false, email, custom, apns, sms, gcm }
             }
             None => {
-                const NO_KEY: &str = "channel secrets cannot be opened: this daemon has no secret key";
                 let store = self.store.as_ref();
                 let email = settings_raw::<EmailChannel>(store, app).await?.map(|c| {
                     if c.password.is_empty() {
                         Ok(c)
                     } else {
-                        Err(NO_KEY.to_string())
+                        Err(Unusable::NoSecretKey)
                     }
                 });
                 let custom = settings_raw::<CustomChannel>(store, app).await?.map(|c| {
                     if c.signing_secret.is_empty() {
                         Ok(c)
                     } else {
-                        Err(NO_KEY.to_string())
+                        Err(Unusable::NoSecretKey)
                     }
                 });
-                let apns = settings_raw::<ApnsChannel>(store, app).await?.map(|_| Err(NO_KEY.to_string()));
-                let sms = settings_raw::<SmsChannel>(store, app).await?.map(|_| Err(NO_KEY.to_string()));
-                let gcm = settings_raw::<GcmChannel>(store, app).await?.map(|_| Err(NO_KEY.to_string()));
+                let apns = settings_raw::<ApnsChannel>(store, app).await?.map(|_| Err(Unusable::NoSecretKey));
+                let sms = settings_raw::<SmsChannel>(store, app).await?.map(|_| Err(Unusable::NoSecretKey));
+                let gcm = settings_raw::<GcmChannel>(store, app).await?.map(|_| Err(Unusable::NoSecretKey));
                 AppChannels { unknown: false, email, custom, apns, sms, gcm }
             }
         };
@@ -119,21 +122,21 @@ impl Senders {
     }
 
     /// The APNs sender of an app's settings, built again only when they changed.
-    pub(super) fn apns_sender(&self, app: &str, c: &ApnsChannel) -> Result<Arc<ApnsSender>, String> {
+    pub(super) fn apns_sender(&self, app: &str, c: &ApnsChannel) -> Result<Arc<ApnsSender>, Unusable> {
         if !c.enabled {
-            return Err("the app's APNs channel is disabled".into());
+            return Err(Unusable::Disabled("APNs"));
         }
-        built(&self.apns, app, c, &c.last_modified_date, || ApnsSender::new(c))
+        built(&self.apns, app, c, &c.last_modified_date, || ApnsSender::new(c).map_err(|e| Unusable::Apns(Arc::new(e))))
     }
 
     /// The FCM sender of an app's settings, kept (with its access token) while they are
     /// unchanged.
-    pub(super) fn fcm_sender(&self, app: &str, c: &GcmChannel) -> Result<Arc<FcmSender>, String> {
+    pub(super) fn fcm_sender(&self, app: &str, c: &GcmChannel) -> Result<Arc<FcmSender>, Unusable> {
         if !c.enabled {
-            return Err("the app's GCM channel is disabled".into());
+            return Err(Unusable::Disabled("GCM"));
         }
-        let http = self.http.clone().ok_or_else(|| "no HTTP client".to_string())?;
-        built(&self.fcm, app, c, &c.last_modified_date, || FcmSender::new(c, http))
+        let http = self.http.clone().ok_or(Unusable::NoHttpClient)?;
+        built(&self.fcm, app, c, &c.last_modified_date, || FcmSender::new(c, http).map_err(|e| Unusable::Fcm(Arc::new(e))))
     }
 
     /// The DKIM keys of an app's email channel, if it has any.
@@ -147,25 +150,25 @@ impl Senders {
                     .inspect_err(|e| tracing::error!(app, domain = %k.domain, error = %e, "A DKIM key cannot be used."))
                     .ok()
             });
-            Ok(DkimSigner::new(keys.collect()))
+            Ok::<_, Unusable>(DkimSigner::new(keys.collect()))
         });
         signer.ok()
     }
 
     /// The SMS sender of an app's settings (sharing the engine's HTTP client).
-    pub(super) fn sms_sender(&self, c: &SmsChannel) -> Result<Arc<SmsSender>, String> {
+    pub(super) fn sms_sender(&self, c: &SmsChannel) -> Result<Arc<SmsSender>, Unusable> {
         if !c.enabled {
-            return Err("the app's SMS channel is disabled".into());
+            return Err(Unusable::Disabled("SMS"));
         }
-        let http = self.http.clone().ok_or_else(|| "no HTTP client".to_string())?;
-        SmsSender::new(c, http).map(Arc::new)
+        let http = self.http.clone().ok_or(Unusable::NoHttpClient)?;
+        SmsSender::new(c, http).map(Arc::new).map_err(Unusable::Sms)
     }
 
     /// The pool an app's email goes through: its own relay, or the daemon's; `Err` says why none.
-    pub(super) fn pool_for(&self, channel: &Option<Result<EmailChannel, String>>) -> Result<Arc<SmtpPool>, String> {
+    pub(super) fn pool_for(&self, channel: &Option<Result<EmailChannel, Unusable>>) -> Result<Arc<SmtpPool>, Unusable> {
         match channel {
             Some(Err(why)) => Err(why.clone()),
-            Some(Ok(c)) if !c.enabled => Err("the app's email channel is disabled".into()),
+            Some(Ok(c)) if !c.enabled => Err(Unusable::Disabled("email")),
             Some(Ok(c)) if !c.relay_host.is_empty() => {
                 let key = format!(
                     "{}:{}:{}:{}:{}:{}:{}:{}",
@@ -197,9 +200,14 @@ impl Senders {
                 });
                 Ok(pool.clone())
             }
-            _ => self.smtp.clone().ok_or_else(|| "no email channel is configured (smtp_url or UpdateEmailChannel)".to_string()),
+            _ => self.smtp.clone().ok_or(Unusable::NoEmailChannel),
         }
     }
+}
+
+/// Settings whose secrets did not open, as the reason their channel cannot be used.
+fn opened<C>(r: Result<C, settings::SettingsError>) -> Result<C, Unusable> {
+    r.map_err(|e| Unusable::Settings(Arc::new(e)))
 }
 
 /// A channel's stored settings as they are (secrets still sealed).

@@ -25,6 +25,29 @@ use crate::secrets::Sealer;
 use crate::store::Store;
 use apps::{AppChannels, Built};
 
+/// Why an app's channel cannot deliver: what every message to it is failed with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unusable {
+    #[error("the app's {0} channel is disabled")]
+    Disabled(&'static str),
+    #[error("no {0} channel is configured for this app")]
+    Missing(&'static str),
+    #[error("no email channel is configured (smtp_url or UpdateEmailChannel)")]
+    NoEmailChannel,
+    #[error("channel secrets cannot be opened: this daemon has no secret key")]
+    NoSecretKey,
+    #[error("no HTTP client")]
+    NoHttpClient,
+    #[error("{0}")]
+    Settings(Arc<super::settings::SettingsError>),
+    #[error("{0}")]
+    Apns(Arc<super::apns::ApnsError>),
+    #[error("{0}")]
+    Fcm(Arc<super::fcm::FcmError>),
+    #[error("{0}")]
+    Sms(#[from] super::sms::SmsError),
+}
+
 /// A relay's pool and the messages going through it.
 type RelayBatch = (Arc<SmtpPool>, Vec<usize>);
 
@@ -116,7 +139,7 @@ async fn deliver(shared: &Senders, lane: Lane, jobs: &[Outbound<'_>]) -> Vec<Del
             let mut out: Vec<Option<Delivery>> = jobs.iter().map(|j| j.dry_run.then(|| dry(j))).collect();
             // One pipelined batch per (relay, sender address).
             let mut groups: HashMap<(usize, &str), RelayBatch> = HashMap::new();
-            type AppEmail = (Result<Arc<SmtpPool>, String>, Option<Arc<DkimSigner>>);
+            type AppEmail = (Result<Arc<SmtpPool>, Unusable>, Option<Arc<DkimSigner>>);
             let mut apps: HashMap<&str, AppEmail> = HashMap::new();
             let mut to_sign = Vec::new();
             for (i, j) in jobs.iter().enumerate() {
@@ -131,7 +154,7 @@ async fn deliver(shared: &Senders, lane: Lane, jobs: &[Outbound<'_>]) -> Vec<Del
                 }
                 match (&apps[app], j.payload) {
                     ((Err(why), _), _) if out[i].is_none() => {
-                        out[i] = Some(Delivery::Permanent { status_code: 0, message: why.clone(), hard_bounce: false })
+                        out[i] = Some(Delivery::Permanent { status_code: 0, message: why.to_string(), hard_bounce: false })
                     }
                     ((Ok(pool), signer), Payload::Email { from, mime }) if out[i].is_none() => {
                         if let Some(signer) = signer.as_ref().filter(|s| s.key_for(from).is_some()) {
@@ -174,8 +197,8 @@ async fn deliver(shared: &Senders, lane: Lane, jobs: &[Outbound<'_>]) -> Vec<Del
             for j in jobs {
                 let app = shared.app_channels(j.app_id).await;
                 let unusable = match &app.custom {
-                    Some(Err(why)) => Some(why.clone()),
-                    Some(Ok(c)) if !c.enabled => Some("the app's custom channel is disabled".to_string()),
+                    Some(Err(why)) => Some(why.to_string()),
+                    Some(Ok(c)) if !c.enabled => Some(Unusable::Disabled("custom").to_string()),
                     _ => None,
                 };
                 let disabled = unusable.is_some();
@@ -233,10 +256,10 @@ fn permanent(message: String) -> Delivery {
 }
 
 /// An app's sender for a channel, or the delivery that says why there is none.
-fn usable<'a, S>(channel: &'a Option<Result<Arc<S>, String>>, label: &str) -> Result<&'a Arc<S>, Delivery> {
+fn usable<'a, S>(channel: &'a Option<Result<Arc<S>, Unusable>>, label: &'static str) -> Result<&'a Arc<S>, Delivery> {
     match channel {
-        None => Err(permanent(format!("no {label} channel is configured for this app"))),
-        Some(Err(why)) => Err(permanent(why.clone())),
+        None => Err(permanent(Unusable::Missing(label).to_string())),
+        Some(Err(why)) => Err(permanent(why.to_string())),
         Some(Ok(sender)) => Ok(sender),
     }
 }

@@ -1,34 +1,10 @@
-//! SMS through an HTTP provider speaking the Twilio Messages API: a form POST to
-//! `{base}/2010-04-01/Accounts/{sid}/Messages.json` with basic auth and `To`, `From`, `Body`
-//! (and `StatusCallback` when the channel asks for delivery receipts). The provider's answer
-//! becomes a delivery status: 2xx accepted (its message `sid` kept), invalid or unreachable
-//! numbers permanent, 429 throttled, 5xx and transport errors retried.
+//! The provider call (Twilio's Messages API) and what its answers mean.
 
 use std::time::Duration;
 
-use super::Delivery;
+use super::{SmsError, Text};
+use crate::channels::Delivery;
 use crate::proto::v1::SmsChannel;
-
-/// One text message, ready to go.
-#[derive(Debug, Clone)]
-pub struct Text {
-    pub to: String,
-    /// An origination number (E.164) or an alphanumeric sender id.
-    pub from: String,
-    pub body: String,
-    /// TRANSACTIONAL or PROMOTIONAL (sent as the provider's message type hint when not
-    /// transactional).
-    pub promotional: bool,
-}
-
-impl Text {
-    /// The text for `to` with a rendered body and the SMS message's options: its origination
-    /// number, else its sender id (empty: the channel's), and its message type.
-    pub fn new(to: &str, body: String, m: &crate::proto::v1::SmsMessage) -> Self {
-        let from = if m.origination_number.is_empty() { m.sender_id.clone() } else { m.origination_number.clone() };
-        Text { to: to.to_string(), from, body, promotional: m.message_type == crate::proto::v1::SmsMessageType::Promotional as i32 }
-    }
-}
 
 /// Provider error codes (Twilio's) that say the number itself cannot receive the message.
 const NUMBER_ERRORS: [i64; 6] = [21211, 21214, 21217, 21407, 21612, 21614];
@@ -46,9 +22,9 @@ pub struct SmsSender {
 }
 
 impl SmsSender {
-    pub fn new(c: &SmsChannel, http: reqwest::Client) -> Result<Self, String> {
+    pub fn new(c: &SmsChannel, http: reqwest::Client) -> Result<Self, SmsError> {
         if c.base_url.is_empty() || c.account_sid.is_empty() || c.auth_token.is_empty() {
-            return Err("the app's SMS channel lacks its base_url, account_sid or auth_token".into());
+            return Err(SmsError::Incomplete);
         }
         Ok(Self {
             http,
@@ -92,7 +68,7 @@ impl SmsSender {
             Err(e) => return Delivery::Retry { status_code: 0, message: format!("SMS provider: {e}"), retry_after: None },
         };
         let status = resp.status().as_u16();
-        let retry_after = super::http::retry_after(resp.headers());
+        let retry_after = crate::channels::http::retry_after(resp.headers());
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         let code = body.get("code").and_then(|c| c.as_i64());
         let message = body.get("message").and_then(|m| m.as_str()).unwrap_or("").to_string();
@@ -105,7 +81,7 @@ impl SmsSender {
                 let sid = body.get("sid").and_then(|s| s.as_str()).map(str::to_string);
                 Delivery::Delivered { status_code: status, message: "accepted by the SMS provider".into(), provider_id: sid }
             }
-            429 | 408 | 500..=599 => super::http::classify(status, why, retry_after, None),
+            429 | 408 | 500..=599 => crate::channels::http::classify(status, why, retry_after, None),
             _ if code == Some(OPTED_OUT) => Delivery::Permanent { status_code: status, message: why, hard_bounce: false },
             _ if code.is_some_and(|c| NUMBER_ERRORS.contains(&c)) => {
                 Delivery::Permanent { status_code: status, message: why, hard_bounce: true }
