@@ -98,7 +98,7 @@ fn segment_status(e: SegmentError) -> Status {
     match e {
         SegmentError::NotFound(id) => Status::not_found(format!("segment {id} not found")),
         SegmentError::VersionNotFound(id, v) => Status::not_found(format!("version {v} of segment {id} not found")),
-        SegmentError::Invalid(why) => Status::failed_precondition(why),
+        SegmentError::Invalid(why) => Status::failed_precondition(why.to_string()),
         SegmentError::Store(e) => store_status(e),
     }
 }

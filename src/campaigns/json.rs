@@ -8,31 +8,43 @@ use crate::proto::v1::{
     Schedule, TemplateConfiguration, TemplateReference, Treatment,
 };
 
-type R<T> = Result<T, String>;
+/// Where in a campaign file something is wrong (a dotted path), and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{at}: {what}")]
+pub struct ShapeError {
+    pub at: String,
+    pub what: String,
+}
+
+fn bad(at: &str, what: impl std::fmt::Display) -> ShapeError {
+    ShapeError { at: at.to_string(), what: what.to_string() }
+}
+
+type R<T> = Result<T, ShapeError>;
 
 fn obj<'a>(v: &'a Value, at: &str) -> R<&'a Map<String, Value>> {
-    v.as_object().ok_or_else(|| format!("{at}: expected an object"))
+    v.as_object().ok_or_else(|| bad(at, "expected an object"))
 }
 
 fn text(o: &Map<String, Value>, k: &str, at: &str) -> R<String> {
     match o.get(k) {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(format!("{at}.{k}: expected a string")),
+        Some(_) => Err(bad(&format!("{at}.{k}"), "expected a string")),
     }
 }
 
 fn int(o: &Map<String, Value>, k: &str, at: &str) -> R<Option<i32>> {
     match o.get(k) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_i64().and_then(|n| i32::try_from(n).ok()).map(Some).ok_or_else(|| format!("{at}.{k}: expected an integer")),
+        Some(v) => v.as_i64().and_then(|n| i32::try_from(n).ok()).map(Some).ok_or_else(|| bad(&format!("{at}.{k}"), "expected an integer")),
     }
 }
 
 fn boolean(o: &Map<String, Value>, k: &str, at: &str) -> R<bool> {
     match o.get(k) {
         None | Some(Value::Null) => Ok(false),
-        Some(v) => v.as_bool().ok_or_else(|| format!("{at}.{k}: expected true or false")),
+        Some(v) => v.as_bool().ok_or_else(|| bad(&format!("{at}.{k}"), "expected true or false")),
     }
 }
 
@@ -40,9 +52,9 @@ fn strings(o: &Map<String, Value>, k: &str, at: &str) -> R<Vec<String>> {
     match o.get(k) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(a)) => {
-            a.iter().map(|x| x.as_str().map(str::to_string).ok_or_else(|| format!("{at}.{k}: expected strings"))).collect()
+            a.iter().map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad(&format!("{at}.{k}"), "expected strings"))).collect()
         }
-        Some(_) => Err(format!("{at}.{k}: expected a list")),
+        Some(_) => Err(bad(&format!("{at}.{k}"), "expected a list")),
     }
 }
 
@@ -100,7 +112,7 @@ fn schedule(v: Option<&Value>, at: &str) -> R<Option<Schedule>> {
         Frequency::Unspecified
     } else {
         Frequency::from_str_name(&format!("FREQUENCY_{}", frequency.to_ascii_uppercase()))
-            .ok_or_else(|| format!("{at}.frequency: unknown value '{frequency}'"))?
+            .ok_or_else(|| bad(&format!("{at}.frequency"), format!("unknown value '{frequency}'")))?
     };
     let mut s = Schedule {
         start_time: text(o, "start_time", at)?,
@@ -123,7 +135,7 @@ fn schedule(v: Option<&Value>, at: &str) -> R<Option<Schedule>> {
             FilterType::Endpoint
         } else {
             FilterType::from_str_name(&format!("FILTER_TYPE_{}", ft.to_ascii_uppercase()))
-                .ok_or_else(|| format!("{f}.filter_type: unknown value '{ft}'"))?
+                .ok_or_else(|| bad(&format!("{f}.filter_type"), format!("unknown value '{ft}'")))?
         };
         s.event_filter = Some(EventFilter {
             filter_type: filter_type as i32,
@@ -146,7 +158,7 @@ fn from_yaml(y: &yaml_rust2::Yaml) -> R<Value> {
                 let key = match k {
                     Yaml::String(s) => s.clone(),
                     Yaml::Integer(i) => i.to_string(),
-                    other => return Err(format!("a YAML key must be a string: {other:?}")),
+                    other => return Err(bad("the file", format!("a YAML key must be a string: {other:?}"))),
                 };
                 m.insert(key, from_yaml(v)?);
             }
@@ -155,12 +167,15 @@ fn from_yaml(y: &yaml_rust2::Yaml) -> R<Value> {
         Yaml::Array(a) => Value::Array(a.iter().map(from_yaml).collect::<R<_>>()?),
         Yaml::String(s) => Value::String(s.clone()),
         Yaml::Integer(i) => Value::from(*i),
-        Yaml::Real(r) => {
-            r.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number).ok_or_else(|| format!("bad number {r}"))?
-        }
+        Yaml::Real(r) => r
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| bad("the file", format!("bad number {r}")))?,
         Yaml::Boolean(b) => Value::Bool(*b),
         Yaml::Null => Value::Null,
-        other => return Err(format!("unsupported YAML value {other:?}")),
+        other => return Err(bad("the file", format!("unsupported YAML value {other:?}"))),
     })
 }
 
@@ -169,8 +184,9 @@ pub fn campaign(text_in: &str) -> R<Campaign> {
     let v: Value = match serde_json::from_str(text_in) {
         Ok(v) => v,
         Err(json_error) => {
-            let docs = yaml_rust2::YamlLoader::load_from_str(text_in).map_err(|e| format!("neither JSON ({json_error}) nor YAML ({e})"))?;
-            let doc = docs.first().ok_or_else(|| "an empty file".to_string())?;
+            let docs = yaml_rust2::YamlLoader::load_from_str(text_in)
+                .map_err(|e| bad("the file", format!("neither JSON ({json_error}) nor YAML ({e})")))?;
+            let doc = docs.first().ok_or_else(|| bad("the file", "it is empty"))?;
             from_yaml(doc)?
         }
     };
@@ -218,7 +234,7 @@ pub fn campaign(text_in: &str) -> R<Campaign> {
     }
     if let Some(t) = o.get("tags").filter(|v| !v.is_null()) {
         for (k, v) in obj(t, "campaign.tags")? {
-            c.tags.insert(k.clone(), v.as_str().ok_or_else(|| format!("campaign.tags.{k}: expected a string"))?.to_string());
+            c.tags.insert(k.clone(), v.as_str().ok_or_else(|| bad(&format!("campaign.tags.{k}"), "expected a string"))?.to_string());
         }
     }
     Ok(c)
@@ -241,7 +257,10 @@ mod tests {
         assert_eq!(c.schedule.as_ref().unwrap().frequency, crate::proto::v1::Frequency::Weekly as i32);
         assert_eq!(c.limits.unwrap().messages_per_second, Some(200));
         assert_eq!(c.additional_treatments[0].template_configuration.as_ref().unwrap().email_template.as_ref().unwrap().name, "spring-b");
-        assert!(super::campaign(r#"{"schedule": {"frequency": "SOMETIMES"}}"#).unwrap_err().contains("campaign.schedule.frequency"));
+        assert!(super::campaign(r#"{"schedule": {"frequency": "SOMETIMES"}}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("campaign.schedule.frequency"));
         // The same in YAML.
         let y = super::campaign(
             "name: Spring\nsegment_id: s1\nholdout_percent: 5\nschedule:\n  start_time: IMMEDIATE\n  frequency: ONCE\nlimits:\n  messages_per_second: 200\nmessage_configuration:\n  email_message:\n    from_address: a@b.example\n    subject: \"Hi {{Id}}\"\n    text_part: x\n",

@@ -89,17 +89,28 @@ pub enum EndpointsCommand {
     },
 }
 
-pub fn key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("'{s}' is not NAME=VALUE"))
+/// A command-line value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("'{0}' is not NAME=VALUE")]
+    Pair(String),
+    #[error("'{0}' is not a number")]
+    Number(String),
+    #[error("'{0}' is not a channel type")]
+    Channel(String),
 }
 
-fn key_number(s: &str) -> Result<(String, f64), String> {
+pub fn key_value(s: &str) -> Result<(String, String), ArgError> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| ArgError::Pair(s.to_string()))
+}
+
+fn key_number(s: &str) -> Result<(String, f64), ArgError> {
     let (k, v) = key_value(s)?;
-    v.parse().map(|n| (k, n)).map_err(|_| format!("'{v}' is not a number"))
+    v.parse().map(|n| (k, n)).map_err(|_| ArgError::Number(v))
 }
 
-fn channel(s: &str) -> Result<i32, String> {
-    parse_channel(s).map(|c| c as i32).ok_or_else(|| format!("'{s}' is not a channel type"))
+fn channel(s: &str) -> Result<i32, ArgError> {
+    parse_channel(s).map(|c| c as i32).ok_or_else(|| ArgError::Channel(s.to_string()))
 }
 
 fn grouped(pairs: Vec<(String, String)>) -> HashMap<String, AttributeValues> {
@@ -233,7 +244,7 @@ async fn import_file(
                         }
                     }
                 }
-                Err(reason) => local_rejects.push((row.line, reason)),
+                Err(reason) => local_rejects.push((row.line, reason.to_string())),
             }
         }
         if !batch.is_empty() {

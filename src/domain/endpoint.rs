@@ -65,31 +65,63 @@ pub fn is_active(e: &Endpoint) -> bool {
     e.endpoint_status == EndpointStatus::Active as i32
 }
 
+/// What is wrong with an endpoint or user id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {MAX_ID_BYTES} bytes")]
+    TooLong,
+    #[error("must not contain control characters")]
+    Control,
+}
+
 /// Checks an endpoint or user id.
-pub fn validate_id(id: &str) -> Result<(), String> {
+pub fn validate_id(id: &str) -> Result<(), IdError> {
     if id.is_empty() {
-        return Err("must not be empty".into());
+        return Err(IdError::Empty);
     }
     if id.len() > MAX_ID_BYTES {
-        return Err(format!("must be at most {MAX_ID_BYTES} bytes"));
+        return Err(IdError::TooLong);
     }
     if id.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
+        return Err(IdError::Control);
     }
     Ok(())
 }
 
+/// What is wrong with an address on its channel (each reads after "the address").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("is required")]
+    Missing,
+    #[error("is not a valid email address: {0}")]
+    Email(String),
+    #[error("must be an E.164 phone number: + and 7 to 15 digits, the first not 0")]
+    Phone,
+    #[error("must be an http or https URL")]
+    NotHttp,
+    #[error("must be an http or https URL: {0}")]
+    Url(url::ParseError),
+    #[error("needs a channel_type")]
+    NoChannel,
+    #[error("must be at most {MAX_TOKEN_BYTES} bytes")]
+    TooLong,
+    #[error("must not contain whitespace or control characters")]
+    Whitespace,
+}
+
 /// Whether `address` is a valid destination on `channel`.
-pub fn validate_address(channel: ChannelType, address: &str) -> Result<(), String> {
+pub fn validate_address(channel: ChannelType, address: &str) -> Result<(), AddressError> {
     if address.is_empty() {
-        return Err("is required".into());
+        return Err(AddressError::Missing);
     }
     match channel {
         ChannelType::Email => {
             let opts = email_address::Options::default().without_display_text().without_domain_literal();
             match email_address::EmailAddress::parse_with_options(address, opts) {
                 Ok(_) => Ok(()),
-                Err(e) => Err(format!("is not a valid email address: {e}")),
+                Err(e) => Err(AddressError::Email(e.to_string())),
             }
         }
         ChannelType::Sms | ChannelType::Voice => {
@@ -98,20 +130,20 @@ pub fn validate_address(channel: ChannelType, address: &str) -> Result<(), Strin
             if ok {
                 Ok(())
             } else {
-                Err("must be an E.164 phone number: + and 7 to 15 digits, the first not 0".into())
+                Err(AddressError::Phone)
             }
         }
         ChannelType::Custom => match url::Url::parse(address) {
             Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => Ok(()),
-            Ok(_) => Err("must be an http or https URL".into()),
-            Err(e) => Err(format!("must be an http or https URL: {e}")),
+            Ok(_) => Err(AddressError::NotHttp),
+            Err(e) => Err(AddressError::Url(e)),
         },
-        ChannelType::Unspecified => Err("needs a channel_type".into()),
+        ChannelType::Unspecified => Err(AddressError::NoChannel),
         _ => {
             if address.len() > MAX_TOKEN_BYTES {
-                Err(format!("must be at most {MAX_TOKEN_BYTES} bytes"))
+                Err(AddressError::TooLong)
             } else if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                Err("must not contain whitespace or control characters".into())
+                Err(AddressError::Whitespace)
             } else {
                 Ok(())
             }

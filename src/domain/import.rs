@@ -31,11 +31,34 @@ impl Format {
     }
 }
 
+/// Why a row (or a whole CSV file, for its header) cannot be imported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    #[error("unknown column '{0}'")]
+    UnknownColumn(String),
+    #[error("EndpointStatus '{0}' is not ACTIVE or INACTIVE")]
+    Status(String),
+    #[error("OptOut '{0}' is not ALL or NONE")]
+    OptOut(String),
+    #[error("{field} '{value}' is not a number")]
+    NotANumber { field: String, value: String },
+    #[error("ChannelType '{0}' is not a channel type")]
+    Channel(String),
+    #[error("cannot read the CSV header: {0}")]
+    Header(String),
+    #[error("malformed CSV: {0}")]
+    Csv(String),
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    #[error("cannot read the line: {0}")]
+    Read(String),
+}
+
 /// One row of an import file: its 1-based line and the endpoint write or why it is bad.
 #[derive(Debug)]
 pub struct Row {
     pub line: u64,
-    pub endpoint: Result<Endpoint, String>,
+    pub endpoint: Result<Endpoint, RowError>,
 }
 
 /// A column of a CSV import file.
@@ -59,7 +82,7 @@ enum Column {
 const LOCATION: [&str; 6] = ["City", "Country", "Latitude", "Longitude", "PostalCode", "Region"];
 const DEMOGRAPHIC: [&str; 8] = ["AppVersion", "Locale", "Make", "Model", "ModelVersion", "Platform", "PlatformVersion", "Timezone"];
 
-fn column(name: &str) -> Result<Column, String> {
+fn column(name: &str) -> Result<Column, RowError> {
     let name = name.trim();
     let simple = match name {
         "Id" => Some(Column::Id),
@@ -91,30 +114,30 @@ fn column(name: &str) -> Result<Column, String> {
     if let Some(f) = name.strip_prefix("Demographic.").and_then(|f| DEMOGRAPHIC.iter().find(|x| **x == f)) {
         return Ok(Column::Demographic(f));
     }
-    Err(format!("unknown column '{name}'"))
+    Err(RowError::UnknownColumn(name.to_string()))
 }
 
-fn parse_status(v: &str) -> Result<i32, String> {
+fn parse_status(v: &str) -> Result<i32, RowError> {
     match v.trim().to_ascii_uppercase().as_str() {
         "ACTIVE" => Ok(EndpointStatus::Active as i32),
         "INACTIVE" => Ok(EndpointStatus::Inactive as i32),
-        other => Err(format!("EndpointStatus '{other}' is not ACTIVE or INACTIVE")),
+        other => Err(RowError::Status(other.to_string())),
     }
 }
 
-fn parse_opt_out(v: &str) -> Result<i32, String> {
+fn parse_opt_out(v: &str) -> Result<i32, RowError> {
     match v.trim().to_ascii_uppercase().as_str() {
         "NONE" => Ok(OptOut::None as i32),
         "ALL" => Ok(OptOut::All as i32),
-        other => Err(format!("OptOut '{other}' is not ALL or NONE")),
+        other => Err(RowError::OptOut(other.to_string())),
     }
 }
 
-fn parse_f64(field: &str, v: &str) -> Result<f64, String> {
-    v.trim().parse::<f64>().map_err(|_| format!("{field} '{v}' is not a number"))
+fn parse_f64(field: &str, v: &str) -> Result<f64, RowError> {
+    v.trim().parse::<f64>().map_err(|_| RowError::NotANumber { field: field.to_string(), value: v.to_string() })
 }
 
-fn set_location(l: &mut EndpointLocation, field: &str, v: &str) -> Result<(), String> {
+fn set_location(l: &mut EndpointLocation, field: &str, v: &str) -> Result<(), RowError> {
     match field {
         "City" => l.city = v.to_string(),
         "Country" => l.country = v.to_string(),
@@ -144,7 +167,7 @@ fn one(v: &str) -> AttributeValues {
     AttributeValues { values: vec![v.to_string()] }
 }
 
-fn csv_row(columns: &[Column], record: &csv::StringRecord) -> Result<Endpoint, String> {
+fn csv_row(columns: &[Column], record: &csv::StringRecord) -> Result<Endpoint, RowError> {
     let mut e = Endpoint::default();
     for (col, value) in columns.iter().zip(record.iter()) {
         if value.is_empty() {
@@ -152,9 +175,7 @@ fn csv_row(columns: &[Column], record: &csv::StringRecord) -> Result<Endpoint, S
         }
         match col {
             Column::Id => e.id = value.to_string(),
-            Column::ChannelType => {
-                e.channel_type = parse_channel(value).ok_or_else(|| format!("ChannelType '{value}' is not a channel type"))? as i32
-            }
+            Column::ChannelType => e.channel_type = parse_channel(value).ok_or_else(|| RowError::Channel(value.to_string()))? as i32,
             Column::Address => e.address = value.to_string(),
             Column::EndpointStatus => e.endpoint_status = parse_status(value)?,
             Column::OptOut => e.opt_out = parse_opt_out(value)?,
@@ -178,9 +199,9 @@ fn csv_row(columns: &[Column], record: &csv::StringRecord) -> Result<Endpoint, S
 }
 
 /// Rows of a CSV import file. A header naming an unknown column is an error for the whole file.
-pub fn csv_rows<R: Read>(input: R) -> Result<impl Iterator<Item = Row>, String> {
+pub fn csv_rows<R: Read>(input: R) -> Result<impl Iterator<Item = Row>, RowError> {
     let mut reader = csv::ReaderBuilder::new().flexible(false).trim(csv::Trim::Fields).from_reader(input);
-    let headers = reader.headers().map_err(|e| format!("cannot read the CSV header: {e}"))?.clone();
+    let headers = reader.headers().map_err(|e| RowError::Header(e.to_string()))?.clone();
     let columns = headers.iter().map(column).collect::<Result<Vec<_>, _>>()?;
     Ok(reader.into_records().map(move |rec| match rec {
         Ok(rec) => {
@@ -189,7 +210,7 @@ pub fn csv_rows<R: Read>(input: R) -> Result<impl Iterator<Item = Row>, String> 
         }
         Err(e) => {
             let line = e.position().map_or(0, |p| p.line());
-            Row { line, endpoint: Err(format!("malformed CSV: {e}")) }
+            Row { line, endpoint: Err(RowError::Csv(e.to_string())) }
         }
     }))
 }
@@ -261,12 +282,11 @@ struct JsonEndpoint {
 }
 
 /// One JSON line of an import file.
-pub fn json_line(line: &str) -> Result<Endpoint, String> {
-    let j: JsonEndpoint = serde_json::from_str(line).map_err(|e| format!("malformed JSON: {e}"))?;
+pub fn json_line(line: &str) -> Result<Endpoint, RowError> {
+    let j: JsonEndpoint = serde_json::from_str(line).map_err(|e| RowError::Json(e.to_string()))?;
     let mut e = Endpoint { id: j.id, address: j.address, effective_date: j.effective_date, request_id: j.request_id, ..Default::default() };
     if !j.channel_type.is_empty() {
-        e.channel_type =
-            parse_channel(&j.channel_type).ok_or_else(|| format!("ChannelType '{}' is not a channel type", j.channel_type))? as i32;
+        e.channel_type = parse_channel(&j.channel_type).ok_or_else(|| RowError::Channel(j.channel_type.clone()))? as i32;
     }
     if !j.endpoint_status.is_empty() {
         e.endpoint_status = parse_status(&j.endpoint_status)?;
@@ -307,7 +327,7 @@ pub fn json_rows<R: std::io::BufRead>(input: R) -> impl Iterator<Item = Row> {
         match line {
             Ok(l) if l.trim().is_empty() => None,
             Ok(l) => Some(Row { line: line_no, endpoint: json_line(&l) }),
-            Err(e) => Some(Row { line: line_no, endpoint: Err(format!("cannot read the line: {e}")) }),
+            Err(e) => Some(Row { line: line_no, endpoint: Err(RowError::Read(e.to_string())) }),
         }
     })
 }
@@ -334,9 +354,9 @@ mod tests {
         assert_eq!(e.demographic.as_ref().unwrap().timezone, "America/New_York");
         assert_eq!(e.metrics["Sessions"], 3.0);
         assert_eq!(rows[1].line, 3);
-        assert!(rows[1].endpoint.as_ref().unwrap_err().contains("FAX"));
-        assert!(rows[2].endpoint.as_ref().unwrap_err().contains("Metrics.Sessions"));
-        assert!(csv_rows("Id,Nickname\n".as_bytes()).err().unwrap().contains("Nickname"));
+        assert!(rows[1].endpoint.as_ref().unwrap_err().to_string().contains("FAX"));
+        assert!(rows[2].endpoint.as_ref().unwrap_err().to_string().contains("Metrics.Sessions"));
+        assert!(csv_rows("Id,Nickname\n".as_bytes()).err().unwrap().to_string().contains("Nickname"));
     }
 
     #[test]
@@ -353,6 +373,6 @@ mod tests {
         assert_eq!(e.location.as_ref().unwrap().latitude, Some(47.6));
         assert_eq!(rows[1].line, 3);
         assert!(rows[1].endpoint.is_err());
-        assert!(rows[2].endpoint.as_ref().unwrap_err().contains("DISABLED"));
+        assert!(rows[2].endpoint.as_ref().unwrap_err().to_string().contains("DISABLED"));
     }
 }

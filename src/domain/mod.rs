@@ -17,8 +17,8 @@ pub struct FieldViolation {
 }
 
 impl FieldViolation {
-    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self { field: field.into(), description: description.into() }
+    pub fn new(field: impl Into<String>, description: impl std::fmt::Display) -> Self {
+        Self { field: field.into(), description: description.to_string() }
     }
 
     /// The same violation under a parent path: `address` under `endpoints[3]`.

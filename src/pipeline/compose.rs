@@ -52,7 +52,7 @@ impl Unbuildable {
     }
 }
 
-fn field(f: &str, why: impl Into<String>) -> ComposeError {
+fn field(f: &str, why: impl std::fmt::Display) -> ComposeError {
     ComposeError::Field(FieldViolation::new(f, why))
 }
 

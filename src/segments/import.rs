@@ -61,7 +61,7 @@ pub fn derived_id(channel: i32, address: &str) -> String {
 
 /// Parses the upload on a blocking thread; sends rows in chunks, or the reason the whole file
 /// cannot be read (a bad CSV header).
-fn parse(format: ImportFormat, data: mpsc::Receiver<Vec<u8>>, rows: mpsc::Sender<Result<Vec<Row>, String>>) {
+fn parse(format: ImportFormat, data: mpsc::Receiver<Vec<u8>>, rows: mpsc::Sender<Result<Vec<Row>, crate::domain::import::RowError>>) {
     let reader = ChannelReader { rx: data, buf: Vec::new(), pos: 0 };
     let send_all = |iter: &mut dyn Iterator<Item = Row>| {
         let mut chunk = Vec::with_capacity(CHUNK);
@@ -118,7 +118,7 @@ impl ImportRun {
         upload_failed: impl std::future::Future<Output = Option<String>>,
     ) -> ImportJob {
         let format = ImportFormat::try_from(self.job.format).unwrap_or(ImportFormat::Json);
-        let (rows_tx, mut rows_rx) = mpsc::channel::<Result<Vec<Row>, String>>(4);
+        let (rows_tx, mut rows_rx) = mpsc::channel::<Result<Vec<Row>, crate::domain::import::RowError>>(4);
         let parser = tokio::task::spawn_blocking(move || parse(format, data, rows_tx));
         let set = member_set(&self.segment.id, self.segment.version);
         let app = self.job.app_id.clone();
@@ -130,7 +130,7 @@ impl ImportRun {
             let rows = match chunk {
                 Ok(rows) => rows,
                 Err(e) => {
-                    failure = Some(e);
+                    failure = Some(e.to_string());
                     break;
                 }
             };
@@ -186,7 +186,7 @@ impl ImportRun {
         for row in rows {
             self.job.total_rows += 1;
             match row.endpoint {
-                Err(why) => self.refuse(row.line, why),
+                Err(why) => self.refuse(row.line, why.to_string()),
                 Ok(mut e) => {
                     if e.id.is_empty() {
                         e.id = derived_id(e.channel_type, &e.address);

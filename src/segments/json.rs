@@ -20,30 +20,44 @@ pub struct Definition {
     pub tags: HashMap<String, String>,
 }
 
-type R<T> = Result<T, String>;
+/// Where in a segment definition something is wrong (a dotted path), and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{at}: {what}")]
+pub struct ShapeError {
+    pub at: String,
+    pub what: String,
+}
+
+fn bad(at: &str, what: impl std::fmt::Display) -> ShapeError {
+    ShapeError { at: at.to_string(), what: what.to_string() }
+}
+
+type R<T> = Result<T, ShapeError>;
 
 fn object<'a>(v: &'a Value, at: &str) -> R<&'a Map<String, Value>> {
-    v.as_object().ok_or_else(|| format!("{at}: expected an object"))
+    v.as_object().ok_or_else(|| bad(at, "expected an object"))
 }
 
 fn string(v: &Value, at: &str) -> R<String> {
-    v.as_str().map(str::to_string).ok_or_else(|| format!("{at}: expected a string"))
+    v.as_str().map(str::to_string).ok_or_else(|| bad(at, "expected a string"))
 }
 
 fn strings(v: Option<&Value>, at: &str) -> R<Vec<String>> {
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items.iter().enumerate().map(|(i, x)| string(x, &format!("{at}[{i}]"))).collect(),
-        Some(_) => Err(format!("{at}: expected a list of strings")),
+        Some(_) => Err(bad(at, "expected a list of strings")),
     }
 }
 
 /// An enum value by its Pinpoint name, given the protobuf prefix.
 fn named<E>(v: Option<&Value>, at: &str, prefix: &str, parse: impl Fn(&str) -> Option<E>, default: Option<E>) -> R<E> {
     match v {
-        None | Some(Value::Null) => default.ok_or_else(|| format!("{at}: is required")),
-        Some(Value::String(s)) => parse(&format!("{prefix}{}", s.to_ascii_uppercase())).ok_or_else(|| format!("{at}: unknown value '{s}'")),
-        Some(_) => Err(format!("{at}: expected a string")),
+        None | Some(Value::Null) => default.ok_or_else(|| bad(at, "is required")),
+        Some(Value::String(s)) => {
+            parse(&format!("{prefix}{}", s.to_ascii_uppercase())).ok_or_else(|| bad(at, format!("unknown value '{s}'")))
+        }
+        Some(_) => Err(bad(at, "expected a string")),
     }
 }
 
@@ -81,7 +95,7 @@ fn attributes(v: Option<&Value>, at: &str) -> R<HashMap<String, AttributeDimensi
 }
 
 fn number(v: Option<&Value>, at: &str) -> R<f64> {
-    v.and_then(Value::as_f64).ok_or_else(|| format!("{at}: expected a number"))
+    v.and_then(Value::as_f64).ok_or_else(|| bad(at, "expected a number"))
 }
 
 /// One `SegmentDimensions` object.
@@ -135,7 +149,7 @@ pub fn dimensions(v: &Value, at: &str) -> R<SegmentDimensions> {
         if let Some(g) = x.get("GPSPoint").filter(|v| !v.is_null()) {
             let gf = format!("{f}.GPSPoint");
             let go = object(g, &gf)?;
-            let c = go.get("Coordinates").ok_or_else(|| format!("{gf}.Coordinates: is required"))?;
+            let c = go.get("Coordinates").ok_or_else(|| bad(&format!("{gf}.Coordinates"), "is required"))?;
             let co = object(c, &format!("{gf}.Coordinates"))?;
             l.gps_point = Some(GpsPointDimension {
                 coordinates: Some(GpsCoordinates {
@@ -173,7 +187,7 @@ fn include(v: Option<&Value>, at: &str) -> R<i32> {
 pub fn groups(v: &Value, at: &str) -> R<SegmentGroupList> {
     let o = object(v, at)?;
     let mut list = SegmentGroupList { include: include(o.get("Include"), &format!("{at}.Include"))?, groups: Vec::new() };
-    let items = o.get("Groups").and_then(Value::as_array).ok_or_else(|| format!("{at}.Groups: expected a list"))?;
+    let items = o.get("Groups").and_then(Value::as_array).ok_or_else(|| bad(&format!("{at}.Groups"), "expected a list"))?;
     for (i, g) in items.iter().enumerate() {
         let f = format!("{at}.Groups[{i}]");
         let go = object(g, &f)?;
@@ -199,7 +213,7 @@ pub fn groups(v: &Value, at: &str) -> R<SegmentGroupList> {
 
 /// A `WriteSegmentRequest` (bare, or wrapped as `{"WriteSegmentRequest": {...}}`).
 pub fn definition(text: &str) -> R<Definition> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let v: Value = serde_json::from_str(text).map_err(|e| bad("the file", format!("not JSON: {e}")))?;
     let v = v.get("WriteSegmentRequest").cloned().unwrap_or(v);
     let o = object(&v, "WriteSegmentRequest")?;
     let mut d = Definition { name: o.get("Name").and_then(Value::as_str).unwrap_or("").to_string(), ..Default::default() };
@@ -254,7 +268,7 @@ mod tests {
         assert_eq!(list.groups[0].r#type, Include::None as i32);
         assert_eq!(list.groups[0].source_segments[0], SegmentReference { id: "s1".into(), version: 2 });
 
-        let err = definition(r#"{"Dimensions": {"Metrics": {"m": {"ComparisonOperator": "ABOUT", "Value": 1}}}}"#).unwrap_err();
+        let err = definition(r#"{"Dimensions": {"Metrics": {"m": {"ComparisonOperator": "ABOUT", "Value": 1}}}}"#).unwrap_err().to_string();
         assert!(err.contains("Dimensions.Metrics.m.ComparisonOperator") && err.contains("ABOUT"), "{err}");
     }
 }

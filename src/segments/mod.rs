@@ -38,7 +38,7 @@ pub enum SegmentError {
     #[error("segment {0} version {1} not found")]
     VersionNotFound(String, i32),
     #[error("{0}")]
-    Invalid(String),
+    Invalid(#[from] rule::RuleError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -64,7 +64,7 @@ pub async fn sources(store: &dyn Store, app: &str, segment: &Segment) -> Result<
             continue;
         }
         if out.len() > 100 {
-            return Err(SegmentError::Invalid("source segments nest too deeply".into()));
+            return Err(SegmentError::Invalid(rule::RuleError::TooDeep));
         }
         let s = load(store, app, &key.0, key.1).await?;
         todo.extend(refs(&s));

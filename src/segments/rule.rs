@@ -125,13 +125,34 @@ fn sorted<T>(map: &HashMap<String, T>) -> Vec<(&String, &T)> {
     v
 }
 
+/// Why a segment cannot be compiled into a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("{what} {name} is not valid")]
+    Attribute { what: String, name: String },
+    #[error("metric {0} has no comparison operator")]
+    NoOperator(String),
+    #[error("recency has no duration")]
+    NoRecencyDuration,
+    #[error("recency has no type")]
+    NoRecencyType,
+    #[error("segment {0} refers to itself through its source segments")]
+    Cycle(String),
+    #[error("source segment {0} (version {1}) not found")]
+    SourceNotFound(String, i32),
+    #[error("source segments nest too deeply")]
+    TooDeep,
+}
+
 impl Criteria {
     /// Compiles validated dimensions (see [`super::validate`]).
-    pub fn new(d: &SegmentDimensions) -> Result<Self, String> {
+    pub fn new(d: &SegmentDimensions) -> Result<Self, RuleError> {
         let attr = |m: &HashMap<String, AttributeDimension>, what: &str| {
             sorted(m)
                 .into_iter()
-                .map(|(k, v)| AttrTest::new(v).map(|t| (k.clone(), t)).ok_or_else(|| format!("{what} {k} is not valid")))
+                .map(|(k, v)| {
+                    AttrTest::new(v).map(|t| (k.clone(), t)).ok_or_else(|| RuleError::Attribute { what: what.to_string(), name: k.clone() })
+                })
                 .collect::<Result<Vec<_>, _>>()
         };
         let mut c = Self {
@@ -146,7 +167,7 @@ impl Criteria {
                 Ok(ComparisonOperator::GreaterThanOrEqual) => Cmp::Ge,
                 Ok(ComparisonOperator::LessThanOrEqual) => Cmp::Le,
                 Ok(ComparisonOperator::Equal) => Cmp::Eq,
-                _ => return Err(format!("metric {name} has no comparison operator")),
+                _ => return Err(RuleError::NoOperator(name.clone())),
             };
             c.metrics.push((name.clone(), op, m.value));
         }
@@ -177,12 +198,12 @@ impl Criteria {
                 Ok(RecencyDuration::Day7) => 7 * 86_400,
                 Ok(RecencyDuration::Day14) => 14 * 86_400,
                 Ok(RecencyDuration::Day30) => 30 * 86_400,
-                _ => return Err("recency has no duration".into()),
+                _ => return Err(RuleError::NoRecencyDuration),
             };
             let active = match RecencyType::try_from(r.recency_type) {
                 Ok(RecencyType::Active) => true,
                 Ok(RecencyType::Inactive) => false,
-                _ => return Err("recency has no type".into()),
+                _ => return Err(RuleError::NoRecencyType),
             };
             c.recency = Some((secs, active));
         }
@@ -314,16 +335,16 @@ pub fn member_set(segment_id: &str, version: i32) -> String {
 
 /// Compiles a stored, validated segment; `sources` holds every segment it refers to, by id
 /// and version (version 0: the latest), and theirs in turn.
-pub fn compile(segment: &Segment, sources: &HashMap<(String, i32), Segment>) -> Result<Rule, String> {
+pub fn compile(segment: &Segment, sources: &HashMap<(String, i32), Segment>) -> Result<Rule, RuleError> {
     compile_depth(segment, sources, 0)
 }
 
 /// Segment groups may name segments that have groups themselves; a chain this deep is a cycle.
 const MAX_DEPTH: usize = 8;
 
-fn compile_depth(segment: &Segment, sources: &HashMap<(String, i32), Segment>, depth: usize) -> Result<Rule, String> {
+fn compile_depth(segment: &Segment, sources: &HashMap<(String, i32), Segment>, depth: usize) -> Result<Rule, RuleError> {
     if depth > MAX_DEPTH {
-        return Err(format!("segment {} refers to itself through its source segments", segment.id));
+        return Err(RuleError::Cycle(segment.id.clone()));
     }
     if segment.segment_type == SegmentType::Import as i32 {
         return Ok(Rule::Imported(member_set(&segment.id, segment.version)));
@@ -338,11 +359,10 @@ fn compile_depth(segment: &Segment, sources: &HashMap<(String, i32), Segment>, d
     Ok(Rule::Groups { include: Include::try_from(list.include).unwrap_or(Include::All), groups })
 }
 
-fn compile_group(g: &SegmentGroup, sources: &HashMap<(String, i32), Segment>, depth: usize) -> Result<Group, String> {
+fn compile_group(g: &SegmentGroup, sources: &HashMap<(String, i32), Segment>, depth: usize) -> Result<Group, RuleError> {
     let mut out = Vec::with_capacity(g.source_segments.len());
     for r in &g.source_segments {
-        let s =
-            sources.get(&(r.id.clone(), r.version)).ok_or_else(|| format!("source segment {} (version {}) not found", r.id, r.version))?;
+        let s = sources.get(&(r.id.clone(), r.version)).ok_or_else(|| RuleError::SourceNotFound(r.id.clone(), r.version))?;
         out.push(match compile_depth(s, sources, depth + 1)? {
             Rule::Imported(set) => Source::Imported(set),
             other => Source::Dynamic(Box::new(other)),

@@ -40,33 +40,42 @@ pub struct DkimKey {
     pair: Pair,
 }
 
+/// What is wrong with a DKIM private key (each reads after "the key").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DkimError {
+    #[error("is not a PEM private key (-----BEGIN PRIVATE KEY----- or RSA PRIVATE KEY)")]
+    NotPem,
+    #[error("is a {0}-bit RSA key; use 2048 to 4096 bits")]
+    RsaSize(usize),
+    #[error("is not a usable RSA key: {0}")]
+    Rsa(String),
+    #[error("is neither an RSA nor an Ed25519 key")]
+    Unknown,
+    #[error("is not an RSA or Ed25519 key")]
+    Kind,
+}
+
 impl DkimKey {
     /// From a PEM private key: RSA (PKCS#1 or PKCS#8, 2048 to 4096 bits) or Ed25519 (PKCS#8).
-    pub fn from_pem(domain: &str, selector: &str, pem: &str) -> Result<Self, String> {
+    pub fn from_pem(domain: &str, selector: &str, pem: &str) -> Result<Self, DkimError> {
         use rustls_pki_types::pem::PemObject as _;
         use rustls_pki_types::PrivateKeyDer;
-        let der = PrivateKeyDer::from_pem_slice(pem.as_bytes())
-            .map_err(|_| "is not a PEM private key (-----BEGIN PRIVATE KEY----- or RSA PRIVATE KEY)".to_string())?;
+        let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| DkimError::NotPem)?;
         let rsa_bits = |pair: RsaKeyPair| {
             let bits = pair.public().modulus_len() * 8;
             if (2048..=4096).contains(&bits) {
                 Ok(Pair::Rsa(pair))
             } else {
-                Err(format!("is a {bits}-bit RSA key; use 2048 to 4096 bits"))
+                Err(DkimError::RsaSize(bits))
             }
         };
         let pair = match &der {
-            PrivateKeyDer::Pkcs1(k) => {
-                rsa_bits(RsaKeyPair::from_der(k.secret_pkcs1_der()).map_err(|e| format!("is not a usable RSA key: {e}"))?)?
-            }
+            PrivateKeyDer::Pkcs1(k) => rsa_bits(RsaKeyPair::from_der(k.secret_pkcs1_der()).map_err(|e| DkimError::Rsa(e.to_string()))?)?,
             PrivateKeyDer::Pkcs8(k) => match RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()) {
                 Ok(pair) => rsa_bits(pair)?,
-                Err(_) => Pair::Ed25519(
-                    Ed25519KeyPair::from_pkcs8_maybe_unchecked(k.secret_pkcs8_der())
-                        .map_err(|_| "is neither an RSA nor an Ed25519 key".to_string())?,
-                ),
+                Err(_) => Pair::Ed25519(Ed25519KeyPair::from_pkcs8_maybe_unchecked(k.secret_pkcs8_der()).map_err(|_| DkimError::Unknown)?),
             },
-            _ => return Err("is not an RSA or Ed25519 key".into()),
+            _ => return Err(DkimError::Kind),
         };
         Ok(Self { domain: domain.trim_end_matches('.').to_ascii_lowercase(), selector: selector.to_string(), pair })
     }
