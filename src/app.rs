@@ -93,13 +93,24 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         EngineConfig { shards_per_channel: shards, queue_per_shard: config.queue_per_shard, retry: Default::default(), outcome_ttl },
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let runner = Arc::new(crate::campaigns::run::Runner::new(
-        store.clone(),
-        engine.clone(),
-        templates_cache.clone(),
-        crate::domain::new_id(),
-        stop_rx.clone(),
-    ));
+    let owner = crate::domain::new_id();
+    // Retries kept at the last stop go back to the engine (retried while the store is down).
+    {
+        let (store, engine, owner, mut stop) = (store.clone(), engine.clone(), owner.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                match crate::dispatch::engine::parked::resume(store.clone(), engine.clone(), &owner).await {
+                    Ok(_) => return,
+                    Err(e) => tracing::warn!(error = %e, "Kept retries cannot be read yet; trying again."),
+                }
+                if tokio::time::timeout(Duration::from_secs(2), stop.wait_for(|s| *s)).await.is_ok() {
+                    return;
+                }
+            }
+        });
+    }
+    let runner =
+        Arc::new(crate::campaigns::run::Runner::new(store.clone(), engine.clone(), templates_cache.clone(), owner, stop_rx.clone()));
     let wake = Arc::new(tokio::sync::Notify::new());
     let campaigns_service = CampaignsServer::new(CampaignsService::new(store.clone(), templates_cache.clone(), wake.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);

@@ -43,6 +43,8 @@ fn job(i: usize, reply: Option<oneshot::Sender<MessageOutcome>>) -> Job {
         dry_run: false,
         first_attempt: None,
         reply: reply.map(Reply::Outcome),
+        not_before: None,
+        kept: false,
     }
 }
 
@@ -153,7 +155,15 @@ fn custom_job(url: &str, reply: oneshot::Sender<MessageOutcome>) -> Job {
         ..Default::default()
     };
     let body = herald::channels::webhook::Payload { application_id: "app".into(), data: "x".into(), ..Default::default() };
-    Job { outcome, payload: Payload::Custom { body }, dry_run: false, first_attempt: None, reply: Some(Reply::Outcome(reply)) }
+    Job {
+        outcome,
+        payload: Payload::Custom { body },
+        dry_run: false,
+        first_attempt: None,
+        reply: Some(Reply::Outcome(reply)),
+        not_before: None,
+        kept: false,
+    }
 }
 
 /// Sends one custom-channel job through an engine and returns its final outcome and the
@@ -290,10 +300,61 @@ async fn a_stop_sends_what_is_queued_and_records_every_job() {
     }
     let o = transactional.await.expect("the transactional retry ends with an outcome");
     assert_eq!(o.delivery_status, DeliveryStatus::TemporaryFailure as i32);
-    assert!(o.status_message.contains("not retried: the daemon stopped"), "{}", o.status_message);
+    assert!(o.status_message.contains("retry due after the daemon stopped: kept"), "{}", o.status_message);
+    let kept = store.list_records("app", herald::dispatch::engine::parked::KIND, None, 10).await.unwrap();
+    assert_eq!(kept.len(), 1, "the transactional retry is kept in the store, the campaign job is not");
     assert!(store.get_outcome("app", &o.message_id).await.unwrap().is_some(), "recorded");
     assert_eq!(tally.wait(1).await, vec![(0, UNSETTLED)], "the campaign job went back unsettled");
     assert!(store.get_outcome("app", &campaign_id).await.unwrap().is_none(), "and has no outcome");
     assert_eq!(seen.lock().len(), 2, "no retry was made after the stop");
     assert!(engine.submit(Lane::Email, job(9, None), Duration::from_millis(100)).await.is_err(), "nothing is taken after a stop");
+}
+
+/// A transactional retry due after a stop is kept in the store; the next engine on that store
+/// makes it when it is due, once, and then deletes the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_due_after_a_stop_is_kept_and_made_at_the_next_start() {
+    use herald::dispatch::engine::parked;
+    let (store, _dir) = store().await;
+    // The first answer asks to come back in 2 s, after the stop's deadline; the next accepts.
+    let (url, seen) = scripted_receiver(vec![(503, Some(2)), (200, None)]).await;
+    let policy =
+        RetryPolicy { base: Duration::from_millis(50), cap: Duration::from_secs(120), max_attempts: 5, deadline: Duration::from_secs(600) };
+    let first = Engine::start(store.clone(), senders(&store, None, Duration::from_secs(1)), config(policy, 1_000));
+    let (tx, rx) = oneshot::channel();
+    assert!(first.submit(Lane::Custom, custom_job(&url, tx), Duration::from_secs(1)).await.is_ok());
+    for _ in 0..100 {
+        if !seen.lock().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(first.stop(tokio::time::Instant::now() + Duration::from_millis(300)).await);
+    let o = rx.await.expect("an outcome as it stands at the stop");
+    assert_eq!(o.delivery_status, DeliveryStatus::TemporaryFailure as i32);
+    assert_eq!(seen.lock().len(), 1, "not retried before the stop");
+    assert_eq!(store.list_records("app", parked::KIND, None, 10).await.unwrap().len(), 1);
+
+    // The next start: the kept retry goes out when it is due, and its record goes.
+    let second = Engine::start(store.clone(), senders(&store, None, Duration::from_secs(1)), config(policy, 1_000));
+    assert_eq!(parked::resume(store.clone(), second.clone(), "daemon-2").await.unwrap(), 1);
+    let mut done = None;
+    for _ in 0..250 {
+        let left = store.list_records("app", parked::KIND, None, 10).await.unwrap();
+        let recorded = store.get_outcome("app", &o.message_id).await.unwrap();
+        if left.is_empty() && recorded.as_ref().is_some_and(|r| r.delivery_status == DeliveryStatus::Successful as i32) {
+            done = recorded;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let recorded = done.expect("the kept retry was made, recorded and its record deleted");
+    assert_eq!(recorded.attempts, 2);
+    let times = seen.lock().clone();
+    assert_eq!(times.len(), 2, "made once");
+    assert!(times[1] - times[0] >= Duration::from_millis(1_800), "not before it was due: {:?}", times[1] - times[0]);
+    // Nothing is left to resume.
+    assert_eq!(parked::resume(store.clone(), second.clone(), "daemon-3").await.unwrap(), 0);
+    assert!(second.stop(tokio::time::Instant::now() + Duration::from_secs(2)).await);
+    assert_eq!(seen.lock().len(), 2);
 }

@@ -31,7 +31,8 @@ use crate::dispatch::quota::RateGate;
 use crate::dispatch::reply::UNSETTLED;
 use crate::domain;
 use crate::pipeline::compose::{Composer, Origin};
-use crate::proto::v1::{Activity, Campaign, CampaignRun, CampaignState, DeliveryStatus, EndpointStatus, OptOut};
+use crate::pipeline::planner;
+use crate::proto::v1::{Activity, Campaign, CampaignRun, CampaignState, DeliveryStatus, EndpointStatus};
 use crate::render::template::TemplateCache;
 use crate::segments::{self, MemberStream};
 use crate::store::{Store, StoreError};
@@ -109,6 +110,18 @@ enum Pumped {
     Done,
     /// Paused, deleted, or the lease was lost: the run stops here.
     Stopped,
+}
+
+/// What the delivery rules know of a segment member.
+fn member_facts(e: &crate::proto::v1::Endpoint, suppressed: bool) -> planner::Facts<'_> {
+    planner::Facts {
+        endpoint_id: None,
+        endpoint: Some(e),
+        channel: crate::proto::v1::ChannelType::try_from(e.channel_type).unwrap_or_default(),
+        address: &e.address,
+        suppressed,
+        duplicate: false,
+    }
 }
 
 /// The member set of a run's messages held until `minute`.
@@ -630,8 +643,9 @@ impl Runner {
                 count_status(&mut counts[treatment], *status);
                 continue;
             }
-            if e.opt_out == OptOut::All as i32 {
-                *counts[treatment].failed.entry(status_name(DeliveryStatus::OptOut)).or_insert(0) += 1;
+            // Pinpoint's rules on the endpoint (an opt-out, here), as every producer applies them.
+            if let Err(refused) = planner::endpoint(member_facts(&e, false)) {
+                count_status(&mut counts[treatment], refused.status as i32);
                 continue;
             }
             if !releasing {
@@ -678,10 +692,9 @@ impl Runner {
         let suppressed = self.patiently(|| store.get_suppressions(app, &addresses)).await?;
         let mut go = Vec::with_capacity(eligible.len());
         for ((e, lane, t), s) in eligible.into_iter().zip(suppressed) {
-            if s.is_some() {
-                *counts[t].failed.entry(status_name(DeliveryStatus::PermanentFailure)).or_insert(0) += 1;
-            } else {
-                go.push((e, lane, t));
+            match planner::listed(member_facts(&e, s.is_some())) {
+                Err(refused) => count_status(&mut counts[t], refused.status as i32),
+                Ok(()) => go.push((e, lane, t)),
             }
         }
         if limits.daily.is_some() || limits.total.is_some() {

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use crate::proto::v1::ChannelType;
 
-/// What to deliver.
-#[derive(Debug)]
+/// What to deliver (serializable, so that a retry due after a stop can be kept in the store).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Payload {
     /// A whole MIME message, sent from `from` to the job's address.
     Email { from: String, mime: Vec<u8> },
@@ -49,7 +49,7 @@ pub struct Outbound<'a> {
 }
 
 /// A channel Herald delivers to: each has its own shards, senders and quotas.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Lane {
     Email,
     Custom,

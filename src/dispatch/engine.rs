@@ -37,6 +37,10 @@ pub struct Job {
     pub first_attempt: Option<Instant>,
     /// Who hears how the job ended, once its outcome is recorded.
     pub reply: Option<Reply>,
+    /// Not sent before this (a kept retry, resumed before it is due).
+    pub not_before: Option<Instant>,
+    /// A retry kept in the store at a stop: its record goes once its outcome is final.
+    pub kept: bool,
 }
 
 /// The engine's settings.
@@ -380,6 +384,7 @@ impl ShardMetrics {
     }
 }
 
+pub mod parked;
 mod shard;
 use shard::worker;
 

@@ -45,6 +45,18 @@ pub struct Facts<'a> {
 /// INACTIVE endpoint, an opt-out, a channel Herald cannot deliver to, an invalid address, a
 /// suppressed address, a duplicate. The lane the message goes on, or why it does not go.
 pub fn rules(f: Facts<'_>) -> Result<Lane, Refusal> {
+    let lane = endpoint(f)?;
+    if let Err(why) = endpoint_rules::validate_address(f.channel, f.address) {
+        return Err(Refusal::new(DeliveryStatus::PermanentFailure, format!("the address {why}")));
+    }
+    listed(f)?;
+    Ok(lane)
+}
+
+/// The rules on the recipient's endpoint and channel: unknown, INACTIVE, opted out, or on a
+/// channel Herald does not deliver to. A campaign applies these to a segment's members (whose
+/// addresses were checked when they were written), then [`listed`] to those that go now.
+pub fn endpoint(f: Facts<'_>) -> Result<Lane, Refusal> {
     if let (Some(id), None) = (f.endpoint_id, f.endpoint) {
         return Err(Refusal::new(DeliveryStatus::PermanentFailure, format!("endpoint {id} not found")));
     }
@@ -54,20 +66,21 @@ pub fn rules(f: Facts<'_>) -> Result<Lane, Refusal> {
     if f.endpoint.is_some_and(|e| e.opt_out == OptOut::All as i32) {
         return Err(Refusal::new(DeliveryStatus::OptOut, "the endpoint opted out"));
     }
-    let Some(lane) = Lane::of(f.channel) else {
+    Lane::of(f.channel).ok_or_else(|| {
         let name = endpoint_rules::channel_name(f.channel);
-        return Err(Refusal::new(DeliveryStatus::PermanentFailure, format!("no {name} channel is configured for this app")));
-    };
-    if let Err(why) = endpoint_rules::validate_address(f.channel, f.address) {
-        return Err(Refusal::new(DeliveryStatus::PermanentFailure, format!("the address {why}")));
-    }
+        Refusal::new(DeliveryStatus::PermanentFailure, format!("no {name} channel is configured for this app"))
+    })
+}
+
+/// The rules on the address's standing: on the app's suppression list, or a duplicate.
+pub fn listed(f: Facts<'_>) -> Result<(), Refusal> {
     if f.suppressed {
         return Err(Refusal::new(DeliveryStatus::PermanentFailure, "the address is on the app's suppression list"));
     }
     if f.duplicate {
         return Err(Refusal::new(DeliveryStatus::Duplicate, "the same address appears earlier in this request"));
     }
-    Ok(lane)
+    Ok(())
 }
 
 /// A message that could not be rendered: its outcome (PERMANENT_FAILURE with why) and, when
@@ -131,7 +144,7 @@ impl Planner<'_> {
         reply: Option<Reply>,
     ) -> Result<Job, Box<Unrendered>> {
         match self.composer.payload(lane, channel, endpoint, &outcome.address, subs, self.origin) {
-            Ok(payload) => Ok(Job { outcome, payload, dry_run: self.dry_run, first_attempt: None, reply }),
+            Ok(payload) => Ok(Job { outcome, payload, dry_run: self.dry_run, first_attempt: None, reply, not_before: None, kept: false }),
             Err(why) => {
                 outcome.delivery_status = DeliveryStatus::PermanentFailure as i32;
                 outcome.status_message = why.to_string();

@@ -6,7 +6,7 @@ use super::{ApnsError, Kind};
 use crate::proto::v1::{ApnsMessage, DefaultPushNotificationMessage, PushAction};
 
 /// One notification, ready to go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Push {
     pub device_token: String,
     pub sandbox: bool,

@@ -6,7 +6,7 @@ use super::FcmError;
 use crate::proto::v1::{DefaultPushNotificationMessage, GcmMessage, PushAction};
 
 /// One FCM message body (`{"message": {...}}` without the token, which is added per device).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     pub device_token: String,
     /// The `message` object's fields besides `token`.

@@ -1,7 +1,7 @@
 //! The text message from rendered content and the SMS block's options.
 
 /// One text message, ready to go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Text {
     pub to: String,
     /// An origination number (E.164) or an alphanumeric sender id.

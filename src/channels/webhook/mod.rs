@@ -14,8 +14,8 @@ use serde::Serialize;
 pub const MAX_ENDPOINTS_PER_CALL: usize = 50;
 
 /// Pinpoint's custom channel payload.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct Payload {
     pub message: serde_json::Value,
     pub data: String,

@@ -61,10 +61,10 @@ impl Delays {
         }
     }
 
-    /// Every job due after `deadline`.
-    fn take_after(&mut self, deadline: Instant) -> Vec<Job> {
+    /// Every job due after `deadline`, with when it is due.
+    fn take_after(&mut self, deadline: Instant) -> Vec<(Instant, Job)> {
         let later = self.jobs.split_off(&(deadline, u64::MAX));
-        later.into_values().collect()
+        later.into_iter().map(|((due, _), job)| (due, job)).collect()
     }
 }
 
@@ -73,15 +73,27 @@ impl Delays {
 struct Settled {
     batch: Batch,
     replies: Vec<(Option<Reply>, Slot)>,
+    /// Retries due after the stop, to keep in the store: app, message id, stored form.
+    keep: Vec<(String, String, Vec<u8>)>,
+    /// Kept retries whose outcome is now final: app, message id.
+    release: Vec<(String, String)>,
 }
 
 impl Settled {
     fn is_empty(&self) -> bool {
-        self.batch.is_empty() && self.replies.is_empty()
+        self.batch.is_empty() && self.replies.is_empty() && self.keep.is_empty()
     }
 
     /// A job whose outcome is final.
-    fn finish(&mut self, mut job: Job, hard: bool) {
+    fn finish(&mut self, job: Job, hard: bool) {
+        if job.kept {
+            self.release.push((job.outcome.app_id.clone(), job.outcome.message_id.clone()));
+        }
+        self.record(job, hard);
+    }
+
+    /// A job's outcome, as it stands, to record.
+    fn record(&mut self, mut job: Job, hard: bool) {
         let payload = &job.payload;
         let slot = self.batch.delivered(std::mem::take(&mut job.outcome), hard, |o, event| {
             if let Payload::Sms(text) = payload {
@@ -93,16 +105,19 @@ impl Settled {
 }
 
 /// Hands back jobs whose retry falls after the stop deadline: campaign jobs go back unsettled
-/// (dropping their tally slot says so; the run sends them again when it resumes), transactional
-/// ones end with their last status.
-fn hand_back(jobs: Vec<Job>, settled: &mut Settled) {
-    for mut job in jobs {
+/// (dropping their tally slot says so; the run sends them again when it resumes); transactional
+/// ones are kept in the store ([`super::parked`]) and made at the next start, their outcome
+/// recorded as it stands meanwhile.
+fn hand_back(lane: Lane, jobs: Vec<(Instant, Job)>, settled: &mut Settled) {
+    for (due, mut job) in jobs {
         if matches!(job.reply, Some(Reply::Tally(_))) {
             continue;
         }
+        let kept = super::parked::encode(lane, &job, due);
+        settled.keep.push((job.outcome.app_id.clone(), job.outcome.message_id.clone(), kept));
         let o = &mut job.outcome;
-        o.status_message = format!("{} (not retried: the daemon stopped)", o.status_message);
-        settled.finish(job, false);
+        o.status_message = format!("{} (retry due after the daemon stopped: kept, and made when it starts again)", o.status_message);
+        settled.record(job, false);
     }
 }
 
@@ -134,8 +149,17 @@ pub(super) async fn worker(shared: Arc<Shared>, lane: Lane, shard: usize, mut rx
             }
             else => break,
         }
+        // Kept retries resumed before they are due wait in the delay queue.
+        let now = Instant::now();
+        let mut i = 0;
+        while i < buf.len() {
+            match buf[i].not_before.take() {
+                Some(at) if at > now => delays.push(at, buf.swap_remove(i)),
+                _ => i += 1,
+            }
+        }
         let mut settled = Settled::default();
-        hand_back(late, &mut settled);
+        hand_back(lane, late, &mut settled);
         if !buf.is_empty() {
             let queued = rx.len();
             m.depth.set(queued as f64);
@@ -189,20 +213,20 @@ async fn send_batch(
             m.retries.increment(1);
             let due = Instant::now() + delay;
             match deadline {
-                Some(d) if due > d => late.push(job),
+                Some(d) if due > d => late.push((due, job)),
                 _ => delays.push(due, job),
             }
             continue;
         }
         settled.finish(job, hard);
     }
-    hand_back(late, settled);
+    hand_back(lane, late, settled);
 }
 
 /// Records a batch (retrying while the store is unreachable, until the stop deadline), then
 /// hands each outcome to whoever waits for it.
 async fn record_and_reply(shared: &Shared, m: &ShardMetrics, settled: Settled) {
-    let Settled { mut batch, replies } = settled;
+    let Settled { mut batch, replies, keep, release } = settled;
     for o in batch.outcomes() {
         if let Some(c) = m.by_status.get(&o.delivery_status) {
             c.increment(1);
@@ -210,7 +234,19 @@ async fn record_and_reply(shared: &Shared, m: &ShardMetrics, settled: Settled) {
     }
     let started = Instant::now();
     let past_deadline = |delay: Duration| shared.stopping.borrow().is_some_and(|d| Instant::now() + delay > d);
+    for (app, id, body) in &keep {
+        let store = shared.store.as_ref();
+        if let Err(e) = patiently(|| super::parked::keep(store, app, id, body), past_deadline).await {
+            tracing::error!(app = %app, message = %id, error = %e, "A retry due after the stop could not be kept; it is not made.");
+        }
+    }
     shared.recorder.record_patiently(&batch, past_deadline).await;
+    for (app, id) in &release {
+        let store = shared.store.as_ref();
+        if let Err(e) = patiently(|| super::parked::release(store, app, id), past_deadline).await {
+            tracing::warn!(app = %app, message = %id, error = %e, "A kept retry that was made could not be deleted; it is made again at the next start.");
+        }
+    }
     m.record.record(started.elapsed().as_secs_f64());
     // The outcomes are recorded: they move to whoever waits for them, no copies.
     for (reply, slot) in replies {
@@ -218,6 +254,25 @@ async fn record_and_reply(shared: &Shared, m: &ShardMetrics, settled: Settled) {
             (Some(Reply::Outcome(r)), Some(o)) => drop(r.send(o)),
             (Some(Reply::Tally(slot)), Some(o)) => slot.report(o.delivery_status),
             _ => {}
+        }
+    }
+}
+
+/// A store call retried with backoff while the store is unreachable, until `past_deadline`
+/// says the next wait would end after the stop deadline.
+async fn patiently<T, F, Fut>(mut call: F, past_deadline: impl Fn(Duration) -> bool) -> Result<T, crate::store::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
+{
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() && !past_deadline(delay) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
         }
     }
 }
@@ -234,6 +289,8 @@ mod tests {
             dry_run: true,
             first_attempt: None,
             reply: None,
+            not_before: None,
+            kept: false,
         }
     }
 
@@ -251,7 +308,7 @@ mod tests {
         d.take_due(now + Duration::from_millis(1_500), 10, &mut out);
         assert_eq!(out.iter().map(|j| j.outcome.attempts).collect::<Vec<_>>(), vec![1]);
         let late = d.take_after(now + Duration::from_millis(2_500));
-        assert_eq!(late.iter().map(|j| j.outcome.attempts).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(late.iter().map(|(_, j)| j.outcome.attempts).collect::<Vec<_>>(), vec![3]);
         assert_eq!(d.next_due(), Some(now + Duration::from_secs(2)));
     }
 }
