@@ -427,7 +427,80 @@ async fn users_get_every_active_endpoint(backend: Backend) {
     assert!(delivered.iter().any(|m| m.lines().any(|l| l.trim_end() == "Subject: For ana at ana@home.example")), "{delivered:?}");
 }
 
+/// SIGTERM while a message waits for its retry: the retry is kept in the store (the daemon
+/// stops at once: no grace period), and the next daemon on that store makes it, once, through
+/// the relay it has then.
+async fn a_retry_due_after_sigterm_is_made_once_by_the_next_daemon(backend: Backend) {
+    let refusing = SmtpSink::start(&["-r", "RCPT"]);
+    let accepting = SmtpSink::start(&[]);
+    let redis = (backend == Backend::Redis).then(RedisServer::start);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let relay = |sink: &SmtpSink| format!("smtp://127.0.0.1:{}", sink.port);
+    let mut d = Daemon::spawn(
+        redis,
+        data.clone(),
+        None,
+        Some(API_KEY.to_string()),
+        &["--smtp-url", &relay(&refusing), "--shutdown-grace-secs", "0"],
+    );
+    let app = d.create_app("kept").await.app_id;
+    let later = email("later", "later@example.com", EndpointStatus::Active, OptOut::None);
+    let mut eps = d.endpoints().await;
+    eps.update_endpoints_batch(d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: vec![later] })).await.unwrap();
+    let request = SendMessagesRequest {
+        app_id: app.clone(),
+        endpoints: [("later".to_string(), EndpointSendConfiguration::default())].into(),
+        message_configuration: Some(common::email_message("Kept for later", "hello")),
+        ..Default::default()
+    };
+    let mut client = MessagesClient::new(d.channel().await);
+    let req = d.req(request);
+    let call = tokio::spawn(async move { client.send_messages(req).await });
+    // The relay refused the first attempt and the retry is waiting: stop now.
+    let retried = |text: &str| text.lines().any(|l| l.starts_with("herald_retries_total") && !l.trim_end().ends_with(" 0"));
+    let mut waited = 0;
+    while !retried(&d.metrics_text()) {
+        assert!(waited < 1_000, "no retry within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    let status = d.terminate();
+    assert!(status.success(), "herald exited with {status}");
+    let _ = call.await;
+    let redis = d.redis.take();
+    let d = Daemon::spawn(redis, data, Some(tmp), Some(API_KEY.to_string()), &["--smtp-url", &relay(&accepting)]);
+    let delivered = wait_for(&accepting, 1).await;
+    assert!(delivered[0].lines().any(|l| l.trim_end() == "Subject: Kept for later"), "{delivered:?}");
+    // Its outcome ends SUCCESSFUL, and nothing goes twice.
+    let mut mc = MessagesClient::new(d.channel().await);
+    let mut last = None;
+    for _ in 0..200 {
+        let outcomes = mc
+            .list_outcomes(d.req(herald::proto::v1::ListOutcomesRequest {
+                app_id: app.clone(),
+                by: Some(herald::proto::v1::list_outcomes_request::By::EndpointId("later".into())),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .outcomes;
+        if outcomes.iter().any(|o| o.delivery_status == DeliveryStatus::Successful as i32) {
+            last = Some(outcomes);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let outcomes = last.expect("the kept retry's outcome is recorded");
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert!(outcomes[0].attempts >= 2, "{outcomes:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(accepting.messages().len(), 1, "made once");
+}
+
 on_both_backends!(
+    a_retry_due_after_sigterm_is_made_once_by_the_next_daemon,
     rules_rendering_and_delivery,
     hard_bounces_suppress_and_render_failures_fail_one_message,
     idempotent_repeats_send_once,

@@ -22,6 +22,7 @@ use super::{deliver, settle, Job, Lane, Payload, Reply, ShardMetrics, Shared, BA
 use crate::channels::Delivery;
 use crate::domain;
 use crate::outcomes::{sms_facts, Batch, Slot};
+use crate::proto::v1::MessageOutcome;
 
 /// Batches of outcomes a shard may be recording while it sends the next.
 pub(super) const RECORDING: usize = 2;
@@ -73,8 +74,9 @@ impl Delays {
 struct Settled {
     batch: Batch,
     replies: Vec<(Option<Reply>, Slot)>,
-    /// Retries due after the stop, to keep in the store: app, message id, stored form.
-    keep: Vec<(String, String, Vec<u8>)>,
+    /// Retries due after the stop, to keep in the store (their outcome is recorded once, when
+    /// it is final): the stored form, and the outcome as it stands for whoever waits.
+    keep: Vec<(Vec<u8>, MessageOutcome, Option<Reply>)>,
     /// Kept retries whose outcome is now final: app, message id.
     release: Vec<(String, String)>,
 }
@@ -114,10 +116,9 @@ fn hand_back(lane: Lane, jobs: Vec<(Instant, Job)>, settled: &mut Settled) {
             continue;
         }
         let kept = super::parked::encode(lane, &job, due);
-        settled.keep.push((job.outcome.app_id.clone(), job.outcome.message_id.clone(), kept));
-        let o = &mut job.outcome;
+        let mut o = std::mem::take(&mut job.outcome);
         o.status_message = format!("{} (retry due after the daemon stopped: kept, and made when it starts again)", o.status_message);
-        settled.record(job, false);
+        settled.keep.push((kept, o, job.reply.take()));
     }
 }
 
@@ -234,10 +235,14 @@ async fn record_and_reply(shared: &Shared, m: &ShardMetrics, settled: Settled) {
     }
     let started = Instant::now();
     let past_deadline = |delay: Duration| shared.stopping.borrow().is_some_and(|d| Instant::now() + delay > d);
-    for (app, id, body) in &keep {
+    for (body, o, reply) in keep {
         let store = shared.store.as_ref();
-        if let Err(e) = patiently(|| super::parked::keep(store, app, id, body), past_deadline).await {
+        let (app, id) = (&o.app_id, &o.message_id);
+        if let Err(e) = patiently(|| super::parked::keep(store, app, id, &body), past_deadline).await {
             tracing::error!(app = %app, message = %id, error = %e, "A retry due after the stop could not be kept; it is not made.");
+        }
+        if let Some(Reply::Outcome(r)) = reply {
+            let _ = r.send(o);
         }
     }
     shared.recorder.record_patiently(&batch, past_deadline).await;
@@ -280,7 +285,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::v1::MessageOutcome;
 
     fn job(n: i32) -> Job {
         Job {
