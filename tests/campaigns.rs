@@ -592,3 +592,54 @@ async fn messages_per_second_holds_at_the_sink() {
     let rate = (arrivals.len() - 1 - from) as f64 / span;
     assert!((rate - 250.0).abs() <= 250.0 * 0.03, "{rate:.1} messages/s at the sink for a limit of 250");
 }
+
+/// Pinpoint's defaults: a schedule of only `StartTime: IMMEDIATE` (no Frequency) runs once,
+/// and the app's QuietTime holds a campaign that gives none of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_immediate_schedule_without_frequency_runs_once_under_the_apps_quiet_time() {
+    use herald::proto::v1::{AppSettings, EndpointDemographic, QuietTime, UpdateAppSettingsRequest};
+    let sink = SmtpSink::start(&[]);
+    let d = daemon(Backend::Embedded, &sink);
+    let app = d.create_app("defaults").await.app_id;
+    // 10 endpoints in UTC (inside the app's quiet time), 10 in Tokyo (outside it).
+    let endpoints: Vec<Endpoint> = (0..20)
+        .map(|i| Endpoint {
+            id: format!("d{i:03}"),
+            channel_type: ChannelType::Email as i32,
+            address: format!("d{i}@example.com"),
+            demographic: Some(EndpointDemographic { timezone: ["UTC", "Asia/Tokyo"][i % 2].into(), ..Default::default() }),
+            ..Default::default()
+        })
+        .collect();
+    let segment = segment_of(&d, &app, endpoints).await;
+    let now = chrono::Utc::now();
+    let quiet = QuietTime {
+        start: (now - chrono::Duration::minutes(30)).format("%H:%M").to_string(),
+        end: (now + chrono::Duration::minutes(30)).format("%H:%M").to_string(),
+    };
+    let settings = AppSettings { quiet_time: Some(quiet), ..Default::default() };
+    d.apps().await.update_app_settings(d.req(UpdateAppSettingsRequest { app_id: app.clone(), settings: Some(settings) })).await.unwrap();
+    let mut campaign = email_campaign(&segment, "defaults");
+    campaign.schedule = Some(Schedule { start_time: "IMMEDIATE".into(), ..Default::default() });
+    let mut c = CampaignsClient::new(d.channel().await);
+    let created = c
+        .create_campaign(d.req(CreateCampaignRequest { app_id: app.clone(), campaign: Some(campaign) }))
+        .await
+        .expect("accepted")
+        .into_inner();
+    assert_eq!(created.schedule.as_ref().unwrap().frequency, Frequency::Once as i32, "stored as ONCE");
+    let get_acts = || GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: created.id.clone() };
+    let start_wait = Instant::now();
+    let acts = loop {
+        let acts = c.get_campaign_activities(d.req(get_acts())).await.unwrap().into_inner();
+        if acts.activities.first().is_some_and(|a| a.successful == 10 && a.held_by_quiet_time == 10) {
+            break acts;
+        }
+        assert!(start_wait.elapsed() < Duration::from_secs(20), "{acts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(acts.activities.len(), 1, "one run");
+    let sent = wait_for_messages(&sink, 10).await;
+    assert_eq!(sent.len(), 10, "{sent:?}");
+    assert!(sent.iter().all(|r| r.trim_start_matches('d').trim_end_matches("@example.com").parse::<usize>().unwrap() % 2 == 1), "{sent:?}");
+}

@@ -36,6 +36,12 @@ impl CampaignsService {
         if c.name.is_empty() {
             v.push(FieldViolation::new("campaign.name", "is required"));
         }
+        if let Some(s) = c.schedule.as_mut() {
+            campaigns::apply_defaults(s);
+        }
+        for s in c.additional_treatments.iter_mut().filter_map(|t| t.schedule.as_mut()) {
+            campaigns::apply_defaults(s);
+        }
         match &c.schedule {
             None => v.push(FieldViolation::new("campaign.schedule", "is required")),
             Some(s) => validate_schedule("campaign.schedule", s, &mut v),

@@ -98,6 +98,14 @@ pub fn has_more(schedule: &Schedule, created: &str, k: i32) -> bool {
     }
 }
 
+/// Pinpoint's defaults for a schedule's omitted members: a schedule without a frequency runs
+/// once (`Frequency` is not required in Pinpoint's `Schedule`).
+pub fn apply_defaults(s: &mut Schedule) {
+    if s.frequency == Frequency::Unspecified as i32 {
+        s.frequency = Frequency::Once as i32;
+    }
+}
+
 /// Checks a schedule; `field` prefixes the violations.
 pub fn validate_schedule(field: &str, s: &Schedule, out: &mut Vec<FieldViolation>) {
     let frequency = Frequency::try_from(s.frequency).unwrap_or(Frequency::Unspecified);

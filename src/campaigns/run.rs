@@ -369,6 +369,15 @@ impl Runner {
                 None => (schedule.clone(), scheduled, false),
             });
         }
+        // The app's quiet time holds every treatment whose schedule gives none (Pinpoint's
+        // campaign QuietTime overrides the application's).
+        if let Some(q) = settings.quiet_time.as_ref().filter(|q| !q.start.is_empty() && !q.end.is_empty()) {
+            for (s, _, _) in &mut schedules {
+                if s.quiet_time.as_ref().is_none_or(|own| own.start.is_empty() && own.end.is_empty()) {
+                    s.quiet_time = Some(q.clone());
+                }
+            }
+        }
         for (a, (_, start, _)) in run.activities.iter_mut().zip(&schedules) {
             a.scheduled_start = domain::timestamp(*start);
         }

@@ -55,9 +55,10 @@ impl Renderer {
     /// Parses a part (handlebars-rust's parser) and resolves every helper and path once; the
     /// error names the line and column.
     pub fn compile(&self, source: &str) -> Result<Compiled, ParseError> {
-        let source = inverse_helper_blocks(source);
-        let template = Template::compile(&source).map_err(|e| {
-            let (line, column) = e.pos().unwrap_or((0, 0));
+        let (escaped, added) = escape_literal_controls(source);
+        let rewritten = inverse_helper_blocks(&escaped);
+        let template = Template::compile(&rewritten).map_err(|e| {
+            let (line, column) = e.pos().map_or((0, 0), |(l, c)| original_position(&escaped, source, &added, l, c));
             ParseError { line, column, message: e.reason().to_string() }
         })?;
         let program = eval::Program::compile(&template).map_err(|e| ParseError { line: e.line, column: e.column, message: e.message })?;
@@ -74,6 +75,118 @@ impl Renderer {
         })?;
         Ok(out)
     }
+}
+
+/// handlebars.js takes any character in a string literal, a tab or a line break among them;
+/// handlebars-rust reads a literal as JSON, which takes no control characters. Inside a
+/// mustache's string literals they are written as JSON escapes, so the literal's value is the
+/// same. Returns the text and, for each escape, its end in the escaped text and the bytes added
+/// so far (to point parse errors into the source as written).
+fn escape_literal_controls(source: &str) -> (std::borrow::Cow<'_, str>, Vec<(usize, usize)>) {
+    if !source.bytes().any(|b| b < 0x20) {
+        return (std::borrow::Cow::Borrowed(source), Vec::new());
+    }
+    let mut out = String::with_capacity(source.len() + 8);
+    let mut added = Vec::new();
+    let mut extra = 0;
+    let mut i = 0;
+    while let Some(open) = source[i..].find("{{").map(|o| i + o) {
+        out.push_str(&source[i..open]);
+        let tag = &source[open..];
+        // Comments are copied as they are: their text is never parsed.
+        let comment_end = if tag.starts_with("{{!--") {
+            Some(tag.find("--}}").map_or(tag.len(), |e| e + 4))
+        } else if tag.starts_with("{{!") {
+            Some(tag.find("}}").map_or(tag.len(), |e| e + 2))
+        } else {
+            None
+        };
+        if let Some(end) = comment_end {
+            out.push_str(&tag[..end]);
+            i = open + end;
+            continue;
+        }
+        // Where the mustache ends: the first `}}` outside a literal.
+        let mut quote: Option<char> = None;
+        let mut escaped_next = false;
+        let mut end = tag.len();
+        let mut chars = tag.char_indices().skip(2).peekable();
+        while let Some((at, c)) = chars.next() {
+            match quote {
+                Some(_) if escaped_next => escaped_next = false,
+                Some(_) if c == '\\' => escaped_next = true,
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '"' || c == '\'' => quote = Some(c),
+                None if c == '}' && chars.peek().is_some_and(|(_, n)| *n == '}') => {
+                    end = at + 2;
+                    break;
+                }
+                None => {}
+            }
+        }
+        // Copy the mustache, escaping control characters inside its literals.
+        let mut quote: Option<char> = None;
+        let mut escaped_next = false;
+        for c in tag[..end].chars() {
+            match quote {
+                Some(_) if escaped_next => escaped_next = false,
+                Some(_) if c == '\\' => escaped_next = true,
+                Some(q) if c == q => quote = None,
+                Some(_) if (c as u32) < 0x20 => {
+                    let e = match c {
+                        '\t' => "\\t".to_string(),
+                        '\n' => "\\n".to_string(),
+                        '\r' => "\\r".to_string(),
+                        other => format!("\\u{:04x}", other as u32),
+                    };
+                    out.push_str(&e);
+                    extra += e.len() - 1;
+                    added.push((out.len(), extra));
+                    continue;
+                }
+                Some(_) => {}
+                None if c == '"' || c == '\'' => quote = Some(c),
+                None => {}
+            }
+            out.push(c);
+        }
+        i = open + end;
+    }
+    out.push_str(&source[i..]);
+    if added.is_empty() {
+        return (std::borrow::Cow::Borrowed(source), added);
+    }
+    (std::borrow::Cow::Owned(out), added)
+}
+
+/// The line and column in `source` of a (1-based) line and column of its escaped form.
+fn original_position(escaped: &str, source: &str, added: &[(usize, usize)], line: usize, column: usize) -> (usize, usize) {
+    if added.is_empty() {
+        return (line, column);
+    }
+    // The byte offset of the position in the escaped text...
+    let mut offset = 0;
+    for (n, l) in escaped.split_inclusive('\n').enumerate() {
+        if n + 1 == line {
+            offset += l.char_indices().nth(column.saturating_sub(1)).map_or(l.len(), |(b, _)| b);
+            break;
+        }
+        offset += l.len();
+    }
+    // ...less what the escapes before it added...
+    let before = added.iter().take_while(|(end, _)| *end <= offset).last().map_or(0, |(_, n)| *n);
+    let at = offset.saturating_sub(before).min(source.len());
+    // (on a character boundary, for the slice below)
+    // ...as a line and column of the source.
+    let mut at = at;
+    while !source.is_char_boundary(at) {
+        at -= 1;
+    }
+    let head = &source[..at];
+    let line = head.matches('\n').count() + 1;
+    let column = head.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 /// handlebars.js accepts an inverted helper block, `{{^eq a b}}A{{else}}B{{/eq}}`, which

@@ -192,3 +192,24 @@ fn standalone_partials_indent_every_line_and_blocks_take_params() {
     assert!(Renderer::new().compile("{{frobnicate x}}").unwrap_err().message.contains("unknown helper"));
     assert!(Renderer::new().compile("{{> missing}}").is_err());
 }
+
+#[test]
+fn string_literals_take_tabs_and_line_breaks_as_handlebars_js_does() {
+    // handlebars.js 4.7: {{#if (eq a "x<TAB>y")}} compares with the tab itself.
+    let r = crate::render::Renderer::new();
+    let ctx = serde_json::json!({"a": "x\ty", "b": "one\ntwo"});
+    let part = r.compile("{{#if (eq a \"x\ty\")}}tab{{/if}} {{#if (eq b 'one\ntwo')}}break{{/if}}\t{{a}}").unwrap();
+    assert_eq!(r.render(&part, &ctx).unwrap(), "tab break\tx\ty");
+    // Text outside mustaches and comments keep their characters.
+    let part = r.compile("a\tb{{!-- \"\t --}}c").unwrap();
+    assert_eq!(r.render(&part, &ctx).unwrap(), "a\tbc");
+}
+
+#[test]
+fn parse_errors_point_into_the_source_as_written() {
+    let r = crate::render::Renderer::new();
+    // The unclosed block is on line 2; a literal with a tab on line 1 shifts nothing.
+    let e = r.compile("{{#if (eq a \"\t\")}}x{{/if}}\n  {{#each list}}").unwrap_err();
+    assert!(e.line >= 2, "{e:?}");
+    assert_ne!((e.line, e.column), (0, 0), "{e:?}");
+}
