@@ -121,6 +121,8 @@ async fn sms_through_a_twilio_shaped_provider() {
                 sms_message: Some(SmsMessage {
                     body: "Your code is {{Code}}".into(),
                     message_type: SmsMessageType::Transactional as i32,
+                    // The SMS block's substitutions, under each recipient's own.
+                    substitutions: HashMap::from([("Code".to_string(), AttributeValues { values: vec!["0000".into()] })]),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -145,6 +147,8 @@ async fn sms_through_a_twilio_shaped_provider() {
     assert_eq!(ok.len(), 1);
     assert_eq!((ok[0]["From"].as_str(), ok[0]["Body"].as_str()), ("+14255550100", "Your code is 4711"));
     assert_eq!(got.iter().filter(|f| f["To"] == "+15551110000").count(), 1, "a permanent failure is not retried");
+    let fallback: Vec<_> = got.iter().filter(|f| f["To"] == "+15553330000").collect();
+    assert_eq!(fallback[0]["Body"].as_str(), "Your code is 0000", "the block's substitutions apply");
     assert!(got.iter().filter(|f| f["To"] == "+15553330000").count() > 1, "a 5xx is retried");
 
     // Events carry Pinpoint's SMS names.

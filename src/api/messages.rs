@@ -133,14 +133,12 @@ impl MessagesService {
         let templates = req.template_configuration.clone().unwrap_or_default();
         // What each channel renders, compiled once for the whole request.
         let composer = Composer::build(self.store.as_ref(), self.cache.clone(), app, &config, &templates).await.map_err(compose_status)?;
-        let request_subs = composer.shared_substitutions.clone();
 
         // Recipients.
         let mut recipients = Vec::with_capacity(count);
         for (address, c) in &req.addresses {
             let channel = ChannelType::try_from(c.channel_type).unwrap_or(ChannelType::Unspecified);
-            let mut s = request_subs.clone();
-            s.extend(subs(&c.substitutions));
+            let s = subs(&c.substitutions);
             recipients.push(Recipient {
                 key: address.clone(),
                 by_endpoint: false,
@@ -154,8 +152,7 @@ impl MessagesService {
         let fetched = futures::future::join_all(ids.iter().map(|id| self.store.get_endpoint(app, id))).await;
         for (id, found) in ids.into_iter().zip(fetched) {
             let endpoint = found.map_err(store_status)?;
-            let mut s = request_subs.clone();
-            s.extend(subs(&req.endpoints[id].substitutions));
+            let s = subs(&req.endpoints[id].substitutions);
             let (channel, address) = endpoint.as_ref().map_or((ChannelType::Unspecified, String::new()), |e| {
                 (ChannelType::try_from(e.channel_type).unwrap_or_default(), e.address.clone())
             });
@@ -201,7 +198,18 @@ impl MessagesService {
                 }
             };
             let (tx, rx) = oneshot::channel();
-            match planner.job(lane, r.channel, r.endpoint.as_ref(), &r.substitutions, o, Some(Reply::Outcome(tx))) {
+            // The channel's message substitutions, the recipient's over them.
+            let shared = composer.substitutions_for(lane);
+            let merged;
+            let substitutions = if r.substitutions.is_empty() {
+                shared
+            } else {
+                let mut s = shared.clone();
+                s.extend(r.substitutions.iter().map(|(k, v)| (k.clone(), v.clone())));
+                merged = s;
+                &merged
+            };
+            match planner.job(lane, r.channel, r.endpoint.as_ref(), substitutions, o, Some(Reply::Outcome(tx))) {
                 Ok(job) => {
                     jobs.push((lane, job));
                     waiting.push((i, rx));

@@ -26,6 +26,27 @@ pub enum ComposeError {
     Store(#[from] StoreError),
 }
 
+/// Each channel's message substitutions, in Pinpoint's order: a push platform's block over
+/// the default push block.
+fn lane_substitutions(config: &DirectMessageConfiguration) -> HashMap<Lane, HashMap<String, Vec<String>>> {
+    let mut out = HashMap::new();
+    if let Some(m) = &config.email_message {
+        out.insert(Lane::Email, substitutions(&m.substitutions));
+    }
+    if let Some(m) = &config.sms_message {
+        out.insert(Lane::Sms, substitutions(&m.substitutions));
+    }
+    let default = config.default_push_notification_message.as_ref().map(|d| substitutions(&d.substitutions)).unwrap_or_default();
+    let mut apns = default.clone();
+    apns.extend(config.apns_message.as_ref().map(|a| substitutions(&a.substitutions)).unwrap_or_default());
+    let mut gcm = default;
+    gcm.extend(config.gcm_message.as_ref().map(|g| substitutions(&g.substitutions)).unwrap_or_default());
+    out.insert(Lane::Apns, apns);
+    out.insert(Lane::Gcm, gcm);
+    out.retain(|_, s| !s.is_empty());
+    out
+}
+
 /// Why one recipient's message cannot be made; its outcome's status message.
 #[derive(Debug, thiserror::Error)]
 pub enum Unbuildable {
@@ -79,8 +100,9 @@ pub struct Composer {
     sender: Option<mime::Sender>,
     /// The envelope sender: the from address without its display name.
     from: String,
-    /// The message's own substitutions, under each recipient's.
-    pub shared_substitutions: HashMap<String, Vec<String>>,
+    /// Each channel's message substitutions (its block's; for push the default block's, then
+    /// the platform block's over them), under each recipient's.
+    substitutions: HashMap<Lane, HashMap<String, Vec<String>>>,
 }
 
 async fn stored(
@@ -225,8 +247,14 @@ impl Composer {
             raw_email: email_msg.as_ref().map(|m| m.raw_message.clone()).filter(|r| !r.is_empty()),
             sender,
             from,
-            shared_substitutions: email_msg.as_ref().map(|m| substitutions(&m.substitutions)).unwrap_or_default(),
+            substitutions: lane_substitutions(config),
         })
+    }
+
+    /// The substitutions a message on `lane` is rendered with before the recipient's own.
+    pub fn substitutions_for(&self, lane: Lane) -> &HashMap<String, Vec<String>> {
+        static NONE: std::sync::LazyLock<HashMap<String, Vec<String>>> = std::sync::LazyLock::new(HashMap::new);
+        self.substitutions.get(&lane).unwrap_or(&NONE)
     }
 
     /// The lanes this composer has content for.

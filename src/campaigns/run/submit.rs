@@ -1,6 +1,5 @@
 //! Rendering and handing a page's messages to the engine, in tasks beside the run.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Plan, SUBMIT_WAIT};
@@ -36,7 +35,6 @@ pub(super) async fn submit_chunk(
     stop: &tokio::sync::watch::Receiver<bool>,
     chunk: Vec<(crate::proto::v1::Endpoint, Lane, usize)>,
 ) -> Submitted {
-    let no_subs = HashMap::new();
     let mut done = Submitted { submitted: 0, unrendered: Vec::new(), complete: true };
     for (e, lane, t) in chunk {
         if *stop.borrow() {
@@ -45,7 +43,7 @@ pub(super) async fn submit_chunk(
         }
         plan.gate.take().await;
         let composer = &plan.composers[t];
-        let subs = if composer.shared_substitutions.is_empty() { &no_subs } else { &composer.shared_substitutions };
+        let subs = composer.substitutions_for(lane);
         let planner =
             Planner { composer, origin: &origins[t], source: MessageSource::Campaign, request_id: &plan.request_id, stamp, dry_run: false };
         let channel = ChannelType::try_from(e.channel_type).unwrap_or_default();
