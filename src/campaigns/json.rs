@@ -8,17 +8,8 @@ use crate::proto::v1::{
     Schedule, TemplateConfiguration, TemplateReference, Treatment,
 };
 
-/// Where in a campaign file something is wrong (a dotted path), and what.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{at}: {what}")]
-pub struct ShapeError {
-    pub at: String,
-    pub what: String,
-}
-
-fn bad(at: &str, what: impl std::fmt::Display) -> ShapeError {
-    ShapeError { at: at.to_string(), what: what.to_string() }
-}
+use crate::domain::json::bad;
+pub use crate::domain::json::ShapeError;
 
 type R<T> = Result<T, ShapeError>;
 

@@ -6,6 +6,20 @@ use serde_json::{json, Map, Value};
 use crate::domain::endpoint::channel_name;
 use crate::proto::v1::{App, AttributeValues, ChannelType, Endpoint, EndpointStatus, OptOut};
 
+/// Where in a JSON file (a segment definition, a campaign) something is wrong, as a dotted
+/// path, and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{at}: {what}")]
+pub struct ShapeError {
+    pub at: String,
+    pub what: String,
+}
+
+/// A [`ShapeError`] at `at`.
+pub fn bad(at: &str, what: impl std::fmt::Display) -> ShapeError {
+    ShapeError { at: at.to_string(), what: what.to_string() }
+}
+
 fn attributes(map: &std::collections::HashMap<String, AttributeValues>) -> Value {
     let mut keys: Vec<_> = map.keys().collect();
     keys.sort();

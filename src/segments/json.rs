@@ -20,17 +20,8 @@ pub struct Definition {
     pub tags: HashMap<String, String>,
 }
 
-/// Where in a segment definition something is wrong (a dotted path), and what.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{at}: {what}")]
-pub struct ShapeError {
-    pub at: String,
-    pub what: String,
-}
-
-fn bad(at: &str, what: impl std::fmt::Display) -> ShapeError {
-    ShapeError { at: at.to_string(), what: what.to_string() }
-}
+use crate::domain::json::bad;
+pub use crate::domain::json::ShapeError;
 
 type R<T> = Result<T, ShapeError>;
 
