@@ -4,10 +4,10 @@ use serde_json::json;
 
 use super::*;
 
-fn render(source: &str, ctx: serde_json::Value) -> Result<String, String> {
+fn render(source: &str, ctx: serde_json::Value) -> Result<String, Box<dyn std::error::Error>> {
     let r = Renderer::new();
-    let part = r.compile(source).map_err(|e| e.to_string())?;
-    r.render(&part, &ctx).map_err(|e| e.message)
+    let part = r.compile(source)?;
+    Ok(r.render(&part, &ctx)?)
 }
 
 fn ok(source: &str, ctx: serde_json::Value) -> String {
