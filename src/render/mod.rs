@@ -106,29 +106,14 @@ fn escape_literal_controls(source: &str) -> (std::borrow::Cow<'_, str>, Vec<(usi
             i = open + end;
             continue;
         }
-        // Where the mustache ends: the first `}}` outside a literal.
+        // Copy the mustache up to the first `}}` outside a literal, escaping control
+        // characters inside its literals.
+        out.push_str("{{");
         let mut quote: Option<char> = None;
         let mut escaped_next = false;
         let mut end = tag.len();
         let mut chars = tag.char_indices().skip(2).peekable();
         while let Some((at, c)) = chars.next() {
-            match quote {
-                Some(_) if escaped_next => escaped_next = false,
-                Some(_) if c == '\\' => escaped_next = true,
-                Some(q) if c == q => quote = None,
-                Some(_) => {}
-                None if c == '"' || c == '\'' => quote = Some(c),
-                None if c == '}' && chars.peek().is_some_and(|(_, n)| *n == '}') => {
-                    end = at + 2;
-                    break;
-                }
-                None => {}
-            }
-        }
-        // Copy the mustache, escaping control characters inside its literals.
-        let mut quote: Option<char> = None;
-        let mut escaped_next = false;
-        for c in tag[..end].chars() {
             match quote {
                 Some(_) if escaped_next => escaped_next = false,
                 Some(_) if c == '\\' => escaped_next = true,
@@ -147,6 +132,11 @@ fn escape_literal_controls(source: &str) -> (std::borrow::Cow<'_, str>, Vec<(usi
                 }
                 Some(_) => {}
                 None if c == '"' || c == '\'' => quote = Some(c),
+                None if c == '}' && chars.peek().is_some_and(|(_, n)| *n == '}') => {
+                    out.push_str("}}");
+                    end = at + 2;
+                    break;
+                }
                 None => {}
             }
             out.push(c);

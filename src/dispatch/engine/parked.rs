@@ -28,13 +28,13 @@ const LEASE_MS: u64 = 5 * 60 * 1000;
 /// Kept retries read per store call.
 const PAGE: usize = 200;
 
-/// A kept retry as stored (JSON).
+/// A kept retry as stored (JSON); written from a borrowed payload, read into an owned one.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Record {
+struct Record<P> {
     lane: Lane,
     /// The outcome so far, protobuf in base64.
     outcome: String,
-    payload: Payload,
+    payload: P,
     dry_run: bool,
     /// When the next attempt is due, unix milliseconds.
     due_ms: i64,
@@ -50,18 +50,12 @@ pub(super) fn encode(lane: Lane, job: &Job, due: Instant) -> Vec<u8> {
     let record = Record {
         lane,
         outcome: base64::engine::general_purpose::STANDARD.encode(job.outcome.encode_to_vec()),
-        payload: clone_payload(&job.payload),
+        payload: &job.payload,
         dry_run: job.dry_run,
         due_ms,
         tried_ms,
     };
     serde_json::to_vec(&record).expect("a kept retry serializes")
-}
-
-/// Payloads are moved through the engine, never copied, except when one is kept.
-fn clone_payload(p: &Payload) -> Payload {
-    let json = serde_json::to_value(p).expect("a payload serializes");
-    serde_json::from_value(json).expect("a payload reads back")
 }
 
 /// Writes a kept retry (replacing an earlier one of the same message).
@@ -82,7 +76,7 @@ pub(super) async fn release(store: &dyn Store, app: &str, message_id: &str) -> R
 
 /// A job from its stored form.
 fn decode(body: &[u8]) -> Option<(Lane, Job)> {
-    let r: Record = serde_json::from_slice(body).ok()?;
+    let r: Record<Payload> = serde_json::from_slice(body).ok()?;
     let outcome = base64::engine::general_purpose::STANDARD.decode(&r.outcome).ok()?;
     let outcome = MessageOutcome::decode(outcome.as_slice()).ok()?;
     let now = Instant::now();
