@@ -13,7 +13,8 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::api::channels::ChannelsService;
 use crate::api::{
-    apps::AppsService, campaigns::CampaignsService, endpoints::EndpointsService, messages::MessagesService, segments::SegmentsService,
+    apps::AppsService, campaigns::CampaignsService, endpoints::EndpointsService, events::EventsService, messages::MessagesService,
+    segments::SegmentsService,
     suppressions::SuppressionsService, templates::TemplatesService, Auth,
 };
 use crate::channels::email::{SmtpPool, SmtpRelay};
@@ -21,6 +22,7 @@ use crate::config::Config;
 use crate::dispatch::engine::{Engine, EngineConfig};
 use crate::proto::v1::{
     apps_server::AppsServer, campaigns_server::CampaignsServer, channels_server::ChannelsServer, endpoints_server::EndpointsServer,
+    events_server::EventsServer,
     messages_server::MessagesServer, segments_server::SegmentsServer, suppressions_server::SuppressionsServer,
     templates_server::TemplatesServer,
 };
@@ -119,6 +121,18 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     let templates =
         TemplatesServer::new(TemplatesService::new(store.clone(), templates_cache)).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
+    let events = EventsServer::new(EventsService::new(store.clone(), sealer.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let event_workers = tokio::spawn(crate::events::worker::run(Arc::new(crate::events::worker::Workers {
+        runner: runner.clone(),
+        sealer: sealer.clone(),
+        retention: crate::events::worker::Retention {
+            count: config.event_retention_count,
+            age: Duration::from_secs(config.event_retention_hours * 3_600),
+        },
+        webhook_backoff: Duration::from_millis(config.event_webhook_backoff_ms),
+        stop: stop_rx.clone(),
+    })));
+
     let grpc_addr = grpc.local_addr()?;
     let metrics_addr = metrics.local_addr()?;
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -139,6 +153,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
                 auth.clone(),
             ))
             .add_service(InterceptedService::new(campaigns_service, auth.clone()))
+            .add_service(InterceptedService::new(events, auth.clone()))
             .add_service(InterceptedService::new(ChannelsServer::new(ChannelsService::new(store.clone(), sealer.clone())), auth))
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())),
     );
@@ -193,6 +208,8 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let deadline = tokio::time::Instant::now() + grace;
+    // The event workers stop first (they start trigger runs), recording their positions.
+    let _ = tokio::time::timeout_at(deadline, event_workers).await;
     let (runs, calls) = tokio::join!(tokio::time::timeout_at(deadline, runner.wait()), tokio::time::timeout_at(deadline, grpc_task));
     match runs {
         Ok(()) => tracing::info!("Campaign runs stopped at a recorded position."),
@@ -238,7 +255,8 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
         CampaignsServer<CampaignsService>,
         SuppressionsServer<SuppressionsService>,
         MessagesServer<MessagesService>,
-        ChannelsServer<ChannelsService>
+        ChannelsServer<ChannelsService>,
+        EventsServer<EventsService>
     );
     let overall = if serving { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
     health.set_service_status("", overall).await;

@@ -19,6 +19,9 @@
 //! | `outcome_ttl_days` | `--outcome-ttl-days` | `HERALD_OUTCOME_TTL_DAYS` | `30` |
 //! | `feedback_addr` | `--feedback-addr` | `HERALD_FEEDBACK_ADDR` | none: no feedback listener |
 //! | `secret_key` | `--secret-key` | `HERALD_SECRET_KEY` | a key created in `data_dir/secret.key` |
+//! | `event_retention_count` | `--event-retention-count` | `HERALD_EVENT_RETENTION_COUNT` | `1000000` (the most) |
+//! | `event_retention_hours` | `--event-retention-hours` | `HERALD_EVENT_RETENTION_HOURS` | `168` |
+//! | `event_webhook_backoff_ms` | `--event-webhook-backoff-ms` | `HERALD_EVENT_WEBHOOK_BACKOFF_MS` | `1000` |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -77,6 +80,12 @@ pub struct Config {
     pub secret_key: Option<String>,
     /// Where providers' delivery receipts, replies and bounce notifications arrive.
     pub feedback_addr: Option<SocketAddr>,
+    /// Most events kept in each app's stream (StreamEvents, destinations, triggers read it).
+    pub event_retention_count: u64,
+    /// Oldest event kept, in hours.
+    pub event_retention_hours: u64,
+    /// First wait after a failed event webhook delivery (doubling up to 5 minutes, jittered).
+    pub event_webhook_backoff_ms: u64,
 }
 
 impl Default for Config {
@@ -98,6 +107,9 @@ impl Default for Config {
             outcome_ttl_days: 30,
             secret_key: None,
             feedback_addr: None,
+            event_retention_count: crate::store::MAX_EVENTS,
+            event_retention_hours: 168,
+            event_webhook_backoff_ms: 1_000,
         }
     }
 }
@@ -142,6 +154,12 @@ pub struct ConfigArgs {
     pub secret_key: Option<String>,
     #[arg(long, env = "HERALD_FEEDBACK_ADDR", value_name = "ADDR")]
     pub feedback_addr: Option<SocketAddr>,
+    #[arg(long, env = "HERALD_EVENT_RETENTION_COUNT", value_name = "N")]
+    pub event_retention_count: Option<u64>,
+    #[arg(long, env = "HERALD_EVENT_RETENTION_HOURS", value_name = "HOURS")]
+    pub event_retention_hours: Option<u64>,
+    #[arg(long, env = "HERALD_EVENT_WEBHOOK_BACKOFF_MS", value_name = "MS")]
+    pub event_webhook_backoff_ms: Option<u64>,
 }
 
 impl Config {
@@ -205,6 +223,15 @@ impl Config {
         if let Some(v) = args.feedback_addr {
             config.feedback_addr = Some(v);
         }
+        if let Some(v) = args.event_retention_count {
+            config.event_retention_count = v;
+        }
+        if let Some(v) = args.event_retention_hours {
+            config.event_retention_hours = v;
+        }
+        if let Some(v) = args.event_webhook_backoff_ms {
+            config.event_webhook_backoff_ms = v;
+        }
         if let Some(v) = &args.secret_key {
             config.secret_key = Some(v.clone()).filter(|k| !k.is_empty());
         }
@@ -236,6 +263,15 @@ impl Config {
         }
         if self.outcome_ttl_days == 0 {
             return Err(ConfigError::Invalid("outcome_ttl_days must be at least 1".into()));
+        }
+        if !(1..=crate::store::MAX_EVENTS).contains(&self.event_retention_count) {
+            return Err(ConfigError::Invalid(format!("event_retention_count must be 1 to {}", crate::store::MAX_EVENTS)));
+        }
+        if self.event_retention_hours == 0 {
+            return Err(ConfigError::Invalid("event_retention_hours must be at least 1".into()));
+        }
+        if !(10..=60_000).contains(&self.event_webhook_backoff_ms) {
+            return Err(ConfigError::Invalid("event_webhook_backoff_ms must be 10 to 60000".into()));
         }
         if self.template_cache_size == 0 {
             return Err(ConfigError::Invalid("template_cache_size must be at least 1".into()));

@@ -35,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod events;
 pub mod feedback;
 pub mod outcomes;
 pub mod pipeline;

@@ -45,6 +45,14 @@ pub const BUILD_INFO: &str = "herald_build_info";
 /// Counter: provider feedback received, by kind (sms_delivered, sms_failed, sms_optout,
 /// email_hardbounce, email_softbounce, email_complaint).
 pub const FEEDBACK: &str = "herald_feedback_total";
+/// Counter: events PutEvents was given, by result (accepted, rejected).
+pub const EVENTS_RECEIVED: &str = "herald_events_received_total";
+/// Counter: event batches sent to event destinations, by result (delivered, failed).
+pub const WEBHOOK_DELIVERIES: &str = "herald_event_webhook_deliveries_total";
+/// Counter: events delivered to event destinations.
+pub const WEBHOOK_EVENTS: &str = "herald_event_webhook_events_total";
+/// Counter: EVENT campaign messages triggered, by result (queued, dropped_late).
+pub const EVENT_TRIGGERS: &str = "herald_event_triggers_total";
 
 /// Every metric name above, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -66,6 +74,10 @@ pub const ALL: &[&str] = &[
     CAMPAIGN_RUNS_EXECUTING,
     BUILD_INFO,
     FEEDBACK,
+    EVENTS_RECEIVED,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_EVENTS,
+    EVENT_TRIGGERS,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -118,6 +130,10 @@ fn describe() {
     metrics::describe_counter!(CAMPAIGN_RUNS, "Campaign runs that ended, by final state.");
     metrics::describe_gauge!(CAMPAIGN_RUNS_EXECUTING, "Campaign runs executing in this daemon.");
     metrics::describe_counter!(FEEDBACK, "Provider feedback received, by kind.");
+    metrics::describe_counter!(EVENTS_RECEIVED, "Events given to PutEvents, by result.");
+    metrics::describe_counter!(WEBHOOK_DELIVERIES, "Event batches sent to event destinations, by result.");
+    metrics::describe_counter!(WEBHOOK_EVENTS, "Events delivered to event destinations.");
+    metrics::describe_counter!(EVENT_TRIGGERS, "Endpoints an EVENT campaign was triggered for, by result.");
 }
 
 pub fn store_retry(backend: &'static str) {

@@ -36,7 +36,11 @@ impl EndpointsService {
     }
 }
 
-fn upsert(writes: Vec<Endpoint>, all_or_nothing: bool) -> EndpointOp {
+fn upsert(mut writes: Vec<Endpoint>, all_or_nothing: bool) -> EndpointOp {
+    // Activity is the server's to set, from PutEvents.
+    for w in &mut writes {
+        w.last_activity_date.clear();
+    }
     EndpointOp::Upsert { writes, all_or_nothing, now: domain::timestamp(chrono::Utc::now()), request_id: domain::new_id() }
 }
 

@@ -5,6 +5,7 @@ pub mod apps;
 pub mod campaigns;
 pub mod channels;
 pub mod endpoints;
+pub mod events;
 pub mod messages;
 pub mod segments;
 pub mod suppressions;

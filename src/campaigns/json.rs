@@ -128,11 +128,21 @@ fn schedule(v: Option<&Value>, at: &str) -> R<Option<Schedule>> {
             FilterType::from_str_name(&format!("FILTER_TYPE_{}", ft.to_ascii_uppercase()))
                 .ok_or_else(|| bad(&format!("{f}.filter_type"), format!("unknown value '{ft}'")))?
         };
+        // Attribute and metric dimensions in Pinpoint's shape, as in segment files.
+        let mut dims = serde_json::Map::new();
+        for (key, pinpoint) in [("attributes", "Attributes"), ("metrics", "Metrics")] {
+            if let Some(v) = e.get(key) {
+                dims.insert(pinpoint.into(), v.clone());
+            }
+        }
+        let d = crate::segments::json::dimensions(&Value::Object(dims), &f)
+            .map_err(|e| bad(&e.at.replace(".Attributes", ".attributes").replace(".Metrics", ".metrics"), e.what))?;
         s.event_filter = Some(EventFilter {
             filter_type: filter_type as i32,
             exclude_event_types: boolean(e, "exclude_event_types", &f)?,
             event_types: strings(e, "event_types", &f)?,
-            ..Default::default()
+            attributes: d.attributes,
+            metrics: d.metrics,
         });
     }
     Ok(Some(s))

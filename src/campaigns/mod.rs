@@ -19,6 +19,8 @@ use crate::store::{Store, StoreError};
 /// Store record kinds.
 pub const KIND: &str = "campaign";
 pub const RUN_KIND: &str = "campaign-run";
+/// The store record kind of an EVENT campaign's runs for one batch of events, while they run.
+pub const TRIGGER_KIND: &str = "campaign-trigger";
 
 /// Treatments in all, the default one included (Pinpoint's limit).
 pub const MAX_TREATMENTS: usize = 5;
@@ -151,9 +153,17 @@ pub fn validate_schedule(field: &str, s: &Schedule, out: &mut Vec<FieldViolation
             Some(f) if f.event_types.is_empty() => {
                 out.push(FieldViolation::new(format!("{field}.event_filter.event_types"), "name at least one event type"))
             }
-            Some(_) => {}
+            Some(f) => {
+                crate::segments::validate::dimensions(&format!("{field}.event_filter"), &event_dimensions(f), out);
+            }
         }
     }
+}
+
+/// An event filter's attribute and metric tests as segment dimensions (the same semantics,
+/// applied to the event's attributes and metrics).
+pub fn event_dimensions(f: &crate::proto::v1::EventFilter) -> crate::proto::v1::SegmentDimensions {
+    crate::proto::v1::SegmentDimensions { attributes: f.attributes.clone(), metrics: f.metrics.clone(), ..Default::default() }
 }
 
 /// Minutes east of UTC for `UTC`, `UTC+01`, `UTC+05:45`, `UTC-11`.

@@ -25,7 +25,7 @@ use std::time::Duration;
 use prost::Message as _;
 use tokio::task::JoinHandle;
 
-use super::{localtime, run_id, RUN_KIND};
+use super::{localtime, run_id, RUN_KIND, TRIGGER_KIND};
 use crate::dispatch::engine::{Engine, Lane, Tally};
 use crate::dispatch::quota::RateGate;
 use crate::dispatch::reply::UNSETTLED;
@@ -124,6 +124,17 @@ fn member_facts(e: &crate::proto::v1::Endpoint, suppressed: bool) -> planner::Fa
     }
 }
 
+/// A run's record id: its occurrence's, or for an EVENT campaign's trigger run the batch's.
+pub fn key(run: &CampaignRun) -> String {
+    match &run.trigger {
+        Some(t) => format!("{}:e{}", run.campaign_id, t.event_id),
+        None => run_id(&run.campaign_id, run.occurrence),
+    }
+}
+
+/// How long after its event a triggered message may still go out (Pinpoint's rule).
+pub const TRIGGER_DEADLINE_SECS: i64 = 300;
+
 /// The member set of a run's messages held until `minute`.
 fn held_set(run: &str, minute: i64) -> String {
     format!("held:{run}:{minute}")
@@ -142,6 +153,8 @@ pub struct Runner {
     stop: tokio::sync::watch::Receiver<bool>,
     /// The tasks of runs started here, so a stop can wait for them.
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    /// Trigger runs fold into their day's activity one at a time.
+    folding: tokio::sync::Mutex<()>,
 }
 
 impl Runner {
@@ -152,7 +165,7 @@ impl Runner {
         owner: String,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        Self { store, engine, cache, owner, running: Default::default(), stop, tasks: Default::default() }
+        Self { store, engine, cache, owner, running: Default::default(), stop, tasks: Default::default(), folding: Default::default() }
     }
 
     /// Starts (or resumes) a run in a task this runner tracks.
@@ -212,14 +225,66 @@ impl Runner {
     }
 
     async fn save(&self, app: &str, run: &CampaignRun) -> Result<(), RunError> {
-        let id = run_id(&run.campaign_id, run.occurrence);
+        let id = key(run);
+        let kind = if run.trigger.is_some() { TRIGGER_KIND } else { RUN_KIND };
         let body = run.encode_to_vec();
-        self.patiently(|| self.store.write_record(app, RUN_KIND, &id, 1, 1, &body)).await
+        self.patiently(|| self.store.write_record(app, kind, &id, 1, 1, &body)).await
+    }
+
+    /// A finished trigger run: its counts go into the campaign's activity of that day (one
+    /// record per day, as a scheduled campaign has one per run); its own record is kept as
+    /// finished.
+    async fn fold_trigger(&self, app: &str, run: &CampaignRun) -> Result<(), RunError> {
+        let _one_at_a_time = self.folding.lock().await;
+        let store = self.store.as_ref();
+        let arrival = run.trigger.as_ref().and_then(|t| segments::rule::parse_instant(&t.arrival)).unwrap_or_else(chrono::Utc::now);
+        let day = (arrival.timestamp().div_euclid(86_400)) as i32;
+        let id = run_id(&run.campaign_id, day);
+        let existing = self.patiently(|| store.get_record(app, RUN_KIND, &id, None)).await?;
+        let fresh = existing.is_none();
+        let mut daily = match existing {
+            Some(raw) => CampaignRun::decode(raw.as_slice()).map_err(StoreError::from)?,
+            None => CampaignRun {
+                campaign_id: run.campaign_id.clone(),
+                occurrence: day,
+                campaign_version: run.campaign_version,
+                scheduled_start: domain::timestamp(arrival.date_naive().and_hms_opt(0, 0, 0).expect("midnight").and_utc()),
+                start: run.start.clone(),
+                scanned: true,
+                ..Default::default()
+            },
+        };
+        for (t, a) in run.activities.iter().enumerate() {
+            if daily.activities.len() <= t {
+                daily.activities.push(Activity {
+                    id: format!("{id}-{}", a.treatment_id),
+                    campaign_id: run.campaign_id.clone(),
+                    campaign_version: run.campaign_version,
+                    treatment_id: a.treatment_id,
+                    treatment_name: a.treatment_name.clone(),
+                    scheduled_start: daily.scheduled_start.clone(),
+                    start: daily.start.clone(),
+                    ..Default::default()
+                });
+            }
+            add_counts(&mut daily.activities[t], a);
+            daily.activities[t].state = CampaignState::Completed as i32;
+            daily.activities[t].end = run.end.clone();
+        }
+        daily.state = CampaignState::Completed as i32;
+        daily.end = run.end.clone();
+        daily.campaign_version = daily.campaign_version.max(run.campaign_version);
+        let body = daily.encode_to_vec();
+        let expect = if fresh { 0 } else { 1 };
+        self.patiently(|| store.write_record(app, RUN_KIND, &id, expect, 1, &body)).await?;
+        // The trigger's record stays a while as finished, so that its batch, read again after
+        // a crash, is known to have run (events::triggers::sweep drops it later).
+        self.save(app, run).await
     }
 
     /// Runs (or resumes) a run to its end, a pause, a stop, or the loss of its lease.
     pub async fn execute(self: Arc<Self>, app: String, mut run: CampaignRun) {
-        let id = run_id(&run.campaign_id, run.occurrence);
+        let id = key(&run);
         if self.stopping() || !self.running.lock().insert(id.clone()) {
             return;
         }
@@ -334,7 +399,7 @@ impl Runner {
             run.activities = names
                 .into_iter()
                 .map(|(tid, name)| Activity {
-                    id: format!("{}-{tid}", run_id(&run.campaign_id, run.occurrence)),
+                    id: format!("{}-{tid}", key(run)),
                     campaign_id: run.campaign_id.clone(),
                     campaign_version: run.campaign_version,
                     treatment_id: tid,
@@ -381,8 +446,22 @@ impl Runner {
         for (a, (_, start, _)) in run.activities.iter_mut().zip(&schedules) {
             a.scheduled_start = domain::timestamp(*start);
         }
-        let deadlines =
-            schedules.iter().map(|(_, start, _)| limits.maximum_duration.map(|s| *start + chrono::Duration::seconds(s))).collect();
+        // A triggered message goes within 5 minutes of its event or not at all.
+        let trigger_deadline = run
+            .trigger
+            .as_ref()
+            .and_then(|t| segments::rule::parse_instant(&t.arrival))
+            .map(|a| a + chrono::Duration::seconds(TRIGGER_DEADLINE_SECS));
+        let deadlines = schedules
+            .iter()
+            .map(|(_, start, _)| {
+                let own = limits.maximum_duration.map(|s| *start + chrono::Duration::seconds(s));
+                match (own, trigger_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            })
+            .collect();
         let lanes = composers.iter().map(Composer::lanes).collect();
         let plan = Arc::new(Plan {
             lanes,
@@ -398,12 +477,16 @@ impl Runner {
                 campaign_id: run.campaign_id.clone(),
                 ..Default::default()
             },
-            request_id: run_id(&run.campaign_id, run.occurrence),
+            request_id: key(run),
             resumed,
         });
         if !run.scanned {
             let cursor = Some(run.cursor.clone()).filter(|c| !c.is_empty());
-            let stream = MemberStream::open_ordered(self.store.clone(), app, Arc::new(rule), segments::PAGE, cursor);
+            let stream = match &run.trigger {
+                // The endpoints the events came from, each tested against the segment alone.
+                Some(t) => MemberStream::listed(self.store.clone(), app, Arc::new(rule), t.endpoint_ids.clone(), cursor),
+                None => MemberStream::open_ordered(self.store.clone(), app, Arc::new(rule), segments::PAGE, cursor),
+            };
             if self.pump(app, run, &plan, stream, false, lost).await? == Pumped::Stopped {
                 return Ok(());
             }
@@ -452,6 +535,10 @@ impl Runner {
             a.state = CampaignState::Completed as i32;
             a.start = run.start.clone();
             a.end = run.end.clone();
+        }
+        if run.trigger.is_some() {
+            self.fold_trigger(app, run).await?;
+            return Ok(());
         }
         self.save(app, run).await?;
         // After its last occurrence a campaign no longer holds its segment and templates.

@@ -333,8 +333,26 @@ pub fn merge(old: Option<Endpoint>, write: &Endpoint, app_id: &str, now: &str, r
         }
     }
     e.effective_date = if write.effective_date.is_empty() { now.to_string() } else { write.effective_date.clone() };
+    touch(&mut e, &write.last_activity_date);
     e.request_id = if write.request_id.is_empty() { request_id.to_string() } else { write.request_id.clone() };
     e
+}
+
+/// Moves an endpoint's last activity forward to `at` (ISO-8601; never backward).
+pub fn touch(e: &mut Endpoint, at: &str) {
+    if !at.is_empty() && later(at, &e.last_activity_date) {
+        e.last_activity_date = at.to_string();
+    }
+}
+
+/// Whether instant `a` is after `b` (an empty or unreadable `b` is before everything).
+fn later(a: &str, b: &str) -> bool {
+    use crate::segments::rule::parse_instant;
+    match (parse_instant(a), parse_instant(b)) {
+        (Some(a), Some(b)) => a > b,
+        (Some(_), None) => true,
+        _ => false,
+    }
 }
 
 fn set_if_given(slot: &mut String, given: &str) {

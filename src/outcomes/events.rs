@@ -59,6 +59,8 @@ pub fn event_for(o: &MessageOutcome, event_type: String) -> Event {
         attributes,
         facets_json: String::new(),
         message_id: o.message_id.clone(),
+        origin: crate::proto::v1::EventOrigin::Delivery as i32,
+        ..Default::default()
     }
 }
 

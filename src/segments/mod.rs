@@ -188,6 +188,36 @@ impl MemberStream {
         Self { rx, store, app: app.to_string(), rule, sets, now: chrono::Utc::now(), scanned: 0, last_scanned: None }
     }
 
+    /// The members of `rule` among the endpoints `ids` (ascending), after `after`: each
+    /// endpoint is read by id and tested alone — no scan of the segment.
+    pub fn listed(store: Arc<dyn Store>, app: &str, rule: Arc<Rule>, ids: Vec<String>, after: Option<String>) -> Self {
+        let (tx, rx) = mpsc::channel(2);
+        let (reader, reader_app) = (store.clone(), app.to_string());
+        tokio::spawn(async move {
+            let ids: Vec<String> = ids.into_iter().filter(|id| after.as_ref().is_none_or(|a| id > a)).collect();
+            for chunk in ids.chunks(PAGE) {
+                let mut backoff = BACKOFF.0;
+                let page = loop {
+                    let reads = chunk.iter().map(|id| reader.get_endpoint(&reader_app, id));
+                    match futures::future::join_all(reads).await.into_iter().collect::<Result<Vec<_>, _>>() {
+                        Ok(found) => break Ok(found.into_iter().flatten().collect::<Vec<_>>()),
+                        Err(e) if e.is_transient() && !tx.is_closed() => {
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(BACKOFF.1);
+                        }
+                        Err(e) => break Err(e),
+                    }
+                };
+                let failed = page.is_err();
+                if tx.send(page).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let sets = rule.member_sets();
+        Self { rx, store, app: app.to_string(), rule, sets, now: chrono::Utc::now(), scanned: 0, last_scanned: None }
+    }
+
     /// The members of the next page (possibly none), or `None` once the scan is over.
     pub async fn next_page(&mut self) -> Option<Result<Vec<Endpoint>, StoreError>> {
         let page = match self.rx.recv().await? {

@@ -271,7 +271,10 @@ impl Criteria {
             }
         }
         if let Some((secs, active)) = self.recency {
-            let last = parse_instant(&e.effective_date);
+            // Activity is the latest event PutEvents reported; an endpoint that never
+            // reported one counts from its last update (the SDKs update it at each session).
+            let at = if e.last_activity_date.is_empty() { &e.effective_date } else { &e.last_activity_date };
+            let last = parse_instant(at);
             let recent = last.is_some_and(|t| (now - t).num_seconds() <= secs);
             if recent != active {
                 return false;

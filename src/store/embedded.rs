@@ -566,6 +566,14 @@ impl Store for EmbeddedStore {
         self.embedded_read_events(app_id, after, limit).await
     }
 
+    async fn last_event(&self, app_id: &str) -> Result<u64, StoreError> {
+        self.embedded_last_event(app_id).await
+    }
+
+    async fn trim_events(&self, app_id: &str, floor: u64) -> Result<(), StoreError> {
+        self.embedded_trim_events(app_id, floor).await
+    }
+
     async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError> {
         let (app_id, name, user) = (app_id.to_string(), name.to_string(), user.to_string());
         self.blocking(move |db| embedded_templates::set_template_use(db, &app_id, &name, &user, in_use)).await

@@ -179,4 +179,28 @@ impl EmbeddedStore {
         })
         .await
     }
+
+    pub(super) async fn embedded_last_event(&self, app_id: &str) -> Result<u64, StoreError> {
+        let app_id = app_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let seqs = txn.open_table(EVENT_SEQ).map_err(backend)?;
+            Ok(seqs.get(app_id.as_str()).map_err(backend)?.map_or(0, |g| g.value()))
+        })
+        .await
+    }
+
+    pub(super) async fn embedded_trim_events(&self, app_id: &str, floor: u64) -> Result<(), StoreError> {
+        let app_id = app_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut stream = txn.open_table(EVENTS).map_err(backend)?;
+                let (lo, hi) = (format!("{app_id}\0"), format!("{app_id}\0{floor:020}"));
+                stream.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
+            }
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
 }

@@ -238,6 +238,13 @@ pub trait Store: Send + Sync + 'static {
     /// Events after `after` (an event id; `None`: from the oldest kept), oldest first.
     async fn read_events(&self, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Event>, StoreError>;
 
+    /// The number of the app's last recorded event (0: none yet). An event's id is its number
+    /// in 20 digits; numbers only grow, so a reader resumes after the last id it saw.
+    async fn last_event(&self, app_id: &str) -> Result<u64, StoreError>;
+
+    /// Drops the app's events numbered below `floor` (retention by age or count).
+    async fn trim_events(&self, app_id: &str, floor: u64) -> Result<(), StoreError>;
+
     /// Marks a template as used (or no longer used) by `user`, a campaign or journey id; a
     /// template in use cannot be deleted (FAILED_PRECONDITION).
     async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError>;

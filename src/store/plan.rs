@@ -34,6 +34,9 @@ pub enum EndpointOp {
     Delete { ids: Vec<String> },
     /// Delete every endpoint of a user.
     DeleteUser { user_id: String },
+    /// Move existing endpoints' last activity forward (id, ISO-8601 instant); ids that do not
+    /// exist are skipped. Nothing else of the endpoint changes.
+    Touch { activity: Vec<(String, String)> },
 }
 
 /// A write the planner refused: its position in the operation, the field and why.
@@ -172,6 +175,15 @@ pub fn plan(app_id: &str, op: &EndpointOp, snap: &Snapshot) -> Result<Plan, Need
                 }
             }
         }
+        EndpointOp::Touch { activity } => {
+            for (id, at) in activity {
+                if let Some(mut e) = sim.endpoint(id) {
+                    endpoint::touch(&mut e, at);
+                    sim.endpoints.insert(id.clone(), Some(e));
+                    written_ids.push(id.as_str());
+                }
+            }
+        }
     }
     if !sim.missing.is_empty() {
         return Err(sim.missing.into_needs());
@@ -205,6 +217,7 @@ pub fn prefetch(op: &EndpointOp) -> Needs {
         }
         EndpointOp::Delete { ids } => needs.endpoints = ids.clone(),
         EndpointOp::DeleteUser { user_id } => needs.users.push(user_id.clone()),
+        EndpointOp::Touch { activity } => needs.endpoints = activity.iter().map(|(id, _)| id.clone()).collect(),
     }
     needs
 }

@@ -634,6 +634,14 @@ impl Store for RedisStore {
         self.redis_read_events(app_id, after, limit).await
     }
 
+    async fn last_event(&self, app_id: &str) -> Result<u64, StoreError> {
+        self.redis_last_event(app_id).await
+    }
+
+    async fn trim_events(&self, app_id: &str, floor: u64) -> Result<(), StoreError> {
+        self.redis_trim_events(app_id, floor).await
+    }
+
     async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError> {
         self.redis_set_template_use(app_id, name, user, in_use).await
     }

@@ -269,4 +269,22 @@ impl RedisStore {
         }
         Ok(out)
     }
+
+    pub(super) async fn redis_last_event(&self, app_id: &str) -> Result<u64, StoreError> {
+        let n: Option<u64> = self.conn().get(Keys::new(app_id).key("event-seq", "")).await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    pub(super) async fn redis_trim_events(&self, app_id: &str, floor: u64) -> Result<(), StoreError> {
+        let stream = Keys::new(app_id).key("event-stream", "");
+        let mut conn = self.conn();
+        // The entry holding event `floor` stays (it may hold later events too); every entry
+        // before it goes.
+        let holding: Vec<StreamEntry> =
+            redis::cmd("XREVRANGE").arg(&stream).arg(format!("{floor}-0")).arg("-").arg("COUNT").arg(1).query_async(&mut conn).await?;
+        if let Some((id, _)) = holding.first() {
+            let _: u64 = redis::cmd("XTRIM").arg(&stream).arg("MINID").arg(id).query_async(&mut conn).await?;
+        }
+        Ok(())
+    }
 }
