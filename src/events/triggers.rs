@@ -28,6 +28,8 @@ use crate::store::{Store, StoreError};
 pub const POSITION_KIND: &str = "event-trigger-position";
 /// Events read per step.
 const PAGE: usize = 1_000;
+/// How often trigger runs left executing are looked for.
+const RESUME_EVERY: Duration = Duration::from_secs(5);
 /// How long the list of EVENT campaigns is reused before it is read again.
 const CAMPAIGNS_TTL: Duration = Duration::from_secs(1);
 
@@ -87,16 +89,18 @@ pub async fn run(runner: Arc<Runner>, app: String, mut stop: tokio::sync::watch:
     let mut wake = super::subscribe();
     let mut armed: Vec<Armed> = Vec::new();
     let mut loaded_at: Option<Instant> = None;
-    let mut resumed = false;
+    let mut resumed_at: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
         if *stop.borrow() {
             return;
         }
         let step = async {
-            if !resumed {
+            // Trigger runs left by a daemon that died wait for their lease to lapse: looked
+            // for again every few seconds.
+            if resumed_at.is_none_or(|t| t.elapsed() > RESUME_EVERY) {
                 resume(&runner, &app).await?;
-                resumed = true;
+                resumed_at = Some(Instant::now());
             }
             if loaded_at.is_none_or(|t| t.elapsed() > CAMPAIGNS_TTL) {
                 armed = campaigns(store.as_ref(), &app).await?;

@@ -210,6 +210,16 @@ impl Daemon {
         Self::spawn(redis, self.data_dir.clone(), tmp, self.api_key.clone(), &extra)
     }
 
+    /// Kills this daemon outright (SIGKILL) and starts another on the same data directory and
+    /// Redis with other options.
+    pub fn crash_and_restart_with(mut self, extra: &[&str]) -> Self {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (redis, tmp) = (self.redis.take(), self._tmp.take());
+        Self::spawn(redis, self.data_dir.clone(), tmp, self.api_key.clone(), extra)
+    }
+
     /// Another daemon on this one's Redis (its own data directory and ports), same options.
     pub fn sibling(&self) -> Self {
         let redis = self.redis.as_ref().expect("a Redis daemon");
@@ -395,4 +405,9 @@ pub fn email_message(subject: &str, text: &str) -> herald::proto::v1::DirectMess
         }),
         ..Default::default()
     }
+}
+
+/// The Python of the test venv that scripts/test makes (pinned clients: standardwebhooks...).
+pub fn python() -> String {
+    std::env::var("HERALD_TEST_PYTHON").unwrap_or_else(|_| format!("{}/target/test-venv/bin/python", env!("CARGO_MANIFEST_DIR")))
 }
