@@ -637,3 +637,41 @@ async fn webhooks_are_signed_retried_and_disabled_after_repeated_failure() {
     let _ = child.kill();
     let _ = bad_child.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reports_events_tails_the_stream_and_manages_destinations() {
+    let d = Daemon::start(Backend::Embedded);
+    let app = d.create_app("cli").await.app_id;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("http://{}", d.grpc);
+    let env = [("HERALD_ADDR", addr.as_str()), ("HERALD_API_KEY", API_KEY)];
+    let (code, out, err) = common::herald(
+        &["events", "put", "--app", &app, "--endpoint", "ep1", "--type", "feature_used", "--attr", "feature=search", "--metric", "n=2"],
+        &env,
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("event cli: 202"), "{out}");
+    let (code, out, err) = common::herald(&["events", "tail", "--app", &app, "--once"], &env, dir.path());
+    assert_eq!(code, 0, "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.lines().next().expect("one event")).unwrap();
+    assert_eq!(line["event_type"], "feature_used");
+    assert_eq!(line["attributes"]["feature"], "search");
+    assert_eq!(line["metrics"]["n"], 2.0);
+    assert_eq!(line["client"]["client_id"], "ep1");
+    let (code, out, err) =
+        common::herald(&["destinations", "create", "--app", &app, "--url", "https://hooks.example.com/in", "--type", "a"], &env, dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("signing secret (shown once): whsec_"), "{err}");
+    let made: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = made["id"].as_str().unwrap().to_string();
+    assert_eq!(made["state"], "ENABLED");
+    let (code, out, _) = common::herald(&["destinations", "disable", "--app", &app, &id], &env, dir.path());
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["state"], "DISABLED");
+    let (code, _, _) = common::herald(&["destinations", "delete", "--app", &app, &id], &env, dir.path());
+    assert_eq!(code, 0);
+    let (code, _, err) = common::herald(&["destinations", "get", "--app", &app, &id], &env, dir.path());
+    assert_ne!(code, 0);
+    assert!(err.to_lowercase().contains("not found"), "{err}");
+}

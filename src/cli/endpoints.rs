@@ -104,7 +104,7 @@ pub fn key_value(s: &str) -> Result<(String, String), ArgError> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| ArgError::Pair(s.to_string()))
 }
 
-fn key_number(s: &str) -> Result<(String, f64), ArgError> {
+pub fn key_number(s: &str) -> Result<(String, f64), ArgError> {
     let (k, v) = key_value(s)?;
     v.parse().map(|n| (k, n)).map_err(|_| ArgError::Number(v))
 }

@@ -4,6 +4,7 @@
 mod campaigns;
 mod client;
 mod endpoints;
+mod events;
 use crate::domain::json;
 mod segments;
 mod send;
@@ -99,6 +100,20 @@ enum Command {
         #[command(subcommand)]
         command: segments::SegmentsCommand,
     },
+    /// Events: report one (PutEvents), or follow an app's event stream.
+    Events {
+        #[command(flatten)]
+        conn: client::ConnArgs,
+        #[command(subcommand)]
+        command: events::EventsCommand,
+    },
+    /// Event destinations: webhooks that receive an app's events, signed (Standard Webhooks).
+    Destinations {
+        #[command(flatten)]
+        conn: client::ConnArgs,
+        #[command(subcommand)]
+        command: events::DestinationsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +158,8 @@ pub fn main() -> ExitCode {
         Command::Templates { conn, command } => run_client(templates::run(conn, command)),
         Command::Segments { conn, command } => run_client(segments::run(conn, command)),
         Command::Campaigns { conn, command } => run_client(campaigns::run(conn, command)),
+        Command::Events { conn, command } => run_client(events::run(conn, command)),
+        Command::Destinations { conn, command } => run_client(events::destinations(conn, command)),
         Command::Health { conn, service } => run_client(health(conn, service)),
         Command::Send { conn, args } => run_client(send::send(conn, args)),
         Command::Outcome { conn, app, message_id } => run_client(send::outcome(conn, app, message_id)),
