@@ -14,9 +14,17 @@
 //!   the reference.
 //! - `webhook`: custom-channel sends into a built-in HTTP/1.1 + HTTP/2 sink it starts.
 //!
+//! - `put-events`: PutEvents in batches of 100 events; events/s.
+//! - `stream-events`: StreamEvents of the app's events to one consumer; events/s.
+//! - `event-webhook`: an event destination into a built-in receiver that verifies every
+//!   Standard Webhooks signature; events/s delivered and verified.
+//! - `event-trigger`: an EVENT campaign at a fixed event rate; PutEvents-to-message latency at
+//!   a built-in SMTP receiver.
+//!
 //! `--redis-reference host:port` adds `redis-benchmark -P 100 -t set` against the daemon's
 //! Redis after any scenario; `--json` prints machine-readable results.
 
+mod events;
 mod scenarios;
 
 use std::time::{Duration, Instant};
@@ -175,6 +183,41 @@ enum Scenario {
         #[arg(long, default_value_t = 2)]
         concurrency: usize,
     },
+    /// PutEvents: `--per-call` events per call over `--spread` endpoints each (of
+    /// `--endpoints` imported first), `--concurrency` calls at a time.
+    PutEvents {
+        #[arg(long, default_value_t = 500_000)]
+        events: u64,
+        #[arg(long, default_value_t = 100)]
+        per_call: u64,
+        #[arg(long, default_value_t = 10)]
+        spread: u64,
+        #[arg(long, default_value_t = 10_000)]
+        endpoints: u64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// StreamEvents: `--events` are put first, then streamed from the oldest to one consumer.
+    StreamEvents {
+        #[arg(long, default_value_t = 500_000)]
+        events: u64,
+    },
+    /// An event destination: `--events` recorded while it is disabled, then enabled; the time
+    /// until a built-in receiver has verified every one.
+    EventWebhook {
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        #[arg(long, default_value_t = 1_000)]
+        batch: i32,
+    },
+    /// An EVENT campaign: one `purchase` event per call at `--rate` for `--duration` s, each for
+    /// its own endpoint; latency from the call to the message at a built-in SMTP receiver.
+    EventTrigger {
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+    },
     /// GetEndpoint at a fixed rate.
     GetEndpoint {
         /// Calls per second.
@@ -320,6 +363,30 @@ async fn main() -> anyhow::Result<()> {
                 bail!("--endpoints must be 1..={MAX_COUNT} and --runs 1..=20");
             }
             scenarios::segment(&channel, &cli.api_key, endpoints, runs, daemon_pid, cli.json, cli.keep).await?;
+        }
+        Scenario::PutEvents { events, per_call, spread, endpoints, concurrency } => {
+            if events == 0 || events > MAX_COUNT || !(1..=100).contains(&per_call) || spread == 0 || spread > per_call || endpoints == 0 || endpoints > MAX_COUNT {
+                bail!("--events must be 1..={MAX_COUNT}, --per-call 1..=100, --spread 1..=per-call, --endpoints 1..={MAX_COUNT}");
+            }
+            events::put_events(&channel, &cli.api_key, events, per_call, spread, endpoints, concurrency.clamp(1, 64), cli.json, cli.keep).await?;
+        }
+        Scenario::StreamEvents { events } => {
+            if events == 0 || events > 1_000_000 {
+                bail!("--events must be 1..=1000000 (the stream's retention)");
+            }
+            events::stream_events(&channel, &cli.api_key, events, cli.json, cli.keep).await?;
+        }
+        Scenario::EventWebhook { events, batch } => {
+            if events == 0 || events > 1_000_000 || !(1..=1_000).contains(&batch) {
+                bail!("--events must be 1..=1000000, --batch 1..=1000");
+            }
+            events::event_webhook(&channel, &cli.api_key, events, batch, cli.json, cli.keep).await?;
+        }
+        Scenario::EventTrigger { rate, duration } => {
+            if !(1..=20_000).contains(&rate) || duration == 0 || rate * duration > 1_000_000 {
+                bail!("--rate must be 1..=20000, --duration at least 1, at most 1,000,000 events");
+            }
+            events::event_trigger(&channel, &cli.api_key, rate, duration, cli.json, cli.keep).await?;
         }
         Scenario::GetEndpoint { rate, duration, endpoints, connections } => {
             if rate == 0 || rate > 200_000 || endpoints == 0 || endpoints > MAX_COUNT {

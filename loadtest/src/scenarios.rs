@@ -8,7 +8,7 @@ use herald::proto::v1::{
 };
 
 /// A segment of every endpoint of `app`; its id.
-async fn everyone(channel: &Channel, key: &Option<String>, app: &str) -> anyhow::Result<String> {
+pub(crate) async fn everyone(channel: &Channel, key: &Option<String>, app: &str) -> anyhow::Result<String> {
     let request_body = CreateSegmentRequest {
         app_id: app.to_string(),
         name: "everyone".into(),

@@ -186,7 +186,7 @@ pub async fn put_events(
         results.insert(endpoint_id.clone(), response);
         accepted.push((endpoint_id, events));
     }
-    // The endpoints as they stand after this call, for the events' envelope.
+    // The endpoints as they stand after this call (which of them exist).
     let mut merged: HashMap<String, Endpoint> = HashMap::new();
     if !writes.is_empty() {
         let ids: Vec<String> = writes.iter().map(|w| w.id.clone()).collect();
@@ -243,7 +243,6 @@ pub async fn put_events(
                 client_sdk_version: e.client_sdk_version,
                 sdk_name: e.sdk_name,
                 origin: EventOrigin::PutEvents as i32,
-                endpoint: endpoint.cloned(),
                 client_event_id,
             });
         }

@@ -51,7 +51,9 @@ impl Armed {
         }
         let f: EventFilter = s.event_filter.clone()?;
         let criteria = Criteria::new(&crate::campaigns::event_dimensions(&f)).ok()?;
-        let start = crate::campaigns::start_of(&s, &c.creation_date);
+        // Events before the campaign existed never fire it.
+        let created = parse_instant(&c.creation_date);
+        let start = crate::campaigns::start_of(&s, &c.creation_date).max(created);
         let end = parse_instant(&s.end_time);
         Some(Self { types: f.event_types, exclude: f.exclude_event_types, criteria, start, end, campaign: c })
     }
@@ -172,12 +174,9 @@ async fn step(runner: &Arc<Runner>, app: &str, armed: &[Armed]) -> Result<bool, 
     let store = runner.store.as_ref();
     let position = match store.get_blob(app, POSITION_KIND, "").await? {
         Some(b) => String::from_utf8_lossy(&b).parse::<u64>().unwrap_or(0),
-        // A first start fires on events from now on, not on the app's history.
-        None => {
-            let last = store.last_event(app).await?;
-            store.put_blob(app, POSITION_KIND, "", last.to_string().as_bytes()).await?;
-            last
-        }
+        // From the oldest event kept: a campaign fires only on events that arrived after it
+        // was created (and within 5 minutes of them), so history costs a read, not sends.
+        None => 0,
     };
     let page = store.read_events(app, (position > 0).then(|| event_id(position)).as_deref(), PAGE).await?;
     let Some(last) = page.last().and_then(|e| event_number(&e.event_id)) else { return Ok(false) };

@@ -245,11 +245,16 @@ impl RedisStore {
         let start = holding.first().map_or_else(|| "-".to_string(), |(id, _)| id.clone());
         let mut out = Vec::with_capacity(limit);
         let mut from = start;
+        // Entries hold whole batches of events: ask for about as many entries as the events
+        // still wanted need, judging by the entries read so far.
+        let mut count = limit.min(4);
         'entries: loop {
             let entries: Vec<StreamEntry> =
-                redis::cmd("XRANGE").arg(&stream).arg(&from).arg("+").arg("COUNT").arg(limit).query_async(&mut conn).await?;
+                redis::cmd("XRANGE").arg(&stream).arg(&from).arg("+").arg("COUNT").arg(count).query_async(&mut conn).await?;
             let Some((last_id, _)) = entries.last() else { break };
             let last_id = last_id.clone();
+            let events_in: usize = entries.iter().map(|(_, f)| f.len()).sum();
+            let per_entry = (events_in / entries.len()).max(1);
             for (id, fields) in entries {
                 let first = entry_number(&id).ok_or_else(|| StoreError::Corrupt(format!("stream entry {id} is not numbered")))?;
                 for (i, (_, blob)) in fields.into_iter().filter(|(f, _)| f == "e").enumerate() {
@@ -266,6 +271,7 @@ impl RedisStore {
                 }
             }
             from = format!("({last_id}");
+            count = (limit - out.len()).div_ceil(per_entry).clamp(1, limit);
         }
         Ok(out)
     }
