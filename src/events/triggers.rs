@@ -178,6 +178,15 @@ async fn step(runner: &Arc<Runner>, app: &str, armed: &[Armed]) -> Result<bool, 
         // was created (and within 5 minutes of them), so history costs a read, not sends.
         None => 0,
     };
+    if armed.is_empty() {
+        // No EVENT campaign: nothing to read, the position follows the stream (a campaign
+        // created later fires only on events after its creation anyway).
+        let last = store.last_event(app).await?;
+        if last != position {
+            store.put_blob(app, POSITION_KIND, "", last.to_string().as_bytes()).await?;
+        }
+        return Ok(false);
+    }
     let page = store.read_events(app, (position > 0).then(|| event_id(position)).as_deref(), PAGE).await?;
     let Some(last) = page.last().and_then(|e| event_number(&e.event_id)) else { return Ok(false) };
     let mut fired: HashMap<usize, (BTreeSet<String>, String)> = HashMap::new();
