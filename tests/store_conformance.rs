@@ -766,6 +766,59 @@ async fn outcomes_by_endpoint_newest_first_across_days(h: Harness) {
     assert!(s.list_outcomes("app", &OutcomeIndex::Endpoint("e".into()), 0, 100).await.unwrap().is_empty());
 }
 
+async fn event_positions_trimming_and_activity(h: Harness) {
+    use herald::proto::v1::Event;
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    assert_eq!(s.last_event("app").await.unwrap(), 0);
+    // Whole seconds: stored times keep milliseconds.
+    let base = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - 36_000, 0).unwrap();
+    // 250 events in batches of 50, arriving a minute apart.
+    for batch in 0..5 {
+        let events: Vec<Event> = (0..50)
+            .map(|i| {
+                let n = batch * 50 + i;
+                Event {
+                    event_type: "x".into(),
+                    client_event_id: n.to_string(),
+                    arrival_timestamp: herald::domain::timestamp(base + chrono::Duration::minutes(n as i64)),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        s.record_outcomes("app", &[], &events, 0).await.unwrap();
+    }
+    assert_eq!(s.last_event("app").await.unwrap(), 250);
+    // The first event that arrived at or after minute 120 is number 121.
+    let at = herald::events::position_at(s, "app", base + chrono::Duration::minutes(120)).await.unwrap();
+    assert_eq!(at, 120);
+    assert_eq!(herald::events::position_at(s, "app", base - chrono::Duration::hours(1)).await.unwrap(), 0);
+    assert_eq!(herald::events::position_at(s, "app", base + chrono::Duration::hours(9)).await.unwrap(), 250);
+    // Trimming below 130 keeps 130 onward (Redis may keep the rest of the batch holding 130).
+    s.trim_events("app", 130).await.unwrap();
+    let first = s.read_events("app", None, 1).await.unwrap();
+    let n: u64 = first[0].event_id.parse().unwrap();
+    assert!((101..=130).contains(&n), "oldest kept: {n}");
+    let after = s.read_events("app", Some(&herald::events::event_id(129)), 500).await.unwrap();
+    assert_eq!(after.len(), 121);
+    assert_eq!(after[0].client_event_id, "129");
+    assert_eq!(s.last_event("app").await.unwrap(), 250, "numbers go on after a trim");
+    // Touch moves an existing endpoint's activity forward only, and skips unknown ids.
+    s.write_endpoints("app", upsert(vec![ep("e1", ChannelType::Email, "ana@example.com", None)], true)).await.unwrap();
+    let later = "2026-12-01T10:00:00.000Z".to_string();
+    let earlier = "2026-11-01T10:00:00.000Z".to_string();
+    let plan = s
+        .write_endpoints("app", EndpointOp::Touch { activity: vec![("e1".into(), later.clone()), ("nope".into(), later.clone())] })
+        .await
+        .unwrap();
+    assert_eq!(plan.written_endpoints().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e1"]);
+    s.write_endpoints("app", EndpointOp::Touch { activity: vec![("e1".into(), earlier)] }).await.unwrap();
+    let e1 = s.get_endpoint("app", "e1").await.unwrap().unwrap();
+    assert_eq!(e1.last_activity_date, later);
+    assert_eq!(e1.address, "ana@example.com");
+    assert!(s.get_endpoint("app", "nope").await.unwrap().is_none());
+}
+
 async fn s_create(h: &Harness) {
     h.store.create_app(&app("app")).await.unwrap();
 }
@@ -801,6 +854,7 @@ conformance!(
     daily_quotas_roll_over_24_hours,
     suppression_lists,
     outcomes_counters_and_events,
+    event_positions_trimming_and_activity,
 );
 
 #[tokio::test]
