@@ -674,3 +674,99 @@ async fn the_cli_reports_events_tails_the_stream_and_manages_destinations() {
     assert_ne!(code, 0);
     assert!(err.to_lowercase().contains("not found"), "{err}");
 }
+
+/// In-process, with the event's arrival given: a triggered message that cannot go out within
+/// 5 minutes of its event is dropped and counted as timed out; one within them goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triggered_message_later_than_five_minutes_after_its_event_is_dropped_and_counted() {
+    use std::sync::Arc;
+
+    use herald::api::campaigns::CampaignsService;
+    use herald::campaigns::{run::Runner, runs, TRIGGER_KIND};
+    use herald::channels::email::{SmtpPool, SmtpRelay};
+    use herald::dispatch::engine::{Engine, EngineConfig};
+    use herald::proto::v1::{campaigns_server::Campaigns, App, CampaignRun, CampaignState, EventTrigger};
+    use herald::render::{template::TemplateCache, Renderer};
+    use herald::store::{embedded::EmbeddedStore, EndpointOp, Store};
+    use prost::Message as _;
+
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    store.create_app(&App { app_id: "app".into(), name: "t".into(), ..Default::default() }).await.unwrap();
+    let now_text = herald::domain::timestamp(chrono::Utc::now());
+    let writes = vec![member("e1", "Pro"), member("e2", "Pro")];
+    store.write_endpoints("app", EndpointOp::Upsert { writes, all_or_nothing: true, now: now_text, request_id: "r".into() }).await.unwrap();
+    let segment = herald::api::segments::SegmentsService::new(store.clone());
+    let segment = herald::proto::v1::segments_server::Segments::create_segment(
+        &segment,
+        tonic::Request::new(CreateSegmentRequest {
+            app_id: "app".into(),
+            name: "all".into(),
+            dimensions: Some(SegmentDimensions::default()),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let cache = Arc::new(TemplateCache::new(Arc::new(Renderer::new()), 100));
+    let config =
+        EngineConfig { shards_per_channel: 2, queue_per_shard: 10_000, retry: Default::default(), outcome_ttl: Duration::from_secs(3_600) };
+    let relay = Some(Arc::new(SmtpPool::new(SmtpRelay::new("127.0.0.1", sink.port))));
+    let senders = herald::channels::senders::Senders::new(store.clone(), relay, None, None, Duration::from_secs(5));
+    let engine = Engine::start(store.clone(), senders, config);
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let runner = Arc::new(Runner::new(store.clone(), engine, cache.clone(), "test".into(), stop_rx));
+    let now = chrono::Utc::now();
+    let campaign = Campaign {
+        name: "late".into(),
+        segment_id: segment.id,
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                from_address: "shop@shop.example".into(),
+                subject: "Triggered".into(),
+                text_part: "Hi {{Id}}".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        schedule: Some(Schedule {
+            start_time: stamp(now - chrono::Duration::hours(1)),
+            frequency: Frequency::Event as i32,
+            event_filter: Some(EventFilter { event_types: vec!["purchase".into()], ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let c = CampaignsService::new(store.clone(), cache, Arc::new(tokio::sync::Notify::new()))
+        .create_campaign(tonic::Request::new(CreateCampaignRequest { app_id: "app".into(), campaign: Some(campaign) }))
+        .await
+        .unwrap()
+        .into_inner();
+    // e1's event arrived 6 minutes ago (its message is late), e2's a moment ago.
+    for (endpoint, ago, number) in [("e1", 6, 10u64), ("e2", 0, 11)] {
+        let run = CampaignRun {
+            campaign_id: c.id.clone(),
+            campaign_version: c.version,
+            state: CampaignState::Executing as i32,
+            trigger: Some(EventTrigger {
+                endpoint_ids: vec![endpoint.into()],
+                arrival: stamp(now - chrono::Duration::minutes(ago)),
+                event_id: herald::events::event_id(number),
+            }),
+            ..Default::default()
+        };
+        let key = herald::campaigns::run::key(&run);
+        store.write_record("app", TRIGGER_KIND, &key, 0, 1, &run.encode_to_vec()).await.unwrap();
+        runner.clone().execute("app".into(), run).await;
+        let stored = CampaignRun::decode(store.get_record("app", TRIGGER_KIND, &key, None).await.unwrap().unwrap().as_slice()).unwrap();
+        assert_eq!(stored.state, CampaignState::Completed as i32, "kept as finished");
+    }
+    let got = wait_for(&sink, "Triggered", 1, Duration::from_secs(10)).await;
+    assert_eq!(got, ["e2@example.com"]);
+    let day = runs(store.as_ref(), "app", &c.id).await.unwrap();
+    assert_eq!(day.len(), 1, "one activity for the day: {day:?}");
+    let a = &day[0].activities[0];
+    assert_eq!((a.timed_out, a.successful, a.total_endpoints), (1, 1, 2), "{a:?}");
+}
