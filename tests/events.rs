@@ -36,7 +36,10 @@ async fn events(d: &Daemon) -> EventsClient<tonic::transport::Channel> {
     EventsClient::new(d.channel().await)
 }
 
-async fn put(d: &Daemon, app: &str, batch: Vec<(&str, Option<Endpoint>, Vec<(&str, ReportedEvent)>)>) -> PutEventsResponse {
+/// One endpoint's part of a PutEvents call: its id, its block, its events by id.
+type Item<'a> = (&'a str, Option<Endpoint>, Vec<(&'a str, ReportedEvent)>);
+
+async fn put(d: &Daemon, app: &str, batch: Vec<Item<'_>>) -> PutEventsResponse {
     let batch_item = batch
         .into_iter()
         .map(|(id, endpoint, evs)| {

@@ -16,7 +16,7 @@ use herald::proto::v1::{
 
 fn reported(i: u64) -> ReportedEvent {
     ReportedEvent {
-        event_type: if i % 2 == 0 { "feature_used" } else { "purchase" }.into(),
+        event_type: if i.is_multiple_of(2) { "feature_used" } else { "purchase" }.into(),
         timestamp: herald::domain::timestamp(chrono::Utc::now()),
         attributes: [("feature".to_string(), "search".to_string()), ("screen".to_string(), format!("s{}", i % 7))].into(),
         metrics: [("count".to_string(), (i % 10) as f64)].into(),
@@ -26,6 +26,7 @@ fn reported(i: u64) -> ReportedEvent {
 
 /// PutEvents calls of `per_call` events spread over `spread` endpoints (of `endpoints`
 /// imported), `concurrency` at a time, until `events` are recorded; returns the seconds taken.
+#[allow(clippy::too_many_arguments)]
 async fn put_load(
     channel: &Channel,
     key: &Option<String>,

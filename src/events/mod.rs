@@ -88,7 +88,7 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, e: &Event) -> bool {
-        (self.event_types.is_empty() || self.event_types.iter().any(|t| *t == e.event_type))
+        (self.event_types.is_empty() || self.event_types.contains(&e.event_type))
             && (self.campaign_id.is_empty() || e.attributes.get("campaign_id") == Some(&self.campaign_id))
             && (self.journey_id.is_empty() || e.attributes.get("journey_id") == Some(&self.journey_id))
     }

@@ -63,7 +63,7 @@ impl Armed {
         if e.origin != EventOrigin::PutEvents as i32 {
             return false;
         }
-        let listed = self.types.iter().any(|t| *t == e.event_type);
+        let listed = self.types.contains(&e.event_type);
         if listed == self.exclude {
             return false;
         }
