@@ -47,57 +47,83 @@ fn refused(message: impl Into<String>) -> EventItemResponse {
     EventItemResponse { message: message.into(), status_code: 400 }
 }
 
+/// Why PutEvents refuses one event (the message its result carries).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EventError {
+    #[error("the event id must be non-empty, without control characters")]
+    Id,
+    #[error("EventType must be 1 to {MAX_NAME_CHARS} characters without control characters")]
+    Type,
+    #[error("Timestamp is required")]
+    NoTimestamp,
+    #[error("Timestamp {0:?} is not an ISO-8601 instant")]
+    Timestamp(String),
+    #[error("an event carries at most {MAX_ATTRIBUTES_AND_METRICS} attributes and metrics together ({0} given)")]
+    TooMany(usize),
+    #[error("attribute and metric names are 1 to {MAX_NAME_CHARS} characters ({0:?})")]
+    Name(String),
+    #[error("attribute {0:?} is longer than {MAX_VALUE_CHARS} characters")]
+    Value(String),
+    #[error("metric {0:?} is not a finite number")]
+    Metric(String),
+    #[error("Session.Id is required")]
+    SessionId,
+    #[error("Session.StartTimestamp is required, an ISO-8601 instant")]
+    SessionStart,
+    #[error("Session.StopTimestamp is not an ISO-8601 instant")]
+    SessionStop,
+    #[error("Session.Duration must not be negative")]
+    SessionDuration,
+    #[error("an event is at most {MAX_EVENT_BYTES} bytes")]
+    Size,
+}
+
 /// Why one event is refused, if it is.
-pub fn check_event(event_id: &str, e: &ReportedEvent) -> Result<(), String> {
+pub fn check_event(event_id: &str, e: &ReportedEvent) -> Result<(), EventError> {
     if event_id.is_empty() || event_id.chars().any(char::is_control) {
-        return Err("the event id must be non-empty, without control characters".into());
+        return Err(EventError::Id);
     }
     let n = e.event_type.chars().count();
     if n == 0 || n > MAX_NAME_CHARS || e.event_type.chars().any(char::is_control) {
-        return Err(format!("EventType must be 1 to {MAX_NAME_CHARS} characters without control characters"));
+        return Err(EventError::Type);
     }
     if e.timestamp.is_empty() {
-        return Err("Timestamp is required".into());
+        return Err(EventError::NoTimestamp);
     }
     if parse_instant(&e.timestamp).is_none() {
-        return Err(format!("Timestamp {:?} is not an ISO-8601 instant", e.timestamp));
+        return Err(EventError::Timestamp(e.timestamp.clone()));
     }
     if e.attributes.len() + e.metrics.len() > MAX_ATTRIBUTES_AND_METRICS {
-        return Err(format!(
-            "an event carries at most {MAX_ATTRIBUTES_AND_METRICS} attributes and metrics together ({} given)",
-            e.attributes.len() + e.metrics.len()
-        ));
+        return Err(EventError::TooMany(e.attributes.len() + e.metrics.len()));
     }
     for name in e.attributes.keys().chain(e.metrics.keys()) {
         let n = name.chars().count();
         if n == 0 || n > MAX_NAME_CHARS {
-            return Err(format!("attribute and metric names are 1 to {MAX_NAME_CHARS} characters ({name:?})"));
+            return Err(EventError::Name(name.clone()));
         }
     }
-    for (name, value) in &e.attributes {
-        if value.chars().count() > MAX_VALUE_CHARS {
-            return Err(format!("attribute {name:?} is longer than {MAX_VALUE_CHARS} characters"));
-        }
+    if let Some((name, _)) = e.attributes.iter().find(|(_, v)| v.chars().count() > MAX_VALUE_CHARS) {
+        return Err(EventError::Value(name.clone()));
     }
     if let Some((name, _)) = e.metrics.iter().find(|(_, v)| !v.is_finite()) {
-        return Err(format!("metric {name:?} is not a finite number"));
+        return Err(EventError::Metric(name.clone()));
     }
     if let Some(s) = &e.session {
         if s.id.is_empty() {
-            return Err("Session.Id is required".into());
+            return Err(EventError::SessionId);
         }
         if parse_instant(&s.start_timestamp).is_none() {
-            return Err("Session.StartTimestamp is required, an ISO-8601 instant".into());
+            return Err(EventError::SessionStart);
         }
         if !s.stop_timestamp.is_empty() && parse_instant(&s.stop_timestamp).is_none() {
-            return Err("Session.StopTimestamp is not an ISO-8601 instant".into());
+            return Err(EventError::SessionStop);
         }
         if s.duration < 0 {
-            return Err("Session.Duration must not be negative".into());
+            return Err(EventError::SessionDuration);
         }
     }
     if e.encoded_len() > MAX_EVENT_BYTES {
-        return Err(format!("an event is at most {MAX_EVENT_BYTES} bytes"));
+        return Err(EventError::Size);
     }
     Ok(())
 }
@@ -162,7 +188,7 @@ pub async fn put_events(
                     events.push((event_id, e));
                 }
                 Err(why) => {
-                    response.events_item_response.insert(event_id, refused(why));
+                    response.events_item_response.insert(event_id, refused(why.to_string()));
                 }
             }
         }
@@ -268,11 +294,11 @@ mod tests {
     fn events_are_checked_against_pinpoints_limits() {
         assert!(check_event("e1", &event("feature_used")).is_ok());
         assert!(check_event("", &event("x")).is_err());
-        assert!(check_event("e1", &event("")).unwrap_err().contains("EventType"));
+        assert_eq!(check_event("e1", &event("")), Err(EventError::Type));
         assert!(check_event("e1", &event(&"t".repeat(51))).is_err());
         let mut no_time = event("x");
         no_time.timestamp.clear();
-        assert!(check_event("e1", &no_time).unwrap_err().contains("Timestamp"));
+        assert_eq!(check_event("e1", &no_time), Err(EventError::NoTimestamp));
         let mut many = event("x");
         for i in 0..30 {
             many.attributes.insert(format!("a{i}"), "v".into());
@@ -280,16 +306,17 @@ mod tests {
         for i in 0..11 {
             many.metrics.insert(format!("m{i}"), 1.0);
         }
-        assert!(check_event("e1", &many).unwrap_err().contains("40"));
+        assert_eq!(check_event("e1", &many), Err(EventError::TooMany(41)));
+        assert!(EventError::TooMany(41).to_string().contains("40"));
         let mut long = event("x");
         long.attributes.insert("a".into(), "v".repeat(201));
-        assert!(check_event("e1", &long).unwrap_err().contains("200"));
+        assert_eq!(check_event("e1", &long), Err(EventError::Value("a".into())));
         let mut name = event("x");
         name.metrics.insert("m".repeat(51), 1.0);
         assert!(check_event("e1", &name).is_err());
         let mut session = event("_session.start");
         session.session = Some(crate::proto::v1::EventSession { id: "s".into(), ..Default::default() });
-        assert!(check_event("e1", &session).unwrap_err().contains("StartTimestamp"));
+        assert_eq!(check_event("e1", &session), Err(EventError::SessionStart));
     }
 
     #[test]
