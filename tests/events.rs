@@ -852,3 +852,79 @@ async fn webhooks_go_on_after_a_restart_and_a_redis_outage_without_repeats() {
     assert_eq!(got.len() - distinct.len(), (batches - ids.len()) * 10, "repeats are whole batches, same ids");
     let _ = child.kill();
 }
+
+/// SendMessages' Context goes into the message's events (the recipient's over the request's),
+/// as Pinpoint adds it to delivery receipt events; overrides Herald does not apply and TraceId
+/// are refused, each naming its field, rather than ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_context_reaches_the_events_and_unapplied_overrides_are_refused() {
+    use herald::proto::v1::{messages_client::MessagesClient, AddressConfiguration, SendMessagesRequest};
+    let sink = SmtpSink::start(&[]);
+    let url = format!("smtp://127.0.0.1:{}", sink.port);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.into()), &["--smtp-url", &url]);
+    let app = d.create_app("ctx").await.app_id;
+    let message = Some(DirectMessageConfiguration {
+        email_message: Some(EmailMessage {
+            from_address: "shop@shop.example".into(),
+            subject: "Context".into(),
+            text_part: "Hi".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let address = |ctx: &[(&str, &str)]| AddressConfiguration {
+        channel_type: ChannelType::Email as i32,
+        context: ctx.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    };
+    let mut m = MessagesClient::new(d.channel().await);
+    m.send_messages(d.req(SendMessagesRequest {
+        app_id: app.clone(),
+        addresses: HashMap::from([
+            ("ana@example.com".to_string(), address(&[("order", "A-1")])),
+            ("bo@example.com".to_string(), address(&[])),
+        ]),
+        message_configuration: message.clone(),
+        context: HashMap::from([("flow".to_string(), "reset".to_string()), ("order".to_string(), "none".to_string())]),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    wait_for(&sink, "Context", 2, Duration::from_secs(10)).await;
+    let start = Instant::now();
+    let sends = loop {
+        let sends: Vec<_> = all_events(&d, &app).await.into_iter().filter(|e| e.event_type == "_email.send").collect();
+        if sends.len() == 2 || start.elapsed() > Duration::from_secs(10) {
+            break sends;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(sends.len(), 2);
+    let mut orders: Vec<(&str, &str)> =
+        sends.iter().map(|e| (e.attributes["flow"].as_str(), e.attributes["order"].as_str())).collect();
+    orders.sort();
+    assert_eq!(orders, [("reset", "A-1"), ("reset", "none")]);
+
+    let mut bad = address(&[]);
+    bad.body_override = "Other text".into();
+    bad.title_override = "Other subject".into();
+    let err = m
+        .send_messages(d.req(SendMessagesRequest {
+            app_id: app.clone(),
+            addresses: HashMap::from([("ana@example.com".to_string(), bad)]),
+            message_configuration: message,
+            trace_id: "t-1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let details = tonic_types::StatusExt::get_error_details(&err);
+    let fields: Vec<String> = details.bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
+    assert_eq!(
+        fields,
+        ["trace_id", "addresses[ana@example.com].body_override", "addresses[ana@example.com].title_override"]
+    );
+    assert_eq!(sink.received("Context").len(), 2, "a refused call sends nothing");
+}

@@ -53,6 +53,64 @@ struct Recipient {
     channel: ChannelType,
     address: String,
     substitutions: HashMap<String, Vec<String>>,
+    /// The request's Context with the recipient's over it.
+    context: HashMap<String, String>,
+}
+
+/// Most Context entries, and characters per name and value (the events carry them).
+const MAX_CONTEXT: usize = 40;
+const MAX_CONTEXT_CHARS: usize = 200;
+
+/// What SendMessages refuses of a request rather than ignore: Pinpoint's per-recipient
+/// overrides and TraceId, which Herald does not apply, and a Context too big for events.
+fn unsupported(req: &SendMessagesRequest) -> Vec<FieldViolation> {
+    let mut v = Vec::new();
+    if !req.trace_id.is_empty() {
+        v.push(FieldViolation::new("trace_id", "is not supported; put your own id in context (it is added to the message's events)"));
+    }
+    fn context(v: &mut Vec<FieldViolation>, field: String, c: &HashMap<String, String>) {
+        if c.len() > MAX_CONTEXT {
+            v.push(FieldViolation::new(field.clone(), format!("at most {MAX_CONTEXT} entries")));
+        }
+        if c.iter().any(|(k, x)| k.is_empty() || k.chars().count() > MAX_CONTEXT_CHARS || x.chars().count() > MAX_CONTEXT_CHARS) {
+            v.push(FieldViolation::new(field, format!("names are 1 to {MAX_CONTEXT_CHARS} characters, values at most {MAX_CONTEXT_CHARS}")));
+        }
+    }
+    context(&mut v, "context".into(), &req.context);
+    let overrides = "is not supported; put the content in message_configuration or a template, and per-recipient values in substitutions";
+    let mut keys: Vec<(&String, &str, &str, &str, &HashMap<String, String>)> = req
+        .addresses
+        .iter()
+        .map(|(k, c)| (k, "addresses", c.body_override.as_str(), c.title_override.as_str(), &c.context))
+        .chain(req.endpoints.iter().map(|(k, c)| (k, "endpoints", c.body_override.as_str(), c.title_override.as_str(), &c.context)))
+        .collect();
+    keys.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
+    for (key, kind, body, title, c) in keys {
+        if !body.is_empty() {
+            v.push(FieldViolation::new(format!("{kind}[{key}].body_override"), overrides));
+        }
+        if !title.is_empty() {
+            v.push(FieldViolation::new(format!("{kind}[{key}].title_override"), overrides));
+        }
+        context(&mut v, format!("{kind}[{key}].context"), c);
+    }
+    for (key, c) in &req.addresses {
+        if !c.raw_content.is_empty() {
+            v.push(FieldViolation::new(format!("addresses[{key}].raw_content"), overrides));
+        }
+    }
+    for (key, c) in &req.endpoints {
+        if !c.raw_content.is_empty() {
+            v.push(FieldViolation::new(format!("endpoints[{key}].raw_content"), overrides));
+        }
+    }
+    v
+}
+
+fn merged_context(request: &HashMap<String, String>, own: &HashMap<String, String>) -> HashMap<String, String> {
+    let mut c = request.clone();
+    c.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+    c
 }
 
 use crate::pipeline::compose::substitutions as subs;
@@ -129,6 +187,10 @@ impl MessagesService {
                 format!("a send has 1 to {MAX_RECIPIENTS} recipients ({count} given)"),
             )]));
         }
+        let refused = unsupported(&req);
+        if !refused.is_empty() {
+            return Err(invalid(refused));
+        }
         let config = req.message_configuration.clone().unwrap_or_default();
         let templates = req.template_configuration.clone().unwrap_or_default();
         // What each channel renders, compiled once for the whole request.
@@ -146,6 +208,7 @@ impl MessagesService {
                 channel,
                 address: address.clone(),
                 substitutions: s,
+                context: merged_context(&req.context, &c.context),
             });
         }
         let ids: Vec<&String> = req.endpoints.keys().collect();
@@ -156,7 +219,8 @@ impl MessagesService {
             let (channel, address) = endpoint.as_ref().map_or((ChannelType::Unspecified, String::new()), |e| {
                 (ChannelType::try_from(e.channel_type).unwrap_or_default(), e.address.clone())
             });
-            recipients.push(Recipient { key: id.clone(), by_endpoint: true, endpoint, channel, address, substitutions: s });
+            let context = merged_context(&req.context, &req.endpoints[id].context);
+            recipients.push(Recipient { key: id.clone(), by_endpoint: true, endpoint, channel, address, substitutions: s, context });
         }
         let normalized: Vec<String> = recipients.iter().map(|r| crate::api::suppressions::normalize(&r.address)).collect();
         let suppressed = self.store.get_suppressions(app, &normalized).await.map_err(store_status)?;
@@ -179,7 +243,8 @@ impl MessagesService {
             dry_run: req.dry_run,
         };
         for (i, r) in recipients.iter().enumerate() {
-            let o = planner.outcome(if r.by_endpoint { &r.key } else { "" }, &r.address, r.channel);
+            let mut o = planner.outcome(if r.by_endpoint { &r.key } else { "" }, &r.address, r.channel);
+            o.context = r.context.clone();
             let facts = Facts {
                 endpoint_id: r.by_endpoint.then_some(r.key.as_str()),
                 endpoint: r.endpoint.as_ref(),

@@ -48,6 +48,10 @@ pub fn event_for(o: &MessageOutcome, event_type: String) -> Event {
         attributes.insert("dry_run".to_string(), "true".to_string());
     }
     attributes.insert("feedback".to_string(), o.status_message.clone());
+    // The sender's Context, beside Herald's own attributes (which win a clash).
+    for (k, v) in &o.context {
+        attributes.entry(k.clone()).or_insert_with(|| v.clone());
+    }
     let client_id = if o.endpoint_id.is_empty() { o.message_id.clone() } else { o.endpoint_id.clone() };
     Event {
         event_id: String::new(),
