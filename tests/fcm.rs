@@ -193,7 +193,14 @@ async fn fcm_v1_sends_with_oauth_and_retires_dead_tokens() {
     let sent = MessagesClient::new(d.channel().await)
         .send_messages(d.req(SendMessagesRequest {
             app_id: app.clone(),
-            endpoints: endpoints.iter().map(|(id, _)| (id.to_string(), EndpointSendConfiguration::default())).collect(),
+            endpoints: endpoints
+                .iter()
+                .map(|(id, _)| {
+                    // The iPhone's own Context goes into its data.pinpoint (flattened for FCM).
+                    let context = if *id == "iphone" { HashMap::from([("flow".to_string(), "sale".to_string())]) } else { HashMap::new() };
+                    (id.to_string(), EndpointSendConfiguration { context, ..Default::default() })
+                })
+                .collect(),
             message_configuration: Some(DirectMessageConfiguration { gcm_message: Some(message), ..Default::default() }),
             ..Default::default()
         }))
@@ -219,6 +226,7 @@ async fn fcm_v1_sends_with_oauth_and_retires_dead_tokens() {
     let expiry: i64 = headers["apns-expiration"].as_str().unwrap().parse().unwrap();
     assert!((expiry - chrono::Utc::now().timestamp() - 600).abs() < 60);
     assert_eq!(ios["message"]["notification"]["body"], "Hello iphone");
+    assert_eq!(ios["message"]["data"], serde_json::json!({"order": "42", "pinpoint.flow": "sale"}));
 
     let mut eps = EndpointsClient::new(d.channel().await);
     for (id, want) in [("gone", EndpointStatus::Inactive), ("bad", EndpointStatus::Inactive), ("live", EndpointStatus::Active)] {

@@ -162,7 +162,14 @@ async fn apns_channel_sends_maps_answers_and_retires_dead_tokens() {
         ..Default::default()
     };
     let to = SendMessagesRequest {
-        endpoints: endpoints.iter().map(|(id, _, _)| (id.to_string(), EndpointSendConfiguration::default())).collect(),
+        endpoints: endpoints
+            .iter()
+            .map(|(id, _, _)| {
+                // Context goes into data.pinpoint, as Pinpoint puts it.
+                let context = if *id == "live" { [("flow".to_string(), "sale".to_string())].into() } else { Default::default() };
+                (id.to_string(), EndpointSendConfiguration { context, ..Default::default() })
+            })
+            .collect(),
         ..Default::default()
     };
     let sent = send_apns(&d, &app, to, message).await;
@@ -188,6 +195,7 @@ async fn apns_channel_sends_maps_answers_and_retires_dead_tokens() {
     assert_eq!(live.body["aps"]["alert"]["body"], "Hello live");
     assert_eq!(live.body["aps"]["badge"], 3);
     assert_eq!(live.body["order"], "42");
+    assert_eq!(live.body["pinpoint"], serde_json::json!({"flow": "sale"}));
     let voip = seen.iter().find(|s| s.token == "ok-voip").unwrap();
     assert_eq!((voip.topic.as_str(), voip.push_type.as_str()), ("com.example.shop.voip", "voip"));
     let stale: Vec<_> = seen.iter().filter(|s| s.token == "stale-1").collect();

@@ -299,10 +299,16 @@ impl Composer {
     }
 
     /// An FCM message for a device token, from the rendered push parts.
-    fn gcm_payload(&self, endpoint: Option<&Endpoint>, token: &str, subs: &HashMap<String, Vec<String>>) -> Result<Payload, Unbuildable> {
+    fn gcm_payload(
+        &self,
+        endpoint: Option<&Endpoint>,
+        token: &str,
+        subs: &HashMap<String, Vec<String>>,
+        context: &HashMap<String, String>,
+    ) -> Result<Payload, Unbuildable> {
         let parts = self.push_parts("gcm", endpoint, subs)?;
         let ios = endpoint.and_then(|e| e.demographic.as_ref()).is_some_and(|d| d.platform.eq_ignore_ascii_case("ios"));
-        crate::channels::fcm::message(&parts, &self.gcm, &self.default_push, ios, token).map(Payload::Gcm).map_err(Unbuildable::from)
+        crate::channels::fcm::message(&parts, &self.gcm, &self.default_push, ios, token, context).map(Payload::Gcm).map_err(Unbuildable::from)
     }
 
     /// An APNs notification for a device token (`channel` says sandbox and VOIP), from the
@@ -313,16 +319,19 @@ impl Composer {
         endpoint: Option<&Endpoint>,
         token: &str,
         subs: &HashMap<String, Vec<String>>,
+        context: &HashMap<String, String>,
     ) -> Result<Payload, Unbuildable> {
         let parts = self.push_parts("apns", endpoint, subs)?;
         let kind = crate::channels::apns::Kind {
             sandbox: matches!(channel, ChannelType::ApnsSandbox | ChannelType::ApnsVoipSandbox),
             voip: matches!(channel, ChannelType::ApnsVoip | ChannelType::ApnsVoipSandbox),
         };
-        crate::channels::apns::push(&parts, &self.apns, &self.default_push, kind, token).map(Payload::Apns).map_err(Unbuildable::from)
+        crate::channels::apns::push(&parts, &self.apns, &self.default_push, kind, token, context).map(Payload::Apns).map_err(Unbuildable::from)
     }
 
-    /// One recipient's payload, or why it cannot be made.
+    /// One recipient's payload, or why it cannot be made. `context` (the sender's Context) goes
+    /// into push payloads' `data.pinpoint`.
+    #[allow(clippy::too_many_arguments)]
     pub fn payload(
         &self,
         lane: Lane,
@@ -331,10 +340,11 @@ impl Composer {
         address: &str,
         subs: &HashMap<String, Vec<String>>,
         origin: &Origin,
+        context: &HashMap<String, String>,
     ) -> Result<Payload, Unbuildable> {
         match lane {
-            Lane::Apns => self.apns_payload(channel, endpoint, address, subs),
-            Lane::Gcm => self.gcm_payload(endpoint, address, subs),
+            Lane::Apns => self.apns_payload(channel, endpoint, address, subs, context),
+            Lane::Gcm => self.gcm_payload(endpoint, address, subs, context),
             Lane::Sms => {
                 let t = self.sms.as_ref().ok_or(Unbuildable::NoContent("no SMS content: give an SMS template or sms_message.body"))?;
                 let ctx = t.context(endpoint, subs);

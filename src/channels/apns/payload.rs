@@ -30,6 +30,7 @@ pub fn push(
     d: &DefaultPushNotificationMessage,
     kind: Kind,
     token: &str,
+    context: &HashMap<String, String>,
 ) -> Result<Push, ApnsError> {
     use a2::request::notification::NotificationBuilder as _;
     use a2::request::payload::PayloadLike as _;
@@ -70,8 +71,14 @@ pub fn push(
                 payload.data.insert(k.as_str(), serde_json::Value::String(v.clone()));
             }
             let action = if a.action != 0 { a.action } else { d.action };
+            // data.pinpoint: the deep link and the sender's Context, as Pinpoint puts them.
+            let mut pinpoint: serde_json::Map<String, serde_json::Value> =
+                context.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
             if let Some(url) = pick("url").filter(|_| action == PushAction::DeepLink as i32 || action == PushAction::Url as i32) {
-                payload.data.insert("pinpoint", serde_json::json!({"deeplink": url}));
+                pinpoint.insert("deeplink".into(), serde_json::Value::String(url.to_string()));
+            }
+            if !pinpoint.is_empty() {
+                payload.data.insert("pinpoint", serde_json::Value::Object(pinpoint));
             }
             if let Some(img) = pick("image_url") {
                 payload.data.insert("media_url", serde_json::Value::String(img.to_string()));

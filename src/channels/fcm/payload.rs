@@ -23,6 +23,7 @@ pub fn message(
     d: &DefaultPushNotificationMessage,
     ios: bool,
     token: &str,
+    context: &HashMap<String, String>,
 ) -> Result<Message, FcmError> {
     use serde_json::{json, Map, Value};
     let pick = |name: &str| parts.get(name).cloned();
@@ -50,6 +51,10 @@ pub fn message(
         let action = if g.action != 0 { g.action } else { d.action };
         if let Some(url) = pick("url").filter(|_| action == PushAction::DeepLink as i32 || action == PushAction::Url as i32) {
             data.insert("pinpoint.deeplink".into(), Value::String(url));
+        }
+        // The sender's Context under pinpoint., as Pinpoint flattens data.pinpoint for FCM.
+        for (k, v) in context {
+            data.insert(format!("pinpoint.{k}"), Value::String(v.clone()));
         }
         if !data.is_empty() {
             fields.insert("data".into(), Value::Object(data));
