@@ -14,16 +14,14 @@ use tonic::transport::server::TcpIncoming;
 use crate::api::channels::ChannelsService;
 use crate::api::{
     apps::AppsService, campaigns::CampaignsService, endpoints::EndpointsService, events::EventsService, messages::MessagesService,
-    segments::SegmentsService,
-    suppressions::SuppressionsService, templates::TemplatesService, Auth,
+    segments::SegmentsService, suppressions::SuppressionsService, templates::TemplatesService, Auth,
 };
 use crate::channels::email::{SmtpPool, SmtpRelay};
 use crate::config::Config;
 use crate::dispatch::engine::{Engine, EngineConfig};
 use crate::proto::v1::{
     apps_server::AppsServer, campaigns_server::CampaignsServer, channels_server::ChannelsServer, endpoints_server::EndpointsServer,
-    events_server::EventsServer,
-    messages_server::MessagesServer, segments_server::SegmentsServer, suppressions_server::SuppressionsServer,
+    events_server::EventsServer, messages_server::MessagesServer, segments_server::SegmentsServer, suppressions_server::SuppressionsServer,
     templates_server::TemplatesServer,
 };
 use crate::render::{template::TemplateCache, Renderer};

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use common::{Backend, Daemon, RedisServer, SmtpSink, API_KEY};
 use herald::proto::v1::{
     campaigns_client::CampaignsClient, events_client::EventsClient, segments_client::SegmentsClient, AttributeDimension, AttributeType,
-    AttributeValues, Campaign, ChannelType, ComparisonOperator, CreateCampaignRequest, CreateEventDestinationRequest,
-    CreateSegmentRequest, DestinationState, DirectMessageConfiguration, EmailMessage, Endpoint, EventDestination, EventFilter,
-    EventOrigin, EventsBatch, FilterType, Frequency, GetCampaignActivitiesRequest, GetEndpointRequest, GetEventDestinationRequest,
-    GetSegmentRequest, MetricDimension, PutEventsRequest, PutEventsResponse, RecencyDimension, RecencyDuration, RecencyType,
-    ReportedEvent, Schedule, SegmentBehaviors, SegmentDimensions, StreamEventsRequest, UpdateEndpointsBatchRequest,
+    AttributeValues, Campaign, ChannelType, ComparisonOperator, CreateCampaignRequest, CreateEventDestinationRequest, CreateSegmentRequest,
+    DestinationState, DirectMessageConfiguration, EmailMessage, Endpoint, EventDestination, EventFilter, EventOrigin, EventsBatch,
+    FilterType, Frequency, GetCampaignActivitiesRequest, GetEndpointRequest, GetEventDestinationRequest, GetSegmentRequest,
+    MetricDimension, PutEventsRequest, PutEventsResponse, RecencyDimension, RecencyDuration, RecencyType, ReportedEvent, Schedule,
+    SegmentBehaviors, SegmentDimensions, StreamEventsRequest, UpdateEndpointsBatchRequest,
 };
 use tonic::Code;
 
@@ -140,12 +140,32 @@ async fn put_events_checks_pinpoints_limits_answers_per_event_and_creates_endpoi
     assert_eq!(g.attributes["feature"], "search");
     assert_eq!(g.metrics["count"], 3.0);
     assert!(recorded.windows(2).all(|w| w[0].event_id < w[1].event_id), "ids grow");
+    assert!(g.endpoint.is_none(), "events do not carry their endpoint unless asked");
+    // Asked, each event carries its endpoint as it stands (none for an unknown one).
+    let mut s = events(&d)
+        .await
+        .stream_events(d.req(StreamEventsRequest { app_id: app.clone(), stop_at_end: true, include_endpoint: true, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut with = Vec::new();
+    while let Some(b) = s.message().await.unwrap() {
+        with.extend(b.events);
+    }
+    let good = with.iter().find(|e| e.client_event_id == "good").unwrap();
+    assert_eq!(good.endpoint.as_ref().map(|e| e.address.as_str()), Some("ana@example.com"));
+    let envelope = herald::events::envelope(&app, good);
+    assert_eq!(envelope["endpoint"]["Address"], "ana@example.com");
+    assert!(with.iter().find(|e| e.client_event_id == "lonely").unwrap().endpoint.is_none());
 
     let err = events(&d)
         .await
         .put_events(d.req(PutEventsRequest {
             app_id: "nosuchapp".into(),
-            batch_item: HashMap::from([("ep".into(), EventsBatch { endpoint: None, events: HashMap::from([("e".into(), event("x", now))]) })]),
+            batch_item: HashMap::from([(
+                "ep".into(),
+                EventsBatch { endpoint: None, events: HashMap::from([("e".into(), event("x", now))]) },
+            )]),
         }))
         .await
         .unwrap_err();
@@ -165,9 +185,7 @@ async fn segment_size(d: &Daemon, app: &str, dims: SegmentDimensions) -> u64 {
 
 fn recency(duration: RecencyDuration, kind: RecencyType) -> SegmentDimensions {
     SegmentDimensions {
-        behavior: Some(SegmentBehaviors {
-            recency: Some(RecencyDimension { duration: duration as i32, recency_type: kind as i32 }),
-        }),
+        behavior: Some(SegmentBehaviors { recency: Some(RecencyDimension { duration: duration as i32, recency_type: kind as i32 }) }),
         ..Default::default()
     }
 }
@@ -194,15 +212,7 @@ async fn recency_segments_follow_reported_activity() {
         start_timestamp: stamp(now - chrono::Duration::days(3)),
         ..Default::default()
     });
-    let r = put(
-        &d,
-        &app,
-        vec![
-            ("a", None, vec![("s1", start)]),
-            ("b", None, vec![("s2", event("_session.stop", now))]),
-        ],
-    )
-    .await;
+    let r = put(&d, &app, vec![("a", None, vec![("s1", start)]), ("b", None, vec![("s2", event("_session.stop", now))])]).await;
     assert_eq!(status(&r, "a").0, 202);
     let (day, week, month) = (RecencyDuration::Hr24, RecencyDuration::Day7, RecencyDuration::Day30);
     assert_eq!(segment_size(&d, &app, recency(day, RecencyType::Active)).await, 1, "only b was active in the last day");
@@ -661,8 +671,11 @@ async fn the_cli_reports_events_tails_the_stream_and_manages_destinations() {
     assert_eq!(line["attributes"]["feature"], "search");
     assert_eq!(line["metrics"]["n"], 2.0);
     assert_eq!(line["client"]["client_id"], "ep1");
-    let (code, out, err) =
-        common::herald(&["destinations", "create", "--app", &app, "--url", "https://hooks.example.com/in", "--type", "a"], &env, dir.path());
+    let (code, out, err) = common::herald(
+        &["destinations", "create", "--app", &app, "--url", "https://hooks.example.com/in", "--type", "a"],
+        &env,
+        dir.path(),
+    );
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("signing secret (shown once): whsec_"), "{err}");
     let made: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -901,8 +914,7 @@ async fn send_context_reaches_the_events_and_unapplied_overrides_are_refused() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(sends.len(), 2);
-    let mut orders: Vec<(&str, &str)> =
-        sends.iter().map(|e| (e.attributes["flow"].as_str(), e.attributes["order"].as_str())).collect();
+    let mut orders: Vec<(&str, &str)> = sends.iter().map(|e| (e.attributes["flow"].as_str(), e.attributes["order"].as_str())).collect();
     orders.sort();
     assert_eq!(orders, [("reset", "A-1"), ("reset", "none")]);
 
@@ -922,9 +934,6 @@ async fn send_context_reaches_the_events_and_unapplied_overrides_are_refused() {
     assert_eq!(err.code(), Code::InvalidArgument);
     let details = tonic_types::StatusExt::get_error_details(&err);
     let fields: Vec<String> = details.bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
-    assert_eq!(
-        fields,
-        ["trace_id", "addresses[ana@example.com].body_override", "addresses[ana@example.com].title_override"]
-    );
+    assert_eq!(fields, ["trace_id", "addresses[ana@example.com].body_override", "addresses[ana@example.com].title_override"]);
     assert_eq!(sink.received("Context").len(), 2, "a refused call sends nothing");
 }

@@ -191,19 +191,22 @@ async fn fcm_v1_sends_with_oauth_and_retires_dead_tokens() {
         ..Default::default()
     };
     let sent = MessagesClient::new(d.channel().await)
-        .send_messages(d.req(SendMessagesRequest {
-            app_id: app.clone(),
-            endpoints: endpoints
-                .iter()
-                .map(|(id, _)| {
-                    // The iPhone's own Context goes into its data.pinpoint (flattened for FCM).
-                    let context = if *id == "iphone" { HashMap::from([("flow".to_string(), "sale".to_string())]) } else { HashMap::new() };
-                    (id.to_string(), EndpointSendConfiguration { context, ..Default::default() })
-                })
-                .collect(),
-            message_configuration: Some(DirectMessageConfiguration { gcm_message: Some(message), ..Default::default() }),
-            ..Default::default()
-        }))
+        .send_messages(
+            d.req(SendMessagesRequest {
+                app_id: app.clone(),
+                endpoints: endpoints
+                    .iter()
+                    .map(|(id, _)| {
+                        // The iPhone's own Context goes into its data.pinpoint (flattened for FCM).
+                        let context =
+                            if *id == "iphone" { HashMap::from([("flow".to_string(), "sale".to_string())]) } else { HashMap::new() };
+                        (id.to_string(), EndpointSendConfiguration { context, ..Default::default() })
+                    })
+                    .collect(),
+                message_configuration: Some(DirectMessageConfiguration { gcm_message: Some(message), ..Default::default() }),
+                ..Default::default()
+            }),
+        )
         .await
         .unwrap()
         .into_inner();

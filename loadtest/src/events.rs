@@ -84,7 +84,10 @@ pub(crate) async fn put_events(
     let secs = put_load(channel, key, &app, events, per_call, spread, endpoints, concurrency).await?;
     let rate = events as f64 / secs;
     if json_out {
-        println!("{}", json!({"scenario": "put-events", "events": events, "per_call": per_call, "endpoints_per_call": spread, "seconds": secs, "events_per_second": rate}));
+        println!(
+            "{}",
+            json!({"scenario": "put-events", "events": events, "per_call": per_call, "endpoints_per_call": spread, "seconds": secs, "events_per_second": rate})
+        );
     } else {
         println!("put-events: {events} events in calls of {per_call} over {spread} endpoints each, {secs:.2} s = {rate:.0} events/s");
     }
@@ -192,6 +195,7 @@ pub(crate) async fn event_webhook(
             destination_id: d.id.clone(),
             destination: Some(EventDestination { state: DestinationState::Enabled as i32, ..Default::default() }),
             replace_event_types: false,
+            include_endpoint: None,
         },
     ))
     .await?;
@@ -205,9 +209,15 @@ pub(crate) async fn event_webhook(
     anyhow::ensure!(bad.load(Ordering::Relaxed) == 0, "signatures that did not verify");
     let rate = n as f64 / secs;
     if json_out {
-        println!("{}", json!({"scenario": "event-webhook", "events": n, "batch": batch, "seconds": secs, "events_per_second": rate, "backlog": got.backlog}));
+        println!(
+            "{}",
+            json!({"scenario": "event-webhook", "events": n, "batch": batch, "seconds": secs, "events_per_second": rate, "backlog": got.backlog})
+        );
     } else {
-        println!("event-webhook: {n} events delivered and verified in batches of {batch}, {secs:.2} s = {rate:.0} events/s (backlog now {})", got.backlog);
+        println!(
+            "event-webhook: {n} events delivered and verified in batches of {batch}, {secs:.2} s = {rate:.0} events/s (backlog now {})",
+            got.backlog
+        );
     }
     cleanup(channel, key, &app, keep).await
 }
@@ -391,7 +401,10 @@ pub(crate) async fn event_trigger(
     }
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     if json_out {
-        println!("{}", json!({"scenario": "event-trigger", "rate": rate, "events": total, "delivered": hist.len(), "missing": missing, "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "max_ms": hist.max() as f64 / 1000.0}));
+        println!(
+            "{}",
+            json!({"scenario": "event-trigger", "rate": rate, "events": total, "delivered": hist.len(), "missing": missing, "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "max_ms": hist.max() as f64 / 1000.0})
+        );
     } else {
         println!(
             "event-trigger: {total} events at {rate}/s, {} messages at the receiver ({missing} missing); PutEvents to message p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

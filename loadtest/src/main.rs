@@ -365,10 +365,18 @@ async fn main() -> anyhow::Result<()> {
             scenarios::segment(&channel, &cli.api_key, endpoints, runs, daemon_pid, cli.json, cli.keep).await?;
         }
         Scenario::PutEvents { events, per_call, spread, endpoints, concurrency } => {
-            if events == 0 || events > MAX_COUNT || !(1..=100).contains(&per_call) || spread == 0 || spread > per_call || endpoints == 0 || endpoints > MAX_COUNT {
+            if events == 0
+                || events > MAX_COUNT
+                || !(1..=100).contains(&per_call)
+                || spread == 0
+                || spread > per_call
+                || endpoints == 0
+                || endpoints > MAX_COUNT
+            {
                 bail!("--events must be 1..={MAX_COUNT}, --per-call 1..=100, --spread 1..=per-call, --endpoints 1..={MAX_COUNT}");
             }
-            events::put_events(&channel, &cli.api_key, events, per_call, spread, endpoints, concurrency.clamp(1, 64), cli.json, cli.keep).await?;
+            events::put_events(&channel, &cli.api_key, events, per_call, spread, endpoints, concurrency.clamp(1, 64), cli.json, cli.keep)
+                .await?;
         }
         Scenario::StreamEvents { events } => {
             if events == 0 || events > 1_000_000 {

@@ -103,7 +103,7 @@ impl events_server::Events for EventsService {
             let position = stream::start(self.store.as_ref(), &req.app_id, &from).await.map_err(store_status)?;
             let filter = Filter { event_types: req.event_types, campaign_id: req.campaign_id, journey_id: req.journey_id };
             let (tx, rx) = tokio::sync::mpsc::channel(4);
-            tokio::spawn(stream::pump(self.store.clone(), req.app_id, position, filter, req.stop_at_end, tx));
+            tokio::spawn(stream::pump(self.store.clone(), req.app_id, position, filter, req.stop_at_end, req.include_endpoint, tx));
             let out = futures::stream::unfold(rx, |mut rx| async move {
                 let item = rx.recv().await?;
                 Some((item.map_err(store_status), rx))
@@ -147,10 +147,7 @@ impl events_server::Events for EventsService {
             // Deliveries start with the events recorded from now on.
             let last = self.store.last_event(&req.app_id).await.map_err(store_status)?;
             let progress = crate::proto::v1::DestinationProgress { position: last, ..Default::default() };
-            self.store
-                .put_blob(&req.app_id, destinations::PROGRESS_KIND, &d.id, &progress.encode_to_vec())
-                .await
-                .map_err(store_status)?;
+            self.store.put_blob(&req.app_id, destinations::PROGRESS_KIND, &d.id, &progress.encode_to_vec()).await.map_err(store_status)?;
             self.store.write_record(&req.app_id, destinations::KIND, &d.id, 0, 1, &stored.encode_to_vec()).await.map_err(store_status)?;
             let shown = destinations::view(self.store.as_ref(), &req.app_id, stored).await.map_err(store_status)?;
             Ok(Response::new(CreateEventDestinationResponse { destination: Some(shown), secret: made.unwrap_or_default() }))
@@ -213,6 +210,9 @@ impl events_server::Events for EventsService {
             if w.state != DestinationState::Unspecified as i32 {
                 merged.state = w.state;
             }
+            if let Some(include) = req.include_endpoint {
+                merged.include_endpoint = include;
+            }
             // Checked as written: the new secret in the clear, the stored one as it is.
             let mut check = merged.clone();
             check.secret = w.secret.clone();
@@ -225,10 +225,7 @@ impl events_server::Events for EventsService {
             }
             merged.last_modified_date = domain::timestamp(chrono::Utc::now());
             clear_server_fields(&mut merged);
-            self.store
-                .write_record(&req.app_id, destinations::KIND, &d.id, 1, 1, &merged.encode_to_vec())
-                .await
-                .map_err(store_status)?;
+            self.store.write_record(&req.app_id, destinations::KIND, &d.id, 1, 1, &merged.encode_to_vec()).await.map_err(store_status)?;
             d = merged;
             Ok(Response::new(destinations::view(self.store.as_ref(), &req.app_id, d).await.map_err(store_status)?))
         })

@@ -73,7 +73,10 @@ fn unsupported(req: &SendMessagesRequest) -> Vec<FieldViolation> {
             v.push(FieldViolation::new(field.clone(), format!("at most {MAX_CONTEXT} entries")));
         }
         if c.iter().any(|(k, x)| k.is_empty() || k.chars().count() > MAX_CONTEXT_CHARS || x.chars().count() > MAX_CONTEXT_CHARS) {
-            v.push(FieldViolation::new(field, format!("names are 1 to {MAX_CONTEXT_CHARS} characters, values at most {MAX_CONTEXT_CHARS}")));
+            v.push(FieldViolation::new(
+                field,
+                format!("names are 1 to {MAX_CONTEXT_CHARS} characters, values at most {MAX_CONTEXT_CHARS}"),
+            ));
         }
     }
     context(&mut v, "context".into(), &req.context);

@@ -53,6 +53,9 @@ pub enum EventsCommand {
         /// Stop once caught up instead of following.
         #[arg(long)]
         once: bool,
+        /// Each event with its endpoint (as it stands now).
+        #[arg(long)]
+        with_endpoint: bool,
     },
 }
 
@@ -150,7 +153,7 @@ pub async fn run(conn: ConnArgs, command: EventsCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        EventsCommand::Tail { app, after, from, latest, types, campaign, once } => {
+        EventsCommand::Tail { app, after, from, latest, types, campaign, once, with_endpoint } => {
             let req = StreamEventsRequest {
                 app_id: app.clone(),
                 after_event_id: after.unwrap_or_default(),
@@ -159,6 +162,7 @@ pub async fn run(conn: ConnArgs, command: EventsCommand) -> anyhow::Result<()> {
                 event_types: types,
                 campaign_id: campaign.unwrap_or_default(),
                 stop_at_end: once,
+                include_endpoint: with_endpoint,
                 ..Default::default()
             };
             let mut s = c.stream_events(conn.request(req)).await?.into_inner();
@@ -216,7 +220,9 @@ pub async fn destinations(conn: ConnArgs, command: DestinationsCommand) -> anyho
             let d = c.get_event_destination(conn.request(GetEventDestinationRequest { app_id: app, destination_id: id })).await?;
             println!("{}", pretty(&d.into_inner()));
         }
-        DestinationsCommand::Enable { app, id } => println!("{}", pretty(&set_state(&mut c, &conn, app, id, DestinationState::Enabled).await?)),
+        DestinationsCommand::Enable { app, id } => {
+            println!("{}", pretty(&set_state(&mut c, &conn, app, id, DestinationState::Enabled).await?))
+        }
         DestinationsCommand::Disable { app, id } => {
             println!("{}", pretty(&set_state(&mut c, &conn, app, id, DestinationState::Disabled).await?))
         }
@@ -241,6 +247,7 @@ async fn set_state(
             destination_id: id,
             destination: Some(EventDestination { state: state as i32, ..Default::default() }),
             replace_event_types: false,
+            include_endpoint: None,
         }))
         .await?;
     Ok(d.into_inner())

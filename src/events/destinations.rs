@@ -271,6 +271,9 @@ async fn step(store: &Arc<dyn Store>, sealer: &Sealer, http: &reqwest::Client, a
         }
         return Ok(Step::Idle);
     }
+    if d.include_endpoint {
+        super::attach_endpoints(store, app, &mut events).await?;
+    }
     let secret = sealer.open(&place(app, id), &d.secret).map_err(|e| StoreError::Corrupt(format!("destination secret: {e}")))?;
     let key = secret_key(&secret).ok_or_else(|| StoreError::Corrupt("destination secret is not a whsec_ secret".into()))?;
     let first = event_number(&events[0].event_id).unwrap_or(0);

@@ -95,8 +95,9 @@ impl Filter {
 }
 
 /// Pinpoint's streamed event envelope (as its Kinesis records carry it), in JSON: what event
-/// webhooks deliver. Times are epoch milliseconds, as there. The endpoint is named by
-/// `client.client_id` (GetEndpoint gives it), not copied into each event.
+/// webhooks deliver. Times are epoch milliseconds, as there. `endpoint` (and `device`, from
+/// its demographic) are there when the event was read with its endpoint
+/// ([`attach_endpoints`]): it is not stored with each event.
 pub fn envelope(app: &str, e: &Event) -> serde_json::Value {
     use serde_json::{json, Map, Value};
     let millis = |s: &str| crate::segments::rule::parse_instant(s).map(|t| t.timestamp_millis());
@@ -123,6 +124,27 @@ pub fn envelope(app: &str, e: &Event) -> serde_json::Value {
     out.insert("event_version".into(), json!("3.1"));
     out.insert("application".into(), Value::Object(application));
     out.insert("client".into(), json!({ "client_id": e.client_id }));
+    let mut device = Map::new();
+    if let Some(d) = e.endpoint.as_ref().and_then(|ep| ep.demographic.as_ref()) {
+        let mut platform = Map::new();
+        if !d.platform.is_empty() {
+            platform.insert("name".into(), json!(d.platform));
+        }
+        if !d.platform_version.is_empty() {
+            platform.insert("version".into(), json!(d.platform_version));
+        }
+        device.insert("platform".into(), Value::Object(platform));
+        if !d.make.is_empty() {
+            device.insert("make".into(), json!(d.make));
+        }
+        if !d.model.is_empty() {
+            device.insert("model".into(), json!(d.model));
+        }
+        if !d.locale.is_empty() {
+            device.insert("locale".into(), json!({ "code": d.locale }));
+        }
+    }
+    out.insert("device".into(), Value::Object(device));
     if let Some(s) = &e.session {
         let mut session = Map::new();
         session.insert("session_id".into(), json!(s.id));
@@ -146,7 +168,61 @@ pub fn envelope(app: &str, e: &Event) -> serde_json::Value {
             out.insert("facets".into(), f);
         }
     }
+    if let Some(ep) = &e.endpoint {
+        out.insert("endpoint".into(), endpoint_json(ep));
+    }
     Value::Object(out)
+}
+
+/// Fills each event's `endpoint` with its endpoint as it stands now (one read per distinct
+/// endpoint of the batch); events of unknown endpoints (transactional sends to an address)
+/// stay without one.
+pub async fn attach_endpoints(store: &dyn Store, app: &str, events: &mut [Event]) -> Result<(), StoreError> {
+    let mut ids: Vec<&str> = events.iter().map(|e| e.client_id.as_str()).filter(|id| !id.is_empty()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let found = futures::future::join_all(ids.iter().map(|id| store.get_endpoint(app, id))).await;
+    let mut by_id = std::collections::HashMap::with_capacity(ids.len());
+    for (id, e) in ids.iter().zip(found) {
+        if let Some(e) = e? {
+            by_id.insert(id.to_string(), e);
+        }
+    }
+    for e in events {
+        e.endpoint = by_id.get(&e.client_id).cloned();
+    }
+    Ok(())
+}
+
+/// An endpoint in Pinpoint's JSON shape (PascalCase members), as streamed events carry it.
+fn endpoint_json(ep: &crate::proto::v1::Endpoint) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let mut m = Map::new();
+    m.insert("Id".into(), json!(ep.id));
+    if let Ok(c) = crate::proto::v1::ChannelType::try_from(ep.channel_type) {
+        m.insert("ChannelType".into(), json!(c.as_str_name().trim_start_matches("CHANNEL_TYPE_")));
+    }
+    m.insert("Address".into(), json!(ep.address));
+    if let Ok(s) = crate::proto::v1::EndpointStatus::try_from(ep.endpoint_status) {
+        m.insert("EndpointStatus".into(), json!(s.as_str_name().trim_start_matches("ENDPOINT_STATUS_")));
+    }
+    if let Ok(o) = crate::proto::v1::OptOut::try_from(ep.opt_out) {
+        m.insert("OptOut".into(), json!(o.as_str_name().trim_start_matches("OPT_OUT_")));
+    }
+    m.insert("Attributes".into(), Value::Object(ep.attributes.iter().map(|(k, v)| (k.clone(), json!(v.values))).collect()));
+    m.insert("Metrics".into(), Value::Object(ep.metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect()));
+    if let Some(u) = &ep.user {
+        m.insert(
+            "User".into(),
+            json!({
+                "UserId": u.user_id,
+                "UserAttributes": u.user_attributes.iter().map(|(k, v)| (k.clone(), json!(v.values))).collect::<Map<String, Value>>(),
+            }),
+        );
+    }
+    m.insert("EffectiveDate".into(), json!(ep.effective_date));
+    m.insert("CreationDate".into(), json!(ep.creation_date));
+    Value::Object(m)
 }
 
 #[cfg(test)]

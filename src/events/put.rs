@@ -184,7 +184,9 @@ pub async fn put_events(
                 Ok(()) => {
                     let at = parse_instant(&e.timestamp).map(|t| t.min(now));
                     latest = latest.max(at);
-                    response.events_item_response.insert(event_id.clone(), EventItemResponse { message: ACCEPTED.into(), status_code: 202 });
+                    response
+                        .events_item_response
+                        .insert(event_id.clone(), EventItemResponse { message: ACCEPTED.into(), status_code: 202 });
                     events.push((event_id, e));
                 }
                 Err(why) => {
@@ -269,6 +271,8 @@ pub async fn put_events(
                 client_sdk_version: e.client_sdk_version,
                 sdk_name: e.sdk_name,
                 origin: EventOrigin::PutEvents as i32,
+                // Never stored with the event: readers attach it when asked.
+                endpoint: None,
                 client_event_id,
             });
         }

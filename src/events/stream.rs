@@ -42,6 +42,7 @@ pub async fn pump(
     mut position: u64,
     filter: Filter,
     stop_at_end: bool,
+    include_endpoint: bool,
     tx: mpsc::Sender<Result<StreamEventsResponse, StoreError>>,
 ) {
     let mut wake = super::subscribe();
@@ -75,9 +76,15 @@ pub async fn pump(
             continue;
         };
         position = last;
-        let events: Vec<_> = page.into_iter().filter(|e| filter.matches(e)).collect();
+        let mut events: Vec<_> = page.into_iter().filter(|e| filter.matches(e)).collect();
         if events.is_empty() {
             continue;
+        }
+        if include_endpoint {
+            if let Err(e) = super::attach_endpoints(store.as_ref(), &app, &mut events).await {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
         }
         if tx.send(Ok(StreamEventsResponse { events, position: event_id(position) })).await.is_err() {
             return;

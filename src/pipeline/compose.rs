@@ -308,7 +308,9 @@ impl Composer {
     ) -> Result<Payload, Unbuildable> {
         let parts = self.push_parts("gcm", endpoint, subs)?;
         let ios = endpoint.and_then(|e| e.demographic.as_ref()).is_some_and(|d| d.platform.eq_ignore_ascii_case("ios"));
-        crate::channels::fcm::message(&parts, &self.gcm, &self.default_push, ios, token, context).map(Payload::Gcm).map_err(Unbuildable::from)
+        crate::channels::fcm::message(&parts, &self.gcm, &self.default_push, ios, token, context)
+            .map(Payload::Gcm)
+            .map_err(Unbuildable::from)
     }
 
     /// An APNs notification for a device token (`channel` says sandbox and VOIP), from the
@@ -326,7 +328,9 @@ impl Composer {
             sandbox: matches!(channel, ChannelType::ApnsSandbox | ChannelType::ApnsVoipSandbox),
             voip: matches!(channel, ChannelType::ApnsVoip | ChannelType::ApnsVoipSandbox),
         };
-        crate::channels::apns::push(&parts, &self.apns, &self.default_push, kind, token, context).map(Payload::Apns).map_err(Unbuildable::from)
+        crate::channels::apns::push(&parts, &self.apns, &self.default_push, kind, token, context)
+            .map(Payload::Apns)
+            .map_err(Unbuildable::from)
     }
 
     /// One recipient's payload, or why it cannot be made. `context` (the sender's Context) goes
