@@ -8,10 +8,9 @@ use std::sync::Arc;
 
 use super::*;
 use herald::proto::v1::{
-    campaigns_client::CampaignsClient, channels_client::ChannelsClient, events_client::EventsClient, Campaign, CreateCampaignRequest,
-    CreateEventDestinationRequest, DestinationState, EmailChannel, EventDestination, EventFilter, EventsBatch, FilterType, Frequency,
-    GetEventDestinationRequest, PutEventsRequest, ReportedEvent, Schedule, StreamEventsRequest, UpdateEmailChannelRequest,
-    UpdateEventDestinationRequest,
+    campaigns_client::CampaignsClient, events_client::EventsClient, Campaign, CreateCampaignRequest, CreateEventDestinationRequest,
+    DestinationState, EventDestination, EventFilter, EventsBatch, FilterType, Frequency, GetEventDestinationRequest, PutEventsRequest,
+    ReportedEvent, Schedule, StreamEventsRequest, UpdateEventDestinationRequest,
 };
 
 fn reported(i: u64) -> ReportedEvent {
@@ -318,22 +317,7 @@ pub(crate) async fn event_trigger(
     let (port, seen) = start_smtp_receiver().await?;
     let app = create_app(channel, key, "loadtest-event-trigger").await?;
     import(channel, key, &app, total, 4, 500).await?;
-    ChannelsClient::new(channel.clone())
-        .update_email_channel(request(
-            key,
-            UpdateEmailChannelRequest {
-                app_id: app.clone(),
-                channel: Some(EmailChannel {
-                    enabled: true,
-                    from_address: "Load Test <load@herald.test>".into(),
-                    relay_host: "127.0.0.1".into(),
-                    relay_port: i32::from(port),
-                    pool_size: 16,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await?;
+    super::scenarios::email_relay(channel, key, &app, port, 16).await?;
     let segment = super::scenarios::everyone(channel, key, &app).await?;
     let now = chrono::Utc::now();
     let campaign = Campaign {

@@ -18,6 +18,27 @@ pub(crate) async fn everyone(channel: &Channel, key: &Option<String>, app: &str)
     Ok(SegmentsClient::new(channel.clone()).create_segment(request(key, request_body)).await?.into_inner().id)
 }
 
+/// Points the app's email channel at a loopback relay with `pool` connections.
+pub(crate) async fn email_relay(channel: &Channel, key: &Option<String>, app: &str, port: u16, pool: i32) -> anyhow::Result<()> {
+    ChannelsClient::new(channel.clone())
+        .update_email_channel(request(
+            key,
+            UpdateEmailChannelRequest {
+                app_id: app.to_string(),
+                channel: Some(EmailChannel {
+                    enabled: true,
+                    from_address: "Load Test <load@herald.test>".into(),
+                    relay_host: "127.0.0.1".into(),
+                    relay_port: i32::from(port),
+                    pool_size: pool,
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await?;
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn campaign(
     channel: &Channel,
@@ -33,22 +54,7 @@ pub(crate) async fn campaign(
     let sink = start_sink()?;
     let app = create_app(channel, key, "loadtest-campaign").await?;
     import(channel, key, &app, endpoints, 4, 500).await?;
-    ChannelsClient::new(channel.clone())
-        .update_email_channel(request(
-            key,
-            UpdateEmailChannelRequest {
-                app_id: app.clone(),
-                channel: Some(EmailChannel {
-                    enabled: true,
-                    from_address: "Load Test <load@herald.test>".into(),
-                    relay_host: "127.0.0.1".into(),
-                    relay_port: i32::from(sink.1),
-                    pool_size: connections,
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await?;
+    email_relay(channel, key, &app, sink.1, connections).await?;
     let segment = everyone(channel, key, &app).await?;
     let text: String = "Herald load test payload. ".chars().cycle().take(size).collect();
     let definition = Campaign {

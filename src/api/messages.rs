@@ -80,32 +80,27 @@ fn unsupported(req: &SendMessagesRequest) -> Vec<FieldViolation> {
         }
     }
     context(&mut v, "context".into(), &req.context);
-    let overrides = "is not supported; put the content in message_configuration or a template, and per-recipient values in substitutions";
-    let mut keys: Vec<(&String, &str, &str, &str, &HashMap<String, String>)> = req
-        .addresses
-        .iter()
-        .map(|(k, c)| (k, "addresses", c.body_override.as_str(), c.title_override.as_str(), &c.context))
-        .chain(req.endpoints.iter().map(|(k, c)| (k, "endpoints", c.body_override.as_str(), c.title_override.as_str(), &c.context)))
-        .collect();
-    keys.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
-    for (key, kind, body, title, c) in keys {
-        if !body.is_empty() {
-            v.push(FieldViolation::new(format!("{kind}[{key}].body_override"), overrides));
+    fn recipient(v: &mut Vec<FieldViolation>, at: String, parts: [(&str, &str); 3], c: &HashMap<String, String>) {
+        const WHY: &str =
+            "is not supported; put the content in message_configuration or a template, and per-recipient values in substitutions";
+        for (name, value) in parts {
+            if !value.is_empty() {
+                v.push(FieldViolation::new(format!("{at}.{name}"), WHY));
+            }
         }
-        if !title.is_empty() {
-            v.push(FieldViolation::new(format!("{kind}[{key}].title_override"), overrides));
-        }
-        context(&mut v, format!("{kind}[{key}].context"), c);
+        context(v, format!("{at}.context"), c);
     }
-    for (key, c) in &req.addresses {
-        if !c.raw_content.is_empty() {
-            v.push(FieldViolation::new(format!("addresses[{key}].raw_content"), overrides));
-        }
+    let mut addresses: Vec<_> = req.addresses.iter().collect();
+    addresses.sort_by(|a, b| a.0.cmp(b.0));
+    for (key, c) in addresses {
+        let parts = [("body_override", c.body_override.as_str()), ("title_override", &c.title_override), ("raw_content", &c.raw_content)];
+        recipient(&mut v, format!("addresses[{key}]"), parts, &c.context);
     }
-    for (key, c) in &req.endpoints {
-        if !c.raw_content.is_empty() {
-            v.push(FieldViolation::new(format!("endpoints[{key}].raw_content"), overrides));
-        }
+    let mut endpoints: Vec<_> = req.endpoints.iter().collect();
+    endpoints.sort_by(|a, b| a.0.cmp(b.0));
+    for (key, c) in endpoints {
+        let parts = [("body_override", c.body_override.as_str()), ("title_override", &c.title_override), ("raw_content", &c.raw_content)];
+        recipient(&mut v, format!("endpoints[{key}]"), parts, &c.context);
     }
     v
 }
