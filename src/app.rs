@@ -13,7 +13,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::api::channels::ChannelsService;
 use crate::api::{
-    apps::AppsService, campaigns::CampaignsService, endpoints::EndpointsService, events::EventsService, messages::MessagesService,
+    apps::AppsService, campaigns::CampaignsService, endpoints::EndpointsService, events::EventsService, kpis::KpisService, messages::MessagesService,
     segments::SegmentsService, suppressions::SuppressionsService, templates::TemplatesService, Auth,
 };
 use crate::channels::email::{SmtpPool, SmtpRelay};
@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::dispatch::engine::{Engine, EngineConfig};
 use crate::proto::v1::{
     apps_server::AppsServer, campaigns_server::CampaignsServer, channels_server::ChannelsServer, endpoints_server::EndpointsServer,
-    events_server::EventsServer, messages_server::MessagesServer, segments_server::SegmentsServer, suppressions_server::SuppressionsServer,
+    events_server::EventsServer, kpis_server::KpisServer, messages_server::MessagesServer, segments_server::SegmentsServer, suppressions_server::SuppressionsServer,
     templates_server::TemplatesServer,
 };
 use crate::render::{template::TemplateCache, Renderer};
@@ -109,13 +109,22 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             }
         });
     }
-    let runner =
-        Arc::new(crate::campaigns::run::Runner::new(store.clone(), engine.clone(), templates_cache.clone(), owner, stop_rx.clone()));
+    // Signed tracking and unsubscribe links, when the public listener serves them.
+    let links = config.links_base().map(|base| {
+        let ttl = (config.tracking_ttl_days * 86_400.0) as u64;
+        Arc::new(crate::tracking::Links::new(&sealer.derive("herald tracking links v1"), &base, ttl.max(1)))
+    });
+    let runner = Arc::new(
+        crate::campaigns::run::Runner::new(store.clone(), engine.clone(), templates_cache.clone(), owner, stop_rx.clone())
+            .with_links(links.clone()),
+    );
     let wake = Arc::new(tokio::sync::Notify::new());
     let campaigns_service = CampaignsServer::new(CampaignsService::new(store.clone(), templates_cache.clone(), wake.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let messages = MessagesServer::new(MessagesService::new(store.clone(), templates_cache.clone(), engine.clone(), outcome_ttl))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let messages = MessagesServer::new(
+        MessagesService::new(store.clone(), templates_cache.clone(), engine.clone(), outcome_ttl).with_links(links.clone()),
+    )
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates =
         TemplatesServer::new(TemplatesService::new(store.clone(), templates_cache)).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -152,6 +161,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             ))
             .add_service(InterceptedService::new(campaigns_service, auth.clone()))
             .add_service(InterceptedService::new(events, auth.clone()))
+            .add_service(InterceptedService::new(KpisServer::new(KpisService::new(store.clone())), auth.clone()))
             .add_service(InterceptedService::new(ChannelsServer::new(ChannelsService::new(store.clone(), sealer.clone())), auth))
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())),
     );
@@ -165,7 +175,12 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
                 api_keys: config.api_keys.clone(),
                 outcome_ttl,
             });
-            let server = axum::serve(listener, feedback.router()).with_graceful_shutdown(stopped(stop_rx.clone()));
+            let mut router = feedback.router();
+            if let Some(l) = &links {
+                router = router.merge(crate::engagement::Engagement::start(l.clone(), store.clone(), outcome_ttl).router());
+                tracing::info!(public_url = l.base(), "Open and click tracking and one-click unsubscribe are served.");
+            }
+            let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
             Some(tokio::spawn(async move { server.await }))
         }
         None => None,

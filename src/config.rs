@@ -21,6 +21,8 @@
 //! | `secret_key` | `--secret-key` | `HERALD_SECRET_KEY` | a key created in `data_dir/secret.key` |
 //! | `event_retention_count` | `--event-retention-count` | `HERALD_EVENT_RETENTION_COUNT` | `1000000` (the most) |
 //! | `event_retention_hours` | `--event-retention-hours` | `HERALD_EVENT_RETENTION_HOURS` | `168` |
+//! | `public_url` | `--public-url` | `HERALD_PUBLIC_URL` | `http://{feedback_addr}` |
+//! | `tracking_ttl_days` | `--tracking-ttl-days` | `HERALD_TRACKING_TTL_DAYS` | `365` |
 //! | `event_webhook_backoff_ms` | `--event-webhook-backoff-ms` | `HERALD_EVENT_WEBHOOK_BACKOFF_MS` | `1000` |
 
 use std::net::SocketAddr;
@@ -86,6 +88,11 @@ pub struct Config {
     pub event_retention_hours: u64,
     /// First wait after a failed event webhook delivery (doubling up to 5 minutes, jittered).
     pub event_webhook_backoff_ms: u64,
+    /// The base URL recipients reach the public listener (`feedback_addr`) at, written into
+    /// emails for open and click tracking and one-click unsubscribe (behind a proxy: its URL).
+    pub public_url: Option<String>,
+    /// How long open and click URLs in sent emails stay valid (unsubscribe URLs always do).
+    pub tracking_ttl_days: f64,
 }
 
 impl Default for Config {
@@ -110,6 +117,8 @@ impl Default for Config {
             event_retention_count: crate::store::MAX_EVENTS,
             event_retention_hours: 168,
             event_webhook_backoff_ms: 1_000,
+            public_url: None,
+            tracking_ttl_days: 365.0,
         }
     }
 }
@@ -160,6 +169,11 @@ pub struct ConfigArgs {
     pub event_retention_hours: Option<u64>,
     #[arg(long, env = "HERALD_EVENT_WEBHOOK_BACKOFF_MS", value_name = "MS")]
     pub event_webhook_backoff_ms: Option<u64>,
+    #[arg(long, env = "HERALD_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Days (fractions allowed) that open and click URLs stay valid.
+    #[arg(long, env = "HERALD_TRACKING_TTL_DAYS", value_name = "DAYS")]
+    pub tracking_ttl_days: Option<f64>,
 }
 
 impl Config {
@@ -235,8 +249,20 @@ impl Config {
         if let Some(v) = &args.secret_key {
             config.secret_key = Some(v.clone()).filter(|k| !k.is_empty());
         }
+        if let Some(v) = &args.public_url {
+            config.public_url = Some(v.clone()).filter(|u| !u.is_empty());
+        }
+        if let Some(v) = args.tracking_ttl_days {
+            config.tracking_ttl_days = v;
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The base URL of tracking and unsubscribe links: `public_url`, else the public
+    /// listener's own address; none without a listener.
+    pub fn links_base(&self) -> Option<String> {
+        self.public_url.clone().or_else(|| self.feedback_addr.map(|a| format!("http://{a}")))
     }
 
     /// Checks what can be checked without touching the network.
@@ -272,6 +298,18 @@ impl Config {
         }
         if !(10..=60_000).contains(&self.event_webhook_backoff_ms) {
             return Err(ConfigError::Invalid("event_webhook_backoff_ms must be 10 to 60000".into()));
+        }
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url).map_err(|e| ConfigError::Invalid(format!("public_url: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() || parsed.fragment().is_some() {
+                return Err(ConfigError::Invalid("public_url must be an http or https URL without query or fragment".into()));
+            }
+            if self.feedback_addr.is_none() {
+                return Err(ConfigError::Invalid("public_url needs feedback_addr: the public listener serves its links".into()));
+            }
+        }
+        if !(self.tracking_ttl_days.is_finite() && self.tracking_ttl_days > 0.0 && self.tracking_ttl_days <= 3650.0) {
+            return Err(ConfigError::Invalid("tracking_ttl_days must be more than 0 and at most 3650".into()));
         }
         if self.template_cache_size == 0 {
             return Err(ConfigError::Invalid("template_cache_size must be at least 1".into()));

@@ -17,6 +17,8 @@ const KEY_FILE: &str = "secret.key";
 pub struct Sealer {
     key: LessSafeKey,
     rng: SystemRandom,
+    /// Derives keys for other purposes from the same secret (tracking links).
+    derive: ring::hmac::Key,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -64,7 +66,15 @@ impl Sealer {
             return Err(SecretError::WrongLength(bytes.len()));
         }
         let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| SecretError::NotAesKey)?;
-        Ok(Self { key: LessSafeKey::new(key), rng: SystemRandom::new() })
+        Ok(Self { key: LessSafeKey::new(key), rng: SystemRandom::new(), derive: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes) })
+    }
+
+    /// A 32-byte key for `purpose`, derived from the sealing key (HMAC-SHA256 of the purpose):
+    /// daemons that share `secret_key` derive the same one.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ring::hmac::sign(&self.derive, purpose.as_bytes()).as_ref());
+        out
     }
 
     /// The configured key, else the one in `data_dir` (created, readable by its owner only, the
@@ -128,6 +138,11 @@ impl Sealer {
         let plain = self.key.open_in_place(nonce, Aad::from(place.as_bytes()), &mut data).map_err(|_| SecretError::WrongKey)?;
         String::from_utf8(plain.to_vec()).map_err(|_| SecretError::Damaged)
     }
+}
+
+/// Whether two byte strings are equal, in time that depends on their length only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Where a secret belongs: its app, channel and field.

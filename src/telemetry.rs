@@ -53,6 +53,9 @@ pub const WEBHOOK_DELIVERIES: &str = "herald_event_webhook_deliveries_total";
 pub const WEBHOOK_EVENTS: &str = "herald_event_webhook_events_total";
 /// Counter: EVENT campaign messages triggered, by result (queued, dropped_late).
 pub const EVENT_TRIGGERS: &str = "herald_event_triggers_total";
+/// Counter: opens, clicks and unsubscribes on the public listener, by result (recorded,
+/// refused, lost, unsubscribed).
+pub const ENGAGEMENT: &str = "herald_engagement_total";
 
 /// Every metric name above, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -78,6 +81,7 @@ pub const ALL: &[&str] = &[
     WEBHOOK_DELIVERIES,
     WEBHOOK_EVENTS,
     EVENT_TRIGGERS,
+    ENGAGEMENT,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -134,6 +138,7 @@ fn describe() {
     metrics::describe_counter!(WEBHOOK_DELIVERIES, "Event batches sent to event destinations, by result.");
     metrics::describe_counter!(WEBHOOK_EVENTS, "Events delivered to event destinations.");
     metrics::describe_counter!(EVENT_TRIGGERS, "Endpoints an EVENT campaign was triggered for, by result.");
+    metrics::describe_counter!(ENGAGEMENT, "Email opens, clicks and unsubscribes reaching the public listener, by result.");
 }
 
 pub fn store_retry(backend: &'static str) {

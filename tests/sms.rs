@@ -151,18 +151,20 @@ async fn sms_through_a_twilio_shaped_provider() {
     assert_eq!(fallback[0]["Body"].as_str(), "Your code is 0000", "the block's substitutions apply");
     assert!(got.iter().filter(|f| f["To"] == "+15553330000").count() > 1, "a 5xx is retried");
 
-    // Events carry Pinpoint's SMS names.
+    // Events carry Pinpoint's SMS names: the provider's acceptance is BUFFERED (SUCCESS waits
+    // for the delivered receipt).
     let store = herald::store::redis::RedisStore::connect(&redis_url, 2).await.unwrap();
     let events = store.read_events(&app, None, 100).await.unwrap();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    assert!(types.contains(&"_SMS.SUCCESS") && types.contains(&"_SMS.FAILURE"), "{types:?}");
+    assert!(types.contains(&"_SMS.BUFFERED") && types.contains(&"_SMS.FAILURE"), "{types:?}");
+    assert!(!types.contains(&"_SMS.SUCCESS"), "no receipt came: {types:?}");
 
     // Each outcome and event records the parts and encoding the body went as.
     for (number, parts, encoding) in [("+15550000001", 1, "GSM7"), ("+15550000002", 2, "UCS2")] {
         let o = store.get_outcome(&app, &result(number).message_id).await.unwrap().unwrap();
         assert_eq!((o.message_parts, o.sms_encoding.as_str()), (parts, encoding), "{number}");
         let e = events.iter().find(|e| e.message_id == result(number).message_id).unwrap();
-        assert_eq!(e.event_type, "_SMS.SUCCESS");
+        assert_eq!(e.event_type, "_SMS.BUFFERED");
         let a = |k: &str| e.attributes.get(k).map(String::as_str);
         assert_eq!(a("number_of_message_parts"), Some(parts.to_string().as_str()));
         assert_eq!(a("message_type"), Some("TRANSACTIONAL"));

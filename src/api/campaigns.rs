@@ -107,7 +107,7 @@ impl CampaignsService {
             }
         }
         for (field, (m, t)) in contents {
-            match Composer::build(self.store.as_ref(), self.cache.clone(), app, &m, &t).await {
+            match Composer::build(self.store.as_ref(), self.cache.clone(), app, &m, &t, crate::pipeline::compose::Tracking::off()).await {
                 Ok(composer) if composer.lanes().is_empty() => {
                     v.push(FieldViolation::new(format!("{field}.message_configuration"), "give email or custom content, or a template"))
                 }

@@ -42,6 +42,8 @@ pub struct MessagesService {
     engine: Arc<Engine>,
     /// Records the outcomes of recipients refused before sending.
     recorder: Recorder,
+    /// Signed tracking links, for calls that turn tracking on.
+    links: Option<Arc<crate::tracking::Links>>,
 }
 
 /// One recipient of a request.
@@ -123,7 +125,13 @@ fn compose_status(e: ComposeError) -> Status {
 
 impl MessagesService {
     pub fn new(store: Arc<dyn Store>, cache: Arc<TemplateCache>, engine: Arc<Engine>, outcome_ttl: Duration) -> Self {
-        Self { recorder: Recorder::new(store.clone(), outcome_ttl), store, cache, engine }
+        Self { recorder: Recorder::new(store.clone(), outcome_ttl), store, cache, engine, links: None }
+    }
+
+    /// Calls with engagement_tracking get open and click tracking signed by `links`.
+    pub fn with_links(mut self, links: Option<Arc<crate::tracking::Links>>) -> Self {
+        self.links = links;
+        self
     }
 
     /// A send with an idempotency key: the first call sends, repeats within 24 hours (also
@@ -175,9 +183,9 @@ impl MessagesService {
     async fn send(&self, req: SendMessagesRequest) -> Result<SendMessagesResponse, Status> {
         check_app_id(&req.app_id)?;
         let app = &req.app_id;
-        if self.store.get_app(app).await.map_err(store_status)?.is_none() {
+        let Some(stored_app) = self.store.get_app(app).await.map_err(store_status)? else {
             return Err(Status::not_found(format!("app {app} not found")));
-        }
+        };
         let count = req.addresses.len() + req.endpoints.len();
         if count == 0 || count > MAX_RECIPIENTS {
             return Err(invalid(vec![FieldViolation::new(
@@ -192,7 +200,15 @@ impl MessagesService {
         let config = req.message_configuration.clone().unwrap_or_default();
         let templates = req.template_configuration.clone().unwrap_or_default();
         // What each channel renders, compiled once for the whole request.
-        let composer = Composer::build(self.store.as_ref(), self.cache.clone(), app, &config, &templates).await.map_err(compose_status)?;
+        // Transactional emails are tracked only when the call asks and the app allows it.
+        let app_allows = stored_app.settings.as_ref().and_then(|s| s.engagement_tracking) != Some(false);
+        let tracking = crate::pipeline::compose::Tracking {
+            links: self.links.clone(),
+            track: req.engagement_tracking && app_allows,
+            unsubscribe: false,
+        };
+        let composer =
+            Composer::build(self.store.as_ref(), self.cache.clone(), app, &config, &templates, tracking).await.map_err(compose_status)?;
 
         // Recipients.
         let mut recipients = Vec::with_capacity(count);
@@ -407,6 +423,7 @@ impl messages_server::Messages for MessagesService {
                 trace_id: req.trace_id,
                 dry_run: req.dry_run,
                 idempotency_key: req.idempotency_key,
+                engagement_tracking: req.engagement_tracking,
                 ..Default::default()
             };
             let sent = if send.idempotency_key.is_empty() { self.send(send).await? } else { self.send_once(send).await? };

@@ -6,6 +6,7 @@ pub mod campaigns;
 pub mod channels;
 pub mod endpoints;
 pub mod events;
+pub mod kpis;
 pub mod messages;
 pub mod segments;
 pub mod suppressions;
@@ -147,12 +148,7 @@ impl Auth {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use crate::secrets::constant_time_eq;
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {

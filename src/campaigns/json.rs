@@ -205,6 +205,10 @@ pub fn campaign(text_in: &str) -> R<Campaign> {
         treatment_name: text(o, "treatment_name", at)?,
         treatment_description: text(o, "treatment_description", at)?,
         is_paused: boolean(o, "is_paused", at)?,
+        engagement_tracking: match o.get("engagement_tracking") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(boolean(o, "engagement_tracking", at)?),
+        },
         ..Default::default()
     };
     if let Some(l) = o.get("limits").filter(|v| !v.is_null()) {

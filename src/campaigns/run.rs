@@ -155,6 +155,8 @@ pub struct Runner {
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
     /// Trigger runs fold into their day's activity one at a time.
     folding: tokio::sync::Mutex<()>,
+    /// Signed tracking and unsubscribe links (when the public listener has a URL).
+    pub links: Option<Arc<crate::tracking::Links>>,
 }
 
 impl Runner {
@@ -165,7 +167,23 @@ impl Runner {
         owner: String,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        Self { store, engine, cache, owner, running: Default::default(), stop, tasks: Default::default(), folding: Default::default() }
+        Self {
+            store,
+            engine,
+            cache,
+            owner,
+            running: Default::default(),
+            stop,
+            tasks: Default::default(),
+            folding: Default::default(),
+            links: None,
+        }
+    }
+
+    /// Campaign emails carry tracking and unsubscribe links signed by `links`.
+    pub fn with_links(mut self, links: Option<Arc<crate::tracking::Links>>) -> Self {
+        self.links = links;
+        self
     }
 
     /// Starts (or resumes) a run in a task this runner tracks.
@@ -379,9 +397,16 @@ impl Runner {
                 base.clone()
             });
         }
+        // Campaign emails are tracked unless the campaign or the app turns it off, and always
+        // offer Herald's one-click unsubscribe.
+        let tracking = crate::pipeline::compose::Tracking {
+            links: self.links.clone(),
+            track: campaign.engagement_tracking != Some(false) && settings.engagement_tracking != Some(false),
+            unsubscribe: true,
+        };
         for (m, tc) in &contents {
             let composer = loop {
-                match Composer::build(store, self.cache.clone(), app, m, tc).await {
+                match Composer::build(store, self.cache.clone(), app, m, tc, tracking.clone()).await {
                     Ok(c) => break c,
                     Err(crate::pipeline::compose::ComposeError::Store(e)) if e.is_transient() => {
                         self.patiently(|| store.ping()).await?;

@@ -126,6 +126,9 @@ pub fn apply_settings(stored: &mut AppSettings, update: &AppSettings, now: &str)
             .map(|(k, v)| (k.clone(), *v))
             .collect();
     }
+    if update.engagement_tracking.is_some() {
+        stored.engagement_tracking = update.engagement_tracking;
+    }
     stored.last_modified_date = now.to_string();
 }
 

@@ -274,6 +274,7 @@ pub async fn put_events(
                 // Never stored with the event: readers attach it when asked.
                 endpoint: None,
                 client_event_id,
+                first_of_message: false,
             });
         }
     }

@@ -8,8 +8,9 @@ use crate::proto::v1::{DeliveryStatus, Event, MessageOutcome};
 pub fn event_type(channel: &str, status: DeliveryStatus, hard_bounce: bool) -> String {
     let prefix = event_prefix(channel);
     if prefix == "_SMS" {
+        // The provider took it: Pinpoint's BUFFERED; SUCCESS comes with the delivered receipt.
         let name = match status {
-            DeliveryStatus::Successful => "SUCCESS",
+            DeliveryStatus::Successful => "BUFFERED",
             DeliveryStatus::OptOut => "OPTOUT",
             _ => "FAILURE",
         };
@@ -43,6 +44,12 @@ pub fn event_for(o: &MessageOutcome, event_type: String) -> Event {
     if !o.campaign_id.is_empty() {
         attributes.insert("campaign_id".to_string(), o.campaign_id.clone());
         attributes.insert("treatment_id".to_string(), o.treatment_id.to_string());
+        if o.source == crate::proto::v1::MessageSource::Campaign as i32 && !o.request_id.is_empty() {
+            attributes.insert("campaign_activity_id".to_string(), o.request_id.clone());
+        }
+    }
+    if !o.journey_id.is_empty() {
+        attributes.insert("journey_id".to_string(), o.journey_id.clone());
     }
     if o.dry_run {
         attributes.insert("dry_run".to_string(), "true".to_string());

@@ -11,7 +11,7 @@ use crate::channels::{Lane, Payload};
 use crate::domain::FieldViolation;
 use crate::proto::v1::{
     template::Content, ApnsMessage, AttributeValues, ChannelType, CustomTemplate, DefaultPushNotificationMessage,
-    DirectMessageConfiguration, EmailTemplate, Endpoint, GcmMessage, PushBlock, PushTemplate, SmsMessage, SmsTemplate, Template,
+    DirectMessageConfiguration, EmailTemplate, Endpoint, GcmMessage, MessageOutcome, PushBlock, PushTemplate, SmsMessage, SmsTemplate, Template,
     TemplateConfiguration, TemplateReference,
 };
 use crate::render::mime;
@@ -83,6 +83,27 @@ pub fn substitutions(map: &HashMap<String, AttributeValues>) -> HashMap<String, 
 
 pub use crate::channels::webhook::Origin;
 
+/// What a send does for engagement in its emails: open and click tracking (links rewritten,
+/// an open pixel) and Herald's one-click unsubscribe (List-Unsubscribe and the template
+/// variable `{{Herald.UnsubscribeUrl}}`). Both need the public listener's signed links.
+#[derive(Clone, Default)]
+pub struct Tracking {
+    pub links: Option<Arc<crate::tracking::Links>>,
+    pub track: bool,
+    pub unsubscribe: bool,
+}
+
+impl Tracking {
+    /// Neither tracking nor unsubscribe links.
+    pub fn off() -> Self {
+        Self::default()
+    }
+
+    fn active(&self) -> Option<&crate::tracking::Links> {
+        self.links.as_deref().filter(|_| self.track || self.unsubscribe)
+    }
+}
+
 pub struct Composer {
     cache: Arc<TemplateCache>,
     email: Option<Arc<CompiledTemplate>>,
@@ -103,6 +124,7 @@ pub struct Composer {
     /// Each channel's message substitutions (its block's; for push the default block's, then
     /// the platform block's over them), under each recipient's.
     substitutions: HashMap<Lane, HashMap<String, Vec<String>>>,
+    tracking: Tracking,
 }
 
 async fn stored(
@@ -137,6 +159,7 @@ impl Composer {
         app: &str,
         config: &DirectMessageConfiguration,
         templates: &TemplateConfiguration,
+        tracking: Tracking,
     ) -> Result<Self, ComposeError> {
         let email_msg = config.email_message.clone();
         let email = match (&templates.email_template, &email_msg) {
@@ -248,6 +271,7 @@ impl Composer {
             sender,
             from,
             substitutions: lane_substitutions(config),
+            tracking,
         })
     }
 
@@ -333,19 +357,64 @@ impl Composer {
             .map_err(Unbuildable::from)
     }
 
-    /// One recipient's payload, or why it cannot be made. `context` (the sender's Context) goes
-    /// into push payloads' `data.pinpoint`.
-    #[allow(clippy::too_many_arguments)]
+    /// One templated email: rendered, then (when the send asks) its links made trackable, the
+    /// open pixel added and Herald's unsubscribe URL offered to the template and the headers.
+    fn email(
+        &self,
+        t: &CompiledTemplate,
+        sender: &mime::Sender,
+        endpoint: Option<&Endpoint>,
+        subs: &HashMap<String, Vec<String>>,
+        origin: &Origin,
+        outcome: &MessageOutcome,
+    ) -> Result<Payload, Unbuildable> {
+        let mut ctx = t.context(endpoint, subs);
+        let links = self.tracking.active().map(|l| {
+            let m = crate::tracking::MessageRef {
+                app_id: origin.app_id.clone(),
+                message_id: outcome.message_id.clone(),
+                endpoint_id: outcome.endpoint_id.clone(),
+                campaign_id: origin.campaign_id.clone(),
+                treatment_id: origin.treatment_id.map_or(0, |t| t as i32),
+                campaign_activity_id: origin.activity_id.clone(),
+                journey_id: outcome.journey_id.clone(),
+                journey_activity_id: String::new(),
+            };
+            l.message(&m, chrono::Utc::now().timestamp().max(0) as u64)
+        });
+        let unsubscribe = links.as_ref().filter(|_| self.tracking.unsubscribe && !outcome.endpoint_id.is_empty()).map(|l| l.unsubscribe_url());
+        if let (Some(url), Some(root)) = (&unsubscribe, ctx.as_object_mut()) {
+            root.insert("Herald".into(), serde_json::json!({ "UnsubscribeUrl": url }));
+        }
+        let parts = t.render(self.cache.renderer(), &ctx)?;
+        let part = |n: &str| parts.iter().find(|(p, _)| p == n).map(|(_, s)| s.as_str()).filter(|s| !s.is_empty());
+        // The template's own unsubscribe URL is kept as given; Herald's is the default.
+        let list_unsubscribe = part("list_unsubscribe_url").or(unsubscribe.as_deref());
+        let html = match (part("html_part"), &links) {
+            (Some(h), Some(l)) if self.tracking.track => {
+                let keep: Vec<&str> = part("list_unsubscribe_url").into_iter().collect();
+                Some(std::borrow::Cow::Owned(crate::tracking::rewrite::Rewrite { links: l, keep: &keep, open_pixel: true }.apply(h)))
+            }
+            (h, _) => h.map(std::borrow::Cow::Borrowed),
+        };
+        sender
+            .message(&outcome.address, part("subject").unwrap_or(""), part("text_part"), html.as_deref(), list_unsubscribe, Some(&outcome.message_id))
+            .map(|mime| Payload::Email { from: self.from.clone(), mime })
+            .map_err(Unbuildable::from)
+    }
+
+    /// One recipient's payload, or why it cannot be made: to the outcome's address, with its
+    /// message id; its Context (the sender's) goes into push payloads' `data.pinpoint`.
     pub fn payload(
         &self,
         lane: Lane,
         channel: ChannelType,
         endpoint: Option<&Endpoint>,
-        address: &str,
         subs: &HashMap<String, Vec<String>>,
         origin: &Origin,
-        context: &HashMap<String, String>,
+        outcome: &MessageOutcome,
     ) -> Result<Payload, Unbuildable> {
+        let (address, context) = (outcome.address.as_str(), &outcome.context);
         match lane {
             Lane::Apns => self.apns_payload(channel, endpoint, address, subs, context),
             Lane::Gcm => self.gcm_payload(endpoint, address, subs, context),
@@ -362,15 +431,7 @@ impl Composer {
             Lane::Email => match (&self.raw_email, &self.email, &self.sender) {
                 (_, _, None) => Err(Unbuildable::NoContent("no from_address in message_configuration.email_message")),
                 (Some(raw), _, Some(_)) => Ok(Payload::Email { from: self.from.clone(), mime: raw.as_bytes().to_vec() }),
-                (None, Some(t), Some(sender)) => {
-                    let ctx = t.context(endpoint, subs);
-                    let parts = t.render(self.cache.renderer(), &ctx)?;
-                    let part = |n: &str| parts.iter().find(|(p, _)| p == n).map(|(_, s)| s.as_str());
-                    sender
-                        .message(address, part("subject").unwrap_or(""), part("text_part"), part("html_part"), part("list_unsubscribe_url"))
-                        .map(|mime| Payload::Email { from: self.from.clone(), mime })
-                        .map_err(Unbuildable::from)
-                }
+                (None, Some(t), Some(sender)) => self.email(t, sender, endpoint, subs, origin, outcome),
                 (None, None, Some(_)) => Err(Unbuildable::NoContent("no email content: give a template or a message")),
             },
             Lane::Custom => {

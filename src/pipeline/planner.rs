@@ -143,7 +143,7 @@ impl Planner<'_> {
         mut outcome: MessageOutcome,
         reply: Option<Reply>,
     ) -> Result<Job, Box<Unrendered>> {
-        match self.composer.payload(lane, channel, endpoint, &outcome.address, subs, self.origin, &outcome.context) {
+        match self.composer.payload(lane, channel, endpoint, subs, self.origin, &outcome) {
             Ok(payload) => Ok(Job { outcome, payload, dry_run: self.dry_run, first_attempt: None, reply, not_before: None, kept: false }),
             Err(why) => {
                 outcome.delivery_status = DeliveryStatus::PermanentFailure as i32;

@@ -250,6 +250,7 @@ impl Sender {
         text: Option<&str>,
         html: Option<&str>,
         list_unsubscribe_url: Option<&str>,
+        message_id: Option<&str>,
     ) -> Result<Vec<u8>, MimeError> {
         let (to_name, to_addr) = mailbox("to", to)?;
         let text = text.filter(|t| !t.is_empty());
@@ -265,8 +266,17 @@ impl Sender {
         encode_header_text(subject, &mut out);
         out.push_str("\r\nDate: ");
         date_now(&mut out);
-        let id = uuid::Uuid::new_v4().simple();
-        let _ = write!(out, "\r\nMessage-ID: <{id}@{}>\r\nMIME-Version: 1.0\r\n", self.domain);
+        // Herald's message id when there is one: a provider's bounce or delivery notification
+        // names it, and so the message it is about.
+        match message_id.filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')) {
+            Some(m) => {
+                let _ = write!(out, "\r\nMessage-ID: <{m}@{}>\r\nMIME-Version: 1.0\r\n", self.domain);
+            }
+            None => {
+                let id = uuid::Uuid::new_v4().simple();
+                let _ = write!(out, "\r\nMessage-ID: <{id}@{}>\r\nMIME-Version: 1.0\r\n", self.domain);
+            }
+        }
         if let Some(url) = list_unsubscribe_url.filter(|u| !u.is_empty() && !u.contains(['\r', '\n', '>'])) {
             let _ = write!(out, "List-Unsubscribe: <{url}>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
         }
@@ -296,7 +306,7 @@ impl Sender {
 
 /// Builds a whole message; `Message-ID` is `<id@domain of the sender>`.
 pub fn build(envelope: &Envelope<'_>, subject: &str, text: Option<&str>, html: Option<&str>) -> Result<Vec<u8>, MimeError> {
-    Sender::new(envelope.from, envelope.reply_to)?.message(envelope.to, subject, text, html, envelope.list_unsubscribe_url)
+    Sender::new(envelope.from, envelope.reply_to)?.message(envelope.to, subject, text, html, envelope.list_unsubscribe_url, None)
 }
 
 #[cfg(test)]

@@ -40,6 +40,12 @@ const CHANNELS: TableDefinition<&str, &[u8]> = TableDefinition::new("channels");
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// Quota use: `app\0channel\0total` and `app\0channel\0h{hour:012}` → messages.
 const QUOTAS: TableDefinition<&str, u64> = TableDefinition::new("quotas");
+/// KPI counters: `app\0day\0{counter}|{scope}` → count.
+pub(super) const KPI: TableDefinition<&str, u64> = TableDefinition::new("kpi");
+/// KPI unique endpoints: `app\0day\0scope` → HyperLogLog registers.
+pub(super) const KPI_UNIQUE: TableDefinition<&str, &[u8]> = TableDefinition::new("kpi_unique");
+/// Engagement seen per message: `app\0{kind}:{message}` → 8-byte big-endian expiry.
+pub(super) const ENGAGED: TableDefinition<&str, &[u8]> = TableDefinition::new("engaged");
 
 /// The database file's name inside the data directory.
 pub const FILE_NAME: &str = "herald.redb";
@@ -96,6 +102,9 @@ fn app_tables(txn: &WriteTransaction, range: Option<(&str, &str)>) -> Result<(),
     clear_app(txn, records::MEMBERS, range)?;
     clear_app(txn, records::CAPS, range)?;
     clear_app(txn, records::LEASES, range)?;
+    clear_app(txn, KPI, range)?;
+    clear_app(txn, KPI_UNIQUE, range)?;
+    clear_app(txn, ENGAGED, range)?;
     Ok(())
 }
 
@@ -570,6 +579,18 @@ impl Store for EmbeddedStore {
         self.embedded_last_event(app_id).await
     }
 
+    async fn kpi_counters(&self, app_id: &str, days: &[String]) -> Result<Vec<Vec<(String, i64)>>, StoreError> {
+        self.embedded_kpi_counters(app_id, days).await
+    }
+
+    async fn kpi_uniques(&self, app_id: &str, unions: &[Vec<(String, String)>]) -> Result<Vec<u64>, StoreError> {
+        self.embedded_kpi_uniques(app_id, unions).await
+    }
+
+    async fn first_engagement(&self, app_id: &str, keys: &[String], ttl_secs: u64) -> Result<Vec<bool>, StoreError> {
+        self.embedded_first_engagement(app_id, keys, ttl_secs).await
+    }
+
     async fn trim_events(&self, app_id: &str, floor: u64) -> Result<(), StoreError> {
         self.embedded_trim_events(app_id, floor).await
     }
@@ -776,7 +797,7 @@ impl Store for EmbeddedStore {
             let expired = |v: &[u8]| v.len() >= 8 && u64::from_be_bytes(v[..8].try_into().expect("8 bytes")) < now;
             let txn = db.begin_write().map_err(backend)?;
             let mut gone = 0u64;
-            for table in [OUTCOMES, IDEMPOTENCY, RUN_OUTCOMES] {
+            for table in [OUTCOMES, IDEMPOTENCY, RUN_OUTCOMES, ENGAGED] {
                 txn.open_table(table)
                     .map_err(backend)?
                     .retain(|_, v| {
@@ -786,6 +807,11 @@ impl Store for EmbeddedStore {
                     })
                     .map_err(backend)?;
             }
+            // KPI days past retention.
+            let cutoff = (chrono::Utc::now() - chrono::Duration::days(crate::kpi::RETENTION_DAYS as i64)).format("%Y-%m-%d").to_string();
+            let old = |k: &str| k.split('\0').nth(1).is_some_and(|day| day < cutoff.as_str());
+            txn.open_table(KPI).map_err(backend)?.retain(|k, _| !old(k)).map_err(backend)?;
+            txn.open_table(KPI_UNIQUE).map_err(backend)?.retain(|k, _| !old(k)).map_err(backend)?;
             txn.commit().map_err(backend)?;
             Ok(gone)
         })

@@ -4,7 +4,9 @@
 use prost::Message as _;
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::embedded::{backend, key, page, EmbeddedStore, COUNTS, EVENTS, EVENT_SEQ, OUTCOMES, OUTCOME_INDEX, RUN_OUTCOMES};
+use super::embedded::{
+    backend, key, page, EmbeddedStore, COUNTS, ENGAGED, EVENTS, EVENT_SEQ, KPI, KPI_UNIQUE, OUTCOMES, OUTCOME_INDEX, RUN_OUTCOMES,
+};
 use super::StoreError;
 use crate::proto::v1::{Event, MessageOutcome};
 
@@ -24,6 +26,7 @@ impl EmbeddedStore {
         if outcomes.is_empty() && events.is_empty() {
             return Ok(());
         }
+        let kpi = crate::kpi::tally(outcomes, events);
         let (app_id, outcomes, events) = (app_id.to_string(), outcomes.to_vec(), events.to_vec());
         self.blocking(move |db| {
             let expires = (chrono::Utc::now().timestamp().max(0) as u64).saturating_add(ttl_secs);
@@ -62,6 +65,21 @@ impl EmbeddedStore {
                     let k = format!("{app_id}\0{day}\0{channel}\0{status}");
                     let now = counts.get(k.as_str()).map_err(backend)?.map_or(0, |g| g.value());
                     counts.insert(k.as_str(), now + n).map_err(backend)?;
+                }
+                let mut counters = txn.open_table(KPI).map_err(backend)?;
+                for ((day, field), n) in &kpi.counts {
+                    let k = format!("{app_id}\0{day}\0{field}");
+                    let now = counters.get(k.as_str()).map_err(backend)?.map_or(0, |g| g.value());
+                    counters.insert(k.as_str(), now + (*n).max(0) as u64).map_err(backend)?;
+                }
+                let mut uniques = txn.open_table(KPI_UNIQUE).map_err(backend)?;
+                for ((day, scope), members) in &kpi.uniques {
+                    let k = format!("{app_id}\0{day}\0{scope}");
+                    let mut registers = uniques.get(k.as_str()).map_err(backend)?.map(|g| g.value().to_vec()).unwrap_or_default();
+                    for m in members {
+                        crate::kpi::hll::add(&mut registers, m);
+                    }
+                    uniques.insert(k.as_str(), registers.as_slice()).map_err(backend)?;
                 }
                 let mut seqs = txn.open_table(EVENT_SEQ).map_err(backend)?;
                 let mut seq = seqs.get(app_id.as_str()).map_err(backend)?.map_or(0, |g| g.value());
@@ -200,6 +218,75 @@ impl EmbeddedStore {
                 stream.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
             }
             txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    pub(super) async fn embedded_kpi_counters(&self, app_id: &str, days: &[String]) -> Result<Vec<Vec<(String, i64)>>, StoreError> {
+        let (app_id, days) = (app_id.to_string(), days.to_vec());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(KPI).map_err(backend)?;
+            days.iter()
+                .map(|day| {
+                    let prefix = format!("{app_id}\0{day}\0");
+                    let hi = format!("{prefix}\u{10FFFF}");
+                    let mut out = Vec::new();
+                    for item in table.range::<&str>(prefix.as_str()..hi.as_str()).map_err(backend)? {
+                        let (k, v) = item.map_err(backend)?;
+                        out.push((k.value()[prefix.len()..].to_string(), v.value() as i64));
+                    }
+                    Ok(out)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub(super) async fn embedded_kpi_uniques(&self, app_id: &str, unions: &[Vec<(String, String)>]) -> Result<Vec<u64>, StoreError> {
+        let (app_id, unions) = (app_id.to_string(), unions.to_vec());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(KPI_UNIQUE).map_err(backend)?;
+            unions
+                .iter()
+                .map(|sets| {
+                    let mut merged = Vec::new();
+                    for (day, scope) in sets {
+                        if let Some(g) = table.get(format!("{app_id}\0{day}\0{scope}").as_str()).map_err(backend)? {
+                            crate::kpi::hll::merge(&mut merged, g.value());
+                        }
+                    }
+                    Ok(crate::kpi::hll::count(&merged))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub(super) async fn embedded_first_engagement(&self, app_id: &str, keys: &[String], ttl_secs: u64) -> Result<Vec<bool>, StoreError> {
+        let (app_id, keys) = (app_id.to_string(), keys.to_vec());
+        self.blocking(move |db| {
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            let txn = db.begin_write().map_err(backend)?;
+            let firsts = {
+                let mut table = txn.open_table(ENGAGED).map_err(backend)?;
+                let mut firsts = Vec::with_capacity(keys.len());
+                for k in &keys {
+                    let row = key(&app_id, k);
+                    let seen = table
+                        .get(row.as_str())
+                        .map_err(backend)?
+                        .is_some_and(|g| g.value().len() >= 8 && u64::from_be_bytes(g.value()[..8].try_into().expect("8 bytes")) >= now);
+                    if !seen {
+                        table.insert(row.as_str(), now.saturating_add(ttl_secs).to_be_bytes().as_slice()).map_err(backend)?;
+                    }
+                    firsts.push(!seen);
+                }
+                firsts
+            };
+            txn.commit().map_err(backend)?;
+            Ok(firsts)
         })
         .await
     }

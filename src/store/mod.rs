@@ -245,6 +245,19 @@ pub trait Store: Send + Sync + 'static {
     /// Drops the app's events numbered below `floor` (retention by age or count).
     async fn trim_events(&self, app_id: &str, floor: u64) -> Result<(), StoreError>;
 
+    /// The KPI counters of each day (`YYYY-MM-DD`), in order: (`{counter}|{scope}`, count).
+    /// [`Store::record_outcomes`] keeps them (see [`crate::kpi`]) for
+    /// [`crate::kpi::RETENTION_DAYS`].
+    async fn kpi_counters(&self, app_id: &str, days: &[String]) -> Result<Vec<Vec<(String, i64)>>, StoreError>;
+
+    /// For each union of (day, scope) sets, the distinct endpoints delivered to (estimated,
+    /// HyperLogLog).
+    async fn kpi_uniques(&self, app_id: &str, unions: &[Vec<(String, String)>]) -> Result<Vec<u64>, StoreError>;
+
+    /// Marks each key (an engagement kind and a message id) as seen, kept `ttl_secs`: whether
+    /// it was seen here for the first time, atomically (two daemons never both see a first).
+    async fn first_engagement(&self, app_id: &str, keys: &[String], ttl_secs: u64) -> Result<Vec<bool>, StoreError>;
+
     /// Marks a template as used (or no longer used) by `user`, a campaign or journey id; a
     /// template in use cannot be deleted (FAILED_PRECONDITION).
     async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError>;

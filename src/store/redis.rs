@@ -638,6 +638,18 @@ impl Store for RedisStore {
         self.redis_last_event(app_id).await
     }
 
+    async fn kpi_counters(&self, app_id: &str, days: &[String]) -> Result<Vec<Vec<(String, i64)>>, StoreError> {
+        self.redis_kpi_counters(app_id, days).await
+    }
+
+    async fn kpi_uniques(&self, app_id: &str, unions: &[Vec<(String, String)>]) -> Result<Vec<u64>, StoreError> {
+        self.redis_kpi_uniques(app_id, unions).await
+    }
+
+    async fn first_engagement(&self, app_id: &str, keys: &[String], ttl_secs: u64) -> Result<Vec<bool>, StoreError> {
+        self.redis_first_engagement(app_id, keys, ttl_secs).await
+    }
+
     async fn trim_events(&self, app_id: &str, floor: u64) -> Result<(), StoreError> {
         self.redis_trim_events(app_id, floor).await
     }

@@ -119,6 +119,23 @@ impl RedisStore {
             pipe.hset_multiple(&key, &fields).ignore();
             pipe.expire(&key, ttl_secs.max(1) as i64).ignore();
         }
+        // KPI counters and unique endpoints, in the same pipeline.
+        let kpi = crate::kpi::tally(outcomes, events);
+        let kpi_ttl = (crate::kpi::RETENTION_DAYS * 86_400) as i64;
+        let mut days = std::collections::BTreeSet::new();
+        for ((day, field), n) in &kpi.counts {
+            pipe.hincr(keys.key("kpi:", day), field, *n).ignore();
+            days.insert(day.as_str());
+        }
+        for day in days {
+            pipe.expire(keys.key("kpi:", day), kpi_ttl).ignore();
+        }
+        for ((day, scope), members) in &kpi.uniques {
+            let key = keys.key("kpiu:", &format!("{day}|{scope}"));
+            pipe.cmd("PFADD").arg(&key).arg(members).ignore();
+            pipe.expire(&key, kpi_ttl).ignore();
+        }
+        let pipelined = !outcomes.is_empty() || !kpi.is_empty();
         let mut conn = self.pool.get().await?;
         let (stream, sequence) = (keys.key("event-stream", ""), keys.key("event-seq", ""));
         let mut appends = Vec::new();
@@ -138,11 +155,11 @@ impl RedisStore {
             }
             Ok::<_, redis::RedisError>(())
         };
-        // Everything in the pipeline comes from outcomes; events alone need no pipeline.
+        // The pipeline holds what outcomes and KPI counters write; other events need none.
         let write = async {
-            match outcomes.is_empty() {
-                true => Ok(()),
-                false => pipe.query_async::<()>(&mut conn).await,
+            match pipelined {
+                false => Ok(()),
+                true => pipe.query_async::<()>(&mut conn).await,
             }
         };
         let (written, appended) = tokio::join!(write, append);
@@ -292,5 +309,46 @@ impl RedisStore {
             let _: u64 = redis::cmd("XTRIM").arg(&stream).arg("MINID").arg(id).query_async(&mut conn).await?;
         }
         Ok(())
+    }
+
+    pub(super) async fn redis_kpi_counters(&self, app_id: &str, days: &[String]) -> Result<Vec<Vec<(String, i64)>>, StoreError> {
+        if days.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = Keys::new(app_id);
+        let mut pipe = redis::pipe();
+        for day in days {
+            pipe.hgetall(keys.key("kpi:", day));
+        }
+        Ok(pipe.query_async(&mut self.conn()).await?)
+    }
+
+    pub(super) async fn redis_kpi_uniques(&self, app_id: &str, unions: &[Vec<(String, String)>]) -> Result<Vec<u64>, StoreError> {
+        let keys = Keys::new(app_id);
+        let mut pipe = redis::pipe();
+        let mut asked = Vec::with_capacity(unions.len());
+        for sets in unions {
+            asked.push(!sets.is_empty());
+            if !sets.is_empty() {
+                let names: Vec<String> = sets.iter().map(|(day, scope)| keys.key("kpiu:", &format!("{day}|{scope}"))).collect();
+                pipe.cmd("PFCOUNT").arg(names);
+            }
+        }
+        let counts: Vec<u64> = if asked.iter().any(|a| *a) { pipe.query_async(&mut self.conn()).await? } else { Vec::new() };
+        let mut counts = counts.into_iter();
+        Ok(asked.into_iter().map(|a| if a { counts.next().unwrap_or(0) } else { 0 }).collect())
+    }
+
+    pub(super) async fn redis_first_engagement(&self, app_id: &str, ids: &[String], ttl_secs: u64) -> Result<Vec<bool>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = Keys::new(app_id);
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("SET").arg(keys.key("eng:", id)).arg(1).arg("NX").arg("EX").arg(ttl_secs.max(1));
+        }
+        let set: Vec<Option<String>> = pipe.query_async(&mut self.conn()).await?;
+        Ok(set.into_iter().map(|r| r.is_some()).collect())
     }
 }
