@@ -138,7 +138,8 @@ async fn record_batches(mut rx: mpsc::Receiver<Pending>, store: Arc<dyn Store>, 
         }
         let started = std::time::Instant::now();
         for (app, members) in &by_app {
-            let keys: Vec<String> = members.iter().map(|&i| format!("{}:{}", pending[i].event.event_type, pending[i].event.message_id)).collect();
+            let keys: Vec<String> =
+                members.iter().map(|&i| format!("{}:{}", pending[i].event.event_type, pending[i].event.message_id)).collect();
             let mut delay = Duration::from_millis(50);
             let firsts = loop {
                 match store.first_engagement(app, &keys, outcome_ttl.as_secs()).await {

@@ -8,7 +8,9 @@
 //!   number's endpoint out (`opt_out` ALL) with `_SMS.OPTOUT`.
 //! - `POST /v1/apps/{app}/email/feedback`: Amazon SES notifications (raw, or inside an SNS
 //!   envelope) or `{"type": "hardbounce"|"softbounce"|"complaint", "addresses": [...]}`; hard
-//!   bounces and complaints go on the suppression list, each with its `_email.*` event.
+//!   bounces and complaints go on the suppression list, each with its `_email.*` event; SES
+//!   Delivery notifications record `_email.delivered`. A notification whose Message-ID is one
+//!   Herald wrote names the message, so its event carries the campaign and run it came from.
 //!
 //! Callers authenticate with one of Herald's API keys (`x-api-key` or `Authorization: Bearer`);
 //! SMS callbacks may instead carry the provider's signature (`X-Twilio-Signature`, HMAC-SHA1
@@ -192,9 +194,23 @@ async fn sms_inbound(State(f): State<Arc<Feedback>>, Path(app): Path<String>, he
     }
 }
 
-/// What an email notification says: (kind, addresses) with kind hardbounce, softbounce or
-/// complaint.
-fn email_notices(v: &serde_json::Value) -> Result<Vec<(&'static str, Vec<String>)>, String> {
+/// The Herald message id in a notification's `mail` block: its Message-ID header, which
+/// Herald writes as `<{message id}@{sender domain}>`.
+fn herald_message_id(v: &serde_json::Value) -> Option<String> {
+    let mail = v.get("mail")?;
+    let header = mail.pointer("/commonHeaders/messageId").and_then(|m| m.as_str()).or_else(|| {
+        mail.get("headers")?.as_array()?.iter().find_map(|h| {
+            h.get("name")?.as_str().filter(|n| n.eq_ignore_ascii_case("message-id"))?;
+            h.get("value")?.as_str()
+        })
+    })?;
+    let id = header.trim().trim_start_matches('<').split('@').next()?;
+    crate::domain::message_id_time(id).map(|_| id.to_string())
+}
+
+/// What an email notification says: (kind, addresses, the Herald message it is about) with
+/// kind hardbounce, softbounce, complaint or delivered.
+fn email_notices(v: &serde_json::Value) -> Result<Vec<(&'static str, Vec<String>, Option<String>)>, String> {
     // An SNS envelope carries the SES notification as a JSON string.
     if v.get("Type").and_then(|t| t.as_str()) == Some("Notification") {
         let inner: serde_json::Value = serde_json::from_str(v.get("Message").and_then(|m| m.as_str()).unwrap_or(""))
@@ -207,13 +223,18 @@ fn email_notices(v: &serde_json::Value) -> Result<Vec<(&'static str, Vec<String>
             .unwrap_or_default()
     };
     let ses_type = v.get("notificationType").or_else(|| v.get("eventType")).and_then(|t| t.as_str());
+    let message = herald_message_id(v);
     match ses_type {
         Some("Bounce") => {
             let b = &v["bounce"];
             let kind = if b["bounceType"] == "Permanent" { "hardbounce" } else { "softbounce" };
-            Ok(vec![(kind, addresses(&b["bouncedRecipients"]))])
+            Ok(vec![(kind, addresses(&b["bouncedRecipients"]), message)])
         }
-        Some("Complaint") => Ok(vec![("complaint", addresses(&v["complaint"]["complainedRecipients"]))]),
+        Some("Complaint") => Ok(vec![("complaint", addresses(&v["complaint"]["complainedRecipients"]), message)]),
+        Some("Delivery") => {
+            let list = v["delivery"]["recipients"].as_array().map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect());
+            Ok(vec![("delivered", list.unwrap_or_default(), message)])
+        }
         Some(_) => Ok(Vec::new()),
         None => {
             let kind = match v.get("type").and_then(|t| t.as_str()) {
@@ -233,7 +254,7 @@ fn email_notices(v: &serde_json::Value) -> Result<Vec<(&'static str, Vec<String>
             if list.is_empty() {
                 return Err("address or addresses is required".into());
             }
-            Ok(vec![(kind, list)])
+            Ok(vec![(kind, list, None)])
         }
     }
 }
@@ -252,16 +273,35 @@ async fn email_feedback(State(f): State<Arc<Feedback>>, Path(app): Path<String>,
     };
     let now = crate::domain::timestamp(chrono::Utc::now());
     let mut batch = Batch::default();
-    for (kind, addresses) in notices {
+    for (kind, addresses, message) in notices {
+        // The message it is about, when Herald sent it and still keeps its outcome: its
+        // campaign and run go on the event (and into their KPIs).
+        let sent = match &message {
+            Some(id) => f.store.get_outcome(&app, id).await.ok().flatten(),
+            None => None,
+        };
         for a in addresses {
             let address = crate::api::suppressions::normalize(&a);
             count(match kind {
                 "hardbounce" => "email_hardbounce",
                 "complaint" => "email_complaint",
+                "delivered" => "email_delivered",
                 _ => "email_softbounce",
             });
-            let endpoint = f.store.endpoint_by_address(&app, ChannelType::Email as i32, &address).await.ok().flatten().unwrap_or_default();
-            batch.event(&app, event_for(&outcome(&app, "EMAIL", &address, &endpoint, "", kind.to_string()), format!("_email.{kind}")));
+            let about = match sent.as_ref().filter(|o| crate::api::suppressions::normalize(&o.address) == address) {
+                Some(o) => MessageOutcome {
+                    status_message: kind.to_string(),
+                    updated_date: String::new(),
+                    context: Default::default(),
+                    ..o.clone()
+                },
+                None => {
+                    let endpoint =
+                        f.store.endpoint_by_address(&app, ChannelType::Email as i32, &address).await.ok().flatten().unwrap_or_default();
+                    outcome(&app, "EMAIL", &address, &endpoint, message.as_deref().unwrap_or(""), kind.to_string())
+                }
+            };
+            batch.event(&app, event_for(&about, format!("_email.{kind}")));
             let reason = match kind {
                 "hardbounce" => SuppressionReason::HardBounce,
                 "complaint" => SuppressionReason::Complaint,
@@ -289,11 +329,22 @@ mod tests {
             "notificationType": "Bounce",
             "bounce": {"bounceType": "Permanent", "bouncedRecipients": [{"emailAddress": "a@x.test"}, {"emailAddress": "b@x.test"}]}
         });
-        assert_eq!(email_notices(&bounce).unwrap(), vec![("hardbounce", vec!["a@x.test".to_string(), "b@x.test".to_string()])]);
+        assert_eq!(email_notices(&bounce).unwrap(), vec![("hardbounce", vec!["a@x.test".to_string(), "b@x.test".to_string()], None)]);
         let sns = serde_json::json!({"Type": "Notification", "Message": serde_json::json!({
             "notificationType": "Complaint", "complaint": {"complainedRecipients": [{"emailAddress": "c@x.test"}]}
         }).to_string()});
-        assert_eq!(email_notices(&sns).unwrap(), vec![("complaint", vec!["c@x.test".to_string()])]);
+        assert_eq!(email_notices(&sns).unwrap(), vec![("complaint", vec!["c@x.test".to_string()], None)]);
+        // A delivery names Herald's message through the Message-ID header it wrote.
+        let id = crate::domain::new_message_id();
+        let delivery = serde_json::json!({
+            "notificationType": "Delivery",
+            "mail": {"commonHeaders": {"messageId": format!("<{id}@shop.example>")}},
+            "delivery": {"recipients": ["e@x.test"]}
+        });
+        assert_eq!(email_notices(&delivery).unwrap(), vec![("delivered", vec!["e@x.test".to_string()], Some(id))]);
+        let foreign = serde_json::json!({"eventType": "Delivery", "mail": {"headers": [{"name": "Message-ID", "value": "<abc@x>"}]},
+            "delivery": {"recipients": ["e@x.test"]}});
+        assert_eq!(email_notices(&foreign).unwrap()[0].2, None);
         let soft = serde_json::json!({"notificationType": "Bounce", "bounce": {"bounceType": "Transient", "bouncedRecipients": []}});
         assert_eq!(email_notices(&soft).unwrap()[0].0, "softbounce");
         assert_eq!(email_notices(&serde_json::json!({"type": "complaint", "address": "d@x.test"})).unwrap()[0].1, ["d@x.test"]);

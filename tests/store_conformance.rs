@@ -819,6 +819,139 @@ async fn event_positions_trimming_and_activity(h: Harness) {
     assert!(s.get_endpoint("app", "nope").await.unwrap().is_none());
 }
 
+/// KPIs from a scripted history of sends, bounces, opens, clicks and complaints, each value
+/// worked out by hand from the script.
+async fn kpis_from_counters_kept_while_recording(h: Harness) {
+    use herald::kpi::query::{parse, rows, Level};
+    use herald::proto::v1::{DeliveryStatus as D, Event, MessageOutcome, MessageSource};
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    let now = chrono::Utc::now();
+    let (d1, d2) = ((now - chrono::Duration::days(1)).format("%Y-%m-%d").to_string(), now.format("%Y-%m-%d").to_string());
+    let at = |day: &str| format!("{day}T12:00:00.000Z");
+    let outcome =
+        |id: String, endpoint: &str, campaign: &str, run: &str, channel: &str, status: D, attempts: i32, day: &str| MessageOutcome {
+            message_id: id,
+            app_id: "app".into(),
+            source: if campaign.is_empty() { MessageSource::Transactional } else { MessageSource::Campaign } as i32,
+            request_id: run.into(),
+            campaign_id: campaign.into(),
+            endpoint_id: endpoint.into(),
+            address: format!("{endpoint}@example.com"),
+            channel: channel.into(),
+            delivery_status: status as i32,
+            status_code: if status == D::PermanentFailure && channel == "SMS" { 30003 } else { 0 },
+            attempts,
+            updated_date: at(day),
+            ..Default::default()
+        };
+    let engagement = |kind: &str, message: &str, run: &str, first: bool, day: &str| Event {
+        event_type: kind.into(),
+        event_timestamp: at(day),
+        message_id: message.into(),
+        attributes: [("campaign_id", "c1"), ("campaign_activity_id", run)].into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        first_of_message: first,
+        ..Default::default()
+    };
+    // Run r1 on day 1: e0..e7 accepted, e8 refused by the relay, e9 opted out (never sent).
+    let mut r1: Vec<MessageOutcome> =
+        (0..8).map(|i| outcome(format!("r1m{i}"), &format!("e{i}"), "c1", "r1", "EMAIL", D::Successful, 1, &d1)).collect();
+    r1.push(outcome("r1m8".into(), "e8", "c1", "r1", "EMAIL", D::PermanentFailure, 1, &d1));
+    r1.push(outcome("r1m9".into(), "e9", "c1", "r1", "EMAIL", D::OptOut, 0, &d1));
+    let sends: Vec<Event> =
+        r1.iter().map(|o| Event { event_type: "_email.send".into(), message_id: o.message_id.clone(), ..Default::default() }).collect();
+    s.record_outcomes("app", &r1, &sends, 3600).await.unwrap();
+    // Afterwards: e7 bounces; e0 opens twice and clicks, e1 opens; e2 complains.
+    let later = vec![
+        engagement("_email.hardbounce", "r1m7", "r1", false, &d1),
+        engagement("_email.open", "r1m0", "r1", true, &d1),
+        engagement("_email.open", "r1m0", "r1", false, &d1),
+        engagement("_email.open", "r1m1", "r1", true, &d1),
+        engagement("_email.click", "r1m0", "r1", true, &d1),
+        engagement("_email.complaint", "r1m2", "r1", false, &d1),
+    ];
+    s.record_outcomes("app", &[], &later, 3600).await.unwrap();
+    // Run r2 on day 2: e0..e4 accepted. Transactional on day 2: three emails accepted, one
+    // failing for now; one SMS accepted, one refused with 30003.
+    let r2: Vec<MessageOutcome> =
+        (0..5).map(|i| outcome(format!("r2m{i}"), &format!("e{i}"), "c1", "r2", "EMAIL", D::Successful, 1, &d2)).collect();
+    s.record_outcomes("app", &r2, &[], 3600).await.unwrap();
+    let mut txn: Vec<MessageOutcome> = (0..3).map(|i| outcome(format!("t{i}"), "", "", "", "EMAIL", D::Successful, 1, &d2)).collect();
+    txn.push(outcome("t3".into(), "", "", "", "EMAIL", D::TemporaryFailure, 2, &d2));
+    txn.push(outcome("s0".into(), "", "", "", "SMS", D::Successful, 1, &d2));
+    txn.push(outcome("s1".into(), "", "", "", "SMS", D::PermanentFailure, 1, &d2));
+    s.record_outcomes("app", &txn, &[], 3600).await.unwrap();
+    let txn_open = Event {
+        event_type: "_email.open".into(),
+        event_timestamp: at(&d2),
+        message_id: "t0".into(),
+        first_of_message: true,
+        ..Default::default()
+    };
+    s.record_outcomes("app", &[], &[txn_open], 3600).await.unwrap();
+
+    let days = vec![d1.clone(), d2.clone()];
+    let campaign = Level::Campaign("c1".into());
+    let get = |level: Level, name: &'static str| {
+        let days = days.clone();
+        async move {
+            let kpi = parse(&level, name).unwrap();
+            rows(s, "app", &level, &kpi, &days)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.grouped_bys.first().map(|g| g.value.clone()).unwrap_or_default(), r.values[0].value.parse::<f64>().unwrap()))
+                .collect::<Vec<(String, f64)>>()
+        }
+    };
+    let one = |v: Vec<(String, f64)>| {
+        assert_eq!(v.len(), 1, "{v:?}");
+        v[0].1
+    };
+    // Campaign c1: 14 attempted (9 + 5), 13 accepted, 1 bounced later: 12 delivered.
+    assert_eq!(one(get(campaign.clone(), "successful-delivery-rate").await), 12.0 / 14.0);
+    assert_eq!(one(get(campaign.clone(), "attempted-deliveries").await), 14.0);
+    assert_eq!(one(get(campaign.clone(), "successful-deliveries").await), 12.0);
+    assert_eq!(one(get(campaign.clone(), "email-open-rate").await), 2.0 / 12.0);
+    assert_eq!(one(get(campaign.clone(), "email-click-rate").await), 1.0 / 12.0);
+    assert_eq!(one(get(campaign.clone(), "clicks").await), 1.0);
+    assert_eq!(one(get(campaign.clone(), "hard-bounce-rate").await), 2.0 / 14.0);
+    assert_eq!(one(get(campaign.clone(), "email-complaint-rate").await), 1.0 / 14.0);
+    assert_eq!(one(get(campaign.clone(), "unique-deliveries").await), 8.0);
+    assert_eq!(get(campaign.clone(), "unique-deliveries-grouped-by-campaign-activity").await, vec![("r1".into(), 8.0), ("r2".into(), 5.0)]);
+    assert_eq!(
+        get(campaign.clone(), "successful-delivery-rate-grouped-by-campaign-activity").await,
+        vec![("r1".into(), 7.0 / 9.0), ("r2".into(), 1.0)]
+    );
+    // A run that sent and got no opens has 0, not no row.
+    assert_eq!(
+        get(campaign.clone(), "direct-email-opens-grouped-by-campaign-activity").await,
+        vec![("r1".into(), 2.0), ("r2".into(), 0.0)]
+    );
+    assert!(get(campaign.clone(), "push-open-rate").await.is_empty(), "no push: no row");
+    // The app's campaigns (only c1), by date and by campaign.
+    assert_eq!(get(Level::App, "successful-delivery-rate-grouped-by-date").await, vec![(d1.clone(), 7.0 / 9.0), (d2.clone(), 1.0)]);
+    assert_eq!(get(Level::App, "unique-deliveries-grouped-by-campaign").await, vec![("c1".into(), 8.0)]);
+    assert_eq!(get(Level::App, "unique-deliveries-grouped-by-date").await, vec![(d1.clone(), 8.0), (d2.clone(), 5.0)]);
+    assert_eq!(one(get(Level::App, "email-open-rate").await), 2.0 / 12.0);
+    // Transactional: 4 emails attempted, 3 delivered, 1 opened; 2 SMS, one failed with 30003.
+    assert_eq!(one(get(Level::App, "txn-emails-sent").await), 4.0);
+    assert_eq!(one(get(Level::App, "txn-emails-delivery-rate").await), 0.75);
+    assert_eq!(one(get(Level::App, "txn-emails-soft-bounced").await), 1.0);
+    assert_eq!(one(get(Level::App, "txn-emails-unique-opens").await), 1.0);
+    assert_eq!(get(Level::App, "txn-emails-sent-grouped-by-date").await, vec![(d2.clone(), 4.0)]);
+    assert_eq!(one(get(Level::App, "txn-sms-delivery-rate").await), 0.5);
+    assert_eq!(get(Level::App, "txn-sms-error-distribution").await, vec![("30003".into(), 1.0)]);
+    // Another app sees none of it.
+    s.create_app(&app("other")).await.unwrap();
+    let kpi = parse(&Level::App, "txn-emails-sent").unwrap();
+    assert!(rows(s, "other", &Level::App, &kpi, &days).await.unwrap().is_empty());
+
+    // First engagement is decided once, also within one call and from another connection.
+    assert_eq!(s.first_engagement("app", &["_email.open:m1".into(), "_email.open:m1".into()], 60).await.unwrap(), [true, false]);
+    assert_eq!(h.other.first_engagement("app", &["_email.open:m1".into(), "_email.click:m1".into()], 60).await.unwrap(), [false, true]);
+}
+
 async fn s_create(h: &Harness) {
     h.store.create_app(&app("app")).await.unwrap();
 }
@@ -855,6 +988,7 @@ conformance!(
     suppression_lists,
     outcomes_counters_and_events,
     event_positions_trimming_and_activity,
+    kpis_from_counters_kept_while_recording,
 );
 
 #[tokio::test]

@@ -5,6 +5,7 @@ mod campaigns;
 mod client;
 mod endpoints;
 mod events;
+mod kpi;
 use crate::domain::json;
 mod segments;
 mod send;
@@ -107,6 +108,14 @@ enum Command {
         #[command(subcommand)]
         command: events::EventsCommand,
     },
+    /// One of Pinpoint's KPIs for an app or a campaign (GetApplicationDateRangeKpi,
+    /// GetCampaignDateRangeKpi), as a table or CSV.
+    Kpi {
+        #[command(flatten)]
+        conn: client::ConnArgs,
+        #[command(flatten)]
+        args: kpi::KpiArgs,
+    },
     /// Event destinations: webhooks that receive an app's events, signed (Standard Webhooks).
     Destinations {
         #[command(flatten)]
@@ -160,6 +169,7 @@ pub fn main() -> ExitCode {
         Command::Campaigns { conn, command } => run_client(campaigns::run(conn, command)),
         Command::Events { conn, command } => run_client(events::run(conn, command)),
         Command::Destinations { conn, command } => run_client(events::destinations(conn, command)),
+        Command::Kpi { conn, args } => run_client(kpi::run(conn, args)),
         Command::Health { conn, service } => run_client(health(conn, service)),
         Command::Send { conn, args } => run_client(send::send(conn, args)),
         Command::Outcome { conn, app, message_id } => run_client(send::outcome(conn, app, message_id)),

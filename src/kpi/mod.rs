@@ -170,11 +170,8 @@ mod tests {
             updated_date: "2026-11-02T10:00:00Z".into(),
             ..Default::default()
         };
-        let outcomes = vec![
-            o("m1", DeliveryStatus::Successful, 1),
-            o("m2", DeliveryStatus::PermanentFailure, 1),
-            o("m3", DeliveryStatus::OptOut, 0),
-        ];
+        let outcomes =
+            vec![o("m1", DeliveryStatus::Successful, 1), o("m2", DeliveryStatus::PermanentFailure, 1), o("m3", DeliveryStatus::OptOut, 0)];
         let send_event = Event { message_id: "m1".into(), event_type: "_email.send".into(), ..Default::default() };
         let open = Event {
             message_id: "m0".into(),

@@ -195,10 +195,14 @@ pub fn parse(level: &Level, name: &str) -> Result<Kpi, String> {
         if *level == Level::App {
             known.extend(TXN_BASES.iter().map(|b| b.name));
         }
-        format!("unknown kpi_name {name}: give one of {} (optionally -grouped-by-date or -grouped-by-{})", known.join(", "), match level {
-            Level::App => "campaign",
-            Level::Campaign(_) => "campaign-activity",
-        })
+        format!(
+            "unknown kpi_name {name}: give one of {} (optionally -grouped-by-date or -grouped-by-{})",
+            known.join(", "),
+            match level {
+                Level::App => "campaign",
+                Level::Campaign(_) => "campaign-activity",
+            }
+        )
     })?;
     if base.cover == Cover::Transactional && grouping == Grouping::Campaign {
         return Err(format!("{name}: transactional messages belong to no campaign"));

@@ -11,8 +11,8 @@ use crate::channels::{Lane, Payload};
 use crate::domain::FieldViolation;
 use crate::proto::v1::{
     template::Content, ApnsMessage, AttributeValues, ChannelType, CustomTemplate, DefaultPushNotificationMessage,
-    DirectMessageConfiguration, EmailTemplate, Endpoint, GcmMessage, MessageOutcome, PushBlock, PushTemplate, SmsMessage, SmsTemplate, Template,
-    TemplateConfiguration, TemplateReference,
+    DirectMessageConfiguration, EmailTemplate, Endpoint, GcmMessage, MessageOutcome, PushBlock, PushTemplate, SmsMessage, SmsTemplate,
+    Template, TemplateConfiguration, TemplateReference,
 };
 use crate::render::mime;
 use crate::render::template::{CompiledTemplate, TemplateCache};
@@ -382,7 +382,8 @@ impl Composer {
             };
             l.message(&m, chrono::Utc::now().timestamp().max(0) as u64)
         });
-        let unsubscribe = links.as_ref().filter(|_| self.tracking.unsubscribe && !outcome.endpoint_id.is_empty()).map(|l| l.unsubscribe_url());
+        let unsubscribe =
+            links.as_ref().filter(|_| self.tracking.unsubscribe && !outcome.endpoint_id.is_empty()).map(|l| l.unsubscribe_url());
         if let (Some(url), Some(root)) = (&unsubscribe, ctx.as_object_mut()) {
             root.insert("Herald".into(), serde_json::json!({ "UnsubscribeUrl": url }));
         }
@@ -398,7 +399,14 @@ impl Composer {
             (h, _) => h.map(std::borrow::Cow::Borrowed),
         };
         sender
-            .message(&outcome.address, part("subject").unwrap_or(""), part("text_part"), html.as_deref(), list_unsubscribe, Some(&outcome.message_id))
+            .message(
+                &outcome.address,
+                part("subject").unwrap_or(""),
+                part("text_part"),
+                html.as_deref(),
+                list_unsubscribe,
+                Some(&outcome.message_id),
+            )
             .map(|mime| Payload::Email { from: self.from.clone(), mime })
             .map_err(Unbuildable::from)
     }
