@@ -849,7 +849,10 @@ async fn kpis_from_counters_kept_while_recording(h: Harness) {
         event_type: kind.into(),
         event_timestamp: at(day),
         message_id: message.into(),
-        attributes: [("campaign_id", "c1"), ("campaign_activity_id", run)].into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        attributes: [("campaign_id", "c1"), ("campaign_activity_id", &*format!("{run}-0"))]
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect(),
         first_of_message: first,
         ..Default::default()
     };
@@ -918,15 +921,18 @@ async fn kpis_from_counters_kept_while_recording(h: Harness) {
     assert_eq!(one(get(campaign.clone(), "hard-bounce-rate").await), 2.0 / 14.0);
     assert_eq!(one(get(campaign.clone(), "email-complaint-rate").await), 1.0 / 14.0);
     assert_eq!(one(get(campaign.clone(), "unique-deliveries").await), 8.0);
-    assert_eq!(get(campaign.clone(), "unique-deliveries-grouped-by-campaign-activity").await, vec![("r1".into(), 8.0), ("r2".into(), 5.0)]);
+    assert_eq!(
+        get(campaign.clone(), "unique-deliveries-grouped-by-campaign-activity").await,
+        vec![("r1-0".into(), 8.0), ("r2-0".into(), 5.0)]
+    );
     assert_eq!(
         get(campaign.clone(), "successful-delivery-rate-grouped-by-campaign-activity").await,
-        vec![("r1".into(), 7.0 / 9.0), ("r2".into(), 1.0)]
+        vec![("r1-0".into(), 7.0 / 9.0), ("r2-0".into(), 1.0)]
     );
     // A run that sent and got no opens has 0, not no row.
     assert_eq!(
         get(campaign.clone(), "direct-email-opens-grouped-by-campaign-activity").await,
-        vec![("r1".into(), 2.0), ("r2".into(), 0.0)]
+        vec![("r1-0".into(), 2.0), ("r2-0".into(), 0.0)]
     );
     assert!(get(campaign.clone(), "push-open-rate").await.is_empty(), "no push: no row");
     // The app's campaigns (only c1), by date and by campaign.

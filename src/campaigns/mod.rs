@@ -18,6 +18,12 @@ use crate::store::{Store, StoreError};
 
 /// Store record kinds.
 pub const KIND: &str = "campaign";
+
+/// The id of a run's activity for one treatment (Pinpoint's campaign activity id): what
+/// GetCampaignActivities lists and what events and KPIs group a campaign's messages by.
+pub fn activity_id(run_key: &str, treatment_id: i32) -> String {
+    format!("{run_key}-{treatment_id}")
+}
 pub const RUN_KIND: &str = "campaign-run";
 /// The store record kind of an EVENT campaign's runs for one batch of events, while they run.
 pub const TRIGGER_KIND: &str = "campaign-trigger";

@@ -275,7 +275,7 @@ impl Runner {
         for (t, a) in run.activities.iter().enumerate() {
             if daily.activities.len() <= t {
                 daily.activities.push(Activity {
-                    id: format!("{id}-{}", a.treatment_id),
+                    id: super::activity_id(&id, a.treatment_id),
                     campaign_id: run.campaign_id.clone(),
                     campaign_version: run.campaign_version,
                     treatment_id: a.treatment_id,
@@ -424,7 +424,7 @@ impl Runner {
             run.activities = names
                 .into_iter()
                 .map(|(tid, name)| Activity {
-                    id: format!("{}-{tid}", key(run)),
+                    id: super::activity_id(&key(run), tid),
                     campaign_id: run.campaign_id.clone(),
                     campaign_version: run.campaign_version,
                     treatment_id: tid,

@@ -101,8 +101,12 @@ pub fn tally(outcomes: &[MessageOutcome], events: &[Event]) -> Tally {
             continue;
         }
         let day = crate::store::outcome_day(o).to_string();
-        let run = if o.source == MessageSource::Campaign as i32 { o.request_id.as_str() } else { "" };
-        let s = scopes(&o.campaign_id, run, &o.journey_id, "");
+        let activity = if o.source == MessageSource::Campaign as i32 && !o.request_id.is_empty() {
+            crate::campaigns::activity_id(&o.request_id, o.treatment_id)
+        } else {
+            String::new()
+        };
+        let s = scopes(&o.campaign_id, &activity, &o.journey_id, "");
         let g = group(&o.channel);
         t.add(&day, &format!("sent.{g}"), &s, 1);
         let status = DeliveryStatus::try_from(o.delivery_status).unwrap_or(DeliveryStatus::UnknownFailure);
@@ -177,18 +181,18 @@ mod tests {
             message_id: "m0".into(),
             event_type: "_email.open".into(),
             event_timestamp: "2026-11-03T01:00:00Z".into(),
-            attributes: HashMap::from([("campaign_id".into(), "c1".into()), ("campaign_activity_id".into(), "run1".into())]),
+            attributes: HashMap::from([("campaign_id".into(), "c1".into()), ("campaign_activity_id".into(), "run1-0".into())]),
             first_of_message: true,
             ..Default::default()
         };
         let t = tally(&outcomes, &[send_event, open]);
         let n = |day: &str, f: &str| t.counts.get(&(day.to_string(), f.to_string())).copied().unwrap_or(0);
         assert_eq!(n("2026-11-02", "sent.email|c:c1"), 2);
-        assert_eq!(n("2026-11-02", "sent.email|a:c1:run1"), 2);
+        assert_eq!(n("2026-11-02", "sent.email|a:c1:run1-0"), 2);
         assert_eq!(n("2026-11-02", "ok.email|c:c1"), 1);
         assert_eq!(n("2026-11-02", "hb.email|c:c1"), 1);
         assert_eq!(n("2026-11-03", "open.email|c:c1"), 1);
-        assert_eq!(n("2026-11-03", "uopen.email|a:c1:run1"), 1);
+        assert_eq!(n("2026-11-03", "uopen.email|a:c1:run1-0"), 1);
         assert_eq!(t.counts.keys().filter(|(_, f)| f.ends_with("|t")).count(), 0);
         assert_eq!(t.uniques[&("2026-11-02".to_string(), "C".to_string())], vec!["ep-m1".to_string()]);
     }

@@ -45,7 +45,7 @@ pub fn event_for(o: &MessageOutcome, event_type: String) -> Event {
         attributes.insert("campaign_id".to_string(), o.campaign_id.clone());
         attributes.insert("treatment_id".to_string(), o.treatment_id.to_string());
         if o.source == crate::proto::v1::MessageSource::Campaign as i32 && !o.request_id.is_empty() {
-            attributes.insert("campaign_activity_id".to_string(), o.request_id.clone());
+            attributes.insert("campaign_activity_id".to_string(), crate::campaigns::activity_id(&o.request_id, o.treatment_id));
         }
     }
     if !o.journey_id.is_empty() {
