@@ -90,6 +90,32 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // Tracking: one message's HTML (2 KB) with 10 links, and the same text with none, so the
+    // cost per link is (links - none) / 10; the per-message part is the context and pixel.
+    let links = herald::tracking::Links::new(&[7u8; 32], "https://t.acme.example", 86_400 * 365);
+    let message = herald::tracking::MessageRef {
+        app_id: "0123456789abcdef0123456789abcdef".into(),
+        message_id: herald::domain::new_message_id(),
+        endpoint_id: "ep000007".into(),
+        campaign_id: "fedcba9876543210fedcba9876543210".into(),
+        treatment_id: 0,
+        campaign_activity_id: "fedcba9876543210fedcba9876543210:000000-0".into(),
+        ..Default::default()
+    };
+    let body: String = (0..10)
+        .map(|i| format!("<p>Story {i}: a paragraph of news about the product line, with a link.</p><a class=\"cta\" href=\"https://acme.example/stories/{i}?utm_source=newsletter&amp;utm_medium=email\">Read more</a>\n"))
+        .collect();
+    let html = format!("<html><body><h1>March</h1>{body}</body></html>");
+    let plain = html.replace("<a class", "<span class");
+    for (name, text) in [("tracking/rewrite_10_links", &html), ("tracking/rewrite_no_links", &plain)] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let m = links.message(&message, 1_800_000_000);
+                herald::tracking::rewrite::Rewrite { links: &m, keep: &[], open_pixel: true }.apply(text)
+            })
+        });
+    }
+
     let r = Renderer::new();
     let example = r.compile(r#"{{#and (gte User.UserAttributes.Age.[0] "18") (eq Location.Country "US")}}You are an 18-year-old in the US.{{else}}You aren't an 18-year-old in the US.{{/and}}"#).unwrap();
     let ctx = serde_json::json!({"User": {"UserAttributes": {"Age": ["18"]}}, "Location": {"Country": "US"}});

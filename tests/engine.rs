@@ -35,7 +35,7 @@ fn job(i: usize, reply: Option<oneshot::Sender<MessageOutcome>>) -> Job {
     };
     let mime = herald::render::mime::Sender::new("news@shop.example", None)
         .unwrap()
-        .message(&outcome.address, "Hi", Some("x"), None, None)
+        .message(&outcome.address, "Hi", Some("x"), None, None, None)
         .unwrap();
     Job {
         outcome,

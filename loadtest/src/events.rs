@@ -222,8 +222,8 @@ pub(crate) async fn event_webhook(
 }
 
 /// A minimal SMTP receiver that notes when each recipient's message was accepted (by the
-/// number in `user{N}@example.com`).
-async fn start_smtp_receiver() -> anyhow::Result<(u16, Arc<received::Seen>)> {
+/// number in `user{N}@example.com`) and keeps the first message's text.
+pub(crate) async fn start_smtp_receiver() -> anyhow::Result<(u16, Arc<received::Seen>)> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let seen = Arc::new(received::Seen::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -253,6 +253,7 @@ async fn start_smtp_receiver() -> anyhow::Result<(u16, Arc<received::Seen>)> {
                         b"250 ok\r\n"
                     } else if upper.starts_with("DATA") {
                         let _ = w.write_all(b"354 go\r\n").await;
+                        let mut text = String::new();
                         loop {
                             line.clear();
                             if r.read_line(&mut line).await.unwrap_or(0) == 0 {
@@ -261,7 +262,11 @@ async fn start_smtp_receiver() -> anyhow::Result<(u16, Arc<received::Seen>)> {
                             if line == ".\r\n" || line == ".\n" {
                                 break;
                             }
+                            if text.len() < 1 << 20 {
+                                text.push_str(&line);
+                            }
                         }
+                        s.keep_first(text);
                         let now = Instant::now();
                         for n in rcpts.drain(..) {
                             s.note(n, now);
@@ -287,13 +292,19 @@ mod received {
     use std::sync::Mutex;
     use std::time::Instant;
 
-    /// When each recipient number was accepted (the first time).
+    /// When each recipient number was accepted (the first time), and the first message.
     #[derive(Default)]
-    pub struct Seen(Mutex<std::collections::HashMap<u64, Instant>>);
+    pub struct Seen(Mutex<std::collections::HashMap<u64, Instant>>, Mutex<Option<String>>);
 
     impl Seen {
         pub fn note(&self, n: u64, at: Instant) {
             self.0.lock().expect("not poisoned").entry(n).or_insert(at);
+        }
+        pub fn keep_first(&self, text: String) {
+            self.1.lock().expect("not poisoned").get_or_insert(text);
+        }
+        pub fn first(&self) -> Option<String> {
+            self.1.lock().expect("not poisoned").clone()
         }
         pub fn get(&self, n: u64) -> Option<Instant> {
             self.0.lock().expect("not poisoned").get(&n).copied()

@@ -21,9 +21,14 @@
 //! - `event-trigger`: an EVENT campaign at a fixed event rate; PutEvents-to-message latency at
 //!   a built-in SMTP receiver.
 //!
+//! - `tracking`: the open pixel and click redirect of a tracked email, fetched over HTTP/1.1
+//!   keep-alive connections; requests/s and the events recorded for them.
+//! - `kpi`: KPI queries (31 days) over `--messages` outcomes recorded into the daemon's Redis.
+//!
 //! `--redis-reference host:port` adds `redis-benchmark -P 100 -t set` against the daemon's
 //! Redis after any scenario; `--json` prints machine-readable results.
 
+mod engagement;
 mod events;
 mod scenarios;
 
@@ -218,6 +223,25 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         duration: u64,
     },
+    /// Opens and clicks: one tracked email into a built-in SMTP receiver, then its pixel and
+    /// click URLs fetched by `--connections` keep-alive HTTP/1.1 connections for `--duration` s.
+    /// The daemon needs `feedback_addr` (the public listener).
+    Tracking {
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+    },
+    /// KPI queries over `--messages` outcomes (with opens) spread over 31 days, written into the
+    /// daemon's Redis (`--redis-url`) through the store's recorder; `--queries` per KPI.
+    Kpi {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 200)]
+        queries: u64,
+        #[arg(long)]
+        redis_url: String,
+    },
     /// GetEndpoint at a fixed rate.
     GetEndpoint {
         /// Calls per second.
@@ -395,6 +419,19 @@ async fn main() -> anyhow::Result<()> {
                 bail!("--rate must be 1..=20000, --duration at least 1, at most 1,000,000 events");
             }
             events::event_trigger(&channel, &cli.api_key, rate, duration, cli.json, cli.keep).await?;
+        }
+        Scenario::Tracking { connections, duration } => {
+            if !(1..=512).contains(&connections) || duration == 0 {
+                bail!("--connections must be 1..=512, --duration at least 1");
+            }
+            let duration = Duration::from_secs(duration).min(MAX_DURATION);
+            engagement::tracking(&channel, &cli.api_key, connections, duration, cli.json, cli.keep).await?;
+        }
+        Scenario::Kpi { messages, queries, redis_url } => {
+            if messages == 0 || messages > 5_000_000 || !(1..=10_000).contains(&queries) {
+                bail!("--messages must be 1..=5000000, --queries 1..=10000");
+            }
+            engagement::kpi(&channel, &cli.api_key, &redis_url, messages, queries, cli.json, cli.keep).await?;
         }
         Scenario::GetEndpoint { rate, duration, endpoints, connections } => {
             if rate == 0 || rate > 200_000 || endpoints == 0 || endpoints > MAX_COUNT {
@@ -684,6 +721,7 @@ async fn smtp(count: u64, connections: usize, size: usize, reference: bool, json
         "sink@herald.test",
         "Load test",
         Some(&text),
+        None,
         None,
         None,
     )?);

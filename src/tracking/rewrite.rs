@@ -155,14 +155,19 @@ impl Rewrite<'_> {
 }
 
 fn memchr(needle: u8, hay: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?.iter().position(|&b| b == needle).map(|i| i + from)
+    memchr::memchr(needle, hay.get(from..)?).map(|i| i + from)
 }
 
 fn rfind_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if hay.len() < needle.len() {
-        return None;
+    // From the end, at each '<' (a body's close tag is near the end).
+    let mut end = hay.len();
+    while let Some(i) = memchr::memrchr(b'<', &hay[..end]) {
+        if hay.len() - i >= needle.len() && hay[i..i + needle.len()].eq_ignore_ascii_case(needle) {
+            return Some(i);
+        }
+        end = i;
     }
-    (0..=hay.len() - needle.len()).rev().find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
+    None
 }
 
 #[cfg(test)]
