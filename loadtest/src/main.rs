@@ -164,6 +164,12 @@ enum Scenario {
         reference: bool,
         #[arg(long)]
         daemon_pid: Option<u32>,
+        /// Add an HTML part with this many links (tracked unless --no-tracking; tracking needs
+        /// the daemon's feedback_addr).
+        #[arg(long, default_value_t = 0)]
+        html_links: usize,
+        #[arg(long)]
+        no_tracking: bool,
     },
     /// A push campaign to `--endpoints` APNs endpoints through the app's APNs channel into a
     /// built-in HTTP/2 sink this command starts on a free port (it answers 200 and counts):
@@ -364,11 +370,12 @@ async fn main() -> anyhow::Result<()> {
             }
             cleanup(&channel, &cli.api_key, &app, cli.keep).await?;
         }
-        Scenario::Campaign { endpoints, size, connections, reference, daemon_pid } => {
+        Scenario::Campaign { endpoints, size, connections, reference, daemon_pid, html_links, no_tracking } => {
             if endpoints == 0 || endpoints > MAX_COUNT || size > 1 << 20 || !(1..=256).contains(&connections) {
                 bail!("--endpoints must be 1..={MAX_COUNT}, --size at most 1 MiB, --connections 1..=256");
             }
-            scenarios::campaign(&channel, &cli.api_key, endpoints, size, connections, reference, daemon_pid, cli.json, cli.keep).await?;
+            let html = (html_links.min(100), !no_tracking);
+            scenarios::campaign(&channel, &cli.api_key, endpoints, size, connections, reference, daemon_pid, html, cli.json, cli.keep).await?;
         }
         Scenario::Push { endpoints, connections, daemon_pid } => {
             if endpoints == 0 || endpoints > MAX_COUNT || !(1..=64).contains(&connections) {

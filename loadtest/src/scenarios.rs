@@ -48,9 +48,11 @@ pub(crate) async fn campaign(
     connections: i32,
     reference: bool,
     pid: Option<u32>,
+    html: (usize, bool),
     json_out: bool,
     keep: bool,
 ) -> anyhow::Result<()> {
+    let (html_links, tracking) = html;
     let sink = start_sink()?;
     let app = create_app(channel, key, "loadtest-campaign").await?;
     import(channel, key, &app, endpoints, 4, 500).await?;
@@ -63,12 +65,21 @@ pub(crate) async fn campaign(
         message_configuration: Some(DirectMessageConfiguration {
             email_message: Some(EmailMessage {
                 subject: "Hello {{User.UserAttributes.FirstName}}".into(),
+                html_part: if html_links == 0 {
+                    String::new()
+                } else {
+                    let links: String = (0..html_links)
+                        .map(|i| format!("<p>Story {i}</p><a href=\"https://shop.example/stories/{i}?utm_source=email&amp;id={{{{Id}}}}\">Read</a>\n"))
+                        .collect();
+                    format!("<html><body><h1>Hello {{{{User.UserAttributes.FirstName}}}}</h1>{links}</body></html>")
+                },
                 text_part: text,
                 ..Default::default()
             }),
             ..Default::default()
         }),
         schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
+        engagement_tracking: Some(tracking),
         ..Default::default()
     };
     let reference_before = if reference { Some(smtp_source_rate(&sink, endpoints, size).await?) } else { None };
