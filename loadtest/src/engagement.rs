@@ -60,8 +60,11 @@ pub(crate) async fn tracking(
     super::scenarios::email_relay(channel, key, &app, port, 2).await?;
     let send = SendMessagesRequest {
         app_id: app.clone(),
-        addresses: [("user0@example.com".to_string(), AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() })]
-            .into(),
+        addresses: [(
+            "user0@example.com".to_string(),
+            AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() },
+        )]
+        .into(),
         message_configuration: Some(DirectMessageConfiguration {
             email_message: Some(EmailMessage {
                 subject: "Tracked".into(),
@@ -223,7 +226,8 @@ pub(crate) async fn kpi(
     let write_secs = written.elapsed().as_secs_f64();
     let mut kpis = KpisClient::new(channel.clone());
     let mut results = Vec::new();
-    for name in ["successful-delivery-rate", "email-open-rate-grouped-by-campaign", "unique-deliveries", "txn-emails-sent-grouped-by-date"] {
+    for name in ["successful-delivery-rate", "email-open-rate-grouped-by-campaign", "unique-deliveries", "txn-emails-sent-grouped-by-date"]
+    {
         let mut hist = Histogram::<u64>::new(3)?;
         let mut rows = 0;
         for _ in 0..queries {
@@ -242,7 +246,8 @@ pub(crate) async fn kpi(
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     if json_out {
-        let list: Vec<_> = results.iter().map(|(k, rows, h)| json!({"kpi": k, "rows": rows, "p50_ms": ms(h, 0.5), "p99_ms": ms(h, 0.99)})).collect();
+        let list: Vec<_> =
+            results.iter().map(|(k, rows, h)| json!({"kpi": k, "rows": rows, "p50_ms": ms(h, 0.5), "p99_ms": ms(h, 0.99)})).collect();
         println!("{}", json!({"scenario": "kpi", "messages": messages, "write_seconds": write_secs, "queries": queries, "kpis": list}));
     } else {
         println!("kpi: {messages} messages over 31 days recorded in {write_secs:.1} s; {queries} queries per KPI, 31 days each:");

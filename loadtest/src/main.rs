@@ -375,7 +375,8 @@ async fn main() -> anyhow::Result<()> {
                 bail!("--endpoints must be 1..={MAX_COUNT}, --size at most 1 MiB, --connections 1..=256");
             }
             let html = (html_links.min(100), !no_tracking);
-            scenarios::campaign(&channel, &cli.api_key, endpoints, size, connections, reference, daemon_pid, html, cli.json, cli.keep).await?;
+            scenarios::campaign(&channel, &cli.api_key, endpoints, size, connections, reference, daemon_pid, html, cli.json, cli.keep)
+                .await?;
         }
         Scenario::Push { endpoints, connections, daemon_pid } => {
             if endpoints == 0 || endpoints > MAX_COUNT || !(1..=64).contains(&connections) {

@@ -97,7 +97,7 @@ impl KpisService {
         let kpi = match query::parse(&level, kpi_name) {
             Ok(k) => Some(k),
             Err(why) => {
-                violations.push(FieldViolation::new("kpi_name", why));
+                violations.push(FieldViolation::new("kpi_name", why.to_string()));
                 None
             }
         };

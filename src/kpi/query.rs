@@ -171,44 +171,60 @@ impl std::fmt::Debug for Kpi {
     }
 }
 
-/// Why a KPI name is refused.
-pub fn parse(level: &Level, name: &str) -> Result<Kpi, String> {
+/// Why a KPI name is refused: a sentence naming what Herald offers instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KpiNameError(String);
+
+impl KpiNameError {
+    pub fn contains(&self, s: &str) -> bool {
+        self.0.contains(s)
+    }
+}
+
+/// The KPI a name asks for at `level`.
+pub fn parse(level: &Level, name: &str) -> Result<Kpi, KpiNameError> {
+    let refuse = |why: String| Err(KpiNameError(why));
     let (base_name, grouping) = match name.split_once("-grouped-by-") {
         None => (name, Grouping::None),
         Some((b, "date")) => (b, Grouping::Date),
         Some((b, "campaign")) if *level == Level::App => (b, Grouping::Campaign),
         Some((b, "campaign-activity")) if *level != Level::App => (b, Grouping::CampaignActivity),
         Some((_, "country")) => {
-            return Err(format!("{name}: Herald does not record the destination country of SMS messages, so it has no per-country metrics"))
+            return refuse(format!(
+                "{name}: Herald does not record the destination country of SMS messages, so it has no per-country metrics"
+            ))
         }
-        Some((_, g)) => return Err(format!("{name}: no grouping by {g} for this metric")),
+        Some((_, g)) => return refuse(format!("{name}: no grouping by {g} for this metric")),
     };
     if base_name.starts_with("txn-sms-") && base_name.ends_with("-price") {
-        return Err(format!("{name}: Herald does not know the SMS provider's prices"));
+        return refuse(format!("{name}: Herald does not know the SMS provider's prices"));
     }
     let bases: Vec<&'static Base> = match level {
         Level::App => CAMPAIGN_BASES.iter().chain(TXN_BASES).collect(),
         Level::Campaign(_) => CAMPAIGN_BASES.iter().collect(),
     };
     let base = bases.into_iter().find(|b| b.name == base_name).ok_or_else(|| {
-        let mut known: Vec<&str> = CAMPAIGN_BASES.iter().map(|b| b.name).collect();
-        if *level == Level::App {
-            known.extend(TXN_BASES.iter().map(|b| b.name));
-        }
-        format!(
-            "unknown kpi_name {name}: give one of {} (optionally -grouped-by-date or -grouped-by-{})",
-            known.join(", "),
-            match level {
-                Level::App => "campaign",
-                Level::Campaign(_) => "campaign-activity",
+        KpiNameError({
+            let mut known: Vec<&str> = CAMPAIGN_BASES.iter().map(|b| b.name).collect();
+            if *level == Level::App {
+                known.extend(TXN_BASES.iter().map(|b| b.name));
             }
-        )
+            format!(
+                "unknown kpi_name {name}: give one of {} (optionally -grouped-by-date or -grouped-by-{})",
+                known.join(", "),
+                match level {
+                    Level::App => "campaign",
+                    Level::Campaign(_) => "campaign-activity",
+                }
+            )
+        })
     })?;
     if base.cover == Cover::Transactional && grouping == Grouping::Campaign {
-        return Err(format!("{name}: transactional messages belong to no campaign"));
+        return refuse(format!("{name}: transactional messages belong to no campaign"));
     }
     if matches!(base.calc, Calc::SmsErrors) && grouping != Grouping::None {
-        return Err(format!("{name}: the error distribution is grouped by error code only"));
+        return refuse(format!("{name}: the error distribution is grouped by error code only"));
     }
     Ok(Kpi { base, grouping })
 }
