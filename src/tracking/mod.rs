@@ -8,7 +8,8 @@
 //! - unsubscribe `{public_url}/u/{context}.{mac}` (RFC 8058 one-click)
 //!
 //! `context` is base64url of the message's ids (app, message, endpoint, campaign, treatment,
-//! campaign run, journey, journey activity) and an expiry; `link` is base64url of the original
+//! campaign activity, journey, journey activity; Herald's hex ids as raw bytes, an activity id
+//! without its repeated campaign id, about 70 bytes in all) and an expiry; `link` is base64url of the original
 //! URL; `mac` the first 16 bytes of HMAC-SHA256 over the kind, the context and the link, under
 //! a key derived from `secret_key` (the key that seals channel secrets), so daemons sharing a
 //! store share it. A changed byte, a context joined to another message's link, or an expired
@@ -23,7 +24,12 @@ use ring::hmac;
 
 /// Bytes of the HMAC kept in a URL.
 const MAC_LEN: usize = 16;
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Field markers in a context (below them, a short text's length).
+const LONG_TEXT: u8 = 255;
+const HEX_ID: u8 = 254;
+/// The rest of an id that starts with the campaign id and `:` (a campaign activity).
+const AFTER_CAMPAIGN: u8 = 253;
 
 /// What a tracking URL is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,18 +96,70 @@ impl std::fmt::Debug for Links {
     }
 }
 
+/// Writes one id compactly (every link of a message carries them): Herald's 32-hex-digit ids
+/// as their 16 bytes, other text with a length byte (or a marker and two length bytes).
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    let n = s.len().min(u16::MAX as usize);
-    out.extend_from_slice(&(n as u16).to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..n]);
+    let b = s.as_bytes();
+    if b.len() == 32 && b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)) {
+        out.push(HEX_ID);
+        let mut raw = [0u8; 16];
+        if hex::decode_to_slice(b, &mut raw).is_ok() {
+            out.extend_from_slice(&raw);
+            return;
+        }
+        out.pop();
+    }
+    if b.len() < AFTER_CAMPAIGN as usize {
+        out.push(b.len() as u8);
+    } else {
+        let n = b.len().min(u16::MAX as usize);
+        out.push(LONG_TEXT);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+        out.extend_from_slice(&b[..n]);
+        return;
+    }
+    out.extend_from_slice(b);
+}
+
+/// Writes an id that usually starts with `campaign:` (an activity id) as the rest alone.
+fn put_after(out: &mut Vec<u8>, s: &str, campaign: &str) {
+    match s.strip_prefix(campaign).and_then(|r| r.strip_prefix(':')).filter(|_| !campaign.is_empty()) {
+        Some(rest) => {
+            out.push(AFTER_CAMPAIGN);
+            put_str(out, rest);
+        }
+        None => put_str(out, s),
+    }
 }
 
 fn take_str(input: &mut &[u8]) -> Option<String> {
-    let (len, rest) = input.split_first_chunk::<2>()?;
-    let n = u16::from_be_bytes(*len) as usize;
-    let (s, rest) = (rest.get(..n)?, &rest[n..]);
+    let (&marker, rest) = input.split_first()?;
+    let (text, rest) = match marker {
+        HEX_ID => {
+            let (raw, rest) = rest.split_first_chunk::<16>()?;
+            *input = rest;
+            return Some(hex::encode(raw));
+        }
+        LONG_TEXT => {
+            let (len, rest) = rest.split_first_chunk::<2>()?;
+            let n = u16::from_be_bytes(*len) as usize;
+            (rest.get(..n)?, rest.get(n..)?)
+        }
+        AFTER_CAMPAIGN => return None,
+        n => (rest.get(..n as usize)?, rest.get(n as usize..)?),
+    };
     *input = rest;
-    String::from_utf8(s.to_vec()).ok()
+    String::from_utf8(text.to_vec()).ok()
+}
+
+fn take_after(input: &mut &[u8], campaign: &str) -> Option<String> {
+    match input.split_first() {
+        Some((&AFTER_CAMPAIGN, rest)) => {
+            *input = rest;
+            Some(format!("{campaign}:{}", take_str(input)?))
+        }
+        _ => take_str(input),
+    }
 }
 
 /// One message's signed URLs: its context encoded once, then a URL per link.
@@ -192,10 +250,11 @@ impl Links {
         for s in [&m.app_id, &m.message_id, &m.endpoint_id, &m.campaign_id] {
             put_str(&mut context, s);
         }
-        context.extend_from_slice(&m.treatment_id.to_be_bytes());
-        for s in [&m.campaign_activity_id, &m.journey_id, &m.journey_activity_id] {
-            put_str(&mut context, s);
-        }
+        // Treatments are 0 to 4.
+        context.push(m.treatment_id.clamp(0, 255) as u8);
+        put_after(&mut context, &m.campaign_activity_id, &m.campaign_id);
+        put_str(&mut context, &m.journey_id);
+        put_after(&mut context, &m.journey_activity_id, &m.journey_id);
         let mut click = hmac::Context::with_key(&self.key);
         click.update(&[Kind::Click.byte()]);
         click.update(&context);
@@ -242,17 +301,23 @@ impl Links {
         let message_id = take_str(&mut rest)?;
         let endpoint_id = take_str(&mut rest)?;
         let campaign_id = take_str(&mut rest)?;
-        let (t, after) = rest.split_first_chunk::<4>()?;
+        let (&treatment, after) = rest.split_first()?;
         rest = after;
+        let campaign_activity_id = take_after(&mut rest, &campaign_id)?;
+        let journey_id = take_str(&mut rest)?;
+        let journey_activity_id = take_after(&mut rest, &journey_id)?;
+        if !rest.is_empty() {
+            return None;
+        }
         let message = MessageRef {
             app_id,
             message_id,
             endpoint_id,
             campaign_id,
-            treatment_id: i32::from_be_bytes(*t),
-            campaign_activity_id: take_str(&mut rest)?,
-            journey_id: take_str(&mut rest)?,
-            journey_activity_id: take_str(&mut rest)?,
+            treatment_id: treatment as i32,
+            campaign_activity_id,
+            journey_id,
+            journey_activity_id,
         };
         Some(Verified { kind, message, link: String::from_utf8(link).ok()? })
     }
@@ -276,6 +341,37 @@ mod tests {
 
     fn token<'a>(url: &'a str, links: &Links, kind: Kind) -> &'a str {
         url.strip_prefix(links.base()).unwrap().strip_prefix(&format!("/{}/", kind.path())).unwrap()
+    }
+
+    #[test]
+    fn contexts_are_compact_and_round_trip() {
+        let links = Links::new(b"k", "https://t.example", 3600);
+        let campaign = "fedcba9876543210fedcba9876543210".to_string();
+        let herald_ids = MessageRef {
+            app_id: "0123456789abcdef0123456789abcdef".into(),
+            message_id: "6931c0de0123456789abcdef01234567".into(),
+            endpoint_id: "user-42".into(),
+            campaign_activity_id: format!("{campaign}:000003-2"),
+            campaign_id: campaign,
+            treatment_id: 2,
+            ..Default::default()
+        };
+        let long_text = MessageRef {
+            app_id: "A".repeat(300),
+            message_id: "0123456789ABCDEF0123456789ABCDEF".into(),
+            endpoint_id: String::new(),
+            journey_id: "j1".into(),
+            journey_activity_id: "j1:welcome".into(),
+            campaign_activity_id: "not:the:campaign".into(),
+            ..Default::default()
+        };
+        for m in [herald_ids.clone(), long_text] {
+            let open = links.message(&m, 0).open_url();
+            let token = open.strip_prefix("https://t.example/o/").unwrap();
+            assert_eq!(links.verify(Kind::Open, token, 1).unwrap().message, m);
+        }
+        let context = links.message(&herald_ids, 0).context.len();
+        assert!(context <= 80, "{context} bytes");
     }
 
     #[test]
