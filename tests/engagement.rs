@@ -313,3 +313,92 @@ async fn opens_clicks_and_one_click_unsubscribe_are_recorded_and_counted() {
     assert_eq!(http.get(&click).send().await.unwrap().status(), 404, "expired");
     assert_eq!(events_of(&store, &app, "_email.click").await.len(), 2, "nothing recorded for the expired click");
 }
+
+/// Faults in the middle of engagement: with Redis down, the pixel and the click are still
+/// answered and their events are recorded once Redis is back; links keep verifying across a
+/// SIGTERM restart and a kill -9 (the key comes from the daemon's secret key, not memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_and_clicks_survive_a_redis_restart_and_daemon_restarts() {
+    let sink = SmtpSink::start(&[]);
+    let smtp = format!("smtp://127.0.0.1:{}", sink.port);
+    let public = format!("127.0.0.1:{}", free_port());
+    let redis = RedisServer::start_durable();
+    let redis_url = redis.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["--smtp-url", smtp.as_str(), "--feedback-addr", public.as_str()];
+    let mut d = Daemon::spawn(Some(redis), tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &args);
+    let app = d.create_app("faults").await.app_id;
+    let send = SendMessagesRequest {
+        app_id: app.clone(),
+        addresses: [(
+            "txn@example.com".to_string(),
+            AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() },
+        )]
+        .into(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                from_address: "news@shop.example".into(),
+                subject: "Receipt".into(),
+                html_part: "<html><body><a href=\"https://shop.example/order/7\">Order</a></body></html>".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        engagement_tracking: true,
+        ..Default::default()
+    };
+    MessagesClient::new(d.channel().await).send_messages(d.req(send)).await.unwrap();
+    let m = unqp(&wait_for(&sink, "Receipt", 1).await[0]);
+    let base = format!("http://{public}");
+    let click = urls(&m, &format!("{base}/c/")).pop().expect("a tracked link");
+    let pixel = urls(&m, &format!("{base}/o/")).pop().expect("a pixel");
+    herald::channels::install_crypto_provider();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(10)).build().unwrap();
+
+    // Redis down: both are answered (after at most the 2 s wait), nothing is lost.
+    d.redis.as_mut().unwrap().kill();
+    assert_eq!(http.get(&pixel).send().await.unwrap().status(), 200);
+    let r = http.get(&click).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (302, "https://shop.example/order/7"));
+    d.redis.as_mut().unwrap().start_again();
+    let store = herald::store::redis::RedisStore::connect(&redis_url, 2).await.unwrap();
+    let mut got = (0, 0);
+    for _ in 0..150 {
+        got = (events_of(&store, &app, "_email.open").await.len(), events_of(&store, &app, "_email.click").await.len());
+        if got == (1, 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, (1, 1), "the held open and click are recorded once Redis is back");
+
+    // SIGTERM, then kill -9: the same links still verify and record (once the new daemon's
+    // public listener is up).
+    let fetch = |url: String| {
+        let http = http.clone();
+        async move {
+            for _ in 0..100 {
+                if let Ok(r) = http.get(&url).send().await {
+                    return r.status().as_u16();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the public listener did not come up");
+        }
+    };
+    let d = d.restart();
+    assert_eq!(fetch(click.clone()).await, 302);
+    let d = d.crash_and_restart();
+    assert_eq!(fetch(pixel.clone()).await, 200);
+    for _ in 0..50 {
+        got = (events_of(&store, &app, "_email.open").await.len(), events_of(&store, &app, "_email.click").await.len());
+        if got == (2, 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, (2, 2));
+    let opens = events_of(&store, &app, "_email.open").await;
+    assert_eq!(opens.iter().filter(|e| e.first_of_message).count(), 1, "one first open across the restarts");
+    drop(d);
+}
