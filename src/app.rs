@@ -13,7 +13,8 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::api::channels::ChannelsService;
 use crate::api::{
-    apps::AppsService, campaigns::CampaignsService, endpoints::EndpointsService, events::EventsService, kpis::KpisService,
+    apps::AppsService, campaigns::CampaignsService, endpoints::EndpointsService, events::EventsService, journeys::JourneysService,
+    kpis::KpisService,
     messages::MessagesService, segments::SegmentsService, suppressions::SuppressionsService, templates::TemplatesService, Auth,
 };
 use crate::channels::email::{SmtpPool, SmtpRelay};
@@ -21,7 +22,7 @@ use crate::config::Config;
 use crate::dispatch::engine::{Engine, EngineConfig};
 use crate::proto::v1::{
     apps_server::AppsServer, campaigns_server::CampaignsServer, channels_server::ChannelsServer, endpoints_server::EndpointsServer,
-    events_server::EventsServer, kpis_server::KpisServer, messages_server::MessagesServer, segments_server::SegmentsServer,
+    events_server::EventsServer, journeys_server::JourneysServer, kpis_server::KpisServer, messages_server::MessagesServer, segments_server::SegmentsServer,
     suppressions_server::SuppressionsServer, templates_server::TemplatesServer,
 };
 use crate::render::{template::TemplateCache, Renderer};
@@ -115,9 +116,21 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         Arc::new(crate::tracking::Links::new(&sealer.derive("herald tracking links v1"), &base, ttl.max(1)))
     });
     let runner = Arc::new(
-        crate::campaigns::run::Runner::new(store.clone(), engine.clone(), templates_cache.clone(), owner, stop_rx.clone())
+        crate::campaigns::run::Runner::new(store.clone(), engine.clone(), templates_cache.clone(), owner.clone(), stop_rx.clone())
             .with_links(links.clone()),
     );
+    let journey_wake = Arc::new(tokio::sync::Notify::new());
+    let journeys = Arc::new(crate::journeys::exec::JourneyRunner::new(
+        store.clone(),
+        engine.clone(),
+        templates_cache.clone(),
+        owner,
+        stop_rx.clone(),
+        links.clone(),
+        journey_wake.clone(),
+    ));
+    let journeys_service = JourneysServer::new(JourneysService::new(store.clone(), templates_cache.clone(), journey_wake))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let wake = Arc::new(tokio::sync::Notify::new());
     let campaigns_service = CampaignsServer::new(CampaignsService::new(store.clone(), templates_cache.clone(), wake.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -160,6 +173,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
                 auth.clone(),
             ))
             .add_service(InterceptedService::new(campaigns_service, auth.clone()))
+            .add_service(InterceptedService::new(journeys_service, auth.clone()))
             .add_service(InterceptedService::new(events, auth.clone()))
             .add_service(InterceptedService::new(KpisServer::new(KpisService::new(store.clone())), auth.clone()))
             .add_service(InterceptedService::new(ChannelsServer::new(ChannelsService::new(store.clone(), sealer.clone())), auth))
@@ -187,6 +201,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     };
     let router = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
     let scheduler = tokio::spawn(crate::campaigns::scheduler::run(runner.clone(), wake, stop_rx.clone()));
+    let journey_scheduler = tokio::spawn(journeys.clone().run());
     let metrics_server = axum::serve(metrics, router).with_graceful_shutdown(stopped(stop_rx));
     let metrics_task = tokio::spawn(async move { metrics_server.await });
     let purger = {
@@ -223,7 +238,15 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     let deadline = tokio::time::Instant::now() + grace;
     // The event workers stop first (they start trigger runs), recording their positions.
     let _ = tokio::time::timeout_at(deadline, event_workers).await;
-    let (runs, calls) = tokio::join!(tokio::time::timeout_at(deadline, runner.wait()), tokio::time::timeout_at(deadline, grpc_task));
+    let (runs, steps, calls) = tokio::join!(
+        tokio::time::timeout_at(deadline, runner.wait()),
+        tokio::time::timeout_at(deadline, journeys.wait()),
+        tokio::time::timeout_at(deadline, grpc_task)
+    );
+    match steps {
+        Ok(()) => tracing::info!("Journeys stopped between steps."),
+        Err(_) => tracing::warn!(grace_secs = config.shutdown_grace_secs, "Journey steps still settling after the grace period."),
+    }
     match runs {
         Ok(()) => tracing::info!("Campaign runs stopped at a recorded position."),
         Err(_) => tracing::warn!(grace_secs = config.shutdown_grace_secs, "Campaign runs still settling after the grace period."),
@@ -246,6 +269,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     upkeep.abort();
     purger.abort();
     scheduler.abort();
+    journey_scheduler.abort();
     if let Some(pool) = smtp {
         pool.close().await;
     }
@@ -266,6 +290,7 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
         TemplatesServer<TemplatesService>,
         SegmentsServer<SegmentsService>,
         CampaignsServer<CampaignsService>,
+        JourneysServer<JourneysService>,
         SuppressionsServer<SuppressionsService>,
         MessagesServer<MessagesService>,
         ChannelsServer<ChannelsService>,

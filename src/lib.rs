@@ -38,6 +38,7 @@ pub mod domain;
 pub mod engagement;
 pub mod events;
 pub mod feedback;
+pub mod journeys;
 pub mod kpi;
 pub mod outcomes;
 pub mod pipeline;

@@ -399,9 +399,9 @@ async fn endpoint_caps_and_leases(h: Harness) {
     assert_eq!(s.take_endpoint_caps("app", "c2", &ids[..1], None, Some(2), now).await.unwrap(), vec![true], "scopes are apart");
     // Daily 1: one per rolling 24 hours.
     let one = vec!["d".to_string()];
-    assert_eq!(s.take_endpoint_caps("app", "c3", &one, Some(1), None, now).await.unwrap(), vec![true]);
-    assert_eq!(s.take_endpoint_caps("app", "c3", &one, Some(1), None, now + 86_000).await.unwrap(), vec![false]);
-    assert_eq!(s.take_endpoint_caps("app", "c3", &one, Some(1), None, now + 86_401).await.unwrap(), vec![true]);
+    assert_eq!(s.take_endpoint_caps("app", "c3", &one, Some((1, 86_400)), None, now).await.unwrap(), vec![true]);
+    assert_eq!(s.take_endpoint_caps("app", "c3", &one, Some((1, 86_400)), None, now + 86_000).await.unwrap(), vec![false]);
+    assert_eq!(s.take_endpoint_caps("app", "c3", &one, Some((1, 86_400)), None, now + 86_401).await.unwrap(), vec![true]);
     // Concurrent takers never overshoot a total.
     let tasks: Vec<_> = (0..8)
         .map(|_| {

@@ -6,6 +6,7 @@ pub mod campaigns;
 pub mod channels;
 pub mod endpoints;
 pub mod events;
+pub mod journeys;
 pub mod kpis;
 pub mod messages;
 pub mod segments;

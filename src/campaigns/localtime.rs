@@ -47,7 +47,7 @@ fn local_start(schedule: &Schedule, scheduled: DateTime<Utc>, tz: Tz) -> Option<
 }
 
 /// The end of the quiet time `at` falls in, in `tz`, if it falls in one.
-fn quiet_until(start: NaiveTime, end: NaiveTime, tz: Tz, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(crate) fn quiet_until(start: NaiveTime, end: NaiveTime, tz: Tz, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
     if start == end {
         return None;
     }

@@ -50,6 +50,7 @@ pub fn event_for(o: &MessageOutcome, event_type: String) -> Event {
     }
     if !o.journey_id.is_empty() {
         attributes.insert("journey_id".to_string(), o.journey_id.clone());
+        attributes.insert("journey_activity_id".to_string(), o.journey_activity_id.clone());
     }
     if o.dry_run {
         attributes.insert("dry_run".to_string(), "true".to_string());

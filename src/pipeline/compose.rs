@@ -378,7 +378,7 @@ impl Composer {
                 treatment_id: origin.treatment_id.map_or(0, |t| t as i32),
                 campaign_activity_id: origin.activity_id.clone(),
                 journey_id: outcome.journey_id.clone(),
-                journey_activity_id: String::new(),
+                journey_activity_id: outcome.journey_activity_id.clone(),
             };
             l.message(&m, chrono::Utc::now().timestamp().max(0) as u64)
         });

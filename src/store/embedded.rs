@@ -105,6 +105,9 @@ fn app_tables(txn: &WriteTransaction, range: Option<(&str, &str)>) -> Result<(),
     clear_app(txn, KPI, range)?;
     clear_app(txn, KPI_UNIQUE, range)?;
     clear_app(txn, ENGAGED, range)?;
+    clear_app(txn, super::embedded_journeys::PARTICIPANTS, range)?;
+    clear_app(txn, super::embedded_journeys::DUE, range)?;
+    clear_app(txn, super::embedded_journeys::COUNTERS, range)?;
     Ok(())
 }
 
@@ -679,17 +682,50 @@ impl Store for EmbeddedStore {
         self.blocking(move |db| records::members_contain(db, &app, &set, &ids)).await
     }
 
+    async fn engaged(&self, app_id: &str, keys: &[String]) -> Result<Vec<bool>, StoreError> {
+        self.embedded_engaged(app_id, keys).await
+    }
+
+    async fn journey_enter(
+        &self,
+        app_id: &str,
+        journey: &str,
+        ids: &[String],
+        state: &str,
+        due: i64,
+        rule: super::Reentry,
+        now_secs: i64,
+    ) -> Result<Vec<super::Entry>, StoreError> {
+        self.embedded_journey_enter(app_id, journey, ids, state, due, rule, now_secs).await
+    }
+
+    async fn journey_due(&self, app_id: &str, journey: &str, until: i64, limit: usize) -> Result<Vec<super::Participant>, StoreError> {
+        self.embedded_journey_due(app_id, journey, until, limit).await
+    }
+
+    async fn journey_move(&self, app_id: &str, journey: &str, moves: &[super::Move], counters: &[(String, i64)]) -> Result<(), StoreError> {
+        self.embedded_journey_move(app_id, journey, moves, counters).await
+    }
+
+    async fn journey_counters(&self, app_id: &str, journey: &str) -> Result<(u64, Vec<(String, i64)>), StoreError> {
+        self.embedded_journey_counters(app_id, journey).await
+    }
+
+    async fn journey_drop(&self, app_id: &str, journey: &str) -> Result<(), StoreError> {
+        self.embedded_journey_drop(app_id, journey).await
+    }
+
     async fn take_endpoint_caps(
         &self,
         app_id: &str,
         scope: &str,
         ids: &[String],
-        daily: Option<u32>,
+        recent: Option<(u32, i64)>,
         total: Option<u32>,
         now_secs: i64,
     ) -> Result<Vec<bool>, StoreError> {
         let (app, scope, ids) = (app_id.to_string(), scope.to_string(), ids.to_vec());
-        self.blocking(move |db| records::take_endpoint_caps(db, &app, &scope, &ids, daily, total, now_secs)).await
+        self.blocking(move |db| records::take_endpoint_caps(db, &app, &scope, &ids, recent, total, now_secs)).await
     }
 
     async fn try_lease(&self, app_id: &str, name: &str, owner: &str, ttl_ms: u64) -> Result<bool, StoreError> {

@@ -27,11 +27,20 @@ impl EmbeddedStore {
             return Ok(());
         }
         let kpi = crate::kpi::tally(outcomes, events);
+        let marks = super::journey_marks(events);
         let (app_id, outcomes, events) = (app_id.to_string(), outcomes.to_vec(), events.to_vec());
         self.blocking(move |db| {
-            let expires = (chrono::Utc::now().timestamp().max(0) as u64).saturating_add(ttl_secs);
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            let expires = now.saturating_add(ttl_secs);
             let txn = db.begin_write().map_err(backend)?;
             {
+                if !marks.is_empty() {
+                    let mut engaged = txn.open_table(ENGAGED).map_err(backend)?;
+                    let until = now.saturating_add(super::mark_ttl(ttl_secs)).to_be_bytes();
+                    for m in &marks {
+                        engaged.insert(key(&app_id, m).as_str(), until.as_slice()).map_err(backend)?;
+                    }
+                }
                 let mut table = txn.open_table(OUTCOMES).map_err(backend)?;
                 for o in &outcomes {
                     let mut value = expires.to_be_bytes().to_vec();

@@ -257,10 +257,11 @@ pub(super) fn take_endpoint_caps(
     app: &str,
     scope: &str,
     ids: &[String],
-    daily: Option<u32>,
+    recent_cap: Option<(u32, i64)>,
     total: Option<u32>,
     now: i64,
 ) -> Result<Vec<bool>, StoreError> {
+    let (daily, window) = (recent_cap.map(|r| r.0), recent_cap.map_or(86_400, |r| r.1));
     let txn = db.begin_write().map_err(backend)?;
     let mut out = Vec::with_capacity(ids.len());
     {
@@ -270,7 +271,7 @@ pub(super) fn take_endpoint_caps(
             let old = caps.get(key.as_str()).map_err(backend)?.map(|g| g.value().to_string()).unwrap_or_default();
             let mut parts = old.split_whitespace();
             let count: u32 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-            let mut recent: Vec<i64> = parts.filter_map(|t| t.parse().ok()).filter(|t| *t > now - 86_400).collect();
+            let mut recent: Vec<i64> = parts.filter_map(|t| t.parse().ok()).filter(|t| *t > now - window).collect();
             let ok = total.is_none_or(|t| count < t) && daily.is_none_or(|d| (recent.len() as u32) < d);
             if ok {
                 if daily.is_some() {

@@ -8,11 +8,13 @@
 //! `WATCH`/`MULTI`/`EXEC` that retries when another daemon touched the same keys.
 
 pub mod embedded;
+mod embedded_journeys;
 mod embedded_outcomes;
 mod embedded_records;
 mod embedded_templates;
 pub mod plan;
 pub mod redis;
+mod redis_journeys;
 mod redis_outcomes;
 mod redis_records;
 mod redis_templates;
@@ -65,6 +67,52 @@ impl From<prost::DecodeError> for StoreError {
     }
 }
 
+/// How an endpoint's entry into a journey went ([`Store::journey_enter`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Entered,
+    /// It is in the journey now (an endpoint is in a journey once at a time).
+    Active,
+    /// It entered as many times as the journey's EndpointReentryCap allows.
+    CapExceeded,
+    /// Its last entry is more recent than the journey's EndpointReentryInterval.
+    TooSoon,
+}
+
+impl Entry {
+    /// The journey execution metric it counts under.
+    pub fn metric(self) -> &'static str {
+        match self {
+            Entry::Entered => "ENDPOINT_ENTERED",
+            Entry::Active => "ACTIVE_ENDPOINT_REJECTED",
+            Entry::CapExceeded => "REENTRY_CAP_EXCEEDED",
+            Entry::TooSoon => "REENTRY_INTERVAL_NOT_ELAPSED",
+        }
+    }
+}
+
+/// Who may enter a journey again: `cap` entries in all (0: no limit), at least
+/// `interval_secs` apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reentry {
+    pub cap: u32,
+    pub interval_secs: i64,
+}
+
+/// A journey participant due for its next step: its endpoint, the time it was due and its
+/// position (the journey's own encoding, stored as given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    pub endpoint_id: String,
+    pub due: i64,
+    pub state: String,
+    /// Its entries into the journey, this one included.
+    pub entries: u32,
+}
+
+/// A participant's next position: due at `.0` in state `.1`, or `None` when it leaves.
+pub type Move = (String, Option<(i64, String)>);
+
 /// Where an idempotency key stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Idempotency {
@@ -94,10 +142,33 @@ pub fn outcome_day(o: &MessageOutcome) -> &str {
     o.updated_date.get(..10).unwrap_or("unknown")
 }
 
-/// Whether an outcome goes into its run's index ([`Store::run_outcomes`]): a campaign
-/// message to an endpoint.
+/// Whether an outcome goes into its run's index ([`Store::run_outcomes`]): a campaign or
+/// journey message to an endpoint.
 pub fn indexed_by_run(o: &MessageOutcome) -> bool {
-    o.source == crate::proto::v1::MessageSource::Campaign as i32 && !o.endpoint_id.is_empty() && !o.request_id.is_empty()
+    use crate::proto::v1::MessageSource;
+    (o.source == MessageSource::Campaign as i32 || o.source == MessageSource::Journey as i32)
+        && !o.endpoint_id.is_empty()
+        && !o.request_id.is_empty()
+}
+
+/// The marks [`Store::record_outcomes`] writes for a batch's events of journey messages
+/// (`{event type}:{message id}`, read by [`Store::engaged`]), so a journey's split can ask
+/// whether a participant's own message was delivered, opened or clicked.
+pub fn journey_marks(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| {
+            !e.message_id.is_empty()
+                && e.origin != crate::proto::v1::EventOrigin::PutEvents as i32
+                && e.attributes.contains_key("journey_id")
+        })
+        .map(|e| format!("{}:{}", e.event_type, e.message_id))
+        .collect()
+}
+
+/// How long journey marks are kept: the outcome TTL, and at least a day.
+pub fn mark_ttl(ttl_secs: u64) -> u64 {
+    ttl_secs.max(86_400)
 }
 
 /// Counts a batch by (day, channel, status).
@@ -141,6 +212,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// One endpoint; [`StoreError::AppNotFound`] if the app does not exist.
     async fn get_endpoint(&self, app_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>, StoreError>;
+
+    /// Several endpoints, in order (`None`: no such endpoint), in one round trip where the
+    /// backend can.
+    async fn get_endpoints(&self, app_id: &str, ids: &[String]) -> Result<Vec<Option<Endpoint>>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.get_endpoint(app_id, id).await?);
+        }
+        Ok(out)
+    }
 
     /// Every endpoint of a user, in the order they were associated with it.
     async fn user_endpoints(&self, app_id: &str, user_id: &str) -> Result<Vec<Endpoint>, StoreError>;
@@ -258,6 +339,39 @@ pub trait Store: Send + Sync + 'static {
     /// it was seen here for the first time, atomically (two daemons never both see a first).
     async fn first_engagement(&self, app_id: &str, keys: &[String], ttl_secs: u64) -> Result<Vec<bool>, StoreError>;
 
+    /// Whether each key (`{event type}:{message id}`) was marked: by [`Store::first_engagement`],
+    /// or by [`Store::record_outcomes`] for the events of journey messages (so a journey's
+    /// conditions read the events of a participant's own message).
+    async fn engaged(&self, app_id: &str, keys: &[String]) -> Result<Vec<bool>, StoreError>;
+
+    /// Lets endpoints into a journey, atomically per endpoint: one that is in the journey now
+    /// stays where it is ([`Entry::Active`]); one that entered `rule.cap` times, or less than
+    /// `rule.interval_secs` ago, stays out; the others enter at `state`, due at `due`. Each
+    /// result is counted under its [`Entry::metric`].
+    async fn journey_enter(
+        &self,
+        app_id: &str,
+        journey: &str,
+        ids: &[String],
+        state: &str,
+        due: i64,
+        rule: Reentry,
+        now_secs: i64,
+    ) -> Result<Vec<Entry>, StoreError>;
+
+    /// The participants due by `until` (Unix seconds), earliest first, at most `limit`.
+    async fn journey_due(&self, app_id: &str, journey: &str, until: i64, limit: usize) -> Result<Vec<Participant>, StoreError>;
+
+    /// Moves participants (or lets them leave) and adds to the journey's counters, in one
+    /// atomic step.
+    async fn journey_move(&self, app_id: &str, journey: &str, moves: &[Move], counters: &[(String, i64)]) -> Result<(), StoreError>;
+
+    /// How many participants are in the journey now, and its counters.
+    async fn journey_counters(&self, app_id: &str, journey: &str) -> Result<(u64, Vec<(String, i64)>), StoreError>;
+
+    /// Drops a journey's participants, their entry history and its counters.
+    async fn journey_drop(&self, app_id: &str, journey: &str) -> Result<(), StoreError>;
+
     /// Marks a template as used (or no longer used) by `user`, a campaign or journey id; a
     /// template in use cannot be deleted (FAILED_PRECONDITION).
     async fn set_template_use(&self, app_id: &str, name: &str, user: &str, in_use: bool) -> Result<(), StoreError>;
@@ -350,15 +464,16 @@ pub trait Store: Send + Sync + 'static {
     /// Whether each id is in the member set, in order: one round trip for a page.
     async fn members_contain(&self, app_id: &str, set: &str, ids: &[String]) -> Result<Vec<bool>, StoreError>;
 
-    /// Takes one message for each endpoint from a per-endpoint cap under `scope` (a campaign):
-    /// at most `daily` in any 24 hours and `total` ever (`None`: no limit), checked and counted
-    /// atomically for the whole batch. Returns, in order, whether each endpoint may get one.
+    /// Takes one message for each endpoint from a per-endpoint cap under `scope` (a campaign,
+    /// a journey): at most `recent.0` in any `recent.1` seconds (24 hours for a daily cap) and
+    /// `total` ever (`None`: no limit), checked and counted atomically for the whole batch.
+    /// Returns, in order, whether each endpoint may get one.
     async fn take_endpoint_caps(
         &self,
         app_id: &str,
         scope: &str,
         ids: &[String],
-        daily: Option<u32>,
+        recent: Option<(u32, i64)>,
         total: Option<u32>,
         now_secs: i64,
     ) -> Result<Vec<bool>, StoreError>;

@@ -481,6 +481,20 @@ impl Store for RedisStore {
         Ok(ep.map(|b| Endpoint::decode(b.as_slice())).transpose()?)
     }
 
+    async fn get_endpoints(&self, app_id: &str, ids: &[String]) -> Result<Vec<Option<Endpoint>>, StoreError> {
+        let keys = Keys::new(app_id);
+        let mut cmd = redis::cmd("MGET");
+        cmd.arg(keys.app());
+        for id in ids {
+            cmd.arg(keys.endpoint(id));
+        }
+        let mut found: Vec<Option<Vec<u8>>> = cmd.query_async(&mut self.conn()).await?;
+        if found.is_empty() || found.remove(0).is_none() {
+            return Err(StoreError::AppNotFound(app_id.to_string()));
+        }
+        found.into_iter().map(|b| b.map(|b| Endpoint::decode(b.as_slice())).transpose().map_err(StoreError::from)).collect()
+    }
+
     async fn user_endpoints(&self, app_id: &str, user_id: &str) -> Result<Vec<Endpoint>, StoreError> {
         let keys = Keys::new(app_id);
         let mut conn = self.conn();
@@ -739,16 +753,49 @@ impl Store for RedisStore {
         self.redis_members_contain(app_id, set, ids).await
     }
 
+    async fn engaged(&self, app_id: &str, keys: &[String]) -> Result<Vec<bool>, StoreError> {
+        self.redis_engaged(app_id, keys).await
+    }
+
+    async fn journey_enter(
+        &self,
+        app_id: &str,
+        journey: &str,
+        ids: &[String],
+        state: &str,
+        due: i64,
+        rule: super::Reentry,
+        now_secs: i64,
+    ) -> Result<Vec<super::Entry>, StoreError> {
+        self.redis_journey_enter(app_id, journey, ids, state, due, rule, now_secs).await
+    }
+
+    async fn journey_due(&self, app_id: &str, journey: &str, until: i64, limit: usize) -> Result<Vec<super::Participant>, StoreError> {
+        self.redis_journey_due(app_id, journey, until, limit).await
+    }
+
+    async fn journey_move(&self, app_id: &str, journey: &str, moves: &[super::Move], counters: &[(String, i64)]) -> Result<(), StoreError> {
+        self.redis_journey_move(app_id, journey, moves, counters).await
+    }
+
+    async fn journey_counters(&self, app_id: &str, journey: &str) -> Result<(u64, Vec<(String, i64)>), StoreError> {
+        self.redis_journey_counters(app_id, journey).await
+    }
+
+    async fn journey_drop(&self, app_id: &str, journey: &str) -> Result<(), StoreError> {
+        self.redis_journey_drop(app_id, journey).await
+    }
+
     async fn take_endpoint_caps(
         &self,
         app_id: &str,
         scope: &str,
         ids: &[String],
-        daily: Option<u32>,
+        recent: Option<(u32, i64)>,
         total: Option<u32>,
         now_secs: i64,
     ) -> Result<Vec<bool>, StoreError> {
-        self.redis_take_endpoint_caps(app_id, scope, ids, daily, total, now_secs).await
+        self.redis_take_endpoint_caps(app_id, scope, ids, recent, total, now_secs).await
     }
 
     async fn try_lease(&self, app_id: &str, name: &str, owner: &str, ttl_ms: u64) -> Result<bool, StoreError> {

@@ -135,7 +135,12 @@ impl RedisStore {
             pipe.cmd("PFADD").arg(&key).arg(members).ignore();
             pipe.expire(&key, kpi_ttl).ignore();
         }
-        let pipelined = !outcomes.is_empty() || !kpi.is_empty();
+        // Marks of journey messages' events, for the journeys' conditions.
+        let marks = super::journey_marks(events);
+        for m in &marks {
+            pipe.cmd("SET").arg(keys.key("eng:", m)).arg(1).arg("EX").arg(super::mark_ttl(ttl_secs)).ignore();
+        }
+        let pipelined = !outcomes.is_empty() || !kpi.is_empty() || !marks.is_empty();
         let mut conn = self.pool.get().await?;
         let (stream, sequence) = (keys.key("event-stream", ""), keys.key("event-seq", ""));
         let mut appends = Vec::new();

@@ -57,22 +57,22 @@ return 1
     )
 });
 
-/// Per-endpoint caps. KEYS totals hash, recent-sends hash. ARGV daily (-1: none), total (-1),
-/// now (seconds), then endpoint ids. Recent sends are a space-separated list of times within
-/// 24 hours. Returns 1/0 per id.
+/// Per-endpoint caps. KEYS totals hash, recent-sends hash. ARGV recent cap (-1: none), total
+/// (-1), now (seconds), window (seconds), then endpoint ids. Recent sends are a
+/// space-separated list of times within the window. Returns 1/0 per id.
 static TAKE_CAPS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r#"
-local daily, total, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local daily, total, now, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local id = ARGV[i]
   local ok = 1
   if total >= 0 and tonumber(redis.call('HGET', KEYS[1], id) or '0') >= total then ok = 0 end
   local recent = {}
   if daily >= 0 then
     for t in string.gmatch(redis.call('HGET', KEYS[2], id) or '', '%S+') do
-      if tonumber(t) > now - 86400 then recent[#recent + 1] = t end
+      if tonumber(t) > now - window then recent[#recent + 1] = t end
     end
     if #recent >= daily then ok = 0 end
   end
@@ -337,7 +337,7 @@ impl RedisStore {
         app_id: &str,
         scope: &str,
         ids: &[String],
-        daily: Option<u32>,
+        recent: Option<(u32, i64)>,
         total: Option<u32>,
         now_secs: i64,
     ) -> Result<Vec<bool>, StoreError> {
@@ -347,7 +347,8 @@ impl RedisStore {
         let keys = Keys::new(app_id);
         let mut invocation = TAKE_CAPS.prepare_invoke();
         invocation.key(keys.key("capt:", scope)).key(keys.key("capd:", scope));
-        invocation.arg(daily.map_or(-1, i64::from)).arg(total.map_or(-1, i64::from)).arg(now_secs).arg(ids);
+        invocation.arg(recent.map_or(-1, |r| i64::from(r.0))).arg(total.map_or(-1, i64::from)).arg(now_secs);
+        invocation.arg(recent.map_or(86_400, |r| r.1)).arg(ids);
         let out: Vec<i64> = invocation.invoke_async(&mut self.conn()).await?;
         Ok(out.into_iter().map(|v| v == 1).collect())
     }

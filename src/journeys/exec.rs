@@ -1,0 +1,1145 @@
+//! Running journeys. A scheduler looks every second for the journeys that have work (ACTIVE,
+//! or CLOSED with participants still inside) and drives each under a lease, so with several
+//! daemons on one store a journey is stepped by one of them at a time. The lease holder:
+//!
+//! 1. lets participants in — its segment's members when it starts and at each refresh, or
+//!    the endpoints whose reported events match its event filter — through
+//!    [`Store::journey_enter`], which applies the re-entry rules atomically;
+//! 2. steps the participants that are due ([`Store::journey_due`]): each walks its path
+//!    (splits, holdouts, waits that have elapsed) until it waits, leaves, or reaches a message
+//!    activity; the batch's messages go through the planner's delivery rules, the journey's
+//!    caps, sending schedule and rate, into the engine; when their outcomes are in, every
+//!    participant's new position and the counters are written in one step
+//!    ([`Store::journey_move`]).
+//!
+//! Faults:
+//! - **Stop** (SIGTERM): the batch in hand settles (messages the engine hands back unsent
+//!   leave their participants where they were); nothing is sent twice, nobody is skipped.
+//! - **Crash** (kill -9): positions are written after the messages' outcomes, so the next
+//!   lease holder steps the batch again; every message whose outcome was recorded is found in
+//!   the run index ([`Store::run_outcomes`], keyed by journey, activity and entry) and not sent
+//!   again — only what was at a provider without a recorded outcome can repeat. Waits are
+//!   due times in the store: they survive any restart.
+//! - **Store outage**: the step fails, the lease holder backs off and steps again when the
+//!   store is back, from the positions in the store.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prost::Message as _;
+use tokio::task::JoinHandle;
+
+use super::{compile, metrics as names, parse_duration, share, Channel, Cond, Graph, Sending, Step, KIND, PROGRESS_KIND};
+use crate::dispatch::engine::{Engine, Lane, Reply, Tally};
+use crate::dispatch::quota::RateGate;
+use crate::dispatch::reply::UNSETTLED;
+use crate::domain;
+use crate::pipeline::compose::{Composer, ComposeError, Origin, Tracking};
+use crate::pipeline::planner::{self, Planner};
+use crate::proto::v1::journey_activity::Kind;
+use crate::proto::v1::{
+    ChannelType, DeliveryStatus, DirectMessageConfiguration, EmailMessage, Endpoint, EndpointStatus, Event, EventOrigin, Journey,
+    JourneyProgress, JourneyState, MessageActivity, MessageSource, SmsMessage, SmsMessageType, TemplateConfiguration,
+    TemplateReference,
+};
+use crate::render::template::TemplateCache;
+use crate::segments::rule::{parse_instant, Criteria, Rule};
+use crate::store::{Move, Participant, Reentry, Store, StoreError};
+
+/// How often the scheduler looks for journeys with work.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Participants stepped per batch.
+const PAGE: usize = 1_000;
+/// Segment members let in per entry page.
+const ENTRY_PAGE: usize = 1_000;
+const LEASE_MS: u64 = 15_000;
+/// How long a message waits for a full engine.
+const SUBMIT_WAIT: Duration = Duration::from_secs(3_600);
+/// A participant whose message the channel quota refused tries again this much later.
+const THROTTLED_RETRY_SECS: i64 = 60;
+
+/// Why a journey stopped being driven here.
+#[derive(Debug, thiserror::Error)]
+pub enum JourneyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A journey compiled for running: its graph, composers per message activity, rules.
+struct Plan {
+    journey: Journey,
+    graph: Graph,
+    sending: Sending,
+    composers: HashMap<usize, Composer>,
+    gate: RateGate,
+    reentry: Reentry,
+    daily: Option<u32>,
+    total: Option<u32>,
+    timeframe: Option<(u32, i64)>,
+    /// Segment conditions, compiled (segment id → rule).
+    segments: HashMap<String, Arc<Rule>>,
+    start_rule: Option<Arc<Rule>>,
+    event: Option<EventMatcher>,
+}
+
+/// An event-started journey's filter.
+struct EventMatcher {
+    types: Vec<String>,
+    exclude: bool,
+    criteria: Criteria,
+}
+
+impl EventMatcher {
+    fn matches(&self, e: &Event) -> bool {
+        if e.origin != EventOrigin::PutEvents as i32 || e.client_id.is_empty() {
+            return false;
+        }
+        if self.types.contains(&e.event_type) == self.exclude {
+            return false;
+        }
+        let at = parse_instant(&e.arrival_timestamp).unwrap_or_else(Utc::now);
+        let probe = Endpoint {
+            attributes: e
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), crate::proto::v1::AttributeValues { values: vec![v.clone()] }))
+                .collect(),
+            metrics: e.metrics.clone(),
+            ..Default::default()
+        };
+        self.criteria.matches(&probe, at)
+    }
+}
+
+/// A participant's position, as stored: its activity, whether it already waited there, and
+/// the message ids of the activities a condition asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub activity: usize,
+    pub waited: bool,
+    pub messages: Vec<(usize, String)>,
+}
+
+impl Position {
+    pub fn arrive(activity: usize) -> Self {
+        Position { activity, waited: false, messages: Vec::new() }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut s = format!("{}{}", self.activity, if self.waited { 'w' } else { 'a' });
+        for (a, m) in &self.messages {
+            s.push(';');
+            s.push_str(&a.to_string());
+            s.push('=');
+            s.push_str(m);
+        }
+        s
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let mut parts = s.split(';');
+        let head = parts.next()?;
+        let (num, flag) = head.split_at(head.len().checked_sub(1)?);
+        let activity = num.parse().ok()?;
+        let waited = match flag {
+            "w" => true,
+            "a" => false,
+            _ => return None,
+        };
+        let messages = parts.filter_map(|p| p.split_once('=')).filter_map(|(a, m)| Some((a.parse().ok()?, m.to_string()))).collect();
+        Some(Position { activity, waited, messages })
+    }
+
+    fn message(&self, activity: usize) -> Option<&str> {
+        self.messages.iter().find(|(a, _)| *a == activity).map(|(_, m)| m.as_str())
+    }
+}
+
+/// The state a journey is in: what its record says, unless Herald closed or completed it.
+pub fn effective_state(j: &Journey, progress: Option<&JourneyProgress>) -> JourneyState {
+    let own = JourneyState::try_from(j.state).unwrap_or(JourneyState::Draft);
+    match (own, progress.map(|p| JourneyState::try_from(p.state).unwrap_or_default())) {
+        (JourneyState::Active | JourneyState::Paused, Some(s @ (JourneyState::Closed | JourneyState::Completed))) => s,
+        (s, _) => s,
+    }
+}
+
+pub async fn load_progress(store: &dyn Store, app: &str, id: &str) -> Result<Option<JourneyProgress>, StoreError> {
+    match store.get_blob(app, PROGRESS_KIND, id).await? {
+        Some(raw) => Ok(Some(JourneyProgress::decode(raw.as_slice())?)),
+        None => Ok(None),
+    }
+}
+
+/// What journeys share in a daemon.
+pub struct JourneyRunner {
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
+    pub cache: Arc<TemplateCache>,
+    pub owner: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+    links: Option<Arc<crate::tracking::Links>>,
+    running: parking_lot::Mutex<HashSet<String>>,
+    tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    /// Wakes the scheduler (a journey was published or changed state).
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl JourneyRunner {
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
+        cache: Arc<TemplateCache>,
+        owner: String,
+        stop: tokio::sync::watch::Receiver<bool>,
+        links: Option<Arc<crate::tracking::Links>>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        Self { store, engine, cache, owner, stop, links, running: Default::default(), tasks: Default::default(), wake }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Waits until every journey driven here has stopped (after the stop signal).
+    pub async fn wait(&self) {
+        loop {
+            let tasks = std::mem::take(&mut *self.tasks.lock());
+            if tasks.is_empty() {
+                return;
+            }
+            futures::future::join_all(tasks).await;
+        }
+    }
+
+    /// Looks for journeys with work until the daemon stops.
+    pub async fn run(self: Arc<Self>) {
+        let mut stop = self.stop.clone();
+        loop {
+            if self.stopping() {
+                return;
+            }
+            if let Err(e) = self.tick().await {
+                if !e.is_transient() {
+                    tracing::warn!(error = %e, "Journey scheduler tick failed.");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn tick(self: &Arc<Self>) -> Result<(), StoreError> {
+        let mut after: Option<String> = None;
+        loop {
+            let apps = self.store.list_apps(after.as_deref(), 200).await?;
+            for app in &apps {
+                let mut cursor: Option<String> = None;
+                loop {
+                    let page = self.store.list_records(&app.app_id, KIND, cursor.as_deref(), 200).await?;
+                    for raw in &page {
+                        let j = Journey::decode(raw.as_slice())?;
+                        cursor = Some(j.id.clone());
+                        let progress = load_progress(self.store.as_ref(), &app.app_id, &j.id).await?;
+                        let state = effective_state(&j, progress.as_ref());
+                        let work = matches!(state, JourneyState::Active | JourneyState::Closed | JourneyState::Cancelled)
+                            && !(state == JourneyState::Cancelled && progress.as_ref().is_some_and(|p| p.metrics.contains_key("CANCEL_DONE")));
+                        if work {
+                            self.spawn(&app.app_id, &j.id);
+                        }
+                    }
+                    if page.len() < 200 {
+                        break;
+                    }
+                }
+            }
+            match apps.last() {
+                Some(a) if apps.len() == 200 => after = Some(a.app_id.clone()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, app: &str, journey: &str) {
+        let key = format!("{app}/{journey}");
+        if self.stopping() || !self.running.lock().insert(key.clone()) {
+            return;
+        }
+        let me = self.clone();
+        let (app, journey) = (app.to_string(), journey.to_string());
+        let handle = tokio::spawn(async move {
+            me.drive_leased(&app, &journey).await;
+            me.running.lock().remove(&key);
+        });
+        let mut tasks = self.tasks.lock();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+
+    async fn drive_leased(self: &Arc<Self>, app: &str, journey: &str) {
+        let lease = format!("journey:{journey}");
+        match self.store.try_lease(app, &lease, &self.owner, LEASE_MS).await {
+            Ok(true) => {}
+            _ => return,
+        }
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = {
+            let (store, app, lease, owner, lost) = (self.store.clone(), app.to_string(), lease.clone(), self.owner.clone(), lost.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(LEASE_MS / 3)).await;
+                    match store.try_lease(&app, &lease, &owner, LEASE_MS).await {
+                        Ok(true) => {}
+                        Err(e) if e.is_transient() => {}
+                        _ => {
+                            lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        if let Err(e) = self.drive(app, journey, &lost).await {
+            match &e {
+                JourneyError::Store(s) if s.is_transient() => {
+                    tracing::warn!(error = %e, journey, "Store unreachable; the journey goes on when it is back.")
+                }
+                _ => tracing::error!(error = %e, journey, "Journey stopped."),
+            }
+        }
+        renewer.abort();
+        let _ = self.store.release_lease(app, &lease, &self.owner).await;
+    }
+
+    async fn prepare(&self, app: &str, j: Journey) -> Result<Plan, JourneyError> {
+        let store = self.store.as_ref();
+        let graph = compile(&j).map_err(|v| JourneyError::Invalid(v.iter().map(|f| format!("{}: {}", f.field, f.description)).collect::<Vec<_>>().join("; ")))?;
+        let mut v = Vec::new();
+        let sending = Sending::new(&j, &mut v);
+        let settings = store.get_app(app).await?.and_then(|a| a.settings).unwrap_or_default();
+        let tracking = Tracking {
+            links: self.links.clone(),
+            track: j.engagement_tracking != Some(false) && settings.engagement_tracking != Some(false),
+            unsubscribe: true,
+        };
+        let mut composers = HashMap::new();
+        for (i, id) in graph.ids.iter().enumerate() {
+            let a = &j.activities[id];
+            let (m, channel) = match &a.kind {
+                Some(Kind::Email(m)) => (m, Channel::Email),
+                Some(Kind::Sms(m)) => (m, Channel::Sms),
+                Some(Kind::Push(m)) => (m, Channel::Push),
+                Some(Kind::Custom(m)) => (m, Channel::Custom),
+                _ => continue,
+            };
+            let (config, templates) = content_of(m, channel);
+            match Composer::build(store, self.cache.clone(), app, &config, &templates, tracking.clone()).await {
+                Ok(c) => {
+                    composers.insert(i, c);
+                }
+                Err(ComposeError::Store(e)) => return Err(e.into()),
+                Err(ComposeError::Field(f)) => return Err(JourneyError::Invalid(format!("activity {id}: {}: {}", f.field, f.description))),
+            }
+        }
+        let limits = j.limits.clone().unwrap_or_default();
+        let interval = match limits.endpoint_reentry_interval.as_str() {
+            "" => 0,
+            s => parse_duration(s).map_err(JourneyError::Invalid)?,
+        };
+        let cap = limits.endpoint_reentry_cap.map_or(1, |c| c.max(0) as u32);
+        let per_second = limits.messages_per_second.filter(|r| *r > 0).map(|r| r as u32);
+        let timeframe = limits
+            .timeframe_cap
+            .as_ref()
+            .and_then(|t| Some((t.cap.filter(|c| *c > 0)? as u32, i64::from(t.days.filter(|d| *d > 0)?) * 86_400)));
+        let mut segments = HashMap::new();
+        for s in &graph.steps {
+            let conds: Vec<&Cond> = match s {
+                Step::Split { conditions, .. } => conditions.iter().collect(),
+                Step::Multi { branches, .. } => branches.iter().map(|b| &b.0).collect(),
+                _ => Vec::new(),
+            };
+            for c in conds {
+                if let Cond::Segment(id) = c {
+                    if !segments.contains_key(id) {
+                        segments.insert(id.clone(), Arc::new(load_rule(store, app, id, 0).await?));
+                    }
+                }
+            }
+        }
+        let start = j.start_condition.clone().unwrap_or_default();
+        let (start_rule, event) = match (&start.segment_start_condition, &start.event_start_condition) {
+            (Some(s), _) if !s.segment_id.is_empty() => (Some(Arc::new(load_rule(store, app, &s.segment_id, 0).await?)), None),
+            (_, Some(e)) => {
+                let f = e.event_filter.clone().unwrap_or_default();
+                let criteria = Criteria::new(&crate::campaigns::event_dimensions(&f)).map_err(|e| JourneyError::Invalid(e.to_string()))?;
+                let rule = match e.segment_id.as_str() {
+                    "" => None,
+                    id => Some(Arc::new(load_rule(store, app, id, 0).await?)),
+                };
+                (rule, Some(EventMatcher { types: f.event_types, exclude: f.exclude_event_types, criteria }))
+            }
+            _ => (None, None),
+        };
+        Ok(Plan {
+            graph,
+            sending,
+            composers,
+            gate: RateGate::new(per_second, per_second.map(|r| r.clamp(1, 100))),
+            reentry: Reentry { cap, interval_secs: interval },
+            daily: limits.daily_cap.filter(|d| *d > 0).map(|d| d as u32),
+            total: limits.total_cap.filter(|d| *d > 0).map(|d| d as u32),
+            timeframe,
+            segments,
+            start_rule,
+            event,
+            journey: j,
+        })
+    }
+
+    async fn drive(self: &Arc<Self>, app: &str, id: &str, lost: &AtomicBool) -> Result<(), JourneyError> {
+        let store = self.store.clone();
+        let Some(raw) = store.get_record(app, KIND, id, None).await? else { return Ok(()) };
+        let j = Journey::decode(raw.as_slice()).map_err(StoreError::from)?;
+        let mut progress = load_progress(store.as_ref(), app, id).await?.unwrap_or_else(|| JourneyProgress { journey_id: id.to_string(), ..Default::default() });
+        let plan = match self.prepare(app, j).await {
+            Ok(p) => p,
+            Err(JourneyError::Invalid(why)) => {
+                tracing::error!(journey = id, why, "Journey cannot run.");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut checked = std::time::Instant::now();
+        let mut state = effective_state(&plan.journey, Some(&progress));
+        loop {
+            if self.stopping() || lost.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if checked.elapsed() >= TICK {
+                checked = std::time::Instant::now();
+                let Some(raw) = store.get_record(app, KIND, id, None).await? else { return Ok(()) };
+                let latest = Journey::decode(raw.as_slice()).map_err(StoreError::from)?;
+                state = effective_state(&latest, Some(&progress));
+            }
+            let now = Utc::now();
+            match state {
+                JourneyState::Paused | JourneyState::Draft | JourneyState::Completed => return Ok(()),
+                JourneyState::Cancelled => return self.cancel(app, id, &mut progress).await,
+                _ => {}
+            }
+            let schedule = plan.journey.schedule.clone().unwrap_or_default();
+            let end = parse_instant(&schedule.end_time);
+            let started = parse_instant(&schedule.start_time).is_none_or(|s| s <= now);
+            if state == JourneyState::Active && end.is_some_and(|e| now >= e) {
+                state = JourneyState::Closed;
+                progress.state = JourneyState::Closed as i32;
+                self.save(app, &mut progress).await?;
+            }
+            let mut busy = false;
+            if state == JourneyState::Active && started {
+                busy |= self.enter(app, &plan, &mut progress, now).await?;
+            }
+            busy |= self.step(app, &plan, now).await?;
+            let (active, _) = store.journey_counters(app, id).await?;
+            let entries_done = match (&plan.event, state) {
+                (_, JourneyState::Closed) => true,
+                (Some(_), _) => false,
+                (None, _) => progress.segment_read > 0 && !progress.entry_open && refresh_secs(&plan.journey).is_none() && !plan.journey.refresh_on_segment_update,
+            };
+            if active == 0 && entries_done && !busy {
+                progress.state = JourneyState::Completed as i32;
+                self.save(app, &mut progress).await?;
+                tracing::info!(journey = id, "Journey completed.");
+                return Ok(());
+            }
+            if !busy {
+                let mut stop = self.stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                }
+            }
+        }
+    }
+
+    async fn save(&self, app: &str, p: &mut JourneyProgress) -> Result<(), StoreError> {
+        p.last_evaluated_time = domain::timestamp(Utc::now());
+        self.store.put_blob(app, PROGRESS_KIND, &p.journey_id, &p.encode_to_vec()).await
+    }
+
+    /// Everyone still inside leaves, counted as CANCELLED.
+    async fn cancel(&self, app: &str, id: &str, progress: &mut JourneyProgress) -> Result<(), JourneyError> {
+        loop {
+            let due = self.store.journey_due(app, id, i64::MAX / 2, PAGE).await?;
+            if due.is_empty() {
+                break;
+            }
+            let moves: Vec<Move> = due.iter().map(|p| (p.endpoint_id.clone(), None)).collect();
+            self.store.journey_move(app, id, &moves, &[(names::CANCELLED.to_string(), moves.len() as i64)]).await?;
+        }
+        progress.metrics.insert("CANCEL_DONE".into(), 1);
+        self.save(app, progress).await?;
+        Ok(())
+    }
+
+    /// Lets participants in; whether there is more to do at once.
+    async fn enter(&self, app: &str, plan: &Plan, progress: &mut JourneyProgress, now: DateTime<Utc>) -> Result<bool, JourneyError> {
+        let store = self.store.clone();
+        let id = plan.journey.id.as_str();
+        let start_state = super::exec::Position::arrive(plan.graph.start).encode();
+        if let Some(m) = &plan.event {
+            let after = (progress.event_position > 0).then(|| crate::events::event_id(progress.event_position));
+            let events = store.read_events(app, after.as_deref(), ENTRY_PAGE).await?;
+            let Some(last) = events.last() else { return Ok(false) };
+            let last = crate::events::event_number(&last.event_id).unwrap_or(progress.event_position);
+            let mut ids: Vec<String> = events.iter().filter(|e| m.matches(e)).map(|e| e.client_id.clone()).collect();
+            ids.sort();
+            ids.dedup();
+            if !ids.is_empty() {
+                let members = self.admissible(app, plan, ids).await?;
+                if !members.is_empty() {
+                    store.journey_enter(app, id, &members, &start_state, now.timestamp(), plan.reentry, now.timestamp()).await?;
+                }
+            }
+            progress.event_position = last;
+            self.save(app, progress).await?;
+            return Ok(events.len() == ENTRY_PAGE);
+        }
+        let Some(rule) = &plan.start_rule else { return Ok(false) };
+        let segment_id = plan.journey.start_condition.as_ref().and_then(|s| s.segment_start_condition.as_ref()).map(|s| s.segment_id.clone()).unwrap_or_default();
+        if !progress.entry_open {
+            let refresh = refresh_secs(&plan.journey);
+            let due = progress.segment_read == 0 || refresh.is_some_and(|r| now.timestamp() - progress.segment_read >= r);
+            let updated = plan.journey.refresh_on_segment_update && {
+                let latest = crate::segments::load(store.as_ref(), app, &segment_id, 0).await.map(|s| s.version).unwrap_or(0);
+                latest > 0 && latest != progress.segment_version
+            };
+            if !due && !updated {
+                return Ok(false);
+            }
+            progress.entry_open = true;
+            progress.entry_cursor.clear();
+            self.save(app, progress).await?;
+        }
+        // The segment's latest version at each read (a refresh reads what it is now).
+        let segment = crate::segments::load(store.as_ref(), app, &segment_id, 0).await.map_err(segment_error)?;
+        let rule = if segment.version == progress.segment_version || progress.segment_version == 0 {
+            rule.clone()
+        } else {
+            Arc::new(crate::segments::compile(store.as_ref(), app, &segment).await.map_err(segment_error)?)
+        };
+        let after = Some(progress.entry_cursor.clone()).filter(|c| !c.is_empty());
+        let mut stream = crate::segments::MemberStream::open_ordered(store.clone(), app, rule, ENTRY_PAGE, after);
+        // A few pages at a time, so that stepping goes on beside a large entry.
+        for _ in 0..8 {
+            let Some(page) = stream.next_page().await else {
+                progress.entry_open = false;
+                progress.segment_read = now.timestamp();
+                progress.segment_version = segment.version;
+                self.save(app, progress).await?;
+                return Ok(true);
+            };
+            let page = page?;
+            let mut ids = Vec::with_capacity(page.len());
+            let (mut inactive, mut opted_out) = (0, 0);
+            for e in &page {
+                if e.endpoint_status == EndpointStatus::Inactive as i32 {
+                    inactive += 1;
+                } else if e.opt_out == crate::proto::v1::OptOut::All as i32 {
+                    opted_out += 1;
+                } else {
+                    ids.push(e.id.clone());
+                }
+            }
+            if !ids.is_empty() {
+                store.journey_enter(app, id, &ids, &start_state, now.timestamp(), plan.reentry, now.timestamp()).await?;
+            }
+            let counters: Vec<(String, i64)> = [(names::ENDPOINT_INACTIVE, inactive), (names::ENDPOINT_OPT_OUT, opted_out), (names::ENDPOINT_PRODUCED, page.len() as i64)]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| (k.to_string(), n))
+                .collect();
+            store.journey_move(app, id, &[], &counters).await?;
+            if let Some(c) = stream.last_scanned.clone() {
+                progress.entry_cursor = c;
+            }
+            self.save(app, progress).await?;
+        }
+        Ok(true)
+    }
+
+    /// The endpoints (of those events came from) that may enter: existing, ACTIVE, not opted
+    /// out, and in the start condition's segment when it names one.
+    async fn admissible(&self, app: &str, plan: &Plan, ids: Vec<String>) -> Result<Vec<String>, JourneyError> {
+        match &plan.start_rule {
+            Some(rule) => {
+                let mut stream = crate::segments::MemberStream::listed(self.store.clone(), app, rule.clone(), ids, None);
+                let mut out = Vec::new();
+                while let Some(page) = stream.next_page().await {
+                    out.extend(page?.into_iter().filter(|e| eligible(e)).map(|e| e.id));
+                }
+                Ok(out)
+            }
+            None => {
+                let found = self.store.get_endpoints(app, &ids).await?;
+                Ok(found.into_iter().flatten().filter(eligible).map(|e| e.id).collect())
+            }
+        }
+    }
+
+    /// Steps every participant due by `now`; whether a full batch was stepped (more may be due).
+    async fn step(&self, app: &str, plan: &Plan, now: DateTime<Utc>) -> Result<bool, JourneyError> {
+        let id = plan.journey.id.as_str();
+        let due = self.store.journey_due(app, id, now.timestamp(), PAGE).await?;
+        if due.is_empty() {
+            return Ok(false);
+        }
+        let full = due.len() == PAGE;
+        let mut batch = Batch::default();
+        let mut frontier: Vec<(Participant, Position)> = Vec::with_capacity(due.len());
+        for p in due {
+            match Position::decode(&p.state) {
+                Some(pos) if pos.activity < plan.graph.steps.len() => frontier.push((p, pos)),
+                _ => batch.leave(&p.endpoint_id),
+            }
+        }
+        // Participants walk until each waits, leaves, or reaches a message; messages go in one
+        // batch per activity, then their participants walk on. The graph has no cycles, so
+        // this ends within as many rounds as it has activities.
+        for _ in 0..=plan.graph.steps.len() {
+            if frontier.is_empty() {
+                break;
+            }
+            let mut at_message: BTreeMap<usize, Vec<(Participant, Position)>> = BTreeMap::new();
+            let mut conditional: BTreeMap<usize, Vec<(Participant, Position)>> = BTreeMap::new();
+            let mut next = Vec::new();
+            for (p, pos) in frontier.drain(..) {
+                let act = pos.activity;
+                let aid = plan.graph.ids[act].as_str();
+                if !pos.waited {
+                    batch.count(aid, names::ENTER_ACTIVITY, 1);
+                }
+                match &plan.graph.steps[act] {
+                    Step::Message { .. } => at_message.entry(act).or_default().push((p, pos)),
+                    Step::Wait { wait, next: to } => {
+                        if pos.waited {
+                            batch.count(aid, names::EXIT_ACTIVITY, 1);
+                            walk(&mut batch, &mut next, p, pos, *to, plan);
+                        } else {
+                            let due = wait.due(now).timestamp();
+                            if due <= now.timestamp() {
+                                batch.count(aid, names::EXIT_ACTIVITY, 1);
+                                walk(&mut batch, &mut next, p, pos, *to, plan);
+                            } else {
+                                let mut held = pos.clone();
+                                held.waited = true;
+                                batch.stay(&p.endpoint_id, due, &held);
+                            }
+                        }
+                    }
+                    Step::Split { evaluation, .. } | Step::Multi { evaluation, .. } => match evaluation {
+                        Some(w) if !pos.waited => {
+                            let mut held = pos.clone();
+                            held.waited = true;
+                            batch.stay(&p.endpoint_id, w.due(now).timestamp().max(now.timestamp() + 1), &held);
+                        }
+                        _ => conditional.entry(act).or_default().push((p, pos)),
+                    },
+                    Step::Random { branches } => {
+                        let s = share(id, aid, &p.endpoint_id, p.entries);
+                        let mut acc = 0;
+                        let mut chosen = (branches.len().saturating_sub(1), None);
+                        for (k, (pct, to)) in branches.iter().enumerate() {
+                            acc += pct;
+                            if s < acc {
+                                chosen = (k, *to);
+                                break;
+                            }
+                        }
+                        batch.count(aid, &format!("BRANCH_{}", chosen.0 + 1), 1);
+                        batch.count(aid, names::EXIT_ACTIVITY, 1);
+                        walk(&mut batch, &mut next, p, pos, chosen.1, plan);
+                    }
+                    Step::Holdout { percentage, next: to } => {
+                        if share(id, aid, &p.endpoint_id, p.entries) < *percentage {
+                            batch.count(aid, names::HOLDOUT, 1);
+                            batch.leave(&p.endpoint_id);
+                        } else {
+                            batch.count(aid, names::EXIT_ACTIVITY, 1);
+                            walk(&mut batch, &mut next, p, pos, *to, plan);
+                        }
+                    }
+                }
+            }
+            for (act, group) in conditional {
+                self.evaluate(app, plan, act, group, &mut batch, &mut next, now).await?;
+            }
+            for (act, group) in at_message {
+                self.send(app, plan, act, group, &mut batch, &mut next, now).await?;
+            }
+            frontier = next;
+        }
+        self.store.journey_move(app, id, &batch.moves, &batch.counters()).await?;
+        Ok(full)
+    }
+
+    /// Tests a split's conditions for its participants and sends each down its branch.
+    #[allow(clippy::too_many_arguments)]
+    async fn evaluate(
+        &self,
+        app: &str,
+        plan: &Plan,
+        act: usize,
+        group: Vec<(Participant, Position)>,
+        batch: &mut Batch,
+        next: &mut Vec<(Participant, Position)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), JourneyError> {
+        let aid = plan.graph.ids[act].clone();
+        let conds: Vec<&Cond> = match &plan.graph.steps[act] {
+            Step::Split { conditions, .. } => conditions.iter().collect(),
+            Step::Multi { branches, .. } => branches.iter().map(|b| &b.0).collect(),
+            _ => return Ok(()),
+        };
+        // Each condition's answer per participant, fetched for the whole group at once.
+        let mut answers: Vec<Vec<bool>> = Vec::with_capacity(conds.len());
+        let ids: Vec<String> = group.iter().map(|(p, _)| p.endpoint_id.clone()).collect();
+        let needs_endpoints = conds.iter().any(|c| matches!(c, Cond::Dimensions(_)));
+        let endpoints = if needs_endpoints { self.store.get_endpoints(app, &ids).await? } else { Vec::new() };
+        for c in &conds {
+            answers.push(match c {
+                Cond::Event { activity, types, exclude } => {
+                    let mut keys = Vec::new();
+                    let mut slots = Vec::new();
+                    for (i, (_, pos)) in group.iter().enumerate() {
+                        if let Some(m) = pos.message(*activity) {
+                            for t in types {
+                                keys.push(format!("{t}:{m}"));
+                                slots.push(i);
+                            }
+                        }
+                    }
+                    let seen = if keys.is_empty() { Vec::new() } else { self.store.engaged(app, &keys).await? };
+                    let mut any = vec![false; group.len()];
+                    for (slot, s) in slots.into_iter().zip(seen) {
+                        any[slot] |= s;
+                    }
+                    // EXCLUSIVE: none of the listed events.
+                    if *exclude {
+                        any.iter().map(|a| !a).collect()
+                    } else {
+                        any
+                    }
+                }
+                Cond::Segment(segment) => {
+                    let rule = plan.segments.get(segment).cloned().ok_or_else(|| JourneyError::Invalid(format!("segment {segment} not loaded")))?;
+                    let mut sorted = ids.clone();
+                    sorted.sort();
+                    let mut stream = crate::segments::MemberStream::listed(self.store.clone(), app, rule, sorted, None);
+                    let mut members = HashSet::new();
+                    while let Some(page) = stream.next_page().await {
+                        members.extend(page?.into_iter().map(|e| e.id));
+                    }
+                    ids.iter().map(|i| members.contains(i)).collect()
+                }
+                Cond::Dimensions(c) => endpoints.iter().map(|e| e.as_ref().is_some_and(|e| c.matches(e, now))).collect(),
+            });
+        }
+        for (i, (p, pos)) in group.into_iter().enumerate() {
+            let to = match &plan.graph.steps[act] {
+                Step::Split { any, yes, no, .. } => {
+                    let holds = if *any { answers.iter().any(|a| a[i]) } else { answers.iter().all(|a| a[i]) };
+                    batch.count(&aid, if holds { names::TRUE_BRANCH } else { names::FALSE_BRANCH }, 1);
+                    if holds {
+                        *yes
+                    } else {
+                        *no
+                    }
+                }
+                Step::Multi { branches, default, .. } => match answers.iter().position(|a| a[i]) {
+                    Some(k) => {
+                        batch.count(&aid, &format!("BRANCH_{}", k + 1), 1);
+                        branches[k].1
+                    }
+                    None => {
+                        batch.count(&aid, names::DEFAULT_BRANCH, 1);
+                        *default
+                    }
+                },
+                _ => None,
+            };
+            batch.count(&aid, names::EXIT_ACTIVITY, 1);
+            walk(batch, next, p, pos, to, plan);
+        }
+        Ok(())
+    }
+
+    /// Sends a message activity's messages to its participants and walks them on.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        app: &str,
+        plan: &Plan,
+        act: usize,
+        group: Vec<(Participant, Position)>,
+        batch: &mut Batch,
+        next: &mut Vec<(Participant, Position)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), JourneyError> {
+        let store = self.store.as_ref();
+        let journey = plan.journey.id.as_str();
+        let aid = plan.graph.ids[act].clone();
+        let Step::Message { channel, next: to } = plan.graph.steps[act] else { return Ok(()) };
+        let Some(composer) = plan.composers.get(&act) else { return Ok(()) };
+        let activity = match &plan.journey.activities[&aid].kind {
+            Some(Kind::Email(m) | Kind::Sms(m) | Kind::Push(m) | Kind::Custom(m)) => m.clone(),
+            _ => MessageActivity::default(),
+        };
+        let ids: Vec<String> = group.iter().map(|(p, _)| p.endpoint_id.clone()).collect();
+        let endpoints = store.get_endpoints(app, &ids).await?;
+        // Walks on without a message, counted under `metric`.
+        let pass = |batch: &mut Batch, next: &mut Vec<(Participant, Position)>, p: Participant, pos: Position, metric: &str| {
+            batch.count(&aid, metric, 1);
+            batch.count(&aid, names::EXIT_ACTIVITY, 1);
+            walk(batch, next, p, pos, to, plan);
+        };
+        let mut candidates = Vec::with_capacity(group.len());
+        for ((p, pos), e) in group.into_iter().zip(endpoints) {
+            let Some(e) = e else {
+                pass(batch, next, p, pos, status_metric(DeliveryStatus::PermanentFailure));
+                continue;
+            };
+            let ct = ChannelType::try_from(e.channel_type).unwrap_or_default();
+            let lane = match channel {
+                Channel::Custom => activity.endpoint_types.iter().any(|t| t == crate::domain::endpoint::channel_name(ct)).then_some(Lane::Custom),
+                Channel::Email => (ct == ChannelType::Email).then_some(Lane::Email),
+                Channel::Sms => (ct == ChannelType::Sms).then_some(Lane::Sms),
+                Channel::Push => Lane::of(ct).filter(|l| matches!(l, Lane::Apns | Lane::Gcm)),
+            };
+            let Some(lane) = lane else {
+                pass(batch, next, p, pos, names::CHANNEL_MISMATCH);
+                continue;
+            };
+            if let Err(refused) = planner::endpoint(facts(&e, ct, false)) {
+                pass(batch, next, p, pos, status_metric(refused.status));
+                continue;
+            }
+            // The sending schedule: hold until it opens, or go on without the message.
+            let tz = e.demographic.as_ref().map(|d| d.timezone.as_str()).filter(|t| !t.is_empty());
+            if let Some(until) = plan.sending.hold(channel, tz, now) {
+                if plan.journey.wait_for_quiet_time {
+                    batch.count(&aid, names::QUIET_TIME_WAIT, 1);
+                    batch.stay(&p.endpoint_id, until.timestamp().max(now.timestamp() + 1), &pos);
+                } else {
+                    pass(batch, next, p, pos, names::QUIET_TIME);
+                }
+                continue;
+            }
+            candidates.push((p, pos, e, lane, ct));
+        }
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        // A message recorded for this activity and entry before a crash is not sent again.
+        let mut recorded: HashMap<String, i32> = HashMap::new();
+        let mut by_entry: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for (p, ..) in &candidates {
+            by_entry.entry(p.entries).or_default().push(p.endpoint_id.clone());
+        }
+        for (entries, ids) in &by_entry {
+            let request = request_id(journey, &aid, *entries);
+            for (id, status) in ids.iter().zip(store.run_outcomes(app, &request, ids).await?) {
+                if let Some(s) = status {
+                    recorded.insert(id.clone(), s);
+                }
+            }
+        }
+        let mut resent_ids: HashMap<String, String> = HashMap::new();
+        if !recorded.is_empty() && plan.graph.asked[act] {
+            for (entries, _) in &by_entry {
+                let request = crate::store::OutcomeIndex::Request(request_id(journey, &aid, *entries));
+                let mut offset = 0;
+                loop {
+                    let page = store.list_outcomes(app, &request, offset, 1_000).await?;
+                    offset += page.len();
+                    for o in &page {
+                        resent_ids.insert(o.endpoint_id.clone(), o.message_id.clone());
+                    }
+                    if page.len() < 1_000 {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut go = Vec::with_capacity(candidates.len());
+        for (p, mut pos, e, lane, ct) in candidates {
+            if let Some(s) = recorded.get(&p.endpoint_id) {
+                if plan.graph.asked[act] {
+                    if let Some(m) = resent_ids.get(&p.endpoint_id) {
+                        pos.messages.push((act, m.clone()));
+                    }
+                }
+                pass(batch, next, p, pos, status_metric(DeliveryStatus::try_from(*s).unwrap_or(DeliveryStatus::UnknownFailure)));
+                continue;
+            }
+            go.push((p, pos, e, lane, ct));
+        }
+        // Suppressed addresses, then the journey's caps.
+        let addresses: Vec<String> = go.iter().map(|(_, _, e, ..)| crate::api::suppressions::normalize(&e.address)).collect();
+        let suppressed = if go.is_empty() { Vec::new() } else { store.get_suppressions(app, &addresses).await? };
+        let mut kept = Vec::with_capacity(go.len());
+        for (item, s) in go.into_iter().zip(suppressed) {
+            match planner::listed(facts(&item.2, item.4, s.is_some())) {
+                Err(refused) => pass(batch, next, item.0, item.1, status_metric(refused.status)),
+                Ok(()) => kept.push(item),
+            }
+        }
+        let mut go = kept;
+        for (scope, recent, total, metric) in [
+            (format!("journey:{journey}"), plan.daily.map(|d| (d, 86_400)), plan.total, None),
+            (format!("journey-timeframe:{journey}"), plan.timeframe, None, Some(names::TIMEFRAME_CAP)),
+        ] {
+            if go.is_empty() || (recent.is_none() && total.is_none()) {
+                continue;
+            }
+            let ids: Vec<String> = go.iter().map(|(p, ..)| p.endpoint_id.clone()).collect();
+            let ok = store.take_endpoint_caps(app, &scope, &ids, recent, total, now.timestamp()).await?;
+            let mut kept = Vec::with_capacity(go.len());
+            for (item, ok) in go.into_iter().zip(ok) {
+                if ok {
+                    kept.push(item);
+                } else {
+                    let m = metric.unwrap_or(names::DAILY_CAP);
+                    pass(batch, next, item.0, item.1, m);
+                }
+            }
+            go = kept;
+        }
+        // The channel quotas: what they refuse now tries again in a minute.
+        for lane in Lane::ALL {
+            let n = go.iter().filter(|(.., l, _)| *l == lane).count() as u64;
+            if n == 0 {
+                continue;
+            }
+            let granted = self.engine.admit(app, lane.quota_channel(), n).await?;
+            if granted < n {
+                let mut seen = 0;
+                let mut kept = Vec::with_capacity(go.len());
+                for item in go {
+                    if item.3 == lane {
+                        seen += 1;
+                        if seen > granted {
+                            batch.count(&aid, names::THROTTLED, 1);
+                            batch.stay(&item.0.endpoint_id, now.timestamp() + THROTTLED_RETRY_SECS, &item.1);
+                            continue;
+                        }
+                    }
+                    kept.push(item);
+                }
+                go = kept;
+            }
+        }
+        if go.is_empty() {
+            return Ok(());
+        }
+        let stamp = domain::timestamp(now);
+        let origin = Origin { app_id: app.to_string(), scheduled_time: stamp.clone(), activity_id: aid.clone(), ..Default::default() };
+        let tally = Tally::new();
+        // Every job made holds a slot of the tally, numbered by `k`; a slot dropped without an
+        // outcome (unrendered, or handed back by a stopping engine) reports UNSETTLED.
+        let mut slots: Vec<Option<(Participant, Position)>> = Vec::with_capacity(go.len());
+        for (p, mut pos, e, lane, ct) in go {
+            if self.stopping() {
+                // Not handed out: these participants stay where they are.
+                break;
+            }
+            plan.gate.take().await;
+            let k = slots.len();
+            let request = request_id(journey, &aid, p.entries);
+            let planner = Planner { composer, origin: &origin, source: MessageSource::Journey, request_id: &request, stamp: &stamp, dry_run: false };
+            let address = if channel == Channel::Custom { activity.delivery_uri.clone() } else { e.address.clone() };
+            let mut outcome = planner.outcome(&e.id, &address, if channel == Channel::Custom { ChannelType::Custom } else { ct });
+            outcome.journey_id = journey.to_string();
+            outcome.journey_activity_id = aid.clone();
+            let message_id = outcome.message_id.clone();
+            let subs = composer.substitutions_for(lane);
+            match planner.job(lane, ct, Some(&e), subs, outcome, Some(Reply::Tally(tally.slot(k)))) {
+                Ok(job) => {
+                    if plan.graph.asked[act] {
+                        pos.messages.push((act, message_id));
+                    }
+                    slots.push(Some((p, pos)));
+                    if self.engine.submit(lane, job, SUBMIT_WAIT).await.is_err() {
+                        // The engine is stopping: its slot reports the message unsettled.
+                        break;
+                    }
+                }
+                Err(unrendered) => {
+                    tracing::debug!(endpoint = %e.id, why = %unrendered.outcome.status_message, "Journey message not rendered.");
+                    slots.push(None);
+                    pass(batch, next, p, pos, status_metric(DeliveryStatus::PermanentFailure));
+                }
+            }
+        }
+        for (k, status) in tally.wait(slots.len()).await {
+            let Some((p, pos)) = slots.get_mut(k).and_then(Option::take) else { continue };
+            if status == UNSETTLED {
+                // Back unsent: it stays where it is and goes again (an outcome recorded for
+                // it keeps it from going twice).
+                continue;
+            }
+            let st = DeliveryStatus::try_from(status).unwrap_or(DeliveryStatus::UnknownFailure);
+            pass(batch, next, p, pos, status_metric(st));
+        }
+        Ok(())
+    }
+}
+
+/// A message activity's content as the composer takes it: its template, or its inline
+/// content, with the activity's sender settings.
+pub fn content_of(m: &MessageActivity, channel: Channel) -> (DirectMessageConfiguration, TemplateConfiguration) {
+    let mut config = m.message_configuration.clone().unwrap_or_default();
+    let mut templates = TemplateConfiguration::default();
+    let reference = (!m.template_name.is_empty()).then(|| TemplateReference {
+        name: m.template_name.clone(),
+        version: m.template_version.parse().unwrap_or(0),
+    });
+    match channel {
+        Channel::Email => {
+            templates.email_template = reference;
+            if !m.from_address.is_empty() {
+                config.email_message.get_or_insert_with(EmailMessage::default).from_address = m.from_address.clone();
+            }
+        }
+        Channel::Sms => {
+            templates.sms_template = reference;
+            if !m.origination_number.is_empty() || !m.sender_id.is_empty() || !m.message_type.is_empty() {
+                let sms = config.sms_message.get_or_insert_with(SmsMessage::default);
+                sms.origination_number = m.origination_number.clone();
+                sms.sender_id = m.sender_id.clone();
+                sms.message_type = match m.message_type.as_str() {
+                    "TRANSACTIONAL" => SmsMessageType::Transactional as i32,
+                    "PROMOTIONAL" => SmsMessageType::Promotional as i32,
+                    _ => sms.message_type,
+                };
+            }
+        }
+        Channel::Push => {
+            templates.push_template = reference;
+            if let Ok(ttl) = m.time_to_live.parse::<i32>() {
+                config.apns_message.get_or_insert_with(Default::default).time_to_live = ttl;
+                config.gcm_message.get_or_insert_with(Default::default).time_to_live = ttl;
+            }
+        }
+        Channel::Custom => {
+            templates.custom_template = reference;
+            if !m.data.is_empty() {
+                config.custom_message.get_or_insert_with(Default::default).data = m.data.clone();
+            }
+        }
+    }
+    (config, templates)
+}
+
+/// The run index key of a journey activity's messages for one entry of its participants.
+pub fn request_id(journey: &str, activity: &str, entries: u32) -> String {
+    format!("{journey}:{activity}:{entries}")
+}
+
+fn eligible(e: &Endpoint) -> bool {
+    e.endpoint_status != EndpointStatus::Inactive as i32 && e.opt_out != crate::proto::v1::OptOut::All as i32
+}
+
+fn facts(e: &Endpoint, channel: ChannelType, suppressed: bool) -> planner::Facts<'_> {
+    planner::Facts { endpoint_id: None, endpoint: Some(e), channel, address: &e.address, suppressed, duplicate: false }
+}
+
+fn status_metric(s: DeliveryStatus) -> &'static str {
+    match s {
+        DeliveryStatus::Successful => names::SUCCESS,
+        other => other.as_str_name().trim_start_matches("DELIVERY_STATUS_"),
+    }
+}
+
+fn segment_error(e: crate::segments::SegmentError) -> JourneyError {
+    match e {
+        crate::segments::SegmentError::Store(s) => JourneyError::Store(s),
+        other => JourneyError::Invalid(other.to_string()),
+    }
+}
+
+async fn load_rule(store: &dyn Store, app: &str, id: &str, version: i32) -> Result<Rule, JourneyError> {
+    let segment = crate::segments::load(store, app, id, version).await.map_err(segment_error)?;
+    crate::segments::compile(store, app, &segment).await.map_err(segment_error)
+}
+
+/// A segment-started journey's refresh interval, if it has one.
+pub fn refresh_secs(j: &Journey) -> Option<i64> {
+    (!j.refresh_frequency.is_empty()).then(|| parse_duration(&j.refresh_frequency).ok()).flatten()
+}
+
+/// Moves a participant on to `to` (arriving there), or out of the journey.
+fn walk(batch: &mut Batch, next: &mut Vec<(Participant, Position)>, p: Participant, pos: Position, to: Option<usize>, _plan: &Plan) {
+    match to {
+        Some(a) => {
+            let mut moved = pos;
+            moved.activity = a;
+            moved.waited = false;
+            next.push((p, moved));
+        }
+        None => batch.leave(&p.endpoint_id),
+    }
+}
+
+/// What one step writes: positions and counters.
+#[derive(Default)]
+struct Batch {
+    moves: Vec<Move>,
+    counters: HashMap<String, i64>,
+}
+
+impl Batch {
+    fn count(&mut self, activity: &str, metric: &str, n: i64) {
+        *self.counters.entry(format!("{activity}|{metric}")).or_default() += n;
+    }
+
+    fn stay(&mut self, endpoint: &str, due: i64, pos: &Position) {
+        self.moves.push((endpoint.to_string(), Some((due, pos.encode()))));
+    }
+
+    fn leave(&mut self, endpoint: &str) {
+        self.moves.push((endpoint.to_string(), None));
+        *self.counters.entry(names::ENDPOINT_LEFT.to_string()).or_default() += 1;
+    }
+
+    fn counters(&self) -> Vec<(String, i64)> {
+        let mut v: Vec<(String, i64)> = self.counters.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip() {
+        let p = Position { activity: 12, waited: true, messages: vec![(3, "abc".into()), (7, "def".into())] };
+        assert_eq!(p.encode(), "12w;3=abc;7=def");
+        assert_eq!(Position::decode(&p.encode()), Some(p));
+        assert_eq!(Position::decode("0a"), Some(Position::arrive(0)));
+        assert_eq!(Position::decode("x"), None);
+        assert_eq!(Position::decode(""), None);
+    }
+}

@@ -1,0 +1,209 @@
+//! Journey participants in Redis, under the app's hash tag: `jp:{journey}` (hash: endpoint →
+//! `"{entries} {last entry} {state}"`, the state empty once it left), `jd:{journey}` (sorted
+//! set: the endpoints in the journey now, scored by when they are due) and `jc:{journey}`
+//! (hash: the journey's counters). Entries and moves are Lua scripts, so each is atomic.
+
+use deadpool_redis::redis;
+
+use super::redis::{Keys, RedisStore};
+use super::{Entry, Move, Participant, Reentry, StoreError};
+
+/// KEYS participants, due set, counters. ARGV cap (0: none), interval, now, due, state, ids...
+/// Returns per id 0 entered, 1 in the journey now, 2 cap reached, 3 too soon.
+static ENTER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local cap, interval, now, due, state = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local names = {'ENDPOINT_ENTERED', 'ACTIVE_ENDPOINT_REJECTED', 'REENTRY_CAP_EXCEEDED', 'REENTRY_INTERVAL_NOT_ELAPSED'}
+local counts = {0, 0, 0, 0}
+local out = {}
+for i = 6, #ARGV do
+  local id = ARGV[i]
+  local r = 0
+  if redis.call('ZSCORE', KEYS[2], id) then
+    r = 1
+  else
+    local entries, last = 0, nil
+    local old = redis.call('HGET', KEYS[1], id)
+    if old then
+      local e, l = string.match(old, '^(%d+) (%d+)')
+      entries, last = tonumber(e or '0'), tonumber(l or '0')
+    end
+    if cap > 0 and entries >= cap then
+      r = 2
+    elseif interval > 0 and last and now - last < interval then
+      r = 3
+    else
+      redis.call('HSET', KEYS[1], id, (entries + 1) .. ' ' .. now .. ' ' .. state)
+      redis.call('ZADD', KEYS[2], due, id)
+    end
+  end
+  counts[r + 1] = counts[r + 1] + 1
+  out[#out + 1] = r
+end
+for k = 1, 4 do
+  if counts[k] > 0 then redis.call('HINCRBY', KEYS[3], names[k], counts[k]) end
+end
+return out
+"#,
+    )
+});
+
+/// KEYS participants, due set, counters. ARGV n, then n × (id, due or '', state), then counter
+/// name and increment pairs.
+static MOVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  local id, due, state = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
+  local old = redis.call('HGET', KEYS[1], id) or '1 0'
+  local prefix = string.match(old, '^(%d+ %d+)') or '1 0'
+  if due == '' then
+    redis.call('HSET', KEYS[1], id, prefix)
+    redis.call('ZREM', KEYS[2], id)
+  else
+    redis.call('HSET', KEYS[1], id, prefix .. ' ' .. state)
+    redis.call('ZADD', KEYS[2], due, id)
+  end
+end
+for j = 2 + 3 * n, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[3], ARGV[j], ARGV[j + 1])
+end
+return 1
+"#,
+    )
+});
+
+/// The entries and state parts of a stored participant value.
+fn parts_of(value: &str) -> (u32, String) {
+    let mut parts = value.splitn(3, ' ');
+    let entries = parts.next().and_then(|e| e.parse().ok()).unwrap_or(1);
+    (entries, parts.nth(1).unwrap_or("").to_string())
+}
+
+impl RedisStore {
+    pub(super) async fn redis_engaged(&self, app_id: &str, ids: &[String]) -> Result<Vec<bool>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = Keys::new(app_id);
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.exists(keys.key("eng:", id));
+        }
+        Ok(pipe.query_async(&mut self.conn()).await?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn redis_journey_enter(
+        &self,
+        app_id: &str,
+        journey: &str,
+        ids: &[String],
+        state: &str,
+        due: i64,
+        rule: Reentry,
+        now_secs: i64,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = Keys::new(app_id);
+        let mut invocation = ENTER.prepare_invoke();
+        invocation.key(keys.key("jp:", journey)).key(keys.key("jd:", journey)).key(keys.key("jc:", journey));
+        invocation.arg(rule.cap).arg(rule.interval_secs).arg(now_secs).arg(due).arg(state).arg(ids);
+        let out: Vec<i64> = invocation.invoke_async(&mut self.conn()).await?;
+        Ok(out
+            .into_iter()
+            .map(|r| match r {
+                0 => Entry::Entered,
+                1 => Entry::Active,
+                2 => Entry::CapExceeded,
+                _ => Entry::TooSoon,
+            })
+            .collect())
+    }
+
+    pub(super) async fn redis_journey_due(
+        &self,
+        app_id: &str,
+        journey: &str,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<Participant>, StoreError> {
+        let keys = Keys::new(app_id);
+        let mut conn = self.conn();
+        let due: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(keys.key("jd:", journey))
+            .arg("-inf")
+            .arg(until)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit.max(1))
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = due.iter().map(|(id, _)| id.as_str()).collect();
+        let values: Vec<Option<String>> = redis::cmd("HMGET").arg(keys.key("jp:", journey)).arg(&ids).query_async(&mut conn).await?;
+        Ok(due
+            .into_iter()
+            .zip(values)
+            .map(|((endpoint_id, due), v)| {
+                let (entries, state) = v.as_deref().map(parts_of).unwrap_or((1, String::new()));
+                Participant { endpoint_id, due: due as i64, state, entries }
+            })
+            .collect())
+    }
+
+    pub(super) async fn redis_journey_move(
+        &self,
+        app_id: &str,
+        journey: &str,
+        moves: &[Move],
+        counters: &[(String, i64)],
+    ) -> Result<(), StoreError> {
+        if moves.is_empty() && counters.is_empty() {
+            return Ok(());
+        }
+        let keys = Keys::new(app_id);
+        let mut invocation = MOVE.prepare_invoke();
+        invocation.key(keys.key("jp:", journey)).key(keys.key("jd:", journey)).key(keys.key("jc:", journey));
+        invocation.arg(moves.len());
+        for (id, next) in moves {
+            match next {
+                Some((due, state)) => invocation.arg(id).arg(*due).arg(state),
+                None => invocation.arg(id).arg("").arg(""),
+            };
+        }
+        for (name, n) in counters {
+            invocation.arg(name).arg(*n);
+        }
+        let _: i64 = invocation.invoke_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    pub(super) async fn redis_journey_counters(&self, app_id: &str, journey: &str) -> Result<(u64, Vec<(String, i64)>), StoreError> {
+        let keys = Keys::new(app_id);
+        let (active, counters): (u64, Vec<(String, i64)>) =
+            redis::pipe().zcard(keys.key("jd:", journey)).hgetall(keys.key("jc:", journey)).query_async(&mut self.conn()).await?;
+        let mut counters = counters;
+        counters.sort();
+        Ok((active, counters))
+    }
+
+    pub(super) async fn redis_journey_drop(&self, app_id: &str, journey: &str) -> Result<(), StoreError> {
+        let keys = Keys::new(app_id);
+        let _: () = redis::cmd("UNLINK")
+            .arg(keys.key("jp:", journey))
+            .arg(keys.key("jd:", journey))
+            .arg(keys.key("jc:", journey))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+}
