@@ -523,7 +523,8 @@ fn condition(
 
 /// The fields of a message activity that must be right whatever the content.
 fn message_fields(m: &crate::proto::v1::MessageActivity, channel: Channel, field: &str, v: &mut Vec<FieldViolation>) {
-    let inline = m.message_configuration.is_some();
+    // A CUSTOM activity's MessageConfig.Data is its inline content.
+    let inline = m.message_configuration.is_some() || (channel == Channel::Custom && !m.data.is_empty());
     if m.template_name.is_empty() && !inline {
         v.push(FieldViolation::new(format!("{field}.template_name"), "give a template, or inline message_configuration"));
     }

@@ -1,0 +1,482 @@
+//! Journeys end to end against the real daemon: the welcome → wait → follow-up journey, and
+//! welcome → wait → "did they open it?" → follow-up email or a custom message, with a real
+//! request to the tracking pixel and a local webhook server; validation per field; DRAFT-only
+//! updates; pause, resume and cancel; re-entry caps and the daily cap on an event-started
+//! journey; quiet time holding and dropping; waits surviving a kill -9 with two daemons on one
+//! Redis, nobody stepped twice.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{free_port, Daemon, RedisServer, SmtpSink, API_KEY};
+use herald::proto::v1::journey_activity::Kind;
+use herald::proto::v1::{
+    events_client::EventsClient, journeys_client::JourneysClient, templates_client::TemplatesClient, ChannelType, ConditionalSplitActivity,
+    CreateJourneyRequest, CreateTemplateRequest, DimensionType, DirectMessageConfiguration, EmailMessage, EmailTemplate, Endpoint,
+    EventCondition, EventDimensions, EventFilter, EventStartCondition, EventsBatch, GetJourneyExecutionActivityMetricsRequest,
+    GetJourneyExecutionMetricsRequest, GetJourneyRequest, Journey, JourneyActivity, JourneyCondition, JourneyLimits, JourneyStartCondition,
+    JourneyState, MessageActivity, PutEventsRequest, QuietTime, SegmentCondition, SetDimension, SimpleCondition, Template, TemplateType,
+    UpdateJourneyRequest, UpdateJourneyStateRequest, WaitActivity, WaitTime,
+};
+
+fn email_inline(subject: &str, next: &str) -> JourneyActivity {
+    JourneyActivity {
+        kind: Some(Kind::Email(MessageActivity {
+            message_configuration: Some(DirectMessageConfiguration {
+                email_message: Some(EmailMessage {
+                    from_address: "hello@shop.example".into(),
+                    subject: subject.into(),
+                    text_part: "Hi {{Id}}".into(),
+                    html_part: "<html><body><p>Hi {{Id}}</p><a href=\"https://shop.example/\">Shop</a></body></html>".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            next_activity: next.into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn email_template(name: &str, next: &str) -> JourneyActivity {
+    JourneyActivity {
+        kind: Some(Kind::Email(MessageActivity {
+            template_name: name.into(),
+            from_address: "hello@shop.example".into(),
+            next_activity: next.into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn wait(wait_for: &str, next: &str) -> JourneyActivity {
+    JourneyActivity {
+        kind: Some(Kind::Wait(WaitActivity {
+            wait_time: Some(WaitTime { wait_for: wait_for.into(), ..Default::default() }),
+            next_activity: next.into(),
+        })),
+        ..Default::default()
+    }
+}
+
+fn segment_journey(name: &str, segment: &str, start: &str, acts: Vec<(&str, JourneyActivity)>) -> Journey {
+    Journey {
+        name: name.into(),
+        start_condition: Some(JourneyStartCondition {
+            segment_start_condition: Some(SegmentCondition { segment_id: segment.into() }),
+            ..Default::default()
+        }),
+        activities: acts.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        start_activity: start.into(),
+        state: JourneyState::Active as i32,
+        ..Default::default()
+    }
+}
+
+fn endpoints(n: usize, prefix: &str) -> Vec<Endpoint> {
+    (0..n)
+        .map(|i| Endpoint {
+            id: format!("{prefix}{i}"),
+            channel_type: ChannelType::Email as i32,
+            address: format!("{prefix}{i}@example.com"),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn subject_of(m: &str) -> String {
+    m.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap_or("").trim().to_string()
+}
+
+fn rcpt_of(m: &str) -> String {
+    m.lines().find_map(|l| l.strip_prefix("X-Rcpt-Args: <")).unwrap_or("").trim().trim_end_matches('>').to_string()
+}
+
+/// (recipient, subject) of every message the sink holds, with when the test first saw it.
+struct Seen {
+    first: HashMap<(String, String), Instant>,
+    count: HashMap<(String, String), usize>,
+}
+
+fn look(sink: &SmtpSink, seen: &mut Seen) {
+    let mut count: HashMap<(String, String), usize> = HashMap::new();
+    for m in sink.messages() {
+        let k = (rcpt_of(&m), subject_of(&m));
+        *count.entry(k.clone()).or_default() += 1;
+        seen.first.entry(k).or_insert_with(Instant::now);
+    }
+    seen.count = count;
+}
+
+async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn metrics(d: &Daemon, app: &str, journey: &str) -> HashMap<String, String> {
+    JourneysClient::new(d.channel().await)
+        .get_journey_execution_metrics(d.req(GetJourneyExecutionMetricsRequest { app_id: app.into(), journey_id: journey.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .metrics
+}
+
+async fn activity_metrics(d: &Daemon, app: &str, journey: &str, activity: &str) -> HashMap<String, String> {
+    JourneysClient::new(d.channel().await)
+        .get_journey_execution_activity_metrics(d.req(GetJourneyExecutionActivityMetricsRequest {
+            app_id: app.into(),
+            journey_id: journey.into(),
+            journey_activity_id: activity.into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .metrics
+}
+
+/// A local HTTP server that records the custom messages posted to it.
+async fn webhook_server() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let store = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let store = store.clone();
+            async move {
+                store.lock().unwrap().push(serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)));
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_journeys_send_the_right_messages_at_the_right_times() {
+    let sink = SmtpSink::start(&[]);
+    let smtp = format!("smtp://127.0.0.1:{}?pool=4", sink.port);
+    let public = format!("127.0.0.1:{}", free_port());
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["--smtp-url", smtp.as_str(), "--feedback-addr", public.as_str()];
+    let d = Daemon::spawn(Some(RedisServer::start()), tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &args);
+    until("the public listener", 20, || std::net::TcpStream::connect(&public).is_ok()).await;
+    let app = d.create_app("journeys").await.app_id;
+    let segment = d.import_as_segment(&app, endpoints(3, "u")).await;
+    TemplatesClient::new(d.channel().await)
+        .create_template(d.req(CreateTemplateRequest {
+            app_id: app.clone(),
+            template: Some(Template {
+                name: "Welcome".into(),
+                template_type: TemplateType::Email as i32,
+                content: Some(herald::proto::v1::template::Content::Email(EmailTemplate {
+                    subject: "Welcome".into(),
+                    text_part: "Welcome {{Id}}".into(),
+                    html_part: "<html><body><p>Welcome {{Id}}</p></body></html>".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap();
+    let mut journeys = JourneysClient::new(d.channel().await);
+
+    // Validation names each bad field, and nothing is created.
+    let bad = segment_journey("bad", &segment, "welcome", vec![("welcome", email_template("Welcome", "nowhere")), ("lost", wait("xyz", ""))]);
+    let err = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(bad) })).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let details = tonic_types::StatusExt::get_details_bad_request(&err).expect("field violations");
+    let fields: Vec<String> = details.field_violations.iter().map(|f| f.field.clone()).collect();
+    assert!(fields.contains(&r#"journey.activities["welcome"].email.next_activity"#.to_string()), "{fields:?}");
+    assert!(fields.contains(&r#"journey.activities["lost"].wait.wait_time.wait_for"#.to_string()), "{fields:?}");
+
+    // 1. Welcome (a stored template) → wait 2 s → follow-up.
+    let started = Instant::now();
+    let first = segment_journey(
+        "welcome series",
+        &segment,
+        "welcome",
+        vec![("welcome", email_template("Welcome", "wait")), ("wait", wait("2s", "follow")), ("follow", email_inline("Follow-up", ""))],
+    );
+    let first = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(first) })).await.unwrap().into_inner();
+    let mut seen = Seen { first: HashMap::new(), count: HashMap::new() };
+    until("3 welcome and 3 follow-up emails", 30, || {
+        look(&sink, &mut seen);
+        seen.count.len() == 6
+    })
+    .await;
+    for i in 0..3 {
+        let to = format!("u{i}@example.com");
+        let welcome = seen.first[&(to.clone(), "Welcome".to_string())];
+        let follow = seen.first[&(to.clone(), "Follow-up".to_string())];
+        assert!(follow.duration_since(welcome) >= Duration::from_millis(1_500), "the follow-up waits: {:?}", follow.duration_since(welcome));
+        assert!(welcome.duration_since(started) < Duration::from_secs(10));
+    }
+    // A published journey cannot be changed.
+    let err = journeys
+        .update_journey(d.req(UpdateJourneyRequest { app_id: app.clone(), journey_id: first.id.clone(), journey: Some(first.clone()) }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    // Everyone left; the journey completes (a segment read once, nobody inside).
+    let mut m = HashMap::new();
+    for _ in 0..100 {
+        m = metrics(&d, &app, &first.id).await;
+        if m.get("ENDPOINT_LEFT").map(String::as_str) == Some("3") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((m["ENDPOINT_ENTERED"].as_str(), m["ENDPOINT_LEFT"].as_str(), m["ENDPOINT_ACTIVE"].as_str()), ("3", "3", "0"), "{m:?}");
+    let a = activity_metrics(&d, &app, &first.id, "welcome").await;
+    assert_eq!(a["SUCCESS"], "3", "{a:?}");
+    let mut state = JourneyState::Active;
+    for _ in 0..100 {
+        let j = journeys.get_journey(d.req(GetJourneyRequest { app_id: app.clone(), journey_id: first.id.clone() })).await.unwrap().into_inner();
+        state = JourneyState::try_from(j.state).unwrap();
+        if state == JourneyState::Completed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, JourneyState::Completed);
+
+    // 2. Welcome → wait → did they open it? → follow-up email, or a custom message.
+    let (hook, posted) = webhook_server().await;
+    let opened = JourneyActivity {
+        kind: Some(Kind::ConditionalSplit(ConditionalSplitActivity {
+            condition: Some(JourneyCondition {
+                conditions: vec![SimpleCondition {
+                    event_condition: Some(EventCondition {
+                        dimensions: Some(EventDimensions {
+                            event_type: Some(SetDimension { dimension_type: DimensionType::Inclusive as i32, values: vec!["_email.open".into()] }),
+                            ..Default::default()
+                        }),
+                        message_activity: "hello".into(),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            true_activity: "thanks".into(),
+            false_activity: "nudge".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let nudge = JourneyActivity {
+        kind: Some(Kind::Custom(MessageActivity {
+            delivery_uri: hook.clone(),
+            endpoint_types: vec!["EMAIL".into()],
+            data: "{\"nudge\": \"{{Id}}\"}".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let second = segment_journey(
+        "engagement",
+        &segment,
+        "hello",
+        vec![
+            ("hello", email_inline("Hello", "pause")),
+            ("pause", wait("3s", "opened")),
+            ("opened", opened),
+            ("thanks", email_inline("Thanks for reading", "")),
+            ("nudge", nudge),
+        ],
+    );
+    let second = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(second) })).await.unwrap().into_inner();
+    let mut hello = Vec::new();
+    until("3 Hello emails", 20, || {
+        hello = sink.messages().into_iter().filter(|m| subject_of(m) == "Hello").collect();
+        hello.len() == 3
+    })
+    .await;
+    // u1 opens it: a real request to its pixel.
+    let m = hello.iter().find(|m| rcpt_of(m) == "u1@example.com").unwrap();
+    let flat = m.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+    let pixel = flat.match_indices(&format!("http://{public}/o/")).map(|(i, _)| flat[i..].split(['"', '>']).next().unwrap().to_string()).next().expect("pixel");
+    herald::channels::install_crypto_provider();
+    let r = reqwest::get(&pixel).await.unwrap();
+    assert_eq!(r.status(), 200);
+    until("the thanks email and two custom messages", 30, || {
+        let thanks = sink.messages().into_iter().filter(|m| subject_of(m) == "Thanks for reading").count();
+        thanks == 1 && posted.lock().unwrap().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let thanks: Vec<String> = sink.messages().into_iter().filter(|m| subject_of(m) == "Thanks for reading").map(|m| rcpt_of(&m)).collect();
+    assert_eq!(thanks, ["u1@example.com"], "only the one who opened it");
+    let mut nudged: Vec<String> = posted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p["Endpoints"].as_object().unwrap().keys().next().unwrap().clone())
+        .collect();
+    nudged.sort();
+    assert_eq!(nudged, ["u0", "u2"], "the others get the custom message, once each");
+    let split = activity_metrics(&d, &app, &second.id, "opened").await;
+    assert_eq!((split["TRUE_BRANCH"].as_str(), split["FALSE_BRANCH"].as_str()), ("1", "2"), "{split:?}");
+    // The journey's messages carry its ids in their events.
+    let store = herald::store::redis::RedisStore::connect(&d.redis.as_ref().unwrap().url(), 2).await.unwrap();
+    let events = herald::store::Store::read_events(&store, &app, None, 10_000).await.unwrap();
+    let open = events.iter().find(|e| e.event_type == "_email.open").expect("an open");
+    assert_eq!((open.attributes["journey_id"].as_str(), open.attributes["journey_activity_id"].as_str()), (second.id.as_str(), "hello"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_cancel_reentry_daily_cap_and_quiet_time() {
+    let sink = SmtpSink::start(&[]);
+    let smtp = format!("smtp://127.0.0.1:{}?pool=2", sink.port);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &["--smtp-url", smtp.as_str()]);
+    let app = d.create_app("states").await.app_id;
+    let segment = d.import_as_segment(&app, endpoints(2, "p")).await;
+    let mut journeys = JourneysClient::new(d.channel().await);
+    let count = |subject: &str| sink.messages().into_iter().filter(|m| subject_of(m) == subject).count();
+
+    // PAUSED holds everyone in place; ACTIVE again lets them go on.
+    let j = segment_journey("pausing", &segment, "a", vec![("a", email_inline("A", "w")), ("w", wait("2s", "b")), ("b", email_inline("B", ""))]);
+    let j = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) })).await.unwrap().into_inner();
+    until("the first emails", 20, || count("A") == 2).await;
+    let state = |s: JourneyState| UpdateJourneyStateRequest { app_id: app.clone(), journey_id: j.id.clone(), state: s as i32 };
+    journeys.update_journey_state(d.req(state(JourneyState::Paused))).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(count("B"), 0, "nobody moves while PAUSED");
+    journeys.update_journey_state(d.req(state(JourneyState::Active))).await.unwrap();
+    until("the second emails after resuming", 20, || count("B") == 2).await;
+    let err = journeys.update_journey_state(d.req(state(JourneyState::Draft))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+
+    // CANCELLED: participants leave, nothing more is sent.
+    let c = segment_journey("cancelled", &segment, "a", vec![("a", email_inline("C1", "w")), ("w", wait("3s", "b")), ("b", email_inline("C2", ""))]);
+    let c = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(c) })).await.unwrap().into_inner();
+    until("C1", 20, || count("C1") == 2).await;
+    journeys
+        .update_journey_state(d.req(UpdateJourneyStateRequest { app_id: app.clone(), journey_id: c.id.clone(), state: JourneyState::Cancelled as i32 }))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(count("C2"), 0);
+    let m = metrics(&d, &app, &c.id).await;
+    assert_eq!((m["CANCELLED"].as_str(), m["ENDPOINT_ACTIVE"].as_str()), ("2", "0"), "{m:?}");
+
+    // An event-started journey: each matching event lets its endpoint in, at most
+    // EndpointReentryCap times; DailyCap 1 stops its second message.
+    let e = Journey {
+        name: "on purchase".into(),
+        start_condition: Some(JourneyStartCondition {
+            event_start_condition: Some(EventStartCondition {
+                event_filter: Some(EventFilter { event_types: vec!["purchase".into()], ..Default::default() }),
+                segment_id: String::new(),
+            }),
+            ..Default::default()
+        }),
+        activities: [("thanks".to_string(), email_inline("Thanks", "more")), ("more".to_string(), email_inline("More", ""))].into(),
+        start_activity: "thanks".into(),
+        limits: Some(JourneyLimits { daily_cap: Some(1), endpoint_reentry_cap: Some(2), ..Default::default() }),
+        state: JourneyState::Active as i32,
+        ..Default::default()
+    };
+    let e = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(e) })).await.unwrap().into_inner();
+    let mut events = EventsClient::new(d.channel().await);
+    let put = |n: usize| {
+        let batch = EventsBatch {
+            endpoint: None,
+            events: (0..n)
+                .map(|k| {
+                    (
+                        format!("ev{k}"),
+                        herald::proto::v1::ReportedEvent { event_type: "purchase".into(), timestamp: herald::domain::timestamp(chrono::Utc::now()), ..Default::default() },
+                    )
+                })
+                .collect(),
+        };
+        PutEventsRequest { app_id: app.clone(), batch_item: [("p0".to_string(), batch)].into() }
+    };
+    for _ in 0..3 {
+        events.put_events(d.req(put(1))).await.unwrap();
+        // The next event comes after the endpoint left (two messages, no wait).
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    }
+    until("the thanks emails", 20, || count("Thanks") >= 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m = metrics(&d, &app, &e.id).await;
+    assert_eq!(m["ENDPOINT_ENTERED"], "2", "re-entry cap 2 of 3 events: {m:?}");
+    assert_eq!(m["REENTRY_CAP_EXCEEDED"], "1", "{m:?}");
+    assert_eq!(count("Thanks") + count("More"), 1, "DailyCap 1: one message a day to p0");
+    let more = activity_metrics(&d, &app, &e.id, "more").await;
+    let thanks = activity_metrics(&d, &app, &e.id, "thanks").await;
+    assert_eq!(more["DAILY_CAP"].parse::<i64>().unwrap() + thanks.get("DAILY_CAP").map_or(0, |v| v.parse().unwrap()), 3, "{more:?} {thanks:?}");
+
+    // Quiet time now (UTC, the journey's zone for endpoints without one): dropped, or held.
+    let now = chrono::Utc::now();
+    let quiet = QuietTime {
+        start: (now - chrono::Duration::hours(1)).format("%H:%M").to_string(),
+        end: (now + chrono::Duration::hours(1)).format("%H:%M").to_string(),
+    };
+    for (hold, subject) in [(false, "Q-drop"), (true, "Q-hold")] {
+        let mut q = segment_journey("quiet", &segment, "a", vec![("a", email_inline(subject, "b")), ("b", email_inline(&format!("{subject}-after"), ""))]);
+        q.quiet_time = Some(quiet.clone());
+        q.wait_for_quiet_time = hold;
+        let q = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(q) })).await.unwrap().into_inner();
+        let mut a = HashMap::new();
+        for _ in 0..100 {
+            a = activity_metrics(&d, &app, &q.id, "a").await;
+            if a.get(if hold { "QUIET_TIME_WAIT" } else { "QUIET_TIME" }).map(String::as_str) == Some("2") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(a.get(if hold { "QUIET_TIME_WAIT" } else { "QUIET_TIME" }).map(String::as_str), Some("2"), "{a:?}");
+        assert_eq!(count(subject), 0, "nothing sent in quiet time");
+        let m = metrics(&d, &app, &q.id).await;
+        assert_eq!(m["ENDPOINT_ACTIVE"], if hold { "2" } else { "0" }, "held participants stay; dropped ones go on: {m:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_survive_kill_9_and_two_daemons_never_step_a_participant_twice() {
+    let sink = SmtpSink::start(&[]);
+    let smtp = format!("smtp://127.0.0.1:{}?pool=4", sink.port);
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Daemon::spawn(Some(RedisServer::start()), tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &["--smtp-url", smtp.as_str()]);
+    let b = a.sibling();
+    let app = a.create_app("durable").await.app_id;
+    let n = 200;
+    let segment = a.import_as_segment(&app, endpoints(n, "d")).await;
+    let j = segment_journey("durable", &segment, "a", vec![("a", email_inline("First", "w")), ("w", wait("4s", "b")), ("b", email_inline("Second", ""))]);
+    let j = JourneysClient::new(a.channel().await)
+        .create_journey(a.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) }))
+        .await
+        .unwrap()
+        .into_inner();
+    let count = |subject: &str| sink.messages().into_iter().filter(|m| subject_of(m) == subject).count();
+    until("every first email", 30, || count("First") == n).await;
+    // Everyone waits now; the daemon that may hold the lease dies outright, and another
+    // starts in its place. The waits are in Redis: the second emails still come, once each.
+    let a = a.crash_and_restart();
+    until("every second email", 60, || count("Second") == n).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut per: HashMap<(String, String), usize> = HashMap::new();
+    for m in sink.messages() {
+        *per.entry((rcpt_of(&m), subject_of(&m))).or_default() += 1;
+    }
+    assert_eq!(per.len(), 2 * n);
+    assert!(per.values().all(|c| *c == 1), "nobody got a message twice: {:?}", per.iter().filter(|(_, c)| **c > 1).collect::<Vec<_>>());
+    let m = metrics(&b, &app, &j.id).await;
+    assert_eq!((m["ENDPOINT_ENTERED"].as_str(), m["ENDPOINT_LEFT"].as_str()), ("200", "200"), "{m:?}");
+    drop(a);
+}
