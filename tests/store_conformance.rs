@@ -236,6 +236,8 @@ async fn fill_app(s: &dyn Store, a: &str) {
     s.put_channel(a, "email", b"sealed settings").await.unwrap();
     assert_eq!(s.claim_idempotency(a, "k1", 3_600).await.unwrap(), herald::store::Idempotency::Claimed);
     s.complete_idempotency(a, "k1", b"response", 3_600).await.unwrap();
+    let rule = herald::store::Reentry { cap: 1, interval_secs: 0 };
+    assert_eq!(s.journey_enter(a, "j1", &["e1".to_string()], "0a", 100, rule, 100).await.unwrap(), [herald::store::Entry::Entered]);
 }
 
 async fn every_kind_of_record_is_gone_after_delete_app(h: Harness) {
@@ -289,6 +291,7 @@ async fn every_kind_of_record_is_gone_after_delete_app(h: Harness) {
         assert_eq!(s.get_channel(a, "email").await.unwrap().is_some(), present, "{}", what("channel settings"));
         let idem = s.claim_idempotency(a, "k1", 3_600).await.unwrap();
         assert_eq!(matches!(idem, Idempotency::Done(_)), present, "{}", what("idempotency key"));
+        assert_eq!(s.journey_counters(a, "j1").await.unwrap().0, u64::from(present), "{}", what("journey participants"));
     }
     // A record in use by a gone campaign does not block deleting it in the new app.
     s.write_record("gone", "segment", "s1", 0, 1, b"segment").await.unwrap();
@@ -958,6 +961,83 @@ async fn kpis_from_counters_kept_while_recording(h: Harness) {
     assert_eq!(h.other.first_engagement("app", &["_email.open:m1".into(), "_email.click:m1".into()], 60).await.unwrap(), [false, true]);
 }
 
+async fn journey_participants(h: Harness) {
+    use herald::store::{Entry, Participant, Reentry};
+    let s = h.store.as_ref();
+    s_create(&h).await;
+    let ids: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let once = Reentry { cap: 1, interval_secs: 0 };
+    let now = 1_800_000_000;
+    assert_eq!(s.journey_enter("app", "j", &ids, "0a", now, once, now).await.unwrap(), [Entry::Entered; 3]);
+    // In the journey now: never a second time at once; from another connection too.
+    assert_eq!(h.other.journey_enter("app", "j", &ids[..1], "0a", now, once, now).await.unwrap(), [Entry::Active]);
+    assert_eq!(s.journey_due("app", "j", now - 1, 10).await.unwrap(), []);
+    let due = s.journey_due("app", "j", now, 2).await.unwrap();
+    assert_eq!(due, [
+        Participant { endpoint_id: "a".into(), due: now, state: "0a".into(), entries: 1 },
+        Participant { endpoint_id: "b".into(), due: now, state: "0a".into(), entries: 1 },
+    ]);
+    // a waits (due later, a new state), b leaves; counters move with them.
+    let moves = vec![("a".to_string(), Some((now + 60, "2w;3=m1".to_string()))), ("b".to_string(), None)];
+    s.journey_move("app", "j", &moves, &[("ENDPOINT_LEFT".into(), 1), ("w|ENTER_ACTIVITY".into(), 1)]).await.unwrap();
+    let due: Vec<(String, i64, String)> =
+        s.journey_due("app", "j", now + 60, 10).await.unwrap().into_iter().map(|p| (p.endpoint_id, p.due, p.state)).collect();
+    assert_eq!(due, [("c".to_string(), now, "0a".to_string()), ("a".to_string(), now + 60, "2w;3=m1".to_string())], "earliest first");
+    let (active, counters) = s.journey_counters("app", "j").await.unwrap();
+    assert_eq!(active, 2);
+    let c: std::collections::HashMap<String, i64> = counters.into_iter().collect();
+    assert_eq!((c["ENDPOINT_ENTERED"], c["ACTIVE_ENDPOINT_REJECTED"], c["ENDPOINT_LEFT"], c["w|ENTER_ACTIVITY"]), (3, 1, 1, 1));
+    // b left: its re-entry cap (1) is spent; with cap 2 it enters again (entry 2), once the
+    // interval has passed since its last entry.
+    assert_eq!(s.journey_enter("app", "j", &ids[1..2], "0a", now, once, now + 10).await.unwrap(), [Entry::CapExceeded]);
+    let twice = Reentry { cap: 2, interval_secs: 3_600 };
+    assert_eq!(s.journey_enter("app", "j", &ids[1..2], "0a", now, twice, now + 10).await.unwrap(), [Entry::TooSoon]);
+    assert_eq!(s.journey_enter("app", "j", &ids[1..2], "0a", now + 3_600, twice, now + 3_600).await.unwrap(), [Entry::Entered]);
+    let b = s.journey_due("app", "j", now + 3_600, 10).await.unwrap().into_iter().find(|p| p.endpoint_id == "b").unwrap();
+    assert_eq!(b.entries, 2);
+    // Unlimited (cap 0); journeys are apart; concurrent entries admit one.
+    assert_eq!(s.journey_enter("app", "k", &ids[..1], "0a", now, Reentry { cap: 0, interval_secs: 0 }, now).await.unwrap(), [Entry::Entered]);
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let store = h.store.clone();
+            tokio::spawn(async move { store.journey_enter("app", "l", &["x".to_string()], "0a", now, once, now).await.unwrap()[0] })
+        })
+        .collect();
+    let mut entered = 0;
+    for t in tasks {
+        entered += usize::from(t.await.unwrap() == Entry::Entered);
+    }
+    assert_eq!(entered, 1);
+    s.journey_drop("app", "j").await.unwrap();
+    assert_eq!(s.journey_counters("app", "j").await.unwrap(), (0, vec![]));
+    assert_eq!(s.journey_counters("app", "k").await.unwrap().0, 1);
+    // Batch endpoint reads, in order.
+    s.write_endpoints("app", upsert(vec![ep("e1", ChannelType::Email, "x@example.com", None)], true)).await.unwrap();
+    let got = s.get_endpoints("app", &["nope".to_string(), "e1".to_string()]).await.unwrap();
+    assert_eq!((got[0].is_none(), got[1].as_ref().map(|e| e.id.as_str())), (true, Some("e1")));
+}
+
+async fn journey_events_are_marked_for_conditions(h: Harness) {
+    use herald::proto::v1::{Event, EventOrigin};
+    let s = h.store.as_ref();
+    s_create(&h).await;
+    let journey = |kind: &str, msg: &str, origin: EventOrigin| Event {
+        event_type: kind.into(),
+        message_id: msg.into(),
+        app_id: "app".into(),
+        origin: origin as i32,
+        attributes: [("journey_id".to_string(), "j1".to_string())].into(),
+        ..Default::default()
+    };
+    let campaign = Event { event_type: "_email.delivered".into(), message_id: "m3".into(), ..Default::default() };
+    let reported = journey("_email.delivered", "m4", EventOrigin::PutEvents);
+    s.record_outcomes("app", &[], &[journey("_email.delivered", "m1", EventOrigin::Delivery), campaign, reported], 3_600).await.unwrap();
+    let keys: Vec<String> = ["_email.delivered:m1", "_email.open:m1", "_email.delivered:m3", "_email.delivered:m4"].map(String::from).to_vec();
+    assert_eq!(s.engaged("app", &keys).await.unwrap(), [true, false, false, false], "only journey messages' own events are marked");
+    assert_eq!(s.first_engagement("app", &["_email.open:m1".to_string()], 60).await.unwrap(), [true]);
+    assert_eq!(h.other.engaged("app", &keys[..2]).await.unwrap(), [true, true]);
+}
+
 async fn s_create(h: &Harness) {
     h.store.create_app(&app("app")).await.unwrap();
 }
@@ -995,6 +1075,8 @@ conformance!(
     outcomes_counters_and_events,
     event_positions_trimming_and_activity,
     kpis_from_counters_kept_while_recording,
+    journey_participants,
+    journey_events_are_marked_for_conditions,
 );
 
 #[tokio::test]
