@@ -480,3 +480,85 @@ async fn waits_survive_kill_9_and_two_daemons_never_step_a_participant_twice() {
     assert_eq!((m["ENDPOINT_ENTERED"].as_str(), m["ENDPOINT_LEFT"].as_str()), ("200", "200"), "{m:?}");
     drop(a);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_pinpoint_files_and_the_seeds_habits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::spawn(None, tmp.path().join("data"), None, Some(API_KEY.to_string()), &[]);
+    let app = d.create_app("cli").await.app_id;
+    let segment = d.import_as_segment(&app, endpoints(1, "c")).await;
+    let dir = tmp.path();
+    // The seeds' way: NextActivity beside the type, the wait as "3d".
+    let file = serde_json::json!({
+        "Name": "Welcome series",
+        "StartCondition": {"SegmentStartCondition": {"SegmentId": segment}},
+        "StartActivity": "welcome",
+        "Activities": {
+            "welcome": {"EMAIL": {"MessageConfig": {"FromAddress": "hi@shop.example"}, "TemplateName": "Missing"}, "NextActivity": "wait"},
+            "wait": {"Wait": {"WaitTime": {"WaitFor": "3d"}}, "NextActivity": "follow"},
+            "follow": {"EMAIL": {"TemplateName": "Missing"}}
+        }
+    });
+    std::fs::write(dir.join("journey.json"), serde_json::to_string_pretty(&file).unwrap()).unwrap();
+    let addr = d.grpc.to_string();
+    let env = [("HERALD_ADDR", addr.as_str()), ("HERALD_API_KEY", API_KEY)];
+    let (code, _, err) = common::herald(&["journeys", "create", "--app", &app, "journey.json"], &env, dir);
+    assert_ne!(code, 0);
+    assert!(err.contains("note: WriteJourneyRequest.Activities.welcome.NextActivity \"wait\" read as"), "{err}");
+    assert!(err.contains("template") && err.contains("Missing"), "the missing template is named: {err}");
+    // With inline content instead of the missing template it is created, as a DRAFT.
+    let mut file = file;
+    for a in ["welcome", "follow"] {
+        file["Activities"][a]["EMAIL"] = serde_json::json!({"MessageConfig": {"FromAddress": "hi@shop.example"}});
+    }
+    std::fs::write(dir.join("journey.json"), serde_json::to_string_pretty(&file).unwrap()).unwrap();
+    let (code, out, err) = common::herald(&["journeys", "create", "--app", &app, "journey.json"], &env, dir);
+    assert_ne!(code, 0, "an EMAIL activity needs content: {out}");
+    assert!(err.contains("template_name"), "{err}");
+    let (code, out, err) = common::herald(&["journeys", "create", "--app", &app, "--activate", "bad-path.json"], &env, dir);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("bad-path.json"), "{err}");
+    let unknown = serde_json::json!({"Name": "x", "Activites": {}});
+    std::fs::write(dir.join("unknown.json"), unknown.to_string()).unwrap();
+    let (code, _, err) = common::herald(&["journeys", "create", "--app", &app, "unknown.json"], &env, dir);
+    assert_ne!(code, 0);
+    assert!(err.contains("WriteJourneyRequest.Activites: unknown key"), "{err}");
+    // YAML too, naming a stored template (Pinpoint's journey activities have no inline content).
+    TemplatesClient::new(d.channel().await)
+        .create_template(d.req(CreateTemplateRequest {
+            app_id: app.clone(),
+            template: Some(Template {
+                name: "Hello".into(),
+                template_type: TemplateType::Email as i32,
+                content: Some(herald::proto::v1::template::Content::Email(EmailTemplate { subject: "Hello".into(), text_part: "Hi".into(), ..Default::default() })),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap();
+    let yaml = format!(
+        "Name: Welcome series\nStartCondition:\n  SegmentStartCondition:\n    SegmentId: {segment}\nStartActivity: welcome\nActivities:\n  welcome:\n    EMAIL:\n      TemplateName: Hello\n      MessageConfig:\n        FromAddress: hi@shop.example\n    NextActivity: wait\n  wait:\n    Wait: 3d\n"
+    );
+    std::fs::write(dir.join("journey.yaml"), yaml).unwrap();
+    let (code, out, err) = common::herald(&["journeys", "create", "--app", &app, "journey.yaml"], &env, dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("\"3d\" read as WaitTime.WaitFor"), "{err}");
+    assert!(out.contains("DRAFT") && out.contains("Welcome series"), "{out}");
+    let id = out.split_whitespace().next().unwrap().to_string();
+    let (code, out, _) = common::herald(&["journeys", "list", "--app", &app], &env, dir);
+    assert_eq!((code, out.contains(&id)), (0, true));
+    let (code, out, err) = common::herald(&["journeys", "get", "--app", &app, &id], &env, dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("welcome (start)  MESSAGE") && out.contains("wait  WAIT"), "{out}");
+    let (code, out, err) = common::herald(&["journeys", "state", "--app", &app, &id, "active"], &env, dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ACTIVE"), "{out}");
+    let (code, out, err) = common::herald(&["journeys", "watch", "--app", &app, &id, "--timeout", "1", "--every", "0.2"], &env, dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ENDPOINT_ENTERED"), "{out}");
+    let (code, _, err) = common::herald(&["journeys", "state", "--app", &app, &id, "draft"], &env, dir);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot go back to DRAFT"), "{err}");
+    let (code, out, _) = common::herald(&["journeys", "state", "--app", &app, &id, "cancelled"], &env, dir);
+    assert_eq!((code, out.contains("CANCELLED")), (0, true), "{out}");
+}

@@ -180,17 +180,22 @@ fn from_yaml(y: &yaml_rust2::Yaml) -> R<Value> {
     })
 }
 
-/// A campaign definition: JSON, or YAML when it is not JSON.
-pub fn campaign(text_in: &str) -> R<Campaign> {
-    let v: Value = match serde_json::from_str(text_in) {
-        Ok(v) => v,
+/// A file's document: JSON, or YAML when it is not JSON.
+pub fn document(text_in: &str) -> R<Value> {
+    match serde_json::from_str(text_in) {
+        Ok(v) => Ok(v),
         Err(json_error) => {
             let docs = yaml_rust2::YamlLoader::load_from_str(text_in)
                 .map_err(|e| bad("the file", format!("neither JSON ({json_error}) nor YAML ({e})")))?;
             let doc = docs.first().ok_or_else(|| bad("the file", "it is empty"))?;
-            from_yaml(doc)?
+            from_yaml(doc)
         }
-    };
+    }
+}
+
+/// A campaign definition: JSON, or YAML when it is not JSON.
+pub fn campaign(text_in: &str) -> R<Campaign> {
+    let v = document(text_in)?;
     let at = "campaign";
     let o = obj(&v, at)?;
     let mut c = Campaign {

@@ -2,6 +2,7 @@
 //! configuration, and `apps`/`endpoints` are a terminal client of a running daemon.
 
 mod campaigns;
+mod journeys;
 mod client;
 mod endpoints;
 mod events;
@@ -94,6 +95,14 @@ enum Command {
         #[command(subcommand)]
         command: campaigns::CampaignsCommand,
     },
+    /// Journeys: create from Pinpoint's WriteJourneyRequest (JSON or YAML), list, get,
+    /// state, delete, watch the participants per activity.
+    Journeys {
+        #[command(flatten)]
+        conn: client::ConnArgs,
+        #[command(subcommand)]
+        command: journeys::JourneysCommand,
+    },
     /// Segments: create from Pinpoint JSON, import endpoint files, sizes and members.
     Segments {
         #[command(flatten)]
@@ -167,6 +176,7 @@ pub fn main() -> ExitCode {
         Command::Templates { conn, command } => run_client(templates::run(conn, command)),
         Command::Segments { conn, command } => run_client(segments::run(conn, command)),
         Command::Campaigns { conn, command } => run_client(campaigns::run(conn, command)),
+        Command::Journeys { conn, command } => run_client(journeys::run(conn, command)),
         Command::Events { conn, command } => run_client(events::run(conn, command)),
         Command::Destinations { conn, command } => run_client(events::destinations(conn, command)),
         Command::Kpi { conn, args } => run_client(kpi::run(conn, args)),
