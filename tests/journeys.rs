@@ -334,6 +334,21 @@ async fn the_seed_journeys_send_the_right_messages_at_the_right_times() {
     let events = herald::store::Store::read_events(&store, &app, None, 10_000).await.unwrap();
     let open = events.iter().find(|e| e.event_type == "_email.open").expect("an open");
     assert_eq!((open.attributes["journey_id"].as_str(), open.attributes["journey_activity_id"].as_str()), (second.id.as_str(), "hello"));
+    // The journey's KPIs: 1 of 3 opened the hello email; per activity, the hello activity.
+    let mut kpis = herald::proto::v1::kpis_client::KpisClient::new(d.channel().await);
+    let kpi = |name: &str| herald::proto::v1::GetJourneyDateRangeKpiRequest {
+        app_id: app.clone(),
+        journey_id: second.id.clone(),
+        kpi_name: name.into(),
+        ..Default::default()
+    };
+    let rows = |r: herald::proto::v1::DateRangeKpiResponse| r.kpi_result.unwrap().rows;
+    let total = rows(kpis.get_journey_date_range_kpi(d.req(kpi("email-open-rate"))).await.unwrap().into_inner());
+    assert_eq!(total[0].values[0].value, (1.0f64 / 4.0).to_string(), "1 open of 4 delivered emails (3 hello, 1 thanks)");
+    let per = rows(kpis.get_journey_date_range_kpi(d.req(kpi("direct-email-opens-grouped-by-journey-activity"))).await.unwrap().into_inner());
+    let per: Vec<(String, String)> = per.into_iter().map(|r| (r.grouped_bys[0].value.clone(), r.values[0].value.clone())).collect();
+    let want: Vec<(String, String)> = [("hello", "1.0"), ("nudge", "0.0"), ("thanks", "0.0")].map(|(a, b)| (a.to_string(), b.to_string())).to_vec();
+    assert_eq!(per, want, "every message activity, the opens under hello");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,10 @@ use tonic::{Request, Response, Status};
 use super::{check_app_id, invalid, observe, store_status};
 use crate::domain::{self, FieldViolation};
 use crate::kpi::query::{self, Level};
-use crate::proto::v1::{kpis_server, DateRangeKpiResponse, GetApplicationDateRangeKpiRequest, GetCampaignDateRangeKpiRequest, KpiResult};
+use crate::proto::v1::{
+    kpis_server, DateRangeKpiResponse, GetApplicationDateRangeKpiRequest, GetCampaignDateRangeKpiRequest, GetJourneyDateRangeKpiRequest,
+    KpiResult,
+};
 use crate::store::Store;
 
 /// Days a range covers at most, and how far back it may start (Pinpoint's limits).
@@ -118,15 +121,24 @@ impl KpisService {
                 return Err(Status::not_found(format!("campaign {c} not found")));
             }
         }
+        if let Level::Journey(j) = &level {
+            if self.store.get_record(app, crate::journeys::KIND, j, None).await.map_err(store_status)?.is_none() {
+                return Err(Status::not_found(format!("journey {j} not found")));
+            }
+        }
         let rows = query::rows(self.store.as_ref(), app, &level, &kpi, &r.days).await.map_err(store_status)?;
         let total = rows.len();
         let page: Vec<_> = rows.into_iter().skip(r.offset).take(r.page_size).collect();
         let next = r.offset + page.len();
         Ok(DateRangeKpiResponse {
             app_id: app.to_string(),
-            campaign_id: match level {
-                Level::Campaign(c) => c,
-                Level::App => String::new(),
+            campaign_id: match &level {
+                Level::Campaign(c) => c.clone(),
+                _ => String::new(),
+            },
+            journey_id: match level {
+                Level::Journey(j) => j,
+                _ => String::new(),
             },
             kpi_name: kpi_name.to_string(),
             start_time: domain::timestamp(r.start),
@@ -160,6 +172,21 @@ impl kpis_server::Kpis for KpisService {
                 return Err(invalid(vec![FieldViolation::new("campaign_id", "is required")]));
             }
             let level = Level::Campaign(r.campaign_id.clone());
+            self.answer(&r.app_id, level, &r.kpi_name, &r.start_time, &r.end_time, r.page_size, &r.next_token).await.map(Response::new)
+        })
+        .await
+    }
+
+    async fn get_journey_date_range_kpi(
+        &self,
+        request: Request<GetJourneyDateRangeKpiRequest>,
+    ) -> Result<Response<DateRangeKpiResponse>, Status> {
+        observe("GetJourneyDateRangeKpi", async {
+            let r = request.into_inner();
+            if r.journey_id.is_empty() {
+                return Err(invalid(vec![FieldViolation::new("journey_id", "is required")]));
+            }
+            let level = Level::Journey(r.journey_id.clone());
             self.answer(&r.app_id, level, &r.kpi_name, &r.start_time, &r.end_time, r.page_size, &r.next_token).await.map(Response::new)
         })
         .await

@@ -636,7 +636,7 @@ impl JourneyRunner {
                             batch.count(aid, names::EXIT_ACTIVITY, 1);
                             walk(&mut batch, &mut next, p, pos, *to, plan);
                         } else {
-                            let due = wait.due(now).timestamp();
+                            let due = ceil_secs(wait.due(now));
                             if due <= now.timestamp() {
                                 batch.count(aid, names::EXIT_ACTIVITY, 1);
                                 walk(&mut batch, &mut next, p, pos, *to, plan);
@@ -651,7 +651,7 @@ impl JourneyRunner {
                         Some(w) if !pos.waited => {
                             let mut held = pos.clone();
                             held.waited = true;
-                            batch.stay(&p.endpoint_id, w.due(now).timestamp().max(now.timestamp() + 1), &held);
+                            batch.stay(&p.endpoint_id, ceil_secs(w.due(now)).max(now.timestamp() + 1), &held);
                         }
                         _ => conditional.entry(act).or_default().push((p, pos)),
                     },
@@ -839,7 +839,7 @@ impl JourneyRunner {
             if let Some(until) = plan.sending.hold(channel, tz, now) {
                 if plan.journey.wait_for_quiet_time {
                     batch.count(&aid, names::QUIET_TIME_WAIT, 1);
-                    batch.stay(&p.endpoint_id, until.timestamp().max(now.timestamp() + 1), &pos);
+                    batch.stay(&p.endpoint_id, ceil_secs(until).max(now.timestamp() + 1), &pos);
                 } else {
                     pass(batch, next, p, pos, names::QUIET_TIME);
                 }
@@ -1049,6 +1049,11 @@ pub fn content_of(m: &MessageActivity, channel: Channel) -> (DirectMessageConfig
         }
     }
     (config, templates)
+}
+
+/// A time as whole seconds, rounded up: a participant due then has waited at least as long.
+fn ceil_secs(t: DateTime<Utc>) -> i64 {
+    t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0)
 }
 
 /// The run index key of a journey activity's messages for one entry of its participants.

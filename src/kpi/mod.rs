@@ -106,7 +106,7 @@ pub fn tally(outcomes: &[MessageOutcome], events: &[Event]) -> Tally {
         } else {
             String::new()
         };
-        let s = scopes(&o.campaign_id, &activity, &o.journey_id, "");
+        let s = scopes(&o.campaign_id, &activity, &o.journey_id, &o.journey_activity_id);
         let g = group(&o.channel);
         t.add(&day, &format!("sent.{g}"), &s, 1);
         let status = DeliveryStatus::try_from(o.delivery_status).unwrap_or(DeliveryStatus::UnknownFailure);
@@ -120,8 +120,9 @@ pub fn tally(outcomes: &[MessageOutcome], events: &[Event]) -> Tally {
         if status != DeliveryStatus::Successful && g == "sms" {
             t.add(&day, &format!("smserr.{}", o.status_code), &s, 1);
         }
-        if status == DeliveryStatus::Successful && !o.endpoint_id.is_empty() && !o.campaign_id.is_empty() {
-            for scope in s.iter().map(String::as_str).chain(["C"]) {
+        if status == DeliveryStatus::Successful && !o.endpoint_id.is_empty() && (!o.campaign_id.is_empty() || !o.journey_id.is_empty()) {
+            let all_campaigns = (!o.campaign_id.is_empty()).then_some("C");
+            for scope in s.iter().map(String::as_str).chain(all_campaigns) {
                 t.uniques.entry((day.clone(), scope.to_string())).or_default().push(o.endpoint_id.clone());
             }
         }

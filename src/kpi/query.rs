@@ -150,6 +150,7 @@ pub enum Grouping {
     Date,
     Campaign,
     CampaignActivity,
+    JourneyActivity,
 }
 
 /// What a query is about.
@@ -157,6 +158,7 @@ pub enum Grouping {
 pub enum Level {
     App,
     Campaign(String),
+    Journey(String),
 }
 
 /// A parsed KPI name.
@@ -189,7 +191,8 @@ pub fn parse(level: &Level, name: &str) -> Result<Kpi, KpiNameError> {
         None => (name, Grouping::None),
         Some((b, "date")) => (b, Grouping::Date),
         Some((b, "campaign")) if *level == Level::App => (b, Grouping::Campaign),
-        Some((b, "campaign-activity")) if *level != Level::App => (b, Grouping::CampaignActivity),
+        Some((b, "campaign-activity")) if matches!(level, Level::Campaign(_)) => (b, Grouping::CampaignActivity),
+        Some((b, "journey-activity")) if matches!(level, Level::Journey(_)) => (b, Grouping::JourneyActivity),
         Some((_, "country")) => {
             return refuse(format!(
                 "{name}: Herald does not record the destination country of SMS messages, so it has no per-country metrics"
@@ -202,7 +205,7 @@ pub fn parse(level: &Level, name: &str) -> Result<Kpi, KpiNameError> {
     }
     let bases: Vec<&'static Base> = match level {
         Level::App => CAMPAIGN_BASES.iter().chain(TXN_BASES).collect(),
-        Level::Campaign(_) => CAMPAIGN_BASES.iter().collect(),
+        Level::Campaign(_) | Level::Journey(_) => CAMPAIGN_BASES.iter().collect(),
     };
     let base = bases.into_iter().find(|b| b.name == base_name).ok_or_else(|| {
         KpiNameError({
@@ -216,6 +219,7 @@ pub fn parse(level: &Level, name: &str) -> Result<Kpi, KpiNameError> {
                 match level {
                     Level::App => "campaign",
                     Level::Campaign(_) => "campaign-activity",
+                    Level::Journey(_) => "journey-activity",
                 }
             )
         })
@@ -258,15 +262,22 @@ fn row_of(level: &Level, cover: Cover, grouping: Grouping, day: &str, scope: &st
                 || (grouping == Grouping::CampaignActivity
                     && scope.strip_prefix("a:").and_then(|r| r.strip_prefix(c.as_str())).is_some_and(|r| r.starts_with(':')))
         }
+        (Cover::Campaigns, Level::Journey(j)) => {
+            scope.strip_prefix("j:") == Some(j.as_str())
+                || (grouping == Grouping::JourneyActivity
+                    && scope.strip_prefix("ja:").and_then(|r| r.strip_prefix(j.as_str())).is_some_and(|r| r.starts_with(':')))
+        }
     };
     if !inside {
         return None;
     }
+    let per_activity = scope.starts_with("a:") || scope.starts_with("ja:");
     match grouping {
-        Grouping::None => (!scope.starts_with("a:")).then(String::new),
-        Grouping::Date => (!scope.starts_with("a:")).then(|| day.to_string()),
+        Grouping::None => (!per_activity).then(String::new),
+        Grouping::Date => (!per_activity).then(|| day.to_string()),
         Grouping::Campaign => scope.strip_prefix("c:").map(str::to_string),
         Grouping::CampaignActivity => scope.strip_prefix("a:").and_then(|r| r.split_once(':')).map(|(_, run)| run.to_string()),
+        Grouping::JourneyActivity => scope.strip_prefix("ja:").and_then(|r| r.split_once(':')).map(|(_, a)| a.to_string()),
     }
 }
 
@@ -287,6 +298,7 @@ pub async fn rows(store: &dyn Store, app: &str, level: &Level, kpi: &Kpi, days: 
         Grouping::Date => Some("Date"),
         Grouping::Campaign => Some("CampaignId"),
         Grouping::CampaignActivity => Some("CampaignActivityId"),
+        Grouping::JourneyActivity => Some("JourneyActivityId"),
     };
     let key = value_key(kpi.base.name);
     let row = |group: &str, value: f64| ResultRow {
@@ -315,6 +327,8 @@ pub async fn rows(store: &dyn Store, app: &str, level: &Level, kpi: &Kpi, days: 
                 (Level::App, _) => "C".to_string(),
                 (Level::Campaign(c), Grouping::CampaignActivity) => format!("a:{c}:{g}"),
                 (Level::Campaign(c), _) => format!("c:{c}"),
+                (Level::Journey(j), Grouping::JourneyActivity) => format!("ja:{j}:{g}"),
+                (Level::Journey(j), _) => format!("j:{j}"),
             };
             for g in groups.keys() {
                 let on: Vec<(String, String)> = match kpi.grouping {
@@ -345,6 +359,14 @@ mod tests {
         assert!(parse(&app, "txn-emails-sent-grouped-by-campaign").is_err());
         assert!(parse(&app, "txn-sms-sent-grouped-by-country").unwrap_err().contains("country"));
         assert!(parse(&app, "nonsense").unwrap_err().contains("email-open-rate"));
+        let journey = Level::Journey("j1".into());
+        assert_eq!(parse(&journey, "email-open-rate-grouped-by-journey-activity").unwrap().grouping, Grouping::JourneyActivity);
+        assert!(parse(&journey, "email-open-rate-grouped-by-campaign-activity").is_err());
+        assert!(parse(&campaign, "email-open-rate-grouped-by-journey-activity").is_err());
+        assert_eq!(row_of(&journey, Cover::Campaigns, Grouping::JourneyActivity, "d", "ja:j1:welcome"), Some("welcome".into()));
+        assert_eq!(row_of(&journey, Cover::Campaigns, Grouping::None, "d", "ja:j1:welcome"), None);
+        assert_eq!(row_of(&journey, Cover::Campaigns, Grouping::None, "d", "j:j1"), Some(String::new()));
+        assert_eq!(row_of(&journey, Cover::Campaigns, Grouping::None, "d", "j:j2"), None);
         assert_eq!(value_key("unique-deliveries"), "UniqueDeliveries");
         assert_eq!(double(1368.0), "1368.0");
         assert_eq!(double(0.25), "0.25");
