@@ -24,12 +24,16 @@
 //! - `tracking`: the open pixel and click redirect of a tracked email, fetched over HTTP/1.1
 //!   keep-alive connections; requests/s and the events recorded for them.
 //! - `kpi`: KPI queries (31 days) over `--messages` outcomes recorded into the daemon's Redis.
+//! - `journey`: a journey's first email against the same campaign, participant steps per
+//!   second (wait → random split → email), and the store and daemon memory of participants
+//!   waiting.
 //!
 //! `--redis-reference host:port` adds `redis-benchmark -P 100 -t set` against the daemon's
 //! Redis after any scenario; `--json` prints machine-readable results.
 
 mod engagement;
 mod events;
+mod journeys;
 mod scenarios;
 
 use std::time::{Duration, Instant};
@@ -240,6 +244,26 @@ enum Scenario {
     },
     /// KPI queries over `--messages` outcomes (with opens) spread over 31 days, written into the
     /// daemon's Redis (`--redis-url`) through the store's recorder; `--queries` per KPI.
+    /// Journeys into an smtp-sink it starts: the first email activity against the same
+    /// campaign, steps per second, and (with --waiting) participants waiting.
+    Journey {
+        #[arg(long, default_value_t = 100_000)]
+        endpoints: u64,
+        /// Text bytes per message.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Relay connections.
+        #[arg(long, default_value_t = 16)]
+        connections: i32,
+        /// Participants to enter into an hour's wait (0: skip).
+        #[arg(long, default_value_t = 0)]
+        waiting: u64,
+        /// The daemon's Redis, for its memory (redis://host:port).
+        #[arg(long)]
+        redis_url: Option<String>,
+        #[arg(long)]
+        daemon_pid: Option<u32>,
+    },
     Kpi {
         #[arg(long, default_value_t = 1_000_000)]
         messages: u64,
@@ -434,6 +458,12 @@ async fn main() -> anyhow::Result<()> {
             }
             let duration = Duration::from_secs(duration).min(MAX_DURATION);
             engagement::tracking(&channel, &cli.api_key, connections, duration, cli.json, cli.keep).await?;
+        }
+        Scenario::Journey { endpoints, size, connections, waiting, redis_url, daemon_pid } => {
+            if endpoints == 0 || endpoints > MAX_COUNT || waiting > MAX_COUNT || size > 1 << 20 || !(1..=256).contains(&connections) {
+                bail!("--endpoints and --waiting must be at most {MAX_COUNT}, --size at most 1 MiB, --connections 1..=256");
+            }
+            journeys::journeys(&channel, &cli.api_key, endpoints, size, connections, waiting, redis_url, daemon_pid, cli.json, cli.keep).await?;
         }
         Scenario::Kpi { messages, queries, redis_url } => {
             if messages == 0 || messages > 5_000_000 || !(1..=10_000).contains(&queries) {

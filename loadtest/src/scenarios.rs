@@ -435,7 +435,7 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// A process's resident memory in bytes (VmRSS), from /proc.
-fn resident_bytes(pid: u32) -> Option<u64> {
+pub(crate) fn resident_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
