@@ -2,8 +2,8 @@
 //! welcome → wait → "did they open it?" → follow-up email or a custom message, with a real
 //! request to the tracking pixel and a local webhook server; validation per field; DRAFT-only
 //! updates; pause, resume and cancel; re-entry caps and the daily cap on an event-started
-//! journey; quiet time holding and dropping; waits surviving a kill -9 with two daemons on one
-//! Redis, nobody stepped twice.
+//! journey; quiet time holding and dropping; waits surviving a SIGTERM, a kill -9 and a Redis
+//! restart with two daemons on one Redis, nobody stepped twice.
 
 mod common;
 
@@ -463,37 +463,58 @@ async fn pause_resume_cancel_reentry_daily_cap_and_quiet_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waits_survive_kill_9_and_two_daemons_never_step_a_participant_twice() {
+async fn waits_survive_sigterm_kill_9_and_redis_restarts_and_two_daemons_never_step_a_participant_twice() {
     let sink = SmtpSink::start(&[]);
     let smtp = format!("smtp://127.0.0.1:{}?pool=4", sink.port);
     let tmp = tempfile::tempdir().unwrap();
-    let a = Daemon::spawn(Some(RedisServer::start()), tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &["--smtp-url", smtp.as_str()]);
+    let args = ["--smtp-url", smtp.as_str()];
+    let mut a = Daemon::spawn(Some(RedisServer::start_durable()), tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &args);
     let b = a.sibling();
     let app = a.create_app("durable").await.app_id;
     let n = 200;
     let segment = a.import_as_segment(&app, endpoints(n, "d")).await;
-    let j = segment_journey("durable", &segment, "a", vec![("a", email_inline("First", "w")), ("w", wait("4s", "b")), ("b", email_inline("Second", ""))]);
+    let j = segment_journey(
+        "durable",
+        &segment,
+        "a",
+        vec![
+            ("a", email_inline("First", "w1")),
+            ("w1", wait("4s", "b")),
+            ("b", email_inline("Second", "w2")),
+            ("w2", wait("4s", "c")),
+            ("c", email_inline("Third", "")),
+        ],
+    );
     let j = JourneysClient::new(a.channel().await)
         .create_journey(a.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) }))
         .await
         .unwrap()
         .into_inner();
     let count = |subject: &str| sink.messages().into_iter().filter(|m| subject_of(m) == subject).count();
-    until("every first email", 30, || count("First") == n).await;
-    // Everyone waits now; the daemon that may hold the lease dies outright, and another
-    // starts in its place. The waits are in Redis: the second emails still come, once each.
-    let a = a.crash_and_restart();
+    // A rolling restart of one daemon while the first emails go out (SIGTERM: it settles
+    // what it handed out, releases its lease, exits 0).
+    until("the first emails to start", 30, || count("First") > 0).await;
+    let b = b.restart();
+    until("every first email", 60, || count("First") == n).await;
+    // Everyone waits now; a daemon dies outright and another starts in its place. The
+    // waits are in Redis: the second emails still come, once each.
+    a = a.crash_and_restart();
     until("every second email", 60, || count("Second") == n).await;
+    // Redis dies while everyone waits again and comes back from its append-only file.
+    a.redis.as_mut().unwrap().kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.redis.as_mut().unwrap().start_again();
+    until("every third email", 90, || count("Third") == n).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut per: HashMap<(String, String), usize> = HashMap::new();
     for m in sink.messages() {
         *per.entry((rcpt_of(&m), subject_of(&m))).or_default() += 1;
     }
-    assert_eq!(per.len(), 2 * n);
+    assert_eq!(per.len(), 3 * n);
     assert!(per.values().all(|c| *c == 1), "nobody got a message twice: {:?}", per.iter().filter(|(_, c)| **c > 1).collect::<Vec<_>>());
+    assert!(a.is_running(), "the daemon rode out the Redis restart");
     let m = metrics(&b, &app, &j.id).await;
     assert_eq!((m["ENDPOINT_ENTERED"].as_str(), m["ENDPOINT_LEFT"].as_str()), ("200", "200"), "{m:?}");
-    drop(a);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

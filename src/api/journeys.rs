@@ -153,7 +153,7 @@ impl JourneysService {
                     Some(Kind::Push(m)) => (m, Channel::Push, "push"),
                     Some(Kind::Custom(m)) => (m, Channel::Custom, "custom"),
                     _ => {
-                        for c in conditions(&g.steps[i]) {
+                        for c in g.steps[i].conditions() {
                             if let journeys::Cond::Segment(s) = c {
                                 if let Err(e) = crate::segments::load(self.store.as_ref(), app, s, 0).await {
                                     match e {
@@ -222,14 +222,6 @@ impl JourneysService {
         self.set_uses(app, j, true).await?;
         self.wake.notify_one();
         Ok(())
-    }
-}
-
-fn conditions(s: &journeys::Step) -> Vec<&journeys::Cond> {
-    match s {
-        journeys::Step::Split { conditions, .. } => conditions.iter().collect(),
-        journeys::Step::Multi { branches, .. } => branches.iter().map(|b| &b.0).collect(),
-        _ => Vec::new(),
     }
 }
 

@@ -33,26 +33,26 @@ use prost::Message as _;
 use tokio::task::JoinHandle;
 
 use super::{compile, metrics as names, parse_duration, share, Channel, Cond, Graph, Sending, Step, KIND, PROGRESS_KIND};
-use crate::dispatch::engine::{Engine, Lane, Reply, Tally};
+use crate::dispatch::engine::Engine;
 use crate::dispatch::quota::RateGate;
-use crate::dispatch::reply::UNSETTLED;
 use crate::domain;
-use crate::pipeline::compose::{Composer, ComposeError, Origin, Tracking};
-use crate::pipeline::planner::{self, Planner};
+use crate::pipeline::compose::{Composer, ComposeError, Tracking};
 use crate::proto::v1::journey_activity::Kind;
 use crate::proto::v1::{
-    ChannelType, DeliveryStatus, DirectMessageConfiguration, EmailMessage, Endpoint, EndpointStatus, Event, EventOrigin, Journey,
-    JourneyProgress, JourneyState, MessageActivity, MessageSource, SmsMessage, SmsMessageType, TemplateConfiguration,
-    TemplateReference,
-};
+Endpoint, EndpointStatus, Event, EventOrigin, Journey, JourneyProgress, JourneyState};
 use crate::render::template::TemplateCache;
 use crate::segments::rule::{parse_instant, Criteria, Rule};
 use crate::store::{Move, Participant, Reentry, Store, StoreError};
+
+mod send;
+pub use send::{content_of, request_id};
 
 /// How often the scheduler looks for journeys with work.
 pub const TICK: Duration = Duration::from_secs(1);
 /// Participants stepped per batch.
 const PAGE: usize = 1_000;
+/// Batches stepped side by side.
+const BATCHES: usize = 4;
 /// Segment members let in per entry page.
 const ENTRY_PAGE: usize = 1_000;
 const LEASE_MS: u64 = 15_000;
@@ -363,12 +363,7 @@ impl JourneyRunner {
             .and_then(|t| Some((t.cap.filter(|c| *c > 0)? as u32, i64::from(t.days.filter(|d| *d > 0)?) * 86_400)));
         let mut segments = HashMap::new();
         for s in &graph.steps {
-            let conds: Vec<&Cond> = match s {
-                Step::Split { conditions, .. } => conditions.iter().collect(),
-                Step::Multi { branches, .. } => branches.iter().map(|b| &b.0).collect(),
-                _ => Vec::new(),
-            };
-            for c in conds {
+            for c in s.conditions() {
                 if let Cond::Segment(id) = c {
                     if !segments.contains_key(id) {
                         segments.insert(id.clone(), Arc::new(load_rule(store, app, id, 0).await?));
@@ -597,14 +592,30 @@ impl JourneyRunner {
         }
     }
 
-    /// Steps every participant due by `now`; whether a full batch was stepped (more may be due).
+    /// Steps the participants due by `now`, [`BATCHES`] batches at a time side by side (their
+    /// messages in the engine together); whether every batch was full (more may be due).
     async fn step(&self, app: &str, plan: &Plan, now: DateTime<Utc>) -> Result<bool, JourneyError> {
         let id = plan.journey.id.as_str();
-        let due = self.store.journey_due(app, id, now.timestamp(), PAGE).await?;
+        let mut due = self.store.journey_due(app, id, now.timestamp(), PAGE * BATCHES).await?;
         if due.is_empty() {
             return Ok(false);
         }
-        let full = due.len() == PAGE;
+        let full = due.len() == PAGE * BATCHES;
+        let mut batches = Vec::with_capacity(BATCHES);
+        while !due.is_empty() {
+            let rest = due.split_off(due.len().min(PAGE));
+            batches.push(std::mem::replace(&mut due, rest));
+        }
+        for r in futures::future::join_all(batches.into_iter().map(|b| self.step_batch(app, plan, b, now))).await {
+            r?;
+        }
+        Ok(full)
+    }
+
+    /// Steps one batch of due participants: walks them, sends their messages, and writes their
+    /// new positions once the messages' outcomes are in.
+    async fn step_batch(&self, app: &str, plan: &Plan, due: Vec<Participant>, now: DateTime<Utc>) -> Result<(), JourneyError> {
+        let id = plan.journey.id.as_str();
         let mut batch = Batch::default();
         let mut frontier: Vec<(Participant, Position)> = Vec::with_capacity(due.len());
         for p in due {
@@ -634,12 +645,12 @@ impl JourneyRunner {
                     Step::Wait { wait, next: to } => {
                         if pos.waited {
                             batch.count(aid, names::EXIT_ACTIVITY, 1);
-                            walk(&mut batch, &mut next, p, pos, *to, plan);
+                            walk(&mut batch, &mut next, p, pos, *to);
                         } else {
                             let due = ceil_secs(wait.due(now));
                             if due <= now.timestamp() {
                                 batch.count(aid, names::EXIT_ACTIVITY, 1);
-                                walk(&mut batch, &mut next, p, pos, *to, plan);
+                                walk(&mut batch, &mut next, p, pos, *to);
                             } else {
                                 let mut held = pos.clone();
                                 held.waited = true;
@@ -668,7 +679,7 @@ impl JourneyRunner {
                         }
                         batch.count(aid, &format!("BRANCH_{}", chosen.0 + 1), 1);
                         batch.count(aid, names::EXIT_ACTIVITY, 1);
-                        walk(&mut batch, &mut next, p, pos, chosen.1, plan);
+                        walk(&mut batch, &mut next, p, pos, chosen.1);
                     }
                     Step::Holdout { percentage, next: to } => {
                         if share(id, aid, &p.endpoint_id, p.entries) < *percentage {
@@ -676,7 +687,7 @@ impl JourneyRunner {
                             batch.leave(&p.endpoint_id);
                         } else {
                             batch.count(aid, names::EXIT_ACTIVITY, 1);
-                            walk(&mut batch, &mut next, p, pos, *to, plan);
+                            walk(&mut batch, &mut next, p, pos, *to);
                         }
                     }
                 }
@@ -689,8 +700,21 @@ impl JourneyRunner {
             }
             frontier = next;
         }
-        self.store.journey_move(app, id, &batch.moves, &batch.counters()).await?;
-        Ok(full)
+        // The batch's messages went out: their participants' new positions are written even
+        // if the store is away for a while (retried until it answers, or the daemon stops).
+        let counters = batch.counters();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.store.journey_move(app, id, &batch.moves, &counters).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() && !self.stopping() => {
+                    tracing::warn!(error = %e, journey = id, "Store unreachable; the journey step's positions wait for it.");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Tests a split's conditions for its participants and sends each down its branch.
@@ -706,11 +730,7 @@ impl JourneyRunner {
         now: DateTime<Utc>,
     ) -> Result<(), JourneyError> {
         let aid = plan.graph.ids[act].clone();
-        let conds: Vec<&Cond> = match &plan.graph.steps[act] {
-            Step::Split { conditions, .. } => conditions.iter().collect(),
-            Step::Multi { branches, .. } => branches.iter().map(|b| &b.0).collect(),
-            _ => return Ok(()),
-        };
+        let conds = plan.graph.steps[act].conditions();
         // Each condition's answer per participant, fetched for the whole group at once.
         let mut answers: Vec<Vec<bool>> = Vec::with_capacity(conds.len());
         let ids: Vec<String> = group.iter().map(|(p, _)| p.endpoint_id.clone()).collect();
@@ -779,301 +799,19 @@ impl JourneyRunner {
                 _ => None,
             };
             batch.count(&aid, names::EXIT_ACTIVITY, 1);
-            walk(batch, next, p, pos, to, plan);
+            walk(batch, next, p, pos, to);
         }
         Ok(())
     }
-
-    /// Sends a message activity's messages to its participants and walks them on.
-    #[allow(clippy::too_many_arguments)]
-    async fn send(
-        &self,
-        app: &str,
-        plan: &Plan,
-        act: usize,
-        group: Vec<(Participant, Position)>,
-        batch: &mut Batch,
-        next: &mut Vec<(Participant, Position)>,
-        now: DateTime<Utc>,
-    ) -> Result<(), JourneyError> {
-        let store = self.store.as_ref();
-        let journey = plan.journey.id.as_str();
-        let aid = plan.graph.ids[act].clone();
-        let Step::Message { channel, next: to } = plan.graph.steps[act] else { return Ok(()) };
-        let Some(composer) = plan.composers.get(&act) else { return Ok(()) };
-        let activity = match &plan.journey.activities[&aid].kind {
-            Some(Kind::Email(m) | Kind::Sms(m) | Kind::Push(m) | Kind::Custom(m)) => m.clone(),
-            _ => MessageActivity::default(),
-        };
-        let ids: Vec<String> = group.iter().map(|(p, _)| p.endpoint_id.clone()).collect();
-        let endpoints = store.get_endpoints(app, &ids).await?;
-        // Walks on without a message, counted under `metric`.
-        let pass = |batch: &mut Batch, next: &mut Vec<(Participant, Position)>, p: Participant, pos: Position, metric: &str| {
-            batch.count(&aid, metric, 1);
-            batch.count(&aid, names::EXIT_ACTIVITY, 1);
-            walk(batch, next, p, pos, to, plan);
-        };
-        let mut candidates = Vec::with_capacity(group.len());
-        for ((p, pos), e) in group.into_iter().zip(endpoints) {
-            let Some(e) = e else {
-                pass(batch, next, p, pos, status_metric(DeliveryStatus::PermanentFailure));
-                continue;
-            };
-            let ct = ChannelType::try_from(e.channel_type).unwrap_or_default();
-            let lane = match channel {
-                Channel::Custom => activity.endpoint_types.iter().any(|t| t == crate::domain::endpoint::channel_name(ct)).then_some(Lane::Custom),
-                Channel::Email => (ct == ChannelType::Email).then_some(Lane::Email),
-                Channel::Sms => (ct == ChannelType::Sms).then_some(Lane::Sms),
-                Channel::Push => Lane::of(ct).filter(|l| matches!(l, Lane::Apns | Lane::Gcm)),
-            };
-            let Some(lane) = lane else {
-                pass(batch, next, p, pos, names::CHANNEL_MISMATCH);
-                continue;
-            };
-            if let Err(refused) = planner::endpoint(facts(&e, ct, false)) {
-                pass(batch, next, p, pos, status_metric(refused.status));
-                continue;
-            }
-            // The sending schedule: hold until it opens, or go on without the message.
-            let tz = e.demographic.as_ref().map(|d| d.timezone.as_str()).filter(|t| !t.is_empty());
-            if let Some(until) = plan.sending.hold(channel, tz, now) {
-                if plan.journey.wait_for_quiet_time {
-                    batch.count(&aid, names::QUIET_TIME_WAIT, 1);
-                    batch.stay(&p.endpoint_id, ceil_secs(until).max(now.timestamp() + 1), &pos);
-                } else {
-                    pass(batch, next, p, pos, names::QUIET_TIME);
-                }
-                continue;
-            }
-            candidates.push((p, pos, e, lane, ct));
-        }
-        if candidates.is_empty() {
-            return Ok(());
-        }
-        // A message recorded for this activity and entry before a crash is not sent again.
-        let mut recorded: HashMap<String, i32> = HashMap::new();
-        let mut by_entry: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        for (p, ..) in &candidates {
-            by_entry.entry(p.entries).or_default().push(p.endpoint_id.clone());
-        }
-        for (entries, ids) in &by_entry {
-            let request = request_id(journey, &aid, *entries);
-            for (id, status) in ids.iter().zip(store.run_outcomes(app, &request, ids).await?) {
-                if let Some(s) = status {
-                    recorded.insert(id.clone(), s);
-                }
-            }
-        }
-        let mut resent_ids: HashMap<String, String> = HashMap::new();
-        if !recorded.is_empty() && plan.graph.asked[act] {
-            for (entries, _) in &by_entry {
-                let request = crate::store::OutcomeIndex::Request(request_id(journey, &aid, *entries));
-                let mut offset = 0;
-                loop {
-                    let page = store.list_outcomes(app, &request, offset, 1_000).await?;
-                    offset += page.len();
-                    for o in &page {
-                        resent_ids.insert(o.endpoint_id.clone(), o.message_id.clone());
-                    }
-                    if page.len() < 1_000 {
-                        break;
-                    }
-                }
-            }
-        }
-        let mut go = Vec::with_capacity(candidates.len());
-        for (p, mut pos, e, lane, ct) in candidates {
-            if let Some(s) = recorded.get(&p.endpoint_id) {
-                if plan.graph.asked[act] {
-                    if let Some(m) = resent_ids.get(&p.endpoint_id) {
-                        pos.messages.push((act, m.clone()));
-                    }
-                }
-                pass(batch, next, p, pos, status_metric(DeliveryStatus::try_from(*s).unwrap_or(DeliveryStatus::UnknownFailure)));
-                continue;
-            }
-            go.push((p, pos, e, lane, ct));
-        }
-        // Suppressed addresses, then the journey's caps.
-        let addresses: Vec<String> = go.iter().map(|(_, _, e, ..)| crate::api::suppressions::normalize(&e.address)).collect();
-        let suppressed = if go.is_empty() { Vec::new() } else { store.get_suppressions(app, &addresses).await? };
-        let mut kept = Vec::with_capacity(go.len());
-        for (item, s) in go.into_iter().zip(suppressed) {
-            match planner::listed(facts(&item.2, item.4, s.is_some())) {
-                Err(refused) => pass(batch, next, item.0, item.1, status_metric(refused.status)),
-                Ok(()) => kept.push(item),
-            }
-        }
-        let mut go = kept;
-        for (scope, recent, total, metric) in [
-            (format!("journey:{journey}"), plan.daily.map(|d| (d, 86_400)), plan.total, None),
-            (format!("journey-timeframe:{journey}"), plan.timeframe, None, Some(names::TIMEFRAME_CAP)),
-        ] {
-            if go.is_empty() || (recent.is_none() && total.is_none()) {
-                continue;
-            }
-            let ids: Vec<String> = go.iter().map(|(p, ..)| p.endpoint_id.clone()).collect();
-            let ok = store.take_endpoint_caps(app, &scope, &ids, recent, total, now.timestamp()).await?;
-            let mut kept = Vec::with_capacity(go.len());
-            for (item, ok) in go.into_iter().zip(ok) {
-                if ok {
-                    kept.push(item);
-                } else {
-                    let m = metric.unwrap_or(names::DAILY_CAP);
-                    pass(batch, next, item.0, item.1, m);
-                }
-            }
-            go = kept;
-        }
-        // The channel quotas: what they refuse now tries again in a minute.
-        for lane in Lane::ALL {
-            let n = go.iter().filter(|(.., l, _)| *l == lane).count() as u64;
-            if n == 0 {
-                continue;
-            }
-            let granted = self.engine.admit(app, lane.quota_channel(), n).await?;
-            if granted < n {
-                let mut seen = 0;
-                let mut kept = Vec::with_capacity(go.len());
-                for item in go {
-                    if item.3 == lane {
-                        seen += 1;
-                        if seen > granted {
-                            batch.count(&aid, names::THROTTLED, 1);
-                            batch.stay(&item.0.endpoint_id, now.timestamp() + THROTTLED_RETRY_SECS, &item.1);
-                            continue;
-                        }
-                    }
-                    kept.push(item);
-                }
-                go = kept;
-            }
-        }
-        if go.is_empty() {
-            return Ok(());
-        }
-        let stamp = domain::timestamp(now);
-        let origin = Origin { app_id: app.to_string(), scheduled_time: stamp.clone(), activity_id: aid.clone(), ..Default::default() };
-        let tally = Tally::new();
-        // Every job made holds a slot of the tally, numbered by `k`; a slot dropped without an
-        // outcome (unrendered, or handed back by a stopping engine) reports UNSETTLED.
-        let mut slots: Vec<Option<(Participant, Position)>> = Vec::with_capacity(go.len());
-        for (p, mut pos, e, lane, ct) in go {
-            if self.stopping() {
-                // Not handed out: these participants stay where they are.
-                break;
-            }
-            plan.gate.take().await;
-            let k = slots.len();
-            let request = request_id(journey, &aid, p.entries);
-            let planner = Planner { composer, origin: &origin, source: MessageSource::Journey, request_id: &request, stamp: &stamp, dry_run: false };
-            let address = if channel == Channel::Custom { activity.delivery_uri.clone() } else { e.address.clone() };
-            let mut outcome = planner.outcome(&e.id, &address, if channel == Channel::Custom { ChannelType::Custom } else { ct });
-            outcome.journey_id = journey.to_string();
-            outcome.journey_activity_id = aid.clone();
-            let message_id = outcome.message_id.clone();
-            let subs = composer.substitutions_for(lane);
-            match planner.job(lane, ct, Some(&e), subs, outcome, Some(Reply::Tally(tally.slot(k)))) {
-                Ok(job) => {
-                    if plan.graph.asked[act] {
-                        pos.messages.push((act, message_id));
-                    }
-                    slots.push(Some((p, pos)));
-                    if self.engine.submit(lane, job, SUBMIT_WAIT).await.is_err() {
-                        // The engine is stopping: its slot reports the message unsettled.
-                        break;
-                    }
-                }
-                Err(unrendered) => {
-                    tracing::debug!(endpoint = %e.id, why = %unrendered.outcome.status_message, "Journey message not rendered.");
-                    slots.push(None);
-                    pass(batch, next, p, pos, status_metric(DeliveryStatus::PermanentFailure));
-                }
-            }
-        }
-        for (k, status) in tally.wait(slots.len()).await {
-            let Some((p, pos)) = slots.get_mut(k).and_then(Option::take) else { continue };
-            if status == UNSETTLED {
-                // Back unsent: it stays where it is and goes again (an outcome recorded for
-                // it keeps it from going twice).
-                continue;
-            }
-            let st = DeliveryStatus::try_from(status).unwrap_or(DeliveryStatus::UnknownFailure);
-            pass(batch, next, p, pos, status_metric(st));
-        }
-        Ok(())
-    }
-}
-
-/// A message activity's content as the composer takes it: its template, or its inline
-/// content, with the activity's sender settings.
-pub fn content_of(m: &MessageActivity, channel: Channel) -> (DirectMessageConfiguration, TemplateConfiguration) {
-    let mut config = m.message_configuration.clone().unwrap_or_default();
-    let mut templates = TemplateConfiguration::default();
-    let reference = (!m.template_name.is_empty()).then(|| TemplateReference {
-        name: m.template_name.clone(),
-        version: m.template_version.parse().unwrap_or(0),
-    });
-    match channel {
-        Channel::Email => {
-            templates.email_template = reference;
-            if !m.from_address.is_empty() {
-                config.email_message.get_or_insert_with(EmailMessage::default).from_address = m.from_address.clone();
-            }
-        }
-        Channel::Sms => {
-            templates.sms_template = reference;
-            if !m.origination_number.is_empty() || !m.sender_id.is_empty() || !m.message_type.is_empty() {
-                let sms = config.sms_message.get_or_insert_with(SmsMessage::default);
-                sms.origination_number = m.origination_number.clone();
-                sms.sender_id = m.sender_id.clone();
-                sms.message_type = match m.message_type.as_str() {
-                    "TRANSACTIONAL" => SmsMessageType::Transactional as i32,
-                    "PROMOTIONAL" => SmsMessageType::Promotional as i32,
-                    _ => sms.message_type,
-                };
-            }
-        }
-        Channel::Push => {
-            templates.push_template = reference;
-            if let Ok(ttl) = m.time_to_live.parse::<i32>() {
-                config.apns_message.get_or_insert_with(Default::default).time_to_live = ttl;
-                config.gcm_message.get_or_insert_with(Default::default).time_to_live = ttl;
-            }
-        }
-        Channel::Custom => {
-            templates.custom_template = reference;
-            if !m.data.is_empty() {
-                config.custom_message.get_or_insert_with(Default::default).data = m.data.clone();
-            }
-        }
-    }
-    (config, templates)
 }
 
 /// A time as whole seconds, rounded up: a participant due then has waited at least as long.
-fn ceil_secs(t: DateTime<Utc>) -> i64 {
+pub(super) fn ceil_secs(t: DateTime<Utc>) -> i64 {
     t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0)
-}
-
-/// The run index key of a journey activity's messages for one entry of its participants.
-pub fn request_id(journey: &str, activity: &str, entries: u32) -> String {
-    format!("{journey}:{activity}:{entries}")
 }
 
 fn eligible(e: &Endpoint) -> bool {
     e.endpoint_status != EndpointStatus::Inactive as i32 && e.opt_out != crate::proto::v1::OptOut::All as i32
-}
-
-fn facts(e: &Endpoint, channel: ChannelType, suppressed: bool) -> planner::Facts<'_> {
-    planner::Facts { endpoint_id: None, endpoint: Some(e), channel, address: &e.address, suppressed, duplicate: false }
-}
-
-fn status_metric(s: DeliveryStatus) -> &'static str {
-    match s {
-        DeliveryStatus::Successful => names::SUCCESS,
-        other => other.as_str_name().trim_start_matches("DELIVERY_STATUS_"),
-    }
 }
 
 fn segment_error(e: crate::segments::SegmentError) -> JourneyError {
@@ -1094,7 +832,7 @@ pub fn refresh_secs(j: &Journey) -> Option<i64> {
 }
 
 /// Moves a participant on to `to` (arriving there), or out of the journey.
-fn walk(batch: &mut Batch, next: &mut Vec<(Participant, Position)>, p: Participant, pos: Position, to: Option<usize>, _plan: &Plan) {
+fn walk(batch: &mut Batch, next: &mut Vec<(Participant, Position)>, p: Participant, pos: Position, to: Option<usize>) {
     match to {
         Some(a) => {
             let mut moved = pos;

@@ -152,6 +152,15 @@ impl Step {
         }
     }
 
+    /// The conditions it tests (splits only).
+    pub fn conditions(&self) -> Vec<&Cond> {
+        match self {
+            Step::Split { conditions, .. } => conditions.iter().collect(),
+            Step::Multi { branches, .. } => branches.iter().map(|b| &b.0).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Every activity it can lead to.
     fn targets(&self) -> Vec<usize> {
         let v: Vec<Option<usize>> = match self {
@@ -346,7 +355,7 @@ pub fn compile(j: &Journey) -> Result<Graph, Vec<FieldViolation>> {
             }
         };
         if let Some(s) = &step {
-            for c in conditions_of(s) {
+            for c in s.conditions() {
                 if let Cond::Event { activity, .. } = c {
                     asked[*activity] = true;
                 }
@@ -393,7 +402,7 @@ pub fn compile(j: &Journey) -> Result<Graph, Vec<FieldViolation>> {
     }
     // An event condition asks about a message its participant got on the way there.
     for (i, s) in steps.iter().enumerate() {
-        for c in conditions_of(s) {
+        for c in s.conditions() {
             if let Cond::Event { activity, .. } = c {
                 if !leads_to(&steps, *activity, i) {
                     v.push(FieldViolation::new(
@@ -408,14 +417,6 @@ pub fn compile(j: &Journey) -> Result<Graph, Vec<FieldViolation>> {
         return Err(v);
     }
     Ok(Graph { ids, steps, start, asked })
-}
-
-fn conditions_of(s: &Step) -> Vec<&Cond> {
-    match s {
-        Step::Split { conditions, .. } => conditions.iter().collect(),
-        Step::Multi { branches, .. } => branches.iter().map(|b| &b.0).collect(),
-        _ => Vec::new(),
-    }
 }
 
 fn leads_to(steps: &[Step], from: usize, to: usize) -> bool {
@@ -704,6 +705,23 @@ mod tests {
         assert_eq!(f, [r#"journey.activities["a"].random_split.branches"#], "percentages that do not sum to 100");
         let hold = JourneyActivity { kind: Some(Kind::Holdout(HoldoutActivity { percentage: 101, next_activity: String::new() })), ..Default::default() };
         assert_eq!(fields(compile(&journey(&[("a", hold)], "a"))), [r#"journey.activities["a"].holdout.percentage"#]);
+    }
+
+    #[test]
+    fn random_split_and_holdout_shares_are_within_a_point_on_100_000_participants() {
+        // As the executor picks: a 30/70 split, and a 10 % holdout.
+        let (mut left, mut held) = (0u32, 0u32);
+        for i in 0..100_000 {
+            let id = format!("ep-{i:09}");
+            if share("journey-1", "split", &id, 1) < 30 {
+                left += 1;
+            }
+            if share("journey-1", "holdout", &id, 1) < 10 {
+                held += 1;
+            }
+        }
+        assert!((29_000..=31_000).contains(&left), "{left}");
+        assert!((9_000..=11_000).contains(&held), "{held}");
     }
 
     #[test]
