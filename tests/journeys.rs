@@ -598,3 +598,93 @@ async fn the_cli_reads_pinpoint_files_and_the_seeds_habits() {
     let (code, out, _) = common::herald(&["journeys", "state", "--app", &app, &id, "cancelled"], &env, dir);
     assert_eq!((code, out.contains("CANCELLED")), (0, true), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_condition_on_segments_and_dimensions_and_refresh_on_segment_update() {
+    use herald::proto::v1::{
+        segments_client::SegmentsClient, AttributeDimension, AttributeType, AttributeValues, CreateSegmentRequest, MultiConditionalBranch,
+        MultiConditionalSplitActivity, SegmentDimensions, UpdateEndpointRequest, UpdateSegmentRequest,
+    };
+    let sink = SmtpSink::start(&[]);
+    let smtp = format!("smtp://127.0.0.1:{}?pool=2", sink.port);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &["--smtp-url", smtp.as_str()]);
+    let app = d.create_app("branches").await.app_id;
+    let plan = |e: &mut Endpoint, p: &str| {
+        e.attributes.insert("Plan".into(), AttributeValues { values: vec![p.into()] });
+    };
+    let mut eps = endpoints(3, "m");
+    for (e, p) in eps.iter_mut().zip(["Pro", "Free", "Team"]) {
+        plan(e, p);
+    }
+    let all = d.import_as_segment(&app, eps).await;
+    let dims = |p: &str| SegmentDimensions {
+        attributes: [("Plan".to_string(), AttributeDimension { attribute_type: AttributeType::Inclusive as i32, values: vec![p.into()] })].into(),
+        ..Default::default()
+    };
+    let mut segments = SegmentsClient::new(d.channel().await);
+    let pros = segments
+        .create_segment(d.req(CreateSegmentRequest { app_id: app.clone(), name: "pros".into(), dimensions: Some(dims("Pro")), ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let route = JourneyActivity {
+        kind: Some(Kind::MultiCondition(MultiConditionalSplitActivity {
+            branches: vec![
+                MultiConditionalBranch {
+                    condition: Some(SimpleCondition { segment_condition: Some(SegmentCondition { segment_id: pros.clone() }), ..Default::default() }),
+                    next_activity: "pro".into(),
+                },
+                MultiConditionalBranch {
+                    condition: Some(SimpleCondition { segment_dimensions: Some(dims("Team")), ..Default::default() }),
+                    next_activity: "team".into(),
+                },
+            ],
+            default_activity: "others".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let mut j = segment_journey(
+        "routing",
+        &all,
+        "route",
+        vec![("route", route), ("pro", email_inline("For Pro", "")), ("team", email_inline("For Team", "")), ("others", email_inline("For everyone", ""))],
+    );
+    j.refresh_on_segment_update = true;
+    let j = JourneysClient::new(d.channel().await)
+        .create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) }))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = || {
+        let mut v: Vec<(String, String)> = sink.messages().iter().map(|m| (rcpt_of(m), subject_of(m))).collect();
+        v.sort();
+        v
+    };
+    until("three routed emails", 20, || got().len() == 3).await;
+    let want = |pairs: &[(&str, &str)]| pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+    assert_eq!(got(), want(&[("m0@example.com", "For Pro"), ("m1@example.com", "For everyone"), ("m2@example.com", "For Team")]));
+    let route = activity_metrics(&d, &app, &j.id, "route").await;
+    assert_eq!((route["BRANCH_1"].as_str(), route["BRANCH_2"].as_str(), route["DEFAULT_BRANCH"].as_str()), ("1", "1", "1"), "{route:?}");
+    // A new member and a new version of the start segment: only the newcomer enters.
+    let mut newcomer = Endpoint { id: "m3".into(), channel_type: ChannelType::Email as i32, address: "m3@example.com".into(), ..Default::default() };
+    plan(&mut newcomer, "Free");
+    d.endpoints()
+        .await
+        .update_endpoint(d.req(UpdateEndpointRequest { app_id: app.clone(), endpoint_id: "m3".into(), endpoint: Some(newcomer) }))
+        .await
+        .unwrap();
+    segments
+        .update_segment(d.req(UpdateSegmentRequest { app_id: app.clone(), segment_id: all.clone(), dimensions: Some(SegmentDimensions::default()), ..Default::default() }))
+        .await
+        .unwrap();
+    until("the newcomer's email", 20, || got().len() == 4).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(got().len(), 4, "the others do not enter again: {:?}", got());
+    assert!(got().contains(&("m3@example.com".to_string(), "For everyone".to_string())));
+    let m = metrics(&d, &app, &j.id).await;
+    assert_eq!((m["ENDPOINT_ENTERED"].as_str(), m["ACTIVE_ENDPOINT_REJECTED"].as_str()), ("4", "0"), "{m:?}");
+    assert_eq!(m["REENTRY_CAP_EXCEEDED"], "3", "{m:?}");
+}

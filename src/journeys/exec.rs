@@ -440,11 +440,14 @@ impl JourneyRunner {
                 progress.state = JourneyState::Closed as i32;
                 self.save(app, &mut progress).await?;
             }
-            let mut busy = false;
-            if state == JourneyState::Active && started {
-                busy |= self.enter(app, &plan, &mut progress, now).await?;
-            }
-            busy |= self.step(app, &plan, now).await?;
+            // Entries and steps go on side by side: a large segment's members are let in while
+            // those already in are stepped.
+            let entering = state == JourneyState::Active && started;
+            let (entered, stepped) = tokio::join!(
+                async { if entering { self.enter(app, &plan, &mut progress, now).await } else { Ok(false) } },
+                self.step(app, &plan, now)
+            );
+            let busy = entered? | stepped?;
             let (active, _) = store.journey_counters(app, id).await?;
             let entries_done = match (&plan.event, state) {
                 (_, JourneyState::Closed) => true,
