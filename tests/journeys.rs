@@ -436,7 +436,19 @@ async fn pause_resume_cancel_reentry_daily_cap_and_quiet_time() {
     let thanks = activity_metrics(&d, &app, &e.id, "thanks").await;
     assert_eq!(more["DAILY_CAP"].parse::<i64>().unwrap() + thanks.get("DAILY_CAP").map_or(0, |v| v.parse().unwrap()), 3, "{more:?} {thanks:?}");
 
-    // Quiet time now (UTC, the journey's zone for endpoints without one): dropped, or held.
+    // Quiet time now, for endpoints in UTC (quiet time applies only to endpoints with a
+    // time zone): dropped, or held.
+    for id in ["p0", "p1"] {
+        let e = Endpoint {
+            demographic: Some(herald::proto::v1::EndpointDemographic { timezone: "Etc/UTC".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        d.endpoints()
+            .await
+            .update_endpoint(d.req(herald::proto::v1::UpdateEndpointRequest { app_id: app.clone(), endpoint_id: id.into(), endpoint: Some(e) }))
+            .await
+            .unwrap();
+    }
     let now = chrono::Utc::now();
     let quiet = QuietTime {
         start: (now - chrono::Duration::hours(1)).format("%H:%M").to_string(),
@@ -687,4 +699,52 @@ async fn multi_condition_on_segments_and_dimensions_and_refresh_on_segment_updat
     let m = metrics(&d, &app, &j.id).await;
     assert_eq!((m["ENDPOINT_ENTERED"].as_str(), m["ACTIVE_ENDPOINT_REJECTED"].as_str()), ("4", "0"), "{m:?}");
     assert_eq!(m["REENTRY_CAP_EXCEEDED"], "3", "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_time_starts_and_ends_the_journey_on_each_participants_clock() {
+    let sink = SmtpSink::start(&[]);
+    let smtp = format!("smtp://127.0.0.1:{}?pool=2", sink.port);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &["--smtp-url", smtp.as_str()]);
+    let app = d.create_app("local").await.app_id;
+    let mut eps = endpoints(3, "z");
+    for (e, tz) in eps.iter_mut().zip(["Pacific/Kiritimati", "Pacific/Pago_Pago", ""]) {
+        e.demographic = Some(herald::proto::v1::EndpointDemographic { timezone: tz.into(), ..Default::default() });
+    }
+    let segment = d.import_as_segment(&app, eps).await;
+    let wall = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let now = chrono::Utc::now();
+    let journeys = JourneysClient::new(d.channel().await);
+    let run = |subject: &'static str, end_hours: i64| {
+        let mut j = segment_journey(subject, &segment, "a", vec![("a", email_inline(subject, ""))]);
+        j.local_time = true;
+        j.schedule = Some(herald::proto::v1::JourneySchedule {
+            start_time: wall(now),
+            end_time: wall(now + chrono::Duration::hours(end_hours)),
+            timezone: "UTC".into(),
+        });
+        let (d, app) = (&d, app.clone());
+        let mut client = journeys.clone();
+        async move { client.create_journey(d.req(CreateJourneyRequest { app_id: app, journey: Some(j) })).await.unwrap().into_inner() }
+    };
+    // Starts now on UTC's clock: it has started in Kiritimati (UTC+14) and for the endpoint
+    // without a zone; in Pago Pago (UTC-11) it starts in 11 hours.
+    let long = run("Long", 20).await;
+    // Ends in an hour on each clock: in Kiritimati it ended 13 hours ago.
+    let short = run("Short", 1).await;
+    let to = |subject: &str| {
+        let mut v: Vec<String> = sink.messages().iter().filter(|m| subject_of(m) == subject).map(|m| rcpt_of(m)).collect();
+        v.sort();
+        v
+    };
+    until("the long journey's two emails", 20, || to("Long").len() == 2).await;
+    until("the short journey's email", 20, || !to("Short").is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(to("Long"), ["z0@example.com", "z2@example.com"]);
+    assert_eq!(to("Short"), ["z2@example.com"]);
+    let m = metrics(&d, &app, &long.id).await;
+    assert_eq!((m["ENDPOINT_ENTERED"].as_str(), m["ENDPOINT_ACTIVE"].as_str()), ("3", "1"), "Pago Pago waits for its start: {m:?}");
+    let m = metrics(&d, &app, &short.id).await;
+    assert_eq!(m["ENDPOINT_TIMEZONE_MISMATCH"], "1", "{m:?}");
 }

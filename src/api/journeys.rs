@@ -137,11 +137,8 @@ impl JourneysService {
         if j.refresh_on_segment_update && sc.event_start_condition.is_some() {
             v.push(FieldViolation::new("journey.refresh_on_segment_update", "applies to segment-started journeys only"));
         }
-        if j.local_time && j.quiet_time.is_none() && !j.sending_schedule {
-            v.push(FieldViolation::new(
-                "journey.local_time",
-                "applies to quiet_time and the sending schedule; give one (times are each endpoint's local time whenever it has a time zone)",
-            ));
+        if j.local_time && schedule.start_time.is_empty() && schedule.end_time.is_empty() {
+            v.push(FieldViolation::new("journey.local_time", "reads schedule.start_time and end_time on each participant's clock: give one"));
         }
         // Segment conditions name segments that exist; every message activity's content compiles.
         if let Some(g) = &graph {

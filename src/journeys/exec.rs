@@ -92,6 +92,9 @@ struct EventMatcher {
     types: Vec<String>,
     exclude: bool,
     criteria: Criteria,
+    /// Events that arrived before the journey's start (the earliest, with local time) or
+    /// after its end let nobody in.
+    window: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
 }
 
 impl EventMatcher {
@@ -103,6 +106,9 @@ impl EventMatcher {
             return false;
         }
         let at = parse_instant(&e.arrival_timestamp).unwrap_or_else(Utc::now);
+        if self.window.0.is_some_and(|s| at < s) || self.window.1.is_some_and(|end| at >= end) {
+            return false;
+        }
         let probe = Endpoint {
             attributes: e
                 .attributes
@@ -381,7 +387,14 @@ impl JourneyRunner {
                     "" => None,
                     id => Some(Arc::new(load_rule(store, app, id, 0).await?)),
                 };
-                (rule, Some(EventMatcher { types: f.event_types, exclude: f.exclude_event_types, criteria }))
+                let schedule = j.schedule.clone().unwrap_or_default();
+                let (early, late) = if j.local_time {
+                    (chrono::Duration::hours(super::LOCAL_SPREAD_HOURS.0), chrono::Duration::hours(super::LOCAL_SPREAD_HOURS.1))
+                } else {
+                    (chrono::Duration::zero(), chrono::Duration::zero())
+                };
+                let window = (parse_instant(&schedule.start_time).map(|s| s - early), parse_instant(&schedule.end_time).map(|e| e + late));
+                (rule, Some(EventMatcher { types: f.event_types, exclude: f.exclude_event_types, criteria, window }))
             }
             _ => (None, None),
         };
@@ -433,8 +446,15 @@ impl JourneyRunner {
                 _ => {}
             }
             let schedule = plan.journey.schedule.clone().unwrap_or_default();
-            let end = parse_instant(&schedule.end_time);
-            let started = parse_instant(&schedule.start_time).is_none_or(|s| s <= now);
+            // With local time, the earliest participant's start and the latest one's end are
+            // up to 14 and 12 hours from the journey's own.
+            let (early, late) = if plan.journey.local_time {
+                (chrono::Duration::hours(super::LOCAL_SPREAD_HOURS.0), chrono::Duration::hours(super::LOCAL_SPREAD_HOURS.1))
+            } else {
+                (chrono::Duration::zero(), chrono::Duration::zero())
+            };
+            let end = parse_instant(&schedule.end_time).map(|e| e + late);
+            let started = parse_instant(&schedule.start_time).is_none_or(|s| s - early <= now);
             if state == JourneyState::Active && end.is_some_and(|e| now >= e) {
                 state = JourneyState::Closed;
                 progress.state = JourneyState::Closed as i32;
@@ -505,9 +525,7 @@ impl JourneyRunner {
             ids.dedup();
             if !ids.is_empty() {
                 let members = self.admissible(app, plan, ids).await?;
-                if !members.is_empty() {
-                    store.journey_enter(app, id, &members, &start_state, now.timestamp(), plan.reentry, now.timestamp()).await?;
-                }
+                self.admit(app, plan, &members, &start_state, now).await?;
             }
             progress.event_position = last;
             self.save(app, progress).await?;
@@ -548,21 +566,20 @@ impl JourneyRunner {
                 return Ok(true);
             };
             let page = page?;
-            let mut ids = Vec::with_capacity(page.len());
+            let produced = page.len() as i64;
             let (mut inactive, mut opted_out) = (0, 0);
-            for e in &page {
+            let mut members = Vec::with_capacity(page.len());
+            for e in page {
                 if e.endpoint_status == EndpointStatus::Inactive as i32 {
                     inactive += 1;
                 } else if e.opt_out == crate::proto::v1::OptOut::All as i32 {
                     opted_out += 1;
                 } else {
-                    ids.push(e.id.clone());
+                    members.push(e);
                 }
             }
-            if !ids.is_empty() {
-                store.journey_enter(app, id, &ids, &start_state, now.timestamp(), plan.reentry, now.timestamp()).await?;
-            }
-            let counters: Vec<(String, i64)> = [(names::ENDPOINT_INACTIVE, inactive), (names::ENDPOINT_OPT_OUT, opted_out), (names::ENDPOINT_PRODUCED, page.len() as i64)]
+            self.admit(app, plan, &members, &start_state, now).await?;
+            let counters: Vec<(String, i64)> = [(names::ENDPOINT_INACTIVE, inactive), (names::ENDPOINT_OPT_OUT, opted_out), (names::ENDPOINT_PRODUCED, produced)]
                 .into_iter()
                 .filter(|(_, n)| *n > 0)
                 .map(|(k, n)| (k.to_string(), n))
@@ -578,21 +595,52 @@ impl JourneyRunner {
 
     /// The endpoints (of those events came from) that may enter: existing, ACTIVE, not opted
     /// out, and in the start condition's segment when it names one.
-    async fn admissible(&self, app: &str, plan: &Plan, ids: Vec<String>) -> Result<Vec<String>, JourneyError> {
+    async fn admissible(&self, app: &str, plan: &Plan, ids: Vec<String>) -> Result<Vec<Endpoint>, JourneyError> {
         match &plan.start_rule {
             Some(rule) => {
                 let mut stream = crate::segments::MemberStream::listed(self.store.clone(), app, rule.clone(), ids, None);
                 let mut out = Vec::new();
                 while let Some(page) = stream.next_page().await {
-                    out.extend(page?.into_iter().filter(|e| eligible(e)).map(|e| e.id));
+                    out.extend(page?.into_iter().filter(eligible));
                 }
                 Ok(out)
             }
             None => {
                 let found = self.store.get_endpoints(app, &ids).await?;
-                Ok(found.into_iter().flatten().filter(eligible).map(|e| e.id).collect())
+                Ok(found.into_iter().flatten().filter(eligible).collect())
             }
         }
+    }
+
+    /// Lets endpoints in at the start activity, due now — or, with local time, when the
+    /// journey starts on their own clock (not at all once it has ended there, counted as
+    /// `ENDPOINT_TIMEZONE_MISMATCH`).
+    async fn admit(&self, app: &str, plan: &Plan, members: &[Endpoint], start_state: &str, now: DateTime<Utc>) -> Result<(), JourneyError> {
+        let id = plan.journey.id.as_str();
+        let mut by_due: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        let mut outside = 0;
+        let schedule = plan.journey.schedule.clone().unwrap_or_default();
+        for e in members {
+            let due = if plan.journey.local_time {
+                let tz = e.demographic.as_ref().map(|d| d.timezone.as_str()).filter(|t| !t.is_empty());
+                let (start, end) = super::local_window(&schedule, tz);
+                if end.is_some_and(|end| now >= end) {
+                    outside += 1;
+                    continue;
+                }
+                start.map_or(now.timestamp(), |s| ceil_secs(s.max(now)))
+            } else {
+                now.timestamp()
+            };
+            by_due.entry(due).or_default().push(e.id.clone());
+        }
+        for (due, ids) in by_due {
+            self.store.journey_enter(app, id, &ids, start_state, due, plan.reentry, now.timestamp()).await?;
+        }
+        if outside > 0 {
+            self.store.journey_move(app, id, &[], &[(names::ENDPOINT_TIMEZONE_MISMATCH.to_string(), outside)]).await?;
+        }
+        Ok(())
     }
 
     /// Steps the participants due by `now`, [`BATCHES`] batches at a time side by side (their

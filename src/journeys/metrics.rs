@@ -13,6 +13,8 @@ pub const CANCELLED: &str = "CANCELLED";
 pub const ENDPOINT_PRODUCED: &str = "ENDPOINT_PRODUCED";
 pub const ENDPOINT_INACTIVE: &str = "ENDPOINT_INACTIVE";
 pub const ENDPOINT_OPT_OUT: &str = "ENDPOINT_OPT_OUT";
+/// With local time: the journey had already ended on the endpoint's clock.
+pub const ENDPOINT_TIMEZONE_MISMATCH: &str = "ENDPOINT_TIMEZONE_MISMATCH";
 
 // Activity counters.
 pub const ENTER_ACTIVITY: &str = "ENTER_ACTIVITY";

@@ -19,7 +19,7 @@ use crate::proto::v1::journey_activity::Kind;
 use crate::proto::v1::{ConditionOperator, DimensionType, Journey, JourneyState, SimpleCondition, WaitTime};
 use crate::segments::rule::{parse_instant, Criteria};
 
-pub use schedule::Sending;
+pub use schedule::{local_window, Sending, LOCAL_SPREAD_HOURS};
 
 /// Record kind of journey definitions.
 pub const KIND: &str = "journey";

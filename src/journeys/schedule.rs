@@ -1,7 +1,9 @@
 //! When a journey's message may go: outside its quiet time and, with a sending schedule,
-//! within the channel's open hours and outside its closed days — each read in the
-//! participant's own time zone (its endpoint's Demographic.Timezone), or in the journey's
-//! schedule time zone (a UTC offset, UTC when none) for an endpoint without one.
+//! within the channel's open hours and outside its closed days. Quiet time applies, as in
+//! Pinpoint, only to a participant whose endpoint has a valid Demographic.Timezone, read in
+//! it; open hours are read in that zone too, or in the journey's schedule time zone (a UTC
+//! offset, UTC when none) for an endpoint without one. With `local_time`, the journey's
+//! start and end are wall-clock times in each participant's zone ([`local_window`]).
 
 use std::collections::HashMap;
 
@@ -156,12 +158,13 @@ impl Sending {
         if self.is_empty() {
             return None;
         }
-        let zone = tz.and_then(crate::campaigns::localtime::zone).map_or(Zone::Fixed(self.offset), Zone::Named);
+        let own = tz.and_then(crate::campaigns::localtime::zone);
+        let zone = own.map_or(Zone::Fixed(self.offset), Zone::Named);
         let mut at = now;
         // Each rule may push the time past another's window; a few rounds settle it.
         for _ in 0..8 {
             let before = at;
-            if let Some((start, end)) = self.quiet {
+            if let (Some((start, end)), Some(_)) = (self.quiet, own) {
                 at = quiet_end(start, end, zone, at).unwrap_or(at);
             }
             for (a, b) in self.closed.get(&channel).into_iter().flatten() {
@@ -179,6 +182,31 @@ impl Sending {
         (at > now).then_some(at)
     }
 }
+
+/// With `local_time`: when a participant in `tz` may enter, and until when — the journey's
+/// start and end read in its schedule's offset, at the same wall-clock time in `tz` (the
+/// journey's own times for a participant without a valid zone).
+pub fn local_window(
+    schedule: &crate::proto::v1::JourneySchedule,
+    tz: Option<&str>,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let offset = crate::campaigns::parse_offset(&schedule.timezone).unwrap_or(0);
+    let zone = tz.and_then(crate::campaigns::localtime::zone);
+    let at = |s: &str| {
+        let t = parse_instant(s)?;
+        match zone {
+            None => Some(t),
+            Some(z) => {
+                let wall = (t + Duration::minutes(i64::from(offset))).naive_utc();
+                Some(Zone::Named(z).utc(wall))
+            }
+        }
+    };
+    (at(&schedule.start_time), at(&schedule.end_time))
+}
+
+/// How far a participant's local times can be from the journey's: UTC-12 to UTC+14.
+pub const LOCAL_SPREAD_HOURS: (i64, i64) = (14, 12);
 
 /// The end of the quiet time `at` falls in, if it does.
 fn quiet_end(start: NaiveTime, end: NaiveTime, zone: Zone, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -240,8 +268,21 @@ mod tests {
         // 23:30 in New York: held until 07:00 there (12:00 UTC).
         assert_eq!(s.hold(Channel::Email, Some("America/New_York"), t("2026-11-23T04:30:00Z")), Some(t("2026-11-23T12:00:00Z")));
         assert_eq!(s.hold(Channel::Email, Some("America/New_York"), t("2026-11-23T15:00:00Z")), None);
-        // No zone: the journey's offset (UTC).
-        assert_eq!(s.hold(Channel::Email, None, t("2026-11-23T23:00:00Z")), Some(t("2026-11-24T07:00:00Z")));
+        // No valid zone: quiet time does not apply (Pinpoint's rule).
+        assert_eq!(s.hold(Channel::Email, None, t("2026-11-23T23:00:00Z")), None);
+        assert_eq!(s.hold(Channel::Email, Some("Not/AZone"), t("2026-11-23T23:00:00Z")), None);
+    }
+
+    #[test]
+    fn local_time_reads_the_schedule_on_each_participants_clock() {
+        let s = crate::proto::v1::JourneySchedule {
+            start_time: "2026-11-23T09:00:00Z".into(),
+            end_time: "2026-11-24T09:00:00Z".into(),
+            timezone: "UTC".into(),
+        };
+        assert_eq!(local_window(&s, Some("America/New_York")), (Some(t("2026-11-23T14:00:00Z")), Some(t("2026-11-24T14:00:00Z"))));
+        assert_eq!(local_window(&s, Some("Asia/Tokyo")), (Some(t("2026-11-23T00:00:00Z")), Some(t("2026-11-24T00:00:00Z"))));
+        assert_eq!(local_window(&s, None), (Some(t("2026-11-23T09:00:00Z")), Some(t("2026-11-24T09:00:00Z"))));
     }
 
     #[test]
