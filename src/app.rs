@@ -14,16 +14,16 @@ use tonic::transport::server::TcpIncoming;
 use crate::api::channels::ChannelsService;
 use crate::api::{
     apps::AppsService, campaigns::CampaignsService, endpoints::EndpointsService, events::EventsService, journeys::JourneysService,
-    kpis::KpisService,
-    messages::MessagesService, segments::SegmentsService, suppressions::SuppressionsService, templates::TemplatesService, Auth,
+    kpis::KpisService, messages::MessagesService, segments::SegmentsService, suppressions::SuppressionsService,
+    templates::TemplatesService, Auth,
 };
 use crate::channels::email::{SmtpPool, SmtpRelay};
 use crate::config::Config;
 use crate::dispatch::engine::{Engine, EngineConfig};
 use crate::proto::v1::{
     apps_server::AppsServer, campaigns_server::CampaignsServer, channels_server::ChannelsServer, endpoints_server::EndpointsServer,
-    events_server::EventsServer, journeys_server::JourneysServer, kpis_server::KpisServer, messages_server::MessagesServer, segments_server::SegmentsServer,
-    suppressions_server::SuppressionsServer, templates_server::TemplatesServer,
+    events_server::EventsServer, journeys_server::JourneysServer, kpis_server::KpisServer, messages_server::MessagesServer,
+    segments_server::SegmentsServer, suppressions_server::SuppressionsServer, templates_server::TemplatesServer,
 };
 use crate::render::{template::TemplateCache, Renderer};
 use crate::store::{self, Store};

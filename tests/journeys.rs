@@ -194,7 +194,8 @@ async fn the_seed_journeys_send_the_right_messages_at_the_right_times() {
     let mut journeys = JourneysClient::new(d.channel().await);
 
     // Validation names each bad field, and nothing is created.
-    let bad = segment_journey("bad", &segment, "welcome", vec![("welcome", email_template("Welcome", "nowhere")), ("lost", wait("xyz", ""))]);
+    let bad =
+        segment_journey("bad", &segment, "welcome", vec![("welcome", email_template("Welcome", "nowhere")), ("lost", wait("xyz", ""))]);
     let err = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(bad) })).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     let details = tonic_types::StatusExt::get_details_bad_request(&err).expect("field violations");
@@ -210,7 +211,8 @@ async fn the_seed_journeys_send_the_right_messages_at_the_right_times() {
         "welcome",
         vec![("welcome", email_template("Welcome", "wait")), ("wait", wait("2s", "follow")), ("follow", email_inline("Follow-up", ""))],
     );
-    let first = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(first) })).await.unwrap().into_inner();
+    let first =
+        journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(first) })).await.unwrap().into_inner();
     let mut seen = Seen { first: HashMap::new(), count: HashMap::new() };
     until("3 welcome and 3 follow-up emails", 30, || {
         look(&sink, &mut seen);
@@ -221,7 +223,11 @@ async fn the_seed_journeys_send_the_right_messages_at_the_right_times() {
         let to = format!("u{i}@example.com");
         let welcome = seen.first[&(to.clone(), "Welcome".to_string())];
         let follow = seen.first[&(to.clone(), "Follow-up".to_string())];
-        assert!(follow.duration_since(welcome) >= Duration::from_millis(1_500), "the follow-up waits: {:?}", follow.duration_since(welcome));
+        assert!(
+            follow.duration_since(welcome) >= Duration::from_millis(1_500),
+            "the follow-up waits: {:?}",
+            follow.duration_since(welcome)
+        );
         assert!(welcome.duration_since(started) < Duration::from_secs(10));
     }
     // A published journey cannot be changed.
@@ -244,7 +250,11 @@ async fn the_seed_journeys_send_the_right_messages_at_the_right_times() {
     assert_eq!(a["SUCCESS"], "3", "{a:?}");
     let mut state = JourneyState::Active;
     for _ in 0..100 {
-        let j = journeys.get_journey(d.req(GetJourneyRequest { app_id: app.clone(), journey_id: first.id.clone() })).await.unwrap().into_inner();
+        let j = journeys
+            .get_journey(d.req(GetJourneyRequest { app_id: app.clone(), journey_id: first.id.clone() }))
+            .await
+            .unwrap()
+            .into_inner();
         state = JourneyState::try_from(j.state).unwrap();
         if state == JourneyState::Completed {
             break;
@@ -261,7 +271,10 @@ async fn the_seed_journeys_send_the_right_messages_at_the_right_times() {
                 conditions: vec![SimpleCondition {
                     event_condition: Some(EventCondition {
                         dimensions: Some(EventDimensions {
-                            event_type: Some(SetDimension { dimension_type: DimensionType::Inclusive as i32, values: vec!["_email.open".into()] }),
+                            event_type: Some(SetDimension {
+                                dimension_type: DimensionType::Inclusive as i32,
+                                values: vec!["_email.open".into()],
+                            }),
                             ..Default::default()
                         }),
                         message_activity: "hello".into(),
@@ -297,7 +310,8 @@ async fn the_seed_journeys_send_the_right_messages_at_the_right_times() {
             ("nudge", nudge),
         ],
     );
-    let second = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(second) })).await.unwrap().into_inner();
+    let second =
+        journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(second) })).await.unwrap().into_inner();
     let mut hello = Vec::new();
     until("3 Hello emails", 20, || {
         hello = sink.messages().into_iter().filter(|m| subject_of(m) == "Hello").collect();
@@ -307,7 +321,11 @@ async fn the_seed_journeys_send_the_right_messages_at_the_right_times() {
     // u1 opens it: a real request to its pixel.
     let m = hello.iter().find(|m| rcpt_of(m) == "u1@example.com").unwrap();
     let flat = m.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
-    let pixel = flat.match_indices(&format!("http://{public}/o/")).map(|(i, _)| flat[i..].split(['"', '>']).next().unwrap().to_string()).next().expect("pixel");
+    let pixel = flat
+        .match_indices(&format!("http://{public}/o/"))
+        .map(|(i, _)| flat[i..].split(['"', '>']).next().unwrap().to_string())
+        .next()
+        .expect("pixel");
     herald::channels::install_crypto_provider();
     let r = reqwest::get(&pixel).await.unwrap();
     assert_eq!(r.status(), 200);
@@ -319,12 +337,8 @@ async fn the_seed_journeys_send_the_right_messages_at_the_right_times() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let thanks: Vec<String> = sink.messages().into_iter().filter(|m| subject_of(m) == "Thanks for reading").map(|m| rcpt_of(&m)).collect();
     assert_eq!(thanks, ["u1@example.com"], "only the one who opened it");
-    let mut nudged: Vec<String> = posted
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|p| p["Endpoints"].as_object().unwrap().keys().next().unwrap().clone())
-        .collect();
+    let mut nudged: Vec<String> =
+        posted.lock().unwrap().iter().map(|p| p["Endpoints"].as_object().unwrap().keys().next().unwrap().clone()).collect();
     nudged.sort();
     assert_eq!(nudged, ["u0", "u2"], "the others get the custom message, once each");
     let split = activity_metrics(&d, &app, &second.id, "opened").await;
@@ -345,9 +359,11 @@ async fn the_seed_journeys_send_the_right_messages_at_the_right_times() {
     let rows = |r: herald::proto::v1::DateRangeKpiResponse| r.kpi_result.unwrap().rows;
     let total = rows(kpis.get_journey_date_range_kpi(d.req(kpi("email-open-rate"))).await.unwrap().into_inner());
     assert_eq!(total[0].values[0].value, (1.0f64 / 4.0).to_string(), "1 open of 4 delivered emails (3 hello, 1 thanks)");
-    let per = rows(kpis.get_journey_date_range_kpi(d.req(kpi("direct-email-opens-grouped-by-journey-activity"))).await.unwrap().into_inner());
+    let per =
+        rows(kpis.get_journey_date_range_kpi(d.req(kpi("direct-email-opens-grouped-by-journey-activity"))).await.unwrap().into_inner());
     let per: Vec<(String, String)> = per.into_iter().map(|r| (r.grouped_bys[0].value.clone(), r.values[0].value.clone())).collect();
-    let want: Vec<(String, String)> = [("hello", "1.0"), ("nudge", "0.0"), ("thanks", "0.0")].map(|(a, b)| (a.to_string(), b.to_string())).to_vec();
+    let want: Vec<(String, String)> =
+        [("hello", "1.0"), ("nudge", "0.0"), ("thanks", "0.0")].map(|(a, b)| (a.to_string(), b.to_string())).to_vec();
     assert_eq!(per, want, "every message activity, the opens under hello");
 }
 
@@ -363,7 +379,12 @@ async fn pause_resume_cancel_reentry_daily_cap_and_quiet_time() {
     let count = |subject: &str| sink.messages().into_iter().filter(|m| subject_of(m) == subject).count();
 
     // PAUSED holds everyone in place; ACTIVE again lets them go on.
-    let j = segment_journey("pausing", &segment, "a", vec![("a", email_inline("A", "w")), ("w", wait("2s", "b")), ("b", email_inline("B", ""))]);
+    let j = segment_journey(
+        "pausing",
+        &segment,
+        "a",
+        vec![("a", email_inline("A", "w")), ("w", wait("2s", "b")), ("b", email_inline("B", ""))],
+    );
     let j = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) })).await.unwrap().into_inner();
     until("the first emails", 20, || count("A") == 2).await;
     let state = |s: JourneyState| UpdateJourneyStateRequest { app_id: app.clone(), journey_id: j.id.clone(), state: s as i32 };
@@ -376,11 +397,20 @@ async fn pause_resume_cancel_reentry_daily_cap_and_quiet_time() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
 
     // CANCELLED: participants leave, nothing more is sent.
-    let c = segment_journey("cancelled", &segment, "a", vec![("a", email_inline("C1", "w")), ("w", wait("3s", "b")), ("b", email_inline("C2", ""))]);
+    let c = segment_journey(
+        "cancelled",
+        &segment,
+        "a",
+        vec![("a", email_inline("C1", "w")), ("w", wait("3s", "b")), ("b", email_inline("C2", ""))],
+    );
     let c = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(c) })).await.unwrap().into_inner();
     until("C1", 20, || count("C1") == 2).await;
     journeys
-        .update_journey_state(d.req(UpdateJourneyStateRequest { app_id: app.clone(), journey_id: c.id.clone(), state: JourneyState::Cancelled as i32 }))
+        .update_journey_state(d.req(UpdateJourneyStateRequest {
+            app_id: app.clone(),
+            journey_id: c.id.clone(),
+            state: JourneyState::Cancelled as i32,
+        }))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -414,7 +444,11 @@ async fn pause_resume_cancel_reentry_daily_cap_and_quiet_time() {
                 .map(|k| {
                     (
                         format!("ev{k}"),
-                        herald::proto::v1::ReportedEvent { event_type: "purchase".into(), timestamp: herald::domain::timestamp(chrono::Utc::now()), ..Default::default() },
+                        herald::proto::v1::ReportedEvent {
+                            event_type: "purchase".into(),
+                            timestamp: herald::domain::timestamp(chrono::Utc::now()),
+                            ..Default::default()
+                        },
                     )
                 })
                 .collect(),
@@ -434,7 +468,11 @@ async fn pause_resume_cancel_reentry_daily_cap_and_quiet_time() {
     assert_eq!(count("Thanks") + count("More"), 1, "DailyCap 1: one message a day to p0");
     let more = activity_metrics(&d, &app, &e.id, "more").await;
     let thanks = activity_metrics(&d, &app, &e.id, "thanks").await;
-    assert_eq!(more["DAILY_CAP"].parse::<i64>().unwrap() + thanks.get("DAILY_CAP").map_or(0, |v| v.parse().unwrap()), 3, "{more:?} {thanks:?}");
+    assert_eq!(
+        more["DAILY_CAP"].parse::<i64>().unwrap() + thanks.get("DAILY_CAP").map_or(0, |v| v.parse().unwrap()),
+        3,
+        "{more:?} {thanks:?}"
+    );
 
     // Quiet time now, for endpoints in UTC (quiet time applies only to endpoints with a
     // time zone): dropped, or held.
@@ -445,7 +483,11 @@ async fn pause_resume_cancel_reentry_daily_cap_and_quiet_time() {
         };
         d.endpoints()
             .await
-            .update_endpoint(d.req(herald::proto::v1::UpdateEndpointRequest { app_id: app.clone(), endpoint_id: id.into(), endpoint: Some(e) }))
+            .update_endpoint(d.req(herald::proto::v1::UpdateEndpointRequest {
+                app_id: app.clone(),
+                endpoint_id: id.into(),
+                endpoint: Some(e),
+            }))
             .await
             .unwrap();
     }
@@ -455,7 +497,12 @@ async fn pause_resume_cancel_reentry_daily_cap_and_quiet_time() {
         end: (now + chrono::Duration::hours(1)).format("%H:%M").to_string(),
     };
     for (hold, subject) in [(false, "Q-drop"), (true, "Q-hold")] {
-        let mut q = segment_journey("quiet", &segment, "a", vec![("a", email_inline(subject, "b")), ("b", email_inline(&format!("{subject}-after"), ""))]);
+        let mut q = segment_journey(
+            "quiet",
+            &segment,
+            "a",
+            vec![("a", email_inline(subject, "b")), ("b", email_inline(&format!("{subject}-after"), ""))],
+        );
         q.quiet_time = Some(quiet.clone());
         q.wait_for_quiet_time = hold;
         let q = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(q) })).await.unwrap().into_inner();
@@ -578,7 +625,11 @@ async fn the_cli_reads_pinpoint_files_and_the_seeds_habits() {
             template: Some(Template {
                 name: "Hello".into(),
                 template_type: TemplateType::Email as i32,
-                content: Some(herald::proto::v1::template::Content::Email(EmailTemplate { subject: "Hello".into(), text_part: "Hi".into(), ..Default::default() })),
+                content: Some(herald::proto::v1::template::Content::Email(EmailTemplate {
+                    subject: "Hello".into(),
+                    text_part: "Hi".into(),
+                    ..Default::default()
+                })),
                 ..Default::default()
             }),
         }))
@@ -631,12 +682,18 @@ async fn multi_condition_on_segments_and_dimensions_and_refresh_on_segment_updat
     }
     let all = d.import_as_segment(&app, eps).await;
     let dims = |p: &str| SegmentDimensions {
-        attributes: [("Plan".to_string(), AttributeDimension { attribute_type: AttributeType::Inclusive as i32, values: vec![p.into()] })].into(),
+        attributes: [("Plan".to_string(), AttributeDimension { attribute_type: AttributeType::Inclusive as i32, values: vec![p.into()] })]
+            .into(),
         ..Default::default()
     };
     let mut segments = SegmentsClient::new(d.channel().await);
     let pros = segments
-        .create_segment(d.req(CreateSegmentRequest { app_id: app.clone(), name: "pros".into(), dimensions: Some(dims("Pro")), ..Default::default() }))
+        .create_segment(d.req(CreateSegmentRequest {
+            app_id: app.clone(),
+            name: "pros".into(),
+            dimensions: Some(dims("Pro")),
+            ..Default::default()
+        }))
         .await
         .unwrap()
         .into_inner()
@@ -645,7 +702,10 @@ async fn multi_condition_on_segments_and_dimensions_and_refresh_on_segment_updat
         kind: Some(Kind::MultiCondition(MultiConditionalSplitActivity {
             branches: vec![
                 MultiConditionalBranch {
-                    condition: Some(SimpleCondition { segment_condition: Some(SegmentCondition { segment_id: pros.clone() }), ..Default::default() }),
+                    condition: Some(SimpleCondition {
+                        segment_condition: Some(SegmentCondition { segment_id: pros.clone() }),
+                        ..Default::default()
+                    }),
                     next_activity: "pro".into(),
                 },
                 MultiConditionalBranch {
@@ -662,7 +722,12 @@ async fn multi_condition_on_segments_and_dimensions_and_refresh_on_segment_updat
         "routing",
         &all,
         "route",
-        vec![("route", route), ("pro", email_inline("For Pro", "")), ("team", email_inline("For Team", "")), ("others", email_inline("For everyone", ""))],
+        vec![
+            ("route", route),
+            ("pro", email_inline("For Pro", "")),
+            ("team", email_inline("For Team", "")),
+            ("others", email_inline("For everyone", "")),
+        ],
     );
     j.refresh_on_segment_update = true;
     let j = JourneysClient::new(d.channel().await)
@@ -681,7 +746,8 @@ async fn multi_condition_on_segments_and_dimensions_and_refresh_on_segment_updat
     let route = activity_metrics(&d, &app, &j.id, "route").await;
     assert_eq!((route["BRANCH_1"].as_str(), route["BRANCH_2"].as_str(), route["DEFAULT_BRANCH"].as_str()), ("1", "1", "1"), "{route:?}");
     // A new member and a new version of the start segment: only the newcomer enters.
-    let mut newcomer = Endpoint { id: "m3".into(), channel_type: ChannelType::Email as i32, address: "m3@example.com".into(), ..Default::default() };
+    let mut newcomer =
+        Endpoint { id: "m3".into(), channel_type: ChannelType::Email as i32, address: "m3@example.com".into(), ..Default::default() };
     plan(&mut newcomer, "Free");
     d.endpoints()
         .await
@@ -689,7 +755,12 @@ async fn multi_condition_on_segments_and_dimensions_and_refresh_on_segment_updat
         .await
         .unwrap();
     segments
-        .update_segment(d.req(UpdateSegmentRequest { app_id: app.clone(), segment_id: all.clone(), dimensions: Some(SegmentDimensions::default()), ..Default::default() }))
+        .update_segment(d.req(UpdateSegmentRequest {
+            app_id: app.clone(),
+            segment_id: all.clone(),
+            dimensions: Some(SegmentDimensions::default()),
+            ..Default::default()
+        }))
         .await
         .unwrap();
     until("the newcomer's email", 20, || got().len() == 4).await;

@@ -237,7 +237,7 @@ async fn fill_app(s: &dyn Store, a: &str) {
     assert_eq!(s.claim_idempotency(a, "k1", 3_600).await.unwrap(), herald::store::Idempotency::Claimed);
     s.complete_idempotency(a, "k1", b"response", 3_600).await.unwrap();
     let rule = herald::store::Reentry { cap: 1, interval_secs: 0 };
-    assert_eq!(s.journey_enter(a, "j1", &["e1".to_string()], "0a", 100, rule, 100).await.unwrap(), [herald::store::Entry::Entered]);
+    assert_eq!(s.journey_enter(a, "j1", &["e1".to_string()], "0a", 100, rule, 100).await.unwrap(), [herald::store::Entry::Entered(1)]);
 }
 
 async fn every_kind_of_record_is_gone_after_delete_app(h: Harness) {
@@ -968,15 +968,18 @@ async fn journey_participants(h: Harness) {
     let ids: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
     let once = Reentry { cap: 1, interval_secs: 0 };
     let now = 1_800_000_000;
-    assert_eq!(s.journey_enter("app", "j", &ids, "0a", now, once, now).await.unwrap(), [Entry::Entered; 3]);
+    assert_eq!(s.journey_enter("app", "j", &ids, "0a", now, once, now).await.unwrap(), [Entry::Entered(1); 3]);
     // In the journey now: never a second time at once; from another connection too.
     assert_eq!(h.other.journey_enter("app", "j", &ids[..1], "0a", now, once, now).await.unwrap(), [Entry::Active]);
     assert_eq!(s.journey_due("app", "j", now - 1, 10).await.unwrap(), []);
     let due = s.journey_due("app", "j", now, 2).await.unwrap();
-    assert_eq!(due, [
-        Participant { endpoint_id: "a".into(), due: now, state: "0a".into(), entries: 1 },
-        Participant { endpoint_id: "b".into(), due: now, state: "0a".into(), entries: 1 },
-    ]);
+    assert_eq!(
+        due,
+        [
+            Participant { endpoint_id: "a".into(), due: now, state: "0a".into(), entries: 1 },
+            Participant { endpoint_id: "b".into(), due: now, state: "0a".into(), entries: 1 },
+        ]
+    );
     // a waits (due later, a new state), b leaves; counters move with them.
     let moves = vec![("a".to_string(), Some((now + 60, "2w;3=m1".to_string()))), ("b".to_string(), None)];
     s.journey_move("app", "j", &moves, &[("ENDPOINT_LEFT".into(), 1), ("w|ENTER_ACTIVITY".into(), 1)]).await.unwrap();
@@ -992,11 +995,14 @@ async fn journey_participants(h: Harness) {
     assert_eq!(s.journey_enter("app", "j", &ids[1..2], "0a", now, once, now + 10).await.unwrap(), [Entry::CapExceeded]);
     let twice = Reentry { cap: 2, interval_secs: 3_600 };
     assert_eq!(s.journey_enter("app", "j", &ids[1..2], "0a", now, twice, now + 10).await.unwrap(), [Entry::TooSoon]);
-    assert_eq!(s.journey_enter("app", "j", &ids[1..2], "0a", now + 3_600, twice, now + 3_600).await.unwrap(), [Entry::Entered]);
+    assert_eq!(s.journey_enter("app", "j", &ids[1..2], "0a", now + 3_600, twice, now + 3_600).await.unwrap(), [Entry::Entered(2)]);
     let b = s.journey_due("app", "j", now + 3_600, 10).await.unwrap().into_iter().find(|p| p.endpoint_id == "b").unwrap();
     assert_eq!(b.entries, 2);
     // Unlimited (cap 0); journeys are apart; concurrent entries admit one.
-    assert_eq!(s.journey_enter("app", "k", &ids[..1], "0a", now, Reentry { cap: 0, interval_secs: 0 }, now).await.unwrap(), [Entry::Entered]);
+    assert_eq!(
+        s.journey_enter("app", "k", &ids[..1], "0a", now, Reentry { cap: 0, interval_secs: 0 }, now).await.unwrap(),
+        [Entry::Entered(1)]
+    );
     let tasks: Vec<_> = (0..6)
         .map(|_| {
             let store = h.store.clone();
@@ -1005,7 +1011,7 @@ async fn journey_participants(h: Harness) {
         .collect();
     let mut entered = 0;
     for t in tasks {
-        entered += usize::from(t.await.unwrap() == Entry::Entered);
+        entered += usize::from(t.await.unwrap() == Entry::Entered(1));
     }
     assert_eq!(entered, 1);
     s.journey_drop("app", "j").await.unwrap();
@@ -1032,10 +1038,29 @@ async fn journey_events_are_marked_for_conditions(h: Harness) {
     let campaign = Event { event_type: "_email.delivered".into(), message_id: "m3".into(), ..Default::default() };
     let reported = journey("_email.delivered", "m4", EventOrigin::PutEvents);
     s.record_outcomes("app", &[], &[journey("_email.delivered", "m1", EventOrigin::Delivery), campaign, reported], 3_600).await.unwrap();
-    let keys: Vec<String> = ["_email.delivered:m1", "_email.open:m1", "_email.delivered:m3", "_email.delivered:m4"].map(String::from).to_vec();
+    let keys: Vec<String> =
+        ["_email.delivered:m1", "_email.open:m1", "_email.delivered:m3", "_email.delivered:m4"].map(String::from).to_vec();
     assert_eq!(s.engaged("app", &keys).await.unwrap(), [true, false, false, false], "only journey messages' own events are marked");
     assert_eq!(s.first_engagement("app", &["_email.open:m1".to_string()], 60).await.unwrap(), [true]);
     assert_eq!(h.other.engaged("app", &keys[..2]).await.unwrap(), [true, true]);
+    // Recorded with their outcomes: marked only for an activity a condition asks about.
+    let outcome = |msg: &str, asked: bool| herald::proto::v1::MessageOutcome {
+        message_id: msg.into(),
+        endpoint_id: "e1".into(),
+        journey_id: "j1".into(),
+        journey_asked: asked,
+        ..Default::default()
+    };
+    s.record_outcomes(
+        "app",
+        &[outcome("m5", false), outcome("m6", true)],
+        &[journey("_email.send", "m5", EventOrigin::Delivery), journey("_email.send", "m6", EventOrigin::Delivery)],
+        3_600,
+    )
+    .await
+    .unwrap();
+    let sent = ["_email.send:m5", "_email.send:m6"].map(String::from);
+    assert_eq!(s.engaged("app", &sent).await.unwrap(), [false, true]);
 }
 
 async fn s_create(h: &Harness) {

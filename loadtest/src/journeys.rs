@@ -14,8 +14,8 @@ use super::*;
 use herald::proto::v1::journey_activity::Kind;
 use herald::proto::v1::{
     journeys_client::JourneysClient, Campaign, CreateJourneyRequest, Frequency, GetJourneyExecutionActivityMetricsRequest,
-    GetJourneyExecutionMetricsRequest, Journey, JourneyActivity, JourneyStartCondition, JourneyState, MessageActivity,
-    RandomSplitActivity, RandomSplitEntry, Schedule, SegmentCondition, WaitActivity, WaitTime,
+    GetJourneyExecutionMetricsRequest, Journey, JourneyActivity, JourneyStartCondition, JourneyState, MessageActivity, RandomSplitActivity,
+    RandomSplitEntry, Schedule, SegmentCondition, WaitActivity, WaitTime,
 };
 
 fn email(subject: &str, next: &str, size: usize) -> JourneyActivity {
@@ -32,7 +32,11 @@ fn email(subject: &str, next: &str, size: usize) -> JourneyActivity {
 fn content(subject: &str, size: usize) -> DirectMessageConfiguration {
     let text: String = "Herald load test payload. ".chars().cycle().take(size).collect();
     DirectMessageConfiguration {
-        email_message: Some(EmailMessage { subject: format!("{subject} {{{{User.UserAttributes.FirstName}}}}"), text_part: text, ..Default::default() }),
+        email_message: Some(EmailMessage {
+            subject: format!("{subject} {{{{User.UserAttributes.FirstName}}}}"),
+            text_part: text,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -53,14 +57,25 @@ fn journey(segment: &str, start: &str, acts: Vec<(&str, JourneyActivity)>) -> Jo
     }
 }
 
-async fn metrics(channel: &Channel, key: &Option<String>, app: &str, id: &str) -> anyhow::Result<std::collections::HashMap<String, String>> {
+async fn metrics(
+    channel: &Channel,
+    key: &Option<String>,
+    app: &str,
+    id: &str,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
     let m = JourneysClient::new(channel.clone())
         .get_journey_execution_metrics(request(key, GetJourneyExecutionMetricsRequest { app_id: app.into(), journey_id: id.into() }))
         .await?;
     Ok(m.into_inner().metrics)
 }
 
-async fn activity(channel: &Channel, key: &Option<String>, app: &str, id: &str, act: &str) -> anyhow::Result<std::collections::HashMap<String, String>> {
+async fn activity(
+    channel: &Channel,
+    key: &Option<String>,
+    app: &str,
+    id: &str,
+    act: &str,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
     let m = JourneysClient::new(channel.clone())
         .get_journey_execution_activity_metrics(request(
             key,
@@ -88,6 +103,30 @@ async fn sink_reaches(sink: &Sink, before: u64, want: u64, t0: Instant) -> anyho
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Redis' CPU time (user + system) in seconds, from INFO cpu.
+fn redis_cpu_seconds(url: &str) -> Option<f64> {
+    let out = std::process::Command::new("redis-cli").args(["-u", url, "info", "cpu"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok());
+    Some(field("used_cpu_user:")? + field("used_cpu_sys:")?)
+}
+
+/// CPU seconds of the daemon and of Redis, where known.
+fn cpu_now(pid: Option<u32>, redis: Option<&str>) -> (Option<f64>, Option<f64>) {
+    (pid.and_then(scenarios::cpu_seconds), redis.and_then(redis_cpu_seconds))
+}
+
+/// Microseconds of CPU per message between two readings, daemon then Redis.
+fn cpu_per_message(a: (Option<f64>, Option<f64>), b: (Option<f64>, Option<f64>), n: u64) -> (Option<f64>, Option<f64>) {
+    let per = |x: Option<f64>, y: Option<f64>| Some((y? - x?) * 1e6 / n as f64);
+    (per(a.0, b.0), per(a.1, b.1))
+}
+
+fn show_cpu(c: (Option<f64>, Option<f64>)) -> String {
+    let f = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.1}"));
+    format!("CPU per message: daemon {} µs, Redis {} µs", f(c.0), f(c.1))
 }
 
 fn redis_used_memory(url: &str) -> anyhow::Result<u64> {
@@ -128,19 +167,23 @@ pub(crate) async fn journeys(
         ..Default::default()
     };
     let before = sink.2.load(std::sync::atomic::Ordering::Relaxed);
+    let cpu0 = cpu_now(pid, redis_url.as_deref());
     let t0 = Instant::now();
     herald::proto::v1::campaigns_client::CampaignsClient::new(channel.clone())
         .create_campaign(request(key, herald::proto::v1::CreateCampaignRequest { app_id: app.clone(), campaign: Some(campaign) }))
         .await?;
     let campaign_secs = sink_reaches(&sink, before, endpoints, t0).await?;
     let campaign_rate = endpoints as f64 / campaign_secs;
+    let campaign_cpu = cpu_per_message(cpu0, cpu_now(pid, redis_url.as_deref()), endpoints);
     let mut client = JourneysClient::new(channel.clone());
     let before = sink.2.load(std::sync::atomic::Ordering::Relaxed);
+    let cpu0 = cpu_now(pid, redis_url.as_deref());
     let t0 = Instant::now();
     let first = journey(&segment, "welcome", vec![("welcome", email("Journey", "", size))]);
     client.create_journey(request(key, CreateJourneyRequest { app_id: app.clone(), journey: Some(first) })).await?;
     let journey_secs = sink_reaches(&sink, before, endpoints, t0).await?;
     let journey_rate = endpoints as f64 / journey_secs;
+    let journey_cpu = cpu_per_message(cpu0, cpu_now(pid, redis_url.as_deref()), endpoints);
 
     // 2. Steps: wait 1 s → random split → an email on either branch.
     let split = JourneyActivity {
@@ -153,12 +196,20 @@ pub(crate) async fn journeys(
         ..Default::default()
     };
     let wait = JourneyActivity {
-        kind: Some(Kind::Wait(WaitActivity { wait_time: Some(WaitTime { wait_for: "PT1S".into(), ..Default::default() }), next_activity: "split".into() })),
+        kind: Some(Kind::Wait(WaitActivity {
+            wait_time: Some(WaitTime { wait_for: "PT1S".into(), ..Default::default() }),
+            next_activity: "split".into(),
+        })),
         ..Default::default()
     };
-    let steps = journey(&segment, "wait", vec![("wait", wait), ("split", split), ("left", email("Left", "", size)), ("right", email("Right", "", size))]);
+    let steps = journey(
+        &segment,
+        "wait",
+        vec![("wait", wait), ("split", split), ("left", email("Left", "", size)), ("right", email("Right", "", size))],
+    );
     let before = sink.2.load(std::sync::atomic::Ordering::Relaxed);
-    let created = client.create_journey(request(key, CreateJourneyRequest { app_id: app.clone(), journey: Some(steps) })).await?.into_inner();
+    let created =
+        client.create_journey(request(key, CreateJourneyRequest { app_id: app.clone(), journey: Some(steps) })).await?.into_inner();
     // Entered, then due a second later: the steps start when the first waits end.
     let deadline = Instant::now() + MAX_DURATION;
     let mut t_first = None;
@@ -189,7 +240,10 @@ pub(crate) async fn journeys(
         let used_before = redis_url.as_deref().map(redis_used_memory).transpose()?;
         let rss_before = pid.and_then(scenarios::resident_bytes);
         let hold = JourneyActivity {
-            kind: Some(Kind::Wait(WaitActivity { wait_time: Some(WaitTime { wait_for: "PT1H".into(), ..Default::default() }), next_activity: "later".into() })),
+            kind: Some(Kind::Wait(WaitActivity {
+                wait_time: Some(WaitTime { wait_for: "PT1H".into(), ..Default::default() }),
+                next_activity: "later".into(),
+            })),
             ..Default::default()
         };
         let j = journey(&wsegment, "hold", vec![("hold", hold), ("later", email("Later", "", size))]);
@@ -232,16 +286,18 @@ pub(crate) async fn journeys(
         println!(
             "{}",
             json!({"scenario": "journey", "endpoints": endpoints, "campaign_per_second": campaign_rate, "journey_first_email_per_second": journey_rate,
-                   "ratio": journey_rate / campaign_rate, "steps_per_second": steps_rate, "steps_seconds": steps_secs, "left_branch": left,
+                   "ratio": journey_rate / campaign_rate,
+                   "campaign_cpu_us": [campaign_cpu.0, campaign_cpu.1], "journey_cpu_us": [journey_cpu.0, journey_cpu.1], "steps_per_second": steps_rate, "steps_seconds": steps_secs, "left_branch": left,
                    "steps_at_sink": at_sink, "waiting": waiting,
                    "store_bytes_per_waiting": waiting_figures.and_then(|w| w.0), "daemon_rss_growth_mb": waiting_figures.and_then(|w| w.1),
                    "daemon_rss_peak_growth_mb": waiting_figures.and_then(|w| w.2), "waiting_entry_seconds": waiting_figures.map(|w| w.3)})
         );
     } else {
-        println!("campaign: {endpoints} emails in {campaign_secs:.2} s = {campaign_rate:.0}/s");
+        println!("campaign: {endpoints} emails in {campaign_secs:.2} s = {campaign_rate:.0}/s; {}", show_cpu(campaign_cpu));
         println!(
-            "journey, first email activity: {endpoints} emails in {journey_secs:.2} s = {journey_rate:.0}/s; journey / campaign = {:.2}",
-            journey_rate / campaign_rate
+            "journey, first email activity: {endpoints} emails in {journey_secs:.2} s = {journey_rate:.0}/s; journey / campaign = {:.2}; {}",
+            journey_rate / campaign_rate,
+            show_cpu(journey_cpu)
         );
         println!(
             "steps (wait → random split → email): {} steps in {steps_secs:.2} s = {steps_rate:.0} steps/s; {left} went left, {} right; {at_sink} emails at the sink",

@@ -463,7 +463,8 @@ async fn main() -> anyhow::Result<()> {
             if endpoints == 0 || endpoints > MAX_COUNT || waiting > MAX_COUNT || size > 1 << 20 || !(1..=256).contains(&connections) {
                 bail!("--endpoints and --waiting must be at most {MAX_COUNT}, --size at most 1 MiB, --connections 1..=256");
             }
-            journeys::journeys(&channel, &cli.api_key, endpoints, size, connections, waiting, redis_url, daemon_pid, cli.json, cli.keep).await?;
+            journeys::journeys(&channel, &cli.api_key, endpoints, size, connections, waiting, redis_url, daemon_pid, cli.json, cli.keep)
+                .await?;
         }
         Scenario::Kpi { messages, queries, redis_url } => {
             if messages == 0 || messages > 5_000_000 || !(1..=10_000).contains(&queries) {

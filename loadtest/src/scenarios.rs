@@ -424,7 +424,7 @@ pub(crate) fn redis_reference(target: &str, json_out: bool) -> anyhow::Result<()
 }
 
 /// A process's CPU time (user + system) in seconds, from /proc/PID/stat.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat.rsplit_once(')')?.1;

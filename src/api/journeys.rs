@@ -126,7 +126,9 @@ impl JourneysService {
         }
         if !j.refresh_frequency.is_empty() {
             match journeys::parse_duration(&j.refresh_frequency) {
-                Ok(s) if s < journeys::MIN_REFRESH_SECS => v.push(FieldViolation::new("journey.refresh_frequency", "must be at least an hour (PT1H)")),
+                Ok(s) if s < journeys::MIN_REFRESH_SECS => {
+                    v.push(FieldViolation::new("journey.refresh_frequency", "must be at least an hour (PT1H)"))
+                }
                 Ok(_) if sc.event_start_condition.is_some() => {
                     v.push(FieldViolation::new("journey.refresh_frequency", "applies to segment-started journeys only"))
                 }
@@ -138,7 +140,10 @@ impl JourneysService {
             v.push(FieldViolation::new("journey.refresh_on_segment_update", "applies to segment-started journeys only"));
         }
         if j.local_time && schedule.start_time.is_empty() && schedule.end_time.is_empty() {
-            v.push(FieldViolation::new("journey.local_time", "reads schedule.start_time and end_time on each participant's clock: give one"));
+            v.push(FieldViolation::new(
+                "journey.local_time",
+                "reads schedule.start_time and end_time on each participant's clock: give one",
+            ));
         }
         // Segment conditions name segments that exist; every message activity's content compiles.
         if let Some(g) = &graph {
@@ -166,7 +171,9 @@ impl JourneysService {
                 let (config, templates) = journeys::exec::content_of(m, channel);
                 match Composer::build(self.store.as_ref(), self.cache.clone(), app, &config, &templates, Tracking::off()).await {
                     Ok(_) => {}
-                    Err(ComposeError::Field(f)) => v.push(FieldViolation::new(format!("journey.activities[{id:?}].{name}"), format!("{}: {}", f.field, f.description))),
+                    Err(ComposeError::Field(f)) => {
+                        v.push(FieldViolation::new(format!("journey.activities[{id:?}].{name}"), format!("{}: {}", f.field, f.description)))
+                    }
                     Err(ComposeError::Store(e)) => return Err(store_status(e)),
                 }
             }

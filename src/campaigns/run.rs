@@ -821,7 +821,9 @@ impl Runner {
         if limits.daily.is_some() || limits.total.is_some() {
             let ids: Vec<String> = go.iter().map(|(e, _, _)| e.id.clone()).collect();
             let ok = self
-                .patiently(|| store.take_endpoint_caps(app, &run.campaign_id, &ids, limits.daily.map(|d| (d, 86_400)), limits.total, now.timestamp()))
+                .patiently(|| {
+                    store.take_endpoint_caps(app, &run.campaign_id, &ids, limits.daily.map(|d| (d, 86_400)), limits.total, now.timestamp())
+                })
                 .await?;
             let mut kept = Vec::with_capacity(go.len());
             for (item, ok) in go.into_iter().zip(ok) {

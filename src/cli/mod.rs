@@ -2,10 +2,10 @@
 //! configuration, and `apps`/`endpoints` are a terminal client of a running daemon.
 
 mod campaigns;
-mod journeys;
 mod client;
 mod endpoints;
 mod events;
+mod journeys;
 mod kpi;
 use crate::domain::json;
 mod segments;

@@ -36,13 +36,14 @@ use super::{compile, metrics as names, parse_duration, share, Channel, Cond, Gra
 use crate::dispatch::engine::Engine;
 use crate::dispatch::quota::RateGate;
 use crate::domain;
-use crate::pipeline::compose::{Composer, ComposeError, Tracking};
+use crate::pipeline::compose::{ComposeError, Composer, Tracking};
 use crate::proto::v1::journey_activity::Kind;
-use crate::proto::v1::{
-Endpoint, EndpointStatus, Event, EventOrigin, Journey, JourneyProgress, JourneyState};
+use crate::proto::v1::{Endpoint, EndpointStatus, Event, EventOrigin, Journey, JourneyProgress, JourneyState};
 use crate::render::template::TemplateCache;
 use crate::segments::rule::{parse_instant, Criteria, Rule};
-use crate::store::{Move, Participant, Reentry, Store, StoreError};
+use futures::StreamExt;
+
+use crate::store::{Entry, Move, Participant, Reentry, Store, StoreError};
 
 mod send;
 pub use send::{content_of, request_id};
@@ -56,6 +57,8 @@ const BATCHES: usize = 4;
 /// Segment members let in per entry page.
 const ENTRY_PAGE: usize = 1_000;
 const LEASE_MS: u64 = 15_000;
+/// Entrants stepped as they enter are due this much later in the queue meanwhile.
+const CLAIM_SECS: i64 = (LEASE_MS / 1_000) as i64;
 /// How long a message waits for a full engine.
 const SUBMIT_WAIT: Duration = Duration::from_secs(3_600);
 /// A participant whose message the channel quota refused tries again this much later.
@@ -258,7 +261,8 @@ impl JourneyRunner {
                         let progress = load_progress(self.store.as_ref(), &app.app_id, &j.id).await?;
                         let state = effective_state(&j, progress.as_ref());
                         let work = matches!(state, JourneyState::Active | JourneyState::Closed | JourneyState::Cancelled)
-                            && !(state == JourneyState::Cancelled && progress.as_ref().is_some_and(|p| p.metrics.contains_key("CANCEL_DONE")));
+                            && !(state == JourneyState::Cancelled
+                                && progress.as_ref().is_some_and(|p| p.metrics.contains_key("CANCEL_DONE")));
                         if work {
                             self.spawn(&app.app_id, &j.id);
                         }
@@ -328,7 +332,9 @@ impl JourneyRunner {
 
     async fn prepare(&self, app: &str, j: Journey) -> Result<Plan, JourneyError> {
         let store = self.store.as_ref();
-        let graph = compile(&j).map_err(|v| JourneyError::Invalid(v.iter().map(|f| format!("{}: {}", f.field, f.description)).collect::<Vec<_>>().join("; ")))?;
+        let graph = compile(&j).map_err(|v| {
+            JourneyError::Invalid(v.iter().map(|f| format!("{}: {}", f.field, f.description)).collect::<Vec<_>>().join("; "))
+        })?;
         let mut v = Vec::new();
         let sending = Sending::new(&j, &mut v);
         let settings = store.get_app(app).await?.and_then(|a| a.settings).unwrap_or_default();
@@ -418,7 +424,9 @@ impl JourneyRunner {
         let store = self.store.clone();
         let Some(raw) = store.get_record(app, KIND, id, None).await? else { return Ok(()) };
         let j = Journey::decode(raw.as_slice()).map_err(StoreError::from)?;
-        let mut progress = load_progress(store.as_ref(), app, id).await?.unwrap_or_else(|| JourneyProgress { journey_id: id.to_string(), ..Default::default() });
+        let mut progress = load_progress(store.as_ref(), app, id)
+            .await?
+            .unwrap_or_else(|| JourneyProgress { journey_id: id.to_string(), ..Default::default() });
         let plan = match self.prepare(app, j).await {
             Ok(p) => p,
             Err(JourneyError::Invalid(why)) => {
@@ -464,7 +472,13 @@ impl JourneyRunner {
             // those already in are stepped.
             let entering = state == JourneyState::Active && started;
             let (entered, stepped) = tokio::join!(
-                async { if entering { self.enter(app, &plan, &mut progress, now).await } else { Ok(false) } },
+                async {
+                    if entering {
+                        self.enter(app, &plan, &mut progress, now).await
+                    } else {
+                        Ok(false)
+                    }
+                },
                 self.step(app, &plan, now)
             );
             let busy = entered? | stepped?;
@@ -472,7 +486,12 @@ impl JourneyRunner {
             let entries_done = match (&plan.event, state) {
                 (_, JourneyState::Closed) => true,
                 (Some(_), _) => false,
-                (None, _) => progress.segment_read > 0 && !progress.entry_open && refresh_secs(&plan.journey).is_none() && !plan.journey.refresh_on_segment_update,
+                (None, _) => {
+                    progress.segment_read > 0
+                        && !progress.entry_open
+                        && refresh_secs(&plan.journey).is_none()
+                        && !plan.journey.refresh_on_segment_update
+                }
             };
             if active == 0 && entries_done && !busy {
                 progress.state = JourneyState::Completed as i32;
@@ -525,14 +544,20 @@ impl JourneyRunner {
             ids.dedup();
             if !ids.is_empty() {
                 let members = self.admissible(app, plan, ids).await?;
-                self.admit(app, plan, &members, &start_state, now).await?;
+                self.admit(app, plan, members, &start_state, now).await?;
             }
             progress.event_position = last;
             self.save(app, progress).await?;
             return Ok(events.len() == ENTRY_PAGE);
         }
         let Some(rule) = &plan.start_rule else { return Ok(false) };
-        let segment_id = plan.journey.start_condition.as_ref().and_then(|s| s.segment_start_condition.as_ref()).map(|s| s.segment_id.clone()).unwrap_or_default();
+        let segment_id = plan
+            .journey
+            .start_condition
+            .as_ref()
+            .and_then(|s| s.segment_start_condition.as_ref())
+            .map(|s| s.segment_id.clone())
+            .unwrap_or_default();
         if !progress.entry_open {
             let refresh = refresh_secs(&plan.journey);
             let due = progress.segment_read == 0 || refresh.is_some_and(|r| now.timestamp() - progress.segment_read >= r);
@@ -555,39 +580,54 @@ impl JourneyRunner {
             Arc::new(crate::segments::compile(store.as_ref(), app, &segment).await.map_err(segment_error)?)
         };
         let after = Some(progress.entry_cursor.clone()).filter(|c| !c.is_empty());
-        let mut stream = crate::segments::MemberStream::open_ordered(store.clone(), app, rule, ENTRY_PAGE, after);
-        // A few pages at a time, so that stepping goes on beside a large entry.
-        for _ in 0..8 {
-            let Some(page) = stream.next_page().await else {
-                progress.entry_open = false;
-                progress.segment_read = now.timestamp();
-                progress.segment_version = segment.version;
-                self.save(app, progress).await?;
-                return Ok(true);
-            };
-            let page = page?;
-            let produced = page.len() as i64;
-            let (mut inactive, mut opted_out) = (0, 0);
-            let mut members = Vec::with_capacity(page.len());
-            for e in page {
-                if e.endpoint_status == EndpointStatus::Inactive as i32 {
-                    inactive += 1;
-                } else if e.opt_out == crate::proto::v1::OptOut::All as i32 {
-                    opted_out += 1;
-                } else {
-                    members.push(e);
+        let stream = crate::segments::MemberStream::open_ordered(store.clone(), app, rule, ENTRY_PAGE, after);
+        // A few pages at a time, so that stepping goes on beside a large entry; up to
+        // [`BATCHES`] pages are let in and stepped side by side while the next is read.
+        let pages = futures::stream::unfold(stream, |mut s| async move {
+            let page = s.next_page().await?;
+            let cursor = s.last_scanned.clone();
+            Some(((page, cursor), s))
+        })
+        .take(8);
+        let start_state = start_state.as_str();
+        let mut work = std::pin::pin!(pages
+            .map(|(page, cursor)| async move {
+                let page = page?;
+                let produced = page.len() as i64;
+                let (mut inactive, mut opted_out) = (0, 0);
+                let mut members = Vec::with_capacity(page.len());
+                for e in page {
+                    if e.endpoint_status == EndpointStatus::Inactive as i32 {
+                        inactive += 1;
+                    } else if e.opt_out == crate::proto::v1::OptOut::All as i32 {
+                        opted_out += 1;
+                    } else {
+                        members.push(e);
+                    }
                 }
-            }
-            self.admit(app, plan, &members, &start_state, now).await?;
-            let counters: Vec<(String, i64)> = [(names::ENDPOINT_INACTIVE, inactive), (names::ENDPOINT_OPT_OUT, opted_out), (names::ENDPOINT_PRODUCED, produced)]
-                .into_iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(k, n)| (k.to_string(), n))
-                .collect();
-            store.journey_move(app, id, &[], &counters).await?;
-            if let Some(c) = stream.last_scanned.clone() {
+                let counters: Vec<(String, i64)> =
+                    [(names::ENDPOINT_INACTIVE, inactive), (names::ENDPOINT_OPT_OUT, opted_out), (names::ENDPOINT_PRODUCED, produced)]
+                        .into_iter()
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(k, n)| (k.to_string(), n))
+                        .collect();
+                self.store.journey_move(app, id, &[], &counters).await?;
+                self.admit(app, plan, members, start_state, now).await?;
+                Ok::<_, JourneyError>(cursor)
+            })
+            .buffered(BATCHES));
+        let mut read = 0;
+        while let Some(cursor) = work.next().await {
+            read += 1;
+            if let Some(c) = cursor? {
                 progress.entry_cursor = c;
             }
+            self.save(app, progress).await?;
+        }
+        if read < 8 {
+            progress.entry_open = false;
+            progress.segment_read = now.timestamp();
+            progress.segment_version = segment.version;
             self.save(app, progress).await?;
         }
         Ok(true)
@@ -612,35 +652,65 @@ impl JourneyRunner {
         }
     }
 
-    /// Lets endpoints in at the start activity, due now — or, with local time, when the
-    /// journey starts on their own clock (not at all once it has ended there, counted as
-    /// `ENDPOINT_TIMEZONE_MISMATCH`).
-    async fn admit(&self, app: &str, plan: &Plan, members: &[Endpoint], start_state: &str, now: DateTime<Utc>) -> Result<(), JourneyError> {
+    /// Lets endpoints in at the start activity and steps those due now at once, with the
+    /// endpoints in hand — or, with local time, lets them in when the journey starts on their
+    /// own clock (not at all once it has ended there, counted as `ENDPOINT_TIMEZONE_MISMATCH`).
+    ///
+    /// Those stepped at once are written due [`CLAIM_SECS`] ahead, so that the due queue does
+    /// not step them beside this; should this daemon die before their step is written, they
+    /// are stepped from the queue then (their messages' run keys keep anyone from a repeat).
+    async fn admit(
+        &self,
+        app: &str,
+        plan: &Plan,
+        members: Vec<Endpoint>,
+        start_state: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), JourneyError> {
         let id = plan.journey.id.as_str();
-        let mut by_due: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        let mut later: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        let mut at_once = Vec::with_capacity(members.len());
         let mut outside = 0;
         let schedule = plan.journey.schedule.clone().unwrap_or_default();
         for e in members {
-            let due = if plan.journey.local_time {
+            if plan.journey.local_time {
                 let tz = e.demographic.as_ref().map(|d| d.timezone.as_str()).filter(|t| !t.is_empty());
                 let (start, end) = super::local_window(&schedule, tz);
                 if end.is_some_and(|end| now >= end) {
                     outside += 1;
                     continue;
                 }
-                start.map_or(now.timestamp(), |s| ceil_secs(s.max(now)))
-            } else {
-                now.timestamp()
-            };
-            by_due.entry(due).or_default().push(e.id.clone());
+                if let Some(due) = start.map(|s| ceil_secs(s)).filter(|due| *due > now.timestamp()) {
+                    later.entry(due).or_default().push(e.id.clone());
+                    continue;
+                }
+            }
+            at_once.push(e);
         }
-        for (due, ids) in by_due {
+        for (due, ids) in later {
             self.store.journey_enter(app, id, &ids, start_state, due, plan.reentry, now.timestamp()).await?;
         }
         if outside > 0 {
             self.store.journey_move(app, id, &[], &[(names::ENDPOINT_TIMEZONE_MISMATCH.to_string(), outside)]).await?;
         }
-        Ok(())
+        if at_once.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = at_once.iter().map(|e| e.id.clone()).collect();
+        let claimed = now.timestamp() + CLAIM_SECS;
+        let entries = self.store.journey_enter(app, id, &ids, start_state, claimed, plan.reentry, now.timestamp()).await?;
+        let mut due = Vec::with_capacity(ids.len());
+        let mut known = HashMap::with_capacity(ids.len());
+        for (e, entry) in at_once.into_iter().zip(entries) {
+            if let Entry::Entered(n) = entry {
+                due.push(Participant { endpoint_id: e.id.clone(), due: claimed, state: start_state.to_string(), entries: n });
+                known.insert(e.id.clone(), e);
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.step_batch(app, plan, due, now, known).await
     }
 
     /// Steps the participants due by `now`, [`BATCHES`] batches at a time side by side (their
@@ -657,7 +727,7 @@ impl JourneyRunner {
             let rest = due.split_off(due.len().min(PAGE));
             batches.push(std::mem::replace(&mut due, rest));
         }
-        for r in futures::future::join_all(batches.into_iter().map(|b| self.step_batch(app, plan, b, now))).await {
+        for r in futures::future::join_all(batches.into_iter().map(|b| self.step_batch(app, plan, b, now, HashMap::new()))).await {
             r?;
         }
         Ok(full)
@@ -665,9 +735,16 @@ impl JourneyRunner {
 
     /// Steps one batch of due participants: walks them, sends their messages, and writes their
     /// new positions once the messages' outcomes are in.
-    async fn step_batch(&self, app: &str, plan: &Plan, due: Vec<Participant>, now: DateTime<Utc>) -> Result<(), JourneyError> {
+    async fn step_batch(
+        &self,
+        app: &str,
+        plan: &Plan,
+        due: Vec<Participant>,
+        now: DateTime<Utc>,
+        known: HashMap<String, Endpoint>,
+    ) -> Result<(), JourneyError> {
         let id = plan.journey.id.as_str();
-        let mut batch = Batch::default();
+        let mut batch = Batch { known, ..Default::default() };
         let mut frontier: Vec<(Participant, Position)> = Vec::with_capacity(due.len());
         for p in due {
             match Position::decode(&p.state) {
@@ -786,7 +863,7 @@ impl JourneyRunner {
         let mut answers: Vec<Vec<bool>> = Vec::with_capacity(conds.len());
         let ids: Vec<String> = group.iter().map(|(p, _)| p.endpoint_id.clone()).collect();
         let needs_endpoints = conds.iter().any(|c| matches!(c, Cond::Dimensions(_)));
-        let endpoints = if needs_endpoints { self.store.get_endpoints(app, &ids).await? } else { Vec::new() };
+        let endpoints = if needs_endpoints { batch.endpoints(self.store.as_ref(), app, &ids).await? } else { Vec::new() };
         for c in &conds {
             answers.push(match c {
                 Cond::Event { activity, types, exclude } => {
@@ -813,7 +890,11 @@ impl JourneyRunner {
                     }
                 }
                 Cond::Segment(segment) => {
-                    let rule = plan.segments.get(segment).cloned().ok_or_else(|| JourneyError::Invalid(format!("segment {segment} not loaded")))?;
+                    let rule = plan
+                        .segments
+                        .get(segment)
+                        .cloned()
+                        .ok_or_else(|| JourneyError::Invalid(format!("segment {segment} not loaded")))?;
                     let mut sorted = ids.clone();
                     sorted.sort();
                     let mut stream = crate::segments::MemberStream::listed(self.store.clone(), app, rule, sorted, None);
@@ -900,9 +981,18 @@ fn walk(batch: &mut Batch, next: &mut Vec<(Participant, Position)>, p: Participa
 struct Batch {
     moves: Vec<Move>,
     counters: HashMap<String, i64>,
+    /// Endpoints read as they entered, not read again.
+    known: HashMap<String, Endpoint>,
 }
 
 impl Batch {
+    /// The endpoints of `ids`, those not known read from the store.
+    async fn endpoints(&self, store: &dyn Store, app: &str, ids: &[String]) -> Result<Vec<Option<Endpoint>>, StoreError> {
+        let missing: Vec<String> = ids.iter().filter(|i| !self.known.contains_key(*i)).cloned().collect();
+        let mut read = if missing.is_empty() { Vec::new() } else { store.get_endpoints(app, &missing).await? }.into_iter();
+        Ok(ids.iter().map(|i| self.known.get(i).cloned().or_else(|| read.next().flatten())).collect())
+    }
+
     fn count(&mut self, activity: &str, metric: &str, n: i64) {
         *self.counters.entry(format!("{activity}|{metric}")).or_default() += n;
     }

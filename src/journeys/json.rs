@@ -322,7 +322,10 @@ fn activity(v: &Value, at: &str, notes: &mut Vec<String>) -> R<JourneyActivity> 
                         let bf = format!("{f}.Branches[{i}]");
                         let bo = obj(b, &bf)?;
                         only(bo, &["NextActivity", "Percentage"], &bf)?;
-                        Ok(RandomSplitEntry { next_activity: text(bo, "NextActivity", &bf)?, percentage: int(bo, "Percentage", &bf)?.unwrap_or(0) })
+                        Ok(RandomSplitEntry {
+                            next_activity: text(bo, "NextActivity", &bf)?,
+                            percentage: int(bo, "Percentage", &bf)?.unwrap_or(0),
+                        })
                     })
                     .collect::<R<_>>()?,
                 Some(_) => return Err(bad(&format!("{f}.Branches"), "expected a list")),
@@ -354,15 +357,36 @@ pub fn journey(v: &Value) -> R<Read> {
     only(
         o,
         &[
-            "Name", "StartCondition", "Activities", "StartActivity", "Schedule", "Limits", "LocalTime", "QuietTime", "WaitForQuietTime",
-            "RefreshFrequency", "RefreshOnSegmentUpdate", "SendingSchedule", "OpenHours", "ClosedDays", "State", "tags", "Tags",
-            "CreationDate", "LastModifiedDate", "TimezoneEstimationMethods", "JourneyChannelSettings",
+            "Name",
+            "StartCondition",
+            "Activities",
+            "StartActivity",
+            "Schedule",
+            "Limits",
+            "LocalTime",
+            "QuietTime",
+            "WaitForQuietTime",
+            "RefreshFrequency",
+            "RefreshOnSegmentUpdate",
+            "SendingSchedule",
+            "OpenHours",
+            "ClosedDays",
+            "State",
+            "tags",
+            "Tags",
+            "CreationDate",
+            "LastModifiedDate",
+            "TimezoneEstimationMethods",
+            "JourneyChannelSettings",
         ],
         at,
     )?;
     let mut notes = Vec::new();
     if sub(o, "TimezoneEstimationMethods").is_some() {
-        return Err(bad(&format!("{at}.TimezoneEstimationMethods"), "Herald does not estimate time zones; set Demographic.Timezone on endpoints"));
+        return Err(bad(
+            &format!("{at}.TimezoneEstimationMethods"),
+            "Herald does not estimate time zones; set Demographic.Timezone on endpoints",
+        ));
     }
     if sub(o, "JourneyChannelSettings").is_some() {
         return Err(bad(&format!("{at}.JourneyChannelSettings"), "Amazon Connect settings are not supported by Herald"));
@@ -390,7 +414,8 @@ pub fn journey(v: &Value) -> R<Read> {
     for k in ["tags", "Tags"] {
         if let Some(t) = sub(o, k) {
             for (name, value) in obj(t, &format!("{at}.{k}"))? {
-                j.tags.insert(name.clone(), value.as_str().ok_or_else(|| bad(&format!("{at}.{k}.{name}"), "expected a string"))?.to_string());
+                j.tags
+                    .insert(name.clone(), value.as_str().ok_or_else(|| bad(&format!("{at}.{k}.{name}"), "expected a string"))?.to_string());
             }
         }
     }
@@ -440,7 +465,11 @@ pub fn journey(v: &Value) -> R<Read> {
         let f = format!("{at}.Schedule");
         let so = obj(s, &f)?;
         only(so, &["StartTime", "EndTime", "Timezone"], &f)?;
-        j.schedule = Some(JourneySchedule { start_time: text(so, "StartTime", &f)?, end_time: text(so, "EndTime", &f)?, timezone: text(so, "Timezone", &f)? });
+        j.schedule = Some(JourneySchedule {
+            start_time: text(so, "StartTime", &f)?,
+            end_time: text(so, "EndTime", &f)?,
+            timezone: text(so, "Timezone", &f)?,
+        });
     }
     if let Some(l) = sub(o, "Limits") {
         let f = format!("{at}.Limits");

@@ -38,8 +38,11 @@ pub const HOLDOUT: &str = "HOLDOUT";
 
 /// The journey-level metrics from the stored counters and the participants inside now.
 pub fn journey(active: u64, counters: &[(String, i64)]) -> std::collections::HashMap<String, String> {
-    let mut out: std::collections::HashMap<String, String> =
-        counters.iter().filter(|(k, _)| !k.contains('|') && k.chars().all(|c| c.is_ascii_uppercase() || c == '_')).map(|(k, v)| (k.clone(), v.to_string())).collect();
+    let mut out: std::collections::HashMap<String, String> = counters
+        .iter()
+        .filter(|(k, _)| !k.contains('|') && k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
     for k in [ENDPOINT_ENTERED, ENDPOINT_LEFT, CANCELLED, "ACTIVE_ENDPOINT_REJECTED", "REENTRY_CAP_EXCEEDED"] {
         out.entry(k.to_string()).or_insert_with(|| "0".into());
     }

@@ -266,7 +266,10 @@ pub fn compile(j: &Journey) -> Result<Graph, Vec<FieldViolation>> {
         let a = &j.activities[id];
         let step = match &a.kind {
             None => {
-                v.push(FieldViolation::new(&at, "give one activity type (email, sms, push, custom, wait, conditional_split, multi_condition, random_split, holdout)"));
+                v.push(FieldViolation::new(
+                    &at,
+                    "give one activity type (email, sms, push, custom, wait, conditional_split, multi_condition, random_split, holdout)",
+                ));
                 None
             }
             Some(Kind::Email(m)) | Some(Kind::Sms(m)) | Some(Kind::Push(m)) | Some(Kind::Custom(m)) => {
@@ -481,7 +484,10 @@ fn condition(
                 None
             }
             None => {
-                v.push(FieldViolation::new(format!("{f}.message_activity"), format!("no activity {:?} in journey.activities", e.message_activity)));
+                v.push(FieldViolation::new(
+                    format!("{f}.message_activity"),
+                    format!("no activity {:?} in journey.activities", e.message_activity),
+                ));
                 None
             }
         };
@@ -703,7 +709,10 @@ mod tests {
         };
         let f = fields(compile(&journey(&[("a", split), ("b", email("")), ("c", email(""))], "a")));
         assert_eq!(f, [r#"journey.activities["a"].random_split.branches"#], "percentages that do not sum to 100");
-        let hold = JourneyActivity { kind: Some(Kind::Holdout(HoldoutActivity { percentage: 101, next_activity: String::new() })), ..Default::default() };
+        let hold = JourneyActivity {
+            kind: Some(Kind::Holdout(HoldoutActivity { percentage: 101, next_activity: String::new() })),
+            ..Default::default()
+        };
         assert_eq!(fields(compile(&journey(&[("a", hold)], "a"))), [r#"journey.activities["a"].holdout.percentage"#]);
     }
 

@@ -98,8 +98,8 @@ impl Sending {
                 _ => v.push(FieldViolation::new("journey.quiet_time", "start and end are HH:MM")),
             }
         }
-        let schedule_given = j.open_hours.as_ref().is_some_and(|o| !o.channels.is_empty())
-            || j.closed_days.as_ref().is_some_and(|c| !c.channels.is_empty());
+        let schedule_given =
+            j.open_hours.as_ref().is_some_and(|o| !o.channels.is_empty()) || j.closed_days.as_ref().is_some_and(|c| !c.channels.is_empty());
         if schedule_given && !j.sending_schedule {
             v.push(FieldViolation::new("journey.sending_schedule", "set it to true for open_hours and closed_days to apply"));
         }
@@ -186,10 +186,7 @@ impl Sending {
 /// With `local_time`: when a participant in `tz` may enter, and until when — the journey's
 /// start and end read in its schedule's offset, at the same wall-clock time in `tz` (the
 /// journey's own times for a participant without a valid zone).
-pub fn local_window(
-    schedule: &crate::proto::v1::JourneySchedule,
-    tz: Option<&str>,
-) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+pub fn local_window(schedule: &crate::proto::v1::JourneySchedule, tz: Option<&str>) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
     let offset = crate::campaigns::parse_offset(&schedule.timezone).unwrap_or(0);
     let zone = tz.and_then(crate::campaigns::localtime::zone);
     let at = |s: &str| {
@@ -253,7 +250,9 @@ fn next_open(week: &HashMap<Weekday, Vec<(NaiveTime, NaiveTime)>>, zone: Zone, a
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::v1::{ClosedDays, ClosedDaysRule, ClosedDaysRules, OpenHours, OpenHoursDays, OpenHoursRule, OpenHoursRules, QuietTime};
+    use crate::proto::v1::{
+        ClosedDays, ClosedDaysRule, ClosedDaysRules, OpenHours, OpenHoursDays, OpenHoursRule, OpenHoursRules, QuietTime,
+    };
 
     fn t(s: &str) -> DateTime<Utc> {
         parse_instant(s).unwrap()

@@ -80,7 +80,12 @@ fn get(txn: &WriteTransaction, app: &str, journey: &str, id: &str) -> Result<Opt
 }
 
 /// Deletes every row of `table` under the journey.
-fn clear<V: redb::Value + 'static>(txn: &WriteTransaction, table: TableDefinition<&str, V>, app: &str, journey: &str) -> Result<(), StoreError> {
+fn clear<V: redb::Value + 'static>(
+    txn: &WriteTransaction,
+    table: TableDefinition<&str, V>,
+    app: &str,
+    journey: &str,
+) -> Result<(), StoreError> {
     let lo = prefix(app, journey);
     let hi = format!("{app}\0{journey}\u{1}");
     txn.open_table(table).map_err(backend)?.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, _| false).map_err(backend)?;
@@ -97,9 +102,10 @@ impl EmbeddedStore {
             keys.iter()
                 .map(|k| {
                     let row = super::embedded::key(&app, k);
-                    Ok(table.get(row.as_str()).map_err(backend)?.is_some_and(|g| {
-                        g.value().len() >= 8 && u64::from_be_bytes(g.value()[..8].try_into().expect("8 bytes")) >= now
-                    }))
+                    Ok(table
+                        .get(row.as_str())
+                        .map_err(backend)?
+                        .is_some_and(|g| g.value().len() >= 8 && u64::from_be_bytes(g.value()[..8].try_into().expect("8 bytes")) >= now))
                 })
                 .collect()
         })
@@ -131,14 +137,10 @@ impl EmbeddedStore {
                     Some(o) if o.active.is_some() => Entry::Active,
                     Some(o) if rule.cap > 0 && o.entries >= rule.cap => Entry::CapExceeded,
                     Some(o) if rule.interval_secs > 0 && o.entries > 0 && now_secs - o.last < rule.interval_secs => Entry::TooSoon,
-                    _ => Entry::Entered,
+                    _ => Entry::Entered(old.as_ref().map_or(0, |o| o.entries) + 1),
                 };
-                if entry == Entry::Entered {
-                    let row = Row {
-                        entries: old.as_ref().map_or(0, |o| o.entries) + 1,
-                        last: now_secs,
-                        active: Some((due, state.clone())),
-                    };
+                if let Entry::Entered(entries) = entry {
+                    let row = Row { entries, last: now_secs, active: Some((due, state.clone())) };
                     put(&txn, &app, &journey, id, old.as_ref(), &row)?;
                 }
                 *counts.entry(entry.metric()).or_default() += 1;
@@ -196,11 +198,8 @@ impl EmbeddedStore {
             }
             for (id, next) in &moves {
                 let old = get(&txn, &app, &journey, id)?;
-                let row = Row {
-                    entries: old.as_ref().map_or(1, |o| o.entries),
-                    last: old.as_ref().map_or(0, |o| o.last),
-                    active: next.clone(),
-                };
+                let row =
+                    Row { entries: old.as_ref().map_or(1, |o| o.entries), last: old.as_ref().map_or(0, |o| o.last), active: next.clone() };
                 put(&txn, &app, &journey, id, old.as_ref(), &row)?;
             }
             add(&txn, &app, &journey, &counters)?;

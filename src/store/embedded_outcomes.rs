@@ -27,7 +27,7 @@ impl EmbeddedStore {
             return Ok(());
         }
         let kpi = crate::kpi::tally(outcomes, events);
-        let marks = super::journey_marks(events);
+        let marks = super::journey_marks(outcomes, events);
         let (app_id, outcomes, events) = (app_id.to_string(), outcomes.to_vec(), events.to_vec());
         self.blocking(move |db| {
             let now = chrono::Utc::now().timestamp().max(0) as u64;

@@ -70,7 +70,8 @@ impl From<prost::DecodeError> for StoreError {
 /// How an endpoint's entry into a journey went ([`Store::journey_enter`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
-    Entered,
+    /// It entered: this is its entry number (1 the first time).
+    Entered(u32),
     /// It is in the journey now (an endpoint is in a journey once at a time).
     Active,
     /// It entered as many times as the journey's EndpointReentryCap allows.
@@ -83,7 +84,7 @@ impl Entry {
     /// The journey execution metric it counts under.
     pub fn metric(self) -> &'static str {
         match self {
-            Entry::Entered => "ENDPOINT_ENTERED",
+            Entry::Entered(_) => "ENDPOINT_ENTERED",
             Entry::Active => "ACTIVE_ENDPOINT_REJECTED",
             Entry::CapExceeded => "REENTRY_CAP_EXCEEDED",
             Entry::TooSoon => "REENTRY_INTERVAL_NOT_ELAPSED",
@@ -154,13 +155,18 @@ pub fn indexed_by_run(o: &MessageOutcome) -> bool {
 /// The marks [`Store::record_outcomes`] writes for a batch's events of journey messages
 /// (`{event type}:{message id}`, read by [`Store::engaged`]), so a journey's split can ask
 /// whether a participant's own message was delivered, opened or clicked.
-pub fn journey_marks(events: &[Event]) -> Vec<String> {
+pub fn journey_marks(outcomes: &[MessageOutcome], events: &[Event]) -> Vec<String> {
+    // Events recorded with their message's outcome are marked only when a condition asks
+    // about them; those arriving later (opens, clicks, receipts) always.
+    let unasked: std::collections::HashSet<&str> =
+        outcomes.iter().filter(|o| !o.journey_id.is_empty() && !o.journey_asked).map(|o| o.message_id.as_str()).collect();
     events
         .iter()
         .filter(|e| {
             !e.message_id.is_empty()
                 && e.origin != crate::proto::v1::EventOrigin::PutEvents as i32
                 && e.attributes.contains_key("journey_id")
+                && !unasked.contains(e.message_id.as_str())
         })
         .map(|e| format!("{}:{}", e.event_type, e.message_id))
         .collect()

@@ -9,7 +9,8 @@ use super::redis::{Keys, RedisStore};
 use super::{Entry, Move, Participant, Reentry, StoreError};
 
 /// KEYS participants, due set, counters. ARGV cap (0: none), interval, now, due, state, ids...
-/// Returns per id 0 entered, 1 in the journey now, 2 cap reached, 3 too soon.
+/// Returns per id its entry number (> 0) when it entered, else 0 in the journey now, -1 cap
+/// reached, -2 too soon.
 static ENTER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r#"
@@ -19,16 +20,17 @@ local counts = {0, 0, 0, 0}
 local out = {}
 for i = 6, #ARGV do
   local id = ARGV[i]
-  local r = 0
-  if redis.call('ZSCORE', KEYS[2], id) then
+  local r, entered = 0, 0
+  local entries, last, inside = 0, nil, false
+  local old = redis.call('HGET', KEYS[1], id)
+  if old then
+    local e, l, st = string.match(old, '^(%d+) (%d+) ?(.*)$')
+    entries, last = tonumber(e or '0'), tonumber(l or '0')
+    inside = st ~= nil and st ~= ''
+  end
+  if inside then
     r = 1
   else
-    local entries, last = 0, nil
-    local old = redis.call('HGET', KEYS[1], id)
-    if old then
-      local e, l = string.match(old, '^(%d+) (%d+)')
-      entries, last = tonumber(e or '0'), tonumber(l or '0')
-    end
     if cap > 0 and entries >= cap then
       r = 2
     elseif interval > 0 and last and now - last < interval then
@@ -36,10 +38,11 @@ for i = 6, #ARGV do
     else
       redis.call('HSET', KEYS[1], id, (entries + 1) .. ' ' .. now .. ' ' .. state)
       redis.call('ZADD', KEYS[2], due, id)
+      entered = entries + 1
     end
   end
   counts[r + 1] = counts[r + 1] + 1
-  out[#out + 1] = r
+  if r == 0 then out[#out + 1] = entered else out[#out + 1] = 1 - r end
 end
 for k = 1, 4 do
   if counts[k] > 0 then redis.call('HINCRBY', KEYS[3], names[k], counts[k]) end
@@ -117,9 +120,9 @@ impl RedisStore {
         Ok(out
             .into_iter()
             .map(|r| match r {
-                0 => Entry::Entered,
-                1 => Entry::Active,
-                2 => Entry::CapExceeded,
+                n if n > 0 => Entry::Entered(n as u32),
+                0 => Entry::Active,
+                -1 => Entry::CapExceeded,
                 _ => Entry::TooSoon,
             })
             .collect())

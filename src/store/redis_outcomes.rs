@@ -136,7 +136,7 @@ impl RedisStore {
             pipe.expire(&key, kpi_ttl).ignore();
         }
         // Marks of journey messages' events, for the journeys' conditions.
-        let marks = super::journey_marks(events);
+        let marks = super::journey_marks(outcomes, events);
         for m in &marks {
             pipe.cmd("SET").arg(keys.key("eng:", m)).arg(1).arg("EX").arg(super::mark_ttl(ttl_secs)).ignore();
         }

@@ -43,7 +43,7 @@ impl JourneyRunner {
             _ => MessageActivity::default(),
         };
         let ids: Vec<String> = group.iter().map(|(p, _)| p.endpoint_id.clone()).collect();
-        let endpoints = store.get_endpoints(app, &ids).await?;
+        let endpoints = batch.endpoints(store, app, &ids).await?;
         // Walks on without a message, counted under `metric`.
         let pass = |batch: &mut Batch, next: &mut Vec<(Participant, Position)>, p: Participant, pos: Position, metric: &str| {
             batch.count(&aid, metric, 1);
@@ -58,7 +58,9 @@ impl JourneyRunner {
             };
             let ct = ChannelType::try_from(e.channel_type).unwrap_or_default();
             let lane = match channel {
-                Channel::Custom => activity.endpoint_types.iter().any(|t| t == crate::domain::endpoint::channel_name(ct)).then_some(Lane::Custom),
+                Channel::Custom => {
+                    activity.endpoint_types.iter().any(|t| t == crate::domain::endpoint::channel_name(ct)).then_some(Lane::Custom)
+                }
                 Channel::Email => (ct == ChannelType::Email).then_some(Lane::Email),
                 Channel::Sms => (ct == ChannelType::Sms).then_some(Lane::Sms),
                 Channel::Push => Lane::of(ct).filter(|l| matches!(l, Lane::Apns | Lane::Gcm)),
@@ -203,11 +205,13 @@ impl JourneyRunner {
             plan.gate.take().await;
             let k = slots.len();
             let request = request_id(journey, &aid, p.entries);
-            let planner = Planner { composer, origin: &origin, source: MessageSource::Journey, request_id: &request, stamp: &stamp, dry_run: false };
+            let planner =
+                Planner { composer, origin: &origin, source: MessageSource::Journey, request_id: &request, stamp: &stamp, dry_run: false };
             let address = if channel == Channel::Custom { activity.delivery_uri.clone() } else { e.address.clone() };
             let mut outcome = planner.outcome(&e.id, &address, if channel == Channel::Custom { ChannelType::Custom } else { ct });
             outcome.journey_id = journey.to_string();
             outcome.journey_activity_id = aid.clone();
+            outcome.journey_asked = plan.graph.asked[act];
             let message_id = outcome.message_id.clone();
             let subs = composer.substitutions_for(lane);
             match planner.job(lane, ct, Some(&e), subs, outcome, Some(Reply::Tally(tally.slot(k)))) {
@@ -247,10 +251,8 @@ impl JourneyRunner {
 pub fn content_of(m: &MessageActivity, channel: Channel) -> (DirectMessageConfiguration, TemplateConfiguration) {
     let mut config = m.message_configuration.clone().unwrap_or_default();
     let mut templates = TemplateConfiguration::default();
-    let reference = (!m.template_name.is_empty()).then(|| TemplateReference {
-        name: m.template_name.clone(),
-        version: m.template_version.parse().unwrap_or(0),
-    });
+    let reference = (!m.template_name.is_empty())
+        .then(|| TemplateReference { name: m.template_name.clone(), version: m.template_version.parse().unwrap_or(0) });
     match channel {
         Channel::Email => {
             templates.email_template = reference;
@@ -303,4 +305,3 @@ pub(super) fn status_metric(s: DeliveryStatus) -> &'static str {
         other => other.as_str_name().trim_start_matches("DELIVERY_STATUS_"),
     }
 }
-
