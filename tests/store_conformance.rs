@@ -998,6 +998,22 @@ async fn journey_participants(h: Harness) {
     assert_eq!(s.journey_enter("app", "j", &ids[1..2], "0a", now + 3_600, twice, now + 3_600).await.unwrap(), [Entry::Entered(2)]);
     let b = s.journey_due("app", "j", now + 3_600, 10).await.unwrap().into_iter().find(|p| p.endpoint_id == "b").unwrap();
     assert_eq!(b.entries, 2);
+    // Large batches (past any chunking of the store's writes), an id given twice.
+    let many: Vec<String> = (0..2_500).map(|i| format!("m{i:04}")).chain(["m0007".to_string()]).collect();
+    let entered = s.journey_enter("app", "big", &many, "0a", now, once, now).await.unwrap();
+    assert!(entered[..2_500].iter().all(|e| *e == Entry::Entered(1)));
+    assert_eq!(entered[2_500], Entry::Active, "the second m0007 finds it inside");
+    let moves: Vec<_> = many[..2_500]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), (i % 2 == 0).then(|| (now + 5, "1w".to_string()))))
+        .chain([("m0001".to_string(), Some((now + 9, "2w".to_string())))])
+        .collect();
+    s.journey_move("app", "big", &moves, &[]).await.unwrap();
+    let due = s.journey_due("app", "big", now + 10, 5_000).await.unwrap();
+    assert_eq!(due.len(), 1_251, "the even ones wait, and m0001 as its last move says");
+    assert_eq!(due.last().map(|p| (p.endpoint_id.as_str(), p.due, p.state.as_str())), Some(("m0001", now + 9, "2w")));
+    assert_eq!(s.journey_counters("app", "big").await.unwrap().0, 1_251);
     // Unlimited (cap 0); journeys are apart; concurrent entries admit one.
     assert_eq!(
         s.journey_enter("app", "k", &ids[..1], "0a", now, Reentry { cap: 0, interval_secs: 0 }, now).await.unwrap(),

@@ -8,74 +8,114 @@ use deadpool_redis::redis;
 use super::redis::{Keys, RedisStore};
 use super::{Entry, Move, Participant, Reentry, StoreError};
 
+/// Calls `cmd` on `key` with `args` in chunks of at most 1,000 (Lua's unpack has a limit),
+/// `width` arguments to an item. Shared by the scripts below.
+const CHUNKED: &str = r#"
+local function chunked(cmd, key, args, width)
+  local step = 1000 * width
+  for c = 1, #args, step do
+    redis.call(cmd, key, unpack(args, c, math.min(c + step - 1, #args)))
+  end
+end
+local function hmget(key, ids)
+  local out = {}
+  for c = 1, #ids, 1000 do
+    local part = redis.call('HMGET', key, unpack(ids, c, math.min(c + 999, #ids)))
+    for k = 1, #part do out[c + k - 1] = part[k] end
+  end
+  return out
+end
+"#;
+
 /// KEYS participants, due set, counters. ARGV cap (0: none), interval, now, due, state, ids...
 /// Returns per id its entry number (> 0) when it entered, else 0 in the journey now, -1 cap
-/// reached, -2 too soon.
+/// reached, -2 too soon. Reads and writes go as one HMGET, HSET and ZADD per 1,000 ids.
 static ENTER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
+    redis::Script::new(&format!(
+        "{CHUNKED}{}",
         r#"
 local cap, interval, now, due, state = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local names = {'ENDPOINT_ENTERED', 'ACTIVE_ENDPOINT_REJECTED', 'REENTRY_CAP_EXCEEDED', 'REENTRY_INTERVAL_NOT_ELAPSED'}
 local counts = {0, 0, 0, 0}
-local out = {}
-for i = 6, #ARGV do
-  local id = ARGV[i]
+local ids = {}
+for i = 6, #ARGV do ids[#ids + 1] = ARGV[i] end
+local olds = hmget(KEYS[1], ids)
+local out, hs, zs, seen = {}, {}, {}, {}
+for i, id in ipairs(ids) do
   local r, entered = 0, 0
-  local entries, last, inside = 0, nil, false
-  local old = redis.call('HGET', KEYS[1], id)
+  local entries, last, inside = 0, nil, seen[id] ~= nil
+  local old = olds[i]
   if old then
     local e, l, st = string.match(old, '^(%d+) (%d+) ?(.*)$')
     entries, last = tonumber(e or '0'), tonumber(l or '0')
-    inside = st ~= nil and st ~= ''
+    inside = inside or (st ~= nil and st ~= '')
   end
+  seen[id] = true
   if inside then
     r = 1
+  elseif cap > 0 and entries >= cap then
+    r = 2
+  elseif interval > 0 and last and now - last < interval then
+    r = 3
   else
-    if cap > 0 and entries >= cap then
-      r = 2
-    elseif interval > 0 and last and now - last < interval then
-      r = 3
-    else
-      redis.call('HSET', KEYS[1], id, (entries + 1) .. ' ' .. now .. ' ' .. state)
-      redis.call('ZADD', KEYS[2], due, id)
-      entered = entries + 1
-    end
+    entered = entries + 1
+    hs[#hs + 1] = id
+    hs[#hs + 1] = entered .. ' ' .. now .. ' ' .. state
+    zs[#zs + 1] = due
+    zs[#zs + 1] = id
   end
   counts[r + 1] = counts[r + 1] + 1
   if r == 0 then out[#out + 1] = entered else out[#out + 1] = 1 - r end
 end
+chunked('HSET', KEYS[1], hs, 2)
+chunked('ZADD', KEYS[2], zs, 2)
 for k = 1, 4 do
   if counts[k] > 0 then redis.call('HINCRBY', KEYS[3], names[k], counts[k]) end
 end
 return out
-"#,
-    )
+"#
+    ))
 });
 
 /// KEYS participants, due set, counters. ARGV n, then n × (id, due or '', state), then counter
-/// name and increment pairs.
+/// name and increment pairs. An id given twice moves as its last move says.
 static MOVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
+    redis::Script::new(&format!(
+        "{CHUNKED}{}",
         r#"
 local n = tonumber(ARGV[1])
+local ids, final = {}, {}
+for i = 0, n - 1 do
+  local id = ARGV[2 + 3 * i]
+  ids[#ids + 1] = id
+  final[id] = i
+end
+local olds = hmget(KEYS[1], ids)
+local hs, zs, gone = {}, {}, {}
 for i = 0, n - 1 do
   local id, due, state = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
-  local old = redis.call('HGET', KEYS[1], id) or '1 0'
-  local prefix = string.match(old, '^(%d+ %d+)') or '1 0'
-  if due == '' then
-    redis.call('HSET', KEYS[1], id, prefix)
-    redis.call('ZREM', KEYS[2], id)
-  else
-    redis.call('HSET', KEYS[1], id, prefix .. ' ' .. state)
-    redis.call('ZADD', KEYS[2], due, id)
+  if final[id] == i then
+    local prefix = string.match(olds[i + 1] or '1 0', '^(%d+ %d+)') or '1 0'
+    hs[#hs + 1] = id
+    if due == '' then
+      hs[#hs + 1] = prefix
+      gone[#gone + 1] = id
+    else
+      hs[#hs + 1] = prefix .. ' ' .. state
+      zs[#zs + 1] = due
+      zs[#zs + 1] = id
+    end
   end
 end
+chunked('HSET', KEYS[1], hs, 2)
+chunked('ZADD', KEYS[2], zs, 2)
+chunked('ZREM', KEYS[2], gone, 1)
 for j = 2 + 3 * n, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[3], ARGV[j], ARGV[j + 1])
 end
 return 1
-"#,
-    )
+"#
+    ))
 });
 
 /// The entries and state parts of a stored participant value.
