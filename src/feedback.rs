@@ -210,7 +210,10 @@ fn herald_message_id(v: &serde_json::Value) -> Option<String> {
 
 /// What an email notification says: (kind, addresses, the Herald message it is about) with
 /// kind hardbounce, softbounce, complaint or delivered.
-fn email_notices(v: &serde_json::Value) -> Result<Vec<(&'static str, Vec<String>, Option<String>)>, String> {
+/// A notice: its kind, the addresses it names, and the Message-ID it is about.
+type Notice = (&'static str, Vec<String>, Option<String>);
+
+fn email_notices(v: &serde_json::Value) -> Result<Vec<Notice>, String> {
     // An SNS envelope carries the SES notification as a JSON string.
     if v.get("Type").and_then(|t| t.as_str()) == Some("Notification") {
         let inner: serde_json::Value = serde_json::from_str(v.get("Message").and_then(|m| m.as_str()).unwrap_or(""))

@@ -356,9 +356,11 @@ fn cli_runs_campaigns() {
     std::fs::write(
         dir.path().join("campaign.json"),
         format!(
-            r#"{{"name": "Hello", "segment_id": "{segment}",
-                "message_configuration": {{"email_message": {{"from_address": "news@shop.example", "subject": "Hi {{{{Id}}}}", "text_part": "x"}}}},
-                "schedule": {{"start_time": "IMMEDIATE", "frequency": "ONCE"}}}}"#
+            // Pinpoint's WriteCampaignRequest, as `aws pinpoint create-campaign --cli-input-json`
+            // takes it (the seeds' immediate campaign: no Frequency).
+            r#"{{"WriteCampaignRequest": {{"Name": "Hello", "SegmentId": "{segment}",
+                "MessageConfiguration": {{"EmailMessage": {{"FromAddress": "news@shop.example", "Title": "Hi {{{{Id}}}}", "Body": "x"}}}},
+                "Schedule": {{"StartTime": "IMMEDIATE"}}}}}}"#
         ),
     )
     .unwrap();

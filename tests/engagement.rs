@@ -224,11 +224,7 @@ async fn opens_clicks_and_one_click_unsubscribe_are_recorded_and_counted() {
     let mut opted_out = 0;
     for _ in 0..100 {
         let a = campaigns
-            .get_campaign_activities(d.req(GetCampaignActivitiesRequest {
-                app_id: app.clone(),
-                campaign_id: next.id.clone(),
-                ..Default::default()
-            }))
+            .get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: next.id.clone() }))
             .await
             .unwrap()
             .into_inner();

@@ -150,3 +150,71 @@ mod tests {
         assert_eq!(endpoint(&again)["ChannelType"], "APNS_SANDBOX");
     }
 }
+
+/// Readers of definition files (campaigns, journeys) parsed into JSON values: each names the
+/// dotted path of what it refuses.
+pub mod read {
+    use serde_json::{Map, Value};
+
+    use super::{bad, ShapeError};
+
+    type R<T> = Result<T, ShapeError>;
+
+    pub fn obj<'a>(v: &'a Value, at: &str) -> R<&'a Map<String, Value>> {
+        v.as_object().ok_or_else(|| bad(at, "expected an object"))
+    }
+
+    /// Refuses keys outside `known`, naming the first.
+    pub fn only(o: &Map<String, Value>, known: &[&str], at: &str) -> R<()> {
+        match o.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(bad(&format!("{at}.{k}"), format!("unknown key; expected one of {}", known.join(", ")))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn text(o: &Map<String, Value>, k: &str, at: &str) -> R<String> {
+        match o.get(k) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(_) => Err(bad(&format!("{at}.{k}"), "expected a string")),
+        }
+    }
+
+    pub fn int(o: &Map<String, Value>, k: &str, at: &str) -> R<Option<i32>> {
+        match o.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => {
+                v.as_i64().and_then(|n| i32::try_from(n).ok()).map(Some).ok_or_else(|| bad(&format!("{at}.{k}"), "expected an integer"))
+            }
+        }
+    }
+
+    pub fn boolean(o: &Map<String, Value>, k: &str, at: &str) -> R<bool> {
+        match o.get(k) {
+            None | Some(Value::Null) => Ok(false),
+            Some(v) => v.as_bool().ok_or_else(|| bad(&format!("{at}.{k}"), "expected true or false")),
+        }
+    }
+
+    pub fn strings(o: &Map<String, Value>, k: &str, at: &str) -> R<Vec<String>> {
+        match o.get(k) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => {
+                a.iter().map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad(&format!("{at}.{k}"), "expected strings"))).collect()
+            }
+            Some(_) => Err(bad(&format!("{at}.{k}"), "expected a list")),
+        }
+    }
+
+    pub fn sub<'a>(o: &'a Map<String, Value>, k: &str) -> Option<&'a Value> {
+        o.get(k).filter(|v| !v.is_null())
+    }
+
+    /// The line (from 1) of `source` where `key` first appears as a key, for messages that
+    /// point into a hand-written file.
+    pub fn line_of(source: &str, key: &str) -> Option<usize> {
+        let (quoted, yaml) = (format!("\"{key}\""), format!("{key}:"));
+        source.lines().position(|l| l.contains(&quoted) || l.trim_start().trim_start_matches("- ").starts_with(&yaml)).map(|i| i + 1)
+    }
+}

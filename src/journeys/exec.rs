@@ -680,7 +680,7 @@ impl JourneyRunner {
                     outside += 1;
                     continue;
                 }
-                if let Some(due) = start.map(|s| ceil_secs(s)).filter(|due| *due > now.timestamp()) {
+                if let Some(due) = start.map(ceil_secs).filter(|due| *due > now.timestamp()) {
                     later.entry(due).or_default().push(e.id.clone());
                     continue;
                 }

@@ -8,6 +8,7 @@
 use serde_json::{Map, Value};
 
 use crate::domain::json::bad;
+use crate::domain::json::read::{boolean, int, obj, only, strings, sub, text};
 pub use crate::domain::json::ShapeError;
 use crate::proto::v1::journey_activity::Kind;
 use crate::proto::v1::{
@@ -25,55 +26,6 @@ type R<T> = Result<T, ShapeError>;
 pub struct Read {
     pub journey: Journey,
     pub notes: Vec<String>,
-}
-
-fn obj<'a>(v: &'a Value, at: &str) -> R<&'a Map<String, Value>> {
-    v.as_object().ok_or_else(|| bad(at, "expected an object"))
-}
-
-/// Refuses keys outside `known`, naming the first.
-fn only(o: &Map<String, Value>, known: &[&str], at: &str) -> R<()> {
-    match o.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(bad(&format!("{at}.{k}"), format!("unknown key; expected one of {}", known.join(", ")))),
-        None => Ok(()),
-    }
-}
-
-fn text(o: &Map<String, Value>, k: &str, at: &str) -> R<String> {
-    match o.get(k) {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Number(n)) => Ok(n.to_string()),
-        Some(_) => Err(bad(&format!("{at}.{k}"), "expected a string")),
-    }
-}
-
-fn int(o: &Map<String, Value>, k: &str, at: &str) -> R<Option<i32>> {
-    match o.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_i64().and_then(|n| i32::try_from(n).ok()).map(Some).ok_or_else(|| bad(&format!("{at}.{k}"), "expected an integer")),
-    }
-}
-
-fn boolean(o: &Map<String, Value>, k: &str, at: &str) -> R<bool> {
-    match o.get(k) {
-        None | Some(Value::Null) => Ok(false),
-        Some(v) => v.as_bool().ok_or_else(|| bad(&format!("{at}.{k}"), "expected true or false")),
-    }
-}
-
-fn strings(o: &Map<String, Value>, k: &str, at: &str) -> R<Vec<String>> {
-    match o.get(k) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => {
-            a.iter().map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad(&format!("{at}.{k}"), "expected strings"))).collect()
-        }
-        Some(_) => Err(bad(&format!("{at}.{k}"), "expected a list")),
-    }
-}
-
-fn sub<'a>(o: &'a Map<String, Value>, k: &str) -> Option<&'a Value> {
-    o.get(k).filter(|v| !v.is_null())
 }
 
 fn set(v: &Value, at: &str) -> R<SetDimension> {

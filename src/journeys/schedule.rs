@@ -43,12 +43,15 @@ impl Zone {
     }
 }
 
+/// From and until, a closed day.
+type Span = (DateTime<Utc>, DateTime<Utc>);
+
 /// A journey's sending rules, compiled.
 #[derive(Debug, Clone, Default)]
 pub struct Sending {
     quiet: Option<(NaiveTime, NaiveTime)>,
     open: HashMap<Channel, HashMap<Weekday, Vec<(NaiveTime, NaiveTime)>>>,
-    closed: HashMap<Channel, Vec<(DateTime<Utc>, DateTime<Utc>)>>,
+    closed: HashMap<Channel, Vec<Span>>,
     /// The journey's own offset, for endpoints without a time zone.
     offset: i32,
 }

@@ -354,6 +354,7 @@ pub trait Store: Send + Sync + 'static {
     /// stays where it is ([`Entry::Active`]); one that entered `rule.cap` times, or less than
     /// `rule.interval_secs` ago, stays out; the others enter at `state`, due at `due`. Each
     /// result is counted under its [`Entry::metric`].
+    #[allow(clippy::too_many_arguments)]
     async fn journey_enter(
         &self,
         app_id: &str,

@@ -105,7 +105,7 @@ impl JourneyRunner {
         }
         let mut resent_ids: HashMap<String, String> = HashMap::new();
         if !recorded.is_empty() && plan.graph.asked[act] {
-            for (entries, _) in &by_entry {
+            for entries in by_entry.keys() {
                 let request = crate::store::OutcomeIndex::Request(request_id(journey, &aid, *entries));
                 let mut offset = 0;
                 loop {
