@@ -900,6 +900,7 @@ async fn send_context_reaches_the_events_and_unapplied_overrides_are_refused() {
         ]),
         message_configuration: message.clone(),
         context: HashMap::from([("flow".to_string(), "reset".to_string()), ("order".to_string(), "none".to_string())]),
+        trace_id: "t-1".into(),
         ..Default::default()
     }))
     .await
@@ -917,6 +918,7 @@ async fn send_context_reaches_the_events_and_unapplied_overrides_are_refused() {
     let mut orders: Vec<(&str, &str)> = sends.iter().map(|e| (e.attributes["flow"].as_str(), e.attributes["order"].as_str())).collect();
     orders.sort();
     assert_eq!(orders, [("reset", "A-1"), ("reset", "none")]);
+    assert!(sends.iter().all(|e| e.attributes["trace_id"] == "t-1"), "the TraceId is on every event");
 
     let mut bad = address(&[]);
     bad.body_override = "Other text".into();
@@ -926,7 +928,6 @@ async fn send_context_reaches_the_events_and_unapplied_overrides_are_refused() {
             app_id: app.clone(),
             addresses: HashMap::from([("ana@example.com".to_string(), bad)]),
             message_configuration: message,
-            trace_id: "t-1".into(),
             ..Default::default()
         }))
         .await
@@ -934,6 +935,7 @@ async fn send_context_reaches_the_events_and_unapplied_overrides_are_refused() {
     assert_eq!(err.code(), Code::InvalidArgument);
     let details = tonic_types::StatusExt::get_error_details(&err);
     let fields: Vec<String> = details.bad_request().unwrap().field_violations.iter().map(|v| v.field.clone()).collect();
-    assert_eq!(fields, ["trace_id", "addresses[ana@example.com].body_override", "addresses[ana@example.com].title_override"]);
+    // Overrides are for push and SMS; an email recipient's are refused, naming each.
+    assert_eq!(fields, ["addresses[ana@example.com].body_override", "addresses[ana@example.com].title_override"]);
     assert_eq!(sink.received("Context").len(), 2, "a refused call sends nothing");
 }

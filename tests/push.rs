@@ -167,7 +167,16 @@ async fn apns_channel_sends_maps_answers_and_retires_dead_tokens() {
             .map(|(id, _, _)| {
                 // Context goes into data.pinpoint, as Pinpoint puts it.
                 let context = if *id == "live" { [("flow".to_string(), "sale".to_string())].into() } else { Default::default() };
-                (id.to_string(), EndpointSendConfiguration { context, ..Default::default() })
+                let mut own = EndpointSendConfiguration { context, ..Default::default() };
+                // Pinpoint's per-recipient overrides: a title and body, or a whole raw payload.
+                if *id == "stale" {
+                    own.title_override = "Just for you".into();
+                    own.body_override = "Your own body".into();
+                }
+                if *id == "voip" {
+                    own.raw_content = r#"{"aps": {"content-available": 1}, "own": true}"#.into();
+                }
+                (id.to_string(), own)
             })
             .collect(),
         ..Default::default()
@@ -201,6 +210,9 @@ async fn apns_channel_sends_maps_answers_and_retires_dead_tokens() {
     let stale: Vec<_> = seen.iter().filter(|s| s.token == "stale-1").collect();
     assert_eq!(stale.len(), 2);
     assert_ne!(stale[0].jwt, stale[1].jwt, "the provider token was renewed");
+    assert_eq!(stale[1].body["aps"]["alert"]["title"], "Just for you");
+    assert_eq!(stale[1].body["aps"]["alert"]["body"], "Your own body");
+    assert_eq!(voip.body, serde_json::json!({"aps": {"content-available": 1}, "own": true}), "RawContent is the whole payload");
 
     // The dead tokens' endpoints are INACTIVE now; the live ones are not.
     let mut eps = EndpointsClient::new(d.channel().await);

@@ -107,7 +107,9 @@ async fn sms_through_a_twilio_shaped_provider() {
 
     let sms = |n: &str| (n.to_string(), AddressConfiguration { channel_type: ChannelType::Sms as i32, ..Default::default() });
     let mut addresses: HashMap<String, AddressConfiguration> =
-        ["+15550000001", "+15550000002", "+15551110000", "+15552220000", "+15553330000"].into_iter().map(sms).collect();
+        ["+15550000001", "+15550000002", "+15550000003", "+15551110000", "+15552220000", "+15553330000"].into_iter().map(sms).collect();
+    // Pinpoint's BodyOverride: this recipient's text instead of the rendered one.
+    addresses.get_mut("+15550000003").unwrap().body_override = "Your own text".into();
     addresses.get_mut("+15550000001").unwrap().substitutions =
         HashMap::from([("Code".to_string(), AttributeValues { values: vec!["4711".into()] })]);
     // 13 + 60 = 73 UCS-2 units: two concatenated parts of at most 67.
@@ -147,6 +149,8 @@ async fn sms_through_a_twilio_shaped_provider() {
     assert_eq!(ok.len(), 1);
     assert_eq!((ok[0]["From"].as_str(), ok[0]["Body"].as_str()), ("+14255550100", "Your code is 4711"));
     assert_eq!(got.iter().filter(|f| f["To"] == "+15551110000").count(), 1, "a permanent failure is not retried");
+    let own: Vec<_> = got.iter().filter(|f| f["To"] == "+15550000003").map(|f| f["Body"].as_str()).collect();
+    assert_eq!(own, ["Your own text"], "the BodyOverride reaches its recipient only");
     let fallback: Vec<_> = got.iter().filter(|f| f["To"] == "+15553330000").collect();
     assert_eq!(fallback[0]["Body"].as_str(), "Your code is 0000", "the block's substitutions apply");
     assert!(got.iter().filter(|f| f["To"] == "+15553330000").count() > 1, "a 5xx is retried");
@@ -170,4 +174,26 @@ async fn sms_through_a_twilio_shaped_provider() {
         assert_eq!(a("message_type"), Some("TRANSACTIONAL"));
         assert_eq!(a("destination_phone_number"), Some(number));
     }
+
+    // An SMS has no title and no raw payload: those overrides are refused, naming the field.
+    let mut titled = sms("+15550000004").1;
+    titled.title_override = "Title".into();
+    titled.raw_content = "{}".into();
+    let err = MessagesClient::new(d.channel().await)
+        .send_messages(d.req(SendMessagesRequest {
+            app_id: app.clone(),
+            addresses: HashMap::from([("+15550000004".to_string(), titled)]),
+            message_configuration: Some(DirectMessageConfiguration {
+                sms_message: Some(SmsMessage { body: "x".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let fields: Vec<String> =
+        tonic_types::StatusExt::get_details_bad_request(&err).unwrap().field_violations.into_iter().map(|v| v.field).collect();
+    assert_eq!(fields, ["addresses[+15550000004].title_override", "addresses[+15550000004].raw_content"]);
+    assert!(!received.lock().iter().any(|f| f["To"] == "+15550000004"), "a refused call sends nothing");
 }

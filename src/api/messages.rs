@@ -17,7 +17,7 @@ use super::{check_app_id, invalid, observe, store_status};
 use crate::dispatch::engine::{Engine, Job, Lane, Reply};
 use crate::domain::{self, FieldViolation};
 use crate::outcomes::{Batch, Recorder};
-use crate::pipeline::compose::{ComposeError, Composer, Origin};
+use crate::pipeline::compose::{ComposeError, Composer, Origin, Overrides};
 use crate::pipeline::planner::{self, Facts, Planner};
 use crate::proto::v1::{list_outcomes_request, ListOutcomesRequest, ListOutcomesResponse};
 use crate::proto::v1::{
@@ -57,18 +57,22 @@ struct Recipient {
     substitutions: HashMap<String, Vec<String>>,
     /// The request's Context with the recipient's over it.
     context: HashMap<String, String>,
+    /// Its BodyOverride, TitleOverride and RawContent.
+    overrides: Overrides,
 }
 
 /// Most Context entries, and characters per name and value (the events carry them).
 const MAX_CONTEXT: usize = 40;
 const MAX_CONTEXT_CHARS: usize = 200;
 
-/// What SendMessages refuses of a request rather than ignore: Pinpoint's per-recipient
-/// overrides and TraceId, which Herald does not apply, and a Context too big for events.
+/// Most characters of a TraceId (it is an attribute of the message's events).
+const MAX_TRACE_ID: usize = 200;
+
+/// What SendMessages refuses of a request: a Context or TraceId too big for events.
 fn unsupported(req: &SendMessagesRequest) -> Vec<FieldViolation> {
     let mut v = Vec::new();
-    if !req.trace_id.is_empty() {
-        v.push(FieldViolation::new("trace_id", "is not supported; put your own id in context (it is added to the message's events)"));
+    if req.trace_id.chars().count() > MAX_TRACE_ID {
+        v.push(FieldViolation::new("trace_id", format!("at most {MAX_TRACE_ID} characters")));
     }
     fn context(v: &mut Vec<FieldViolation>, field: String, c: &HashMap<String, String>) {
         if c.len() > MAX_CONTEXT {
@@ -82,29 +86,49 @@ fn unsupported(req: &SendMessagesRequest) -> Vec<FieldViolation> {
         }
     }
     context(&mut v, "context".into(), &req.context);
-    fn recipient(v: &mut Vec<FieldViolation>, at: String, parts: [(&str, &str); 3], c: &HashMap<String, String>) {
-        const WHY: &str =
-            "is not supported; put the content in message_configuration or a template, and per-recipient values in substitutions";
-        for (name, value) in parts {
-            if !value.is_empty() {
-                v.push(FieldViolation::new(format!("{at}.{name}"), WHY));
-            }
-        }
-        context(v, format!("{at}.context"), c);
-    }
     let mut addresses: Vec<_> = req.addresses.iter().collect();
     addresses.sort_by(|a, b| a.0.cmp(b.0));
     for (key, c) in addresses {
-        let parts = [("body_override", c.body_override.as_str()), ("title_override", &c.title_override), ("raw_content", &c.raw_content)];
-        recipient(&mut v, format!("addresses[{key}]"), parts, &c.context);
+        context(&mut v, format!("addresses[{key}].context"), &c.context);
     }
     let mut endpoints: Vec<_> = req.endpoints.iter().collect();
     endpoints.sort_by(|a, b| a.0.cmp(b.0));
     for (key, c) in endpoints {
-        let parts = [("body_override", c.body_override.as_str()), ("title_override", &c.title_override), ("raw_content", &c.raw_content)];
-        recipient(&mut v, format!("endpoints[{key}]"), parts, &c.context);
+        context(&mut v, format!("endpoints[{key}].context"), &c.context);
     }
     v
+}
+
+/// A recipient's overrides that its channel cannot take: push takes a title, body and raw
+/// payload; SMS a body; email and custom messages none (their content is the message's or the
+/// template's, per-recipient values go in substitutions).
+fn misplaced_overrides(r: &Recipient) -> Vec<FieldViolation> {
+    if r.by_endpoint && r.endpoint.is_none() {
+        // Not found: refused as a recipient of its own.
+        return Vec::new();
+    }
+    let at = if r.by_endpoint { format!("endpoints[{}]", r.key) } else { format!("addresses[{}]", r.key) };
+    let push = matches!(
+        r.channel,
+        ChannelType::Apns | ChannelType::ApnsSandbox | ChannelType::ApnsVoip | ChannelType::ApnsVoipSandbox | ChannelType::Gcm
+    );
+    let sms = r.channel == ChannelType::Sms;
+    let name = crate::domain::endpoint::channel_name(r.channel);
+    let mut v = Vec::new();
+    for (field, given, fits, why) in [
+        ("body_override", &r.overrides.body, push || sms, "applies to push and SMS messages"),
+        ("title_override", &r.overrides.title, push, "applies to push messages"),
+        ("raw_content", &r.overrides.raw_content, push, "is a push payload (APNs or FCM JSON)"),
+    ] {
+        if !given.is_empty() && !fits {
+            v.push(FieldViolation::new(format!("{at}.{field}"), format!("{why}; this recipient is {name}")));
+        }
+    }
+    v
+}
+
+fn overrides(body: &str, title: &str, raw: &str) -> Overrides {
+    Overrides { body: body.to_string(), title: title.to_string(), raw_content: raw.to_string() }
 }
 
 fn merged_context(request: &HashMap<String, String>, own: &HashMap<String, String>) -> HashMap<String, String> {
@@ -223,6 +247,7 @@ impl MessagesService {
                 address: address.clone(),
                 substitutions: s,
                 context: merged_context(&req.context, &c.context),
+                overrides: overrides(&c.body_override, &c.title_override, &c.raw_content),
             });
         }
         let ids: Vec<&String> = req.endpoints.keys().collect();
@@ -233,8 +258,24 @@ impl MessagesService {
             let (channel, address) = endpoint.as_ref().map_or((ChannelType::Unspecified, String::new()), |e| {
                 (ChannelType::try_from(e.channel_type).unwrap_or_default(), e.address.clone())
             });
-            let context = merged_context(&req.context, &req.endpoints[id].context);
-            recipients.push(Recipient { key: id.clone(), by_endpoint: true, endpoint, channel, address, substitutions: s, context });
+            let own = &req.endpoints[id];
+            let context = merged_context(&req.context, &own.context);
+            let overrides = overrides(&own.body_override, &own.title_override, &own.raw_content);
+            recipients.push(Recipient {
+                key: id.clone(),
+                by_endpoint: true,
+                endpoint,
+                channel,
+                address,
+                substitutions: s,
+                context,
+                overrides,
+            });
+        }
+        // Overrides a recipient's channel cannot take refuse the call before anything is sent.
+        let misplaced: Vec<FieldViolation> = recipients.iter().flat_map(misplaced_overrides).collect();
+        if !misplaced.is_empty() {
+            return Err(invalid(misplaced));
         }
         let normalized: Vec<String> = recipients.iter().map(|r| crate::api::suppressions::normalize(&r.address)).collect();
         let suppressed = self.store.get_suppressions(app, &normalized).await.map_err(store_status)?;
@@ -259,6 +300,7 @@ impl MessagesService {
         for (i, r) in recipients.iter().enumerate() {
             let mut o = planner.outcome(if r.by_endpoint { &r.key } else { "" }, &r.address, r.channel);
             o.context = r.context.clone();
+            o.trace_id = req.trace_id.clone();
             let facts = Facts {
                 endpoint_id: r.by_endpoint.then_some(r.key.as_str()),
                 endpoint: r.endpoint.as_ref(),
@@ -288,7 +330,7 @@ impl MessagesService {
                 merged = s;
                 &merged
             };
-            match planner.job(lane, r.channel, r.endpoint.as_ref(), substitutions, o, Some(Reply::Outcome(tx))) {
+            match planner.job_with(lane, r.channel, r.endpoint.as_ref(), substitutions, o, Some(Reply::Outcome(tx)), &r.overrides) {
                 Ok(job) => {
                     jobs.push((lane, job));
                     waiting.push((i, rx));

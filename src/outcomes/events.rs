@@ -55,6 +55,9 @@ pub fn event_for(o: &MessageOutcome, event_type: String) -> Event {
     if o.dry_run {
         attributes.insert("dry_run".to_string(), "true".to_string());
     }
+    if !o.trace_id.is_empty() {
+        attributes.insert("trace_id".to_string(), o.trace_id.clone());
+    }
     attributes.insert("feedback".to_string(), o.status_message.clone());
     // The sender's Context, beside Herald's own attributes (which win a clash).
     for (k, v) in &o.context {

@@ -83,6 +83,23 @@ pub fn substitutions(map: &HashMap<String, AttributeValues>) -> HashMap<String, 
 
 pub use crate::channels::webhook::Origin;
 
+/// A recipient's own content over what its message renders (SendMessages' BodyOverride,
+/// TitleOverride and RawContent): for push, the title and body replace the rendered ones and
+/// raw content replaces the whole payload; for SMS, the body replaces the text. Email and
+/// custom messages take none (SendMessages refuses them there).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub title: String,
+    pub body: String,
+    pub raw_content: String,
+}
+
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        self.title.is_empty() && self.body.is_empty() && self.raw_content.is_empty()
+    }
+}
+
 /// What a send does for engagement in its emails: open and click tracking (links rewritten,
 /// an open pixel) and Herald's one-click unsubscribe (List-Unsubscribe and the template
 /// variable `{{Herald.UnsubscribeUrl}}`). Both need the public listener's signed links.
@@ -307,6 +324,7 @@ impl Composer {
         platform: &str,
         endpoint: Option<&Endpoint>,
         subs: &HashMap<String, Vec<String>>,
+        overrides: &Overrides,
     ) -> Result<HashMap<String, String>, Unbuildable> {
         let t = self.push.as_ref().ok_or(Unbuildable::NoContent("no push content: give a push template or a push message"))?;
         let ctx = t.context(endpoint, subs);
@@ -319,6 +337,11 @@ impl Composer {
                 out.entry(part.to_string()).or_insert(text);
             }
         }
+        for (part, own) in [("title", &overrides.title), ("body", &overrides.body), ("raw_content", &overrides.raw_content)] {
+            if !own.is_empty() {
+                out.insert(part.to_string(), own.clone());
+            }
+        }
         Ok(out)
     }
 
@@ -329,8 +352,9 @@ impl Composer {
         token: &str,
         subs: &HashMap<String, Vec<String>>,
         context: &HashMap<String, String>,
+        overrides: &Overrides,
     ) -> Result<Payload, Unbuildable> {
-        let parts = self.push_parts("gcm", endpoint, subs)?;
+        let parts = self.push_parts("gcm", endpoint, subs, overrides)?;
         let ios = endpoint.and_then(|e| e.demographic.as_ref()).is_some_and(|d| d.platform.eq_ignore_ascii_case("ios"));
         crate::channels::fcm::message(&parts, &self.gcm, &self.default_push, ios, token, context)
             .map(Payload::Gcm)
@@ -346,8 +370,9 @@ impl Composer {
         token: &str,
         subs: &HashMap<String, Vec<String>>,
         context: &HashMap<String, String>,
+        overrides: &Overrides,
     ) -> Result<Payload, Unbuildable> {
-        let parts = self.push_parts("apns", endpoint, subs)?;
+        let parts = self.push_parts("apns", endpoint, subs, overrides)?;
         let kind = crate::channels::apns::Kind {
             sandbox: matches!(channel, ChannelType::ApnsSandbox | ChannelType::ApnsVoipSandbox),
             voip: matches!(channel, ChannelType::ApnsVoip | ChannelType::ApnsVoipSandbox),
@@ -412,7 +437,9 @@ impl Composer {
     }
 
     /// One recipient's payload, or why it cannot be made: to the outcome's address, with its
-    /// message id; its Context (the sender's) goes into push payloads' `data.pinpoint`.
+    /// message id; its Context (the sender's) goes into push payloads' `data.pinpoint`; its
+    /// own content (`overrides`) over what was rendered.
+    #[allow(clippy::too_many_arguments)]
     pub fn payload(
         &self,
         lane: Lane,
@@ -421,16 +448,18 @@ impl Composer {
         subs: &HashMap<String, Vec<String>>,
         origin: &Origin,
         outcome: &MessageOutcome,
+        overrides: &Overrides,
     ) -> Result<Payload, Unbuildable> {
         let (address, context) = (outcome.address.as_str(), &outcome.context);
         match lane {
-            Lane::Apns => self.apns_payload(channel, endpoint, address, subs, context),
-            Lane::Gcm => self.gcm_payload(endpoint, address, subs, context),
+            Lane::Apns => self.apns_payload(channel, endpoint, address, subs, context, overrides),
+            Lane::Gcm => self.gcm_payload(endpoint, address, subs, context, overrides),
             Lane::Sms => {
                 let t = self.sms.as_ref().ok_or(Unbuildable::NoContent("no SMS content: give an SMS template or sms_message.body"))?;
                 let ctx = t.context(endpoint, subs);
                 let parts = t.render(self.cache.renderer(), &ctx)?;
                 let body = parts.into_iter().next().map(|(_, s)| s).unwrap_or_default();
+                let body = if overrides.body.is_empty() { body } else { overrides.body.clone() };
                 if body.is_empty() {
                     return Err(Unbuildable::EmptySms);
                 }

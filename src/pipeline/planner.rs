@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::compose::{Composer, Origin};
+use super::compose::{Composer, Origin, Overrides};
 use crate::channels::Lane;
 use crate::dispatch::engine::{Job, Reply};
 use crate::domain::{self, endpoint as endpoint_rules};
@@ -140,10 +140,25 @@ impl Planner<'_> {
         channel: ChannelType,
         endpoint: Option<&Endpoint>,
         subs: &HashMap<String, Vec<String>>,
-        mut outcome: MessageOutcome,
+        outcome: MessageOutcome,
         reply: Option<Reply>,
     ) -> Result<Job, Box<Unrendered>> {
-        match self.composer.payload(lane, channel, endpoint, subs, self.origin, &outcome) {
+        self.job_with(lane, channel, endpoint, subs, outcome, reply, &Overrides::default())
+    }
+
+    /// [`Planner::job`] with the recipient's own content over the rendered one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn job_with(
+        &self,
+        lane: Lane,
+        channel: ChannelType,
+        endpoint: Option<&Endpoint>,
+        subs: &HashMap<String, Vec<String>>,
+        mut outcome: MessageOutcome,
+        reply: Option<Reply>,
+        overrides: &Overrides,
+    ) -> Result<Job, Box<Unrendered>> {
+        match self.composer.payload(lane, channel, endpoint, subs, self.origin, &outcome, overrides) {
             Ok(payload) => Ok(Job { outcome, payload, dry_run: self.dry_run, first_attempt: None, reply, not_before: None, kept: false }),
             Err(why) => {
                 outcome.delivery_status = DeliveryStatus::PermanentFailure as i32;
