@@ -260,6 +260,33 @@ async fn pause_resume_and_validation() {
     let total = wait_for_messages(&sink, first + eligible(n, 0).len()).await.len();
     assert_eq!(total - first, eligible(n, 0).len(), "resumed where it stopped: each endpoint once");
 
+    // Its versions, newest first (Pinpoint's GetCampaignVersions): created, paused, resumed.
+    let versions = |token: &str| {
+        let mut c = c.clone();
+        let req = d.req(herald::proto::v1::ListCampaignVersionsRequest {
+            app_id: app.clone(),
+            campaign_id: created.id.clone(),
+            page_size: 2,
+            page_token: token.into(),
+        });
+        async move { c.list_campaign_versions(req).await.unwrap().into_inner() }
+    };
+    let page = versions("").await;
+    let seen: Vec<(i32, bool)> = page.campaigns.iter().map(|v| (v.version, v.is_paused)).collect();
+    assert_eq!(seen, [(3, false), (2, true)]);
+    let rest = versions(&page.next_page_token).await;
+    assert_eq!(rest.campaigns.iter().map(|v| (v.version, v.is_paused)).collect::<Vec<_>>(), [(1, false)]);
+    assert!(rest.next_page_token.is_empty());
+    let err = c
+        .list_campaign_versions(d.req(herald::proto::v1::ListCampaignVersionsRequest {
+            app_id: app.clone(),
+            campaign_id: "no-such-campaign".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
     // Validation names the bad fields.
     let mut bad = email_campaign("no-such-segment", "x");
     bad.limits = Some(CampaignLimits { daily: Some(101), maximum_duration: Some(10), ..Default::default() });

@@ -12,7 +12,8 @@ use crate::domain::{self, FieldViolation};
 use crate::pipeline::compose::{ComposeError, Composer};
 use crate::proto::v1::{
     campaigns_server, Campaign, CampaignState, CreateCampaignRequest, DeleteCampaignRequest, GetCampaignActivitiesRequest,
-    GetCampaignActivitiesResponse, GetCampaignRequest, ListCampaignsRequest, ListCampaignsResponse, UpdateCampaignRequest,
+    GetCampaignActivitiesResponse, GetCampaignRequest, ListCampaignVersionsRequest, ListCampaignsRequest, ListCampaignsResponse,
+    UpdateCampaignRequest,
 };
 use crate::render::template::TemplateCache;
 use crate::segments;
@@ -164,6 +165,35 @@ impl campaigns_server::Campaigns for CampaignsService {
         observe("GetCampaign", async {
             let req = request.into_inner();
             self.find(&req.app_id, &req.campaign_id, req.version).await.map(Response::new)
+        })
+        .await
+    }
+
+    async fn list_campaign_versions(
+        &self,
+        request: Request<ListCampaignVersionsRequest>,
+    ) -> Result<Response<ListCampaignsResponse>, Status> {
+        observe("ListCampaignVersions", async {
+            let req = request.into_inner();
+            let size = page_size(req.page_size)?;
+            let latest = self.find(&req.app_id, &req.campaign_id, 0).await?;
+            // The token is the last version given; the page goes on below it.
+            let below = match req.page_token.as_str() {
+                "" => latest.version + 1,
+                t => match t.parse::<i32>() {
+                    Ok(v) if (1..=latest.version).contains(&v) => v,
+                    _ => return Err(invalid(vec![FieldViolation::new("page_token", "is not a token this call gave")])),
+                },
+            };
+            let mut campaigns = Vec::with_capacity(size.min(below as usize));
+            for v in (1..below).rev().take(size) {
+                campaigns.push(if v == latest.version { latest.clone() } else { self.find(&req.app_id, &req.campaign_id, v).await? });
+            }
+            let next_page_token = match campaigns.last() {
+                Some(c) if campaigns.len() == size && c.version > 1 => c.version.to_string(),
+                _ => String::new(),
+            };
+            Ok(Response::new(ListCampaignsResponse { campaigns, next_page_token }))
         })
         .await
     }
