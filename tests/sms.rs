@@ -104,6 +104,12 @@ async fn sms_through_a_twilio_shaped_provider() {
     assert!(shown.has_auth_token && shown.auth_token.is_empty());
     let got = channels.get_sms_channel(d.req(GetChannelRequest { app_id: app.clone() })).await.unwrap().into_inner();
     assert!(got.has_auth_token && got.auth_token.is_empty() && got.account_sid == SID);
+    // GetChannels: the one channel this app has, enabled, with when it was set.
+    let all = channels.get_channels(d.req(GetChannelRequest { app_id: app.clone() })).await.unwrap().into_inner().channels;
+    assert_eq!(all.keys().collect::<Vec<_>>(), ["SMS"]);
+    assert!(all["SMS"].enabled && all["SMS"].last_modified_date == got.last_modified_date, "{all:?}");
+    let err = channels.get_channels(d.req(GetChannelRequest { app_id: "no-such-app".into() })).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
 
     let sms = |n: &str| (n.to_string(), AddressConfiguration { channel_type: ChannelType::Sms as i32, ..Default::default() });
     let mut addresses: HashMap<String, AddressConfiguration> =

@@ -10,8 +10,8 @@ use super::{check_app_id, invalid, observe, store_status};
 use crate::channels::settings::{self, ChannelSettings};
 use crate::domain;
 use crate::proto::v1::{
-    channels_server, ApnsChannel, CustomChannel, EmailChannel, GcmChannel, GetChannelRequest, SmsChannel, UpdateApnsChannelRequest,
-    UpdateCustomChannelRequest, UpdateEmailChannelRequest, UpdateGcmChannelRequest, UpdateSmsChannelRequest,
+    channels_server, ApnsChannel, ChannelSummary, ChannelsResponse, CustomChannel, EmailChannel, GcmChannel, GetChannelRequest, SmsChannel,
+    UpdateApnsChannelRequest, UpdateCustomChannelRequest, UpdateEmailChannelRequest, UpdateGcmChannelRequest, UpdateSmsChannelRequest,
 };
 use crate::secrets::Sealer;
 use crate::store::Store;
@@ -66,6 +66,15 @@ impl ChannelsService {
             .ok_or_else(|| Status::not_found(format!("app {app_id} has no {} channel", C::LABEL)))
     }
 
+    /// `C`'s summary, if the app has settings for it.
+    async fn summary<C: ChannelSettings>(&self, app_id: &str) -> Result<Option<ChannelSummary>, Status> {
+        let raw = self.store.get_channel(app_id, C::NAME).await.map_err(store_status)?;
+        Ok(raw.and_then(|b| C::decode(b.as_slice()).ok()).map(|c| {
+            let (enabled, modified) = c.summary();
+            ChannelSummary { enabled, last_modified_date: modified.to_string() }
+        }))
+    }
+
     async fn delete<C: ChannelSettings>(&self, app_id: &str) -> Result<C, Status> {
         check_app_id(app_id)?;
         let old = self.store.delete_channel(app_id, C::NAME).await.map_err(store_status)?;
@@ -75,11 +84,28 @@ impl ChannelsService {
     }
 }
 
-/// The service: three calls per channel.
+/// The service: three calls per channel, and GetChannels over them all.
 macro_rules! channel_service {
-    ($(($ty:ty, $req:ty, $update:ident, $get:ident, $delete:ident, $un:literal, $gn:literal, $dn:literal)),* $(,)?) => {
+    ($(($ty:ty, $key:literal, $req:ty, $update:ident, $get:ident, $delete:ident, $un:literal, $gn:literal, $dn:literal)),* $(,)?) => {
         #[tonic::async_trait]
         impl channels_server::Channels for ChannelsService {
+            async fn get_channels(&self, request: Request<GetChannelRequest>) -> Result<Response<ChannelsResponse>, Status> {
+                observe("GetChannels", async {
+                    let app = request.into_inner().app_id;
+                    check_app_id(&app)?;
+                    if self.store.get_app(&app).await.map_err(store_status)?.is_none() {
+                        return Err(Status::not_found(format!("app {app} not found")));
+                    }
+                    let mut channels = std::collections::HashMap::new();
+                    $(
+                        if let Some(s) = self.summary::<$ty>(&app).await? {
+                            channels.insert($key.to_string(), s);
+                        }
+                    )*
+                    Ok(Response::new(ChannelsResponse { channels }))
+                })
+                .await
+            }
             $(
                 async fn $update(&self, request: Request<$req>) -> Result<Response<$ty>, Status> {
                     observe($un, async {
@@ -104,6 +130,7 @@ macro_rules! channel_service {
 channel_service!(
     (
         EmailChannel,
+        "EMAIL",
         UpdateEmailChannelRequest,
         update_email_channel,
         get_email_channel,
@@ -114,6 +141,7 @@ channel_service!(
     ),
     (
         CustomChannel,
+        "CUSTOM",
         UpdateCustomChannelRequest,
         update_custom_channel,
         get_custom_channel,
@@ -124,6 +152,7 @@ channel_service!(
     ),
     (
         ApnsChannel,
+        "APNS",
         UpdateApnsChannelRequest,
         update_apns_channel,
         get_apns_channel,
@@ -134,6 +163,7 @@ channel_service!(
     ),
     (
         GcmChannel,
+        "GCM",
         UpdateGcmChannelRequest,
         update_gcm_channel,
         get_gcm_channel,
@@ -144,6 +174,7 @@ channel_service!(
     ),
     (
         SmsChannel,
+        "SMS",
         UpdateSmsChannelRequest,
         update_sms_channel,
         get_sms_channel,

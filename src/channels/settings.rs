@@ -21,6 +21,8 @@ pub trait ChannelSettings: Message + Default + Clone {
     /// Sets the `has_*` flags from the secrets present.
     fn flag(&mut self);
     fn set_modified(&mut self, at: String);
+    /// Whether it is enabled, and when it was last changed (GetChannels).
+    fn summary(&self) -> (bool, &str);
     /// Checks settings about to be stored (secrets merged in, still plain).
     fn validate(&self) -> Vec<FieldViolation>;
     /// Fills in what Herald derives from valid settings (before secrets are sealed).
@@ -86,6 +88,9 @@ impl ChannelSettings for EmailChannel {
     }
     fn set_modified(&mut self, at: String) {
         self.last_modified_date = at;
+    }
+    fn summary(&self) -> (bool, &str) {
+        (self.enabled, &self.last_modified_date)
     }
     fn validate(&self) -> Vec<FieldViolation> {
         let c = self;
@@ -192,6 +197,9 @@ impl ChannelSettings for CustomChannel {
     fn set_modified(&mut self, at: String) {
         self.last_modified_date = at;
     }
+    fn summary(&self) -> (bool, &str) {
+        (self.enabled, &self.last_modified_date)
+    }
     fn validate(&self) -> Vec<FieldViolation> {
         let mut out = Vec::new();
         if !self.delivery_url.is_empty() {
@@ -218,6 +226,9 @@ impl ChannelSettings for ApnsChannel {
     }
     fn set_modified(&mut self, at: String) {
         self.last_modified_date = at;
+    }
+    fn summary(&self) -> (bool, &str) {
+        (self.enabled, &self.last_modified_date)
     }
     fn validate(&self) -> Vec<FieldViolation> {
         use crate::channels::apns::{authentication, Authentication};
@@ -300,6 +311,9 @@ impl ChannelSettings for GcmChannel {
     fn set_modified(&mut self, at: String) {
         self.last_modified_date = at;
     }
+    fn summary(&self) -> (bool, &str) {
+        (self.enabled, &self.last_modified_date)
+    }
     fn validate(&self) -> Vec<FieldViolation> {
         let mut out = Vec::new();
         if self.service_account_json.is_empty() {
@@ -336,6 +350,9 @@ impl ChannelSettings for SmsChannel {
     }
     fn set_modified(&mut self, at: String) {
         self.last_modified_date = at;
+    }
+    fn summary(&self) -> (bool, &str) {
+        (self.enabled, &self.last_modified_date)
     }
     fn validate(&self) -> Vec<FieldViolation> {
         let mut out = Vec::new();
