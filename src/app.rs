@@ -23,7 +23,7 @@ use crate::dispatch::engine::{Engine, EngineConfig};
 use crate::proto::v1::{
     apps_server::AppsServer, campaigns_server::CampaignsServer, channels_server::ChannelsServer, endpoints_server::EndpointsServer,
     events_server::EventsServer, journeys_server::JourneysServer, kpis_server::KpisServer, messages_server::MessagesServer,
-    segments_server::SegmentsServer, suppressions_server::SuppressionsServer, templates_server::TemplatesServer,
+    segments_server::SegmentsServer, suppressions_server::SuppressionsServer, tags_server::TagsServer, templates_server::TemplatesServer,
 };
 use crate::render::{template::TemplateCache, Renderer};
 use crate::store::{self, Store};
@@ -176,6 +176,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             .add_service(InterceptedService::new(journeys_service, auth.clone()))
             .add_service(InterceptedService::new(events, auth.clone()))
             .add_service(InterceptedService::new(KpisServer::new(KpisService::new(store.clone())), auth.clone()))
+            .add_service(InterceptedService::new(TagsServer::new(crate::api::tags::TagsService::new(store.clone())), auth.clone()))
             .add_service(InterceptedService::new(ChannelsServer::new(ChannelsService::new(store.clone(), sealer.clone())), auth))
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())),
     );
@@ -294,7 +295,8 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
         SuppressionsServer<SuppressionsService>,
         MessagesServer<MessagesService>,
         ChannelsServer<ChannelsService>,
-        EventsServer<EventsService>
+        EventsServer<EventsService>,
+        TagsServer<crate::api::tags::TagsService>
     );
     let overall = if serving { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
     health.set_service_status("", overall).await;

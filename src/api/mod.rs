@@ -11,6 +11,7 @@ pub mod kpis;
 pub mod messages;
 pub mod segments;
 pub mod suppressions;
+pub mod tags;
 pub mod templates;
 
 use std::future::Future;
