@@ -107,10 +107,32 @@ impl CampaignsService {
                 ));
             }
         }
+        custom_delivery("campaign", c.custom_delivery_configuration.as_ref(), &mut v);
+        for (i, t) in c.additional_treatments.iter().enumerate() {
+            custom_delivery(&format!("campaign.additional_treatments[{i}]"), t.custom_delivery_configuration.as_ref(), &mut v);
+        }
+        // Which contents a custom delivery needs custom content in (a treatment without its own
+        // content takes the campaign's).
+        let mut needs_custom: Vec<String> = Vec::new();
+        if c.custom_delivery_configuration.is_some() {
+            needs_custom.push("campaign".into());
+        }
+        for (i, t) in c.additional_treatments.iter().enumerate() {
+            if t.custom_delivery_configuration.is_some() {
+                let own = t.message_configuration.is_some() || t.template_configuration.is_some();
+                needs_custom.push(if own { format!("campaign.additional_treatments[{i}]") } else { "campaign".into() });
+            }
+        }
         for (field, (m, t)) in contents {
             match Composer::build(self.store.as_ref(), self.cache.clone(), app, &m, &t, crate::pipeline::compose::Tracking::off()).await {
                 Ok(composer) if composer.lanes().is_empty() => {
                     v.push(FieldViolation::new(format!("{field}.message_configuration"), "give email or custom content, or a template"))
+                }
+                Ok(composer) if needs_custom.contains(&field) && !composer.lanes().contains(&crate::channels::Lane::Custom) => {
+                    v.push(FieldViolation::new(
+                        format!("{field}.message_configuration.custom_message"),
+                        "a custom delivery (custom_delivery_configuration) sends the custom message: give custom_message or a custom template",
+                    ))
                 }
                 Ok(_) => {}
                 Err(ComposeError::Field(f)) => v.push(f.under(&field)),
@@ -284,5 +306,29 @@ impl campaigns_server::Campaigns for CampaignsService {
             Ok(Response::new(GetCampaignActivitiesResponse { activities }))
         })
         .await
+    }
+}
+
+/// Checks a CustomDeliveryConfiguration: an http(s) URI Herald can POST to, and endpoint types
+/// that are channel types.
+fn custom_delivery(field: &str, d: Option<&crate::proto::v1::CustomDeliveryConfiguration>, v: &mut Vec<FieldViolation>) {
+    let Some(d) = d else { return };
+    let field = format!("{field}.custom_delivery_configuration");
+    if d.delivery_uri.starts_with("arn:") {
+        v.push(FieldViolation::new(
+            format!("{field}.delivery_uri"),
+            "a Lambda function cannot be invoked from Herald: give the http(s) URL of a webhook",
+        ));
+    } else if let Err(why) = crate::domain::endpoint::validate_url(&d.delivery_uri) {
+        v.push(FieldViolation::new(format!("{field}.delivery_uri"), why));
+    }
+    if d.endpoint_types.is_empty() {
+        v.push(FieldViolation::new(format!("{field}.endpoint_types"), "give the endpoint types it goes to (EMAIL, SMS, GCM, CUSTOM...)"));
+    }
+    for (k, t) in d.endpoint_types.iter().enumerate() {
+        let known = crate::domain::endpoint::parse_channel(t).is_some();
+        if !known {
+            v.push(FieldViolation::new(format!("{field}.endpoint_types[{k}]"), format!("{t:?} is not a channel type")));
+        }
     }
 }

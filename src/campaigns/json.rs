@@ -481,6 +481,18 @@ pub fn campaign(text_in: &str) -> R<Campaign> {
     })
 }
 
+/// A CustomDeliveryConfiguration {DeliveryUri, EndpointTypes}.
+fn custom_delivery(o: &Map<String, Value>, shape: Shape, at: &str) -> R<Option<crate::proto::v1::CustomDeliveryConfiguration>> {
+    let (Some(v), k) = get(o, shape, "custom_delivery_configuration") else { return Ok(None) };
+    let f = format!("{at}.{k}");
+    let d = obj(v, &f)?;
+    check(d, shape, &["delivery_uri", "endpoint_types"], &[], &f)?;
+    Ok(Some(crate::proto::v1::CustomDeliveryConfiguration {
+        delivery_uri: t(d, shape, "delivery_uri", &f)?,
+        endpoint_types: strings(d, &key(shape, "endpoint_types"), &f)?,
+    }))
+}
+
 fn read(v: &Value) -> R<Campaign> {
     let o = obj(v, "campaign")?;
     let (o, shape, at) = match o.get("WriteCampaignRequest") {
@@ -505,6 +517,7 @@ fn read(v: &Value) -> R<Campaign> {
         "treatment_description",
         "is_paused",
         "tags",
+        "custom_delivery_configuration",
     ];
     if shape == Shape::Api {
         known.push("engagement_tracking");
@@ -513,11 +526,7 @@ fn read(v: &Value) -> R<Campaign> {
         o,
         shape,
         &known,
-        &[
-            ("Hook", "campaign hooks are not in Herald yet"),
-            ("CustomDeliveryConfiguration", "send to a CUSTOM channel endpoint or an event webhook instead"),
-            ("Priority", "it orders in-app messages, and Herald has no in-app channel"),
-        ],
+        &[("Hook", "campaign hooks are not in Herald yet"), ("Priority", "it orders in-app messages, and Herald has no in-app channel")],
         at,
     )?;
     let f = |api: &str| format!("{at}.{}", key(shape, api));
@@ -533,6 +542,7 @@ fn read(v: &Value) -> R<Campaign> {
         treatment_name: t(o, shape, "treatment_name", at)?,
         treatment_description: t(o, shape, "treatment_description", at)?,
         is_paused: b(o, shape, "is_paused", at)?,
+        custom_delivery_configuration: custom_delivery(o, shape, at)?,
         engagement_tracking: match (shape, o.get("engagement_tracking")) {
             (Shape::Pinpoint, _) | (_, None | Some(Value::Null)) => None,
             (Shape::Api, Some(_)) => Some(boolean(o, "engagement_tracking", at)?),
@@ -559,8 +569,16 @@ fn read(v: &Value) -> R<Campaign> {
             check(
                 to,
                 shape,
-                &["treatment_name", "treatment_description", "size_percent", "message_configuration", "template_configuration", "schedule"],
-                &[("CustomDeliveryConfiguration", "send to a CUSTOM channel endpoint or an event webhook instead")],
+                &[
+                    "treatment_name",
+                    "treatment_description",
+                    "size_percent",
+                    "message_configuration",
+                    "template_configuration",
+                    "schedule",
+                    "custom_delivery_configuration",
+                ],
+                &[],
                 &tf,
             )?;
             let sf = |api: &str| format!("{tf}.{}", key(shape, api));
@@ -572,6 +590,7 @@ fn read(v: &Value) -> R<Campaign> {
                 message_configuration: message(get(to, shape, "message_configuration").0, shape, &sf("message_configuration"))?,
                 template_configuration: templates(get(to, shape, "template_configuration").0, shape, &sf("template_configuration"))?,
                 schedule: schedule(get(to, shape, "schedule").0, shape, &sf("schedule"))?,
+                custom_delivery_configuration: custom_delivery(to, shape, &tf)?,
             });
         }
     }
@@ -668,6 +687,21 @@ mod tests {
             (f.event_types, f.exclude_event_types, f.attributes["sku"].values.clone()),
             (vec!["purchase".to_string()], false, vec!["A1".to_string()])
         );
+        // A custom delivery, on the campaign and on a treatment.
+        let c = super::campaign(
+            r#"{"Name": "Hook", "SegmentId": "s1", "Schedule": {"StartTime": "IMMEDIATE"},
+                "MessageConfiguration": {"CustomMessage": {"Data": "{\"a\":1}"}},
+                "CustomDeliveryConfiguration": {"DeliveryUri": "https://hooks.example.com/in", "EndpointTypes": ["EMAIL", "SMS"]},
+                "AdditionalTreatments": [{"SizePercent": 10,
+                  "CustomDeliveryConfiguration": {"DeliveryUri": "https://hooks.example.com/b", "EndpointTypes": ["GCM"]}}]}"#,
+        )
+        .unwrap();
+        let d = c.custom_delivery_configuration.unwrap();
+        assert_eq!((d.delivery_uri.as_str(), d.endpoint_types), ("https://hooks.example.com/in", vec!["EMAIL".to_string(), "SMS".into()]));
+        assert_eq!(c.message_configuration.unwrap().custom_message.unwrap().data, r#"{"a":1}"#);
+        assert_eq!(c.additional_treatments[0].custom_delivery_configuration.as_ref().unwrap().endpoint_types, ["GCM"]);
+        let e = super::campaign(r#"{"Name": "x", "CustomDeliveryConfiguration": {"DeliveryURI": "https://h.example"}}"#).unwrap_err();
+        assert_eq!(e.at, "WriteCampaignRequest.CustomDeliveryConfiguration.DeliveryURI");
     }
 
     #[test]

@@ -41,7 +41,7 @@ mod error;
 mod rules;
 mod submit;
 pub use error::RunError;
-use rules::{add_counts, assignment, count_status, lane_of, limits, status_name, Limits};
+use rules::{add_counts, assignment, count_status, custom_deliveries, limits, route, status_name, CustomDelivery, Limits};
 use submit::{render_tasks, submit_chunk, Submitted};
 
 /// A page handed to the engine, until it settles.
@@ -74,6 +74,8 @@ struct Plan {
     composers: Vec<Composer>,
     /// Per treatment: the channels it has content for.
     lanes: Vec<Vec<Lane>>,
+    /// Per treatment: its custom delivery (CustomDeliveryConfiguration), if any.
+    custom: Vec<Option<CustomDelivery>>,
     limits: Limits,
     /// Per treatment: its schedule (its own, else the campaign's), its start in this run, and
     /// whether that start is later than the run's (its messages wait for it).
@@ -86,6 +88,13 @@ struct Plan {
     /// The run started before (this daemon or another stopped or died): each member is checked
     /// against the outcomes recorded for the run.
     resumed: bool,
+}
+
+impl Plan {
+    /// The lane a member of `channel` gets treatment `t`'s message on, if it gets one.
+    fn route(&self, t: usize, channel: i32) -> Option<Lane> {
+        route(&self.lanes[t], self.custom[t].as_ref(), channel)
+    }
 }
 
 /// A pump's settling state.
@@ -490,6 +499,7 @@ impl Runner {
         let lanes = composers.iter().map(Composer::lanes).collect();
         let plan = Arc::new(Plan {
             lanes,
+            custom: custom_deliveries(&campaign),
             cohorts,
             composers,
             schedules,
@@ -744,7 +754,9 @@ impl Runner {
         let mut held: std::collections::BTreeMap<i64, Vec<String>> = std::collections::BTreeMap::new();
         for (i, e) in members.into_iter().enumerate() {
             // Only endpoints on a channel the campaign has content for are its audience.
-            let Some(lane) = lane_of(e.channel_type).filter(|l| plan.lanes.iter().any(|t| t.contains(l))) else { continue };
+            if !(0..plan.lanes.len()).any(|t| plan.route(t, e.channel_type).is_some()) {
+                continue;
+            }
             if e.endpoint_status == EndpointStatus::Inactive as i32 {
                 continue;
             }
@@ -753,9 +765,7 @@ impl Runner {
                 counts[0].holdout += 1;
                 continue;
             };
-            if !plan.lanes[treatment].contains(&lane) {
-                continue;
-            }
+            let Some(lane) = plan.route(treatment, e.channel_type) else { continue };
             if !releasing {
                 counts[treatment].total_endpoints += 1;
             }

@@ -203,7 +203,7 @@ impl ChannelSettings for CustomChannel {
     fn validate(&self) -> Vec<FieldViolation> {
         let mut out = Vec::new();
         if !self.delivery_url.is_empty() {
-            if let Err(why) = crate::domain::endpoint::validate_address(crate::proto::v1::ChannelType::Custom, &self.delivery_url) {
+            if let Err(why) = crate::domain::endpoint::validate_url(&self.delivery_url) {
                 out.push(FieldViolation::new("channel.delivery_url", why));
             }
         }

@@ -133,11 +133,9 @@ pub fn validate_address(channel: ChannelType, address: &str) -> Result<(), Addre
                 Err(AddressError::Phone)
             }
         }
-        ChannelType::Custom => match url::Url::parse(address) {
-            Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => Ok(()),
-            Ok(_) => Err(AddressError::NotHttp),
-            Err(e) => Err(AddressError::Url(e)),
-        },
+        // Any id the app's custom channel resolves (its delivery_url gets it), or a URL of the
+        // endpoint's own, which then must be one Herald can POST to.
+        ChannelType::Custom if address.contains("://") => validate_url(address),
         ChannelType::Unspecified => Err(AddressError::NoChannel),
         _ => {
             if address.len() > MAX_TOKEN_BYTES {
@@ -149,6 +147,20 @@ pub fn validate_address(channel: ChannelType, address: &str) -> Result<(), Addre
             }
         }
     }
+}
+
+/// An http(s) URL with a host: where custom-channel messages can be POSTed.
+pub fn validate_url(address: &str) -> Result<(), AddressError> {
+    match url::Url::parse(address) {
+        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => Ok(()),
+        Ok(_) => Err(AddressError::NotHttp),
+        Err(e) => Err(AddressError::Url(e)),
+    }
+}
+
+/// A custom endpoint's address that is a URL of its own (else the app's delivery_url takes it).
+pub fn is_own_url(address: &str) -> bool {
+    address.contains("://") && validate_url(address).is_ok()
 }
 
 fn validate_attribute_map<'a>(field: &str, attrs: impl Iterator<Item = (&'a String, &'a [String])>, out: &mut Vec<FieldViolation>) {
@@ -399,6 +411,11 @@ mod tests {
         assert!(validate_address(ChannelType::Sms, "+1234567890123456").is_err());
         assert!(validate_address(ChannelType::Custom, "https://hooks.example.com/x").is_ok());
         assert!(validate_address(ChannelType::Custom, "ftp://example.com").is_err());
+        assert!(validate_address(ChannelType::Custom, "crm-contact-4711").is_ok(), "an id the custom channel resolves");
+        assert!(validate_address(ChannelType::Custom, "user 1").is_err());
+        assert!(validate_address(ChannelType::Custom, &"x".repeat(MAX_TOKEN_BYTES + 1)).is_err());
+        assert!(is_own_url("https://hooks.example.com/x") && !is_own_url("crm-contact-4711"));
+        assert!(validate_url("crm-contact-4711").is_err());
         assert!(validate_address(ChannelType::Apns, "a1b2c3").is_ok());
         assert!(validate_address(ChannelType::Gcm, "tok en").is_err());
         assert!(validate_address(ChannelType::Gcm, &"x".repeat(MAX_TOKEN_BYTES + 1)).is_err());

@@ -411,3 +411,12 @@ pub fn email_message(subject: &str, text: &str) -> herald::proto::v1::DirectMess
 pub fn python() -> String {
     std::env::var("HERALD_TEST_PYTHON").unwrap_or_else(|_| format!("{}/target/test-venv/bin/python", env!("CARGO_MANIFEST_DIR")))
 }
+
+/// The fields an INVALID_ARGUMENT names in its BadRequest details, sorted.
+pub fn violations(status: &tonic::Status) -> Vec<String> {
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let br = tonic_types::StatusExt::get_details_bad_request(status).unwrap_or_else(|| panic!("no BadRequest details in {status:?}"));
+    let mut f: Vec<String> = br.field_violations.into_iter().map(|v| v.field).collect();
+    f.sort();
+    f
+}

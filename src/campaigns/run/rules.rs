@@ -21,8 +21,45 @@ pub(super) fn assignment(c: &Campaign) -> [Option<usize>; 100] {
     out
 }
 
-pub(super) fn lane_of(channel: i32) -> Option<Lane> {
-    Lane::of(ChannelType::try_from(channel).ok()?)
+/// A treatment's CustomDeliveryConfiguration: where the custom message goes, and for which
+/// endpoint types.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct CustomDelivery {
+    pub(super) uri: String,
+    pub(super) types: Vec<ChannelType>,
+}
+
+/// Per treatment (the default first), its custom delivery: its own, or the campaign's when it
+/// takes the campaign's content.
+pub(super) fn custom_deliveries(c: &Campaign) -> Vec<Option<CustomDelivery>> {
+    let read = |d: &Option<crate::proto::v1::CustomDeliveryConfiguration>| {
+        d.as_ref().filter(|d| !d.delivery_uri.is_empty()).map(|d| CustomDelivery {
+            uri: d.delivery_uri.clone(),
+            types: d.endpoint_types.iter().filter_map(|t| crate::domain::endpoint::parse_channel(t)).collect(),
+        })
+    };
+    let base = read(&c.custom_delivery_configuration);
+    let mut out = vec![base.clone()];
+    for t in &c.additional_treatments {
+        let own = t.message_configuration.is_some() || t.template_configuration.is_some();
+        out.push(match (read(&t.custom_delivery_configuration), own) {
+            (Some(d), _) => Some(d),
+            (None, true) => None,
+            (None, false) => base.clone(),
+        });
+    }
+    out
+}
+
+/// The lane an endpoint of `channel` gets a treatment's message on: the custom lane to the
+/// delivery URI when the treatment's custom delivery takes its type, else its own channel's if
+/// the treatment has content for it. With a custom delivery, custom content goes only there.
+pub(super) fn route(lanes: &[Lane], custom: Option<&CustomDelivery>, channel: i32) -> Option<Lane> {
+    let ct = ChannelType::try_from(channel).ok()?;
+    match custom {
+        Some(d) if d.types.contains(&ct) => lanes.contains(&Lane::Custom).then_some(Lane::Custom),
+        _ => Lane::of(ct).filter(|l| lanes.contains(l) && !(custom.is_some() && *l == Lane::Custom)),
+    }
 }
 
 /// The limits that apply: the campaign's, else the app's defaults.

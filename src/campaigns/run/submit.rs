@@ -46,8 +46,14 @@ pub(super) async fn submit_chunk(
         let subs = composer.substitutions_for(lane);
         let planner =
             Planner { composer, origin: &origins[t], source: MessageSource::Campaign, request_id: &plan.request_id, stamp, dry_run: false };
-        let channel = ChannelType::try_from(e.channel_type).unwrap_or_default();
-        let outcome = planner.outcome(&e.id, &e.address, channel);
+        // A custom delivery's message goes to its URI, whatever the endpoint's own channel.
+        let (channel, outcome) = match (&plan.custom[t], lane) {
+            (Some(d), Lane::Custom) => (ChannelType::Custom, planner.outcome(&e.id, &d.uri, ChannelType::Custom)),
+            _ => {
+                let channel = ChannelType::try_from(e.channel_type).unwrap_or_default();
+                (channel, planner.outcome(&e.id, &e.address, channel))
+            }
+        };
         let job = match planner.job(lane, channel, Some(&e), subs, outcome, Some(Reply::Tally(tally.slot(t)))) {
             Ok(job) => job,
             Err(unrendered) => {

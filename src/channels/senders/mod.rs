@@ -19,7 +19,7 @@ use super::apns::ApnsSender;
 use super::email::dkim::DkimSigner;
 use super::email::SmtpPool;
 use super::fcm::FcmSender;
-use super::webhook::{Webhook, WebhookConfig};
+use super::webhook::{Webhook, WebhookConfig, MAX_ENDPOINTS_PER_CALL};
 use super::{Delivery, Lane, Outbound, Payload};
 use crate::secrets::Sealer;
 use crate::store::Store;
@@ -192,48 +192,7 @@ async fn deliver(shared: &Senders, lane: Lane, jobs: &[Outbound<'_>]) -> Vec<Del
                 .map(|d| d.unwrap_or(Delivery::Permanent { status_code: 0, message: "not an email".into(), hard_bounce: false }))
                 .collect()
         }
-        Lane::Custom => {
-            let mut futures = Vec::with_capacity(jobs.len());
-            for j in jobs {
-                let app = shared.app_channels(j.app_id).await;
-                let unusable = match &app.custom {
-                    Some(Err(why)) => Some(why.to_string()),
-                    Some(Ok(c)) if !c.enabled => Some(Unusable::Disabled("custom").to_string()),
-                    _ => None,
-                };
-                let disabled = unusable.is_some();
-                let secret = app
-                    .custom
-                    .as_ref()
-                    .and_then(|c| c.as_ref().ok())
-                    .map(|c| c.signing_secret.clone())
-                    .filter(|s| !s.is_empty())
-                    .or_else(|| shared.webhook_secret.clone())
-                    .unwrap_or_default();
-                let hook = match (j.payload, j.dry_run || disabled, &shared.http) {
-                    (Payload::Custom { .. }, false, Some(http)) => {
-                        let config = WebhookConfig { url: j.address.to_string(), secret, timeout: shared.webhook_timeout };
-                        Some(Webhook::with_client(config, http.clone()))
-                    }
-                    _ => None,
-                };
-                futures.push(async move {
-                    match (j.payload, hook) {
-                        (_, _) if j.dry_run => dry(j),
-                        (_, _) if disabled => {
-                            Delivery::Permanent { status_code: 0, message: unusable.unwrap_or_default(), hard_bounce: false }
-                        }
-                        (Payload::Custom { body }, Some(h)) => h.send(body).await,
-                        _ => Delivery::Permanent {
-                            status_code: 0,
-                            message: "cannot deliver to this custom address".into(),
-                            hard_bounce: false,
-                        },
-                    }
-                });
-            }
-            futures::future::join_all(futures).await
-        }
+        Lane::Custom => custom(shared, jobs).await,
         Lane::Apns | Lane::Gcm | Lane::Sms => {
             let mut futures = Vec::with_capacity(jobs.len());
             for j in jobs {
@@ -249,6 +208,104 @@ async fn deliver(shared: &Senders, lane: Lane, jobs: &[Outbound<'_>]) -> Vec<Del
             futures::future::join_all(futures).await
         }
     }
+}
+
+/// One custom-channel POST being gathered.
+struct Call {
+    /// The URL, the secret, and the payload without its endpoints.
+    key: (String, String, String),
+    /// Whether other messages may join (each message so far went to one endpoint).
+    open: bool,
+    messages: Vec<usize>,
+}
+
+/// Custom-channel messages: each to the endpoint's own URL, or (an address that is an id) to
+/// the app's delivery_url. Messages to one URL with the same content and origin go as one
+/// POST carrying up to [`MAX_ENDPOINTS_PER_CALL`] endpoints, as Pinpoint batches them; the
+/// answer is every one's delivery.
+async fn custom(shared: &Senders, jobs: &[Outbound<'_>]) -> Vec<Delivery> {
+    let mut out: Vec<Option<Delivery>> = vec![None; jobs.len()];
+    let mut groups: Vec<Call> = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        if j.dry_run {
+            out[i] = Some(Delivery::Delivered { status_code: 0, message: "dry run: not sent".into(), provider_id: None });
+            continue;
+        }
+        let Payload::Custom { body } = j.payload else {
+            out[i] = Some(permanent("not a custom-channel message".into()));
+            continue;
+        };
+        let app = shared.app_channels(j.app_id).await;
+        let channel = match &app.custom {
+            Some(Err(why)) => {
+                out[i] = Some(permanent(why.to_string()));
+                continue;
+            }
+            Some(Ok(c)) if !c.enabled => {
+                out[i] = Some(permanent(Unusable::Disabled("custom").to_string()));
+                continue;
+            }
+            Some(Ok(c)) => Some(c),
+            None => None,
+        };
+        let url = if crate::domain::endpoint::is_own_url(j.address) {
+            j.address.to_string()
+        } else {
+            match channel.map(|c| c.delivery_url.as_str()).filter(|u| !u.is_empty()) {
+                Some(u) => u.to_string(),
+                None => {
+                    out[i] = Some(permanent(format!(
+                        "the custom address {:?} is not a URL and the app's custom channel has no delivery_url",
+                        j.address
+                    )));
+                    continue;
+                }
+            }
+        };
+        let secret = channel
+            .map(|c| c.signing_secret.clone())
+            .filter(|s| !s.is_empty())
+            .or_else(|| shared.webhook_secret.clone())
+            .unwrap_or_default();
+        let content = serde_json::to_string(&super::webhook::Payload { endpoints: Default::default(), ..body.clone() }).unwrap_or_default();
+        let key = (url, secret, content);
+        // Only messages to one endpoint each share a call, and never two to the same endpoint.
+        let endpoint = body.endpoints.keys().next().filter(|_| body.endpoints.len() == 1);
+        let shared_call = endpoint.and_then(|id| {
+            groups.iter_mut().find(|c| {
+                c.open
+                    && c.key == key
+                    && c.messages.len() < MAX_ENDPOINTS_PER_CALL
+                    && c.messages.iter().all(|&o| matches!(jobs[o].payload, Payload::Custom { body } if !body.endpoints.contains_key(id)))
+            })
+        });
+        match shared_call {
+            Some(c) => c.messages.push(i),
+            None => groups.push(Call { key, open: endpoint.is_some(), messages: vec![i] }),
+        }
+    }
+    let Some(http) = shared.http.as_ref() else {
+        return out.into_iter().map(|d| d.unwrap_or_else(|| permanent(Unusable::NoHttpClient.to_string()))).collect();
+    };
+    let calls = groups.into_iter().map(|Call { key: (url, secret, _), messages: idx, .. }| {
+        let hook = Webhook::with_client(WebhookConfig { url, secret, timeout: shared.webhook_timeout }, http.clone());
+        let mut body = match jobs[idx[0]].payload {
+            Payload::Custom { body } => body.clone(),
+            _ => unreachable!("grouped as custom"),
+        };
+        for &i in &idx[1..] {
+            if let Payload::Custom { body: other } = jobs[i].payload {
+                body.endpoints.extend(other.endpoints.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        async move { (idx, hook.send(&body).await) }
+    });
+    for (idx, delivery) in futures::future::join_all(calls).await {
+        for i in idx {
+            out[i] = Some(delivery.clone());
+        }
+    }
+    out.into_iter().map(|d| d.expect("every custom message has its delivery")).collect()
 }
 
 fn permanent(message: String) -> Delivery {

@@ -22,8 +22,9 @@ pub struct Payload {
     pub application_id: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub campaign_id: String,
+    /// A string, as Pinpoint writes it ("0" for the default treatment).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub treatment_id: Option<u32>,
+    pub treatment_id: Option<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub activity_id: String,
     pub scheduled_time: String,
@@ -55,7 +56,7 @@ impl Payload {
             data,
             application_id: origin.app_id.clone(),
             campaign_id: origin.campaign_id.clone(),
-            treatment_id: origin.treatment_id,
+            treatment_id: origin.treatment_id.map(|t| t.to_string()),
             activity_id: origin.activity_id.clone(),
             scheduled_time: origin.scheduled_time.clone(),
             endpoints,
