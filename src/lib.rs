@@ -29,6 +29,7 @@
 
 pub mod api;
 pub mod app;
+pub mod attributes;
 pub mod campaigns;
 pub mod channels;
 pub mod cli;

@@ -7,7 +7,8 @@ use common::{Backend, Daemon};
 use herald::proto::v1::{
     AppSettings, CampaignLimits, ChannelType, DeleteAppRequest, DeleteEndpointRequest, DeleteUserEndpointsRequest, Endpoint,
     EndpointDemographic, EndpointLocation, EndpointStatus, EndpointUser, GetAppRequest, GetEndpointRequest, GetUserEndpointsRequest,
-    ImportEndpointsRequest, ListAppsRequest, QuietTime, UpdateAppSettingsRequest, UpdateEndpointRequest, UpdateEndpointsBatchRequest,
+    ImportEndpointsRequest, ListAppsRequest, QuietTime, RemoveAttributesRequest, UpdateAppSettingsRequest, UpdateEndpointRequest,
+    UpdateEndpointsBatchRequest,
 };
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
@@ -385,6 +386,67 @@ async fn suppression_lists_over_grpc(backend: Backend) {
     assert_eq!(err.code(), Code::NotFound);
 }
 
+/// RemoveAttributes as Pinpoint documents it: the endpoints keep their values, and no write
+/// (single, batch, import) captures new or changed values of a removed name or pattern.
+async fn removed_attributes_are_no_longer_captured(backend: Backend) {
+    let d = Daemon::start(backend);
+    let app = d.create_app("attrs").await.app_id;
+    let mut eps = d.endpoints().await;
+    let v = |s: &str| herald::proto::v1::AttributeValues { values: vec![s.into()] };
+    let with = |id: &str, interest: &str, colour: &str, plan: &str, cart: f64, visits: f64, name: &str| Endpoint {
+        attributes: [("Interests".into(), v(interest)), ("FavColour".into(), v(colour)), ("Plan".into(), v(plan))].into(),
+        metrics: [("cart".into(), cart), ("visits".into(), visits)].into(),
+        user: Some(EndpointUser { user_id: "u1".into(), user_attributes: [("FirstName".into(), v(name))].into() }),
+        ..email(id, &format!("{id}@example.com"), None)
+    };
+    let update = |e: Endpoint| UpdateEndpointRequest { app_id: app.clone(), endpoint_id: e.id.clone(), endpoint: Some(e) };
+    eps.update_endpoint(d.req(update(with("e1", "hiking", "red", "free", 2.0, 1.0, "Ana")))).await.unwrap();
+
+    let remove = |kind: &str, names: &[&str]| RemoveAttributesRequest {
+        app_id: app.clone(),
+        attribute_type: kind.into(),
+        blacklist: names.iter().map(|n| n.to_string()).collect(),
+    };
+    let err = eps.remove_attributes(d.req(remove("endpoint-attributes", &[]))).await.unwrap_err();
+    assert_eq!(fields(&err), ["attribute_type", "blacklist"]);
+    let mut unknown = remove("endpoint-custom-attributes", &["x"]);
+    unknown.app_id = "f".repeat(32);
+    assert_eq!(eps.remove_attributes(d.req(unknown)).await.unwrap_err().code(), Code::NotFound);
+    let r = eps.remove_attributes(d.req(remove("endpoint-custom-attributes", &["Interests", "Fav*"]))).await.unwrap().into_inner();
+    assert_eq!(
+        (r.app_id.as_str(), r.attribute_type.as_str(), r.attributes.clone()),
+        (app.as_str(), "endpoint-custom-attributes", vec!["Interests".to_string(), "Fav*".into()])
+    );
+    eps.remove_attributes(d.req(remove("endpoint-metric-attributes", &["cart"]))).await.unwrap();
+    eps.remove_attributes(d.req(remove("endpoint-user-attributes", &["First?ame"]))).await.unwrap();
+
+    // The stored values stay; the changed ones of removed attributes are not captured.
+    let e1 = eps.update_endpoint(d.req(update(with("e1", "chess", "blue", "pro", 5.0, 9.0, "Bo")))).await.unwrap().into_inner();
+    assert_eq!((e1.attributes["Interests"].values[0].as_str(), e1.attributes["FavColour"].values[0].as_str()), ("hiking", "red"));
+    assert_eq!(e1.attributes["Plan"].values, ["pro"], "other attributes change as usual");
+    assert_eq!((e1.metrics["cart"], e1.metrics["visits"]), (2.0, 9.0));
+    assert_eq!(e1.user.as_ref().unwrap().user_attributes["FirstName"].values, ["Ana"]);
+    // New endpoints, by batch and by import, do not get them at all.
+    eps.update_endpoints_batch(
+        d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: vec![with("e2", "chess", "blue", "pro", 5.0, 9.0, "Bo")] }),
+    )
+    .await
+    .unwrap();
+    let msgs = vec![ImportEndpointsRequest { app_id: app.clone(), endpoints: vec![with("e3", "golf", "green", "team", 1.0, 1.0, "Cy")] }];
+    assert_eq!(eps.import_endpoints(d.req(tokio_stream::iter(msgs))).await.unwrap().into_inner().written, 1);
+    for id in ["e2", "e3"] {
+        let e = eps.get_endpoint(d.req(GetEndpointRequest { app_id: app.clone(), endpoint_id: id.into() })).await.unwrap().into_inner();
+        assert_eq!(e.attributes.keys().collect::<Vec<_>>(), ["Plan"], "{id}");
+        assert_eq!(e.metrics.keys().collect::<Vec<_>>(), ["visits"], "{id}");
+        assert!(e.user.unwrap().user_attributes.is_empty(), "{id}");
+    }
+    // It holds for the next daemon too (the list is in the store).
+    let d = d.restart();
+    let mut eps = d.endpoints().await;
+    let e1 = eps.update_endpoint(d.req(update(with("e1", "golf", "pink", "team", 7.0, 3.0, "Di")))).await.unwrap().into_inner();
+    assert_eq!((e1.attributes["Interests"].values[0].as_str(), e1.attributes["Plan"].values[0].as_str()), ("hiking", "team"));
+}
+
 on_both_backends!(
     health_and_reflection_need_no_key,
     calls_need_a_valid_api_key,
@@ -395,4 +457,5 @@ on_both_backends!(
     metrics_count_calls,
     sigterm_exits_cleanly_and_state_survives,
     suppression_lists_over_grpc,
+    removed_attributes_are_no_longer_captured,
 );

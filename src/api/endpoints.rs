@@ -10,9 +10,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{check_app_id, invalid, observe, store_status, timed};
 use crate::domain::{self, endpoint as rules, FieldViolation};
 use crate::proto::v1::{
-    endpoints_server, DeleteEndpointRequest, DeleteUserEndpointsRequest, Endpoint, GetEndpointRequest, GetUserEndpointsRequest,
-    ImportEndpointsRequest, ImportEndpointsResponse, ImportRejection, UpdateEndpointRequest, UpdateEndpointsBatchRequest,
-    UpdateEndpointsBatchResponse, UserEndpoints,
+    endpoints_server, AttributesResource, DeleteEndpointRequest, DeleteUserEndpointsRequest, Endpoint, GetEndpointRequest,
+    GetUserEndpointsRequest, ImportEndpointsRequest, ImportEndpointsResponse, ImportRejection, RemoveAttributesRequest,
+    UpdateEndpointRequest, UpdateEndpointsBatchRequest, UpdateEndpointsBatchResponse, UserEndpoints,
 };
 use crate::store::{EndpointOp, Plan, Store, StoreError};
 use crate::telemetry;
@@ -36,12 +36,15 @@ impl EndpointsService {
     }
 }
 
-fn upsert(mut writes: Vec<Endpoint>, all_or_nothing: bool) -> EndpointOp {
-    // Activity is the server's to set, from PutEvents.
+/// The write operation for endpoints as a caller gave them: without the values of attributes
+/// the app no longer captures (RemoveAttributes) and without activity, which is the server's
+/// to set from PutEvents.
+async fn upsert(store: &dyn Store, app_id: &str, mut writes: Vec<Endpoint>, all_or_nothing: bool) -> Result<EndpointOp, StoreError> {
     for w in &mut writes {
         w.last_activity_date.clear();
     }
-    EndpointOp::Upsert { writes, all_or_nothing, now: domain::timestamp(chrono::Utc::now()), request_id: domain::new_id() }
+    crate::attributes::strip_writes(store, app_id, &mut writes).await?;
+    Ok(EndpointOp::Upsert { writes, all_or_nothing, now: domain::timestamp(chrono::Utc::now()), request_id: domain::new_id() })
 }
 
 fn check_endpoint_id(field: &str, id: &str) -> Result<(), Status> {
@@ -59,8 +62,8 @@ fn count_written(plan: &Plan) {
 /// Writes all-or-nothing; rejections become one INVALID_ARGUMENT naming each bad field under
 /// the path `path(index)`.
 async fn write_all(store: &dyn Store, app_id: &str, writes: Vec<Endpoint>, path: impl Fn(usize) -> String) -> Result<Plan, Status> {
-    let plan =
-        timed(store.backend(), "write_endpoints", store.write_endpoints(app_id, upsert(writes, true))).await.map_err(store_status)?;
+    let op = upsert(store, app_id, writes, true).await.map_err(store_status)?;
+    let plan = timed(store.backend(), "write_endpoints", store.write_endpoints(app_id, op)).await.map_err(store_status)?;
     count_written(&plan);
     if !plan.rejections.is_empty() {
         return Err(invalid(plan.rejections.into_iter().map(|r| r.violation.under(&path(r.index))).collect()));
@@ -256,6 +259,40 @@ impl endpoints_server::Endpoints for EndpointsService {
         })
         .await
     }
+
+    async fn remove_attributes(&self, request: Request<RemoveAttributesRequest>) -> Result<Response<AttributesResource>, Status> {
+        observe("RemoveAttributes", async {
+            let req = request.into_inner();
+            check_app_id(&req.app_id)?;
+            let mut v = Vec::new();
+            let kind = crate::attributes::AttributeType::parse(&req.attribute_type);
+            if kind.is_none() {
+                v.push(FieldViolation::new(
+                    "attribute_type",
+                    "must be endpoint-custom-attributes, endpoint-metric-attributes or endpoint-user-attributes",
+                ));
+            }
+            if req.blacklist.is_empty() {
+                v.push(FieldViolation::new("blacklist", "give the attribute names (or glob patterns) to remove"));
+            }
+            for (i, name) in req.blacklist.iter().enumerate() {
+                let n = name.chars().count();
+                if n == 0 || n > rules::MAX_ATTRIBUTE_NAME || name.chars().any(char::is_control) {
+                    v.push(FieldViolation::new(
+                        format!("blacklist[{i}]"),
+                        format!("attribute names are 1 to {} characters", rules::MAX_ATTRIBUTE_NAME),
+                    ));
+                }
+            }
+            let Some(kind) = kind.filter(|_| v.is_empty()) else { return Err(invalid(v)) };
+            if self.store.get_app(&req.app_id).await.map_err(store_status)?.is_none() {
+                return Err(Status::not_found(format!("app {} not found", req.app_id)));
+            }
+            crate::attributes::remove(self.store.as_ref(), &req.app_id, kind, &req.blacklist).await.map_err(store_status)?;
+            Ok(Response::new(AttributesResource { app_id: req.app_id, attribute_type: req.attribute_type, attributes: req.blacklist }))
+        })
+        .await
+    }
 }
 
 fn joined(r: Result<Result<ChunkResult, Status>, tokio::task::JoinError>) -> Result<ChunkResult, Status> {
@@ -275,11 +312,12 @@ struct ChunkResult {
 async fn write_chunk(store: Arc<dyn Store>, app_id: String, chunk: Vec<(u64, Endpoint)>) -> Result<ChunkResult, Status> {
     let (indexes, writes): (Vec<u64>, Vec<Endpoint>) = chunk.into_iter().unzip();
     let ids: Vec<String> = writes.iter().map(|e| e.id.clone()).collect();
-    let plan =
-        timed(store.backend(), "write_endpoints", store.write_endpoints(&app_id, upsert(writes, false))).await.map_err(|e| match e {
-            StoreError::AppNotFound(_) => Status::not_found(format!("app {app_id} was deleted during the import")),
-            other => store_status(other),
-        })?;
+    let gone = |e| match e {
+        StoreError::AppNotFound(_) => Status::not_found(format!("app {app_id} was deleted during the import")),
+        other => store_status(other),
+    };
+    let op = upsert(store.as_ref(), &app_id, writes, false).await.map_err(gone)?;
+    let plan = timed(store.backend(), "write_endpoints", store.write_endpoints(&app_id, op)).await.map_err(gone)?;
     count_written(&plan);
     Ok(ChunkResult { indexes, ids, plan })
 }

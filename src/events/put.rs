@@ -218,6 +218,8 @@ pub async fn put_events(
     let mut merged: HashMap<String, Endpoint> = HashMap::new();
     if !writes.is_empty() {
         let ids: Vec<String> = writes.iter().map(|w| w.id.clone()).collect();
+        let mut writes = writes;
+        crate::attributes::strip_writes(store, app, &mut writes).await?;
         let op = EndpointOp::Upsert { writes, all_or_nothing: false, now: arrival.clone(), request_id: domain::new_id() };
         let plan = store.write_endpoints(app, op).await?;
         for r in &plan.rejections {
