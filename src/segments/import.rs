@@ -205,7 +205,6 @@ impl ImportRun {
         if writes.is_empty() {
             return Ok(());
         }
-        let mut writes = writes;
         crate::attributes::strip_writes(self.store.as_ref(), app, &mut writes).await?;
         let op =
             EndpointOp::Upsert { writes, all_or_nothing: false, now: domain::timestamp(chrono::Utc::now()), request_id: domain::new_id() };
