@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use common::{Backend, Daemon};
 use herald::proto::v1::{
     segments_client::SegmentsClient, AttributeDimension, AttributeType, ComparisonOperator, CreateSegmentRequest, DeleteSegmentRequest,
-    ExportSegmentRequest, GetImportJobRequest, GetSegmentRequest, GpsCoordinates, GpsPointDimension, ImportFormat, ImportJob,
-    ImportSegmentRequest, JobState, ListSegmentVersionsRequest, ListSegmentsRequest, MetricDimension, SegmentDimensions, SegmentGroupList,
-    SegmentLocation, SegmentType, UpdateSegmentRequest,
+    ExportSegmentRequest, GetExportJobRequest, GetImportJobRequest, GetSegmentRequest, GpsCoordinates, GpsPointDimension, ImportFormat,
+    ImportJob, ImportSegmentRequest, JobState, ListJobsRequest, ListSegmentVersionsRequest, ListSegmentsRequest, MetricDimension,
+    SegmentDimensions, SegmentGroupList, SegmentLocation, SegmentType, UpdateSegmentRequest,
 };
 use herald::segments::json::definition;
 use tonic::transport::Channel;
@@ -288,4 +288,102 @@ async fn versions_imports_and_validation(backend: Backend) {
     assert_eq!(err.code(), Code::NotFound);
 }
 
-on_both_backends!(fixture_members_match, versions_imports_and_validation);
+/// Import and export jobs listed app-wide and per segment, paged; an export a client abandons
+/// ends FAILED.
+async fn job_listings(backend: Backend) {
+    let d = Daemon::start(backend);
+    let app = d.create_app("jobs").await.app_id;
+    let mut c = SegmentsClient::new(d.channel().await);
+    let csv = |n: usize| {
+        let mut f = "ChannelType,Address,Id\n".to_string();
+        for i in 0..n {
+            f.push_str(&format!("EMAIL,j{i}@example.com,j{i}\n"));
+        }
+        f
+    };
+    let first = ImportSegmentRequest { app_id: app.clone(), name: "a".into(), format: ImportFormat::Csv as i32, ..Default::default() };
+    let a1 = import(&d, &mut c, first, &csv(6)).await.pop().unwrap();
+    let again = ImportSegmentRequest {
+        app_id: app.clone(),
+        segment_id: a1.segment_id.clone(),
+        format: ImportFormat::Csv as i32,
+        ..Default::default()
+    };
+    let a2 = import(&d, &mut c, again, &csv(3)).await.pop().unwrap();
+    let first = ImportSegmentRequest { app_id: app.clone(), name: "b".into(), format: ImportFormat::Csv as i32, ..Default::default() };
+    let b1 = import(&d, &mut c, first, &csv(2)).await.pop().unwrap();
+    let list = |segment: &str, size: i32, token: &str| ListJobsRequest {
+        app_id: app.clone(),
+        segment_id: segment.into(),
+        page_size: size,
+        page_token: token.into(),
+    };
+    let all = c.list_import_jobs(d.req(list("", 0, ""))).await.unwrap().into_inner();
+    let mut want = vec![a1.clone(), a2.clone(), b1.clone()];
+    want.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(all.jobs, want, "each job as it ended");
+    assert!(all.next_page_token.is_empty());
+    let of_a = c.list_import_jobs(d.req(list(&a1.segment_id, 0, ""))).await.unwrap().into_inner().jobs;
+    assert_eq!(of_a.iter().map(|j| j.segment_version).collect::<Vec<_>>().len(), 2);
+    assert!(of_a.iter().all(|j| j.segment_id == a1.segment_id));
+    // Paged one at a time: every job once.
+    let (mut token, mut seen) = (String::new(), Vec::new());
+    loop {
+        let page = c.list_import_jobs(d.req(list("", 1, &token))).await.unwrap().into_inner();
+        seen.extend(page.jobs.into_iter().map(|j| j.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, want.iter().map(|j| j.id.clone()).collect::<Vec<_>>());
+    assert_eq!(c.list_import_jobs(d.req(list("nope", 0, ""))).await.unwrap_err().code(), Code::NotFound);
+
+    // Each export is a job: its id on every page, its count when it completes.
+    let mut export_ids = Vec::new();
+    for (segment, n) in [(&a1.segment_id, 3u64), (&b1.segment_id, 2)] {
+        let req = ExportSegmentRequest { app_id: app.clone(), segment_id: segment.clone(), version: 0, page_size: 2 };
+        let mut stream = c.export_segment(d.req(req)).await.unwrap().into_inner();
+        let mut ids = Vec::new();
+        while let Some(page) = stream.message().await.unwrap() {
+            ids.push(page.job_id);
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "one job id on every page");
+        let job = c.get_export_job(d.req(GetExportJobRequest { app_id: app.clone(), job_id: ids[0].clone() })).await.unwrap().into_inner();
+        assert_eq!((job.state, job.exported, job.segment_id.as_str()), (JobState::Completed as i32, n, segment.as_str()), "{job:?}");
+        assert!(!job.completion_date.is_empty());
+        export_ids.push(ids[0].clone());
+    }
+    let exports = c.list_export_jobs(d.req(list("", 0, ""))).await.unwrap().into_inner().jobs;
+    let mut listed: Vec<String> = exports.iter().map(|j| j.id.clone()).collect();
+    export_ids.sort();
+    listed.sort();
+    assert_eq!(listed, export_ids);
+    let of_b = c.list_export_jobs(d.req(list(&b1.segment_id, 0, ""))).await.unwrap().into_inner().jobs;
+    assert_eq!((of_b.len(), of_b[0].exported), (1, 2));
+
+    // A client that stops reading (beyond what the transport buffers): the job ends FAILED.
+    let first = ImportSegmentRequest { app_id: app.clone(), name: "big".into(), format: ImportFormat::Csv as i32, ..Default::default() };
+    let big = import(&d, &mut c, first, &csv(5_000)).await.pop().unwrap();
+    let req = ExportSegmentRequest { app_id: app.clone(), segment_id: big.segment_id.clone(), version: 0, page_size: 1 };
+    let mut stream = c.export_segment(d.req(req)).await.unwrap().into_inner();
+    let job_id = stream.message().await.unwrap().unwrap().job_id;
+    drop(stream);
+    let start = std::time::Instant::now();
+    loop {
+        let job = c.get_export_job(d.req(GetExportJobRequest { app_id: app.clone(), job_id: job_id.clone() })).await.unwrap().into_inner();
+        if job.state == JobState::Failed as i32 {
+            assert!(job.failure.contains("stopped reading") && job.exported < 5_000, "{job:?}");
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "{job:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        c.get_export_job(d.req(GetExportJobRequest { app_id: app.clone(), job_id: "nope".into() })).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+on_both_backends!(fixture_members_match, versions_imports_and_validation, job_listings);

@@ -13,11 +13,12 @@ use super::apps::page_size;
 use super::{check_app_id, invalid, observe, store_status};
 use crate::domain::{self, FieldViolation};
 use crate::proto::v1::{
-    segments_server, CreateSegmentRequest, DeleteSegmentRequest, ExportSegmentRequest, ExportSegmentResponse, GetImportJobRequest,
-    GetSegmentRequest, ImportFormat, ImportJob, ImportSegmentRequest, JobState, ListSegmentVersionsRequest, ListSegmentsRequest,
-    ListSegmentsResponse, Segment, SegmentDimensions, SegmentGroupList, SegmentSize, SegmentType, UpdateSegmentRequest,
+    segments_server, CreateSegmentRequest, DeleteSegmentRequest, ExportJob, ExportSegmentRequest, ExportSegmentResponse,
+    GetExportJobRequest, GetImportJobRequest, GetSegmentRequest, ImportFormat, ImportJob, ImportSegmentRequest, JobState,
+    ListExportJobsResponse, ListImportJobsResponse, ListJobsRequest, ListSegmentVersionsRequest, ListSegmentsRequest, ListSegmentsResponse,
+    Segment, SegmentDimensions, SegmentGroupList, SegmentSize, SegmentType, UpdateSegmentRequest,
 };
-use crate::segments::{self, import, validate, MemberStream, SegmentError, KIND};
+use crate::segments::{self, import, jobs, validate, MemberStream, SegmentError, KIND};
 use crate::store::{Store, StoreError};
 
 pub struct SegmentsService {
@@ -281,35 +282,41 @@ impl segments_server::Segments for SegmentsService {
             };
             let s = self.find(&req.app_id, &req.segment_id, req.version).await?;
             let mut stream = self.members(&s, segments::PAGE).await?;
+            let mut job = jobs::Export::start(self.store.clone(), &s.app_id, &s.id, s.version).await.map_err(store_status)?;
             let (tx, rx) = mpsc::channel(2);
             tokio::spawn(async move {
+                let id = job.job.id.clone();
                 let mut out = Vec::with_capacity(size);
+                let gone = Some("the client stopped reading the export".to_string());
                 while let Some(page) = stream.next_page().await {
                     match page {
                         Ok(members) => {
                             for e in members {
                                 out.push(e);
-                                if out.len() == size
-                                    && tx
-                                        .send(Ok(ExportSegmentResponse {
-                                            endpoints: std::mem::replace(&mut out, Vec::with_capacity(size)),
-                                        }))
-                                        .await
-                                        .is_err()
-                                {
-                                    return;
+                                if out.len() == size {
+                                    let endpoints = std::mem::replace(&mut out, Vec::with_capacity(size));
+                                    if tx.send(Ok(ExportSegmentResponse { endpoints, job_id: id.clone() })).await.is_err() {
+                                        return job.end(gone).await;
+                                    }
+                                    job.sent(size).await;
                                 }
                             }
                         }
                         Err(e) => {
+                            let why = e.to_string();
                             let _ = tx.send(Err(store_status(e))).await;
-                            return;
+                            return job.end(Some(why)).await;
                         }
                     }
                 }
-                if !out.is_empty() {
-                    let _ = tx.send(Ok(ExportSegmentResponse { endpoints: out })).await;
+                let n = out.len();
+                if n > 0 {
+                    if tx.send(Ok(ExportSegmentResponse { endpoints: out, job_id: id })).await.is_err() {
+                        return job.end(gone).await;
+                    }
+                    job.sent(n).await;
                 }
+                job.end(None).await;
             });
             Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as ExportStream))
         })
@@ -377,6 +384,7 @@ impl segments_server::Segments for SegmentsService {
                 format: format as i32,
                 ..Default::default()
             };
+            jobs::index_import(self.store.as_ref(), &job).await.map_err(store_status)?;
             let (data_tx, data_rx) = mpsc::channel::<Vec<u8>>(8);
             let (progress_tx, mut progress_rx) = mpsc::channel::<ImportJob>(16);
             let (out_tx, out_rx) = mpsc::channel::<Result<ImportJob, Status>>(16);
@@ -426,5 +434,70 @@ impl segments_server::Segments for SegmentsService {
             ImportJob::decode(raw.as_slice()).map(Response::new).map_err(|e| store_status(StoreError::from(e)))
         })
         .await
+    }
+
+    async fn list_import_jobs(&self, request: Request<ListJobsRequest>) -> Result<Response<ListImportJobsResponse>, Status> {
+        observe("ListImportJobs", async {
+            let req = request.into_inner();
+            let size = self.jobs_request(&req).await?;
+            let store = self.store.as_ref();
+            let (started, next_page_token) =
+                jobs::page::<ImportJob>(store, &req.app_id, jobs::IMPORT_INDEX, &req.segment_id, &req.page_token, size)
+                    .await
+                    .map_err(store_status)?;
+            let mut out = Vec::with_capacity(started.len());
+            for j in started {
+                // Its progress, as the import last wrote it.
+                let now = store.get_blob(&req.app_id, import::JOB_KIND, &j.id).await.map_err(store_status)?;
+                out.push(match now {
+                    Some(raw) => ImportJob::decode(raw.as_slice()).map_err(|e| store_status(StoreError::from(e)))?,
+                    None => j,
+                });
+            }
+            Ok(Response::new(ListImportJobsResponse { jobs: out, next_page_token }))
+        })
+        .await
+    }
+
+    async fn get_export_job(&self, request: Request<GetExportJobRequest>) -> Result<Response<ExportJob>, Status> {
+        observe("GetExportJob", async {
+            let req = request.into_inner();
+            check_app_id(&req.app_id)?;
+            let raw = self.store.get_record(&req.app_id, jobs::EXPORT_KIND, &req.job_id, None).await.map_err(store_status)?;
+            let raw = raw.ok_or_else(|| Status::not_found(format!("export job {} not found", req.job_id)))?;
+            let job = ExportJob::decode(raw.as_slice()).map_err(|e| store_status(StoreError::from(e)))?;
+            Ok(Response::new(jobs::reported(job, chrono::Utc::now())))
+        })
+        .await
+    }
+
+    async fn list_export_jobs(&self, request: Request<ListJobsRequest>) -> Result<Response<ListExportJobsResponse>, Status> {
+        observe("ListExportJobs", async {
+            let req = request.into_inner();
+            let size = self.jobs_request(&req).await?;
+            let (found, next_page_token) =
+                jobs::page::<ExportJob>(self.store.as_ref(), &req.app_id, jobs::EXPORT_KIND, &req.segment_id, &req.page_token, size)
+                    .await
+                    .map_err(store_status)?;
+            let now = chrono::Utc::now();
+            Ok(Response::new(ListExportJobsResponse { jobs: found.into_iter().map(|j| jobs::reported(j, now)).collect(), next_page_token }))
+        })
+        .await
+    }
+}
+
+impl SegmentsService {
+    /// Checks a job listing's app (and segment, when one is named); its page size.
+    async fn jobs_request(&self, req: &ListJobsRequest) -> Result<usize, Status> {
+        check_app_id(&req.app_id)?;
+        let size = page_size(req.page_size)?;
+        if req.segment_id.is_empty() {
+            if self.store.get_app(&req.app_id).await.map_err(store_status)?.is_none() {
+                return Err(Status::not_found(format!("app {} not found", req.app_id)));
+            }
+        } else {
+            self.find(&req.app_id, &req.segment_id, 0).await?;
+        }
+        Ok(size)
     }
 }

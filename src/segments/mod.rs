@@ -5,6 +5,7 @@
 //! the first members after one page.
 
 pub mod import;
+pub mod jobs;
 pub mod json;
 pub mod rule;
 pub mod validate;
