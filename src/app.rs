@@ -64,7 +64,8 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     if config.api_keys.is_empty() {
         tracing::warn!(addr = %config.grpc_addr, "No API key configured: calls are not authenticated, so only loopback is served.");
     }
-    let apps = AppsServer::new(AppsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let sealer = Arc::new(crate::secrets::Sealer::load(config.secret_key.as_deref(), &config.data_dir)?);
+    let apps = AppsServer::new(AppsService::new(store.clone(), sealer.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let endpoints = EndpointsServer::new(EndpointsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let suppressions = SuppressionsServer::new(SuppressionsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates_cache = Arc::new(TemplateCache::new(Arc::new(Renderer::new()), config.template_cache_size));
@@ -80,7 +81,6 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         config.shards_per_channel
     };
     let outcome_ttl = Duration::from_secs(config.outcome_ttl_days * 86_400);
-    let sealer = Arc::new(crate::secrets::Sealer::load(config.secret_key.as_deref(), &config.data_dir)?);
     let senders = crate::channels::senders::Senders::new(
         store.clone(),
         smtp.clone(),
@@ -117,7 +117,8 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     });
     let runner = Arc::new(
         crate::campaigns::run::Runner::new(store.clone(), engine.clone(), templates_cache.clone(), owner.clone(), stop_rx.clone())
-            .with_links(links.clone()),
+            .with_links(links.clone())
+            .with_sealer(sealer.clone()),
     );
     let journey_wake = Arc::new(tokio::sync::Notify::new());
     let journeys = Arc::new(crate::journeys::exec::JourneyRunner::new(
@@ -132,8 +133,9 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     let journeys_service = JourneysServer::new(JourneysService::new(store.clone(), templates_cache.clone(), journey_wake))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let wake = Arc::new(tokio::sync::Notify::new());
-    let campaigns_service = CampaignsServer::new(CampaignsService::new(store.clone(), templates_cache.clone(), wake.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let campaigns_service =
+        CampaignsServer::new(CampaignsService::new(store.clone(), templates_cache.clone(), wake.clone(), sealer.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let messages = MessagesServer::new(
         MessagesService::new(store.clone(), templates_cache.clone(), engine.clone(), outcome_ttl).with_links(links.clone()),
     )

@@ -56,6 +56,8 @@ pub const EVENT_TRIGGERS: &str = "herald_event_triggers_total";
 /// Counter: opens, clicks and unsubscribes on the public listener, by result (recorded,
 /// refused, lost, unsubscribed).
 pub const ENGAGEMENT: &str = "herald_engagement_total";
+/// Counter: campaign hook (FILTER) calls, by result (kept, failed).
+pub const CAMPAIGN_HOOK_CALLS: &str = "herald_campaign_hook_calls_total";
 
 /// Every metric name above, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -82,6 +84,7 @@ pub const ALL: &[&str] = &[
     WEBHOOK_EVENTS,
     EVENT_TRIGGERS,
     ENGAGEMENT,
+    CAMPAIGN_HOOK_CALLS,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -136,6 +139,7 @@ fn describe() {
     metrics::describe_counter!(FEEDBACK, "Provider feedback received, by kind.");
     metrics::describe_counter!(EVENTS_RECEIVED, "Events given to PutEvents, by result.");
     metrics::describe_counter!(WEBHOOK_DELIVERIES, "Event batches sent to event destinations, by result.");
+    metrics::describe_counter!(CAMPAIGN_HOOK_CALLS, "Pages of campaign endpoints sent to a campaign hook (FILTER), by result.");
     metrics::describe_counter!(WEBHOOK_EVENTS, "Events delivered to event destinations.");
     metrics::describe_counter!(EVENT_TRIGGERS, "Endpoints an EVENT campaign was triggered for, by result.");
     metrics::describe_counter!(ENGAGEMENT, "Email opens, clicks and unsubscribes reaching the public listener, by result.");

@@ -468,7 +468,12 @@ async fn per_endpoint_limits_hold_across_recurring_runs() {
         ..Default::default()
     });
     campaign.limits = Some(CampaignLimits { daily: Some(1), total: Some(2), ..Default::default() });
-    let service = CampaignsService::new(store.clone(), cache, Arc::new(tokio::sync::Notify::new()));
+    let service = CampaignsService::new(
+        store.clone(),
+        cache,
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(herald::secrets::Sealer::from_base64(&base64_key()).unwrap()),
+    );
     let c = service
         .create_campaign(tonic::Request::new(CreateCampaignRequest { app_id: "app".into(), campaign: Some(campaign) }))
         .await
@@ -669,4 +674,10 @@ async fn an_immediate_schedule_without_frequency_runs_once_under_the_apps_quiet_
     let sent = wait_for_messages(&sink, 10).await;
     assert_eq!(sent.len(), 10, "{sent:?}");
     assert!(sent.iter().all(|r| r.trim_start_matches('d').trim_end_matches("@example.com").parse::<usize>().unwrap() % 2 == 1), "{sent:?}");
+}
+
+/// A sealing key for services built in the test.
+fn base64_key() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode([7u8; 32])
 }

@@ -755,11 +755,16 @@ async fn a_triggered_message_later_than_five_minutes_after_its_event_is_dropped_
         }),
         ..Default::default()
     };
-    let c = CampaignsService::new(store.clone(), cache, Arc::new(tokio::sync::Notify::new()))
-        .create_campaign(tonic::Request::new(CreateCampaignRequest { app_id: "app".into(), campaign: Some(campaign) }))
-        .await
-        .unwrap()
-        .into_inner();
+    let c = CampaignsService::new(
+        store.clone(),
+        cache,
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(herald::secrets::Sealer::from_base64(&base64_key()).unwrap()),
+    )
+    .create_campaign(tonic::Request::new(CreateCampaignRequest { app_id: "app".into(), campaign: Some(campaign) }))
+    .await
+    .unwrap()
+    .into_inner();
     // e1's event arrived 6 minutes ago (its message is late), e2's a moment ago.
     for (endpoint, ago, number) in [("e1", 6, 10u64), ("e2", 0, 11)] {
         let run = CampaignRun {
@@ -938,4 +943,10 @@ async fn send_context_reaches_the_events_and_unapplied_overrides_are_refused() {
     // Overrides are for push and SMS; an email recipient's are refused, naming each.
     assert_eq!(fields, ["addresses[ana@example.com].body_override", "addresses[ana@example.com].title_override"]);
     assert_eq!(sink.received("Context").len(), 2, "a refused call sends nothing");
+}
+
+/// A sealing key for services built in the test.
+fn base64_key() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode([7u8; 32])
 }

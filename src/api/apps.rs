@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{check_app_id, invalid, observe, store_status};
+use crate::campaigns::hook;
 use crate::domain::{self, app as rules, FieldViolation};
 use crate::proto::v1::{
     apps_server, App, AppSettings, CreateAppRequest, DeleteAppRequest, GetAppRequest, ListAppsRequest, ListAppsResponse,
@@ -17,11 +18,21 @@ const MAX_PAGE: usize = 1000;
 
 pub struct AppsService {
     store: Arc<dyn Store>,
+    /// Seals the campaign hook's secret.
+    sealer: Arc<crate::secrets::Sealer>,
+}
+
+/// An app as callers see it: its campaign hook's secret write-only.
+fn shown(mut a: App) -> App {
+    if let Some(s) = a.settings.as_mut() {
+        hook::shown(&mut s.campaign_hook);
+    }
+    a
 }
 
 impl AppsService {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, sealer: Arc<crate::secrets::Sealer>) -> Self {
+        Self { store, sealer }
     }
 
     async fn get(&self, app_id: &str) -> Result<App, Status> {
@@ -64,7 +75,7 @@ impl apps_server::Apps for AppsService {
     }
 
     async fn get_app(&self, request: Request<GetAppRequest>) -> Result<Response<App>, Status> {
-        observe("GetApp", async { self.get(&request.into_inner().app_id).await.map(Response::new) }).await
+        observe("GetApp", async { self.get(&request.into_inner().app_id).await.map(|a| Response::new(shown(a))) }).await
     }
 
     async fn list_apps(&self, request: Request<ListAppsRequest>) -> Result<Response<ListAppsResponse>, Status> {
@@ -80,7 +91,7 @@ impl apps_server::Apps for AppsService {
             } else {
                 String::new()
             };
-            Ok(Response::new(ListAppsResponse { apps, next_page_token }))
+            Ok(Response::new(ListAppsResponse { apps: apps.into_iter().map(shown).collect(), next_page_token }))
         })
         .await
     }
@@ -92,7 +103,7 @@ impl apps_server::Apps for AppsService {
             let app = self.store.delete_app(&app_id).await.map_err(store_status)?;
             let app = app.ok_or_else(|| Status::not_found(format!("app {app_id} not found")))?;
             tracing::info!(%app_id, "App deleted.");
-            Ok(Response::new(app))
+            Ok(Response::new(shown(app)))
         })
         .await
     }
@@ -100,16 +111,23 @@ impl apps_server::Apps for AppsService {
     async fn update_app_settings(&self, request: Request<UpdateAppSettingsRequest>) -> Result<Response<App>, Status> {
         observe("UpdateAppSettings", async {
             let req = request.into_inner();
-            let update = req.settings.unwrap_or_default();
-            let violations: Vec<_> = rules::validate_settings(&update).into_iter().map(|v| v.under("settings")).collect();
+            let mut update = req.settings.unwrap_or_default();
+            let mut app = self.get(&req.app_id).await?;
+            let stored_hook = app.settings.as_ref().and_then(|s| s.campaign_hook.clone()).filter(|h| hook::is_set(Some(h)));
+            let mut violations: Vec<_> = rules::validate_settings(&update).into_iter().map(|v| v.under("settings")).collect();
+            if let Some(h) = &update.campaign_hook {
+                violations.extend(hook::validate(h, "settings.campaign_hook", stored_hook.is_some()));
+            }
             if !violations.is_empty() {
                 return Err(invalid(violations));
             }
-            let mut app = self.get(&req.app_id).await?;
+            if let Some(h) = update.campaign_hook.as_mut() {
+                hook::seal(&self.sealer, &hook::app_place(&req.app_id), h, stored_hook.as_ref());
+            }
             let settings = app.settings.get_or_insert_with(Default::default);
             rules::apply_settings(settings, &update, &domain::timestamp(chrono::Utc::now()));
             self.store.put_app(&app).await.map_err(store_status)?;
-            Ok(Response::new(app))
+            Ok(Response::new(shown(app)))
         })
         .await
     }

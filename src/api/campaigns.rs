@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::apps::page_size;
 use super::{check_app_id, invalid, observe, store_status};
-use crate::campaigns::{self, validate_schedule, Frequency, KIND, MAX_TREATMENTS};
+use crate::campaigns::{self, hook, validate_schedule, Frequency, KIND, MAX_TREATMENTS};
 use crate::domain::{self, FieldViolation};
 use crate::pipeline::compose::{ComposeError, Composer};
 use crate::proto::v1::{
@@ -21,19 +21,30 @@ use crate::store::{Store, StoreError};
 
 pub struct CampaignsService {
     store: Arc<dyn Store>,
+    /// Seals campaign hooks' secrets.
+    sealer: Arc<crate::secrets::Sealer>,
     cache: Arc<TemplateCache>,
     /// Wakes this daemon's scheduler when a campaign is created or changed.
     wake: Arc<tokio::sync::Notify>,
 }
 
 impl CampaignsService {
-    pub fn new(store: Arc<dyn Store>, cache: Arc<TemplateCache>, wake: Arc<tokio::sync::Notify>) -> Self {
-        Self { store, cache, wake }
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<TemplateCache>,
+        wake: Arc<tokio::sync::Notify>,
+        sealer: Arc<crate::secrets::Sealer>,
+    ) -> Self {
+        Self { store, sealer, cache, wake }
     }
 
     /// Checks a definition; returns it with its segment version pinned.
-    async fn check(&self, app: &str, mut c: Campaign) -> Result<Campaign, Status> {
+    async fn check(&self, app: &str, mut c: Campaign, stored: Option<&Campaign>) -> Result<Campaign, Status> {
         let mut v = Vec::new();
+        let stored_hook = stored.and_then(|s| s.hook.as_ref()).filter(|h| hook::is_set(Some(h)));
+        if let Some(h) = &c.hook {
+            v.extend(hook::validate(h, "campaign.hook", stored_hook.is_some()));
+        }
         if c.name.is_empty() {
             v.push(FieldViolation::new("campaign.name", "is required"));
         }
@@ -145,6 +156,16 @@ impl CampaignsService {
         Ok(c)
     }
 
+    /// Seals the hook's secret for storage (keeping the stored one when the write gave none).
+    fn seal_hook(&self, app: &str, c: &mut Campaign, stored: Option<&Campaign>) {
+        if let Some(h) = c.hook.as_mut() {
+            hook::seal(&self.sealer, &hook::campaign_place(app, &c.id), h, stored.and_then(|s| s.hook.as_ref()));
+        }
+        if !hook::is_set(c.hook.as_ref()) {
+            c.hook = None;
+        }
+    }
+
     async fn find(&self, app: &str, id: &str, version: i32) -> Result<Campaign, Status> {
         check_app_id(app)?;
         let raw = self.store.get_record(app, KIND, id, (version > 0).then_some(version)).await.map_err(store_status)?;
@@ -167,9 +188,10 @@ impl campaigns_server::Campaigns for CampaignsService {
             if self.store.get_app(&req.app_id).await.map_err(store_status)?.is_none() {
                 return Err(Status::not_found(format!("app {} not found", req.app_id)));
             }
-            let mut c = self.check(&req.app_id, req.campaign.unwrap_or_default()).await?;
+            let mut c = self.check(&req.app_id, req.campaign.unwrap_or_default(), None).await?;
             let now = domain::timestamp(chrono::Utc::now());
             c.id = domain::new_id();
+            self.seal_hook(&req.app_id, &mut c, None);
             c.app_id = req.app_id.clone();
             c.version = 1;
             c.creation_date = now.clone();
@@ -178,7 +200,7 @@ impl campaigns_server::Campaigns for CampaignsService {
             self.store.write_record(&req.app_id, KIND, &c.id, 0, 1, &c.encode_to_vec()).await.map_err(store_status)?;
             campaigns::set_uses(self.store.as_ref(), &req.app_id, &c, true).await.map_err(store_status)?;
             self.wake.notify_one();
-            Ok(Response::new(c))
+            Ok(Response::new(shown(c)))
         })
         .await
     }
@@ -186,7 +208,7 @@ impl campaigns_server::Campaigns for CampaignsService {
     async fn get_campaign(&self, request: Request<GetCampaignRequest>) -> Result<Response<Campaign>, Status> {
         observe("GetCampaign", async {
             let req = request.into_inner();
-            self.find(&req.app_id, &req.campaign_id, req.version).await.map(Response::new)
+            self.find(&req.app_id, &req.campaign_id, req.version).await.map(|c| Response::new(shown(c)))
         })
         .await
     }
@@ -215,7 +237,7 @@ impl campaigns_server::Campaigns for CampaignsService {
                 Some(c) if campaigns.len() == size && c.version > 1 => c.version.to_string(),
                 _ => String::new(),
             };
-            Ok(Response::new(ListCampaignsResponse { campaigns, next_page_token }))
+            Ok(Response::new(ListCampaignsResponse { campaigns: campaigns.into_iter().map(shown).collect(), next_page_token }))
         })
         .await
     }
@@ -240,7 +262,7 @@ impl campaigns_server::Campaigns for CampaignsService {
             } else {
                 String::new()
             };
-            Ok(Response::new(ListCampaignsResponse { campaigns, next_page_token }))
+            Ok(Response::new(ListCampaignsResponse { campaigns: campaigns.into_iter().map(shown).collect(), next_page_token }))
         })
         .await
     }
@@ -249,8 +271,9 @@ impl campaigns_server::Campaigns for CampaignsService {
         observe("UpdateCampaign", async {
             let req = request.into_inner();
             let old = self.find(&req.app_id, &req.campaign_id, 0).await?;
-            let mut c = self.check(&req.app_id, req.campaign.unwrap_or_default()).await?;
+            let mut c = self.check(&req.app_id, req.campaign.unwrap_or_default(), Some(&old)).await?;
             c.id = old.id.clone();
+            self.seal_hook(&req.app_id, &mut c, Some(&old));
             c.app_id = old.app_id.clone();
             c.version = old.version + 1;
             c.creation_date = old.creation_date.clone();
@@ -260,7 +283,7 @@ impl campaigns_server::Campaigns for CampaignsService {
             self.wake.notify_one();
             let runs = campaigns::runs(self.store.as_ref(), &req.app_id, &c.id).await.map_err(store_status)?;
             c.state = campaigns::state(&c, &runs) as i32;
-            Ok(Response::new(c))
+            Ok(Response::new(shown(c)))
         })
         .await
     }
@@ -272,7 +295,7 @@ impl campaigns_server::Campaigns for CampaignsService {
             self.store.delete_record(&req.app_id, KIND, &c.id).await.map_err(store_status)?;
             campaigns::set_uses(self.store.as_ref(), &req.app_id, &c, false).await.map_err(store_status)?;
             c.state = CampaignState::Deleted as i32;
-            Ok(Response::new(c))
+            Ok(Response::new(shown(c)))
         })
         .await
     }
@@ -331,4 +354,10 @@ fn custom_delivery(field: &str, d: Option<&crate::proto::v1::CustomDeliveryConfi
             v.push(FieldViolation::new(format!("{field}.endpoint_types[{k}]"), format!("{t:?} is not a channel type")));
         }
     }
+}
+
+/// A campaign as callers see it: its hook's secret write-only.
+fn shown(mut c: Campaign) -> Campaign {
+    hook::shown(&mut c.hook);
+    c
 }

@@ -493,6 +493,29 @@ fn custom_delivery(o: &Map<String, Value>, shape: Shape, at: &str) -> R<Option<c
     }))
 }
 
+/// A Hook {WebUrl, Mode, LambdaFunctionName} (and Herald's Secret).
+fn hook(o: &Map<String, Value>, shape: Shape, at: &str) -> R<Option<crate::proto::v1::CampaignHook>> {
+    use crate::proto::v1::CampaignHookMode;
+    let (Some(v), k) = get(o, shape, "hook") else { return Ok(None) };
+    let f = format!("{at}.{k}");
+    let h = obj(v, &f)?;
+    check(h, shape, &["web_url", "mode", "lambda_function_name", "secret"], &[], &f)?;
+    let mode = t(h, shape, "mode", &f)?;
+    let mode = match mode.to_ascii_uppercase().as_str() {
+        "" => CampaignHookMode::Unspecified,
+        "FILTER" => CampaignHookMode::Filter,
+        "DELIVERY" => CampaignHookMode::Delivery,
+        _ => return Err(bad(&format!("{f}.{}", key(shape, "mode")), format!("unknown value '{mode}'; expected FILTER"))),
+    };
+    Ok(Some(crate::proto::v1::CampaignHook {
+        web_url: t(h, shape, "web_url", &f)?,
+        mode: mode as i32,
+        lambda_function_name: t(h, shape, "lambda_function_name", &f)?,
+        secret: t(h, shape, "secret", &f)?,
+        has_secret: false,
+    }))
+}
+
 fn read(v: &Value) -> R<Campaign> {
     let o = obj(v, "campaign")?;
     let (o, shape, at) = match o.get("WriteCampaignRequest") {
@@ -518,17 +541,12 @@ fn read(v: &Value) -> R<Campaign> {
         "is_paused",
         "tags",
         "custom_delivery_configuration",
+        "hook",
     ];
     if shape == Shape::Api {
         known.push("engagement_tracking");
     }
-    check(
-        o,
-        shape,
-        &known,
-        &[("Hook", "campaign hooks are not in Herald yet"), ("Priority", "it orders in-app messages, and Herald has no in-app channel")],
-        at,
-    )?;
+    check(o, shape, &known, &[("Priority", "it orders in-app messages, and Herald has no in-app channel")], at)?;
     let f = |api: &str| format!("{at}.{}", key(shape, api));
     let mut c = Campaign {
         name: t(o, shape, "name", at)?,
@@ -543,6 +561,7 @@ fn read(v: &Value) -> R<Campaign> {
         treatment_description: t(o, shape, "treatment_description", at)?,
         is_paused: b(o, shape, "is_paused", at)?,
         custom_delivery_configuration: custom_delivery(o, shape, at)?,
+        hook: hook(o, shape, at)?,
         engagement_tracking: match (shape, o.get("engagement_tracking")) {
             (Shape::Pinpoint, _) | (_, None | Some(Value::Null)) => None,
             (Shape::Api, Some(_)) => Some(boolean(o, "engagement_tracking", at)?),
@@ -700,6 +719,10 @@ mod tests {
         assert_eq!((d.delivery_uri.as_str(), d.endpoint_types), ("https://hooks.example.com/in", vec!["EMAIL".to_string(), "SMS".into()]));
         assert_eq!(c.message_configuration.unwrap().custom_message.unwrap().data, r#"{"a":1}"#);
         assert_eq!(c.additional_treatments[0].custom_delivery_configuration.as_ref().unwrap().endpoint_types, ["GCM"]);
+        let c =
+            super::campaign(r#"{"Name": "x", "Hook": {"WebUrl": "https://h.example/f", "Mode": "FILTER", "Secret": "whsec_x"}}"#).unwrap();
+        let h = c.hook.unwrap();
+        assert_eq!((h.web_url.as_str(), h.mode, h.secret.as_str()), ("https://h.example/f", 1, "whsec_x"));
         let e = super::campaign(r#"{"Name": "x", "CustomDeliveryConfiguration": {"DeliveryURI": "https://h.example"}}"#).unwrap_err();
         assert_eq!(e.at, "WriteCampaignRequest.CustomDeliveryConfiguration.DeliveryURI");
     }
@@ -709,8 +732,8 @@ mod tests {
         let e = super::campaign("{\n  \"Name\": \"x\",\n  \"SegmentID\": \"s1\"\n}").unwrap_err();
         assert_eq!(e.at, "WriteCampaignRequest.SegmentID");
         assert!(e.what.contains("unknown key") && e.what.contains("SegmentId") && e.what.ends_with("(line 3)"), "{e}");
-        let e = super::campaign("{\"Name\": \"x\",\n\"Hook\": {\"Mode\": \"FILTER\"}}").unwrap_err();
-        assert_eq!(e.at, "WriteCampaignRequest.Hook");
+        let e = super::campaign("{\"Name\": \"x\",\n\"Priority\": 1}").unwrap_err();
+        assert_eq!(e.at, "WriteCampaignRequest.Priority");
         assert!(e.what.starts_with("not supported by Herald") && e.what.ends_with("(line 2)"), "{e}");
         let e = super::campaign("{\"Name\": \"x\", \"MessageConfiguration\": {\"EmailMessage\": {\"Subject\": \"s\"}}}").unwrap_err();
         assert_eq!(e.at, "WriteCampaignRequest.MessageConfiguration.EmailMessage.Subject");

@@ -2,6 +2,7 @@
 //! runs that stream a segment into the dispatch engine ([`run`]) and the scheduler that fires
 //! them once across daemons ([`scheduler`]).
 
+pub mod hook;
 pub mod json;
 pub mod localtime;
 pub mod run;

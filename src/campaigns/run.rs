@@ -76,6 +76,10 @@ struct Plan {
     lanes: Vec<Vec<Lane>>,
     /// Per treatment: its custom delivery (CustomDeliveryConfiguration), if any.
     custom: Vec<Option<CustomDelivery>>,
+    /// The campaign's FILTER hook (its own, else the app's), and per treatment the message
+    /// configuration it is told about.
+    hook: Option<(super::hook::Hook, reqwest::Client)>,
+    messages: Vec<crate::proto::v1::DirectMessageConfiguration>,
     limits: Limits,
     /// Per treatment: its schedule (its own, else the campaign's), its start in this run, and
     /// whether that start is later than the run's (its messages wait for it).
@@ -88,6 +92,67 @@ struct Plan {
     /// The run started before (this daemon or another stopped or died): each member is checked
     /// against the outcomes recorded for the run.
     resumed: bool,
+}
+
+/// A page's members after the campaign hook: each treatment's, up to [`hook::PAGE`] per call
+/// (four calls at a time), narrowed and personalized by the answer; a call that fails leaves its
+/// endpoints out, counted as HOOK_FAILURE.
+async fn filter_by_hook(
+    run: &CampaignRun,
+    plan: &Plan,
+    hook: &super::hook::Hook,
+    http: &reqwest::Client,
+    go: Vec<(crate::proto::v1::Endpoint, Lane, usize)>,
+    counts: &mut [Activity],
+) -> Vec<(crate::proto::v1::Endpoint, Lane, usize)> {
+    use futures::StreamExt as _;
+    let mut by_treatment: Vec<Vec<(crate::proto::v1::Endpoint, Lane)>> = vec![Vec::new(); plan.lanes.len()];
+    for (e, lane, t) in go {
+        by_treatment[t].push((e, lane));
+    }
+    let mut calls = Vec::new();
+    for (t, members) in by_treatment.into_iter().enumerate() {
+        let mut members = members.into_iter().peekable();
+        while members.peek().is_some() {
+            calls.push((t, members.by_ref().take(super::hook::PAGE).collect::<Vec<_>>()));
+        }
+    }
+    let answers = futures::stream::iter(calls.into_iter().map(|(t, page)| async move {
+        let event = super::hook::Event {
+            message: &plan.messages[t],
+            app_id: &plan.origin_base.app_id,
+            campaign_id: &run.campaign_id,
+            treatment_id: t,
+            activity_id: &run.activities[t].id,
+            scheduled_time: &run.scheduled_start,
+        };
+        let endpoints: Vec<crate::proto::v1::Endpoint> = page.iter().map(|(e, _)| e.clone()).collect();
+        let answer = hook.filter(http, &event, &endpoints).await;
+        (t, page, answer)
+    }))
+    .buffered(4)
+    .collect::<Vec<_>>()
+    .await;
+    let mut out = Vec::new();
+    for (t, page, answer) in answers {
+        match answer {
+            Ok(mut kept) => {
+                metrics::counter!(crate::telemetry::CAMPAIGN_HOOK_CALLS, "result" => "kept").increment(1);
+                for (e, lane) in page {
+                    match kept.remove(&e.id) {
+                        Some(k) => out.push((k, lane, t)),
+                        None => counts[t].filtered_by_hook += 1,
+                    }
+                }
+            }
+            Err(why) => {
+                metrics::counter!(crate::telemetry::CAMPAIGN_HOOK_CALLS, "result" => "failed").increment(1);
+                tracing::warn!(campaign = %run.campaign_id, hook = %hook.url, endpoints = page.len(), why, "Campaign hook failed: its page gets nothing.");
+                *counts[t].failed.entry("HOOK_FAILURE".into()).or_insert(0) += page.len() as i64;
+            }
+        }
+    }
+    out
 }
 
 impl Plan {
@@ -166,6 +231,10 @@ pub struct Runner {
     folding: tokio::sync::Mutex<()>,
     /// Signed tracking and unsubscribe links (when the public listener has a URL).
     pub links: Option<Arc<crate::tracking::Links>>,
+    /// Opens campaign hooks' secrets (`None`: a campaign with a hook fails its run).
+    sealer: Option<Arc<crate::secrets::Sealer>>,
+    /// The client campaign hooks are called with.
+    hook_http: Option<reqwest::Client>,
 }
 
 impl Runner {
@@ -186,7 +255,18 @@ impl Runner {
             tasks: Default::default(),
             folding: Default::default(),
             links: None,
+            sealer: None,
+            hook_http: None,
         }
+    }
+
+    /// Campaign hooks' secrets are opened with `sealer`.
+    pub fn with_sealer(mut self, sealer: Arc<crate::secrets::Sealer>) -> Self {
+        self.sealer = Some(sealer);
+        self.hook_http = crate::channels::webhook::Webhook::client(super::hook::TIMEOUT)
+            .inspect_err(|e| tracing::error!(error = %e, "Cannot build the campaign hooks' HTTP client."))
+            .ok();
+        self
     }
 
     /// Campaign emails carry tracking and unsubscribe links signed by `links`.
@@ -425,6 +505,17 @@ impl Runner {
             };
             composers.push(composer);
         }
+        let hook = match super::hook::is_set(campaign.hook.as_ref()) {
+            true => (campaign.hook.as_ref(), super::hook::campaign_place(app, &campaign.id)),
+            false => (settings.campaign_hook.as_ref(), super::hook::app_place(app)),
+        };
+        let hook = match (super::hook::is_set(hook.0), &self.sealer, &self.hook_http) {
+            (false, _, _) => None,
+            (true, Some(sealer), Some(http)) => {
+                super::hook::Hook::open(sealer, &hook.1, hook.0).map_err(RunError::Hook)?.map(|h| (h, http.clone()))
+            }
+            (true, _, _) => return Err(RunError::Hook("this daemon has no sealing key or HTTP client for it".into())),
+        };
         let cohorts = assignment(&campaign);
         if run.activities.is_empty() {
             let mut names =
@@ -500,6 +591,8 @@ impl Runner {
         let plan = Arc::new(Plan {
             lanes,
             custom: custom_deliveries(&campaign),
+            hook,
+            messages: contents.iter().map(|(m, _)| m.clone()).collect(),
             cohorts,
             composers,
             schedules,
@@ -827,6 +920,9 @@ impl Runner {
                 Err(refused) => count_status(&mut counts[t], refused.status as i32),
                 Ok(()) => go.push((e, lane, t)),
             }
+        }
+        if let Some((hook, http)) = &plan.hook {
+            go = filter_by_hook(run, plan, hook, http, go, counts).await;
         }
         if limits.daily.is_some() || limits.total.is_some() {
             let ids: Vec<String> = go.iter().map(|(e, _, _)| e.id.clone()).collect();

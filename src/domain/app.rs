@@ -129,6 +129,10 @@ pub fn apply_settings(stored: &mut AppSettings, update: &AppSettings, now: &str)
     if update.engagement_tracking.is_some() {
         stored.engagement_tracking = update.engagement_tracking;
     }
+    if let Some(h) = &update.campaign_hook {
+        // A hook with neither URL nor Lambda name removes it.
+        stored.campaign_hook = Some(h.clone()).filter(|h| !h.web_url.is_empty() || !h.lambda_function_name.is_empty());
+    }
     stored.last_modified_date = now.to_string();
 }
 

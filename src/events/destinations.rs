@@ -57,7 +57,7 @@ pub fn new_secret() -> String {
 }
 
 /// The key bytes of a `whsec_` secret.
-fn secret_key(secret: &str) -> Option<Vec<u8>> {
+pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
     let body = secret.strip_prefix(SECRET_PREFIX)?;
     base64::engine::general_purpose::STANDARD.decode(body).ok().filter(|k| (24..=64).contains(&k.len()))
 }
@@ -74,7 +74,7 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 /// Whether a URL may receive events: https, or http on a loopback address.
-fn check_url(u: &str) -> Result<(), &'static str> {
+pub fn check_url(u: &str) -> Result<(), &'static str> {
     let url = url::Url::parse(u).map_err(|_| "must be an absolute URL")?;
     match url.scheme() {
         "https" if url.host().is_some() => Ok(()),

@@ -17,6 +17,9 @@ pub enum RunError {
     Compose(#[from] crate::pipeline::compose::ComposeError),
     #[error("a task of the run failed: {0}")]
     Task(String),
+    /// The campaign hook cannot be called (its secret cannot be opened).
+    #[error("{0}")]
+    Hook(String),
 }
 
 impl RunError {
@@ -26,6 +29,7 @@ impl RunError {
         use segments::SegmentError;
         match self {
             RunError::Stopped => "The daemon stopped.".into(),
+            RunError::Hook(why) => format!("The campaign hook cannot be called: {why}."),
             RunError::Segment(SegmentError::NotFound(id)) => format!("The campaign's segment {id} no longer exists."),
             RunError::Segment(SegmentError::VersionNotFound(id, v)) => {
                 format!("Version {v} of the campaign's segment {id} no longer exists.")

@@ -100,6 +100,7 @@ pub(super) fn add_counts(a: &mut Activity, c: &Activity) {
     a.holdout += c.holdout;
     a.capped += c.capped;
     a.possible_repeats += c.possible_repeats;
+    a.filtered_by_hook += c.filtered_by_hook;
     for (k, v) in &c.failed {
         *a.failed.entry(k.clone()).or_insert(0) += v;
     }
