@@ -328,3 +328,90 @@ async fn apns_certificate_authentication() {
     assert!(matches!(d, Delivery::Retry { status_code: 0, .. }), "{d:?}");
     assert!(!server.seen.lock().iter().any(|s| s.token == "ok-stranger"));
 }
+
+/// A push campaign end to end: each APNs member gets the notification rendered with its own
+/// attributes, once; a dead token fails alone and retires its endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_campaign_notifies_each_device_once() {
+    use herald::proto::v1::{
+        campaigns_client::CampaignsClient, AttributeValues, Campaign, CampaignState, CreateCampaignRequest, Frequency,
+        GetCampaignActivitiesRequest, GetCampaignRequest, Schedule,
+    };
+    let server = ApnsServer::start().await;
+    let d = Daemon::start(common::Backend::Embedded);
+    let app = d.create_app("push-campaign").await.app_id;
+    ChannelsClient::new(d.channel().await)
+        .update_apns_channel(d.req(UpdateApnsChannelRequest { app_id: app.clone(), channel: Some(channel(&server)) }))
+        .await
+        .unwrap();
+    let mut eps: Vec<Endpoint> = (0..30)
+        .map(|i| Endpoint {
+            id: format!("d{i:02}"),
+            channel_type: ChannelType::Apns as i32,
+            address: format!("ok-{i}"),
+            attributes: [("Name".to_string(), AttributeValues { values: vec![format!("N{i}")] })].into(),
+            ..Default::default()
+        })
+        .collect();
+    eps.push(Endpoint { id: "dead".into(), channel_type: ChannelType::Apns as i32, address: "gone-9".into(), ..Default::default() });
+    let segment = d.import_as_segment(&app, eps).await;
+    let mut c = CampaignsClient::new(d.channel().await);
+    let created = c
+        .create_campaign(d.req(CreateCampaignRequest {
+            app_id: app.clone(),
+            campaign: Some(Campaign {
+                name: "push".into(),
+                segment_id: segment,
+                message_configuration: Some(DirectMessageConfiguration {
+                    apns_message: Some(ApnsMessage {
+                        title: "Sale".into(),
+                        body: "Hello {{Attributes.Name}}".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let start = std::time::Instant::now();
+    while c
+        .get_campaign(d.req(GetCampaignRequest { app_id: app.clone(), campaign_id: created.id.clone(), version: 0 }))
+        .await
+        .unwrap()
+        .into_inner()
+        .state
+        != CampaignState::Completed as i32
+    {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the campaign did not complete");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let seen = server.seen.lock().clone();
+    let mut got: Vec<(String, String)> = seen
+        .iter()
+        .filter(|s| s.token.starts_with("ok-"))
+        .map(|s| (s.token.clone(), s.body["aps"]["alert"]["body"].as_str().unwrap_or("").to_string()))
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = (0..30).map(|i| (format!("ok-{i}"), format!("Hello N{i}"))).collect();
+    want.sort();
+    assert_eq!(got, want, "each device once, with its own name");
+    assert!(seen.iter().filter(|s| s.token.starts_with("ok-")).all(|s| s.body["aps"]["alert"]["title"] == "Sale"));
+    let acts = c
+        .get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: created.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .activities;
+    assert_eq!((acts[0].total_endpoints, acts[0].successful), (31, 30), "{acts:?}");
+    assert_eq!(acts[0].failed.get("PERMANENT_FAILURE"), Some(&1), "{acts:?}");
+    let dead = EndpointsClient::new(d.channel().await)
+        .get_endpoint(d.req(GetEndpointRequest { app_id: app.clone(), endpoint_id: "dead".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(dead.endpoint_status, EndpointStatus::Inactive as i32, "APNs 410 retires the token");
+}

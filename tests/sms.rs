@@ -12,8 +12,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use common::{Daemon, RedisServer, API_KEY};
 use herald::proto::v1::{
-    channels_client::ChannelsClient, messages_client::MessagesClient, AddressConfiguration, AttributeValues, ChannelType, DeliveryStatus,
-    DirectMessageConfiguration, GetChannelRequest, SendMessagesRequest, SmsChannel, SmsMessage, SmsMessageType, UpdateSmsChannelRequest,
+    campaigns_client::CampaignsClient, channels_client::ChannelsClient, messages_client::MessagesClient, AddressConfiguration,
+    AttributeValues, ChannelType, DeliveryStatus, DirectMessageConfiguration, GetChannelRequest, SendMessagesRequest, SmsChannel,
+    SmsMessage, SmsMessageType, UpdateSmsChannelRequest,
 };
 use herald::store::Store as _;
 use parking_lot::Mutex;
@@ -202,4 +203,92 @@ async fn sms_through_a_twilio_shaped_provider() {
         tonic_types::StatusExt::get_details_bad_request(&err).unwrap().field_violations.into_iter().map(|v| v.field).collect();
     assert_eq!(fields, ["addresses[+15550000004].title_override", "addresses[+15550000004].raw_content"]);
     assert!(!received.lock().iter().any(|f| f["To"] == "+15550000004"), "a refused call sends nothing");
+}
+
+/// An SMS campaign end to end: each ACTIVE SMS member of the segment gets the text rendered
+/// with its own attributes, once; the email members get nothing (no email content).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_campaign_texts_each_sms_member_once() {
+    use herald::proto::v1::{
+        Campaign, CampaignState, CreateCampaignRequest, Endpoint, Frequency, GetCampaignActivitiesRequest, GetCampaignRequest, Schedule,
+    };
+    let (port, received) = start_provider().await;
+    let d = Daemon::start(common::Backend::Embedded);
+    let app = d.create_app("sms-campaign").await.app_id;
+    let settings = SmsChannel {
+        enabled: true,
+        base_url: format!("http://127.0.0.1:{port}"),
+        account_sid: SID.into(),
+        auth_token: TOKEN.into(),
+        origination_numbers: vec!["+14255550100".into()],
+        ..Default::default()
+    };
+    ChannelsClient::new(d.channel().await)
+        .update_sms_channel(d.req(UpdateSmsChannelRequest { app_id: app.clone(), channel: Some(settings) }))
+        .await
+        .unwrap();
+    let name = |i: usize| ("Name".to_string(), AttributeValues { values: vec![format!("N{i}")] });
+    let mut eps: Vec<Endpoint> = (0..40)
+        .map(|i| Endpoint {
+            id: format!("s{i:02}"),
+            channel_type: ChannelType::Sms as i32,
+            address: format!("+1425555{i:04}"),
+            attributes: [name(i)].into(),
+            ..Default::default()
+        })
+        .collect();
+    eps.extend((0..5).map(|i| Endpoint {
+        id: format!("m{i}"),
+        channel_type: ChannelType::Email as i32,
+        address: format!("m{i}@example.com"),
+        ..Default::default()
+    }));
+    let segment = d.import_as_segment(&app, eps).await;
+    let mut c = CampaignsClient::new(d.channel().await);
+    let created = c
+        .create_campaign(d.req(CreateCampaignRequest {
+            app_id: app.clone(),
+            campaign: Some(Campaign {
+                name: "texts".into(),
+                segment_id: segment,
+                message_configuration: Some(DirectMessageConfiguration {
+                    sms_message: Some(SmsMessage {
+                        body: "Hi {{Attributes.Name}}, 20% off today".into(),
+                        message_type: SmsMessageType::Promotional as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let start = std::time::Instant::now();
+    while c
+        .get_campaign(d.req(GetCampaignRequest { app_id: app.clone(), campaign_id: created.id.clone(), version: 0 }))
+        .await
+        .unwrap()
+        .into_inner()
+        .state
+        != CampaignState::Completed as i32
+    {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the campaign did not complete");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let got = received.lock().clone();
+    let mut to: Vec<(String, String)> = got.iter().map(|f| (f["To"].clone(), f["Body"].clone())).collect();
+    to.sort();
+    let want: Vec<(String, String)> = (0..40).map(|i| (format!("+1425555{i:04}"), format!("Hi N{i}, 20% off today"))).collect();
+    assert_eq!(to, want, "each SMS member once, with its own name");
+    assert!(got.iter().all(|f| f["From"] == "+14255550100"));
+    let acts = c
+        .get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: created.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .activities;
+    assert_eq!((acts[0].total_endpoints, acts[0].successful), (40, 40), "{acts:?}");
 }
