@@ -129,8 +129,8 @@ pub enum TemplatesCommand {
     },
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "PascalCase", default, deny_unknown_fields)]
 struct PinpointPush {
     action: String,
     body: String,
@@ -156,8 +156,8 @@ impl From<PinpointPush> for PushBlock {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "PascalCase", default, deny_unknown_fields)]
 struct PinpointRequest {
     subject: String,
     html_part: String,
@@ -175,13 +175,68 @@ struct PinpointRequest {
     tags: std::collections::HashMap<String, String>,
 }
 
+/// Pinpoint members of template requests Herald has no counterpart for, and why.
+const UNSUPPORTED: &[(&str, &str)] = &[
+    ("ADM", "Herald has no Amazon Device Messaging channel"),
+    ("Baidu", "Herald has no Baidu channel"),
+    ("RecommenderId", "Herald has no recommender models"),
+    ("Headers", "Herald's email templates take no extra headers"),
+    ("ImageIconUrl", "Herald's push templates have no icon image"),
+    ("SmallImageIconUrl", "Herald's push templates have no small icon image"),
+];
+
+/// A template file in Pinpoint's request shape: the request's members (EmailTemplateRequest,
+/// SMSTemplateRequest, PushNotificationTemplateRequest, a custom `Payload`), or wrapped as
+/// `aws pinpoint create-…-template --cli-input-json` files are (`{"TemplateName": …,
+/// "EmailTemplateRequest": {…}}`). An unknown key is an error naming it and its line, and a
+/// Pinpoint member Herald has no counterpart for one saying why.
+fn pinpoint_request(source: &str) -> Result<PinpointRequest, String> {
+    use crate::domain::json::read::line_of;
+    let v: serde_json::Value = serde_json::from_str(source).map_err(|e| e.to_string())?;
+    let o = v.as_object().ok_or("expected a JSON object")?;
+    let wrappers = ["EmailTemplateRequest", "SMSTemplateRequest", "PushNotificationTemplateRequest"];
+    for refused in ["VoiceTemplateRequest", "InAppTemplateRequest"] {
+        if o.contains_key(refused) {
+            return Err(format!("{refused}: not supported by Herald (no voice or in-app templates)"));
+        }
+    }
+    let inner = match o.keys().find(|k| wrappers.contains(&k.as_str())) {
+        Some(w) if o.keys().all(|k| k == w || k == "TemplateName") => o[w].clone(),
+        Some(w) => return Err(format!("{w} stands beside other members; give the request alone or wrapped with TemplateName")),
+        None => v.clone(),
+    };
+    // Pinpoint members without a counterpart, at the top and in the push blocks.
+    let mut blocks = vec![("", &inner)];
+    for b in ["Default", "APNS", "GCM"] {
+        if let Some(x) = inner.get(b) {
+            blocks.push((b, x));
+        }
+    }
+    for (at, block) in blocks {
+        for (key, why) in UNSUPPORTED {
+            if block.get(key).is_some_and(|x| !x.is_null()) {
+                let line = line_of(source, key).map(|l| format!(" (line {l})")).unwrap_or_default();
+                let path = if at.is_empty() { key.to_string() } else { format!("{at}.{key}") };
+                return Err(format!("{path}: not supported by Herald: {why}{line}"));
+            }
+        }
+    }
+    serde_json::from_value::<PinpointRequest>(inner).map_err(|e| {
+        let msg = e.to_string();
+        match msg.split('`').nth(1).and_then(|k| line_of(source, k)) {
+            Some(l) => format!("{msg} (line {l})"),
+            None => msg,
+        }
+    })
+}
+
 fn read(path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
 }
 
 fn template(name: String, c: ContentArgs) -> anyhow::Result<Template> {
     let mut p: PinpointRequest = match &c.file {
-        Some(f) => serde_json::from_str(&read(f)?).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
+        Some(f) => pinpoint_request(&read(f)?).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
         None => PinpointRequest::default(),
     };
     if let Some(s) = c.subject {
@@ -328,4 +383,25 @@ pub async fn run(conn: ConnArgs, command: TemplatesCommand) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pinpoint_request;
+
+    #[test]
+    fn template_files_are_read_strictly_bare_or_wrapped() {
+        let p = pinpoint_request(r#"{"Subject": "Hi", "HtmlPart": "<p>x</p>", "tags": {"team": "growth"}}"#).unwrap();
+        assert_eq!((p.subject.as_str(), p.html_part.as_str(), p.tags["team"].as_str()), ("Hi", "<p>x</p>", "growth"));
+        let p = pinpoint_request(
+            r#"{"TemplateName": "welcome", "PushNotificationTemplateRequest": {"Default": {"Title": "T", "Body": "B"}, "GCM": {"Body": "g"}}}"#,
+        )
+        .unwrap();
+        assert_eq!((p.default.unwrap().title, p.gcm.unwrap().body), ("T".to_string(), "g".to_string()));
+        let e = pinpoint_request("{\n  \"Subject\": \"x\",\n  \"Subjcet\": \"y\"\n}").unwrap_err();
+        assert!(e.contains("Subjcet") && e.ends_with("(line 3)"), "{e}");
+        let e = pinpoint_request("{\"GCM\": {\"Body\": \"b\",\n \"ImageIconUrl\": \"i\"}}").unwrap_err();
+        assert!(e.starts_with("GCM.ImageIconUrl: not supported") && e.ends_with("(line 2)"), "{e}");
+        assert!(pinpoint_request(r#"{"VoiceTemplateRequest": {}}"#).unwrap_err().contains("not supported"));
+    }
 }
