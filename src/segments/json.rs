@@ -29,6 +29,13 @@ fn object<'a>(v: &'a Value, at: &str) -> R<&'a Map<String, Value>> {
     v.as_object().ok_or_else(|| bad(at, "expected an object"))
 }
 
+/// An object with only the given keys (an unknown one is named).
+fn object_of<'a>(v: &'a Value, at: &str, known: &[&str]) -> R<&'a Map<String, Value>> {
+    let o = object(v, at)?;
+    crate::domain::json::read::only(o, known, at)?;
+    Ok(o)
+}
+
 fn string(v: &Value, at: &str) -> R<String> {
     v.as_str().map(str::to_string).ok_or_else(|| bad(at, "expected a string"))
 }
@@ -53,7 +60,7 @@ fn named<E>(v: Option<&Value>, at: &str, prefix: &str, parse: impl Fn(&str) -> O
 }
 
 fn set(v: &Value, at: &str) -> R<SetDimension> {
-    let o = object(v, at)?;
+    let o = object_of(v, at, &["DimensionType", "Values"])?;
     let t = named(
         o.get("DimensionType"),
         &format!("{at}.DimensionType"),
@@ -69,7 +76,7 @@ fn attributes(v: Option<&Value>, at: &str) -> R<HashMap<String, AttributeDimensi
     let mut out = HashMap::new();
     for (name, d) in object(v, at)? {
         let f = format!("{at}.{name}");
-        let o = object(d, &f)?;
+        let o = object_of(d, &f, &["AttributeType", "Values"])?;
         let t = named(
             o.get("AttributeType"),
             &format!("{f}.AttributeType"),
@@ -91,7 +98,7 @@ fn number(v: Option<&Value>, at: &str) -> R<f64> {
 
 /// One `SegmentDimensions` object.
 pub fn dimensions(v: &Value, at: &str) -> R<SegmentDimensions> {
-    let o = object(v, at)?;
+    let o = object_of(v, at, &["Attributes", "UserAttributes", "Metrics", "ChannelType", "Demographic", "Location", "Behavior"])?;
     let mut d = SegmentDimensions {
         attributes: attributes(o.get("Attributes"), &format!("{at}.Attributes"))?,
         user_attributes: attributes(o.get("UserAttributes"), &format!("{at}.UserAttributes"))?,
@@ -100,7 +107,7 @@ pub fn dimensions(v: &Value, at: &str) -> R<SegmentDimensions> {
     if let Some(m) = o.get("Metrics").filter(|v| !v.is_null()) {
         for (name, x) in object(m, &format!("{at}.Metrics"))? {
             let f = format!("{at}.Metrics.{name}");
-            let mo = object(x, &f)?;
+            let mo = object_of(x, &f, &["ComparisonOperator", "Value"])?;
             let op = named(
                 mo.get("ComparisonOperator"),
                 &format!("{f}.ComparisonOperator"),
@@ -119,7 +126,7 @@ pub fn dimensions(v: &Value, at: &str) -> R<SegmentDimensions> {
     }
     if let Some(demo) = o.get("Demographic").filter(|v| !v.is_null()) {
         let f = format!("{at}.Demographic");
-        let x = object(demo, &f)?;
+        let x = object_of(demo, &f, &["AppVersion", "Channel", "DeviceType", "Make", "Model", "Platform"])?;
         let get = |k: &str| x.get(k).filter(|v| !v.is_null()).map(|v| set(v, &format!("{f}.{k}"))).transpose();
         d.demographic = Some(SegmentDemographics {
             app_version: get("AppVersion")?,
@@ -132,16 +139,16 @@ pub fn dimensions(v: &Value, at: &str) -> R<SegmentDimensions> {
     }
     if let Some(loc) = o.get("Location").filter(|v| !v.is_null()) {
         let f = format!("{at}.Location");
-        let x = object(loc, &f)?;
+        let x = object_of(loc, &f, &["Country", "GPSPoint"])?;
         let mut l = SegmentLocation::default();
         if let Some(c) = x.get("Country").filter(|v| !v.is_null()) {
             l.country = Some(set(c, &format!("{f}.Country"))?);
         }
         if let Some(g) = x.get("GPSPoint").filter(|v| !v.is_null()) {
             let gf = format!("{f}.GPSPoint");
-            let go = object(g, &gf)?;
+            let go = object_of(g, &gf, &["Coordinates", "RangeInKilometers"])?;
             let c = go.get("Coordinates").ok_or_else(|| bad(&format!("{gf}.Coordinates"), "is required"))?;
-            let co = object(c, &format!("{gf}.Coordinates"))?;
+            let co = object_of(c, &format!("{gf}.Coordinates"), &["Latitude", "Longitude"])?;
             l.gps_point = Some(GpsPointDimension {
                 coordinates: Some(GpsCoordinates {
                     latitude: number(co.get("Latitude"), &format!("{gf}.Coordinates.Latitude"))?,
@@ -158,9 +165,9 @@ pub fn dimensions(v: &Value, at: &str) -> R<SegmentDimensions> {
     }
     if let Some(b) = o.get("Behavior").filter(|v| !v.is_null()) {
         let f = format!("{at}.Behavior");
-        if let Some(r) = object(b, &f)?.get("Recency").filter(|v| !v.is_null()) {
+        if let Some(r) = object_of(b, &f, &["Recency"])?.get("Recency").filter(|v| !v.is_null()) {
             let rf = format!("{f}.Recency");
-            let ro = object(r, &rf)?;
+            let ro = object_of(r, &rf, &["Duration", "RecencyType"])?;
             let duration = named(ro.get("Duration"), &format!("{rf}.Duration"), "RECENCY_DURATION_", RecencyDuration::from_str_name, None)?;
             let kind = named(ro.get("RecencyType"), &format!("{rf}.RecencyType"), "RECENCY_TYPE_", RecencyType::from_str_name, None)?;
             d.behavior =
@@ -176,12 +183,12 @@ fn include(v: Option<&Value>, at: &str) -> R<i32> {
 
 /// A `SegmentGroups` object.
 pub fn groups(v: &Value, at: &str) -> R<SegmentGroupList> {
-    let o = object(v, at)?;
+    let o = object_of(v, at, &["Groups", "Include"])?;
     let mut list = SegmentGroupList { include: include(o.get("Include"), &format!("{at}.Include"))?, groups: Vec::new() };
     let items = o.get("Groups").and_then(Value::as_array).ok_or_else(|| bad(&format!("{at}.Groups"), "expected a list"))?;
     for (i, g) in items.iter().enumerate() {
         let f = format!("{at}.Groups[{i}]");
-        let go = object(g, &f)?;
+        let go = object_of(g, &f, &["Dimensions", "SourceSegments", "SourceType", "Type"])?;
         let mut group = SegmentGroup {
             source_type: include(go.get("SourceType"), &format!("{f}.SourceType"))?,
             r#type: include(go.get("Type"), &format!("{f}.Type"))?,
@@ -192,7 +199,7 @@ pub fn groups(v: &Value, at: &str) -> R<SegmentGroupList> {
         }
         for (j, s) in go.get("SourceSegments").and_then(Value::as_array).into_iter().flatten().enumerate() {
             let sf = format!("{f}.SourceSegments[{j}]");
-            let so = object(s, &sf)?;
+            let so = object_of(s, &sf, &["Id", "Version"])?;
             let id = string(so.get("Id").unwrap_or(&Value::Null), &format!("{sf}.Id"))?;
             let version = so.get("Version").and_then(Value::as_i64).unwrap_or(0) as i32;
             group.source_segments.push(SegmentReference { id, version });
@@ -202,11 +209,26 @@ pub fn groups(v: &Value, at: &str) -> R<SegmentGroupList> {
     Ok(list)
 }
 
-/// A `WriteSegmentRequest` (bare, or wrapped as `{"WriteSegmentRequest": {...}}`).
+/// A `WriteSegmentRequest` (bare, or wrapped as `{"WriteSegmentRequest": {...}}`). An unknown
+/// key is an error naming it and the line it is on.
 pub fn definition(text: &str) -> R<Definition> {
+    read(text).map_err(|mut e| {
+        if e.what.starts_with("unknown key") {
+            if let Some(line) = e.at.rsplit('.').next().and_then(|k| crate::domain::json::read::line_of(text, k)) {
+                e.what = format!("{} (line {line})", e.what);
+            }
+        }
+        e
+    })
+}
+
+fn read(text: &str) -> R<Definition> {
     let v: Value = serde_json::from_str(text).map_err(|e| bad("the file", format!("not JSON: {e}")))?;
-    let v = v.get("WriteSegmentRequest").cloned().unwrap_or(v);
-    let o = object(&v, "WriteSegmentRequest")?;
+    let v = match v.as_object() {
+        Some(o) if o.len() == 1 && o.contains_key("WriteSegmentRequest") => o["WriteSegmentRequest"].clone(),
+        _ => v,
+    };
+    let o = object_of(&v, "WriteSegmentRequest", &["Name", "Dimensions", "SegmentGroups", "tags", "Tags"])?;
     let mut d = Definition { name: o.get("Name").and_then(Value::as_str).unwrap_or("").to_string(), ..Default::default() };
     if let Some(x) = o.get("Dimensions").filter(|v| !v.is_null()) {
         d.dimensions = Some(dimensions(x, "Dimensions")?);
@@ -261,5 +283,12 @@ mod tests {
 
         let err = definition(r#"{"Dimensions": {"Metrics": {"m": {"ComparisonOperator": "ABOUT", "Value": 1}}}}"#).unwrap_err().to_string();
         assert!(err.contains("Dimensions.Metrics.m.ComparisonOperator") && err.contains("ABOUT"), "{err}");
+        // Unknown keys are named with their line, at any depth.
+        let e =
+            definition("{\"Name\": \"x\",\n \"Dimensions\": {\"Demographic\": {\n   \"Platfrom\": {\"Values\": [\"ios\"]}}}}").unwrap_err();
+        assert_eq!(e.at, "Dimensions.Demographic.Platfrom");
+        assert!(e.what.starts_with("unknown key") && e.what.ends_with("(line 3)"), "{e}");
+        let e = definition(r#"{"Name": "x", "SegmentId": "s"}"#).unwrap_err();
+        assert_eq!(e.at, "WriteSegmentRequest.SegmentId");
     }
 }
