@@ -819,3 +819,43 @@ async fn local_time_starts_and_ends_the_journey_on_each_participants_clock() {
     let m = metrics(&d, &app, &short.id).await;
     assert_eq!(m["ENDPOINT_TIMEZONE_MISMATCH"], "1", "{m:?}");
 }
+
+/// Pinpoint's application JourneyLimits: each limit a journey leaves unset is the app's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_journey_limits_hold_journeys_that_set_none() {
+    use herald::proto::v1::{AppJourneyLimits, AppSettings, UpdateAppSettingsRequest};
+    let sink = SmtpSink::start(&[]);
+    let smtp = format!("smtp://127.0.0.1:{}?pool=2", sink.port);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &["--smtp-url", smtp.as_str()]);
+    let app = d.create_app("app-limits").await.app_id;
+    let mut apps = d.apps().await;
+    let limits = |daily: i32| UpdateAppSettingsRequest {
+        app_id: app.clone(),
+        settings: Some(AppSettings {
+            journey_limits: Some(AppJourneyLimits { daily_cap: Some(daily), ..Default::default() }),
+            ..Default::default()
+        }),
+    };
+    let err = apps.update_app_settings(d.req(limits(101))).await.unwrap_err();
+    assert_eq!(common::violations(&err), ["settings.journey_limits.daily_cap"]);
+    apps.update_app_settings(d.req(limits(1))).await.unwrap();
+    let segment = d.import_as_segment(&app, endpoints(3, "q")).await;
+    let mut journeys = JourneysClient::new(d.channel().await);
+    let count = |subject: &str| sink.messages().into_iter().filter(|m| subject_of(m) == subject).count();
+    // No limits of its own: the app's DailyCap 1 stops the second email.
+    let j = segment_journey("capped by the app", &segment, "a", vec![("a", email_inline("L1", "b")), ("b", email_inline("L2", ""))]);
+    let j = journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) })).await.unwrap().into_inner();
+    until("the first emails", 20, || count("L1") == 3).await;
+    let start = Instant::now();
+    while activity_metrics(&d, &app, &j.id, "b").await.get("DAILY_CAP").is_none_or(|v| v != "3") {
+        assert!(start.elapsed() < Duration::from_secs(20), "the second step was not capped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count("L2"), 0, "DailyCap 1 from the app");
+    // Its own DailyCap (0: none) wins over the app's.
+    let mut own = segment_journey("its own limits", &segment, "a", vec![("a", email_inline("O1", "b")), ("b", email_inline("O2", ""))]);
+    own.limits = Some(JourneyLimits { daily_cap: Some(0), ..Default::default() });
+    journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(own) })).await.unwrap();
+    until("both emails of the journey with its own limits", 20, || count("O1") == 3 && count("O2") == 3).await;
+}

@@ -107,6 +107,22 @@ pub fn validate_settings(s: &AppSettings) -> Vec<FieldViolation> {
     if let Some(q) = &s.quiet_time {
         out.extend(validate_quiet_time(q).into_iter().map(|v| v.under("quiet_time")));
     }
+    if let Some(j) = &s.journey_limits {
+        let mut range = |name: &str, val: Option<i32>, hi: i32| {
+            if val.is_some_and(|x| !(0..=hi).contains(&x)) {
+                out.push(FieldViolation::new(format!("journey_limits.{name}"), format!("must be 0 to {hi}")));
+            }
+        };
+        range("daily_cap", j.daily_cap, 100);
+        range("total_cap", j.total_cap, 100);
+        if let Some(t) = &j.timeframe_cap {
+            range("timeframe_cap.cap", t.cap, 100);
+            range("timeframe_cap.days", t.days, 30);
+            if t.cap.unwrap_or(0) > 0 && t.days.unwrap_or(0) == 0 {
+                out.push(FieldViolation::new("journey_limits.timeframe_cap.days", "give the days the cap counts over"));
+            }
+        }
+    }
     out
 }
 
@@ -128,6 +144,9 @@ pub fn apply_settings(stored: &mut AppSettings, update: &AppSettings, now: &str)
     }
     if update.engagement_tracking.is_some() {
         stored.engagement_tracking = update.engagement_tracking;
+    }
+    if update.journey_limits.is_some() {
+        stored.journey_limits = update.journey_limits;
     }
     if let Some(h) = &update.campaign_hook {
         // A hook with neither URL nor Lambda name removes it.

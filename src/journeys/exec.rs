@@ -362,7 +362,14 @@ impl JourneyRunner {
                 Err(ComposeError::Field(f)) => return Err(JourneyError::Invalid(format!("activity {id}: {}: {}", f.field, f.description))),
             }
         }
-        let limits = j.limits.clone().unwrap_or_default();
+        // The journey's limits; each it leaves unset, the app's JourneyLimits (as Pinpoint's).
+        let mut limits = j.limits.clone().unwrap_or_default();
+        let app_limits = settings.journey_limits.unwrap_or_default();
+        limits.daily_cap = limits.daily_cap.or(app_limits.daily_cap);
+        limits.total_cap = limits.total_cap.or(app_limits.total_cap);
+        if limits.timeframe_cap.as_ref().is_none_or(|t| t.cap.is_none() && t.days.is_none()) {
+            limits.timeframe_cap = app_limits.timeframe_cap;
+        }
         let interval = match limits.endpoint_reentry_interval.as_str() {
             "" => 0,
             s => parse_duration(s).map_err(JourneyError::Invalid)?,
