@@ -12,8 +12,8 @@ use crate::domain::{self, FieldViolation};
 use crate::pipeline::compose::{ComposeError, Composer};
 use crate::proto::v1::{
     campaigns_server, Campaign, CampaignState, CreateCampaignRequest, DeleteCampaignRequest, GetCampaignActivitiesRequest,
-    GetCampaignActivitiesResponse, GetCampaignRequest, ListCampaignVersionsRequest, ListCampaignsRequest, ListCampaignsResponse,
-    UpdateCampaignRequest,
+    GetCampaignActivitiesResponse, GetCampaignRequest, GetInAppMessagesRequest, InAppMessagesResponse, ListCampaignVersionsRequest,
+    ListCampaignsRequest, ListCampaignsResponse, UpdateCampaignRequest,
 };
 use crate::render::template::TemplateCache;
 use crate::segments;
@@ -92,7 +92,8 @@ impl CampaignsService {
             ));
         }
         let immediate = c.schedule.as_ref().is_some_and(|s| s.start_time.eq_ignore_ascii_case("IMMEDIATE"));
-        if c.is_paused && immediate {
+        // An IMMEDIATE campaign runs at once, nothing to pause; an in-app one goes on showing.
+        if c.is_paused && immediate && !campaigns::inapp::is_in_app(&c) {
             return Err(Status::failed_precondition("an IMMEDIATE campaign cannot be paused"));
         }
         // The segment (pinned at its latest version when none is named).
@@ -106,6 +107,46 @@ impl CampaignsService {
             }
             Err(segments::SegmentError::Store(e)) => return Err(store_status(e)),
             Err(e) => v.push(FieldViolation::new("campaign.segment_id", e.to_string())),
+        }
+        // In-app campaigns: only in-app content, in every treatment, with IN_APP_EVENT.
+        let in_app = campaigns::inapp::is_in_app(&c);
+        let mut in_app_contents = vec![("campaign".to_string(), c.message_configuration.clone())];
+        for (i, t) in c.additional_treatments.iter().enumerate() {
+            if t.message_configuration.is_some() || t.template_configuration.is_some() {
+                in_app_contents.push((format!("campaign.additional_treatments[{i}]"), t.message_configuration.clone()));
+            }
+        }
+        for (field, m) in &in_app_contents {
+            let m = m.clone().unwrap_or_default();
+            match (&m.in_app_message, in_app) {
+                (Some(ia), true) => {
+                    v.extend(campaigns::inapp::validate(ia, &format!("{field}.message_configuration.in_app_message")));
+                    let others = crate::proto::v1::DirectMessageConfiguration { in_app_message: None, ..m.clone() };
+                    if others != crate::proto::v1::DirectMessageConfiguration::default() {
+                        v.push(FieldViolation::new(
+                            format!("{field}.message_configuration"),
+                            "an in-app campaign carries only in_app_message",
+                        ));
+                    }
+                }
+                (Some(_), false) => v.push(FieldViolation::new(
+                    format!("{field}.message_configuration.in_app_message"),
+                    "in-app messages go in IN_APP_EVENT campaigns (schedule.frequency)",
+                )),
+                (None, true) => v.push(FieldViolation::new(
+                    format!("{field}.message_configuration.in_app_message"),
+                    "an IN_APP_EVENT campaign needs an in-app message",
+                )),
+                (None, false) => {}
+            }
+        }
+        if c.priority != 0 && !(1..=5).contains(&c.priority) {
+            v.push(FieldViolation::new("campaign.priority", "must be 1 (most important) to 5"));
+        } else if c.priority != 0 && !in_app {
+            v.push(FieldViolation::new("campaign.priority", "orders in-app messages: only for IN_APP_EVENT campaigns"));
+        }
+        if in_app && (c.hook.is_some() || c.custom_delivery_configuration.is_some()) {
+            v.push(FieldViolation::new("campaign", "an in-app campaign takes no hook or custom delivery: the app shows it"));
         }
         // Every treatment's content must compile and give the campaign a channel.
         let base = (c.message_configuration.clone().unwrap_or_default(), c.template_configuration.clone().unwrap_or_default());
@@ -135,6 +176,9 @@ impl CampaignsService {
             }
         }
         for (field, (m, t)) in contents {
+            if in_app || m.in_app_message.is_some() {
+                continue;
+            }
             match Composer::build(self.store.as_ref(), self.cache.clone(), app, &m, &t, crate::pipeline::compose::Tracking::off()).await {
                 Ok(composer) if composer.lanes().is_empty() => {
                     v.push(FieldViolation::new(format!("{field}.message_configuration"), "give email or custom content, or a template"))
@@ -296,6 +340,24 @@ impl campaigns_server::Campaigns for CampaignsService {
             campaigns::set_uses(self.store.as_ref(), &req.app_id, &c, false).await.map_err(store_status)?;
             c.state = CampaignState::Deleted as i32;
             Ok(Response::new(shown(c)))
+        })
+        .await
+    }
+
+    async fn get_in_app_messages(&self, request: Request<GetInAppMessagesRequest>) -> Result<Response<InAppMessagesResponse>, Status> {
+        observe("GetInAppMessages", async {
+            let req = request.into_inner();
+            check_app_id(&req.app_id)?;
+            if self.store.get_app(&req.app_id).await.map_err(store_status)?.is_none() {
+                return Err(Status::not_found(format!("app {} not found", req.app_id)));
+            }
+            let found = campaigns::inapp::messages_for(&self.store, &req.app_id, &req.endpoint_id, chrono::Utc::now()).await;
+            match found {
+                Ok(Some(in_app_message_campaigns)) => Ok(Response::new(InAppMessagesResponse { in_app_message_campaigns })),
+                Ok(None) => Err(Status::not_found(format!("endpoint {} not found", req.endpoint_id))),
+                Err(segments::SegmentError::Store(e)) => Err(store_status(e)),
+                Err(e) => Err(Status::internal(format!("an in-app campaign's segment cannot be evaluated: {e}"))),
+            }
         })
         .await
     }

@@ -86,6 +86,12 @@ fn unsupported(req: &SendMessagesRequest) -> Vec<FieldViolation> {
         }
     }
     context(&mut v, "context".into(), &req.context);
+    if req.message_configuration.as_ref().is_some_and(|m| m.in_app_message.is_some()) {
+        v.push(FieldViolation::new(
+            "message_configuration.in_app_message",
+            "in-app messages are not sent: put them in an IN_APP_EVENT campaign, which apps fetch with GetInAppMessages",
+        ));
+    }
     let mut addresses: Vec<_> = req.addresses.iter().collect();
     addresses.sort_by(|a, b| a.0.cmp(b.0));
     for (key, c) in addresses {

@@ -3,6 +3,7 @@
 //! them once across daemons ([`scheduler`]).
 
 pub mod hook;
+pub mod inapp;
 pub mod json;
 pub mod localtime;
 pub mod run;
@@ -119,15 +120,15 @@ pub fn apply_defaults(s: &mut Schedule) {
 pub fn validate_schedule(field: &str, s: &Schedule, out: &mut Vec<FieldViolation>) {
     let frequency = Frequency::try_from(s.frequency).unwrap_or(Frequency::Unspecified);
     if frequency == Frequency::Unspecified {
-        out.push(FieldViolation::new(format!("{field}.frequency"), "must be ONCE, HOURLY, DAILY, WEEKLY, MONTHLY or EVENT"));
+        out.push(FieldViolation::new(format!("{field}.frequency"), "must be ONCE, HOURLY, DAILY, WEEKLY, MONTHLY, EVENT or IN_APP_EVENT"));
     }
     let immediate = s.start_time.eq_ignore_ascii_case("IMMEDIATE");
     let start = parse_instant(&s.start_time);
     if !immediate && start.is_none() {
         out.push(FieldViolation::new(format!("{field}.start_time"), "must be IMMEDIATE or an ISO-8601 instant"));
     }
-    if immediate && frequency != Frequency::Once && frequency != Frequency::Unspecified {
-        out.push(FieldViolation::new(format!("{field}.start_time"), "IMMEDIATE is for ONCE campaigns"));
+    if immediate && !matches!(frequency, Frequency::Once | Frequency::Unspecified | Frequency::InAppEvent) {
+        out.push(FieldViolation::new(format!("{field}.start_time"), "IMMEDIATE is for ONCE and IN_APP_EVENT campaigns"));
     }
     if !s.end_time.is_empty() {
         match parse_instant(&s.end_time) {
@@ -154,9 +155,11 @@ pub fn validate_schedule(field: &str, s: &Schedule, out: &mut Vec<FieldViolation
             }
         }
     }
-    if frequency == Frequency::Event {
+    if matches!(frequency, Frequency::Event | Frequency::InAppEvent) {
         match &s.event_filter {
-            None => out.push(FieldViolation::new(format!("{field}.event_filter"), "an EVENT campaign needs an event filter")),
+            None => {
+                out.push(FieldViolation::new(format!("{field}.event_filter"), "an EVENT or IN_APP_EVENT campaign needs an event filter"))
+            }
             Some(f) if f.event_types.is_empty() => {
                 out.push(FieldViolation::new(format!("{field}.event_filter.event_types"), "name at least one event type"))
             }

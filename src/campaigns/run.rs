@@ -41,7 +41,8 @@ mod error;
 mod rules;
 mod submit;
 pub use error::RunError;
-use rules::{add_counts, assignment, count_status, custom_deliveries, limits, route, status_name, CustomDelivery, Limits};
+pub(crate) use rules::assignment;
+use rules::{add_counts, count_status, custom_deliveries, limits, route, status_name, CustomDelivery, Limits};
 use submit::{render_tasks, submit_chunk, Submitted};
 
 /// A page handed to the engine, until it settles.

@@ -546,6 +546,12 @@ fn message_fields(m: &crate::proto::v1::MessageActivity, channel: Channel, field
             v.push(FieldViolation::new(format!("{field}.{name}"), format!("applies to {} activities only", on.name())));
         }
     };
+    if m.message_configuration.as_ref().is_some_and(|c| c.in_app_message.is_some()) {
+        v.push(FieldViolation::new(
+            format!("{field}.message_configuration.in_app_message"),
+            "journeys have no in-app activity (as in Pinpoint): use an IN_APP_EVENT campaign",
+        ));
+    }
     only(v, "from_address", !m.from_address.is_empty(), Channel::Email);
     for (name, set) in [
         ("message_type", !m.message_type.is_empty()),

@@ -5,7 +5,7 @@ use crate::dispatch::engine::Lane;
 use crate::proto::v1::{Activity, AppSettings, Campaign, ChannelType, DeliveryStatus};
 
 /// Where a cohort goes: the holdout, or a treatment (index into the activities).
-pub(super) fn assignment(c: &Campaign) -> [Option<usize>; 100] {
+pub(crate) fn assignment(c: &Campaign) -> [Option<usize>; 100] {
     let mut out = [Some(0); 100];
     let mut at = 0usize;
     let mut fill = |n: usize, who: Option<usize>, out: &mut [Option<usize>; 100]| {
