@@ -155,6 +155,49 @@ async fn get_in_app_messages_answers_what_an_endpoint_should_show() {
     let free = c.get_in_app_messages(d.req(ask("free-1"))).await.unwrap().into_inner().in_app_message_campaigns;
     assert!(free.iter().all(|m| m.campaign_id != held.id), "the holdout sees nothing");
 
+    // An in-app template: validated like the message, usable by a campaign, shown as written.
+    use herald::proto::v1::{
+        template::Content, templates_client::TemplatesClient, CreateTemplateRequest, InAppTemplate, Template, TemplateConfiguration,
+        TemplateReference,
+    };
+    let mut templates = TemplatesClient::new(d.channel().await);
+    let t = |layout: InAppLayout| Template {
+        name: "cart-banner".into(),
+        content: Some(Content::InApp(InAppTemplate {
+            layout: layout as i32,
+            content: banner("From the template").content,
+            custom_config: Default::default(),
+        })),
+        ..Default::default()
+    };
+    let err = templates
+        .create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t(InAppLayout::Unspecified)) }))
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["template.in_app.layout"]);
+    let made = templates
+        .create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t(InAppLayout::MiddleBanner)) }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(made.template_type, herald::proto::v1::TemplateType::InApp as i32);
+    let mut from_template = in_app("templated", &gold, banner("unused"), 2);
+    from_template.message_configuration = None;
+    from_template.template_configuration = Some(TemplateConfiguration {
+        in_app_template: Some(TemplateReference { name: "cart-banner".into(), version: 0 }),
+        ..Default::default()
+    });
+    let templated =
+        c.create_campaign(d.req(CreateCampaignRequest { app_id: app.clone(), campaign: Some(from_template) })).await.unwrap().into_inner();
+    let got = c.get_in_app_messages(d.req(ask("gold-1"))).await.unwrap().into_inner().in_app_message_campaigns;
+    let order: Vec<&str> = got.iter().map(|m| m.campaign_id.as_str()).collect();
+    assert_eq!(order, [ids[1].as_str(), templated.id.as_str(), ids[0].as_str()], "priorities 1, 2, 3");
+    let m = got[1].in_app_message.as_ref().unwrap();
+    assert_eq!(
+        (m.layout, m.content[0].header_config.as_ref().unwrap().header.as_str()),
+        (InAppLayout::MiddleBanner as i32, "From the template")
+    );
+
     // In-app content is not sent.
     let err = MessagesClient::new(d.channel().await)
         .send_messages(d.req(SendMessagesRequest {

@@ -108,36 +108,64 @@ impl CampaignsService {
             Err(segments::SegmentError::Store(e)) => return Err(store_status(e)),
             Err(e) => v.push(FieldViolation::new("campaign.segment_id", e.to_string())),
         }
-        // In-app campaigns: only in-app content, in every treatment, with IN_APP_EVENT.
+        // In-app campaigns: only in-app content (inline or a template), in every treatment,
+        // with IN_APP_EVENT.
         let in_app = campaigns::inapp::is_in_app(&c);
-        let mut in_app_contents = vec![("campaign".to_string(), c.message_configuration.clone())];
+        let mut in_app_contents = vec![("campaign".to_string(), c.message_configuration.clone(), c.template_configuration.clone())];
         for (i, t) in c.additional_treatments.iter().enumerate() {
             if t.message_configuration.is_some() || t.template_configuration.is_some() {
-                in_app_contents.push((format!("campaign.additional_treatments[{i}]"), t.message_configuration.clone()));
+                in_app_contents.push((
+                    format!("campaign.additional_treatments[{i}]"),
+                    t.message_configuration.clone(),
+                    t.template_configuration.clone(),
+                ));
             }
         }
-        for (field, m) in &in_app_contents {
-            let m = m.clone().unwrap_or_default();
-            match (&m.in_app_message, in_app) {
-                (Some(ia), true) => {
-                    v.extend(campaigns::inapp::validate(ia, &format!("{field}.message_configuration.in_app_message")));
-                    let others = crate::proto::v1::DirectMessageConfiguration { in_app_message: None, ..m.clone() };
-                    if others != crate::proto::v1::DirectMessageConfiguration::default() {
-                        v.push(FieldViolation::new(
-                            format!("{field}.message_configuration"),
-                            "an in-app campaign carries only in_app_message",
-                        ));
+        for (field, m, t) in &in_app_contents {
+            let (m, t) = (m.clone().unwrap_or_default(), t.clone().unwrap_or_default());
+            let template = t.in_app_template.as_ref().filter(|r| !r.name.is_empty());
+            if let Some(r) = template {
+                let found = self.store.get_template(app, &r.name, (r.version > 0).then_some(r.version)).await.map_err(store_status)?;
+                let f = format!("{field}.template_configuration.in_app_template");
+                match found {
+                    None => v.push(FieldViolation::new(f, format!("template {} (version {}) not found", r.name, r.version))),
+                    Some(found) if found.template_type != crate::proto::v1::TemplateType::InApp as i32 => {
+                        v.push(FieldViolation::new(f, format!("template {} is not an in-app template", r.name)))
                     }
+                    Some(_) => {}
                 }
-                (Some(_), false) => v.push(FieldViolation::new(
+            }
+            match (&m.in_app_message, template.is_some(), in_app) {
+                (Some(_), true, _) => v.push(FieldViolation::new(
+                    format!("{field}.message_configuration.in_app_message"),
+                    "give an in-app message or an in-app template, not both",
+                )),
+                (Some(ia), false, true) => {
+                    v.extend(campaigns::inapp::validate(ia, &format!("{field}.message_configuration.in_app_message")))
+                }
+                (Some(_), false, false) => v.push(FieldViolation::new(
                     format!("{field}.message_configuration.in_app_message"),
                     "in-app messages go in IN_APP_EVENT campaigns (schedule.frequency)",
                 )),
-                (None, true) => v.push(FieldViolation::new(
-                    format!("{field}.message_configuration.in_app_message"),
-                    "an IN_APP_EVENT campaign needs an in-app message",
+                (None, true, false) => v.push(FieldViolation::new(
+                    format!("{field}.template_configuration.in_app_template"),
+                    "in-app templates go in IN_APP_EVENT campaigns (schedule.frequency)",
                 )),
-                (None, false) => {}
+                (None, false, true) => v.push(FieldViolation::new(
+                    format!("{field}.message_configuration.in_app_message"),
+                    "an IN_APP_EVENT campaign needs an in-app message or an in-app template",
+                )),
+                _ => {}
+            }
+            if in_app {
+                let others = crate::proto::v1::DirectMessageConfiguration { in_app_message: None, ..m.clone() };
+                let other_templates = crate::proto::v1::TemplateConfiguration { in_app_template: None, ..t.clone() };
+                if others != Default::default() || other_templates != Default::default() {
+                    v.push(FieldViolation::new(
+                        format!("{field}.message_configuration"),
+                        "an in-app campaign carries only in_app_message or an in_app_template",
+                    ));
+                }
             }
         }
         if c.priority != 0 && !(1..=5).contains(&c.priority) {
@@ -176,7 +204,7 @@ impl CampaignsService {
             }
         }
         for (field, (m, t)) in contents {
-            if in_app || m.in_app_message.is_some() {
+            if in_app || m.in_app_message.is_some() || t.in_app_template.is_some() {
                 continue;
             }
             match Composer::build(self.store.as_ref(), self.cache.clone(), app, &m, &t, crate::pipeline::compose::Tracking::off()).await {

@@ -169,17 +169,27 @@ async fn shown(
         return Ok(None);
     }
     let Some(t) = super::run::assignment(c)[e.cohort_id.clamp(0, 99) as usize] else { return Ok(None) };
-    let message = match t {
-        0 => c.message_configuration.as_ref().and_then(|m| m.in_app_message.clone()),
+    // The treatment's content (its own, else the campaign's): inline, or an in-app template.
+    let (m, tc) = match t {
+        0 => (&c.message_configuration, &c.template_configuration),
         n => {
             let own = &c.additional_treatments[n - 1];
-            match &own.message_configuration {
-                Some(m) => m.in_app_message.clone(),
-                None => c.message_configuration.as_ref().and_then(|m| m.in_app_message.clone()),
+            match own.message_configuration.is_some() || own.template_configuration.is_some() {
+                true => (&own.message_configuration, &own.template_configuration),
+                false => (&c.message_configuration, &c.template_configuration),
             }
         }
     };
-    let Some(message) = message else { return Ok(None) };
+    let message = match (m.as_ref().and_then(|m| m.in_app_message.clone()), tc.as_ref().and_then(|t| t.in_app_template.as_ref())) {
+        (Some(m), _) => m,
+        (None, Some(r)) => match store.get_template(app, &r.name, (r.version > 0).then_some(r.version)).await? {
+            Some(crate::proto::v1::Template { content: Some(crate::proto::v1::template::Content::InApp(a)), .. }) => {
+                InAppMessage { content: a.content, custom_config: a.custom_config, layout: a.layout }
+            }
+            _ => return Ok(None),
+        },
+        (None, None) => return Ok(None),
+    };
     let segment = match segments::load(store.as_ref(), app, &c.segment_id, c.segment_version).await {
         Ok(s) => s,
         Err(SegmentError::NotFound(_) | SegmentError::VersionNotFound(..)) => return Ok(None),
@@ -209,4 +219,161 @@ async fn shown(
         total_cap: limits.total.unwrap_or(0),
         treatment_id: t.to_string(),
     }))
+}
+
+/// Pinpoint's JSON of an in-app message (CampaignInAppMessage, InAppTemplateRequest's
+/// members): strict, each unknown key named.
+pub mod json {
+    use serde_json::{Map, Value};
+
+    use crate::domain::json::read::{obj, only, text};
+    use crate::domain::json::{bad, ShapeError};
+    use crate::proto::v1::{
+        ButtonAction, DefaultButtonConfiguration, InAppAlignment, InAppLayout, InAppMessage, InAppMessageBodyConfig, InAppMessageButton,
+        InAppMessageContent, InAppMessageHeaderConfig, OverrideButtonConfiguration,
+    };
+
+    type R<T> = Result<T, ShapeError>;
+
+    fn named<E>(o: &Map<String, Value>, k: &str, at: &str, prefix: &str, parse: impl Fn(&str) -> Option<E>) -> R<Option<E>> {
+        let s = text(o, k, at)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        parse(&format!("{prefix}{}", s.to_ascii_uppercase()))
+            .map(Some)
+            .ok_or_else(|| bad(&format!("{at}.{k}"), format!("unknown value '{s}'")))
+    }
+
+    fn action(o: &Map<String, Value>, at: &str) -> R<i32> {
+        Ok(named(o, "ButtonAction", at, "BUTTON_ACTION_", ButtonAction::from_str_name)?.map_or(0, |a| a as i32))
+    }
+
+    fn over(v: Option<&Value>, at: &str) -> R<Option<OverrideButtonConfiguration>> {
+        let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(None) };
+        let o = obj(v, at)?;
+        only(o, &["ButtonAction", "Link"], at)?;
+        Ok(Some(OverrideButtonConfiguration { button_action: action(o, at)?, link: text(o, "Link", at)? }))
+    }
+
+    fn button(v: Option<&Value>, at: &str) -> R<Option<InAppMessageButton>> {
+        let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(None) };
+        let o = obj(v, at)?;
+        only(o, &["Android", "DefaultConfig", "IOS", "Web"], at)?;
+        let default_config = match o.get("DefaultConfig").filter(|v| !v.is_null()) {
+            None => None,
+            Some(d) => {
+                let f = format!("{at}.DefaultConfig");
+                let d = obj(d, &f)?;
+                only(d, &["BackgroundColor", "BorderRadius", "ButtonAction", "Link", "Text", "TextColor"], &f)?;
+                Some(DefaultButtonConfiguration {
+                    background_color: text(d, "BackgroundColor", &f)?,
+                    border_radius: crate::domain::json::read::int(d, "BorderRadius", &f)?.unwrap_or(0),
+                    button_action: action(d, &f)?,
+                    link: text(d, "Link", &f)?,
+                    text: text(d, "Text", &f)?,
+                    text_color: text(d, "TextColor", &f)?,
+                })
+            }
+        };
+        Ok(Some(InAppMessageButton {
+            android: over(o.get("Android"), &format!("{at}.Android"))?,
+            default_config,
+            ios: over(o.get("IOS"), &format!("{at}.IOS"))?,
+            web: over(o.get("Web"), &format!("{at}.Web"))?,
+        }))
+    }
+
+    fn alignment(o: &Map<String, Value>, at: &str) -> R<i32> {
+        Ok(named(o, "Alignment", at, "IN_APP_ALIGNMENT_", InAppAlignment::from_str_name)?.map_or(0, |a| a as i32))
+    }
+
+    /// An in-app message: `Content`, `CustomConfig`, `Layout`.
+    pub fn message(v: &Value, at: &str) -> R<InAppMessage> {
+        let o = obj(v, at)?;
+        if o.contains_key("Body") {
+            return Err(bad(&format!("{at}.Body"), "not supported by Herald: the text goes in Content[].BodyConfig.Body"));
+        }
+        only(o, &["Content", "CustomConfig", "Layout"], at)?;
+        let mut m = InAppMessage {
+            layout: named(o, "Layout", at, "IN_APP_LAYOUT_", InAppLayout::from_str_name)?.map_or(0, |l| l as i32),
+            ..Default::default()
+        };
+        if let Some(c) = o.get("CustomConfig").filter(|v| !v.is_null()) {
+            for (k, v) in obj(c, &format!("{at}.CustomConfig"))? {
+                let s = v.as_str().ok_or_else(|| bad(&format!("{at}.CustomConfig.{k}"), "expected a string"))?;
+                m.custom_config.insert(k.clone(), s.to_string());
+            }
+        }
+        let items = match o.get("Content") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a.clone(),
+            Some(_) => return Err(bad(&format!("{at}.Content"), "expected a list")),
+        };
+        for (i, c) in items.iter().enumerate() {
+            let f = format!("{at}.Content[{i}]");
+            let c = obj(c, &f)?;
+            only(c, &["BackgroundColor", "BodyConfig", "HeaderConfig", "ImageUrl", "PrimaryBtn", "SecondaryBtn"], &f)?;
+            let body_config = match c.get("BodyConfig").filter(|v| !v.is_null()) {
+                None => None,
+                Some(b) => {
+                    let bf = format!("{f}.BodyConfig");
+                    let b = obj(b, &bf)?;
+                    only(b, &["Alignment", "Body", "TextColor"], &bf)?;
+                    Some(InAppMessageBodyConfig {
+                        alignment: alignment(b, &bf)?,
+                        body: text(b, "Body", &bf)?,
+                        text_color: text(b, "TextColor", &bf)?,
+                    })
+                }
+            };
+            let header_config = match c.get("HeaderConfig").filter(|v| !v.is_null()) {
+                None => None,
+                Some(h) => {
+                    let hf = format!("{f}.HeaderConfig");
+                    let h = obj(h, &hf)?;
+                    only(h, &["Alignment", "Header", "TextColor"], &hf)?;
+                    Some(InAppMessageHeaderConfig {
+                        alignment: alignment(h, &hf)?,
+                        header: text(h, "Header", &hf)?,
+                        text_color: text(h, "TextColor", &hf)?,
+                    })
+                }
+            };
+            m.content.push(InAppMessageContent {
+                background_color: text(c, "BackgroundColor", &f)?,
+                body_config,
+                header_config,
+                image_url: text(c, "ImageUrl", &f)?,
+                primary_btn: button(c.get("PrimaryBtn"), &format!("{f}.PrimaryBtn"))?,
+                secondary_btn: button(c.get("SecondaryBtn"), &format!("{f}.SecondaryBtn"))?,
+            });
+        }
+        Ok(m)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn pinpoints_in_app_json_reads_strictly() {
+            let v: serde_json::Value = serde_json::from_str(
+                r##"{"Layout": "CAROUSEL", "CustomConfig": {"k": "v"},
+                    "Content": [{"BackgroundColor": "#FFFFFF", "HeaderConfig": {"Alignment": "CENTER", "Header": "Hi", "TextColor": "#000000"},
+                                 "BodyConfig": {"Alignment": "LEFT", "Body": "Sale", "TextColor": "#000000"}, "ImageUrl": "https://img.example/a.png",
+                                 "PrimaryBtn": {"DefaultConfig": {"ButtonAction": "LINK", "Link": "https://shop.example", "Text": "Go", "BorderRadius": 4},
+                                                "IOS": {"ButtonAction": "DEEP_LINK", "Link": "shop://sale"}}}]}"##,
+            )
+            .unwrap();
+            let m = super::message(&v, "InAppMessage").unwrap();
+            assert_eq!(m.layout, crate::proto::v1::InAppLayout::Carousel as i32);
+            let b = m.content[0].primary_btn.as_ref().unwrap();
+            assert_eq!((b.default_config.as_ref().unwrap().border_radius, b.ios.as_ref().unwrap().link.as_str()), (4, "shop://sale"));
+            assert!(super::super::validate(&m, "m").is_empty(), "{:?}", super::super::validate(&m, "m"));
+            let e =
+                super::message(&serde_json::json!({"Layout": "TOP_BANNER", "Content": [{"Colour": "red"}]}), "InAppMessage").unwrap_err();
+            assert_eq!(e.at, "InAppMessage.Content[0].Colour");
+            let e = super::message(&serde_json::json!({"Layout": "SIDEWAYS"}), "InAppMessage").unwrap_err();
+            assert_eq!(e.at, "InAppMessage.Layout");
+        }
+    }
 }

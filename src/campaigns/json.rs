@@ -129,16 +129,24 @@ fn message(v: Option<&Value>, shape: Shape, at: &str) -> R<Option<DirectMessageC
     check(
         o,
         shape,
-        &["email_message", "custom_message", "sms_message", "default_push_notification_message", "apns_message", "gcm_message"],
         &[
-            ("ADMMessage", "Herald has no Amazon Device Messaging channel"),
-            ("BaiduMessage", "Herald has no Baidu channel"),
-            ("InAppMessage", "Herald has no in-app channel"),
+            "email_message",
+            "custom_message",
+            "sms_message",
+            "default_push_notification_message",
+            "apns_message",
+            "gcm_message",
+            "in_app_message",
         ],
+        &[("ADMMessage", "Herald has no Amazon Device Messaging channel"), ("BaiduMessage", "Herald has no Baidu channel")],
         at,
     )?;
     let pp = shape == Shape::Pinpoint;
     let mut m = DirectMessageConfiguration::default();
+    if let (Some(ia), k) = get(o, shape, "in_app_message") {
+        // Pinpoint's CampaignInAppMessage members, in either shape.
+        m.in_app_message = Some(super::inapp::json::message(ia, &format!("{at}.{k}"))?);
+    }
     if let (Some(e), k) = get(o, shape, "email_message") {
         let f = format!("{at}.{k}");
         let e = obj(e, &f)?;
@@ -320,12 +328,15 @@ fn templates(v: Option<&Value>, shape: Shape, at: &str) -> R<Option<TemplateConf
     } else {
         &["email_template", "custom_template", "sms_template", "push_template"]
     };
-    check(o, shape, known, &[("VoiceTemplate", "Herald has no voice channel"), ("InAppTemplate", "Herald has no in-app channel")], at)?;
+    let mut known = known.to_vec();
+    known.push("in_app_template");
+    check(o, shape, &known, &[("VoiceTemplate", "Herald has no voice channel")], at)?;
     Ok(Some(TemplateConfiguration {
         email_template: template(o, shape, "email_template", at)?,
         custom_template: if shape == Shape::Api { template(o, shape, "custom_template", at)? } else { None },
         sms_template: template(o, shape, "sms_template", at)?,
         push_template: template(o, shape, "push_template", at)?,
+        in_app_template: template(o, shape, "in_app_template", at)?,
     }))
 }
 
@@ -546,7 +557,8 @@ fn read(v: &Value) -> R<Campaign> {
     if shape == Shape::Api {
         known.push("engagement_tracking");
     }
-    check(o, shape, &known, &[("Priority", "it orders in-app messages, and Herald has no in-app channel")], at)?;
+    known.push("priority");
+    check(o, shape, &known, &[], at)?;
     let f = |api: &str| format!("{at}.{}", key(shape, api));
     let mut c = Campaign {
         name: t(o, shape, "name", at)?,
@@ -562,6 +574,7 @@ fn read(v: &Value) -> R<Campaign> {
         is_paused: b(o, shape, "is_paused", at)?,
         custom_delivery_configuration: custom_delivery(o, shape, at)?,
         hook: hook(o, shape, at)?,
+        priority: i(o, shape, "priority", at)?.unwrap_or(0),
         engagement_tracking: match (shape, o.get("engagement_tracking")) {
             (Shape::Pinpoint, _) | (_, None | Some(Value::Null)) => None,
             (Shape::Api, Some(_)) => Some(boolean(o, "engagement_tracking", at)?),
@@ -732,8 +745,8 @@ mod tests {
         let e = super::campaign("{\n  \"Name\": \"x\",\n  \"SegmentID\": \"s1\"\n}").unwrap_err();
         assert_eq!(e.at, "WriteCampaignRequest.SegmentID");
         assert!(e.what.contains("unknown key") && e.what.contains("SegmentId") && e.what.ends_with("(line 3)"), "{e}");
-        let e = super::campaign("{\"Name\": \"x\",\n\"Priority\": 1}").unwrap_err();
-        assert_eq!(e.at, "WriteCampaignRequest.Priority");
+        let e = super::campaign("{\"Name\": \"x\",\n\"MessageConfiguration\": {\"BaiduMessage\": {}}}").unwrap_err();
+        assert_eq!(e.at, "WriteCampaignRequest.MessageConfiguration.BaiduMessage");
         assert!(e.what.starts_with("not supported by Herald") && e.what.ends_with("(line 2)"), "{e}");
         let e = super::campaign("{\"Name\": \"x\", \"MessageConfiguration\": {\"EmailMessage\": {\"Subject\": \"s\"}}}").unwrap_err();
         assert_eq!(e.at, "WriteCampaignRequest.MessageConfiguration.EmailMessage.Subject");

@@ -249,7 +249,7 @@ pub async fn set_uses(store: &dyn Store, app: &str, c: &Campaign, in_use: bool) 
     let mut templates = vec![c.template_configuration.clone().unwrap_or_default()];
     templates.extend(c.additional_treatments.iter().filter_map(|t| t.template_configuration.clone()));
     for t in templates {
-        for r in [t.email_template, t.custom_template, t.sms_template, t.push_template].into_iter().flatten() {
+        for r in [t.email_template, t.custom_template, t.sms_template, t.push_template, t.in_app_template].into_iter().flatten() {
             if !r.name.is_empty() {
                 match store.set_template_use(app, &r.name, &user, in_use).await {
                     Ok(()) | Err(StoreError::NotFound(_)) => {}

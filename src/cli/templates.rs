@@ -24,11 +24,13 @@ pub enum Kind {
     Sms,
     Push,
     Custom,
+    /// An in-app message (Pinpoint's InAppTemplateRequest), from --file.
+    InApp,
 }
 
 #[derive(Debug, Args)]
 pub struct ContentArgs {
-    /// email, sms, push or custom.
+    /// email, sms, push, custom or in-app.
     #[arg(long = "type", value_enum)]
     kind: Kind,
     /// JSON in Pinpoint's request shape for the type.
@@ -195,10 +197,8 @@ fn pinpoint_request(source: &str) -> Result<PinpointRequest, String> {
     let v: serde_json::Value = serde_json::from_str(source).map_err(|e| e.to_string())?;
     let o = v.as_object().ok_or("expected a JSON object")?;
     let wrappers = ["EmailTemplateRequest", "SMSTemplateRequest", "PushNotificationTemplateRequest"];
-    for refused in ["VoiceTemplateRequest", "InAppTemplateRequest"] {
-        if o.contains_key(refused) {
-            return Err(format!("{refused}: not supported by Herald (no voice or in-app templates)"));
-        }
+    if o.contains_key("VoiceTemplateRequest") {
+        return Err("VoiceTemplateRequest: not supported by Herald (no voice templates)".into());
     }
     let inner = match o.keys().find(|k| wrappers.contains(&k.as_str())) {
         Some(w) if o.keys().all(|k| k == w || k == "TemplateName") => o[w].clone(),
@@ -234,7 +234,46 @@ fn read(path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
 }
 
+/// An in-app template file: InAppTemplateRequest's members (Content, CustomConfig, Layout,
+/// TemplateDescription, tags), bare or wrapped as `{"TemplateName": …, "InAppTemplateRequest": {…}}`.
+fn in_app_template(name: String, source: &str, description: Option<String>) -> Result<Template, String> {
+    use crate::domain::json::read::line_of;
+    let v: serde_json::Value = serde_json::from_str(source).map_err(|e| e.to_string())?;
+    let mut inner = match v.get("InAppTemplateRequest") {
+        Some(w) => w.clone(),
+        None => v,
+    };
+    let o = inner.as_object_mut().ok_or("expected a JSON object")?;
+    let stored_description = o.remove("TemplateDescription").and_then(|d| d.as_str().map(str::to_string)).unwrap_or_default();
+    let tags: std::collections::HashMap<String, String> = match o.remove("tags") {
+        Some(t) => serde_json::from_value(t).map_err(|e| format!("tags: {e}"))?,
+        None => Default::default(),
+    };
+    let m = crate::campaigns::inapp::json::message(&inner, "InAppTemplateRequest").map_err(|e| {
+        let line = e.at.rsplit('.').next().and_then(|k| line_of(source, k.split('[').next().unwrap_or(k)));
+        match line {
+            Some(l) => format!("{e} (line {l})"),
+            None => e.to_string(),
+        }
+    })?;
+    Ok(Template {
+        name,
+        description: description.unwrap_or(stored_description),
+        tags,
+        content: Some(Content::InApp(crate::proto::v1::InAppTemplate {
+            content: m.content,
+            custom_config: m.custom_config,
+            layout: m.layout,
+        })),
+        ..Default::default()
+    })
+}
+
 fn template(name: String, c: ContentArgs) -> anyhow::Result<Template> {
+    if let Kind::InApp = c.kind {
+        let f = c.file.as_ref().ok_or_else(|| anyhow::anyhow!("an in-app template comes from --file (Pinpoint's InAppTemplateRequest)"))?;
+        return in_app_template(name, &read(f)?, c.description).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()));
+    }
     let mut p: PinpointRequest = match &c.file {
         Some(f) => pinpoint_request(&read(f)?).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
         None => PinpointRequest::default(),
@@ -270,6 +309,7 @@ fn template(name: String, c: ContentArgs) -> anyhow::Result<Template> {
             Content::Push(PushTemplate { default: Some(default), apns: p.apns.map(Into::into), gcm: p.gcm.map(Into::into) })
         }
         Kind::Custom => Content::Custom(CustomTemplate { payload: p.payload }),
+        Kind::InApp => unreachable!("read above"),
     };
     Ok(Template {
         name,
@@ -403,5 +443,15 @@ mod tests {
         let e = pinpoint_request("{\"GCM\": {\"Body\": \"b\",\n \"ImageIconUrl\": \"i\"}}").unwrap_err();
         assert!(e.starts_with("GCM.ImageIconUrl: not supported") && e.ends_with("(line 2)"), "{e}");
         assert!(pinpoint_request(r#"{"VoiceTemplateRequest": {}}"#).unwrap_err().contains("not supported"));
+        let t = super::in_app_template(
+            "banner".into(),
+            r#"{"TemplateName": "banner", "InAppTemplateRequest": {"Layout": "TOP_BANNER", "TemplateDescription": "d",
+                "Content": [{"HeaderConfig": {"Header": "Hi"}}], "tags": {"team": "growth"}}}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!((t.description.as_str(), t.tags["team"].as_str()), ("d", "growth"));
+        let e = super::in_app_template("b".into(), "{\"Layout\": \"TOP_BANNER\",\n \"Colour\": 1}", None).unwrap_err();
+        assert!(e.contains("Colour") && e.ends_with("(line 2)"), "{e}");
     }
 }

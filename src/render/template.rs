@@ -61,7 +61,8 @@ pub fn parts(t: &Template) -> Vec<(String, &str)> {
             }
         }
         Some(Content::Custom(c)) => out.push(("payload".into(), c.payload.as_str())),
-        None => {}
+        // Shown by the app as written: nothing to render.
+        Some(Content::InApp(_)) | None => {}
     }
     out
 }
@@ -73,6 +74,7 @@ fn field(t: &Template, part: &str) -> String {
         Some(Content::Sms(_)) => "sms",
         Some(Content::Push(_)) => "push",
         Some(Content::Custom(_)) => "custom",
+        Some(Content::InApp(_)) => "in_app",
         None => "content",
     };
     format!("{kind}.{part}")
@@ -85,6 +87,7 @@ pub fn content_type(t: &Template) -> TemplateType {
         Some(Content::Sms(_)) => TemplateType::Sms,
         Some(Content::Push(_)) => TemplateType::Push,
         Some(Content::Custom(_)) => TemplateType::Custom,
+        Some(Content::InApp(_)) => TemplateType::InApp,
         None => TemplateType::Unspecified,
     }
 }
@@ -100,11 +103,19 @@ pub fn validate(renderer: &Renderer, t: &Template) -> Vec<FieldViolation> {
     }
     let kind = content_type(t);
     if kind == TemplateType::Unspecified {
-        out.push(FieldViolation::new("content", "one of email, sms, push or custom is required"));
+        out.push(FieldViolation::new("content", "one of email, sms, push, custom or in_app is required"));
         return out;
     }
     if t.template_type != 0 && t.template_type != kind as i32 {
         out.push(FieldViolation::new("template_type", "does not match the content block"));
+    }
+    if let Some(Content::InApp(a)) = &t.content {
+        let m = crate::proto::v1::InAppMessage { content: a.content.clone(), custom_config: a.custom_config.clone(), layout: a.layout };
+        out.extend(crate::campaigns::inapp::validate(&m, "in_app"));
+        if t.description.chars().count() > 500 {
+            out.push(FieldViolation::new("description", "must be at most 500 characters"));
+        }
+        return out;
     }
     let parts = parts(t);
     if parts.is_empty() {
