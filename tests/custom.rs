@@ -234,12 +234,19 @@ async fn custom_delivery_batches_by_fifty_and_custom_ids_reach_the_channels_deli
 
     // SendMessages to a custom id: the channel's delivery_url, one call for that endpoint.
     let r = MessagesClient::new(d.channel().await)
-        .send_messages(d.req(SendMessagesRequest {
-            app_id: app.clone(),
-            endpoints: [("crm-2".to_string(), EndpointSendConfiguration::default())].into(),
-            message_configuration: custom(r#"{"reset":true}"#),
-            ..Default::default()
-        }))
+        .send_messages(
+            d.req(SendMessagesRequest {
+                app_id: app.clone(),
+                endpoints: [(
+                    "crm-2".to_string(),
+                    EndpointSendConfiguration { context: [("order".to_string(), "A-1".to_string())].into(), ..Default::default() },
+                )]
+                .into(),
+                message_configuration: custom(r#"{"reset":true}"#),
+                context: [("flow".to_string(), "reset".to_string())].into(),
+                ..Default::default()
+            }),
+        )
         .await
         .unwrap()
         .into_inner();
@@ -248,6 +255,8 @@ async fn custom_delivery_batches_by_fifty_and_custom_ids_reach_the_channels_deli
     let last = calls.last().unwrap();
     assert_eq!(last["Data"], r#"{"reset":true}"#);
     assert_eq!(last["Endpoints"].as_object().unwrap().keys().collect::<Vec<_>>(), ["crm-2"]);
+    assert_eq!(last["Context"], serde_json::json!({"flow": "reset", "order": "A-1"}), "the send's and the recipient's Context");
+    assert!(seen.lock().unwrap()["/cdc"][0].get("Context").is_none(), "campaign messages carry none");
     assert_eq!(*forged.lock().unwrap(), 0, "every request was signed with the channel's secret");
 
     // A CUSTOM address may be any id, not one with spaces or a scheme Herald cannot POST to.

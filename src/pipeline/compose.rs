@@ -476,7 +476,9 @@ impl Composer {
                 let ctx = t.context(endpoint, subs);
                 let parts = t.render(self.cache.renderer(), &ctx)?;
                 let data = parts.into_iter().next().map(|(_, s)| s).unwrap_or_default();
-                Ok(Payload::Custom { body: webhook::Payload::new(data, origin, endpoint) })
+                let mut body = webhook::Payload::new(data, origin, endpoint);
+                body.context = context.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                Ok(Payload::Custom { body })
             }
         }
     }

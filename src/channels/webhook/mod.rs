@@ -30,6 +30,9 @@ pub struct Payload {
     pub scheduled_time: String,
     /// Endpoint id → the endpoint in Pinpoint's JSON shape.
     pub endpoints: serde_json::Map<String, serde_json::Value>,
+    /// The send's Context (SendMessages' and the recipient's, as Pinpoint merges them).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub context: std::collections::BTreeMap<String, String>,
 }
 
 /// Where a custom-channel message comes from: the app, when it was scheduled, and for
@@ -60,6 +63,7 @@ impl Payload {
             activity_id: origin.activity_id.clone(),
             scheduled_time: origin.scheduled_time.clone(),
             endpoints,
+            context: Default::default(),
         }
     }
 }
