@@ -387,3 +387,33 @@ async fn job_listings(backend: Backend) {
 }
 
 on_both_backends!(fixture_members_match, versions_imports_and_validation, job_listings);
+
+/// An export whose daemon is killed (kill -9) stays PROCESSING in the store and is reported
+/// FAILED once it has not been heard from for a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_cut_off_by_kill_9_is_reported_failed() {
+    let d = Daemon::start(Backend::Embedded);
+    let app = d.create_app("export-crash").await.app_id;
+    let mut c = SegmentsClient::new(d.channel().await);
+    let mut csv = "ChannelType,Address,Id\n".to_string();
+    for i in 0..5_000 {
+        csv.push_str(&format!("EMAIL,k{i}@example.com,k{i}\n"));
+    }
+    let first = ImportSegmentRequest { app_id: app.clone(), name: "big".into(), format: ImportFormat::Csv as i32, ..Default::default() };
+    let seg = import(&d, &mut c, first, &csv).await.pop().unwrap().segment_id;
+    let req = ExportSegmentRequest { app_id: app.clone(), segment_id: seg, version: 0, page_size: 1 };
+    let mut stream = c.export_segment(d.req(req)).await.unwrap().into_inner();
+    let job_id = stream.message().await.unwrap().unwrap().job_id;
+    let d = d.crash_and_restart();
+    let mut c = SegmentsClient::new(d.channel().await);
+    let get = GetExportJobRequest { app_id: app.clone(), job_id: job_id.clone() };
+    let job = c.get_export_job(d.req(get.clone())).await.unwrap().into_inner();
+    assert_eq!(job.state, JobState::Processing as i32, "{job:?}");
+    let heard = chrono::DateTime::parse_from_rfc3339(&job.updated_date).unwrap();
+    let due = heard + chrono::Duration::seconds(herald::segments::jobs::STALE_AFTER.as_secs() as i64 + 1);
+    let wait = (due.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let job = c.get_export_job(d.req(get)).await.unwrap().into_inner();
+    assert_eq!(job.state, JobState::Failed as i32, "{job:?}");
+    assert!(job.failure.contains("stopped"), "{job:?}");
+}
