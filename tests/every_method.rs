@@ -1,0 +1,158 @@
+//! Every method the daemon serves, found by walking the descriptors it reflects (as a
+//! reflection-driven client finds them), called with an empty request and with only the app
+//! given: each answers OK or a clear client error (INVALID_ARGUMENT, NOT_FOUND,
+//! FAILED_PRECONDITION, ALREADY_EXISTS), never INTERNAL, UNKNOWN or UNIMPLEMENTED, and the
+//! daemon stays up.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut};
+use common::{Backend, Daemon};
+use prost::Message as _;
+use prost_types::field_descriptor_proto::Type;
+use prost_types::FileDescriptorSet;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::{Code, Status};
+
+/// Messages as raw protobuf bytes.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n).to_vec()))
+    }
+}
+
+struct Method {
+    path: String,
+    client_streaming: bool,
+    server_streaming: bool,
+    /// The request's field number of `app_id`, when it has one (a string).
+    app_field: Option<i32>,
+}
+
+fn methods() -> Vec<Method> {
+    let set = FileDescriptorSet::decode(herald::proto::FILE_DESCRIPTOR_SET).unwrap();
+    let messages: std::collections::HashMap<String, &prost_types::DescriptorProto> =
+        set.file.iter().flat_map(|f| f.message_type.iter().map(move |m| (format!(".{}.{}", f.package(), m.name()), m))).collect();
+    let mut out = Vec::new();
+    for f in &set.file {
+        for s in &f.service {
+            for m in &s.method {
+                let input = messages.get(m.input_type());
+                let app_field =
+                    input.and_then(|i| i.field.iter().find(|x| x.name() == "app_id" && x.r#type() == Type::String).map(|x| x.number()));
+                out.push(Method {
+                    path: format!("/{}.{}/{}", f.package(), s.name(), m.name()),
+                    client_streaming: m.client_streaming(),
+                    server_streaming: m.server_streaming(),
+                    app_field,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A message with only the string `value` in field `number`.
+fn with_string(number: i32, value: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    prost::encoding::string::encode(number as u32, &value.to_string(), &mut b);
+    b
+}
+
+/// Reads a response stream to its end (at most 3 s: a stream that stays open, following events,
+/// is fine; only what it says counts).
+async fn drain(mut s: tonic::Streaming<Vec<u8>>) -> Result<(), Status> {
+    let read = async move {
+        while s.message().await?.is_some() {}
+        Ok::<_, Status>(())
+    };
+    tokio::time::timeout(Duration::from_secs(3), read).await.unwrap_or(Ok(()))
+}
+
+async fn call(d: &Daemon, m: &Method, body: Vec<u8>) -> Result<(), Status> {
+    let mut g = tonic::client::Grpc::new(d.channel().await);
+    g.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::try_from(m.path.as_str()).unwrap();
+    match (m.client_streaming, m.server_streaming) {
+        (false, false) => g.unary(d.req(body), path, Raw).await.map(|_| ()),
+        (false, true) => {
+            let s = g.server_streaming(d.req(body), path, Raw).await?.into_inner();
+            drain(s).await
+        }
+        (true, false) => g.client_streaming(d.req(futures::stream::iter(vec![body])), path, Raw).await.map(|_| ()),
+        (true, true) => {
+            let s = g.streaming(d.req(futures::stream::iter(vec![body])), path, Raw).await?.into_inner();
+            drain(s).await
+        }
+    }
+}
+
+async fn every_method_answers_an_empty_request_with_a_client_error_or_ok(backend: Backend) {
+    let mut d = Daemon::start(backend);
+    let app = d.create_app("walk").await.app_id;
+    let all = methods();
+    assert!(all.len() > 80, "{} methods", all.len());
+    let mut bad = Vec::new();
+    let mut codes: std::collections::BTreeMap<String, usize> = Default::default();
+    for m in &all {
+        let mut bodies = vec![("empty", Vec::new())];
+        if let Some(n) = m.app_field {
+            bodies.push(("app only", with_string(n, &app)));
+        }
+        for (what, body) in bodies {
+            if m.path.ends_with("/DeleteApp") && what == "app only" {
+                continue;
+            }
+            let answer = call(&d, m, body).await;
+            *codes.entry(format!("{:?}", answer.as_ref().err().map_or(Code::Ok, |s| s.code()))).or_insert(0) += 1;
+            if let Err(s) = answer {
+                let fine = matches!(
+                    s.code(),
+                    Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::AlreadyExists | Code::OutOfRange
+                );
+                if !fine {
+                    bad.push(format!("{} ({what}): {:?} {}", m.path, s.code(), s.message()));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "methods answering with a server error:\n{}", bad.join("\n"));
+    // The walk reached the services' own checks, not only the transport.
+    for code in ["Ok", "InvalidArgument", "NotFound"] {
+        assert!(codes.get(code).is_some_and(|n| *n > 5), "{codes:?}");
+    }
+    assert!(d.is_running(), "the daemon is still up");
+}
+
+on_both_backends!(every_method_answers_an_empty_request_with_a_client_error_or_ok);
