@@ -1,6 +1,7 @@
 //! Every method the daemon serves, found by walking the descriptors it reflects (as a
-//! reflection-driven client finds them), called with an empty request and with only the app
-//! given: each answers OK or a clear client error (INVALID_ARGUMENT, NOT_FOUND,
+//! reflection-driven client finds them), called with an empty request, with only the app, and
+//! with every other scalar at an edge (control characters, -1, the largest values, NaN, an
+//! undefined enum): each answers OK or a clear client error (INVALID_ARGUMENT, NOT_FOUND,
 //! FAILED_PRECONDITION, ALREADY_EXISTS), never INTERNAL, UNKNOWN or UNIMPLEMENTED, and the
 //! daemon stays up.
 
@@ -54,6 +55,8 @@ impl Decoder for Raw {
 
 struct Method {
     path: String,
+    /// The request's scalar fields: number and type.
+    scalars: Vec<(i32, Type)>,
     client_streaming: bool,
     server_streaming: bool,
     /// The request's field number of `app_id`, when it has one (a string).
@@ -71,7 +74,17 @@ fn methods() -> Vec<Method> {
                 let input = messages.get(m.input_type());
                 let app_field =
                     input.and_then(|i| i.field.iter().find(|x| x.name() == "app_id" && x.r#type() == Type::String).map(|x| x.number()));
+                let scalars = input
+                    .map(|i| {
+                        i.field
+                            .iter()
+                            .filter(|x| x.label() != prost_types::field_descriptor_proto::Label::Repeated)
+                            .map(|x| (x.number(), x.r#type()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 out.push(Method {
+                    scalars,
                     path: format!("/{}.{}/{}", f.package(), s.name(), m.name()),
                     client_streaming: m.client_streaming(),
                     server_streaming: m.server_streaming(),
@@ -129,9 +142,27 @@ async fn every_method_answers_an_empty_request_with_a_client_error_or_ok(backend
         let mut bodies = vec![("empty", Vec::new())];
         if let Some(n) = m.app_field {
             bodies.push(("app only", with_string(n, &app)));
+            // Each other scalar at an edge: control characters, -1, the largest values, an
+            // enum number nobody defined.
+            let mut edges = with_string(n, &app);
+            for (number, t) in m.scalars.iter().filter(|(x, _)| *x != n) {
+                let k = *number as u32;
+                match t {
+                    Type::String => prost::encoding::string::encode(k, &"\u{0}\u{7}x".repeat(3), &mut edges),
+                    Type::Int32 | Type::Enum => prost::encoding::int32::encode(k, &-1, &mut edges),
+                    Type::Int64 => prost::encoding::int64::encode(k, &i64::MAX, &mut edges),
+                    Type::Uint32 => prost::encoding::uint32::encode(k, &u32::MAX, &mut edges),
+                    Type::Uint64 => prost::encoding::uint64::encode(k, &u64::MAX, &mut edges),
+                    Type::Double => prost::encoding::double::encode(k, &f64::NAN, &mut edges),
+                    Type::Bool => prost::encoding::bool::encode(k, &true, &mut edges),
+                    Type::Bytes => prost::encoding::bytes::encode(k, &vec![0u8; 3], &mut edges),
+                    _ => {}
+                }
+            }
+            bodies.push(("edges", edges));
         }
         for (what, body) in bodies {
-            if m.path.ends_with("/DeleteApp") && what == "app only" {
+            if m.path.ends_with("/DeleteApp") && what != "empty" {
                 continue;
             }
             let answer = call(&d, m, body).await;
