@@ -103,8 +103,17 @@ async fn received_at_least(sink: &SmtpSink, subject: &str, n: usize) {
 async fn finished(c: &mut CampaignsClient<tonic::transport::Channel>, d: &Daemon, app: &str, id: &str) -> herald::proto::v1::Activity {
     let start = Instant::now();
     loop {
-        let got = c.get_campaign(d.req(GetCampaignRequest { app_id: app.into(), campaign_id: id.into(), version: 0 })).await.unwrap();
-        if got.into_inner().state == CampaignState::Completed as i32 {
+        assert!(start.elapsed() < Duration::from_secs(40), "campaign {id} did not complete");
+        // While the store is coming back the daemon answers UNAVAILABLE: asked again.
+        let got = match c.get_campaign(d.req(GetCampaignRequest { app_id: app.into(), campaign_id: id.into(), version: 0 })).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(s) => panic!("{s:?}"),
+        };
+        if got.state == CampaignState::Completed as i32 {
             let acts = c
                 .get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.into(), campaign_id: id.into() }))
                 .await
@@ -113,7 +122,6 @@ async fn finished(c: &mut CampaignsClient<tonic::transport::Channel>, d: &Daemon
                 .activities;
             return acts[0].clone();
         }
-        assert!(start.elapsed() < Duration::from_secs(40), "campaign {id} did not complete");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
