@@ -134,13 +134,20 @@ pub enum TemplatesCommand {
 #[derive(Deserialize, Default, Debug)]
 #[serde(rename_all = "PascalCase", default, deny_unknown_fields)]
 struct PinpointPush {
+    #[serde(alias = "action")]
     action: String,
+    #[serde(alias = "body")]
     body: String,
+    #[serde(alias = "sound")]
     sound: String,
+    #[serde(alias = "title")]
     title: String,
+    #[serde(alias = "url")]
     url: String,
+    #[serde(alias = "image_url")]
     image_url: String,
     media_url: String,
+    #[serde(alias = "raw_content")]
     raw_content: String,
 }
 
@@ -161,17 +168,26 @@ impl From<PinpointPush> for PushBlock {
 #[derive(Deserialize, Default, Debug)]
 #[serde(rename_all = "PascalCase", default, deny_unknown_fields)]
 struct PinpointRequest {
+    // Each member also by the API's (snake_case) name: a file in either shape reads the same.
+    #[serde(alias = "subject")]
     subject: String,
+    #[serde(alias = "html_part")]
     html_part: String,
+    #[serde(alias = "text_part")]
     text_part: String,
+    #[serde(alias = "body")]
     body: String,
+    #[serde(alias = "default_substitutions")]
     default_substitutions: String,
+    #[serde(alias = "description")]
     template_description: String,
+    #[serde(alias = "default")]
     default: Option<PinpointPush>,
-    #[serde(rename = "APNS")]
+    #[serde(rename = "APNS", alias = "apns")]
     apns: Option<PinpointPush>,
-    #[serde(rename = "GCM")]
+    #[serde(rename = "GCM", alias = "gcm")]
     gcm: Option<PinpointPush>,
+    #[serde(alias = "payload")]
     payload: String,
     #[serde(rename = "tags")]
     tags: std::collections::HashMap<String, String>,
@@ -443,6 +459,11 @@ mod tests {
         let e = pinpoint_request("{\"GCM\": {\"Body\": \"b\",\n \"ImageIconUrl\": \"i\"}}").unwrap_err();
         assert!(e.starts_with("GCM.ImageIconUrl: not supported") && e.ends_with("(line 2)"), "{e}");
         assert!(pinpoint_request(r#"{"VoiceTemplateRequest": {}}"#).unwrap_err().contains("not supported"));
+        // The API's shape reads the same.
+        let p = pinpoint_request(r#"{"subject": "Hi", "text_part": "t", "description": "d"}"#).unwrap();
+        assert_eq!((p.subject.as_str(), p.text_part.as_str(), p.template_description.as_str()), ("Hi", "t", "d"));
+        let p = pinpoint_request(r#"{"default": {"title": "T"}, "apns": {"raw_content": "{}"}}"#).unwrap();
+        assert_eq!((p.default.unwrap().title, p.apns.unwrap().raw_content), ("T".to_string(), "{}".to_string()));
         let t = super::in_app_template(
             "banner".into(),
             r#"{"TemplateName": "banner", "InAppTemplateRequest": {"Layout": "TOP_BANNER", "TemplateDescription": "d",

@@ -209,10 +209,88 @@ pub fn groups(v: &Value, at: &str) -> R<SegmentGroupList> {
     Ok(list)
 }
 
-/// A `WriteSegmentRequest` (bare, or wrapped as `{"WriteSegmentRequest": {...}}`). An unknown
-/// key is an error naming it and the line it is on.
+/// The API's (snake_case) names of the members of Pinpoint's segment shapes.
+const API_NAMES: &[(&str, &str)] = &[
+    ("name", "Name"),
+    ("dimensions", "Dimensions"),
+    ("segment_groups", "SegmentGroups"),
+    ("attributes", "Attributes"),
+    ("user_attributes", "UserAttributes"),
+    ("metrics", "Metrics"),
+    ("channel_type", "ChannelType"),
+    ("demographic", "Demographic"),
+    ("location", "Location"),
+    ("behavior", "Behavior"),
+    ("attribute_type", "AttributeType"),
+    ("values", "Values"),
+    ("dimension_type", "DimensionType"),
+    ("comparison_operator", "ComparisonOperator"),
+    ("value", "Value"),
+    ("app_version", "AppVersion"),
+    ("channel", "Channel"),
+    ("device_type", "DeviceType"),
+    ("make", "Make"),
+    ("model", "Model"),
+    ("platform", "Platform"),
+    ("country", "Country"),
+    ("gps_point", "GPSPoint"),
+    ("coordinates", "Coordinates"),
+    ("latitude", "Latitude"),
+    ("longitude", "Longitude"),
+    ("range_in_kilometers", "RangeInKilometers"),
+    ("recency", "Recency"),
+    ("duration", "Duration"),
+    ("recency_type", "RecencyType"),
+    ("groups", "Groups"),
+    ("include", "Include"),
+    ("source_segments", "SourceSegments"),
+    ("source_type", "SourceType"),
+    ("type", "Type"),
+    ("id", "Id"),
+    ("version", "Version"),
+];
+
+/// The API's shape (CreateSegmentRequest's `name`, `dimensions`, `segment_groups`, `tags`)
+/// renamed to Pinpoint's; the keys of attribute and metric maps (the user's names) are kept.
+fn from_api_shape(v: &Value, user_keys: bool) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| {
+                    let named = API_NAMES.iter().find(|(api, _)| *api == k).map(|(_, p)| p.to_string());
+                    let key = if user_keys { k.clone() } else { named.unwrap_or_else(|| k.clone()) };
+                    let children_are_user_keys = !user_keys && matches!(k.as_str(), "attributes" | "user_attributes" | "metrics" | "tags");
+                    (key, from_api_shape(x, children_are_user_keys))
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|x| from_api_shape(x, false)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A Pinpoint name back in the API's shape (for errors about an API-shaped file).
+fn api_name(p: &str) -> String {
+    let (name, index) = p.split_once('[').map_or((p, String::new()), |(n, i)| (n, format!("[{i}")));
+    let api = API_NAMES.iter().find(|(_, pp)| *pp == name).map_or(name, |(a, _)| a);
+    format!("{api}{index}")
+}
+
+/// A segment definition: Pinpoint's `WriteSegmentRequest` (bare, or wrapped as
+/// `{"WriteSegmentRequest": {...}}`), or the API's shape (`name`, `dimensions`,
+/// `segment_groups`, `tags`), told apart by the top-level keys. An unknown key is an error
+/// naming it and the line it is on.
 pub fn definition(text: &str) -> R<Definition> {
-    read(text).map_err(|mut e| {
+    let v: Value = serde_json::from_str(text).map_err(|e| bad("the file", format!("not JSON: {e}")))?;
+    let api = v.as_object().is_some_and(|o| !o.is_empty() && o.keys().all(|k| k.starts_with(|c: char| c.is_ascii_lowercase())));
+    let v = if api { from_api_shape(&v, false) } else { v };
+    read(v).map_err(|mut e| {
+        if api {
+            e.at = e.at.split('.').map(api_name).collect::<Vec<_>>().join(".").replacen("WriteSegmentRequest", "segment", 1);
+            if let Some(rest) = e.what.strip_prefix("unknown key; expected one of ") {
+                e.what = format!("unknown key; expected one of {}", rest.split(", ").map(api_name).collect::<Vec<_>>().join(", "));
+            }
+        }
         if e.what.starts_with("unknown key") {
             if let Some(line) = e.at.rsplit('.').next().and_then(|k| crate::domain::json::read::line_of(text, k)) {
                 e.what = format!("{} (line {line})", e.what);
@@ -222,8 +300,7 @@ pub fn definition(text: &str) -> R<Definition> {
     })
 }
 
-fn read(text: &str) -> R<Definition> {
-    let v: Value = serde_json::from_str(text).map_err(|e| bad("the file", format!("not JSON: {e}")))?;
+fn read(v: Value) -> R<Definition> {
     let v = match v.as_object() {
         Some(o) if o.len() == 1 && o.contains_key("WriteSegmentRequest") => o["WriteSegmentRequest"].clone(),
         _ => v,
@@ -283,6 +360,19 @@ mod tests {
 
         let err = definition(r#"{"Dimensions": {"Metrics": {"m": {"ComparisonOperator": "ABOUT", "Value": 1}}}}"#).unwrap_err().to_string();
         assert!(err.contains("Dimensions.Metrics.m.ComparisonOperator") && err.contains("ABOUT"), "{err}");
+        // The API's shape reads the same, its errors in its own names.
+        let api = definition(
+            r#"{"name": "Gold", "dimensions": {"attributes": {"Plan": {"attribute_type": "INCLUSIVE", "values": ["Gold"]}},
+                "location": {"gps_point": {"coordinates": {"latitude": 47.6, "longitude": -122.3}, "range_in_kilometers": 5}}},
+                "tags": {"team": "growth"}}"#,
+        )
+        .unwrap();
+        assert_eq!(api.dimensions.as_ref().unwrap().attributes["Plan"].values, ["Gold"]);
+        assert_eq!(api.dimensions.unwrap().location.unwrap().gps_point.unwrap().range_in_kilometers, 5.0);
+        assert_eq!((api.name.as_str(), api.tags["team"].as_str()), ("Gold", "growth"));
+        let e = definition("{\"name\": \"x\",\n \"dimensions\": {\"metrics\": {\"visits\":\n {\"comparison\": \"EQUAL\"}}}}").unwrap_err();
+        assert_eq!(e.at, "dimensions.metrics.visits.comparison");
+        assert!(e.what.contains("comparison_operator") && e.what.ends_with("(line 3)"), "{e}");
         // Unknown keys are named with their line, at any depth.
         let e =
             definition("{\"Name\": \"x\",\n \"Dimensions\": {\"Demographic\": {\n   \"Platfrom\": {\"Values\": [\"ios\"]}}}}").unwrap_err();
