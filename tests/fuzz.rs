@@ -1,0 +1,296 @@
+//! Fuzzing on stable Rust: every parser that takes what a caller wrote — templates (compile
+//! and render), CSV and JSON-lines imports, Pinpoint JSON for segments, campaigns and journeys,
+//! the MIME builder, and protobuf decoding of requests — gets inputs mutated from real seeds
+//! (bytes flipped, inserted, deleted, duplicated, spliced between seeds, cut short). Each must
+//! return (an error is fine) without panicking, and without allocating more than a fixed
+//! multiple of its input (a counting allocator measures each call).
+//!
+//! The suite runs a quick pass (2,000 cases per target); a scheduled run sets
+//! `HERALD_FUZZ_CASES=1000000`. `HERALD_FUZZ_SEED` replays a run.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use prost::Message as _;
+
+/// Counts the bytes this thread has allocated and still holds, and the peak since reset.
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<usize> = const { Cell::new(0) };
+    static PEAK: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = LIVE.try_with(|l| {
+            let now = l.get() + layout.size();
+            l.set(now);
+            let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
+        });
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _ = LIVE.try_with(|l| l.set(l.get().saturating_sub(layout.size())));
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// The most one call may hold at once beyond what was live before it: a multiple of the
+/// input plus a fixed allowance (parsers' tables, the handlebars registry).
+const PER_BYTE: usize = 512;
+const FIXED: usize = 4 << 20;
+
+/// xorshift64*: deterministic, seedable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Characters the grammars care about, inserted more often than random bytes.
+const TOKENS: &[&[u8]] = &[
+    b"{{",
+    b"}}",
+    b"{{#if ",
+    b"{{/if}}",
+    b"{{#each ",
+    b"{{/each}}",
+    b"{{else}}",
+    b"\"",
+    b"\\",
+    b",",
+    b"\n",
+    b"\r\n",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b":",
+    b"null",
+    b"true",
+    b"-1",
+    b"1e999",
+    b"\t",
+    b"\0",
+    b"\xff",
+    b"\xc3\xa9",
+    b"'",
+    b"=?utf-8?",
+    b"@",
+    b"<",
+    b">",
+];
+
+fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    let mut b = seeds[rng.below(seeds.len())].clone();
+    for _ in 0..1 + rng.below(8) {
+        let at = rng.below(b.len() + 1);
+        match rng.below(7) {
+            0 if !b.is_empty() => {
+                let i = rng.below(b.len());
+                b[i] ^= 1 << rng.below(8);
+            }
+            1 => {
+                let t = TOKENS[rng.below(TOKENS.len())];
+                b.splice(at..at, t.iter().copied());
+            }
+            2 if !b.is_empty() => {
+                let end = (at + rng.below(16)).min(b.len());
+                b.drain(at.min(end)..end);
+            }
+            3 if !b.is_empty() => {
+                let start = rng.below(b.len());
+                let end = (start + rng.below(64)).min(b.len());
+                let piece: Vec<u8> = b[start..end].to_vec();
+                b.splice(at..at, piece);
+            }
+            4 => {
+                let other = &seeds[rng.below(seeds.len())];
+                let from = rng.below(other.len() + 1);
+                b.truncate(at);
+                b.extend_from_slice(&other[from..]);
+            }
+            5 => b.truncate(at),
+            _ => b.insert(at, (rng.next() & 0xff) as u8),
+        }
+    }
+    b
+}
+
+fn cases() -> usize {
+    std::env::var("HERALD_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000)
+}
+
+/// Runs `target` over mutated seeds; fails on a panic or on holding too much.
+fn fuzz(name: &str, seeds: &[&str], target: impl Fn(&[u8])) {
+    let seed = std::env::var("HERALD_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x9e37_79b9_7f4a_7c15u64);
+    let mut rng = Rng(seed ^ name.len() as u64);
+    let seeds: Vec<Vec<u8>> = seeds.iter().map(|s| s.as_bytes().to_vec()).collect();
+    for case in 0..cases() {
+        let input = mutate(&mut rng, &seeds);
+        let before = LIVE.with(Cell::get);
+        PEAK.with(|p| p.set(before));
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target(&input)));
+        let held = PEAK.with(Cell::get).saturating_sub(before);
+        let shown = String::from_utf8_lossy(&input[..input.len().min(300)]).into_owned();
+        assert!(run.is_ok(), "{name}: case {case} panicked on {shown:?}");
+        let most = FIXED + PER_BYTE * input.len();
+        assert!(held <= most, "{name}: case {case} held {held} bytes for {} input bytes: {shown:?}", input.len());
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn templates_compile_and_render() {
+    let renderer = herald::render::Renderer::new();
+    let context = serde_json::json!({
+        "Attributes": {"Plan": ["Gold"], "Interests": ["a", "b"]},
+        "User": {"UserAttributes": {"FirstName": ["Ana"]}},
+        "Id": "e1", "Address": "ana@example.com", "Month": "March",
+    });
+    fuzz(
+        "templates",
+        &[
+            "Hi {{User.UserAttributes.FirstName}}, your {{Month}} update",
+            "{{#if Attributes.Plan}}Thanks for {{Attributes.Plan}}{{else}}Join{{/if}}",
+            "{{#each Attributes.Interests}}<li>{{this}}</li>{{/each}}",
+            "{{capitalize Address}} {{formatDate '2026-01-01' 'MMM'}} {{#eq Id \"e1\"}}yes{{/eq}}",
+            "{{{Attributes.Plan}}} {{! comment }} {{now}}",
+        ],
+        |b| {
+            if let Ok(c) = renderer.compile(&text(b)) {
+                let _ = renderer.render(&c, &context);
+            }
+        },
+    );
+}
+
+#[test]
+fn imports_csv_and_json_lines() {
+    fuzz(
+        "csv",
+        &[
+            "ChannelType,Address,Id,Attributes.Plan,Location.Country,User.UserId\nEMAIL,ana@example.com,a1,Gold,US,u1\nSMS,+14255550100,a2,,DE,\n",
+            "Id,Address,ChannelType,Demographic.Timezone,Metrics.visits\nx,\"quoted, address\"@example.com,EMAIL,Europe/Paris,3\n",
+        ],
+        |b| {
+            if let Ok(rows) = herald::domain::import::csv_rows(b) {
+                for _ in rows.take(1_000) {}
+            }
+        },
+    );
+    fuzz(
+        "json lines",
+        &[
+            r#"{"ChannelType":"EMAIL","Address":"ana@example.com","Id":"a1","Attributes":{"Plan":["Gold"]},"User":{"UserId":"u1"}}"#,
+            r#"{"ChannelType":"SMS","Address":"+14255550100","Id":"a2","Metrics":{"visits":3},"Location":{"Latitude":47.6}}"#,
+        ],
+        |b| {
+            let _ = herald::domain::import::json_line(&text(b));
+        },
+    );
+}
+
+#[test]
+fn pinpoint_json_for_segments_campaigns_and_journeys() {
+    fuzz(
+        "segments",
+        &[
+            r#"{"Name":"Gold","Dimensions":{"Attributes":{"Plan":{"AttributeType":"INCLUSIVE","Values":["Gold"]}},"Location":{"GPSPoint":{"Coordinates":{"Latitude":1,"Longitude":2},"RangeInKilometers":5}}}}"#,
+            r#"{"Name":"g","SegmentGroups":{"Include":"ANY","Groups":[{"SourceSegments":[{"Id":"s1","Version":2}],"Type":"NONE"}]}}"#,
+            r#"{"name":"api","dimensions":{"metrics":{"visits":{"comparison_operator":"GREATER_THAN","value":3}}}}"#,
+        ],
+        |b| {
+            let _ = herald::segments::json::definition(&text(b));
+        },
+    );
+    fuzz(
+        "campaigns",
+        &[
+            r#"{"Name":"Spring","SegmentId":"s1","MessageConfiguration":{"EmailMessage":{"FromAddress":"a@b.example","Title":"Hi","Body":"x"}},"Schedule":{"StartTime":"IMMEDIATE"}}"#,
+            "name: x\nsegment_id: s1\nschedule:\n  start_time: IMMEDIATE\n  frequency: ONCE\nlimits:\n  daily: 1\n",
+            r#"{"Name":"ia","Schedule":{"StartTime":"IMMEDIATE","Frequency":"IN_APP_EVENT"},"MessageConfiguration":{"InAppMessage":{"Layout":"CAROUSEL","Content":[{"HeaderConfig":{"Header":"Hi"}}]}}}"#,
+        ],
+        |b| {
+            let _ = herald::campaigns::json::campaign(&text(b));
+        },
+    );
+    fuzz(
+        "journeys",
+        &[
+            r#"{"Name":"Welcome","StartActivity":"w","Activities":{"w":{"EMAIL":{"TemplateName":"welcome"},"NextActivity":"wait"},"wait":{"Wait":{"WaitTime":{"WaitFor":"3d"},"NextActivity":"f"}},"f":{"EMAIL":{"TemplateName":"follow"}}},"StartCondition":{"SegmentStartCondition":{"SegmentId":"s1"}}}"#,
+        ],
+        |b| {
+            if let Ok(v) = herald::campaigns::json::document(&text(b)) {
+                let _ = herald::journeys::json::journey(&v);
+            }
+        },
+    );
+}
+
+#[test]
+fn mime_messages() {
+    fuzz(
+        "mime",
+        &["Shop <news@shop.example>|ana@example.com|Hi =?é?|text part|<p>html</p>", "a@b.example|Ana Lima <ana@example.com>|s||<b>x</b>"],
+        |b| {
+            let s = text(b);
+            let p: Vec<&str> = s.splitn(5, '|').collect();
+            let get = |i: usize| p.get(i).copied().unwrap_or("");
+            if let Ok(sender) = herald::render::mime::Sender::new(get(0), None) {
+                let _ = sender.message(get(1), get(2), Some(get(3)), Some(get(4)), None, Some("m1"));
+            }
+        },
+    );
+}
+
+#[test]
+fn request_protobufs_decode() {
+    use herald::proto::v1::*;
+    let seeds: Vec<String> = [
+        SendMessagesRequest { app_id: "a".into(), trace_id: "t".into(), ..Default::default() }.encode_to_vec(),
+        CreateCampaignRequest { app_id: "a".into(), campaign: Some(Campaign { name: "c".into(), ..Default::default() }) }.encode_to_vec(),
+        UpdateEndpointRequest { app_id: "a".into(), endpoint_id: "e".into(), endpoint: Some(Endpoint::default()) }.encode_to_vec(),
+    ]
+    .into_iter()
+    .map(|b| b.iter().map(|&x| x as char).collect())
+    .collect();
+    let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+    fuzz("protobuf", &seeds, |b| {
+        let bytes: Vec<u8> = String::from_utf8_lossy(b).chars().map(|c| c as u32 as u8).collect();
+        let _ = SendMessagesRequest::decode(bytes.as_slice());
+        let _ = CreateCampaignRequest::decode(bytes.as_slice());
+        let _ = UpdateEndpointRequest::decode(bytes.as_slice());
+        let _ = CreateJourneyRequest::decode(bytes.as_slice());
+        let _ = PutEventsRequest::decode(bytes.as_slice());
+    });
+}
+
+/// The harness itself: a target that panics, or holds far more than its input, is caught.
+#[test]
+fn the_harness_catches_panics_and_blow_ups() {
+    let panics = std::panic::catch_unwind(|| fuzz("panics", &["x"], |b| assert!(b.len() < 3, "too long")));
+    assert!(panics.is_err(), "a panicking target fails the run");
+    let hungry = std::panic::catch_unwind(|| {
+        fuzz("hungry", &["x"], |b| {
+            let v = vec![1u8; FIXED + PER_BYTE * (b.len() + 1) + 1];
+            std::hint::black_box(&v);
+        })
+    });
+    assert!(hungry.is_err(), "a target holding more than the bound fails the run");
+}
