@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -15,10 +15,9 @@ use common::{violations, Backend, Daemon};
 use herald::channels::webhook::{verify, SIGNATURE_HEADER};
 use herald::domain::endpoint::cohort_id;
 use herald::proto::v1::{
-    campaigns_client::CampaignsClient, channels_client::ChannelsClient, messages_client::MessagesClient, Campaign, CampaignState,
-    ChannelType, CreateCampaignRequest, CustomChannel, CustomDeliveryConfiguration, CustomMessage, DeliveryStatus,
-    DirectMessageConfiguration, EmailMessage, Endpoint, EndpointSendConfiguration, Frequency, GetCampaignActivitiesRequest,
-    GetCampaignRequest, Schedule, SendMessagesRequest, Treatment, UpdateCustomChannelRequest,
+    campaigns_client::CampaignsClient, channels_client::ChannelsClient, messages_client::MessagesClient, Campaign, ChannelType,
+    CreateCampaignRequest, CustomChannel, CustomDeliveryConfiguration, CustomMessage, DeliveryStatus, DirectMessageConfiguration,
+    EmailMessage, Endpoint, EndpointSendConfiguration, Frequency, Schedule, SendMessagesRequest, Treatment, UpdateCustomChannelRequest,
 };
 use tonic::Code;
 
@@ -78,19 +77,6 @@ async fn custom_channel(d: &Daemon, app: &str, delivery_url: &str) {
         }))
         .await
         .unwrap();
-}
-
-async fn completed(d: &Daemon, app: &str, id: &str) {
-    let mut c = CampaignsClient::new(d.channel().await);
-    let start = Instant::now();
-    loop {
-        let got = c.get_campaign(d.req(GetCampaignRequest { app_id: app.into(), campaign_id: id.into(), version: 0 })).await;
-        if got.unwrap().into_inner().state == CampaignState::Completed as i32 {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "campaign {id} did not complete");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Endpoint ids in the calls that reached `path`, and each call's endpoint count.
@@ -178,7 +164,7 @@ async fn custom_delivery_batches_by_fifty_and_custom_ids_reach_the_channels_deli
     };
     let id =
         campaigns.create_campaign(d.req(CreateCampaignRequest { app_id: app.clone(), campaign: Some(c) })).await.unwrap().into_inner().id;
-    completed(&d, &app, &id).await;
+    let acts = common::completed_campaign(&d, &app, &id).await;
     let (a, a_sizes) = endpoints_at(&seen, "/cdc");
     let (b, b_sizes) = endpoints_at(&seen, "/cdc-b");
     let emails: Vec<String> = (0..230).map(|i| format!("e{i:03}")).collect();
@@ -202,12 +188,6 @@ async fn custom_delivery_batches_by_fifty_and_custom_ids_reach_the_channels_deli
         assert_eq!(seen["/cdc-b"][0]["TreatmentId"], "1");
         assert!(!seen.contains_key("/channel") && !seen.contains_key("/own"), "CUSTOM endpoints are not among the types");
     }
-    let acts = campaigns
-        .get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: id.clone() }))
-        .await
-        .unwrap()
-        .into_inner()
-        .activities;
     let sent: i64 = acts.iter().map(|a| a.successful).sum();
     assert_eq!(sent, 230, "{acts:?}");
 
@@ -226,7 +206,7 @@ async fn custom_delivery_batches_by_fifty_and_custom_ids_reach_the_channels_deli
         .unwrap()
         .into_inner()
         .id;
-    completed(&d, &app, &id).await;
+    common::completed_campaign(&d, &app, &id).await;
     let (ids, sizes) = endpoints_at(&seen, "/channel");
     assert_eq!(ids, ["crm-1", "crm-2", "crm-3"]);
     assert!(sizes.iter().all(|n| *n <= 50));

@@ -13,9 +13,8 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use common::{violations, Daemon, RedisServer, SmtpSink, API_KEY};
 use herald::proto::v1::{
-    campaigns_client::CampaignsClient, AppSettings, Campaign, CampaignHook, CampaignHookMode, CampaignState, ChannelType,
-    CreateCampaignRequest, Endpoint, Frequency, GetAppRequest, GetCampaignActivitiesRequest, GetCampaignRequest, Schedule,
-    UpdateAppSettingsRequest, UpdateCampaignRequest,
+    campaigns_client::CampaignsClient, AppSettings, Campaign, CampaignHook, CampaignHookMode, ChannelType, CreateCampaignRequest, Endpoint,
+    Frequency, GetAppRequest, Schedule, UpdateAppSettingsRequest, UpdateCampaignRequest,
 };
 use hmac::{Hmac, Mac};
 
@@ -100,32 +99,6 @@ async fn received_at_least(sink: &SmtpSink, subject: &str, n: usize) {
     }
 }
 
-async fn finished(c: &mut CampaignsClient<tonic::transport::Channel>, d: &Daemon, app: &str, id: &str) -> herald::proto::v1::Activity {
-    let start = Instant::now();
-    loop {
-        assert!(start.elapsed() < Duration::from_secs(40), "campaign {id} did not complete");
-        // While the store is coming back the daemon answers UNAVAILABLE: asked again.
-        let got = match c.get_campaign(d.req(GetCampaignRequest { app_id: app.into(), campaign_id: id.into(), version: 0 })).await {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            Err(s) => panic!("{s:?}"),
-        };
-        if got.state == CampaignState::Completed as i32 {
-            let acts = c
-                .get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.into(), campaign_id: id.into() }))
-                .await
-                .unwrap()
-                .into_inner()
-                .activities;
-            return acts[0].clone();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_hook_narrows_and_personalizes_and_a_failing_one_sends_nothing() {
     let (base, calls, failed) = hook_server().await;
@@ -172,7 +145,7 @@ async fn a_filter_hook_narrows_and_personalizes_and_a_failing_one_sends_nothing(
     let shown = created.hook.clone().unwrap();
     assert!(shown.secret.is_empty() && shown.has_secret, "the secret is write-only: {shown:?}");
     assert_eq!(shown.mode, CampaignHookMode::Filter as i32);
-    let a = finished(&mut c, &d, &app, &created.id).await;
+    let a = common::completed_campaign(&d, &app, &created.id).await[0].clone();
     assert_eq!((a.total_endpoints, a.filtered_by_hook, a.successful), (120, 60, 60), "{a:?}");
     let mut got = sink.received("Filtered");
     got.sort();
@@ -230,7 +203,7 @@ async fn a_filter_hook_narrows_and_personalizes_and_a_failing_one_sends_nothing(
         .await
         .unwrap()
         .into_inner();
-    let a = finished(&mut c, &d, &app, &plain.id).await;
+    let a = common::completed_campaign(&d, &app, &plain.id).await[0].clone();
     assert_eq!((a.successful, a.failed.get("HOOK_FAILURE").copied()), (0, Some(120)), "{a:?}");
     assert!(sink.received("Hooked by the app").is_empty(), "a failing hook never sends unfiltered");
     let tries = *failed.lock().unwrap();
@@ -281,8 +254,8 @@ async fn a_hooked_run_survives_kill_9_and_a_redis_restart() {
     d.redis.as_mut().unwrap().kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     d.redis.as_mut().unwrap().start_again();
-    let mut c = CampaignsClient::new(d.channel().await);
-    let a = finished(&mut c, &d, &app, &created.id).await;
+    let _c = CampaignsClient::new(d.channel().await);
+    let a = common::completed_campaign(&d, &app, &created.id).await[0].clone();
     let got = sink.received("Faulted");
     let mut counts: std::collections::HashMap<&str, i64> = Default::default();
     for r in &got {

@@ -333,10 +333,7 @@ async fn apns_certificate_authentication() {
 /// attributes, once; a dead token fails alone and retires its endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_campaign_notifies_each_device_once() {
-    use herald::proto::v1::{
-        campaigns_client::CampaignsClient, AttributeValues, Campaign, CampaignState, CreateCampaignRequest, Frequency,
-        GetCampaignActivitiesRequest, GetCampaignRequest, Schedule,
-    };
+    use herald::proto::v1::{campaigns_client::CampaignsClient, AttributeValues, Campaign, CreateCampaignRequest, Frequency, Schedule};
     let server = ApnsServer::start().await;
     let d = Daemon::start(common::Backend::Embedded);
     let app = d.create_app("push-campaign").await.app_id;
@@ -377,18 +374,7 @@ async fn a_push_campaign_notifies_each_device_once() {
         .await
         .unwrap()
         .into_inner();
-    let start = std::time::Instant::now();
-    while c
-        .get_campaign(d.req(GetCampaignRequest { app_id: app.clone(), campaign_id: created.id.clone(), version: 0 }))
-        .await
-        .unwrap()
-        .into_inner()
-        .state
-        != CampaignState::Completed as i32
-    {
-        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the campaign did not complete");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let acts = common::completed_campaign(&d, &app, &created.id).await;
     let seen = server.seen.lock().clone();
     let mut got: Vec<(String, String)> = seen
         .iter()
@@ -400,12 +386,6 @@ async fn a_push_campaign_notifies_each_device_once() {
     want.sort();
     assert_eq!(got, want, "each device once, with its own name");
     assert!(seen.iter().filter(|s| s.token.starts_with("ok-")).all(|s| s.body["aps"]["alert"]["title"] == "Sale"));
-    let acts = c
-        .get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: created.id.clone() }))
-        .await
-        .unwrap()
-        .into_inner()
-        .activities;
     assert_eq!((acts[0].total_endpoints, acts[0].successful), (31, 30), "{acts:?}");
     assert_eq!(acts[0].failed.get("PERMANENT_FAILURE"), Some(&1), "{acts:?}");
     let dead = EndpointsClient::new(d.channel().await)

@@ -59,6 +59,18 @@ async fn messages(
     }
 }
 
+/// The SMS channel settings for the provider on `port`.
+fn provider_channel(port: u16) -> SmsChannel {
+    SmsChannel {
+        enabled: true,
+        base_url: format!("http://127.0.0.1:{port}"),
+        account_sid: SID.into(),
+        auth_token: TOKEN.into(),
+        origination_numbers: vec!["+14255550100".into()],
+        ..Default::default()
+    }
+}
+
 async fn start_provider() -> (u16, Received) {
     let received: Received = Arc::default();
     let app =
@@ -89,14 +101,7 @@ async fn sms_through_a_twilio_shaped_provider() {
         assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
     }
 
-    let settings = SmsChannel {
-        enabled: true,
-        base_url: format!("http://127.0.0.1:{port}"),
-        account_sid: SID.into(),
-        auth_token: TOKEN.into(),
-        origination_numbers: vec!["+14255550100".into()],
-        ..Default::default()
-    };
+    let settings = provider_channel(port);
     let shown = channels
         .update_sms_channel(d.req(UpdateSmsChannelRequest { app_id: app.clone(), channel: Some(settings) }))
         .await
@@ -209,20 +214,11 @@ async fn sms_through_a_twilio_shaped_provider() {
 /// with its own attributes, once; the email members get nothing (no email content).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sms_campaign_texts_each_sms_member_once() {
-    use herald::proto::v1::{
-        Campaign, CampaignState, CreateCampaignRequest, Endpoint, Frequency, GetCampaignActivitiesRequest, GetCampaignRequest, Schedule,
-    };
+    use herald::proto::v1::{Campaign, CreateCampaignRequest, Endpoint, Frequency, Schedule};
     let (port, received) = start_provider().await;
     let d = Daemon::start(common::Backend::Embedded);
     let app = d.create_app("sms-campaign").await.app_id;
-    let settings = SmsChannel {
-        enabled: true,
-        base_url: format!("http://127.0.0.1:{port}"),
-        account_sid: SID.into(),
-        auth_token: TOKEN.into(),
-        origination_numbers: vec!["+14255550100".into()],
-        ..Default::default()
-    };
+    let settings = provider_channel(port);
     ChannelsClient::new(d.channel().await)
         .update_sms_channel(d.req(UpdateSmsChannelRequest { app_id: app.clone(), channel: Some(settings) }))
         .await
@@ -266,29 +262,12 @@ async fn an_sms_campaign_texts_each_sms_member_once() {
         .await
         .unwrap()
         .into_inner();
-    let start = std::time::Instant::now();
-    while c
-        .get_campaign(d.req(GetCampaignRequest { app_id: app.clone(), campaign_id: created.id.clone(), version: 0 }))
-        .await
-        .unwrap()
-        .into_inner()
-        .state
-        != CampaignState::Completed as i32
-    {
-        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the campaign did not complete");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let acts = common::completed_campaign(&d, &app, &created.id).await;
     let got = received.lock().clone();
     let mut to: Vec<(String, String)> = got.iter().map(|f| (f["To"].clone(), f["Body"].clone())).collect();
     to.sort();
     let want: Vec<(String, String)> = (0..40).map(|i| (format!("+1425555{i:04}"), format!("Hi N{i}, 20% off today"))).collect();
     assert_eq!(to, want, "each SMS member once, with its own name");
     assert!(got.iter().all(|f| f["From"] == "+14255550100"));
-    let acts = c
-        .get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.clone(), campaign_id: created.id.clone() }))
-        .await
-        .unwrap()
-        .into_inner()
-        .activities;
     assert_eq!((acts[0].total_endpoints, acts[0].successful), (40, 40), "{acts:?}");
 }

@@ -420,3 +420,26 @@ pub fn violations(status: &tonic::Status) -> Vec<String> {
     f.sort();
     f
 }
+
+/// Waits (at most 60 s) for a campaign to be COMPLETED, asking again while the daemon answers
+/// UNAVAILABLE (its store coming back); returns its activities.
+pub async fn completed_campaign(d: &Daemon, app: &str, id: &str) -> Vec<herald::proto::v1::Activity> {
+    use herald::proto::v1::{campaigns_client::CampaignsClient, CampaignState, GetCampaignActivitiesRequest, GetCampaignRequest};
+    let mut c = CampaignsClient::new(d.channel().await);
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < Duration::from_secs(60), "campaign {id} did not complete");
+        match c.get_campaign(d.req(GetCampaignRequest { app_id: app.into(), campaign_id: id.into(), version: 0 })).await {
+            Ok(got) if got.get_ref().state == CampaignState::Completed as i32 => break,
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::Unavailable => {}
+            Err(s) => panic!("{s:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.into(), campaign_id: id.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .activities
+}
