@@ -333,7 +333,7 @@ async fn apns_certificate_authentication() {
 /// attributes, once; a dead token fails alone and retires its endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_campaign_notifies_each_device_once() {
-    use herald::proto::v1::{campaigns_client::CampaignsClient, AttributeValues, Campaign, CreateCampaignRequest, Frequency, Schedule};
+    use herald::proto::v1::AttributeValues;
     let server = ApnsServer::start().await;
     let d = Daemon::start(common::Backend::Embedded);
     let app = d.create_app("push-campaign").await.app_id;
@@ -352,29 +352,16 @@ async fn a_push_campaign_notifies_each_device_once() {
         .collect();
     eps.push(Endpoint { id: "dead".into(), channel_type: ChannelType::Apns as i32, address: "gone-9".into(), ..Default::default() });
     let segment = d.import_as_segment(&app, eps).await;
-    let mut c = CampaignsClient::new(d.channel().await);
-    let created = c
-        .create_campaign(d.req(CreateCampaignRequest {
-            app_id: app.clone(),
-            campaign: Some(Campaign {
-                name: "push".into(),
-                segment_id: segment,
-                message_configuration: Some(DirectMessageConfiguration {
-                    apns_message: Some(ApnsMessage {
-                        title: "Sale".into(),
-                        body: "Hello {{Attributes.Name}}".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
-                ..Default::default()
-            }),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let acts = common::completed_campaign(&d, &app, &created.id).await;
+    let acts = common::run_campaign(
+        &d,
+        &app,
+        &segment,
+        DirectMessageConfiguration {
+            apns_message: Some(ApnsMessage { title: "Sale".into(), body: "Hello {{Attributes.Name}}".into(), ..Default::default() }),
+            ..Default::default()
+        },
+    )
+    .await;
     let seen = server.seen.lock().clone();
     let mut got: Vec<(String, String)> = seen
         .iter()

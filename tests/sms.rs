@@ -12,9 +12,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use common::{Daemon, RedisServer, API_KEY};
 use herald::proto::v1::{
-    campaigns_client::CampaignsClient, channels_client::ChannelsClient, messages_client::MessagesClient, AddressConfiguration,
-    AttributeValues, ChannelType, DeliveryStatus, DirectMessageConfiguration, GetChannelRequest, SendMessagesRequest, SmsChannel,
-    SmsMessage, SmsMessageType, UpdateSmsChannelRequest,
+    channels_client::ChannelsClient, messages_client::MessagesClient, AddressConfiguration, AttributeValues, ChannelType, DeliveryStatus,
+    DirectMessageConfiguration, GetChannelRequest, SendMessagesRequest, SmsChannel, SmsMessage, SmsMessageType, UpdateSmsChannelRequest,
 };
 use herald::store::Store as _;
 use parking_lot::Mutex;
@@ -214,7 +213,7 @@ async fn sms_through_a_twilio_shaped_provider() {
 /// with its own attributes, once; the email members get nothing (no email content).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sms_campaign_texts_each_sms_member_once() {
-    use herald::proto::v1::{Campaign, CreateCampaignRequest, Endpoint, Frequency, Schedule};
+    use herald::proto::v1::Endpoint;
     let (port, received) = start_provider().await;
     let d = Daemon::start(common::Backend::Embedded);
     let app = d.create_app("sms-campaign").await.app_id;
@@ -240,29 +239,20 @@ async fn an_sms_campaign_texts_each_sms_member_once() {
         ..Default::default()
     }));
     let segment = d.import_as_segment(&app, eps).await;
-    let mut c = CampaignsClient::new(d.channel().await);
-    let created = c
-        .create_campaign(d.req(CreateCampaignRequest {
-            app_id: app.clone(),
-            campaign: Some(Campaign {
-                name: "texts".into(),
-                segment_id: segment,
-                message_configuration: Some(DirectMessageConfiguration {
-                    sms_message: Some(SmsMessage {
-                        body: "Hi {{Attributes.Name}}, 20% off today".into(),
-                        message_type: SmsMessageType::Promotional as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
+    let acts = common::run_campaign(
+        &d,
+        &app,
+        &segment,
+        DirectMessageConfiguration {
+            sms_message: Some(SmsMessage {
+                body: "Hi {{Attributes.Name}}, 20% off today".into(),
+                message_type: SmsMessageType::Promotional as i32,
                 ..Default::default()
             }),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let acts = common::completed_campaign(&d, &app, &created.id).await;
+            ..Default::default()
+        },
+    )
+    .await;
     let got = received.lock().clone();
     let mut to: Vec<(String, String)> = got.iter().map(|f| (f["To"].clone(), f["Body"].clone())).collect();
     to.sort();

@@ -443,3 +443,27 @@ pub async fn completed_campaign(d: &Daemon, app: &str, id: &str) -> Vec<herald::
         .into_inner()
         .activities
 }
+
+/// Creates an IMMEDIATE campaign of `message` to `segment` and waits for it to complete;
+/// returns its activities.
+pub async fn run_campaign(
+    d: &Daemon,
+    app: &str,
+    segment: &str,
+    message: herald::proto::v1::DirectMessageConfiguration,
+) -> Vec<herald::proto::v1::Activity> {
+    use herald::proto::v1::{campaigns_client::CampaignsClient, Campaign, CreateCampaignRequest, Frequency, Schedule};
+    let campaign = Campaign {
+        name: "immediate".into(),
+        segment_id: segment.into(),
+        message_configuration: Some(message),
+        schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
+        ..Default::default()
+    };
+    let created = CampaignsClient::new(d.channel().await)
+        .create_campaign(d.req(CreateCampaignRequest { app_id: app.into(), campaign: Some(campaign) }))
+        .await
+        .unwrap()
+        .into_inner();
+    completed_campaign(d, app, &created.id).await
+}
