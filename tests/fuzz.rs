@@ -1,6 +1,7 @@
 //! Fuzzing on stable Rust: every parser that takes what a caller wrote — templates (compile
 //! and render), CSV and JSON-lines imports, Pinpoint JSON for segments, campaigns and journeys,
-//! the MIME builder, and protobuf decoding of requests — gets inputs mutated from real seeds
+//! the MIME builder, protobuf decoding of requests, SMTP replies and SMS provider answers —
+//! gets inputs mutated from real seeds
 //! (bytes flipped, inserted, deleted, duplicated, spliced between seeds, cut short). Each must
 //! return (an error is fine) without panicking, and without allocating more than a fixed
 //! multiple of its input (a counting allocator measures each call).
@@ -293,4 +294,95 @@ fn the_harness_catches_panics_and_blow_ups() {
         })
     });
     assert!(hungry.is_err(), "a target holding more than the bound fails the run");
+}
+
+/// Provider answers: an SMTP server answering each connection with mutated replies, and an
+/// SMS provider answering mutated statuses and bodies. Every message gets a delivery (an
+/// error is fine), nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_answers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = (cases() / 10).max(100);
+    let seed = std::env::var("HERALD_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x51_7cc1_b727_220au64);
+    // SMTP: each connection gets one mutated conversation, then the server closes.
+    let smtp_seeds: Vec<Vec<u8>> = [
+        "220 sink ESMTP\r\n250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n",
+        "220 x\r\n250 x\r\n550 5.1.1 no such user\r\n503 bad sequence\r\n",
+        "421 busy\r\n",
+        "220 x\r\n250-x\r\n250 SIZE 10\r\n452 4.5.3 too many\r\n",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server_seeds = smtp_seeds.clone();
+    tokio::spawn(async move {
+        let mut rng = Rng(seed);
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let reply = mutate(&mut rng, &server_seeds);
+            tokio::spawn(async move {
+                let _ = sock.write_all(&reply).await;
+                let mut buf = [0u8; 4096];
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(20), sock.read(&mut buf)).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    let relay = herald::channels::email::SmtpRelay::from_url(&format!("smtp://127.0.0.1:{port}?pool=1")).unwrap();
+    let message: &[u8] = b"From: a@b.example\r\nTo: c@d.example\r\nSubject: s\r\n\r\nbody\r\n";
+    let mut kinds = std::collections::HashSet::new();
+    for _ in 0..n {
+        let pool = herald::channels::email::SmtpPool::new(relay.clone());
+        let sent = pool.send_batch("a@b.example", &[("c@d.example", message), ("e@f.example", message)]).await;
+        assert_eq!(sent.len(), 2, "a delivery for each message");
+        kinds.extend(sent.iter().map(|d| std::mem::discriminant(d)));
+    }
+    assert!(kinds.len() >= 2, "the replies reached the parser: more than one kind of delivery");
+    // SMS: a Twilio-shaped endpoint answering mutated statuses and JSON bodies.
+    let sms_seeds: Vec<Vec<u8>> = [
+        r#"201 {"sid":"SM1","status":"queued","to":"+15550001"}"#,
+        r#"400 {"code":21211,"message":"The 'To' number is not valid","status":400}"#,
+        r#"429 {"code":20429,"message":"Too Many Requests"}"#,
+        "503 <html>down</html>",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let answers = std::sync::Arc::new(parking_lot::Mutex::new(Rng(seed ^ 1)));
+    let app = axum::Router::new().route(
+        "/2010-04-01/Accounts/{sid}/Messages.json",
+        axum::routing::post(move || {
+            let answers = answers.clone();
+            let seeds = sms_seeds.clone();
+            async move {
+                let raw = mutate(&mut answers.lock(), &seeds);
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                let (code, body) = text.split_once(' ').unwrap_or(("200", text.as_str()));
+                let status =
+                    code.parse::<u16>().ok().and_then(|c| axum::http::StatusCode::from_u16(c).ok()).unwrap_or(axum::http::StatusCode::OK);
+                (status, [("retry-after", "0")], body.to_string())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let channel = herald::proto::v1::SmsChannel {
+        enabled: true,
+        base_url: base,
+        account_sid: "AC0123456789abcdef".into(),
+        auth_token: "t".into(),
+        origination_numbers: vec!["+14255550100".into()],
+        ..Default::default()
+    };
+    herald::channels::install_crypto_provider();
+    let sms = herald::channels::sms::SmsSender::new(&channel, reqwest::Client::new()).unwrap();
+    let mut kinds = std::collections::HashSet::new();
+    for i in 0..n {
+        let text = herald::channels::sms::Text::new(&format!("+1555000{:04}", i % 10_000), "hi".into(), &Default::default());
+        kinds.insert(std::mem::discriminant(&sms.send(&text).await));
+    }
+    assert!(kinds.len() >= 2, "the answers reached the parser: more than one kind of delivery");
 }
