@@ -1,10 +1,10 @@
 //! Fuzzing on stable Rust: every parser that takes what a caller wrote — templates (compile
 //! and render), CSV and JSON-lines imports, Pinpoint JSON for segments, campaigns and journeys,
 //! the MIME builder, protobuf decoding of requests, SMTP replies and SMS provider answers —
-//! gets inputs mutated from real seeds
-//! (bytes flipped, inserted, deleted, duplicated, spliced between seeds, cut short). Each must
-//! return (an error is fine) without panicking, and without allocating more than a fixed
-//! multiple of its input (a counting allocator measures each call).
+//! gets inputs mutated from real seeds (bytes flipped, inserted, deleted, duplicated, spliced
+//! between seeds, cut short). Each must return (an error is fine) without panicking; the
+//! parsers of caller input must not hold more than a fixed multiple of their input (a
+//! counting allocator measures each call).
 //!
 //! The suite runs a quick pass (2,000 cases per target); a scheduled run sets
 //! `HERALD_FUZZ_CASES=1000000`. `HERALD_FUZZ_SEED` replays a run.
@@ -337,7 +337,7 @@ async fn provider_answers() {
         let pool = herald::channels::email::SmtpPool::new(relay.clone());
         let sent = pool.send_batch("a@b.example", &[("c@d.example", message), ("e@f.example", message)]).await;
         assert_eq!(sent.len(), 2, "a delivery for each message");
-        kinds.extend(sent.iter().map(|d| std::mem::discriminant(d)));
+        kinds.extend(sent.iter().map(std::mem::discriminant));
     }
     assert!(kinds.len() >= 2, "the replies reached the parser: more than one kind of delivery");
     // SMS: a Twilio-shaped endpoint answering mutated statuses and JSON bodies.
