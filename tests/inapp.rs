@@ -198,6 +198,53 @@ async fn get_in_app_messages_answers_what_an_endpoint_should_show() {
         (InAppLayout::MiddleBanner as i32, "From the template")
     );
 
+    // What the app reports of showing them counts in the campaign's KPIs.
+    use herald::proto::v1::{
+        events_client::EventsClient, kpis_client::KpisClient, EventsBatch, GetCampaignDateRangeKpiRequest, PutEventsRequest, ReportedEvent,
+    };
+    let campaign = ids[1].clone();
+    let mut events = std::collections::HashMap::new();
+    for (kind, n) in [("displayed", 3), ("clicked", 2), ("dismissed", 1)] {
+        for k in 0..n {
+            events.insert(
+                format!("{kind}-{k}"),
+                ReportedEvent {
+                    event_type: format!("_inapp.message_{kind}"),
+                    timestamp: herald::domain::timestamp(chrono::Utc::now()),
+                    attributes: [("campaign_id".to_string(), campaign.clone()), ("treatment_id".to_string(), "0".to_string())].into(),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+    EventsClient::new(d.channel().await)
+        .put_events(d.req(PutEventsRequest {
+            app_id: app.clone(),
+            batch_item: [("gold-1".to_string(), EventsBatch { endpoint: None, events })].into(),
+        }))
+        .await
+        .unwrap();
+    let mut kpis = KpisClient::new(d.channel().await);
+    for (name, want) in [
+        ("in-app-message-displays", 3.0),
+        ("in-app-message-clicks", 2.0),
+        ("in-app-message-dismissals", 1.0),
+        ("in-app-message-click-rate", 2.0 / 3.0),
+    ] {
+        let r = kpis
+            .get_campaign_date_range_kpi(d.req(GetCampaignDateRangeKpiRequest {
+                app_id: app.clone(),
+                campaign_id: ids[1].clone(),
+                kpi_name: name.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let value: f64 = r.kpi_result.unwrap().rows[0].values[0].value.parse().unwrap();
+        assert!((value - want).abs() < 1e-9, "{name}: {value}");
+    }
+
     // In-app content is not sent.
     let err = MessagesClient::new(d.channel().await)
         .send_messages(d.req(SendMessagesRequest {

@@ -142,13 +142,17 @@ pub fn tally(outcomes: &[MessageOutcome], events: &[Event]) -> Tally {
             "_SMS.SUCCESS" => "dlv.sms",
             "_SMS.FAILURE" => "fhb.sms",
             "_campaign.opened_notification" | "_push.opened" => "open.push",
+            // In-app messages, as the app reports showing them (Amplify's event names).
+            "_inapp.message_displayed" => "display.inapp",
+            "_inapp.message_clicked" => "click.inapp",
+            "_inapp.message_dismissed" => "dismiss.inapp",
             _ => continue,
         };
         let Some(day) = day_of(&e.event_timestamp).or_else(|| day_of(&e.arrival_timestamp)) else { continue };
         let a = |k: &str| e.attributes.get(k).map_or("", String::as_str);
         let s = scopes(a("campaign_id"), a("campaign_activity_id"), a("journey_id"), a("journey_activity_id"));
         t.add(&day, counter, &s, 1);
-        if e.first_of_message {
+        if e.first_of_message && counter.ends_with(".email") {
             let unique = if counter == "open.email" { "uopen.email" } else { "uclick.email" };
             t.add(&day, unique, &s, 1);
         }

@@ -106,6 +106,16 @@ const CAMPAIGN_BASES: &[Base] = &[
     Base { name: "email-complaint-rate", cover: Cover::Campaigns, calc: value!(s => ratio(s.get("complaint.email"), s.get("sent.email"))) },
     Base { name: "push-open-rate", cover: Cover::Campaigns, calc: value!(s => ratio(s.get("open.push"), delivered(s, "push"))) },
     Base { name: "direct-push-opens", cover: Cover::Campaigns, calc: value!(s => count(s, s.get("open.push"))) },
+    // Herald's own (Pinpoint documents no in-app KPI): what apps report of their in-app
+    // messages through PutEvents.
+    Base { name: "in-app-message-displays", cover: Cover::Campaigns, calc: value!(s => count(s, s.get("display.inapp"))) },
+    Base { name: "in-app-message-clicks", cover: Cover::Campaigns, calc: value!(s => count(s, s.get("click.inapp"))) },
+    Base { name: "in-app-message-dismissals", cover: Cover::Campaigns, calc: value!(s => count(s, s.get("dismiss.inapp"))) },
+    Base {
+        name: "in-app-message-click-rate",
+        cover: Cover::Campaigns,
+        calc: value!(s => ratio(s.get("click.inapp"), s.get("display.inapp"))),
+    },
 ];
 
 /// The app's transactional messages (application level only).
