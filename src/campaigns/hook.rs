@@ -109,6 +109,33 @@ pub fn shown(h: &mut Option<CampaignHook>) {
     }
 }
 
+/// Why a hook cannot be called, or why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HookError {
+    #[error("the campaign hook's secret cannot be opened: {0}")]
+    Secret(String),
+    #[error("the campaign hook's secret is not a whsec_ secret")]
+    NotWhsec,
+    #[error("this daemon has no sealing key or HTTP client for it")]
+    Unavailable,
+    #[error("the hook's answer is not JSON: {0}")]
+    NotJson(String),
+    #[error("the hook must answer with the Endpoints object (endpoint id → endpoint)")]
+    NotEndpoints,
+    #[error("endpoint {0} in the hook's answer: {1}")]
+    BadEndpoint(String, String),
+    #[error("the hook's answer broke off: {0}")]
+    BrokeOff(String),
+    #[error("the hook answered {0}")]
+    Status(u16),
+    #[error("the hook did not answer within {} s", TIMEOUT.as_secs())]
+    Timeout,
+    #[error("cannot connect to the hook")]
+    Connect,
+    #[error("the hook call failed: {0}")]
+    Call(String),
+}
+
 /// A hook ready to call: its URL and signing key.
 #[derive(Clone)]
 pub struct Hook {
@@ -124,16 +151,21 @@ impl std::fmt::Debug for Hook {
 
 impl Hook {
     /// The stored hook opened (its secret unsealed), if one is set.
-    pub fn open(sealer: &Sealer, place: &str, h: Option<&CampaignHook>) -> Result<Option<Self>, String> {
+    pub fn open(sealer: &Sealer, place: &str, h: Option<&CampaignHook>) -> Result<Option<Self>, HookError> {
         let Some(h) = h.filter(|h| is_set(Some(h))) else { return Ok(None) };
-        let secret = sealer.open(place, &h.secret).map_err(|e| format!("the campaign hook's secret cannot be opened: {e}"))?;
-        let key = secret_key(&secret).ok_or("the campaign hook's secret is not a whsec_ secret")?;
+        let secret = sealer.open(place, &h.secret).map_err(|e| HookError::Secret(e.to_string()))?;
+        let key = secret_key(&secret).ok_or(HookError::NotWhsec)?;
         Ok(Some(Self { url: h.web_url.clone(), key }))
     }
 
     /// One call for a page: the endpoints the hook keeps, by id, with what it changed; or why
     /// the call failed (after [`ATTEMPTS`]).
-    pub async fn filter(&self, http: &reqwest::Client, event: &Event<'_>, page: &[Endpoint]) -> Result<HashMap<String, Endpoint>, String> {
+    pub async fn filter(
+        &self,
+        http: &reqwest::Client,
+        event: &Event<'_>,
+        page: &[Endpoint],
+    ) -> Result<HashMap<String, Endpoint>, HookError> {
         let mut endpoints = serde_json::Map::new();
         for e in page {
             endpoints.insert(e.id.clone(), crate::domain::json::endpoint(e));
@@ -149,7 +181,7 @@ impl Hook {
         }))
         .expect("JSON of JSON values");
         let msg_id = format!("msg_{}_{}", event.activity_id, page.first().map_or("", |e| e.id.as_str()));
-        let mut why = String::new();
+        let mut why = HookError::Timeout;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
@@ -171,12 +203,12 @@ impl Hook {
                         Ok(k) => return Ok(k),
                         Err(e) => e,
                     },
-                    Err(e) => format!("the hook's answer broke off: {e}"),
+                    Err(e) => HookError::BrokeOff(e.to_string()),
                 },
-                Ok(r) => format!("the hook answered {}", r.status()),
-                Err(e) if e.is_timeout() => format!("the hook did not answer within {} s", TIMEOUT.as_secs()),
-                Err(e) if e.is_connect() => "cannot connect to the hook".to_string(),
-                Err(e) => format!("the hook call failed: {e}"),
+                Ok(r) => HookError::Status(r.status().as_u16()),
+                Err(e) if e.is_timeout() => HookError::Timeout,
+                Err(e) if e.is_connect() => HookError::Connect,
+                Err(e) => HookError::Call(e.to_string()),
             };
         }
         Err(why)
@@ -195,20 +227,20 @@ pub struct Event<'a> {
 
 /// The endpoints of `page` that the answer keeps, with its attributes, metrics and user
 /// attributes.
-fn kept(answer: &[u8], page: &[Endpoint]) -> Result<HashMap<String, Endpoint>, String> {
-    let v: serde_json::Value = serde_json::from_slice(answer).map_err(|e| format!("the hook's answer is not JSON: {e}"))?;
+fn kept(answer: &[u8], page: &[Endpoint]) -> Result<HashMap<String, Endpoint>, HookError> {
+    let v: serde_json::Value = serde_json::from_slice(answer).map_err(|e| HookError::NotJson(e.to_string()))?;
     let map = match v {
         serde_json::Value::Object(mut o) if o.len() == 1 && o.contains_key("Endpoints") => o.remove("Endpoints").unwrap_or_default(),
         other => other,
     };
     let serde_json::Value::Object(map) = map else {
-        return Err("the hook must answer with the Endpoints object (endpoint id → endpoint)".into());
+        return Err(HookError::NotEndpoints);
     };
     let mut out = HashMap::new();
     for e in page {
         let Some(returned) = map.get(&e.id) else { continue };
-        let r = crate::domain::import::json_line(&returned.to_string())
-            .map_err(|why| format!("endpoint {} in the hook's answer: {why}", e.id))?;
+        let r =
+            crate::domain::import::json_line(&returned.to_string()).map_err(|why| HookError::BadEndpoint(e.id.clone(), why.to_string()))?;
         let mut keep = e.clone();
         keep.attributes = r.attributes;
         keep.metrics = r.metrics;

@@ -148,7 +148,7 @@ async fn filter_by_hook(
             }
             Err(why) => {
                 metrics::counter!(crate::telemetry::CAMPAIGN_HOOK_CALLS, "result" => "failed").increment(1);
-                tracing::warn!(campaign = %run.campaign_id, hook = %hook.url, endpoints = page.len(), why, "Campaign hook failed: its page gets nothing.");
+                tracing::warn!(campaign = %run.campaign_id, hook = %hook.url, endpoints = page.len(), %why, "Campaign hook failed: its page gets nothing.");
                 *counts[t].failed.entry("HOOK_FAILURE".into()).or_insert(0) += page.len() as i64;
             }
         }
@@ -515,7 +515,7 @@ impl Runner {
             (true, Some(sealer), Some(http)) => {
                 super::hook::Hook::open(sealer, &hook.1, hook.0).map_err(RunError::Hook)?.map(|h| (h, http.clone()))
             }
-            (true, _, _) => return Err(RunError::Hook("this daemon has no sealing key or HTTP client for it".into())),
+            (true, _, _) => return Err(RunError::Hook(super::hook::HookError::Unavailable)),
         };
         let cohorts = assignment(&campaign);
         if run.activities.is_empty() {

@@ -208,17 +208,17 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 /// `aws pinpoint create-…-template --cli-input-json` files are (`{"TemplateName": …,
 /// "EmailTemplateRequest": {…}}`). An unknown key is an error naming it and its line, and a
 /// Pinpoint member Herald has no counterpart for one saying why.
-fn pinpoint_request(source: &str) -> Result<PinpointRequest, String> {
+fn pinpoint_request(source: &str) -> anyhow::Result<PinpointRequest> {
     use crate::domain::json::read::line_of;
-    let v: serde_json::Value = serde_json::from_str(source).map_err(|e| e.to_string())?;
-    let o = v.as_object().ok_or("expected a JSON object")?;
+    let v: serde_json::Value = serde_json::from_str(source)?;
+    let o = v.as_object().ok_or_else(|| anyhow::anyhow!("expected a JSON object"))?;
     let wrappers = ["EmailTemplateRequest", "SMSTemplateRequest", "PushNotificationTemplateRequest"];
     if o.contains_key("VoiceTemplateRequest") {
-        return Err("VoiceTemplateRequest: not supported by Herald (no voice templates)".into());
+        anyhow::bail!("VoiceTemplateRequest: not supported by Herald (no voice templates)");
     }
     let inner = match o.keys().find(|k| wrappers.contains(&k.as_str())) {
         Some(w) if o.keys().all(|k| k == w || k == "TemplateName") => o[w].clone(),
-        Some(w) => return Err(format!("{w} stands beside other members; give the request alone or wrapped with TemplateName")),
+        Some(w) => anyhow::bail!("{w} stands beside other members; give the request alone or wrapped with TemplateName"),
         None => v.clone(),
     };
     // Pinpoint members without a counterpart, at the top and in the push blocks.
@@ -233,15 +233,15 @@ fn pinpoint_request(source: &str) -> Result<PinpointRequest, String> {
             if block.get(key).is_some_and(|x| !x.is_null()) {
                 let line = line_of(source, key).map(|l| format!(" (line {l})")).unwrap_or_default();
                 let path = if at.is_empty() { key.to_string() } else { format!("{at}.{key}") };
-                return Err(format!("{path}: not supported by Herald: {why}{line}"));
+                anyhow::bail!("{path}: not supported by Herald: {why}{line}");
             }
         }
     }
     serde_json::from_value::<PinpointRequest>(inner).map_err(|e| {
         let msg = e.to_string();
         match msg.split('`').nth(1).and_then(|k| line_of(source, k)) {
-            Some(l) => format!("{msg} (line {l})"),
-            None => msg,
+            Some(l) => anyhow::anyhow!("{msg} (line {l})"),
+            None => anyhow::anyhow!(msg),
         }
     })
 }
@@ -252,24 +252,24 @@ fn read(path: &PathBuf) -> anyhow::Result<String> {
 
 /// An in-app template file: InAppTemplateRequest's members (Content, CustomConfig, Layout,
 /// TemplateDescription, tags), bare or wrapped as `{"TemplateName": …, "InAppTemplateRequest": {…}}`.
-fn in_app_template(name: String, source: &str, description: Option<String>) -> Result<Template, String> {
+fn in_app_template(name: String, source: &str, description: Option<String>) -> anyhow::Result<Template> {
     use crate::domain::json::read::line_of;
-    let v: serde_json::Value = serde_json::from_str(source).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(source)?;
     let mut inner = match v.get("InAppTemplateRequest") {
         Some(w) => w.clone(),
         None => v,
     };
-    let o = inner.as_object_mut().ok_or("expected a JSON object")?;
+    let o = inner.as_object_mut().ok_or_else(|| anyhow::anyhow!("expected a JSON object"))?;
     let stored_description = o.remove("TemplateDescription").and_then(|d| d.as_str().map(str::to_string)).unwrap_or_default();
     let tags: std::collections::HashMap<String, String> = match o.remove("tags") {
-        Some(t) => serde_json::from_value(t).map_err(|e| format!("tags: {e}"))?,
+        Some(t) => serde_json::from_value(t).map_err(|e| anyhow::anyhow!("tags: {e}"))?,
         None => Default::default(),
     };
     let m = crate::campaigns::inapp::json::message(&inner, "InAppTemplateRequest").map_err(|e| {
         let line = e.at.rsplit('.').next().and_then(|k| line_of(source, k.split('[').next().unwrap_or(k)));
         match line {
-            Some(l) => format!("{e} (line {l})"),
-            None => e.to_string(),
+            Some(l) => anyhow::anyhow!("{e} (line {l})"),
+            None => anyhow::anyhow!("{e}"),
         }
     })?;
     Ok(Template {
@@ -454,11 +454,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!((p.default.unwrap().title, p.gcm.unwrap().body), ("T".to_string(), "g".to_string()));
-        let e = pinpoint_request("{\n  \"Subject\": \"x\",\n  \"Subjcet\": \"y\"\n}").unwrap_err();
+        let e = pinpoint_request("{\n  \"Subject\": \"x\",\n  \"Subjcet\": \"y\"\n}").unwrap_err().to_string();
         assert!(e.contains("Subjcet") && e.ends_with("(line 3)"), "{e}");
-        let e = pinpoint_request("{\"GCM\": {\"Body\": \"b\",\n \"ImageIconUrl\": \"i\"}}").unwrap_err();
+        let e = pinpoint_request("{\"GCM\": {\"Body\": \"b\",\n \"ImageIconUrl\": \"i\"}}").unwrap_err().to_string();
         assert!(e.starts_with("GCM.ImageIconUrl: not supported") && e.ends_with("(line 2)"), "{e}");
-        assert!(pinpoint_request(r#"{"VoiceTemplateRequest": {}}"#).unwrap_err().contains("not supported"));
+        assert!(pinpoint_request(r#"{"VoiceTemplateRequest": {}}"#).unwrap_err().to_string().contains("not supported"));
         // The API's shape reads the same.
         let p = pinpoint_request(r#"{"subject": "Hi", "text_part": "t", "description": "d"}"#).unwrap();
         assert_eq!((p.subject.as_str(), p.text_part.as_str(), p.template_description.as_str()), ("Hi", "t", "d"));
@@ -472,7 +472,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!((t.description.as_str(), t.tags["team"].as_str()), ("d", "growth"));
-        let e = super::in_app_template("b".into(), "{\"Layout\": \"TOP_BANNER\",\n \"Colour\": 1}", None).unwrap_err();
+        let e = super::in_app_template("b".into(), "{\"Layout\": \"TOP_BANNER\",\n \"Colour\": 1}", None).unwrap_err().to_string();
         assert!(e.contains("Colour") && e.ends_with("(line 2)"), "{e}");
     }
 }

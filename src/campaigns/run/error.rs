@@ -18,8 +18,8 @@ pub enum RunError {
     #[error("a task of the run failed: {0}")]
     Task(String),
     /// The campaign hook cannot be called (its secret cannot be opened).
-    #[error("{0}")]
-    Hook(String),
+    #[error(transparent)]
+    Hook(#[from] crate::campaigns::hook::HookError),
 }
 
 impl RunError {
