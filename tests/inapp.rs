@@ -9,10 +9,10 @@ use common::{violations, Backend, Daemon};
 use herald::domain::endpoint::cohort_id;
 use herald::proto::v1::{
     campaigns_client::CampaignsClient, messages_client::MessagesClient, AddressConfiguration, AttributeDimension, AttributeType,
-    ButtonAction, Campaign, CampaignLimits, ChannelType, CreateCampaignRequest, CreateSegmentRequest, DefaultButtonConfiguration,
-    DirectMessageConfiguration, Endpoint, EventFilter, Frequency, GetInAppMessagesRequest, InAppLayout, InAppMessage,
-    InAppMessageBodyConfig, InAppMessageButton, InAppMessageContent, InAppMessageHeaderConfig, Schedule, SegmentDimensions,
-    SendMessagesRequest, UpdateCampaignRequest,
+    ButtonAction, Campaign, CampaignLimits, CampaignState, ChannelType, CreateCampaignRequest, CreateSegmentRequest,
+    DefaultButtonConfiguration, DirectMessageConfiguration, Endpoint, EventFilter, Frequency, GetCampaignRequest, GetInAppMessagesRequest,
+    InAppLayout, InAppMessage, InAppMessageBodyConfig, InAppMessageButton, InAppMessageContent, InAppMessageHeaderConfig, Schedule,
+    SegmentDimensions, SendMessagesRequest, UpdateCampaignRequest,
 };
 use tonic::Code;
 
@@ -134,6 +134,11 @@ async fn get_in_app_messages_answers_what_an_endpoint_should_show() {
                 .unwrap();
         }
         ids.push(made.id);
+    }
+    // Shown from start to end: EXECUTING while it runs, COMPLETED once ended, PAUSED paused.
+    for (id, want) in [(&ids[0], CampaignState::Executing), (&ids[2], CampaignState::Completed), (&ids[3], CampaignState::Paused)] {
+        let got = c.get_campaign(d.req(GetCampaignRequest { app_id: app.clone(), campaign_id: id.clone(), version: 0 })).await.unwrap();
+        assert_eq!(got.into_inner().state, want as i32, "{id}");
     }
     let ask = |id: &str| GetInAppMessagesRequest { app_id: app.clone(), endpoint_id: id.into() };
     let got = c.get_in_app_messages(d.req(ask("gold-1"))).await.unwrap().into_inner().in_app_message_campaigns;

@@ -229,6 +229,15 @@ pub fn state(c: &Campaign, runs: &[CampaignRun]) -> CampaignState {
     if schedule.frequency == Frequency::Event as i32 {
         return CampaignState::Scheduled;
     }
+    // An in-app campaign is shown from its start to its end.
+    if schedule.frequency == Frequency::InAppEvent as i32 {
+        let now = chrono::Utc::now();
+        return match (start_of(&schedule, &c.creation_date), parse_instant(&schedule.end_time)) {
+            (_, Some(end)) if end <= now => CampaignState::Completed,
+            (Some(start), _) if start > now => CampaignState::Scheduled,
+            _ => CampaignState::Executing,
+        };
+    }
     match last {
         None => CampaignState::Scheduled,
         Some(r) if r.state == CampaignState::Paused as i32 && schedule.frequency == Frequency::Once as i32 => CampaignState::Paused,
