@@ -360,7 +360,7 @@ impl journeys_server::Journeys for JourneysService {
             if to == JourneyState::Unspecified {
                 return Err(invalid(vec![FieldViolation::new("state", "give ACTIVE, PAUSED or CANCELLED")]));
             }
-            journeys::transition(from, to).map_err(Status::failed_precondition)?;
+            journeys::transition(from, to).map_err(|e| Status::failed_precondition(e.to_string()))?;
             if to == JourneyState::Active && from == JourneyState::Draft {
                 // Publishing checks the definition again: its segments and templates may have changed.
                 self.check(&req.app_id, &j).await?;

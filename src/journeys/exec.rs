@@ -372,7 +372,7 @@ impl JourneyRunner {
         }
         let interval = match limits.endpoint_reentry_interval.as_str() {
             "" => 0,
-            s => parse_duration(s).map_err(JourneyError::Invalid)?,
+            s => parse_duration(s).map_err(|e| JourneyError::Invalid(e.to_string()))?,
         };
         let cap = limits.endpoint_reentry_cap.map_or(1, |c| c.max(0) as u32);
         let per_second = limits.messages_per_second.filter(|r| *r > 0).map(|r| r as u32);

@@ -38,10 +38,21 @@ pub const MIN_REFRESH_SECS: i64 = 3_600;
 /// A duration as Pinpoint writes them (ISO-8601: `PT1H`, `P3D`, `P1W`, `PT1H30M`) or as people
 /// do (`3d`, `12h`, `30m`, `45s`, `1h30m`, `2w`), in seconds. Years and months are refused:
 /// their length depends on the calendar.
-pub fn parse_duration(s: &str) -> Result<i64, String> {
+/// Why a duration cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("is empty")]
+    Empty,
+    #[error("{0:?} is not a duration (PT1H, P3D, 3d, 12h, 30m)")]
+    NotADuration(String),
+    #[error("{0:?}: years and months are not fixed lengths; give days (P30D)")]
+    Calendar(String),
+}
+
+pub fn parse_duration(s: &str) -> Result<i64, DurationError> {
     let t = s.trim();
     if t.is_empty() {
-        return Err("is empty".into());
+        return Err(DurationError::Empty);
     }
     let iso = t.starts_with(['P', 'p']);
     let body = if iso { &t[1..] } else { t };
@@ -54,7 +65,7 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
             '0'..='9' => number.push(c),
             'T' | 't' if iso && number.is_empty() && !in_time => in_time = true,
             _ => {
-                let n: i64 = number.parse().map_err(|_| format!("{s:?} is not a duration (PT1H, P3D, 3d, 12h, 30m)"))?;
+                let n: i64 = number.parse().map_err(|_| DurationError::NotADuration(s.to_string()))?;
                 number.clear();
                 let unit = match (c.to_ascii_lowercase(), in_time, iso) {
                     ('w', false, _) | ('w', true, false) => 7 * 86_400,
@@ -62,10 +73,8 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
                     ('h', true, _) => 3_600,
                     ('m', true, _) => 60,
                     ('s', true, _) => 1,
-                    ('y', false, true) | ('m', false, true) => {
-                        return Err(format!("{s:?}: years and months are not fixed lengths; give days (P30D)"))
-                    }
-                    _ => return Err(format!("{s:?} is not a duration (PT1H, P3D, 3d, 12h, 30m)")),
+                    ('y', false, true) | ('m', false, true) => return Err(DurationError::Calendar(s.to_string())),
+                    _ => return Err(DurationError::NotADuration(s.to_string())),
                 };
                 total = total.saturating_add(n.saturating_mul(unit));
                 any = true;
@@ -73,7 +82,7 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         }
     }
     if !number.is_empty() || !any {
-        return Err(format!("{s:?} is not a duration (PT1H, P3D, 3d, 12h, 30m)"));
+        return Err(DurationError::NotADuration(s.to_string()));
     }
     Ok(total)
 }
@@ -596,17 +605,32 @@ fn message_fields(m: &crate::proto::v1::MessageActivity, channel: Channel, field
     }
 }
 
+/// Why a journey cannot go to the state asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("a DRAFT journey is deleted, not cancelled")]
+    CancelDraft,
+    #[error("COMPLETED and CLOSED are set by Herald when a journey ends")]
+    SetByHerald,
+    #[error("the journey is {} and cannot change state", state_name(*.0))]
+    Ended(JourneyState),
+    #[error("a published journey cannot go back to DRAFT")]
+    BackToDraft,
+    #[error("cannot go from {} to {}", state_name(*.0), state_name(*.1))]
+    Other(JourneyState, JourneyState),
+}
+
 /// The journey state a request may ask for, from the state it is in.
-pub fn transition(from: JourneyState, to: JourneyState) -> Result<(), String> {
+pub fn transition(from: JourneyState, to: JourneyState) -> Result<(), TransitionError> {
     use JourneyState::*;
     match (from, to) {
         (Draft, Active) | (Active, Paused) | (Paused, Active) | (Active | Paused, Cancelled) => Ok(()),
         (a, b) if a == b => Ok(()),
-        (Draft, Cancelled) => Err("a DRAFT journey is deleted, not cancelled".into()),
-        (_, Completed | Closed) => Err("COMPLETED and CLOSED are set by Herald when a journey ends".into()),
-        (Completed | Cancelled | Closed, _) => Err(format!("the journey is {} and cannot change state", state_name(from))),
-        (_, Draft) => Err("a published journey cannot go back to DRAFT".into()),
-        _ => Err(format!("cannot go from {} to {}", state_name(from), state_name(to))),
+        (Draft, Cancelled) => Err(TransitionError::CancelDraft),
+        (_, Completed | Closed) => Err(TransitionError::SetByHerald),
+        (Completed | Cancelled | Closed, _) => Err(TransitionError::Ended(from)),
+        (_, Draft) => Err(TransitionError::BackToDraft),
+        _ => Err(TransitionError::Other(from, to)),
     }
 }
 
@@ -648,7 +672,7 @@ mod tests {
         assert_eq!(parse_duration("30m"), Ok(1_800));
         assert_eq!(parse_duration("1h30m"), Ok(5_400));
         assert_eq!(parse_duration("2w"), Ok(14 * 86_400));
-        assert!(parse_duration("P1M").unwrap_err().contains("months"));
+        assert!(parse_duration("P1M").unwrap_err().to_string().contains("months"));
         for bad in ["", "3", "d", "P", "PT", "3x", "P1H"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
