@@ -8,22 +8,22 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::channels::ChannelsService;
 use crate::api::{
     apps::AppsService, campaigns::CampaignsService, endpoints::EndpointsService, events::EventsService, journeys::JourneysService,
     kpis::KpisService, messages::MessagesService, segments::SegmentsService, suppressions::SuppressionsService,
-    templates::TemplatesService, Auth,
+    templates::TemplatesService,
 };
 use crate::channels::email::{SmtpPool, SmtpRelay};
 use crate::config::Config;
 use crate::dispatch::engine::{Engine, EngineConfig};
 use crate::proto::v1::{
     apps_server::AppsServer, campaigns_server::CampaignsServer, channels_server::ChannelsServer, endpoints_server::EndpointsServer,
-    events_server::EventsServer, journeys_server::JourneysServer, kpis_server::KpisServer, messages_server::MessagesServer,
-    segments_server::SegmentsServer, suppressions_server::SuppressionsServer, tags_server::TagsServer, templates_server::TemplatesServer,
+    events_server::EventsServer, journeys_server::JourneysServer, keys_server::KeysServer, kpis_server::KpisServer,
+    messages_server::MessagesServer, segments_server::SegmentsServer, suppressions_server::SuppressionsServer, tags_server::TagsServer,
+    templates_server::TemplatesServer,
 };
 use crate::render::{template::TemplateCache, Renderer};
 use crate::store::{self, Store};
@@ -60,10 +60,19 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let auth = Auth::new(&config.api_keys);
-    if config.api_keys.is_empty() {
+    let keys = Arc::new(crate::access::Registry::new(&config.api_keys, &config.keys, store.clone()));
+    if !keys.enforcing() {
         tracing::warn!(addr = %config.grpc_addr, "No API key configured: calls are not authenticated, so only loopback is served.");
+    } else if !config.api_keys.is_empty() {
+        tracing::info!("api_keys are admin keys kept in the clear; [[keys]] entries keep only hashes and carry scopes.");
     }
+    let audit = match &config.audit_log {
+        Some(target) => Some(Arc::new(
+            crate::access::audit::Audit::open(&crate::access::audit::Target::parse(target))
+                .with_context(|| format!("cannot open the audit log {target}"))?,
+        )),
+        None => None,
+    };
     let sealer = Arc::new(crate::secrets::Sealer::load(config.secret_key.as_deref(), &config.data_dir)?);
     let apps = AppsServer::new(AppsService::new(store.clone(), sealer.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let endpoints = EndpointsServer::new(EndpointsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -160,53 +169,78 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(InterceptedService::new(apps, auth.clone()))
-            .add_service(InterceptedService::new(endpoints, auth.clone()))
-            .add_service(InterceptedService::new(templates, auth.clone()))
-            .add_service(InterceptedService::new(suppressions, auth.clone()))
-            .add_service(InterceptedService::new(messages, auth.clone()))
-            .add_service(InterceptedService::new(
-                SegmentsServer::new(SegmentsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
-                auth.clone(),
-            ))
-            .add_service(InterceptedService::new(campaigns_service, auth.clone()))
-            .add_service(InterceptedService::new(journeys_service, auth.clone()))
-            .add_service(InterceptedService::new(events, auth.clone()))
-            .add_service(InterceptedService::new(KpisServer::new(KpisService::new(store.clone())), auth.clone()))
-            .add_service(InterceptedService::new(TagsServer::new(crate::api::tags::TagsService::new(store.clone())), auth.clone()))
-            .add_service(InterceptedService::new(ChannelsServer::new(ChannelsService::new(store.clone(), sealer.clone())), auth))
-            .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())),
-    );
+    let router = tonic::transport::Server::builder()
+        .layer(crate::access::guard::GuardLayer::new(keys.clone(), audit.clone()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(apps)
+        .add_service(endpoints)
+        .add_service(templates)
+        .add_service(suppressions)
+        .add_service(messages)
+        .add_service(SegmentsServer::new(SegmentsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(campaigns_service)
+        .add_service(journeys_service)
+        .add_service(events)
+        .add_service(KpisServer::new(KpisService::new(store.clone())))
+        .add_service(TagsServer::new(crate::api::tags::TagsService::new(store.clone())))
+        .add_service(ChannelsServer::new(ChannelsService::new(store.clone(), sealer.clone())))
+        .add_service(KeysServer::new(crate::api::keys::KeysService::new(keys.clone())));
+    let grpc_tls = match config.grpc_tls() {
+        Some(files) => Some(crate::tls::Reloading::start("grpc", files, &[b"h2"])?),
+        None => None,
+    };
+    let grpc_task = match &grpc_tls {
+        Some(tls) => tokio::spawn(
+            router.serve_with_incoming_shutdown(crate::tls::TlsListener::new(grpc, tls.clone())?.into_stream(), stopped(stop_rx.clone())),
+        ),
+        None => {
+            tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped(stop_rx.clone())))
+        }
+    };
     let feedback_task = match config.feedback_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (feedback_addr)"))?;
             tracing::info!(%addr, "Provider feedback listener is up.");
-            let feedback = Arc::new(crate::feedback::Feedback {
-                store: store.clone(),
-                sealer: sealer.clone(),
-                api_keys: config.api_keys.clone(),
-                outcome_ttl,
-            });
+            let feedback =
+                Arc::new(crate::feedback::Feedback { store: store.clone(), sealer: sealer.clone(), keys: keys.clone(), outcome_ttl });
             let mut router = feedback.router();
             if let Some(l) = &links {
                 router = router.merge(crate::engagement::Engagement::start(l.clone(), store.clone(), outcome_ttl).router());
                 tracing::info!(public_url = l.base(), "Open and click tracking and one-click unsubscribe are served.");
             }
-            let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
-            Some(tokio::spawn(async move { server.await }))
+            match config.public_tls() {
+                Some(files) => {
+                    let tls = crate::tls::Reloading::start("public", files, &[b"http/1.1"])?;
+                    let server =
+                        axum::serve(crate::tls::TlsListener::new(listener, tls)?, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+                    Some(tokio::spawn(async move { server.await }))
+                }
+                None => {
+                    let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+                    Some(tokio::spawn(async move { server.await }))
+                }
+            }
         }
         None => None,
     };
     let router = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
     let scheduler = tokio::spawn(crate::campaigns::scheduler::run(runner.clone(), wake, stop_rx.clone()));
     let journey_scheduler = tokio::spawn(journeys.clone().run());
-    let metrics_server = axum::serve(metrics, router).with_graceful_shutdown(stopped(stop_rx));
-    let metrics_task = tokio::spawn(async move { metrics_server.await });
+    let metrics_task = match config.grpc_tls().filter(|_| config.metrics_tls) {
+        Some(mut files) => {
+            // Prometheus presents no client certificate: the metrics listener asks for none.
+            files.client_ca = None;
+            let tls = crate::tls::Reloading::start("metrics", files, &[b"http/1.1"])?;
+            let server = axum::serve(crate::tls::TlsListener::new(metrics, tls)?, router).with_graceful_shutdown(stopped(stop_rx));
+            tokio::spawn(async move { server.await })
+        }
+        None => {
+            let server = axum::serve(metrics, router).with_graceful_shutdown(stopped(stop_rx));
+            tokio::spawn(async move { server.await })
+        }
+    };
     let purger = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -228,7 +262,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         }
     });
     let monitor = tokio::spawn(monitor_store(store.clone(), health.clone()));
-    tracing::info!(%grpc_addr, %metrics_addr, backend = store.backend(), "Herald is serving.");
+    tracing::info!(%grpc_addr, %metrics_addr, backend = store.backend(), tls = grpc_tls.is_some(), "Herald is serving.");
 
     shutdown.await;
     monitor.abort();
@@ -276,6 +310,9 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     if let Some(pool) = smtp {
         pool.close().await;
     }
+    if let Some(a) = &audit {
+        a.close();
+    }
     close(store).await;
     Ok(())
 }
@@ -298,7 +335,8 @@ async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool
         MessagesServer<MessagesService>,
         ChannelsServer<ChannelsService>,
         EventsServer<EventsService>,
-        TagsServer<crate::api::tags::TagsService>
+        TagsServer<crate::api::tags::TagsService>,
+        KeysServer<crate::api::keys::KeysService>
     );
     let overall = if serving { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
     health.set_service_status("", overall).await;

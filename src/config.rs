@@ -24,6 +24,12 @@
 //! | `public_url` | `--public-url` | `HERALD_PUBLIC_URL` | `http://{feedback_addr}` |
 //! | `tracking_ttl_days` | `--tracking-ttl-days` | `HERALD_TRACKING_TTL_DAYS` | `365` |
 //! | `event_webhook_backoff_ms` | `--event-webhook-backoff-ms` | `HERALD_EVENT_WEBHOOK_BACKOFF_MS` | `1000` |
+//! | `keys` | (file only: `[[keys]]` tables) | | none |
+//! | `audit_log` | `--audit-log` | `HERALD_AUDIT_LOG` | none: no audit log |
+//! | `tls_cert_file`, `tls_key_file` | `--tls-cert-file`, `--tls-key-file` | `HERALD_TLS_CERT_FILE`, `HERALD_TLS_KEY_FILE` | none: plain gRPC |
+//! | `tls_client_ca_file` | `--tls-client-ca-file` | `HERALD_TLS_CLIENT_CA_FILE` | none: no client certificates |
+//! | `public_tls_cert_file`, `public_tls_key_file` | `--public-tls-cert-file`, `--public-tls-key-file` | `HERALD_PUBLIC_TLS_CERT_FILE`, `HERALD_PUBLIC_TLS_KEY_FILE` | none: plain HTTP |
+//! | `metrics_tls` | `--metrics-tls` | `HERALD_METRICS_TLS` | `false` |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -93,6 +99,20 @@ pub struct Config {
     pub public_url: Option<String>,
     /// How long open and click URLs in sent emails stay valid (unsubscribe URLs always do).
     pub tracking_ttl_days: f64,
+    /// Hashed API keys with scopes (`[[keys]]`).
+    pub keys: Vec<crate::access::ConfiguredKey>,
+    /// Where audit lines go: a file path, or `-` for stdout.
+    pub audit_log: Option<String>,
+    /// The gRPC listener's certificate chain and key (PEM): TLS when both are set.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// CAs (PEM) whose client certificates gRPC callers must present (mutual TLS).
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// The public listener's certificate chain and key (PEM): HTTPS when both are set.
+    pub public_tls_cert_file: Option<PathBuf>,
+    pub public_tls_key_file: Option<PathBuf>,
+    /// Serve `/metrics` over TLS with the gRPC certificate (no client certificate asked).
+    pub metrics_tls: bool,
 }
 
 impl Default for Config {
@@ -119,6 +139,14 @@ impl Default for Config {
             event_webhook_backoff_ms: 1_000,
             public_url: None,
             tracking_ttl_days: 365.0,
+            keys: Vec::new(),
+            audit_log: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            public_tls_cert_file: None,
+            public_tls_key_file: None,
+            metrics_tls: false,
         }
     }
 }
@@ -174,6 +202,21 @@ pub struct ConfigArgs {
     /// Days (fractions allowed) that open and click URLs stay valid.
     #[arg(long, env = "HERALD_TRACKING_TTL_DAYS", value_name = "DAYS")]
     pub tracking_ttl_days: Option<f64>,
+    /// A file for audit lines, or `-` for stdout.
+    #[arg(long, env = "HERALD_AUDIT_LOG", value_name = "PATH")]
+    pub audit_log: Option<String>,
+    #[arg(long, env = "HERALD_TLS_CERT_FILE", value_name = "PEM")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "HERALD_TLS_KEY_FILE", value_name = "PEM")]
+    pub tls_key_file: Option<PathBuf>,
+    #[arg(long, env = "HERALD_TLS_CLIENT_CA_FILE", value_name = "PEM")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    #[arg(long, env = "HERALD_PUBLIC_TLS_CERT_FILE", value_name = "PEM")]
+    pub public_tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "HERALD_PUBLIC_TLS_KEY_FILE", value_name = "PEM")]
+    pub public_tls_key_file: Option<PathBuf>,
+    #[arg(long, env = "HERALD_METRICS_TLS", value_name = "BOOL")]
+    pub metrics_tls: Option<bool>,
 }
 
 impl Config {
@@ -255,6 +298,22 @@ impl Config {
         if let Some(v) = args.tracking_ttl_days {
             config.tracking_ttl_days = v;
         }
+        if let Some(v) = &args.audit_log {
+            config.audit_log = Some(v.clone()).filter(|p| !p.is_empty());
+        }
+        let path = |v: &Option<PathBuf>, into: &mut Option<PathBuf>| {
+            if let Some(p) = v {
+                *into = Some(p.clone()).filter(|p| !p.as_os_str().is_empty());
+            }
+        };
+        path(&args.tls_cert_file, &mut config.tls_cert_file);
+        path(&args.tls_key_file, &mut config.tls_key_file);
+        path(&args.tls_client_ca_file, &mut config.tls_client_ca_file);
+        path(&args.public_tls_cert_file, &mut config.public_tls_cert_file);
+        path(&args.public_tls_key_file, &mut config.public_tls_key_file);
+        if let Some(v) = args.metrics_tls {
+            config.metrics_tls = v;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -265,9 +324,73 @@ impl Config {
         self.public_url.clone().or_else(|| self.feedback_addr.map(|a| format!("http://{a}")))
     }
 
-    /// Checks what can be checked without touching the network.
+    /// The gRPC listener's TLS files, when it serves TLS.
+    pub fn grpc_tls(&self) -> Option<crate::tls::TlsFiles> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                Some(crate::tls::TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: self.tls_client_ca_file.clone() })
+            }
+            _ => None,
+        }
+    }
+
+    /// The public listener's TLS files, when it serves HTTPS.
+    pub fn public_tls(&self) -> Option<crate::tls::TlsFiles> {
+        match (&self.public_tls_cert_file, &self.public_tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: None }),
+            _ => None,
+        }
+    }
+
+    /// Checks the keys and TLS settings, loading the TLS files.
+    fn validate_access(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let at = format!("keys[{i}] ({})", k.name);
+            if let Some((field, why)) = crate::access::check_key(&k.name, &k.scopes, &k.apps).into_iter().next() {
+                return Err(ConfigError::Invalid(format!("{at}: {field}: {why}")));
+            }
+            if k.sha256.len() != 64 || !k.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{at}: sha256 must be the 64 hex digits of the secret's SHA-256 (herald keys hash)"
+                )));
+            }
+            if k.burst > 0 && k.rate_per_second == 0 {
+                return Err(ConfigError::Invalid(format!("{at}: burst needs rate_per_second")));
+            }
+            if !names.insert(k.name.as_str()) {
+                return Err(ConfigError::Invalid(format!("{at}: another key has this name")));
+            }
+        }
+        let pair = |cert: &Option<PathBuf>, key: &Option<PathBuf>, what: &str| match (cert, key) {
+            (Some(_), None) | (None, Some(_)) => {
+                Err(ConfigError::Invalid(format!("{what}_cert_file and {what}_key_file go together: set both or neither")))
+            }
+            _ => Ok(()),
+        };
+        pair(&self.tls_cert_file, &self.tls_key_file, "tls")?;
+        pair(&self.public_tls_cert_file, &self.public_tls_key_file, "public_tls")?;
+        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
+            return Err(ConfigError::Invalid("tls_client_ca_file needs tls_cert_file and tls_key_file".into()));
+        }
+        if self.metrics_tls && self.tls_cert_file.is_none() {
+            return Err(ConfigError::Invalid("metrics_tls serves the gRPC certificate: it needs tls_cert_file and tls_key_file".into()));
+        }
+        if self.public_tls_cert_file.is_some() && self.feedback_addr.is_none() {
+            return Err(ConfigError::Invalid("public_tls_cert_file needs feedback_addr (the public listener)".into()));
+        }
+        for (files, what) in [(self.grpc_tls(), "tls"), (self.public_tls(), "public_tls")] {
+            if let Some(f) = files {
+                crate::tls::server_config(&f, &[]).map_err(|e| ConfigError::Invalid(format!("{what}: {e:#}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what can be checked without touching the network (TLS files are read).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.api_keys.is_empty() && !self.grpc_addr.ip().is_loopback() {
+        self.validate_access()?;
+        if self.api_keys.is_empty() && self.keys.is_empty() && !self.grpc_addr.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on {} without an API key: set --api-key or HERALD_API_KEYS, or bind a loopback address",
                 self.grpc_addr
@@ -334,6 +457,7 @@ impl Config {
         shown.redis_url = shown.redis_url.as_deref().map(mask_url);
         shown.smtp_url = shown.smtp_url.as_deref().map(mask_url);
         shown.webhook_secret = shown.webhook_secret.as_ref().map(|_| "********".to_string());
+        shown.secret_key = shown.secret_key.as_ref().map(|_| "********".to_string());
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
 }
@@ -388,9 +512,10 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("without an API key"));
         c.api_keys = vec!["0123456789abcdef-secret".into()];
         c.redis_url = Some("redis://herald:hunter2hunter2@127.0.0.1:6379/0".into());
+        c.secret_key = Some("c2VhbGluZy1rZXktc2VhbGluZy1rZXktMzItYnl0ZXM=".into());
         c.validate().unwrap();
         let shown = c.masked_toml();
-        assert!(!shown.contains("secret") && !shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("secret") && !shown.contains("hunter2") && !shown.contains("c2VhbGluZy1rZXkt"), "{shown}");
         assert!(shown.contains("redis://herald:********@127.0.0.1:6379/0"), "{shown}");
     }
 }

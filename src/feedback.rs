@@ -12,7 +12,8 @@
 //!   Delivery notifications record `_email.delivered`. A notification whose Message-ID is one
 //!   Herald wrote names the message, so its event carries the campaign and run it came from.
 //!
-//! Callers authenticate with one of Herald's API keys (`x-api-key` or `Authorization: Bearer`);
+//! Callers authenticate with an API key having the `send` scope (and the app, for a key
+//! limited to apps), as `x-api-key` or `Authorization: Bearer`;
 //! SMS callbacks may instead carry the provider's signature (`X-Twilio-Signature`, HMAC-SHA1
 //! with the channel's auth token over the channel's status callback URL and the sorted form
 //! fields). Without API keys configured (loopback only) every caller is accepted.
@@ -36,7 +37,7 @@ const STOP_WORDS: [&str; 7] = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END"
 pub struct Feedback {
     pub store: Arc<dyn Store>,
     pub sealer: Arc<Sealer>,
-    pub api_keys: Vec<String>,
+    pub keys: Arc<crate::access::Registry>,
     pub outcome_ttl: Duration,
 }
 
@@ -68,20 +69,21 @@ impl Feedback {
             .with_state(self)
     }
 
-    fn api_key_ok(&self, headers: &HeaderMap) -> bool {
-        if self.api_keys.is_empty() {
-            return true;
-        }
+    /// A key with the send scope that may touch the app (any caller with no configured key).
+    async fn api_key_ok(&self, app: &str, headers: &HeaderMap) -> bool {
         let given = headers
             .get("x-api-key")
             .and_then(|v| v.to_str().ok())
             .or_else(|| headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")));
-        given.is_some_and(|k| self.api_keys.iter().any(|a| constant_time_eq(a.as_bytes(), k.as_bytes())))
+        match self.keys.authenticate(given).await {
+            Ok(caller) => caller.may(crate::access::Scope::Send) && caller.may_touch(app),
+            Err(_) => false,
+        }
     }
 
     /// An API key, or the SMS provider's signature over the channel's callback URL.
     async fn sms_caller_ok(&self, app: &str, headers: &HeaderMap, form: &[(String, String)]) -> bool {
-        if self.api_key_ok(headers) {
+        if self.api_key_ok(app, headers).await {
             return true;
         }
         let Some(signature) = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()) else { return false };
@@ -263,8 +265,8 @@ fn email_notices(v: &serde_json::Value) -> Result<Vec<Notice>, String> {
 }
 
 async fn email_feedback(State(f): State<Arc<Feedback>>, Path(app): Path<String>, headers: HeaderMap, body: String) -> Reply {
-    if !f.api_key_ok(&headers) {
-        return reply(StatusCode::UNAUTHORIZED, "an API key is required");
+    if !f.api_key_ok(&app, &headers).await {
+        return reply(StatusCode::UNAUTHORIZED, "an API key with the send scope is required");
     }
     let v: serde_json::Value = match serde_json::from_str(&body) {
         Ok(v) => v,

@@ -27,6 +27,7 @@
 //! - [`cli`]: the `herald` command line, daemon and terminal client.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod attributes;
@@ -50,4 +51,5 @@ pub mod segments;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tracking;

@@ -58,6 +58,13 @@ pub const EVENT_TRIGGERS: &str = "herald_event_triggers_total";
 pub const ENGAGEMENT: &str = "herald_engagement_total";
 /// Counter: campaign hook (FILTER) calls, by result (kept, failed).
 pub const CAMPAIGN_HOOK_CALLS: &str = "herald_campaign_hook_calls_total";
+/// Counter: calls refused before reaching their service, by reason (unauthenticated,
+/// revoked, scope, app, rate).
+pub const ACCESS_REFUSED: &str = "herald_access_refused_total";
+/// Counter: audit log lines written, by outcome (gRPC code).
+pub const AUDIT_LINES: &str = "herald_audit_lines_total";
+/// Counter: TLS certificate reloads after their files changed, by listener and result.
+pub const TLS_RELOADS: &str = "herald_tls_reloads_total";
 
 /// Every metric name above, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -85,6 +92,9 @@ pub const ALL: &[&str] = &[
     EVENT_TRIGGERS,
     ENGAGEMENT,
     CAMPAIGN_HOOK_CALLS,
+    ACCESS_REFUSED,
+    AUDIT_LINES,
+    TLS_RELOADS,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -142,6 +152,9 @@ fn describe() {
     metrics::describe_counter!(CAMPAIGN_HOOK_CALLS, "Pages of campaign endpoints sent to a campaign hook (FILTER), by result.");
     metrics::describe_counter!(WEBHOOK_EVENTS, "Events delivered to event destinations.");
     metrics::describe_counter!(EVENT_TRIGGERS, "Endpoints an EVENT campaign was triggered for, by result.");
+    metrics::describe_counter!(ACCESS_REFUSED, "Calls refused for their API key before reaching a service, by reason.");
+    metrics::describe_counter!(AUDIT_LINES, "Audit log lines written, by outcome.");
+    metrics::describe_counter!(TLS_RELOADS, "TLS certificate and key reloads after their files changed, by listener and result.");
     metrics::describe_counter!(ENGAGEMENT, "Email opens, clicks and unsubscribes reaching the public listener, by result.");
 }
 

@@ -9,50 +9,11 @@
 #[macro_use]
 mod common;
 
-use std::time::Duration;
-
-use bytes::{Buf, BufMut};
 use common::{Backend, Daemon};
 use prost::Message as _;
 use prost_types::field_descriptor_proto::Type;
 use prost_types::FileDescriptorSet;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
-
-/// Messages as raw protobuf bytes.
-#[derive(Clone, Copy, Default)]
-struct Raw;
-
-impl Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = Raw;
-    type Decoder = Raw;
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl Encoder for Raw {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for Raw {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        let n = src.remaining();
-        Ok(Some(src.copy_to_bytes(n).to_vec()))
-    }
-}
 
 struct Method {
     path: String,
@@ -138,32 +99,8 @@ fn with_string(number: i32, value: &str) -> Vec<u8> {
     b
 }
 
-/// Reads a response stream to its end (at most 3 s: a stream that stays open, following events,
-/// is fine; only what it says counts).
-async fn drain(mut s: tonic::Streaming<Vec<u8>>) -> Result<(), Status> {
-    let read = async move {
-        while s.message().await?.is_some() {}
-        Ok::<_, Status>(())
-    };
-    tokio::time::timeout(Duration::from_secs(3), read).await.unwrap_or(Ok(()))
-}
-
 async fn call(d: &Daemon, m: &Method, body: Vec<u8>) -> Result<(), Status> {
-    let mut g = tonic::client::Grpc::new(d.channel().await);
-    g.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
-    let path = tonic::codegen::http::uri::PathAndQuery::try_from(m.path.as_str()).unwrap();
-    match (m.client_streaming, m.server_streaming) {
-        (false, false) => g.unary(d.req(body), path, Raw).await.map(|_| ()),
-        (false, true) => {
-            let s = g.server_streaming(d.req(body), path, Raw).await?.into_inner();
-            drain(s).await
-        }
-        (true, false) => g.client_streaming(d.req(futures::stream::iter(vec![body])), path, Raw).await.map(|_| ()),
-        (true, true) => {
-            let s = g.streaming(d.req(futures::stream::iter(vec![body])), path, Raw).await?.into_inner();
-            drain(s).await
-        }
-    }
+    common::raw::call(d.channel().await, d.req(()), &m.path, m.client_streaming, m.server_streaming, body).await
 }
 
 async fn every_method_answers_an_empty_request_with_a_client_error_or_ok(backend: Backend) {

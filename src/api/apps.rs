@@ -80,6 +80,8 @@ impl apps_server::Apps for AppsService {
 
     async fn list_apps(&self, request: Request<ListAppsRequest>) -> Result<Response<ListAppsResponse>, Status> {
         observe("ListApps", async {
+            // A key limited to apps sees only those.
+            let only = request.extensions().get::<Arc<crate::access::Caller>>().map(|c| c.apps.clone()).unwrap_or_default();
             let req = request.into_inner();
             let size = page_size(req.page_size)?;
             let after = Some(req.page_token.as_str()).filter(|t| !t.is_empty());
@@ -91,7 +93,8 @@ impl apps_server::Apps for AppsService {
             } else {
                 String::new()
             };
-            Ok(Response::new(ListAppsResponse { apps: apps.into_iter().map(shown).collect(), next_page_token }))
+            let apps = apps.into_iter().filter(|a| only.is_empty() || only.contains(&a.app_id)).map(shown).collect();
+            Ok(Response::new(ListAppsResponse { apps, next_page_token }))
         })
         .await
     }

@@ -1,5 +1,5 @@
 //! The gRPC control plane: one tonic service per file, the one mapping from errors to
-//! `Status`, and API-key authentication.
+//! `Status` (authentication and scopes are `access`'s guard, in front of every service).
 
 pub mod apps;
 pub mod campaigns;
@@ -7,6 +7,7 @@ pub mod channels;
 pub mod endpoints;
 pub mod events;
 pub mod journeys;
+pub mod keys;
 pub mod kpis;
 pub mod messages;
 pub mod segments;
@@ -15,10 +16,9 @@ pub mod tags;
 pub mod templates;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Instant;
 
-use tonic::{metadata::MetadataMap, Code, Request, Status};
+use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::FieldViolation;
@@ -97,7 +97,7 @@ pub async fn observe<T>(method: &'static str, call: impl Future<Output = Result<
     result
 }
 
-fn code_name(code: Code) -> &'static str {
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
@@ -119,46 +119,6 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// Checks `authorization: Bearer <key>` against the configured keys. With no keys configured
-/// every call is accepted (the server then only binds loopback).
-#[derive(Clone)]
-pub struct Auth {
-    keys: Arc<Vec<Vec<u8>>>,
-}
-
-impl Auth {
-    pub fn new(keys: &[String]) -> Self {
-        Self { keys: Arc::new(keys.iter().map(|k| k.as_bytes().to_vec()).collect()) }
-    }
-
-    fn check(&self, metadata: &MetadataMap) -> Result<(), Status> {
-        if self.keys.is_empty() {
-            return Ok(());
-        }
-        let given = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .ok_or_else(|| Status::unauthenticated("missing 'authorization: Bearer <API key>'"))?;
-        // Compare against every key without stopping early.
-        let matched = self.keys.iter().fold(false, |found, key| found | constant_time_eq(key, given.trim().as_bytes()));
-        if matched {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("unknown API key"))
-        }
-    }
-}
-
-use crate::secrets::constant_time_eq;
-
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        self.check(request.metadata())?;
-        Ok(request)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,17 +131,5 @@ mod tests {
         let br = details.bad_request().expect("BadRequest details");
         let fields: Vec<_> = br.field_violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["a", "b"]);
-    }
-
-    #[test]
-    fn keys_are_checked() {
-        let auth = Auth::new(&["0123456789abcdef".into()]);
-        let mut md = MetadataMap::new();
-        assert_eq!(auth.check(&md).unwrap_err().code(), Code::Unauthenticated);
-        md.insert("authorization", "Bearer 0123456789abcdeX".parse().unwrap());
-        assert_eq!(auth.check(&md).unwrap_err().code(), Code::Unauthenticated);
-        md.insert("authorization", "Bearer 0123456789abcdef".parse().unwrap());
-        assert!(auth.check(&md).is_ok());
-        assert!(Auth::new(&[]).check(&MetadataMap::new()).is_ok());
     }
 }

@@ -8,9 +8,18 @@ use crate::proto::v1::{apps_client::AppsClient, endpoints_client::EndpointsClien
 
 #[derive(Debug, Clone, Args)]
 pub struct ConnArgs {
-    /// The daemon's gRPC address.
+    /// The daemon's gRPC address: `http://host:port`, or `https://host:port` for TLS.
     #[arg(long, env = "HERALD_ADDR", default_value = "http://127.0.0.1:50051", global = true)]
     pub addr: String,
+    /// CA certificates (PEM) the daemon's certificate is checked against (default: the
+    /// system's roots). Implies https.
+    #[arg(long, env = "HERALD_CA_FILE", value_name = "PEM", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for a daemon that asks for one (mutual TLS), with --key-file.
+    #[arg(long, env = "HERALD_CERT_FILE", value_name = "PEM", global = true, requires = "key_file")]
+    pub cert_file: Option<std::path::PathBuf>,
+    #[arg(long, env = "HERALD_KEY_FILE", value_name = "PEM", global = true, requires = "cert_file")]
+    pub key_file: Option<std::path::PathBuf>,
     /// API key sent as `authorization: Bearer <key>`.
     #[arg(long, env = "HERALD_API_KEY", hide_env_values = true, global = true)]
     pub api_key: Option<String>,
@@ -18,8 +27,17 @@ pub struct ConnArgs {
 
 impl ConnArgs {
     pub async fn channel(&self) -> anyhow::Result<Channel> {
-        let addr = if self.addr.contains("://") { self.addr.clone() } else { format!("http://{}", self.addr) };
-        let endpoint = Endpoint::from_shared(addr.clone())?.tcp_nodelay(true);
+        let tls = self.ca_file.is_some() || self.cert_file.is_some();
+        let addr = match self.addr.split_once("://") {
+            Some(("http", rest)) if tls => format!("https://{rest}"),
+            Some(_) => self.addr.clone(),
+            None if tls => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        };
+        let mut endpoint = Endpoint::from_shared(addr.clone())?.tcp_nodelay(true);
+        if addr.starts_with("https://") {
+            endpoint = endpoint.tls_config(tls_config(self.ca_file.as_deref(), self.cert_file.as_deref(), self.key_file.as_deref())?)?;
+        }
         endpoint.connect().await.map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))
     }
 
@@ -43,6 +61,43 @@ impl ConnArgs {
         }
         request
     }
+}
+
+/// TLS for a gRPC client: the given CAs (else the system's roots), and a client certificate.
+pub fn tls_config(
+    ca: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    use anyhow::Context as _;
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    crate::channels::install_crypto_provider();
+    let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let mut config = ClientTlsConfig::new();
+    match ca {
+        Some(p) => config = config.ca_certificate(Certificate::from_pem(read(p)?)),
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                config = config.ca_certificate(Certificate::from_pem(pem_of(&c)));
+            }
+        }
+    }
+    if let (Some(c), Some(k)) = (cert, key) {
+        config = config.identity(Identity::from_pem(read(c)?, read(k)?));
+    }
+    Ok(config)
+}
+
+fn pem_of(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 /// A client error for a person: the status message and, for bad requests, each bad field.

@@ -6,6 +6,7 @@ mod client;
 mod endpoints;
 mod events;
 mod journeys;
+mod keys;
 mod kpi;
 use crate::domain::json;
 mod segments;
@@ -125,6 +126,13 @@ enum Command {
         #[command(flatten)]
         args: kpi::KpiArgs,
     },
+    /// API keys: create (the secret shown once), list, revoke; hash makes a configuration entry.
+    Keys {
+        #[command(flatten)]
+        conn: client::ConnArgs,
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Event destinations: webhooks that receive an app's events, signed (Standard Webhooks).
     Destinations {
         #[command(flatten)]
@@ -180,6 +188,7 @@ pub fn main() -> ExitCode {
         Command::Events { conn, command } => run_client(events::run(conn, command)),
         Command::Destinations { conn, command } => run_client(events::destinations(conn, command)),
         Command::Kpi { conn, args } => run_client(kpi::run(conn, args)),
+        Command::Keys { conn, command } => run_client(keys::run(conn, command)),
         Command::Health { conn, service } => run_client(health(conn, service)),
         Command::Send { conn, args } => run_client(send::send(conn, args)),
         Command::Outcome { conn, app, message_id } => run_client(send::outcome(conn, app, message_id)),

@@ -36,6 +36,8 @@ pub(super) const EVENT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("e
 /// Per campaign run, each endpoint's delivery status: expiry (8 bytes, big endian), status (4).
 pub(super) const RUN_OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("run_outcomes");
 const CHANNELS: TableDefinition<&str, &[u8]> = TableDefinition::new("channels");
+/// API key records by key id (global, not an app's).
+const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 /// Idempotency keys: `app\0key` → 8-byte big-endian expiry + `P` (in flight) or `D` + response.
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// Quota use: `app\0channel\0total` and `app\0channel\0h{hour:012}` → messages.
@@ -127,6 +129,7 @@ impl EmbeddedStore {
         {
             txn.open_table(APPS).map_err(backend)?;
             txn.open_table(EVENT_SEQ).map_err(backend)?;
+            txn.open_table(API_KEYS).map_err(backend)?;
             app_tables(&txn, None)?;
         }
         txn.commit().map_err(backend)?;
@@ -736,6 +739,40 @@ impl Store for EmbeddedStore {
     async fn release_lease(&self, app_id: &str, name: &str, owner: &str) -> Result<(), StoreError> {
         let (app, name, owner) = (app_id.to_string(), name.to_string(), owner.to_string());
         self.blocking(move |db| records::release_lease(db, &app, &name, &owner)).await
+    }
+
+    async fn put_api_key(&self, key_id: &str, record: &[u8]) -> Result<(), StoreError> {
+        let (k, record) = (key_id.to_string(), record.to_vec());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(backend)?;
+            txn.open_table(API_KEYS).map_err(backend)?.insert(k.as_str(), record.as_slice()).map_err(backend)?;
+            txn.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn get_api_key(&self, key_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = key_id.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(API_KEYS).map_err(backend)?;
+            let found = table.get(k.as_str()).map_err(backend)?;
+            Ok(found.map(|g| g.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(backend)?;
+            let table = txn.open_table(API_KEYS).map_err(backend)?;
+            let mut out = Vec::new();
+            for item in table.iter().map_err(backend)? {
+                out.push(item.map_err(backend)?.1.value().to_vec());
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn put_channel(&self, app_id: &str, channel: &str, settings: &[u8]) -> Result<(), StoreError> {

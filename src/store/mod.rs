@@ -492,6 +492,15 @@ pub trait Store: Send + Sync + 'static {
     /// Gives a lease up, if `owner` holds it.
     async fn release_lease(&self, app_id: &str, name: &str, owner: &str) -> Result<(), StoreError>;
 
+    /// An API key record (`ApiKey` protobuf, its secret's SHA-256 beside it), by key id; keys
+    /// are global, not an app's. Replaced on each put (a revocation rewrites the record).
+    async fn put_api_key(&self, key_id: &str, record: &[u8]) -> Result<(), StoreError>;
+
+    async fn get_api_key(&self, key_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every API key record, in key id order.
+    async fn list_api_keys(&self) -> Result<Vec<Vec<u8>>, StoreError>;
+
     /// An app's settings for one channel (`email`, `custom`...), stored as given (protobuf).
     async fn put_channel(&self, app_id: &str, channel: &str, settings: &[u8]) -> Result<(), StoreError>;
 

@@ -6,6 +6,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `herald:apps` | sorted set (all scores 0) | every app id, for listing in id order |
+//! | `herald:keys` | hash | key id → `ApiKey` record with its secret's hash (global: one key, one slot) |
 //! | `herald:{app}:app` | string | the `App` record (protobuf) |
 //! | `herald:{app}:ep:{id}` | string | an `Endpoint` record (protobuf) |
 //! | `herald:{app}:addr:{channel}:{address}` | string | id of the ACTIVE endpoint with that address |
@@ -47,6 +48,7 @@ use crate::telemetry;
 const MAX_ATTEMPTS: usize = 16;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 const APPS_KEY: &str = "herald:apps";
+const API_KEYS_KEY: &str = "herald:keys";
 
 /// Quota take: KEYS[1] the total counter, KEYS[2..] the hourly buckets of the last 24 hours
 /// (the current hour first). ARGV: requested, daily (-1: none), total (-1: none), bucket TTL.
@@ -815,6 +817,21 @@ impl Store for RedisStore {
             return Err(StoreError::AppNotFound(app_id.to_string()));
         }
         Ok(())
+    }
+
+    async fn put_api_key(&self, key_id: &str, record: &[u8]) -> Result<(), StoreError> {
+        let _: () = self.conn().hset(API_KEYS_KEY, key_id, record).await?;
+        Ok(())
+    }
+
+    async fn get_api_key(&self, key_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.conn().hget(API_KEYS_KEY, key_id).await?)
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut all: Vec<(String, Vec<u8>)> = self.conn().hgetall(API_KEYS_KEY).await?;
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all.into_iter().map(|(_, v)| v).collect())
     }
 
     async fn get_channel(&self, app_id: &str, channel: &str) -> Result<Option<Vec<u8>>, StoreError> {

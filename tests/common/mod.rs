@@ -12,6 +12,8 @@ use herald::proto::v1::{apps_client::AppsClient, endpoints_client::EndpointsClie
 use tonic::transport::Channel;
 use tonic::Request;
 
+pub mod raw;
+
 pub const API_KEY: &str = "test-key-0123456789abcdef";
 
 /// Runs each listed `async fn case(backend)` as a test against the embedded store and against
@@ -32,7 +34,7 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+pub fn wait_for_port(port: u16, what: &str, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
