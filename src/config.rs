@@ -515,7 +515,30 @@ mod tests {
         c.secret_key = Some("c2VhbGluZy1rZXktc2VhbGluZy1rZXktMzItYnl0ZXM=".into());
         c.validate().unwrap();
         let shown = c.masked_toml();
-        assert!(!shown.contains("secret") && !shown.contains("hunter2") && !shown.contains("c2VhbGluZy1rZXkt"), "{shown}");
+        assert!(!shown.contains("0123456789abcdef-secret") && !shown.contains("hunter2") && !shown.contains("c2VhbGluZy1rZXkt"), "{shown}");
         assert!(shown.contains("redis://herald:********@127.0.0.1:6379/0"), "{shown}");
+    }
+
+    #[test]
+    fn hashed_keys_are_read_and_checked() {
+        let text = format!(
+            "grpc_addr = \"0.0.0.0:50051\"\n[[keys]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"send\", \"read\"]\napps = [\"a1\"]\nrate_per_second = 5\n",
+            crate::access::hash_secret("a-secret-of-some-length")
+        );
+        let c = Config::from_toml(Path::new("h.toml"), &text).unwrap();
+        c.validate().expect("a hashed key lets gRPC bind beyond loopback");
+        assert_eq!(c.keys[0].scopes, ["send", "read"]);
+        let bad = |edit: &dyn Fn(&mut Config)| {
+            let mut c = c.clone();
+            edit(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(bad(&|c| c.keys[0].sha256 = "abc".into()).contains("sha256"));
+        assert!(bad(&|c| c.keys[0].scopes = vec!["root".into()]).contains("'root' is not a scope"));
+        assert!(bad(&|c| c.keys.push(c.keys[0].clone())).contains("another key has this name"));
+        assert!(bad(&|c| c.tls_cert_file = Some("x.pem".into())).contains("go together"));
+        assert!(bad(&|c| c.metrics_tls = true).contains("metrics_tls"));
+        let unknown = Config::from_toml(Path::new("h.toml"), "[[keys]]\nname = \"x\"\nsha256 = \"\"\nscopes = []\nsecret = \"y\"\n");
+        assert!(unknown.unwrap_err().to_string().contains("secret"));
     }
 }

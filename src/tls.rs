@@ -189,6 +189,43 @@ impl TlsListener {
 
 use futures::StreamExt as _;
 
+/// TLS for a gRPC client: the given CAs (else the system's roots), and a client certificate.
+pub fn client_config(
+    ca: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    use anyhow::Context as _;
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    crate::channels::install_crypto_provider();
+    let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let mut config = ClientTlsConfig::new();
+    match ca {
+        Some(p) => config = config.ca_certificate(Certificate::from_pem(read(p)?)),
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                config = config.ca_certificate(Certificate::from_pem(pem_of(&c)));
+            }
+        }
+    }
+    if let (Some(c), Some(k)) = (cert, key) {
+        config = config.identity(Identity::from_pem(read(c)?, read(k)?));
+    }
+    Ok(config)
+}
+
+fn pem_of(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 impl axum::serve::Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
     type Addr = SocketAddr;

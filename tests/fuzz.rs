@@ -1,6 +1,7 @@
 //! Fuzzing on stable Rust: every parser that takes what a caller wrote — templates (compile
 //! and render), CSV and JSON-lines imports, Pinpoint JSON for segments, campaigns and journeys,
-//! the MIME builder, protobuf decoding of requests, SMTP replies and SMS provider answers —
+//! the MIME builder, protobuf decoding of requests, SMTP replies and the answers of the SMS
+//! provider, APNs and FCM —
 //! gets inputs mutated from real seeds (bytes flipped, inserted, deleted, duplicated, spliced
 //! between seeds, cut short). Each must return (an error is fine) without panicking; the
 //! parsers of caller input must not hold more than a fixed multiple of their input (a
@@ -13,6 +14,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use prost::Message as _;
+
+#[path = "common/tls_relay.rs"]
+#[allow(dead_code)]
+mod tls_relay;
 
 /// Counts the bytes this thread has allocated and still holds, and the peak since reset.
 struct Counting;
@@ -388,4 +393,151 @@ async fn provider_answers() {
         kinds.insert(std::mem::discriminant(&sms.send(&text).await));
     }
     assert!(kinds.len() >= 2, "the answers reached the parser: more than one kind of delivery");
+}
+
+/// A mutated provider answer "STATUS BODY" as a status code and body.
+fn status_and_body(raw: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let (code, body) = text.split_once(' ').unwrap_or(("200", text.as_str()));
+    let status = code.parse::<u16>().ok().filter(|c| (200..600).contains(c)).unwrap_or(200);
+    (status, body.to_string())
+}
+
+/// Push provider answers: a local APNs (HTTP/2 over TLS) and a local FCM (with its OAuth
+/// token endpoint) answering mutated statuses and bodies — Apple's `{"reason": …}` and
+/// Google's error objects cut, flipped and spliced. Every message gets a delivery, nothing
+/// panics, and more than one kind of delivery shows the answers reached the classifiers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_provider_answers() {
+    use std::sync::Arc;
+    let n = (cases() / 100).max(100);
+    let seed = std::env::var("HERALD_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x0a9e_5f00_d15e_a5e5u64);
+    herald::channels::install_crypto_provider();
+
+    // APNs.
+    let apns_seeds: Vec<Vec<u8>> = [
+        "200 ",
+        r#"400 {"reason":"BadDeviceToken"}"#,
+        r#"410 {"reason":"Unregistered","timestamp":1700000000000}"#,
+        r#"403 {"reason":"ExpiredProviderToken"}"#,
+        r#"429 {"reason":"TooManyRequests"}"#,
+        r#"503 {"reason":"ServiceUnavailable"}"#,
+        "500 <html>oops</html>",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let (mut config, ca_pem) = tls_relay::test_server_config(&["localhost", "127.0.0.1"]);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answers = Arc::new(parking_lot::Mutex::new(Rng(seed)));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, answers, seeds) = (acceptor.clone(), answers.clone(), apns_seeds.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                    let raw = mutate(&mut answers.lock(), &seeds);
+                    let (status, body) = status_and_body(&raw);
+                    let mut answer = hyper::Response::builder().status(status);
+                    if raw.len() % 3 == 0 {
+                        answer = answer.header("retry-after", "0");
+                    }
+                    let answer = answer.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap();
+                    async move { Ok::<_, std::convert::Infallible>(answer) }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let apns = herald::channels::apns::ApnsSender::new(&herald::proto::v1::ApnsChannel {
+        enabled: true,
+        token_key: key.serialize_pem(),
+        token_key_id: "ABC123DEFG".into(),
+        team_id: "TEAM123456".into(),
+        bundle_id: "com.example.app".into(),
+        base_url: format!("https://127.0.0.1:{port}"),
+        sandbox_base_url: format!("https://127.0.0.1:{port}"),
+        ca_certificate: ca_pem,
+        connections: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut kinds = std::collections::HashSet::new();
+    for i in 0..n {
+        let push = herald::channels::apns::Push {
+            device_token: format!("{i:064x}"),
+            sandbox: false,
+            voip: false,
+            push_type: "alert".into(),
+            priority: None,
+            expiration: None,
+            collapse_id: None,
+            body: br#"{"aps":{"alert":"hi"}}"#.to_vec(),
+        };
+        kinds.insert(std::mem::discriminant(&apns.send(&push, &format!("m{i}")).await));
+    }
+    assert!(kinds.len() >= 2, "the APNs answers reached the classifier: more than one kind of delivery");
+
+    // FCM: the token endpoint answers well (then sometimes not), the send endpoint mutated.
+    let fcm_seeds: Vec<Vec<u8>> = [
+        r#"200 {"name":"projects/project-1/messages/0:1"}"#,
+        r#"404 {"error":{"code":404,"message":"Requested entity was not found.","status":"NOT_FOUND","details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"UNREGISTERED"}]}}"#,
+        r#"400 {"error":{"code":400,"message":"The registration token is not a valid FCM registration token","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"INVALID_ARGUMENT"}]}}"#,
+        r#"401 {"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#,
+        r#"429 {"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}"#,
+        "503 Service Unavailable",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let token_seeds: Vec<Vec<u8>> =
+        [r#"200 {"access_token":"ya29.t","expires_in":3599,"token_type":"Bearer"}"#, r#"400 {"error":"invalid_grant"}"#]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+    let answers = Arc::new(parking_lot::Mutex::new(Rng(seed ^ 7)));
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let answers = answers.clone();
+        let (fcm, token) = (fcm_seeds.clone(), token_seeds.clone());
+        async move {
+            let mut rng = answers.lock();
+            // The token endpoint answers as Google does most of the time, so sends happen.
+            let raw = match (uri.path().ends_with("/token"), rng.below(4)) {
+                (true, 0) => mutate(&mut rng, &token),
+                (true, _) => token[0].clone(),
+                (false, _) => mutate(&mut rng, &fcm),
+            };
+            let (status, body) = status_and_body(&raw);
+            let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK);
+            (status, [("retry-after", "0"), ("content-type", "application/json")], body)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let account = serde_json::json!({
+        "type": "service_account",
+        "project_id": "project-1",
+        "private_key_id": "k1",
+        "private_key": include_str!("fixtures/fcm-test-key.pem"),
+        "client_email": "herald-test@project-1.iam.gserviceaccount.com",
+        "token_uri": format!("{base}/token"),
+    });
+    let fcm = herald::channels::fcm::FcmSender::new(
+        &herald::proto::v1::GcmChannel { enabled: true, service_account_json: account.to_string(), base_url: base, ..Default::default() },
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    let mut kinds = std::collections::HashSet::new();
+    for i in 0..n {
+        let m = herald::channels::fcm::Message { device_token: format!("tok-{i}"), fields: serde_json::Map::new() };
+        kinds.insert(std::mem::discriminant(&fcm.send(&m).await));
+    }
+    assert!(kinds.len() >= 2, "the FCM answers reached the classifier: more than one kind of delivery");
 }

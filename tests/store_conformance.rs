@@ -1079,6 +1079,18 @@ async fn journey_events_are_marked_for_conditions(h: Harness) {
     assert_eq!(s.engaged("app", &sent).await.unwrap(), [false, true]);
 }
 
+async fn api_keys_are_global_and_outlive_delete_app(h: Harness) {
+    assert!(h.store.list_api_keys().await.unwrap().is_empty());
+    h.store.create_app(&app("keyed")).await.unwrap();
+    h.store.put_api_key("bbbb", b"second").await.unwrap();
+    h.store.put_api_key("aaaa", b"first").await.unwrap();
+    assert_eq!(h.other.get_api_key("aaaa").await.unwrap().as_deref(), Some(&b"first"[..]), "seen by another daemon");
+    assert_eq!(h.store.get_api_key("cccc").await.unwrap(), None);
+    h.store.put_api_key("aaaa", b"revoked").await.unwrap();
+    h.store.delete_app("keyed").await.unwrap();
+    assert_eq!(h.other.list_api_keys().await.unwrap(), [b"revoked".to_vec(), b"second".to_vec()], "in key id order, replaced in place");
+}
+
 async fn s_create(h: &Harness) {
     h.store.create_app(&app("app")).await.unwrap();
 }
@@ -1118,6 +1130,7 @@ conformance!(
     kpis_from_counters_kept_while_recording,
     journey_participants,
     journey_events_are_marked_for_conditions,
+    api_keys_are_global_and_outlive_delete_app,
 );
 
 #[tokio::test]
@@ -1129,7 +1142,7 @@ async fn redis_keys_carry_the_app_id_as_a_hash_tag() {
     let keys = h.redis.as_ref().unwrap().cli(&["--scan"]);
     assert!(keys.len() > 60, "{keys:?}");
     for k in keys {
-        assert!(k == "herald:apps" || k.starts_with("herald:{tagged}:"), "{k} has no app hash tag");
+        assert!(k == "herald:apps" || k == "herald:keys" || k.starts_with("herald:{tagged}:"), "{k} has no app hash tag");
     }
 }
 

@@ -63,6 +63,15 @@ struct Cli {
     /// API key, if the daemon needs one.
     #[arg(long, env = "HERALD_API_KEY", global = true)]
     api_key: Option<String>,
+    /// CA certificates (PEM) for a daemon serving TLS (implies https; `https://` alone uses
+    /// the system's roots).
+    #[arg(long, global = true, value_name = "PEM")]
+    ca_file: Option<std::path::PathBuf>,
+    /// A client certificate and key (PEM) for a daemon asking for one (mutual TLS).
+    #[arg(long, global = true, value_name = "PEM", requires = "key_file")]
+    cert_file: Option<std::path::PathBuf>,
+    #[arg(long, global = true, value_name = "PEM", requires = "cert_file")]
+    key_file: Option<std::path::PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -295,6 +304,10 @@ async fn main() -> anyhow::Result<()> {
     if let Scenario::Smtp { count, connections, size, reference } = cli.scenario {
         return smtp(count, connections, size, reference, cli.json).await;
     }
+    if cli.ca_file.is_some() || cli.cert_file.is_some() || cli.addr.starts_with("https://") {
+        let tls = herald::tls::client_config(cli.ca_file.as_deref(), cli.cert_file.as_deref(), cli.key_file.as_deref())?;
+        let _ = TLS.set(tls);
+    }
     let channel = connect(&cli.addr).await?;
     match cli.scenario {
         Scenario::Smtp { .. } => unreachable!("handled above"),
@@ -508,13 +521,20 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The daemon's TLS, when it serves TLS (set once from the flags).
+static TLS: std::sync::OnceLock<tonic::transport::ClientTlsConfig> = std::sync::OnceLock::new();
+
 async fn connect(addr: &str) -> anyhow::Result<Channel> {
-    let addr = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    tonic::transport::Endpoint::from_shared(addr.clone())?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))
+    let scheme = if TLS.get().is_some() { "https" } else { "http" };
+    let addr = match addr.split_once("://") {
+        Some((_, rest)) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{addr}"),
+    };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(addr.clone())?.tcp_nodelay(true);
+    if let Some(tls) = TLS.get() {
+        endpoint = endpoint.tls_config(tls.clone())?;
+    }
+    endpoint.connect().await.with_context(|| format!("cannot connect to {addr}"))
 }
 
 fn request<T>(key: &Option<String>, msg: T) -> Request<T> {

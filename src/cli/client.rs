@@ -36,7 +36,11 @@ impl ConnArgs {
         };
         let mut endpoint = Endpoint::from_shared(addr.clone())?.tcp_nodelay(true);
         if addr.starts_with("https://") {
-            endpoint = endpoint.tls_config(tls_config(self.ca_file.as_deref(), self.cert_file.as_deref(), self.key_file.as_deref())?)?;
+            endpoint = endpoint.tls_config(crate::tls::client_config(
+                self.ca_file.as_deref(),
+                self.cert_file.as_deref(),
+                self.key_file.as_deref(),
+            )?)?;
         }
         endpoint.connect().await.map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))
     }
@@ -61,43 +65,6 @@ impl ConnArgs {
         }
         request
     }
-}
-
-/// TLS for a gRPC client: the given CAs (else the system's roots), and a client certificate.
-pub fn tls_config(
-    ca: Option<&std::path::Path>,
-    cert: Option<&std::path::Path>,
-    key: Option<&std::path::Path>,
-) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
-    use anyhow::Context as _;
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-    crate::channels::install_crypto_provider();
-    let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    let mut config = ClientTlsConfig::new();
-    match ca {
-        Some(p) => config = config.ca_certificate(Certificate::from_pem(read(p)?)),
-        None => {
-            for c in rustls_native_certs::load_native_certs().certs {
-                config = config.ca_certificate(Certificate::from_pem(pem_of(&c)));
-            }
-        }
-    }
-    if let (Some(c), Some(k)) = (cert, key) {
-        config = config.identity(Identity::from_pem(read(c)?, read(k)?));
-    }
-    Ok(config)
-}
-
-fn pem_of(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
 }
 
 /// A client error for a person: the status message and, for bad requests, each bad field.
