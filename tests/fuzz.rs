@@ -16,7 +16,6 @@ use std::cell::Cell;
 use prost::Message as _;
 
 #[path = "common/tls_relay.rs"]
-#[allow(dead_code)]
 mod tls_relay;
 
 /// Counts the bytes this thread has allocated and still holds, and the peak since reset.
@@ -442,7 +441,7 @@ async fn push_provider_answers() {
                     let raw = mutate(&mut answers.lock(), &seeds);
                     let (status, body) = status_and_body(&raw);
                     let mut answer = hyper::Response::builder().status(status);
-                    if raw.len() % 3 == 0 {
+                    if raw.len().is_multiple_of(3) {
                         answer = answer.header("retry-after", "0");
                     }
                     let answer = answer.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap();
