@@ -20,7 +20,9 @@
 //!   push tokens, and Pinpoint's event names.
 //! - [`store`]: the storage seam ([`store::Store`]) with its Redis and embedded (redb)
 //!   backends, and the write planner both backends share.
-//! - [`api`]: tonic services, the one error → `Status` mapping, authentication.
+//! - [`api`]: tonic services and the one error → `Status` mapping.
+//! - [`access`]: API keys and scopes, the guard in front of every service, the audit log.
+//! - [`tls`]: TLS for Herald's own listeners, with certificates reloaded from their files.
 //! - [`app`]: wiring (store, services, servers) and the shutdown order.
 //! - [`telemetry`]: tracing setup, the Prometheus exporter and every metric name.
 //! - [`shutdown`]: signals and the drain grace period.

@@ -680,4 +680,24 @@ async fn audit_lines_for_a_session_and_no_secret_in_any_line() {
             assert!(!out.contains(secret), "{what} holds the secret {secret}");
         }
     }
+
+    // kill -9: a line is on disk once its call has been answered and the writer's queue
+    // emptied (at once on an idle daemon); the next daemon appends to the same file, and the
+    // revoked key stays revoked.
+    let (mut child, port, _) = logged_daemon(
+        dir.path(),
+        &["--data-dir", dir.path().join("data").to_str().unwrap(), "--api-key", API_KEY, "--audit-log", audit.to_str().unwrap()],
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let (code, _, err) =
+        common::herald(&["apps", "create", "--name", "after-crash", "--addr", &addr, "--api-key", API_KEY], &[], dir.path());
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = common::herald(&["apps", "get", &app, "--addr", &addr, "--api-key", &created], &[], dir.path());
+    assert!(code != 0 && err.contains("revoked"), "{err}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let after = std::fs::read_to_string(&audit).unwrap();
+    assert!(after.starts_with(&text), "appended, not rewritten");
+    assert!(after[text.len()..].contains("\"after-crash\""), "{after}");
 }
