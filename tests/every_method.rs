@@ -59,7 +59,11 @@ fn methods() -> Vec<Method> {
 }
 
 /// Mutated bodies per method with an app.
-const MUTATED: usize = 12;
+/// Mutated bodies per method: 12 in the suite, a thousandth of `HERALD_FUZZ_CASES` in the
+/// scheduled fuzz run (scripts/fuzz: 1,000 per method).
+fn mutated_per_method() -> usize {
+    std::env::var("HERALD_FUZZ_CASES").ok().and_then(|v| v.parse::<usize>().ok()).map_or(12, |n| (n / 1_000).max(12))
+}
 
 /// `seed` with a few bytes flipped, dropped or repeated (deterministic in `k`).
 fn mutated(seed: &[u8], k: u64) -> Vec<u8> {
@@ -135,7 +139,7 @@ async fn every_method_answers_an_empty_request_with_a_client_error_or_ok(backend
             // Then bytes mutated from it: what decodes reaches the service's validation; what
             // does not is the gRPC library's own INTERNAL "failed to decode" (gRPC's code for
             // a request that does not parse).
-            for k in 0..MUTATED {
+            for k in 0..mutated_per_method() {
                 bodies.push(("mutated", mutated(&edges, k as u64 + m.path.len() as u64)));
             }
         }
