@@ -283,8 +283,11 @@ fn request_protobufs_decode() {
         UpdateEndpointRequest { app_id: "a".into(), endpoint_id: "e".into(), endpoint: Some(Endpoint::default()) }.encode_to_vec(),
         CreateKeyRequest { name: "k".into(), scopes: vec!["read".into()], app_ids: vec!["a".into()], rate_per_second: 5, burst: 9 }
             .encode_to_vec(),
-        TagResourceRequest { resource_arn: "arn:aws:mobiletargeting:r:1:apps/a/campaigns/c".into(), tags: [("k".into(), "v".into())].into() }
-            .encode_to_vec(),
+        TagResourceRequest {
+            resource_arn: "arn:aws:mobiletargeting:r:1:apps/a/campaigns/c".into(),
+            tags: [("k".into(), "v".into())].into(),
+        }
+        .encode_to_vec(),
     ]
     .into_iter()
     .map(|b| b.iter().map(|&x| x as char).collect())

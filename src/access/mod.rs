@@ -214,6 +214,10 @@ pub struct Registry {
     configured: Vec<Configured>,
     store: Arc<dyn Store>,
     limiters: Mutex<HashMap<String, Arc<RateGate>>>,
+    /// Store keys already read, when this daemon is the store's only writer (the embedded
+    /// store): every creation and revocation goes through here, so the copy is exact. On a
+    /// shared store each call reads its key, so a revocation elsewhere counts at once.
+    cache: Option<Mutex<HashMap<String, StoredKey>>>,
 }
 
 impl Registry {
@@ -251,7 +255,8 @@ impl Registry {
                 hash,
             });
         }
-        Self { configured, store, limiters: Mutex::new(HashMap::new()) }
+        let cache = (!store.shared()).then(|| Mutex::new(HashMap::new()));
+        Self { configured, store, limiters: Mutex::new(HashMap::new()), cache }
     }
 
     /// Keys are checked only when the configuration names at least one.
@@ -267,18 +272,16 @@ impl Registry {
         let token = token.map(str::trim).filter(|t| !t.is_empty()).ok_or(AccessError::Missing)?;
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(id) = store_key_id(token) {
-            let record = self.store.get_api_key(id).await.map_err(|e| AccessError::Unavailable(e.to_string()))?;
-            let Some(key) = record.and_then(|r| serde_json::from_slice::<StoredKey>(&r).ok()) else {
-                return Err(AccessError::Unknown);
-            };
-            let mut stored = [0u8; 32];
-            if hex::decode_to_slice(&key.sha256, &mut stored).is_err() || !constant_time_eq(&stored, &hash) {
-                return Err(AccessError::Unknown);
+            // Not a store key: it may still be a configured secret of the same shape.
+            if let Some(key) = self.stored(id).await? {
+                let mut stored = [0u8; 32];
+                if hex::decode_to_slice(&key.sha256, &mut stored).is_ok() && constant_time_eq(&stored, &hash) {
+                    if !key.revoked_at.is_empty() {
+                        return Err(AccessError::Revoked(key.name));
+                    }
+                    return Ok(key.caller());
+                }
             }
-            if !key.revoked_at.is_empty() {
-                return Err(AccessError::Revoked(key.name));
-            }
-            return Ok(key.caller());
         }
         // Every configured key is compared, without stopping at the first match.
         let mut found = None;
@@ -288,6 +291,19 @@ impl Registry {
             }
         }
         found.cloned().ok_or(AccessError::Unknown)
+    }
+
+    /// A store key's record, from the cache when there is one.
+    async fn stored(&self, id: &str) -> Result<Option<StoredKey>, AccessError> {
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.lock().get(id).cloned()) {
+            return Ok(Some(hit));
+        }
+        let record = self.store.get_api_key(id).await.map_err(|e| AccessError::Unavailable(e.to_string()))?;
+        let key = record.and_then(|r| serde_json::from_slice::<StoredKey>(&r).ok());
+        if let (Some(cache), Some(k)) = (&self.cache, &key) {
+            cache.lock().insert(id.to_string(), k.clone());
+        }
+        Ok(key)
     }
 
     /// Takes one call from the caller's rate; `Err(wait)` when over it.
@@ -332,6 +348,9 @@ impl Registry {
             sha256: hash_secret(&secret),
         };
         self.store.put_api_key(&key_id, &serde_json::to_vec(&key).expect("a key record serializes")).await?;
+        if let Some(cache) = &self.cache {
+            cache.lock().insert(key_id, key.clone());
+        }
         Ok((key.public(), secret))
     }
 
@@ -367,6 +386,9 @@ impl Registry {
         if key.revoked_at.is_empty() {
             key.revoked_at = crate::domain::timestamp(chrono::Utc::now());
             self.store.put_api_key(key_id, &serde_json::to_vec(&key).expect("a key record serializes")).await?;
+        }
+        if let Some(cache) = &self.cache {
+            cache.lock().insert(key_id.to_string(), key.clone());
         }
         self.limiters.lock().remove(key_id);
         Ok(Some(key.public()))

@@ -262,6 +262,10 @@ impl Store for EmbeddedStore {
         "embedded"
     }
 
+    fn shared(&self) -> bool {
+        false
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.blocking(|db| db.begin_read().map(|_| ()).map_err(backend)).await
     }

@@ -195,6 +195,12 @@ pub trait Store: Send + Sync + 'static {
     /// `redis` or `embedded`, for logs and metric labels.
     fn backend(&self) -> &'static str;
 
+    /// Whether other processes may write this store's state (Redis: other daemons), so what
+    /// one daemon caches of it can go stale. The embedded store's file has one owner.
+    fn shared(&self) -> bool {
+        true
+    }
+
     /// Cheap liveness check of the backend.
     async fn ping(&self) -> Result<(), StoreError>;
 
