@@ -701,3 +701,30 @@ async fn audit_lines_for_a_session_and_no_secret_in_any_line() {
     assert!(after.starts_with(&text), "appended, not rewritten");
     assert!(after[text.len()..].contains("\"after-crash\""), "{after}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_hash_makes_configuration_entries_the_daemon_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |args: &[&str]| {
+        let (code, out, err) = common::herald(args, &[], dir.path());
+        assert_eq!(code, 0, "{err}");
+        let secret = out.lines().next().unwrap().strip_prefix("secret: ").unwrap().to_string();
+        let toml = out.lines().skip(1).collect::<Vec<_>>().join("\n");
+        assert!(!toml.contains(&secret), "the entry holds the hash, not the secret");
+        (secret, toml)
+    };
+    let (admin, admin_entry) = entry(&["keys", "hash", "--name", "deploy", "--scope", "admin"]);
+    let (sender, sender_entry) = entry(&["keys", "hash", "--name", "reset-flow", "--scope", "send"]);
+    let (code, _, err) = common::herald(&["keys", "hash", "--name", "bad name", "--scope", "root"], &[], dir.path());
+    assert!(code != 0 && err.contains("name"), "{err}");
+    let config = dir.path().join("herald.toml");
+    std::fs::write(&config, format!("{admin_entry}\n{sender_entry}\n")).unwrap();
+    let d = Daemon::spawn(None, dir.path().join("data"), None, None, &["--config", config.to_str().unwrap()]);
+    let mut apps = AppsClient::new(d.channel().await);
+    apps.create_app(keyed(&admin, CreateAppRequest { name: "from-config".into(), ..Default::default() })).await.expect("the admin entry");
+    let denied = apps.create_app(keyed(&sender, CreateAppRequest { name: "x".into(), ..Default::default() })).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(denied.message().contains("needs the admin scope") && denied.message().contains("reset-flow"), "{}", denied.message());
+    let none = apps.list_apps(Request::new(ListAppsRequest::default())).await.unwrap_err();
+    assert_eq!(none.code(), Code::Unauthenticated, "hashed keys alone turn authentication on");
+}

@@ -1,24 +1,31 @@
 //! `herald keys`: API keys kept in the store (create shows the secret once, list, revoke),
 //! and `hash`, which makes a `[[keys]]` entry for the configuration file without a daemon.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::client::ConnArgs;
 use crate::proto::v1::{keys_client::KeysClient, ApiKey, CreateKeyRequest, ListKeysRequest, RevokeKeyRequest};
+
+/// What a key is: its name, scopes and apps.
+#[derive(Debug, Args)]
+pub struct KeyDef {
+    /// Written in audit lines as the caller.
+    #[arg(long)]
+    name: String,
+    /// admin, write, send or read (repeatable, or comma-separated).
+    #[arg(long = "scope", value_delimiter = ',', required = true)]
+    scopes: Vec<String>,
+    /// An app the key may touch (repeatable; none: every app).
+    #[arg(long = "app")]
+    apps: Vec<String>,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Create a key on the daemon; its secret is printed once, on the first line.
     Create {
-        /// Written in audit lines as the caller.
-        #[arg(long)]
-        name: String,
-        /// admin, write, send or read (repeatable, or comma-separated).
-        #[arg(long = "scope", value_delimiter = ',', required = true)]
-        scopes: Vec<String>,
-        /// An app the key may touch (repeatable; none: every app).
-        #[arg(long = "app")]
-        apps: Vec<String>,
+        #[command(flatten)]
+        key: KeyDef,
         /// Calls per second on each daemon (0: no limit).
         #[arg(long, default_value_t = 0)]
         rate_per_second: u32,
@@ -36,12 +43,8 @@ pub enum KeysCommand {
     /// Make a new secret and the `[[keys]]` entry holding its hash (no daemon needed): the
     /// secret goes to the caller, the entry to the configuration file.
     Hash {
-        #[arg(long)]
-        name: String,
-        #[arg(long = "scope", value_delimiter = ',', required = true)]
-        scopes: Vec<String>,
-        #[arg(long = "app")]
-        apps: Vec<String>,
+        #[command(flatten)]
+        key: KeyDef,
         /// Hash this secret instead of making one (read from the HERALD_NEW_KEY variable, so
         /// it stays out of the shell history).
         #[arg(long, env = "HERALD_NEW_KEY", hide_env_values = true)]
@@ -57,7 +60,7 @@ fn show(k: &ApiKey) {
 }
 
 pub async fn run(conn: ConnArgs, command: KeysCommand) -> anyhow::Result<()> {
-    if let KeysCommand::Hash { name, scopes, apps, secret } = &command {
+    if let KeysCommand::Hash { key: KeyDef { name, scopes, apps }, secret } = &command {
         let bad = crate::access::check_key(name, scopes, apps);
         if let Some((field, why)) = bad.first() {
             anyhow::bail!("{field}: {why}");
@@ -80,7 +83,7 @@ pub async fn run(conn: ConnArgs, command: KeysCommand) -> anyhow::Result<()> {
     }
     let mut client = KeysClient::new(conn.channel().await?);
     match command {
-        KeysCommand::Create { name, scopes, apps, rate_per_second, burst } => {
+        KeysCommand::Create { key: KeyDef { name, scopes, apps }, rate_per_second, burst } => {
             let created = client
                 .create_key(conn.request(CreateKeyRequest { name, scopes, app_ids: apps, rate_per_second, burst }))
                 .await?
