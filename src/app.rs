@@ -74,8 +74,10 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         None => None,
     };
     let sealer = Arc::new(crate::secrets::Sealer::load(config.secret_key.as_deref(), &config.data_dir)?);
-    let apps = AppsServer::new(AppsService::new(store.clone(), sealer.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let endpoints = EndpointsServer::new(EndpointsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let apps_impl = Arc::new(AppsService::new(store.clone(), sealer.clone()));
+    let apps = AppsServer::from_arc(apps_impl.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let endpoints_impl = Arc::new(EndpointsService::new(store.clone()));
+    let endpoints = EndpointsServer::from_arc(endpoints_impl.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let suppressions = SuppressionsServer::new(SuppressionsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let templates_cache = Arc::new(TemplateCache::new(Arc::new(Renderer::new()), config.template_cache_size));
     crate::channels::install_crypto_provider();
@@ -139,20 +141,23 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         links.clone(),
         journey_wake.clone(),
     ));
-    let journeys_service = JourneysServer::new(JourneysService::new(store.clone(), templates_cache.clone(), journey_wake))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let journeys_impl = Arc::new(JourneysService::new(store.clone(), templates_cache.clone(), journey_wake));
+    let journeys_service = JourneysServer::from_arc(journeys_impl.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let wake = Arc::new(tokio::sync::Notify::new());
-    let campaigns_service =
-        CampaignsServer::new(CampaignsService::new(store.clone(), templates_cache.clone(), wake.clone(), sealer.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let messages = MessagesServer::new(
-        MessagesService::new(store.clone(), templates_cache.clone(), engine.clone(), outcome_ttl).with_links(links.clone()),
-    )
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let templates =
-        TemplatesServer::new(TemplatesService::new(store.clone(), templates_cache)).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let campaigns_impl = Arc::new(CampaignsService::new(store.clone(), templates_cache.clone(), wake.clone(), sealer.clone()));
+    let campaigns_service = CampaignsServer::from_arc(campaigns_impl.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let messages_impl =
+        Arc::new(MessagesService::new(store.clone(), templates_cache.clone(), engine.clone(), outcome_ttl).with_links(links.clone()));
+    let messages = MessagesServer::from_arc(messages_impl.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let templates_impl = Arc::new(TemplatesService::new(store.clone(), templates_cache));
+    let templates = TemplatesServer::from_arc(templates_impl.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
-    let events = EventsServer::new(EventsService::new(store.clone(), sealer.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let events_impl = Arc::new(EventsService::new(store.clone(), sealer.clone()));
+    let events = EventsServer::from_arc(events_impl.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let segments_impl = Arc::new(SegmentsService::new(store.clone()));
+    let kpis_impl = Arc::new(KpisService::new(store.clone()));
+    let tags_impl = Arc::new(crate::api::tags::TagsService::new(store.clone()));
+    let channels_impl = Arc::new(ChannelsService::new(store.clone(), sealer.clone()));
     let event_workers = tokio::spawn(crate::events::worker::run(Arc::new(crate::events::worker::Workers {
         runner: runner.clone(),
         sealer: sealer.clone(),
@@ -179,13 +184,13 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         .add_service(templates)
         .add_service(suppressions)
         .add_service(messages)
-        .add_service(SegmentsServer::new(SegmentsService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(SegmentsServer::from_arc(segments_impl.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(campaigns_service)
         .add_service(journeys_service)
         .add_service(events)
-        .add_service(KpisServer::new(KpisService::new(store.clone())))
-        .add_service(TagsServer::new(crate::api::tags::TagsService::new(store.clone())))
-        .add_service(ChannelsServer::new(ChannelsService::new(store.clone(), sealer.clone())))
+        .add_service(KpisServer::from_arc(kpis_impl.clone()))
+        .add_service(TagsServer::from_arc(tags_impl.clone()))
+        .add_service(ChannelsServer::from_arc(channels_impl.clone()))
         .add_service(KeysServer::new(crate::api::keys::KeysService::new(keys.clone())));
     let grpc_tls = match config.grpc_tls() {
         Some(files) => Some(crate::tls::Reloading::start("grpc", files, &[b"h2"])?),
@@ -213,6 +218,46 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             match config.public_tls() {
                 Some(files) => {
                     let tls = crate::tls::Reloading::start("public", files, &[b"http/1.1"])?;
+                    let server =
+                        axum::serve(crate::tls::TlsListener::new(listener, tls)?, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+                    Some(tokio::spawn(async move { server.await }))
+                }
+                None => {
+                    let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
+                    Some(tokio::spawn(async move { server.await }))
+                }
+            }
+        }
+        None => None,
+    };
+    // Pinpoint's REST API: the same services behind a second door.
+    let rest_task = match config.rest_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (rest_addr)"))?;
+            let credentials = crate::rest::sigv4::Credentials::parse(&config.sigv4_credentials).map_err(anyhow::Error::msg)?;
+            if credentials.is_empty() {
+                tracing::warn!(%addr, "No SigV4 credentials configured: REST calls are not authenticated, so only loopback is served.");
+            }
+            let services = crate::rest::Services {
+                apps: apps_impl.clone(),
+                endpoints: endpoints_impl.clone(),
+                segments: segments_impl.clone(),
+                templates: templates_impl.clone(),
+                campaigns: campaigns_impl.clone(),
+                journeys: journeys_impl.clone(),
+                messages: messages_impl.clone(),
+                events: events_impl.clone(),
+                kpis: kpis_impl.clone(),
+                tags: tags_impl.clone(),
+                channels: channels_impl.clone(),
+            };
+            let router = Arc::new(crate::rest::Rest::new(services, store.clone(), credentials)?).router();
+            tracing::info!(%addr, "Pinpoint REST API is up.");
+            match config.grpc_tls() {
+                Some(mut files) => {
+                    // SigV4 authenticates REST callers: no client certificate is asked.
+                    files.client_ca = None;
+                    let tls = crate::tls::Reloading::start("rest", files, &[b"http/1.1"])?;
                     let server =
                         axum::serve(crate::tls::TlsListener::new(listener, tls)?, router).with_graceful_shutdown(stopped(stop_rx.clone()));
                     Some(tokio::spawn(async move { server.await }))
@@ -293,6 +338,13 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server failed."),
         Ok(Err(e)) => tracing::error!(error = %e, "gRPC server task failed."),
         Err(_) => tracing::warn!(grace_secs = config.shutdown_grace_secs, "Calls still in flight after the grace period; closing anyway."),
+    }
+    // REST calls in flight finish too (axum's graceful shutdown waits for them).
+    if let Some(t) = rest_task {
+        match tokio::time::timeout_at(deadline.into(), t).await {
+            Ok(_) => {}
+            Err(_) => tracing::warn!(grace_secs = config.shutdown_grace_secs, "REST calls still in flight after the grace period."),
+        }
     }
     if engine.stop(deadline).await {
         tracing::info!("Dispatch engine drained; every outcome recorded.");

@@ -30,6 +30,8 @@
 //! | `tls_client_ca_file` | `--tls-client-ca-file` | `HERALD_TLS_CLIENT_CA_FILE` | none: no client certificates |
 //! | `public_tls_cert_file`, `public_tls_key_file` | `--public-tls-cert-file`, `--public-tls-key-file` | `HERALD_PUBLIC_TLS_CERT_FILE`, `HERALD_PUBLIC_TLS_KEY_FILE` | none: plain HTTP |
 //! | `metrics_tls` | `--metrics-tls` | `HERALD_METRICS_TLS` | `false` |
+//! | `rest_addr` | `--rest-addr` | `HERALD_REST_ADDR` | none (off) |
+//! | `sigv4_credentials` | `--sigv4-credential` | `HERALD_SIGV4_CREDENTIALS` | none |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -113,6 +115,11 @@ pub struct Config {
     pub public_tls_key_file: Option<PathBuf>,
     /// Serve `/metrics` over TLS with the gRPC certificate (no client certificate asked).
     pub metrics_tls: bool,
+    /// Where Pinpoint's REST API listens (off when unset).
+    pub rest_addr: Option<SocketAddr>,
+    /// `ACCESS_KEY_ID:SECRET` pairs REST requests are signed with (SigV4). None: loopback
+    /// only, unsigned requests accepted.
+    pub sigv4_credentials: Vec<String>,
 }
 
 impl Default for Config {
@@ -147,6 +154,8 @@ impl Default for Config {
             public_tls_cert_file: None,
             public_tls_key_file: None,
             metrics_tls: false,
+            rest_addr: None,
+            sigv4_credentials: Vec::new(),
         }
     }
 }
@@ -217,6 +226,18 @@ pub struct ConfigArgs {
     pub public_tls_key_file: Option<PathBuf>,
     #[arg(long, env = "HERALD_METRICS_TLS", value_name = "BOOL")]
     pub metrics_tls: Option<bool>,
+    #[arg(long, env = "HERALD_REST_ADDR", value_name = "ADDR")]
+    pub rest_addr: Option<SocketAddr>,
+    /// An `ACCESS_KEY_ID:SECRET` pair for SigV4 (repeatable; the environment variable takes a
+    /// comma-separated list).
+    #[arg(
+        long = "sigv4-credential",
+        env = "HERALD_SIGV4_CREDENTIALS",
+        value_name = "ID:SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub sigv4_credentials: Vec<String>,
 }
 
 impl Config {
@@ -314,6 +335,12 @@ impl Config {
         if let Some(v) = args.metrics_tls {
             config.metrics_tls = v;
         }
+        if let Some(v) = args.rest_addr {
+            config.rest_addr = Some(v);
+        }
+        if !args.sigv4_credentials.is_empty() {
+            config.sigv4_credentials = args.sigv4_credentials.clone();
+        }
         config.validate()?;
         Ok(config)
     }
@@ -396,6 +423,14 @@ impl Config {
                 self.grpc_addr
             )));
         }
+        crate::rest::sigv4::Credentials::parse(&self.sigv4_credentials).map_err(ConfigError::Invalid)?;
+        if let Some(addr) = self.rest_addr {
+            if self.sigv4_credentials.is_empty() && !addr.ip().is_loopback() {
+                return Err(ConfigError::Invalid(format!(
+                    "refusing to serve the REST API on {addr} without SigV4 credentials: set sigv4_credentials (HERALD_SIGV4_CREDENTIALS), or bind a loopback address"
+                )));
+            }
+        }
         if self.api_keys.iter().any(|k| k.len() < 16 || k.chars().any(|c| c.is_whitespace() || c.is_control())) {
             return Err(ConfigError::Invalid("API keys must be at least 16 characters, without whitespace".into()));
         }
@@ -458,6 +493,11 @@ impl Config {
         shown.smtp_url = shown.smtp_url.as_deref().map(mask_url);
         shown.webhook_secret = shown.webhook_secret.as_ref().map(|_| "********".to_string());
         shown.secret_key = shown.secret_key.as_ref().map(|_| "********".to_string());
+        shown.sigv4_credentials = shown
+            .sigv4_credentials
+            .iter()
+            .map(|pair| format!("{}:********", pair.split_once(':').map_or(pair.as_str(), |(id, _)| id)))
+            .collect();
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
 }

@@ -48,6 +48,7 @@ pub mod outcomes;
 pub mod pipeline;
 pub mod proto;
 pub mod render;
+pub mod rest;
 pub mod secrets;
 pub mod segments;
 pub mod shutdown;

@@ -65,6 +65,10 @@ pub const ACCESS_REFUSED: &str = "herald_access_refused_total";
 pub const AUDIT_LINES: &str = "herald_audit_lines_total";
 /// Counter: TLS certificate reloads after their files changed, by listener and result.
 pub const TLS_RELOADS: &str = "herald_tls_reloads_total";
+/// Counter: Pinpoint REST calls, by operation and HTTP status.
+pub const REST_REQUESTS: &str = "herald_rest_requests_total";
+/// Histogram: Pinpoint REST call latency in seconds, by operation.
+pub const REST_DURATION: &str = "herald_rest_request_duration_seconds";
 
 /// Every metric name above, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -95,6 +99,8 @@ pub const ALL: &[&str] = &[
     ACCESS_REFUSED,
     AUDIT_LINES,
     TLS_RELOADS,
+    REST_REQUESTS,
+    REST_DURATION,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -152,6 +158,8 @@ fn describe() {
     metrics::describe_counter!(CAMPAIGN_HOOK_CALLS, "Pages of campaign endpoints sent to a campaign hook (FILTER), by result.");
     metrics::describe_counter!(WEBHOOK_EVENTS, "Events delivered to event destinations.");
     metrics::describe_counter!(EVENT_TRIGGERS, "Endpoints an EVENT campaign was triggered for, by result.");
+    metrics::describe_counter!(REST_REQUESTS, "Pinpoint REST API calls by operation and HTTP status.");
+    metrics::describe_histogram!(REST_DURATION, metrics::Unit::Seconds, "Pinpoint REST API call latency by operation.");
     metrics::describe_counter!(ACCESS_REFUSED, "Calls refused for their API key before reaching a service, by reason.");
     metrics::describe_counter!(AUDIT_LINES, "Audit log lines written, by outcome.");
     metrics::describe_counter!(TLS_RELOADS, "TLS certificate and key reloads after their files changed, by listener and result.");

@@ -93,7 +93,11 @@ impl apps_server::Apps for AppsService {
             } else {
                 String::new()
             };
-            let apps = apps.into_iter().filter(|a| only.is_empty() || only.contains(&a.app_id)).map(shown).collect();
+            let apps = apps
+                .into_iter()
+                .filter(|a| a.app_id != crate::store::ACCOUNT_APP && (only.is_empty() || only.contains(&a.app_id)))
+                .map(shown)
+                .collect();
             Ok(Response::new(ListAppsResponse { apps, next_page_token }))
         })
         .await

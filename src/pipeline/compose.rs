@@ -152,8 +152,7 @@ async fn stored(
     f: &str,
 ) -> Result<Arc<CompiledTemplate>, ComposeError> {
     let version = (r.version > 0).then_some(r.version);
-    let t = store
-        .get_template(app, &r.name, version)
+    let t = crate::store::find_template(store, app, &r.name, version)
         .await?
         .ok_or_else(|| field(f, format!("template '{}' (version {}) not found", r.name, r.version)))?;
     cache.get(&t).map_err(|e| field(f, format!("does not compile: {e}")))

@@ -535,6 +535,43 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self) -> Result<(), StoreError>;
 }
 
+/// Pinpoint keeps templates at account level, not under a project: Herald keeps the ones
+/// written that way (the REST door's `/v1/templates`) in this app-shaped space, which no app
+/// listing shows, and an app's sends find there a template the app does not have itself.
+pub const ACCOUNT_APP: &str = "_account";
+
+/// Creates the account template space if it does not exist yet.
+pub async fn ensure_account_space(store: &dyn Store) -> Result<(), StoreError> {
+    if store.get_app(ACCOUNT_APP).await?.is_some() {
+        return Ok(());
+    }
+    let app = App {
+        app_id: ACCOUNT_APP.into(),
+        name: "account templates".into(),
+        creation_date: crate::domain::timestamp(chrono::Utc::now()),
+        ..Default::default()
+    };
+    match store.create_app(&app).await {
+        Ok(()) | Err(StoreError::AppExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A template of the app, or else of the account (see [`ACCOUNT_APP`]).
+pub async fn find_template(store: &dyn Store, app_id: &str, name: &str, version: Option<i32>) -> Result<Option<Template>, StoreError> {
+    if let Some(t) = store.get_template(app_id, name, version).await? {
+        return Ok(Some(t));
+    }
+    if app_id == ACCOUNT_APP {
+        return Ok(None);
+    }
+    match store.get_template(ACCOUNT_APP, name, version).await {
+        Ok(t) => Ok(t),
+        Err(StoreError::AppNotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Opens the backend the configuration names: Redis when a URL is given, else the embedded
 /// store under the data directory.
 pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
