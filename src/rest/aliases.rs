@@ -7,6 +7,9 @@ pub enum Alias {
     Same,
     Field(&'static str),
     Refused(&'static str),
+    /// The member's own members belong to this message (`MessageConfig` of a journey's
+    /// message activity).
+    Flatten,
 }
 
 const NO_IAM: &str = "Herald uses no IAM role: remove it";
@@ -29,7 +32,10 @@ pub fn alias(shape: &str, member: &str) -> Alias {
         ("TemplateVersionsResponse", "Item") => Field("versions"),
         ("ActivitiesResponse", "Item") => Field("activities"),
         ("JourneysResponse", "Item") => Field("journeys"),
-        ("EndpointsResponse", "Item") => Field("endpoints"),
+        ("EndpointsResponse" | "EndpointBatchRequest", "Item") => Field("endpoints"),
+        // Journeys: Herald keeps a message activity's settings on the activity.
+        ("EmailMessageActivity" | "SMSMessageActivity" | "PushMessageActivity" | "CustomMessageActivity", "MessageConfig") => Flatten,
+        ("WriteJourneyRequest", "CreationDate" | "LastModifiedDate") => Refused("is set by Herald"),
         // Campaigns.
         ("WriteCampaignRequest" | "CampaignResponse" | "WriteTreatmentResource" | "TreatmentResource", "State" | "DefaultState") => {
             Refused("is set by Herald")
@@ -58,7 +64,6 @@ pub fn alias(shape: &str, member: &str) -> Alias {
         ("MessageResponse", "Result") => Field("result"),
         // Templates.
         (_, "TemplateDescription") => Field("description"),
-        (_, "TemplateName") => Field("name"),
         (_, "RecommenderId") => Refused(NO_RECOMMENDER),
         ("APNSPushNotificationTemplate" | "AndroidPushNotificationTemplate" | "DefaultPushNotificationTemplate", "MediaUrl" | "ImageUrl") => {
             Field("image_url")

@@ -649,6 +649,16 @@ async fn channel_call(c: &Call<'_>, op: &str, kind: &str, write_member: &str, up
                     }
                 }
             }
+            // Pinpoint names an SES identity by its ARN; Herald by the domain or address it is.
+            "Email" => {
+                if let Some(Value::String(id)) = w.get_mut("Identity") {
+                    if let Some(rest) = id.strip_prefix("arn:").filter(|r| r.contains(":ses:")) {
+                        if let Some((_, name)) = rest.split_once(":identity/") {
+                            *id = name.to_string();
+                        }
+                    }
+                }
+            }
             "Sms" => {
                 if let Some(code) = w.remove("ShortCode") {
                     w.insert("OriginationNumbers".into(), Value::Array(vec![code]));
@@ -662,7 +672,17 @@ async fn channel_call(c: &Call<'_>, op: &str, kind: &str, write_member: &str, up
     macro_rules! channel {
         ($upd:ident, $get:ident, $del:ident, $req:ty, $msg:literal) => {{
             let ch = if op.starts_with("Update") {
-                let (req, t) = c.request_from::<$req>(update_request, &[APP, To(write_member, "channel")], &input)?;
+                let (mut req, t) = c.request_from::<$req>(update_request, &[APP, To(write_member, "channel")], &input)?;
+                // Pinpoint's request carries fewer settings than Herald's channel (the relay,
+                // the SMS provider): what it does not give is kept.
+                if let (Ok(old), Some(new)) = (s.$get(Request::new(get())).await, req.channel.take()) {
+                    let enabled = input.get(write_member).and_then(|w| w.get("Enabled")).and_then(Value::as_bool);
+                    let mut merged = overlay(c, $msg, &old.into_inner(), &new);
+                    if let Some(e) = enabled {
+                        merged.enabled = e;
+                    }
+                    req.channel = Some(merged);
+                }
                 call!(t, s.$upd(Request::new(req)))
             } else if op.starts_with("Get") {
                 call!(t, s.$get(Request::new(get())))
@@ -685,6 +705,17 @@ async fn channel_call(c: &Call<'_>, op: &str, kind: &str, write_member: &str, up
         set(&mut v, "LastModifiedDate", Value::String(modified));
     }
     Ok(v)
+}
+
+/// `old` with every field `new` sets.
+fn overlay<T: Message + Default>(c: &Call<'_>, name: &str, old: &T, new: &T) -> T {
+    let desc = c.rest.descriptor(name);
+    let mut merged = DynamicMessage::decode(desc.clone(), old.encode_to_vec().as_slice()).expect("a channel decodes");
+    let fresh = DynamicMessage::decode(desc, new.encode_to_vec().as_slice()).expect("a channel decodes");
+    for (f, v) in fresh.fields() {
+        merged.set_field(&f, v.clone());
+    }
+    merged.transcode_to::<T>().expect("a channel encodes")
 }
 
 fn shape_prefix(kind: &str) -> &'static str {

@@ -43,11 +43,13 @@ fn screaming(name: &str) -> String {
     snake(name).to_ascii_uppercase()
 }
 
-/// The proto field a Pinpoint member of `shape` maps onto.
+/// The proto field a Pinpoint member of `shape` maps onto (empty: the member's members are
+/// the message's own).
 fn target(shape: Option<&str>, member: &str) -> Result<Cow<'static, str>, &'static str> {
     match shape.map(|s| alias(s, member)).unwrap_or(Alias::Same) {
         Alias::Same => Ok(Cow::Owned(snake(member))),
         Alias::Field(f) => Ok(Cow::Borrowed(f)),
+        Alias::Flatten => Ok(Cow::Borrowed("")),
         Alias::Refused(why) => Err(why),
     }
 }
@@ -76,6 +78,7 @@ impl Trail {
         let Some((h, p, shape)) = best else { return herald.to_string() };
         let mut name = p.clone();
         let mut shape = shape.clone();
+        let mut note = None;
         let model = Model::get();
         for seg in herald[h.len()..].split('.').filter(|s| !s.is_empty()) {
             let (field, index) = match seg.split_once('[') {
@@ -91,6 +94,10 @@ impl Trail {
                     shape = element_shape(model, &m.shape);
                 }
                 None => {
+                    // Herald's own setting, which Pinpoint's request does not carry.
+                    if shape.is_some() {
+                        note = Some(format!(" (Herald's `{field}`, which Pinpoint's request does not carry: set it over Herald's gRPC API)"));
+                    }
                     name = format!("{name}.{}", pascal(field));
                     shape = None;
                 }
@@ -99,7 +106,7 @@ impl Trail {
                 name = format!("{name}[{rest}");
             }
         }
-        name
+        name + note.as_deref().unwrap_or_default()
     }
 }
 
@@ -175,6 +182,13 @@ impl<'a> Decoder<'a> {
                     continue;
                 }
             };
+            if field_name.is_empty() {
+                let inner = self.message(member_shape, v, desc, herald, &p);
+                for (f, val) in inner.fields() {
+                    msg.set_field(&f, val.clone());
+                }
+                continue;
+            }
             let Some(field) = desc.get_field_by_name(&field_name) else {
                 self.bad(&p, "is not supported by Herald");
                 continue;
@@ -336,6 +350,13 @@ pub fn encode(model: &Model, shape: &str, msg: &DynamicMessage) -> Value {
     let Some(def) = model.shape(shape) else { return Value::Object(out) };
     for (name, member) in &def.members {
         let Ok(field_name) = target(Some(shape), name) else { continue };
+        if field_name.is_empty() {
+            let inner = encode(model, &member.shape, msg);
+            if inner.as_object().is_some_and(|o| !o.is_empty()) {
+                out.insert(name.clone(), inner);
+            }
+            continue;
+        }
         let Some(field) = msg.descriptor().get_field_by_name(&field_name) else { continue };
         if !msg.has_field(&field) && !zero_enum_shown(&field) {
             continue;
