@@ -133,8 +133,16 @@ fn unsupported(what: impl Into<String>) -> RestError {
     RestError::bad_request(what)
 }
 
+/// Listings under an app: Herald's gRPC listings of an unknown app are empty, Pinpoint's are
+/// NotFound.
+const APP_LISTINGS: [&str; 6] = ["GetCampaigns", "GetSegments", "ListJourneys", "GetCampaignVersions", "GetSegmentVersions", "GetChannels"];
+
 pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, RestError> {
     let s = &c.rest.services;
+    if APP_LISTINGS.contains(&op) {
+        let (req, t) = c.request::<pb::GetAppRequest>("GetAppRequest", &[APP])?;
+        call!(t, s.apps.get_app(Request::new(req)));
+    }
     Ok(match op {
         // Apps and their settings.
         "CreateApp" => {
@@ -675,9 +683,9 @@ async fn channel_call(c: &Call<'_>, op: &str, kind: &str, write_member: &str, up
                 let (mut req, t) = c.request_from::<$req>(update_request, &[APP, To(write_member, "channel")], &input)?;
                 // Pinpoint's request carries fewer settings than Herald's channel (the relay,
                 // the SMS provider): what it does not give is kept.
-                if let (Ok(old), Some(new)) = (s.$get(Request::new(get())).await, req.channel.take()) {
+                if let Ok(old) = s.$get(Request::new(get())).await {
                     let enabled = input.get(write_member).and_then(|w| w.get("Enabled")).and_then(Value::as_bool);
-                    let mut merged = overlay(c, $msg, &old.into_inner(), &new);
+                    let mut merged = overlay(c, $msg, &old.into_inner(), &req.channel.take().unwrap_or_default());
                     if let Some(e) = enabled {
                         merged.enabled = e;
                     }

@@ -96,7 +96,8 @@ impl Trail {
                 None => {
                     // Herald's own setting, which Pinpoint's request does not carry.
                     if shape.is_some() {
-                        note = Some(format!(" (Herald's `{field}`, which Pinpoint's request does not carry: set it over Herald's gRPC API)"));
+                        note =
+                            Some(format!(" (Herald's `{field}`, which Pinpoint's request does not carry: set it over Herald's gRPC API)"));
                     }
                     name = format!("{name}.{}", pascal(field));
                     shape = None;
