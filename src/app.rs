@@ -341,7 +341,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     }
     // REST calls in flight finish too (axum's graceful shutdown waits for them).
     if let Some(t) = rest_task {
-        match tokio::time::timeout_at(deadline.into(), t).await {
+        match tokio::time::timeout_at(deadline, t).await {
             Ok(_) => {}
             Err(_) => tracing::warn!(grace_secs = config.shutdown_grace_secs, "REST calls still in flight after the grace period."),
         }

@@ -645,18 +645,14 @@ async fn channel_call(c: &Call<'_>, op: &str, kind: &str, write_member: &str, up
     let mut input = c.input.clone();
     if let Some(Value::Object(w)) = input.get_mut(write_member) {
         match kind {
-            "Gcm" | "Apns" => {
-                if kind == "Gcm" {
-                    match w.remove("DefaultAuthenticationMethod").as_ref().and_then(Value::as_str) {
-                        None | Some("TOKEN") => {}
-                        Some(other) => {
-                            return Err(RestError::bad_request(format!(
-                                "{write_member}.DefaultAuthenticationMethod {other}: FCM is reached with a service account (TOKEN) only"
-                            )))
-                        }
-                    }
+            "Gcm" => match w.remove("DefaultAuthenticationMethod").as_ref().and_then(Value::as_str) {
+                None | Some("TOKEN") => {}
+                Some(other) => {
+                    return Err(RestError::bad_request(format!(
+                        "{write_member}.DefaultAuthenticationMethod {other}: FCM is reached with a service account (TOKEN) only"
+                    )))
                 }
-            }
+            },
             // Pinpoint names an SES identity by its ARN; Herald by the domain or address it is.
             "Email" => {
                 if let Some(Value::String(id)) = w.get_mut("Identity") {

@@ -256,19 +256,16 @@ fn canonical_request(request: &Signed<'_>, signed_headers: &[&str], body_hash: &
     format!("{}\n{path}\n{}\n{headers}\n{}\n{body_hash}", request.method, query.join("&"), signed_headers.join(";"))
 }
 
+/// Who signs, where.
+pub struct Key<'a> {
+    pub access_key: &'a str,
+    pub secret: &'a str,
+    pub region: &'a str,
+}
+
 /// Signs a request as the AWS SDKs do: adds `x-amz-date` and `authorization` to `headers`,
 /// which must already hold `host` (and every other header to sign).
-pub fn sign(
-    access_key: &str,
-    secret: &str,
-    region: &str,
-    method: &str,
-    path: &str,
-    query: &str,
-    headers: &mut Vec<(String, String)>,
-    body: &[u8],
-    now: DateTime<Utc>,
-) {
+pub fn sign(key: &Key<'_>, method: &str, path: &str, query: &str, headers: &mut Vec<(String, String)>, body: &[u8], now: DateTime<Utc>) {
     let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
     let date = &amz_date[..8];
     headers.retain(|(n, _)| n != "authorization" && n != "x-amz-date");
@@ -280,9 +277,11 @@ pub fn sign(
     let body_hash = hex::encode(Sha256::digest(body));
     let request = Signed { method, path, query, headers, body };
     let canonical = canonical_request(&request, &signed, &body_hash);
-    let sig = signature(secret, &amz_date, date, region, SERVICE, &canonical);
+    let sig = signature(key.secret, &amz_date, date, key.region, SERVICE, &canonical);
     let value = format!(
-        "{ALGORITHM} Credential={access_key}/{date}/{region}/{SERVICE}/aws4_request, SignedHeaders={}, Signature={sig}",
+        "{ALGORITHM} Credential={}/{date}/{}/{SERVICE}/aws4_request, SignedHeaders={}, Signature={sig}",
+        key.access_key,
+        key.region,
         signed.join(";")
     );
     headers.push(("authorization".into(), value));
@@ -311,7 +310,8 @@ mod tests {
 
     fn signed(body: &[u8], now: DateTime<Utc>) -> Vec<(String, String)> {
         let mut headers = vec![("host".to_string(), "127.0.0.1:9".to_string()), ("content-type".into(), "application/json".into())];
-        sign("AKIDHERALD", SECRET, "eu-west-1", "POST", "/v1/apps/a%2Fb/messages", "b=2&a=1", &mut headers, body, now);
+        let key = Key { access_key: "AKIDHERALD", secret: SECRET, region: "eu-west-1" };
+        sign(&key, "POST", "/v1/apps/a%2Fb/messages", "b=2&a=1", &mut headers, body, now);
         headers
     }
 

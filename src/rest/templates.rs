@@ -226,10 +226,10 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
         return Err(RestError::bad_request("Herald has no voice channel, so no voice templates"));
     }
     let kind = kind_of_op(op).ok_or_else(|| RestError::bad_request(format!("{op} is not served over Herald's REST API")))?;
-    let body_member = format!("{}", kind.request_shape);
+    let body_member = kind.request_shape;
     if op.starts_with("Create") {
         c.rest.ensure_account().await?;
-        let (template, trail) = template_in(c, kind, &name, c.input.get(&body_member).unwrap_or(&Value::Null))?;
+        let (template, trail) = template_in(c, kind, &name, c.input.get(body_member).unwrap_or(&Value::Null))?;
         let req = pb::CreateTemplateRequest { app_id: ACCOUNT_APP.into(), template: Some(template) };
         svc.create_template(Request::new(req)).await.map_err(status(&trail))?;
         Ok(out("CreateTemplateMessageBody", message_body("Created", Some(template_arn(c, &name, kind)))))
@@ -240,7 +240,7 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
                 "Version: Herald updates the latest version (or writes a new one with CreateNewVersion=true); omit Version",
             ));
         }
-        let (template, trail) = template_in(c, kind, &name, c.input.get(&body_member).unwrap_or(&Value::Null))?;
+        let (template, trail) = template_in(c, kind, &name, c.input.get(body_member).unwrap_or(&Value::Null))?;
         let new_version = c.input.get("CreateNewVersion").and_then(Value::as_bool).unwrap_or(false);
         let req = pb::UpdateTemplateRequest { app_id: ACCOUNT_APP.into(), template: Some(template), overwrite_latest: !new_version };
         svc.update_template(Request::new(req)).await.map_err(status(&trail))?;
