@@ -251,7 +251,9 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
                 tags: tags_impl.clone(),
                 channels: channels_impl.clone(),
             };
-            let router = Arc::new(crate::rest::Rest::new(services, store.clone(), credentials)?).router();
+            let s3 = config.s3().map_err(anyhow::Error::msg)?;
+            let router =
+                Arc::new(crate::rest::Rest::new(services, store.clone(), credentials)?.with_s3(s3, config.s3_role_arn.clone())).router();
             tracing::info!(%addr, "Pinpoint REST API is up.");
             match config.grpc_tls() {
                 Some(mut files) => {

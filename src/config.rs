@@ -32,6 +32,9 @@
 //! | `metrics_tls` | `--metrics-tls` | `HERALD_METRICS_TLS` | `false` |
 //! | `rest_addr` | `--rest-addr` | `HERALD_REST_ADDR` | none (off) |
 //! | `sigv4_credentials` | `--sigv4-credential` | `HERALD_SIGV4_CREDENTIALS` | none |
+//! | `s3_endpoint`, `s3_region` | `--s3-endpoint`, `--s3-region` | `HERALD_S3_ENDPOINT`, `HERALD_S3_REGION` | none, `us-east-1` |
+//! | `s3_access_key_id`, `s3_secret_access_key` | `--s3-access-key-id`, `--s3-secret-access-key` | `HERALD_S3_ACCESS_KEY_ID`, `HERALD_S3_SECRET_ACCESS_KEY` | none |
+//! | `s3_role_arn` | `--s3-role-arn` | `HERALD_S3_ROLE_ARN` | none: any |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -120,6 +123,14 @@ pub struct Config {
     /// `ACCESS_KEY_ID:SECRET` pairs REST requests are signed with (SigV4). None: loopback
     /// only, unsigned requests accepted.
     pub sigv4_credentials: Vec<String>,
+    /// The S3-compatible endpoint import jobs read from (`https://s3.us-east-1.amazonaws.com`,
+    /// MinIO…), path-style.
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    /// When set, the only RoleArn an import job may name.
+    pub s3_role_arn: Option<String>,
 }
 
 impl Default for Config {
@@ -156,6 +167,11 @@ impl Default for Config {
             metrics_tls: false,
             rest_addr: None,
             sigv4_credentials: Vec::new(),
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_role_arn: None,
         }
     }
 }
@@ -238,6 +254,16 @@ pub struct ConfigArgs {
         hide_env_values = true
     )]
     pub sigv4_credentials: Vec<String>,
+    #[arg(long, env = "HERALD_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "HERALD_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    #[arg(long, env = "HERALD_S3_ACCESS_KEY_ID", value_name = "ID")]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "HERALD_S3_SECRET_ACCESS_KEY", value_name = "SECRET", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    #[arg(long, env = "HERALD_S3_ROLE_ARN", value_name = "ARN")]
+    pub s3_role_arn: Option<String>,
 }
 
 impl Config {
@@ -341,6 +367,21 @@ impl Config {
         if !args.sigv4_credentials.is_empty() {
             config.sigv4_credentials = args.sigv4_credentials.clone();
         }
+        if let Some(v) = &args.s3_endpoint {
+            config.s3_endpoint = Some(v.clone()).filter(|u| !u.is_empty());
+        }
+        if let Some(v) = &args.s3_region {
+            config.s3_region = v.clone();
+        }
+        if let Some(v) = &args.s3_access_key_id {
+            config.s3_access_key_id = Some(v.clone());
+        }
+        if let Some(v) = &args.s3_secret_access_key {
+            config.s3_secret_access_key = Some(v.clone());
+        }
+        if let Some(v) = &args.s3_role_arn {
+            config.s3_role_arn = Some(v.clone()).filter(|u| !u.is_empty());
+        }
         config.validate()?;
         Ok(config)
     }
@@ -366,6 +407,15 @@ impl Config {
         match (&self.public_tls_cert_file, &self.public_tls_key_file) {
             (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: None }),
             _ => None,
+        }
+    }
+
+    /// The S3 client import jobs use, when `s3_endpoint` is set (with both credentials).
+    pub fn s3(&self) -> Result<Option<crate::rest::s3::S3>, String> {
+        let Some(endpoint) = &self.s3_endpoint else { return Ok(None) };
+        match (&self.s3_access_key_id, &self.s3_secret_access_key) {
+            (Some(id), Some(secret)) => crate::rest::s3::S3::new(endpoint, &self.s3_region, id, secret).map(Some),
+            _ => Err("s3_endpoint needs s3_access_key_id and s3_secret_access_key".into()),
         }
     }
 
@@ -424,6 +474,7 @@ impl Config {
             )));
         }
         crate::rest::sigv4::Credentials::parse(&self.sigv4_credentials).map_err(ConfigError::Invalid)?;
+        self.s3().map_err(ConfigError::Invalid)?;
         if let Some(addr) = self.rest_addr {
             if self.sigv4_credentials.is_empty() && !addr.ip().is_loopback() {
                 return Err(ConfigError::Invalid(format!(
@@ -493,6 +544,7 @@ impl Config {
         shown.smtp_url = shown.smtp_url.as_deref().map(mask_url);
         shown.webhook_secret = shown.webhook_secret.as_ref().map(|_| "********".to_string());
         shown.secret_key = shown.secret_key.as_ref().map(|_| "********".to_string());
+        shown.s3_secret_access_key = shown.s3_secret_access_key.as_ref().map(|_| "********".to_string());
         shown.sigv4_credentials = shown
             .sigv4_credentials
             .iter()

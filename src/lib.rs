@@ -21,6 +21,8 @@
 //! - [`store`]: the storage seam ([`store::Store`]) with its Redis and embedded (redb)
 //!   backends, and the write planner both backends share.
 //! - [`api`]: tonic services and the one error → `Status` mapping.
+//! - [`rest`]: Pinpoint's REST API (routed and shaped by the vendored service model, SigV4)
+//!   onto the same services as [`api`].
 //! - [`access`]: API keys and scopes, the guard in front of every service, the audit log.
 //! - [`tls`]: TLS for Herald's own listeners, with certificates reloaded from their files.
 //! - [`app`]: wiring (store, services, servers) and the shutdown order.

@@ -67,9 +67,14 @@ fn client_env(rest: &Rest) -> Vec<(&'static str, String)> {
 
 /// Runs a Python fixture with the test venv's boto3; answers its JSON output.
 fn python(rest: &Rest, script: &str) -> Value {
+    python_with(rest, script, &[])
+}
+
+fn python_with(rest: &Rest, script: &str, env: &[(&str, String)]) -> Value {
     let out = Command::new(common::python())
         .arg(fixture(script))
         .envs(client_env(rest))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} (scripts/test makes the venv): {e}", common::python()));
     assert!(out.status.success(), "{script} failed:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -378,4 +383,143 @@ async fn without_credentials_loopback_is_served_unsigned() {
     let (code, _, err) = common::herald(&["serve", "--validate", "--rest-addr", "0.0.0.0:8080"], &[], Path::new("."));
     assert_ne!(code, 0);
     assert!(err.contains("without SigV4 credentials"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_channels_versions_and_journeys_round_trip() {
+    let rest = start(Backend::Redis, false);
+    let service_json = serde_json::json!({
+        "type": "service_account",
+        "project_id": "project-1",
+        "private_key_id": "k1",
+        "private_key": include_str!("fixtures/fcm-test-key.pem"),
+        "client_email": "herald-test@project-1.iam.gserviceaccount.com",
+        "token_uri": "http://127.0.0.1:9/token",
+    })
+    .to_string();
+    let out = python_with(&rest, "resources.py", &[("HERALD_SERVICE_JSON", service_json)]);
+    let push = &out["push"];
+    assert_eq!(push["Default"]["Body"], "Order {{Attributes.order}} is on its way");
+    assert_eq!(push["Default"]["Action"], "OPEN_APP");
+    assert_eq!(push["APNS"]["Sound"], "ping.caf");
+    assert_eq!(push["APNS"]["MediaUrl"], "https://shop.example/box.png");
+    assert_eq!((push["TemplateType"].as_str(), push["TemplateDescription"].as_str()), (Some("PUSH"), Some("push")));
+    assert_eq!(out["inapp"]["Layout"], "TOP_BANNER");
+    assert_eq!(out["inapp"]["Content"][0]["BodyConfig"]["Body"], "Welcome back");
+    let versions: Vec<&str> = out["versions"].as_array().unwrap().iter().filter_map(|v| v["Version"].as_str()).collect();
+    assert_eq!(versions, ["1", "2"]);
+    assert_eq!(
+        (out["active_before"].as_str(), out["active_after"].as_str(), out["version_1"].as_str()),
+        (Some("Code v1"), Some("Code v2"), Some("Code v1"))
+    );
+    assert_eq!(out["deleted_template"], "NotFoundException");
+    assert_eq!(out["wrong_type"], "NotFoundException");
+    assert_eq!(out["raw"]["DeliveryStatus"], "SUCCESSFUL", "{}", out["raw"]);
+    let raw = wait_for("the raw email", || rest.sink.messages().into_iter().find(|m| m.contains("Subject: Raw from boto3")));
+    assert!(raw.contains("A raw MIME message."), "{raw}");
+    assert_eq!(out["gcm"]["Platform"], "GCM");
+    assert_eq!(out["gcm"]["Enabled"], true);
+    assert!(out["gcm"].get("ServiceJson").is_none(), "secrets are never answered: {}", out["gcm"]);
+    assert_eq!(out["channels"]["GCM"]["Enabled"], true, "{}", out["channels"]);
+    assert_eq!(out["segment_v1"], "v1");
+    assert_eq!(out["segment_versions"].as_array().unwrap().len(), 2);
+    assert_eq!(out["campaign_v1"], "first");
+    assert_eq!(out["campaign_versions"].as_array().unwrap().len(), 2);
+    assert_eq!(out["deleted_campaign"], true);
+    assert_eq!(out["journey_active"], "ACTIVE");
+    assert!(out["journey_metrics"]["JourneyId"].is_string(), "{}", out["journey_metrics"]);
+    assert_eq!(out["journeys"].as_array().unwrap().len(), 1);
+    assert_eq!(out["deleted_app"], "NotFoundException");
+}
+
+/// moto's S3 server (from the test venv) on a free loopback port; stopped on drop.
+struct Moto(std::process::Child, u16);
+
+impl Moto {
+    fn start() -> Self {
+        let port = free_port();
+        let bin = Path::new(&common::python()).with_file_name("moto_server");
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {} (scripts/test installs moto[server]): {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self(child, port)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_jobs_read_endpoint_files_from_s3() {
+    let moto = Moto::start();
+    let role = "arn:aws:iam::000000000000:role/pinpoint-import";
+    let s3_url = format!("http://127.0.0.1:{}", moto.1);
+    let sink = SmtpSink::start(&[]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let credential = format!("{ACCESS_KEY}:{SECRET_KEY}");
+    let extra = [
+        "--rest-addr",
+        &addr,
+        "--sigv4-credential",
+        &credential,
+        "--s3-endpoint",
+        &s3_url,
+        "--s3-access-key-id",
+        "testing",
+        "--s3-secret-access-key",
+        "testing",
+        "--s3-role-arn",
+        role,
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &extra);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the REST listener did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rest = Rest { daemon, url: format!("http://{addr}"), sink };
+    let out = python_with(&rest, "import_jobs.py", &[("HERALD_S3_URL", s3_url.clone()), ("HERALD_S3_ROLE", role.to_string())]);
+    assert_eq!(out["created"]["Type"], "IMPORT");
+    assert_eq!(out["created"]["Definition"]["S3Url"], "s3://pinpoint-imports/imports/");
+    assert_eq!(out["created"]["Definition"]["RoleArn"], role);
+    let csv = &out["csv"];
+    assert_eq!(csv["JobStatus"], "COMPLETED", "{csv}");
+    // Four rows over two files (the second file's header dropped); the PIGEON row refused.
+    assert_eq!((csv["TotalProcessed"].as_u64(), csv["TotalFailures"].as_u64()), (Some(4), Some(1)), "{csv}");
+    assert!(csv["Failures"][0].as_str().unwrap().contains("PIGEON"), "{csv}");
+    assert_eq!(out["json"]["JobStatus"], "COMPLETED", "{}", out["json"]);
+    assert_eq!(out["json"]["TotalProcessed"], 3);
+    assert_eq!(out["listed"].as_array().unwrap().len(), 2);
+    assert_eq!(out["segment_listed"].as_array().unwrap().len(), 2);
+    assert_eq!(out["segment"]["SegmentType"], "IMPORT");
+    assert_eq!(out["segment"]["Version"], 2);
+    assert_eq!(
+        (out["wrong_role"].as_str(), out["empty_prefix"].as_str(), out["no_segment"].as_str()),
+        (Some("ForbiddenException"), Some("BadRequestException"), Some("BadRequestException"))
+    );
+    // The endpoints are Herald's now, read back over gRPC.
+    let app = out["app"].as_str().unwrap().to_string();
+    let mut endpoints = rest.daemon.endpoints().await;
+    for id in ["imp-1", "imp-3", "json-2"] {
+        let e = endpoints
+            .get_endpoint(rest.daemon.req(herald::proto::v1::GetEndpointRequest { app_id: app.clone(), endpoint_id: id.into() }))
+            .await
+            .unwrap_or_else(|s| panic!("{id}: {s:?}"))
+            .into_inner();
+        assert!(e.address.ends_with("@example.com"));
+    }
 }

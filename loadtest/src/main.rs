@@ -34,6 +34,7 @@
 mod engagement;
 mod events;
 mod journeys;
+mod rest;
 mod scenarios;
 
 use std::time::{Duration, Instant};
@@ -296,6 +297,28 @@ enum Scenario {
         #[arg(long, default_value_t = 4)]
         connections: usize,
     },
+    /// SendMessages over Pinpoint's REST door (SigV4-signed here) at a fixed rate, then the
+    /// same call over gRPC in the same run; latency percentiles and the daemon's CPU per call
+    /// through each. The daemon needs --smtp-url, --rest-addr and the same credential.
+    RestSend {
+        /// The daemon's REST listener (http://host:port).
+        #[arg(long)]
+        rest_url: String,
+        /// ACCESS_KEY_ID:SECRET, one of the daemon's sigv4_credentials.
+        #[arg(long)]
+        credential: String,
+        /// Calls per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u64,
+        /// Seconds of measured load through each door (after one second of warm-up).
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// gRPC connections for the comparison.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long)]
+        daemon_pid: Option<u32>,
+    },
 }
 
 #[tokio::main]
@@ -484,6 +507,16 @@ async fn main() -> anyhow::Result<()> {
                 bail!("--messages must be 1..=5000000, --queries 1..=10000");
             }
             engagement::kpi(&channel, &cli.api_key, &redis_url, messages, queries, cli.json, cli.keep).await?;
+        }
+        Scenario::RestSend { rest_url, credential, rate, duration, connections, daemon_pid } => {
+            let (access_key, secret) = credential.split_once(':').context("--credential must be ACCESS_KEY_ID:SECRET")?;
+            let mut channels = Vec::new();
+            for _ in 0..connections.max(1) {
+                channels.push(connect(&cli.addr).await?);
+            }
+            let target = rest::Target { url: rest_url, access_key: access_key.into(), secret: secret.into() };
+            let duration = Duration::from_secs(duration).min(MAX_DURATION);
+            rest::send(&channel, &channels, &cli.api_key, &target, rate, duration, daemon_pid, cli.json, cli.keep).await?;
         }
         Scenario::GetEndpoint { rate, duration, endpoints, connections } => {
             if rate == 0 || rate > 200_000 || endpoints == 0 || endpoints > MAX_COUNT {

@@ -111,6 +111,81 @@ fn decode(raw: Vec<u8>) -> Result<Segment, Status> {
 type ExportStream = Pin<Box<dyn Stream<Item = Result<ExportSegmentResponse, Status>> + Send>>;
 type JobStream = Pin<Box<dyn Stream<Item = Result<ImportJob, Status>> + Send>>;
 
+/// Where an import's rows come from, recorded on its job (Pinpoint's import job definition).
+pub struct ImportSource {
+    pub s3_url: String,
+    pub role_arn: String,
+}
+
+/// What an import job is fed through: the file's bytes in chunks, then whether the upload
+/// broke off (and why); and its progress reports.
+pub type ImportFeed = (mpsc::Sender<Vec<u8>>, tokio::sync::oneshot::Sender<Option<String>>, mpsc::Receiver<ImportJob>);
+
+impl SegmentsService {
+    /// Starts an import job as `first` describes it (app, format, and a new segment's name or
+    /// the imported segment a new version is written to); its rows arrive through the feed.
+    pub async fn start_import(&self, first: &ImportSegmentRequest, source: ImportSource) -> Result<ImportFeed, Status> {
+        check_app_id(&first.app_id)?;
+        let app = first.app_id.clone();
+        let mut violations = Vec::new();
+        let format = ImportFormat::try_from(first.format).unwrap_or(ImportFormat::Unspecified);
+        if format == ImportFormat::Unspecified {
+            violations.push(FieldViolation::new("format", "must be CSV or JSON"));
+        }
+        if first.name.is_empty() == first.segment_id.is_empty() {
+            violations.push(FieldViolation::new("name", "give a name (a new segment) or a segment_id (a new version), not both"));
+        }
+        if !violations.is_empty() {
+            return Err(invalid(violations));
+        }
+        if self.store.get_app(&app).await.map_err(store_status)?.is_none() {
+            return Err(Status::not_found(format!("app {app} not found")));
+        }
+        let now = domain::timestamp(chrono::Utc::now());
+        let segment = if first.segment_id.is_empty() {
+            Segment {
+                id: domain::new_id(),
+                app_id: app.clone(),
+                name: first.name.clone(),
+                version: 1,
+                segment_type: SegmentType::Import as i32,
+                creation_date: now.clone(),
+                tags: first.tags.clone(),
+                ..Default::default()
+            }
+        } else {
+            let old = self.find(&app, &first.segment_id, 0).await?;
+            if !segments::is_imported(&old) {
+                return Err(Status::failed_precondition(format!("segment {} is dynamic: only imported segments take files", old.id)));
+            }
+            let mut s = Segment { version: old.version + 1, ..old };
+            if !first.tags.is_empty() {
+                s.tags = first.tags.clone();
+            }
+            s
+        };
+        let job = ImportJob {
+            id: domain::new_id(),
+            app_id: app.clone(),
+            segment_id: segment.id.clone(),
+            segment_version: segment.version,
+            state: JobState::Processing as i32,
+            creation_date: now,
+            format: format as i32,
+            s3_url: source.s3_url,
+            role_arn: source.role_arn,
+            ..Default::default()
+        };
+        jobs::index_import(self.store.as_ref(), &job).await.map_err(store_status)?;
+        let (data_tx, data_rx) = mpsc::channel::<Vec<u8>>(8);
+        let (progress_tx, progress_rx) = mpsc::channel::<ImportJob>(16);
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Option<String>>();
+        let run = import::ImportRun { store: self.store.clone(), job, segment, progress: progress_tx };
+        tokio::spawn(run.run(data_rx, async move { failed_rx.await.ok().flatten() }));
+        Ok((data_tx, failed_tx, progress_rx))
+    }
+}
+
 #[tonic::async_trait]
 impl segments_server::Segments for SegmentsService {
     async fn create_segment(&self, request: Request<CreateSegmentRequest>) -> Result<Response<Segment>, Status> {
@@ -335,62 +410,11 @@ impl segments_server::Segments for SegmentsService {
                 .message()
                 .await?
                 .ok_or_else(|| invalid(vec![FieldViolation::new("app_id", "the first message must name the app")]))?;
-            check_app_id(&first.app_id)?;
-            let app = first.app_id.clone();
-            let mut violations = Vec::new();
-            let format = ImportFormat::try_from(first.format).unwrap_or(ImportFormat::Unspecified);
-            if format == ImportFormat::Unspecified {
-                violations.push(FieldViolation::new("format", "must be CSV or JSON"));
-            }
-            if first.name.is_empty() == first.segment_id.is_empty() {
-                violations.push(FieldViolation::new("name", "give a name (a new segment) or a segment_id (a new version), not both"));
-            }
-            if !violations.is_empty() {
-                return Err(invalid(violations));
-            }
-            if self.store.get_app(&app).await.map_err(store_status)?.is_none() {
-                return Err(Status::not_found(format!("app {app} not found")));
-            }
-            let now = domain::timestamp(chrono::Utc::now());
-            let segment = if first.segment_id.is_empty() {
-                Segment {
-                    id: domain::new_id(),
-                    app_id: app.clone(),
-                    name: first.name.clone(),
-                    version: 1,
-                    segment_type: SegmentType::Import as i32,
-                    creation_date: now.clone(),
-                    tags: first.tags.clone(),
-                    ..Default::default()
-                }
-            } else {
-                let old = self.find(&app, &first.segment_id, 0).await?;
-                if !segments::is_imported(&old) {
-                    return Err(Status::failed_precondition(format!("segment {} is dynamic: only imported segments take files", old.id)));
-                }
-                let mut s = Segment { version: old.version + 1, ..old };
-                if !first.tags.is_empty() {
-                    s.tags = first.tags.clone();
-                }
-                s
-            };
-            let job = ImportJob {
-                id: domain::new_id(),
-                app_id: app.clone(),
-                segment_id: segment.id.clone(),
-                segment_version: segment.version,
-                state: JobState::Processing as i32,
-                creation_date: now,
-                format: format as i32,
-                ..Default::default()
-            };
-            jobs::index_import(self.store.as_ref(), &job).await.map_err(store_status)?;
-            let (data_tx, data_rx) = mpsc::channel::<Vec<u8>>(8);
-            let (progress_tx, mut progress_rx) = mpsc::channel::<ImportJob>(16);
+            let source = ImportSource { s3_url: String::new(), role_arn: String::new() };
+            let (data_tx, failed_tx, mut progress_rx) = self.start_import(&first, source).await?;
             let (out_tx, out_rx) = mpsc::channel::<Result<ImportJob, Status>>(16);
             let _ = data_tx.send(first.data).await;
             // The upload is read by its own task; the job learns at the end whether it broke off.
-            let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Option<String>>();
             tokio::spawn(async move {
                 let mut failed = None;
                 loop {
@@ -410,8 +434,6 @@ impl segments_server::Segments for SegmentsService {
                 drop(data_tx);
                 let _ = failed_tx.send(failed);
             });
-            let run = import::ImportRun { store: self.store.clone(), job, segment, progress: progress_tx };
-            tokio::spawn(run.run(data_rx, async move { failed_rx.await.ok().flatten() }));
             tokio::spawn(async move {
                 while let Some(job) = progress_rx.recv().await {
                     let done = job.state != JobState::Processing as i32;

@@ -8,8 +8,10 @@
 //! (`ops`). Errors answer as Pinpoint's do: `x-amzn-ErrorType` and `{"Message", "RequestID"}`.
 
 pub mod aliases;
+mod jobs;
 pub mod model;
 mod ops;
+pub mod s3;
 pub mod sigv4;
 mod templates;
 pub mod transcode;
@@ -53,6 +55,10 @@ pub struct Rest {
     store: Arc<dyn crate::store::Store>,
     credentials: sigv4::Credentials,
     pool: prost_reflect::DescriptorPool,
+    /// Where import jobs read (`s3_endpoint`), if configured.
+    s3: Option<s3::S3>,
+    /// The one RoleArn import jobs may name, if configured.
+    s3_role_arn: Option<String>,
 }
 
 /// A Pinpoint error answer.
@@ -141,7 +147,15 @@ impl Rest {
         let pool = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)?;
         // Parse the model now rather than on the first request.
         let _ = Model::get();
-        Ok(Self { services, store, credentials, pool })
+        Ok(Self { services, store, credentials, pool, s3: None, s3_role_arn: None })
+    }
+
+    /// Import jobs read S3 through this client; `role_arn`, when given, is the only RoleArn
+    /// their requests may name.
+    pub fn with_s3(mut self, s3: Option<s3::S3>, role_arn: Option<String>) -> Self {
+        self.s3 = s3;
+        self.s3_role_arn = role_arn;
+        self
     }
 
     pub fn router(self: Arc<Self>) -> axum::Router {
@@ -281,4 +295,42 @@ fn write_output(op: &model::Operation, output: Map<String, Value>) -> Response<B
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::ErrorDetails;
+
+    fn answer(status: tonic::Status) -> (u16, String, Option<String>, Value) {
+        let r = RestError::from_status(status, &Trail::default()).into_response("req-1");
+        let code = r.headers()["x-amzn-errortype"].to_str().unwrap().to_string();
+        let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+        let status = r.status().as_u16();
+        let body = futures::executor::block_on(r.into_body().collect()).unwrap().to_bytes();
+        (status, code, retry, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn statuses_answer_as_pinpoint_errors() {
+        let shed = tonic::Status::with_error_details(
+            Code::ResourceExhausted,
+            "the send queue is full",
+            ErrorDetails::with_retry_info(Some(Duration::from_millis(1500))),
+        );
+        let (status, code, retry, body) = answer(shed);
+        assert_eq!((status, code.as_str(), retry.as_deref()), (429, "TooManyRequestsException", Some("2")));
+        assert_eq!(body, json!({"Message": "the send queue is full", "RequestID": "req-1"}));
+        for (s, want) in [
+            (tonic::Status::invalid_argument("x"), (400, "BadRequestException")),
+            (tonic::Status::failed_precondition("x"), (400, "BadRequestException")),
+            (tonic::Status::not_found("x"), (404, "NotFoundException")),
+            (tonic::Status::already_exists("x"), (409, "ConflictException")),
+            (tonic::Status::permission_denied("x"), (403, "ForbiddenException")),
+            (tonic::Status::unavailable("x"), (500, "InternalServerErrorException")),
+        ] {
+            let (status, code, _, _) = answer(s);
+            assert_eq!((status, code.as_str()), want);
+        }
+    }
 }

@@ -235,7 +235,12 @@ fn remove_dot_segments(path: &str) -> String {
 }
 
 fn canonical_request(request: &Signed<'_>, signed_headers: &[&str], body_hash: &str) -> String {
-    let path = encode(&remove_dot_segments(request.path), true);
+    canonical(request, signed_headers, body_hash, false)
+}
+
+/// S3 signs the path as sent: not normalized, not encoded again.
+fn canonical(request: &Signed<'_>, signed_headers: &[&str], body_hash: &str, s3: bool) -> String {
+    let path = if s3 { request.path.to_string() } else { encode(&remove_dot_segments(request.path), true) };
     let mut pairs: Vec<(String, String)> = request
         .query
         .split('&')
@@ -266,6 +271,43 @@ pub struct Key<'a> {
 /// Signs a request as the AWS SDKs do: adds `x-amz-date` and `authorization` to `headers`,
 /// which must already hold `host` (and every other header to sign).
 pub fn sign(key: &Key<'_>, method: &str, path: &str, query: &str, headers: &mut Vec<(String, String)>, body: &[u8], now: DateTime<Utc>) {
+    let body_hash = hex::encode(Sha256::digest(body));
+    sign_for(key, (SERVICE, false), method, path, query, headers, &body_hash, now);
+}
+
+/// Signs a request to S3 (service `s3`): adds `x-amz-content-sha256`, `x-amz-date` and
+/// `authorization`. `path` is the path as it will be sent (see [`encode_s3_path`]).
+pub fn sign_s3(key: &Key<'_>, method: &str, path: &str, query: &str, headers: &mut Vec<(String, String)>, body: &[u8], now: DateTime<Utc>) {
+    let body_hash = hex::encode(Sha256::digest(body));
+    headers.retain(|(n, _)| n != "x-amz-content-sha256");
+    headers.push(("x-amz-content-sha256".into(), body_hash.clone()));
+    sign_for(key, ("s3", true), method, path, query, headers, &body_hash, now);
+}
+
+/// An S3 object path as sent: every byte but unreserved characters and `/` encoded.
+pub fn encode_s3_path(path: &str) -> String {
+    encode(path, true)
+}
+
+/// A query string in canonical order, each name and value encoded.
+pub fn encode_query(pairs: &[(&str, &str)]) -> String {
+    let mut p: Vec<(String, String)> = pairs.iter().map(|(k, v)| (encode(k, false), encode(v, false))).collect();
+    p.sort();
+    p.into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+}
+
+/// `service` is the signing name and whether it is S3 (its paths signed as sent).
+#[allow(clippy::too_many_arguments)]
+fn sign_for(
+    key: &Key<'_>,
+    service: (&str, bool),
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &mut Vec<(String, String)>,
+    body_hash: &str,
+    now: DateTime<Utc>,
+) {
     let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
     let date = &amz_date[..8];
     headers.retain(|(n, _)| n != "authorization" && n != "x-amz-date");
@@ -274,14 +316,14 @@ pub fn sign(key: &Key<'_>, method: &str, path: &str, query: &str, headers: &mut 
     names.sort();
     names.dedup();
     let signed: Vec<&str> = names.iter().map(String::as_str).collect();
-    let body_hash = hex::encode(Sha256::digest(body));
-    let request = Signed { method, path, query, headers, body };
-    let canonical = canonical_request(&request, &signed, &body_hash);
-    let sig = signature(key.secret, &amz_date, date, key.region, SERVICE, &canonical);
+    let request = Signed { method, path, query, headers, body: b"" };
+    let canonical = canonical(&request, &signed, body_hash, service.1);
+    let sig = signature(key.secret, &amz_date, date, key.region, service.0, &canonical);
     let value = format!(
-        "{ALGORITHM} Credential={}/{date}/{}/{SERVICE}/aws4_request, SignedHeaders={}, Signature={sig}",
+        "{ALGORITHM} Credential={}/{date}/{}/{}/aws4_request, SignedHeaders={}, Signature={sig}",
         key.access_key,
         key.region,
+        service.0,
         signed.join(";")
     );
     headers.push(("authorization".into(), value));

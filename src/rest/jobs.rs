@@ -1,0 +1,199 @@
+//! Pinpoint's import jobs over REST: CreateImportJob reads the endpoint files under an
+//! `s3://` URL through the S3-compatible endpoint Herald is configured with and feeds them to
+//! the same import the gRPC `ImportSegment` runs; the job resource answers Get(Segment)ImportJobs.
+
+use serde_json::{json, Map, Value};
+use tonic::Request;
+
+use super::ops::Call;
+use super::s3::{self, S3};
+use super::RestError;
+use crate::api::segments::ImportSource;
+use crate::proto::v1::{self as pb, segments_server::Segments as _};
+
+fn status(s: tonic::Status) -> RestError {
+    RestError::from_status(s, &super::transcode::Trail::default())
+}
+
+fn job_status(state: i32) -> &'static str {
+    match pb::JobState::try_from(state).unwrap_or(pb::JobState::Unspecified) {
+        pb::JobState::Completed => "COMPLETED",
+        pb::JobState::Failed => "FAILED",
+        pb::JobState::Processing => "PROCESSING",
+        pb::JobState::Unspecified => "CREATED",
+    }
+}
+
+/// Herald's import job as Pinpoint's ImportJobResponse.
+fn import_response(job: &pb::ImportJob, segment_name: Option<&str>) -> Value {
+    let failures: Vec<String> = job
+        .errors
+        .iter()
+        .map(|e| format!("line {}: {}", e.line, e.reason))
+        .chain((!job.failure.is_empty()).then(|| job.failure.clone()))
+        .collect();
+    let done = job.state == pb::JobState::Completed as i32;
+    let failed = job.state == pb::JobState::Failed as i32;
+    let format = if job.format == pb::ImportFormat::Csv as i32 { "CSV" } else { "JSON" };
+    let mut definition = json!({
+        "DefineSegment": true, "RegisterEndpoints": true, "Format": format,
+        "RoleArn": job.role_arn, "S3Url": job.s3_url, "SegmentId": job.segment_id,
+    });
+    if let Some(n) = segment_name {
+        definition["SegmentName"] = Value::String(n.to_string());
+    }
+    let mut v = json!({
+        "ApplicationId": job.app_id, "Id": job.id, "CreationDate": job.creation_date, "Type": "IMPORT",
+        "JobStatus": job_status(job.state), "Definition": definition,
+        "TotalPieces": 1, "CompletedPieces": i32::from(done), "FailedPieces": i32::from(failed),
+        "TotalProcessed": job.imported + job.failed, "TotalFailures": job.failed, "Failures": failures,
+    });
+    if !job.completion_date.is_empty() {
+        v["CompletionDate"] = Value::String(job.completion_date.clone());
+    }
+    v
+}
+
+fn out(member: &str, v: Value) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert(member.to_string(), v);
+    m
+}
+
+pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, RestError> {
+    let segments = &c.rest.services.segments;
+    let app = c.input.get("ApplicationId").and_then(Value::as_str).unwrap_or_default().to_string();
+    match op {
+        "CreateImportJob" => create_import(c, &app).await,
+        "GetImportJob" => {
+            let job_id = c.input.get("JobId").and_then(Value::as_str).unwrap_or_default().to_string();
+            let job =
+                segments.get_import_job(Request::new(pb::GetImportJobRequest { app_id: app, job_id })).await.map_err(status)?.into_inner();
+            Ok(out("ImportJobResponse", import_response(&job, None)))
+        }
+        "GetImportJobs" | "GetSegmentImportJobs" => {
+            let page_size = c
+                .input
+                .get("PageSize")
+                .and_then(Value::as_str)
+                .map_or(Ok(0), |p| p.parse::<i32>().map_err(|_| RestError::bad_request(format!("PageSize '{p}' must be a number"))))?;
+            let req = pb::ListJobsRequest {
+                app_id: app,
+                segment_id: c.input.get("SegmentId").and_then(Value::as_str).unwrap_or_default().to_string(),
+                page_size,
+                page_token: c.input.get("Token").and_then(Value::as_str).unwrap_or_default().to_string(),
+            };
+            let r = segments.list_import_jobs(Request::new(req)).await.map_err(status)?.into_inner();
+            let items: Vec<Value> = r.jobs.iter().map(|j| import_response(j, None)).collect();
+            let mut v = json!({ "Item": items });
+            if !r.next_page_token.is_empty() {
+                v["NextToken"] = Value::String(r.next_page_token);
+            }
+            Ok(out("ImportJobsResponse", v))
+        }
+        _ => Err(RestError::bad_request(format!("{op} is not served over Herald's REST API yet; its gRPC API has the counterpart"))),
+    }
+}
+
+async fn create_import(c: &Call<'_>, app: &str) -> Result<Map<String, Value>, RestError> {
+    let s3 = c.rest.s3.clone().ok_or_else(|| {
+        RestError::bad_request("import jobs read S3: configure s3_endpoint, s3_access_key_id and s3_secret_access_key on the daemon")
+    })?;
+    let def = c.input.get("ImportJobRequest").cloned().unwrap_or_default();
+    let text = |k: &str| def.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let flag = |k: &str| def.get(k).and_then(Value::as_bool);
+    let (url, role) = (text("S3Url"), text("RoleArn"));
+    if let Some(allowed) = &c.rest.s3_role_arn {
+        if &role != allowed {
+            return Err(RestError::new(
+                403,
+                "ForbiddenException",
+                format!("ImportJobRequest.RoleArn {role} is not the role this daemon reads S3 as"),
+            ));
+        }
+    }
+    if !text("ExternalId").is_empty() {
+        return Err(RestError::bad_request("ImportJobRequest.ExternalId: Herald assumes no IAM role, so it takes no external id"));
+    }
+    if flag("RegisterEndpoints") == Some(false) {
+        return Err(RestError::bad_request("ImportJobRequest.RegisterEndpoints false: Herald writes the endpoints it imports"));
+    }
+    let (segment_id, name) = (text("SegmentId"), text("SegmentName"));
+    if segment_id.is_empty() && (flag("DefineSegment") != Some(true) || name.is_empty()) {
+        return Err(RestError::bad_request(
+            "ImportJobRequest: Herald imports into a segment: give DefineSegment true with SegmentName (a new segment), or SegmentId (a new version)",
+        ));
+    }
+    let format = match text("Format").as_str() {
+        "CSV" => pb::ImportFormat::Csv,
+        _ => pb::ImportFormat::Json,
+    };
+    let (bucket, prefix) = s3::parse_url(&url).map_err(|e| RestError::bad_request(format!("ImportJobRequest.S3Url: {e}")))?;
+    let keys: Vec<String> = s3
+        .list(&bucket, &prefix)
+        .await
+        .map_err(|e| RestError::bad_request(format!("ImportJobRequest.S3Url: {e}")))?
+        .into_iter()
+        .filter(|k| !k.ends_with('/'))
+        .collect();
+    if keys.is_empty() {
+        return Err(RestError::bad_request(format!("ImportJobRequest.S3Url: no objects under {url}")));
+    }
+    let first = pb::ImportSegmentRequest {
+        app_id: app.to_string(),
+        name: if segment_id.is_empty() { name.clone() } else { String::new() },
+        segment_id,
+        format: format as i32,
+        ..Default::default()
+    };
+    let source = ImportSource { s3_url: url, role_arn: role };
+    let (data, failed, mut progress) = c.rest.services.segments.start_import(&first, source).await.map_err(status)?;
+    let job = progress.recv().await.ok_or_else(|| RestError::new(500, "InternalServerErrorException", "the import did not start"))?;
+    tokio::spawn(feed(s3, bucket, keys, format, data, failed));
+    Ok(out("ImportJobResponse", import_response(&job, (!name.is_empty()).then_some(name.as_str()))))
+}
+
+/// Reads each object and hands its bytes to the import; CSV files after the first drop their
+/// header row when it is the first file's (several files are one table).
+async fn feed(
+    s3: S3,
+    bucket: String,
+    keys: Vec<String>,
+    format: pb::ImportFormat,
+    data: tokio::sync::mpsc::Sender<Vec<u8>>,
+    failed: tokio::sync::oneshot::Sender<Option<String>>,
+) {
+    let mut header: Option<Vec<u8>> = None;
+    for key in keys {
+        let body = match s3.get(&bucket, &key).await {
+            Ok(b) => b.to_vec(),
+            Err(e) => {
+                let _ = failed.send(Some(e.to_string()));
+                return;
+            }
+        };
+        let mut body = body;
+        if format == pb::ImportFormat::Csv {
+            let end = body.iter().position(|&b| b == b'\n').map_or(body.len(), |i| i + 1);
+            let this = body[..end].to_vec();
+            match &header {
+                None => header = Some(this),
+                Some(h) if h.trim_ascii_end() == this.trim_ascii_end() => {
+                    body.drain(..end);
+                }
+                Some(_) => {
+                    let _ = failed.send(Some(format!("s3://{bucket}/{key} has another header row than the first file")));
+                    return;
+                }
+            }
+        }
+        if !body.ends_with(b"\n") {
+            body.push(b'\n');
+        }
+        if data.send(body).await.is_err() {
+            return;
+        }
+    }
+    drop(data);
+    let _ = failed.send(None);
+}
