@@ -302,23 +302,23 @@ mod tests {
     use super::*;
     use tonic_types::ErrorDetails;
 
-    fn answer(status: tonic::Status) -> (u16, String, Option<String>, Value) {
+    async fn answer(status: tonic::Status) -> (u16, String, Option<String>, Value) {
         let r = RestError::from_status(status, &Trail::default()).into_response("req-1");
         let code = r.headers()["x-amzn-errortype"].to_str().unwrap().to_string();
         let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
         let status = r.status().as_u16();
-        let body = futures::executor::block_on(r.into_body().collect()).unwrap().to_bytes();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
         (status, code, retry, serde_json::from_slice(&body).unwrap())
     }
 
-    #[test]
-    fn statuses_answer_as_pinpoint_errors() {
+    #[tokio::test]
+    async fn statuses_answer_as_pinpoint_errors() {
         let shed = tonic::Status::with_error_details(
             Code::ResourceExhausted,
             "the send queue is full",
             ErrorDetails::with_retry_info(Some(Duration::from_millis(1500))),
         );
-        let (status, code, retry, body) = answer(shed);
+        let (status, code, retry, body) = answer(shed).await;
         assert_eq!((status, code.as_str(), retry.as_deref()), (429, "TooManyRequestsException", Some("2")));
         assert_eq!(body, json!({"Message": "the send queue is full", "RequestID": "req-1"}));
         for (s, want) in [
@@ -329,7 +329,7 @@ mod tests {
             (tonic::Status::permission_denied("x"), (403, "ForbiddenException")),
             (tonic::Status::unavailable("x"), (500, "InternalServerErrorException")),
         ] {
-            let (status, code, _, _) = answer(s);
+            let (status, code, _, _) = answer(s).await;
             assert_eq!((status, code.as_str()), want);
         }
     }
