@@ -511,6 +511,17 @@ async fn import_jobs_read_endpoint_files_from_s3() {
         (out["wrong_role"].as_str(), out["empty_prefix"].as_str(), out["no_segment"].as_str()),
         (Some("ForbiddenException"), Some("BadRequestException"), Some("BadRequestException"))
     );
+    // The export wrote the segment's members (version 2: the JSON file's three) as Pinpoint's
+    // EndpointResponse JSON lines.
+    assert_eq!(out["export"]["JobStatus"], "COMPLETED", "{}", out["export"]);
+    assert_eq!(out["export"]["Type"], "EXPORT");
+    assert_eq!(out["export"]["Definition"]["S3UrlPrefix"], "s3://pinpoint-exports/out/");
+    assert_eq!(out["exports_listed"].as_array().unwrap().len(), 1);
+    let mut ids: Vec<&str> = out["exported"].as_array().unwrap().iter().filter_map(|e| e["Id"].as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["json-0", "json-1", "json-2"], "{}", out["exported"]);
+    assert_eq!(out["exported"][0]["ChannelType"], "EMAIL");
+    assert_eq!(out["export"]["TotalProcessed"], 3);
     // The endpoints are Herald's now, read back over gRPC.
     let app = out["app"].as_str().unwrap().to_string();
     let mut endpoints = rest.daemon.endpoints().await;

@@ -1,6 +1,9 @@
-//! Pinpoint's import jobs over REST: CreateImportJob reads the endpoint files under an
-//! `s3://` URL through the S3-compatible endpoint Herald is configured with and feeds them to
-//! the same import the gRPC `ImportSegment` runs; the job resource answers Get(Segment)ImportJobs.
+//! Pinpoint's import and export jobs over REST. CreateImportJob reads the endpoint files
+//! under an `s3://` URL through the S3-compatible endpoint Herald is configured with and feeds
+//! them to the same import the gRPC `ImportSegment` runs; CreateExportJob runs the gRPC
+//! `ExportSegment` and writes its pages as newline-delimited JSON objects (Pinpoint's
+//! EndpointResponse shape) under an `s3://` prefix. The job resources answer the Get…Job(s)
+//! operations.
 
 use serde_json::{json, Map, Value};
 use tonic::Request;
@@ -91,8 +94,135 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
             }
             Ok(out("ImportJobsResponse", v))
         }
+        "CreateExportJob" => create_export(c, &app).await,
+        "GetExportJob" => {
+            let job_id = c.input.get("JobId").and_then(Value::as_str).unwrap_or_default().to_string();
+            let job = segments.get_export_job(Request::new(pb::GetExportJobRequest { app_id: app.clone(), job_id })).await.map_err(status)?.into_inner();
+            Ok(out("ExportJobResponse", export_response(c, &job).await))
+        }
+        "GetExportJobs" | "GetSegmentExportJobs" => {
+            let page_size = c.input.get("PageSize").and_then(Value::as_str).map_or(Ok(0), |p| {
+                p.parse::<i32>().map_err(|_| RestError::bad_request(format!("PageSize '{p}' must be a number")))
+            })?;
+            let req = pb::ListJobsRequest {
+                app_id: app,
+                segment_id: c.input.get("SegmentId").and_then(Value::as_str).unwrap_or_default().to_string(),
+                page_size,
+                page_token: c.input.get("Token").and_then(Value::as_str).unwrap_or_default().to_string(),
+            };
+            let r = segments.list_export_jobs(Request::new(req)).await.map_err(status)?.into_inner();
+            let mut items = Vec::new();
+            for j in &r.jobs {
+                items.push(export_response(c, j).await);
+            }
+            let mut v = json!({ "Item": items });
+            if !r.next_page_token.is_empty() {
+                v["NextToken"] = Value::String(r.next_page_token);
+            }
+            Ok(out("ExportJobsResponse", v))
+        }
         _ => Err(RestError::bad_request(format!("{op} is not served over Herald's REST API yet; its gRPC API has the counterpart"))),
     }
+}
+
+/// Where a REST export job writes, kept beside Herald's export job.
+const EXPORT_DEFINITION: &str = "rest_export_definition";
+
+/// Herald's export job as Pinpoint's ExportJobResponse.
+async fn export_response(c: &Call<'_>, job: &pb::ExportJob) -> Value {
+    let stored = c.rest.store.get_blob(&job.app_id, EXPORT_DEFINITION, &job.id).await.ok().flatten();
+    let def: Value = stored.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_else(|| json!({}));
+    let done = job.state == pb::JobState::Completed as i32;
+    let failed = job.state == pb::JobState::Failed as i32;
+    let mut v = json!({
+        "ApplicationId": job.app_id, "Id": job.id, "CreationDate": job.creation_date, "Type": "EXPORT",
+        "JobStatus": job_status(job.state),
+        "Definition": {
+            "RoleArn": def["RoleArn"].as_str().unwrap_or_default(), "S3UrlPrefix": def["S3UrlPrefix"].as_str().unwrap_or_default(),
+            "SegmentId": job.segment_id, "SegmentVersion": job.segment_version,
+        },
+        "TotalPieces": def["Pieces"].as_u64().unwrap_or(0), "CompletedPieces": if done { def["Pieces"].as_u64().unwrap_or(0) } else { 0 },
+        "FailedPieces": i32::from(failed), "TotalProcessed": job.exported, "TotalFailures": 0,
+        "Failures": if job.failure.is_empty() { vec![] } else { vec![job.failure.clone()] },
+    });
+    if !job.completion_date.is_empty() {
+        v["CompletionDate"] = Value::String(job.completion_date.clone());
+    }
+    v
+}
+
+async fn create_export(c: &Call<'_>, app: &str) -> Result<Map<String, Value>, RestError> {
+    let s3 = c.rest.s3.clone().ok_or_else(|| {
+        RestError::bad_request("export jobs write S3: configure s3_endpoint, s3_access_key_id and s3_secret_access_key on the daemon")
+    })?;
+    let def = c.input.get("ExportJobRequest").cloned().unwrap_or_default();
+    let text = |k: &str| def.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let (prefix_url, role) = (text("S3UrlPrefix"), text("RoleArn"));
+    if let Some(allowed) = &c.rest.s3_role_arn {
+        if &role != allowed {
+            return Err(RestError::new(403, "ForbiddenException", format!("ExportJobRequest.RoleArn {role} is not the role this daemon writes S3 as")));
+        }
+    }
+    let segment_id = text("SegmentId");
+    if segment_id.is_empty() {
+        return Err(RestError::bad_request("ExportJobRequest.SegmentId: Herald exports a segment's members; give SegmentId"));
+    }
+    let version = def.get("SegmentVersion").and_then(Value::as_i64).unwrap_or(0) as i32;
+    let (bucket, prefix) = s3::parse_url(&prefix_url).map_err(|e| RestError::bad_request(format!("ExportJobRequest.S3UrlPrefix: {e}")))?;
+    let req = pb::ExportSegmentRequest { app_id: app.to_string(), segment_id: segment_id.clone(), version, page_size: 1_000 };
+    let mut stream = c.rest.services.segments.export_segment(Request::new(req)).await.map_err(status)?.into_inner();
+    use futures::StreamExt as _;
+    let first = stream.next().await;
+    let (job_id, first_page) = match first {
+        Some(Ok(page)) => (page.job_id.clone(), Some(page)),
+        Some(Err(s)) => return Err(status(s)),
+        // An empty segment: the job ended at once; it is the segment's latest.
+        None => {
+            let list = pb::ListJobsRequest { app_id: app.to_string(), segment_id: segment_id.clone(), page_size: 1, page_token: String::new() };
+            let r = c.rest.services.segments.list_export_jobs(Request::new(list)).await.map_err(status)?.into_inner();
+            (r.jobs.first().map(|j| j.id.clone()).unwrap_or_default(), None)
+        }
+    };
+    let key_prefix = if prefix.is_empty() || prefix.ends_with('/') { format!("{prefix}{job_id}/") } else { format!("{prefix}/{job_id}/") };
+    let job_id_for_response = job_id.clone();
+    let store = c.rest.store.clone();
+    let app_id = app.to_string();
+    let save = move |pieces: u64| {
+        let (store, app_id, job_id) = (store.clone(), app_id.clone(), job_id.clone());
+        let body = json!({ "S3UrlPrefix": prefix_url, "RoleArn": role, "Pieces": pieces }).to_string();
+        async move { store.put_blob(&app_id, EXPORT_DEFINITION, &job_id, body.as_bytes()).await }
+    };
+    save(0).await.map_err(|e| RestError::from_status(crate::api::store_status(e), &super::transcode::Trail::default()))?;
+    let model = super::model::Model::get();
+    let desc = c.rest.descriptor("Endpoint");
+    tokio::spawn(async move {
+        let mut piece = 0u64;
+        let mut page = first_page;
+        loop {
+            let Some(p) = page.take() else { break };
+            let mut body = Vec::new();
+            for e in &p.endpoints {
+                let d = prost_reflect::DynamicMessage::decode(desc.clone(), prost::Message::encode_to_vec(e).as_slice()).expect("an endpoint decodes");
+                let mut line = super::transcode::encode(model, "EndpointResponse", &d).to_string().into_bytes();
+                line.push(b'\n');
+                body.extend(line);
+            }
+            if let Err(e) = s3.put(&bucket, &format!("{key_prefix}part-{piece:05}.json"), body).await {
+                // Dropping the stream ends Herald's job as failed.
+                tracing::warn!(error = %e, "An export job cannot write to S3.");
+                return;
+            }
+            piece += 1;
+            let _ = save(piece).await;
+            page = match stream.next().await {
+                Some(Ok(p)) => Some(p),
+                _ => None,
+            };
+        }
+    });
+    let req = pb::GetExportJobRequest { app_id: app.to_string(), job_id: job_id_for_response };
+    let job = c.rest.services.segments.get_export_job(Request::new(req)).await.map_err(status)?.into_inner();
+    Ok(out("ExportJobResponse", export_response(c, &job).await))
 }
 
 async fn create_import(c: &Call<'_>, app: &str) -> Result<Map<String, Value>, RestError> {

@@ -52,13 +52,13 @@ pub struct Services {
 
 pub struct Rest {
     pub services: Services,
-    store: Arc<dyn crate::store::Store>,
+    pub(crate) store: Arc<dyn crate::store::Store>,
     credentials: sigv4::Credentials,
     pool: prost_reflect::DescriptorPool,
     /// Where import jobs read (`s3_endpoint`), if configured.
-    s3: Option<s3::S3>,
+    pub(crate) s3: Option<s3::S3>,
     /// The one RoleArn import jobs may name, if configured.
-    s3_role_arn: Option<String>,
+    pub(crate) s3_role_arn: Option<String>,
 }
 
 /// A Pinpoint error answer.
@@ -170,7 +170,7 @@ impl Rest {
     }
 
     /// A Herald message's descriptor (`App` → `herald.v1.App`).
-    fn descriptor(&self, name: &str) -> prost_reflect::MessageDescriptor {
+    pub(crate) fn descriptor(&self, name: &str) -> prost_reflect::MessageDescriptor {
         self.pool.get_message_by_name(&format!("herald.v1.{name}")).unwrap_or_else(|| panic!("herald.v1.{name} is in the descriptor set"))
     }
 }

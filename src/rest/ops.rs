@@ -486,7 +486,8 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
             )
         }
 
-        "CreateImportJob" | "GetImportJob" | "GetImportJobs" | "GetSegmentImportJobs" => super::jobs::dispatch(c, op).await?,
+        "CreateImportJob" | "GetImportJob" | "GetImportJobs" | "GetSegmentImportJobs" | "CreateExportJob" | "GetExportJob" | "GetExportJobs"
+        | "GetSegmentExportJobs" => super::jobs::dispatch(c, op).await?,
 
         // Templates (account level, as in Pinpoint).
         op if op.ends_with("Template") || op == "ListTemplates" || op == "ListTemplateVersions" || op == "UpdateTemplateActiveVersion" => {
