@@ -429,6 +429,10 @@ async fn templates_channels_versions_and_journeys_round_trip() {
     assert_eq!(out["journey_active"], "ACTIVE");
     assert!(out["journey_metrics"]["JourneyId"].is_string(), "{}", out["journey_metrics"]);
     assert_eq!(out["journeys"].as_array().unwrap().len(), 1);
+    assert_eq!(out["removed"]["AttributeType"], "endpoint-custom-attributes", "{}", out["removed"]);
+    // As in Pinpoint: the endpoint keeps the removed attribute's value, later writes no longer change it.
+    assert_eq!(out["after_remove"], serde_json::json!({"legacy": ["x"], "keep": ["changed"]}));
+    assert!(out["inapp_messages"].is_object(), "{}", out["inapp_messages"]);
     assert_eq!(out["deleted_app"], "NotFoundException");
 }
 

@@ -97,13 +97,19 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
         "CreateExportJob" => create_export(c, &app).await,
         "GetExportJob" => {
             let job_id = c.input.get("JobId").and_then(Value::as_str).unwrap_or_default().to_string();
-            let job = segments.get_export_job(Request::new(pb::GetExportJobRequest { app_id: app.clone(), job_id })).await.map_err(status)?.into_inner();
+            let job = segments
+                .get_export_job(Request::new(pb::GetExportJobRequest { app_id: app.clone(), job_id }))
+                .await
+                .map_err(status)?
+                .into_inner();
             Ok(out("ExportJobResponse", export_response(c, &job).await))
         }
         "GetExportJobs" | "GetSegmentExportJobs" => {
-            let page_size = c.input.get("PageSize").and_then(Value::as_str).map_or(Ok(0), |p| {
-                p.parse::<i32>().map_err(|_| RestError::bad_request(format!("PageSize '{p}' must be a number")))
-            })?;
+            let page_size = c
+                .input
+                .get("PageSize")
+                .and_then(Value::as_str)
+                .map_or(Ok(0), |p| p.parse::<i32>().map_err(|_| RestError::bad_request(format!("PageSize '{p}' must be a number"))))?;
             let req = pb::ListJobsRequest {
                 app_id: app,
                 segment_id: c.input.get("SegmentId").and_then(Value::as_str).unwrap_or_default().to_string(),
@@ -160,7 +166,11 @@ async fn create_export(c: &Call<'_>, app: &str) -> Result<Map<String, Value>, Re
     let (prefix_url, role) = (text("S3UrlPrefix"), text("RoleArn"));
     if let Some(allowed) = &c.rest.s3_role_arn {
         if &role != allowed {
-            return Err(RestError::new(403, "ForbiddenException", format!("ExportJobRequest.RoleArn {role} is not the role this daemon writes S3 as")));
+            return Err(RestError::new(
+                403,
+                "ForbiddenException",
+                format!("ExportJobRequest.RoleArn {role} is not the role this daemon writes S3 as"),
+            ));
         }
     }
     let segment_id = text("SegmentId");
@@ -178,7 +188,8 @@ async fn create_export(c: &Call<'_>, app: &str) -> Result<Map<String, Value>, Re
         Some(Err(s)) => return Err(status(s)),
         // An empty segment: the job ended at once; it is the segment's latest.
         None => {
-            let list = pb::ListJobsRequest { app_id: app.to_string(), segment_id: segment_id.clone(), page_size: 1, page_token: String::new() };
+            let list =
+                pb::ListJobsRequest { app_id: app.to_string(), segment_id: segment_id.clone(), page_size: 1, page_token: String::new() };
             let r = c.rest.services.segments.list_export_jobs(Request::new(list)).await.map_err(status)?.into_inner();
             (r.jobs.first().map(|j| j.id.clone()).unwrap_or_default(), None)
         }
@@ -202,7 +213,8 @@ async fn create_export(c: &Call<'_>, app: &str) -> Result<Map<String, Value>, Re
             let Some(p) = page.take() else { break };
             let mut body = Vec::new();
             for e in &p.endpoints {
-                let d = prost_reflect::DynamicMessage::decode(desc.clone(), prost::Message::encode_to_vec(e).as_slice()).expect("an endpoint decodes");
+                let d = prost_reflect::DynamicMessage::decode(desc.clone(), prost::Message::encode_to_vec(e).as_slice())
+                    .expect("an endpoint decodes");
                 let mut line = super::transcode::encode(model, "EndpointResponse", &d).to_string().into_bytes();
                 line.push(b'\n');
                 body.extend(line);

@@ -334,6 +334,20 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
             out("ActivitiesResponse", json!({ "Item": items }))
         }
 
+        "RemoveAttributes" => {
+            let (req, t) = c.request::<pb::RemoveAttributesRequest>(
+                "RemoveAttributesRequest",
+                &[APP, To("AttributeType", "attribute_type"), Merge("UpdateAttributesRequest")],
+            )?;
+            let r = call!(t, s.endpoints.remove_attributes(Request::new(req)));
+            out("AttributesResource", c.encode("AttributesResource", "AttributesResource", &r))
+        }
+        "GetInAppMessages" => {
+            let (req, t) = c.request::<pb::GetInAppMessagesRequest>("GetInAppMessagesRequest", &[APP, To("EndpointId", "endpoint_id")])?;
+            let r = call!(t, s.campaigns.get_in_app_messages(Request::new(req)));
+            out("InAppMessagesResponse", c.encode("InAppMessagesResponse", "InAppMessagesResponse", &r))
+        }
+
         // Sending.
         "SendMessages" => {
             let input = email_message_in(c.input, &["MessageRequest", "MessageConfiguration", "EmailMessage"])?;
