@@ -522,6 +522,11 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
             return Err(unsupported("Herald has no one-time password service; send the code with SendMessages over the SMS or email channel"))
         }
         "PhoneNumberValidate" => return Err(unsupported("Herald has no phone number validation service")),
+        "GetJourneyRuns" | "GetJourneyRunExecutionMetrics" | "GetJourneyRunExecutionActivityMetrics" => {
+            return Err(unsupported(
+                "Herald keeps a journey's metrics across its runs, not per run: GetJourneyExecutionMetrics and GetJourneyExecutionActivityMetrics answer for the journey",
+            ))
+        }
         op if op.contains("Voice") || op.contains("Adm") || op.contains("Baidu") || op.contains("Voip") || op.contains("ApnsSandbox") => {
             return Err(unsupported("Herald's channels are email, SMS, APNs, FCM (GCM), custom webhooks and in-app; this channel is not one of them"))
         }
