@@ -215,18 +215,8 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
                 router = router.merge(crate::engagement::Engagement::start(l.clone(), store.clone(), outcome_ttl).router());
                 tracing::info!(public_url = l.base(), "Open and click tracking and one-click unsubscribe are served.");
             }
-            match config.public_tls() {
-                Some(files) => {
-                    let tls = crate::tls::Reloading::start("public", files, &[b"http/1.1"])?;
-                    let server =
-                        axum::serve(crate::tls::TlsListener::new(listener, tls)?, router).with_graceful_shutdown(stopped(stop_rx.clone()));
-                    Some(tokio::spawn(async move { server.await }))
-                }
-                None => {
-                    let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
-                    Some(tokio::spawn(async move { server.await }))
-                }
-            }
+            let tls = config.public_tls().map(|files| crate::tls::Reloading::start("public", files, &[b"http/1.1"])).transpose()?;
+            Some(serve_http(listener, router, tls, stop_rx.clone())?)
         }
         None => None,
     };
@@ -255,39 +245,20 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
             let router =
                 Arc::new(crate::rest::Rest::new(services, store.clone(), credentials)?.with_s3(s3, config.s3_role_arn.clone())).router();
             tracing::info!(%addr, "Pinpoint REST API is up.");
-            match config.grpc_tls() {
-                Some(mut files) => {
-                    // SigV4 authenticates REST callers: no client certificate is asked.
-                    files.client_ca = None;
-                    let tls = crate::tls::Reloading::start("rest", files, &[b"http/1.1"])?;
-                    let server =
-                        axum::serve(crate::tls::TlsListener::new(listener, tls)?, router).with_graceful_shutdown(stopped(stop_rx.clone()));
-                    Some(tokio::spawn(async move { server.await }))
-                }
-                None => {
-                    let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
-                    Some(tokio::spawn(async move { server.await }))
-                }
-            }
+            // SigV4 authenticates REST callers: no client certificate is asked.
+            let files = config.grpc_tls().map(|f| crate::tls::TlsFiles { client_ca: None, ..f });
+            let tls = files.map(|f| crate::tls::Reloading::start("rest", f, &[b"http/1.1"])).transpose()?;
+            Some(serve_http(listener, router, tls, stop_rx.clone())?)
         }
         None => None,
     };
     let router = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
     let scheduler = tokio::spawn(crate::campaigns::scheduler::run(runner.clone(), wake, stop_rx.clone()));
     let journey_scheduler = tokio::spawn(journeys.clone().run());
-    let metrics_task = match config.grpc_tls().filter(|_| config.metrics_tls) {
-        Some(mut files) => {
-            // Prometheus presents no client certificate: the metrics listener asks for none.
-            files.client_ca = None;
-            let tls = crate::tls::Reloading::start("metrics", files, &[b"http/1.1"])?;
-            let server = axum::serve(crate::tls::TlsListener::new(metrics, tls)?, router).with_graceful_shutdown(stopped(stop_rx));
-            tokio::spawn(async move { server.await })
-        }
-        None => {
-            let server = axum::serve(metrics, router).with_graceful_shutdown(stopped(stop_rx));
-            tokio::spawn(async move { server.await })
-        }
-    };
+    // Prometheus presents no client certificate: the metrics listener asks for none.
+    let files = config.grpc_tls().filter(|_| config.metrics_tls).map(|f| crate::tls::TlsFiles { client_ca: None, ..f });
+    let tls = files.map(|f| crate::tls::Reloading::start("metrics", f, &[b"http/1.1"])).transpose()?;
+    let metrics_task = serve_http(metrics, router, tls, stop_rx.clone())?;
     let purger = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -369,6 +340,28 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     }
     close(store).await;
     Ok(())
+}
+
+/// Serves an HTTP/1.1 router (over TLS when given) until `stop`, finishing calls in flight.
+fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<crate::tls::Reloading>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    Ok(match tls {
+        Some(tls) => {
+            let server = axum::serve(crate::tls::TlsListener::new(listener, tls)?, router).with_graceful_shutdown(stopped);
+            tokio::spawn(async move { server.await })
+        }
+        None => {
+            let server = axum::serve(listener, router).with_graceful_shutdown(stopped);
+            tokio::spawn(async move { server.await })
+        }
+    })
 }
 
 /// Sets every Herald service's health.

@@ -75,17 +75,7 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
             Ok(out("ImportJobResponse", import_response(&job, None)))
         }
         "GetImportJobs" | "GetSegmentImportJobs" => {
-            let page_size = c
-                .input
-                .get("PageSize")
-                .and_then(Value::as_str)
-                .map_or(Ok(0), |p| p.parse::<i32>().map_err(|_| RestError::bad_request(format!("PageSize '{p}' must be a number"))))?;
-            let req = pb::ListJobsRequest {
-                app_id: app,
-                segment_id: c.input.get("SegmentId").and_then(Value::as_str).unwrap_or_default().to_string(),
-                page_size,
-                page_token: c.input.get("Token").and_then(Value::as_str).unwrap_or_default().to_string(),
-            };
+            let req = list_request(c, app)?;
             let r = segments.list_import_jobs(Request::new(req)).await.map_err(status)?.into_inner();
             let items: Vec<Value> = r.jobs.iter().map(|j| import_response(j, None)).collect();
             let mut v = json!({ "Item": items });
@@ -105,17 +95,7 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
             Ok(out("ExportJobResponse", export_response(c, &job).await))
         }
         "GetExportJobs" | "GetSegmentExportJobs" => {
-            let page_size = c
-                .input
-                .get("PageSize")
-                .and_then(Value::as_str)
-                .map_or(Ok(0), |p| p.parse::<i32>().map_err(|_| RestError::bad_request(format!("PageSize '{p}' must be a number"))))?;
-            let req = pb::ListJobsRequest {
-                app_id: app,
-                segment_id: c.input.get("SegmentId").and_then(Value::as_str).unwrap_or_default().to_string(),
-                page_size,
-                page_token: c.input.get("Token").and_then(Value::as_str).unwrap_or_default().to_string(),
-            };
+            let req = list_request(c, app)?;
             let r = segments.list_export_jobs(Request::new(req)).await.map_err(status)?.into_inner();
             let mut items = Vec::new();
             for j in &r.jobs {
@@ -129,6 +109,16 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
         }
         _ => Err(RestError::bad_request(format!("{op} is not served over Herald's REST API yet; its gRPC API has the counterpart"))),
     }
+}
+
+/// A job listing's request: the app, a segment when the operation names one, the page.
+fn list_request(c: &Call<'_>, app: String) -> Result<pb::ListJobsRequest, RestError> {
+    let text = |k: &str| c.input.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let page_size = match c.input.get("PageSize").and_then(Value::as_str) {
+        None => 0,
+        Some(p) => p.parse::<i32>().map_err(|_| RestError::bad_request(format!("PageSize '{p}' must be a number")))?,
+    };
+    Ok(pb::ListJobsRequest { app_id: app, segment_id: text("SegmentId"), page_size, page_token: text("Token") })
 }
 
 /// Where a REST export job writes, kept beside Herald's export job.
@@ -209,8 +199,7 @@ async fn create_export(c: &Call<'_>, app: &str) -> Result<Map<String, Value>, Re
     tokio::spawn(async move {
         let mut piece = 0u64;
         let mut page = first_page;
-        loop {
-            let Some(p) = page.take() else { break };
+        while let Some(p) = page.take() {
             let mut body = Vec::new();
             for e in &p.endpoints {
                 let d = prost_reflect::DynamicMessage::decode(desc.clone(), prost::Message::encode_to_vec(e).as_slice())
