@@ -612,6 +612,23 @@ mod tests {
     }
 
     #[test]
+    fn the_rest_door_needs_credentials_off_loopback_and_masks_them() {
+        let mut c = Config { rest_addr: Some("0.0.0.0:8080".parse().unwrap()), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("without SigV4 credentials"));
+        c.sigv4_credentials = vec!["AKIDHERALD:sigv4-secret-0123456789".into()];
+        c.s3_endpoint = Some("http://127.0.0.1:9000".into());
+        assert!(c.validate().unwrap_err().to_string().contains("s3_access_key_id"));
+        c.s3_access_key_id = Some("minio".into());
+        c.s3_secret_access_key = Some("s3-secret-0123456789".into());
+        c.validate().unwrap();
+        let shown = c.masked_toml();
+        assert!(!shown.contains("sigv4-secret") && !shown.contains("s3-secret"), "{shown}");
+        assert!(shown.contains("AKIDHERALD:********"), "{shown}");
+        c.sigv4_credentials = vec!["AKIDHERALD:short".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("at least 16"));
+    }
+
+    #[test]
     fn hashed_keys_are_read_and_checked() {
         let text = format!(
             "grpc_addr = \"0.0.0.0:50051\"\n[[keys]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"send\", \"read\"]\napps = [\"a1\"]\nrate_per_second = 5\n",

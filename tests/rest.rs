@@ -28,6 +28,10 @@ struct Rest {
 /// A daemon serving Pinpoint's REST API (signed with [`ACCESS_KEY`] unless `unsigned`), sending
 /// email into its own smtp-sink.
 fn start(backend: Backend, unsigned: bool) -> Rest {
+    start_with((backend == Backend::Redis).then(RedisServer::start), unsigned)
+}
+
+fn start_with(redis: Option<RedisServer>, unsigned: bool) -> Rest {
     let sink = SmtpSink::start(&[]);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -37,7 +41,6 @@ fn start(backend: Backend, unsigned: bool) -> Rest {
     if !unsigned {
         extra.extend(["--sigv4-credential", &credential]);
     }
-    let redis = (backend == Backend::Redis).then(RedisServer::start);
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
     let daemon = Daemon::spawn(redis, data_dir, Some(tmp), Some(API_KEY.to_string()), &extra);
@@ -537,4 +540,49 @@ async fn import_jobs_read_endpoint_files_from_s3() {
             .into_inner();
         assert!(e.address.ends_with("@example.com"));
     }
+}
+
+/// A Redis outage answers 500 InternalServerErrorException (which the SDKs retry) and nothing
+/// else; the door serves again once Redis is back, and SIGTERM stops the daemon cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_is_a_retryable_error_and_sigterm_drains() {
+    let mut rest = start_with(Some(RedisServer::start_durable()), false);
+    let script = r#"
+import json, sys, herald_client
+from botocore.config import Config
+from botocore.exceptions import ClientError
+import boto3, os
+c = boto3.client("pinpoint", endpoint_url=os.environ["HERALD_REST_URL"], region_name="us-east-1",
+    aws_access_key_id=os.environ["HERALD_ACCESS_KEY"], aws_secret_access_key=os.environ["HERALD_SECRET_KEY"],
+    config=Config(retries={"max_attempts": 1, "mode": "standard"}))
+try:
+    r = c.create_app(CreateApplicationRequest={"Name": sys.argv[1]})
+    print(json.dumps({"ok": r["ApplicationResponse"]["Id"]}))
+except ClientError as e:
+    print(json.dumps({"code": e.response["Error"]["Code"], "status": e.response["ResponseMetadata"]["HTTPStatusCode"]}))
+"#;
+    let run = |rest: &Rest, name: &str| -> Value {
+        let out = Command::new(common::python())
+            .args(["-c", script, name])
+            .current_dir(fixture(""))
+            .env("PYTHONPATH", fixture(""))
+            .envs(client_env(rest))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert!(run(&rest, "before")["ok"].is_string());
+    rest.daemon.redis.as_mut().unwrap().kill();
+    let down = run(&rest, "during");
+    assert_eq!((down["status"].as_u64(), down["code"].as_str()), (Some(500), Some("InternalServerErrorException")), "{down}");
+    rest.daemon.redis.as_mut().unwrap().start_again();
+    let back = wait_for("the store back", || Some(run(&rest, "after")).filter(|v| v["ok"].is_string()));
+    assert!(back["ok"].is_string());
+    let apps = aws(&rest, &["get-apps"]);
+    let mut names: Vec<&str> = apps["ApplicationsResponse"]["Item"].as_array().unwrap().iter().filter_map(|a| a["Name"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["after", "before"], "the refused call wrote nothing");
+    let status = rest.daemon.terminate();
+    assert!(status.success(), "SIGTERM with the REST door open exits 0: {status}");
 }
