@@ -242,8 +242,12 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
                 channels: channels_impl.clone(),
             };
             let s3 = config.s3().map_err(anyhow::Error::msg)?;
-            let router =
-                Arc::new(crate::rest::Rest::new(services, store.clone(), credentials)?.with_s3(s3, config.s3_role_arn.clone())).router();
+            let router = Arc::new(
+                crate::rest::Rest::new(services, store.clone(), credentials)?
+                    .with_s3(s3, config.s3_role_arn.clone())
+                    .with_audit(audit.clone()),
+            )
+            .router();
             tracing::info!(%addr, "Pinpoint REST API is up.");
             // SigV4 authenticates REST callers: no client certificate is asked.
             let files = config.grpc_tls().map(|f| crate::tls::TlsFiles { client_ca: None, ..f });

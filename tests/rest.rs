@@ -28,10 +28,10 @@ struct Rest {
 /// A daemon serving Pinpoint's REST API (signed with [`ACCESS_KEY`] unless `unsigned`), sending
 /// email into its own smtp-sink.
 fn start(backend: Backend, unsigned: bool) -> Rest {
-    start_with((backend == Backend::Redis).then(RedisServer::start), unsigned)
+    start_with((backend == Backend::Redis).then(RedisServer::start), unsigned, &[])
 }
 
-fn start_with(redis: Option<RedisServer>, unsigned: bool) -> Rest {
+fn start_with(redis: Option<RedisServer>, unsigned: bool, more: &[&str]) -> Rest {
     let sink = SmtpSink::start(&[]);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -41,6 +41,7 @@ fn start_with(redis: Option<RedisServer>, unsigned: bool) -> Rest {
     if !unsigned {
         extra.extend(["--sigv4-credential", &credential]);
     }
+    extra.extend(more);
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
     let daemon = Daemon::spawn(redis, data_dir, Some(tmp), Some(API_KEY.to_string()), &extra);
@@ -546,7 +547,7 @@ async fn import_jobs_read_endpoint_files_from_s3() {
 /// else; the door serves again once Redis is back, and SIGTERM stops the daemon cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_is_a_retryable_error_and_sigterm_drains() {
-    let mut rest = start_with(Some(RedisServer::start_durable()), false);
+    let mut rest = start_with(Some(RedisServer::start_durable()), false, &[]);
     let script = r#"
 import json, sys, herald_client
 from botocore.config import Config
@@ -585,4 +586,31 @@ except ClientError as e:
     assert_eq!(names, ["after", "before"], "the refused call wrote nothing");
     let status = rest.daemon.terminate();
     assert!(status.success(), "SIGTERM with the REST door open exits 0: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_changes_and_refusals_are_audited_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let log_arg = log.display().to_string();
+    let rest = start_with(None, false, &["--audit-log", &log_arg]);
+    let app = aws(&rest, &["create-app", "--create-application-request", "Name=audited"]);
+    let app_id = app["ApplicationResponse"]["Id"].as_str().unwrap().to_string();
+    aws(&rest, &["get-apps"]);
+    let out = python(&rest, "wire.py");
+    assert_eq!(out["wrong_secret"]["status"], 403);
+    let lines: Vec<Value> = wait_for("audit lines", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        lines.iter().any(|l| l["outcome"] == "InvalidSignatureException").then_some(lines)
+    });
+    let created = lines.iter().find(|l| l["method"] == "pinpoint/CreateApp" && l["outcome"] == "OK").expect("CreateApp audited");
+    assert_eq!(created["key_id"], ACCESS_KEY);
+    let got = lines.iter().find(|l| l["app_id"] == app_id.as_str());
+    assert!(got.is_none() || got.unwrap()["method"] != "pinpoint/GetApps", "reads are not audited");
+    assert!(!lines.iter().any(|l| l["method"] == "pinpoint/GetApps" && l["outcome"] == "OK"), "reads are not audited");
+    let refused = lines.iter().find(|l| l["outcome"] == "InvalidSignatureException").unwrap();
+    assert_eq!(refused["caller"], "unauthenticated");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(SECRET_KEY), "the secret never reaches the audit log");
 }

@@ -59,6 +59,16 @@ pub struct Rest {
     pub(crate) s3: Option<s3::S3>,
     /// The one RoleArn import jobs may name, if configured.
     pub(crate) s3_role_arn: Option<String>,
+    /// Where changes and refusals are audited (the gRPC door's audit log).
+    audit: Option<Arc<crate::access::audit::Audit>>,
+}
+
+/// What a request named, for its audit line.
+#[derive(Default)]
+struct Seen {
+    access_key: Option<String>,
+    app_id: Option<String>,
+    resource: serde_json::Map<String, Value>,
 }
 
 /// A Pinpoint error answer.
@@ -147,7 +157,7 @@ impl Rest {
         let pool = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET)?;
         // Parse the model now rather than on the first request.
         let _ = Model::get();
-        Ok(Self { services, store, credentials, pool, s3: None, s3_role_arn: None })
+        Ok(Self { services, store, credentials, pool, s3: None, s3_role_arn: None, audit: None })
     }
 
     /// Import jobs read S3 through this client; `role_arn`, when given, is the only RoleArn
@@ -155,6 +165,12 @@ impl Rest {
     pub fn with_s3(mut self, s3: Option<s3::S3>, role_arn: Option<String>) -> Self {
         self.s3 = s3;
         self.s3_role_arn = role_arn;
+        self
+    }
+
+    /// Audits every REST call that changes something and every refused one.
+    pub fn with_audit(mut self, audit: Option<Arc<crate::access::audit::Audit>>) -> Self {
+        self.audit = audit;
         self
     }
 
@@ -179,7 +195,13 @@ async fn handle(State(rest): State<Arc<Rest>>, request: Request<Body>) -> Respon
     let start = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let (parts, body) = request.into_parts();
-    let (op_name, result) = serve(&rest, parts, body).await;
+    let changes = parts.method != axum::http::Method::GET;
+    let mut seen = Seen::default();
+    let (op_name, result) = serve(&rest, parts, body, &mut seen).await;
+    let outcome = match &result {
+        Ok(_) => "OK",
+        Err(e) => e.code,
+    };
     let response = match result {
         Ok(r) => r,
         Err(e) => {
@@ -189,6 +211,24 @@ async fn handle(State(rest): State<Arc<Rest>>, request: Request<Body>) -> Respon
             e.into_response(&request_id)
         }
     };
+    let refused = matches!(response.status().as_u16(), 401 | 403);
+    if let Some(audit) = rest.audit.as_ref().filter(|_| changes || refused) {
+        audit.write(&crate::access::audit::Line {
+            time: crate::domain::timestamp(chrono::Utc::now()),
+            caller: seen
+                .access_key
+                .clone()
+                .unwrap_or_else(|| if rest.credentials.is_empty() { "anonymous" } else { "unauthenticated" }.into()),
+            key_id: seen.access_key.unwrap_or_default(),
+            method: format!("pinpoint/{op_name}"),
+            scope: "admin",
+            app_id: seen.app_id,
+            resource: seen.resource,
+            outcome,
+            peer: None,
+            duration_ms: (start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+        });
+    }
     let status = response.status().as_u16().to_string();
     metrics::counter!(telemetry::REST_REQUESTS, "operation" => op_name, "status" => status).increment(1);
     metrics::histogram!(telemetry::REST_DURATION, "operation" => op_name).record(start.elapsed().as_secs_f64());
@@ -199,7 +239,12 @@ async fn handle(State(rest): State<Arc<Rest>>, request: Request<Body>) -> Respon
     response
 }
 
-async fn serve(rest: &Rest, parts: axum::http::request::Parts, body: Body) -> (&'static str, Result<Response<Body>, RestError>) {
+async fn serve(
+    rest: &Rest,
+    parts: axum::http::request::Parts,
+    body: Body,
+    seen: &mut Seen,
+) -> (&'static str, Result<Response<Body>, RestError>) {
     let model = Model::get();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or_default().to_string();
@@ -225,9 +270,12 @@ async fn serve(rest: &Rest, parts: axum::http::request::Parts, body: Body) -> (&
     let mut region = "us-east-1".to_string();
     if !rest.credentials.is_empty() {
         let signed = sigv4::Signed { method: parts.method.as_str(), path: &path, query: &query, headers: &headers, body: &body };
-        if let Err(e) = sigv4::verify(&rest.credentials, &signed, chrono::Utc::now()) {
-            metrics::counter!(telemetry::ACCESS_REFUSED, "reason" => "signature").increment(1);
-            return (name, Err(RestError::new(403, e.code(), e.to_string())));
+        match sigv4::verify(&rest.credentials, &signed, chrono::Utc::now()) {
+            Ok(key) => seen.access_key = Some(key),
+            Err(e) => {
+                metrics::counter!(telemetry::ACCESS_REFUSED, "reason" => "signature").increment(1);
+                return (name, Err(RestError::new(403, e.code(), e.to_string())));
+            }
         }
         if let Some(r) = headers
             .iter()
@@ -243,6 +291,12 @@ async fn serve(rest: &Rest, parts: axum::http::request::Parts, body: Body) -> (&
         Ok(i) => i,
         Err(v) => return (name, Err(RestError::invalid(&v))),
     };
+    seen.app_id = input.get("ApplicationId").and_then(Value::as_str).map(str::to_string);
+    for (k, v) in &input {
+        if k != "ApplicationId" && (k.ends_with("Id") || k == "TemplateName" || k == "ResourceArn") && v.is_string() {
+            seen.resource.insert(k.clone(), v.clone());
+        }
+    }
     let ctx = ops::Call { rest, region: &region, input: &input, input_shape: op.input.as_deref().unwrap_or_default() };
     let output = match ops::dispatch(&ctx, &op.name).await {
         Ok(o) => o,
