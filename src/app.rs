@@ -224,7 +224,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
     let rest_task = match config.rest_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (rest_addr)"))?;
-            let credentials = crate::rest::sigv4::Credentials::parse(&config.sigv4_credentials).map_err(anyhow::Error::msg)?;
+            let credentials = crate::rest::sigv4::Credentials::parse(&config.sigv4_credentials)?;
             if credentials.is_empty() {
                 tracing::warn!(%addr, "No SigV4 credentials configured: REST calls are not authenticated, so only loopback is served.");
             }
@@ -241,7 +241,7 @@ pub async fn serve(config: Config, grpc: TcpListener, metrics: TcpListener, shut
                 tags: tags_impl.clone(),
                 channels: channels_impl.clone(),
             };
-            let s3 = config.s3().map_err(anyhow::Error::msg)?;
+            let s3 = config.s3()?;
             let router = Arc::new(
                 crate::rest::Rest::new(services, store.clone(), credentials)?
                     .with_s3(s3, config.s3_role_arn.clone())

@@ -411,11 +411,13 @@ impl Config {
     }
 
     /// The S3 client import jobs use, when `s3_endpoint` is set (with both credentials).
-    pub fn s3(&self) -> Result<Option<crate::rest::s3::S3>, String> {
+    pub fn s3(&self) -> Result<Option<crate::rest::s3::S3>, ConfigError> {
         let Some(endpoint) = &self.s3_endpoint else { return Ok(None) };
         match (&self.s3_access_key_id, &self.s3_secret_access_key) {
-            (Some(id), Some(secret)) => crate::rest::s3::S3::new(endpoint, &self.s3_region, id, secret).map(Some),
-            _ => Err("s3_endpoint needs s3_access_key_id and s3_secret_access_key".into()),
+            (Some(id), Some(secret)) => {
+                crate::rest::s3::S3::new(endpoint, &self.s3_region, id, secret).map(Some).map_err(|e| ConfigError::Invalid(e.to_string()))
+            }
+            _ => Err(ConfigError::Invalid("s3_endpoint needs s3_access_key_id and s3_secret_access_key".into())),
         }
     }
 
@@ -473,8 +475,8 @@ impl Config {
                 self.grpc_addr
             )));
         }
-        crate::rest::sigv4::Credentials::parse(&self.sigv4_credentials).map_err(ConfigError::Invalid)?;
-        self.s3().map_err(ConfigError::Invalid)?;
+        crate::rest::sigv4::Credentials::parse(&self.sigv4_credentials).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.s3()?;
         if let Some(addr) = self.rest_addr {
             if self.sigv4_credentials.is_empty() && !addr.ip().is_loopback() {
                 return Err(ConfigError::Invalid(format!(

@@ -215,11 +215,22 @@ fn herald_message_id(v: &serde_json::Value) -> Option<String> {
 /// A notice: its kind, the addresses it names, and the Message-ID it is about.
 type Notice = (&'static str, Vec<String>, Option<String>);
 
-fn email_notices(v: &serde_json::Value) -> Result<Vec<Notice>, String> {
+/// Why an email notification cannot be read.
+#[derive(Debug, thiserror::Error)]
+enum NoticeError {
+    #[error("the SNS Message is not JSON: {0}")]
+    SnsMessage(serde_json::Error),
+    #[error("type must be hardbounce, softbounce or complaint, not {0:?}")]
+    Type(Option<String>),
+    #[error("address or addresses is required")]
+    NoAddress,
+}
+
+fn email_notices(v: &serde_json::Value) -> Result<Vec<Notice>, NoticeError> {
     // An SNS envelope carries the SES notification as a JSON string.
     if v.get("Type").and_then(|t| t.as_str()) == Some("Notification") {
-        let inner: serde_json::Value = serde_json::from_str(v.get("Message").and_then(|m| m.as_str()).unwrap_or(""))
-            .map_err(|e| format!("the SNS Message is not JSON: {e}"))?;
+        let inner: serde_json::Value =
+            serde_json::from_str(v.get("Message").and_then(|m| m.as_str()).unwrap_or("")).map_err(NoticeError::SnsMessage)?;
         return email_notices(&inner);
     }
     let addresses = |list: &serde_json::Value| -> Vec<String> {
@@ -246,7 +257,7 @@ fn email_notices(v: &serde_json::Value) -> Result<Vec<Notice>, String> {
                 Some("hardbounce") => "hardbounce",
                 Some("softbounce") => "softbounce",
                 Some("complaint") => "complaint",
-                other => return Err(format!("type must be hardbounce, softbounce or complaint, not {other:?}")),
+                other => return Err(NoticeError::Type(other.map(str::to_string))),
             };
             let mut list: Vec<String> = v
                 .get("addresses")
@@ -257,7 +268,7 @@ fn email_notices(v: &serde_json::Value) -> Result<Vec<Notice>, String> {
                 list.push(a.to_string());
             }
             if list.is_empty() {
-                return Err("address or addresses is required".into());
+                return Err(NoticeError::NoAddress);
             }
             Ok(vec![(kind, list, None)])
         }
@@ -274,7 +285,7 @@ async fn email_feedback(State(f): State<Arc<Feedback>>, Path(app): Path<String>,
     };
     let notices = match email_notices(&v) {
         Ok(n) => n,
-        Err(e) => return reply(StatusCode::BAD_REQUEST, e),
+        Err(e) => return reply(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let now = crate::domain::timestamp(chrono::Utc::now());
     let mut batch = Batch::default();

@@ -265,17 +265,25 @@ pub fn build(
     Value::Object(root)
 }
 
+/// Why a template's default substitutions do not read.
+#[derive(Debug, thiserror::Error)]
+pub enum DefaultsError {
+    #[error("must be a JSON object of variable names to strings: {0}")]
+    NotAnObject(serde_json::Error),
+    #[error("the default for '{name}' must be a string, not {value}")]
+    NotAString { name: String, value: Value },
+}
+
 /// Parses a template's default substitutions (a JSON object of variable → string).
-pub fn parse_defaults(json: &str) -> Result<Vec<(Vec<String>, String)>, String> {
+pub fn parse_defaults(json: &str) -> Result<Vec<(Vec<String>, String)>, DefaultsError> {
     if json.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let map: Map<String, Value> =
-        serde_json::from_str(json).map_err(|e| format!("must be a JSON object of variable names to strings: {e}"))?;
+    let map: Map<String, Value> = serde_json::from_str(json).map_err(DefaultsError::NotAnObject)?;
     map.into_iter()
         .map(|(k, v)| match v {
             Value::String(s) => Ok((path_segments(&k), s)),
-            other => Err(format!("the default for '{k}' must be a string, not {other}")),
+            value => Err(DefaultsError::NotAString { name: k, value }),
         })
         .collect()
 }

@@ -137,7 +137,7 @@ pub fn validate(renderer: &Renderer, t: &Template) -> Vec<FieldViolation> {
         }
     }
     if let Err(why) = context::parse_defaults(&t.default_substitutions) {
-        out.push(FieldViolation::new("default_substitutions", why));
+        out.push(FieldViolation::new("default_substitutions", why.to_string()));
     }
     if t.description.chars().count() > 500 {
         out.push(FieldViolation::new("description", "must be at most 500 characters"));
@@ -176,7 +176,7 @@ impl CompiledTemplate {
         }
         let defaults = context::parse_defaults(&t.default_substitutions).map_err(|message| PartFailure {
             part: "default_substitutions".into(),
-            failure: RenderFailure { message, line: None, column: None },
+            failure: RenderFailure { message: message.to_string(), line: None, column: None },
         })?;
         let roots = context::Roots::referenced_by(self::parts(t).into_iter().map(|(_, s)| s).chain([t.default_substitutions.as_str()]));
         metrics::counter!(telemetry::TEMPLATE_COMPILATIONS).increment(1);

@@ -24,6 +24,8 @@ pub enum S3Error {
     Answer { status: u16, what: String, message: String },
     #[error("S3 cannot be reached: {0}")]
     Transport(String),
+    #[error("s3_endpoint must be an http or https URL: {0}")]
+    Endpoint(String),
 }
 
 /// `s3://bucket/prefix` → (bucket, prefix).
@@ -53,16 +55,16 @@ fn elements(xml: &str, tag: &str) -> Vec<String> {
 }
 
 impl S3 {
-    pub fn new(endpoint: &str, region: &str, access_key: &str, secret: &str) -> Result<Self, String> {
-        let endpoint = url::Url::parse(endpoint).map_err(|e| format!("s3_endpoint: {e}"))?;
+    pub fn new(endpoint: &str, region: &str, access_key: &str, secret: &str) -> Result<Self, S3Error> {
+        let endpoint = url::Url::parse(endpoint).map_err(|e| S3Error::Endpoint(e.to_string()))?;
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
-            return Err("s3_endpoint must be an http or https URL".into());
+            return Err(S3Error::Endpoint(endpoint.to_string()));
         }
         crate::channels::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(300))
             .build()
-            .map_err(|e| format!("cannot build the S3 client: {e}"))?;
+            .map_err(|e| S3Error::Transport(e.to_string()))?;
         Ok(Self { http, endpoint, region: region.into(), access_key: access_key.into(), secret: secret.into() })
     }
 

@@ -33,19 +33,18 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     /// From `ACCESS_KEY_ID:SECRET` pairs.
-    pub fn parse<S: AsRef<str>>(pairs: &[S]) -> Result<Self, String> {
+    pub fn parse<S: AsRef<str>>(pairs: &[S]) -> Result<Self, CredentialError> {
         let mut secrets = HashMap::new();
         for (i, pair) in pairs.iter().enumerate() {
-            let (id, secret) =
-                pair.as_ref().split_once(':').ok_or_else(|| format!("sigv4_credentials[{i}] must be ACCESS_KEY_ID:SECRET"))?;
+            let (id, secret) = pair.as_ref().split_once(':').ok_or(CredentialError::Shape(i))?;
             if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(format!("sigv4_credentials[{i}]: the access key id must be letters and digits"));
+                return Err(CredentialError::KeyId(i));
             }
             if secret.len() < 16 {
-                return Err(format!("sigv4_credentials[{i}] ({id}): the secret must be at least 16 characters"));
+                return Err(CredentialError::Short(i, id.to_string()));
             }
             if secrets.insert(id.to_string(), secret.to_string()).is_some() {
-                return Err(format!("sigv4_credentials[{i}]: access key id {id} is given twice"));
+                return Err(CredentialError::Twice(i, id.to_string()));
             }
         }
         Ok(Self { secrets })
@@ -54,6 +53,19 @@ impl Credentials {
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
     }
+}
+
+/// Why a configured credential is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CredentialError {
+    #[error("sigv4_credentials[{0}] must be ACCESS_KEY_ID:SECRET")]
+    Shape(usize),
+    #[error("sigv4_credentials[{0}]: the access key id must be letters and digits")]
+    KeyId(usize),
+    #[error("sigv4_credentials[{0}] ({1}): the secret must be at least 16 characters")]
+    Short(usize, String),
+    #[error("sigv4_credentials[{0}]: access key id {1} is given twice")]
+    Twice(usize, String),
 }
 
 /// Why a request's signature was refused, with the error code the AWS SDKs expect.
