@@ -614,3 +614,37 @@ async fn rest_changes_and_refusals_are_audited_without_secrets() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains(SECRET_KEY), "the secret never reaches the audit log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_of_the_model_answers_as_pinpoint_can() {
+    let rest = start(Backend::Embedded, false);
+    let out = python(&rest, "every_operation.py");
+    let answers = out.as_object().unwrap();
+    assert_eq!(answers.len(), 122, "every operation of the model was called");
+    let pinpoint_errors = [
+        "BadRequestException",
+        "NotFoundException",
+        "ForbiddenException",
+        "ConflictException",
+        "MethodNotAllowedException",
+        "PayloadTooLargeException",
+        "TooManyRequestsException",
+    ];
+    for (op, a) in answers {
+        let status = a["status"].as_u64().unwrap();
+        assert!(status < 500, "{op} failed on the server: {a}");
+        if let Some(code) = a["code"].as_str() {
+            assert!(pinpoint_errors.contains(&code), "{op}: {code} is not an error Pinpoint answers: {a}");
+            assert!(!a["message"].as_str().unwrap_or_default().is_empty(), "{op}: an error says why: {a}");
+        }
+    }
+    // Herald's own checks speak Pinpoint's member names.
+    for (op, member) in [
+        ("CreateSegment", "WriteSegmentRequest.Name"),
+        ("PutEvents", "EventsRequest.BatchItem"),
+        ("SendUsersMessages", "SendUsersMessageRequest.Users"),
+        ("CreateCampaign", "WriteCampaignRequest.Schedule"),
+    ] {
+        assert!(answers[op]["message"].as_str().unwrap().contains(member), "{op}: {}", answers[op]);
+    }
+}

@@ -67,8 +67,11 @@ impl Call<'_> {
             let member = match part {
                 To(m, _) | Merge(m) => *m,
             };
-            let Some(v) = input.get(member) else { continue };
             let member_shape = shape.and_then(|s| s.members.get(member)).map(|m| m.shape.as_str());
+            if let Merge(_) = part {
+                dec.trail.note("", member, member_shape);
+            }
+            let Some(v) = input.get(member) else { continue };
             match part {
                 Merge(_) => {
                     let sub = dec.message(member_shape, v, &desc, "", member);

@@ -72,7 +72,10 @@ impl Trail {
             .entries
             .iter()
             .filter(|(h, _, _)| {
-                herald == h || (herald.starts_with(h.as_str()) && matches!(herald.as_bytes().get(h.len()), Some(b'.' | b'[')))
+                // The empty path is a payload merged into the request itself: it holds every field.
+                h.is_empty()
+                    || herald == h
+                    || (herald.starts_with(h.as_str()) && matches!(herald.as_bytes().get(h.len()), Some(b'.' | b'[')))
             })
             .max_by_key(|(h, _, _)| h.len());
         let Some((h, p, shape)) = best else { return herald.to_string() };
