@@ -186,7 +186,7 @@ fn validate_checks_the_tls_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_public_and_metrics_listeners_speak_https() {
+async fn the_public_metrics_and_rest_listeners_speak_https() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("s.pem"), dir.path().join("s.key"));
     let authority = ca("Herald test CA");
@@ -194,6 +194,7 @@ async fn the_public_and_metrics_listeners_speak_https() {
     let feedback = common::free_port();
     let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let public = format!("127.0.0.1:{feedback}");
+    let rest = format!("127.0.0.1:{}", common::free_port());
     let d = Daemon::spawn(
         None,
         dir.path().join("data"),
@@ -214,6 +215,8 @@ async fn the_public_and_metrics_listeners_speak_https() {
             k,
             "--public-url",
             &format!("https://{public}"),
+            "--rest-addr",
+            &rest,
         ],
     );
     herald::channels::install_crypto_provider();
@@ -225,10 +228,20 @@ async fn the_public_and_metrics_listeners_speak_https() {
     // A forged open-pixel token: the listener answers (over TLS) and records nothing.
     let forged = client.get(format!("https://{public}/o/forged")).send().await.expect("the public listener over TLS");
     assert_eq!(forged.status(), 404);
-    // Plain HTTP is not served on either.
+    // Pinpoint's REST API speaks HTTPS with the gRPC certificate (no client certificate asked).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(&rest).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the REST listener did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let apps = client.get(format!("https://{rest}/v1/apps")).send().await.expect("the REST listener over TLS");
+    assert_eq!(apps.status(), 200);
+    assert!(apps.text().await.unwrap().contains("\"Item\""));
+    // Plain HTTP is not served on any of them.
     let plain = reqwest::Client::new();
     assert!(plain.get(format!("http://{}/metrics", d.metrics)).send().await.is_err_or_not_ok());
     assert!(plain.get(format!("http://{public}/o/forged")).send().await.is_err_or_not_ok());
+    assert!(plain.get(format!("http://{rest}/v1/apps")).send().await.is_err_or_not_ok());
 }
 
 trait NotOk {
