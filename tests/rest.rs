@@ -437,6 +437,8 @@ async fn templates_channels_versions_and_journeys_round_trip() {
     // As in Pinpoint: the endpoint keeps the removed attribute's value, later writes no longer change it.
     assert_eq!(out["after_remove"], serde_json::json!({"legacy": ["x"], "keep": ["changed"]}));
     assert!(out["inapp_messages"].is_object(), "{}", out["inapp_messages"]);
+    // Required members are answered even when empty, as code written for Pinpoint indexes them.
+    assert!(out["quiet_kpi_rows"].is_array(), "{}", out["quiet_kpi_rows"]);
     assert_eq!(out["deleted_app"], "NotFoundException");
 }
 

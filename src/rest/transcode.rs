@@ -363,6 +363,18 @@ pub fn encode(model: &Model, shape: &str, msg: &DynamicMessage) -> Value {
         }
         let Some(field) = msg.descriptor().get_field_by_name(&field_name) else { continue };
         if !msg.has_field(&field) && !zero_enum_shown(&field) {
+            // A required list or map is answered empty rather than left out (`KpiResult.Rows`).
+            if def.required.contains(name) {
+                match model.shape(&member.shape).map(|s| s.kind) {
+                    Some(Kind::List) => {
+                        out.insert(name.clone(), Value::Array(Vec::new()));
+                    }
+                    Some(Kind::Map) => {
+                        out.insert(name.clone(), Value::Object(Map::new()));
+                    }
+                    _ => {}
+                }
+            }
             continue;
         }
         let wire = member.location_name.clone().unwrap_or_else(|| name.clone());
