@@ -142,7 +142,7 @@ async fn the_campaign_guide_runs_unchanged_with_boto3() {
     // The template is the account's, seen through the gRPC API too.
     let mut templates = TemplatesClient::new(d.channel().await);
     let t = templates
-        .get_template(d.req(GetTemplateRequest { app_id: "_account".into(), name: "welcome".into(), version: 0 }))
+        .get_template(d.req(GetTemplateRequest { app_id: "_account_email".into(), name: "welcome".into(), version: 0 }))
         .await
         .unwrap()
         .into_inner();
@@ -418,6 +418,12 @@ async fn templates_channels_versions_and_journeys_round_trip() {
     );
     assert_eq!(out["deleted_template"], "NotFoundException");
     assert_eq!(out["wrong_type"], "NotFoundException");
+    // As in Pinpoint, one name may be a template of each type.
+    assert_eq!((out["same_name_email"].as_str(), out["same_name_sms"].as_str()), (Some("Email body"), Some("SMS body")));
+    // An EmailTemplate reference finds the email one of that name.
+    assert_eq!(out["same_name_sent"], "SUCCESSFUL");
+    let mail = wait_for("the same-name email", || rest.sink.messages().into_iter().find(|m| m.contains("same@example.com")));
+    assert!(mail.contains("Email body"), "{mail}");
     assert_eq!(out["raw"]["DeliveryStatus"], "SUCCESSFUL", "{}", out["raw"]);
     let raw = wait_for("the raw email", || rest.sink.messages().into_iter().find(|m| m.contains("Subject: Raw from boto3")));
     assert!(raw.contains("A raw MIME message."), "{raw}");

@@ -95,7 +95,7 @@ impl apps_server::Apps for AppsService {
             };
             let apps = apps
                 .into_iter()
-                .filter(|a| a.app_id != crate::store::ACCOUNT_APP && (only.is_empty() || only.contains(&a.app_id)))
+                .filter(|a| !crate::store::is_account_space(&a.app_id) && (only.is_empty() || only.contains(&a.app_id)))
                 .map(shown)
                 .collect();
             Ok(Response::new(ListAppsResponse { apps, next_page_token }))

@@ -125,9 +125,15 @@ impl CampaignsService {
             let (m, t) = (m.clone().unwrap_or_default(), t.clone().unwrap_or_default());
             let template = t.in_app_template.as_ref().filter(|r| !r.name.is_empty());
             if let Some(r) = template {
-                let found = crate::store::find_template(self.store.as_ref(), app, &r.name, (r.version > 0).then_some(r.version))
-                    .await
-                    .map_err(store_status)?;
+                let found = crate::store::find_template(
+                    self.store.as_ref(),
+                    app,
+                    &r.name,
+                    (r.version > 0).then_some(r.version),
+                    crate::proto::v1::TemplateType::InApp,
+                )
+                .await
+                .map_err(store_status)?;
                 let f = format!("{field}.template_configuration.in_app_template");
                 match found {
                     None => v.push(FieldViolation::new(f, format!("template {} (version {}) not found", r.name, r.version))),

@@ -12,7 +12,7 @@ use crate::domain::FieldViolation;
 use crate::proto::v1::{
     template::Content, ApnsMessage, AttributeValues, ChannelType, CustomTemplate, DefaultPushNotificationMessage,
     DirectMessageConfiguration, EmailTemplate, Endpoint, GcmMessage, MessageOutcome, PushBlock, PushTemplate, SmsMessage, SmsTemplate,
-    Template, TemplateConfiguration, TemplateReference,
+    Template, TemplateConfiguration, TemplateReference, TemplateType,
 };
 use crate::render::mime;
 use crate::render::template::{CompiledTemplate, TemplateCache};
@@ -152,7 +152,15 @@ async fn stored(
     f: &str,
 ) -> Result<Arc<CompiledTemplate>, ComposeError> {
     let version = (r.version > 0).then_some(r.version);
-    let t = crate::store::find_template(store, app, &r.name, version)
+    // The slot says which kind of account template may stand in for the app's own.
+    let kind = match f.rsplit('.').next() {
+        Some("sms_template") => TemplateType::Sms,
+        Some("push_template") => TemplateType::Push,
+        Some("in_app_template") => TemplateType::InApp,
+        Some("email_template") => TemplateType::Email,
+        _ => TemplateType::Unspecified,
+    };
+    let t = crate::store::find_template(store, app, &r.name, version, kind)
         .await?
         .ok_or_else(|| field(f, format!("template '{}' (version {}) not found", r.name, r.version)))?;
     cache.get(&t).map_err(|e| field(f, format!("does not compile: {e}")))

@@ -178,9 +178,9 @@ impl Rest {
         axum::Router::new().fallback(handle).with_state(self)
     }
 
-    /// The account space templates are kept in, made on the first template written.
-    async fn ensure_account(&self) -> Result<(), RestError> {
-        crate::store::ensure_account_space(self.store.as_ref())
+    /// An account template space, made on the first template of its kind written.
+    async fn ensure_account(&self, space: &str) -> Result<(), RestError> {
+        crate::store::ensure_account_space(self.store.as_ref(), space)
             .await
             .map_err(|e| RestError::from_status(crate::api::store_status(e), &Trail::default()))
     }

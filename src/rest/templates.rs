@@ -1,6 +1,7 @@
-//! Pinpoint's message templates, which live at account level: the REST door keeps them under
-//! the store's account space (`store::ACCOUNT_APP`), where every app's campaigns, journeys and
-//! SendMessages find a template the app does not have itself.
+//! Pinpoint's message templates, which live at account level, one per name and type: the REST
+//! door keeps them in the store's account spaces (`store::account_space`), where every app's
+//! campaigns, journeys and SendMessages find a template of the kind they need that the app
+//! does not have itself.
 
 use prost_reflect::DynamicMessage;
 use serde_json::{json, Map, Value};
@@ -11,7 +12,6 @@ use super::ops::{Call, ACCOUNT};
 use super::transcode::{Decoder, Trail};
 use super::RestError;
 use crate::proto::v1::{self as pb, templates_server::Templates as _};
-use crate::store::ACCOUNT_APP;
 
 /// The members of a template request that belong to the template, not its content.
 const TOP: [&str; 3] = ["DefaultSubstitutions", "TemplateDescription", "tags"];
@@ -62,6 +62,13 @@ const KINDS: [Kind; 4] = [
         field: "in_app",
     },
 ];
+
+impl Kind {
+    /// The account space this kind's templates live in.
+    fn space(&self) -> &'static str {
+        crate::store::account_space(self.herald).expect("every REST template kind has an account space")
+    }
+}
 
 fn kind_of_op(op: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| op.strip_suffix("Template").is_some_and(|rest| rest.ends_with(k.op)))
@@ -180,7 +187,7 @@ fn summary(c: &Call<'_>, t: &pb::Template, shape: &str) -> Value {
 /// The template, which must be of `kind` (Pinpoint keeps one template per name and type).
 async fn get(c: &Call<'_>, kind: &Kind, name: &str, version: i32) -> Result<pb::Template, RestError> {
     let trail = Trail::default();
-    let req = pb::GetTemplateRequest { app_id: ACCOUNT_APP.into(), name: name.into(), version };
+    let req = pb::GetTemplateRequest { app_id: kind.space().into(), name: name.into(), version };
     let t = c.rest.services.templates.get_template(Request::new(req)).await.map_err(status(&trail))?.into_inner();
     if t.template_type != kind.herald as i32 {
         return Err(RestError::not_found(format!("Template {name} of type {} not found", kind.pinpoint)));
@@ -199,7 +206,7 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
             get(c, kind, &name, 0).await?;
             let page_size = page_size(c)?;
             let token = c.input.get("NextToken").and_then(Value::as_str).unwrap_or_default().to_string();
-            let req = pb::ListTemplateVersionsRequest { app_id: ACCOUNT_APP.into(), name, page_size, page_token: token };
+            let req = pb::ListTemplateVersionsRequest { app_id: kind.space().into(), name, page_size, page_token: token };
             let trail = Trail::default();
             let r = svc.list_template_versions(Request::new(req)).await.map_err(status(&trail))?.into_inner();
             let items: Vec<Value> = r.versions.iter().map(|t| summary(c, t, "TemplateVersionResponse")).collect();
@@ -216,7 +223,7 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
             let version =
                 c.input.get("TemplateActiveVersionRequest").and_then(|r| r.get("Version")).and_then(Value::as_str).unwrap_or_default();
             let trail = Trail::default();
-            let req = pb::UpdateTemplateActiveVersionRequest { app_id: ACCOUNT_APP.into(), name, version: version.to_string() };
+            let req = pb::UpdateTemplateActiveVersionRequest { app_id: kind.space().into(), name, version: version.to_string() };
             svc.update_template_active_version(Request::new(req)).await.map_err(status(&trail))?;
             return Ok(out("MessageBody", message_body("Accepted", None)));
         }
@@ -228,9 +235,9 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
     let kind = kind_of_op(op).ok_or_else(|| RestError::bad_request(format!("{op} is not served over Herald's REST API")))?;
     let body_member = kind.request_shape;
     if op.starts_with("Create") {
-        c.rest.ensure_account().await?;
+        c.rest.ensure_account(kind.space()).await?;
         let (template, trail) = template_in(c, kind, &name, c.input.get(body_member).unwrap_or(&Value::Null))?;
-        let req = pb::CreateTemplateRequest { app_id: ACCOUNT_APP.into(), template: Some(template) };
+        let req = pb::CreateTemplateRequest { app_id: kind.space().into(), template: Some(template) };
         svc.create_template(Request::new(req)).await.map_err(status(&trail))?;
         Ok(out("CreateTemplateMessageBody", message_body("Created", Some(template_arn(c, &name, kind)))))
     } else if op.starts_with("Update") {
@@ -242,7 +249,7 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
         }
         let (template, trail) = template_in(c, kind, &name, c.input.get(body_member).unwrap_or(&Value::Null))?;
         let new_version = c.input.get("CreateNewVersion").and_then(Value::as_bool).unwrap_or(false);
-        let req = pb::UpdateTemplateRequest { app_id: ACCOUNT_APP.into(), template: Some(template), overwrite_latest: !new_version };
+        let req = pb::UpdateTemplateRequest { app_id: kind.space().into(), template: Some(template), overwrite_latest: !new_version };
         svc.update_template(Request::new(req)).await.map_err(status(&trail))?;
         Ok(out("MessageBody", message_body("Accepted", None)))
     } else if op.starts_with("Get") {
@@ -251,7 +258,7 @@ pub async fn dispatch(c: &Call<'_>, op: &str) -> Result<Map<String, Value>, Rest
     } else {
         get(c, kind, &name, 0).await?;
         let trail = Trail::default();
-        let req = pb::DeleteTemplateRequest { app_id: ACCOUNT_APP.into(), name, version: version(c)? };
+        let req = pb::DeleteTemplateRequest { app_id: kind.space().into(), name, version: version(c)? };
         svc.delete_template(Request::new(req)).await.map_err(status(&trail))?;
         Ok(out("MessageBody", message_body("Accepted", None)))
     }
@@ -268,7 +275,8 @@ fn page_size(c: &Call<'_>) -> Result<i32, RestError> {
     }
 }
 
-/// ListTemplates, with Pinpoint's Prefix and TemplateType filters applied while paging.
+/// ListTemplates, with Pinpoint's Prefix and TemplateType filters applied while paging: the
+/// kinds' spaces one after the other (the token says which, and where in it).
 async fn list(c: &Call<'_>) -> Result<Map<String, Value>, RestError> {
     let svc = &c.rest.services.templates;
     let want = match page_size(c)? {
@@ -276,41 +284,46 @@ async fn list(c: &Call<'_>) -> Result<Map<String, Value>, RestError> {
         n => n as usize,
     };
     let prefix = c.input.get("Prefix").and_then(Value::as_str).unwrap_or_default().to_string();
-    let type_filter = match c.input.get("TemplateType").and_then(Value::as_str) {
+    let only = match c.input.get("TemplateType").and_then(Value::as_str) {
         None | Some("") => None,
-        Some(t) => {
-            Some(kind_of_type(t).ok_or_else(|| RestError::bad_request("TemplateType must be EMAIL, SMS, PUSH or INAPP"))?.herald as i32)
-        }
+        Some(t) => Some(kind_of_type(t).ok_or_else(|| RestError::bad_request("TemplateType must be EMAIL, SMS, PUSH or INAPP"))?.herald),
     };
-    let mut token = c.input.get("NextToken").and_then(Value::as_str).unwrap_or_default().to_string();
+    let given = c.input.get("NextToken").and_then(Value::as_str).unwrap_or_default();
+    let (mut at, mut token) = match given.split_once(':') {
+        Some((i, t)) => (i.parse::<usize>().map_err(|_| RestError::bad_request("NextToken is not one Herald gave"))?, t.to_string()),
+        None if given.is_empty() => (0, String::new()),
+        None => return Err(RestError::bad_request("NextToken is not one Herald gave")),
+    };
     let mut items = Vec::new();
     let trail = Trail::default();
-    loop {
+    while at < KINDS.len() && items.len() < want {
+        let kind = &KINDS[at];
+        if only.is_some_and(|k| k != kind.herald) {
+            at += 1;
+            token.clear();
+            continue;
+        }
         let req = pb::ListTemplatesRequest {
-            app_id: ACCOUNT_APP.into(),
+            app_id: kind.space().into(),
             page_size: (want - items.len()) as i32,
             page_token: token.clone(),
-            template_type: type_filter.unwrap_or(0),
+            template_type: 0,
         };
         let r = match svc.list_templates(Request::new(req)).await {
             Ok(r) => r.into_inner(),
-            // No template was ever created: the account space does not exist yet.
+            // No template of this kind was ever created: its space does not exist yet.
             Err(s) if s.code() == tonic::Code::NotFound => pb::ListTemplatesResponse::default(),
             Err(s) => return Err(status(&trail)(s)),
         };
-        for t in &r.templates {
-            if t.name.starts_with(&prefix) && type_filter.is_none_or(|k| k == t.template_type) {
-                items.push(summary(c, t, "TemplateResponse"));
-            }
-        }
+        items.extend(r.templates.iter().filter(|t| t.name.starts_with(&prefix)).map(|t| summary(c, t, "TemplateResponse")));
         token = r.next_page_token;
-        if token.is_empty() || items.len() >= want {
-            break;
+        if token.is_empty() {
+            at += 1;
         }
     }
     let mut v = json!({ "Item": items });
-    if !token.is_empty() {
-        v["NextToken"] = Value::String(token);
+    if at < KINDS.len() && (!token.is_empty() || only.is_none_or(|k| KINDS[at..].iter().any(|x| x.herald == k))) {
+        v["NextToken"] = Value::String(format!("{at}:{token}"));
     }
     Ok(out("TemplatesResponse", v))
 }

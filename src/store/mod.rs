@@ -535,19 +535,38 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self) -> Result<(), StoreError>;
 }
 
-/// Pinpoint keeps templates at account level, not under a project: Herald keeps the ones
-/// written that way (the REST door's `/v1/templates`) in this app-shaped space, which no app
-/// listing shows, and an app's sends find there a template the app does not have itself.
-pub const ACCOUNT_APP: &str = "_account";
+/// Pinpoint keeps templates at account level, not under a project, one per name and type:
+/// Herald keeps the ones written that way (the REST door's `/v1/templates`) in one app-shaped
+/// space per type (`_account_email`, `_account_sms`, `_account_push`, `_account_inapp`),
+/// which no app listing shows, and an app's sends find there a template of the kind they
+/// need that the app does not have itself.
+pub const ACCOUNT_PREFIX: &str = "_account_";
 
-/// Creates the account template space if it does not exist yet.
-pub async fn ensure_account_space(store: &dyn Store) -> Result<(), StoreError> {
-    if store.get_app(ACCOUNT_APP).await?.is_some() {
+/// The account space of a template type (`None` for types Pinpoint has no account templates of).
+pub fn account_space(kind: crate::proto::v1::TemplateType) -> Option<&'static str> {
+    use crate::proto::v1::TemplateType as T;
+    match kind {
+        T::Email => Some("_account_email"),
+        T::Sms => Some("_account_sms"),
+        T::Push => Some("_account_push"),
+        T::InApp => Some("_account_inapp"),
+        _ => None,
+    }
+}
+
+/// Whether an app id is an account template space (never listed as an app).
+pub fn is_account_space(app_id: &str) -> bool {
+    app_id.starts_with(ACCOUNT_PREFIX)
+}
+
+/// Creates an account template space if it does not exist yet.
+pub async fn ensure_account_space(store: &dyn Store, space: &str) -> Result<(), StoreError> {
+    if store.get_app(space).await?.is_some() {
         return Ok(());
     }
     let app = App {
-        app_id: ACCOUNT_APP.into(),
-        name: "account templates".into(),
+        app_id: space.into(),
+        name: format!("account templates ({})", space.trim_start_matches(ACCOUNT_PREFIX)),
         creation_date: crate::domain::timestamp(chrono::Utc::now()),
         ..Default::default()
     };
@@ -557,15 +576,19 @@ pub async fn ensure_account_space(store: &dyn Store) -> Result<(), StoreError> {
     }
 }
 
-/// A template of the app, or else of the account (see [`ACCOUNT_APP`]).
-pub async fn find_template(store: &dyn Store, app_id: &str, name: &str, version: Option<i32>) -> Result<Option<Template>, StoreError> {
+/// A template of the app, or else the account's template of that name and kind.
+pub async fn find_template(
+    store: &dyn Store,
+    app_id: &str,
+    name: &str,
+    version: Option<i32>,
+    kind: crate::proto::v1::TemplateType,
+) -> Result<Option<Template>, StoreError> {
     if let Some(t) = store.get_template(app_id, name, version).await? {
         return Ok(Some(t));
     }
-    if app_id == ACCOUNT_APP {
-        return Ok(None);
-    }
-    match store.get_template(ACCOUNT_APP, name, version).await {
+    let Some(space) = account_space(kind).filter(|s| *s != app_id) else { return Ok(None) };
+    match store.get_template(space, name, version).await {
         Ok(t) => Ok(t),
         Err(StoreError::AppNotFound(_)) => Ok(None),
         Err(e) => Err(e),
