@@ -538,6 +538,9 @@ async fn import_jobs_read_endpoint_files_from_s3() {
     assert_eq!(ids, ["json-0", "json-1", "json-2"], "{}", out["exported"]);
     assert_eq!(out["exported"][0]["ChannelType"], "EMAIL");
     assert_eq!(out["export"]["TotalProcessed"], 3);
+    // With no SegmentId, every endpoint of the app: three from the CSV files, three from JSON.
+    assert_eq!(out["app_export"]["JobStatus"], "COMPLETED", "{}", out["app_export"]);
+    assert_eq!(out["app_exported"], serde_json::json!(["imp-1", "imp-2", "imp-3", "json-0", "json-1", "json-2"]));
     // The endpoints are Herald's now, read back over gRPC.
     let app = out["app"].as_str().unwrap().to_string();
     let mut endpoints = rest.daemon.endpoints().await;

@@ -164,11 +164,11 @@ async fn create_export(c: &Call<'_>, app: &str) -> Result<Map<String, Value>, Re
         }
     }
     let segment_id = text("SegmentId");
-    if segment_id.is_empty() {
-        return Err(RestError::bad_request("ExportJobRequest.SegmentId: Herald exports a segment's members; give SegmentId"));
-    }
     let version = def.get("SegmentVersion").and_then(Value::as_i64).unwrap_or(0) as i32;
     let (bucket, prefix) = s3::parse_url(&prefix_url).map_err(|e| RestError::bad_request(format!("ExportJobRequest.S3UrlPrefix: {e}")))?;
+    if segment_id.is_empty() {
+        return export_app(c, app, s3, (bucket, prefix), (prefix_url, role)).await;
+    }
     let req = pb::ExportSegmentRequest { app_id: app.to_string(), segment_id: segment_id.clone(), version, page_size: 1_000 };
     let mut stream = c.rest.services.segments.export_segment(Request::new(req)).await.map_err(status)?.into_inner();
     use futures::StreamExt as _;
@@ -184,7 +184,7 @@ async fn create_export(c: &Call<'_>, app: &str) -> Result<Map<String, Value>, Re
             (r.jobs.first().map(|j| j.id.clone()).unwrap_or_default(), None)
         }
     };
-    let key_prefix = if prefix.is_empty() || prefix.ends_with('/') { format!("{prefix}{job_id}/") } else { format!("{prefix}/{job_id}/") };
+    let key_prefix = job_prefix(&prefix, &job_id);
     let job_id_for_response = job_id.clone();
     let store = c.rest.store.clone();
     let app_id = app.to_string();
@@ -200,14 +200,7 @@ async fn create_export(c: &Call<'_>, app: &str) -> Result<Map<String, Value>, Re
         let mut piece = 0u64;
         let mut page = first_page;
         while let Some(p) = page.take() {
-            let mut body = Vec::new();
-            for e in &p.endpoints {
-                let d = prost_reflect::DynamicMessage::decode(desc.clone(), prost::Message::encode_to_vec(e).as_slice())
-                    .expect("an endpoint decodes");
-                let mut line = super::transcode::encode(model, "EndpointResponse", &d).to_string().into_bytes();
-                line.push(b'\n');
-                body.extend(line);
-            }
+            let body = json_lines(model, &desc, &p.endpoints);
             if let Err(e) = s3.put(&bucket, &format!("{key_prefix}part-{piece:05}.json"), body).await {
                 // Dropping the stream ends Herald's job as failed.
                 tracing::warn!(error = %e, "An export job cannot write to S3.");
@@ -327,4 +320,80 @@ async fn feed(
     }
     drop(data);
     let _ = failed.send(None);
+}
+
+/// Endpoints as Pinpoint's EndpointResponse JSON, one per line.
+fn json_lines(model: &super::model::Model, desc: &prost_reflect::MessageDescriptor, endpoints: &[pb::Endpoint]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for e in endpoints {
+        let d =
+            prost_reflect::DynamicMessage::decode(desc.clone(), prost::Message::encode_to_vec(e).as_slice()).expect("an endpoint decodes");
+        body.extend(super::transcode::encode(model, "EndpointResponse", &d).to_string().into_bytes());
+        body.push(b'\n');
+    }
+    body
+}
+
+/// Where an export goes: the object key prefix under its job.
+fn job_prefix(prefix: &str, job_id: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        format!("{prefix}{job_id}/")
+    } else {
+        format!("{prefix}/{job_id}/")
+    }
+}
+
+/// Pinpoint's export with no SegmentId: every endpoint of the app, page by page.
+async fn export_app(
+    c: &Call<'_>,
+    app: &str,
+    s3: S3,
+    (bucket, prefix): (String, String),
+    (prefix_url, role): (String, String),
+) -> Result<Map<String, Value>, RestError> {
+    let store = c.rest.store.clone();
+    let store_error = |e| RestError::from_status(crate::api::store_status(e), &super::transcode::Trail::default());
+    if store.get_app(app).await.map_err(store_error)?.is_none() {
+        return Err(RestError::not_found(format!("app {app} not found")));
+    }
+    let mut job = crate::segments::jobs::Export::start(store.clone(), app, "", 0).await.map_err(store_error)?;
+    let job_id = job.job.id.clone();
+    let save = {
+        let (store, app, job_id) = (store.clone(), app.to_string(), job_id.clone());
+        move |pieces: u64| {
+            let (store, app, job_id) = (store.clone(), app.clone(), job_id.clone());
+            let body = json!({ "S3UrlPrefix": prefix_url, "RoleArn": role, "Pieces": pieces }).to_string();
+            async move { store.put_blob(&app, EXPORT_DEFINITION, &job_id, body.as_bytes()).await }
+        }
+    };
+    save(0).await.map_err(store_error)?;
+    let first = job.job.clone();
+    let key_prefix = job_prefix(&prefix, &job_id);
+    let desc = c.rest.descriptor("Endpoint");
+    let app_id = app.to_string();
+    tokio::spawn(async move {
+        let model = super::model::Model::get();
+        let mut cursor = None;
+        let mut piece = 0u64;
+        loop {
+            let (page, next) = match store.scan_endpoints(&app_id, cursor.take(), 1_000).await {
+                Ok(p) => p,
+                Err(e) => return job.end(Some(format!("the store failed: {e}"))).await,
+            };
+            if !page.is_empty() {
+                let key = format!("{key_prefix}part-{piece:05}.json");
+                if let Err(e) = s3.put(&bucket, &key, json_lines(model, &desc, &page)).await {
+                    return job.end(Some(e.to_string())).await;
+                }
+                piece += 1;
+                let _ = save(piece).await;
+                job.sent(page.len()).await;
+            }
+            match next {
+                Some(n) => cursor = Some(n),
+                None => return job.end(None).await,
+            }
+        }
+    });
+    Ok(out("ExportJobResponse", export_response(c, &first).await))
 }
