@@ -92,7 +92,22 @@ async fn a_call_that_cannot_be_queued_whole_sends_and_records_nothing() {
         ..Default::default()
     });
     let a = tokio::spawn(async move { a_client.send_messages(a_req).await });
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // Until A is queued whole: the shard's queue is deep and no longer growing (a fixed wait
+    // is not enough on a loaded machine).
+    let depth = |text: &str| -> f64 {
+        text.lines().filter(|l| l.starts_with("herald_queue_depth{")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = -1.0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = depth(&d.metrics_text());
+        if now >= 9_000.0 && now == last {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "A was not queued within a minute (queue depth {now})");
+        last = now;
+    }
 
     let b = || SendMessagesRequest {
         app_id: app.clone(),
