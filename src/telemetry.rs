@@ -8,9 +8,9 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::LogFormat;
 
-/// gRPC calls, by method and status code.
+/// Service calls by gRPC method and status code, from either door (gRPC or REST).
 pub const GRPC_REQUESTS: &str = "herald_grpc_requests_total";
-/// gRPC call latency in seconds, by method.
+/// Service call latency in seconds, by gRPC method, from either door.
 pub const GRPC_DURATION: &str = "herald_grpc_request_duration_seconds";
 /// Endpoints written (created or updated).
 pub const ENDPOINTS_WRITTEN: &str = "herald_endpoints_written_total";
@@ -135,8 +135,8 @@ pub fn recorder() -> PrometheusHandle {
 }
 
 fn describe() {
-    metrics::describe_counter!(GRPC_REQUESTS, "gRPC calls by method and status code.");
-    metrics::describe_histogram!(GRPC_DURATION, metrics::Unit::Seconds, "gRPC call latency by method.");
+    metrics::describe_counter!(GRPC_REQUESTS, "Service calls by gRPC method and status code, from either door (gRPC or REST).");
+    metrics::describe_histogram!(GRPC_DURATION, metrics::Unit::Seconds, "Service call latency by gRPC method, from either door.");
     metrics::describe_counter!(ENDPOINTS_WRITTEN, "Endpoints created or updated.");
     metrics::describe_counter!(ENDPOINTS_REJECTED, "Endpoint writes rejected by validation or the per-user cap.");
     metrics::describe_counter!(STORE_RETRIES, "Store transactions re-planned after concurrent writers aborted them.");
