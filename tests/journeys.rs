@@ -743,7 +743,14 @@ async fn multi_condition_on_segments_and_dimensions_and_refresh_on_segment_updat
     until("three routed emails", 20, || got().len() == 3).await;
     let want = |pairs: &[(&str, &str)]| pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
     assert_eq!(got(), want(&[("m0@example.com", "For Pro"), ("m1@example.com", "For everyone"), ("m2@example.com", "For Team")]));
-    let route = activity_metrics(&d, &app, &j.id, "route").await;
+    // The counters are written with the participants' new positions, after the messages'
+    // outcomes are in: the emails can arrive a moment before them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut route = activity_metrics(&d, &app, &j.id, "route").await;
+    while !["BRANCH_1", "BRANCH_2", "DEFAULT_BRANCH"].iter().all(|k| route.contains_key(*k)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        route = activity_metrics(&d, &app, &j.id, "route").await;
+    }
     assert_eq!((route["BRANCH_1"].as_str(), route["BRANCH_2"].as_str(), route["DEFAULT_BRANCH"].as_str()), ("1", "1", "1"), "{route:?}");
     // A new member and a new version of the start segment: only the newcomer enters.
     let mut newcomer =
