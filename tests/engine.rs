@@ -33,7 +33,7 @@ fn job(i: usize, reply: Option<oneshot::Sender<MessageOutcome>>) -> Job {
         channel: "EMAIL".into(),
         ..Default::default()
     };
-    let mime = herald::render::mime::Sender::new("news@shop.example", None)
+    let mime = herald::render::mime::Sender::new::<&str>("news@shop.example", &[])
         .unwrap()
         .message(&outcome.address, "Hi", Some("x"), None, None, None)
         .unwrap();

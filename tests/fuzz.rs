@@ -257,7 +257,7 @@ fn mime_messages() {
             let s = text(b);
             let p: Vec<&str> = s.splitn(5, '|').collect();
             let get = |i: usize| p.get(i).copied().unwrap_or("");
-            if let Ok(sender) = herald::render::mime::Sender::new(get(0), None) {
+            if let Ok(sender) = herald::render::mime::Sender::new::<&str>(get(0), &[]) {
                 let _ = sender.message(get(1), get(2), Some(get(3)), Some(get(4)), None, Some("m1"));
             }
         },

@@ -21,7 +21,7 @@ fn pool(port: u16, size: usize) -> SmtpPool {
 }
 
 fn message(to: &str, subject: &str) -> Vec<u8> {
-    Sender::new("Shop <news@shop.example>", None)
+    Sender::new::<&str>("Shop <news@shop.example>", &[])
         .unwrap()
         .message(to, subject, Some("Hello there"), Some("<p>Hello there</p>"), None, None)
         .unwrap()

@@ -217,15 +217,9 @@ impl MessagesService {
             return Err(Status::not_found(format!("app {app} not found")));
         };
         let count = req.addresses.len() + req.endpoints.len();
+        let mut refused = unsupported(&req);
         if count == 0 || count > MAX_RECIPIENTS {
-            return Err(invalid(vec![FieldViolation::new(
-                "addresses",
-                format!("a send has 1 to {MAX_RECIPIENTS} recipients ({count} given)"),
-            )]));
-        }
-        let refused = unsupported(&req);
-        if !refused.is_empty() {
-            return Err(invalid(refused));
+            refused.insert(0, FieldViolation::new("addresses", format!("a send has 1 to {MAX_RECIPIENTS} recipients ({count} given)")));
         }
         let config = req.message_configuration.clone().unwrap_or_default();
         let templates = req.template_configuration.clone().unwrap_or_default();
@@ -237,8 +231,16 @@ impl MessagesService {
             track: req.engagement_tracking && app_allows,
             unsubscribe: false,
         };
-        let composer =
-            Composer::build(self.store.as_ref(), self.cache.clone(), app, &config, &templates, tracking).await.map_err(compose_status)?;
+        // Every bad field in one answer: the request's and its content's.
+        let composer = match Composer::build(self.store.as_ref(), self.cache.clone(), app, &config, &templates, tracking).await {
+            Ok(c) if refused.is_empty() => c,
+            Ok(_) => return Err(invalid(refused)),
+            Err(ComposeError::Field(f)) => {
+                refused.push(f);
+                return Err(invalid(refused));
+            }
+            Err(e) => return Err(compose_status(e)),
+        };
 
         // Recipients.
         let mut recipients = Vec::with_capacity(count);

@@ -95,7 +95,7 @@ impl ChannelSettings for EmailChannel {
     fn validate(&self) -> Vec<FieldViolation> {
         let c = self;
         let mut out = Vec::new();
-        if !c.from_address.is_empty() && crate::render::mime::Sender::new(&c.from_address, None).is_err() {
+        if !c.from_address.is_empty() && crate::render::mime::Sender::new::<&str>(&c.from_address, &[]).is_err() {
             out.push(FieldViolation::new("channel.from_address", "is not an email address (Name <address> or address)"));
         }
         if !c.relay_host.is_empty() && !(1..=65_535).contains(&c.relay_port) {
@@ -120,7 +120,7 @@ impl ChannelSettings for EmailChannel {
             };
             if !address || !domain_ok(domain) {
                 out.push(FieldViolation::new("channel.identity", "must be a domain (shop.example) or an email address"));
-            } else if let Ok(sender) = crate::render::mime::Sender::new(&c.from_address, None) {
+            } else if let Ok(sender) = crate::render::mime::Sender::new::<&str>(&c.from_address, &[]) {
                 if !c.from_address.is_empty() && !identity_covers(&c.identity, sender.address()) {
                     out.push(FieldViolation::new("channel.from_address", format!("is not within the sending identity {}", c.identity)));
                 }

@@ -185,6 +185,12 @@ impl Composer {
         templates: &TemplateConfiguration,
         tracking: Tracking,
     ) -> Result<Self, ComposeError> {
+        if config.sms_message.as_ref().is_some_and(|m| !m.keyword.is_empty()) {
+            return Err(field(
+                "message_configuration.sms_message.keyword",
+                "a program keyword registered with AWS is not sent by Herald's SMS providers; leave it empty",
+            ));
+        }
         let email_msg = config.email_message.clone();
         let email = match (&templates.email_template, &email_msg) {
             (Some(r), _) if !r.name.is_empty() => Some(stored(store, &cache, app, r, "template_configuration.email_template").await?),
@@ -269,12 +275,12 @@ impl Composer {
                 }
             }
         }
-        let reply_to = email_msg.as_ref().and_then(|m| m.reply_to_addresses.first().cloned());
+        let reply_to = email_msg.as_ref().map(|m| m.reply_to_addresses.clone()).unwrap_or_default();
         let sender = if from_address.is_empty() {
             None
         } else {
             let from_field = "message_configuration.email_message.from_address";
-            let sender = mime::Sender::new(&from_address, reply_to.as_deref()).map_err(|e| field(from_field, e.to_string()))?;
+            let sender = mime::Sender::new(&from_address, &reply_to).map_err(|e| field(from_field, e.to_string()))?;
             if !identity.is_empty() && !crate::channels::settings::identity_covers(&identity, sender.address()) {
                 return Err(field(from_field, format!("{} is not within the app's sending identity {identity}", sender.address())));
             }

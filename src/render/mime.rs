@@ -222,16 +222,20 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(from: &str, reply_to: Option<&str>) -> Result<Self, MimeError> {
+    /// A sender `from`, with a `Reply-To:` line listing every address of `reply_to` (none: no
+    /// line).
+    pub fn new<S: AsRef<str>>(from: &str, reply_to: &[S]) -> Result<Self, MimeError> {
         let (name, addr) = mailbox("from", from)?;
         let domain = addr.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
         let mut header = String::from("From: ");
         format_mailbox(&name, &addr, &mut header);
         header.push_str("\r\n");
-        if let Some(r) = reply_to {
-            let (name, addr) = mailbox("reply_to", r)?;
-            header.push_str("Reply-To: ");
+        for (i, r) in reply_to.iter().enumerate() {
+            let (name, addr) = mailbox("reply_to", r.as_ref())?;
+            header.push_str(if i == 0 { "Reply-To: " } else { ",\r\n " });
             format_mailbox(&name, &addr, &mut header);
+        }
+        if !reply_to.is_empty() {
             header.push_str("\r\n");
         }
         Ok(Self { header, domain, address: addr })
@@ -306,7 +310,7 @@ impl Sender {
 
 /// Builds a whole message; `Message-ID` is `<id@domain of the sender>`.
 pub fn build(envelope: &Envelope<'_>, subject: &str, text: Option<&str>, html: Option<&str>) -> Result<Vec<u8>, MimeError> {
-    Sender::new(envelope.from, envelope.reply_to)?.message(envelope.to, subject, text, html, envelope.list_unsubscribe_url, None)
+    Sender::new(envelope.from, envelope.reply_to.as_slice())?.message(envelope.to, subject, text, html, envelope.list_unsubscribe_url, None)
 }
 
 #[cfg(test)]
