@@ -106,25 +106,60 @@ fn test_functions() -> Vec<(String, String)> {
             at = start + 3;
             let name: String = text[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
             let Some(open) = text[at..].find('{').map(|o| at + o) else { break };
-            let mut depth = 0usize;
-            let mut end = open;
-            for (k, c) in text[open..].char_indices() {
-                match c {
-                    '{' => depth += 1,
-                    '}' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            end = open + k;
-                            break;
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            let end = closing(&text, open).unwrap_or(text.len() - 1);
             out.push((format!("{file}::{name}"), text[start..=end].to_string()));
         }
     }
     out
+}
+
+/// The index of the `}` closing the `{` at `open`, skipping braces in strings, character
+/// literals and comments.
+fn closing(text: &str, open: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let (mut depth, mut i) = (0usize, open);
+    while i < b.len() {
+        match b[i] {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'r' if matches!(b.get(i + 1), Some(b'#') | Some(b'"'))
+                && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
+            {
+                let hashes = b[i + 1..].iter().take_while(|c| **c == b'#').count();
+                if b.get(i + 1 + hashes) == Some(&b'"') {
+                    let end = format!("\"{}", "#".repeat(hashes));
+                    i = text[i + 2 + hashes..].find(&end).map_or(b.len(), |e| i + 2 + hashes + e + end.len() - 1);
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            // A character literal ('{', '\'', '\n'), not a lifetime.
+            b'\'' if b.get(i + 2) == Some(&b'\'') => i += 2,
+            b'\'' if b.get(i + 1) == Some(&b'\\') => {
+                i += 2;
+                while i < b.len() && b[i] != b'\'' {
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The balanced-brace bodies of every `Type {` literal in `text`.
@@ -139,19 +174,8 @@ fn literals<'a>(text: &'a str, ty: &str) -> Vec<&'a str> {
         if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
             continue;
         }
-        let mut depth = 1usize;
-        for (k, c) in text[at..].char_indices() {
-            match c {
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        out.push(&text[at..at + k]);
-                        break;
-                    }
-                }
-                _ => {}
-            }
+        if let Some(end) = closing(text, at - 1) {
+            out.push(&text[at..end]);
         }
     }
     out
@@ -224,6 +248,10 @@ fn every_request_field_has_a_test_or_is_refused() {
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
         .collect();
+    fixtures.extend(std::fs::read_dir("tests/fixtures").unwrap().filter_map(|e| {
+        let p = e.unwrap().path();
+        p.extension().is_some_and(|x| x == "json").then(|| std::fs::read_to_string(p).unwrap())
+    }));
     fixtures.extend(functions.iter().map(|(_, body)| body.clone()));
     let ledger = ledger();
     let mut missing = Vec::new();

@@ -125,3 +125,41 @@ pub fn push(
         body: body.into_bytes(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> HashMap<String, String> {
+        [("title", "Sale"), ("body", "Half off"), ("sound", "chime.caf")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn aps(p: &Push) -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&p.body).unwrap()["aps"].clone()
+    }
+
+    #[test]
+    fn thread_category_and_push_type_reach_the_notification() {
+        let a =
+            ApnsMessage { thread_id: "order-7".into(), category: "INVITE".into(), apns_push_type: "alert".into(), ..Default::default() };
+        let p = push(&parts(), &a, &Default::default(), Kind::default(), "tok", &HashMap::new()).unwrap();
+        let aps = aps(&p);
+        assert_eq!((aps["thread-id"].as_str(), aps["category"].as_str()), (Some("order-7"), Some("INVITE")), "{aps}");
+        assert_eq!(aps["alert"]["title"], "Sale");
+        assert_eq!((p.push_type.as_str(), p.priority), ("alert", None));
+    }
+
+    #[test]
+    fn a_silent_push_from_either_block_carries_no_alert() {
+        for (a, d) in [
+            (ApnsMessage { silent_push: true, ..Default::default() }, DefaultPushNotificationMessage::default()),
+            (ApnsMessage::default(), DefaultPushNotificationMessage { silent_push: true, ..Default::default() }),
+        ] {
+            let p = push(&parts(), &a, &d, Kind::default(), "tok", &HashMap::new()).unwrap();
+            let aps = aps(&p);
+            assert_eq!(aps["content-available"], 1, "{aps}");
+            assert!(aps.get("alert").is_none() && aps.get("sound").is_none(), "{aps}");
+            assert_eq!((p.push_type.as_str(), p.priority), ("background", Some(5)));
+        }
+    }
+}

@@ -74,8 +74,17 @@ pub fn message(
         if !g.restricted_package_name.is_empty() {
             android.insert("restricted_package_name".into(), Value::String(g.restricted_package_name.clone()));
         }
+        // The notification's sound and small icon (a drawable of the app, Pinpoint's
+        // IconReference).
+        let mut shown = Map::new();
         if let Some(sound) = pick("sound").filter(|_| !silent) {
-            android.insert("notification".into(), json!({ "sound": sound.clone() }));
+            shown.insert("sound".into(), Value::String(sound));
+        }
+        if !g.icon_reference.is_empty() && !silent {
+            shown.insert("icon".into(), Value::String(g.icon_reference.clone()));
+        }
+        if !shown.is_empty() {
+            android.insert("notification".into(), Value::Object(shown));
         }
         if !android.is_empty() {
             fields.insert("android".into(), Value::Object(android));
@@ -118,4 +127,39 @@ pub fn message(
         }
     }
     Ok(Message { device_token: token.to_string(), fields })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> HashMap<String, String> {
+        [("title", "Sale"), ("body", "Half off"), ("sound", "chime")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn icon_and_restricted_package_reach_android() {
+        let g = GcmMessage { icon_reference: "ic_bell".into(), restricted_package_name: "com.shop.app".into(), ..Default::default() };
+        let m = message(&parts(), &g, &Default::default(), false, "tok", &HashMap::new()).unwrap();
+        let android = &m.fields["android"];
+        assert_eq!(android["restricted_package_name"], "com.shop.app");
+        assert_eq!((android["notification"]["icon"].as_str(), android["notification"]["sound"].as_str()), (Some("ic_bell"), Some("chime")));
+        assert_eq!(m.fields["notification"]["title"], "Sale");
+    }
+
+    #[test]
+    fn a_silent_push_from_either_block_is_data_only() {
+        for (g, d) in [
+            (
+                GcmMessage { silent_push: true, icon_reference: "ic_bell".into(), ..Default::default() },
+                DefaultPushNotificationMessage::default(),
+            ),
+            (GcmMessage::default(), DefaultPushNotificationMessage { silent_push: true, ..Default::default() }),
+        ] {
+            let m = message(&parts(), &g, &d, true, "tok", &HashMap::new()).unwrap();
+            assert!(m.fields.get("notification").is_none(), "{:?}", m.fields);
+            assert!(m.fields.get("android").and_then(|a| a.get("notification")).is_none(), "{:?}", m.fields);
+            assert_eq!(m.fields["apns"]["payload"]["aps"]["content-available"], 1);
+        }
+    }
 }
