@@ -47,6 +47,25 @@ fn lane_substitutions(config: &DirectMessageConfiguration) -> HashMap<Lane, Hash
     out
 }
 
+/// The From header of a raw message (unfolded), if its header has one.
+fn raw_from(raw: &str) -> Option<String> {
+    let header = raw.split("\r\n\r\n").next()?.split("\n\n").next()?;
+    let mut lines = header.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("from") {
+                let mut v = value.trim().to_string();
+                while let Some(next) = lines.next_if(|l| l.starts_with([' ', '\t'])) {
+                    v.push(' ');
+                    v.push_str(next.trim());
+                }
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
 /// Why one recipient's message cannot be made; its outcome's status message.
 #[derive(Debug, thiserror::Error)]
 pub enum Unbuildable {
@@ -274,6 +293,11 @@ impl Composer {
                     identity = c.identity;
                 }
             }
+        }
+        // A raw message with no sender given is from its own From header (as SES takes it).
+        let raw = email_msg.as_ref().map(|m| m.raw_message.as_str()).filter(|r| !r.is_empty());
+        if let (true, Some(raw)) = (from_address.is_empty(), raw) {
+            from_address = raw_from(raw).unwrap_or_default();
         }
         let reply_to = email_msg.as_ref().map(|m| m.reply_to_addresses.clone()).unwrap_or_default();
         let sender = if from_address.is_empty() {

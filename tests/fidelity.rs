@@ -1,0 +1,205 @@
+//! Request fields end to end, each where its effect shows: in the email a real SMTP server
+//! receives, in the recorded events, in what the daemon answers back. The field ledger
+//! (tests/field_ledger.rs) finds the fields these tests set.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::{free_port, Backend, Daemon, RedisServer, SmtpSink, API_KEY};
+use herald::proto::v1::{
+    apps_client::AppsClient, campaigns_client::CampaignsClient, messages_client::MessagesClient, AddressConfiguration, AppSettings,
+    Campaign, ChannelType, CreateCampaignRequest, DirectMessageConfiguration, EmailMessage, Endpoint,
+    EndpointSendConfiguration, EndpointUser, Frequency, Schedule, SendMessagesRequest, SendUsersMessagesRequest, UpdateAppSettingsRequest,
+    UpdateEndpointRequest,
+};
+use herald::store::Store as _;
+
+const HTML: &str = "<html><body><a href=\"https://shop.example/reset?t=1\">Reset</a></body></html>";
+
+async fn wait_for(sink: &SmtpSink, subject: &str, n: usize) -> Vec<String> {
+    let want = format!("Subject: {subject}");
+    for _ in 0..200 {
+        let got: Vec<String> = sink.messages().into_iter().filter(|m| m.lines().any(|l| l.trim_end() == want)).collect();
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} messages with subject {subject}");
+}
+
+fn email_message(subject: &str) -> EmailMessage {
+    EmailMessage { from_address: "news@shop.example".into(), subject: subject.into(), html_part: HTML.into(), ..Default::default() }
+}
+
+fn to(address: &str) -> std::collections::HashMap<String, AddressConfiguration> {
+    [(address.to_string(), AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() })].into()
+}
+
+/// SendUsersMessages' Context, TraceId, idempotency key and tracking; every Reply-To address;
+/// raw email; the app's and a campaign's tracking switches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_messages_email_options_and_tracking_switches() {
+    let sink = SmtpSink::start(&[]);
+    let smtp = format!("smtp://127.0.0.1:{}", sink.port);
+    let public = format!("127.0.0.1:{}", free_port());
+    let redis = RedisServer::start();
+    let store = herald::store::redis::RedisStore::connect(&redis.url(), 2).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["--smtp-url", smtp.as_str(), "--feedback-addr", public.as_str()];
+    let d = Daemon::spawn(Some(redis), tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &args);
+    let base = format!("http://{public}");
+    let app = d.create_app("fidelity").await.app_id;
+    let ana = Endpoint {
+        channel_type: ChannelType::Email as i32,
+        address: "ana@example.com".into(),
+        user: Some(EndpointUser { user_id: "ana".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    d.endpoints()
+        .await
+        .update_endpoint(d.req(UpdateEndpointRequest { app_id: app.clone(), endpoint_id: "ana".into(), endpoint: Some(ana) }))
+        .await
+        .unwrap();
+    let mut messages = MessagesClient::new(d.channel().await);
+    let users = SendUsersMessagesRequest {
+        app_id: app.clone(),
+        users: [("ana".to_string(), EndpointSendConfiguration::default())].into(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                reply_to_addresses: vec!["help@shop.example".into(), "Support <support@shop.example>".into()],
+                ..email_message("Reset")
+            }),
+            ..Default::default()
+        }),
+        context: [("flow".to_string(), "reset".to_string())].into(),
+        trace_id: "trace-7".into(),
+        idempotency_key: "reset-ana-1".into(),
+        engagement_tracking: true,
+        ..Default::default()
+    };
+    let first = messages.send_users_messages(d.req(users.clone())).await.unwrap().into_inner();
+    let again = messages.send_users_messages(d.req(users)).await.unwrap().into_inner();
+    assert_eq!(first.request_id, again.request_id, "the retry is answered with the first call's response");
+    let m = &wait_for(&sink, "Reset", 1).await[0];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(wait_for(&sink, "Reset", 1).await.len(), 1, "one email for the two calls with one key");
+    let unfolded = m.replace("\r\n ", " ").replace("\n ", " ");
+    let reply_to = unfolded.lines().find_map(|l| l.strip_prefix("Reply-To: ")).expect("a Reply-To line");
+    assert_eq!(reply_to.trim_end(), "help@shop.example, Support <support@shop.example>");
+    assert!(unfolded.contains(&format!("{base}/c/")), "tracked: the call asked and the app allows it: {m}");
+    let events = store.read_events(&app, None, 1_000).await.unwrap();
+    let sent = events.iter().find(|e| e.event_type == "_email.send").expect("an _email.send event");
+    assert_eq!((sent.attributes["flow"].as_str(), sent.attributes["trace_id"].as_str()), ("reset", "trace-7"), "{sent:?}");
+
+    // Raw email: the caller's whole message, as given.
+    let raw = "From: news@shop.example\r\nTo: raw@example.com\r\nSubject: Raw one\r\nMIME-Version: 1.0\r\n\r\nHello from raw\r\n";
+    let r = messages
+        .send_messages(d.req(SendMessagesRequest {
+            app_id: app.clone(),
+            addresses: to("raw@example.com"),
+            message_configuration: Some(DirectMessageConfiguration {
+                email_message: Some(EmailMessage { raw_message: raw.into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.result["raw@example.com"].status_code, 250, "the relay took it: {r:?}");
+    assert!(wait_for(&sink, "Raw one", 1).await[0].contains("Hello from raw"));
+
+    // The app turns tracking off: a call asking for it sends plain links.
+    AppsClient::new(d.channel().await)
+        .update_app_settings(d.req(UpdateAppSettingsRequest {
+            app_id: app.clone(),
+            settings: Some(AppSettings { engagement_tracking: Some(false), ..Default::default() }),
+        }))
+        .await
+        .unwrap();
+    messages
+        .send_messages(d.req(SendMessagesRequest {
+            app_id: app.clone(),
+            addresses: to("plain@example.com"),
+            message_configuration: Some(DirectMessageConfiguration { email_message: Some(email_message("Untracked")), ..Default::default() }),
+            engagement_tracking: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let m = wait_for(&sink, "Untracked", 1).await.remove(0);
+    assert!(!m.contains(&format!("{base}/")) && m.contains("https://shop.example/reset"), "{m}");
+
+    // A campaign that turns tracking off, in an app that allows it; one that says nothing is
+    // tracked.
+    let other = d.create_app("campaigns").await.app_id;
+    let segment = d
+        .import_as_segment(
+            &other,
+            vec![Endpoint { id: "e1".into(), channel_type: ChannelType::Email as i32, address: "e1@example.com".into(), ..Default::default() }],
+        )
+        .await;
+    let mut campaigns = CampaignsClient::new(d.channel().await);
+    for (subject, tracking) in [("Quiet campaign", Some(false)), ("Tracked campaign", None)] {
+        let c = Campaign {
+            name: subject.into(),
+            segment_id: segment.clone(),
+            message_configuration: Some(DirectMessageConfiguration { email_message: Some(email_message(subject)), ..Default::default() }),
+            schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
+            engagement_tracking: tracking,
+            ..Default::default()
+        };
+        let id = campaigns.create_campaign(d.req(CreateCampaignRequest { app_id: other.clone(), campaign: Some(c) })).await.unwrap().into_inner().id;
+        common::completed_campaign(&d, &other, &id).await;
+        let m = wait_for(&sink, subject, 1).await.remove(0).replace("=\r\n", "");
+        assert_eq!(m.contains(&format!("{base}/c/")), tracking.is_none(), "{subject}: {m}");
+        assert_eq!(m.contains(&format!("{base}/o/")), tracking.is_none(), "{subject}: {m}");
+    }
+}
+
+/// What an endpoint says of its device and place reaches the templates that render for it.
+async fn endpoint_details_reach_templates(backend: Backend) {
+    use herald::proto::v1::{
+        render_template_request::Recipient, template::Content, templates_client::TemplatesClient, CreateTemplateRequest, EndpointDemographic,
+        EndpointLocation, RenderTemplateRequest, SmsTemplate, Template,
+    };
+    let d = Daemon::start(backend);
+    let app = d.create_app("details").await.app_id;
+    let mut templates = TemplatesClient::new(d.channel().await);
+    let body = "{{Demographic.Locale}}|{{Demographic.ModelVersion}}|{{Demographic.PlatformVersion}}|{{Location.Region}}|{{Location.PostalCode}}";
+    let t = Template { name: "device".into(), content: Some(Content::Sms(SmsTemplate { body: body.into() })), ..Default::default() };
+    templates.create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t) })).await.unwrap();
+    let phone = Endpoint {
+        channel_type: ChannelType::Sms as i32,
+        address: "+14255550100".into(),
+        demographic: Some(EndpointDemographic {
+            locale: "pt_BR".into(),
+            model_version: "14 Pro".into(),
+            platform_version: "17.2".into(),
+            ..Default::default()
+        }),
+        location: Some(EndpointLocation { region: "WA".into(), postal_code: "98101".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    d.endpoints()
+        .await
+        .update_endpoint(d.req(UpdateEndpointRequest { app_id: app.clone(), endpoint_id: "phone".into(), endpoint: Some(phone) }))
+        .await
+        .unwrap();
+    let r = templates
+        .render_template(d.req(RenderTemplateRequest {
+            app_id: app.clone(),
+            name: "device".into(),
+            recipient: Some(Recipient::EndpointId("phone".into())),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.parts.iter().find(|p| p.name == "body").map(|p| p.content.as_str()), Some("pt_BR|14 Pro|17.2|WA|98101"), "{r:?}");
+}
+
+on_both_backends!(endpoint_details_reach_templates);
