@@ -10,9 +10,8 @@ use std::time::Duration;
 use common::{free_port, Backend, Daemon, RedisServer, SmtpSink, API_KEY};
 use herald::proto::v1::{
     apps_client::AppsClient, campaigns_client::CampaignsClient, messages_client::MessagesClient, AddressConfiguration, AppSettings,
-    Campaign, ChannelType, CreateCampaignRequest, DirectMessageConfiguration, EmailMessage, Endpoint,
-    EndpointSendConfiguration, EndpointUser, Frequency, Schedule, SendMessagesRequest, SendUsersMessagesRequest, UpdateAppSettingsRequest,
-    UpdateEndpointRequest,
+    Campaign, ChannelType, CreateCampaignRequest, DirectMessageConfiguration, EmailMessage, Endpoint, EndpointSendConfiguration,
+    EndpointUser, Frequency, Schedule, SendMessagesRequest, SendUsersMessagesRequest, UpdateAppSettingsRequest, UpdateEndpointRequest,
 };
 use herald::store::Store as _;
 
@@ -124,7 +123,10 @@ async fn users_messages_email_options_and_tracking_switches() {
         .send_messages(d.req(SendMessagesRequest {
             app_id: app.clone(),
             addresses: to("plain@example.com"),
-            message_configuration: Some(DirectMessageConfiguration { email_message: Some(email_message("Untracked")), ..Default::default() }),
+            message_configuration: Some(DirectMessageConfiguration {
+                email_message: Some(email_message("Untracked")),
+                ..Default::default()
+            }),
             engagement_tracking: true,
             ..Default::default()
         }))
@@ -139,7 +141,12 @@ async fn users_messages_email_options_and_tracking_switches() {
     let segment = d
         .import_as_segment(
             &other,
-            vec![Endpoint { id: "e1".into(), channel_type: ChannelType::Email as i32, address: "e1@example.com".into(), ..Default::default() }],
+            vec![Endpoint {
+                id: "e1".into(),
+                channel_type: ChannelType::Email as i32,
+                address: "e1@example.com".into(),
+                ..Default::default()
+            }],
         )
         .await;
     let mut campaigns = CampaignsClient::new(d.channel().await);
@@ -152,7 +159,12 @@ async fn users_messages_email_options_and_tracking_switches() {
             engagement_tracking: tracking,
             ..Default::default()
         };
-        let id = campaigns.create_campaign(d.req(CreateCampaignRequest { app_id: other.clone(), campaign: Some(c) })).await.unwrap().into_inner().id;
+        let id = campaigns
+            .create_campaign(d.req(CreateCampaignRequest { app_id: other.clone(), campaign: Some(c) }))
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
         common::completed_campaign(&d, &other, &id).await;
         let m = wait_for(&sink, subject, 1).await.remove(0).replace("=\r\n", "");
         assert_eq!(m.contains(&format!("{base}/c/")), tracking.is_none(), "{subject}: {m}");
@@ -163,13 +175,14 @@ async fn users_messages_email_options_and_tracking_switches() {
 /// What an endpoint says of its device and place reaches the templates that render for it.
 async fn endpoint_details_reach_templates(backend: Backend) {
     use herald::proto::v1::{
-        render_template_request::Recipient, template::Content, templates_client::TemplatesClient, CreateTemplateRequest, EndpointDemographic,
-        EndpointLocation, RenderTemplateRequest, SmsTemplate, Template,
+        render_template_request::Recipient, template::Content, templates_client::TemplatesClient, CreateTemplateRequest,
+        EndpointDemographic, EndpointLocation, RenderTemplateRequest, SmsTemplate, Template,
     };
     let d = Daemon::start(backend);
     let app = d.create_app("details").await.app_id;
     let mut templates = TemplatesClient::new(d.channel().await);
-    let body = "{{Demographic.Locale}}|{{Demographic.ModelVersion}}|{{Demographic.PlatformVersion}}|{{Location.Region}}|{{Location.PostalCode}}";
+    let body =
+        "{{Demographic.Locale}}|{{Demographic.ModelVersion}}|{{Demographic.PlatformVersion}}|{{Location.Region}}|{{Location.PostalCode}}";
     let t = Template { name: "device".into(), content: Some(Content::Sms(SmsTemplate { body: body.into() })), ..Default::default() };
     templates.create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t) })).await.unwrap();
     let phone = Endpoint {

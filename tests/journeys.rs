@@ -866,3 +866,162 @@ async fn the_apps_journey_limits_hold_journeys_that_set_none() {
     journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(own) })).await.unwrap();
     until("both emails of the journey with its own limits", 20, || count("O1") == 3 && count("O2") == 3).await;
 }
+
+/// Journey fields where their effect shows: the app's total cap and the journey's own, a
+/// journey that turns tracking off, a refresh interval that keeps a journey open, a wait until
+/// an instant, a split that waits before it looks and ORs its conditions, a pinned template
+/// version, and descriptions and tags kept as given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caps_tracking_refresh_waits_splits_versions_and_descriptions_take_effect() {
+    use herald::proto::v1::{
+        apps_client::AppsClient, tags_client::TagsClient, template::Content as TemplateContent, AppJourneyLimits, AppSettings,
+        ConditionOperator, ListTagsForResourceRequest, SegmentDimensions, UpdateAppSettingsRequest, UpdateTemplateRequest,
+    };
+    let sink = SmtpSink::start(&[]);
+    let smtp = format!("smtp://127.0.0.1:{}?pool=2", sink.port);
+    let public = format!("127.0.0.1:{}", free_port());
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["--smtp-url", smtp.as_str(), "--feedback-addr", public.as_str()];
+    let d = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &args);
+    let app = d.create_app("fields").await.app_id;
+    AppsClient::new(d.channel().await)
+        .update_app_settings(d.req(UpdateAppSettingsRequest {
+            app_id: app.clone(),
+            settings: Some(AppSettings {
+                journey_limits: Some(AppJourneyLimits { total_cap: Some(1), ..Default::default() }),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap();
+    let segment = d.import_as_segment(&app, endpoints(1, "f")).await;
+    let mut journeys = JourneysClient::new(d.channel().await);
+    let mut create = |j: Journey| {
+        let req = d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) });
+        let mut c = journeys.clone();
+        async move { c.create_journey(req).await.unwrap().into_inner() }
+    };
+    let count = |prefix: &str| sink.messages().iter().filter(|m| subject_of(m).starts_with(prefix)).count();
+
+    // The app's total cap of 1 holds a journey that gives none; a journey's own cap of 2 wins
+    // over it. The second journey turns tracking off and refreshes hourly.
+    let three = |p: &str| {
+        vec![
+            ("a", email_inline(&format!("{p} 1"), "b")),
+            ("b", email_inline(&format!("{p} 2"), "c")),
+            ("c", email_inline(&format!("{p} 3"), "")),
+        ]
+    };
+    let capped = create(segment_journey("app cap", &segment, "a", three("App"))).await;
+    let mut own = segment_journey("own cap", &segment, "a", three("Own"));
+    own.limits = Some(JourneyLimits { total_cap: Some(2), ..Default::default() });
+    own.engagement_tracking = Some(false);
+    own.refresh_frequency = "PT1H".into();
+    own.tags = [("team".to_string(), "growth".to_string())].into();
+    own.start_condition.as_mut().unwrap().description = "everyone, hourly".into();
+    own.activities.get_mut("a").unwrap().description = "the first of three".into();
+    let own = create(own).await;
+    until("the capped emails", 20, || count("App") == 1 && count("Own") == 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!((count("App"), count("Own")), (1, 2), "caps of 1 and 2 of three messages");
+    let own_mail: Vec<String> = sink.messages().into_iter().filter(|m| subject_of(m).starts_with("Own")).collect();
+    let tracked = |m: &String| {
+        let m = m.replace("=\r\n", "");
+        m.contains(&format!("http://{public}/o/")) || m.contains(&format!("http://{public}/c/"))
+    };
+    assert!(!own_mail.is_empty() && !own_mail.iter().any(tracked), "no tracking in the journey that turned it off");
+    let app_mail = sink.messages().into_iter().find(|m| subject_of(m) == "App 1").unwrap().replace("=\r\n", "");
+    assert!(app_mail.contains(&format!("http://{public}/o/")), "tracked by default: {app_mail}");
+    let state = |id: String| {
+        let mut c = journeys.clone();
+        let req = d.req(GetJourneyRequest { app_id: app.clone(), journey_id: id });
+        async move { c.get_journey(req).await.unwrap().into_inner() }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state(capped.id.clone()).await.state != JourneyState::Completed as i32 {
+        assert!(Instant::now() < deadline, "the journey without refresh completes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = state(own.id.clone()).await;
+    assert_eq!(got.state, JourneyState::Active as i32, "a refreshing journey stays open for the next read");
+    assert_eq!(got.start_condition.as_ref().unwrap().description, "everyone, hourly");
+    assert_eq!(got.activities["a"].description, "the first of three");
+    let tags = TagsClient::new(d.channel().await)
+        .list_tags_for_resource(d.req(ListTagsForResourceRequest { resource_arn: format!("apps/{app}/journeys/{}", own.id) }))
+        .await
+        .unwrap()
+        .into_inner()
+        .tags;
+    assert_eq!(tags, [("team".to_string(), "growth".to_string())].into());
+
+    // A wait until an instant; a split that waits 2 s before it looks, with ANY of two
+    // conditions (one holds); a template pinned at version 1 while version 2 is active.
+    let other = d.create_app("timing").await.app_id;
+    let segment = d.import_as_segment(&other, endpoints(1, "t")).await;
+    let mut templates = TemplatesClient::new(d.channel().await);
+    let version = |subject: &str| Template {
+        name: "pinned".into(),
+        content: Some(TemplateContent::Email(EmailTemplate { subject: subject.into(), text_part: "x".into(), ..Default::default() })),
+        ..Default::default()
+    };
+    templates.create_template(d.req(CreateTemplateRequest { app_id: other.clone(), template: Some(version("Pinned v1")) })).await.unwrap();
+    templates
+        .update_template(d.req(UpdateTemplateRequest {
+            app_id: other.clone(),
+            template: Some(version("Pinned v2")),
+            overwrite_latest: false,
+        }))
+        .await
+        .unwrap();
+    let until_at = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let wait_until = JourneyActivity {
+        kind: Some(Kind::Wait(WaitActivity {
+            wait_time: Some(WaitTime { wait_until: herald::domain::timestamp(until_at), ..Default::default() }),
+            next_activity: "split".into(),
+        })),
+        ..Default::default()
+    };
+    let plan = |p: &str| SegmentDimensions {
+        attributes: [("Plan".to_string(), herald::proto::v1::AttributeDimension { values: vec![p.into()], ..Default::default() })].into(),
+        ..Default::default()
+    };
+    let split = JourneyActivity {
+        kind: Some(Kind::ConditionalSplit(ConditionalSplitActivity {
+            condition: Some(JourneyCondition {
+                conditions: vec![
+                    SimpleCondition { segment_dimensions: Some(plan("Gold")), ..Default::default() },
+                    SimpleCondition { segment_condition: Some(SegmentCondition { segment_id: segment.clone() }), ..Default::default() },
+                ],
+                operator: ConditionOperator::Any as i32,
+            }),
+            evaluation_wait_time: Some(WaitTime { wait_for: "2s".into(), ..Default::default() }),
+            true_activity: "pinned".into(),
+            false_activity: "no".into(),
+        })),
+        ..Default::default()
+    };
+    let mut pinned = email_template("pinned", "");
+    if let Some(Kind::Email(m)) = pinned.kind.as_mut() {
+        m.template_version = "1".into();
+    }
+    let timed = segment_journey(
+        "timing",
+        &segment,
+        "first",
+        vec![
+            ("first", email_inline("Timing 1", "until")),
+            ("until", wait_until),
+            ("split", split),
+            ("pinned", pinned),
+            ("no", email_inline("Neither", "")),
+        ],
+    );
+    let mut c = JourneysClient::new(d.channel().await);
+    c.create_journey(d.req(CreateJourneyRequest { app_id: other.clone(), journey: Some(timed) })).await.unwrap();
+    until("the pinned version's email", 30, || count("Pinned") == 1).await;
+    let arrived = chrono::Utc::now();
+    assert!(arrived >= until_at + chrono::Duration::seconds(2), "after the wait's instant and the split's 2 s: {arrived} vs {until_at}");
+    let subjects: Vec<String> =
+        sink.messages().iter().map(|m| subject_of(m)).filter(|s| s.starts_with("Pinned") || s == "Neither").collect();
+    assert_eq!(subjects, ["Pinned v1"], "ANY holds through the segment condition; version 1 as pinned");
+}
