@@ -959,3 +959,125 @@ fn base64_key() -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode([7u8; 32])
 }
+
+/// What a reported event says of its app, SDK and session reaches the envelopes a webhook
+/// receives (with the endpoint, for a destination that asks); a stream can start at an
+/// instant; destinations page, change in place and go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_carry_app_sdk_session_and_endpoint_and_destinations_change_in_place() {
+    use herald::proto::v1::{DeleteEventDestinationRequest, EventSession, ListEventDestinationsRequest, UpdateEventDestinationRequest};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.into()), &["--event-webhook-backoff-ms", "50"]);
+    let app = d.create_app("envelopes").await.app_id;
+    let secret = herald::events::destinations::new_secret();
+    let (port, log, mut child) = receiver(&secret, 0, dir.path());
+    let mut c = events(&d).await;
+    let hook = c
+        .create_event_destination(d.req(CreateEventDestinationRequest {
+            app_id: app.clone(),
+            destination: Some(EventDestination {
+                url: format!("http://127.0.0.1:{port}/hook"),
+                event_types: vec!["feature_used".into()],
+                secret: secret.clone(),
+                include_endpoint: true,
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .destination
+        .unwrap();
+    let now = chrono::Utc::now();
+    let used = ReportedEvent {
+        app_package_name: "com.shop.app".into(),
+        app_title: "Shop".into(),
+        app_version_code: "421".into(),
+        client_sdk_version: "6.1.0".into(),
+        sdk_name: "aws-amplify-js".into(),
+        session: Some(EventSession {
+            id: "s-1".into(),
+            start_timestamp: stamp(now - chrono::Duration::seconds(30)),
+            stop_timestamp: stamp(now),
+            ..Default::default()
+        }),
+        ..event("feature_used", now)
+    };
+    put(&d, &app, vec![("ep-1", Some(email("ep-1", "ana@example.com")), vec![("u1", used)])]).await;
+    let start = Instant::now();
+    let envelope = loop {
+        if let Some(e) = requests(&log).iter().filter(|r| r["status"] == 204).flat_map(|r| r["envelopes"].as_array().cloned().unwrap_or_default()).next() {
+            break e;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "nothing delivered: {:?}", requests(&log));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let a = &envelope["application"];
+    assert_eq!((a["package_name"].as_str(), a["title"].as_str(), a["version_code"].as_str()), (Some("com.shop.app"), Some("Shop"), Some("421")));
+    assert_eq!((a["sdk"]["name"].as_str(), a["sdk"]["version"].as_str()), (Some("aws-amplify-js"), Some("6.1.0")));
+    assert_eq!(envelope["session"]["stop_timestamp"], now.timestamp_millis(), "{envelope}");
+    assert_eq!(envelope["endpoint"]["Address"], "ana@example.com", "the destination asked for endpoints: {envelope}");
+
+    // A stream from an instant: only what arrived at or after it.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let from = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    put(&d, &app, vec![("ep-1", None, vec![("u2", event("later", chrono::Utc::now()))])]).await;
+    let mut stream = c
+        .stream_events(d.req(StreamEventsRequest { app_id: app.clone(), from_time: stamp(from), stop_at_end: true, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut types = Vec::new();
+    while let Some(b) = stream.message().await.unwrap() {
+        types.extend(b.events.into_iter().map(|e| e.event_type));
+    }
+    assert_eq!(types, ["later"]);
+
+    // Destinations page, change in place (no types: every type; no endpoints) and go.
+    for i in 0..2 {
+        c.create_event_destination(d.req(CreateEventDestinationRequest {
+            app_id: app.clone(),
+            destination: Some(EventDestination { url: format!("https://hooks.example.com/{i}"), ..Default::default() }),
+        }))
+        .await
+        .unwrap();
+    }
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list_event_destinations(d.req(ListEventDestinationsRequest { app_id: app.clone(), page_size: 2, page_token: token.clone() }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.destinations.len() <= 2);
+        listed.extend(page.destinations.into_iter().map(|x| x.id));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let changed = c
+        .update_event_destination(d.req(UpdateEventDestinationRequest {
+            app_id: app.clone(),
+            destination_id: hook.id.clone(),
+            destination: Some(EventDestination { batch_size: 7, ..Default::default() }),
+            replace_event_types: true,
+            include_endpoint: Some(false),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((changed.event_types.len(), changed.include_endpoint, changed.batch_size), (0, false, 7), "{changed:?}");
+    assert_eq!(changed.url, hook.url, "what was not given is kept");
+    c.delete_event_destination(d.req(DeleteEventDestinationRequest { app_id: app.clone(), destination_id: hook.id.clone() })).await.unwrap();
+    let gone = c
+        .get_event_destination(d.req(GetEventDestinationRequest { app_id: app.clone(), destination_id: hook.id.clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    let _ = child.kill();
+}
