@@ -253,3 +253,57 @@ async fn fcm_refreshes_its_token_on_401_and_retries_outages() {
     assert!(matches!(sender.send(&m("down-1")).await, Delivery::Retry { status_code: 503, .. }));
     assert!(matches!(sender.send(&m("gone-1")).await, Delivery::Permanent { status_code: 404, hard_bounce: true, .. }));
 }
+
+/// The channel's project_id names the FCM project whatever the service account's says; a push
+/// template's GCM block wins over its default block on an Android device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channels_project_and_a_push_templates_gcm_block_reach_fcm() {
+    use herald::proto::v1::{
+        template::Content, templates_client::TemplatesClient, CreateTemplateRequest, PushBlock, PushTemplate, Template, TemplateConfiguration,
+        TemplateReference,
+    };
+    let (base, google) = start_google().await;
+    let d = Daemon::start(common::Backend::Embedded);
+    let app = d.create_app("fcm-templates").await.app_id;
+    let mut account: serde_json::Value = serde_json::from_str(&service_account(&base)).unwrap();
+    account["project_id"] = serde_json::json!("some-other-project");
+    let settings = GcmChannel {
+        enabled: true,
+        service_account_json: account.to_string(),
+        project_id: "project-1".into(),
+        base_url: base.clone(),
+        ..Default::default()
+    };
+    ChannelsClient::new(d.channel().await)
+        .update_gcm_channel(d.req(UpdateGcmChannelRequest { app_id: app.clone(), channel: Some(settings) }))
+        .await
+        .unwrap();
+    let android = Endpoint { id: "android".into(), channel_type: ChannelType::Gcm as i32, address: "ok-a".into(), ..Default::default() };
+    EndpointsClient::new(d.channel().await)
+        .update_endpoints_batch(d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: vec![android] }))
+        .await
+        .unwrap();
+    let block = |title: &str| Some(PushBlock { title: title.into(), body: "for {{Id}}".into(), ..Default::default() });
+    let t = Template {
+        name: "promo".into(),
+        content: Some(Content::Push(PushTemplate { default: block("Everyone"), apns: block("iPhones"), gcm: block("Androids") })),
+        ..Default::default()
+    };
+    TemplatesClient::new(d.channel().await).create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t) })).await.unwrap();
+    let sent = MessagesClient::new(d.channel().await)
+        .send_messages(d.req(SendMessagesRequest {
+            app_id: app.clone(),
+            endpoints: [("android".to_string(), EndpointSendConfiguration::default())].into(),
+            template_configuration: Some(TemplateConfiguration {
+                push_template: Some(TemplateReference { name: "promo".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.endpoint_result["android"].delivery_status, DeliveryStatus::Successful as i32, "sent to project-1: {sent:?}");
+    let messages = google.messages.lock().clone();
+    assert_eq!(messages[0]["message"]["notification"], serde_json::json!({"title": "Androids", "body": "for android"}));
+}

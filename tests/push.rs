@@ -382,3 +382,73 @@ async fn a_push_campaign_notifies_each_device_once() {
         .into_inner();
     assert_eq!(dead.endpoint_status, EndpointStatus::Inactive as i32, "APNs 410 retires the token");
 }
+
+/// A push template's APNs block wins over its default block on an APNs device; an inline
+/// default push block reaches the device when no APNs block is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_templates_and_the_default_block_reach_apns() {
+    use herald::proto::v1::{
+        template::Content, templates_client::TemplatesClient, CreateTemplateRequest, DefaultPushNotificationMessage, PushBlock, PushTemplate,
+        Template, TemplateConfiguration, TemplateReference,
+    };
+    let server = ApnsServer::start().await;
+    let d = Daemon::start(common::Backend::Embedded);
+    let app = d.create_app("push-templates").await.app_id;
+    ChannelsClient::new(d.channel().await)
+        .update_apns_channel(d.req(UpdateApnsChannelRequest { app_id: app.clone(), channel: Some(channel(&server)) }))
+        .await
+        .unwrap();
+    let phone = Endpoint { id: "phone".into(), channel_type: ChannelType::Apns as i32, address: "ok-phone".into(), ..Default::default() };
+    EndpointsClient::new(d.channel().await)
+        .update_endpoints_batch(d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: vec![phone] }))
+        .await
+        .unwrap();
+    let block = |title: &str| Some(PushBlock { title: title.into(), body: "for {{Id}}".into(), ..Default::default() });
+    let t = Template {
+        name: "promo".into(),
+        content: Some(Content::Push(PushTemplate { default: block("Everyone"), apns: block("iPhones"), gcm: block("Androids") })),
+        ..Default::default()
+    };
+    TemplatesClient::new(d.channel().await).create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t) })).await.unwrap();
+    let to: HashMap<String, EndpointSendConfiguration> = [("phone".to_string(), EndpointSendConfiguration::default())].into();
+    let mut messages = MessagesClient::new(d.channel().await);
+    let sent = messages
+        .send_messages(d.req(SendMessagesRequest {
+            app_id: app.clone(),
+            endpoints: to.clone(),
+            template_configuration: Some(TemplateConfiguration {
+                push_template: Some(TemplateReference { name: "promo".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.endpoint_result["phone"].delivery_status, DeliveryStatus::Successful as i32, "{sent:?}");
+    let sent = messages
+        .send_messages(d.req(SendMessagesRequest {
+            app_id: app.clone(),
+            endpoints: to,
+            message_configuration: Some(DirectMessageConfiguration {
+                default_push_notification_message: Some(DefaultPushNotificationMessage {
+                    title: "Inline".into(),
+                    body: "default block".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.endpoint_result["phone"].delivery_status, DeliveryStatus::Successful as i32, "{sent:?}");
+    let alerts: Vec<(String, String)> = server
+        .seen
+        .lock()
+        .iter()
+        .map(|s| (s.body["aps"]["alert"]["title"].as_str().unwrap_or("").into(), s.body["aps"]["alert"]["body"].as_str().unwrap_or("").into()))
+        .collect();
+    assert_eq!(alerts, [("iPhones".to_string(), "for phone".to_string()), ("Inline".to_string(), "default block".to_string())]);
+}
