@@ -254,3 +254,49 @@ async fn custom_delivery_batches_by_fifty_and_custom_ids_reach_the_channels_deli
         assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
     }
 }
+
+/// A custom template named in the send renders its payload for each endpoint into the Data
+/// the channel's delivery_url receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_template_renders_the_payload_per_endpoint() {
+    use herald::proto::v1::{
+        template::Content, templates_client::TemplatesClient, CreateTemplateRequest, CustomTemplate, Template, TemplateConfiguration,
+        TemplateReference, UpdateEndpointsBatchRequest,
+    };
+    let (base, seen, _) = receiver(&["/channel"]).await;
+    let d = Daemon::start(Backend::Embedded);
+    let app = d.create_app("custom-template").await.app_id;
+    custom_channel(&d, &app, &format!("{base}/channel")).await;
+    let mut crm = endpoint("crm-1", ChannelType::Custom, "contact-1");
+    crm.attributes.insert("Plan".into(), herald::proto::v1::AttributeValues { values: vec!["Gold".into()] });
+    d.endpoints()
+        .await
+        .update_endpoints_batch(d.req(UpdateEndpointsBatchRequest { app_id: app.clone(), endpoints: vec![crm] }))
+        .await
+        .unwrap();
+    let t = Template {
+        name: "crm".into(),
+        content: Some(Content::Custom(CustomTemplate { payload: r#"{"contact":"{{Address}}","plan":"{{Attributes.Plan}}"}"#.into() })),
+        ..Default::default()
+    };
+    TemplatesClient::new(d.channel().await)
+        .create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t) }))
+        .await
+        .unwrap();
+    let r = MessagesClient::new(d.channel().await)
+        .send_messages(d.req(SendMessagesRequest {
+            app_id: app.clone(),
+            endpoints: [("crm-1".to_string(), EndpointSendConfiguration::default())].into(),
+            template_configuration: Some(TemplateConfiguration {
+                custom_template: Some(TemplateReference { name: "crm".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.endpoint_result["crm-1"].delivery_status, DeliveryStatus::Successful as i32, "{r:?}");
+    let calls = seen.lock().unwrap()["/channel"].clone();
+    assert_eq!(calls[0]["Data"], r#"{"contact":"contact-1","plan":"Gold"}"#);
+}

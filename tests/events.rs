@@ -1007,14 +1007,19 @@ async fn envelopes_carry_app_sdk_session_and_endpoint_and_destinations_change_in
     put(&d, &app, vec![("ep-1", Some(email("ep-1", "ana@example.com")), vec![("u1", used)])]).await;
     let start = Instant::now();
     let envelope = loop {
-        if let Some(e) = requests(&log).iter().filter(|r| r["status"] == 204).flat_map(|r| r["envelopes"].as_array().cloned().unwrap_or_default()).next() {
+        if let Some(e) =
+            requests(&log).iter().filter(|r| r["status"] == 204).flat_map(|r| r["envelopes"].as_array().cloned().unwrap_or_default()).next()
+        {
             break e;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "nothing delivered: {:?}", requests(&log));
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let a = &envelope["application"];
-    assert_eq!((a["package_name"].as_str(), a["title"].as_str(), a["version_code"].as_str()), (Some("com.shop.app"), Some("Shop"), Some("421")));
+    assert_eq!(
+        (a["package_name"].as_str(), a["title"].as_str(), a["version_code"].as_str()),
+        (Some("com.shop.app"), Some("Shop"), Some("421"))
+    );
     assert_eq!((a["sdk"]["name"].as_str(), a["sdk"]["version"].as_str()), (Some("aws-amplify-js"), Some("6.1.0")));
     assert_eq!(envelope["session"]["stop_timestamp"], now.timestamp_millis(), "{envelope}");
     assert_eq!(envelope["endpoint"]["Address"], "ana@example.com", "the destination asked for endpoints: {envelope}");
@@ -1073,7 +1078,9 @@ async fn envelopes_carry_app_sdk_session_and_endpoint_and_destinations_change_in
         .into_inner();
     assert_eq!((changed.event_types.len(), changed.include_endpoint, changed.batch_size), (0, false, 7), "{changed:?}");
     assert_eq!(changed.url, hook.url, "what was not given is kept");
-    c.delete_event_destination(d.req(DeleteEventDestinationRequest { app_id: app.clone(), destination_id: hook.id.clone() })).await.unwrap();
+    c.delete_event_destination(d.req(DeleteEventDestinationRequest { app_id: app.clone(), destination_id: hook.id.clone() }))
+        .await
+        .unwrap();
     let gone = c
         .get_event_destination(d.req(GetEventDestinationRequest { app_id: app.clone(), destination_id: hook.id.clone() }))
         .await

@@ -259,8 +259,8 @@ async fn fcm_refreshes_its_token_on_401_and_retries_outages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_channels_project_and_a_push_templates_gcm_block_reach_fcm() {
     use herald::proto::v1::{
-        template::Content, templates_client::TemplatesClient, CreateTemplateRequest, PushBlock, PushTemplate, Template, TemplateConfiguration,
-        TemplateReference,
+        template::Content, templates_client::TemplatesClient, CreateTemplateRequest, PushBlock, PushTemplate, Template,
+        TemplateConfiguration, TemplateReference,
     };
     let (base, google) = start_google().await;
     let d = Daemon::start(common::Backend::Embedded);
@@ -289,7 +289,10 @@ async fn the_channels_project_and_a_push_templates_gcm_block_reach_fcm() {
         content: Some(Content::Push(PushTemplate { default: block("Everyone"), apns: block("iPhones"), gcm: block("Androids") })),
         ..Default::default()
     };
-    TemplatesClient::new(d.channel().await).create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t) })).await.unwrap();
+    TemplatesClient::new(d.channel().await)
+        .create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t) }))
+        .await
+        .unwrap();
     let sent = MessagesClient::new(d.channel().await)
         .send_messages(d.req(SendMessagesRequest {
             app_id: app.clone(),

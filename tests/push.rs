@@ -388,8 +388,8 @@ async fn a_push_campaign_notifies_each_device_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_templates_and_the_default_block_reach_apns() {
     use herald::proto::v1::{
-        template::Content, templates_client::TemplatesClient, CreateTemplateRequest, DefaultPushNotificationMessage, PushBlock, PushTemplate,
-        Template, TemplateConfiguration, TemplateReference,
+        template::Content, templates_client::TemplatesClient, CreateTemplateRequest, DefaultPushNotificationMessage, PushBlock,
+        PushTemplate, Template, TemplateConfiguration, TemplateReference,
     };
     let server = ApnsServer::start().await;
     let d = Daemon::start(common::Backend::Embedded);
@@ -409,7 +409,10 @@ async fn push_templates_and_the_default_block_reach_apns() {
         content: Some(Content::Push(PushTemplate { default: block("Everyone"), apns: block("iPhones"), gcm: block("Androids") })),
         ..Default::default()
     };
-    TemplatesClient::new(d.channel().await).create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t) })).await.unwrap();
+    TemplatesClient::new(d.channel().await)
+        .create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t) }))
+        .await
+        .unwrap();
     let to: HashMap<String, EndpointSendConfiguration> = [("phone".to_string(), EndpointSendConfiguration::default())].into();
     let mut messages = MessagesClient::new(d.channel().await);
     let sent = messages
@@ -448,7 +451,9 @@ async fn push_templates_and_the_default_block_reach_apns() {
         .seen
         .lock()
         .iter()
-        .map(|s| (s.body["aps"]["alert"]["title"].as_str().unwrap_or("").into(), s.body["aps"]["alert"]["body"].as_str().unwrap_or("").into()))
+        .map(|s| {
+            (s.body["aps"]["alert"]["title"].as_str().unwrap_or("").into(), s.body["aps"]["alert"]["body"].as_str().unwrap_or("").into())
+        })
         .collect();
     assert_eq!(alerts, [("iPhones".to_string(), "for phone".to_string()), ("Inline".to_string(), "default block".to_string())]);
 }

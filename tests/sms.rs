@@ -261,3 +261,54 @@ async fn an_sms_campaign_texts_each_sms_member_once() {
     assert!(got.iter().all(|f| f["From"] == "+14255550100"));
     assert_eq!((acts[0].total_endpoints, acts[0].successful), (40, 40), "{acts:?}");
 }
+
+/// An SMS template named in the send renders per recipient, with the SMS block's
+/// substitutions and options (its origination number) applied to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sms_template_renders_with_the_blocks_options() {
+    use herald::proto::v1::{
+        template::Content, templates_client::TemplatesClient, CreateTemplateRequest, SmsTemplate, Template, TemplateConfiguration,
+        TemplateReference,
+    };
+    let (port, received) = start_provider().await;
+    let d = Daemon::start(common::Backend::Embedded);
+    let app = d.create_app("sms-template").await.app_id;
+    ChannelsClient::new(d.channel().await)
+        .update_sms_channel(d.req(UpdateSmsChannelRequest { app_id: app.clone(), channel: Some(provider_channel(port)) }))
+        .await
+        .unwrap();
+    let t = Template {
+        name: "code".into(),
+        content: Some(Content::Sms(SmsTemplate { body: "Your code is {{Code}}".into() })),
+        ..Default::default()
+    };
+    TemplatesClient::new(d.channel().await)
+        .create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t) }))
+        .await
+        .unwrap();
+    let sent = MessagesClient::new(d.channel().await)
+        .send_messages(d.req(SendMessagesRequest {
+            app_id: app.clone(),
+            addresses:
+                [("+14255550123".to_string(), AddressConfiguration { channel_type: ChannelType::Sms as i32, ..Default::default() })].into(),
+            message_configuration: Some(DirectMessageConfiguration {
+                sms_message: Some(SmsMessage {
+                    origination_number: "+14255550199".into(),
+                    substitutions: [("Code".to_string(), AttributeValues { values: vec!["314159".into()] })].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            template_configuration: Some(TemplateConfiguration {
+                sms_template: Some(TemplateReference { name: "code".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sent.result["+14255550123"].delivery_status, DeliveryStatus::Successful as i32, "{sent:?}");
+    let got = received.lock().clone();
+    assert_eq!((got[0]["Body"].as_str(), got[0]["From"].as_str()), ("Your code is 314159", "+14255550199"));
+}
