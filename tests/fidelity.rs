@@ -216,3 +216,68 @@ async fn endpoint_details_reach_templates(backend: Backend) {
 }
 
 on_both_backends!(endpoint_details_reach_templates);
+
+/// A TCP relay in front of `port` that counts the connections it accepts.
+async fn counting_relay(port: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (at, count)
+}
+
+/// The app's email channel replaces each relay connection after messages_per_connection
+/// messages: six messages one at a time over one pooled connection take three connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_email_channel_replaces_connections_after_messages_per_connection() {
+    use herald::proto::v1::{channels_client::ChannelsClient, EmailChannel, TlsMode, UpdateEmailChannelRequest};
+    let sink = SmtpSink::start(&[]);
+    let (port, connections) = counting_relay(sink.port).await;
+    let d = Daemon::start(Backend::Embedded);
+    let app = d.create_app("relay").await.app_id;
+    ChannelsClient::new(d.channel().await)
+        .update_email_channel(d.req(UpdateEmailChannelRequest {
+            app_id: app.clone(),
+            channel: Some(EmailChannel {
+                enabled: true,
+                from_address: "news@shop.example".into(),
+                relay_host: "127.0.0.1".into(),
+                relay_port: i32::from(port),
+                pool_size: 1,
+                messages_per_connection: 2,
+                tls_mode: TlsMode::None as i32,
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap();
+    let mut messages = MessagesClient::new(d.channel().await);
+    for i in 0..6 {
+        let r = messages
+            .send_messages(d.req(SendMessagesRequest {
+                app_id: app.clone(),
+                addresses: to(&format!("r{i}@example.com")),
+                message_configuration: Some(DirectMessageConfiguration {
+                    email_message: Some(EmailMessage { subject: format!("Relay {i}"), text_part: "x".into(), ..Default::default() }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.result[&format!("r{i}@example.com")].status_code, 250, "{r:?}");
+    }
+    assert_eq!(sink.messages().len(), 6);
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3, "a new connection every two messages");
+}

@@ -251,3 +251,43 @@ pub async fn sweep(store: &dyn Store, app: &str, now: chrono::DateTime<chrono::U
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::v1::{FilterType, Schedule};
+
+    fn armed(exclude: bool) -> Armed {
+        let c = Campaign {
+            creation_date: "2026-01-01T00:00:00.000Z".into(),
+            schedule: Some(Schedule {
+                frequency: Frequency::Event as i32,
+                event_filter: Some(EventFilter {
+                    filter_type: FilterType::Endpoint as i32,
+                    exclude_event_types: exclude,
+                    event_types: vec!["_session.start".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Armed::new(c).expect("an EVENT campaign")
+    }
+
+    fn reported(event_type: &str) -> Event {
+        Event {
+            event_type: event_type.into(),
+            origin: EventOrigin::PutEvents as i32,
+            arrival_timestamp: "2026-06-01T00:00:00.000Z".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn excluded_types_fire_on_every_other_type() {
+        let (listed, other) = (reported("_session.start"), reported("purchase"));
+        assert!(armed(false).fires(&listed) && !armed(false).fires(&other), "the listed type only");
+        assert!(!armed(true).fires(&listed) && armed(true).fires(&other), "every type but the listed one");
+    }
+}
