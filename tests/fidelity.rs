@@ -281,3 +281,208 @@ async fn the_email_channel_replaces_connections_after_messages_per_connection() 
     assert_eq!(sink.messages().len(), 6);
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3, "a new connection every two messages");
 }
+
+/// Every listing pages with its token; KPI rows page with theirs; a campaign's and its
+/// treatments' descriptions are kept as given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_and_kpis_page_and_descriptions_are_kept() {
+    use herald::proto::v1::{
+        journey_activity::Kind, journeys_client::JourneysClient, kpis_client::KpisClient, template::Content,
+        templates_client::TemplatesClient, CreateJourneyRequest, CreateTemplateRequest, GetApplicationDateRangeKpiRequest,
+        GetCampaignDateRangeKpiRequest, GetCampaignRequest, Journey, JourneyActivity, JourneyStartCondition, JourneyState,
+        ListCampaignsRequest, ListJourneysRequest, ListTemplatesRequest, MessageActivity, SegmentCondition, SmsTemplate, Template,
+        Treatment,
+    };
+    let sink = SmtpSink::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let smtp = format!("smtp://127.0.0.1:{}", sink.port);
+    let d = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &["--smtp-url", smtp.as_str()]);
+    let app = d.create_app("pages").await.app_id;
+    let members = (0..4)
+        .map(|i| Endpoint {
+            id: format!("p{i}"),
+            channel_type: ChannelType::Email as i32,
+            address: format!("p{i}@example.com"),
+            ..Default::default()
+        })
+        .collect();
+    let segment = d.import_as_segment(&app, members).await;
+    let mut campaigns = CampaignsClient::new(d.channel().await);
+    let later = herald::domain::timestamp(chrono::Utc::now() + chrono::Duration::days(30));
+    let mut ids = Vec::new();
+    for (i, start) in ["IMMEDIATE", "IMMEDIATE", later.as_str()].into_iter().enumerate() {
+        let c = Campaign {
+            name: format!("c{i}"),
+            description: format!("campaign {i}"),
+            treatment_name: "A".into(),
+            treatment_description: "the default treatment".into(),
+            segment_id: segment.clone(),
+            message_configuration: Some(DirectMessageConfiguration {
+                email_message: Some(email_message(&format!("C{i}"))),
+                ..Default::default()
+            }),
+            additional_treatments: vec![Treatment {
+                treatment_name: "B".into(),
+                treatment_description: "the other half".into(),
+                size_percent: 50,
+                ..Default::default()
+            }],
+            schedule: Some(Schedule { start_time: start.into(), frequency: Frequency::Once as i32, ..Default::default() }),
+            ..Default::default()
+        };
+        ids.push(
+            campaigns
+                .create_campaign(d.req(CreateCampaignRequest { app_id: app.clone(), campaign: Some(c) }))
+                .await
+                .unwrap()
+                .into_inner()
+                .id,
+        );
+    }
+    let c = campaigns
+        .get_campaign(d.req(GetCampaignRequest { app_id: app.clone(), campaign_id: ids[0].clone(), version: 0 }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((c.description.as_str(), c.treatment_description.as_str()), ("campaign 0", "the default treatment"));
+    assert_eq!(c.additional_treatments[0].treatment_description, "the other half");
+
+    let mut templates = TemplatesClient::new(d.channel().await);
+    for name in ["t1", "t2", "t3"] {
+        let t = Template { name: name.into(), content: Some(Content::Sms(SmsTemplate { body: "x".into() })), ..Default::default() };
+        templates.create_template(d.req(CreateTemplateRequest { app_id: app.clone(), template: Some(t) })).await.unwrap();
+    }
+    let mut journeys = JourneysClient::new(d.channel().await);
+    for i in 0..3 {
+        let j = Journey {
+            name: format!("j{i}"),
+            start_condition: Some(JourneyStartCondition {
+                segment_start_condition: Some(SegmentCondition { segment_id: segment.clone() }),
+                ..Default::default()
+            }),
+            activities: [(
+                "a".to_string(),
+                JourneyActivity {
+                    kind: Some(Kind::Email(MessageActivity {
+                        message_configuration: Some(DirectMessageConfiguration {
+                            email_message: Some(email_message("J")),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            start_activity: "a".into(),
+            state: JourneyState::Draft as i32,
+            ..Default::default()
+        };
+        journeys.create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) })).await.unwrap();
+    }
+
+    // Each listing, two at a time: three items over two pages.
+    let mut names = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = campaigns
+            .list_campaigns(d.req(ListCampaignsRequest { app_id: app.clone(), page_size: 2, page_token: token.clone() }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.campaigns.len() <= 2);
+        names.extend(page.campaigns.into_iter().map(|c| c.name));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["c0", "c1", "c2"]);
+    let (mut names, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = templates
+            .list_templates(d.req(ListTemplatesRequest {
+                app_id: app.clone(),
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.templates.len() <= 2);
+        names.extend(page.templates.into_iter().map(|t| t.name));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["t1", "t2", "t3"]);
+    let (mut names, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = journeys
+            .list_journeys(d.req(ListJourneysRequest { app_id: app.clone(), page_size: 2, page_token: token.clone() }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.journeys.len() <= 2);
+        names.extend(page.journeys.into_iter().map(|j| j.name));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["j0", "j1", "j2"]);
+
+    // KPI rows one at a time: two campaigns for the app, two treatments' runs for a campaign.
+    for id in &ids[..2] {
+        common::completed_campaign(&d, &app, id).await;
+    }
+    let mut kpis = KpisClient::new(d.channel().await);
+    let (mut rows, mut token, mut pages) = (0, String::new(), 0);
+    loop {
+        let r = kpis
+            .get_application_date_range_kpi(d.req(GetApplicationDateRangeKpiRequest {
+                app_id: app.clone(),
+                kpi_name: "successful-deliveries-grouped-by-campaign".into(),
+                page_size: 1,
+                next_token: token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        rows += r.kpi_result.map_or(0, |k| k.rows.len());
+        pages += 1;
+        token = r.next_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!((rows, pages), (2, 2), "a row per campaign, a page each");
+    let (mut rows, mut token, mut pages) = (0, String::new(), 0);
+    loop {
+        let r = kpis
+            .get_campaign_date_range_kpi(d.req(GetCampaignDateRangeKpiRequest {
+                app_id: app.clone(),
+                campaign_id: ids[0].clone(),
+                kpi_name: "successful-deliveries-grouped-by-campaign-activity".into(),
+                page_size: 1,
+                next_token: token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        rows += r.kpi_result.map_or(0, |k| k.rows.len());
+        pages += 1;
+        token = r.next_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!((rows, pages), (2, 2), "a row per treatment's activity, a page each");
+}

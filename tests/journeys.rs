@@ -953,6 +953,30 @@ async fn caps_tracking_refresh_waits_splits_versions_and_descriptions_take_effec
         .into_inner()
         .tags;
     assert_eq!(tags, [("team".to_string(), "growth".to_string())].into());
+    // Its KPI rows, one activity per page: the two activities that sent.
+    let mut kpis = herald::proto::v1::kpis_client::KpisClient::new(d.channel().await);
+    let (mut rows, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let r = kpis
+            .get_journey_date_range_kpi(d.req(herald::proto::v1::GetJourneyDateRangeKpiRequest {
+                app_id: app.clone(),
+                journey_id: own.id.clone(),
+                kpi_name: "successful-deliveries-grouped-by-journey-activity".into(),
+                page_size: 1,
+                next_token: token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        rows.extend(r.kpi_result.unwrap_or_default().rows.into_iter().map(|row| row.grouped_bys[0].value.clone()));
+        pages += 1;
+        token = r.next_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!((rows, pages), (vec!["a".to_string(), "b".to_string()], 2));
 
     // A wait until an instant; a split that waits 2 s before it looks, with ANY of two
     // conditions (one holds); a template pinned at version 1 while version 2 is active.
