@@ -11,7 +11,8 @@ use herald::proto::v1::{
     campaigns_client::CampaignsClient, messages_client::MessagesClient, AddressConfiguration, AttributeDimension, AttributeType,
     ButtonAction, Campaign, CampaignLimits, CampaignState, ChannelType, CreateCampaignRequest, CreateSegmentRequest,
     DefaultButtonConfiguration, DirectMessageConfiguration, Endpoint, EventFilter, Frequency, GetCampaignRequest, GetInAppMessagesRequest,
-    InAppLayout, InAppMessage, InAppMessageBodyConfig, InAppMessageButton, InAppMessageContent, InAppMessageHeaderConfig, Schedule,
+    InAppLayout, InAppMessage, InAppMessageBodyConfig, InAppMessageButton, InAppMessageContent, InAppMessageHeaderConfig,
+    OverrideButtonConfiguration, Schedule,
     SegmentDimensions, SendMessagesRequest, UpdateCampaignRequest,
 };
 use tonic::Code;
@@ -31,6 +32,17 @@ fn banner(header: &str) -> InAppMessage {
                     ..Default::default()
                 }),
                 ..Default::default()
+            }),
+            // A second button that each platform points elsewhere.
+            secondary_btn: Some(InAppMessageButton {
+                default_config: Some(DefaultButtonConfiguration {
+                    text: "Later".into(),
+                    button_action: ButtonAction::Close as i32,
+                    ..Default::default()
+                }),
+                android: Some(OverrideButtonConfiguration { button_action: ButtonAction::DeepLink as i32, link: "shop://later".into() }),
+                ios: Some(OverrideButtonConfiguration { button_action: ButtonAction::Link as i32, link: "https://shop.example/ios".into() }),
+                web: Some(OverrideButtonConfiguration { button_action: ButtonAction::Close as i32, link: String::new() }),
             }),
             ..Default::default()
         }],
@@ -148,6 +160,12 @@ async fn get_in_app_messages_answers_what_an_endpoint_should_show() {
     let shown = m.in_app_message.as_ref().unwrap();
     assert_eq!(shown.content[0].header_config.as_ref().unwrap().header, "gold");
     assert_eq!(shown.custom_config["campaign"], "spring");
+    let second = shown.content[0].secondary_btn.as_ref().expect("the second button");
+    assert_eq!(
+        (second.android.as_ref().unwrap().link.as_str(), second.ios.as_ref().unwrap().link.as_str()),
+        ("shop://later", "https://shop.example/ios")
+    );
+    assert_eq!(second.web.as_ref().unwrap().button_action, ButtonAction::Close as i32);
     assert_eq!(m.schedule.as_ref().unwrap().event_filter.as_ref().unwrap().event_types, ["opened_cart"]);
     let free = c.get_in_app_messages(d.req(ask("free-1"))).await.unwrap().into_inner().in_app_message_campaigns;
     assert_eq!(free.iter().map(|m| m.campaign_id.as_str()).collect::<Vec<_>>(), [ids[0].as_str()], "not in the gold segment");

@@ -714,7 +714,7 @@ async fn multi_condition_on_segments_and_dimensions_and_refresh_on_segment_updat
                 },
             ],
             default_activity: "others".into(),
-            ..Default::default()
+            evaluation_wait_time: Some(WaitTime { wait_for: "1s".into(), ..Default::default() }),
         })),
         ..Default::default()
     };
@@ -740,7 +740,9 @@ async fn multi_condition_on_segments_and_dimensions_and_refresh_on_segment_updat
         v.sort();
         v
     };
+    let created = Instant::now();
     until("three routed emails", 20, || got().len() == 3).await;
+    assert!(created.elapsed() >= Duration::from_secs(1), "the split waited a second before it looked");
     let want = |pairs: &[(&str, &str)]| pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
     assert_eq!(got(), want(&[("m0@example.com", "For Pro"), ("m1@example.com", "For everyone"), ("m2@example.com", "For Team")]));
     // The counters are written with the participants' new positions, after the messages'
