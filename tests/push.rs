@@ -457,3 +457,62 @@ async fn push_templates_and_the_default_block_reach_apns() {
         .collect();
     assert_eq!(alerts, [("iPhones".to_string(), "for phone".to_string()), ("Inline".to_string(), "default block".to_string())]);
 }
+
+/// A journey's push activity notifies each participant's device, with the activity's
+/// time to live as the notification's expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journeys_push_activity_notifies_each_participant() {
+    use herald::proto::v1::{
+        journey_activity::Kind, journeys_client::JourneysClient, CreateJourneyRequest, Journey, JourneyActivity, JourneyStartCondition,
+        JourneyState, MessageActivity, SegmentCondition,
+    };
+    let server = ApnsServer::start().await;
+    let d = Daemon::start(common::Backend::Embedded);
+    let app = d.create_app("push-journey").await.app_id;
+    ChannelsClient::new(d.channel().await)
+        .update_apns_channel(d.req(UpdateApnsChannelRequest { app_id: app.clone(), channel: Some(channel(&server)) }))
+        .await
+        .unwrap();
+    let devices: Vec<Endpoint> = (0..3)
+        .map(|i| Endpoint { id: format!("d{i}"), channel_type: ChannelType::Apns as i32, address: format!("ok-j{i}"), ..Default::default() })
+        .collect();
+    let segment = d.import_as_segment(&app, devices).await;
+    let notify = JourneyActivity {
+        kind: Some(Kind::Push(MessageActivity {
+            message_configuration: Some(DirectMessageConfiguration {
+                apns_message: Some(ApnsMessage { title: "Welcome".into(), body: "Hi {{Id}}".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            time_to_live: "3600".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let j = Journey {
+        name: "pushes".into(),
+        start_condition: Some(JourneyStartCondition {
+            segment_start_condition: Some(SegmentCondition { segment_id: segment }),
+            ..Default::default()
+        }),
+        activities: [("notify".to_string(), notify)].into(),
+        start_activity: "notify".into(),
+        state: JourneyState::Active as i32,
+        ..Default::default()
+    };
+    JourneysClient::new(d.channel().await).create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) })).await.unwrap();
+    let start = std::time::Instant::now();
+    while server.seen.lock().len() < 3 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "{} seen", server.seen.lock().len());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let seen = server.seen.lock().clone();
+    let mut got: Vec<(String, String)> =
+        seen.iter().map(|s| (s.token.clone(), s.body["aps"]["alert"]["body"].as_str().unwrap_or("").to_string())).collect();
+    got.sort();
+    assert_eq!(got, (0..3).map(|i| (format!("ok-j{i}"), format!("Hi d{i}"))).collect::<Vec<_>>(), "each device once");
+    for s in &seen {
+        let expiry: i64 = s.expiration.parse().unwrap_or_else(|_| panic!("apns-expiration: {:?}", s.expiration));
+        assert!((expiry - chrono::Utc::now().timestamp() - 3600).abs() < 60, "an hour from now: {expiry}");
+    }
+}

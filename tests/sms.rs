@@ -312,3 +312,60 @@ async fn an_sms_template_renders_with_the_blocks_options() {
     let got = received.lock().clone();
     assert_eq!((got[0]["Body"].as_str(), got[0]["From"].as_str()), ("Your code is 314159", "+14255550199"));
 }
+
+/// A journey's SMS activity texts each participant through the app's SMS channel, with the
+/// activity's origination number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journeys_sms_activity_texts_each_participant() {
+    use herald::proto::v1::{
+        journey_activity::Kind, journeys_client::JourneysClient, CreateJourneyRequest, Endpoint, Journey, JourneyActivity,
+        JourneyStartCondition, JourneyState, MessageActivity, SegmentCondition,
+    };
+    let (port, received) = start_provider().await;
+    let d = Daemon::start(common::Backend::Embedded);
+    let app = d.create_app("sms-journey").await.app_id;
+    ChannelsClient::new(d.channel().await)
+        .update_sms_channel(d.req(UpdateSmsChannelRequest { app_id: app.clone(), channel: Some(provider_channel(port)) }))
+        .await
+        .unwrap();
+    let phones: Vec<Endpoint> = (0..3)
+        .map(|i| Endpoint { id: format!("p{i}"), channel_type: ChannelType::Sms as i32, address: format!("+1425555020{i}"), ..Default::default() })
+        .collect();
+    let segment = d.import_as_segment(&app, phones).await;
+    let text = JourneyActivity {
+        kind: Some(Kind::Sms(MessageActivity {
+            message_configuration: Some(DirectMessageConfiguration {
+                sms_message: Some(SmsMessage { body: "Welcome, {{Id}}".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            origination_number: "+14255550177".into(),
+            message_type: "TRANSACTIONAL".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let j = Journey {
+        name: "texts".into(),
+        start_condition: Some(JourneyStartCondition {
+            segment_start_condition: Some(SegmentCondition { segment_id: segment }),
+            ..Default::default()
+        }),
+        activities: [("text".to_string(), text)].into(),
+        start_activity: "text".into(),
+        state: JourneyState::Active as i32,
+        ..Default::default()
+    };
+    JourneysClient::new(d.channel().await).create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) })).await.unwrap();
+    let start = std::time::Instant::now();
+    while received.lock().len() < 3 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "{:?}", received.lock());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut got: Vec<(String, String, String)> =
+        received.lock().iter().map(|f| (f["To"].clone(), f["Body"].clone(), f["From"].clone())).collect();
+    got.sort();
+    let want: Vec<(String, String, String)> =
+        (0..3).map(|i| (format!("+1425555020{i}"), format!("Welcome, p{i}"), "+14255550177".to_string())).collect();
+    assert_eq!(got, want, "each participant once, from the activity's number");
+}
