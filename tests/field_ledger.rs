@@ -236,7 +236,6 @@ fn ledger() -> Ledger {
 }
 
 #[test]
-#[ignore = "the ledger is being completed"]
 fn every_request_field_has_a_test_or_is_refused() {
     let pool = pool();
     let fields = request_fields(&pool);

@@ -12,8 +12,7 @@ use herald::proto::v1::{
     ButtonAction, Campaign, CampaignLimits, CampaignState, ChannelType, CreateCampaignRequest, CreateSegmentRequest,
     DefaultButtonConfiguration, DirectMessageConfiguration, Endpoint, EventFilter, Frequency, GetCampaignRequest, GetInAppMessagesRequest,
     InAppLayout, InAppMessage, InAppMessageBodyConfig, InAppMessageButton, InAppMessageContent, InAppMessageHeaderConfig,
-    OverrideButtonConfiguration, Schedule,
-    SegmentDimensions, SendMessagesRequest, UpdateCampaignRequest,
+    OverrideButtonConfiguration, Schedule, SegmentDimensions, SendMessagesRequest, UpdateCampaignRequest,
 };
 use tonic::Code;
 
@@ -41,7 +40,10 @@ fn banner(header: &str) -> InAppMessage {
                     ..Default::default()
                 }),
                 android: Some(OverrideButtonConfiguration { button_action: ButtonAction::DeepLink as i32, link: "shop://later".into() }),
-                ios: Some(OverrideButtonConfiguration { button_action: ButtonAction::Link as i32, link: "https://shop.example/ios".into() }),
+                ios: Some(OverrideButtonConfiguration {
+                    button_action: ButtonAction::Link as i32,
+                    link: "https://shop.example/ios".into(),
+                }),
                 web: Some(OverrideButtonConfiguration { button_action: ButtonAction::Close as i32, link: String::new() }),
             }),
             ..Default::default()

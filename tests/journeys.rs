@@ -1051,3 +1051,67 @@ async fn caps_tracking_refresh_waits_splits_versions_and_descriptions_take_effec
         sink.messages().iter().map(|m| subject_of(m)).filter(|s| s.starts_with("Pinned") || s == "Neither").collect();
     assert_eq!(subjects, ["Pinned v1"], "ANY holds through the segment condition; version 1 as pinned");
 }
+
+/// An event-started journey with an EndpointReentryInterval: an event too soon after the
+/// endpoint last entered lets nobody in; one after the interval does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reentry_interval_keeps_an_endpoint_out_until_it_has_passed() {
+    let sink = SmtpSink::start(&[]);
+    let smtp = format!("smtp://127.0.0.1:{}?pool=2", sink.port);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &["--smtp-url", smtp.as_str()]);
+    let app = d.create_app("interval").await.app_id;
+    d.import_as_segment(&app, endpoints(1, "r")).await;
+    let j = Journey {
+        name: "on visit".into(),
+        start_condition: Some(JourneyStartCondition {
+            event_start_condition: Some(EventStartCondition {
+                event_filter: Some(EventFilter { event_types: vec!["visit".into()], ..Default::default() }),
+                segment_id: String::new(),
+            }),
+            ..Default::default()
+        }),
+        activities: [("hello".to_string(), email_inline("Hello again", ""))].into(),
+        start_activity: "hello".into(),
+        limits: Some(JourneyLimits { endpoint_reentry_cap: Some(0), endpoint_reentry_interval: "4s".into(), ..Default::default() }),
+        state: JourneyState::Active as i32,
+        ..Default::default()
+    };
+    let j = JourneysClient::new(d.channel().await)
+        .create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = EventsClient::new(d.channel().await);
+    let visit = |k: usize| {
+        let e = herald::proto::v1::ReportedEvent {
+            event_type: "visit".into(),
+            timestamp: herald::domain::timestamp(chrono::Utc::now()),
+            ..Default::default()
+        };
+        let batch = EventsBatch { endpoint: None, events: [(format!("v{k}"), e)].into() };
+        PutEventsRequest { app_id: app.clone(), batch_item: [("r0".to_string(), batch)].into() }
+    };
+    let count = || sink.messages().into_iter().filter(|m| subject_of(m) == "Hello again").count();
+    events.put_events(d.req(visit(0))).await.unwrap();
+    until("the first email", 20, || count() == 1).await;
+    // Two seconds later: within the interval.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    events.put_events(d.req(visit(1))).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count(), 1, "too soon after the last entry");
+    // After the interval: in again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    events.put_events(d.req(visit(2))).await.unwrap();
+    until("the second email", 20, || count() == 2).await;
+    // The counters are written just after the outcomes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut m = metrics(&d, &app, &j.id).await;
+    while m.get("ENDPOINT_ENTERED").map(String::as_str) != Some("2") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        m = metrics(&d, &app, &j.id).await;
+    }
+    assert_eq!(m["ENDPOINT_ENTERED"], "2", "{m:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(), 2, "once per entry");
+}

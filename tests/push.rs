@@ -474,7 +474,12 @@ async fn a_journeys_push_activity_notifies_each_participant() {
         .await
         .unwrap();
     let devices: Vec<Endpoint> = (0..3)
-        .map(|i| Endpoint { id: format!("d{i}"), channel_type: ChannelType::Apns as i32, address: format!("ok-j{i}"), ..Default::default() })
+        .map(|i| Endpoint {
+            id: format!("d{i}"),
+            channel_type: ChannelType::Apns as i32,
+            address: format!("ok-j{i}"),
+            ..Default::default()
+        })
         .collect();
     let segment = d.import_as_segment(&app, devices).await;
     let notify = JourneyActivity {
@@ -499,7 +504,10 @@ async fn a_journeys_push_activity_notifies_each_participant() {
         state: JourneyState::Active as i32,
         ..Default::default()
     };
-    JourneysClient::new(d.channel().await).create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) })).await.unwrap();
+    JourneysClient::new(d.channel().await)
+        .create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) }))
+        .await
+        .unwrap();
     let start = std::time::Instant::now();
     while server.seen.lock().len() < 3 {
         assert!(start.elapsed() < std::time::Duration::from_secs(20), "{} seen", server.seen.lock().len());

@@ -329,7 +329,12 @@ async fn a_journeys_sms_activity_texts_each_participant() {
         .await
         .unwrap();
     let phones: Vec<Endpoint> = (0..3)
-        .map(|i| Endpoint { id: format!("p{i}"), channel_type: ChannelType::Sms as i32, address: format!("+1425555020{i}"), ..Default::default() })
+        .map(|i| Endpoint {
+            id: format!("p{i}"),
+            channel_type: ChannelType::Sms as i32,
+            address: format!("+1425555020{i}"),
+            ..Default::default()
+        })
         .collect();
     let segment = d.import_as_segment(&app, phones).await;
     let text = JourneyActivity {
@@ -355,7 +360,10 @@ async fn a_journeys_sms_activity_texts_each_participant() {
         state: JourneyState::Active as i32,
         ..Default::default()
     };
-    JourneysClient::new(d.channel().await).create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) })).await.unwrap();
+    JourneysClient::new(d.channel().await)
+        .create_journey(d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) }))
+        .await
+        .unwrap();
     let start = std::time::Instant::now();
     while received.lock().len() < 3 {
         assert!(start.elapsed() < std::time::Duration::from_secs(20), "{:?}", received.lock());
