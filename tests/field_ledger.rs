@@ -4,10 +4,11 @@
 //! really refuses it.
 //!
 //! The evidence for a field is, in this order:
-//! - a test that sets it: a struct literal of its message naming the field (`Type { field: …`),
-//!   an assignment to it (`.field =`), or for a oneof member its variant (`Oneof::Variant(`),
-//!   in `tests/*.rs`; or its Pinpoint member name set in a REST fixture
-//!   (`tests/fixtures/pinpoint/*.py`);
+//! - a test that sets it and asserts what follows: a struct literal of its message naming the
+//!   field (`Type { field: …`), an assignment to it (`.field =`), or for a oneof member its
+//!   variant (`Oneof::Variant(`), in a test of `tests/*.rs` or a unit test under `src/` (or in
+//!   a helper such a test calls); or its Pinpoint member name set in a REST fixture
+//!   (`tests/fixtures/pinpoint/*.py`), a JSON fixture or a JSON literal of a test;
 //! - a line of `tests/fixtures/field-ledger.txt` naming `Message.field` and the test function
 //!   that checks it (the function must exist and mention the field), or `refused` and why.
 //!
@@ -256,7 +257,12 @@ fn every_request_field_has_a_test_or_is_refused() {
     let mut missing = Vec::new();
     for (key, r) in &fields {
         let ty = r.message.name().to_string();
-        let by_test = functions.iter().any(|(_, body)| sets(body, &ty, &r.field));
+        // A test that sets it and asserts, or calls a helper that sets it.
+        let asserts = |body: &str| body.contains("assert");
+        let by_test = functions.iter().filter(|(_, body)| sets(body, &ty, &r.field)).any(|(name, body)| {
+            let short = name.rsplit("::").next().unwrap_or(name);
+            asserts(body) || functions.iter().any(|(_, caller)| asserts(caller) && caller.contains(&format!("{short}(")))
+        });
         let member = camel(r.field.name());
         let by_fixture = fixtures
             .iter()

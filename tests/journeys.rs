@@ -897,8 +897,8 @@ async fn caps_tracking_refresh_waits_splits_versions_and_descriptions_take_effec
         .await
         .unwrap();
     let segment = d.import_as_segment(&app, endpoints(1, "f")).await;
-    let mut journeys = JourneysClient::new(d.channel().await);
-    let mut create = |j: Journey| {
+    let journeys = JourneysClient::new(d.channel().await);
+    let create = |j: Journey| {
         let req = d.req(CreateJourneyRequest { app_id: app.clone(), journey: Some(j) });
         let mut c = journeys.clone();
         async move { c.create_journey(req).await.unwrap().into_inner() }
