@@ -92,6 +92,13 @@ async fn users_messages_email_options_and_tracking_switches() {
     let events = store.read_events(&app, None, 1_000).await.unwrap();
     let sent = events.iter().find(|e| e.event_type == "_email.send").expect("an _email.send event");
     assert_eq!((sent.attributes["flow"].as_str(), sent.attributes["trace_id"].as_str()), ("reset", "trace-7"), "{sent:?}");
+    let message_id = first.result["ana"].endpoint_result["ana"].message_id.clone();
+    let outcome = messages
+        .get_message_outcome(d.req(herald::proto::v1::GetMessageOutcomeRequest { app_id: app.clone(), message_id }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((outcome.trace_id.as_str(), outcome.context["flow"].as_str()), ("trace-7", "reset"), "the TraceId and Context on the outcome");
 
     // Raw email: the caller's whole message, as given.
     let raw = "From: news@shop.example\r\nTo: raw@example.com\r\nSubject: Raw one\r\nMIME-Version: 1.0\r\n\r\nHello from raw\r\n";
