@@ -98,7 +98,11 @@ async fn users_messages_email_options_and_tracking_switches() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((outcome.trace_id.as_str(), outcome.context["flow"].as_str()), ("trace-7", "reset"), "the TraceId and Context on the outcome");
+    assert_eq!(
+        (outcome.trace_id.as_str(), outcome.context["flow"].as_str()),
+        ("trace-7", "reset"),
+        "the TraceId and Context on the outcome"
+    );
 
     // Raw email: the caller's whole message, as given.
     let raw = "From: news@shop.example\r\nTo: raw@example.com\r\nSubject: Raw one\r\nMIME-Version: 1.0\r\n\r\nHello from raw\r\n";

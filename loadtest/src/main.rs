@@ -809,7 +809,7 @@ async fn smtp(count: u64, connections: usize, size: usize, reference: bool, json
     relay.messages_per_connection = 0;
     let pool = std::sync::Arc::new(SmtpPool::new(relay));
     let text: String = "Herald load test payload. ".chars().cycle().take(size).collect();
-    let message = std::sync::Arc::new(herald::render::mime::Sender::new("Load Test <load@herald.test>", None)?.message(
+    let message = std::sync::Arc::new(herald::render::mime::Sender::new::<&str>("Load Test <load@herald.test>", &[])?.message(
         "sink@herald.test",
         "Load test",
         Some(&text),
