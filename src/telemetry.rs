@@ -34,6 +34,8 @@ pub const QUEUE_DEPTH: &str = "herald_queue_depth";
 pub const QUEUE_SATURATION: &str = "herald_queue_saturation";
 /// Messages throttled or made to wait by a channel quota's rate, by channel.
 pub const LIMITER_WAITS: &str = "herald_limiter_waits_total";
+/// Tokens of shared messages-per-second quotas this daemon took from the store, by channel.
+pub const RATE_TOKENS_LEASED: &str = "herald_rate_tokens_leased_total";
 /// Delivery attempts scheduled again after a temporary failure, by channel.
 pub const RETRIES: &str = "herald_retries_total";
 /// Campaign runs that ended, by state (COMPLETED, PAUSED, DELETED, INVALID).
@@ -85,6 +87,7 @@ pub const ALL: &[&str] = &[
     QUEUE_DEPTH,
     QUEUE_SATURATION,
     LIMITER_WAITS,
+    RATE_TOKENS_LEASED,
     RETRIES,
     CAMPAIGN_RUNS,
     CAMPAIGN_RUNS_EXECUTING,
@@ -149,6 +152,10 @@ fn describe() {
     metrics::describe_gauge!(QUEUE_DEPTH, "Jobs waiting in a shard's queue.");
     metrics::describe_gauge!(QUEUE_SATURATION, "A shard's queue depth as a share of its capacity (0 to 1).");
     metrics::describe_counter!(LIMITER_WAITS, "Transactional messages throttled by an app channel's quota.");
+    metrics::describe_counter!(
+        RATE_TOKENS_LEASED,
+        "Tokens of app channels' messages-per-second quotas this daemon took from the store (shared by every daemon on it)."
+    );
     metrics::describe_counter!(RETRIES, "Deliveries scheduled for another attempt.");
     metrics::describe_counter!(CAMPAIGN_RUNS, "Campaign runs that ended, by final state.");
     metrics::describe_gauge!(CAMPAIGN_RUNS_EXECUTING, "Campaign runs executing in this daemon.");

@@ -516,3 +516,69 @@ on_both_backends!(
     channel_quotas_throttle_and_change_at_runtime,
     users_get_every_active_endpoint
 );
+
+/// Two daemons on one Redis share an app channel's messages per second: calls spread over
+/// both for three seconds send at most the quota in any second, together — not twice it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_share_a_channels_messages_per_second() {
+    use herald::proto::v1::{AppSettings, ChannelQuota, UpdateAppSettingsRequest};
+    let sink = SmtpSink::start(&[]);
+    let a = start(Backend::Redis, &sink);
+    let b = a.sibling();
+    let app = a.create_app("shared-rate").await.app_id;
+    let quota = AppSettings {
+        channel_quotas: [("EMAIL".to_string(), ChannelQuota { messages_per_second: Some(20), ..Default::default() })].into(),
+        ..Default::default()
+    };
+    a.apps().await.update_app_settings(a.req(UpdateAppSettingsRequest { app_id: app.clone(), settings: Some(quota) })).await.unwrap();
+    let send = |k: usize| SendMessagesRequest {
+        app_id: app.clone(),
+        addresses: (0..5)
+            .map(|i| {
+                (format!("r{k}-{i}@example.com"), AddressConfiguration { channel_type: ChannelType::Email as i32, ..Default::default() })
+            })
+            .collect(),
+        message_configuration: Some(DirectMessageConfiguration {
+            email_message: Some(EmailMessage {
+                from_address: "news@shop.example".into(),
+                subject: "R".into(),
+                text_part: "x".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // Each daemon is asked for 5 messages every 50 ms (100 a second each, 200 together).
+    let (mut ca, mut cb) = (MessagesClient::new(a.channel().await), MessagesClient::new(b.channel().await));
+    let mut by_second: std::collections::BTreeMap<i64, usize> = Default::default();
+    let (mut sent, mut throttled) = (0, 0);
+    let start = std::time::Instant::now();
+    let mut k = 0;
+    while start.elapsed() < std::time::Duration::from_secs(3) {
+        for (c, d) in [(&mut ca, &a), (&mut cb, &b)] {
+            let r = c.send_messages(d.req(send(k))).await.unwrap().into_inner();
+            k += 1;
+            let second = chrono::Utc::now().timestamp();
+            let ok = r.result.values().filter(|v| status(v) == DeliveryStatus::Successful).count();
+            *by_second.entry(second).or_default() += ok;
+            sent += ok;
+            throttled += r.result.values().filter(|v| status(v) == DeliveryStatus::Throttled).count();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A call's answer comes a moment after its tokens were taken, so a second's count here
+    // may hold a few of the next one's; over the run, the total is what bounds it.
+    let seconds = by_second.len();
+    assert!(sent <= 20 * seconds, "{sent} sent over {seconds} seconds: {by_second:?}");
+    assert!(sent >= 20 * (seconds - 2), "the quota is used, not starved: {sent} in {seconds} s {by_second:?}");
+    assert!(throttled > sent, "most were throttled: {throttled} vs {sent}");
+    let leased = |d: &Daemon| {
+        d.metrics_text()
+            .lines()
+            .filter(|l| l.starts_with("herald_rate_tokens_leased_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum::<f64>()
+    };
+    assert!(leased(&a) > 0.0 && leased(&b) > 0.0, "both daemons took tokens");
+}

@@ -642,6 +642,19 @@ async fn daily_quotas_roll_over_24_hours(h: Harness) {
     assert_eq!(s.take_quota("app", "EMAIL", 100, Some(100), Some(170), 540).await.unwrap(), 100, "deleting the app resets its quotas");
 }
 
+/// A second's messages-per-second tokens are granted up to the limit, whoever asks, and
+/// the next second starts again.
+async fn rate_windows_grant_up_to_their_limit(h: Harness) {
+    let s = h.store.as_ref();
+    assert_eq!(s.take_rate("app", "EMAIL", 100, 8, 20).await.unwrap(), 8);
+    assert_eq!(s.take_rate("app", "EMAIL", 100, 8, 20).await.unwrap(), 8);
+    assert_eq!(s.take_rate("app", "EMAIL", 100, 8, 20).await.unwrap(), 4, "what is left of the second's 20");
+    assert_eq!(s.take_rate("app", "EMAIL", 100, 8, 20).await.unwrap(), 0);
+    assert_eq!(s.take_rate("app", "SMS", 100, 8, 20).await.unwrap(), 8, "each channel its own");
+    assert_eq!(s.take_rate("other", "EMAIL", 100, 8, 20).await.unwrap(), 8, "each app its own");
+    assert_eq!(s.take_rate("app", "EMAIL", 101, 25, 20).await.unwrap(), 20, "a new second, at most the limit");
+}
+
 async fn suppression_lists(h: Harness) {
     use herald::proto::v1::{Suppression, SuppressionReason};
     let s = h.store.as_ref();
@@ -1125,6 +1138,7 @@ conformance!(
     quotas_never_overshoot,
     daily_quotas_roll_over_24_hours,
     suppression_lists,
+    rate_windows_grant_up_to_their_limit,
     outcomes_counters_and_events,
     event_positions_trimming_and_activity,
     kpis_from_counters_kept_while_recording,

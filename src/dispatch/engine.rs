@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::quota::RateGate;
+use super::quota::{RateGate, SharedRate};
 pub use super::reply::{Reply, Tally, TallySlot};
 use super::retry::RetryPolicy;
 use crate::channels::senders::Senders;
@@ -89,8 +89,15 @@ const QUOTA_REFRESH: Duration = Duration::from_secs(1);
 
 /// An app's channel quotas and when they were read.
 type AppQuotas = (Instant, HashMap<String, ChannelQuota>);
-/// A rate gate and the quota it was built from, by (app, channel).
-type Gates = HashMap<(String, String), (ChannelQuota, Arc<RateGate>)>;
+/// An app channel's messages-per-second gates: this daemon's pace, and the quota shared with
+/// every daemon on the store.
+struct ChannelGate {
+    local: RateGate,
+    shared: SharedRate,
+}
+
+/// A channel's gates and the quota they were built from, by (app, channel).
+type Gates = HashMap<(String, String), (ChannelQuota, Arc<ChannelGate>)>;
 
 /// Each app's channel quotas (refreshed from its settings) and rate gates, shared by shards.
 #[derive(Default)]
@@ -121,7 +128,7 @@ impl Shared {
     }
 
     /// The rate gate of an app channel, rebuilt when its quota changed.
-    fn gate(&self, app: &str, channel: &str, q: &ChannelQuota) -> Arc<RateGate> {
+    fn gate(&self, app: &str, channel: &str, q: &ChannelQuota) -> Arc<ChannelGate> {
         let mut gates = self.quotas.gates.lock();
         let key = (app.to_string(), channel.to_string());
         if let Some((seen, gate)) = gates.get(&key) {
@@ -130,7 +137,10 @@ impl Shared {
             }
         }
         let rate = q.messages_per_second.and_then(|r| u32::try_from(r).ok());
-        let gate = Arc::new(RateGate::new(rate, q.burst.and_then(|b| u32::try_from(b).ok())));
+        let gate = Arc::new(ChannelGate {
+            local: RateGate::new(rate, q.burst.and_then(|b| u32::try_from(b).ok())),
+            shared: SharedRate::new(rate.unwrap_or(1)),
+        });
         gates.insert(key, (*q, gate.clone()));
         gate
     }
@@ -150,7 +160,11 @@ impl Shared {
             if q.messages_per_second.is_some() {
                 let gate = self.gate(app, channel, &q);
                 for i in idx {
-                    match gate.try_take() {
+                    let taken = match gate.local.try_take() {
+                        Ok(()) => gate.shared.take(self.store.as_ref(), app, channel).await,
+                        Err(wait) => Err(wait),
+                    };
+                    match taken {
                         Ok(()) => allowed.push(i),
                         Err(wait) => {
                             out[i] = Some(format!(
@@ -288,7 +302,10 @@ impl Engine {
         if q.messages_per_second.is_some() {
             let gate = self.shared.gate(app, channel, &q);
             for _ in 0..n {
-                gate.take().await;
+                gate.local.take().await;
+                while let Err(wait) = gate.shared.take(self.shared.store.as_ref(), app, channel).await {
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
         if q.daily.is_none() && q.total.is_none() {

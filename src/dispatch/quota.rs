@@ -1,7 +1,9 @@
 //! Channel quotas: a provider account's limits per app and channel, like SES's sending quota.
 //!
 //! - messages per second: a governor token bucket in this daemon, swapped (not mutated) when
-//!   the quota changes at runtime;
+//!   the quota changes at runtime, which paces each daemon; and the quota held across every
+//!   daemon on the store ([`SharedRate`]): per UTC second, each daemon takes blocks of that
+//!   second's tokens from the store and spends them locally;
 //! - daily (a rolling 24 hours, counted in hourly buckets) and total: counters in the store,
 //!   checked and incremented atomically for a whole batch ([`crate::store::Store::take_quota`]),
 //!   so several daemons on one Redis never overshoot.
@@ -60,6 +62,56 @@ impl<C: Clock + Clone> RateGate<C> {
         match self.limiter.load().as_ref() {
             None => Ok(()),
             Some(l) => l.check().map_err(|not_until| not_until.wait_time_from(self.clock.now())),
+        }
+    }
+}
+
+/// An app channel's messages per second across every daemon on one store. Each second's
+/// `limit` tokens are counted in the store ([`crate::store::Store::take_rate`]); a daemon takes
+/// a block of them (a twentieth of the limit, 1 to 500) when its own run out, so the hot path
+/// makes a round trip per block, not per message. Tokens left in a block when its second ends
+/// are dropped: the daemons together never send more than `limit` in a second.
+pub struct SharedRate {
+    limit: u64,
+    block: u64,
+    /// The second the daemon's tokens are for, and how many are left.
+    pool: parking_lot::Mutex<(i64, u64)>,
+}
+
+impl SharedRate {
+    pub fn new(limit: u32) -> Self {
+        let limit = u64::from(limit.max(1));
+        Self { limit, block: (limit / 20).clamp(1, 500), pool: parking_lot::Mutex::new((0, 0)) }
+    }
+
+    /// Takes one token of the current second, or says how long to wait: until the next second
+    /// when this one's are all taken, a moment when the store cannot be reached.
+    pub async fn take(&self, store: &dyn crate::store::Store, app: &str, channel: &str) -> Result<(), Duration> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let window = now.as_secs() as i64;
+        let next_second = Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()));
+        {
+            let mut pool = self.pool.lock();
+            if pool.0 == window && pool.1 > 0 {
+                pool.1 -= 1;
+                return Ok(());
+            }
+        }
+        match store.take_rate(app, channel, window, self.block, self.limit).await {
+            Ok(0) => Err(next_second),
+            Ok(n) => {
+                metrics::counter!(crate::telemetry::RATE_TOKENS_LEASED, "channel" => channel.to_string()).increment(n);
+                let mut pool = self.pool.lock();
+                if pool.0 != window {
+                    *pool = (window, 0);
+                }
+                pool.1 += n - 1;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, app, channel, "Cannot take the shared rate's tokens; waiting.");
+                Err(Duration::from_millis(100))
+            }
         }
     }
 }

@@ -116,6 +116,9 @@ fn app_tables(txn: &WriteTransaction, range: Option<(&str, &str)>) -> Result<(),
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
+    /// Messages taken in the current second, by app and channel: one daemon owns the file,
+    /// so the per-second windows live in its memory.
+    rates: parking_lot::Mutex<std::collections::HashMap<(String, String), (i64, u64)>>,
 }
 
 impl EmbeddedStore {
@@ -133,7 +136,7 @@ impl EmbeddedStore {
             app_tables(&txn, None)?;
         }
         txn.commit().map_err(backend)?;
-        Ok(Self { db: Arc::new(db), path })
+        Ok(Self { db: Arc::new(db), path, rates: Default::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -446,6 +449,17 @@ impl Store for EmbeddedStore {
     async fn delete_template(&self, app_id: &str, name: &str, version: Option<i32>) -> Result<i32, StoreError> {
         let (app_id, name) = (app_id.to_string(), name.to_string());
         self.blocking(move |db| embedded_templates::delete_template(db, &app_id, &name, version)).await
+    }
+
+    async fn take_rate(&self, app_id: &str, channel: &str, window: i64, requested: u64, limit: u64) -> Result<u64, StoreError> {
+        let mut rates = self.rates.lock();
+        let used = rates.entry((app_id.to_string(), channel.to_string())).or_insert((window, 0));
+        if used.0 != window {
+            *used = (window, 0);
+        }
+        let grant = requested.min(limit.saturating_sub(used.1));
+        used.1 += grant;
+        Ok(grant)
     }
 
     async fn take_quota(

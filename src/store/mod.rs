@@ -284,6 +284,11 @@ pub trait Store: Send + Sync + 'static {
         now_hour: i64,
     ) -> Result<u64, StoreError>;
 
+    /// Takes up to `requested` of an app channel's `limit` messages for the second `window`
+    /// (unix seconds): a messages-per-second quota shared by every daemon on the store, which
+    /// each takes in small blocks. Returns how many were granted (and counts them).
+    async fn take_rate(&self, app_id: &str, channel: &str, window: i64, requested: u64, limit: u64) -> Result<u64, StoreError>;
+
     /// Adds or replaces suppression entries (addresses already normalized).
     async fn put_suppressions(&self, app_id: &str, entries: &[Suppression]) -> Result<(), StoreError>;
 

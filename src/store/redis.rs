@@ -77,6 +77,22 @@ return grant
     )
 });
 
+/// Rate take: KEYS[1] the counter of one second's window. ARGV: requested, the limit.
+/// Returns what was granted, and counts it; the window's key lapses after three seconds.
+static TAKE_RATE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local grant = math.min(tonumber(ARGV[1]), math.max(0, tonumber(ARGV[2]) - used))
+if grant > 0 then
+  redis.call('INCRBY', KEYS[1], grant)
+  redis.call('PEXPIRE', KEYS[1], 3000)
+end
+return grant
+"#,
+    )
+});
+
 /// HSET of field/value pairs (ARGV) into KEYS[2] if the app KEYS[1] exists: 1, else -1.
 static HSET_IF_APP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
@@ -560,6 +576,13 @@ impl Store for RedisStore {
         }
         let limit = |v: Option<u64>| v.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
         invocation.arg(requested).arg(limit(daily)).arg(limit(total)).arg(25 * 3600);
+        Ok(invocation.invoke_async(&mut self.conn()).await?)
+    }
+
+    async fn take_rate(&self, app_id: &str, channel: &str, window: i64, requested: u64, limit: u64) -> Result<u64, StoreError> {
+        let key = Keys::new(app_id).key("rate:", &format!("{channel}:{window}"));
+        let mut invocation = TAKE_RATE.prepare_invoke();
+        invocation.key(key).arg(requested).arg(limit);
         Ok(invocation.invoke_async(&mut self.conn()).await?)
     }
 
