@@ -132,6 +132,18 @@ fn deployments_name_the_daemons_ports_and_variables() {
     assert!(secret_env, "every replica gets the same secret key from the Secret");
     let scrape = &yaml("deploy/prometheus/prometheus.yml")[0];
     assert_eq!(scrape["scrape_configs"][0]["static_configs"][0]["targets"][0].as_str(), Some("herald:9464"));
+    // Three daemons on one Redis in compose; on Kubernetes, a drain that fits the grace
+    // period: preStop's sleep, then shutdown_grace_secs.
+    for name in ["herald-b", "herald-c"] {
+        assert!(!compose["services"][name].is_badvalue(), "compose runs {name}");
+    }
+    assert_eq!(deployment["spec"]["replicas"].as_i64(), Some(3));
+    let sleep: i64 = container["lifecycle"]["preStop"]["exec"]["command"][1].as_str().unwrap().parse().unwrap();
+    let grace: i64 = config_map["data"]["HERALD_SHUTDOWN_GRACE_SECS"].as_str().unwrap().parse().unwrap();
+    let period = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap();
+    assert!(sleep + grace < period, "preStop {sleep} s + grace {grace} s within {period} s");
+    let pdb = docs.iter().find(|d| d["kind"].as_str() == Some("PodDisruptionBudget")).unwrap();
+    assert_eq!(pdb["spec"]["maxUnavailable"].as_i64(), Some(1));
     // The image's health check is the daemon's own `herald health`.
     assert!(read("deploy/Dockerfile").contains(r#"CMD ["herald", "health""#));
 }
