@@ -116,6 +116,23 @@ fn bench(c: &mut Criterion) {
         });
     }
 
+    // A tracked message whole: its HTML rewritten for the recipient (so unique) and encoded,
+    // against the same message untracked (one static part every recipient shares).
+    let sender = mime::Sender::new::<&str>("Acme <news@acme.example>", &[]).unwrap();
+    let text = "March news: ten stories from Acme.";
+    c.bench_function("tracking/message_tracked_10_links", |b| {
+        let mut k = 0u64;
+        b.iter(|| {
+            k += 1;
+            let m = links.message(&herald::tracking::MessageRef { endpoint_id: format!("ep{k:06}"), ..message.clone() }, 1_800_000_000);
+            let tracked = herald::tracking::rewrite::Rewrite { links: &m, keep: &[], open_pixel: true }.apply(&html);
+            sender.message("ana@example.com", "March", Some(text), Some(&tracked), None, None).unwrap()
+        })
+    });
+    c.bench_function("tracking/message_untracked", |b| {
+        b.iter(|| sender.message("ana@example.com", "March", Some(text), Some(&html), None, None).unwrap())
+    });
+
     let r = Renderer::new();
     let example = r.compile(r#"{{#and (gte User.UserAttributes.Age.[0] "18") (eq Location.Country "US")}}You are an 18-year-old in the US.{{else}}You aren't an 18-year-old in the US.{{/and}}"#).unwrap();
     let ctx = serde_json::json!({"User": {"UserAttributes": {"Age": ["18"]}}, "Location": {"Country": "US"}});
