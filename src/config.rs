@@ -7,6 +7,7 @@
 //! | `metrics_addr` | `--metrics-addr` | `HERALD_METRICS_ADDR` | `127.0.0.1:9464` |
 //! | `data_dir` | `--data-dir` | `HERALD_DATA_DIR` | `./herald-data` |
 //! | `redis_url` | `--redis-url` | `HERALD_REDIS_URL` | none: the embedded store |
+//! | `redis_cluster_urls` | `--redis-cluster-url` (repeatable) | `HERALD_REDIS_CLUSTER_URLS` (comma-separated) | none: a Redis Cluster, found from any of these nodes |
 //! | `api_keys` | `--api-key` (repeatable) | `HERALD_API_KEYS` (comma-separated) | none |
 //! | `log_format` | `--log-format` | `HERALD_LOG_FORMAT` | `text` |
 //! | `shutdown_grace_secs` | `--shutdown-grace-secs` | `HERALD_SHUTDOWN_GRACE_SECS` | `30` |
@@ -70,6 +71,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `redis://[user:password@]host:port[/db]`: use Redis instead of the embedded store.
     pub redis_url: Option<String>,
+    /// `redis://host:port` of some nodes of a Redis Cluster: use the cluster (instead of
+    /// `redis_url`, not with it).
+    pub redis_cluster_urls: Vec<String>,
     /// Keys accepted as `authorization: Bearer <key>`. None: loopback only, unauthenticated.
     pub api_keys: Vec<String>,
     pub log_format: LogFormat,
@@ -140,6 +144,7 @@ impl Default for Config {
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             data_dir: PathBuf::from("./herald-data"),
             redis_url: None,
+            redis_cluster_urls: Vec::new(),
             api_keys: Vec::new(),
             log_format: LogFormat::Text,
             shutdown_grace_secs: 30,
@@ -190,6 +195,16 @@ pub struct ConfigArgs {
     pub data_dir: Option<PathBuf>,
     #[arg(long, env = "HERALD_REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
+    /// A node of the Redis Cluster to use (repeatable; the environment variable takes a
+    /// comma-separated list).
+    #[arg(
+        long = "redis-cluster-url",
+        env = "HERALD_REDIS_CLUSTER_URLS",
+        value_name = "URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub redis_cluster_urls: Vec<String>,
     /// An accepted API key (repeatable; the environment variable takes a comma-separated list).
     #[arg(long = "api-key", env = "HERALD_API_KEYS", value_name = "KEY", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Vec<String>,
@@ -293,6 +308,9 @@ impl Config {
         }
         if let Some(v) = &args.redis_url {
             config.redis_url = Some(v.clone()).filter(|u| !u.is_empty());
+        }
+        if !args.redis_cluster_urls.is_empty() {
+            config.redis_cluster_urls = args.redis_cluster_urls.iter().map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
         }
         if !args.api_keys.is_empty() {
             config.api_keys = args.api_keys.iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
@@ -487,12 +505,21 @@ impl Config {
         if self.api_keys.iter().any(|k| k.len() < 16 || k.chars().any(|c| c.is_whitespace() || c.is_control())) {
             return Err(ConfigError::Invalid("API keys must be at least 16 characters, without whitespace".into()));
         }
+        if self.redis_url.is_some() && !self.redis_cluster_urls.is_empty() {
+            return Err(ConfigError::Invalid("redis_url and redis_cluster_urls name two stores: set one of them".into()));
+        }
+        for url in &self.redis_cluster_urls {
+            let parsed = url::Url::parse(url).map_err(|e| ConfigError::Invalid(format!("redis_cluster_urls: {url}: {e}")))?;
+            if !matches!(parsed.scheme(), "redis" | "rediss") {
+                return Err(ConfigError::Invalid(format!("redis_cluster_urls: scheme '{}' is not redis or rediss", parsed.scheme())));
+            }
+        }
         if let Some(url) = &self.redis_url {
             let parsed = url::Url::parse(url).map_err(|e| ConfigError::Invalid(format!("redis_url: {e}")))?;
             if !matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
                 return Err(ConfigError::Invalid(format!("redis_url: scheme '{}' is not redis, rediss or unix", parsed.scheme())));
             }
-        } else if self.data_dir.as_os_str().is_empty() {
+        } else if self.redis_cluster_urls.is_empty() && self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("data_dir must not be empty".into()));
         }
         if let Some(url) = &self.smtp_url {
@@ -543,6 +570,7 @@ impl Config {
         let mut shown = self.clone();
         shown.api_keys = shown.api_keys.iter().map(|_| "********".to_string()).collect();
         shown.redis_url = shown.redis_url.as_deref().map(mask_url);
+        shown.redis_cluster_urls = shown.redis_cluster_urls.iter().map(|u| mask_url(u)).collect();
         shown.smtp_url = shown.smtp_url.as_deref().map(mask_url);
         shown.webhook_secret = shown.webhook_secret.as_ref().map(|_| "********".to_string());
         shown.secret_key = shown.secret_key.as_ref().map(|_| "********".to_string());

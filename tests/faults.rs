@@ -10,6 +10,11 @@
 //!   says NOT_SERVING and SendMessages answers UNAVAILABLE while Redis is down, and every
 //!   message the sink received has its outcome recorded.
 //!
+//! - a channel whose messages per second is shared by every daemon on the store (a channel
+//!   quota): Redis killed and started again mid-run pauses the run; it completes, nobody is
+//!   missing, and the sink never receives more than the quota allows (tokens are counted per
+//!   second in Redis, and a daemon that cannot reach it takes none).
+//!
 //! And a SendMessages call that cannot queue all its recipients sends and records none of them.
 
 mod common;
@@ -66,12 +71,18 @@ async fn setup(d: &Daemon, app: &str) -> String {
 }
 
 async fn start_campaign(d: &Daemon, app: &str, segment: &str, subject: &str) -> String {
+    start_campaign_at(d, app, segment, subject, Some(RATE)).await
+}
+
+/// A campaign of the segment, sent at `rate` messages per second (`None`: as fast as the
+/// channel lets it).
+async fn start_campaign_at(d: &Daemon, app: &str, segment: &str, subject: &str, rate: Option<i32>) -> String {
     let campaign = Campaign {
         name: subject.into(),
         segment_id: segment.into(),
         message_configuration: Some(email_message(subject, "Hello {{Id}}")),
         schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
-        limits: Some(CampaignLimits { messages_per_second: Some(RATE), ..Default::default() }),
+        limits: Some(CampaignLimits { messages_per_second: rate, ..Default::default() }),
         ..Default::default()
     };
     CampaignsClient::new(d.channel().await)
@@ -256,4 +267,68 @@ async fn redis_killed_and_restarted_mid_run_pauses_the_run_and_loses_nothing() {
         assert_eq!(unrecorded, 0, "round {round}: {unrecorded} messages received with no outcome recorded");
     }
     assert!(d.is_running());
+}
+
+/// Messages with this subject the sink received, per second of their arrival (file times).
+fn arrivals_per_second(sink: &SmtpSink, subject: &str) -> std::collections::BTreeMap<i64, usize> {
+    let want = format!("Subject: {subject}");
+    let mut by_second = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(sink.dump.path()).unwrap().flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        if !text.lines().any(|l| l.trim_end() == want) {
+            continue;
+        }
+        let modified = entry.metadata().unwrap().modified().unwrap();
+        let second = modified.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        *by_second.entry(second).or_insert(0) += 1;
+    }
+    by_second
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_channel_rate_pauses_through_a_redis_restart_and_never_exceeds_its_quota() {
+    use herald::proto::v1::{AppSettings, ChannelQuota, UpdateAppSettingsRequest};
+    const QUOTA: i32 = 2_000;
+    let sink = SmtpSink::start(&[]);
+    let mut d = daemon(&sink);
+    let app = d.create_app("shared rate outage").await.app_id;
+    let settings = AppSettings {
+        channel_quotas: [("EMAIL".to_string(), ChannelQuota { messages_per_second: Some(QUOTA), ..Default::default() })].into(),
+        ..Default::default()
+    };
+    d.apps().await.update_app_settings(d.req(UpdateAppSettingsRequest { app_id: app.clone(), settings: Some(settings) })).await.unwrap();
+    let segment = setup(&d, &app).await;
+    let subject = "shared rate outage";
+    let id = start_campaign_at(&d, &app, &segment, subject, None).await;
+    wait_for_sink(&sink, eligible().len() / 3, Duration::from_secs(60)).await;
+    d.redis.as_mut().unwrap().kill();
+    // With Redis down no token can be taken: the sink stops receiving (what was in flight
+    // lands first).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let paused = sink_count(&sink);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink_count(&sink), paused, "nothing is sent while the shared rate cannot be counted");
+    assert!(d.is_running(), "the daemon never exits over a store outage");
+    d.redis.as_mut().unwrap().start_again();
+    wait_completed(&d, &app, &id, Duration::from_secs(120)).await;
+    let (missing, twice, _) = tally(&d, &sink, &app, &id, subject).await;
+    assert_eq!(missing, 0, "nobody skipped");
+    assert!(twice <= MAX_REPEATS, "{twice} repeats");
+    // Every UTC second's tokens are counted in Redis, at most QUOTA, when the run admits its
+    // messages; they reach the sink a moment later (through the engine's queues), never
+    // earlier. So the seconds in which messages arrived, plus the first second's admissions
+    // and one second of lag, bound what all of them can hold.
+    let by_second = arrivals_per_second(&sink, subject);
+    let total: usize = by_second.values().sum();
+    let bound = QUOTA as usize * (by_second.len() + 2);
+    assert!(total <= bound, "{total} messages arrived in {} seconds: more than the quota allows: {by_second:?}", by_second.len());
+    let busiest = by_second.values().copied().max().unwrap_or(0);
+    assert!(busiest as f64 >= f64::from(QUOTA) * 0.5, "the quota is used, not starved: {by_second:?}");
+    let leased: f64 = d
+        .metrics_text()
+        .lines()
+        .filter(|l| l.starts_with("herald_rate_tokens_leased_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(leased >= eligible().len() as f64, "every message took a shared token: {leased}");
 }

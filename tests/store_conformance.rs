@@ -1,5 +1,6 @@
-//! One conformance suite, run against both store backends: the embedded redb file and a real
-//! `redis-server` started for each test.
+//! One conformance suite, run against both store backends: the embedded redb file, a real
+//! `redis-server` started for each test, and a three-master Redis Cluster started for each
+//! test (the Redis backend in cluster mode).
 
 mod common;
 
@@ -16,20 +17,44 @@ struct Harness {
     /// would have; embedded: the same handle).
     other: Arc<dyn Store>,
     redis: Option<common::RedisServer>,
+    cluster: Option<common::RedisCluster>,
     _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// The Redis backend, on one server or a cluster.
+    fn on_redis(&self) -> bool {
+        self.redis.is_some() || self.cluster.is_some()
+    }
+
+    /// The Redis keys matching `pattern` (every node's, on a cluster); `None` when embedded.
+    fn redis_keys(&self, pattern: &str) -> Option<Vec<String>> {
+        match (&self.redis, &self.cluster) {
+            (Some(r), _) => Some(r.cli(&["--scan", "--pattern", pattern])),
+            (_, Some(c)) => Some(c.scan(pattern)),
+            _ => None,
+        }
+    }
 }
 
 async fn embedded() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    Harness { other: store.clone(), store, redis: None, _dir: dir }
+    Harness { other: store.clone(), store, redis: None, cluster: None, _dir: dir }
 }
 
 async fn redis() -> Harness {
     let server = common::RedisServer::start();
     let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&server.url(), 4).await.unwrap());
     let other: Arc<dyn Store> = Arc::new(RedisStore::connect(&server.url(), 4).await.unwrap());
-    Harness { store, other, redis: Some(server), _dir: tempfile::tempdir().unwrap() }
+    Harness { store, other, redis: Some(server), cluster: None, _dir: tempfile::tempdir().unwrap() }
+}
+
+async fn cluster() -> Harness {
+    let cluster = common::RedisCluster::start();
+    let store: Arc<dyn Store> = Arc::new(RedisStore::connect_cluster(&cluster.urls()).await.unwrap());
+    let other: Arc<dyn Store> = Arc::new(RedisStore::connect_cluster(&cluster.urls()[1..]).await.unwrap());
+    Harness { store, other, redis: None, cluster: Some(cluster), _dir: tempfile::tempdir().unwrap() }
 }
 
 fn app(id: &str) -> App {
@@ -196,8 +221,7 @@ async fn deleting_an_app_removes_everything_under_it(h: Harness) {
     s.write_endpoints("gone", upsert(vec![ep("n1", ChannelType::Email, "u1@example.com", None)], true)).await.unwrap();
     assert_eq!(status(s, "gone", "n1").await, EndpointStatus::Active);
     assert_eq!(s.user_endpoints("kept", "u1").await.unwrap().len(), 10);
-    if let Some(redis) = &h.redis {
-        let keys = redis.cli(&["--scan", "--pattern", "herald:{gone}:*"]);
+    if let Some(keys) = h.redis_keys("herald:{gone}:*") {
         let expected: HashSet<String> =
             ["herald:{gone}:app", "herald:{gone}:ep:n1", "herald:{gone}:eps", "herald:{gone}:addr:1:u1@example.com"]
                 .map(String::from)
@@ -366,7 +390,7 @@ async fn split_scans_read_every_endpoint_once(h: Harness) {
     s.add_members("app", "quarter", &ids).await.unwrap();
     for (set, expected) in [(None, 12_000), (Some("quarter"), 3_000)] {
         let cuts = s.scan_splits("app", set, 4).await.unwrap();
-        if h.redis.is_some() && set.is_none() {
+        if h.on_redis() && set.is_none() {
             assert_eq!(cuts.len(), 3, "four ranges of a large index");
         }
         let mut bounds: Vec<Option<String>> = vec![None];
@@ -736,7 +760,7 @@ async fn outcomes_counters_and_events(h: Harness) {
     s.record_outcomes("app", &[outcome(2_000)], &[], 0).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let purged = s.purge_expired().await.unwrap();
-    if h.redis.is_none() {
+    if !h.on_redis() {
         assert!(purged >= 1, "the embedded store drops expired outcomes");
         assert!(s.get_outcome("app", &id(2_000)).await.unwrap().is_none());
         assert_eq!(s.purge_expired().await.unwrap(), 0, "nothing left to drop");
@@ -1115,6 +1139,9 @@ macro_rules! conformance {
         }
         mod redis_backend {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::redis().await).await; })*
+        }
+        mod redis_cluster {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::cluster().await).await; })*
         }
     };
 }

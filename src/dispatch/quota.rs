@@ -71,6 +71,15 @@ impl<C: Clock + Clone> RateGate<C> {
 /// a block of them (a twentieth of the limit, 1 to 500) when its own run out, so the hot path
 /// makes a round trip per block, not per message. Tokens left in a block when its second ends
 /// are dropped: the daemons together never send more than `limit` in a second.
+///
+/// Faults: a daemon stopped (SIGTERM) or killed (kill -9) loses the tokens left in its block
+/// for that second, so the others send a little less in it, never more. While the store cannot
+/// be reached no token is taken: every sender of the channel waits (a campaign pauses;
+/// SendMessages answers UNAVAILABLE, as every call needing the store does), and goes on when
+/// it is back. A Redis
+/// restarted from its append-only file within the same second may have lost that second's
+/// count; a count lapses after three seconds anyway, so the most that can add is one
+/// second's `limit`, once.
 pub struct SharedRate {
     limit: u64,
     block: u64,

@@ -600,11 +600,14 @@ pub async fn find_template(
     }
 }
 
-/// Opens the backend the configuration names: Redis when a URL is given, else the embedded
-/// store under the data directory.
+/// Opens the backend the configuration names: Redis when a URL is given, a Redis Cluster when
+/// its nodes are, else the embedded store under the data directory.
 pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     match &config.redis_url {
         Some(url) => Ok(Arc::new(redis::RedisStore::connect(url, config.redis_pool_size).await?)),
+        None if !config.redis_cluster_urls.is_empty() => {
+            Ok(Arc::new(redis::RedisStore::connect_cluster(&config.redis_cluster_urls).await?))
+        }
         None => {
             let dir = config.data_dir.clone();
             let store = tokio::task::spawn_blocking(move || embedded::EmbeddedStore::open(&dir))

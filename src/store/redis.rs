@@ -35,7 +35,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, aio::ConnectionManager, AsyncCommands};
+use deadpool_redis::redis::{self, aio::ConnectionManager, cluster_async::ClusterConnection, AsyncCommands};
 use deadpool_redis::{Manager, Pool, Runtime};
 use prost::Message as _;
 
@@ -251,10 +251,90 @@ impl Keys {
 }
 
 pub struct RedisStore {
-    /// Connections for write transactions, so a large import never delays reads.
-    pub(super) pool: Pool,
-    /// Shared, auto-reconnecting connection for reads and single-command writes.
-    pub(super) shared: ConnectionManager,
+    backend: Backend,
+}
+
+/// One Redis, or a Redis Cluster.
+enum Backend {
+    Single {
+        /// Connections for write transactions, so a large import never delays reads.
+        pool: Pool,
+        /// Shared, auto-reconnecting connection for reads and single-command writes.
+        shared: ConnectionManager,
+    },
+    /// One multiplexed connection to every master, routing each command (and each script and
+    /// pipeline, whose keys share one app's slot) by its keys, following MOVED and ASK
+    /// redirections and the slot map's changes after a failover.
+    Cluster(ClusterConnection),
+}
+
+/// A connection to the store: the shared one, one of the pool's, or the cluster's.
+pub(super) enum Conn {
+    Shared(ConnectionManager),
+    Pooled(deadpool_redis::Connection),
+    /// A second handle on a pooled connection's multiplexed link.
+    Multiplexed(redis::aio::MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Shared(c) => c.req_packed_command(cmd),
+            Conn::Pooled(c) => c.req_packed_command(cmd),
+            Conn::Multiplexed(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Shared(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Pooled(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Shared(c) => c.get_db(),
+            Conn::Pooled(c) => c.get_db(),
+            Conn::Multiplexed(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// Another handle on the same link, to send on it concurrently.
+    pub(super) fn twin(&self) -> Conn {
+        match self {
+            Conn::Shared(c) => Conn::Shared(c.clone()),
+            Conn::Pooled(c) => Conn::Multiplexed((**c).clone()),
+            Conn::Multiplexed(c) => Conn::Multiplexed(c.clone()),
+            Conn::Cluster(c) => Conn::Cluster(c.clone()),
+        }
+    }
+
+    /// A command without keys (SCAN) sent to the master that holds `key`'s slot: the node
+    /// where the keys it looks for live, on a cluster; the one server otherwise.
+    async fn on_node_of<T: redis::FromRedisValue>(&mut self, key: &str, cmd: redis::Cmd) -> Result<T, StoreError> {
+        match self {
+            Conn::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+                let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
+                let value = c.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route))).await?;
+                redis::from_redis_value(value).map_err(|e| StoreError::Backend(e.to_string()))
+            }
+            other => Ok(cmd.query_async(other).await?),
+        }
+    }
 }
 
 impl RedisStore {
@@ -269,17 +349,38 @@ impl RedisStore {
         let client = redis::Client::open(url)?;
         let cm_config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
         let shared = ConnectionManager::new_with_config(client, cm_config).await?;
-        Ok(Self { pool, shared })
+        Ok(Self { backend: Backend::Single { pool, shared } })
     }
 
-    pub(super) fn conn(&self) -> ConnectionManager {
-        self.shared.clone()
+    /// A Redis Cluster, found from any of its nodes (`seeds`: `redis://host:port` URLs).
+    pub async fn connect_cluster(seeds: &[String]) -> Result<Self, StoreError> {
+        let client = redis::cluster::ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+            .response_timeout(RESPONSE_TIMEOUT)
+            .connection_timeout(Duration::from_secs(5))
+            .build()?;
+        let conn = client.get_async_connection().await?;
+        Ok(Self { backend: Backend::Cluster(conn) })
+    }
+
+    pub(super) fn conn(&self) -> Conn {
+        match &self.backend {
+            Backend::Single { shared, .. } => Conn::Shared(shared.clone()),
+            Backend::Cluster(c) => Conn::Cluster(c.clone()),
+        }
+    }
+
+    /// A connection for a write transaction (a pooled one on a single Redis).
+    pub(super) async fn pooled(&self) -> Result<Conn, StoreError> {
+        match &self.backend {
+            Backend::Single { pool, .. } => Ok(Conn::Pooled(pool.get().await?)),
+            Backend::Cluster(c) => Ok(Conn::Cluster(c.clone())),
+        }
     }
 
     /// Reads what the planner asked for into `snap`, and remembers each raw value so the
     /// commit can check nothing changed since.
     async fn load(
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut Conn,
         keys: &Keys,
         needs: plan::Needs,
         snap: &mut Snapshot,
@@ -321,7 +422,7 @@ impl RedisStore {
     }
 
     /// One optimistic attempt: `Ok(None)` when a concurrent writer changed what was read.
-    async fn attempt(&self, conn: &mut deadpool_redis::Connection, app_id: &str, op: &EndpointOp) -> Result<Option<Plan>, StoreError> {
+    async fn attempt(&self, conn: &mut Conn, app_id: &str, op: &EndpointOp) -> Result<Option<Plan>, StoreError> {
         let keys = Keys::new(app_id);
         let mut snap = Snapshot::default();
         let mut read = Vec::new();
@@ -369,7 +470,7 @@ pub(super) struct Change<'a> {
 }
 
 /// Runs [`COMMIT`]: 1 applied, 0 a key read has changed, -1 the app is gone.
-pub(super) async fn commit(conn: &mut deadpool_redis::Connection, keys: &Keys, c: Change<'_>) -> Result<i64, StoreError> {
+pub(super) async fn commit(conn: &mut Conn, keys: &Keys, c: Change<'_>) -> Result<i64, StoreError> {
     let mut invocation = COMMIT.prepare_invoke();
     invocation.key(keys.app()).key(&c.set_key);
     invocation.arg(c.read.len()).arg(c.sets.len()).arg(c.dels.len()).arg(c.add.len()).arg(c.remove.len());
@@ -431,12 +532,14 @@ impl Store for RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // One GET per app: app records live in different cluster slots.
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.get(Keys::new(id).app());
-        }
-        let found: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+        // One GET per app, all at once on the multiplexed connection: app records live in
+        // different cluster slots, so they cannot share a pipeline.
+        let found: Vec<Option<Vec<u8>>> = futures::future::try_join_all(ids.iter().map(|id| {
+            let mut conn = self.conn();
+            let key = Keys::new(id).app();
+            async move { conn.get::<_, Option<Vec<u8>>>(key).await }
+        }))
+        .await?;
         let mut apps = Vec::with_capacity(found.len());
         for bytes in found {
             if let Some(app) = decode_app(bytes)? {
@@ -457,13 +560,15 @@ impl Store for RedisStore {
         let mut conn = self.conn();
         // Deleting the app record first makes every later write under it fail, and aborts the
         // transactions in flight (they WATCH it); then the rest is swept.
-        let (app, _, _): (Option<Vec<u8>>, (), ()) =
-            redis::pipe().get(keys.app()).del(keys.app()).zrem(APPS_KEY, app_id).query_async(&mut conn).await?;
+        // (The app list is another slot on a cluster: its own command.)
+        let (app, _): (Option<Vec<u8>>, ()) = redis::pipe().get(keys.app()).del(keys.app()).query_async(&mut conn).await?;
+        let _: () = conn.zrem(APPS_KEY, app_id).await?;
         let app = decode_app(app)?;
         let mut cursor: u64 = 0;
         loop {
-            let (next, batch): (u64, Vec<String>) =
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(keys.pattern()).arg("COUNT").arg(1000).query_async(&mut conn).await?;
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(keys.pattern()).arg("COUNT").arg(1000);
+            let (next, batch): (u64, Vec<String>) = conn.on_node_of(&keys.app(), scan).await?;
             if !batch.is_empty() {
                 let _: () = redis::cmd("UNLINK").arg(&batch).query_async(&mut conn).await?;
             }
@@ -476,7 +581,7 @@ impl Store for RedisStore {
     }
 
     async fn write_endpoints(&self, app_id: &str, op: EndpointOp) -> Result<Plan, StoreError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.pooled().await?;
         for attempt in 0..MAX_ATTEMPTS {
             if let Some(plan) = self.attempt(&mut conn, app_id, &op).await? {
                 return Ok(plan);
@@ -904,7 +1009,9 @@ impl Store for RedisStore {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
-        self.pool.close();
+        if let Backend::Single { pool, .. } = &self.backend {
+            pool.close();
+        }
         Ok(())
     }
 }
@@ -943,7 +1050,7 @@ impl RedisStore {
         Ok((raw, (!last.is_empty()).then_some(last)))
     }
 
-    async fn fetch_endpoints(&self, conn: &mut ConnectionManager, keys: &Keys, ids: &[String]) -> Result<Vec<Endpoint>, StoreError> {
+    async fn fetch_endpoints(&self, conn: &mut Conn, keys: &Keys, ids: &[String]) -> Result<Vec<Endpoint>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }

@@ -141,7 +141,7 @@ impl RedisStore {
             pipe.cmd("SET").arg(keys.key("eng:", m)).arg(1).arg("EX").arg(super::mark_ttl(ttl_secs)).ignore();
         }
         let pipelined = !outcomes.is_empty() || !kpi.is_empty() || !marks.is_empty();
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.pooled().await?;
         let (stream, sequence) = (keys.key("event-stream", ""), keys.key("event-seq", ""));
         let mut appends = Vec::new();
         for chunk in events.chunks(EVENTS_PER_ENTRY) {
@@ -153,7 +153,7 @@ impl RedisStore {
             appends.push(invocation);
         }
         // The events' script goes beside the pipeline on the same connection.
-        let mut events_conn = conn.clone();
+        let mut events_conn = conn.twin();
         let append = async move {
             for invocation in &appends {
                 let _: u64 = invocation.invoke_async(&mut events_conn).await?;

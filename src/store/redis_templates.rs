@@ -59,7 +59,7 @@ impl RedisStore {
         plan: impl Fn(Option<&TemplateMeta>) -> Result<(Option<TemplateMeta>, Vec<(String, Vec<u8>)>, Vec<String>, T), StoreError>,
     ) -> Result<T, StoreError> {
         let keys = Keys::new(app_id);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.pooled().await?;
         for attempt in 0..MAX_ATTEMPTS {
             let raw = self.template_meta(&mut conn, app_id, name).await?;
             let meta = raw.as_deref().map(TemplateMeta::decode).transpose()?;

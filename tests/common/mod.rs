@@ -55,24 +55,32 @@ pub struct RedisServer {
     pub port: u16,
     _dir: tempfile::TempDir,
     durable: bool,
+    /// A node of a cluster (started with cluster mode on).
+    clustered: bool,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
-        Self::launch(tempfile::tempdir().unwrap(), free_port(), false)
+        Self::launch(tempfile::tempdir().unwrap(), free_port(), false, false)
     }
 
     /// A Redis that keeps an append-only file, fsynced on every write, so a killed server
     /// comes back with everything it acknowledged.
     pub fn start_durable() -> Self {
-        Self::launch(tempfile::tempdir().unwrap(), free_port(), true)
+        Self::launch(tempfile::tempdir().unwrap(), free_port(), true, false)
     }
 
-    fn launch(dir: tempfile::TempDir, port: u16, durable: bool) -> Self {
+    fn launch(dir: tempfile::TempDir, port: u16, durable: bool, clustered: bool) -> Self {
         let persistence: &[&str] = if durable { &["--appendonly", "yes", "--appendfsync", "always"] } else { &["--appendonly", "no"] };
+        let cluster: &[&str] = if clustered {
+            &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]
+        } else {
+            &[]
+        };
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--protected-mode", "yes"])
             .args(persistence)
+            .args(cluster)
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -80,7 +88,7 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (scripts/test installs it): cannot spawn it");
         wait_for_port(port, "redis-server", &mut child);
-        Self { child, port, _dir: dir, durable }
+        Self { child, port, _dir: dir, durable, clustered }
     }
 
     /// Kills the server outright (SIGKILL).
@@ -93,7 +101,7 @@ impl RedisServer {
     /// append-only file).
     pub fn start_again(&mut self) {
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
-        let again = Self::launch(dir, self.port, self.durable);
+        let again = Self::launch(dir, self.port, self.durable, self.clustered);
         // The old value holds the dead process and an empty directory.
         drop(std::mem::replace(self, again));
     }
@@ -114,6 +122,56 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas) on loopback, each a real `redis-server` in
+/// cluster mode with its own directory, the slots spread by `redis-cli --cluster create`;
+/// stopped on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+/// A free loopback port whose cluster bus port (10,000 above it) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> =
+            (0..3).map(|_| RedisServer::launch(tempfile::tempdir().unwrap(), free_cluster_port(), false, true)).collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.nodes.iter().all(|n| n.cli(&["cluster", "info"]).iter().any(|l| l.trim() == "cluster_state:ok")) {
+            assert!(Instant::now() < deadline, "the cluster did not reach cluster_state:ok within 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// Every node's URL: the seeds a client finds the cluster from.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The keys matching `pattern` on every node.
+    pub fn scan(&self, pattern: &str) -> Vec<String> {
+        self.nodes.iter().flat_map(|n| n.cli(&["--scan", "--pattern", pattern])).collect()
     }
 }
 
@@ -174,6 +232,7 @@ impl Daemon {
         cmd.args(extra)
             .env_remove("HERALD_API_KEYS")
             .env_remove("HERALD_REDIS_URL")
+            .env_remove("HERALD_REDIS_CLUSTER_URLS")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

@@ -1,0 +1,136 @@
+//! Herald on a Redis Cluster: three masters on loopback, started by the harness for each test.
+//! The conformance suite runs on it too (tests/store_conformance.rs, `redis_cluster`); here: an
+//! app's keys stay on one node while the apps spread over all three, the client follows an
+//! app's slot when it moves to another node (MOVED) in the middle of use, and a daemon pointed
+//! at the cluster runs a campaign to a real SMTP server, each member once.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use common::{email_message, Daemon, RedisCluster, SmtpSink, API_KEY};
+use herald::proto::v1::{App, ChannelType, Endpoint};
+use herald::store::{redis::RedisStore, EndpointOp, Store};
+
+fn app(id: &str) -> App {
+    App { app_id: id.into(), name: id.into(), creation_date: "2026-01-01T00:00:00.000Z".into(), ..Default::default() }
+}
+
+fn endpoints(prefix: &str, n: usize) -> Vec<Endpoint> {
+    (0..n)
+        .map(|i| Endpoint {
+            id: format!("{prefix}{i:05}"),
+            channel_type: ChannelType::Email as i32,
+            address: format!("{prefix}{i}@example.com"),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn upsert(writes: Vec<Endpoint>) -> EndpointOp {
+    EndpointOp::Upsert { writes, all_or_nothing: true, now: "2026-01-01T00:00:00.000Z".into(), request_id: "req".into() }
+}
+
+/// The node (index) that holds `key`'s slot, by asking each node for its keys.
+fn holder(cluster: &RedisCluster, key: &str) -> usize {
+    let holding: Vec<usize> = cluster.nodes.iter().enumerate().filter(|(_, n)| n.cli(&["exists", key]) == ["1"]).map(|(i, _)| i).collect();
+    assert_eq!(holding.len(), 1, "{key} on nodes {holding:?}");
+    holding[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_apps_keys_share_a_node_and_apps_spread_over_every_node() {
+    let cluster = RedisCluster::start();
+    let store = RedisStore::connect_cluster(&cluster.urls()).await.unwrap();
+    let mut nodes_used = HashSet::new();
+    for a in 0..30 {
+        let id = format!("app{a}");
+        store.create_app(&app(&id)).await.unwrap();
+        store.write_endpoints(&id, upsert(endpoints("e", 20))).await.unwrap();
+        let node = holder(&cluster, &format!("herald:{{{id}}}:app"));
+        let keys = cluster.nodes[node].cli(&["--scan", "--pattern", &format!("herald:{{{id}}}:*")]);
+        assert!(keys.len() >= 41, "the app's endpoints, addresses and index: {keys:?}");
+        let elsewhere: usize = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != node)
+            .map(|(_, n)| n.cli(&["--scan", "--pattern", &format!("herald:{{{id}}}:*")]).len())
+            .sum();
+        assert_eq!(elsewhere, 0, "every key of {id} is on node {node}");
+        nodes_used.insert(node);
+    }
+    assert_eq!(nodes_used.len(), 3, "30 apps use all three masters");
+    let listed: Vec<String> = store.list_apps(None, 100).await.unwrap().into_iter().map(|a| a.app_id).collect();
+    assert_eq!(listed.len(), 30, "the app list (one global key) sees every app: {listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_slot_moved_to_another_node_is_followed_without_a_restart() {
+    let cluster = RedisCluster::start();
+    let store: Arc<dyn Store> = Arc::new(RedisStore::connect_cluster(&cluster.urls()).await.unwrap());
+    store.create_app(&app("moving")).await.unwrap();
+    store.write_endpoints("moving", upsert(endpoints("a", 200))).await.unwrap();
+    let app_key = "herald:{moving}:app";
+    let from = holder(&cluster, app_key);
+    let to = (from + 1) % 3;
+    let slot = cluster.nodes[from].cli(&["cluster", "keyslot", app_key])[0].clone();
+    let id = |i: usize| cluster.nodes[i].cli(&["cluster", "myid"])[0].clone();
+    let (from_id, to_id) = (id(from), id(to));
+    // Redis's own slot migration, as `redis-cli --cluster reshard` does it.
+    cluster.nodes[to].cli(&["cluster", "setslot", &slot, "importing", &from_id]);
+    cluster.nodes[from].cli(&["cluster", "setslot", &slot, "migrating", &to_id]);
+    let keys = cluster.nodes[from].cli(&["cluster", "getkeysinslot", &slot, "10000"]);
+    assert!(keys.len() > 200, "{} keys in the slot", keys.len());
+    let to_port = cluster.nodes[to].port.to_string();
+    let mut migrate = vec!["migrate", "127.0.0.1", to_port.as_str(), "", "0", "5000", "KEYS"];
+    migrate.extend(keys.iter().map(String::as_str));
+    assert_eq!(cluster.nodes[from].cli(&migrate), ["OK"]);
+    for n in &cluster.nodes {
+        n.cli(&["cluster", "setslot", &slot, "node", &to_id]);
+    }
+    assert_eq!(holder(&cluster, app_key), to, "the app now lives on another node");
+    // The same client, without reconnecting: redirected (MOVED), it reads and writes there.
+    assert_eq!(store.get_endpoint("moving", "a00007").await.unwrap().unwrap().address, "a7@example.com");
+    store.write_endpoints("moving", upsert(endpoints("b", 50))).await.unwrap();
+    let (page, _) = store.scan_endpoints("moving", None, 1_000).await.unwrap();
+    assert_eq!(page.len(), 250, "every endpoint, old and new");
+    assert_eq!(cluster.nodes[from].cli(&["--scan", "--pattern", "herald:{moving}:*"]).len(), 0, "nothing written to the old node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_on_the_cluster_runs_a_campaign_once_per_member() {
+    let cluster = RedisCluster::start();
+    let sink = SmtpSink::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let smtp = format!("smtp://127.0.0.1:{}?pool=4", sink.port);
+    let mut args = vec!["--smtp-url".to_string(), smtp];
+    for url in cluster.urls() {
+        args.extend(["--redis-cluster-url".to_string(), url]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &args);
+    assert!(
+        std::fs::read_dir(&d.data_dir).map_or(true, |mut entries| entries.next().is_none()),
+        "the daemon keeps its state in the cluster, not in an embedded store"
+    );
+    let app = d.create_app("on the cluster").await.app_id;
+    let members = endpoints("m", 2_000);
+    let expected: HashSet<String> = members.iter().map(|e| e.address.clone()).collect();
+    let segment = d.import_as_segment(&app, members).await;
+    let activities = common::run_campaign(&d, &app, &segment, email_message("cluster run", "Hi {{Id}}")).await;
+    assert_eq!(activities.len(), 1);
+    assert_eq!(activities[0].successful, 2_000, "{:?}", activities[0]);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in sink.received("cluster run") {
+        *counts.entry(r).or_default() += 1;
+    }
+    assert_eq!(counts.keys().cloned().collect::<HashSet<_>>(), expected, "every member reached");
+    assert!(counts.values().all(|&n| n == 1), "nobody twice");
+    // The app's state is in the cluster, on the one node of its slot.
+    let on_nodes: Vec<usize> =
+        cluster.nodes.iter().map(|n| n.cli(&["--scan", "--pattern", &format!("herald:{{{app}}}:*")]).len()).collect();
+    assert_eq!(on_nodes.iter().filter(|&&n| n > 0).count(), 1, "{on_nodes:?}");
+}
