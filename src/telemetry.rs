@@ -42,6 +42,7 @@ pub const RETRIES: &str = "herald_retries_total";
 pub const CAMPAIGN_RUNS: &str = "herald_campaign_runs_total";
 /// Campaign runs executing in this daemon.
 pub const CAMPAIGN_RUNS_EXECUTING: &str = "herald_campaign_runs_executing";
+pub const CAMPAIGN_UNITS: &str = "herald_campaign_units_total";
 /// 1, labelled with the version and the store backend.
 pub const BUILD_INFO: &str = "herald_build_info";
 /// Counter: provider feedback received, by kind (sms_delivered, sms_failed, sms_optout,
@@ -91,6 +92,7 @@ pub const ALL: &[&str] = &[
     RETRIES,
     CAMPAIGN_RUNS,
     CAMPAIGN_RUNS_EXECUTING,
+    CAMPAIGN_UNITS,
     BUILD_INFO,
     FEEDBACK,
     EVENTS_RECEIVED,
@@ -159,6 +161,7 @@ fn describe() {
     metrics::describe_counter!(RETRIES, "Deliveries scheduled for another attempt.");
     metrics::describe_counter!(CAMPAIGN_RUNS, "Campaign runs that ended, by final state.");
     metrics::describe_gauge!(CAMPAIGN_RUNS_EXECUTING, "Campaign runs executing in this daemon.");
+    metrics::describe_counter!(CAMPAIGN_UNITS, "Work units of campaign runs (ranges of a segment) this daemon took and read to their end.");
     metrics::describe_counter!(FEEDBACK, "Provider feedback received, by kind.");
     metrics::describe_counter!(EVENTS_RECEIVED, "Events given to PutEvents, by result.");
     metrics::describe_counter!(WEBHOOK_DELIVERIES, "Event batches sent to event destinations, by result.");

@@ -41,6 +41,7 @@ mod error;
 mod hooked;
 mod rules;
 mod submit;
+mod units;
 pub use error::RunError;
 use hooked::filter_by_hook;
 pub(crate) use rules::assignment;
@@ -116,6 +117,9 @@ struct Page<'a> {
     members: Vec<crate::proto::v1::Endpoint>,
     /// Held members whose time has come (already counted when first read).
     releasing: bool,
+    /// Read before by this run (it resumed): each member is checked against the outcomes
+    /// recorded for it.
+    resumed: bool,
     tasks: &'a mut Vec<JoinHandle<Submitted>>,
     tally: &'a Arc<Tally>,
     counts: &'a mut Vec<Activity>,
@@ -274,6 +278,10 @@ impl Runner {
     }
 
     async fn save(&self, app: &str, run: &CampaignRun) -> Result<(), RunError> {
+        if run.unit > 0 {
+            let (id, body) = (units::unit_id(run, run.unit), run.encode_to_vec());
+            return self.patiently(|| self.store.write_record(app, units::UNIT_KIND, &id, 1, 1, &body)).await;
+        }
         let id = key(run);
         let kind = if run.trigger.is_some() { TRIGGER_KIND } else { RUN_KIND };
         let body = run.encode_to_vec();
@@ -340,29 +348,19 @@ impl Runner {
         let lease = format!("run:{id}");
         match self.store.try_lease(&app, &lease, &self.owner, LEASE_MS).await {
             Ok(true) => {}
+            Ok(false) if run.split && !run.unit_bounds.is_empty() && !run.scanned && run.state == CampaignState::Executing as i32 => {
+                // Another daemon coordinates the run: this one takes a share of its units.
+                self.help(&app, run).await;
+                self.running.lock().remove(&id);
+                return;
+            }
             _ => {
                 self.running.lock().remove(&id);
                 return;
             }
         }
         let lost = Arc::new(AtomicBool::new(false));
-        let renewer = {
-            let (store, app, lease, owner, lost) = (self.store.clone(), app.clone(), lease.clone(), self.owner.clone(), lost.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(LEASE_MS / 3)).await;
-                    match store.try_lease(&app, &lease, &owner, LEASE_MS).await {
-                        Ok(true) => {}
-                        // Unreachable: nobody else can take it either; renewed when it is back.
-                        Err(e) if e.is_transient() => {}
-                        _ => {
-                            lost.store(true, Ordering::SeqCst);
-                            return;
-                        }
-                    }
-                }
-            })
-        };
+        let renewer = units::renew(self.store.clone(), app.clone(), lease.clone(), self.owner.clone(), lost.clone());
         let executing = metrics::gauge!(crate::telemetry::CAMPAIGN_RUNS_EXECUTING);
         executing.increment(1.0);
         let result = self.drive(&app, &mut run, &lost).await;
@@ -387,15 +385,19 @@ impl Runner {
         self.running.lock().remove(&id);
     }
 
-    async fn drive(&self, app: &str, run: &mut CampaignRun, lost: &AtomicBool) -> Result<(), RunError> {
+    /// Loads what a run works with (the campaign, its segment's rule, composers, limits,
+    /// schedules) into a [`Plan`]; `None` when the campaign is gone. The coordinator (the
+    /// run's lease holder) also starts the run's record; a helper leaves it as it is.
+    async fn prepare(
+        &self,
+        app: &str,
+        run: &mut CampaignRun,
+        coordinator: bool,
+    ) -> Result<Option<(Arc<Plan>, Arc<segments::Rule>)>, RunError> {
         let store = self.store.as_ref();
         let (cid, version) = (run.campaign_id.clone(), run.campaign_version);
         let raw = self.patiently(|| store.get_record(app, super::KIND, &cid, Some(version))).await?;
-        let Some(raw) = raw else {
-            run.state = CampaignState::Deleted as i32;
-            run.end = domain::timestamp(chrono::Utc::now());
-            return self.save(app, run).await;
-        };
+        let Some(raw) = raw else { return Ok(None) };
         let campaign = Campaign::decode(raw.as_slice()).map_err(StoreError::from)?;
         let settings = self.patiently(|| store.get_app(app)).await?.and_then(|a| a.settings).unwrap_or_default();
         let limits = limits(&campaign, &settings);
@@ -479,7 +481,9 @@ impl Runner {
         // A run that started before (in this daemon or another) checks each member against the
         // outcomes recorded for it, so nobody who has one gets the message again.
         let resumed = !run.start.is_empty();
-        if run.start.is_empty() {
+        if !coordinator {
+            // A daemon helping with the run's units changes nothing of the run's record.
+        } else if run.start.is_empty() {
             run.start = domain::timestamp(chrono::Utc::now());
         } else if run.in_flight > 0 {
             // What was at a provider with no outcome recorded may go again: at most what the
@@ -487,8 +491,10 @@ impl Runner {
             run.activities[0].possible_repeats += run.in_flight.min(self.engine.repeat_bound() as i64);
             run.in_flight = 0;
         }
-        run.state = CampaignState::Executing as i32;
-        self.save(app, run).await?;
+        if coordinator {
+            run.state = CampaignState::Executing as i32;
+            self.save(app, run).await?;
+        }
         let scheduled = segments::rule::parse_instant(&run.scheduled_start).unwrap_or_else(chrono::Utc::now);
         let schedule = campaign.schedule.clone().unwrap_or_default();
         let mut schedules = vec![(schedule.clone(), scheduled, false)];
@@ -550,14 +556,43 @@ impl Runner {
             request_id: key(run),
             resumed,
         });
+        Ok(Some((plan, Arc::new(rule))))
+    }
+
+    async fn drive(&self, app: &str, run: &mut CampaignRun, lost: &AtomicBool) -> Result<(), RunError> {
+        let store = self.store.as_ref();
+        let cid = run.campaign_id.clone();
+        let fresh = run.start.is_empty();
+        let Some((plan, rule)) = self.prepare(app, run, true).await? else {
+            run.state = CampaignState::Deleted as i32;
+            run.end = domain::timestamp(chrono::Utc::now());
+            return self.save(app, run).await;
+        };
+        if fresh && run.trigger.is_none() && !run.split {
+            // Cut the segment into work units, before anyone reads it, so that every daemon
+            // serving the app takes a share (none when the store cannot cut it). A run that
+            // began on one reader goes on that way.
+            let set = rule.narrowest_set().map(str::to_string);
+            run.unit_bounds = self.patiently(|| store.scan_splits(app, set.as_deref(), units::UNITS)).await?;
+            run.split = true;
+            self.save(app, run).await?;
+        }
+        if !run.scanned && !run.unit_bounds.is_empty() {
+            if self.work_units(app, run, &plan, &rule, lost, true).await? == Pumped::Stopped {
+                return Ok(());
+            }
+            run.scanned = true;
+            run.cursor.clear();
+            self.save(app, run).await?;
+        }
         if !run.scanned {
             let cursor = Some(run.cursor.clone()).filter(|c| !c.is_empty());
             let stream = match &run.trigger {
                 // The endpoints the events came from, each tested against the segment alone.
-                Some(t) => MemberStream::listed(self.store.clone(), app, Arc::new(rule), t.endpoint_ids.clone(), cursor),
-                None => MemberStream::open_ordered(self.store.clone(), app, Arc::new(rule), segments::PAGE, cursor),
+                Some(t) => MemberStream::listed(self.store.clone(), app, rule.clone(), t.endpoint_ids.clone(), cursor),
+                None => MemberStream::open_ordered(self.store.clone(), app, rule.clone(), segments::PAGE, cursor),
             };
-            if self.pump(app, run, &plan, stream, false, lost).await? == Pumped::Stopped {
+            if self.pump(app, run, &plan, stream, (false, plan.resumed), lost).await? == Pumped::Stopped {
                 return Ok(());
             }
             run.scanned = true;
@@ -591,7 +626,7 @@ impl Runner {
                 segments::PAGE,
                 cursor,
             );
-            if self.pump(app, run, &plan, stream, true, lost).await? == Pumped::Stopped {
+            if self.pump(app, run, &plan, stream, (true, plan.resumed), lost).await? == Pumped::Stopped {
                 return Ok(());
             }
             self.patiently(|| store.delete_members(app, &set)).await?;
@@ -653,7 +688,7 @@ impl Runner {
         run: &mut CampaignRun,
         plan: &Arc<Plan>,
         mut stream: MemberStream,
-        releasing: bool,
+        (releasing, resumed): (bool, bool),
         lost: &AtomicBool,
     ) -> Result<Pumped, RunError> {
         let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -685,7 +720,7 @@ impl Runner {
             run.in_flight = pending.iter().map(|p| p.messages).sum();
             let before = run.in_flight;
             if !stopped_by_quota {
-                let page = Page { members, releasing, tasks: &mut tasks, tally: &tally, counts: &mut counts };
+                let page = Page { members, releasing, resumed, tasks: &mut tasks, tally: &tally, counts: &mut counts };
                 self.send_page(app, run, plan, page, &mut stopped_by_quota).await?;
             }
             pending.push_back(Pending { last, tasks, messages: run.in_flight - before, tally, counts });
@@ -774,11 +809,11 @@ impl Runner {
         page: Page<'_>,
         stopped_by_quota: &mut bool,
     ) -> Result<(), RunError> {
-        let Page { members, releasing, tasks, tally, counts } = page;
+        let Page { members, releasing, resumed, tasks, tally, counts } = page;
         let (cohorts, limits, request_id) = (&plan.cohorts, &plan.limits, plan.request_id.as_str());
         let store = self.store.as_ref();
         // A resumed run: the statuses already recorded for this page's members.
-        let recorded = if plan.resumed && !members.is_empty() {
+        let recorded = if resumed && !members.is_empty() {
             let ids: Vec<String> = members.iter().map(|e| e.id.clone()).collect();
             self.patiently(|| store.run_outcomes(app, request_id, &ids)).await?
         } else {

@@ -189,6 +189,24 @@ impl MemberStream {
         Self { rx, store, app: app.to_string(), rule, sets, now: chrono::Utc::now(), scanned: 0, last_scanned: None }
     }
 
+    /// As [`MemberStream::open_ordered`], within one range of the index: ids from `range.0`
+    /// (inclusive) up to `range.1` (exclusive), cut by [`Store::scan_splits`] — a work unit of
+    /// a run that several daemons share.
+    pub fn open_range(
+        store: Arc<dyn Store>,
+        app: &str,
+        rule: Arc<Rule>,
+        page: usize,
+        range: (Option<String>, Option<String>),
+        after: Option<String>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(2);
+        let set = rule.narrowest_set().map(str::to_string);
+        tokio::spawn(read_range(store.clone(), app.to_string(), set, range, after, page, tx));
+        let sets = rule.member_sets();
+        Self { rx, store, app: app.to_string(), rule, sets, now: chrono::Utc::now(), scanned: 0, last_scanned: None }
+    }
+
     /// The members of `rule` among the endpoints `ids` (ascending), after `after`: each
     /// endpoint is read by id and tested alone — no scan of the segment.
     pub fn listed(store: Arc<dyn Store>, app: &str, rule: Arc<Rule>, ids: Vec<String>, after: Option<String>) -> Self {

@@ -361,6 +361,13 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits (at most 30 s) for the exit status.
+    /// Kills this daemon outright (SIGKILL), leaving its Redis running.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let ok = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success();

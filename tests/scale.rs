@@ -1,0 +1,149 @@
+//! Three daemons on one Redis share each campaign run: the run is cut into work units (ranges
+//! of its segment) and every daemon serving the app reads some, so each sends a share; the
+//! run's activity is one whoever sent; every member gets the message once at a real SMTP
+//! server (Postfix's smtp-sink); a daemon killed mid-run has its units finished by the others.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{email_message, Daemon, RedisServer, SmtpSink, API_KEY};
+use herald::proto::v1::{
+    campaigns_client::CampaignsClient, Campaign, CampaignLimits, CampaignState, ChannelType, CreateCampaignRequest, Endpoint, Frequency,
+    GetCampaignActivitiesRequest, GetCampaignRequest, Schedule,
+};
+
+const ENDPOINTS: usize = 30_000;
+
+fn endpoints() -> Vec<Endpoint> {
+    (0..ENDPOINTS)
+        .map(|i| Endpoint {
+            id: format!("ep{i:06}"),
+            channel_type: ChannelType::Email as i32,
+            address: format!("user{i}@example.com"),
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn daemons(sink: &SmtpSink) -> Vec<Daemon> {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("smtp://127.0.0.1:{}?pool=4", sink.port);
+    let first = Daemon::spawn(
+        Some(RedisServer::start_durable()),
+        tmp.path().join("data"),
+        Some(tmp),
+        Some(API_KEY.to_string()),
+        &["--smtp-url", &url, "--shutdown-grace-secs", "20"],
+    );
+    let (b, c) = (first.sibling(), first.sibling());
+    vec![first, b, c]
+}
+
+async fn start_campaign(d: &Daemon, app: &str, segment: &str, subject: &str, rate: Option<i32>) -> String {
+    let campaign = Campaign {
+        name: subject.into(),
+        segment_id: segment.into(),
+        message_configuration: Some(email_message(subject, "Hello {{Id}}")),
+        schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
+        limits: Some(CampaignLimits { messages_per_second: rate, ..Default::default() }),
+        ..Default::default()
+    };
+    CampaignsClient::new(d.channel().await)
+        .create_campaign(d.req(CreateCampaignRequest { app_id: app.into(), campaign: Some(campaign) }))
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
+
+async fn wait_completed(d: &Daemon, app: &str, id: &str, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let got = CampaignsClient::new(d.channel().await)
+            .get_campaign(d.req(GetCampaignRequest { app_id: app.into(), campaign_id: id.into(), version: 0 }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(got.state, CampaignState::Invalid as i32, "the run failed");
+        if got.state == CampaignState::Completed as i32 {
+            return;
+        }
+        assert!(start.elapsed() < within, "campaign not completed within {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A counter's value in a daemon's metrics (summed over its series).
+fn metric(d: &Daemon, prefix: &str) -> f64 {
+    d.metrics_text().lines().filter(|l| l.starts_with(prefix)).map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()).sum()
+}
+
+/// (missing, sent twice or more beyond the first) at the sink, and the run's activity.
+async fn tally(d: &Daemon, sink: &SmtpSink, app: &str, id: &str, subject: &str) -> (usize, i64, herald::proto::v1::Activity) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut counts: HashMap<String, i64> = HashMap::new();
+    for r in sink.received(subject) {
+        *counts.entry(r).or_insert(0) += 1;
+    }
+    let missing = (0..ENDPOINTS).filter(|i| !counts.contains_key(&format!("user{i}@example.com"))).count();
+    assert_eq!(counts.len() - (ENDPOINTS - missing), 0, "only members get the campaign");
+    let twice: i64 = counts.values().map(|v| v - 1).sum();
+    let acts = CampaignsClient::new(d.channel().await)
+        .get_campaign_activities(d.req(GetCampaignActivitiesRequest { app_id: app.into(), campaign_id: id.into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acts.activities.len(), 1, "one run, one activity, whoever sent");
+    (missing, twice, acts.activities[0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_share_one_run_each_sending_a_share_and_everyone_once() {
+    let sink = SmtpSink::start(&[]);
+    let ds = daemons(&sink);
+    let app = ds[0].create_app("shared run").await.app_id;
+    let segment = ds[0].import_as_segment(&app, endpoints()).await;
+    let id = start_campaign(&ds[0], &app, &segment, "shared run", None).await;
+    wait_completed(&ds[0], &app, &id, Duration::from_secs(180)).await;
+    let (missing, twice, activity) = tally(&ds[0], &sink, &app, &id, "shared run").await;
+    assert_eq!((missing, twice), (0, 0), "everyone once");
+    assert_eq!(activity.total_endpoints, ENDPOINTS as i64, "{activity:?}");
+    assert_eq!(activity.successful, ENDPOINTS as i64, "{activity:?}");
+    assert_eq!(activity.possible_repeats, 0);
+    let sent: Vec<f64> = ds.iter().map(|d| metric(d, r#"herald_messages_total{channel="EMAIL",status="SUCCESSFUL"}"#)).collect();
+    assert_eq!(sent.iter().sum::<f64>(), ENDPOINTS as f64, "{sent:?}");
+    for (i, s) in sent.iter().enumerate() {
+        assert!(*s >= ENDPOINTS as f64 * 0.2, "daemon {i} sent {s} of {ENDPOINTS}: {sent:?}");
+        assert!(metric(&ds[i], "herald_campaign_units_total") >= 1.0, "daemon {i} read units");
+    }
+    // The same activity through every daemon.
+    for d in &ds[1..] {
+        let (_, _, seen) = tally(d, &sink, &app, &id, "shared run").await;
+        assert_eq!(seen, activity);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_run_has_its_units_finished_by_the_others() {
+    let sink = SmtpSink::start(&[]);
+    let mut ds = daemons(&sink);
+    let app = ds[0].create_app("killed helper").await.app_id;
+    let segment = ds[0].import_as_segment(&app, endpoints()).await;
+    let id = start_campaign(&ds[0], &app, &segment, "killed helper", Some(3_000)).await;
+    // Once the third daemon is reading a unit, it dies.
+    let start = Instant::now();
+    while metric(&ds[2], r#"herald_messages_total{channel="EMAIL",status="SUCCESSFUL"}"#) < 1_000.0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the third daemon took no share");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ds[2].kill();
+    wait_completed(&ds[0], &app, &id, Duration::from_secs(180)).await;
+    let (missing, twice, activity) = tally(&ds[0], &sink, &app, &id, "killed helper").await;
+    assert_eq!(missing, 0, "nobody skipped");
+    assert!(twice <= activity.possible_repeats, "{twice} repeats, {} reported", activity.possible_repeats);
+    assert!(twice <= 500, "{twice} repeats");
+    assert_eq!(activity.total_endpoints, ENDPOINTS as i64, "every member counted once: {activity:?}");
+    assert_eq!(activity.successful, ENDPOINTS as i64, "{activity:?}");
+}
