@@ -147,3 +147,37 @@ async fn a_daemon_killed_mid_run_has_its_units_finished_by_the_others() {
     assert_eq!(activity.total_endpoints, ENDPOINTS as i64, "every member counted once: {activity:?}");
     assert_eq!(activity.successful, ENDPOINTS as i64, "{activity:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaigns_messages_per_second_holds_across_three_daemons() {
+    const RATE: i32 = 3_000;
+    let sink = SmtpSink::start(&[]);
+    let ds = daemons(&sink);
+    let app = ds[0].create_app("shared campaign rate").await.app_id;
+    let segment = ds[0].import_as_segment(&app, endpoints()).await;
+    let id = start_campaign(&ds[0], &app, &segment, "paced together", Some(RATE)).await;
+    wait_completed(&ds[0], &app, &id, Duration::from_secs(180)).await;
+    let (missing, twice, _) = tally(&ds[0], &sink, &app, &id, "paced together").await;
+    assert_eq!((missing, twice), (0, 0));
+    let sent: Vec<f64> = ds.iter().map(|d| metric(d, r#"herald_messages_total{channel="EMAIL",status="SUCCESSFUL"}"#)).collect();
+    for (i, s) in sent.iter().enumerate() {
+        assert!(*s >= ENDPOINTS as f64 * 0.2, "daemon {i} sent {s} of {ENDPOINTS}: {sent:?}");
+    }
+    // The rate at the sink over the whole seconds of the run (the first and last are partial).
+    let mut by_second: std::collections::BTreeMap<i64, usize> = Default::default();
+    let want = "Subject: paced together";
+    for entry in std::fs::read_dir(sink.dump.path()).unwrap().flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        if text.lines().any(|l| l.trim_end() == want) {
+            let at = entry.metadata().unwrap().modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+            *by_second.entry(at).or_default() += 1;
+        }
+    }
+    let seconds: Vec<usize> = by_second.values().copied().collect();
+    assert!(seconds.len() >= 9, "30,000 at 3,000 a second take ten seconds: {by_second:?}");
+    let whole = &seconds[1..seconds.len() - 1];
+    let rate = whole.iter().sum::<usize>() as f64 / whole.len() as f64;
+    eprintln!("campaign rate across three daemons: {rate:.0}/s over {} whole seconds (asked {RATE}): {seconds:?}", whole.len());
+    assert!(rate <= f64::from(RATE) * 1.03, "{rate:.0}/s: over the campaign's rate: {by_second:?}");
+    assert!(rate >= f64::from(RATE) * 0.8, "{rate:.0}/s: the rate is used: {by_second:?}");
+}

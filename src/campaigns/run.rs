@@ -91,6 +91,8 @@ struct Plan {
     /// Per treatment: when its messages time out (maximum duration after its start).
     deadlines: Vec<Option<chrono::DateTime<chrono::Utc>>>,
     gate: RateGate,
+    /// The campaign's messages per second held across every daemon reading the run.
+    run_rate: Option<crate::dispatch::quota::RunRate>,
     origin_base: Origin,
     request_id: String,
     /// The run started before (this daemon or another stopped or died): each member is checked
@@ -546,6 +548,7 @@ impl Runner {
             schedules,
             deadlines,
             gate: RateGate::new(limits.per_second, limits.per_second.map(|r| r.clamp(1, 100))),
+            run_rate: limits.per_second.map(|r| crate::dispatch::quota::RunRate::new(r, self.store.clone(), app, &key(run))),
             limits,
             origin_base: Origin {
                 app_id: app.to_string(),

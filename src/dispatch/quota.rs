@@ -96,6 +96,13 @@ impl SharedRate {
     /// Takes one token of the current second, or says how long to wait: until the next second
     /// when this one's are all taken, a moment when the store cannot be reached.
     pub async fn take(&self, store: &dyn crate::store::Store, app: &str, channel: &str) -> Result<(), Duration> {
+        self.take_counted(store, app, channel, channel).await
+    }
+
+    /// As [`SharedRate::take`], the tokens counted under `key` in the store (a channel, or a
+    /// campaign run) and reported under the metric label `label`.
+    pub async fn take_counted(&self, store: &dyn crate::store::Store, app: &str, key: &str, label: &str) -> Result<(), Duration> {
+        let channel = key;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let window = now.as_secs() as i64;
         let next_second = Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos()));
@@ -109,7 +116,7 @@ impl SharedRate {
         match store.take_rate(app, channel, window, self.block, self.limit).await {
             Ok(0) => Err(next_second),
             Ok(n) => {
-                metrics::counter!(crate::telemetry::RATE_TOKENS_LEASED, "channel" => channel.to_string()).increment(n);
+                metrics::counter!(crate::telemetry::RATE_TOKENS_LEASED, "channel" => label.to_string()).increment(n);
                 let mut pool = self.pool.lock();
                 if pool.0 != window {
                     *pool = (window, 0);
@@ -122,6 +129,26 @@ impl SharedRate {
                 Err(Duration::from_millis(100))
             }
         }
+    }
+}
+
+/// A campaign run's messages per second across every daemon reading its units: the run's own
+/// [`SharedRate`], counted in the store under the run's id.
+pub struct RunRate {
+    rate: SharedRate,
+    store: Arc<dyn crate::store::Store>,
+    app: String,
+    key: String,
+}
+
+impl RunRate {
+    pub fn new(per_second: u32, store: Arc<dyn crate::store::Store>, app: &str, run: &str) -> Self {
+        Self { rate: SharedRate::new(per_second), store, app: app.to_string(), key: format!("campaign:{run}") }
+    }
+
+    /// Takes one token of the run's shared rate, or says how long to wait.
+    pub async fn try_take(&self) -> Result<(), Duration> {
+        self.rate.take_counted(self.store.as_ref(), &self.app, &self.key, "campaign").await
     }
 }
 

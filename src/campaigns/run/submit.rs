@@ -42,6 +42,17 @@ pub(super) async fn submit_chunk(
             return done;
         }
         plan.gate.take().await;
+        if let Some(shared) = &plan.run_rate {
+            // Every daemon reading the run takes from the same count: the campaign's rate holds
+            // across them together.
+            while let Err(wait) = shared.try_take().await {
+                if *stop.borrow() {
+                    done.complete = false;
+                    return done;
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
         let composer = &plan.composers[t];
         let subs = composer.substitutions_for(lane);
         let planner =
