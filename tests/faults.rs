@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use common::{email_message, Daemon, RedisServer, SmtpSink, API_KEY};
 use herald::proto::v1::{
-    campaigns_client::CampaignsClient, list_outcomes_request, messages_client::MessagesClient, AddressConfiguration, Campaign,
-    CampaignLimits, CampaignState, ChannelType, CreateCampaignRequest, DeliveryStatus, Endpoint, EndpointStatus, Frequency,
-    GetCampaignActivitiesRequest, GetCampaignRequest, ListOutcomesRequest, OptOut, Schedule, SendMessagesRequest,
+    campaigns_client::CampaignsClient, list_outcomes_request, messages_client::MessagesClient, AddressConfiguration, CampaignState,
+    ChannelType, DeliveryStatus, Endpoint, EndpointStatus, GetCampaignActivitiesRequest, GetCampaignRequest, ListOutcomesRequest, OptOut,
+    SendMessagesRequest,
 };
 
 const ENDPOINTS: usize = 20_000;
@@ -71,26 +71,7 @@ async fn setup(d: &Daemon, app: &str) -> String {
 }
 
 async fn start_campaign(d: &Daemon, app: &str, segment: &str, subject: &str) -> String {
-    start_campaign_at(d, app, segment, subject, Some(RATE)).await
-}
-
-/// A campaign of the segment, sent at `rate` messages per second (`None`: as fast as the
-/// channel lets it).
-async fn start_campaign_at(d: &Daemon, app: &str, segment: &str, subject: &str, rate: Option<i32>) -> String {
-    let campaign = Campaign {
-        name: subject.into(),
-        segment_id: segment.into(),
-        message_configuration: Some(email_message(subject, "Hello {{Id}}")),
-        schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
-        limits: Some(CampaignLimits { messages_per_second: rate, ..Default::default() }),
-        ..Default::default()
-    };
-    CampaignsClient::new(d.channel().await)
-        .create_campaign(d.req(CreateCampaignRequest { app_id: app.into(), campaign: Some(campaign) }))
-        .await
-        .unwrap()
-        .into_inner()
-        .id
+    common::start_email_campaign(d, app, segment, subject, Some(RATE)).await
 }
 
 /// How many messages the sink holds (all subjects): a cheap progress count.
@@ -299,7 +280,7 @@ async fn a_shared_channel_rate_pauses_through_a_redis_restart_and_never_exceeds_
     d.apps().await.update_app_settings(d.req(UpdateAppSettingsRequest { app_id: app.clone(), settings: Some(settings) })).await.unwrap();
     let segment = setup(&d, &app).await;
     let subject = "shared rate outage";
-    let id = start_campaign_at(&d, &app, &segment, subject, None).await;
+    let id = common::start_email_campaign(&d, &app, &segment, subject, None).await;
     wait_for_sink(&sink, eligible().len() / 3, Duration::from_secs(60)).await;
     d.redis.as_mut().unwrap().kill();
     // With Redis down no token can be taken: the sink stops receiving (what was in flight

@@ -8,10 +8,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{email_message, Daemon, RedisServer, SmtpSink, API_KEY};
+use common::{Daemon, RedisServer, SmtpSink, API_KEY};
 use herald::proto::v1::{
-    campaigns_client::CampaignsClient, Campaign, CampaignLimits, CampaignState, ChannelType, CreateCampaignRequest, Endpoint, Frequency,
-    GetCampaignActivitiesRequest, GetCampaignRequest, Schedule,
+    campaigns_client::CampaignsClient, CampaignState, ChannelType, Endpoint, GetCampaignActivitiesRequest, GetCampaignRequest,
 };
 
 const ENDPOINTS: usize = 30_000;
@@ -39,23 +38,6 @@ fn daemons(sink: &SmtpSink) -> Vec<Daemon> {
     );
     let (b, c) = (first.sibling(), first.sibling());
     vec![first, b, c]
-}
-
-async fn start_campaign(d: &Daemon, app: &str, segment: &str, subject: &str, rate: Option<i32>) -> String {
-    let campaign = Campaign {
-        name: subject.into(),
-        segment_id: segment.into(),
-        message_configuration: Some(email_message(subject, "Hello {{Id}}")),
-        schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
-        limits: Some(CampaignLimits { messages_per_second: rate, ..Default::default() }),
-        ..Default::default()
-    };
-    CampaignsClient::new(d.channel().await)
-        .create_campaign(d.req(CreateCampaignRequest { app_id: app.into(), campaign: Some(campaign) }))
-        .await
-        .unwrap()
-        .into_inner()
-        .id
 }
 
 async fn wait_completed(d: &Daemon, app: &str, id: &str, within: Duration) {
@@ -105,7 +87,7 @@ async fn three_daemons_share_one_run_each_sending_a_share_and_everyone_once() {
     let ds = daemons(&sink);
     let app = ds[0].create_app("shared run").await.app_id;
     let segment = ds[0].import_as_segment(&app, endpoints()).await;
-    let id = start_campaign(&ds[0], &app, &segment, "shared run", None).await;
+    let id = common::start_email_campaign(&ds[0], &app, &segment, "shared run", None).await;
     wait_completed(&ds[0], &app, &id, Duration::from_secs(180)).await;
     let (missing, twice, activity) = tally(&ds[0], &sink, &app, &id, "shared run").await;
     assert_eq!((missing, twice), (0, 0), "everyone once");
@@ -131,7 +113,7 @@ async fn a_daemon_killed_mid_run_has_its_units_finished_by_the_others() {
     let mut ds = daemons(&sink);
     let app = ds[0].create_app("killed helper").await.app_id;
     let segment = ds[0].import_as_segment(&app, endpoints()).await;
-    let id = start_campaign(&ds[0], &app, &segment, "killed helper", Some(3_000)).await;
+    let id = common::start_email_campaign(&ds[0], &app, &segment, "killed helper", Some(3_000)).await;
     // Once the third daemon is reading a unit, it dies.
     let start = Instant::now();
     while metric(&ds[2], r#"herald_messages_total{channel="EMAIL",status="SUCCESSFUL"}"#) < 1_000.0 {
@@ -155,7 +137,7 @@ async fn a_campaigns_messages_per_second_holds_across_three_daemons() {
     let ds = daemons(&sink);
     let app = ds[0].create_app("shared campaign rate").await.app_id;
     let segment = ds[0].import_as_segment(&app, endpoints()).await;
-    let id = start_campaign(&ds[0], &app, &segment, "paced together", Some(RATE)).await;
+    let id = common::start_email_campaign(&ds[0], &app, &segment, "paced together", Some(RATE)).await;
     wait_completed(&ds[0], &app, &id, Duration::from_secs(180)).await;
     let (missing, twice, _) = tally(&ds[0], &sink, &app, &id, "paced together").await;
     assert_eq!((missing, twice), (0, 0));

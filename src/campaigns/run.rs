@@ -362,7 +362,7 @@ impl Runner {
             }
         }
         let lost = Arc::new(AtomicBool::new(false));
-        let renewer = units::renew(self.store.clone(), app.clone(), lease.clone(), self.owner.clone(), lost.clone());
+        let renewer = crate::store::renew_lease(self.store.clone(), app.clone(), lease.clone(), self.owner.clone(), LEASE_MS, lost.clone());
         let executing = metrics::gauge!(crate::telemetry::CAMPAIGN_RUNS_EXECUTING);
         executing.increment(1.0);
         let result = self.drive(&app, &mut run, &lost).await;

@@ -302,22 +302,8 @@ impl JourneyRunner {
             _ => return,
         }
         let lost = Arc::new(AtomicBool::new(false));
-        let renewer = {
-            let (store, app, lease, owner, lost) = (self.store.clone(), app.to_string(), lease.clone(), self.owner.clone(), lost.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(LEASE_MS / 3)).await;
-                    match store.try_lease(&app, &lease, &owner, LEASE_MS).await {
-                        Ok(true) => {}
-                        Err(e) if e.is_transient() => {}
-                        _ => {
-                            lost.store(true, Ordering::SeqCst);
-                            return;
-                        }
-                    }
-                }
-            })
-        };
+        let renewer =
+            crate::store::renew_lease(self.store.clone(), app.to_string(), lease.clone(), self.owner.clone(), LEASE_MS, lost.clone());
         if let Err(e) = self.drive(app, journey, &lost).await {
             match &e {
                 JourneyError::Store(s) if s.is_transient() => {

@@ -600,6 +600,32 @@ pub async fn find_template(
     }
 }
 
+/// Keeps the lease `lease` of `app` held by `owner`, renewed for `ttl_ms` every third of it,
+/// until the task is aborted; sets `lost` (and ends) if another owner took it. While the store
+/// is unreachable nobody else can take it either: it is renewed when the store is back.
+pub fn renew_lease(
+    store: Arc<dyn Store>,
+    app: String,
+    lease: String,
+    owner: String,
+    ttl_ms: u64,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(ttl_ms / 3)).await;
+            match store.try_lease(&app, &lease, &owner, ttl_ms).await {
+                Ok(true) => {}
+                Err(e) if e.is_transient() => {}
+                _ => {
+                    lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+    })
+}
+
 /// Opens the backend the configuration names: Redis when a URL is given, a Redis Cluster when
 /// its nodes are, else the embedded store under the data directory.
 pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {

@@ -535,3 +535,23 @@ pub async fn run_campaign(
         .into_inner();
     completed_campaign(d, app, &created.id).await
 }
+
+/// Creates an IMMEDIATE one-time email campaign of `segment` with this subject, sent at `rate`
+/// messages per second (`None`: as fast as the channel lets it); returns its id.
+pub async fn start_email_campaign(d: &Daemon, app: &str, segment: &str, subject: &str, rate: Option<i32>) -> String {
+    use herald::proto::v1::{campaigns_client::CampaignsClient, Campaign, CampaignLimits, CreateCampaignRequest, Frequency, Schedule};
+    let campaign = Campaign {
+        name: subject.into(),
+        segment_id: segment.into(),
+        message_configuration: Some(email_message(subject, "Hello {{Id}}")),
+        schedule: Some(Schedule { start_time: "IMMEDIATE".into(), frequency: Frequency::Once as i32, ..Default::default() }),
+        limits: Some(CampaignLimits { messages_per_second: rate, ..Default::default() }),
+        ..Default::default()
+    };
+    CampaignsClient::new(d.channel().await)
+        .create_campaign(d.req(CreateCampaignRequest { app_id: app.into(), campaign: Some(campaign) }))
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}

@@ -73,31 +73,6 @@ fn without_counts(a: &Activity) -> Activity {
     }
 }
 
-/// Keeps a lease renewed every third of its life until aborted; sets `lost` if another owner
-/// took it.
-pub(super) fn renew(
-    store: Arc<dyn crate::store::Store>,
-    app: String,
-    lease: String,
-    owner: String,
-    lost: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(LEASE_MS / 3)).await;
-            match store.try_lease(&app, &lease, &owner, LEASE_MS).await {
-                Ok(true) => {}
-                // Unreachable: nobody else can take it either; renewed when it is back.
-                Err(e) if e.is_transient() => {}
-                _ => {
-                    lost.store(true, Ordering::SeqCst);
-                    return;
-                }
-            }
-        }
-    })
-}
-
 impl Runner {
     /// Reads the run's units that nobody holds, one at a time, until every unit is read to its
     /// end (`Done`), or the run is paused, deleted or its lease lost (`Stopped`), or the daemon
@@ -208,7 +183,8 @@ impl Runner {
             return Ok(None);
         }
         let lost = Arc::new(AtomicBool::new(false));
-        let renewer = renew(self.store.clone(), app.to_string(), lease.clone(), self.owner.clone(), lost.clone());
+        let renewer =
+            crate::store::renew_lease(self.store.clone(), app.to_string(), lease.clone(), self.owner.clone(), LEASE_MS, lost.clone());
         let result = self.read_unit(app, run, plan, rule, k, &id, &lost).await;
         renewer.abort();
         let _ = store.release_lease(app, &lease, &self.owner).await;
