@@ -2,7 +2,8 @@
 //! The conformance suite runs on it too (tests/store_conformance.rs, `redis_cluster`); here: an
 //! app's keys stay on one node while the apps spread over all three, the client follows an
 //! app's slot when it moves to another node (MOVED) in the middle of use, and a daemon pointed
-//! at the cluster runs a campaign to a real SMTP server, each member once.
+//! at the cluster runs a campaign to a real SMTP server, each member once; three daemons on the
+//! cluster share one run, each sending a share.
 
 mod common;
 
@@ -133,4 +134,51 @@ async fn a_daemon_on_the_cluster_runs_a_campaign_once_per_member() {
     let on_nodes: Vec<usize> =
         cluster.nodes.iter().map(|n| n.cli(&["--scan", "--pattern", &format!("herald:{{{app}}}:*")]).len()).collect();
     assert_eq!(on_nodes.iter().filter(|&&n| n > 0).count(), 1, "{on_nodes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_on_the_cluster_share_one_run() {
+    let cluster = RedisCluster::start();
+    let sink = SmtpSink::start(&[]);
+    let smtp = format!("smtp://127.0.0.1:{}?pool=4", sink.port);
+    let mut args = vec!["--smtp-url".to_string(), smtp];
+    for url in cluster.urls() {
+        args.extend(["--redis-cluster-url".to_string(), url]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ds: Vec<Daemon> = (0..3)
+        .map(|_| {
+            let tmp = tempfile::tempdir().unwrap();
+            Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &args)
+        })
+        .collect();
+    let app = ds[0].create_app("shared on the cluster").await.app_id;
+    let n = 20_000;
+    let members = endpoints("s", n);
+    let expected: HashSet<String> = members.iter().map(|e| e.address.clone()).collect();
+    let segment = ds[0].import_as_segment(&app, members).await;
+    let activities = common::run_campaign(&ds[0], &app, &segment, email_message("cluster share", "Hi {{Id}}")).await;
+    assert_eq!(activities.len(), 1);
+    assert_eq!(activities[0].successful, n as i64, "{:?}", activities[0]);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in sink.received("cluster share") {
+        *counts.entry(r).or_default() += 1;
+    }
+    assert_eq!(counts.keys().cloned().collect::<HashSet<_>>(), expected, "every member reached");
+    assert!(counts.values().all(|&c| c == 1), "nobody twice");
+    let sent: Vec<f64> = ds
+        .iter()
+        .map(|d| {
+            d.metrics_text()
+                .lines()
+                .filter(|l| l.starts_with(r#"herald_messages_total{channel="EMAIL",status="SUCCESSFUL"}"#))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+                .sum()
+        })
+        .collect();
+    assert_eq!(sent.iter().sum::<f64>(), n as f64, "{sent:?}");
+    for (i, s) in sent.iter().enumerate() {
+        assert!(*s >= n as f64 * 0.2, "daemon {i} sent {s} of {n}: {sent:?}");
+    }
 }
