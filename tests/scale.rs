@@ -163,3 +163,24 @@ async fn a_campaigns_messages_per_second_holds_across_three_daemons() {
     assert!(rate <= f64::from(RATE) * 1.03, "{rate:.0}/s: over the campaign's rate: {by_second:?}");
     assert!(rate >= f64::from(RATE) * 0.8, "{rate:.0}/s: the rate is used: {by_second:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_stopped_mid_run_hands_its_units_on_at_their_exact_position() {
+    let sink = SmtpSink::start(&[]);
+    let mut ds = daemons(&sink);
+    let app = ds[0].create_app("stopped helper").await.app_id;
+    let segment = ds[0].import_as_segment(&app, endpoints()).await;
+    let id = common::start_email_campaign(&ds[0], &app, &segment, "stopped helper", Some(3_000)).await;
+    let start = Instant::now();
+    while metric(&ds[2], r#"herald_messages_total{channel="EMAIL",status="SUCCESSFUL"}"#) < 1_000.0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the third daemon took no share");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A rolling deploy: SIGTERM, and the daemon drains and exits 0.
+    assert!(ds[2].terminate().success(), "a stopped daemon exits 0");
+    wait_completed(&ds[0], &app, &id, Duration::from_secs(180)).await;
+    let (missing, twice, activity) = tally(&ds[0], &sink, &app, &id, "stopped helper").await;
+    assert_eq!((missing, twice), (0, 0), "a graceful stop sends nobody twice and skips nobody");
+    assert_eq!(activity.possible_repeats, 0, "nothing was in doubt");
+    assert_eq!(activity.successful, ENDPOINTS as i64, "{activity:?}");
+}
