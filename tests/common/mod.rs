@@ -449,9 +449,16 @@ impl SmtpSink {
             .collect()
     }
 
-    /// Messages dumped so far.
+    /// Messages dumped so far, whole ones only. smtp-sink creates a message's file at MAIL
+    /// FROM and writes it through a buffer: until the end of DATA the file is empty (or, for
+    /// a large message, cut at a buffer boundary). At the end it appends an empty line, so a
+    /// finished dump ends with "\n\n".
     pub fn messages(&self) -> Vec<String> {
-        std::fs::read_dir(self.dump.path()).unwrap().filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect()
+        std::fs::read_dir(self.dump.path())
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .filter(|m| m.ends_with("\n\n"))
+            .collect()
     }
 }
 
