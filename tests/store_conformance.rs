@@ -402,7 +402,7 @@ async fn split_scans_read_every_endpoint_once(h: Harness) {
             loop {
                 let (page, next) = s.scan_encoded("app", set, cursor, (w[0].as_deref(), w[1].as_deref()), 700).await.unwrap();
                 for raw in page {
-                    seen.push(<herald::proto::v1::Endpoint as prost::Message>::decode(raw.as_slice()).unwrap().id);
+                    seen.push(herald::store::codec::decode_endpoint("app", &raw).unwrap().id);
                 }
                 match next {
                     Some(c) => cursor = Some(c),

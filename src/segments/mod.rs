@@ -115,7 +115,7 @@ async fn read_range(
         backoff = BACKOFF.0;
         // Decoded here, in the reader's task: it runs beside the consumer's filtering.
         let r = r.and_then(|(raw, next)| {
-            let page = raw.iter().map(|b| Endpoint::decode(b.as_slice())).collect::<Result<Vec<_>, _>>()?;
+            let page = raw.iter().map(|b| crate::store::codec::decode_endpoint(&app, b)).collect::<Result<Vec<_>, _>>()?;
             Ok((page, next))
         });
         match r {

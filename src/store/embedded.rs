@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
+use super::codec;
 use super::plan::{self, EndpointOp, Plan, Snapshot};
 use super::{embedded_records as records, embedded_templates, Store, StoreError, TemplateWrite};
 use crate::proto::v1::{App, Endpoint, Event, MessageOutcome, Suppression, Template};
@@ -199,7 +200,7 @@ fn write_endpoints(db: &Database, app_id: &str, op: &EndpointOp) -> Result<Plan,
     if !app_exists(&txn, app_id)? {
         return Err(StoreError::AppNotFound(app_id.to_string()));
     }
-    let plan = {
+    let mut plan = {
         let endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
         let addresses = txn.open_table(ADDRESSES).map_err(backend)?;
         let users = txn.open_table(USERS).map_err(backend)?;
@@ -209,7 +210,7 @@ fn write_endpoints(db: &Database, app_id: &str, op: &EndpointOp) -> Result<Plan,
             {
                 for id in needs.endpoints {
                     let found = endpoints.get(key(app_id, &id).as_str()).map_err(backend)?;
-                    let e = found.map(|g| Endpoint::decode(g.value())).transpose()?;
+                    let e = found.map(|g| codec::decode_endpoint(app_id, g.value())).transpose()?;
                     snap.endpoints.insert(id, e);
                 }
                 for k in needs.addresses {
@@ -234,8 +235,8 @@ fn write_endpoints(db: &Database, app_id: &str, op: &EndpointOp) -> Result<Plan,
     }
     {
         let mut endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
-        for e in &plan.put_endpoints {
-            endpoints.insert(key(app_id, &e.id).as_str(), e.encode_to_vec().as_slice()).map_err(backend)?;
+        for e in &mut plan.put_endpoints {
+            endpoints.insert(key(app_id, &e.id).as_str(), codec::encode_endpoint(app_id, e).as_slice()).map_err(backend)?;
         }
         for id in &plan.delete_endpoints {
             endpoints.remove(key(app_id, id).as_str()).map_err(backend)?;
@@ -375,7 +376,7 @@ impl Store for EmbeddedStore {
             let txn = db.begin_read().map_err(backend)?;
             let endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
             match endpoints.get(k.as_str()).map_err(backend)? {
-                Some(g) => Ok(Some(Endpoint::decode(g.value())?)),
+                Some(g) => Ok(Some(codec::decode_endpoint(&app_id, g.value())?)),
                 None if read_app_exists(db, &app_id)? => Ok(None),
                 None => Err(StoreError::AppNotFound(app_id)),
             }
@@ -397,7 +398,7 @@ impl Store for EmbeddedStore {
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(g) = endpoints.get(key(&app_id, &id).as_str()).map_err(backend)? {
-                    out.push(Endpoint::decode(g.value())?);
+                    out.push(codec::decode_endpoint(&app_id, g.value())?);
                 }
             }
             Ok(out)
@@ -414,7 +415,7 @@ impl Store for EmbeddedStore {
         let app_id = app_id.to_string();
         self.blocking(move |db| {
             let limit = limit.max(1);
-            let out = page(db, ENDPOINTS, &app_id, cursor.as_deref(), limit, |_, v| Ok(Endpoint::decode(v)?))?;
+            let out = page(db, ENDPOINTS, &app_id, cursor.as_deref(), limit, |_, v| Ok(codec::decode_endpoint(&app_id, v)?))?;
             let next = (out.len() == limit).then(|| out.last().map(|e| e.id.clone())).flatten();
             Ok((out, next))
         })

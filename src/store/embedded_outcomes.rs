@@ -1,7 +1,6 @@
 //! Message outcomes, their indexes, per-day counters and the app's event stream in the
 //! embedded store.
 
-use prost::Message as _;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::embedded::{
@@ -44,7 +43,7 @@ impl EmbeddedStore {
                 let mut table = txn.open_table(OUTCOMES).map_err(backend)?;
                 for o in &outcomes {
                     let mut value = expires.to_be_bytes().to_vec();
-                    value.extend(o.encode_to_vec());
+                    value.extend(super::codec::encode_outcome(&app_id, o));
                     table.insert(key(&app_id, &o.message_id).as_str(), value.as_slice()).map_err(backend)?;
                 }
                 let mut index = txn.open_table(OUTCOME_INDEX).map_err(backend)?;
@@ -95,7 +94,9 @@ impl EmbeddedStore {
                 let mut stream = txn.open_table(EVENTS).map_err(backend)?;
                 for e in &events {
                     seq += 1;
-                    stream.insert(format!("{app_id}\0{seq:020}").as_str(), e.encode_to_vec().as_slice()).map_err(backend)?;
+                    stream
+                        .insert(format!("{app_id}\0{seq:020}").as_str(), super::codec::encode_event(&app_id, e).as_slice())
+                        .map_err(backend)?;
                 }
                 seqs.insert(app_id.as_str(), seq).map_err(backend)?;
                 if seq > super::MAX_EVENTS {
@@ -149,7 +150,7 @@ impl EmbeddedStore {
                 if let Some(g) = outcomes.get(key(&app_id, message_id).as_str()).map_err(backend)? {
                     let v = g.value();
                     if v.len() > 8 && u64::from_be_bytes(v[..8].try_into().expect("8 bytes")) >= now {
-                        out.push(MessageOutcome::decode(&v[8..])?);
+                        out.push(super::codec::decode_outcome(&app_id, &v[8..])?);
                     }
                 }
             }
@@ -160,6 +161,7 @@ impl EmbeddedStore {
 
     pub(super) async fn embedded_get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError> {
         let k = key(app_id, message_id);
+        let app_id = app_id.to_string();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(backend)?;
             let table = txn.open_table(OUTCOMES).map_err(backend)?;
@@ -170,7 +172,7 @@ impl EmbeddedStore {
             if expires < chrono::Utc::now().timestamp().max(0) as u64 {
                 return Ok(None);
             }
-            Ok(Some(MessageOutcome::decode(&v[8..])?))
+            Ok(Some(super::codec::decode_outcome(&app_id, &v[8..])?))
         })
         .await
     }
@@ -199,7 +201,7 @@ impl EmbeddedStore {
         let (app_id, after) = (app_id.to_string(), after.map(str::to_string));
         self.blocking(move |db| {
             page(db, EVENTS, &app_id, after.as_deref(), limit, |id, v| {
-                let mut e = Event::decode(v)?;
+                let mut e = super::codec::decode_event(&app_id, v)?;
                 e.event_id = id.to_string();
                 Ok(e)
             })

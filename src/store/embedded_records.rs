@@ -2,7 +2,6 @@
 
 use std::ops::Bound;
 
-use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::embedded::{app_key_exists, backend};
@@ -239,7 +238,7 @@ pub(super) fn scan_members(
         let id = &k.value()[prefix.len()..];
         read += 1;
         if let Some(v) = endpoints.get(format!("{app}\0{id}").as_str()).map_err(backend)? {
-            out.push(Endpoint::decode(v.value())?);
+            out.push(super::codec::decode_endpoint(app, v.value())?);
         }
         last = Some(id.to_string());
     }

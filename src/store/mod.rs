@@ -7,6 +7,7 @@
 //! and the backend applies the whole plan atomically — a redb write transaction, or a Redis
 //! `WATCH`/`MULTI`/`EXEC` that retries when another daemon touched the same keys.
 
+pub mod codec;
 pub mod embedded;
 mod embedded_journeys;
 mod embedded_outcomes;

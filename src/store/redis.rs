@@ -8,18 +8,18 @@
 //! | `herald:apps` | sorted set (all scores 0) | every app id, for listing in id order |
 //! | `herald:keys` | hash | key id → `ApiKey` record with its secret's hash (global: one key, one slot) |
 //! | `herald:{app}:app` | string | the `App` record (protobuf) |
-//! | `herald:{app}:ep:{id}` | string | an `Endpoint` record (protobuf) |
+//! | `herald:{app}:ep:{id}` | string | an `Endpoint` record (its stored form, `store::codec`) |
 //! | `herald:{app}:addr:{channel}:{address}` | string | id of the ACTIVE endpoint with that address |
 //! | `herald:{app}:user:{user_id}` | string | the user's endpoint ids, newline-separated |
-//! | `herald:{app}:eps` | set | every endpoint id of the app |
+//! | `herald:{app}:eps` | sorted set (all scores 0) | every endpoint id of the app |
 //! | `herald:{app}:quota:{channel}:total` / `:h:{hour}` | string (counter) | quota use, all time / per hour (expires after 25 h) |
 //! | `herald:{app}:suppressed` | hash | address → `Suppression` (protobuf) |
-//! | `herald:{app}:out:{hour}` | hash, expiring | message id → `MessageOutcome` (protobuf), by the hour in the id |
+//! | `herald:{app}:out:{hour}` | hash, expiring | message id → `MessageOutcome` (stored form, `store::codec`), by the hour in the id |
 //! | `herald:{app}:counts:{day}` | hash, expiring | `{channel}:{status}` → messages |
 //! | `herald:{app}:byreq:{request}` | list, expiring | message ids, for listing outcomes |
 //! | `herald:{app}:runout:{run}` | hash, expiring | endpoint id → delivery status of its outcome in a campaign run |
-//! | `herald:{app}:byep:{day}` / `:byep-days` | sorted set, expiring / sorted set | `{endpoint}\0{message id}` per day; the days held |
-//! | `herald:{app}:event-stream` | stream (about the last 1,000,000 events) | one entry per recorded batch, id = its first event's number, fields `e`: `Event`s (protobuf) |
+//! | `herald:{app}:byep:{day}` / `:byep-days` | sorted set, expiring / sorted set | `{endpoint}\0{message id}` per day (a Herald message id as its 16 bytes); the days held |
+//! | `herald:{app}:event-stream` | stream (about the last 1,000,000 events) | one entry per recorded batch, id = its first event's number, fields `e`: `Event`s (stored form, `store::codec`) |
 //! | `herald:{app}:event-seq` | string | the number of the app's last event |
 //! | `herald:{app}:channels` | hash | channel → its settings (protobuf) |
 //! | `herald:{app}:idem:{key}` | string, expiring | `P` while in flight, `D` + the encoded response after |
@@ -38,6 +38,7 @@ use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncCommands};
 use prost::Message as _;
 
+use super::codec;
 use super::plan::{self, EndpointOp, Plan, Snapshot};
 use super::redis_conn::{Backend, Conn};
 use super::{Store, StoreError, TemplateWrite};
@@ -216,6 +217,10 @@ impl Keys {
     pub(super) fn app(&self) -> String {
         self.key("app", "")
     }
+    /// The app id the keys are of.
+    pub(super) fn app_id(&self) -> &str {
+        &self.prefix["herald:{".len()..self.prefix.len() - "}:".len()]
+    }
     pub(super) fn endpoint(&self, id: &str) -> String {
         self.key("ep:", id)
     }
@@ -291,7 +296,8 @@ impl RedisStore {
         let addrs = next(addr_keys);
         let users = next(user_keys);
         let text = |v: Option<Vec<u8>>| v.map(|b| String::from_utf8_lossy(&b).into_owned());
-        let eps = eps.into_iter().map(|v| v.map(|b| Endpoint::decode(b.as_slice())).transpose()).collect::<Result<Vec<_>, _>>()?;
+        let eps =
+            eps.into_iter().map(|v| v.map(|b| codec::decode_endpoint(keys.app_id(), &b)).transpose()).collect::<Result<Vec<_>, _>>()?;
         snap.absorb_endpoints(needs.endpoints, eps);
         snap.absorb_addresses(needs.addresses, addrs.into_iter().map(text).collect());
         snap.absorb_users(needs.users, users.into_iter().map(text).collect());
@@ -304,7 +310,7 @@ impl RedisStore {
         let mut snap = Snapshot::default();
         let mut read = Vec::new();
         Self::load(conn, &keys, plan::prefetch(op), &mut snap, &mut read).await?;
-        let plan = loop {
+        let mut plan = loop {
             match plan::plan(app_id, op, &snap) {
                 Ok(p) => break p,
                 Err(needs) => Self::load(conn, &keys, needs, &mut snap, &mut read).await?,
@@ -315,7 +321,7 @@ impl RedisStore {
         let mut sets: Vec<(String, Vec<u8>)> = Vec::new();
         let mut dels: Vec<String> = Vec::new();
         if !rejected {
-            sets.extend(plan.put_endpoints.iter().map(|e| (keys.endpoint(&e.id), e.encode_to_vec())));
+            sets.extend(plan.put_endpoints.iter_mut().map(|e| (keys.endpoint(&e.id), codec::encode_endpoint(app_id, e))));
             sets.extend(plan.put_addresses.iter().map(|(k, id)| (keys.address(k), id.clone().into_bytes())));
             sets.extend(plan.put_users.iter().map(|(u, ids)| (keys.user(u), ids.clone().into_bytes())));
             dels.extend(plan.delete_endpoints.iter().map(|id| keys.endpoint(id)));
@@ -478,7 +484,7 @@ impl Store for RedisStore {
         if app.is_none() {
             return Err(StoreError::AppNotFound(app_id.to_string()));
         }
-        Ok(ep.map(|b| Endpoint::decode(b.as_slice())).transpose()?)
+        Ok(ep.map(|b| codec::decode_endpoint(app_id, &b)).transpose()?)
     }
 
     async fn get_endpoints(&self, app_id: &str, ids: &[String]) -> Result<Vec<Option<Endpoint>>, StoreError> {
@@ -492,7 +498,7 @@ impl Store for RedisStore {
         if found.is_empty() || found.remove(0).is_none() {
             return Err(StoreError::AppNotFound(app_id.to_string()));
         }
-        found.into_iter().map(|b| b.map(|b| Endpoint::decode(b.as_slice())).transpose().map_err(StoreError::from)).collect()
+        found.into_iter().map(|b| b.map(|b| codec::decode_endpoint(app_id, &b)).transpose().map_err(StoreError::from)).collect()
     }
 
     async fn user_endpoints(&self, app_id: &str, user_id: &str) -> Result<Vec<Endpoint>, StoreError> {
@@ -904,7 +910,8 @@ impl RedisStore {
     ) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
         let bound = cursor.map_or_else(|| "-".to_string(), |c| format!("({c}"));
         let (raw, next) = self.scan_index_encoded(keys, index, bound, "+".to_string(), limit).await?;
-        let endpoints = raw.iter().map(|b| Endpoint::decode(b.as_slice()).map_err(StoreError::from)).collect::<Result<Vec<_>, _>>()?;
+        let endpoints =
+            raw.iter().map(|b| codec::decode_endpoint(keys.app_id(), b).map_err(StoreError::from)).collect::<Result<Vec<_>, _>>()?;
         Ok((endpoints, next))
     }
 
@@ -933,6 +940,6 @@ impl RedisStore {
         }
         let ep_keys: Vec<String> = ids.iter().map(|id| keys.endpoint(id)).collect();
         let found: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&ep_keys).query_async(conn).await?;
-        found.into_iter().flatten().map(|b| Endpoint::decode(b.as_slice()).map_err(StoreError::from)).collect()
+        found.into_iter().flatten().map(|b| codec::decode_endpoint(keys.app_id(), &b).map_err(StoreError::from)).collect()
     }
 }

@@ -8,7 +8,6 @@
 //! [`super::MAX_EVENTS`] events.
 
 use deadpool_redis::redis::{self, AsyncCommands};
-use prost::Message as _;
 
 use super::redis::{Keys, RedisStore};
 use super::StoreError;
@@ -36,6 +35,12 @@ return last
     )
 });
 
+/// A message's field in its hour's outcome hash: a Herald message id as its 16 bytes. (An
+/// earlier release wrote the id's text; reads ask for both.)
+fn outcome_field(message_id: &str) -> Vec<u8> {
+    super::codec::pack_id(message_id).map_or_else(|| message_id.as_bytes().to_vec(), Vec::from)
+}
+
 /// Events per stream entry at most (Lua's unpack has a bounded stack).
 const EVENTS_PER_ENTRY: usize = 1_000;
 
@@ -59,10 +64,10 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         // One HSET per hour bucket (message ids carry their hour), expiring with the last
         // outcome's TTL plus the bucket's hour.
-        let mut buckets: std::collections::BTreeMap<i64, Vec<(&str, Vec<u8>)>> = std::collections::BTreeMap::new();
+        let mut buckets: std::collections::BTreeMap<i64, Vec<(Vec<u8>, Vec<u8>)>> = std::collections::BTreeMap::new();
         for o in outcomes {
             let hour = crate::domain::message_id_time(&o.message_id).unwrap_or(0) / 3600;
-            buckets.entry(hour).or_default().push((o.message_id.as_str(), o.encode_to_vec()));
+            buckets.entry(hour).or_default().push((outcome_field(&o.message_id), super::codec::encode_outcome(app_id, o)));
         }
         for (hour, fields) in buckets {
             let key = keys.key("out:", &hour.to_string());
@@ -77,17 +82,21 @@ impl RedisStore {
         let mut by_request: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
         // The endpoint index: one sorted set per day of "{endpoint}\0{message id}" members
         // (ids sort by time), so a batch adds to it in one command, not one list per endpoint.
-        let mut by_day: std::collections::BTreeMap<i64, Vec<(i64, String)>> = std::collections::BTreeMap::new();
+        let mut by_day: std::collections::BTreeMap<i64, Vec<(i64, Vec<u8>)>> = std::collections::BTreeMap::new();
         for o in outcomes {
             if !o.request_id.is_empty() {
                 by_request.entry(o.request_id.as_str()).or_default().push(o.message_id.as_str());
             }
             if !o.endpoint_id.is_empty() {
                 let day = crate::domain::message_id_time(&o.message_id).unwrap_or(0) / 86_400;
-                let mut member = String::with_capacity(o.endpoint_id.len() + 1 + o.message_id.len());
-                member.push_str(&o.endpoint_id);
-                member.push('\0');
-                member.push_str(&o.message_id);
+                // Herald's message ids go in as their 16 bytes (they sort the same).
+                let mut member = Vec::with_capacity(o.endpoint_id.len() + 1 + o.message_id.len());
+                member.extend_from_slice(o.endpoint_id.as_bytes());
+                member.push(0);
+                match super::codec::pack_id(&o.message_id) {
+                    Some(raw) => member.extend_from_slice(&raw),
+                    None => member.extend_from_slice(o.message_id.as_bytes()),
+                }
                 by_day.entry(day).or_default().push((0, member));
             }
         }
@@ -148,7 +157,7 @@ impl RedisStore {
             let mut invocation = APPEND_EVENTS.key(&stream);
             invocation.key(&sequence).arg(super::MAX_EVENTS);
             for e in chunk {
-                invocation.arg(e.encode_to_vec());
+                invocation.arg(super::codec::encode_event(app_id, e));
             }
             appends.push(invocation);
         }
@@ -217,7 +226,7 @@ impl RedisStore {
                             .arg(0)
                             .arg(want);
                     }
-                    let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+                    let lists: Vec<Vec<Vec<u8>>> = pipe.query_async(&mut conn).await?;
                     found.extend(lists.into_iter().flatten());
                     if found.len() >= want {
                         break;
@@ -225,22 +234,33 @@ impl RedisStore {
                 }
                 found.truncate(want);
                 found.drain(..offset);
-                found.into_iter().filter_map(|m| m.split_once('\0').map(|(_, id)| id.to_string())).collect()
+                found
+                    .into_iter()
+                    .filter_map(|m| {
+                        let at = m.iter().position(|&b| b == 0)?;
+                        Some(super::codec::unpack_id(&m[at + 1..]))
+                    })
+                    .collect()
             }
         };
         let mut pipe = redis::pipe();
         for id in &ids {
             let hour = crate::domain::message_id_time(id).unwrap_or(0) / 3600;
-            pipe.hget(keys.key("out:", &hour.to_string()), id);
+            pipe.cmd("HMGET").arg(keys.key("out:", &hour.to_string())).arg(outcome_field(id)).arg(id);
         }
-        let found: Vec<Option<Vec<u8>>> = if ids.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
-        found.into_iter().flatten().map(|b| MessageOutcome::decode(b.as_slice()).map_err(StoreError::from)).collect()
+        let found: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = if ids.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
+        found.into_iter().filter_map(|(a, b)| a.or(b)).map(|b| super::codec::decode_outcome(app_id, &b)).collect()
     }
 
     pub(super) async fn redis_get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError> {
         let Some(secs) = crate::domain::message_id_time(message_id) else { return Ok(None) };
-        let found: Option<Vec<u8>> = self.conn().hget(Keys::new(app_id).key("out:", &(secs / 3600).to_string()), message_id).await?;
-        Ok(found.map(|b| MessageOutcome::decode(b.as_slice())).transpose()?)
+        let (packed, text): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(Keys::new(app_id).key("out:", &(secs / 3600).to_string()))
+            .arg(outcome_field(message_id))
+            .arg(message_id)
+            .query_async(&mut self.conn())
+            .await?;
+        packed.or(text).map(|b| super::codec::decode_outcome(app_id, &b)).transpose()
     }
 
     pub(super) async fn redis_outcome_counts(&self, app_id: &str, day: &str) -> Result<Vec<(String, i32, u64)>, StoreError> {
@@ -284,7 +304,7 @@ impl RedisStore {
                     if number < next {
                         continue;
                     }
-                    let mut e = Event::decode(blob.as_slice())?;
+                    let mut e = super::codec::decode_event(app_id, &blob)?;
                     e.event_id = format!("{number:020}");
                     out.push(e);
                     if out.len() == limit {

@@ -143,15 +143,26 @@ fn free_cluster_port() -> u16 {
 }
 
 impl RedisCluster {
+    /// Three masters, no replicas.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> =
-            (0..3).map(|_| RedisServer::launch(tempfile::tempdir().unwrap(), free_cluster_port(), false, true)).collect();
+        Self::launch(0)
+    }
+
+    /// Three masters with `replicas` replicas each (nodes 0-2 the masters at the start).
+    pub fn start_with_replicas(replicas: usize) -> Self {
+        Self::launch(replicas)
+    }
+
+    fn launch(replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
+            .map(|_| RedisServer::launch(tempfile::tempdir().unwrap(), free_cluster_port(), false, true))
+            .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli");
         assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
@@ -162,6 +173,16 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         cluster
+    }
+
+    /// Whether every node still running reports `cluster_state:ok` and node `i` is a master.
+    pub fn ok_with_master(&self, i: usize, down: &[usize]) -> bool {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| !down.contains(j))
+            .all(|(_, n)| n.cli(&["cluster", "info"]).iter().any(|l| l.trim() == "cluster_state:ok"))
+            && self.nodes[i].cli(&["role"]).first().is_some_and(|r| r == "master")
     }
 
     /// Every node's URL: the seeds a client finds the cluster from.
