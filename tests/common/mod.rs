@@ -73,7 +73,17 @@ impl RedisServer {
     fn launch(dir: tempfile::TempDir, port: u16, durable: bool, clustered: bool) -> Self {
         let persistence: &[&str] = if durable { &["--appendonly", "yes", "--appendfsync", "always"] } else { &["--appendonly", "no"] };
         let cluster: &[&str] = if clustered {
-            &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]
+            // A replica syncs at once rather than after Redis's default 5 s wait for others.
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--repl-diskless-sync-delay",
+                "0",
+            ]
         } else {
             &[]
         };
@@ -154,9 +164,8 @@ impl RedisCluster {
     }
 
     fn launch(replicas: usize) -> Self {
-        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
-            .map(|_| RedisServer::launch(tempfile::tempdir().unwrap(), free_cluster_port(), false, true))
-            .collect();
+        let nodes: Vec<RedisServer> =
+            (0..3 * (1 + replicas)).map(|_| RedisServer::launch(tempfile::tempdir().unwrap(), free_cluster_port(), false, true)).collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
@@ -170,6 +179,15 @@ impl RedisCluster {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !cluster.nodes.iter().all(|n| n.cli(&["cluster", "info"]).iter().any(|l| l.trim() == "cluster_state:ok")) {
             assert!(Instant::now() < deadline, "the cluster did not reach cluster_state:ok within 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // A replica that has not finished its first sync cannot take over: wait for every one.
+        let is_synced_replica = |n: &RedisServer| {
+            let info = n.cli(&["info", "replication"]);
+            info.iter().any(|l| l.trim() == "role:master") || info.iter().any(|l| l.trim() == "master_link_status:up")
+        };
+        while !cluster.nodes.iter().all(is_synced_replica) {
+            assert!(Instant::now() < deadline, "the replicas did not sync within 20 s");
             std::thread::sleep(Duration::from_millis(100));
         }
         cluster
