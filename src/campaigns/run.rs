@@ -649,6 +649,9 @@ impl Runner {
             return Ok(());
         }
         self.save(app, run).await?;
+        if !run.unit_bounds.is_empty() {
+            self.sweep_units(app, run).await;
+        }
         // After its last occurrence a campaign no longer holds its segment and templates.
         let latest = self.patiently(|| store.get_record(app, super::KIND, &cid, None)).await?;
         if let Some(c) = latest.and_then(|raw| Campaign::decode(raw.as_slice()).ok()) {

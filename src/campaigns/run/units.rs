@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use prost::Message as _;
 
-use super::{add_counts, key, Plan, Pumped, RunError, Runner, LEASE_MS};
+use super::{add_counts, key, Plan, Pumped, RunError, Runner, LEASE_MS, RUN_KIND};
 use crate::proto::v1::{Activity, CampaignRun, CampaignState};
 use crate::segments::{self, MemberStream};
 use crate::store::StoreError;
@@ -229,6 +229,13 @@ impl Runner {
                 };
                 let body = fresh.encode_to_vec();
                 match store.write_record(app, UNIT_KIND, id, 0, 1, &body).await {
+                    // A missing record is also what a finished run leaves ([`Runner::sweep_units`]
+                    // deletes its units once the run's record says it is past them): a daemon
+                    // that saw the run executing a moment ago must not read the unit again.
+                    Ok(()) if self.past_units(app, run).await? => {
+                        let _ = store.delete_record(app, UNIT_KIND, id).await;
+                        return Ok(None);
+                    }
                     Ok(()) => fresh,
                     // Written by a daemon that held the lease before (its answer was lost).
                     Err(StoreError::Exists(_)) => return Ok(None),
@@ -256,6 +263,35 @@ impl Runner {
             metrics::counter!(crate::telemetry::CAMPAIGN_UNITS).increment(1);
         }
         Ok(Some(pumped))
+    }
+
+    /// Whether the run's record says every unit was read (or the run is gone).
+    async fn past_units(&self, app: &str, run: &CampaignRun) -> Result<bool, RunError> {
+        let store = self.store.as_ref();
+        let id = key(run);
+        let latest = self.patiently(|| store.get_record(app, RUN_KIND, &id, None)).await?;
+        Ok(match latest {
+            None => true,
+            Some(raw) => {
+                let latest = CampaignRun::decode(raw.as_slice()).map_err(StoreError::from)?;
+                latest.scanned || latest.state != CampaignState::Executing as i32
+            }
+        })
+    }
+
+    /// Deletes a completed run's unit records (its counts are in the run's record). Best
+    /// effort: a record left by a failure here is only bytes, read by nobody.
+    pub(super) async fn sweep_units(&self, app: &str, run: &CampaignRun) {
+        let store = self.store.as_ref();
+        let deletes = (1..=run.unit_bounds.len() as i32 + 1).map(|k| {
+            let id = unit_id(run, k);
+            async move { (store.delete_record(app, UNIT_KIND, &id).await, id) }
+        });
+        for (result, id) in futures::future::join_all(deletes).await {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, unit = %id, "Cannot delete a finished run's unit record.");
+            }
+        }
     }
 
     /// A daemon that cannot take a run's lease (another coordinates it) takes a share of its
