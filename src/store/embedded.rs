@@ -415,7 +415,7 @@ impl Store for EmbeddedStore {
         let app_id = app_id.to_string();
         self.blocking(move |db| {
             let limit = limit.max(1);
-            let out = page(db, ENDPOINTS, &app_id, cursor.as_deref(), limit, |_, v| Ok(codec::decode_endpoint(&app_id, v)?))?;
+            let out = page(db, ENDPOINTS, &app_id, cursor.as_deref(), limit, |_, v| codec::decode_endpoint(&app_id, v))?;
             let next = (out.len() == limit).then(|| out.last().map(|e| e.id.clone())).flatten();
             Ok((out, next))
         })

@@ -498,7 +498,7 @@ impl Store for RedisStore {
         if found.is_empty() || found.remove(0).is_none() {
             return Err(StoreError::AppNotFound(app_id.to_string()));
         }
-        found.into_iter().map(|b| b.map(|b| codec::decode_endpoint(app_id, &b)).transpose().map_err(StoreError::from)).collect()
+        found.into_iter().map(|b| b.map(|b| codec::decode_endpoint(app_id, &b)).transpose()).collect()
     }
 
     async fn user_endpoints(&self, app_id: &str, user_id: &str) -> Result<Vec<Endpoint>, StoreError> {
@@ -910,8 +910,7 @@ impl RedisStore {
     ) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
         let bound = cursor.map_or_else(|| "-".to_string(), |c| format!("({c}"));
         let (raw, next) = self.scan_index_encoded(keys, index, bound, "+".to_string(), limit).await?;
-        let endpoints =
-            raw.iter().map(|b| codec::decode_endpoint(keys.app_id(), b).map_err(StoreError::from)).collect::<Result<Vec<_>, _>>()?;
+        let endpoints = raw.iter().map(|b| codec::decode_endpoint(keys.app_id(), b)).collect::<Result<Vec<_>, _>>()?;
         Ok((endpoints, next))
     }
 
@@ -940,6 +939,6 @@ impl RedisStore {
         }
         let ep_keys: Vec<String> = ids.iter().map(|id| keys.endpoint(id)).collect();
         let found: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&ep_keys).query_async(conn).await?;
-        found.into_iter().flatten().map(|b| codec::decode_endpoint(keys.app_id(), &b).map_err(StoreError::from)).collect()
+        found.into_iter().flatten().map(|b| codec::decode_endpoint(keys.app_id(), &b)).collect()
     }
 }

@@ -41,6 +41,12 @@ fn outcome_field(message_id: &str) -> Vec<u8> {
     super::codec::pack_id(message_id).map_or_else(|| message_id.as_bytes().to_vec(), Vec::from)
 }
 
+/// An outcome read by its packed field and by its text field (an earlier release's).
+type Packed = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A hash field and its value.
+type Field = (Vec<u8>, Vec<u8>);
+
 /// Events per stream entry at most (Lua's unpack has a bounded stack).
 const EVENTS_PER_ENTRY: usize = 1_000;
 
@@ -64,7 +70,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         // One HSET per hour bucket (message ids carry their hour), expiring with the last
         // outcome's TTL plus the bucket's hour.
-        let mut buckets: std::collections::BTreeMap<i64, Vec<(Vec<u8>, Vec<u8>)>> = std::collections::BTreeMap::new();
+        let mut buckets: std::collections::BTreeMap<i64, Vec<Field>> = std::collections::BTreeMap::new();
         for o in outcomes {
             let hour = crate::domain::message_id_time(&o.message_id).unwrap_or(0) / 3600;
             buckets.entry(hour).or_default().push((outcome_field(&o.message_id), super::codec::encode_outcome(app_id, o)));
@@ -248,13 +254,13 @@ impl RedisStore {
             let hour = crate::domain::message_id_time(id).unwrap_or(0) / 3600;
             pipe.cmd("HMGET").arg(keys.key("out:", &hour.to_string())).arg(outcome_field(id)).arg(id);
         }
-        let found: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = if ids.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
+        let found: Vec<Packed> = if ids.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
         found.into_iter().filter_map(|(a, b)| a.or(b)).map(|b| super::codec::decode_outcome(app_id, &b)).collect()
     }
 
     pub(super) async fn redis_get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError> {
         let Some(secs) = crate::domain::message_id_time(message_id) else { return Ok(None) };
-        let (packed, text): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("HMGET")
+        let (packed, text): Packed = redis::cmd("HMGET")
             .arg(Keys::new(app_id).key("out:", &(secs / 3600).to_string()))
             .arg(outcome_field(message_id))
             .arg(message_id)
