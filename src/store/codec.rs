@@ -11,8 +11,9 @@
 //! was written; anything else stays in the protobuf. A value without the header (written by
 //! an earlier release) is read as plain protobuf.
 //!
-//! On the loadtest's endpoint this makes the value 203 bytes instead of 307; an email
-//! outcome 118 instead of 253.
+//! On the loadtest's data in Redis (README, "Memory per endpoint and per message") this makes
+//! an endpoint's value 218 bytes instead of 307, an outcome 236 bytes of its hour's hash
+//! instead of 412, an event 236 bytes of the stream instead of 337.
 
 use prost::Message as _;
 
