@@ -34,6 +34,15 @@ fn upsert(writes: Vec<Endpoint>) -> EndpointOp {
     EndpointOp::Upsert { writes, all_or_nothing: true, now: "2026-01-01T00:00:00.000Z".into(), request_id: "req".into() }
 }
 
+/// A daemon's arguments for the cluster's nodes and the sink as its relay.
+fn daemon_args(cluster: &RedisCluster, sink: &SmtpSink) -> Vec<String> {
+    let mut args = vec!["--smtp-url".to_string(), format!("smtp://127.0.0.1:{}?pool=4", sink.port)];
+    for url in cluster.urls() {
+        args.extend(["--redis-cluster-url".to_string(), url]);
+    }
+    args
+}
+
 /// The node (index) that holds `key`'s slot, by asking each node for its keys.
 fn holder(cluster: &RedisCluster, key: &str) -> usize {
     let holding: Vec<usize> = cluster.nodes.iter().enumerate().filter(|(_, n)| n.cli(&["exists", key]) == ["1"]).map(|(i, _)| i).collect();
@@ -106,11 +115,7 @@ async fn a_daemon_on_the_cluster_runs_a_campaign_once_per_member() {
     let cluster = RedisCluster::start();
     let sink = SmtpSink::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let smtp = format!("smtp://127.0.0.1:{}?pool=4", sink.port);
-    let mut args = vec!["--smtp-url".to_string(), smtp];
-    for url in cluster.urls() {
-        args.extend(["--redis-cluster-url".to_string(), url]);
-    }
+    let args = daemon_args(&cluster, &sink);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let d = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &args);
     assert!(
@@ -141,11 +146,7 @@ async fn a_daemon_on_the_cluster_runs_a_campaign_once_per_member() {
 async fn three_daemons_on_the_cluster_share_one_run() {
     let cluster = RedisCluster::start();
     let sink = SmtpSink::start(&[]);
-    let smtp = format!("smtp://127.0.0.1:{}?pool=4", sink.port);
-    let mut args = vec!["--smtp-url".to_string(), smtp];
-    for url in cluster.urls() {
-        args.extend(["--redis-cluster-url".to_string(), url]);
-    }
+    let args = daemon_args(&cluster, &sink);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let ds: Vec<Daemon> = (0..3)
         .map(|_| {
@@ -193,11 +194,7 @@ async fn three_daemons_on_the_cluster_share_one_run() {
 async fn a_master_killed_mid_run_fails_over_to_its_replica_and_the_run_completes() {
     let mut cluster = RedisCluster::start_with_replicas(1);
     let sink = SmtpSink::start(&[]);
-    let smtp = format!("smtp://127.0.0.1:{}?pool=4", sink.port);
-    let mut args = vec!["--smtp-url".to_string(), smtp];
-    for url in cluster.urls() {
-        args.extend(["--redis-cluster-url".to_string(), url]);
-    }
+    let args = daemon_args(&cluster, &sink);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let tmp = tempfile::tempdir().unwrap();
     let mut d = Daemon::spawn(None, tmp.path().join("data"), Some(tmp), Some(API_KEY.to_string()), &args);
