@@ -113,8 +113,10 @@ fn date_now(out: &mut String) {
 }
 
 /// Appends a body with its transfer encoding: 7bit for ASCII with lines of at most 998
-/// octets, quoted-printable otherwise. Line breaks become CRLF.
-fn write_body(body: &str, out: &mut String) {
+/// octets, quoted-printable otherwise. Line breaks become CRLF. A `shared` body may be the
+/// same for many recipients and its encoding is kept for reuse; one made for a single
+/// recipient (a tracked HTML part) is only encoded.
+fn write_body(body: &str, shared: bool, out: &mut String) {
     // A campaign renders the same static part for every recipient: the last few bodies this
     // thread encoded are kept, and an identical body reuses its encoding.
     thread_local! {
@@ -122,6 +124,10 @@ fn write_body(body: &str, out: &mut String) {
     }
     const KEEP: usize = 4;
     const LARGEST: usize = 64 * 1024;
+    if !shared {
+        encode_body(body, out);
+        return;
+    }
     let hit = RECENT.with(|r| {
         let r = r.borrow();
         r.iter().find(|(b, _)| b == body).map(|(_, encoded)| out.push_str(encoded)).is_some()
@@ -143,9 +149,25 @@ fn write_body(body: &str, out: &mut String) {
     }
 }
 
+/// Whether a body goes as 7bit: ASCII without NUL or CR, no line over 998 octets (checked a
+/// word and a `memchr` at a time: bodies are kilobytes).
+fn is_seven_bit(body: &str) -> bool {
+    let b = body.as_bytes();
+    if !b.is_ascii() || memchr::memchr2(0, b'\r', b).is_some() {
+        return false;
+    }
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', b) {
+        if nl - start > 998 {
+            return false;
+        }
+        start = nl + 1;
+    }
+    b.len() - start <= 998
+}
+
 fn encode_body(body: &str, out: &mut String) {
-    let seven_bit = body.bytes().all(|b| b.is_ascii() && b != 0 && b != b'\r') && body.split('\n').all(|l| l.len() <= 998);
-    if seven_bit {
+    if is_seven_bit(body) {
         out.push_str("Content-Transfer-Encoding: 7bit\r\n\r\n");
         for (i, line) in body.split('\n').enumerate() {
             if i > 0 {
@@ -256,6 +278,34 @@ impl Sender {
         list_unsubscribe_url: Option<&str>,
         message_id: Option<&str>,
     ) -> Result<Vec<u8>, MimeError> {
+        self.build(to, subject, text, html, list_unsubscribe_url, message_id, true)
+    }
+
+    /// [`Sender::message`] with an HTML part made for this recipient alone (rewritten for
+    /// tracking), which is encoded without being kept for reuse.
+    pub fn message_with_own_html(
+        &self,
+        to: &str,
+        subject: &str,
+        text: Option<&str>,
+        html: Option<&str>,
+        list_unsubscribe_url: Option<&str>,
+        message_id: Option<&str>,
+    ) -> Result<Vec<u8>, MimeError> {
+        self.build(to, subject, text, html, list_unsubscribe_url, message_id, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &self,
+        to: &str,
+        subject: &str,
+        text: Option<&str>,
+        html: Option<&str>,
+        list_unsubscribe_url: Option<&str>,
+        message_id: Option<&str>,
+        html_shared: bool,
+    ) -> Result<Vec<u8>, MimeError> {
         let (to_name, to_addr) = mailbox("to", to)?;
         let text = text.filter(|t| !t.is_empty());
         let html = html.filter(|h| !h.is_empty());
@@ -289,18 +339,18 @@ impl Sender {
                 let boundary = format!("=_herald_{}", uuid::Uuid::new_v4().simple());
                 let _ = write!(out, "Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n");
                 let _ = write!(out, "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n");
-                write_body(t, &mut out);
+                write_body(t, true, &mut out);
                 let _ = write!(out, "--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\n");
-                write_body(h, &mut out);
+                write_body(h, html_shared, &mut out);
                 let _ = write!(out, "--{boundary}--\r\n");
             }
             (Some(t), None) => {
                 out.push_str("Content-Type: text/plain; charset=utf-8\r\n");
-                write_body(t, &mut out);
+                write_body(t, true, &mut out);
             }
             (None, Some(h)) => {
                 out.push_str("Content-Type: text/html; charset=utf-8\r\n");
-                write_body(h, &mut out);
+                write_body(h, html_shared, &mut out);
             }
             (None, None) => unreachable!("checked above"),
         }
@@ -372,9 +422,30 @@ mod tests {
     }
 
     #[test]
+    fn seven_bit_is_short_lined_ascii_without_cr_or_nul() {
+        let line = |n: usize| "x".repeat(n);
+        assert!(is_seven_bit(&format!("{}\n{}", line(998), line(998))));
+        assert!(is_seven_bit(""));
+        assert!(!is_seven_bit(&format!("{}\nok", line(999))));
+        assert!(!is_seven_bit(&format!("ok\n{}", line(999))));
+        for bad in ["a\rb", "a\0b", "Grüße"] {
+            assert!(!is_seven_bit(bad), "{bad:?}");
+        }
+        // A body made for one recipient is encoded exactly as a shared one.
+        let s = Sender::new::<&str>("news@shop.example", &[]).unwrap();
+        let body = |own: bool| {
+            let m = if own { Sender::message_with_own_html } else { Sender::message };
+            let out = String::from_utf8(m(&s, "a@b.example", "Hi", None, Some("<p>Grüße</p>\n<p>ok</p>"), None, Some("m1")).unwrap()).unwrap();
+            out[out.find("Content-Type").unwrap()..].to_string()
+        };
+        assert_eq!(body(true), body(false));
+        assert!(body(true).contains("Gr=C3=BC=C3=9Fe"), "{}", body(true));
+    }
+
+    #[test]
     fn non_ascii_bodies_are_quoted_printable_with_short_lines() {
         let mut out = String::new();
-        write_body(&format!("Grüße = {}\nnext line \n", "x".repeat(100)), &mut out);
+        write_body(&format!("Grüße = {}\nnext line \n", "x".repeat(100)), true, &mut out);
         assert!(out.starts_with("Content-Transfer-Encoding: quoted-printable\r\n\r\n"), "{out}");
         assert!(out.contains("Gr=C3=BC=C3=9Fe =3D "), "{out}");
         assert!(out.lines().all(|l| l.len() <= 76), "{out}");
