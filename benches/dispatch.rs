@@ -97,7 +97,7 @@ fn segments(c: &mut Criterion) {
     let rule = herald::segments::rule::compile(&segment, &HashMap::new()).unwrap();
     let endpoints: Vec<Endpoint> = (0..1_000).map(endpoint).collect();
     // The stored form, as the stores keep it (store::codec).
-    let encoded: Vec<Vec<u8>> = endpoints.iter().map(|e| herald::store::codec::encode_endpoint("app", &mut e.clone())).collect();
+    let encoded: Vec<Vec<u8>> = endpoints.iter().map(|e| herald::store::codec::encode_endpoint("app", e)).collect();
     let none: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
     let now = chrono::Utc::now();
     let mut g = c.benchmark_group("segments");

@@ -22,42 +22,104 @@ use crate::proto::v1::{Endpoint, Event, MessageOutcome};
 
 const MARK: u8 = 0;
 
-/// The header being written: flags and the packed fields after them.
+/// The header being written: flags and the packed fields after them, and the protobuf fields
+/// they replace (by field number), left out when the record is encoded after it.
 struct Header {
     flags: u8,
     packed: Vec<u8>,
+    dropped: u32,
 }
 
 impl Header {
     fn new() -> Self {
         let mut packed = Vec::with_capacity(64);
         packed.extend([MARK, 0]);
-        Self { flags: 0, packed }
+        Self { flags: 0, packed, dropped: 0 }
     }
 
-    /// Packs a timestamp under `bit` and empties the field, when it has Herald's form.
-    fn time(&mut self, bit: u8, field: &mut String) {
-        if let Some(ms) = parse_millis(field) {
-            self.flags |= bit;
-            prost::encoding::encode_varint(ms, &mut self.packed);
-            field.clear();
-        }
+    /// Packs a timestamp under `bit` in place of protobuf field `number`, when it has
+    /// Herald's form.
+    fn time(&mut self, bit: u8, number: u32, value: &str) -> bool {
+        let Some(ms) = parse_millis(value) else { return false };
+        self.flags |= bit;
+        self.dropped |= 1 << number;
+        prost::encoding::encode_varint(ms, &mut self.packed);
+        true
     }
 
-    /// Packs a 32-hex-digit id under `bit` and empties the field.
-    fn id(&mut self, bit: u8, field: &mut String) {
-        if let Some(raw) = parse_hex16(field) {
+    /// Packs a 32-hex-digit id under `bit` in place of protobuf field `number`.
+    fn id(&mut self, bit: u8, number: u32, value: &str) {
+        if let Some(raw) = parse_hex16(value) {
             self.flags |= bit;
+            self.dropped |= 1 << number;
             self.packed.extend(raw);
-            field.clear();
         }
     }
 
+    /// Flags `bit` and leaves protobuf field `number` out.
+    fn omit(&mut self, bit: u8, number: u32) {
+        self.flags |= bit;
+        self.dropped |= 1 << number;
+    }
+
+    /// The header, then the record's protobuf without the dropped fields: the record is
+    /// encoded whole and the dropped fields are cut from the bytes, which costs less than
+    /// copying a record to clear them (records carry maps and many strings).
     fn finish(mut self, body: &impl prost::Message) -> Vec<u8> {
         self.packed[1] = self.flags;
+        let start = self.packed.len();
         self.packed.reserve(body.encoded_len());
         body.encode_raw(&mut self.packed);
+        if self.dropped != 0 {
+            strip_fields(&mut self.packed, start, self.dropped);
+        }
         self.packed
+    }
+}
+
+/// Removes the top-level fields whose numbers are set in `dropped` (numbers below 32) from the
+/// protobuf encoding in `buf[start..]`, moving the rest down in place.
+fn strip_fields(buf: &mut Vec<u8>, start: usize, dropped: u32) {
+    fn varint_end(buf: &[u8], mut at: usize) -> usize {
+        while at < buf.len() && buf[at] & 0x80 != 0 {
+            at += 1;
+        }
+        at + 1
+    }
+    let (mut read, mut write) = (start, start);
+    while read < buf.len() {
+        let Ok(key) = prost::encoding::decode_varint(&mut &buf[read..]) else { break };
+        let key_end = varint_end(buf, read);
+        let end = match key & 7 {
+            0 => varint_end(buf, key_end),
+            1 => key_end + 8,
+            2 => {
+                let Ok(len) = prost::encoding::decode_varint(&mut &buf[key_end..]) else { break };
+                varint_end(buf, key_end) + len as usize
+            }
+            5 => key_end + 4,
+            // Groups: prost never writes them; keep the rest as it is.
+            _ => break,
+        }
+        .min(buf.len());
+        let number = key >> 3;
+        if number < 32 && dropped & (1 << number) != 0 {
+            read = end;
+            continue;
+        }
+        if read != write {
+            buf.copy_within(read..end, write);
+        }
+        write += end - read;
+        read = end;
+    }
+    if read >= buf.len() {
+        buf.truncate(write);
+    } else {
+        // Not a whole field (cannot happen for what prost wrote): keep the tail unchanged.
+        let tail = buf.len() - read;
+        buf.copy_within(read.., write);
+        buf.truncate(write + tail);
     }
 }
 
@@ -101,25 +163,17 @@ const EP_ACTIVITY: u8 = 4;
 const EP_REQUEST: u8 = 8;
 const EP_APP: u8 = 16;
 
-/// The stored form of an endpoint of `app_id`. The endpoint is lent: the packed fields are
-/// taken out while it is encoded and put back.
-pub fn encode_endpoint(app_id: &str, e: &mut Endpoint) -> Vec<u8> {
+/// The stored form of an endpoint of `app_id`.
+pub fn encode_endpoint(app_id: &str, e: &Endpoint) -> Vec<u8> {
     let mut h = Header::new();
-    let saved = (e.effective_date.clone(), e.creation_date.clone(), e.last_activity_date.clone(), e.request_id.clone());
-    h.time(EP_EFFECTIVE, &mut e.effective_date);
-    h.time(EP_CREATED, &mut e.creation_date);
-    h.time(EP_ACTIVITY, &mut e.last_activity_date);
-    h.id(EP_REQUEST, &mut e.request_id);
-    let app = (e.application_id == app_id).then(|| std::mem::take(&mut e.application_id));
-    if app.is_some() {
-        h.flags |= EP_APP;
+    h.time(EP_EFFECTIVE, 12, &e.effective_date);
+    h.time(EP_CREATED, 14, &e.creation_date);
+    h.time(EP_ACTIVITY, 16, &e.last_activity_date);
+    h.id(EP_REQUEST, 15, &e.request_id);
+    if e.application_id == app_id {
+        h.omit(EP_APP, 2);
     }
-    let out = h.finish(e);
-    (e.effective_date, e.creation_date, e.last_activity_date, e.request_id) = saved;
-    if let Some(app) = app {
-        e.application_id = app;
-    }
-    out
+    h.finish(e)
 }
 
 /// An endpoint of `app_id` from its stored form (or an earlier release's plain protobuf).
@@ -159,18 +213,16 @@ const OUT_APP: u8 = 64;
 /// The stored form of a message outcome of `app_id`.
 pub fn encode_outcome(app_id: &str, o: &MessageOutcome) -> Vec<u8> {
     let mut h = Header::new();
-    let mut body = o.clone();
-    h.time(OUT_CREATED, &mut body.created_date);
-    h.time(OUT_UPDATED, &mut body.updated_date);
-    h.id(OUT_MESSAGE, &mut body.message_id);
-    h.id(OUT_REQUEST, &mut body.request_id);
-    h.id(OUT_CAMPAIGN, &mut body.campaign_id);
-    h.id(OUT_JOURNEY, &mut body.journey_id);
-    if body.app_id == app_id {
-        h.flags |= OUT_APP;
-        body.app_id.clear();
+    h.time(OUT_CREATED, 16, &o.created_date);
+    h.time(OUT_UPDATED, 17, &o.updated_date);
+    h.id(OUT_MESSAGE, 1, &o.message_id);
+    h.id(OUT_REQUEST, 4, &o.request_id);
+    h.id(OUT_CAMPAIGN, 5, &o.campaign_id);
+    h.id(OUT_JOURNEY, 7, &o.journey_id);
+    if o.app_id == app_id {
+        h.omit(OUT_APP, 2);
     }
-    h.finish(&body)
+    h.finish(o)
 }
 
 /// A message outcome of `app_id` from its stored form (or an earlier release's protobuf).
@@ -210,21 +262,19 @@ const EV_APP: u8 = 16;
 /// The stored form of an event of `app_id` (its id is the store's: not stored).
 pub fn encode_event(app_id: &str, e: &Event) -> Vec<u8> {
     let mut h = Header::new();
-    let mut body = Event { event_id: String::new(), ..e.clone() };
-    let same = body.arrival_timestamp == body.event_timestamp;
-    h.time(EV_TIME, &mut body.event_timestamp);
-    if same && body.event_timestamp.is_empty() && !e.event_timestamp.is_empty() {
-        h.flags |= EV_ARRIVAL_SAME;
-        body.arrival_timestamp.clear();
+    // The id: the store's own, not stored.
+    h.dropped |= 1 << 1;
+    let packed_time = h.time(EV_TIME, 3, &e.event_timestamp);
+    if packed_time && e.arrival_timestamp == e.event_timestamp {
+        h.omit(EV_ARRIVAL_SAME, 4);
     } else {
-        h.time(EV_ARRIVAL, &mut body.arrival_timestamp);
+        h.time(EV_ARRIVAL, 4, &e.arrival_timestamp);
     }
-    h.id(EV_MESSAGE, &mut body.message_id);
-    if body.app_id == app_id {
-        h.flags |= EV_APP;
-        body.app_id.clear();
+    h.id(EV_MESSAGE, 9, &e.message_id);
+    if e.app_id == app_id {
+        h.omit(EV_APP, 5);
     }
-    h.finish(&body)
+    h.finish(e)
 }
 
 /// An event of `app_id` from its stored form (or an earlier release's protobuf).
@@ -412,16 +462,16 @@ mod tests {
     #[test]
     fn endpoints_read_back_as_written_and_earlier_values_still_read() {
         let app = "7d9150b0a90743e5b071f749857b5b22";
-        let mut e = endpoint();
+        let e = endpoint();
         let before = e.clone();
-        let stored = encode_endpoint(app, &mut e);
+        let stored = encode_endpoint(app, &e);
         assert_eq!(e, before, "the endpoint is given back whole");
         assert!(stored.len() + 60 < e.encode_to_vec().len(), "{} against {}", stored.len(), e.encode_to_vec().len());
         assert_eq!(decode_endpoint(app, &stored).unwrap(), before);
         // A request id that is not hex, another app's id: kept as they are.
-        let mut odd = Endpoint { request_id: "req-1".into(), application_id: "other".into(), ..endpoint() };
+        let odd = Endpoint { request_id: "req-1".into(), application_id: "other".into(), ..endpoint() };
         let want = odd.clone();
-        assert_eq!(decode_endpoint(app, &encode_endpoint(app, &mut odd)).unwrap(), want);
+        assert_eq!(decode_endpoint(app, &encode_endpoint(app, &odd)).unwrap(), want);
         assert_eq!(decode_endpoint(app, &before.encode_to_vec()).unwrap(), before, "plain protobuf");
         assert!(decode_endpoint(app, &[0]).is_err());
         assert!(decode_endpoint(app, &stored[..stored.len() - 30]).is_err() || stored.len() < 30);
@@ -477,5 +527,71 @@ mod tests {
         let none = Event { event_timestamp: String::new(), arrival_timestamp: String::new(), ..e.clone() };
         assert_eq!(decode_event(app, &encode_event(app, &none)).unwrap(), none);
         assert_eq!(decode_event(app, &e.encode_to_vec()).unwrap(), e, "plain protobuf");
+    }
+
+    #[test]
+    fn cut_fields_are_the_numbers_the_descriptors_give_and_the_bytes_are_those_of_cleared_copies() {
+        let pool = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).unwrap();
+        for (message, fields) in [
+            ("Endpoint", &[("application_id", 2), ("effective_date", 12), ("creation_date", 14), ("request_id", 15), ("last_activity_date", 16)][..]),
+            (
+                "MessageOutcome",
+                &[("message_id", 1), ("app_id", 2), ("request_id", 4), ("campaign_id", 5), ("journey_id", 7), ("created_date", 16), ("updated_date", 17)],
+            ),
+            ("Event", &[("event_id", 1), ("event_timestamp", 3), ("arrival_timestamp", 4), ("app_id", 5), ("message_id", 9)]),
+        ] {
+            let d = pool.get_message_by_name(&format!("herald.v1.{message}")).unwrap();
+            for (name, number) in fields {
+                assert_eq!(d.get_field_by_name(name).map(|f| f.number()), Some(*number), "{message}.{name}");
+            }
+        }
+        // What earlier releases wrote (a copy with the packed fields cleared, encoded after the
+        // header) is what is written now, byte for byte.
+        let app = "7d9150b0a90743e5b071f749857b5b22";
+        let e = endpoint();
+        let mut cleared = Endpoint { application_id: String::new(), effective_date: String::new(), creation_date: String::new(), ..e.clone() };
+        cleared.request_id.clear();
+        let mut want = vec![MARK, EP_EFFECTIVE | EP_CREATED | EP_REQUEST | EP_APP];
+        prost::encoding::encode_varint(parse_millis(&e.effective_date).unwrap(), &mut want);
+        prost::encoding::encode_varint(parse_millis(&e.creation_date).unwrap(), &mut want);
+        want.extend(parse_hex16(&e.request_id).unwrap());
+        cleared.encode_raw(&mut want);
+        assert_eq!(encode_endpoint(app, &e), want);
+        let now = crate::domain::timestamp(chrono::Utc::now());
+        let ev = Event {
+            event_id: "e1".into(),
+            event_type: "_email.click".into(),
+            event_timestamp: now.clone(),
+            arrival_timestamp: now,
+            app_id: app.into(),
+            message_id: crate::domain::new_message_id(),
+            attributes: [("link".to_string(), "https://shop.example/".to_string())].into(),
+            metrics: [("n".to_string(), 1.5)].into(),
+            ..Default::default()
+        };
+        let cleared = Event { event_id: String::new(), event_timestamp: String::new(), arrival_timestamp: String::new(), app_id: String::new(), message_id: String::new(), ..ev.clone() };
+        let mut want = vec![MARK, EV_TIME | EV_ARRIVAL_SAME | EV_MESSAGE | EV_APP];
+        prost::encoding::encode_varint(parse_millis(&ev.event_timestamp).unwrap(), &mut want);
+        want.extend(parse_hex16(&ev.message_id).unwrap());
+        cleared.encode_raw(&mut want);
+        assert_eq!(encode_event(app, &ev), want);
+    }
+
+    #[test]
+    fn stripping_keeps_every_other_field_of_every_wire_type() {
+        // varint 3, fixed64 4, bytes 5 (dropped), fixed32 6, bytes 7.
+        let mut buf = vec![9u8];
+        for (key, value) in [(3u64 << 3, vec![0x96, 0x01]), ((4 << 3) | 1, vec![1; 8]), ((5 << 3) | 2, vec![2, b'h', b'i']), ((6 << 3) | 5, vec![3; 4]), ((7 << 3) | 2, vec![1, b'z'])] {
+            prost::encoding::encode_varint(key, &mut buf);
+            buf.extend(value);
+        }
+        let mut without = buf.clone();
+        strip_fields(&mut without, 1, 1 << 5);
+        let mut want = buf.clone();
+        let at = want.iter().position(|&b| b == (5 << 3) | 2).unwrap();
+        want.drain(at..at + 4);
+        assert_eq!(without, want);
+        strip_fields(&mut without, 1, 1 << 3 | 1 << 7);
+        assert_eq!(without.len(), 1 + 9 + 5);
     }
 }

@@ -200,7 +200,7 @@ fn write_endpoints(db: &Database, app_id: &str, op: &EndpointOp) -> Result<Plan,
     if !app_exists(&txn, app_id)? {
         return Err(StoreError::AppNotFound(app_id.to_string()));
     }
-    let mut plan = {
+    let plan = {
         let endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
         let addresses = txn.open_table(ADDRESSES).map_err(backend)?;
         let users = txn.open_table(USERS).map_err(backend)?;
@@ -235,7 +235,7 @@ fn write_endpoints(db: &Database, app_id: &str, op: &EndpointOp) -> Result<Plan,
     }
     {
         let mut endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
-        for e in &mut plan.put_endpoints {
+        for e in &plan.put_endpoints {
             endpoints.insert(key(app_id, &e.id).as_str(), codec::encode_endpoint(app_id, e).as_slice()).map_err(backend)?;
         }
         for id in &plan.delete_endpoints {

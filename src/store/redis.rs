@@ -310,7 +310,7 @@ impl RedisStore {
         let mut snap = Snapshot::default();
         let mut read = Vec::new();
         Self::load(conn, &keys, plan::prefetch(op), &mut snap, &mut read).await?;
-        let mut plan = loop {
+        let plan = loop {
             match plan::plan(app_id, op, &snap) {
                 Ok(p) => break p,
                 Err(needs) => Self::load(conn, &keys, needs, &mut snap, &mut read).await?,
@@ -321,7 +321,7 @@ impl RedisStore {
         let mut sets: Vec<(String, Vec<u8>)> = Vec::new();
         let mut dels: Vec<String> = Vec::new();
         if !rejected {
-            sets.extend(plan.put_endpoints.iter_mut().map(|e| (keys.endpoint(&e.id), codec::encode_endpoint(app_id, e))));
+            sets.extend(plan.put_endpoints.iter().map(|e| (keys.endpoint(&e.id), codec::encode_endpoint(app_id, e))));
             sets.extend(plan.put_addresses.iter().map(|(k, id)| (keys.address(k), id.clone().into_bytes())));
             sets.extend(plan.put_users.iter().map(|(u, ids)| (keys.user(u), ids.clone().into_bytes())));
             dels.extend(plan.delete_endpoints.iter().map(|id| keys.endpoint(id)));
