@@ -296,7 +296,7 @@ impl MessagesService {
         let mut waiting: Vec<(usize, oneshot::Receiver<MessageOutcome>)> = Vec::new();
         let mut jobs: Vec<(Lane, Job)> = Vec::new();
         let mut finished: Vec<Option<MessageOutcome>> = (0..recipients.len()).map(|_| None).collect();
-        let mut seen: HashSet<(i32, String)> = HashSet::new();
+        let mut seen: HashSet<(i32, &str)> = HashSet::with_capacity(recipients.len());
         let planner = Planner {
             composer: &composer,
             origin: &origin,
@@ -315,7 +315,7 @@ impl MessagesService {
                 channel: r.channel,
                 address: &r.address,
                 suppressed: suppressed[i].is_some(),
-                duplicate: !seen.insert((r.channel as i32, normalized[i].clone())),
+                duplicate: !seen.insert((r.channel as i32, normalized[i].as_str())),
             };
             let lane = match planner::rules(facts) {
                 Ok(lane) => lane,
@@ -396,30 +396,30 @@ impl MessagesService {
             };
         }
         let mut response = SendMessagesResponse { app_id: app.clone(), request_id, ..Default::default() };
-        for (r, o) in recipients.iter().zip(finished) {
-            let result = o.as_ref().map(result_of).unwrap_or(MessageResult {
+        for (r, o) in recipients.into_iter().zip(finished) {
+            let result = o.map(result_of).unwrap_or(MessageResult {
                 delivery_status: DeliveryStatus::UnknownFailure as i32,
                 status_message: "no result within the call's time".into(),
                 ..Default::default()
             });
             if r.by_endpoint {
-                response.endpoint_result.insert(r.key.clone(), result);
+                response.endpoint_result.insert(r.key, result);
             } else {
-                response.result.insert(r.key.clone(), result);
+                response.result.insert(r.key, result);
             }
         }
         Ok(response)
     }
 }
 
-fn result_of(o: &MessageOutcome) -> MessageResult {
+fn result_of(o: MessageOutcome) -> MessageResult {
     MessageResult {
         delivery_status: o.delivery_status,
         status_code: o.status_code,
-        status_message: o.status_message.clone(),
-        message_id: o.message_id.clone(),
+        status_message: o.status_message,
+        message_id: o.message_id,
         updated_token: String::new(),
-        address: o.address.clone(),
+        address: o.address,
     }
 }
 

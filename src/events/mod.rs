@@ -189,7 +189,7 @@ pub async fn attach_endpoints(store: &dyn Store, app: &str, events: &mut [Event]
         }
     }
     for e in events {
-        e.endpoint = by_id.get(&e.client_id).cloned();
+        e.endpoint = by_id.get(&e.client_id).cloned().map(Box::new);
     }
     Ok(())
 }
