@@ -51,7 +51,8 @@ struct Recipient {
     /// The address key (`result`) or endpoint id (`endpoint_result`).
     key: String,
     by_endpoint: bool,
-    endpoint: Option<Endpoint>,
+    /// Boxed: most calls name addresses, and recipients are moved by value.
+    endpoint: Option<Box<Endpoint>>,
     channel: ChannelType,
     address: String,
     substitutions: HashMap<String, Vec<String>>,
@@ -261,7 +262,7 @@ impl MessagesService {
         let ids: Vec<&String> = req.endpoints.keys().collect();
         let fetched = futures::future::join_all(ids.iter().map(|id| self.store.get_endpoint(app, id))).await;
         for (id, found) in ids.into_iter().zip(fetched) {
-            let endpoint = found.map_err(store_status)?;
+            let endpoint = found.map_err(store_status)?.map(Box::new);
             let s = subs(&req.endpoints[id].substitutions);
             let (channel, address) = endpoint.as_ref().map_or((ChannelType::Unspecified, String::new()), |e| {
                 (ChannelType::try_from(e.channel_type).unwrap_or_default(), e.address.clone())
@@ -311,7 +312,7 @@ impl MessagesService {
             o.trace_id = req.trace_id.clone();
             let facts = Facts {
                 endpoint_id: r.by_endpoint.then_some(r.key.as_str()),
-                endpoint: r.endpoint.as_ref(),
+                endpoint: r.endpoint.as_deref(),
                 channel: r.channel,
                 address: &r.address,
                 suppressed: suppressed[i].is_some(),
@@ -338,7 +339,7 @@ impl MessagesService {
                 merged = s;
                 &merged
             };
-            match planner.job_with(lane, r.channel, r.endpoint.as_ref(), substitutions, o, Some(Reply::Outcome(tx)), &r.overrides) {
+            match planner.job_with(lane, r.channel, r.endpoint.as_deref(), substitutions, o, Some(Reply::Outcome(tx)), &r.overrides) {
                 Ok(job) => {
                     jobs.push((lane, job));
                     waiting.push((i, rx));
