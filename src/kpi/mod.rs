@@ -25,7 +25,7 @@
 pub mod hll;
 pub mod query;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::proto::v1::{DeliveryStatus, Event, MessageOutcome, MessageSource};
 
@@ -94,36 +94,64 @@ fn day_of(ts: &str) -> Option<String> {
 /// provider reports from its events that are not the send events of those outcomes.
 pub fn tally(outcomes: &[MessageOutcome], events: &[Event]) -> Tally {
     let mut t = Tally::default();
-    let mut paired: HashSet<&str> = HashSet::new();
+    let mut paired: HashSet<&str> = HashSet::with_capacity(outcomes.len());
+    // A batch's outcomes share a few days, campaigns, runs and statuses: they are counted per
+    // distinct group first, and each group's counter names are made once.
+    #[derive(PartialEq, Eq, Hash)]
+    struct Group<'a> {
+        day: &'a str,
+        campaign: &'a str,
+        run: Option<(&'a str, i32)>,
+        journey: &'a str,
+        activity: &'a str,
+        channel: &'a str,
+        status: DeliveryStatus,
+        sms_code: i32,
+    }
+    let mut groups: HashMap<Group<'_>, (i64, Vec<&str>)> = HashMap::new();
     for o in outcomes {
         paired.insert(o.message_id.as_str());
         if o.dry_run || o.attempts == 0 {
             continue;
         }
-        let day = crate::store::outcome_day(o).to_string();
-        let activity = if o.source == MessageSource::Campaign as i32 && !o.request_id.is_empty() {
-            crate::campaigns::activity_id(&o.request_id, o.treatment_id)
-        } else {
-            String::new()
-        };
-        let s = scopes(&o.campaign_id, &activity, &o.journey_id, &o.journey_activity_id);
-        let g = group(&o.channel);
-        t.add(&day, &format!("sent.{g}"), &s, 1);
         let status = DeliveryStatus::try_from(o.delivery_status).unwrap_or(DeliveryStatus::UnknownFailure);
-        let counter = match status {
+        let run = (o.source == MessageSource::Campaign as i32 && !o.request_id.is_empty()).then_some((o.request_id.as_str(), o.treatment_id));
+        let sms = status != DeliveryStatus::Successful && group(&o.channel) == "sms";
+        let g = Group {
+            day: crate::store::outcome_day(o),
+            campaign: &o.campaign_id,
+            run,
+            journey: &o.journey_id,
+            activity: &o.journey_activity_id,
+            channel: &o.channel,
+            status,
+            sms_code: if sms { o.status_code } else { 0 },
+        };
+        let entry = groups.entry(g).or_default();
+        entry.0 += 1;
+        if status == DeliveryStatus::Successful && !o.endpoint_id.is_empty() && (!o.campaign_id.is_empty() || !o.journey_id.is_empty()) {
+            entry.1.push(&o.endpoint_id);
+        }
+    }
+    for (k, (n, delivered)) in groups {
+        let activity = k.run.map(|(run, treatment)| crate::campaigns::activity_id(run, treatment)).unwrap_or_default();
+        let s = scopes(k.campaign, &activity, k.journey, k.activity);
+        let g = group(k.channel);
+        t.add(k.day, &format!("sent.{g}"), &s, n);
+        let counter = match k.status {
             DeliveryStatus::Successful => "ok",
             DeliveryStatus::PermanentFailure => "hb",
             DeliveryStatus::TemporaryFailure => "sb",
             _ => "fail",
         };
-        t.add(&day, &format!("{counter}.{g}"), &s, 1);
-        if status != DeliveryStatus::Successful && g == "sms" {
-            t.add(&day, &format!("smserr.{}", o.status_code), &s, 1);
+        t.add(k.day, &format!("{counter}.{g}"), &s, n);
+        if k.status != DeliveryStatus::Successful && g == "sms" {
+            t.add(k.day, &format!("smserr.{}", k.sms_code), &s, n);
         }
-        if status == DeliveryStatus::Successful && !o.endpoint_id.is_empty() && (!o.campaign_id.is_empty() || !o.journey_id.is_empty()) {
-            let all_campaigns = (!o.campaign_id.is_empty()).then_some("C");
+        if !delivered.is_empty() {
+            let all_campaigns = (!k.campaign.is_empty()).then_some("C");
             for scope in s.iter().map(String::as_str).chain(all_campaigns) {
-                t.uniques.entry((day.clone(), scope.to_string())).or_default().push(o.endpoint_id.clone());
+                t.uniques.entry((k.day.to_string(), scope.to_string())).or_default().extend(delivered.iter().map(|e| e.to_string()));
             }
         }
     }
@@ -164,6 +192,69 @@ pub fn tally(outcomes: &[MessageOutcome], events: &[Event]) -> Tally {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn grouped_counts_equal_counting_each_outcome_on_its_own() {
+        // Counted one outcome at a time, as the definition reads.
+        fn one_by_one(outcomes: &[MessageOutcome]) -> Tally {
+            let mut t = Tally::default();
+            for o in outcomes.iter().filter(|o| !o.dry_run && o.attempts > 0) {
+                let day = crate::store::outcome_day(o);
+                let run = if o.source == MessageSource::Campaign as i32 && !o.request_id.is_empty() {
+                    crate::campaigns::activity_id(&o.request_id, o.treatment_id)
+                } else {
+                    String::new()
+                };
+                let s = scopes(&o.campaign_id, &run, &o.journey_id, &o.journey_activity_id);
+                let g = group(&o.channel);
+                let status = DeliveryStatus::try_from(o.delivery_status).unwrap_or(DeliveryStatus::UnknownFailure);
+                let counter = match status {
+                    DeliveryStatus::Successful => "ok",
+                    DeliveryStatus::PermanentFailure => "hb",
+                    DeliveryStatus::TemporaryFailure => "sb",
+                    _ => "fail",
+                };
+                t.add(day, &format!("sent.{g}"), &s, 1);
+                t.add(day, &format!("{counter}.{g}"), &s, 1);
+                if status != DeliveryStatus::Successful && g == "sms" {
+                    t.add(day, &format!("smserr.{}", o.status_code), &s, 1);
+                }
+                if status == DeliveryStatus::Successful && !o.endpoint_id.is_empty() && (!o.campaign_id.is_empty() || !o.journey_id.is_empty()) {
+                    for scope in s.iter().map(String::as_str).chain((!o.campaign_id.is_empty()).then_some("C")) {
+                        t.uniques.entry((day.to_string(), scope.to_string())).or_default().push(o.endpoint_id.clone());
+                    }
+                }
+            }
+            t
+        }
+        let statuses = [DeliveryStatus::Successful, DeliveryStatus::PermanentFailure, DeliveryStatus::TemporaryFailure, DeliveryStatus::Throttled];
+        let outcomes: Vec<MessageOutcome> = (0..400)
+            .map(|i: i32| MessageOutcome {
+                message_id: format!("m{i}"),
+                campaign_id: if i % 5 == 0 { String::new() } else { format!("c{}", i % 3) },
+                journey_id: if i % 5 == 0 && i % 2 == 0 { "j1".into() } else { String::new() },
+                journey_activity_id: if i % 10 == 0 { "a1".into() } else { String::new() },
+                request_id: if i % 7 == 0 { String::new() } else { format!("run{}", i % 2) },
+                treatment_id: i % 3,
+                source: if i % 5 == 0 { MessageSource::Journey as i32 } else { MessageSource::Campaign as i32 },
+                endpoint_id: if i % 11 == 0 { String::new() } else { format!("ep-{}", i % 50) },
+                channel: ["EMAIL", "SMS", "GCM"][(i % 3) as usize].into(),
+                delivery_status: statuses[(i % 4) as usize] as i32,
+                status_code: [400, 500][(i % 2) as usize],
+                attempts: if i % 13 == 0 { 0 } else { 1 },
+                dry_run: i % 17 == 0,
+                updated_date: format!("2026-11-0{}T10:00:00Z", 1 + i % 2),
+                ..Default::default()
+            })
+            .collect();
+        let (mut got, mut want) = (tally(&outcomes, &[]), one_by_one(&outcomes));
+        assert!(want.counts.len() > 50 && want.uniques.len() > 5, "a varied batch: {} counts, {} uniques", want.counts.len(), want.uniques.len());
+        assert_eq!(got.counts, want.counts);
+        for t in [&mut got, &mut want] {
+            t.uniques.values_mut().for_each(|v| v.sort());
+        }
+        assert_eq!(got.uniques, want.uniques);
+    }
 
     #[test]
     fn sends_come_from_outcomes_and_engagement_from_events() {
