@@ -40,7 +40,7 @@ pub fn event_prefix(channel: &str) -> &'static str {
 pub fn event_for(o: &MessageOutcome, event_type: String) -> Event {
     // When it happened: when the outcome was settled.
     let now = if o.updated_date.is_empty() { domain::timestamp(chrono::Utc::now()) } else { o.updated_date.clone() };
-    let mut attributes = HashMap::new();
+    let mut attributes = HashMap::with_capacity(7 + o.context.len());
     if !o.campaign_id.is_empty() {
         attributes.insert("campaign_id".to_string(), o.campaign_id.clone());
         attributes.insert("treatment_id".to_string(), o.treatment_id.to_string());
