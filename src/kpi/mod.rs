@@ -115,7 +115,8 @@ pub fn tally(outcomes: &[MessageOutcome], events: &[Event]) -> Tally {
             continue;
         }
         let status = DeliveryStatus::try_from(o.delivery_status).unwrap_or(DeliveryStatus::UnknownFailure);
-        let run = (o.source == MessageSource::Campaign as i32 && !o.request_id.is_empty()).then_some((o.request_id.as_str(), o.treatment_id));
+        let run =
+            (o.source == MessageSource::Campaign as i32 && !o.request_id.is_empty()).then_some((o.request_id.as_str(), o.treatment_id));
         let sms = status != DeliveryStatus::Successful && group(&o.channel) == "sms";
         let g = Group {
             day: crate::store::outcome_day(o),
@@ -219,7 +220,10 @@ mod tests {
                 if status != DeliveryStatus::Successful && g == "sms" {
                     t.add(day, &format!("smserr.{}", o.status_code), &s, 1);
                 }
-                if status == DeliveryStatus::Successful && !o.endpoint_id.is_empty() && (!o.campaign_id.is_empty() || !o.journey_id.is_empty()) {
+                if status == DeliveryStatus::Successful
+                    && !o.endpoint_id.is_empty()
+                    && (!o.campaign_id.is_empty() || !o.journey_id.is_empty())
+                {
                     for scope in s.iter().map(String::as_str).chain((!o.campaign_id.is_empty()).then_some("C")) {
                         t.uniques.entry((day.to_string(), scope.to_string())).or_default().push(o.endpoint_id.clone());
                     }
@@ -227,7 +231,8 @@ mod tests {
             }
             t
         }
-        let statuses = [DeliveryStatus::Successful, DeliveryStatus::PermanentFailure, DeliveryStatus::TemporaryFailure, DeliveryStatus::Throttled];
+        let statuses =
+            [DeliveryStatus::Successful, DeliveryStatus::PermanentFailure, DeliveryStatus::TemporaryFailure, DeliveryStatus::Throttled];
         let outcomes: Vec<MessageOutcome> = (0..400)
             .map(|i: i32| MessageOutcome {
                 message_id: format!("m{i}"),
@@ -248,7 +253,12 @@ mod tests {
             })
             .collect();
         let (mut got, mut want) = (tally(&outcomes, &[]), one_by_one(&outcomes));
-        assert!(want.counts.len() > 50 && want.uniques.len() > 5, "a varied batch: {} counts, {} uniques", want.counts.len(), want.uniques.len());
+        assert!(
+            want.counts.len() > 50 && want.uniques.len() > 5,
+            "a varied batch: {} counts, {} uniques",
+            want.counts.len(),
+            want.uniques.len()
+        );
         assert_eq!(got.counts, want.counts);
         for t in [&mut got, &mut want] {
             t.uniques.values_mut().for_each(|v| v.sort());

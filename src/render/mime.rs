@@ -435,7 +435,8 @@ mod tests {
         let s = Sender::new::<&str>("news@shop.example", &[]).unwrap();
         let body = |own: bool| {
             let m = if own { Sender::message_with_own_html } else { Sender::message };
-            let out = String::from_utf8(m(&s, "a@b.example", "Hi", None, Some("<p>Grüße</p>\n<p>ok</p>"), None, Some("m1")).unwrap()).unwrap();
+            let out =
+                String::from_utf8(m(&s, "a@b.example", "Hi", None, Some("<p>Grüße</p>\n<p>ok</p>"), None, Some("m1")).unwrap()).unwrap();
             out[out.find("Content-Type").unwrap()..].to_string()
         };
         assert_eq!(body(true), body(false));

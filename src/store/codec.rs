@@ -533,10 +533,21 @@ mod tests {
     fn cut_fields_are_the_numbers_the_descriptors_give_and_the_bytes_are_those_of_cleared_copies() {
         let pool = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET).unwrap();
         for (message, fields) in [
-            ("Endpoint", &[("application_id", 2), ("effective_date", 12), ("creation_date", 14), ("request_id", 15), ("last_activity_date", 16)][..]),
+            (
+                "Endpoint",
+                &[("application_id", 2), ("effective_date", 12), ("creation_date", 14), ("request_id", 15), ("last_activity_date", 16)][..],
+            ),
             (
                 "MessageOutcome",
-                &[("message_id", 1), ("app_id", 2), ("request_id", 4), ("campaign_id", 5), ("journey_id", 7), ("created_date", 16), ("updated_date", 17)],
+                &[
+                    ("message_id", 1),
+                    ("app_id", 2),
+                    ("request_id", 4),
+                    ("campaign_id", 5),
+                    ("journey_id", 7),
+                    ("created_date", 16),
+                    ("updated_date", 17),
+                ],
             ),
             ("Event", &[("event_id", 1), ("event_timestamp", 3), ("arrival_timestamp", 4), ("app_id", 5), ("message_id", 9)]),
         ] {
@@ -549,7 +560,8 @@ mod tests {
         // header) is what is written now, byte for byte.
         let app = "7d9150b0a90743e5b071f749857b5b22";
         let e = endpoint();
-        let mut cleared = Endpoint { application_id: String::new(), effective_date: String::new(), creation_date: String::new(), ..e.clone() };
+        let mut cleared =
+            Endpoint { application_id: String::new(), effective_date: String::new(), creation_date: String::new(), ..e.clone() };
         cleared.request_id.clear();
         let mut want = vec![MARK, EP_EFFECTIVE | EP_CREATED | EP_REQUEST | EP_APP];
         prost::encoding::encode_varint(parse_millis(&e.effective_date).unwrap(), &mut want);
@@ -569,7 +581,14 @@ mod tests {
             metrics: [("n".to_string(), 1.5)].into(),
             ..Default::default()
         };
-        let cleared = Event { event_id: String::new(), event_timestamp: String::new(), arrival_timestamp: String::new(), app_id: String::new(), message_id: String::new(), ..ev.clone() };
+        let cleared = Event {
+            event_id: String::new(),
+            event_timestamp: String::new(),
+            arrival_timestamp: String::new(),
+            app_id: String::new(),
+            message_id: String::new(),
+            ..ev.clone()
+        };
         let mut want = vec![MARK, EV_TIME | EV_ARRIVAL_SAME | EV_MESSAGE | EV_APP];
         prost::encoding::encode_varint(parse_millis(&ev.event_timestamp).unwrap(), &mut want);
         want.extend(parse_hex16(&ev.message_id).unwrap());
@@ -581,7 +600,13 @@ mod tests {
     fn stripping_keeps_every_other_field_of_every_wire_type() {
         // varint 3, fixed64 4, bytes 5 (dropped), fixed32 6, bytes 7.
         let mut buf = vec![9u8];
-        for (key, value) in [(3u64 << 3, vec![0x96, 0x01]), ((4 << 3) | 1, vec![1; 8]), ((5 << 3) | 2, vec![2, b'h', b'i']), ((6 << 3) | 5, vec![3; 4]), ((7 << 3) | 2, vec![1, b'z'])] {
+        for (key, value) in [
+            (3u64 << 3, vec![0x96, 0x01]),
+            ((4 << 3) | 1, vec![1; 8]),
+            ((5 << 3) | 2, vec![2, b'h', b'i']),
+            ((6 << 3) | 5, vec![3; 4]),
+            ((7 << 3) | 2, vec![1, b'z']),
+        ] {
             prost::encoding::encode_varint(key, &mut buf);
             buf.extend(value);
         }
