@@ -126,7 +126,7 @@ fn bench(c: &mut Criterion) {
             k += 1;
             let m = links.message(&herald::tracking::MessageRef { endpoint_id: format!("ep{k:06}"), ..message.clone() }, 1_800_000_000);
             let tracked = herald::tracking::rewrite::Rewrite { links: &m, keep: &[], open_pixel: true }.apply(&html);
-            sender.message_with_own_html("ana@example.com", "March", Some(text), Some(&tracked), None, None).unwrap()
+            sender.message_with("ana@example.com", "March", Some(text), Some(&tracked), None, None, false).unwrap()
         })
     });
     c.bench_function("tracking/message_untracked", |b| {

@@ -461,19 +461,19 @@ impl Composer {
             (h, _) => h.map(std::borrow::Cow::Borrowed),
         };
         // A rewritten part is this recipient's alone; a rendered one may be every recipient's.
-        let build =
-            if matches!(html, Some(std::borrow::Cow::Owned(_))) { mime::Sender::message_with_own_html } else { mime::Sender::message };
-        build(
-            sender,
-            &outcome.address,
-            part("subject").unwrap_or(""),
-            part("text_part"),
-            html.as_deref(),
-            list_unsubscribe,
-            Some(&outcome.message_id),
-        )
-        .map(|mime| Payload::Email { from: self.from.clone(), mime })
-        .map_err(Unbuildable::from)
+        let shared = !matches!(html, Some(std::borrow::Cow::Owned(_)));
+        sender
+            .message_with(
+                &outcome.address,
+                part("subject").unwrap_or(""),
+                part("text_part"),
+                html.as_deref(),
+                list_unsubscribe,
+                Some(&outcome.message_id),
+                shared,
+            )
+            .map(|mime| Payload::Email { from: self.from.clone(), mime })
+            .map_err(Unbuildable::from)
     }
 
     /// One recipient's payload, or why it cannot be made: to the outcome's address, with its

@@ -278,25 +278,14 @@ impl Sender {
         list_unsubscribe_url: Option<&str>,
         message_id: Option<&str>,
     ) -> Result<Vec<u8>, MimeError> {
-        self.build(to, subject, text, html, list_unsubscribe_url, message_id, true)
+        self.message_with(to, subject, text, html, list_unsubscribe_url, message_id, true)
     }
 
-    /// [`Sender::message`] with an HTML part made for this recipient alone (rewritten for
-    /// tracking), which is encoded without being kept for reuse.
-    pub fn message_with_own_html(
-        &self,
-        to: &str,
-        subject: &str,
-        text: Option<&str>,
-        html: Option<&str>,
-        list_unsubscribe_url: Option<&str>,
-        message_id: Option<&str>,
-    ) -> Result<Vec<u8>, MimeError> {
-        self.build(to, subject, text, html, list_unsubscribe_url, message_id, false)
-    }
-
+    /// [`Sender::message`], saying whether the HTML part may be other recipients' too
+    /// (`html_shared`): one made for this recipient alone (rewritten for tracking) is encoded
+    /// without being kept for reuse.
     #[allow(clippy::too_many_arguments)]
-    fn build(
+    pub fn message_with(
         &self,
         to: &str,
         subject: &str,
@@ -434,9 +423,8 @@ mod tests {
         // A body made for one recipient is encoded exactly as a shared one.
         let s = Sender::new::<&str>("news@shop.example", &[]).unwrap();
         let body = |own: bool| {
-            let m = if own { Sender::message_with_own_html } else { Sender::message };
-            let out =
-                String::from_utf8(m(&s, "a@b.example", "Hi", None, Some("<p>Grüße</p>\n<p>ok</p>"), None, Some("m1")).unwrap()).unwrap();
+            let html = Some("<p>Grüße</p>\n<p>ok</p>");
+            let out = String::from_utf8(s.message_with("a@b.example", "Hi", None, html, None, Some("m1"), !own).unwrap()).unwrap();
             out[out.find("Content-Type").unwrap()..].to_string()
         };
         assert_eq!(body(true), body(false));
