@@ -67,6 +67,19 @@ fn outcomes(c: &mut Criterion) {
             ..Default::default()
         })
         .collect();
+    // A stream entry's events: each stored form alone, and the batch as one LZ4 block (what
+    // the Redis store appends).
+    let events: Vec<_> = batch.iter().map(|o| event_for(o, "_email.send".into())).collect();
+    let app = "0f3b6c2a9d8e4f5a8b7c6d5e4f3a2b1c";
+    let mut blocks = c.benchmark_group("event blocks");
+    blocks.throughput(Throughput::Elements(64));
+    blocks.bench_function("64 events, stored forms one by one", |b| {
+        b.iter(|| events.iter().map(|e| herald::store::codec::encode_event(app, e).len()).sum::<usize>())
+    });
+    blocks.bench_function("64 events, one compressed block", |b| {
+        b.iter(|| herald::store::codec::encode_event_block(app, &events).map_or(0, |b| b.len()))
+    });
+    blocks.finish();
     let mut g = c.benchmark_group("dispatch");
     g.throughput(Throughput::Elements(64));
     g.bench_function("outcome batch encoding, 64 outcomes and their events", |b| {

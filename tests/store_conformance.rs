@@ -1188,6 +1188,66 @@ async fn redis_keys_carry_the_app_id_as_a_hash_tag() {
 }
 
 #[tokio::test]
+async fn redis_event_entries_of_either_form_read_back_in_order() {
+    use deadpool_redis::redis;
+    use herald::proto::v1::Event;
+    use herald::store::codec;
+    let h = redis().await;
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    let event = |i: usize| Event {
+        event_type: "_email.send".into(),
+        message_id: format!("{:032x}", 1_000 + i),
+        client_id: format!("ep-{i:09}"),
+        app_id: "app".into(),
+        attributes: [("campaign_id".to_string(), "e826da1657d246ad82e44f490c20146f".to_string())].into(),
+        ..Default::default()
+    };
+    // A batch goes in as one compressed block ...
+    let first: Vec<Event> = (0..40).map(event).collect();
+    s.record_outcomes("app", &[], &first, 3_600).await.unwrap();
+    let client = redis::Client::open(h.redis.as_ref().unwrap().url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = "herald:{app}:event-stream";
+    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    let (field, block) = &entries[0].1[0];
+    assert_eq!(field, "z", "a batch of events is one block");
+    let raw: usize = first.iter().map(|e| codec::encode_event("app", e).len()).sum();
+    assert!(block.len() * 3 < raw, "a block of like events is a third of their size or less: {} of {raw}", block.len());
+    // ... an entry as an earlier release wrote it, one field per event, reads on after it ...
+    let old: Vec<Vec<u8>> = (40..43).map(|i| codec::encode_event("app", &event(i))).collect();
+    let _: u64 = redis::cmd("INCRBY").arg("herald:{app}:event-seq").arg(3).query_async(&mut conn).await.unwrap();
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(stream).arg("41-0");
+    for v in &old {
+        xadd.arg("e").arg(v.as_slice());
+    }
+    let _: String = xadd.query_async(&mut conn).await.unwrap();
+    // ... and so does a lone event (not worth a block) and the next block.
+    s.record_outcomes("app", &[], &[event(43)], 3_600).await.unwrap();
+    s.record_outcomes("app", &[], &(44..60).map(event).collect::<Vec<_>>(), 3_600).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.read_events("app", after.as_deref(), 7).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|e| e.event_id.clone());
+        seen.extend(page);
+    }
+    assert_eq!(seen.iter().map(|e| e.message_id.clone()).collect::<Vec<_>>(), (0..60).map(|i| event(i).message_id).collect::<Vec<_>>());
+    assert_eq!(seen.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>(), (1..=60).map(|n| format!("{n:020}")).collect::<Vec<_>>());
+    assert_eq!(seen[50].attributes, event(50).attributes);
+    // Trimming keeps the entry that holds the floor, whatever its form.
+    s.trim_events("app", 42).await.unwrap();
+    let rest = s.read_events("app", Some(&format!("{:020}", 41)), 100).await.unwrap();
+    assert_eq!(rest.first().map(|e| e.event_id.as_str()), Some("00000000000000000042"));
+    assert_eq!(rest.len(), 19);
+}
+
+#[tokio::test]
 async fn embedded_data_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {

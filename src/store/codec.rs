@@ -301,6 +301,83 @@ pub fn decode_event(app_id: &str, bytes: &[u8]) -> Result<Event, StoreError> {
     Ok(e)
 }
 
+/// The largest block of events a store reads back (a stream entry holds at most a thousand
+/// events of a few hundred bytes): a corrupt size never makes it allocate more.
+const MAX_EVENT_BLOCK: usize = 64 << 20;
+
+/// A batch of events stored as one compressed block: each event's stored form after its
+/// length (a varint), the whole compressed with LZ4 (its size first). Events of one batch
+/// repeat their campaign, activity and attribute names, so a block of a campaign's events
+/// holds each in about 30 bytes instead of 200 (README, "Memory per endpoint and per
+/// message"). `None` when the block would not be smaller than the events one by one (a lone
+/// event, or events with nothing in common): those are stored as they are.
+pub fn encode_event_block(app_id: &str, events: &[Event]) -> Option<Vec<u8>> {
+    if events.len() < 2 {
+        return None;
+    }
+    let mut raw = Vec::with_capacity(events.len() * 256);
+    for e in events {
+        let stored = encode_event(app_id, e);
+        prost::encoding::encode_varint(stored.len() as u64, &mut raw);
+        raw.extend_from_slice(&stored);
+    }
+    let block = lz4_flex::block::compress_prepend_size(&raw);
+    (block.len() + 8 * events.len() < raw.len()).then_some(block)
+}
+
+/// A block of events opened: the decompressed bytes and where each event's stored form lies
+/// in them, in order.
+pub struct EventBlock {
+    raw: Vec<u8>,
+    parts: Vec<std::ops::Range<usize>>,
+}
+
+impl EventBlock {
+    /// Opens [`encode_event_block`]'s bytes.
+    pub fn open(block: &[u8]) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("event block {what}"));
+        let (size, body) = lz4_flex::block::uncompressed_size(block).map_err(|_| corrupt("without its size"))?;
+        if size > MAX_EVENT_BLOCK {
+            return Err(corrupt("larger than any written"));
+        }
+        let mut raw = vec![0; size];
+        let n = lz4_flex::block::decompress_into(body, &mut raw).map_err(|e| corrupt(&e.to_string()))?;
+        if n != size {
+            return Err(corrupt("shorter than its size"));
+        }
+        let parts = split_block(&raw)?;
+        Ok(Self { raw, parts })
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The stored form of the block's `i`th event.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.parts.get(i).map(|r| &self.raw[r.clone()])
+    }
+}
+
+/// Where each event's stored form lies in a decompressed block.
+fn split_block(raw: &[u8]) -> Result<Vec<std::ops::Range<usize>>, StoreError> {
+    let mut parts = Vec::new();
+    let mut at = 0;
+    while at < raw.len() {
+        let mut rest = &raw[at..];
+        let len = prost::encoding::decode_varint(&mut rest)? as usize;
+        let start = raw.len() - rest.len();
+        let end = start.checked_add(len).filter(|&e| e <= raw.len()).ok_or_else(|| StoreError::Corrupt("truncated event in a block".into()))?;
+        parts.push(start..end);
+        at = end;
+    }
+    Ok(parts)
+}
+
 /// Milliseconds since 1970 of a timestamp written exactly as [`crate::domain::timestamp`]
 /// writes one (`YYYY-MM-DDTHH:MM:SS.mmmZ`, years 1970 to 9999).
 fn parse_millis(s: &str) -> Option<u64> {
@@ -618,5 +695,41 @@ mod tests {
         assert_eq!(without, want);
         strip_fields(&mut without, 1, 1 << 3 | 1 << 7);
         assert_eq!(without.len(), 1 + 9 + 5);
+    }
+
+    #[test]
+    fn event_blocks_hold_a_batch_in_order_and_refuse_corrupt_bytes() {
+        let app = "7d9150b0a90743e5b071f749857b5b22";
+        let event = |i: u32| Event {
+            event_type: "_email.send".into(),
+            event_timestamp: "2026-12-06T22:33:50.217Z".into(),
+            arrival_timestamp: "2026-12-06T22:33:50.217Z".into(),
+            app_id: app.into(),
+            client_id: format!("ep-{i:09}"),
+            message_id: format!("{:032x}", u128::from(i) * 7_919),
+            attributes: [
+                ("campaign_id".to_string(), "e826da1657d246ad82e44f490c20146f".to_string()),
+                ("campaign_activity_id".to_string(), "e826da1657d246ad82e44f490c20146f:000000-0".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let events: Vec<Event> = (0..200).map(event).collect();
+        let block = encode_event_block(app, &events).expect("like events compress");
+        let raw: usize = events.iter().map(|e| encode_event(app, e).len()).sum();
+        assert!(block.len() * 4 < raw, "{} bytes for {raw}", block.len());
+        let opened = EventBlock::open(&block).unwrap();
+        assert_eq!(opened.len(), 200);
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(&decode_event(app, opened.get(i).unwrap()).unwrap(), e);
+        }
+        assert!(opened.get(200).is_none());
+        // One event is stored as it is.
+        assert!(encode_event_block(app, &events[..1]).is_none());
+        // Bytes that are not a block written here are refused, never read past or trusted for
+        // their size.
+        for bad in [&block[..2], &block[..block.len() / 2], &[0xff, 0xff, 0xff, 0x7f, 0][..], &[4, 0, 0, 0, 0x40, 1, 2, 3, 4][..]] {
+            assert!(matches!(EventBlock::open(bad), Err(StoreError::Corrupt(_))), "{bad:?}");
+        }
     }
 }

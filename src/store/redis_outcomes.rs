@@ -16,16 +16,18 @@ use crate::proto::v1::{Event, MessageOutcome};
 /// A stream entry as XRANGE returns it: its id and its field-value pairs.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
-/// Appends ARGV[2..] (encoded events) to the stream KEYS[1] as one entry, numbering them from
-/// the sequence KEYS[2]; trims events older than the last ARGV[1]. Returns the last number.
+/// Appends events to the stream KEYS[1] as one entry, numbering them from the sequence
+/// KEYS[2], and trims events older than the last ARGV[1]. ARGV[2] is how many events the
+/// entry holds, ARGV[3] the field name its values go under (`e`: one event each; `z`: one
+/// compressed block of them all), ARGV[4..] the values. Returns the last number.
 static APPEND_EVENTS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r#"
-local n = #ARGV - 1
+local n = tonumber(ARGV[2])
 local last = redis.call('INCRBY', KEYS[2], n)
 local fields = {}
-for i = 2, #ARGV do
-  fields[#fields + 1] = 'e'
+for i = 4, #ARGV do
+  fields[#fields + 1] = ARGV[3]
   fields[#fields + 1] = ARGV[i]
 end
 local floor = math.max(1, last - tonumber(ARGV[1]) + 1)
@@ -161,10 +163,11 @@ impl RedisStore {
         let mut appends = Vec::new();
         for chunk in events.chunks(EVENTS_PER_ENTRY) {
             let mut invocation = APPEND_EVENTS.key(&stream);
-            invocation.key(&sequence).arg(super::MAX_EVENTS);
-            for e in chunk {
-                invocation.arg(super::codec::encode_event(app_id, e));
-            }
+            invocation.key(&sequence).arg(super::MAX_EVENTS).arg(chunk.len());
+            match super::codec::encode_event_block(app_id, chunk) {
+                Some(block) => invocation.arg("z").arg(block),
+                None => invocation.arg("e").arg(chunk.iter().map(|e| super::codec::encode_event(app_id, e)).collect::<Vec<_>>()),
+            };
             appends.push(invocation);
         }
         // The events' script goes beside the pipeline on the same connection.
@@ -301,23 +304,45 @@ impl RedisStore {
                 redis::cmd("XRANGE").arg(&stream).arg(&from).arg("+").arg("COUNT").arg(count).query_async(&mut conn).await?;
             let Some((last_id, _)) = entries.last() else { break };
             let last_id = last_id.clone();
-            let events_in: usize = entries.iter().map(|(_, f)| f.len()).sum();
-            let per_entry = (events_in / entries.len()).max(1);
+            let mut spanned = 0u64;
+            let entry_count = entries.len() as u64;
             for (id, fields) in entries {
                 let first = entry_number(&id).ok_or_else(|| StoreError::Corrupt(format!("stream entry {id} is not numbered")))?;
-                for (i, (_, blob)) in fields.into_iter().filter(|(f, _)| f == "e").enumerate() {
-                    let number = first + i as u64;
-                    if number < next {
-                        continue;
+                let mut number = first;
+                let mut take = |number: u64, stored: &[u8]| -> Result<bool, StoreError> {
+                    if number >= next {
+                        let mut e = super::codec::decode_event(app_id, stored)?;
+                        e.event_id = format!("{number:020}");
+                        out.push(e);
                     }
-                    let mut e = super::codec::decode_event(app_id, &blob)?;
-                    e.event_id = format!("{number:020}");
-                    out.push(e);
-                    if out.len() == limit {
+                    Ok(out.len() == limit)
+                };
+                for (field, blob) in fields {
+                    let full = match field.as_str() {
+                        "e" => {
+                            number += 1;
+                            take(number - 1, &blob)?
+                        }
+                        "z" => {
+                            let block = super::codec::EventBlock::open(&blob)?;
+                            let mut full = false;
+                            for i in 0..block.len() {
+                                number += 1;
+                                if !full {
+                                    full = take(number - 1, block.get(i).unwrap_or_default())?;
+                                }
+                            }
+                            full
+                        }
+                        _ => false,
+                    };
+                    if full {
                         break 'entries;
                     }
                 }
+                spanned += number - first;
             }
+            let per_entry = (spanned / entry_count).max(1) as usize;
             from = format!("({last_id}");
             count = (limit - out.len()).div_ceil(per_entry).clamp(1, limit);
         }
