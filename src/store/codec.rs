@@ -371,7 +371,8 @@ fn split_block(raw: &[u8]) -> Result<Vec<std::ops::Range<usize>>, StoreError> {
         let mut rest = &raw[at..];
         let len = prost::encoding::decode_varint(&mut rest)? as usize;
         let start = raw.len() - rest.len();
-        let end = start.checked_add(len).filter(|&e| e <= raw.len()).ok_or_else(|| StoreError::Corrupt("truncated event in a block".into()))?;
+        let end =
+            start.checked_add(len).filter(|&e| e <= raw.len()).ok_or_else(|| StoreError::Corrupt("truncated event in a block".into()))?;
         parts.push(start..end);
         at = end;
     }

@@ -19,7 +19,7 @@
 //! | `herald:{app}:byreq:{request}` | list, expiring | message ids, for listing outcomes |
 //! | `herald:{app}:runout:{run}` | hash, expiring | endpoint id → delivery status of its outcome in a campaign run |
 //! | `herald:{app}:byep:{day}` / `:byep-days` | sorted set, expiring / sorted set | `{endpoint}\0{message id}` per day (a Herald message id as its 16 bytes); the days held |
-//! | `herald:{app}:event-stream` | stream (about the last 1,000,000 events) | one entry per recorded batch, id = its first event's number, fields `e`: `Event`s (stored form, `store::codec`) |
+//! | `herald:{app}:event-stream` | stream (about the last 1,000,000 events) | one entry per recorded batch, id = its first event's number: one field `z`, the batch's `Event`s as one LZ4 block (`store::codec::encode_event_block`), or fields `e`, one `Event` each (a lone event; an earlier release's entries) |
 //! | `herald:{app}:event-seq` | string | the number of the app's last event |
 //! | `herald:{app}:channels` | hash | channel → its settings (protobuf) |
 //! | `herald:{app}:idem:{key}` | string, expiring | `P` while in flight, `D` + the encoded response after |

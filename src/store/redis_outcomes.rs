@@ -1,8 +1,9 @@
 //! Message outcomes, their indexes (by request, by endpoint per day), per-day counters and
 //! the app's event stream in Redis.
 //!
-//! The event stream holds one entry per recorded batch, its events as repeated `e` fields: a
-//! batch of 64 events costs Redis one stream entry instead of 64. Events are numbered by a
+//! The event stream holds one entry per recorded batch, its events as one compressed block
+//! (field `z`; a lone event, or an earlier release's batch, as repeated `e` fields): a batch of
+//! 64 events costs Redis one stream entry instead of 64, and like events share their bytes. Events are numbered by a
 //! per-app sequence; an entry's id is the number of its first event, an event's id its own
 //! number (20 digits, as the embedded store's), and the stream keeps about the last
 //! [`super::MAX_EVENTS`] events.
