@@ -1209,8 +1209,8 @@ async fn redis_event_entries_of_either_form_read_back_in_order() {
     let client = redis::Client::open(h.redis.as_ref().unwrap().url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let stream = "herald:{app}:event-stream";
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> =
-        redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let entries: Vec<Entry> = redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query_async(&mut conn).await.unwrap();
     assert_eq!(entries.len(), 1);
     let (field, block) = &entries[0].1[0];
     assert_eq!(field, "z", "a batch of events is one block");
