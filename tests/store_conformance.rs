@@ -1260,3 +1260,81 @@ async fn embedded_data_survives_a_reopen() {
     assert_eq!(s.get_endpoint("app", "e1").await.unwrap().unwrap().address, "ana@example.com");
     assert_eq!(s.user_endpoints("app", "u").await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn redis_outcomes_and_their_indexes_of_either_form_read_back() {
+    use deadpool_redis::redis;
+    use herald::proto::v1::MessageOutcome;
+    use herald::store::{codec, OutcomeIndex};
+    use prost::Message as _;
+    let h = redis().await;
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    let campaign = "e826da1657d246ad82e44f490c20146f";
+    let run = format!("{campaign}:000001");
+    let now = chrono::Utc::now().timestamp() as u32;
+    let outcome = |id: String| MessageOutcome {
+        message_id: id,
+        app_id: "app".into(),
+        source: herald::proto::v1::MessageSource::Campaign as i32,
+        request_id: run.clone(),
+        campaign_id: campaign.into(),
+        endpoint_id: "ep".into(),
+        address: "a@example.com".into(),
+        channel: "EMAIL".into(),
+        delivery_status: 1,
+        created_date: herald::domain::timestamp(chrono::Utc::now()),
+        updated_date: herald::domain::timestamp(chrono::Utc::now()),
+        ..Default::default()
+    };
+    let id = |i: u32| format!("{:08x}{:024x}", now - 10 + i, i);
+    let client = redis::Client::open(h.redis.as_ref().unwrap().url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // An earlier release's forms: the outcome as plain protobuf under its id's text, the
+    // request's list holding the id's text, the day's sorted set of `{endpoint}\0{16 bytes}`.
+    let old = outcome(id(0));
+    let (hour, day) = (u64::from(now - 10) / 3_600, u64::from(now - 10) / 86_400);
+    let _: () = redis::cmd("HSET")
+        .arg(format!("herald:{{app}}:out:{hour}"))
+        .arg(&old.message_id)
+        .arg(old.encode_to_vec())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("RPUSH").arg(format!("herald:{{app}}:byreq:{run}")).arg(&old.message_id).query_async(&mut conn).await.unwrap();
+    let member = [b"ep\0".as_slice(), &codec::pack_id(&old.message_id).unwrap()].concat();
+    let _: () = redis::cmd("ZADD").arg(format!("herald:{{app}}:byep:{day}")).arg(0).arg(member).query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("ZADD").arg("herald:{app}:byep-days").arg(day).arg(day).query_async(&mut conn).await.unwrap();
+    // This release's: two batches (the endpoint's entry appended to), and a message id that is
+    // not one of Herald's, 16 characters long like a packed id.
+    let new: Vec<MessageOutcome> = (1..4).map(|i| outcome(id(i))).collect();
+    s.record_outcomes("app", &new[..2], &[], 3_600).await.unwrap();
+    s.record_outcomes("app", &new[2..], &[], 3_600).await.unwrap();
+    let odd = outcome("message-00000001".into());
+    s.record_outcomes("app", std::slice::from_ref(&odd), &[], 3_600).await.unwrap();
+    let ids = |v: Vec<MessageOutcome>| v.into_iter().map(|o| o.message_id).collect::<Vec<_>>();
+    let by_request = ids(s.list_outcomes("app", &OutcomeIndex::Request(run.clone()), 0, 10).await.unwrap());
+    assert_eq!(by_request, vec![id(0), id(1), id(2), id(3), odd.message_id.clone()], "in the order recorded");
+    let by_endpoint = ids(s.list_outcomes("app", &OutcomeIndex::Endpoint("ep".into()), 0, 10).await.unwrap());
+    // Herald's ids newest first, day by day; the odd id carries no time (day 0).
+    assert_eq!(by_endpoint, vec![id(3), id(2), id(1), id(0), odd.message_id.clone()]);
+    for o in new.iter().chain([&old, &odd]) {
+        assert_eq!(s.get_outcome("app", &o.message_id).await.unwrap().as_ref(), Some(o), "{}", o.message_id);
+    }
+    // The compact forms: 16 bytes per id in the request's list and the endpoint's entry, and
+    // an outcome value holding neither its message id nor the run's request id as text.
+    let listed: Vec<Vec<u8>> =
+        redis::cmd("LRANGE").arg(format!("herald:{{app}}:byreq:{run}")).arg(1).arg(3).query_async(&mut conn).await.unwrap();
+    assert!(listed.iter().all(|i| i.len() == 16), "{listed:?}");
+    let entry: Vec<u8> = redis::cmd("HGET").arg(format!("herald:{{app}}:epmsg:{day}")).arg("ep").query_async(&mut conn).await.unwrap();
+    assert_eq!(entry, new.iter().flat_map(|o| codec::pack_id(&o.message_id).unwrap()).collect::<Vec<u8>>());
+    let value: Vec<u8> = redis::cmd("HGET")
+        .arg(format!("herald:{{app}}:out:{}", u64::from(now - 9) / 3_600))
+        .arg(codec::pack_id(&new[0].message_id).unwrap().as_slice())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let packed = codec::pack_id(&new[0].message_id).unwrap();
+    assert!(!value.windows(16).any(|w| w == packed), "the message id is its field's alone");
+    assert!(!value.windows(campaign.len()).any(|w| w == campaign.as_bytes()), "no id as text");
+}

@@ -150,7 +150,7 @@ impl EmbeddedStore {
                 if let Some(g) = outcomes.get(key(&app_id, message_id).as_str()).map_err(backend)? {
                     let v = g.value();
                     if v.len() > 8 && u64::from_be_bytes(v[..8].try_into().expect("8 bytes")) >= now {
-                        out.push(super::codec::decode_outcome(&app_id, &v[8..])?);
+                        out.push(super::codec::decode_outcome(&app_id, message_id, &v[8..])?);
                     }
                 }
             }
@@ -161,7 +161,7 @@ impl EmbeddedStore {
 
     pub(super) async fn embedded_get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError> {
         let k = key(app_id, message_id);
-        let app_id = app_id.to_string();
+        let (app_id, message_id) = (app_id.to_string(), message_id.to_string());
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(backend)?;
             let table = txn.open_table(OUTCOMES).map_err(backend)?;
@@ -172,7 +172,7 @@ impl EmbeddedStore {
             if expires < chrono::Utc::now().timestamp().max(0) as u64 {
                 return Ok(None);
             }
-            Ok(Some(super::codec::decode_outcome(&app_id, &v[8..])?))
+            Ok(Some(super::codec::decode_outcome(&app_id, &message_id, &v[8..])?))
         })
         .await
     }

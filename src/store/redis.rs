@@ -14,11 +14,12 @@
 //! | `herald:{app}:eps` | sorted set (all scores 0) | every endpoint id of the app |
 //! | `herald:{app}:quota:{channel}:total` / `:h:{hour}` | string (counter) | quota use, all time / per hour (expires after 25 h) |
 //! | `herald:{app}:suppressed` | hash | address → `Suppression` (protobuf) |
-//! | `herald:{app}:out:{hour}` | hash, expiring | message id → `MessageOutcome` (stored form, `store::codec`), by the hour in the id |
+//! | `herald:{app}:out:{hour}` | hash, expiring | message id (a Herald id as its 16 bytes) → `MessageOutcome` (stored form without the id, `store::codec`), by the hour in the id |
 //! | `herald:{app}:counts:{day}` | hash, expiring | `{channel}:{status}` → messages |
-//! | `herald:{app}:byreq:{request}` | list, expiring | message ids, for listing outcomes |
+//! | `herald:{app}:byreq:{request}` | list, expiring | message ids in the order recorded (16 bytes each; another id after a `0xff` byte; an earlier release's as text), for listing outcomes |
 //! | `herald:{app}:runout:{run}` | hash, expiring | endpoint id → delivery status of its outcome in a campaign run |
-//! | `herald:{app}:byep:{day}` / `:byep-days` | sorted set, expiring / sorted set | `{endpoint}\0{message id}` per day (a Herald message id as its 16 bytes); the days held |
+//! | `herald:{app}:epmsg:{day}` | hash, expiring | endpoint id → the ids of its messages of that day, 16 bytes each, oldest first (its last 1,000) |
+//! | `herald:{app}:byep:{day}` / `:byep-days` | sorted set, expiring / sorted set | `{endpoint}\0{message id}` per day for ids that are not Herald's (an earlier release's form for all: a Herald id as its 16 bytes); the days held, of either form |
 //! | `herald:{app}:event-stream` | stream (about the last 1,000,000 events) | one entry per recorded batch, id = its first event's number: one field `z`, the batch's `Event`s as one LZ4 block (`store::codec::encode_event_block`), or fields `e`, one `Event` each (a lone event; an earlier release's entries) |
 //! | `herald:{app}:event-seq` | string | the number of the app's last event |
 //! | `herald:{app}:channels` | hash | channel → its settings (protobuf) |

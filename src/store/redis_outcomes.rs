@@ -38,10 +38,43 @@ return last
     )
 });
 
+/// Appends message ids to endpoints' entries in the day's endpoint index KEYS[1] (a hash),
+/// keeping each entry's last ARGV[1] bytes, and sets the index to expire in ARGV[2] seconds.
+/// ARGV[3..]: endpoint id, then its new ids (16 bytes each), for each endpoint.
+const APPEND_BY_ENDPOINT: &str = r#"
+local max = tonumber(ARGV[1])
+for i = 3, #ARGV, 2 do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if v then v = v .. ARGV[i + 1] else v = ARGV[i + 1] end
+  if #v > max then v = string.sub(v, #v - max + 1) end
+  redis.call('HSET', KEYS[1], ARGV[i], v)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 0
+"#;
+
 /// A message's field in its hour's outcome hash: a Herald message id as its 16 bytes. (An
 /// earlier release wrote the id's text; reads ask for both.)
 fn outcome_field(message_id: &str) -> Vec<u8> {
     super::codec::pack_id(message_id).map_or_else(|| message_id.as_bytes().to_vec(), Vec::from)
+}
+
+/// A message id in a request's list (and in the endpoint index's sorted sets): one of Herald's as its 16 bytes; any other after a
+/// `0xff` byte (never in text), so that one of 16 characters is not taken for packed bytes.
+fn listed_id(message_id: &str) -> Vec<u8> {
+    match super::codec::pack_id(message_id) {
+        Some(raw) => raw.to_vec(),
+        None => [&[0xff], message_id.as_bytes()].concat(),
+    }
+}
+
+/// A message id from a request's list ([`listed_id`]; an earlier release's list holds text).
+fn read_listed_id(stored: &[u8]) -> String {
+    match stored {
+        [0xff, text @ ..] => String::from_utf8_lossy(text).into_owned(),
+        raw if raw.len() == 16 => super::codec::unpack_id(raw),
+        text => String::from_utf8_lossy(text).into_owned(),
+    }
 }
 
 /// An outcome read by its packed field and by its text field (an earlier release's).
@@ -88,36 +121,53 @@ impl RedisStore {
             pipe.hincr(&counts, format!("{channel}:{status}"), n).ignore();
             pipe.expire(&counts, (ttl_secs + 86_400) as i64).ignore();
         }
-        let mut by_request: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
-        // The endpoint index: one sorted set per day of "{endpoint}\0{message id}" members
-        // (ids sort by time), so a batch adds to it in one command, not one list per endpoint.
-        let mut by_day: std::collections::BTreeMap<i64, Vec<(i64, Vec<u8>)>> = std::collections::BTreeMap::new();
+        let mut by_request: std::collections::BTreeMap<&str, Vec<Vec<u8>>> = std::collections::BTreeMap::new();
+        // The endpoint index, one hash per day: endpoint id → its messages' ids of that day, 16
+        // bytes each, oldest first (appended by a script). A message id that is not one of
+        // Herald's goes in that day's sorted set of `{endpoint}\0{message id}` members instead
+        // (an earlier release's form for every message).
+        let mut by_day: std::collections::BTreeMap<i64, std::collections::BTreeMap<&str, Vec<u8>>> = std::collections::BTreeMap::new();
+        let mut other_by_day: std::collections::BTreeMap<i64, Vec<(i64, Vec<u8>)>> = std::collections::BTreeMap::new();
         for o in outcomes {
             if !o.request_id.is_empty() {
-                by_request.entry(o.request_id.as_str()).or_default().push(o.message_id.as_str());
+                by_request.entry(o.request_id.as_str()).or_default().push(listed_id(&o.message_id));
             }
             if !o.endpoint_id.is_empty() {
                 let day = crate::domain::message_id_time(&o.message_id).unwrap_or(0) / 86_400;
-                // Herald's message ids go in as their 16 bytes (they sort the same).
-                let mut member = Vec::with_capacity(o.endpoint_id.len() + 1 + o.message_id.len());
-                member.extend_from_slice(o.endpoint_id.as_bytes());
-                member.push(0);
                 match super::codec::pack_id(&o.message_id) {
-                    Some(raw) => member.extend_from_slice(&raw),
-                    None => member.extend_from_slice(o.message_id.as_bytes()),
+                    Some(raw) => by_day.entry(day).or_default().entry(o.endpoint_id.as_str()).or_default().extend_from_slice(&raw),
+                    None => {
+                        let member = [o.endpoint_id.as_bytes(), &[0], &listed_id(&o.message_id)].concat();
+                        other_by_day.entry(day).or_default().push((0, member));
+                    }
                 }
-                by_day.entry(day).or_default().push((0, member));
             }
         }
         let days_key = keys.key("byep-days", "");
         let ttl_days = (ttl_secs.max(1)).div_ceil(86_400) as i64;
-        for (day, members) in &by_day {
+        let index_ttl = (ttl_secs.max(1) + 86_400) as i64;
+        for (day, by_endpoint) in &by_day {
+            let mut append = redis::cmd("EVAL");
+            append
+                .arg(APPEND_BY_ENDPOINT)
+                .arg(1)
+                .arg(keys.key("epmsg:", &day.to_string()))
+                .arg(16 * super::MAX_PER_ENDPOINT)
+                .arg(index_ttl);
+            for (endpoint, ids) in by_endpoint {
+                append.arg(*endpoint).arg(ids.as_slice());
+            }
+            pipe.add_command(append).ignore();
+        }
+        for (day, members) in &other_by_day {
             let key = keys.key("byep:", &day.to_string());
             pipe.zadd_multiple(&key, members).ignore();
-            pipe.expire(&key, (ttl_secs.max(1) + 86_400) as i64).ignore();
+            pipe.expire(&key, index_ttl).ignore();
+        }
+        for day in by_day.keys().chain(other_by_day.keys()).collect::<std::collections::BTreeSet<_>>() {
             pipe.zadd(&days_key, day.to_string(), *day).ignore();
         }
-        if let Some(last) = by_day.keys().next_back() {
+        if let Some(last) = by_day.keys().chain(other_by_day.keys()).max() {
             pipe.zrembyscore(&days_key, "-inf", format!("({}", last - ttl_days - 1)).ignore();
         }
         for (request, ids) in by_request {
@@ -212,7 +262,8 @@ impl RedisStore {
         let mut conn = self.conn();
         let ids: Vec<String> = match by {
             super::OutcomeIndex::Request(r) => {
-                conn.lrange(keys.key("byreq:", r), offset as isize, (offset + limit.max(1)) as isize - 1).await?
+                let ids: Vec<Vec<u8>> = conn.lrange(keys.key("byreq:", r), offset as isize, (offset + limit.max(1)) as isize - 1).await?;
+                ids.iter().map(|id| read_listed_id(id)).collect()
             }
             super::OutcomeIndex::Endpoint(e) => {
                 // An endpoint's last MAX_PER_ENDPOINT messages, newest first, day by day.
@@ -222,10 +273,11 @@ impl RedisStore {
                 }
                 let days: Vec<String> = conn.zrevrange(keys.key("byep-days", ""), 0, -1).await?;
                 let (from, until) = (format!("[{e}\0"), format!("({e}\u{1}"));
-                let mut found = Vec::new();
+                let mut found: Vec<String> = Vec::new();
                 for chunk in days.chunks(32) {
                     let mut pipe = redis::pipe();
                     for day in chunk {
+                        pipe.hget(keys.key("epmsg:", day), e.as_str());
                         pipe.cmd("ZRANGE")
                             .arg(keys.key("byep:", day))
                             .arg(&until)
@@ -236,8 +288,17 @@ impl RedisStore {
                             .arg(0)
                             .arg(want);
                     }
-                    let lists: Vec<Vec<Vec<u8>>> = pipe.query_async(&mut conn).await?;
-                    found.extend(lists.into_iter().flatten());
+                    let lists: Vec<(Option<Vec<u8>>, Vec<Vec<u8>>)> = pipe.query_async(&mut conn).await?;
+                    for (packed, members) in lists {
+                        // A day's messages newest first: ids sort by their time.
+                        let mut day: Vec<String> = packed.unwrap_or_default().chunks_exact(16).map(super::codec::unpack_id).collect();
+                        day.extend(members.iter().filter_map(|m| {
+                            let at = m.iter().position(|&b| b == 0)?;
+                            Some(read_listed_id(&m[at + 1..]))
+                        }));
+                        day.sort_unstable_by(|a, b| b.cmp(a));
+                        found.extend(day);
+                    }
                     if found.len() >= want {
                         break;
                     }
@@ -245,12 +306,6 @@ impl RedisStore {
                 found.truncate(want);
                 found.drain(..offset);
                 found
-                    .into_iter()
-                    .filter_map(|m| {
-                        let at = m.iter().position(|&b| b == 0)?;
-                        Some(super::codec::unpack_id(&m[at + 1..]))
-                    })
-                    .collect()
             }
         };
         let mut pipe = redis::pipe();
@@ -259,18 +314,23 @@ impl RedisStore {
             pipe.cmd("HMGET").arg(keys.key("out:", &hour.to_string())).arg(outcome_field(id)).arg(id);
         }
         let found: Vec<Packed> = if ids.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
-        found.into_iter().filter_map(|(a, b)| a.or(b)).map(|b| super::codec::decode_outcome(app_id, &b)).collect()
+        ids.iter()
+            .zip(found)
+            .filter_map(|(id, (a, b))| Some((id, a.or(b)?)))
+            .map(|(id, b)| super::codec::decode_outcome(app_id, id, &b))
+            .collect()
     }
 
     pub(super) async fn redis_get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError> {
-        let Some(secs) = crate::domain::message_id_time(message_id) else { return Ok(None) };
+        // An id without a time (not one of Herald's) is in hour 0's hash, as it was recorded.
+        let secs = crate::domain::message_id_time(message_id).unwrap_or(0);
         let (packed, text): Packed = redis::cmd("HMGET")
             .arg(Keys::new(app_id).key("out:", &(secs / 3600).to_string()))
             .arg(outcome_field(message_id))
             .arg(message_id)
             .query_async(&mut self.conn())
             .await?;
-        packed.or(text).map(|b| super::codec::decode_outcome(app_id, &b)).transpose()
+        packed.or(text).map(|b| super::codec::decode_outcome(app_id, message_id, &b)).transpose()
     }
 
     pub(super) async fn redis_outcome_counts(&self, app_id: &str, day: &str) -> Result<Vec<(String, i32, u64)>, StoreError> {
