@@ -38,21 +38,6 @@ return last
     )
 });
 
-/// Appends message ids to endpoints' entries in the day's endpoint index KEYS[1] (a hash),
-/// keeping each entry's last ARGV[1] bytes, and sets the index to expire in ARGV[2] seconds.
-/// ARGV[3..]: endpoint id, then its new ids (16 bytes each), for each endpoint.
-const APPEND_BY_ENDPOINT: &str = r#"
-local max = tonumber(ARGV[1])
-for i = 3, #ARGV, 2 do
-  local v = redis.call('HGET', KEYS[1], ARGV[i])
-  if v then v = v .. ARGV[i + 1] else v = ARGV[i + 1] end
-  if #v > max then v = string.sub(v, #v - max + 1) end
-  redis.call('HSET', KEYS[1], ARGV[i], v)
-end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 0
-"#;
-
 /// A message's field in its hour's outcome hash: a Herald message id as its 16 bytes. (An
 /// earlier release wrote the id's text; reads ask for both.)
 fn outcome_field(message_id: &str) -> Vec<u8> {
@@ -147,17 +132,14 @@ impl RedisStore {
         let ttl_days = (ttl_secs.max(1)).div_ceil(86_400) as i64;
         let index_ttl = (ttl_secs.max(1) + 86_400) as i64;
         for (day, by_endpoint) in &by_day {
-            let mut append = redis::cmd("EVAL");
-            append
-                .arg(APPEND_BY_ENDPOINT)
-                .arg(1)
-                .arg(keys.key("epmsg:", &day.to_string()))
-                .arg(16 * super::MAX_PER_ENDPOINT)
-                .arg(index_ttl);
-            for (endpoint, ids) in by_endpoint {
-                append.arg(*endpoint).arg(ids.as_slice());
-            }
-            pipe.add_command(append).ignore();
+            let entries = by_endpoint.iter().map(|(endpoint, ids)| (endpoint.as_bytes(), ids.as_slice()));
+            pipe.add_command(super::redis_buckets::put(
+                &keys.key("epmsg:", &day.to_string()),
+                index_ttl,
+                16 * super::MAX_PER_ENDPOINT,
+                entries,
+            ))
+            .ignore();
         }
         for (day, members) in &other_by_day {
             let key = keys.key("byep:", &day.to_string());
@@ -183,9 +165,9 @@ impl RedisStore {
             }
         }
         for (run, fields) in by_run {
-            let key = keys.key("runout:", run);
-            pipe.hset_multiple(&key, &fields).ignore();
-            pipe.expire(&key, ttl_secs.max(1) as i64).ignore();
+            let statuses: Vec<(&[u8], String)> = fields.iter().map(|(e, status)| (e.as_bytes(), status.to_string())).collect();
+            let entries = statuses.iter().map(|(e, status)| (*e, status.as_bytes()));
+            pipe.add_command(super::redis_buckets::put(&keys.key("runix:", run), ttl_secs as i64, 0, entries)).ignore();
         }
         // KPI counters and unique endpoints, in the same pipeline.
         let kpi = crate::kpi::tally(outcomes, events);
@@ -246,9 +228,11 @@ impl RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let key = Keys::new(app_id).key("runout:", run);
-        let mut conn = self.conn();
-        Ok(redis::cmd("HMGET").arg(&key).arg(ids).query_async(&mut conn).await?)
+        let keys = Keys::new(app_id);
+        // A run begun by an earlier release has its first outcomes in the plain hash.
+        let plain = keys.key("runout:", run);
+        let get = super::redis_buckets::get(&keys.key("runix:", run), Some(&plain), ids.iter().map(|i| i.as_bytes()));
+        Ok(get.query_async(&mut self.conn()).await?)
     }
 
     pub(super) async fn redis_list_outcomes(
@@ -277,7 +261,7 @@ impl RedisStore {
                 for chunk in days.chunks(32) {
                     let mut pipe = redis::pipe();
                     for day in chunk {
-                        pipe.hget(keys.key("epmsg:", day), e.as_str());
+                        pipe.add_command(super::redis_buckets::get(&keys.key("epmsg:", day), None, [e.as_bytes()]));
                         pipe.cmd("ZRANGE")
                             .arg(keys.key("byep:", day))
                             .arg(&until)
@@ -288,10 +272,11 @@ impl RedisStore {
                             .arg(0)
                             .arg(want);
                     }
-                    let lists: Vec<(Option<Vec<u8>>, Vec<Vec<u8>>)> = pipe.query_async(&mut conn).await?;
+                    let lists: Vec<(Vec<Option<Vec<u8>>>, Vec<Vec<u8>>)> = pipe.query_async(&mut conn).await?;
                     for (packed, members) in lists {
                         // A day's messages newest first: ids sort by their time.
-                        let mut day: Vec<String> = packed.unwrap_or_default().chunks_exact(16).map(super::codec::unpack_id).collect();
+                        let packed = packed.into_iter().flatten().next().unwrap_or_default();
+                        let mut day: Vec<String> = packed.chunks_exact(16).map(super::codec::unpack_id).collect();
                         day.extend(members.iter().filter_map(|m| {
                             let at = m.iter().position(|&b| b == 0)?;
                             Some(read_listed_id(&m[at + 1..]))
