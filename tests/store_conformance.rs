@@ -1327,7 +1327,10 @@ async fn redis_outcomes_and_their_indexes_of_either_form_read_back() {
         redis::cmd("LRANGE").arg(format!("herald:{{app}}:byreq:{run}")).arg(1).arg(3).query_async(&mut conn).await.unwrap();
     assert!(listed.iter().all(|i| i.len() == 16), "{listed:?}");
     // The day's endpoint index is bucketed: one endpoint, one bucket (0) so far.
-    let entry: Vec<u8> = redis::cmd("HGET").arg(format!("herald:{{app}}:epmsg:{day}:0")).arg("ep").query_async(&mut conn).await.unwrap();
+    let bucket: Vec<(Vec<u8>, Vec<u8>)> =
+        redis::cmd("HGETALL").arg(format!("herald:{{app}}:epmsg:{day}:0")).query_async(&mut conn).await.unwrap();
+    let [(field, entry)] = <[_; 1]>::try_from(bucket).unwrap();
+    assert_eq!(&field[4..], b"ep", "the field: the endpoint id's hash, then the id");
     assert_eq!(entry, new.iter().flat_map(|o| codec::pack_id(&o.message_id).unwrap()).collect::<Vec<u8>>());
     let value: Vec<u8> = redis::cmd("HGET")
         .arg(format!("herald:{{app}}:out:{}", u64::from(now - 9) / 3_600))

@@ -5,36 +5,33 @@
 //!
 //! The buckets grow by linear hashing: a hash `{base}` holds the state (`m` buckets at the
 //! start of this round, `s` the next bucket to split, `n` entries), bucket `b` is the hash
-//! `{base}:{b}`, and a field goes to `fnv1a(field) mod m`, or `mod 2m` when that bucket has
-//! been split this round. When entries exceed [`LOAD`] per bucket, bucket `s` is split: its
-//! entries are rewritten into itself and bucket `s + m` (a rewritten hash starts compact
-//! again). Everything happens inside one script call, so a writer killed or a Redis restarted
-//! in the middle leaves the state and the buckets of before the call or of after it, never
-//! a mix; readers compute the bucket in a script too. All keys share the base's hash tag, so
-//! they sit in one slot of a cluster.
+//! `{base}:{b}`, and an entry goes to `h mod m`, or `h mod 2m` when that bucket has been split
+//! this round, `h` being its key's FNV-1a hash, which the daemon computes and writes as the
+//! first 4 bytes of the field (so a split reads it instead of hashing in Lua). When entries
+//! exceed [`LOAD`] per bucket, bucket `s` is split: the entries whose hash says so move to
+//! bucket `s + m`. Everything happens inside one script call, so a writer killed or a Redis
+//! restarted in the middle leaves the state and the buckets of before the call or of after
+//! it, never a mix. All keys share the base's hash tag, so they sit in one slot of a cluster.
 
 /// Average entries per bucket above which a bucket is split. Buckets not yet split in a round
 /// hold up to twice the average; 48 keeps them under Redis's 128-field listpack limit with
 /// room for chance.
 const LOAD: u32 = 48;
 
-/// The Lua functions both scripts use: the field's hash, the state, a field's bucket.
+/// The Lua functions both scripts use: the state, a field's bucket.
 macro_rules! prelude {
     () => {
         r#"
-local function hash(f)
-  local h = 2166136261
-  for i = 1, #f do
-    h = bit.bxor(h, string.byte(f, i)) % 4294967296
-    h = (h * 403 + (h % 256) * 16777216) % 4294967296
-  end
-  return h
-end
 local function state(base)
   local v = redis.call('HMGET', base, 'm', 's', 'n')
   return tonumber(v[1]) or 1, tonumber(v[2]) or 0, tonumber(v[3]) or 0
 end
-local function bucket(h, m, s)
+local function hash(f)
+  local a, b, c, d = string.byte(f, 1, 4)
+  return ((a * 256 + b) * 256 + c) * 256 + d
+end
+local function bucket(f, m, s)
+  local h = hash(f)
   local b = h % m
   if b < s then b = h % (2 * m) end
   return string.format('%d', b)
@@ -45,8 +42,8 @@ end
 
 /// Sets fields of the bucketed hash KEYS[1], or appends to them: ARGV[1] the seconds the
 /// whole expires in (from this write), ARGV[2] 0 to set, or the most bytes an appended value
-/// keeps (its last ones), ARGV[3] the split load, ARGV[4..] field, value pairs. Returns the
-/// entries held.
+/// keeps (its last ones), ARGV[3] the split load, ARGV[4..] field, value pairs (each field
+/// its key's hash and the key, [`field`]). Returns the entries held.
 pub(super) const PUT: &str = concat!(
     prelude!(),
     r#"
@@ -55,7 +52,7 @@ local m, s, n = state(base)
 local touched = {}
 for i = 4, #ARGV, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
-  local key = base .. ':' .. bucket(hash(f), m, s)
+  local key = base .. ':' .. bucket(f, m, s)
   if keep > 0 then
     local old = redis.call('HGET', key, f)
     if old then
@@ -70,11 +67,24 @@ while n > load * (m + s) do
   local from = base .. ':' .. string.format('%d', s)
   local to = base .. ':' .. string.format('%d', s + m)
   local all = redis.call('HGETALL', from)
-  redis.call('DEL', from)
+  local stay, move, gone = {}, {}, {}
   for j = 1, #all, 2 do
-    local dest = from
-    if hash(all[j]) % (2 * m) ~= s then dest = to end
-    redis.call('HSET', dest, all[j], all[j + 1])
+    if hash(all[j]) % (2 * m) ~= s then
+      move[#move + 1] = all[j]
+      move[#move + 1] = all[j + 1]
+      gone[#gone + 1] = all[j]
+    else
+      stay[#stay + 1] = all[j]
+      stay[#stay + 1] = all[j + 1]
+    end
+  end
+  if #move > 0 then redis.call('HSET', to, unpack(move)) end
+  if #all > 256 then
+    -- Grown past the compact encoding: written afresh, it is compact again.
+    redis.call('DEL', from)
+    if #stay > 0 then redis.call('HSET', from, unpack(stay)) end
+  elseif #gone > 0 then
+    redis.call('HDEL', from, unpack(gone))
   end
   touched[from] = true
   touched[to] = true
@@ -93,9 +103,9 @@ return n
 "#
 );
 
-/// Reads fields ARGV of the bucketed hash KEYS[1], in order (nil for a missing one); a field
-/// missing from it is looked for in the plain hash KEYS[2] when given (an earlier release's
-/// form of the same index).
+/// Reads fields ARGV ([`field`]s) of the bucketed hash KEYS[1], in order (nil for a missing
+/// one); a field missing from it is looked for, by its key alone, in the plain hash KEYS[2]
+/// when given (an earlier release's form of the same index).
 pub(super) const GET: &str = concat!(
     prelude!(),
     r#"
@@ -103,13 +113,26 @@ local base, plain = KEYS[1], KEYS[2]
 local m, s = state(base)
 local out = {}
 for i = 1, #ARGV do
-  local v = redis.call('HGET', base .. ':' .. bucket(hash(ARGV[i]), m, s), ARGV[i])
-  if not v and plain then v = redis.call('HGET', plain, ARGV[i]) end
+  local v = redis.call('HGET', base .. ':' .. bucket(ARGV[i], m, s), ARGV[i])
+  if not v and plain then v = redis.call('HGET', plain, string.sub(ARGV[i], 5)) end
   out[i] = v
 end
 return out
 "#
 );
+
+/// FNV-1a, 32 bits: stable across releases and machines, as the buckets need.
+fn fnv1a(key: &[u8]) -> u32 {
+    key.iter().fold(2_166_136_261u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(16_777_619))
+}
+
+/// The field an entry is stored under: its key's hash (4 bytes, big-endian), then the key.
+pub(super) fn field(key: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(4 + key.len());
+    f.extend(fnv1a(key).to_be_bytes());
+    f.extend_from_slice(key);
+    f
+}
 
 /// A call of [`PUT`] on the bucketed hash `base`: append values keeping their last `keep`
 /// bytes, or set them (`keep` 0).
@@ -121,43 +144,34 @@ pub(super) fn put<'a>(
 ) -> deadpool_redis::redis::Cmd {
     let mut cmd = deadpool_redis::redis::cmd("EVAL");
     cmd.arg(PUT).arg(1).arg(base).arg(ttl_secs.max(1)).arg(keep).arg(LOAD);
-    for (field, value) in entries {
-        cmd.arg(field).arg(value);
+    for (key, value) in entries {
+        cmd.arg(field(key)).arg(value);
     }
     cmd
 }
 
 /// A call of [`GET`] on the bucketed hash `base` (and the plain hash `plain`, when given).
-pub(super) fn get<'a>(base: &str, plain: Option<&str>, fields: impl IntoIterator<Item = &'a [u8]>) -> deadpool_redis::redis::Cmd {
+pub(super) fn get<'a>(base: &str, plain: Option<&str>, keys: impl IntoIterator<Item = &'a [u8]>) -> deadpool_redis::redis::Cmd {
     let mut cmd = deadpool_redis::redis::cmd("EVAL");
     cmd.arg(GET);
     match plain {
         Some(p) => cmd.arg(2).arg(base).arg(p),
         None => cmd.arg(1).arg(base),
     };
-    for f in fields {
-        cmd.arg(f);
+    for key in keys {
+        cmd.arg(field(key));
     }
     cmd
 }
 
 #[cfg(test)]
 mod tests {
-    /// The scripts' hash, in Rust: FNV-1a over the field's bytes.
-    fn fnv1a(f: &[u8]) -> u32 {
-        f.iter().fold(2_166_136_261u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(16_777_619))
-    }
-
     #[test]
-    fn the_scripts_hash_is_fnv1a_computed_exactly_in_lua_numbers() {
-        // The script multiplies by FNV's prime as 403 + 2^24 to stay within a double's 53 bits.
-        for f in ["", "ep-000001745", "user-682569", "\u{ff}\u{0}é"] {
-            let mut h: u64 = 2_166_136_261;
-            for &b in f.as_bytes() {
-                h = (h ^ u64::from(b)) % 4_294_967_296;
-                h = (h * 403 + (h % 256) * 16_777_216) % 4_294_967_296;
-            }
-            assert_eq!(h, u64::from(fnv1a(f.as_bytes())), "{f:?}");
-        }
+    fn fields_lead_with_their_keys_fnv1a_hash() {
+        // FNV-1a's published test values.
+        assert_eq!(super::fnv1a(b""), 0x811c_9dc5);
+        assert_eq!(super::fnv1a(b"a"), 0xe40c_292c);
+        assert_eq!(super::fnv1a(b"foobar"), 0xbf9c_f968);
+        assert_eq!(super::field(b"a"), [0xe4, 0x0c, 0x29, 0x2c, b'a']);
     }
 }

@@ -65,6 +65,10 @@ fn read_listed_id(stored: &[u8]) -> String {
 /// An outcome read by its packed field and by its text field (an earlier release's).
 type Packed = (Option<Vec<u8>>, Option<Vec<u8>>);
 
+/// A day of an endpoint's messages as its index gives them: the bucketed entry (a list of
+/// one, nil when absent) and the sorted set's members.
+type DayOfEndpoint = (Vec<Option<Vec<u8>>>, Vec<Vec<u8>>);
+
 /// A hash field and its value.
 type Field = (Vec<u8>, Vec<u8>);
 
@@ -272,7 +276,7 @@ impl RedisStore {
                             .arg(0)
                             .arg(want);
                     }
-                    let lists: Vec<(Vec<Option<Vec<u8>>>, Vec<Vec<u8>>)> = pipe.query_async(&mut conn).await?;
+                    let lists: Vec<DayOfEndpoint> = pipe.query_async(&mut conn).await?;
                     for (packed, members) in lists {
                         // A day's messages newest first: ids sort by their time.
                         let packed = packed.into_iter().flatten().next().unwrap_or_default();
