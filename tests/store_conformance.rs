@@ -1388,7 +1388,7 @@ async fn redis_run_index_stays_compact_as_it_grows_and_reads_an_earlier_plain_on
         let len: u64 = redis::cmd("HLEN").arg(&key).query_async(&mut conn).await.unwrap();
         held += len;
         let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
-        assert!(ttl > 3_000, "{key} expires with the index: {ttl}");
+        assert!(ttl >= 3_600, "{key} is kept for the outcomes' hour: {ttl}");
     }
     assert_eq!(held, total as u64, "each entry in exactly one bucket");
     // A run begun by an earlier release: its first outcomes in a plain hash, read with the
@@ -1399,4 +1399,17 @@ async fn redis_run_index_stays_compact_as_it_grows_and_reads_an_earlier_plain_on
     s.record_outcomes("app", &[later], &[], 3_600).await.unwrap();
     let ids = ["ep-a", "ep-b", "ep-c"].map(String::from);
     assert_eq!(s.run_outcomes("app", earlier, &ids).await.unwrap(), vec![Some(4), Some(1), None]);
+    // The buckets expire together: a write that would outlive them pushes them all back.
+    let short = "e826da1657d246ad82e44f490c20146f:000003";
+    let first: Vec<MessageOutcome> = (0..200).map(|i| MessageOutcome { request_id: short.into(), ..outcome(i) }).collect();
+    s.record_outcomes("app", &first, &[], 8).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let later = MessageOutcome { request_id: short.into(), ..outcome(500) };
+    s.record_outcomes("app", &[later], &[], 8).await.unwrap();
+    let m: u64 = redis::cmd("HGET").arg(format!("herald:{{app}}:runix:{short}")).arg("m").query_async(&mut conn).await.unwrap();
+    assert!(m >= 2, "the index has split: {m}");
+    for b in 0..m {
+        let ttl: i64 = redis::cmd("TTL").arg(format!("herald:{{app}}:runix:{short}:{b}")).query_async(&mut conn).await.unwrap();
+        assert!(ttl >= 8, "bucket {b} kept for the last write's 8 s: {ttl}");
+    }
 }

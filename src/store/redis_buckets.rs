@@ -9,7 +9,8 @@
 //! this round, `h` being its key's FNV-1a hash, which the daemon computes and writes as the
 //! first 4 bytes of the field (so a split reads it instead of hashing in Lua). When entries
 //! exceed [`LOAD`] per bucket, bucket `s` is split: the entries whose hash says so move to
-//! bucket `s + m`. Everything happens inside one script call, so a writer killed or a Redis
+//! bucket `s + m`. The buckets expire together, at `e` (in the state), pushed back to
+//! `ttl + ttl/8` from now whenever an entry written now would outlive it. Everything happens inside one script call, so a writer killed or a Redis
 //! restarted in the middle leaves the state and the buckets of before the call or of after
 //! it, never a mix. All keys share the base's hash tag, so they sit in one slot of a cluster.
 
@@ -23,8 +24,8 @@ macro_rules! prelude {
     () => {
         r#"
 local function state(base)
-  local v = redis.call('HMGET', base, 'm', 's', 'n')
-  return tonumber(v[1]) or 1, tonumber(v[2]) or 0, tonumber(v[3]) or 0
+  local v = redis.call('HMGET', base, 'm', 's', 'n', 'e')
+  return tonumber(v[1]) or 1, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0
 end
 local function hash(f)
   local a, b, c, d = string.byte(f, 1, 4)
@@ -40,16 +41,15 @@ end
     };
 }
 
-/// Sets fields of the bucketed hash KEYS[1], or appends to them: ARGV[1] the seconds the
-/// whole expires in (from this write), ARGV[2] 0 to set, or the most bytes an appended value
+/// Sets fields of the bucketed hash KEYS[1], or appends to them: ARGV[1] the seconds an
+/// entry is kept at least, ARGV[2] 0 to set, or the most bytes an appended value
 /// keeps (its last ones), ARGV[3] the split load, ARGV[4..] field, value pairs (each field
 /// its key's hash and the key, [`field`]). Returns the entries held.
 pub(super) const PUT: &str = concat!(
     prelude!(),
     r#"
-local base, ttl, keep, load = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local m, s, n = state(base)
-local touched = {}
+local base, ttl, keep, load = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local m, s, n, e = state(base)
 for i = 4, #ARGV, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
   local key = base .. ':' .. bucket(f, m, s)
@@ -61,8 +61,12 @@ for i = 4, #ARGV, 2 do
     end
   end
   n = n + redis.call('HSET', key, f, v)
-  touched[key] = true
 end
+-- Buckets expire `life` seconds after the last refresh of them all, which comes once
+-- entries written now would outlive it: an entry lives at least `ttl` seconds, and a write
+-- pays one EXPIRE per bucket only every ttl/8 seconds.
+local life = ttl + math.ceil(ttl / 8)
+local created = {}
 while n > load * (m + s) do
   local from = base .. ':' .. string.format('%d', s)
   local to = base .. ':' .. string.format('%d', s + m)
@@ -78,27 +82,39 @@ while n > load * (m + s) do
       stay[#stay + 1] = all[j + 1]
     end
   end
-  if #move > 0 then redis.call('HSET', to, unpack(move)) end
+  if #move > 0 then
+    redis.call('HSET', to, unpack(move))
+    created[#created + 1] = to
+  end
   if #all > 256 then
     -- Grown past the compact encoding: written afresh, it is compact again.
     redis.call('DEL', from)
-    if #stay > 0 then redis.call('HSET', from, unpack(stay)) end
+    if #stay > 0 then
+      redis.call('HSET', from, unpack(stay))
+      created[#created + 1] = from
+    end
   elseif #gone > 0 then
     redis.call('HDEL', from, unpack(gone))
   end
-  touched[from] = true
-  touched[to] = true
   s = s + 1
   if s == m then
     m = 2 * m
     s = 0
   end
 end
-redis.call('HSET', base, 'm', m, 's', s, 'n', n)
-redis.call('EXPIRE', base, ttl)
-for key in pairs(touched) do
-  redis.call('EXPIRE', key, ttl)
+local now = tonumber(redis.call('TIME')[1])
+if now + ttl > e then
+  e = now + life
+  for b = 0, m + s - 1 do
+    redis.call('EXPIRE', base .. ':' .. string.format('%d', b), life)
+  end
+else
+  for _, key in ipairs(created) do
+    redis.call('EXPIRE', key, e - now)
+  end
 end
+redis.call('HSET', base, 'm', m, 's', s, 'n', n, 'e', e)
+redis.call('EXPIRE', base, e - now)
 return n
 "#
 );
