@@ -1413,3 +1413,44 @@ async fn redis_run_index_stays_compact_as_it_grows_and_reads_an_earlier_plain_on
         assert!(ttl >= 8, "bucket {b} kept for the last write's 8 s: {ttl}");
     }
 }
+
+#[tokio::test]
+async fn redis_bucketed_hash_gives_every_bucket_an_expiry_even_one_a_split_left_empty() {
+    use deadpool_redis::redis;
+    use herald::store::redis_buckets::{GET, PUT};
+    let server = common::RedisServer::start();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // Fields whose leading hash is even: the first split (one bucket into two) moves none of
+    // them, so bucket 1 has no key until a field with an odd hash arrives later.
+    let field = |h: u32, i: u32| [h.to_be_bytes().as_slice(), format!("k{i}").as_bytes()].concat();
+    let mut put = redis::cmd("EVAL");
+    put.arg(PUT).arg(1).arg("b:{x}").arg(3_600).arg(0).arg(4);
+    for i in 0..10 {
+        put.arg(field(2 * i, i)).arg("v");
+    }
+    let n: u64 = put.query_async(&mut conn).await.unwrap();
+    assert_eq!(n, 10);
+    let exists: u64 = redis::cmd("EXISTS").arg("b:{x}:1").query_async(&mut conn).await.unwrap();
+    assert_eq!(exists, 0, "no field of bucket 1 yet");
+    let mut put = redis::cmd("EVAL");
+    put.arg(PUT).arg(1).arg("b:{x}").arg(3_600).arg(0).arg(4);
+    put.arg(field(1, 99)).arg("w");
+    let _: u64 = put.query_async(&mut conn).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("b:{x}:*").query_async(&mut conn).await.unwrap();
+    assert!(keys.len() >= 2, "{keys:?}");
+    for key in &keys {
+        let ttl: i64 = redis::cmd("TTL").arg(key).query_async(&mut conn).await.unwrap();
+        assert!(ttl >= 3_600, "{key}: {ttl}");
+    }
+    let mut get = redis::cmd("EVAL");
+    get.arg(GET).arg(1).arg("b:{x}");
+    for i in 0..10 {
+        get.arg(field(2 * i, i));
+    }
+    get.arg(field(1, 99)).arg(field(3, 7));
+    let got: Vec<Option<String>> = get.query_async(&mut conn).await.unwrap();
+    let mut want = vec![Some("v".to_string()); 10];
+    want.extend([Some("w".to_string()), None]);
+    assert_eq!(got, want);
+}

@@ -17,15 +17,17 @@
 /// Average entries per bucket above which a bucket is split. Buckets not yet split in a round
 /// hold up to twice the average; 48 keeps them under Redis's 128-field listpack limit with
 /// room for chance.
-const LOAD: u32 = 48;
+pub const LOAD: u32 = 48;
 
 /// The Lua functions both scripts use: the state, a field's bucket.
 macro_rules! prelude {
     () => {
         r#"
 local function state(base)
-  local v = redis.call('HMGET', base, 'm', 's', 'n', 'e')
-  return tonumber(v[1]) or 1, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0
+  local v = redis.call('HMGET', base, 'm', 's', 'n', 'e', 'z')
+  local bare = {}
+  for b in string.gmatch(v[5] or '', '%d+') do bare[b] = true end
+  return tonumber(v[1]) or 1, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0, bare
 end
 local function hash(f)
   local a, b, c, d = string.byte(f, 1, 4)
@@ -45,14 +47,21 @@ end
 /// entry is kept at least, ARGV[2] 0 to set, or the most bytes an appended value
 /// keeps (its last ones), ARGV[3] the split load, ARGV[4..] field, value pairs (each field
 /// its key's hash and the key, [`field`]). Returns the entries held.
-pub(super) const PUT: &str = concat!(
+pub const PUT: &str = concat!(
     prelude!(),
     r#"
 local base, ttl, keep, load = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local m, s, n, e = state(base)
+local m, s, n, e, bare = state(base)
+-- Buckets that a split left without a key (`bare`) get their expiry when a write creates them.
+local born = {}
 for i = 4, #ARGV, 2 do
   local f, v = ARGV[i], ARGV[i + 1]
-  local key = base .. ':' .. bucket(f, m, s)
+  local b = bucket(f, m, s)
+  local key = base .. ':' .. b
+  if bare[b] then
+    bare[b] = nil
+    born[#born + 1] = key
+  end
   if keep > 0 then
     local old = redis.call('HGET', key, f)
     if old then
@@ -85,7 +94,10 @@ while n > load * (m + s) do
   if #move > 0 then
     redis.call('HSET', to, unpack(move))
     created[#created + 1] = to
+  else
+    bare[string.format('%d', s + m)] = true
   end
+  if #stay == 0 then bare[string.format('%d', s)] = true end
   if #all > 256 then
     -- Grown past the compact encoding: written afresh, it is compact again.
     redis.call('DEL', from)
@@ -112,8 +124,13 @@ else
   for _, key in ipairs(created) do
     redis.call('EXPIRE', key, e - now)
   end
+  for _, key in ipairs(born) do
+    redis.call('EXPIRE', key, e - now)
+  end
 end
-redis.call('HSET', base, 'm', m, 's', s, 'n', n, 'e', e)
+local z = {}
+for b in pairs(bare) do z[#z + 1] = b end
+redis.call('HSET', base, 'm', m, 's', s, 'n', n, 'e', e, 'z', table.concat(z, ' '))
 redis.call('EXPIRE', base, e - now)
 return n
 "#
@@ -122,7 +139,7 @@ return n
 /// Reads fields ARGV ([`field`]s) of the bucketed hash KEYS[1], in order (nil for a missing
 /// one); a field missing from it is looked for, by its key alone, in the plain hash KEYS[2]
 /// when given (an earlier release's form of the same index).
-pub(super) const GET: &str = concat!(
+pub const GET: &str = concat!(
     prelude!(),
     r#"
 local base, plain = KEYS[1], KEYS[2]
