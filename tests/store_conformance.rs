@@ -1305,6 +1305,16 @@ async fn redis_outcomes_and_their_indexes_of_either_form_read_back() {
     let member = [b"ep\0".as_slice(), &codec::pack_id(&old.message_id).unwrap()].concat();
     let _: () = redis::cmd("ZADD").arg(format!("herald:{{app}}:byep:{day}")).arg(0).arg(member).query_async(&mut conn).await.unwrap();
     let _: () = redis::cmd("ZADD").arg("herald:{app}:byep-days").arg(day).arg(day).query_async(&mut conn).await.unwrap();
+    // The release between: the outcome under the id's 16 bytes.
+    let between = MessageOutcome { request_id: "another".into(), ..outcome(id(9)) };
+    let _: () = redis::cmd("HSET")
+        .arg(format!("herald:{{app}}:out:{}", u64::from(now - 1) / 3_600))
+        .arg(codec::pack_id(&between.message_id).unwrap().as_slice())
+        .arg(between.encode_to_vec())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(s.get_outcome("app", &between.message_id).await.unwrap(), Some(between));
     // This release's: two batches (the endpoint's entry appended to), and a message id that is
     // not one of Herald's, 16 characters long like a packed id.
     let new: Vec<MessageOutcome> = (1..4).map(|i| outcome(id(i))).collect();
@@ -1334,7 +1344,7 @@ async fn redis_outcomes_and_their_indexes_of_either_form_read_back() {
     assert_eq!(entry, new.iter().flat_map(|o| codec::pack_id(&o.message_id).unwrap()).collect::<Vec<u8>>());
     let value: Vec<u8> = redis::cmd("HGET")
         .arg(format!("herald:{{app}}:out:{}", u64::from(now - 9) / 3_600))
-        .arg(codec::pack_id(&new[0].message_id).unwrap().as_slice())
+        .arg(&codec::pack_id(&new[0].message_id).unwrap()[4..])
         .query_async(&mut conn)
         .await
         .unwrap();

@@ -229,6 +229,17 @@ const OUT_KEYED: u8 = 1;
 const OUT_RUN: u8 = 2;
 /// The update time is stored as the milliseconds after the creation time.
 const OUT_UPDATED_AFTER: u8 = 4;
+/// The channel is one of [`CHANNELS`]: its index follows, one byte.
+const OUT_CHANNEL: u8 = 8;
+/// The run's suffix is `:` and six digits (a campaign's occurrence): their number follows, a
+/// varint, instead of their text.
+const OUT_OCCURRENCE: u8 = 16;
+/// The creation time is stored as the milliseconds after the second the message id carries.
+const OUT_CREATED_AFTER_ID: u8 = 32;
+
+/// The channel names an outcome's channel is most often one of (Pinpoint's), by index.
+const CHANNELS: [&str; 12] =
+    ["EMAIL", "SMS", "VOICE", "PUSH", "GCM", "APNS", "APNS_SANDBOX", "APNS_VOIP", "APNS_VOIP_SANDBOX", "ADM", "BAIDU", "CUSTOM"];
 
 /// The stored form of a message outcome of `app_id`, kept under a key that holds its message
 /// id (the id itself is left out when it is one of Herald's: [`decode_outcome`] is given it).
@@ -240,10 +251,18 @@ pub fn encode_outcome(app_id: &str, o: &MessageOutcome) -> Vec<u8> {
     let mut more = 0u8;
     h.packed.push(0);
     let created = parse_millis(&o.created_date);
+    let keyed = parse_hex16(&o.message_id).is_some();
+    let minted = crate::domain::message_id_time(&o.message_id).map(|secs| secs.max(0) as u64 * 1_000);
     if let Some(ms) = created {
         h.flags |= OUT_CREATED;
         h.dropped |= 1 << 16;
-        prost::encoding::encode_varint(ms, &mut h.packed);
+        match minted.filter(|&m| keyed && ms >= m) {
+            Some(m) => {
+                more |= OUT_CREATED_AFTER_ID;
+                prost::encoding::encode_varint(ms - m, &mut h.packed);
+            }
+            None => prost::encoding::encode_varint(ms, &mut h.packed),
+        }
     }
     match (created, parse_millis(&o.updated_date)) {
         (Some(c), Some(u)) if u >= c => {
@@ -255,7 +274,7 @@ pub fn encode_outcome(app_id: &str, o: &MessageOutcome) -> Vec<u8> {
             h.time(OUT_UPDATED, 17, &o.updated_date);
         }
     }
-    if parse_hex16(&o.message_id).is_some() {
+    if keyed {
         more |= OUT_KEYED;
         h.dropped |= 1 << 1;
     }
@@ -267,10 +286,23 @@ pub fn encode_outcome(app_id: &str, o: &MessageOutcome) -> Vec<u8> {
         Some(suffix) => {
             more |= OUT_RUN;
             h.dropped |= 1 << 4;
-            h.packed.push(suffix.len() as u8);
-            h.packed.extend_from_slice(suffix.as_bytes());
+            match occurrence(suffix) {
+                Some(n) => {
+                    more |= OUT_OCCURRENCE;
+                    prost::encoding::encode_varint(n, &mut h.packed);
+                }
+                None => {
+                    h.packed.push(suffix.len() as u8);
+                    h.packed.extend_from_slice(suffix.as_bytes());
+                }
+            }
         }
         None => h.id(OUT_REQUEST, 4, &o.request_id),
+    }
+    if let Some(i) = CHANNELS.iter().position(|c| *c == o.channel) {
+        more |= OUT_CHANNEL;
+        h.dropped |= 1 << 10;
+        h.packed.push(i as u8);
     }
     h.id(OUT_CAMPAIGN, 5, &o.campaign_id);
     h.id(OUT_JOURNEY, 7, &o.journey_id);
@@ -286,6 +318,12 @@ pub fn encode_outcome(app_id: &str, o: &MessageOutcome) -> Vec<u8> {
     h.finish(o)
 }
 
+/// The number in a run's suffix `:NNNNNN` (six digits: [`crate::campaigns::run_id`]).
+fn occurrence(suffix: &str) -> Option<u64> {
+    let digits = suffix.strip_prefix(':')?;
+    (digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
 /// A message outcome of `app_id` stored under `message_id`, from its stored form (or an
 /// earlier release's: with the id inside, or plain protobuf).
 pub fn decode_outcome(app_id: &str, message_id: &str, bytes: &[u8]) -> Result<MessageOutcome, StoreError> {
@@ -293,7 +331,17 @@ pub fn decode_outcome(app_id: &str, message_id: &str, bytes: &[u8]) -> Result<Me
     let more = r.more()?;
     let created_ms = match r.flags & OUT_CREATED {
         0 => None,
-        _ => Some(prost::encoding::decode_varint(&mut r.rest)?),
+        _ => {
+            let ms = prost::encoding::decode_varint(&mut r.rest)?;
+            match more & OUT_CREATED_AFTER_ID {
+                0 => Some(ms),
+                _ => {
+                    let secs = crate::domain::message_id_time(message_id)
+                        .ok_or_else(|| StoreError::Corrupt("outcome creation time without its message id".into()))?;
+                    Some((secs.max(0) as u64 * 1_000).saturating_add(ms))
+                }
+            }
+        }
     };
     let updated = match (created_ms, more & OUT_UPDATED_AFTER != 0) {
         (Some(c), true) => Some(format_millis(c.saturating_add(prost::encoding::decode_varint(&mut r.rest)?))),
@@ -301,8 +349,9 @@ pub fn decode_outcome(app_id: &str, message_id: &str, bytes: &[u8]) -> Result<Me
         (_, false) => r.time(OUT_UPDATED)?,
     };
     let message = r.id(OUT_MESSAGE)?;
-    let suffix = match more & OUT_RUN {
-        0 => None,
+    let suffix = match (more & OUT_RUN, more & OUT_OCCURRENCE) {
+        (0, _) => None,
+        (_, OUT_OCCURRENCE) => Some(format!(":{:06}", prost::encoding::decode_varint(&mut r.rest)?)),
         _ => {
             let (&len, rest) = r.rest.split_first().ok_or_else(|| StoreError::Corrupt("truncated outcome request".into()))?;
             let (text, rest) =
@@ -312,9 +361,20 @@ pub fn decode_outcome(app_id: &str, message_id: &str, bytes: &[u8]) -> Result<Me
         }
     };
     let request = r.id(OUT_REQUEST)?;
+    let channel = match more & OUT_CHANNEL {
+        0 => None,
+        _ => {
+            let (&i, rest) = r.rest.split_first().ok_or_else(|| StoreError::Corrupt("truncated outcome channel".into()))?;
+            r.rest = rest;
+            Some(*CHANNELS.get(i as usize).ok_or_else(|| StoreError::Corrupt(format!("outcome channel {i}")))?)
+        }
+    };
     let campaign = r.id(OUT_CAMPAIGN)?;
     let journey = r.id(OUT_JOURNEY)?;
     let mut o = MessageOutcome::decode(r.rest)?;
+    if let Some(c) = channel {
+        o.channel = c.to_string();
+    }
     if more & OUT_KEYED != 0 {
         o.message_id = message_id.to_string();
     }
@@ -688,6 +748,20 @@ mod tests {
             ..o.clone()
         };
         assert_eq!(decode_outcome(app, "m-1", &encode_outcome(app, &odd)).unwrap(), odd);
+        // A channel not among the usual names, an event-triggered run's suffix, a creation time
+        // before the second its message id carries.
+        let unusual = MessageOutcome {
+            channel: "PIGEON".into(),
+            request_id: format!("{campaign}:e00000000000000000123"),
+            created_date: crate::domain::timestamp(created - chrono::Duration::seconds(90)),
+            ..o.clone()
+        };
+        assert_eq!(decode_outcome(app, &o.message_id, &encode_outcome(app, &unusual)).unwrap(), unusual);
+        for channel in CHANNELS {
+            let c = MessageOutcome { channel: channel.into(), ..o.clone() };
+            assert_eq!(decode_outcome(app, &o.message_id, &encode_outcome(app, &c)).unwrap(), c);
+        }
+        assert!(encode_outcome(app, &o).len() + 5 < encode_outcome(app, &unusual).len(), "the usual forms are the small ones");
         assert_eq!(decode_outcome(app, &o.message_id, &o.encode_to_vec()).unwrap(), o, "plain protobuf");
         // An earlier release's stored form: the message id and request id inside, both times
         // absolute (flags 0x1f: created, updated, message, request, campaign).

@@ -38,10 +38,17 @@ return last
     )
 });
 
-/// A message's field in its hour's outcome hash: a Herald message id as its 16 bytes. (An
-/// earlier release wrote the id's text; reads ask for both.)
+/// A message's field in its hour's outcome hash: a Herald message id's last 12 bytes (its
+/// random part: the hour key holds the time), any other id as its text.
 fn outcome_field(message_id: &str) -> Vec<u8> {
-    super::codec::pack_id(message_id).map_or_else(|| message_id.as_bytes().to_vec(), Vec::from)
+    super::codec::pack_id(message_id).map_or_else(|| message_id.as_bytes().to_vec(), |raw| raw[4..].to_vec())
+}
+
+/// The fields a message's outcome may be under: this release's, an earlier release's (the
+/// id's 16 bytes) and the earliest's (its text).
+fn outcome_fields(message_id: &str) -> [Vec<u8>; 3] {
+    let packed = super::codec::pack_id(message_id).map_or_else(|| message_id.as_bytes().to_vec(), Vec::from);
+    [outcome_field(message_id), packed, message_id.as_bytes().to_vec()]
 }
 
 /// A message id in a request's list (and in the endpoint index's sorted sets): one of Herald's as its 16 bytes; any other after a
@@ -62,8 +69,8 @@ fn read_listed_id(stored: &[u8]) -> String {
     }
 }
 
-/// An outcome read by its packed field and by its text field (an earlier release's).
-type Packed = (Option<Vec<u8>>, Option<Vec<u8>>);
+/// An outcome read by each of its [`outcome_fields`].
+type Packed = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// A day of an endpoint's messages as its index gives them: the bucketed entry (a list of
 /// one, nil when absent) and the sorted set's members.
@@ -300,12 +307,12 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         for id in &ids {
             let hour = crate::domain::message_id_time(id).unwrap_or(0) / 3600;
-            pipe.cmd("HMGET").arg(keys.key("out:", &hour.to_string())).arg(outcome_field(id)).arg(id);
+            pipe.cmd("HMGET").arg(keys.key("out:", &hour.to_string())).arg(&outcome_fields(id)[..]);
         }
         let found: Vec<Packed> = if ids.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
         ids.iter()
             .zip(found)
-            .filter_map(|(id, (a, b))| Some((id, a.or(b)?)))
+            .filter_map(|(id, (a, b, c))| Some((id, a.or(b).or(c)?)))
             .map(|(id, b)| super::codec::decode_outcome(app_id, id, &b))
             .collect()
     }
@@ -313,13 +320,12 @@ impl RedisStore {
     pub(super) async fn redis_get_outcome(&self, app_id: &str, message_id: &str) -> Result<Option<MessageOutcome>, StoreError> {
         // An id without a time (not one of Herald's) is in hour 0's hash, as it was recorded.
         let secs = crate::domain::message_id_time(message_id).unwrap_or(0);
-        let (packed, text): Packed = redis::cmd("HMGET")
+        let (field, packed, text): Packed = redis::cmd("HMGET")
             .arg(Keys::new(app_id).key("out:", &(secs / 3600).to_string()))
-            .arg(outcome_field(message_id))
-            .arg(message_id)
+            .arg(&outcome_fields(message_id)[..])
             .query_async(&mut self.conn())
             .await?;
-        packed.or(text).map(|b| super::codec::decode_outcome(app_id, message_id, &b)).transpose()
+        field.or(packed).or(text).map(|b| super::codec::decode_outcome(app_id, message_id, &b)).transpose()
     }
 
     pub(super) async fn redis_outcome_counts(&self, app_id: &str, day: &str) -> Result<Vec<(String, i32, u64)>, StoreError> {
