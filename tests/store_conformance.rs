@@ -1336,11 +1336,7 @@ async fn redis_outcomes_and_their_indexes_of_either_form_read_back() {
     let listed: Vec<Vec<u8>> =
         redis::cmd("LRANGE").arg(format!("herald:{{app}}:byreq:{run}")).arg(1).arg(3).query_async(&mut conn).await.unwrap();
     assert!(listed.iter().all(|i| i.len() == 16), "{listed:?}");
-    // The day's endpoint index is bucketed: one endpoint, one bucket (0) so far.
-    let bucket: Vec<(Vec<u8>, Vec<u8>)> =
-        redis::cmd("HGETALL").arg(format!("herald:{{app}}:epmsg:{day}:0")).query_async(&mut conn).await.unwrap();
-    let [(field, entry)] = <[_; 1]>::try_from(bucket).unwrap();
-    assert_eq!(&field[4..], b"ep", "the field: the endpoint id's hash, then the id");
+    let entry: Vec<u8> = redis::cmd("HGET").arg(format!("herald:{{app}}:epmsg:{day}")).arg("ep").query_async(&mut conn).await.unwrap();
     assert_eq!(entry, new.iter().flat_map(|o| codec::pack_id(&o.message_id).unwrap()).collect::<Vec<u8>>());
     let value: Vec<u8> = redis::cmd("HGET")
         .arg(format!("herald:{{app}}:out:{}", u64::from(now - 9) / 3_600))
@@ -1351,116 +1347,13 @@ async fn redis_outcomes_and_their_indexes_of_either_form_read_back() {
     let packed = codec::pack_id(&new[0].message_id).unwrap();
     assert!(!value.windows(16).any(|w| w == packed), "the message id is its field's alone");
     assert!(!value.windows(campaign.len()).any(|w| w == campaign.as_bytes()), "no id as text");
-}
-
-#[tokio::test]
-async fn redis_run_index_stays_compact_as_it_grows_and_reads_an_earlier_plain_one() {
-    use deadpool_redis::redis;
-    use herald::proto::v1::{MessageOutcome, MessageSource};
-    let h = redis().await;
-    let s = h.store.as_ref();
-    s.create_app(&app("app")).await.unwrap();
-    let run = "e826da1657d246ad82e44f490c20146f:000001";
-    let outcome = |i: usize| MessageOutcome {
-        message_id: herald::domain::new_message_id(),
-        app_id: "app".into(),
-        source: MessageSource::Campaign as i32,
-        request_id: run.into(),
-        endpoint_id: format!("ep-{i:09}"),
-        delivery_status: 1 + (i % 3) as i32,
-        ..Default::default()
-    };
-    let total = 12_000;
-    for from in (0..total).step_by(500) {
-        let batch: Vec<MessageOutcome> = (from..from + 500).map(outcome).collect();
-        s.record_outcomes("app", &batch, &[], 3_600).await.unwrap();
-    }
-    let mut ids: Vec<String> = (0..total).map(|i| format!("ep-{i:09}")).collect();
-    ids.push("ep-never".into());
-    let statuses = s.run_outcomes("app", run, &ids).await.unwrap();
-    let want: Vec<Option<i32>> = (0..total).map(|i| Some(1 + (i % 3) as i32)).chain([None]).collect();
-    assert_eq!(statuses, want);
-    // Every bucket is a small hash in Redis's compact encoding, and there are as many as the
-    // load asks (48 entries each on average).
-    let client = redis::Client::open(h.redis.as_ref().unwrap().url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let state: Vec<Option<u64>> =
-        redis::cmd("HMGET").arg(format!("herald:{{app}}:runix:{run}")).arg("m").arg("s").arg("n").query_async(&mut conn).await.unwrap();
-    let (m, split, n) = (state[0].unwrap(), state[1].unwrap(), state[2].unwrap());
-    assert_eq!(n, total as u64);
-    let buckets = m + split;
-    assert!(buckets >= total as u64 / 48 && buckets <= total as u64 / 24, "{buckets} buckets");
-    let mut held = 0;
-    for b in 0..buckets {
-        let key = format!("herald:{{app}}:runix:{run}:{b}");
-        let encoding: String = redis::cmd("OBJECT").arg("ENCODING").arg(&key).query_async(&mut conn).await.unwrap();
-        assert_eq!(encoding, "listpack", "{key}");
-        let len: u64 = redis::cmd("HLEN").arg(&key).query_async(&mut conn).await.unwrap();
-        held += len;
-        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
-        assert!(ttl >= 3_600, "{key} is kept for the outcomes' hour: {ttl}");
-    }
-    assert_eq!(held, total as u64, "each entry in exactly one bucket");
-    // A run begun by an earlier release: its first outcomes in a plain hash, read with the
-    // ones recorded since.
-    let earlier = "e826da1657d246ad82e44f490c20146f:000002";
-    let _: () = redis::cmd("HSET").arg(format!("herald:{{app}}:runout:{earlier}")).arg("ep-a").arg(4).query_async(&mut conn).await.unwrap();
-    let later = MessageOutcome { request_id: earlier.into(), endpoint_id: "ep-b".into(), ..outcome(0) };
-    s.record_outcomes("app", &[later], &[], 3_600).await.unwrap();
-    let ids = ["ep-a", "ep-b", "ep-c"].map(String::from);
-    assert_eq!(s.run_outcomes("app", earlier, &ids).await.unwrap(), vec![Some(4), Some(1), None]);
-    // The buckets expire together: a write that would outlive them pushes them all back.
-    let short = "e826da1657d246ad82e44f490c20146f:000003";
-    let first: Vec<MessageOutcome> = (0..200).map(|i| MessageOutcome { request_id: short.into(), ..outcome(i) }).collect();
-    s.record_outcomes("app", &first, &[], 8).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
-    let later = MessageOutcome { request_id: short.into(), ..outcome(500) };
-    s.record_outcomes("app", &[later], &[], 8).await.unwrap();
-    let m: u64 = redis::cmd("HGET").arg(format!("herald:{{app}}:runix:{short}")).arg("m").query_async(&mut conn).await.unwrap();
-    assert!(m >= 2, "the index has split: {m}");
-    for b in 0..m {
-        let ttl: i64 = redis::cmd("TTL").arg(format!("herald:{{app}}:runix:{short}:{b}")).query_async(&mut conn).await.unwrap();
-        assert!(ttl >= 8, "bucket {b} kept for the last write's 8 s: {ttl}");
-    }
-}
-
-#[tokio::test]
-async fn redis_bucketed_hash_gives_every_bucket_an_expiry_even_one_a_split_left_empty() {
-    use deadpool_redis::redis;
-    use herald::store::redis_buckets::{GET, PUT};
-    let server = common::RedisServer::start();
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    // Fields whose leading hash is even: the first split (one bucket into two) moves none of
-    // them, so bucket 1 has no key until a field with an odd hash arrives later.
-    let field = |h: u32, i: u32| [h.to_be_bytes().as_slice(), format!("k{i}").as_bytes()].concat();
-    let mut put = redis::cmd("EVAL");
-    put.arg(PUT).arg(1).arg("b:{x}").arg(3_600).arg(0).arg(4);
-    for i in 0..10 {
-        put.arg(field(2 * i, i)).arg("v");
-    }
-    let n: u64 = put.query_async(&mut conn).await.unwrap();
-    assert_eq!(n, 10);
-    let exists: u64 = redis::cmd("EXISTS").arg("b:{x}:1").query_async(&mut conn).await.unwrap();
-    assert_eq!(exists, 0, "no field of bucket 1 yet");
-    let mut put = redis::cmd("EVAL");
-    put.arg(PUT).arg(1).arg("b:{x}").arg(3_600).arg(0).arg(4);
-    put.arg(field(1, 99)).arg("w");
-    let _: u64 = put.query_async(&mut conn).await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("b:{x}:*").query_async(&mut conn).await.unwrap();
-    assert!(keys.len() >= 2, "{keys:?}");
-    for key in &keys {
-        let ttl: i64 = redis::cmd("TTL").arg(key).query_async(&mut conn).await.unwrap();
-        assert!(ttl >= 3_600, "{key}: {ttl}");
-    }
-    let mut get = redis::cmd("EVAL");
-    get.arg(GET).arg(1).arg("b:{x}");
-    for i in 0..10 {
-        get.arg(field(2 * i, i));
-    }
-    get.arg(field(1, 99)).arg(field(3, 7));
-    let got: Vec<Option<String>> = get.query_async(&mut conn).await.unwrap();
-    let mut want = vec![Some("v".to_string()); 10];
-    want.extend([Some("w".to_string()), None]);
-    assert_eq!(got, want);
+    // An outcome recorded again as feedback changes it (no request), alone and twice in one
+    // batch: its endpoint lists it once.
+    let changed = MessageOutcome { delivery_status: 4, request_id: String::new(), ..new[1].clone() };
+    s.record_outcomes("app", std::slice::from_ref(&changed), &[], 3_600).await.unwrap();
+    s.record_outcomes("app", &[changed.clone(), changed.clone()], &[], 3_600).await.unwrap();
+    let again = ids(s.list_outcomes("app", &OutcomeIndex::Endpoint("ep".into()), 0, 10).await.unwrap());
+    // (The odd id's day, 1970, is past the retention a later write trims the days to.)
+    assert_eq!(again, by_endpoint[..4]);
+    assert_eq!(s.get_outcome("app", &changed.message_id).await.unwrap(), Some(changed));
 }

@@ -15,7 +15,6 @@ mod embedded_records;
 mod embedded_templates;
 pub mod plan;
 pub mod redis;
-pub mod redis_buckets;
 mod redis_conn;
 mod redis_journeys;
 mod redis_outcomes;

@@ -38,6 +38,42 @@ return last
     )
 });
 
+/// Appends message ids to endpoints' entries in the day's endpoint index KEYS[1] (a hash),
+/// leaving out ids an entry holds already (an outcome recorded again when it changes) and
+/// keeping each entry's last ARGV[1] bytes; the index expires in ARGV[2] seconds. ARGV[3..]:
+/// an endpoint id, then its new ids (16 bytes each), for each endpoint.
+const APPEND_BY_ENDPOINT: &str = r#"
+local keep = tonumber(ARGV[1])
+for i = 3, #ARGV, 2 do
+  local ids = ARGV[i + 1]
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if v then
+    local add = {}
+    for j = 1, #ids, 16 do
+      local id = string.sub(ids, j, j + 15)
+      local at, held = 1, false
+      while true do
+        local p = string.find(v, id, at, true)
+        if not p then break end
+        if (p - 1) % 16 == 0 then
+          held = true
+          break
+        end
+        at = p + 1
+      end
+      if not held then add[#add + 1] = id end
+    end
+    v = v .. table.concat(add)
+    if #v > keep then v = string.sub(v, #v - keep + 1) end
+  else
+    v = ids
+  end
+  redis.call('HSET', KEYS[1], ARGV[i], v)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 0
+"#;
+
 /// A message's field in its hour's outcome hash: a Herald message id's last 12 bytes (its
 /// random part: the hour key holds the time), any other id as its text.
 fn outcome_field(message_id: &str) -> Vec<u8> {
@@ -72,9 +108,9 @@ fn read_listed_id(stored: &[u8]) -> String {
 /// An outcome read by each of its [`outcome_fields`].
 type Packed = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// A day of an endpoint's messages as its index gives them: the bucketed entry (a list of
-/// one, nil when absent) and the sorted set's members.
-type DayOfEndpoint = (Vec<Option<Vec<u8>>>, Vec<Vec<u8>>);
+/// A day of an endpoint's messages as its index gives them: the hash's entry (its ids, 16
+/// bytes each) and the sorted set's members.
+type DayOfEndpoint = (Option<Vec<u8>>, Vec<Vec<u8>>);
 
 /// A hash field and its value.
 type Field = (Vec<u8>, Vec<u8>);
@@ -131,7 +167,13 @@ impl RedisStore {
             if !o.endpoint_id.is_empty() {
                 let day = crate::domain::message_id_time(&o.message_id).unwrap_or(0) / 86_400;
                 match super::codec::pack_id(&o.message_id) {
-                    Some(raw) => by_day.entry(day).or_default().entry(o.endpoint_id.as_str()).or_default().extend_from_slice(&raw),
+                    Some(raw) => {
+                        let ids = by_day.entry(day).or_default().entry(o.endpoint_id.as_str()).or_default();
+                        // A message recorded twice in a batch (its outcome updated) is listed once.
+                        if !ids.chunks_exact(16).any(|id| id == raw) {
+                            ids.extend_from_slice(&raw);
+                        }
+                    }
                     None => {
                         let member = [o.endpoint_id.as_bytes(), &[0], &listed_id(&o.message_id)].concat();
                         other_by_day.entry(day).or_default().push((0, member));
@@ -143,14 +185,13 @@ impl RedisStore {
         let ttl_days = (ttl_secs.max(1)).div_ceil(86_400) as i64;
         let index_ttl = (ttl_secs.max(1) + 86_400) as i64;
         for (day, by_endpoint) in &by_day {
-            let entries = by_endpoint.iter().map(|(endpoint, ids)| (endpoint.as_bytes(), ids.as_slice()));
-            pipe.add_command(super::redis_buckets::put(
-                &keys.key("epmsg:", &day.to_string()),
-                index_ttl,
-                16 * super::MAX_PER_ENDPOINT,
-                entries,
-            ))
-            .ignore();
+            let mut append = redis::cmd("EVAL");
+            append.arg(APPEND_BY_ENDPOINT).arg(1).arg(keys.key("epmsg:", &day.to_string()));
+            append.arg(16 * super::MAX_PER_ENDPOINT).arg(index_ttl);
+            for (endpoint, ids) in by_endpoint {
+                append.arg(*endpoint).arg(ids.as_slice());
+            }
+            pipe.add_command(append).ignore();
         }
         for (day, members) in &other_by_day {
             let key = keys.key("byep:", &day.to_string());
@@ -176,9 +217,9 @@ impl RedisStore {
             }
         }
         for (run, fields) in by_run {
-            let statuses: Vec<(&[u8], String)> = fields.iter().map(|(e, status)| (e.as_bytes(), status.to_string())).collect();
-            let entries = statuses.iter().map(|(e, status)| (*e, status.as_bytes()));
-            pipe.add_command(super::redis_buckets::put(&keys.key("runix:", run), ttl_secs as i64, 0, entries)).ignore();
+            let key = keys.key("runout:", run);
+            pipe.hset_multiple(&key, &fields).ignore();
+            pipe.expire(&key, ttl_secs.max(1) as i64).ignore();
         }
         // KPI counters and unique endpoints, in the same pipeline.
         let kpi = crate::kpi::tally(outcomes, events);
@@ -239,11 +280,8 @@ impl RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = Keys::new(app_id);
-        // A run begun by an earlier release has its first outcomes in the plain hash.
-        let plain = keys.key("runout:", run);
-        let get = super::redis_buckets::get(&keys.key("runix:", run), Some(&plain), ids.iter().map(|i| i.as_bytes()));
-        Ok(get.query_async(&mut self.conn()).await?)
+        let key = Keys::new(app_id).key("runout:", run);
+        Ok(redis::cmd("HMGET").arg(&key).arg(ids).query_async(&mut self.conn()).await?)
     }
 
     pub(super) async fn redis_list_outcomes(
@@ -272,7 +310,7 @@ impl RedisStore {
                 for chunk in days.chunks(32) {
                     let mut pipe = redis::pipe();
                     for day in chunk {
-                        pipe.add_command(super::redis_buckets::get(&keys.key("epmsg:", day), None, [e.as_bytes()]));
+                        pipe.hget(keys.key("epmsg:", day), e.as_str());
                         pipe.cmd("ZRANGE")
                             .arg(keys.key("byep:", day))
                             .arg(&until)
@@ -286,8 +324,7 @@ impl RedisStore {
                     let lists: Vec<DayOfEndpoint> = pipe.query_async(&mut conn).await?;
                     for (packed, members) in lists {
                         // A day's messages newest first: ids sort by their time.
-                        let packed = packed.into_iter().flatten().next().unwrap_or_default();
-                        let mut day: Vec<String> = packed.chunks_exact(16).map(super::codec::unpack_id).collect();
+                        let mut day: Vec<String> = packed.unwrap_or_default().chunks_exact(16).map(super::codec::unpack_id).collect();
                         day.extend(members.iter().filter_map(|m| {
                             let at = m.iter().position(|&b| b == 0)?;
                             Some(read_listed_id(&m[at + 1..]))
