@@ -11,9 +11,15 @@
 //! was written; anything else stays in the protobuf. A value without the header (written by
 //! an earlier release) is read as plain protobuf.
 //!
+//! An outcome leaves out its message id too (the key it is stored under holds it), and holds
+//! a campaign run's request id as its occurrence, its channel as a one-byte code and its two
+//! times as milliseconds after its id's second; an event's attributes go last in key order,
+//! so a block of like events compresses to about 30 bytes each.
+//!
 //! On the loadtest's data in Redis (README, "Memory per endpoint and per message") this makes
-//! an endpoint's value 218 bytes instead of 307, an outcome 236 bytes of its hour's hash
-//! instead of 412, an event 236 bytes of the stream instead of 337.
+//! an endpoint's value 218 bytes instead of 307, an email campaign's outcome 80 bytes (the
+//! release before: 150; 147 bytes of its hour's hash with its field, against 412 as plain
+//! protobuf), an event about 33 bytes of the stream instead of 337.
 
 use prost::Message as _;
 
