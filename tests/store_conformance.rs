@@ -1352,6 +1352,8 @@ async fn redis_outcomes_and_their_indexes_of_either_form_read_back() {
     let changed = MessageOutcome { delivery_status: 4, request_id: String::new(), ..new[1].clone() };
     s.record_outcomes("app", std::slice::from_ref(&changed), &[], 3_600).await.unwrap();
     s.record_outcomes("app", &[changed.clone(), changed.clone()], &[], 3_600).await.unwrap();
+    // So is the earlier release's message recorded again, now in both forms of its day.
+    s.record_outcomes("app", &[MessageOutcome { request_id: String::new(), ..old.clone() }], &[], 3_600).await.unwrap();
     let again = ids(s.list_outcomes("app", &OutcomeIndex::Endpoint("ep".into()), 0, 10).await.unwrap());
     // (The odd id's day, 1970, is past the retention a later write trims the days to.)
     assert_eq!(again, by_endpoint[..4]);

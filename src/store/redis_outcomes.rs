@@ -87,8 +87,9 @@ fn outcome_fields(message_id: &str) -> [Vec<u8>; 3] {
     [outcome_field(message_id), packed, message_id.as_bytes().to_vec()]
 }
 
-/// A message id in a request's list (and in the endpoint index's sorted sets): one of Herald's as its 16 bytes; any other after a
-/// `0xff` byte (never in text), so that one of 16 characters is not taken for packed bytes.
+/// A message id in a request's list (and in the endpoint index's sorted sets): one of
+/// Herald's as its 16 bytes; any other after a `0xff` byte (never in text), so that one of 16
+/// characters is not taken for packed bytes.
 fn listed_id(message_id: &str) -> Vec<u8> {
     match super::codec::pack_id(message_id) {
         Some(raw) => raw.to_vec(),
@@ -330,6 +331,8 @@ impl RedisStore {
                             Some(read_listed_id(&m[at + 1..]))
                         }));
                         day.sort_unstable_by(|a, b| b.cmp(a));
+                        // An id in both forms (an earlier release's, recorded again since) once.
+                        day.dedup();
                         found.extend(day);
                     }
                     if found.len() >= want {
