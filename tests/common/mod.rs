@@ -1,5 +1,5 @@
 //! Test harness: a real `redis-server` on a free port, and the real `herald` daemon started
-//! on ephemeral ports against either backend.
+//! on free loopback ports against either backend.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -30,8 +30,54 @@ macro_rules! on_both_backends {
     };
 }
 
+/// A loopback port for a child process (a daemon, a Redis, an SMTP sink) to listen on, held
+/// for this test process alone until it exits.
+///
+/// A port the kernel handed out for `bind(…:0)` is free only for a moment: once the probe
+/// closes, any outbound connection of the concurrently running tests may take it as its local
+/// port, and a daemon restarted on its old port finds it in use. So the ports come from below
+/// the kernel's ephemeral range (which outbound connections never use), and each is claimed
+/// with an exclusive lock on a file named after it, which the other test processes respect and
+/// the kernel releases when this process exits.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::hash::{BuildHasher, RandomState};
+    let seed = RandomState::new();
+    let high = ephemeral_low();
+    for attempt in 0u64..10_000 {
+        let port = PORTS_LOW + (seed.hash_one((std::process::id(), attempt)) % u64::from(high - PORTS_LOW)) as u16;
+        if claim_port(port) {
+            return port;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range");
+}
+
+/// The lowest port the tests take.
+const PORTS_LOW: u16 = 10_000;
+
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768)
+        .max(PORTS_LOW + 12_000)
+}
+
+/// Claims `port` for this process: its lock file, held until the process exits, then a bind
+/// that shows nobody else listens on it.
+fn claim_port(port: u16) -> bool {
+    use std::sync::Mutex;
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("herald-test-ports");
+    std::fs::create_dir_all(&dir).expect("create the test ports' lock directory");
+    let Ok(file) = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(port.to_string())) else {
+        return false;
+    };
+    if file.try_lock().is_err() || TcpListener::bind(("127.0.0.1", port)).is_err() {
+        return false;
+    }
+    HELD.lock().unwrap().push(file);
+    true
 }
 
 pub fn wait_for_port(port: u16, what: &str, child: &mut Child) {
@@ -146,7 +192,7 @@ pub struct RedisCluster {
 fn free_cluster_port() -> u16 {
     loop {
         let port = free_port();
-        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+        if port + 10_000 < ephemeral_low() && claim_port(port + 10_000) {
             return port;
         }
     }
