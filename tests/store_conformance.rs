@@ -299,7 +299,12 @@ async fn every_kind_of_record_is_gone_after_delete_app(h: Harness) {
             "{}",
             what("outcomes by endpoint")
         );
-        assert_eq!(s.run_outcomes(a, "c1:000000", &["e1".to_string()]).await.unwrap()[0].is_some(), present, "{}", what("run index"));
+        assert_eq!(
+            s.run_outcomes(a, "c1:000000", &["e1".to_string()], Some(0)).await.unwrap()[0].is_some(),
+            present,
+            "{}",
+            what("run index")
+        );
         assert_eq!(!s.outcome_counts(a, "2026-11-22").await.unwrap().is_empty(), present, "{}", what("counts"));
         assert_eq!(s.read_events(a, None, 10).await.unwrap().len(), usize::from(present), "{}", what("events"));
         assert_eq!(s.get_record(a, "segment", "s1", None).await.unwrap().is_some(), present, "{}", what("record"));
@@ -347,11 +352,31 @@ async fn runs_index_their_members_outcomes(h: Harness) {
         outcome("d", "r1", MessageSource::Transactional, DeliveryStatus::Successful),
     ];
     s.record_outcomes("app", &batch, &[], 3_600).await.unwrap();
+    // A campaign run asks with its start: its messages are no older.
+    let since = Some(chrono::Utc::now().timestamp() - 300);
     let ids: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).into();
-    let got = s.run_outcomes("app", "r1", &ids).await.unwrap();
+    let got = s.run_outcomes("app", "r1", &ids, since).await.unwrap();
     assert_eq!(got, vec![Some(DeliveryStatus::Successful as i32), Some(DeliveryStatus::PermanentFailure as i32), None, None, None]);
-    assert_eq!(s.run_outcomes("app", "r2", &ids).await.unwrap()[2], Some(DeliveryStatus::Successful as i32));
-    assert!(s.run_outcomes("app", "r3", &[]).await.unwrap().is_empty());
+    assert_eq!(s.run_outcomes("app", "r2", &ids, since).await.unwrap()[2], Some(DeliveryStatus::Successful as i32));
+    assert!(s.run_outcomes("app", "r3", &[], since).await.unwrap().is_empty());
+    // An outcome recorded again (its status changed) reads back with its last status.
+    let mut bounced = batch[0].clone();
+    bounced.delivery_status = DeliveryStatus::PermanentFailure as i32;
+    s.record_outcomes("app", &[bounced], &[], 3_600).await.unwrap();
+    assert_eq!(s.run_outcomes("app", "r1", &ids, since).await.unwrap()[0], Some(DeliveryStatus::PermanentFailure as i32));
+    // Messages sent before the run started are not the run's.
+    let later = Some(chrono::Utc::now().timestamp() + 3_600);
+    if h.redis.is_some() || h.cluster.is_some() {
+        assert_eq!(s.run_outcomes("app", "r1", &ids, later).await.unwrap(), vec![None; 5]);
+    }
+    // A journey activity's entry asks without a start.
+    let journey = vec![
+        outcome("a", "j1:act:1", MessageSource::Journey, DeliveryStatus::Successful),
+        outcome("e", "j1:act:1", MessageSource::Journey, DeliveryStatus::Throttled),
+    ];
+    s.record_outcomes("app", &journey, &[], 3_600).await.unwrap();
+    let got = s.run_outcomes("app", "j1:act:1", &ids, None).await.unwrap();
+    assert_eq!(got, vec![Some(DeliveryStatus::Successful as i32), None, None, None, Some(DeliveryStatus::Throttled as i32)]);
 }
 
 async fn scans_visit_every_endpoint_once(h: Harness) {
@@ -1358,4 +1383,15 @@ async fn redis_outcomes_and_their_indexes_of_either_form_read_back() {
     // (The odd id's day, 1970, is past the retention a later write trims the days to.)
     assert_eq!(again, by_endpoint[..4]);
     assert_eq!(s.get_outcome("app", &changed.message_id).await.unwrap(), Some(changed));
+    // A campaign run's outcomes are found through the endpoint index: the per-run hash holds
+    // only the message whose id is not Herald's; one an earlier release wrote is still read.
+    let runout = format!("herald:{{app}}:runout:{run}");
+    let indexed = MessageOutcome { endpoint_id: "ep2".into(), delivery_status: 3, ..outcome(id(5)) };
+    s.record_outcomes("app", std::slice::from_ref(&indexed), &[], 3_600).await.unwrap();
+    let held: Vec<String> = redis::cmd("HKEYS").arg(&runout).query_async(&mut conn).await.unwrap();
+    assert_eq!(held, vec!["ep".to_string()], "only the odd id's endpoint");
+    let _: () = redis::cmd("HSET").arg(&runout).arg("old-ep").arg(2).query_async(&mut conn).await.unwrap();
+    let members: Vec<String> = ["old-ep", "ep2", "nobody"].map(String::from).into();
+    let statuses = s.run_outcomes("app", &run, &members, Some(i64::from(now) - 60)).await.unwrap();
+    assert_eq!(statuses, vec![Some(2), Some(3), None]);
 }

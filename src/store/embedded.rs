@@ -570,7 +570,13 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn run_outcomes(&self, app_id: &str, run: &str, endpoint_ids: &[String]) -> Result<Vec<Option<i32>>, StoreError> {
+    async fn run_outcomes(
+        &self,
+        app_id: &str,
+        run: &str,
+        endpoint_ids: &[String],
+        _sent_since: Option<i64>,
+    ) -> Result<Vec<Option<i32>>, StoreError> {
         self.embedded_run_outcomes(app_id, run, endpoint_ids).await
     }
 

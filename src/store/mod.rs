@@ -318,11 +318,20 @@ pub trait Store: Send + Sync + 'static {
     /// oldest dropped) and get their ids.
     async fn record_outcomes(&self, app_id: &str, outcomes: &[MessageOutcome], events: &[Event], ttl_secs: u64) -> Result<(), StoreError>;
 
-    /// The delivery status recorded for each endpoint under a campaign run (`run`, the run's
-    /// request id), in order (`None`: no outcome recorded for it in this run). Every outcome of
-    /// a campaign run is indexed by [`Store::record_outcomes`] in the same round trip as the
-    /// outcome itself, so a resumed run skips exactly the members that already have one.
-    async fn run_outcomes(&self, app_id: &str, run: &str, endpoint_ids: &[String]) -> Result<Vec<Option<i32>>, StoreError>;
+    /// The delivery status recorded for each endpoint under a campaign run or a journey
+    /// activity's entry (`run`, its request id), in order (`None`: no outcome recorded for it
+    /// there). Every such outcome is indexed by [`Store::record_outcomes`] in the same round trip
+    /// as the outcome itself, so a resumed run skips exactly the members that already have one.
+    /// `sent_since` (Unix seconds: a campaign run's start, none for journeys) says that the
+    /// run's messages are no older: Redis finds a campaign run's outcomes through the endpoints'
+    /// per-day message index from that day on rather than keeping a per-run index of its own.
+    async fn run_outcomes(
+        &self,
+        app_id: &str,
+        run: &str,
+        endpoint_ids: &[String],
+        sent_since: Option<i64>,
+    ) -> Result<Vec<Option<i32>>, StoreError>;
 
     /// Outcomes by request or endpoint (newest first for endpoints, send order for a request),
     /// from position `offset`, at most `limit`, while their TTL lasts (Redis lists an

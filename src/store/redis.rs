@@ -17,7 +17,7 @@
 //! | `herald:{app}:out:{hour}` | hash, expiring | message id (a Herald id as its 16 bytes) → `MessageOutcome` (stored form without the id, `store::codec`), by the hour in the id |
 //! | `herald:{app}:counts:{day}` | hash, expiring | `{channel}:{status}` → messages |
 //! | `herald:{app}:byreq:{request}` | list, expiring | message ids in the order recorded (16 bytes each; another id after a `0xff` byte; an earlier release's as text), for listing outcomes |
-//! | `herald:{app}:runout:{run}` | hash, expiring | endpoint id → delivery status of its outcome in a campaign run |
+//! | `herald:{app}:runout:{run}` | hash, expiring | endpoint id → delivery status of its outcome in a journey activity's entry (an earlier release's campaign runs too; this release finds a campaign run's outcomes through `epmsg`) |
 //! | `herald:{app}:epmsg:{day}` | hash, expiring | endpoint id → the ids of its messages of that day, 16 bytes each, oldest first (its last 1,000) |
 //! | `herald:{app}:byep:{day}` / `:byep-days` | sorted set, expiring / sorted set | `{endpoint}\0{message id}` per day for ids that are not Herald's (an earlier release's form for all: a Herald id as its 16 bytes); the days held, of either form |
 //! | `herald:{app}:event-stream` | stream (about the last 1,000,000 events) | one entry per recorded batch, id = its first event's number: one field `z`, the batch's `Event`s as one LZ4 block (`store::codec::encode_event_block`), or fields `e`, one `Event` each (a lone event; an earlier release's entries) |
@@ -636,8 +636,14 @@ impl Store for RedisStore {
         self.redis_record_outcomes(app_id, outcomes, events, ttl_secs).await
     }
 
-    async fn run_outcomes(&self, app_id: &str, run: &str, endpoint_ids: &[String]) -> Result<Vec<Option<i32>>, StoreError> {
-        self.redis_run_outcomes(app_id, run, endpoint_ids).await
+    async fn run_outcomes(
+        &self,
+        app_id: &str,
+        run: &str,
+        endpoint_ids: &[String],
+        sent_since: Option<i64>,
+    ) -> Result<Vec<Option<i32>>, StoreError> {
+        self.redis_run_outcomes(app_id, run, endpoint_ids, sent_since).await
     }
 
     async fn list_outcomes(

@@ -14,6 +14,14 @@ use super::redis::{Keys, RedisStore};
 use super::StoreError;
 use crate::proto::v1::{Event, MessageOutcome};
 
+/// Whether a run's outcome is found through the endpoint index (a campaign run's message,
+/// whose id is one of Herald's) rather than a per-run hash: its run is asked for it only when
+/// it resumes, and then says when it started ([`RedisStore::redis_run_outcomes`]). A
+/// journey asks at every step, so its outcomes keep the per-run hash.
+fn found_by_endpoint(o: &MessageOutcome) -> bool {
+    o.source == crate::proto::v1::MessageSource::Campaign as i32 && super::codec::pack_id(&o.message_id).is_some()
+}
+
 /// A stream entry as XRANGE returns it: its id and its field-value pairs.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
@@ -210,10 +218,11 @@ impl RedisStore {
             pipe.rpush(&list, ids).ignore();
             pipe.expire(&list, ttl_secs.max(1) as i64).ignore();
         }
-        // The per-run index: endpoint → status, for each campaign run in the batch.
+        // The per-run index of journey activities' entries: endpoint → status. A campaign
+        // run's outcomes are found through the endpoint index instead (`redis_run_outcomes`).
         let mut by_run: std::collections::BTreeMap<&str, Vec<(&str, i32)>> = std::collections::BTreeMap::new();
         for o in outcomes {
-            if super::indexed_by_run(o) {
+            if super::indexed_by_run(o) && !found_by_endpoint(o) {
                 by_run.entry(o.request_id.as_str()).or_default().push((o.endpoint_id.as_str(), o.delivery_status));
             }
         }
@@ -277,12 +286,66 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(super) async fn redis_run_outcomes(&self, app_id: &str, run: &str, ids: &[String]) -> Result<Vec<Option<i32>>, StoreError> {
+    pub(super) async fn redis_run_outcomes(
+        &self,
+        app_id: &str,
+        run: &str,
+        ids: &[String],
+        sent_since: Option<i64>,
+    ) -> Result<Vec<Option<i32>>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let key = Keys::new(app_id).key("runout:", run);
-        Ok(redis::cmd("HMGET").arg(&key).arg(ids).query_async(&mut self.conn()).await?)
+        let keys = Keys::new(app_id);
+        let mut conn = self.conn();
+        // The per-run hash: a journey's, or a campaign run's of an earlier release.
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(keys.key("runout:", run)).arg(ids);
+        let Some(since) = sent_since else {
+            let (statuses,): (Vec<Option<i32>>,) = pipe.query_async(&mut conn).await?;
+            return Ok(statuses);
+        };
+        pipe.cmd("ZRANGE").arg(keys.key("byep-days", "")).arg(since.div_euclid(86_400)).arg("+inf").arg("BYSCORE");
+        let (mut statuses, days): (Vec<Option<i32>>, Vec<String>) = pipe.query_async(&mut conn).await?;
+        // The endpoints not found there: their messages since the run started, by the days'
+        // endpoint index.
+        let open: Vec<usize> = (0..ids.len()).filter(|&i| statuses[i].is_none()).collect();
+        if open.is_empty() || days.is_empty() {
+            return Ok(statuses);
+        }
+        let mut pipe = redis::pipe();
+        for day in &days {
+            pipe.cmd("HMGET").arg(keys.key("epmsg:", day)).arg(open.iter().map(|&i| ids[i].as_str()).collect::<Vec<_>>());
+        }
+        let per_day: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn).await?;
+        // (position in `ids`, message id) of each candidate, then their outcomes by hour.
+        let mut candidates: Vec<(usize, String)> = Vec::new();
+        for day in &per_day {
+            for (&i, packed) in open.iter().zip(day) {
+                for raw in packed.as_deref().unwrap_or_default().chunks_exact(16) {
+                    let id = super::codec::unpack_id(raw);
+                    if crate::domain::message_id_time(&id).is_some_and(|t| t >= since) {
+                        candidates.push((i, id));
+                    }
+                }
+            }
+        }
+        for chunk in candidates.chunks(1_000) {
+            let mut pipe = redis::pipe();
+            for (_, id) in chunk {
+                let hour = crate::domain::message_id_time(id).unwrap_or(0) / 3600;
+                pipe.cmd("HGET").arg(keys.key("out:", &hour.to_string())).arg(outcome_field(id));
+            }
+            let found: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+            for ((i, id), stored) in chunk.iter().zip(found) {
+                let Some(stored) = stored else { continue };
+                let o = super::codec::decode_outcome(app_id, id, &stored)?;
+                if o.request_id == run && super::indexed_by_run(&o) {
+                    statuses[*i] = Some(o.delivery_status);
+                }
+            }
+        }
+        Ok(statuses)
     }
 
     pub(super) async fn redis_list_outcomes(

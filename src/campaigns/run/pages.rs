@@ -139,7 +139,10 @@ impl Runner {
         // A resumed run: the statuses already recorded for this page's members.
         let recorded = if resumed && !members.is_empty() {
             let ids: Vec<String> = members.iter().map(|e| e.id.clone()).collect();
-            self.patiently(|| store.run_outcomes(app, request_id, &ids)).await?
+            // Its messages are no older than the run's start (five minutes' margin for the clocks
+            // of the daemons that share it).
+            let since = chrono::DateTime::parse_from_rfc3339(&run.start).ok().map(|t| t.timestamp() - 300);
+            self.patiently(|| store.run_outcomes(app, request_id, &ids, since)).await?
         } else {
             Vec::new()
         };

@@ -97,7 +97,7 @@ impl JourneyRunner {
         }
         for (entries, ids) in &by_entry {
             let request = request_id(journey, &aid, *entries);
-            for (id, status) in ids.iter().zip(store.run_outcomes(app, &request, ids).await?) {
+            for (id, status) in ids.iter().zip(store.run_outcomes(app, &request, ids, None).await?) {
                 if let Some(s) = status {
                     recorded.insert(id.clone(), s);
                 }
