@@ -1286,6 +1286,79 @@ async fn embedded_data_survives_a_reopen() {
     assert_eq!(s.user_endpoints("app", "u").await.unwrap().len(), 1);
 }
 
+/// A day's endpoint index of an app with more endpoints than one listpack holds is cut into
+/// buckets, a power of two fixed at the day's first message; every read finds each entry, and
+/// another daemon (a second store) uses the same count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_endpoint_index_is_cut_into_buckets_by_the_apps_size() {
+    use deadpool_redis::redis;
+    use herald::proto::v1::{MessageOutcome, MessageSource};
+    use herald::store::OutcomeIndex;
+    let h = redis().await;
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    let endpoints: Vec<Endpoint> =
+        (0..300).map(|i| ep(&format!("e{i:03}"), ChannelType::Email, &format!("u{i}@example.com"), None)).collect();
+    s.write_endpoints("app", upsert(endpoints, true)).await.unwrap();
+    let run = "e826da1657d246ad82e44f490c20146f:000000";
+    let outcome = |endpoint: String| MessageOutcome {
+        message_id: herald::domain::new_message_id(),
+        app_id: "app".into(),
+        source: MessageSource::Campaign as i32,
+        request_id: run.into(),
+        campaign_id: "e826da1657d246ad82e44f490c20146f".into(),
+        endpoint_id: endpoint,
+        channel: "EMAIL".into(),
+        delivery_status: 1,
+        updated_date: herald::domain::timestamp(chrono::Utc::now()),
+        ..Default::default()
+    };
+    let first: Vec<MessageOutcome> = (0..300).map(|i| outcome(format!("e{i:03}"))).collect();
+    s.record_outcomes("app", &first[..150], &[], 3_600).await.unwrap();
+    // The other daemon records the rest, and a second message to e007.
+    h.other.record_outcomes("app", &first[150..], &[], 3_600).await.unwrap();
+    let second = outcome("e007".into());
+    h.other.record_outcomes("app", std::slice::from_ref(&second), &[], 3_600).await.unwrap();
+    let client = redis::Client::open(h.redis.as_ref().unwrap().url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let day = chrono::Utc::now().timestamp() / 86_400;
+    let count: u32 = redis::cmd("GET").arg(format!("herald:{{app}}:epmsg-n:{day}")).query_async(&mut conn).await.unwrap();
+    assert_eq!(count, 8, "300 endpoints, about 64 a bucket, a power of two");
+    let plain: bool = redis::cmd("EXISTS").arg(format!("herald:{{app}}:epmsg:{day}")).query_async(&mut conn).await.unwrap();
+    assert!(!plain, "no single hash for the day");
+    let mut held = 0;
+    for b in 0..count {
+        let key = format!("herald:{{app}}:epmsg:{day}:{b}");
+        let n: usize = redis::cmd("HLEN").arg(&key).query_async(&mut conn).await.unwrap();
+        let encoding: String = redis::cmd("OBJECT").arg("ENCODING").arg(&key).query_async(&mut conn).await.unwrap();
+        assert_eq!(encoding, "listpack", "{key} holds {n}");
+        held += n;
+    }
+    assert_eq!(held, 300, "each endpoint in one bucket");
+    for (i, o) in first.iter().enumerate() {
+        let mut listed: Vec<String> = s
+            .list_outcomes("app", &OutcomeIndex::Endpoint(o.endpoint_id.clone()), 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.message_id)
+            .collect();
+        // (Two ids of one second list in their bytes' order.)
+        listed.sort();
+        let mut want = if i == 7 { vec![second.message_id.clone(), o.message_id.clone()] } else { vec![o.message_id.clone()] };
+        want.sort();
+        assert_eq!(listed, want, "{}", o.endpoint_id);
+    }
+    let members: Vec<String> = (0..301).map(|i| format!("e{i:03}")).collect();
+    let statuses = h.other.run_outcomes("app", run, &members, Some(chrono::Utc::now().timestamp() - 300)).await.unwrap();
+    assert_eq!(statuses.iter().filter(|s| **s == Some(1)).count(), 300);
+    assert_eq!(statuses[300], None, "e300 is nobody's");
+    // DeleteApp takes the buckets and their count.
+    s.delete_app("app").await.unwrap();
+    let left: Vec<String> = redis::cmd("KEYS").arg("herald:{app}:epmsg*").query_async(&mut conn).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[tokio::test]
 async fn redis_outcomes_and_their_indexes_of_either_form_read_back() {
     use deadpool_redis::redis;

@@ -18,7 +18,8 @@
 //! | `herald:{app}:counts:{day}` | hash, expiring | `{channel}:{status}` → messages |
 //! | `herald:{app}:byreq:{request}` | list, expiring | message ids in the order recorded (16 bytes each; another id after a `0xff` byte; an earlier release's as text), for listing outcomes |
 //! | `herald:{app}:runout:{run}` | hash, expiring | endpoint id → delivery status of its outcome in a journey activity's entry (an earlier release's campaign runs too; this release finds a campaign run's outcomes through `epmsg`) |
-//! | `herald:{app}:epmsg:{day}` | hash, expiring | endpoint id → the ids of its messages of that day, 16 bytes each, oldest first (its last 1,000) |
+//! | `herald:{app}:epmsg:{day}`, `herald:{app}:epmsg:{day}:{bucket}` | hash, expiring | endpoint id → the ids of its messages of that day, 16 bytes each, oldest first (its last 1,000); cut into `epmsg-n:{day}` buckets by a hash of the endpoint id (one: the first key) |
+//! | `herald:{app}:epmsg-n:{day}` | string, expiring | how many buckets that day's endpoint index has: a power of two fixed at its first message from the app's endpoint count then, about 64 endpoints a bucket so that Redis keeps each as a listpack |
 //! | `herald:{app}:byep:{day}` / `:byep-days` | sorted set, expiring / sorted set | `{endpoint}\0{message id}` per day for ids that are not Herald's (an earlier release's form for all: a Herald id as its 16 bytes); the days held, of either form |
 //! | `herald:{app}:event-stream` | stream (about the last 1,000,000 events) | one entry per recorded batch, id = its first event's number: one field `z`, the batch's `Event`s as one LZ4 block (`store::codec::encode_event_block`), or fields `e`, one `Event` each (a lone event; an earlier release's entries) |
 //! | `herald:{app}:event-seq` | string | the number of the app's last event |
@@ -257,6 +258,9 @@ impl Keys {
 
 pub struct RedisStore {
     pub(super) backend: Backend,
+    /// How many buckets each (app, day) endpoint index is cut into, as read from Redis
+    /// (`redis_outcomes`: fixed once for the day, so cached for good).
+    pub(super) day_buckets: std::sync::Mutex<std::collections::HashMap<(String, i64), u32>>,
 }
 
 impl RedisStore {

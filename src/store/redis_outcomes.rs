@@ -46,15 +46,17 @@ return last
     )
 });
 
-/// Appends message ids to endpoints' entries in the day's endpoint index KEYS[1] (a hash),
-/// leaving out ids an entry holds already (an outcome recorded again when it changes) and
-/// keeping each entry's last ARGV[1] bytes; the index expires in ARGV[2] seconds. ARGV[3..]:
-/// an endpoint id, then its new ids (16 bytes each), for each endpoint.
+/// Appends message ids to endpoints' entries in a day's endpoint index (hashes: KEYS, the
+/// buckets a batch touches), leaving out ids an entry holds already (an outcome recorded again
+/// when it changes) and keeping each entry's last ARGV[1] bytes; each bucket expires in ARGV[2]
+/// seconds. ARGV[3..]: for each endpoint, its bucket's position in KEYS, its id, then its new
+/// ids (16 bytes each).
 const APPEND_BY_ENDPOINT: &str = r#"
 local keep = tonumber(ARGV[1])
-for i = 3, #ARGV, 2 do
-  local ids = ARGV[i + 1]
-  local v = redis.call('HGET', KEYS[1], ARGV[i])
+for i = 3, #ARGV, 3 do
+  local key = KEYS[tonumber(ARGV[i])]
+  local ids = ARGV[i + 2]
+  local v = redis.call('HGET', key, ARGV[i + 1])
   if v then
     local add = {}
     for j = 1, #ids, 16 do
@@ -76,11 +78,36 @@ for i = 3, #ARGV, 2 do
   else
     v = ids
   end
-  redis.call('HSET', KEYS[1], ARGV[i], v)
+  redis.call('HSET', key, ARGV[i + 1], v)
 end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+for _, key in ipairs(KEYS) do
+  redis.call('EXPIRE', key, ARGV[2])
+end
 return 0
 "#;
+
+/// Endpoints per bucket of a day's endpoint index, about: Redis keeps a hash of at most 128
+/// fields of at most 64 bytes as a listpack, a third of a hash table's bytes per field.
+const ENDPOINTS_PER_BUCKET: u64 = 64;
+
+/// Most buckets of a day's endpoint index.
+const MOST_BUCKETS: u64 = 1 << 22;
+
+/// The bucket count for a day's endpoint index of an app with `endpoints` endpoints.
+fn bucket_count(endpoints: u64) -> u32 {
+    endpoints.div_ceil(ENDPOINTS_PER_BUCKET).clamp(1, MOST_BUCKETS).next_power_of_two() as u32
+}
+
+/// The key of `endpoint`'s entry in day `day`'s endpoint index of `buckets` buckets (one: the
+/// day's single hash, as an earlier release wrote it).
+fn day_index_key(keys: &Keys, day: i64, buckets: u32, endpoint: &str) -> String {
+    if buckets <= 1 {
+        return keys.key("epmsg:", &day.to_string());
+    }
+    // FNV-1a: stable across releases and machines, as the key must be.
+    let hash = endpoint.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    keys.key("epmsg:", &format!("{day}:{}", hash & u64::from(buckets - 1)))
+}
 
 /// A message's field in its hour's outcome hash: a Herald message id's last 12 bytes (its
 /// random part: the hour key holds the time), any other id as its text.
@@ -193,12 +220,27 @@ impl RedisStore {
         let days_key = keys.key("byep-days", "");
         let ttl_days = (ttl_secs.max(1)).div_ceil(86_400) as i64;
         let index_ttl = (ttl_secs.max(1) + 86_400) as i64;
-        for (day, by_endpoint) in &by_day {
-            let mut append = redis::cmd("EVAL");
-            append.arg(APPEND_BY_ENDPOINT).arg(1).arg(keys.key("epmsg:", &day.to_string()));
-            append.arg(16 * super::MAX_PER_ENDPOINT).arg(index_ttl);
+        let day_list: Vec<i64> = by_day.keys().copied().collect();
+        let bucket_counts = self.day_buckets(app_id, &day_list, Some(index_ttl)).await?;
+        for ((day, by_endpoint), buckets) in by_day.iter().zip(bucket_counts) {
+            let mut bucket_keys: Vec<String> = Vec::new();
+            let mut args: Vec<(usize, &str, &[u8])> = Vec::with_capacity(by_endpoint.len());
             for (endpoint, ids) in by_endpoint {
-                append.arg(*endpoint).arg(ids.as_slice());
+                let key = day_index_key(&keys, *day, buckets, endpoint);
+                let at = match bucket_keys.iter().position(|k| *k == key) {
+                    Some(at) => at,
+                    None => {
+                        bucket_keys.push(key);
+                        bucket_keys.len() - 1
+                    }
+                };
+                args.push((at + 1, endpoint, ids.as_slice()));
+            }
+            let mut append = redis::cmd("EVAL");
+            append.arg(APPEND_BY_ENDPOINT).arg(bucket_keys.len()).arg(&bucket_keys);
+            append.arg(16 * super::MAX_PER_ENDPOINT).arg(index_ttl);
+            for (at, endpoint, ids) in args {
+                append.arg(at).arg(endpoint).arg(ids);
             }
             pipe.add_command(append).ignore();
         }
@@ -286,6 +328,47 @@ impl RedisStore {
         Ok(())
     }
 
+    /// How many buckets each of `days`'s endpoint index of `app_id` has (one for a day without
+    /// a count: an earlier release's, or none written). A writer (`create`: the index's TTL)
+    /// fixes a day's count at its first message, from the app's endpoint count then; every
+    /// daemon reads the same count afterwards.
+    async fn day_buckets(&self, app_id: &str, days: &[i64], create: Option<i64>) -> Result<Vec<u32>, StoreError> {
+        let mut counts: Vec<Option<u32>> = {
+            let cached = self.day_buckets.lock().expect("bucket counts");
+            days.iter().map(|d| cached.get(&(app_id.to_string(), *d)).copied()).collect()
+        };
+        let unknown: Vec<usize> = (0..days.len()).filter(|&i| counts[i].is_none()).collect();
+        if unknown.is_empty() {
+            return Ok(counts.into_iter().map(|c| c.unwrap_or(1)).collect());
+        }
+        let keys = Keys::new(app_id);
+        let mut conn = self.conn();
+        let count_key = |day: i64| keys.key("epmsg-n:", &day.to_string());
+        let mut pipe = redis::pipe();
+        if let Some(ttl) = create {
+            let endpoints: u64 = conn.zcard(keys.endpoint_ids()).await?;
+            for &i in &unknown {
+                // Outlives the buckets it counts.
+                pipe.cmd("SET").arg(count_key(days[i])).arg(bucket_count(endpoints)).arg("NX").arg("EX").arg(ttl + 86_400).ignore();
+            }
+        }
+        for &i in &unknown {
+            pipe.cmd("GET").arg(count_key(days[i]));
+        }
+        let read: Vec<Option<u32>> = pipe.query_async(&mut conn).await?;
+        let mut cached = self.day_buckets.lock().expect("bucket counts");
+        if cached.len() > 10_000 {
+            cached.clear();
+        }
+        for (&i, n) in unknown.iter().zip(read) {
+            counts[i] = n;
+            if let Some(n) = n {
+                cached.insert((app_id.to_string(), days[i]), n);
+            }
+        }
+        Ok(counts.into_iter().map(|c| c.unwrap_or(1)).collect())
+    }
+
     pub(super) async fn redis_run_outcomes(
         &self,
         app_id: &str,
@@ -313,14 +396,18 @@ impl RedisStore {
         if open.is_empty() || days.is_empty() {
             return Ok(statuses);
         }
+        let days: Vec<i64> = days.iter().filter_map(|d| d.parse().ok()).collect();
+        let bucket_counts = self.day_buckets(app_id, &days, None).await?;
         let mut pipe = redis::pipe();
-        for day in &days {
-            pipe.cmd("HMGET").arg(keys.key("epmsg:", day)).arg(open.iter().map(|&i| ids[i].as_str()).collect::<Vec<_>>());
+        for (day, buckets) in days.iter().zip(&bucket_counts) {
+            for &i in &open {
+                pipe.hget(day_index_key(&keys, *day, *buckets, &ids[i]), ids[i].as_str());
+            }
         }
-        let per_day: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut conn).await?;
+        let entries: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
         // (position in `ids`, message id) of each candidate, then their outcomes by hour.
         let mut candidates: Vec<(usize, String)> = Vec::new();
-        for day in &per_day {
+        for day in entries.chunks(open.len()) {
             for (&i, packed) in open.iter().zip(day) {
                 for raw in packed.as_deref().unwrap_or_default().chunks_exact(16) {
                     let id = super::codec::unpack_id(raw);
@@ -370,13 +457,15 @@ impl RedisStore {
                 }
                 let days: Vec<String> = conn.zrevrange(keys.key("byep-days", ""), 0, -1).await?;
                 let (from, until) = (format!("[{e}\0"), format!("({e}\u{1}"));
+                let days: Vec<i64> = days.iter().filter_map(|d| d.parse().ok()).collect();
+                let bucket_counts = self.day_buckets(app_id, &days, None).await?;
                 let mut found: Vec<String> = Vec::new();
-                for chunk in days.chunks(32) {
+                for (chunk, counts) in days.chunks(32).zip(bucket_counts.chunks(32)) {
                     let mut pipe = redis::pipe();
-                    for day in chunk {
-                        pipe.hget(keys.key("epmsg:", day), e.as_str());
+                    for (day, buckets) in chunk.iter().zip(counts) {
+                        pipe.hget(day_index_key(&keys, *day, *buckets, e), e.as_str());
                         pipe.cmd("ZRANGE")
-                            .arg(keys.key("byep:", day))
+                            .arg(keys.key("byep:", &day.to_string()))
                             .arg(&until)
                             .arg(&from)
                             .arg("BYLEX")
