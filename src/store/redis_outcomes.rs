@@ -223,18 +223,17 @@ impl RedisStore {
         let day_list: Vec<i64> = by_day.keys().copied().collect();
         let bucket_counts = self.day_buckets(app_id, &day_list, Some(index_ttl)).await?;
         for ((day, by_endpoint), buckets) in by_day.iter().zip(bucket_counts) {
+            // Each bucket the batch touches once in KEYS, by its position.
+            let mut positions: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
             let mut bucket_keys: Vec<String> = Vec::new();
             let mut args: Vec<(usize, &str, &[u8])> = Vec::with_capacity(by_endpoint.len());
             for (endpoint, ids) in by_endpoint {
                 let key = day_index_key(&keys, *day, buckets, endpoint);
-                let at = match bucket_keys.iter().position(|k| *k == key) {
-                    Some(at) => at,
-                    None => {
-                        bucket_keys.push(key);
-                        bucket_keys.len() - 1
-                    }
-                };
-                args.push((at + 1, endpoint, ids.as_slice()));
+                let at = *positions.entry(key).or_insert_with_key(|key| {
+                    bucket_keys.push(key.clone());
+                    bucket_keys.len()
+                });
+                args.push((at, endpoint, ids.as_slice()));
             }
             let mut append = redis::cmd("EVAL");
             append.arg(APPEND_BY_ENDPOINT).arg(bucket_keys.len()).arg(&bucket_keys);
