@@ -54,6 +54,21 @@ impl Table {
             Table::Users => "u",
         }
     }
+
+    fn buckets(self) -> &'static str {
+        match self {
+            Table::Endpoints => "epb:",
+            Table::Addresses => "adb:",
+            Table::Users => "usb:",
+        }
+    }
+
+    const ALL: [Table; 3] = [Table::Endpoints, Table::Addresses, Table::Users];
+}
+
+/// A name's hash as a script takes it.
+fn hash_arg(name: &str) -> u32 {
+    bucket_hash(name.as_bytes())
 }
 
 /// The hash a name's bucket and position come from. The scripts compute the same
@@ -114,9 +129,8 @@ impl Levels {
     }
 }
 
-/// What every script starts with: the app's key prefix from ARGV[1], its levels, the hash
-/// (as [`bucket_hash`]; numbers stay exact below 2^53, so a 32-bit product is taken in two
-/// halves) and the bucket key of a name.
+/// What every script starts with: the app's key prefix from ARGV[1], its levels, and the
+/// bucket key of a name from the name's hash (which the caller computes, [`bucket_hash`]).
 const PRELUDE: &str = r#"
 local P = ARGV[1]
 local EPIX = P .. 'epix'
@@ -124,6 +138,17 @@ local st = redis.call('HMGET', EPIX, 'L', 'S', 'n')
 local L, S, N = tonumber(st[1] or '0'), tonumber(st[2] or '0'), tonumber(st[3] or '0')
 local M = 2 ^ L
 local TABLES = {e = 'epb:', a = 'adb:', u = 'usb:'}
+local function key(t, h)
+  h = tonumber(h)
+  local b = h % M
+  if b < S then b = h % (2 * M) end
+  return P .. TABLES[t] .. string.format('%d', b)
+end
+"#;
+
+/// [`bucket_hash`] in a script, for the one that finds names of its own (a member set's ids).
+/// Numbers stay exact below 2^53, so the 32-bit product is taken in two halves.
+const HASH: &str = r#"
 local function hash(s)
   local x = 0
   for i = 1, #s do x = (x * 31 + string.byte(s, i)) % 4294967296 end
@@ -132,51 +157,17 @@ local function hash(s)
   x = ((hi * 73244475) % 65536 * 65536 + lo * 73244475) % 4294967296
   return bit.bxor(x, math.floor(x / 65536)) % 4294967296
 end
-local function bucket(h)
-  local b = h % M
-  if b < S then b = h % (2 * M) end
-  return b
-end
-local function key(t, name) return P .. TABLES[t] .. string.format('%d', bucket(hash(name))) end
-"#;
-
-/// Splits buckets while the app holds more than LOAD endpoints a bucket.
-const GROW: &str = r#"
-local function grow(load)
-  local grown = false
-  while N > load * (M + S) do
-    for _, t in pairs(TABLES) do
-      local from, to = P .. t .. string.format('%d', S), P .. t .. string.format('%d', S + M)
-      local all = redis.call('HGETALL', from)
-      local moved, names = {}, {}
-      for i = 1, #all, 2 do
-        if hash(all[i]) % (2 * M) ~= S then
-          moved[#moved + 1] = all[i]
-          moved[#moved + 1] = all[i + 1]
-          names[#names + 1] = all[i]
-        end
-      end
-      if #names > 0 then
-        redis.call('HSET', to, unpack(moved))
-        redis.call('HDEL', from, unpack(names))
-      end
-    end
-    S = S + 1
-    if S == M then L, M, S = L + 1, 2 * M, 0 end
-    grown = true
-  end
-  if grown then redis.call('HSET', EPIX, 'L', L, 'S', S) end
-end
 "#;
 
 fn script(body: &str) -> redis::Script {
-    redis::Script::new(&format!("{PRELUDE}{GROW}{body}"))
+    redis::Script::new(&format!("{PRELUDE}{body}"))
 }
 
 /// The endpoint write's compare-and-set. KEYS[1] the app record. ARGV: the prefix, then
-/// counts of reads, sets and deletes, endpoints created and removed, then (table, name,
-/// value read or "") per read, (table, name, value) per set, (table, name) per delete.
-/// Returns 1 applied, 0 a value read has changed, -1 the app is gone.
+/// counts of reads, sets and deletes, endpoints created and removed, then (table, name, hash,
+/// value read or "") per read, (table, name, hash, value) per set, (table, name, hash) per
+/// delete. Returns 1 applied, 2 applied and a bucket is due to split, 0 a value read has
+/// changed, -1 the app is gone.
 static COMMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     script(&format!(
         r#"
@@ -184,35 +175,84 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local c, s, d = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local i = 7
 for _ = 1, c do
-  if (redis.call('HGET', key(ARGV[i], ARGV[i + 1]), ARGV[i + 1]) or '') ~= ARGV[i + 2] then return 0 end
-  i = i + 3
+  if (redis.call('HGET', key(ARGV[i], ARGV[i + 2]), ARGV[i + 1]) or '') ~= ARGV[i + 3] then return 0 end
+  i = i + 4
 end
 for _ = 1, s do
-  redis.call('HSET', key(ARGV[i], ARGV[i + 1]), ARGV[i + 1], ARGV[i + 2])
-  i = i + 3
+  redis.call('HSET', key(ARGV[i], ARGV[i + 2]), ARGV[i + 1], ARGV[i + 3])
+  i = i + 4
 end
 for _ = 1, d do
-  redis.call('HDEL', key(ARGV[i], ARGV[i + 1]), ARGV[i + 1])
-  i = i + 2
+  redis.call('HDEL', key(ARGV[i], ARGV[i + 2]), ARGV[i + 1])
+  i = i + 3
 end
 local delta = tonumber(ARGV[5]) - tonumber(ARGV[6])
 if delta ~= 0 then
   N = N + delta
   redis.call('HSET', EPIX, 'n', N)
-  grow({LOAD})
 end
+if N > {LOAD} * (M + S) then return 2 end
 return 1
 "#
     ))
 });
 
-/// Reads entries: KEYS[1] the app record; ARGV the prefix, then (table, name) pairs. Returns
-/// "1" (or nil when the app is gone), then each entry's value or nil.
+/// Splits bucket S of every table: KEYS[1] the app record; ARGV the prefix, the levels the
+/// caller read ("L:S"), then per table (e, a, u) the number of its names the caller saw in
+/// the bucket and those names, each after `m` (it moves to bucket S + 2^L) or `s` (it
+/// stays). Returns 1 split, 0 the levels or a bucket changed since (a name the caller did not
+/// see: read again).
+static SPLIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    script(
+        r#"
+if string.format('%d:%d', L, S) ~= ARGV[2] then return 0 end
+local i = 3
+local plans = {}
+for _, t in ipairs({'e', 'a', 'u'}) do
+  local n = tonumber(ARGV[i])
+  local seen = {}
+  for j = 1, n do seen[ARGV[i + 2 * j]] = ARGV[i + 2 * j - 1] end
+  i = i + 1 + 2 * n
+  local from = P .. TABLES[t] .. string.format('%d', S)
+  local names = redis.call('HKEYS', from)
+  local moving = {}
+  for _, name in ipairs(names) do
+    local how = seen[name]
+    if not how then return 0 end
+    if how == 'm' then moving[#moving + 1] = name end
+  end
+  plans[#plans + 1] = {from, P .. TABLES[t] .. string.format('%d', S + M), moving}
+end
+for _, plan in ipairs(plans) do
+  local from, to, moving = plan[1], plan[2], plan[3]
+  -- (unpack takes a few thousand values at most)
+  for j = 1, #moving, 1000 do
+    local names = {unpack(moving, j, math.min(j + 999, #moving))}
+    local values = redis.call('HMGET', from, unpack(names))
+    local pairs = {}
+    for k = 1, #names do
+      pairs[2 * k - 1] = names[k]
+      pairs[2 * k] = values[k]
+    end
+    redis.call('HSET', to, unpack(pairs))
+    redis.call('HDEL', from, unpack(names))
+  end
+end
+S = S + 1
+if S == M then L, S = L + 1, 0 end
+redis.call('HSET', EPIX, 'L', L, 'S', S)
+return 1
+"#,
+    )
+});
+
+/// Reads entries: KEYS[1] the app record; ARGV the prefix, then (table, name, hash) triples.
+/// Returns "1" (or nil when the app is gone), then each entry's value or nil.
 static READ: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     script(
         r#"
 local out = {redis.call('EXISTS', KEYS[1]) == 1 and '1' or false}
-for i = 2, #ARGV, 2 do out[#out + 1] = redis.call('HGET', key(ARGV[i], ARGV[i + 1]), ARGV[i + 1]) end
+for i = 2, #ARGV, 3 do out[#out + 1] = redis.call('HGET', key(ARGV[i], ARGV[i + 2]), ARGV[i + 1]) end
 return out
 "#,
     )
@@ -241,24 +281,25 @@ return out
 /// `(id` exclusive, `[id` inclusive) and the page's size. Returns the last id read (or "" at
 /// the end), then the records found (a member whose endpoint is gone has none).
 pub(super) static SCAN_SET: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    script(
-        r#"
+    script(&format!(
+        r#"{HASH}
 local ids = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[3], 'BYLEX', 'LIMIT', 0, tonumber(ARGV[4]))
-if #ids == 0 then return {''} end
-local out = {ids[#ids]}
+if #ids == 0 then return {{''}} end
+local out = {{ids[#ids]}}
 for _, id in ipairs(ids) do
-  local v = redis.call('HGET', key('e', id), id)
+  local v = redis.call('HGET', key('e', hash(id)), id)
   if v then out[#out + 1] = v end
 end
 return out
-"#,
-    )
+"#
+    ))
 });
 
 /// Moves entries of an earlier release's layout into the buckets: KEYS[1] the app's old id
-/// index; ARGV the prefix, the number of entries, (table, name, value) per entry, then the old
-/// keys to delete and the ids to take from the old index ("" between the two lists). An entry
-/// already in its bucket stays as it is (another daemon moved it, or wrote it since).
+/// index; ARGV the prefix, the number of entries, (table, name, hash, value) per entry, then
+/// the old keys to delete and the ids to take from the old index ("" between the two lists).
+/// An entry already in its bucket stays as it is (another daemon moved it, or wrote it
+/// since). Returns the endpoints added, and whether a bucket is due to split.
 static MIGRATE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     script(&format!(
         r#"
@@ -266,8 +307,8 @@ local e = tonumber(ARGV[2])
 local i, added = 3, 0
 for _ = 1, e do
   local t = ARGV[i]
-  if redis.call('HSETNX', key(t, ARGV[i + 1]), ARGV[i + 1], ARGV[i + 2]) == 1 and t == 'e' then added = added + 1 end
-  i = i + 3
+  if redis.call('HSETNX', key(t, ARGV[i + 2]), ARGV[i + 1], ARGV[i + 3]) == 1 and t == 'e' then added = added + 1 end
+  i = i + 4
 end
 local dels, ids = {{}}, {{}}
 local into = dels
@@ -279,9 +320,8 @@ for _, id in ipairs(ids) do redis.call('ZREM', KEYS[1], id) end
 if added > 0 then
   N = N + added
   redis.call('HSET', EPIX, 'n', N)
-  grow({LOAD})
 end
-return added
+return {{added, N > {LOAD} * (M + S) and 1 or 0}}
 "#
     ))
 });
@@ -318,7 +358,7 @@ impl RedisStore {
         let mut invocation = READ.prepare_invoke();
         invocation.key(keys.app()).arg(keys.prefix());
         for (t, name) in entries {
-            invocation.arg(t.letter()).arg(*name);
+            invocation.arg(t.letter()).arg(*name).arg(hash_arg(name));
         }
         let mut values: Vec<Option<Vec<u8>>> = invocation.invoke_async(conn).await?;
         if values.is_empty() || values.remove(0).is_none() {
@@ -346,12 +386,53 @@ impl RedisStore {
         invocation.key(keys.app()).arg(keys.prefix());
         invocation.arg(c.read.len()).arg(c.sets.len()).arg(c.dels.len()).arg(c.created).arg(c.removed);
         for (t, name, value) in c.read.iter().chain(&c.sets) {
-            invocation.arg(t.letter()).arg(name.as_str()).arg(value.as_slice());
+            invocation.arg(t.letter()).arg(name.as_str()).arg(hash_arg(name)).arg(value.as_slice());
         }
         for (t, name) in &c.dels {
-            invocation.arg(t.letter()).arg(name.as_str());
+            invocation.arg(t.letter()).arg(name.as_str()).arg(hash_arg(name));
         }
-        Ok(invocation.invoke_async(conn).await?)
+        let outcome: i64 = invocation.invoke_async(conn).await?;
+        if outcome == 2 {
+            // The write is in; a split that fails (the store went away) is left for the next.
+            if let Err(e) = self.split_due(conn, keys).await {
+                tracing::debug!(error = %e, "Splitting an endpoint bucket failed; the next write does it.");
+            }
+            return Ok(1);
+        }
+        Ok(outcome)
+    }
+
+    /// Splits buckets, one at a time, while the app holds more than [`LOAD`] endpoints a
+    /// bucket. The caller that made them due does it, right after its write; one that dies
+    /// first leaves them due for the next write (a bucket is only fuller meanwhile).
+    pub(super) async fn split_due(&self, conn: &mut Conn, keys: &Keys) -> Result<(), StoreError> {
+        // Bounded: concurrent writers may take every turn, and splits only ever add buckets.
+        for _ in 0..1_000_000 {
+            let (level, split, n): (Option<u32>, Option<u64>, Option<u64>) =
+                redis::cmd("HMGET").arg(keys.key("epix", "")).arg("L").arg("S").arg("n").query_async(conn).await?;
+            let levels = Levels { level: level.unwrap_or(0), split: split.unwrap_or(0) };
+            let m = 1u64 << levels.level;
+            if n.unwrap_or(0) <= LOAD * (m + levels.split) {
+                return Ok(());
+            }
+            let bucket = levels.split.to_string();
+            let mut pipe = redis::pipe();
+            for t in Table::ALL {
+                pipe.cmd("HKEYS").arg(keys.key(t.buckets(), &bucket));
+            }
+            let names: Vec<Vec<Vec<u8>>> = pipe.query_async(conn).await?;
+            let mut invocation = SPLIT.prepare_invoke();
+            invocation.key(keys.app()).arg(keys.prefix()).arg(format!("{}:{}", levels.level, levels.split));
+            for names in &names {
+                invocation.arg(names.len());
+                for name in names {
+                    let moves = u64::from(bucket_hash(name)) % (2 * m) == levels.split + m;
+                    invocation.arg(if moves { "m" } else { "s" }).arg(name.as_slice());
+                }
+            }
+            let _: i64 = invocation.invoke_async(conn).await?;
+        }
+        Ok(())
     }
 
     /// How many endpoints the app holds, and how its tables are cut.
@@ -494,10 +575,14 @@ impl RedisStore {
         let mut invocation = MIGRATE.prepare_invoke();
         invocation.key(keys.endpoint_ids()).arg(keys.prefix()).arg(entries.len());
         for (t, name, value) in &entries {
-            invocation.arg(t.letter()).arg(name.as_str()).arg(value.as_slice());
+            invocation.arg(t.letter()).arg(name.as_str()).arg(hash_arg(name)).arg(value.as_slice());
         }
         invocation.arg(&old_keys).arg("").arg(ids);
-        Ok(invocation.invoke_async(conn).await?)
+        let (added, due): (u64, i64) = invocation.invoke_async(conn).await?;
+        if due == 1 {
+            self.split_due(conn, keys).await?;
+        }
+        Ok(added)
     }
 }
 
