@@ -38,6 +38,9 @@ use crate::proto::v1::Endpoint;
 /// Endpoints per bucket at which the next bucket splits.
 pub(super) const LOAD: u64 = 48;
 
+/// Buckets split in one script at most.
+const SPLIT_BATCH: u64 = 64;
+
 /// The tables: the letter a script is given, and the name of its buckets.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Table {
@@ -197,31 +200,33 @@ return 1
     ))
 });
 
-/// Splits bucket S of every table: KEYS[1] the app record; ARGV the prefix, the levels the
-/// caller read ("L:S"), then per table (e, a, u) the number of its names the caller saw in
-/// the bucket and those names, each after `m` (it moves to bucket S + 2^L) or `s` (it
-/// stays). Returns 1 split, 0 the levels or a bucket changed since (a name the caller did not
-/// see: read again).
+/// Splits buckets S, S+1, … of every table: KEYS[1] the app record; ARGV the prefix, the
+/// levels the caller read ("L:S"), how many buckets to split (within the level), then per
+/// bucket and table (e, a, u) the number of its names the caller saw in it and those names,
+/// each after `m` (it moves to the bucket 2^L above) or `s` (it stays). Returns 1 split, 0 the
+/// levels or a bucket changed since (a name the caller did not see: read again).
 static SPLIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     script(
         r#"
 if string.format('%d:%d', L, S) ~= ARGV[2] then return 0 end
-local i = 3
+local k = tonumber(ARGV[3])
+local i = 4
 local plans = {}
-for _, t in ipairs({'e', 'a', 'u'}) do
-  local n = tonumber(ARGV[i])
-  local seen = {}
-  for j = 1, n do seen[ARGV[i + 2 * j]] = ARGV[i + 2 * j - 1] end
-  i = i + 1 + 2 * n
-  local from = P .. TABLES[t] .. string.format('%d', S)
-  local names = redis.call('HKEYS', from)
-  local moving = {}
-  for _, name in ipairs(names) do
-    local how = seen[name]
-    if not how then return 0 end
-    if how == 'm' then moving[#moving + 1] = name end
+for b = S, S + k - 1 do
+  for _, t in ipairs({'e', 'a', 'u'}) do
+    local n = tonumber(ARGV[i])
+    local seen = {}
+    for j = 1, n do seen[ARGV[i + 2 * j]] = ARGV[i + 2 * j - 1] end
+    i = i + 1 + 2 * n
+    local from = P .. TABLES[t] .. string.format('%d', b)
+    local moving = {}
+    for _, name in ipairs(redis.call('HKEYS', from)) do
+      local how = seen[name]
+      if not how then return 0 end
+      if how == 'm' then moving[#moving + 1] = name end
+    end
+    plans[#plans + 1] = {from, P .. TABLES[t] .. string.format('%d', b + M), moving}
   end
-  plans[#plans + 1] = {from, P .. TABLES[t] .. string.format('%d', S + M), moving}
 end
 for _, plan in ipairs(plans) do
   local from, to, moving = plan[1], plan[2], plan[3]
@@ -229,16 +234,16 @@ for _, plan in ipairs(plans) do
   for j = 1, #moving, 1000 do
     local names = {unpack(moving, j, math.min(j + 999, #moving))}
     local values = redis.call('HMGET', from, unpack(names))
-    local pairs = {}
-    for k = 1, #names do
-      pairs[2 * k - 1] = names[k]
-      pairs[2 * k] = values[k]
+    local entries = {}
+    for x = 1, #names do
+      entries[2 * x - 1] = names[x]
+      entries[2 * x] = values[x]
     end
-    redis.call('HSET', to, unpack(pairs))
+    redis.call('HSET', to, unpack(entries))
     redis.call('HDEL', from, unpack(names))
   end
 end
-S = S + 1
+S = S + k
 if S == M then L, S = L + 1, 0 end
 redis.call('HSET', EPIX, 'L', L, 'S', S)
 return 1
@@ -402,31 +407,48 @@ impl RedisStore {
         Ok(outcome)
     }
 
-    /// Splits buckets, one at a time, while the app holds more than [`LOAD`] endpoints a
-    /// bucket. The caller that made them due does it, right after its write; one that dies
-    /// first leaves them due for the next write (a bucket is only fuller meanwhile).
+    /// Splits buckets while the app holds more than [`LOAD`] endpoints a bucket, up to
+    /// [`SPLIT_BATCH`] in one script. The writer that made them due does it, right after its
+    /// write, under the app's split lease (a writer that finds it held leaves the splits to
+    /// its holder); one that dies first leaves them due for the next write (a bucket is only
+    /// fuller meanwhile).
     pub(super) async fn split_due(&self, conn: &mut Conn, keys: &Keys) -> Result<(), StoreError> {
-        // Bounded: concurrent writers may take every turn, and splits only ever add buckets.
-        for _ in 0..1_000_000 {
+        let owner = format!("{:016x}", rand::random::<u64>());
+        if !self.redis_try_lease(keys.app_id(), "endpoint-split", &owner, 30_000).await? {
+            return Ok(());
+        }
+        let result = self.split_while_due(conn, keys).await;
+        self.redis_release_lease(keys.app_id(), "endpoint-split", &owner).await?;
+        result
+    }
+
+    async fn split_while_due(&self, conn: &mut Conn, keys: &Keys) -> Result<(), StoreError> {
+        // Bounded: splits only ever add buckets, and a failed try reads again.
+        for _ in 0..100_000 {
             let (level, split, n): (Option<u32>, Option<u64>, Option<u64>) =
                 redis::cmd("HMGET").arg(keys.key("epix", "")).arg("L").arg("S").arg("n").query_async(conn).await?;
             let levels = Levels { level: level.unwrap_or(0), split: split.unwrap_or(0) };
             let m = 1u64 << levels.level;
-            if n.unwrap_or(0) <= LOAD * (m + levels.split) {
+            let n = n.unwrap_or(0);
+            if n <= LOAD * (m + levels.split) {
                 return Ok(());
             }
-            let bucket = levels.split.to_string();
+            // As many as are due, within the level.
+            let due = (n.div_ceil(LOAD) - (m + levels.split)).clamp(1, SPLIT_BATCH).min(m - levels.split);
             let mut pipe = redis::pipe();
-            for t in Table::ALL {
-                pipe.cmd("HKEYS").arg(keys.key(t.buckets(), &bucket));
+            for b in levels.split..levels.split + due {
+                for t in Table::ALL {
+                    pipe.cmd("HKEYS").arg(keys.key(t.buckets(), &b.to_string()));
+                }
             }
             let names: Vec<Vec<Vec<u8>>> = pipe.query_async(conn).await?;
             let mut invocation = SPLIT.prepare_invoke();
-            invocation.key(keys.app()).arg(keys.prefix()).arg(format!("{}:{}", levels.level, levels.split));
-            for names in &names {
+            invocation.key(keys.app()).arg(keys.prefix()).arg(format!("{}:{}", levels.level, levels.split)).arg(due);
+            for (j, names) in names.iter().enumerate() {
+                let b = levels.split + (j / Table::ALL.len()) as u64;
                 invocation.arg(names.len());
                 for name in names {
-                    let moves = u64::from(bucket_hash(name)) % (2 * m) == levels.split + m;
+                    let moves = u64::from(bucket_hash(name)) % (2 * m) == b + m;
                     invocation.arg(if moves { "m" } else { "s" }).arg(name.as_slice());
                 }
             }
