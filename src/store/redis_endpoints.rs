@@ -141,11 +141,12 @@ local st = redis.call('HMGET', EPIX, 'L', 'S', 'n')
 local L, S, N = tonumber(st[1] or '0'), tonumber(st[2] or '0'), tonumber(st[3] or '0')
 local M = 2 ^ L
 local TABLES = {e = 'epb:', a = 'adb:', u = 'usb:'}
+-- (a whole number below 2^53 concatenates as its digits)
 local function key(t, h)
   h = tonumber(h)
   local b = h % M
   if b < S then b = h % (2 * M) end
-  return P .. TABLES[t] .. string.format('%d', b)
+  return P .. TABLES[t] .. b
 end
 "#;
 
@@ -203,38 +204,39 @@ return 1
 /// Splits buckets S, S+1, … of every table: KEYS[1] the app record; ARGV the prefix, the
 /// levels the caller read ("L:S"), how many buckets to split (within the level), then per
 /// bucket and table (e, a, u) the number of its names the caller saw in it and those names,
-/// each after `m` (it moves to the bucket 2^L above) or `s` (it stays). Returns 1 split, 0 the
-/// levels or a bucket changed since (a name the caller did not see: read again).
+/// each after `m` (it moves to the bucket 2^L above) or `s` (it stays); a name written since
+/// is hashed by the script. Returns 1 split, 0 the levels changed since (read again).
 static SPLIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    script(
-        r#"
+    script(&format!(
+        r#"{HASH}
 if string.format('%d:%d', L, S) ~= ARGV[2] then return 0 end
 local k = tonumber(ARGV[3])
 local i = 4
-local plans = {}
+local plans = {{}}
 for b = S, S + k - 1 do
-  for _, t in ipairs({'e', 'a', 'u'}) do
+  for _, t in ipairs({{'e', 'a', 'u'}}) do
     local n = tonumber(ARGV[i])
-    local seen = {}
+    local seen = {{}}
     for j = 1, n do seen[ARGV[i + 2 * j]] = ARGV[i + 2 * j - 1] end
     i = i + 1 + 2 * n
     local from = P .. TABLES[t] .. string.format('%d', b)
-    local moving = {}
+    local moving = {{}}
     for _, name in ipairs(redis.call('HKEYS', from)) do
       local how = seen[name]
-      if not how then return 0 end
+      -- A name written since the caller read the bucket is hashed here.
+      if not how then how = (hash(name) % (2 * M) == b + M) and 'm' or 's' end
       if how == 'm' then moving[#moving + 1] = name end
     end
-    plans[#plans + 1] = {from, P .. TABLES[t] .. string.format('%d', b + M), moving}
+    plans[#plans + 1] = {{from, P .. TABLES[t] .. string.format('%d', b + M), moving}}
   end
 end
 for _, plan in ipairs(plans) do
   local from, to, moving = plan[1], plan[2], plan[3]
   -- (unpack takes a few thousand values at most)
   for j = 1, #moving, 1000 do
-    local names = {unpack(moving, j, math.min(j + 999, #moving))}
+    local names = {{unpack(moving, j, math.min(j + 999, #moving))}}
     local values = redis.call('HMGET', from, unpack(names))
-    local entries = {}
+    local entries = {{}}
     for x = 1, #names do
       entries[2 * x - 1] = names[x]
       entries[2 * x] = values[x]
@@ -247,8 +249,8 @@ S = S + k
 if S == M then L, S = L + 1, 0 end
 redis.call('HSET', EPIX, 'L', L, 'S', S)
 return 1
-"#,
-    )
+"#
+    ))
 });
 
 /// Reads entries: KEYS[1] the app record; ARGV the prefix, then (table, name, hash) triples.
