@@ -244,6 +244,9 @@ pub struct RedisStore {
     /// How many buckets each (app, day) endpoint index is cut into, as read from Redis
     /// (`redis_outcomes`: fixed once for the day, so cached for good).
     pub(super) day_buckets: std::sync::Mutex<std::collections::HashMap<(String, i64), u32>>,
+    /// How each app's endpoint tables are cut, as last seen (`redis_endpoints`: the scripts
+    /// check it and answer with the levels now when it has changed).
+    pub(super) levels: std::sync::Mutex<std::collections::HashMap<String, super::redis_endpoints::Levels>>,
 }
 
 impl RedisStore {

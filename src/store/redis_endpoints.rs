@@ -97,12 +97,31 @@ const END: u64 = 1 << 32;
 
 /// How an app's tables are cut: `2^level + split` buckets.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub(super) struct Levels {
+pub struct Levels {
     pub level: u32,
     pub split: u64,
 }
 
 impl Levels {
+    fn parse(text: &[u8]) -> Result<Self, StoreError> {
+        let text = std::str::from_utf8(text).ok();
+        let (l, s) = text.and_then(|t| t.split_once(':')).ok_or_else(|| StoreError::Corrupt("the endpoint table's levels".into()))?;
+        match (l.parse(), s.parse()) {
+            (Ok(level), Ok(split)) => Ok(Self { level, split }),
+            _ => Err(StoreError::Corrupt("the endpoint table's levels".into())),
+        }
+    }
+
+    fn text(self) -> String {
+        format!("{}:{}", self.level, self.split)
+    }
+
+    /// The key of `name`'s bucket of `table`.
+    fn key(self, keys: &Keys, table: Table, name: &str) -> String {
+        let b = self.bucket_of(bucket_hash(name.as_bytes()));
+        keys.key(table.buckets(), &b.to_string())
+    }
+
     fn bucket_of(self, h: u32) -> u64 {
         let m = 1u64 << self.level;
         let b = u64::from(h) % m;
@@ -167,30 +186,33 @@ fn script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{PRELUDE}{body}"))
 }
 
-/// The endpoint write's compare-and-set. KEYS[1] the app record. ARGV: the prefix, then
-/// counts of reads, sets and deletes, endpoints created and removed, then (table, name, hash,
-/// value read or "") per read, (table, name, hash, value) per set, (table, name, hash) per
-/// delete. Returns 1 applied, 2 applied and a bucket is due to split, 0 a value read has
-/// changed, -1 the app is gone.
+/// The endpoint write's compare-and-set. KEYS[1] the app record. ARGV: the prefix, the
+/// levels the caller computed the buckets with ("L:S"), counts of reads, sets and deletes,
+/// endpoints created and removed, then (bucket, name, value read or "") per read, (bucket,
+/// name, value) per set, (bucket, name) per delete. Returns 1 applied, 2 applied and a bucket
+/// is due to split, 0 a value read has changed, -1 the app is gone, or the levels now when
+/// they are not the caller's (nothing applied).
 static COMMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     script(&format!(
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local c, s, d = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local i = 7
+local now = string.format('%d:%d', L, S)
+if now ~= ARGV[2] then return now end
+local c, s, d = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local i = 8
 for _ = 1, c do
-  if (redis.call('HGET', key(ARGV[i], ARGV[i + 2]), ARGV[i + 1]) or '') ~= ARGV[i + 3] then return 0 end
-  i = i + 4
-end
-for _ = 1, s do
-  redis.call('HSET', key(ARGV[i], ARGV[i + 2]), ARGV[i + 1], ARGV[i + 3])
-  i = i + 4
-end
-for _ = 1, d do
-  redis.call('HDEL', key(ARGV[i], ARGV[i + 2]), ARGV[i + 1])
+  if (redis.call('HGET', ARGV[i], ARGV[i + 1]) or '') ~= ARGV[i + 2] then return 0 end
   i = i + 3
 end
-local delta = tonumber(ARGV[5]) - tonumber(ARGV[6])
+for _ = 1, s do
+  redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
+end
+for _ = 1, d do
+  redis.call('HDEL', ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local delta = tonumber(ARGV[6]) - tonumber(ARGV[7])
 if delta ~= 0 then
   N = N + delta
   redis.call('HSET', EPIX, 'n', N)
@@ -253,13 +275,16 @@ return 1
     ))
 });
 
-/// Reads entries: KEYS[1] the app record; ARGV the prefix, then (table, name, hash) triples.
-/// Returns "1" (or nil when the app is gone), then each entry's value or nil.
+/// Reads entries: KEYS[1] the app record; ARGV the prefix, the levels the caller computed
+/// the buckets with ("L:S"), then (bucket, name) pairs. Returns the levels now, then (only
+/// when they are the caller's) "1" (nil when the app is gone) and each entry's value or nil.
 static READ: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     script(
         r#"
-local out = {redis.call('EXISTS', KEYS[1]) == 1 and '1' or false}
-for i = 2, #ARGV, 3 do out[#out + 1] = redis.call('HGET', key(ARGV[i], ARGV[i + 2]), ARGV[i + 1]) end
+local now = string.format('%d:%d', L, S)
+if now ~= ARGV[2] then return {now} end
+local out = {now, redis.call('EXISTS', KEYS[1]) == 1 and '1' or false}
+for i = 3, #ARGV, 2 do out[#out + 1] = redis.call('HGET', ARGV[i], ARGV[i + 1]) end
 return out
 "#,
     )
@@ -355,6 +380,15 @@ fn parse_bound(bound: Option<&str>, default: u64) -> Result<u64, StoreError> {
 }
 
 impl RedisStore {
+    /// How the app's tables were cut when last seen.
+    fn cached_levels(&self, keys: &Keys) -> Levels {
+        self.levels.lock().unwrap_or_else(|e| e.into_inner()).get(keys.app_id()).copied().unwrap_or_default()
+    }
+
+    fn remember_levels(&self, keys: &Keys, levels: Levels) {
+        self.levels.lock().unwrap_or_else(|e| e.into_inner()).insert(keys.app_id().to_string(), levels);
+    }
+
     /// Reads entries of the tables; `None` when the app is gone.
     pub(super) async fn read_entries(
         &self,
@@ -362,16 +396,27 @@ impl RedisStore {
         keys: &Keys,
         entries: &[(Table, &str)],
     ) -> Result<Option<Vec<Option<Vec<u8>>>>, StoreError> {
-        let mut invocation = READ.prepare_invoke();
-        invocation.key(keys.app()).arg(keys.prefix());
-        for (t, name) in entries {
-            invocation.arg(t.letter()).arg(*name).arg(hash_arg(name));
+        // Levels change a few times as an app grows: a stale guess costs one more call.
+        for _ in 0..8 {
+            let levels = self.cached_levels(keys);
+            let mut invocation = READ.prepare_invoke();
+            invocation.key(keys.app()).arg(keys.prefix()).arg(levels.text());
+            for (t, name) in entries {
+                invocation.arg(levels.key(keys, *t, name)).arg(*name);
+            }
+            let mut values: Vec<Option<Vec<u8>>> = invocation.invoke_async(conn).await?;
+            let now = Levels::parse(&values.first().cloned().flatten().unwrap_or_default())?;
+            if now != levels {
+                self.remember_levels(keys, now);
+                continue;
+            }
+            values.remove(0);
+            if values.is_empty() || values.remove(0).is_none() {
+                return Ok(None);
+            }
+            return Ok(Some(values));
         }
-        let mut values: Vec<Option<Vec<u8>>> = invocation.invoke_async(conn).await?;
-        if values.is_empty() || values.remove(0).is_none() {
-            return Ok(None);
-        }
-        Ok(Some(values))
+        Err(StoreError::Contention)
     }
 
     /// Endpoint records by id (`None` for an id with none); `None` when the app is gone.
@@ -389,24 +434,36 @@ impl RedisStore {
 
     /// Runs [`COMMIT`]: 1 applied, 0 a value read has changed, -1 the app is gone.
     pub(super) async fn commit_endpoints(&self, conn: &mut Conn, keys: &Keys, c: &EndpointChange) -> Result<i64, StoreError> {
-        let mut invocation = COMMIT.prepare_invoke();
-        invocation.key(keys.app()).arg(keys.prefix());
-        invocation.arg(c.read.len()).arg(c.sets.len()).arg(c.dels.len()).arg(c.created).arg(c.removed);
-        for (t, name, value) in c.read.iter().chain(&c.sets) {
-            invocation.arg(t.letter()).arg(name.as_str()).arg(hash_arg(name)).arg(value.as_slice());
-        }
-        for (t, name) in &c.dels {
-            invocation.arg(t.letter()).arg(name.as_str()).arg(hash_arg(name));
-        }
-        let outcome: i64 = invocation.invoke_async(conn).await?;
-        if outcome == 2 {
-            // The write is in; a split that fails (the store went away) is left for the next.
-            if let Err(e) = self.split_due(conn, keys).await {
-                tracing::debug!(error = %e, "Splitting an endpoint bucket failed; the next write does it.");
+        for _ in 0..8 {
+            let levels = self.cached_levels(keys);
+            let mut invocation = COMMIT.prepare_invoke();
+            invocation.key(keys.app()).arg(keys.prefix()).arg(levels.text());
+            invocation.arg(c.read.len()).arg(c.sets.len()).arg(c.dels.len()).arg(c.created).arg(c.removed);
+            for (t, name, value) in c.read.iter().chain(&c.sets) {
+                invocation.arg(levels.key(keys, *t, name)).arg(name.as_str()).arg(value.as_slice());
             }
-            return Ok(1);
+            for (t, name) in &c.dels {
+                invocation.arg(levels.key(keys, *t, name)).arg(name.as_str());
+            }
+            let outcome: redis::Value = invocation.invoke_async(conn).await?;
+            let outcome = match outcome {
+                redis::Value::Int(n) => n,
+                redis::Value::BulkString(now) => {
+                    self.remember_levels(keys, Levels::parse(&now)?);
+                    continue;
+                }
+                other => return Err(StoreError::Corrupt(format!("an endpoint commit answered {other:?}"))),
+            };
+            if outcome == 2 {
+                // The write is in; a split that fails (the store went away) is left for the next.
+                if let Err(e) = self.split_due(conn, keys).await {
+                    tracing::debug!(error = %e, "Splitting an endpoint bucket failed; the next write does it.");
+                }
+                return Ok(1);
+            }
+            return Ok(outcome);
         }
-        Ok(outcome)
+        Err(StoreError::Contention)
     }
 
     /// Splits buckets while the app holds more than [`LOAD`] endpoints a bucket, up to
