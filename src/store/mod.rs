@@ -16,7 +16,6 @@ mod embedded_templates;
 pub mod plan;
 pub mod redis;
 mod redis_conn;
-mod redis_endpoints;
 mod redis_journeys;
 mod redis_outcomes;
 mod redis_records;
@@ -642,15 +641,9 @@ pub fn renew_lease(
 /// its nodes are, else the embedded store under the data directory.
 pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     match &config.redis_url {
-        Some(url) => {
-            let store = redis::RedisStore::connect(url, config.redis_pool_size).await?;
-            store.migrate_endpoints().await?;
-            Ok(Arc::new(store))
-        }
+        Some(url) => Ok(Arc::new(redis::RedisStore::connect(url, config.redis_pool_size).await?)),
         None if !config.redis_cluster_urls.is_empty() => {
-            let store = redis::RedisStore::connect_cluster(&config.redis_cluster_urls).await?;
-            store.migrate_endpoints().await?;
-            Ok(Arc::new(store))
+            Ok(Arc::new(redis::RedisStore::connect_cluster(&config.redis_cluster_urls).await?))
         }
         None => {
             let dir = config.data_dir.clone();
