@@ -143,6 +143,19 @@ async fn activity_metrics(d: &Daemon, app: &str, journey: &str, activity: &str) 
         .metrics
 }
 
+/// Waits until `activity`'s messages to `n` participants are recorded as delivered.
+async fn recorded(d: &Daemon, app: &str, journey: &str, activity: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = activity_metrics(d, app, journey, activity).await;
+        if m.get("SUCCESS").and_then(|v| v.parse::<usize>().ok()) == Some(n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {activity}'s deliveries to be recorded: {m:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A local HTTP server that records the custom messages posted to it.
 async fn webhook_server() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     let got: Arc<Mutex<Vec<serde_json::Value>>> = Default::default();
@@ -555,10 +568,14 @@ async fn waits_survive_sigterm_kill_9_and_redis_restarts_and_two_daemons_never_s
     until("the first emails to start", 30, || count("First") > 0).await;
     let b = b.restart();
     until("every first email", 60, || count("First") == n).await;
-    // Everyone waits now; a daemon dies outright and another starts in its place. The
-    // waits are in Redis: the second emails still come, once each.
+    // Everyone waits now (their first emails recorded, not only received: a kill -9 before
+    // that may send a message again, within the bound it reports); a daemon dies outright
+    // and another starts in its place. The waits are in Redis: the second emails still come,
+    // once each.
+    recorded(&a, &app, &j.id, "a", n).await;
     a = a.crash_and_restart();
     until("every second email", 60, || count("Second") == n).await;
+    recorded(&a, &app, &j.id, "b", n).await;
     // Redis dies while everyone waits again and comes back from its append-only file.
     a.redis.as_mut().unwrap().kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
