@@ -14,41 +14,10 @@ use prost::Message as _;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::codec;
-use super::plan::{self, EndpointOp, Plan, Snapshot};
-use super::{embedded_records as records, embedded_templates, Store, StoreError, TemplateWrite};
+use super::embedded_tables::*;
+use super::plan::{self, EndpointOp, Plan};
+use super::{embedded_endpoints, embedded_records as records, embedded_templates, Store, StoreError, TemplateWrite};
 use crate::proto::v1::{App, Endpoint, Event, MessageOutcome, Suppression, Template};
-
-pub(super) const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
-const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
-const ADDRESSES: TableDefinition<&str, &str> = TableDefinition::new("addresses");
-const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
-/// Suppression list: `app\0address` → `Suppression`.
-const SUPPRESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("suppressions");
-/// Outcomes: `app\0message_id` → 8-byte big-endian expiry (unix seconds) + `MessageOutcome`.
-pub(super) const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
-/// Outcome listings: `app\0r{request}\0{message_id}` and `app\0e{endpoint}\0{inverted time}{message_id}` → ().
-pub(super) const OUTCOME_INDEX: TableDefinition<&str, ()> = TableDefinition::new("outcome_index");
-/// Outcome counts: `app\0day\0channel\0status` → messages.
-pub(super) const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("outcome_counts");
-/// Events: `app\0{sequence:020}` → `Event`; `EVENT_SEQ` holds each app's last sequence.
-pub(super) const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
-pub(super) const EVENT_SEQ: TableDefinition<&str, u64> = TableDefinition::new("event_seq");
-/// Channel settings: `app\0channel` → protobuf.
-/// Per campaign run, each endpoint's delivery status: expiry (8 bytes, big endian), status (4).
-pub(super) const RUN_OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("run_outcomes");
-const CHANNELS: TableDefinition<&str, &[u8]> = TableDefinition::new("channels");
-/// API key records by key id (global, not an app's).
-const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
-/// Idempotency keys: `app\0key` → 8-byte big-endian expiry + `P` (in flight) or `D` + response.
-const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
-/// Quota use: `app\0channel\0total` and `app\0channel\0h{hour:012}` → messages.
-const QUOTAS: TableDefinition<&str, u64> = TableDefinition::new("quotas");
-/// KPI counters: `app\0day\0{counter}|{scope}` → count.
-pub(super) const KPI: TableDefinition<&str, u64> = TableDefinition::new("kpi");
-/// KPI unique endpoints: `app\0day\0scope` → HyperLogLog registers.
-pub(super) const KPI_UNIQUE: TableDefinition<&str, &[u8]> = TableDefinition::new("kpi_unique");
-/// Engagement seen per message: `app\0{kind}:{message}` → 8-byte big-endian expiry.
-pub(super) const ENGAGED: TableDefinition<&str, &[u8]> = TableDefinition::new("engaged");
 
 /// The database file's name inside the data directory.
 pub const FILE_NAME: &str = "herald.redb";
@@ -59,59 +28,6 @@ pub(super) fn backend<E: Into<redb::Error>>(e: E) -> StoreError {
 
 pub(super) fn key(app_id: &str, name: &str) -> String {
     format!("{app_id}\0{name}")
-}
-
-/// The key range holding every row of an app.
-fn app_range(app_id: &str) -> (String, String) {
-    (format!("{app_id}\0"), format!("{app_id}\u{1}"))
-}
-
-/// Opens one table (creating it when new) and, given an app's key range, deletes its rows.
-fn clear_app<V: redb::Value + 'static>(
-    txn: &WriteTransaction,
-    table: TableDefinition<&str, V>,
-    range: Option<(&str, &str)>,
-) -> Result<(), StoreError> {
-    let mut t = txn.open_table(table).map_err(backend)?;
-    if let Some((lo, hi)) = range {
-        t.retain_in::<&str, _>(lo..hi, |_, _| false).map_err(backend)?;
-    }
-    Ok(())
-}
-
-/// Every table whose rows are keyed `{app}\0…`, in one place: opened when the store opens
-/// (`range` `None`) and emptied of one app's rows by DeleteApp. A new table goes here, so
-/// DeleteApp cannot leave it behind. (`apps` and `event_seq`, keyed by the bare app id, are
-/// handled beside it.)
-fn app_tables(txn: &WriteTransaction, range: Option<(&str, &str)>) -> Result<(), StoreError> {
-    clear_app(txn, ENDPOINTS, range)?;
-    clear_app(txn, ADDRESSES, range)?;
-    clear_app(txn, USERS, range)?;
-    clear_app(txn, QUOTAS, range)?;
-    clear_app(txn, SUPPRESSIONS, range)?;
-    clear_app(txn, OUTCOMES, range)?;
-    clear_app(txn, OUTCOME_INDEX, range)?;
-    clear_app(txn, RUN_OUTCOMES, range)?;
-    clear_app(txn, COUNTS, range)?;
-    clear_app(txn, EVENTS, range)?;
-    clear_app(txn, CHANNELS, range)?;
-    clear_app(txn, IDEMPOTENCY, range)?;
-    clear_app(txn, super::embedded_templates::TEMPLATES, range)?;
-    clear_app(txn, super::embedded_templates::TEMPLATE_VERSIONS, range)?;
-    clear_app(txn, records::RECORDS, range)?;
-    clear_app(txn, records::RECORD_VERSIONS, range)?;
-    clear_app(txn, records::RECORD_USES, range)?;
-    clear_app(txn, records::BLOBS, range)?;
-    clear_app(txn, records::MEMBERS, range)?;
-    clear_app(txn, records::CAPS, range)?;
-    clear_app(txn, records::LEASES, range)?;
-    clear_app(txn, KPI, range)?;
-    clear_app(txn, KPI_UNIQUE, range)?;
-    clear_app(txn, ENGAGED, range)?;
-    clear_app(txn, super::embedded_journeys::PARTICIPANTS, range)?;
-    clear_app(txn, super::embedded_journeys::DUE, range)?;
-    clear_app(txn, super::embedded_journeys::COUNTERS, range)?;
-    Ok(())
 }
 
 pub struct EmbeddedStore {
@@ -186,78 +102,13 @@ pub(super) fn page<T>(
     Ok(out)
 }
 
-fn app_exists(txn: &WriteTransaction, app_id: &str) -> Result<bool, StoreError> {
+pub(super) fn app_exists(txn: &WriteTransaction, app_id: &str) -> Result<bool, StoreError> {
     Ok(txn.open_table(APPS).map_err(backend)?.get(app_id).map_err(backend)?.is_some())
 }
 
 fn read_app_exists(db: &Database, app_id: &str) -> Result<bool, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
     Ok(txn.open_table(APPS).map_err(backend)?.get(app_id).map_err(backend)?.is_some())
-}
-
-fn write_endpoints(db: &Database, app_id: &str, op: &EndpointOp) -> Result<Plan, StoreError> {
-    let txn = db.begin_write().map_err(backend)?;
-    if !app_exists(&txn, app_id)? {
-        return Err(StoreError::AppNotFound(app_id.to_string()));
-    }
-    let plan = {
-        let endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
-        let addresses = txn.open_table(ADDRESSES).map_err(backend)?;
-        let users = txn.open_table(USERS).map_err(backend)?;
-        let mut snap = Snapshot::default();
-        let mut needs = plan::prefetch(op);
-        loop {
-            {
-                for id in needs.endpoints {
-                    let found = endpoints.get(key(app_id, &id).as_str()).map_err(backend)?;
-                    let e = found.map(|g| codec::decode_endpoint(app_id, g.value())).transpose()?;
-                    snap.endpoints.insert(id, e);
-                }
-                for k in needs.addresses {
-                    let found = addresses.get(key(app_id, &k).as_str()).map_err(backend)?;
-                    snap.addresses.insert(k, found.map(|g| g.value().to_string()));
-                }
-                for u in needs.users {
-                    let found = users.get(key(app_id, &u).as_str()).map_err(backend)?;
-                    snap.users.insert(u, plan::decode_user_list(found.as_ref().map(|g| g.value())));
-                }
-            }
-            match plan::plan(app_id, op, &snap) {
-                Ok(p) => break p,
-                Err(more) => needs = more,
-            }
-        }
-    };
-    let all_or_nothing = matches!(op, EndpointOp::Upsert { all_or_nothing: true, .. });
-    if plan.is_noop() || (all_or_nothing && !plan.rejections.is_empty()) {
-        txn.abort().map_err(backend)?;
-        return Ok(plan);
-    }
-    {
-        let mut endpoints = txn.open_table(ENDPOINTS).map_err(backend)?;
-        for e in &plan.put_endpoints {
-            endpoints.insert(key(app_id, &e.id).as_str(), codec::encode_endpoint(app_id, e).as_slice()).map_err(backend)?;
-        }
-        for id in &plan.delete_endpoints {
-            endpoints.remove(key(app_id, id).as_str()).map_err(backend)?;
-        }
-        let mut addresses = txn.open_table(ADDRESSES).map_err(backend)?;
-        for (k, id) in &plan.put_addresses {
-            addresses.insert(key(app_id, k).as_str(), id.as_str()).map_err(backend)?;
-        }
-        for k in &plan.delete_addresses {
-            addresses.remove(key(app_id, k).as_str()).map_err(backend)?;
-        }
-        let mut users = txn.open_table(USERS).map_err(backend)?;
-        for (u, ids) in &plan.put_users {
-            users.insert(key(app_id, u).as_str(), ids.as_str()).map_err(backend)?;
-        }
-        for u in &plan.delete_users {
-            users.remove(key(app_id, u).as_str()).map_err(backend)?;
-        }
-    }
-    txn.commit().map_err(backend)?;
-    Ok(plan)
 }
 
 #[async_trait]
@@ -357,7 +208,7 @@ impl Store for EmbeddedStore {
 
     async fn write_endpoints(&self, app_id: &str, op: EndpointOp) -> Result<Plan, StoreError> {
         let app_id = app_id.to_string();
-        self.blocking(move |db| write_endpoints(db, &app_id, &op)).await
+        self.blocking(move |db| embedded_endpoints::write_endpoints(db, &app_id, &op)).await
     }
 
     async fn endpoint_by_address(&self, app_id: &str, channel: i32, address: &str) -> Result<Option<String>, StoreError> {

@@ -6,7 +6,8 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::embedded::{backend, EmbeddedStore, ENGAGED};
+use super::embedded::{backend, EmbeddedStore};
+use super::embedded_tables::ENGAGED;
 use super::{Entry, Move, Participant, Reentry, StoreError};
 
 pub(super) const PARTICIPANTS: TableDefinition<&str, &str> = TableDefinition::new("journey_participants");

@@ -3,9 +3,8 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::embedded::{
-    backend, key, page, EmbeddedStore, COUNTS, ENGAGED, EVENTS, EVENT_SEQ, KPI, KPI_UNIQUE, OUTCOMES, OUTCOME_INDEX, RUN_OUTCOMES,
-};
+use super::embedded::{backend, key, page, EmbeddedStore};
+use super::embedded_tables::{COUNTS, ENGAGED, EVENTS, EVENT_SEQ, KPI, KPI_UNIQUE, OUTCOMES, OUTCOME_INDEX, RUN_OUTCOMES};
 use super::StoreError;
 use crate::proto::v1::{Event, MessageOutcome};
 

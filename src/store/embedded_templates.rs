@@ -70,7 +70,7 @@ pub(super) fn write_template(db: &Database, app_id: &str, t: &Template, mode: Te
 
 fn read_meta(db: &Database, app_id: &str, name: &str) -> Result<Option<TemplateMeta>, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
-    if txn.open_table(super::embedded::APPS).map_err(backend)?.get(app_id).map_err(backend)?.is_none() {
+    if txn.open_table(super::embedded_tables::APPS).map_err(backend)?.get(app_id).map_err(backend)?.is_none() {
         return Err(StoreError::AppNotFound(app_id.to_string()));
     }
     let metas = txn.open_table(TEMPLATES).map_err(backend)?;
@@ -102,7 +102,7 @@ pub(super) fn get_template(db: &Database, app_id: &str, name: &str, version: Opt
 pub(super) fn list_templates(db: &Database, app_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<Template>, StoreError> {
     let metas: Vec<(String, TemplateMeta)> = {
         let txn = db.begin_read().map_err(backend)?;
-        if txn.open_table(super::embedded::APPS).map_err(backend)?.get(app_id).map_err(backend)?.is_none() {
+        if txn.open_table(super::embedded_tables::APPS).map_err(backend)?.get(app_id).map_err(backend)?.is_none() {
             return Err(StoreError::AppNotFound(app_id.to_string()));
         }
         let table = txn.open_table(TEMPLATES).map_err(backend)?;

@@ -9,9 +9,11 @@
 
 pub mod codec;
 pub mod embedded;
+mod embedded_endpoints;
 mod embedded_journeys;
 mod embedded_outcomes;
 mod embedded_records;
+mod embedded_tables;
 mod embedded_templates;
 pub mod plan;
 pub mod redis;
