@@ -61,7 +61,7 @@ async fn one_apps_keys_share_a_node_and_apps_spread_over_every_node() {
         store.write_endpoints(&id, upsert(endpoints("e", 20))).await.unwrap();
         let node = holder(&cluster, &format!("herald:{{{id}}}:app"));
         let keys = cluster.nodes[node].cli(&["--scan", "--pattern", &format!("herald:{{{id}}}:*")]);
-        assert!(keys.len() >= 41, "the app's endpoints, addresses and index: {keys:?}");
+        assert!(keys.len() >= 4, "the app record, its endpoint and address buckets and their levels: {keys:?}");
         let elsewhere: usize = cluster
             .nodes
             .iter()
@@ -93,7 +93,7 @@ async fn an_apps_slot_moved_to_another_node_is_followed_without_a_restart() {
     cluster.nodes[to].cli(&["cluster", "setslot", &slot, "importing", &from_id]);
     cluster.nodes[from].cli(&["cluster", "setslot", &slot, "migrating", &to_id]);
     let keys = cluster.nodes[from].cli(&["cluster", "getkeysinslot", &slot, "10000"]);
-    assert!(keys.len() > 200, "{} keys in the slot", keys.len());
+    assert!(keys.len() >= 10, "the app's buckets are in the slot: {keys:?}");
     let to_port = cluster.nodes[to].port.to_string();
     let mut migrate = vec!["migrate", "127.0.0.1", to_port.as_str(), "", "0", "5000", "KEYS"];
     migrate.extend(keys.iter().map(String::as_str));

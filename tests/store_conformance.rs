@@ -223,9 +223,7 @@ async fn deleting_an_app_removes_everything_under_it(h: Harness) {
     assert_eq!(s.user_endpoints("kept", "u1").await.unwrap().len(), 10);
     if let Some(keys) = h.redis_keys("herald:{gone}:*") {
         let expected: HashSet<String> =
-            ["herald:{gone}:app", "herald:{gone}:ep:n1", "herald:{gone}:eps", "herald:{gone}:addr:1:u1@example.com"]
-                .map(String::from)
-                .into();
+            ["herald:{gone}:app", "herald:{gone}:epb:0", "herald:{gone}:adb:0", "herald:{gone}:epix"].map(String::from).into();
         assert_eq!(keys.into_iter().collect::<HashSet<_>>(), expected);
     }
 }
@@ -388,18 +386,29 @@ async fn scans_visit_every_endpoint_once(h: Harness) {
     }
     let mut seen = Vec::new();
     let mut cursor = None;
+    let mut added = 0;
     loop {
         let (page, next) = s.scan_endpoints("app", cursor, 300).await.unwrap();
         assert!(page.len() <= 300);
         seen.extend(page.into_iter().map(|e| e.id));
+        // Writers go on between pages: the app grows to six times its size (on Redis its
+        // buckets split many times over), and the scan still returns each endpoint once.
+        if added < 25 {
+            let writes = (0..500).map(|i| ep(&format!("n{added}-{i}"), ChannelType::Gcm, &format!("tn{added}-{i}"), None)).collect();
+            s.write_endpoints("app", upsert(writes, true)).await.unwrap();
+            added += 1;
+        }
         match next {
             Some(c) => cursor = Some(c),
             None => break,
         }
     }
-    // Every endpoint exactly once, in id order (the pages of a segment scan never repeat one).
-    assert_eq!(seen.len(), 2500);
-    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    // Every endpoint there from the start exactly once, and none twice (the pages of a
+    // segment scan never repeat one).
+    let distinct: HashSet<&String> = seen.iter().collect();
+    assert_eq!(distinct.len(), seen.len(), "no endpoint twice");
+    let original = seen.iter().filter(|id| id.starts_with('e')).count();
+    assert_eq!(original, 2500);
 }
 
 async fn split_scans_read_every_endpoint_once(h: Harness) {
@@ -1206,7 +1215,7 @@ async fn redis_keys_carry_the_app_id_as_a_hash_tag() {
     let writes = (0..20).map(|i| ep(&format!("e{i}"), ChannelType::Email, &format!("u{i}@example.com"), Some(&format!("u{i}")))).collect();
     h.store.write_endpoints("tagged", upsert(writes, true)).await.unwrap();
     let keys = h.redis.as_ref().unwrap().cli(&["--scan"]);
-    assert!(keys.len() > 60, "{keys:?}");
+    assert!(keys.len() >= 5, "{keys:?}");
     for k in keys {
         assert!(k == "herald:apps" || k == "herald:keys" || k.starts_with("herald:{tagged}:"), "{k} has no app hash tag");
     }
@@ -1467,4 +1476,110 @@ async fn redis_outcomes_and_their_indexes_of_either_form_read_back() {
     let members: Vec<String> = ["old-ep", "ep2", "nobody"].map(String::from).into();
     let statuses = s.run_outcomes("app", &run, &members, Some(i64::from(now) - 60)).await.unwrap();
     assert_eq!(statuses, vec![Some(2), Some(3), None]);
+}
+
+#[tokio::test]
+async fn redis_endpoint_tables_are_bucketed_listpacks_that_split_as_the_app_grows() {
+    use deadpool_redis::redis;
+    let h = redis().await;
+    let s = h.store.as_ref();
+    s.create_app(&app("app")).await.unwrap();
+    // Two writers, so buckets split under both.
+    for chunk in 0..10 {
+        let writer = if chunk % 2 == 0 { h.store.as_ref() } else { h.other.as_ref() };
+        let writes = (0..500)
+            .map(|i| {
+                let n = chunk * 500 + i;
+                ep(&format!("ep-{n:09}"), ChannelType::Email, &format!("user{n}@example.com"), Some(&format!("user-{}", n / 2)))
+            })
+            .collect();
+        writer.write_endpoints("app", upsert(writes, true)).await.unwrap();
+    }
+    let client = redis::Client::open(h.redis.as_ref().unwrap().url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (level, split, n): (u32, u64, u64) =
+        redis::cmd("HMGET").arg("herald:{app}:epix").arg("L").arg("S").arg("n").query_async(&mut conn).await.unwrap();
+    let buckets = (1u64 << level) + split;
+    assert_eq!(n, 5_000);
+    assert!((5_000 / 48..=5_000 / 48 + 1).contains(&buckets), "about 48 endpoints a bucket: {buckets}");
+    for (table, entries) in [("epb", 5_000), ("adb", 5_000), ("usb", 2_500)] {
+        let mut total = 0;
+        for b in 0..buckets {
+            let key = format!("herald:{{app}}:{table}:{b}");
+            let len: u64 = redis::cmd("HLEN").arg(&key).query_async(&mut conn).await.unwrap();
+            total += len;
+            if table != "epb" {
+                let encoding: String = redis::cmd("OBJECT").arg("ENCODING").arg(&key).query_async(&mut conn).await.unwrap();
+                assert_eq!(encoding, "listpack", "{key} ({len} entries)");
+            }
+        }
+        assert_eq!(total, entries, "every {table} entry in one bucket");
+        let beyond: u64 = redis::cmd("EXISTS").arg(format!("herald:{{app}}:{table}:{buckets}")).query_async(&mut conn).await.unwrap();
+        assert_eq!(beyond, 0);
+    }
+    // Everything reads back through its bucket, after every split.
+    let ids: Vec<String> = (0..5_000).map(|n| format!("ep-{n:09}")).collect();
+    let found = h.other.get_endpoints("app", &ids).await.unwrap();
+    assert!(found.iter().zip(&ids).all(|(e, id)| e.as_ref().is_some_and(|e| &e.id == id)));
+    for n in [0, 1, 2_499, 4_999] {
+        let id = s.endpoint_by_address("app", ChannelType::Email as i32, &format!("user{n}@example.com")).await.unwrap();
+        assert_eq!(id, Some(format!("ep-{n:09}")));
+        let mut users: Vec<String> = s.user_endpoints("app", &format!("user-{}", n / 2)).await.unwrap().into_iter().map(|e| e.id).collect();
+        users.sort();
+        assert_eq!(users, vec![format!("ep-{:09}", n / 2 * 2), format!("ep-{:09}", n / 2 * 2 + 1)]);
+    }
+    // A delete leaves its bucket and the count.
+    s.write_endpoints("app", EndpointOp::Delete { ids: vec!["ep-000000007".into()] }).await.unwrap();
+    let n: u64 = redis::cmd("HGET").arg("herald:{app}:epix").arg("n").query_async(&mut conn).await.unwrap();
+    assert_eq!(n, 4_999);
+    assert!(s.get_endpoint("app", "ep-000000007").await.unwrap().is_none());
+    assert_eq!(s.endpoint_by_address("app", ChannelType::Email as i32, "user7@example.com").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn redis_endpoints_of_an_earlier_release_move_into_the_buckets() {
+    use deadpool_redis::redis;
+    use herald::store::codec;
+    let h = redis().await;
+    let s = h.store.as_ref();
+    s.create_app(&app("old")).await.unwrap();
+    // The earlier release's layout: a key per endpoint, address and user, and the id index.
+    let client = redis::Client::open(h.redis.as_ref().unwrap().url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut pipe = redis::pipe();
+    for n in 0..1_200 {
+        let mut e = ep(&format!("e{n}"), ChannelType::Email, &format!("u{n}@example.com"), Some(&format!("user{}", n / 3)));
+        e.application_id = "old".into();
+        e.endpoint_status = EndpointStatus::Active as i32;
+        pipe.set(format!("herald:{{old}}:ep:e{n}"), codec::encode_endpoint("old", &e)).ignore();
+        pipe.set(format!("herald:{{old}}:addr:1:u{n}@example.com"), format!("e{n}")).ignore();
+        pipe.zadd("herald:{old}:eps", format!("e{n}"), 0).ignore();
+        if n % 3 == 0 {
+            pipe.set(format!("herald:{{old}}:user:user{}", n / 3), format!("e{n}\ne{}\ne{}", n + 1, n + 2)).ignore();
+        }
+    }
+    let _: () = pipe.query_async(&mut conn).await.unwrap();
+    let store = RedisStore::connect(&h.redis.as_ref().unwrap().url(), 2).await.unwrap();
+    assert_eq!(store.migrate_endpoints().await.unwrap(), 1_200);
+    // A second daemon starting at the same time finds nothing left to move.
+    assert_eq!(store.migrate_endpoints().await.unwrap(), 0);
+    let left = h.redis.as_ref().unwrap().cli(&["--scan", "--pattern", "herald:{old}:*"]);
+    assert!(left.iter().all(|k| !k.contains(":ep:") && !k.contains(":addr:") && !k.contains(":user:") && !k.ends_with(":eps")), "{left:?}");
+    assert_eq!(s.get_endpoint("old", "e17").await.unwrap().unwrap().address, "u17@example.com");
+    assert_eq!(s.endpoint_by_address("old", ChannelType::Email as i32, "u1199@example.com").await.unwrap().as_deref(), Some("e1199"));
+    assert_eq!(s.user_endpoints("old", "user5").await.unwrap().len(), 3);
+    let (mut cursor, mut seen) = (None, 0);
+    loop {
+        let (page, next) = s.scan_endpoints("old", cursor, 500).await.unwrap();
+        seen += page.len();
+        cursor = match next {
+            Some(c) => Some(c),
+            None => break,
+        };
+    }
+    assert_eq!(seen, 1_200);
+    // The planner sees the moved address index: a new endpoint on a moved address retires the
+    // one that held it.
+    s.write_endpoints("old", upsert(vec![ep("fresh", ChannelType::Email, "u3@example.com", None)], true)).await.unwrap();
+    assert_eq!(s.endpoint_by_address("old", ChannelType::Email as i32, "u3@example.com").await.unwrap().as_deref(), Some("fresh"));
 }

@@ -18,6 +18,7 @@ mod embedded_templates;
 pub mod plan;
 pub mod redis;
 mod redis_conn;
+mod redis_endpoints;
 mod redis_journeys;
 mod redis_outcomes;
 mod redis_records;
@@ -643,9 +644,15 @@ pub fn renew_lease(
 /// its nodes are, else the embedded store under the data directory.
 pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     match &config.redis_url {
-        Some(url) => Ok(Arc::new(redis::RedisStore::connect(url, config.redis_pool_size).await?)),
+        Some(url) => {
+            let store = redis::RedisStore::connect(url, config.redis_pool_size).await?;
+            store.migrate_endpoints().await?;
+            Ok(Arc::new(store))
+        }
         None if !config.redis_cluster_urls.is_empty() => {
-            Ok(Arc::new(redis::RedisStore::connect_cluster(&config.redis_cluster_urls).await?))
+            let store = redis::RedisStore::connect_cluster(&config.redis_cluster_urls).await?;
+            store.migrate_endpoints().await?;
+            Ok(Arc::new(store))
         }
         None => {
             let dir = config.data_dir.clone();

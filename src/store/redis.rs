@@ -43,6 +43,7 @@ use prost::Message as _;
 use super::codec;
 use super::plan::{self, EndpointOp, Plan, Snapshot};
 use super::redis_conn::{Backend, Conn};
+use super::redis_endpoints::{EndpointChange, Table};
 use super::{Store, StoreError, TemplateWrite};
 use crate::proto::v1::{App, Endpoint, Event, MessageOutcome, Suppression, Template};
 use crate::telemetry;
@@ -151,28 +152,6 @@ return 1
     )
 });
 
-/// One page of endpoints through a sorted-set index, in one round trip: the ids from ARGV[2]
-/// to ARGV[4] (ZRANGE BYLEX bounds: `-`/`+`, `(id` exclusive, `[id` inclusive) and their
-/// records, whose keys are
-/// ARGV[1] (the app's endpoint key prefix) + id. Returns the last id read (or "" at the end),
-/// then the records found.
-static SCAN_INDEX: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r#"
-local ids = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[4], 'BYLEX', 'LIMIT', 0, tonumber(ARGV[3]))
-if #ids == 0 then return {''} end
-local keys = {}
-for i, id in ipairs(ids) do keys[i] = ARGV[1] .. id end
-local out = {ids[#ids]}
-local vals = redis.call('MGET', unpack(keys))
-for i = 1, #vals do
-  if vals[i] then out[#out + 1] = vals[i] end
-end
-return out
-"#,
-    )
-});
-
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
         use redis::RetryMethod;
@@ -219,6 +198,10 @@ impl Keys {
     pub(super) fn app(&self) -> String {
         self.key("app", "")
     }
+    /// `herald:{app}:`, the start of every key of the app.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
     /// The app id the keys are of.
     pub(super) fn app_id(&self) -> &str {
         &self.prefix["herald:{".len()..self.prefix.len() - "}:".len()]
@@ -261,45 +244,38 @@ pub struct RedisStore {
     /// How many buckets each (app, day) endpoint index is cut into, as read from Redis
     /// (`redis_outcomes`: fixed once for the day, so cached for good).
     pub(super) day_buckets: std::sync::Mutex<std::collections::HashMap<(String, i64), u32>>,
+    /// How each app's endpoint tables are cut, as last seen (`redis_endpoints`: the scripts
+    /// check it and answer with the levels now when it has changed).
+    pub(super) levels: std::sync::Mutex<std::collections::HashMap<String, super::redis_endpoints::Levels>>,
 }
 
 impl RedisStore {
-    /// Reads what the planner asked for into `snap`, and remembers each raw value so the
-    /// commit can check nothing changed since.
+    /// Reads what the planner asked for into `snap`, and remembers each value so the commit
+    /// can check nothing changed since.
     async fn load(
+        &self,
         conn: &mut Conn,
         keys: &Keys,
         needs: plan::Needs,
         snap: &mut Snapshot,
-        read: &mut Vec<(String, Vec<u8>)>,
+        read: &mut Vec<(Table, String, Vec<u8>)>,
     ) -> Result<(), StoreError> {
         if needs.is_empty() {
             return Ok(());
         }
-        let ep_keys: Vec<String> = needs.endpoints.iter().map(|id| keys.endpoint(id)).collect();
-        let addr_keys: Vec<String> = needs.addresses.iter().map(|k| keys.address(k)).collect();
-        let user_keys: Vec<String> = needs.users.iter().map(|u| keys.user(u)).collect();
-        let mut pipe = redis::pipe();
-        for group in [&ep_keys, &addr_keys, &user_keys] {
-            if !group.is_empty() {
-                pipe.cmd("MGET").arg(group);
-            }
-        }
-        let loaded: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(conn).await?;
-        let mut results = loaded.into_iter();
-        let mut next = |group: Vec<String>| -> Vec<Option<Vec<u8>>> {
-            if group.is_empty() {
-                return Vec::new();
-            }
-            let values = results.next().unwrap_or_default();
-            for (key, value) in group.into_iter().zip(&values) {
-                read.push((key, value.clone().unwrap_or_default()));
-            }
-            values
+        let groups = [(Table::Endpoints, &needs.endpoints), (Table::Addresses, &needs.addresses), (Table::Users, &needs.users)];
+        let entries: Vec<(Table, &str)> = groups.iter().flat_map(|(t, names)| names.iter().map(|n| (*t, n.as_str()))).collect();
+        let Some(values) = self.read_entries(conn, keys, &entries).await? else {
+            return Err(StoreError::AppNotFound(keys.app_id().to_string()));
         };
-        let eps = next(ep_keys);
-        let addrs = next(addr_keys);
-        let users = next(user_keys);
+        for ((t, name), value) in entries.iter().zip(&values) {
+            read.push((*t, name.to_string(), value.clone().unwrap_or_default()));
+        }
+        let mut values = values.into_iter();
+        let (ne, na) = (needs.endpoints.len(), needs.addresses.len());
+        let eps: Vec<Option<Vec<u8>>> = values.by_ref().take(ne).collect();
+        let addrs: Vec<Option<Vec<u8>>> = values.by_ref().take(na).collect();
+        let users: Vec<Option<Vec<u8>>> = values.collect();
         let text = |v: Option<Vec<u8>>| v.map(|b| String::from_utf8_lossy(&b).into_owned());
         let eps =
             eps.into_iter().map(|v| v.map(|b| codec::decode_endpoint(keys.app_id(), &b)).transpose()).collect::<Result<Vec<_>, _>>()?;
@@ -313,30 +289,30 @@ impl RedisStore {
     async fn attempt(&self, conn: &mut Conn, app_id: &str, op: &EndpointOp) -> Result<Option<Plan>, StoreError> {
         let keys = Keys::new(app_id);
         let mut snap = Snapshot::default();
-        let mut read = Vec::new();
-        Self::load(conn, &keys, plan::prefetch(op), &mut snap, &mut read).await?;
+        let mut change = EndpointChange::default();
+        self.load(conn, &keys, plan::prefetch(op), &mut snap, &mut change.read).await?;
         let plan = loop {
             match plan::plan(app_id, op, &snap) {
                 Ok(p) => break p,
-                Err(needs) => Self::load(conn, &keys, needs, &mut snap, &mut read).await?,
+                Err(needs) => self.load(conn, &keys, needs, &mut snap, &mut change.read).await?,
             }
         };
         let all_or_nothing = matches!(op, EndpointOp::Upsert { all_or_nothing: true, .. });
         let rejected = all_or_nothing && !plan.rejections.is_empty();
-        let mut sets: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut dels: Vec<String> = Vec::new();
-        if !rejected {
-            sets.extend(plan.put_endpoints.iter().map(|e| (keys.endpoint(&e.id), codec::encode_endpoint(app_id, e))));
-            sets.extend(plan.put_addresses.iter().map(|(k, id)| (keys.address(k), id.clone().into_bytes())));
-            sets.extend(plan.put_users.iter().map(|(u, ids)| (keys.user(u), ids.clone().into_bytes())));
-            dels.extend(plan.delete_endpoints.iter().map(|id| keys.endpoint(id)));
-            dels.extend(plan.delete_addresses.iter().map(|k| keys.address(k)));
-            dels.extend(plan.delete_users.iter().map(|u| keys.user(u)));
-        }
         // Even a plan that writes nothing runs the script: it confirms the app still exists.
-        let (created, removed): (&[String], &[String]) = if rejected { (&[], &[]) } else { (&plan.created, &plan.delete_endpoints) };
-        let change = Change { read: &read, sets: &sets, dels: &dels, set_key: keys.endpoint_ids(), add: created, remove: removed };
-        let outcome = commit(conn, &keys, change).await?;
+        if !rejected {
+            let sets = &mut change.sets;
+            sets.extend(plan.put_endpoints.iter().map(|e| (Table::Endpoints, e.id.clone(), codec::encode_endpoint(app_id, e))));
+            sets.extend(plan.put_addresses.iter().map(|(k, id)| (Table::Addresses, k.clone(), id.clone().into_bytes())));
+            sets.extend(plan.put_users.iter().map(|(u, ids)| (Table::Users, u.clone(), ids.clone().into_bytes())));
+            let dels = &mut change.dels;
+            dels.extend(plan.delete_endpoints.iter().map(|id| (Table::Endpoints, id.clone())));
+            dels.extend(plan.delete_addresses.iter().map(|k| (Table::Addresses, k.clone())));
+            dels.extend(plan.delete_users.iter().map(|u| (Table::Users, u.clone())));
+            change.created = plan.created.len();
+            change.removed = plan.delete_endpoints.len();
+        }
+        let outcome = self.commit_endpoints(conn, &keys, &change).await?;
         match outcome {
             1 => Ok(Some(plan)),
             0 => Ok(None),
@@ -483,39 +459,28 @@ impl Store for RedisStore {
     }
 
     async fn get_endpoint(&self, app_id: &str, endpoint_id: &str) -> Result<Option<Endpoint>, StoreError> {
-        let keys = Keys::new(app_id);
-        let (app, ep): (Option<Vec<u8>>, Option<Vec<u8>>) =
-            redis::cmd("MGET").arg(keys.app()).arg(keys.endpoint(endpoint_id)).query_async(&mut self.conn()).await?;
-        if app.is_none() {
-            return Err(StoreError::AppNotFound(app_id.to_string()));
-        }
-        Ok(ep.map(|b| codec::decode_endpoint(app_id, &b)).transpose()?)
+        Ok(self.get_endpoints(app_id, &[endpoint_id.to_string()]).await?.pop().flatten())
     }
 
     async fn get_endpoints(&self, app_id: &str, ids: &[String]) -> Result<Vec<Option<Endpoint>>, StoreError> {
         let keys = Keys::new(app_id);
-        let mut cmd = redis::cmd("MGET");
-        cmd.arg(keys.app());
-        for id in ids {
-            cmd.arg(keys.endpoint(id));
-        }
-        let mut found: Vec<Option<Vec<u8>>> = cmd.query_async(&mut self.conn()).await?;
-        if found.is_empty() || found.remove(0).is_none() {
-            return Err(StoreError::AppNotFound(app_id.to_string()));
-        }
-        found.into_iter().map(|b| b.map(|b| codec::decode_endpoint(app_id, &b)).transpose()).collect()
+        let found = self.read_endpoints(&mut self.conn(), &keys, ids).await?;
+        found.ok_or_else(|| StoreError::AppNotFound(app_id.to_string()))
     }
 
     async fn user_endpoints(&self, app_id: &str, user_id: &str) -> Result<Vec<Endpoint>, StoreError> {
         let keys = Keys::new(app_id);
         let mut conn = self.conn();
-        let (app, list): (Option<Vec<u8>>, Option<String>) =
-            redis::cmd("MGET").arg(keys.app()).arg(keys.user(user_id)).query_async(&mut conn).await?;
-        if app.is_none() {
+        let Some(list) = self.read_entries(&mut conn, &keys, &[(Table::Users, user_id)]).await? else {
             return Err(StoreError::AppNotFound(app_id.to_string()));
-        }
+        };
+        let list = list.into_iter().next().flatten().map(|b| String::from_utf8_lossy(&b).into_owned());
         let ids = plan::decode_user_list(list.as_deref());
-        self.fetch_endpoints(&mut conn, &keys, &ids).await
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = self.read_endpoints(&mut conn, &keys, &ids).await?.unwrap_or_default();
+        Ok(found.into_iter().flatten().collect())
     }
 
     async fn scan_endpoints(
@@ -525,7 +490,9 @@ impl Store for RedisStore {
         limit: usize,
     ) -> Result<(Vec<Endpoint>, Option<String>), StoreError> {
         let keys = Keys::new(app_id);
-        self.scan_index(&keys, keys.endpoint_ids(), cursor, limit).await
+        let (page, next) = self.scan_endpoint_table(&keys, cursor, (None, None), limit).await?;
+        let endpoints = page.iter().map(|(_, b)| codec::decode_endpoint(app_id, b)).collect::<Result<Vec<_>, _>>()?;
+        Ok((endpoints, next))
     }
 
     async fn write_template(&self, app_id: &str, template: &Template, mode: TemplateWrite) -> Result<Template, StoreError> {
@@ -607,8 +574,11 @@ impl Store for RedisStore {
     }
 
     async fn endpoint_by_address(&self, app_id: &str, channel: i32, address: &str) -> Result<Option<String>, StoreError> {
-        let k = Keys::new(app_id).address(&super::plan::address_key(channel, address));
-        Ok(self.conn().get(k).await?)
+        let keys = Keys::new(app_id);
+        let name = super::plan::address_key(channel, address);
+        let found = self.read_entries(&mut self.conn(), &keys, &[(Table::Addresses, &name)]).await?;
+        let id = found.and_then(|v| v.into_iter().next().flatten());
+        Ok(id.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     async fn get_suppressions(&self, app_id: &str, addresses: &[String]) -> Result<Vec<Option<Suppression>>, StoreError> {
@@ -911,7 +881,7 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
-    /// A page of endpoints through a sorted-set index of ids (the app's, or a member set).
+    /// A page of a member set's endpoints (ids after `cursor`).
     pub(super) async fn scan_index(
         &self,
         keys: &Keys,
@@ -925,7 +895,7 @@ impl RedisStore {
         Ok((endpoints, next))
     }
 
-    /// A page of encoded endpoints between two ZRANGE BYLEX bounds.
+    /// A page of a member set's encoded endpoints between two ZRANGE BYLEX bounds.
     pub(super) async fn scan_index_encoded(
         &self,
         keys: &Keys,
@@ -934,22 +904,13 @@ impl RedisStore {
         until: String,
         limit: usize,
     ) -> Result<(Vec<Vec<u8>>, Option<String>), StoreError> {
-        let mut invocation = SCAN_INDEX.prepare_invoke();
-        invocation.key(index).arg(keys.endpoint("")).arg(from).arg(limit.max(1)).arg(until);
+        let mut invocation = super::redis_endpoints::SCAN_SET.prepare_invoke();
+        invocation.key(index).arg(keys.prefix()).arg(from).arg(until).arg(limit.max(1));
         let mut raw: Vec<Vec<u8>> = invocation.invoke_async(&mut self.conn()).await?;
         if raw.is_empty() {
             return Ok((raw, None));
         }
         let last = String::from_utf8(raw.remove(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok((raw, (!last.is_empty()).then_some(last)))
-    }
-
-    async fn fetch_endpoints(&self, conn: &mut Conn, keys: &Keys, ids: &[String]) -> Result<Vec<Endpoint>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ep_keys: Vec<String> = ids.iter().map(|id| keys.endpoint(id)).collect();
-        let found: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&ep_keys).query_async(conn).await?;
-        found.into_iter().flatten().map(|b| codec::decode_endpoint(keys.app_id(), &b)).collect()
     }
 }

@@ -345,7 +345,7 @@ impl RedisStore {
         let count_key = |day: i64| keys.key("epmsg-n:", &day.to_string());
         let mut pipe = redis::pipe();
         if let Some(ttl) = create {
-            let endpoints: u64 = conn.zcard(keys.endpoint_ids()).await?;
+            let endpoints = self.endpoint_levels(&keys).await?.0;
             for &i in &unknown {
                 // Outlives the buckets it counts.
                 pipe.cmd("SET").arg(count_key(days[i])).arg(bucket_count(endpoints)).arg("NX").arg("EX").arg(ttl + 86_400).ignore();

@@ -286,7 +286,8 @@ impl RedisStore {
 
     pub(super) async fn redis_scan_splits(&self, app_id: &str, set: Option<&str>, parts: usize) -> Result<Vec<String>, StoreError> {
         let keys = Keys::new(app_id);
-        let index = set.map_or_else(|| keys.endpoint_ids(), |s| keys.members(s));
+        let Some(set) = set else { return self.endpoint_splits(&keys, parts).await };
+        let index = keys.members(set);
         let mut conn = self.conn();
         let n: u64 = conn.zcard(&index).await?;
         // Small indexes read fast enough in one range.
@@ -313,7 +314,11 @@ impl RedisStore {
         limit: usize,
     ) -> Result<(Vec<Vec<u8>>, Option<String>), StoreError> {
         let keys = Keys::new(app_id);
-        let index = set.map_or_else(|| keys.endpoint_ids(), |s| keys.members(s));
+        let Some(set) = set else {
+            let (page, next) = self.scan_endpoint_table(&keys, cursor, range, limit).await?;
+            return Ok((page.into_iter().map(|(_, v)| v).collect(), next));
+        };
+        let index = keys.members(set);
         let from = match (cursor, range.0) {
             (Some(c), _) => format!("({c}"),
             (None, Some(f)) => format!("[{f}"),
