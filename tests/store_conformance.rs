@@ -222,9 +222,15 @@ async fn deleting_an_app_removes_everything_under_it(h: Harness) {
     assert_eq!(status(s, "gone", "n1").await, EndpointStatus::Active);
     assert_eq!(s.user_endpoints("kept", "u1").await.unwrap().len(), 10);
     if let Some(keys) = h.redis_keys("herald:{gone}:*") {
+        // The new endpoint's record and address in one bucket each, the tables' levels and
+        // granules: nothing of the deleted app's.
+        let kinds: HashSet<String> = keys.iter().map(|k| k.trim_end_matches(|c: char| c.is_ascii_digit()).to_string()).collect();
         let expected: HashSet<String> =
-            ["herald:{gone}:app", "herald:{gone}:epb:0", "herald:{gone}:adb:0", "herald:{gone}:epix"].map(String::from).into();
-        assert_eq!(keys.into_iter().collect::<HashSet<_>>(), expected);
+            ["herald:{gone}:app", "herald:{gone}:epb:", "herald:{gone}:adb:", "herald:{gone}:epix", "herald:{gone}:epgr"]
+                .map(String::from)
+                .into();
+        assert_eq!(kinds, expected);
+        assert_eq!(keys.len(), 5, "{keys:?}");
     }
 }
 
@@ -378,8 +384,12 @@ async fn runs_index_their_members_outcomes(h: Harness) {
 }
 
 async fn scans_visit_every_endpoint_once(h: Harness) {
+    h.store.create_app(&app("app")).await.unwrap();
+    scans_visit_every_endpoint_once_while_the_app_grows(h).await;
+}
+
+async fn scans_visit_every_endpoint_once_while_the_app_grows(h: Harness) {
     let s = h.store.as_ref();
-    s.create_app(&app("app")).await.unwrap();
     for chunk in 0..5 {
         let writes = (0..500).map(|i| ep(&format!("e{chunk}-{i}"), ChannelType::Gcm, &format!("t{chunk}-{i}"), None)).collect();
         s.write_endpoints("app", upsert(writes, true)).await.unwrap();
@@ -1484,6 +1494,9 @@ async fn redis_endpoint_tables_are_bucketed_listpacks_that_split_as_the_app_grow
     let h = redis().await;
     let s = h.store.as_ref();
     s.create_app(&app("app")).await.unwrap();
+    // An app's tables start at 2^16 buckets and split past 48 endpoints a bucket (about 3
+    // million endpoints); started here at 4 buckets, they split as an app that large does.
+    seed_level(&h, "app", 2).await;
     // Two writers, so buckets split under both.
     for chunk in 0..10 {
         let writer = if chunk % 2 == 0 { h.store.as_ref() } else { h.other.as_ref() };
@@ -1534,6 +1547,82 @@ async fn redis_endpoint_tables_are_bucketed_listpacks_that_split_as_the_app_grow
     assert_eq!(n, 4_999);
     assert!(s.get_endpoint("app", "ep-000000007").await.unwrap().is_none());
     assert_eq!(s.endpoint_by_address("app", ChannelType::Email as i32, "user7@example.com").await.unwrap(), None);
+}
+
+/// Sets an app's endpoint tables to `2^level` buckets (before it holds any endpoint).
+async fn seed_level(h: &Harness, app_id: &str, level: u32) {
+    use deadpool_redis::redis;
+    let client = redis::Client::open(h.redis.as_ref().unwrap().url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("HSET")
+        .arg(format!("herald:{{{app_id}}}:epix"))
+        .arg("L")
+        .arg(level)
+        .arg("S")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn redis_scans_return_each_endpoint_once_while_buckets_split() {
+    let h = redis().await;
+    // Started at 4 buckets, the tables split many times over between the scan's pages.
+    h.store.create_app(&app("app")).await.unwrap();
+    seed_level(&h, "app", 2).await;
+    scans_visit_every_endpoint_once_while_the_app_grows(h).await;
+}
+
+#[tokio::test]
+async fn redis_scans_of_a_small_app_read_only_its_occupied_buckets() {
+    use deadpool_redis::redis;
+    let h = redis().await;
+    let s = h.store.as_ref();
+    s.create_app(&app("small")).await.unwrap();
+    let writes = (0..40).map(|i| ep(&format!("s{i}"), ChannelType::Gcm, &format!("t{i}"), None)).collect();
+    s.write_endpoints("small", upsert(writes, true)).await.unwrap();
+    s.write_endpoints("small", EndpointOp::Delete { ids: (0..10).map(|i| format!("s{i}")).collect() }).await.unwrap();
+    let client = redis::Client::open(h.redis.as_ref().unwrap().url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let text: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+            text.lines()
+                .find(|l| l.starts_with("cmdstat_hgetall:"))
+                .and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        }
+    };
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    let before = info(&mut conn).await;
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        let (page, next) = s.scan_endpoints("small", cursor, 7).await.unwrap();
+        ids.extend(page.into_iter().map(|e| e.id));
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let read = info(&mut conn).await - before;
+    ids.sort();
+    let mut expected: Vec<String> = (10..40).map(|i| format!("s{i}")).collect();
+    expected.sort();
+    assert_eq!(ids, expected, "every endpoint once");
+    // At most forty buckets were ever occupied (of 65,536): the scan read those, not the
+    // others (a page reads a few buckets ahead, at most its size and one, which the next
+    // page reads again).
+    assert!(read <= 40 + pages * 8, "{read} buckets read in {pages} pages");
+    // The emptied ones were cleared on the way: the next scan reads only the thirty left.
+    let before = info(&mut conn).await;
+    let (page, _) = s.scan_endpoints("small", None, 100).await.unwrap();
+    assert_eq!(page.len(), 30);
+    let read = info(&mut conn).await - before;
+    assert!((1..=30).contains(&read), "{read} buckets read");
 }
 
 #[tokio::test]

@@ -92,11 +92,49 @@ fn position(id: &str) -> u64 {
     u64::from(bucket_hash(id.as_bytes()).reverse_bits())
 }
 
+/// Positions are grouped in 2^16 granules (a position's top 16 bits) for the bitmap `epgr`
+/// of the granules that hold endpoints; at the base level a granule is exactly one bucket.
+const GRANULE_BITS: u32 = 16;
+
+fn granule(id: &str) -> u64 {
+    position(id) >> (32 - GRANULE_BITS)
+}
+
+/// Whether bit `g` of a Redis bitmap is set (bit 0 is the first byte's highest bit).
+fn bit(map: &[u8], g: u64) -> bool {
+    map.get((g / 8) as usize).is_some_and(|b| b & (0x80 >> (g % 8)) != 0)
+}
+
+/// The first granule at or after `g` whose bit is set.
+fn next_granule(map: &[u8], g: u64) -> Option<u64> {
+    let mut g = g;
+    while (g / 8) < map.len() as u64 {
+        if g % 8 == 0 && map[(g / 8) as usize] == 0 {
+            g += 8;
+            continue;
+        }
+        if bit(map, g) {
+            return Some(g);
+        }
+        g += 1;
+    }
+    None
+}
+
 /// The end of the position space (positions are 32 bits).
 const END: u64 = 1 << 32;
 
+/// An app's tables start cut into `2^INITIAL_LEVEL` buckets.
+pub(super) const INITIAL_LEVEL: u32 = 16;
+
+impl Default for Levels {
+    fn default() -> Self {
+        Self { level: INITIAL_LEVEL, split: 0 }
+    }
+}
+
 /// How an app's tables are cut: `2^level + split` buckets.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Levels {
     pub level: u32,
     pub split: u64,
@@ -157,7 +195,7 @@ const PRELUDE: &str = r#"
 local P = ARGV[1]
 local EPIX = P .. 'epix'
 local st = redis.call('HMGET', EPIX, 'L', 'S', 'n')
-local L, S, N = tonumber(st[1] or '0'), tonumber(st[2] or '0'), tonumber(st[3] or '0')
+local L, S, N = tonumber(st[1] or '16'), tonumber(st[2] or '0'), tonumber(st[3] or '0')
 local M = 2 ^ L
 local TABLES = {e = 'epb:', a = 'adb:', u = 'usb:'}
 -- (a whole number below 2^53 concatenates as its digits)
@@ -212,6 +250,8 @@ for _ = 1, d do
   redis.call('HDEL', ARGV[i], ARGV[i + 1])
   i = i + 2
 end
+-- The granules of the records set: a scan of a sparse app reads only theirs.
+for j = i, #ARGV do redis.call('SETBIT', P .. 'epgr', ARGV[j], 1) end
 local delta = tonumber(ARGV[6]) - tonumber(ARGV[7])
 if delta ~= 0 then
   N = N + delta
@@ -275,32 +315,21 @@ return 1
     ))
 });
 
-/// Reads entries: KEYS[1] the app record; ARGV the prefix, the levels the caller computed
-/// the buckets with ("L:S"), then (bucket, name) pairs. Returns the levels now, then (only
-/// when they are the caller's) "1" (nil when the app is gone) and each entry's value or nil.
-static READ: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    script(
-        r#"
-local now = string.format('%d:%d', L, S)
-if now ~= ARGV[2] then return {now} end
-local out = {now, redis.call('EXISTS', KEYS[1]) == 1 and '1' or false}
-for i = 3, #ARGV, 2 do out[#out + 1] = redis.call('HGET', ARGV[i], ARGV[i + 1]) end
-return out
-"#,
-    )
-});
-
 /// Whole endpoint buckets for a scan: KEYS[1] the app record; ARGV the prefix, the levels the
-/// caller computed the buckets with ("L:S"), then the buckets. Returns the levels now, then,
-/// only when they are the caller's, every (id, record) of the buckets.
+/// caller computed the buckets with ("L:S"), then (bucket, granule) pairs, the granule ""
+/// above the base level. Returns the levels now, then, only when they are the caller's, every
+/// (id, record) of the buckets. At the base level a bucket is its granule's only one, so an
+/// empty bucket clears its granule's bit (a write that fills it again sets it in the same
+/// script as its record).
 static FETCH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     script(
         r#"
 local now = string.format('%d:%d', L, S)
 local out = {now}
 if now ~= ARGV[2] then return out end
-for i = 3, #ARGV do
+for i = 3, #ARGV, 2 do
   local all = redis.call('HGETALL', P .. 'epb:' .. ARGV[i])
+  if #all == 0 and ARGV[i + 1] ~= '' then redis.call('SETBIT', P .. 'epgr', ARGV[i + 1], 0) end
   for j = 1, #all do out[#out + 1] = all[j] end
 end
 return out
@@ -379,6 +408,11 @@ fn parse_bound(bound: Option<&str>, default: u64) -> Result<u64, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("not a range bound of the endpoint table: {b:?}")))
 }
 
+/// One reply of a transaction as `T`.
+fn parse<T: redis::FromRedisValue>(v: Option<redis::Value>) -> Result<T, StoreError> {
+    T::from_redis_value(v.unwrap_or(redis::Value::Nil)).map_err(|e| StoreError::Corrupt(format!("an endpoint read's reply: {e}")))
+}
+
 impl RedisStore {
     /// How the app's tables were cut when last seen.
     fn cached_levels(&self, keys: &Keys) -> Levels {
@@ -396,22 +430,36 @@ impl RedisStore {
         keys: &Keys,
         entries: &[(Table, &str)],
     ) -> Result<Option<Vec<Option<Vec<u8>>>>, StoreError> {
-        // Levels change a few times as an app grows: a stale guess costs one more call.
+        // Plain reads (no script: they cost Redis less), the levels read before and after
+        // them: a split is one script that changes the levels, so equal levels on both sides,
+        // the ones the buckets were computed with, mean no split moved an entry in between
+        // (with others, the read is made again with them).
         for _ in 0..8 {
             let levels = self.cached_levels(keys);
-            let mut invocation = READ.prepare_invoke();
-            invocation.key(keys.app()).arg(keys.prefix()).arg(levels.text());
+            let mut pipe = redis::pipe();
+            pipe.cmd("HMGET").arg(keys.key("epix", "")).arg("L").arg("S").cmd("EXISTS").arg(keys.app());
             for (t, name) in entries {
-                invocation.arg(levels.key(keys, *t, name)).arg(*name);
+                pipe.cmd("HGET").arg(levels.key(keys, *t, name)).arg(*name);
             }
-            let mut values: Vec<Option<Vec<u8>>> = invocation.invoke_async(conn).await?;
-            let now = Levels::parse(&values.first().cloned().flatten().unwrap_or_default())?;
+            pipe.cmd("HMGET").arg(keys.key("epix", "")).arg("L").arg("S");
+            let mut replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+            if replies.len() != entries.len() + 3 {
+                return Err(StoreError::Corrupt("a short reply to an endpoint read".into()));
+            }
+            let after: (Option<u32>, Option<u64>) = parse(replies.pop())?;
+            let values = replies.split_off(2);
+            let exists: bool = parse(replies.pop())?;
+            let stored: (Option<u32>, Option<u64>) = parse(replies.pop())?;
+            let values = values.into_iter().map(|v| parse(Some(v))).collect::<Result<Vec<Option<Vec<u8>>>, _>>()?;
+            if after != stored {
+                continue;
+            }
+            let now = Levels { level: stored.0.unwrap_or(INITIAL_LEVEL), split: stored.1.unwrap_or(0) };
             if now != levels {
                 self.remember_levels(keys, now);
                 continue;
             }
-            values.remove(0);
-            if values.is_empty() || values.remove(0).is_none() {
+            if !exists {
                 return Ok(None);
             }
             return Ok(Some(values));
@@ -445,6 +493,10 @@ impl RedisStore {
             for (t, name) in &c.dels {
                 invocation.arg(levels.key(keys, *t, name)).arg(name.as_str());
             }
+            let mut granules: Vec<u64> = c.sets.iter().filter(|(t, ..)| *t == Table::Endpoints).map(|(_, id, _)| granule(id)).collect();
+            granules.sort_unstable();
+            granules.dedup();
+            invocation.arg(&granules);
             let outcome: redis::Value = invocation.invoke_async(conn).await?;
             let outcome = match outcome {
                 redis::Value::Int(n) => n,
@@ -486,7 +538,7 @@ impl RedisStore {
         for _ in 0..100_000 {
             let (level, split, n): (Option<u32>, Option<u64>, Option<u64>) =
                 redis::cmd("HMGET").arg(keys.key("epix", "")).arg("L").arg("S").arg("n").query_async(conn).await?;
-            let levels = Levels { level: level.unwrap_or(0), split: split.unwrap_or(0) };
+            let levels = Levels { level: level.unwrap_or(INITIAL_LEVEL), split: split.unwrap_or(0) };
             let m = 1u64 << levels.level;
             let n = n.unwrap_or(0);
             if n <= LOAD * (m + levels.split) {
@@ -520,7 +572,7 @@ impl RedisStore {
     pub(super) async fn endpoint_levels(&self, keys: &Keys) -> Result<(u64, Levels), StoreError> {
         let (level, split, n): (Option<u32>, Option<u64>, Option<u64>) =
             redis::cmd("HMGET").arg(keys.key("epix", "")).arg("L").arg("S").arg("n").query_async(&mut self.conn()).await?;
-        Ok((n.unwrap_or(0), Levels { level: level.unwrap_or(0), split: split.unwrap_or(0) }))
+        Ok((n.unwrap_or(0), Levels { level: level.unwrap_or(INITIAL_LEVEL), split: split.unwrap_or(0) }))
     }
 
     /// Cuts of the endpoint table into about `parts` ranges (none for a small app).
@@ -548,19 +600,51 @@ impl RedisStore {
             Some(id) => (position(&id), Some(id)),
             None => (parse_bound(range.0, 0)?, None),
         };
-        let mut levels = self.endpoint_levels(keys).await?.1;
+        let (n, mut levels) = self.endpoint_levels(keys).await?;
+        let base = Levels::default();
         let mut page: Vec<(String, Vec<u8>)> = Vec::new();
         let mut conn = self.conn();
+        // A sparse app (fewer endpoints than granules) is scanned through its granule bitmap,
+        // so a scan of a small app reads its few buckets rather than all of them.
+        let map: Option<Vec<u8>> = if levels == base && n < 1 << GRANULE_BITS {
+            redis::cmd("GET").arg(keys.key("epgr", "")).query_async(&mut conn).await?
+        } else {
+            None
+        };
         while from < until {
-            let mut buckets = Vec::new();
+            let per = (n / ((1u64 << levels.level) + levels.split)).max(1);
+            let mut buckets: Vec<(u64, String)> = Vec::new();
             let mut p = from;
-            while p < until && buckets.len() as u64 * LOAD < (limit - page.len()) as u64 + LOAD && buckets.len() < 256 {
+            while p < until && buckets.len() as u64 * per < (limit - page.len()) as u64 + per && buckets.len() < 256 {
+                let at_base = levels == base;
+                if let (Some(map), true) = (&map, at_base) {
+                    let g = p >> (32 - GRANULE_BITS);
+                    if !bit(map, g) {
+                        match next_granule(map, g + 1) {
+                            Some(next) => p = p.max(next << (32 - GRANULE_BITS)),
+                            None => p = until,
+                        }
+                        if p >= until {
+                            p = until;
+                            break;
+                        }
+                    }
+                }
                 let (b, end) = levels.at(p);
-                buckets.push(b);
+                let g = if at_base { (p >> (32 - GRANULE_BITS)).to_string() } else { String::new() };
+                buckets.push((b, g));
                 p = end;
             }
+            if buckets.is_empty() {
+                from = p;
+                after = None;
+                continue;
+            }
             let mut invocation = FETCH.prepare_invoke();
-            invocation.key(keys.app()).arg(keys.prefix()).arg(format!("{}:{}", levels.level, levels.split)).arg(&buckets);
+            invocation.key(keys.app()).arg(keys.prefix()).arg(format!("{}:{}", levels.level, levels.split));
+            for (b, g) in &buckets {
+                invocation.arg(*b).arg(g.as_str());
+            }
             let mut raw: Vec<Vec<u8>> = invocation.invoke_async(&mut conn).await?;
             let now = String::from_utf8(raw.remove(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let now = now.split_once(':').and_then(|(l, s)| Some(Levels { level: l.parse().ok()?, split: s.parse().ok()? }));
@@ -653,6 +737,12 @@ impl RedisStore {
                 }
             }
         }
+        // The granules first: a bit set for a record not moved yet costs a scan one empty read.
+        let mut granules = redis::pipe();
+        for (_, name, _) in entries.iter().filter(|(t, ..)| *t == Table::Endpoints) {
+            granules.cmd("SETBIT").arg(keys.key("epgr", "")).arg(granule(name)).arg(1).ignore();
+        }
+        let () = granules.query_async(conn).await?;
         let mut invocation = MIGRATE.prepare_invoke();
         invocation.key(keys.endpoint_ids()).arg(keys.prefix()).arg(entries.len());
         for (t, name, value) in &entries {
