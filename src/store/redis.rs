@@ -904,13 +904,23 @@ impl RedisStore {
         until: String,
         limit: usize,
     ) -> Result<(Vec<Vec<u8>>, Option<String>), StoreError> {
-        let mut invocation = super::redis_endpoints::SCAN_SET.prepare_invoke();
-        invocation.key(index).arg(keys.prefix()).arg(from).arg(until).arg(limit.max(1));
-        let mut raw: Vec<Vec<u8>> = invocation.invoke_async(&mut self.conn()).await?;
-        if raw.is_empty() {
-            return Ok((raw, None));
-        }
-        let last = String::from_utf8(raw.remove(0)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok((raw, (!last.is_empty()).then_some(last)))
+        // The ids, then their records through their buckets (names are hashed here, not in a
+        // script); a member whose endpoint is gone has none.
+        let mut conn = self.conn();
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(&from)
+            .arg(&until)
+            .arg("BYLEX")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit.max(1))
+            .query_async(&mut conn)
+            .await?;
+        let Some(last) = ids.last().cloned() else { return Ok((Vec::new(), None)) };
+        let entries: Vec<(super::redis_endpoints::Table, &str)> =
+            ids.iter().map(|id| (super::redis_endpoints::Table::Endpoints, id.as_str())).collect();
+        let values = self.read_entries(&mut conn, keys, &entries).await?.unwrap_or_default();
+        Ok((values.into_iter().flatten().collect(), Some(last)))
     }
 }

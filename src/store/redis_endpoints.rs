@@ -109,7 +109,7 @@ fn bit(map: &[u8], g: u64) -> bool {
 fn next_granule(map: &[u8], g: u64) -> Option<u64> {
     let mut g = g;
     while (g / 8) < map.len() as u64 {
-        if g % 8 == 0 && map[(g / 8) as usize] == 0 {
+        if g.is_multiple_of(8) && map[(g / 8) as usize] == 0 {
             g += 8;
             continue;
         }
@@ -335,25 +335,6 @@ end
 return out
 "#,
     )
-});
-
-/// One page of a member set with its records, in one round trip: KEYS[1] the set (a sorted
-/// set, every score 0); ARGV the prefix, then ZRANGE BYLEX bounds from and until (`-`/`+`,
-/// `(id` exclusive, `[id` inclusive) and the page's size. Returns the last id read (or "" at
-/// the end), then the records found (a member whose endpoint is gone has none).
-pub(super) static SCAN_SET: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    script(&format!(
-        r#"{HASH}
-local ids = redis.call('ZRANGE', KEYS[1], ARGV[2], ARGV[3], 'BYLEX', 'LIMIT', 0, tonumber(ARGV[4]))
-if #ids == 0 then return {{''}} end
-local out = {{ids[#ids]}}
-for _, id in ipairs(ids) do
-  local v = redis.call('HGET', key('e', hash(id)), id)
-  if v then out[#out + 1] = v end
-end
-return out
-"#
-    ))
 });
 
 /// Moves entries of an earlier release's layout into the buckets: KEYS[1] the app's old id
