@@ -121,6 +121,9 @@ fn next_granule(map: &[u8], g: u64) -> Option<u64> {
     None
 }
 
+/// Buckets one scan call reads at most (a sparse app's page of 1,000 is one call).
+const FETCH_BUCKETS: usize = 1024;
+
 /// The end of the position space (positions are 32 bits).
 const END: u64 = 1 << 32;
 
@@ -596,7 +599,7 @@ impl RedisStore {
             let per = (n / ((1u64 << levels.level) + levels.split)).max(1);
             let mut buckets: Vec<(u64, String)> = Vec::new();
             let mut p = from;
-            while p < until && buckets.len() as u64 * per < (limit - page.len()) as u64 + per && buckets.len() < 256 {
+            while p < until && buckets.len() as u64 * per < (limit - page.len()) as u64 + per && buckets.len() < FETCH_BUCKETS {
                 let at_base = levels == base;
                 if let (Some(map), true) = (&map, at_base) {
                     let g = p >> (32 - GRANULE_BITS);
