@@ -1231,6 +1231,88 @@ async fn redis_keys_carry_the_app_id_as_a_hash_tag() {
     }
 }
 
+/// Endpoint records packed with their app's dictionary: made from the first batch big enough,
+/// read back whole by a daemon that has not seen it, and after DeleteApp and the app made
+/// again, a daemon still holding the old dictionary neither packs with it nor misreads.
+async fn endpoint_records_are_packed_with_their_app_s_dictionary(h: Harness) {
+    use herald::proto::v1::AttributeValues;
+    let (s, other) = (h.store.as_ref(), h.other.as_ref());
+    let batch = |tag: &str, n: usize| -> Vec<Endpoint> {
+        (0..n)
+            .map(|i| Endpoint {
+                attributes: [("Plan".to_string(), AttributeValues { values: vec![format!("{tag}-{}", i % 3)] })].into(),
+                ..ep(&format!("{tag}{i:03}"), ChannelType::Email, &format!("{tag}{i}@example.com"), Some(&format!("u{i}")))
+            })
+            .collect()
+    };
+    s.create_app(&app("dict")).await.unwrap();
+    // A small write makes no dictionary; a batch of 16 or more does.
+    s.write_endpoints("dict", upsert(batch("s", 3), true)).await.unwrap();
+    let dict_key = "herald:{dict}:epdict";
+    assert_eq!(h.redis_keys(dict_key).unwrap().len(), 0);
+    s.write_endpoints("dict", upsert(batch("a", 60), true)).await.unwrap();
+    assert_eq!(h.redis_keys(dict_key).unwrap(), vec![dict_key.to_string()]);
+    if let Some(server) = &h.redis {
+        // The batch's records are packed (first byte 1), to under half their size; the first
+        // three stay as written.
+        use deadpool_redis::redis;
+        let mut conn = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut sizes: Vec<(u8, usize)> = Vec::new();
+        for bucket in server.cli(&["--scan", "--pattern", "herald:{dict}:epb:*"]) {
+            let records: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL").arg(&bucket).query_async(&mut conn).await.unwrap();
+            sizes.extend(records.iter().map(|(_, v)| (v[0], v.len())));
+        }
+        assert_eq!(sizes.iter().filter(|(b, _)| *b == 1).count(), 60, "{sizes:?}");
+        let packed: Vec<usize> = sizes.iter().filter(|(b, _)| *b == 1).map(|(_, n)| *n).collect();
+        let plain: Vec<usize> = sizes.iter().filter(|(b, _)| *b != 1).map(|(_, n)| *n).collect();
+        assert!(packed.iter().max().unwrap() * 2 < *plain.iter().min().unwrap(), "{packed:?} against {plain:?}");
+    }
+    let mut want: Vec<Endpoint> = Vec::new();
+    for id in (0..3).map(|i| format!("s{i:03}")).chain((0..60).map(|i| format!("a{i:03}"))) {
+        want.push(s.get_endpoint("dict", &id).await.unwrap().unwrap());
+    }
+    assert_eq!(want[10].attributes["Plan"].values, vec!["a-1".to_string()]);
+    // Another daemon reads them (fetching the dictionary), by id, by user and by scan.
+    for (w, got) in want.iter().zip(other.get_endpoints("dict", &want.iter().map(|e| e.id.clone()).collect::<Vec<_>>()).await.unwrap()) {
+        assert_eq!(Some(w), got.as_ref());
+    }
+    assert_eq!(other.user_endpoints("dict", "u1").await.unwrap().len(), 2);
+    let (page, _) = other.scan_endpoints("dict", None, 1_000).await.unwrap();
+    let mut scanned = page.clone();
+    scanned.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut sorted = want.clone();
+    sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(scanned, sorted);
+    // An update through the other daemon packs with the same dictionary and reads back.
+    let moved = Endpoint { address: "moved@example.com".into(), ..ep("a005", ChannelType::Email, "", None) };
+    other.write_endpoints("dict", upsert(vec![moved], true)).await.unwrap();
+    assert_eq!(s.get_endpoint("dict", "a005").await.unwrap().unwrap().address, "moved@example.com");
+    assert_eq!(s.get_endpoint("dict", "a005").await.unwrap().unwrap().attributes, want[8].attributes);
+    // Deleted and made again: the other daemon still holds the old dictionary. Its write of a
+    // new first batch is refused by the script, then made with the app's own (new) one.
+    s.delete_app("dict").await.unwrap();
+    s.create_app(&app("dict")).await.unwrap();
+    s.write_endpoints("dict", upsert(batch("b", 40), true)).await.unwrap();
+    other.write_endpoints("dict", upsert(batch("c", 30), true)).await.unwrap();
+    assert!(other.get_endpoint("dict", "a001").await.unwrap().is_none());
+    for (store, id, plan) in [(s, "c004", "c-1"), (other, "b005", "b-2"), (other, "c029", "c-2"), (s, "b039", "b-0")] {
+        let e = store.get_endpoint("dict", id).await.unwrap().unwrap();
+        assert_eq!(e.attributes["Plan"].values, vec![plan.to_string()], "{id}");
+    }
+    assert_eq!(s.scan_endpoints("dict", None, 1_000).await.unwrap().0.len(), 70);
+    assert_eq!(other.scan_endpoints("dict", None, 1_000).await.unwrap().0.len(), 70);
+}
+
+#[tokio::test]
+async fn redis_endpoint_records_are_packed_with_their_app_s_dictionary() {
+    endpoint_records_are_packed_with_their_app_s_dictionary(redis().await).await;
+}
+
+#[tokio::test]
+async fn cluster_endpoint_records_are_packed_with_their_app_s_dictionary() {
+    endpoint_records_are_packed_with_their_app_s_dictionary(cluster().await).await;
+}
+
 #[tokio::test]
 async fn redis_event_entries_of_either_form_read_back_in_order() {
     use deadpool_redis::redis;

@@ -18,6 +18,7 @@ mod embedded_templates;
 pub mod plan;
 pub mod redis;
 mod redis_conn;
+mod redis_dict;
 mod redis_endpoints;
 mod redis_journeys;
 mod redis_outcomes;

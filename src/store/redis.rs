@@ -247,6 +247,8 @@ pub struct RedisStore {
     /// How each app's endpoint tables are cut, as last seen (`redis_endpoints`: the scripts
     /// check it and answer with the levels now when it has changed).
     pub(super) levels: std::sync::Mutex<std::collections::HashMap<String, super::redis_endpoints::Levels>>,
+    /// Each app's endpoint dictionary as last seen (`redis_dict`).
+    pub(super) dicts: std::sync::Mutex<std::collections::HashMap<String, super::redis_dict::Seen>>,
 }
 
 impl RedisStore {
@@ -273,7 +275,8 @@ impl RedisStore {
         }
         let mut values = values.into_iter();
         let (ne, na) = (needs.endpoints.len(), needs.addresses.len());
-        let eps: Vec<Option<Vec<u8>>> = values.by_ref().take(ne).collect();
+        let mut eps: Vec<Option<Vec<u8>>> = values.by_ref().take(ne).collect();
+        self.unpack_endpoints(keys, eps.iter_mut().flatten()).await?;
         let addrs: Vec<Option<Vec<u8>>> = values.by_ref().take(na).collect();
         let users: Vec<Option<Vec<u8>>> = values.collect();
         let text = |v: Option<Vec<u8>>| v.map(|b| String::from_utf8_lossy(&b).into_owned());
@@ -301,8 +304,15 @@ impl RedisStore {
         let rejected = all_or_nothing && !plan.rejections.is_empty();
         // Even a plan that writes nothing runs the script: it confirms the app still exists.
         if !rejected {
+            let records: Vec<Vec<u8>> = plan.put_endpoints.iter().map(|e| codec::encode_endpoint(app_id, e)).collect();
+            let dict = self.dict_for_write(&keys, &records).await?;
+            change.dict = dict.as_ref().map(|d| d.id);
             let sets = &mut change.sets;
-            sets.extend(plan.put_endpoints.iter().map(|e| (Table::Endpoints, e.id.clone(), codec::encode_endpoint(app_id, e))));
+            let records = records.into_iter().map(|r| match &dict {
+                Some(d) => d.pack(r),
+                None => r,
+            });
+            sets.extend(plan.put_endpoints.iter().zip(records).map(|(e, r)| (Table::Endpoints, e.id.clone(), r)));
             sets.extend(plan.put_addresses.iter().map(|(k, id)| (Table::Addresses, k.clone(), id.clone().into_bytes())));
             sets.extend(plan.put_users.iter().map(|(u, ids)| (Table::Users, u.clone(), ids.clone().into_bytes())));
             let dels = &mut change.dels;
@@ -316,6 +326,11 @@ impl RedisStore {
         match outcome {
             1 => Ok(Some(plan)),
             0 => Ok(None),
+            // The app was deleted and made again since its dictionary was read: again with its own.
+            -2 => {
+                self.forget_dict(app_id);
+                Ok(None)
+            }
             _ => Err(StoreError::AppNotFound(app_id.to_string())),
         }
     }
@@ -422,6 +437,7 @@ impl Store for RedisStore {
     async fn delete_app(&self, app_id: &str) -> Result<Option<App>, StoreError> {
         let keys = Keys::new(app_id);
         let mut conn = self.conn();
+        self.forget_dict(app_id);
         // Deleting the app record first makes every later write under it fail, and aborts the
         // transactions in flight (they WATCH it); then the rest is swept.
         // (The app list is another slot on a cluster: its own command.)
@@ -920,7 +936,9 @@ impl RedisStore {
         let Some(last) = ids.last().cloned() else { return Ok((Vec::new(), None)) };
         let entries: Vec<(super::redis_endpoints::Table, &str)> =
             ids.iter().map(|id| (super::redis_endpoints::Table::Endpoints, id.as_str())).collect();
-        let values = self.read_entries(&mut conn, keys, &entries).await?.unwrap_or_default();
-        Ok((values.into_iter().flatten().collect(), Some(last)))
+        let mut values: Vec<Vec<u8>> =
+            self.read_entries(&mut conn, keys, &entries).await?.unwrap_or_default().into_iter().flatten().collect();
+        self.unpack_endpoints(keys, values.iter_mut()).await?;
+        Ok((values, Some(last)))
     }
 }

@@ -107,7 +107,12 @@ impl RedisStore {
         let client = redis::Client::open(url)?;
         let cm_config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
         let shared = ConnectionManager::new_with_config(client, cm_config).await?;
-        Ok(Self { backend: Backend::Single { pool, shared }, day_buckets: Default::default(), levels: Default::default() })
+        Ok(Self {
+            backend: Backend::Single { pool, shared },
+            day_buckets: Default::default(),
+            levels: Default::default(),
+            dicts: Default::default(),
+        })
     }
 
     /// A Redis Cluster, found from any of its nodes (`seeds`: `redis://host:port` URLs).
@@ -117,7 +122,7 @@ impl RedisStore {
             .connection_timeout(Duration::from_secs(5))
             .build()?;
         let conn = client.get_async_connection().await?;
-        Ok(Self { backend: Backend::Cluster(conn), day_buckets: Default::default(), levels: Default::default() })
+        Ok(Self { backend: Backend::Cluster(conn), day_buckets: Default::default(), levels: Default::default(), dicts: Default::default() })
     }
 
     pub(super) fn conn(&self) -> Conn {

@@ -229,18 +229,20 @@ fn script(body: &str) -> redis::Script {
 
 /// The endpoint write's compare-and-set. KEYS[1] the app record. ARGV: the prefix, the
 /// levels the caller computed the buckets with ("L:S"), counts of reads, sets and deletes,
-/// endpoints created and removed, then (bucket, name, value read or "") per read, (bucket,
-/// name, value) per set, (bucket, name) per delete. Returns 1 applied, 2 applied and a bucket
-/// is due to split, 0 a value read has changed, -1 the app is gone, or the levels now when
-/// they are not the caller's (nothing applied).
+/// endpoints created and removed, the id of the dictionary the records set are packed with
+/// ("" for none), then (bucket, name, value read or "") per read, (bucket, name, value) per
+/// set, (bucket, name) per delete. Returns 1 applied, 2 applied and a bucket is due to split,
+/// 0 a value read has changed, -1 the app is gone, -2 the app's dictionary is not the one
+/// packed with, or the levels now when they are not the caller's (nothing applied).
 static COMMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     script(&format!(
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local now = string.format('%d:%d', L, S)
 if now ~= ARGV[2] then return now end
+if ARGV[8] ~= '' and redis.call('HGET', P .. 'epdict', 'id') ~= ARGV[8] then return -2 end
 local c, s, d = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local i = 8
+local i = 9
 for _ = 1, c do
   if (redis.call('HGET', ARGV[i], ARGV[i + 1]) or '') ~= ARGV[i + 2] then return 0 end
   i = i + 3
@@ -380,6 +382,8 @@ pub(super) struct EndpointChange {
     pub dels: Vec<(Table, String)>,
     pub created: usize,
     pub removed: usize,
+    /// The dictionary the records set are packed with, if they are.
+    pub dict: Option<u32>,
 }
 
 /// The bounds of a range of the endpoint table, as [`RedisStore::endpoint_splits`] writes
@@ -459,18 +463,21 @@ impl RedisStore {
         ids: &[String],
     ) -> Result<Option<Vec<Option<Endpoint>>>, StoreError> {
         let entries: Vec<(Table, &str)> = ids.iter().map(|id| (Table::Endpoints, id.as_str())).collect();
-        let Some(values) = self.read_entries(conn, keys, &entries).await? else { return Ok(None) };
+        let Some(mut values) = self.read_entries(conn, keys, &entries).await? else { return Ok(None) };
+        self.unpack_endpoints(keys, values.iter_mut().flatten()).await?;
         let decoded = values.into_iter().map(|v| v.map(|b| codec::decode_endpoint(keys.app_id(), &b)).transpose());
         Ok(Some(decoded.collect::<Result<Vec<_>, _>>()?))
     }
 
-    /// Runs [`COMMIT`]: 1 applied, 0 a value read has changed, -1 the app is gone.
+    /// Runs [`COMMIT`]: 1 applied, 0 a value read has changed, -1 the app is gone, -2 the
+    /// app's dictionary is another.
     pub(super) async fn commit_endpoints(&self, conn: &mut Conn, keys: &Keys, c: &EndpointChange) -> Result<i64, StoreError> {
         for _ in 0..8 {
             let levels = self.cached_levels(keys);
             let mut invocation = COMMIT.prepare_invoke();
             invocation.key(keys.app()).arg(keys.prefix()).arg(levels.text());
             invocation.arg(c.read.len()).arg(c.sets.len()).arg(c.dels.len()).arg(c.created).arg(c.removed);
+            invocation.arg(c.dict.map_or_else(String::new, |id| id.to_string()));
             for (t, name, value) in c.read.iter().chain(&c.sets) {
                 invocation.arg(levels.key(keys, *t, name)).arg(name.as_str()).arg(value.as_slice());
             }
@@ -569,8 +576,22 @@ impl RedisStore {
     }
 
     /// A page of (id, record) of the endpoint table in scan order: after the id `after`, or
-    /// from the range's start, up to its end (bounds from [`RedisStore::endpoint_splits`]).
+    /// from the range's start, up to its end (bounds from [`RedisStore::endpoint_splits`]);
+    /// the records unpacked, as [`codec::decode_endpoint`] reads them.
     pub(super) async fn scan_endpoint_table(
+        &self,
+        keys: &Keys,
+        after: Option<String>,
+        range: (Option<&str>, Option<&str>),
+        limit: usize,
+    ) -> Result<(Vec<(String, Vec<u8>)>, Option<String>), StoreError> {
+        let (mut page, next) = self.scan_buckets(keys, after, range, limit).await?;
+        self.unpack_endpoints(keys, page.iter_mut().map(|(_, v)| v)).await?;
+        Ok((page, next))
+    }
+
+    /// [`Self::scan_endpoint_table`]'s page as stored.
+    async fn scan_buckets(
         &self,
         keys: &Keys,
         after: Option<String>,

@@ -62,6 +62,44 @@ fn endpoints_read_back_as_written_and_earlier_values_still_read() {
 }
 
 #[test]
+fn records_packed_with_their_app_s_dictionary_unpack_as_written_and_only_with_it() {
+    let app = "7d9150b0a90743e5b071f749857b5b22";
+    let records: Vec<Endpoint> = (0..40)
+        .map(|i| Endpoint {
+            id: format!("ep-{i}"),
+            address: format!("user{i}@example.com"),
+            attributes: [("Plan".to_string(), AttributeValues { values: vec![["Pro", "Free"][i % 2].into()] })].into(),
+            ..endpoint()
+        })
+        .collect();
+    let stored: Vec<Vec<u8>> = records.iter().map(|e| encode_endpoint(app, e)).collect();
+    assert!(EndpointDict::from_records(stored[..DICT_RECORDS - 1].iter().map(Vec::as_slice)).is_none(), "too few records");
+    let dict = EndpointDict::from_records(stored.iter().map(Vec::as_slice)).unwrap();
+    assert_eq!(dict.bytes.len(), stored[..DICT_RECORDS].iter().map(Vec::len).sum::<usize>());
+    assert_eq!(dict, EndpointDict::new(dict.bytes.clone()), "the id is the bytes' hash");
+    for (e, s) in records.iter().zip(&stored).skip(DICT_RECORDS) {
+        let packed = dict.pack(s.clone());
+        assert!(packed.len() * 2 < s.len(), "{} bytes packed from {}", packed.len(), s.len());
+        assert_eq!(packed_with(&packed), Some(dict.id));
+        assert_eq!(&unpack_endpoint(Some(&dict), packed.clone()).unwrap(), s);
+        assert_eq!(&decode_endpoint(app, &unpack_endpoint(Some(&dict), packed.clone()).unwrap()).unwrap(), e);
+        // Without the dictionary, or with another, it is refused, never misread.
+        assert!(unpack_endpoint(None, packed.clone()).is_err());
+        let other = EndpointDict::new(stored[20..].concat());
+        assert!(unpack_endpoint(Some(&other), packed.clone()).is_err());
+        assert!(decode_endpoint(app, &packed).is_err(), "a packed record is not read as a plain one");
+        // Cut short or claiming an impossible length: an error.
+        assert!(unpack_endpoint(Some(&dict), packed[..packed.len() - 3].to_vec()).is_err());
+        let mut huge = packed[..5].to_vec();
+        prost::encoding::encode_varint(1 << 40, &mut huge);
+        assert!(unpack_endpoint(Some(&dict), huge).is_err());
+    }
+    // Unpacked records pass through; one that would not shrink is kept as it is.
+    assert_eq!(unpack_endpoint(None, stored[0].clone()).unwrap(), stored[0]);
+    assert_eq!(dict.pack(vec![MARK, 0, 9]), vec![MARK, 0, 9]);
+}
+
+#[test]
 fn outcomes_read_back_as_written_and_earlier_values_still_read() {
     let app = "7d9150b0a90743e5b071f749857b5b22";
     let campaign = "13690135e02840b88cf7272ab19085e2";
