@@ -1736,6 +1736,14 @@ async fn redis_endpoints_of_an_earlier_release_move_into_the_buckets() {
     assert_eq!(store.migrate_endpoints().await.unwrap(), 0);
     let left = h.redis.as_ref().unwrap().cli(&["--scan", "--pattern", "herald:{old}:*"]);
     assert!(left.iter().all(|k| !k.contains(":ep:") && !k.contains(":addr:") && !k.contains(":user:") && !k.ends_with(":eps")), "{left:?}");
+    // The records moved packed with the dictionary their first chunk made.
+    assert!(left.contains(&"herald:{old}:epdict".to_string()), "{left:?}");
+    let mut packed = 0;
+    for bucket in left.iter().filter(|k| k.contains(":epb:")) {
+        let records: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL").arg(bucket).query_async(&mut conn).await.unwrap();
+        packed += records.iter().filter(|(_, v)| codec::packed_with(v).is_some()).count();
+    }
+    assert_eq!(packed, 1_200);
     assert_eq!(s.get_endpoint("old", "e17").await.unwrap().unwrap().address, "u17@example.com");
     assert_eq!(s.endpoint_by_address("old", ChannelType::Email as i32, "u1199@example.com").await.unwrap().as_deref(), Some("e1199"));
     assert_eq!(s.user_endpoints("old", "user5").await.unwrap().len(), 3);

@@ -723,6 +723,13 @@ impl RedisStore {
                 user_names.push(u.user_id.clone());
             }
         }
+        // Packed with the app's dictionary as they move (made from this chunk when it has none).
+        let records: Vec<Vec<u8>> = entries.iter().map(|(_, _, v)| v.clone()).collect();
+        if let Some(dict) = self.dict_for_write(keys, &records).await? {
+            for ((_, _, v), r) in entries.iter_mut().zip(records) {
+                *v = dict.pack(r);
+            }
+        }
         addr_names.sort();
         addr_names.dedup();
         user_names.sort();
