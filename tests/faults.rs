@@ -396,6 +396,12 @@ async fn endpoint_writes_through_kill_9_and_a_redis_restart_leave_the_bucketed_t
     assert_eq!(bucket_entries(redis, &app, "adb"), active);
     assert_eq!(bucket_entries(redis, &app, "usb"), (N / 2) as i64);
     assert_eq!(redis.cli(&["HGET", &format!("herald:{{{app}}}:epix"), "n"]), [N.to_string()]);
+    // The app's dictionary, made by its first batch, came back with Redis, and every record
+    // (each written since) is packed with it.
+    assert_eq!(redis.cli(&["HEXISTS", &format!("herald:{{{app}}}:epdict"), "d"]), ["1"]);
+    let packed = "local n = 0 for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
+        for _, v in ipairs(redis.call('HVALS', k)) do if string.byte(v, 1) == 1 then n = n + 1 end end end return n";
+    assert_eq!(redis.cli(&["EVAL", packed, "0", &format!("herald:{{{app}}}:epb:*")]), [N.to_string()]);
     for i in [0, 1, 17, N / 2, N - 1] {
         let e = client
             .get_endpoint(d.req(herald::proto::v1::GetEndpointRequest { app_id: app.clone(), endpoint_id: format!("ep{i:06}") }))
