@@ -42,7 +42,7 @@ pub(super) const LOAD: u64 = 48;
 const SPLIT_BATCH: u64 = 64;
 
 /// The tables: the letter a script is given, and the name of its buckets.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(super) enum Table {
     Endpoints,
     Addresses,
@@ -230,8 +230,11 @@ fn script(body: &str) -> redis::Script {
 /// The endpoint write's compare-and-set. KEYS[1] the app record. ARGV: the prefix, the
 /// levels the caller computed the buckets with ("L:S"), counts of reads, sets and deletes,
 /// endpoints created and removed, the id of the dictionary the records set are packed with
-/// ("" for none), then (bucket, name, value read or "") per read, (bucket, name, value) per
-/// set, (bucket, name) per delete. Returns 1 applied, 2 applied and a bucket is due to split,
+/// ("" for none), the count of creations, then (bucket, name, value read or "") per read,
+/// (bucket, name, value) per creation, per set, and (bucket, name) per delete. A creation is
+/// a set of an entry read as absent: `HSETNX` checks it is still absent as it writes it (an
+/// entry that has appeared since undoes the creations made and answers 0, like a changed
+/// read), which saves reading it again — a fresh import's entries are all creations. Returns 1 applied, 2 applied and a bucket is due to split,
 /// 0 a value read has changed, -1 the app is gone, -2 the app's dictionary is not the one
 /// packed with, or the levels now when they are not the caller's (nothing applied).
 static COMMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
@@ -241,10 +244,18 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local now = string.format('%d:%d', L, S)
 if now ~= ARGV[2] then return now end
 if ARGV[8] ~= '' and redis.call('HGET', P .. 'epdict', 'id') ~= ARGV[8] then return -2 end
-local c, s, d = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local i = 9
+local c, s, d, x = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[9])
+local i = 10
 for _ = 1, c do
   if (redis.call('HGET', ARGV[i], ARGV[i + 1]) or '') ~= ARGV[i + 2] then return 0 end
+  i = i + 3
+end
+local first = i
+for _ = 1, x do
+  if redis.call('HSETNX', ARGV[i], ARGV[i + 1], ARGV[i + 2]) == 0 then
+    for j = first, i - 3, 3 do redis.call('HDEL', ARGV[j], ARGV[j + 1]) end
+    return 0
+  end
   i = i + 3
 end
 for _ = 1, s do
@@ -386,6 +397,9 @@ pub(super) struct EndpointChange {
     pub dict: Option<u32>,
 }
 
+/// An entry of a table and its value.
+type Entry = (Table, String, Vec<u8>);
+
 /// The bounds of a range of the endpoint table, as [`RedisStore::endpoint_splits`] writes
 /// them: `@` and the position in hex.
 fn parse_bound(bound: Option<&str>, default: u64) -> Result<u64, StoreError> {
@@ -472,13 +486,19 @@ impl RedisStore {
     /// Runs [`COMMIT`]: 1 applied, 0 a value read has changed, -1 the app is gone, -2 the
     /// app's dictionary is another.
     pub(super) async fn commit_endpoints(&self, conn: &mut Conn, keys: &Keys, c: &EndpointChange) -> Result<i64, StoreError> {
+        // Entries read as absent and set now are creations; the other reads are checked.
+        let absent: std::collections::HashSet<(Table, &str)> =
+            c.read.iter().filter(|(_, _, v)| v.is_empty()).map(|(t, n, _)| (*t, n.as_str())).collect();
+        let (creations, sets): (Vec<&Entry>, Vec<_>) = c.sets.iter().partition(|(t, n, _)| absent.contains(&(*t, n.as_str())));
+        let created: std::collections::HashSet<(Table, &str)> = creations.iter().map(|(t, n, _)| (*t, n.as_str())).collect();
+        let checks: Vec<&Entry> = c.read.iter().filter(|(t, n, v)| !(v.is_empty() && created.contains(&(*t, n.as_str())))).collect();
         for _ in 0..8 {
             let levels = self.cached_levels(keys);
             let mut invocation = COMMIT.prepare_invoke();
             invocation.key(keys.app()).arg(keys.prefix()).arg(levels.text());
-            invocation.arg(c.read.len()).arg(c.sets.len()).arg(c.dels.len()).arg(c.created).arg(c.removed);
-            invocation.arg(c.dict.map_or_else(String::new, |id| id.to_string()));
-            for (t, name, value) in c.read.iter().chain(&c.sets) {
+            invocation.arg(checks.len()).arg(sets.len()).arg(c.dels.len()).arg(c.created).arg(c.removed);
+            invocation.arg(c.dict.map_or_else(String::new, |id| id.to_string())).arg(creations.len());
+            for (t, name, value) in checks.iter().chain(&creations).chain(&sets) {
                 invocation.arg(levels.key(keys, *t, name)).arg(name.as_str()).arg(value.as_slice());
             }
             for (t, name) in &c.dels {
@@ -772,6 +792,89 @@ impl RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real `redis-server` on a free loopback port, killed on drop.
+    struct Server {
+        child: std::process::Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Server {
+        fn start() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (scripts/test installs it)");
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Self { child, port, _dir: dir }
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_creation_that_meets_an_entry_written_since_undoes_the_others_and_is_refused() {
+        use crate::proto::v1::{App, EndpointUser};
+        use crate::store::Store as _;
+        let server = Server::start();
+        let store = RedisStore::connect(&format!("redis://127.0.0.1:{}", server.port), 2).await.unwrap();
+        store.create_app(&App { app_id: "a".into(), name: "a".into(), ..Default::default() }).await.unwrap();
+        let user = |id: &str| Endpoint {
+            id: id.into(),
+            address: format!("{id}@example.com"),
+            channel_type: crate::proto::v1::ChannelType::Email as i32,
+            user: Some(EndpointUser { user_id: "u".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        let upsert = |e: Endpoint| super::super::EndpointOp::Upsert {
+            writes: vec![e],
+            all_or_nothing: true,
+            now: "2026-01-01T00:00:00.000Z".into(),
+            request_id: "r".into(),
+        };
+        assert!(store.write_endpoints("a", upsert(user("e1"))).await.unwrap().rejections.is_empty());
+        // A writer that read n1 and user u as absent before e1's write made u: n1's record is
+        // created, then u's creation finds u; n1's is taken back and nothing is applied.
+        let keys = Keys::new("a");
+        let record = codec::encode_endpoint("a", &user("n1"));
+        let stale = EndpointChange {
+            read: vec![(Table::Endpoints, "n1".into(), Vec::new()), (Table::Users, "u".into(), Vec::new())],
+            sets: vec![(Table::Endpoints, "n1".into(), record.clone()), (Table::Users, "u".into(), b"n1".to_vec())],
+            created: 1,
+            ..Default::default()
+        };
+        let mut conn = store.pooled().await.unwrap();
+        assert_eq!(store.commit_endpoints(&mut conn, &keys, &stale).await.unwrap(), 0);
+        assert!(store.get_endpoint("a", "n1").await.unwrap().is_none(), "the creation made is undone");
+        assert_eq!(store.user_endpoints("a", "u").await.unwrap().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e1"]);
+        let count: Option<u64> = redis::cmd("HGET").arg(keys.key("epix", "")).arg("n").query_async(&mut conn).await.unwrap();
+        assert_eq!(count, Some(1));
+        // Read again as it is, the same write goes in.
+        let fresh = EndpointChange {
+            read: vec![(Table::Endpoints, "n1".into(), Vec::new()), (Table::Users, "u".into(), b"e1".to_vec())],
+            sets: vec![(Table::Endpoints, "n1".into(), record), (Table::Users, "u".into(), b"e1\nn1".to_vec())],
+            created: 1,
+            ..Default::default()
+        };
+        assert_eq!(store.commit_endpoints(&mut conn, &keys, &fresh).await.unwrap(), 1);
+        assert_eq!(store.get_endpoint("a", "n1").await.unwrap().unwrap().address, "n1@example.com");
+        assert_eq!(store.user_endpoints("a", "u").await.unwrap().len(), 2);
+    }
 
     #[test]
     fn a_bucket_holds_one_range_of_positions_and_a_split_cuts_it_in_two() {
