@@ -38,7 +38,7 @@ fn job(i: usize, reply: Option<oneshot::Sender<MessageOutcome>>) -> Job {
         .message(&outcome.address, "Hi", Some("x"), None, None, None)
         .unwrap();
     Job {
-        outcome,
+        outcome: Box::new(outcome),
         payload: Payload::Email { from: "news@shop.example".into(), mime },
         dry_run: false,
         first_attempt: None,
@@ -156,7 +156,7 @@ fn custom_job(url: &str, reply: oneshot::Sender<MessageOutcome>) -> Job {
     };
     let body = herald::channels::webhook::Payload { application_id: "app".into(), data: "x".into(), ..Default::default() };
     Job {
-        outcome,
+        outcome: Box::new(outcome),
         payload: Payload::Custom { body },
         dry_run: false,
         first_attempt: None,

@@ -30,8 +30,10 @@ pub const BATCH: usize = 64;
 /// One message on its way.
 #[derive(Debug)]
 pub struct Job {
-    /// The outcome so far (ids, channel, address); the worker fills in the result.
-    pub outcome: MessageOutcome,
+    /// The outcome so far (ids, channel, address); the worker fills in the result. Boxed: a
+    /// job moves through the planner, its shard's queue and its batch, and the outcome is most
+    /// of its size.
+    pub outcome: Box<MessageOutcome>,
     pub payload: Payload,
     pub dry_run: bool,
     pub first_attempt: Option<Instant>,
@@ -335,7 +337,7 @@ impl Engine {
 }
 
 /// Applies a delivery to an outcome; `Some(delay)` when it should be tried again.
-fn settle(job: &mut Job, d: &Delivery, policy: &RetryPolicy, now: &str) -> Option<Duration> {
+fn settle(job: &mut Job, d: Delivery, policy: &RetryPolicy, now: &str) -> Option<Duration> {
     let first = *job.first_attempt.get_or_insert_with(Instant::now);
     job.outcome.attempts += 1;
     let o = &mut job.outcome;
@@ -346,24 +348,24 @@ fn settle(job: &mut Job, d: &Delivery, policy: &RetryPolicy, now: &str) -> Optio
     match d {
         Delivery::Delivered { message, provider_id, .. } => {
             o.delivery_status = DeliveryStatus::Successful as i32;
-            o.status_message = message.clone();
-            o.provider_message_id = provider_id.clone().unwrap_or_default();
+            o.status_message = message;
+            o.provider_message_id = provider_id.unwrap_or_default();
             None
         }
         Delivery::Permanent { message, .. } => {
             o.delivery_status = DeliveryStatus::PermanentFailure as i32;
-            o.status_message = message.clone();
+            o.status_message = message;
             None
         }
         Delivery::Retry { message, retry_after, .. } => {
             o.delivery_status = DeliveryStatus::TemporaryFailure as i32;
-            o.status_message = message.clone();
-            retry(*retry_after, rand::random())
+            o.status_message = message;
+            retry(retry_after, rand::random())
         }
         Delivery::Throttled { message, retry_after, .. } => {
             o.delivery_status = DeliveryStatus::Throttled as i32;
-            o.status_message = message.clone();
-            retry(*retry_after, rand::random())
+            o.status_message = message;
+            retry(retry_after, rand::random())
         }
     }
 }

@@ -14,7 +14,7 @@ pub fn event_type(channel: &str, status: DeliveryStatus, hard_bounce: bool) -> S
             DeliveryStatus::OptOut => "OPTOUT",
             _ => "FAILURE",
         };
-        return format!("{prefix}.{name}");
+        return [prefix, ".", name].concat();
     }
     let name = match status {
         DeliveryStatus::Successful => "send",
@@ -22,7 +22,7 @@ pub fn event_type(channel: &str, status: DeliveryStatus, hard_bounce: bool) -> S
         DeliveryStatus::TemporaryFailure => "softbounce",
         _ => "rejected",
     };
-    format!("{prefix}.{name}")
+    [prefix, ".", name].concat()
 }
 
 /// Pinpoint's event-name prefix for a channel (`EMAIL`, `SMS`, `CUSTOM`, a push channel).

@@ -6,7 +6,6 @@
 
 pub mod events;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +15,11 @@ use crate::domain;
 use crate::proto::v1::{Endpoint, EndpointStatus, Event, MessageOutcome, Suppression, SuppressionReason};
 use crate::store::{EndpointOp, Store, StoreError};
 
-/// What one write records, per app.
+/// What one write records, per app (a batch nearly always holds one or two apps: a short
+/// list, searched by comparing ids).
 #[derive(Default, Debug)]
 pub struct Batch {
-    apps: HashMap<String, AppBatch>,
+    apps: Vec<(String, AppBatch)>,
 }
 
 /// One app's share of a [`Batch`].
@@ -33,9 +33,9 @@ struct AppBatch {
 }
 
 /// Where an outcome sits in a [`Batch`], to take it back once recorded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Slot {
-    app: String,
+    app: usize,
     index: usize,
 }
 
@@ -44,20 +44,29 @@ impl Batch {
         self.apps.is_empty()
     }
 
-    fn app(&mut self, app: &str) -> &mut AppBatch {
-        if !self.apps.contains_key(app) {
-            self.apps.insert(app.to_string(), AppBatch::default());
+    /// The position of `app`'s share, made when it has none yet.
+    fn position(&mut self, app: &str) -> usize {
+        match self.apps.iter().position(|(id, _)| id == app) {
+            Some(at) => at,
+            None => {
+                self.apps.push((app.to_string(), AppBatch::default()));
+                self.apps.len() - 1
+            }
         }
-        self.apps.get_mut(app).expect("inserted above")
+    }
+
+    fn app(&mut self, app: &str) -> &mut AppBatch {
+        let at = self.position(app);
+        &mut self.apps[at].1
     }
 
     /// An outcome with its event (if it has one); where it sits.
     pub fn outcome(&mut self, o: MessageOutcome, event: Option<Event>) -> Slot {
-        let app = o.app_id.clone();
-        let a = self.app(&app);
+        let at = self.position(&o.app_id);
+        let a = &mut self.apps[at].1;
         a.events.extend(event);
         a.outcomes.push(o);
-        Slot { index: a.outcomes.len() - 1, app }
+        Slot { index: a.outcomes.len() - 1, app: at }
     }
 
     /// A final delivery: its event (Pinpoint's type for the channel and status), and what a
@@ -71,7 +80,7 @@ impl Batch {
         extra(&mut o, &mut event);
         if hard_bounce && crate::channels::is_push(&o.channel) {
             if !o.endpoint_id.is_empty() {
-                self.app(&o.app_id.clone()).dead.push(o.endpoint_id.clone());
+                self.app(&o.app_id).dead.push(o.endpoint_id.clone());
             }
         } else if hard_bounce {
             let s = Suppression {
@@ -80,7 +89,7 @@ impl Batch {
                 created_date: o.updated_date.clone(),
                 note: o.status_message.clone(),
             };
-            self.app(&o.app_id.clone()).suppressions.push(s);
+            self.app(&o.app_id).suppressions.push(s);
         }
         self.outcome(o, Some(event))
     }
@@ -97,13 +106,13 @@ impl Batch {
 
     /// Takes a recorded outcome back out (for whoever waits for it), without a copy.
     pub fn take(&mut self, slot: &Slot) -> Option<MessageOutcome> {
-        let a = self.apps.get_mut(&slot.app)?;
+        let a = &mut self.apps.get_mut(slot.app)?.1;
         a.outcomes.get_mut(slot.index).map(std::mem::take)
     }
 
     /// Every outcome, in the order added per app.
     pub fn outcomes(&self) -> impl Iterator<Item = &MessageOutcome> {
-        self.apps.values().flat_map(|a| a.outcomes.iter())
+        self.apps.iter().flat_map(|(_, a)| a.outcomes.iter())
     }
 }
 

@@ -159,7 +159,15 @@ impl Planner<'_> {
         overrides: &Overrides,
     ) -> Result<Job, Box<Unrendered>> {
         match self.composer.payload(lane, channel, endpoint, subs, self.origin, &outcome, overrides) {
-            Ok(payload) => Ok(Job { outcome, payload, dry_run: self.dry_run, first_attempt: None, reply, not_before: None, kept: false }),
+            Ok(payload) => Ok(Job {
+                outcome: Box::new(outcome),
+                payload,
+                dry_run: self.dry_run,
+                first_attempt: None,
+                reply,
+                not_before: None,
+                kept: false,
+            }),
             Err(why) => {
                 outcome.delivery_status = DeliveryStatus::PermanentFailure as i32;
                 outcome.status_message = why.to_string();

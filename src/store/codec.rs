@@ -38,7 +38,7 @@ struct Header {
 
 impl Header {
     fn new() -> Self {
-        let mut packed = Vec::with_capacity(64);
+        let mut packed = Vec::with_capacity(384);
         packed.extend([MARK, 0]);
         Self { flags: 0, packed, dropped: 0 }
     }
@@ -74,7 +74,8 @@ impl Header {
     fn finish(mut self, body: &impl prost::Message) -> Vec<u8> {
         self.packed[1] = self.flags;
         let start = self.packed.len();
-        self.packed.reserve(body.encoded_len());
+        // No exact reserve: computing a record's encoded length walks it (its maps) a second
+        // time, and the header's capacity already holds a usual record.
         body.encode_raw(&mut self.packed);
         if self.dropped != 0 {
             strip_fields(&mut self.packed, start, self.dropped);
@@ -517,19 +518,83 @@ pub fn encode_event(app_id: &str, e: &Event) -> Vec<u8> {
         h.omit(EV_APP, 5);
     }
     // The attributes go last, in key order (a map's own order differs from event to event),
-    // so like events of a block repeat the same bytes and compress to almost nothing.
-    h.dropped |= 1 << 7;
+    // so like events of a block repeat the same bytes and compress to almost nothing. They are
+    // encoded once, with the rest, and their entries moved.
+    let start = h.packed.len();
     let mut stored = h.finish(e);
-    let mut attributes: Vec<(&String, &String)> = e.attributes.iter().collect();
-    attributes.sort_unstable();
-    for (k, v) in attributes {
-        use prost::encoding::{encode_key, encode_varint, string, WireType};
-        encode_key(7, WireType::LengthDelimited, &mut stored);
-        encode_varint((string::encoded_len(1, k) + string::encoded_len(2, v)) as u64, &mut stored);
-        string::encode(1, k, &mut stored);
-        string::encode(2, v, &mut stored);
-    }
+    map_entries_last(&mut stored, start, 7);
     stored
+}
+
+/// The end of the protobuf field that starts at `at`, and its key; `None` when the bytes there
+/// are not a whole field of a wire type prost writes.
+fn field_at(buf: &[u8], at: usize) -> Option<(u64, usize)> {
+    fn varint_end(buf: &[u8], mut at: usize) -> usize {
+        while at < buf.len() && buf[at] & 0x80 != 0 {
+            at += 1;
+        }
+        at + 1
+    }
+    let key = prost::encoding::decode_varint(&mut buf.get(at..)?).ok()?;
+    let key_end = varint_end(buf, at);
+    let end = match key & 7 {
+        0 => varint_end(buf, key_end),
+        1 => key_end + 8,
+        2 => {
+            let len = prost::encoding::decode_varint(&mut buf.get(key_end..)?).ok()?;
+            varint_end(buf, key_end).checked_add(usize::try_from(len).ok()?)?
+        }
+        5 => key_end + 4,
+        _ => return None,
+    };
+    (end <= buf.len()).then_some((key, end))
+}
+
+/// Moves the entries of map field `number` in the protobuf encoding `buf[start..]` after the
+/// other fields, in key order. Left as it is when the bytes do not parse (prost wrote them).
+fn map_entries_last(buf: &mut Vec<u8>, start: usize, number: u64) {
+    let mut entries: Vec<(usize, usize)> = Vec::new();
+    let mut at = start;
+    while at < buf.len() {
+        let Some((key, end)) = field_at(buf, at) else { return };
+        if key >> 3 == number {
+            entries.push((at, end));
+        }
+        at = end;
+    }
+    if entries.is_empty() {
+        return;
+    }
+    // An entry's key: its field 1, first when prost writes it (absent when empty).
+    let key_of = |(s, e): (usize, usize)| -> &[u8] {
+        // Past the entry's own key and length.
+        let mut inner = &buf[s..e];
+        let _ = prost::encoding::decode_varint(&mut inner);
+        let _ = prost::encoding::decode_varint(&mut inner);
+        match inner.split_first() {
+            Some((0x0A, mut rest)) => match prost::encoding::decode_varint(&mut rest) {
+                Ok(n) => rest.get(..n as usize).unwrap_or(&[]),
+                Err(_) => &[],
+            },
+            _ => &[],
+        }
+    };
+    let mut order = entries.clone();
+    order.sort_unstable_by(|a, b| key_of(*a).cmp(key_of(*b)));
+    let moved: Vec<u8> = order.iter().flat_map(|&(s, e)| buf[s..e].iter().copied()).collect();
+    // The other fields close up, in their order; the entries follow.
+    let mut write = entries[0].0;
+    let mut read = entries[0].1;
+    for &(s, e) in &entries[1..] {
+        buf.copy_within(read..s, write);
+        write += s - read;
+        read = e;
+    }
+    let len = buf.len();
+    buf.copy_within(read..len, write);
+    write += len - read;
+    buf.truncate(write);
+    buf.extend_from_slice(&moved);
 }
 
 /// An event of `app_id` from its stored form (or an earlier release's protobuf).

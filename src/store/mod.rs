@@ -184,10 +184,10 @@ pub fn mark_ttl(ttl_secs: u64) -> u64 {
 }
 
 /// Counts a batch by (day, channel, status).
-pub fn tally(outcomes: &[MessageOutcome]) -> std::collections::BTreeMap<(String, String, i32), u64> {
+pub fn tally(outcomes: &[MessageOutcome]) -> std::collections::BTreeMap<(&str, &str, i32), u64> {
     let mut counts = std::collections::BTreeMap::new();
     for o in outcomes {
-        *counts.entry((outcome_day(o).to_string(), o.channel.clone(), o.delivery_status)).or_insert(0) += 1;
+        *counts.entry((outcome_day(o), o.channel.as_str(), o.delivery_status)).or_insert(0) += 1;
     }
     counts
 }

@@ -185,7 +185,7 @@ impl RedisStore {
             pipe.expire(&key, (ttl_secs.max(1) + 3_600) as i64).ignore();
         }
         for ((day, channel, status), n) in super::tally(outcomes) {
-            let counts = keys.key("counts:", &day);
+            let counts = keys.key("counts:", day);
             pipe.hincr(&counts, format!("{channel}:{status}"), n).ignore();
             pipe.expire(&counts, (ttl_secs + 86_400) as i64).ignore();
         }

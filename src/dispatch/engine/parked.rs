@@ -82,7 +82,7 @@ fn decode(body: &[u8]) -> Option<(Lane, Job)> {
     let now = Instant::now();
     let wait = (r.due_ms - chrono::Utc::now().timestamp_millis()).max(0) as u64;
     let job = Job {
-        outcome,
+        outcome: Box::new(outcome),
         payload: r.payload,
         dry_run: r.dry_run,
         first_attempt: Some(now.checked_sub(Duration::from_millis(r.tried_ms)).unwrap_or(now)),

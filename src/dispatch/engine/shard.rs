@@ -97,7 +97,7 @@ impl Settled {
     /// A job's outcome, as it stands, to record.
     fn record(&mut self, mut job: Job, hard: bool) {
         let payload = &job.payload;
-        let slot = self.batch.delivered(std::mem::take(&mut job.outcome), hard, |o, event| {
+        let slot = self.batch.delivered(std::mem::take(&mut *job.outcome), hard, |o, event| {
             if let Payload::Sms(text) = payload {
                 sms_facts(o, event, text);
             }
@@ -116,7 +116,7 @@ fn hand_back(lane: Lane, jobs: Vec<(Instant, Job)>, settled: &mut Settled) {
             continue;
         }
         let kept = super::parked::encode(lane, &job, due);
-        let mut o = std::mem::take(&mut job.outcome);
+        let mut o = std::mem::take(&mut *job.outcome);
         o.status_message = format!("{} (retry due after the daemon stopped: kept, and made when it starts again)", o.status_message);
         settled.keep.push((kept, o, job.reply.take()));
     }
@@ -210,7 +210,7 @@ async fn send_batch(
     let mut late = Vec::new();
     for (mut job, d) in go.into_iter().zip(deliveries) {
         let hard = matches!(d, Delivery::Permanent { hard_bounce: true, .. });
-        if let Some(delay) = settle(&mut job, &d, &shared.config.retry, &now) {
+        if let Some(delay) = settle(&mut job, d, &shared.config.retry, &now) {
             m.retries.increment(1);
             let due = Instant::now() + delay;
             match deadline {
@@ -288,7 +288,7 @@ mod tests {
 
     fn job(n: i32) -> Job {
         Job {
-            outcome: MessageOutcome { attempts: n, ..Default::default() },
+            outcome: Box::new(MessageOutcome { attempts: n, ..Default::default() }),
             payload: Payload::Email { from: String::new(), mime: Vec::new() },
             dry_run: true,
             first_attempt: None,
