@@ -87,28 +87,10 @@ impl Header {
 /// Removes the top-level fields whose numbers are set in `dropped` (numbers below 32) from the
 /// protobuf encoding in `buf[start..]`, moving the rest down in place.
 fn strip_fields(buf: &mut Vec<u8>, start: usize, dropped: u32) {
-    fn varint_end(buf: &[u8], mut at: usize) -> usize {
-        while at < buf.len() && buf[at] & 0x80 != 0 {
-            at += 1;
-        }
-        at + 1
-    }
     let (mut read, mut write) = (start, start);
     while read < buf.len() {
-        let Ok(key) = prost::encoding::decode_varint(&mut &buf[read..]) else { break };
-        let key_end = varint_end(buf, read);
-        let end = match key & 7 {
-            0 => varint_end(buf, key_end),
-            1 => key_end + 8,
-            2 => {
-                let Ok(len) = prost::encoding::decode_varint(&mut &buf[key_end..]) else { break };
-                varint_end(buf, key_end) + len as usize
-            }
-            5 => key_end + 4,
-            // Groups: prost never writes them; keep the rest as it is.
-            _ => break,
-        }
-        .min(buf.len());
+        // Not a whole field (groups, a cut record: prost writes neither): the rest is kept.
+        let Some((key, end)) = field_at(buf, read) else { break };
         let number = key >> 3;
         if number < 32 && dropped & (1 << number) != 0 {
             read = end;
@@ -566,7 +548,7 @@ fn map_entries_last(buf: &mut Vec<u8>, start: usize, number: u64) {
         return;
     }
     // An entry's key: its field 1, first when prost writes it (absent when empty).
-    let key_of = |(s, e): (usize, usize)| -> &[u8] {
+    let key_of = |&(s, e): &(usize, usize)| -> &[u8] {
         // Past the entry's own key and length.
         let mut inner = &buf[s..e];
         let _ = prost::encoding::decode_varint(&mut inner);
@@ -579,9 +561,9 @@ fn map_entries_last(buf: &mut Vec<u8>, start: usize, number: u64) {
             _ => &[],
         }
     };
-    let mut order = entries.clone();
-    order.sort_unstable_by(|a, b| key_of(*a).cmp(key_of(*b)));
-    let moved: Vec<u8> = order.iter().flat_map(|&(s, e)| buf[s..e].iter().copied()).collect();
+    let mut order: Vec<(&[u8], &[u8])> = entries.iter().map(|r| (key_of(r), &buf[r.0..r.1])).collect();
+    order.sort_unstable_by_key(|(key, _)| *key);
+    let moved: Vec<u8> = order.iter().flat_map(|(_, bytes)| bytes.iter().copied()).collect();
     // The other fields close up, in their order; the entries follow.
     let mut write = entries[0].0;
     let mut read = entries[0].1;

@@ -97,7 +97,7 @@ impl Settled {
     /// A job's outcome, as it stands, to record.
     fn record(&mut self, mut job: Job, hard: bool) {
         let payload = &job.payload;
-        let slot = self.batch.delivered(std::mem::take(&mut *job.outcome), hard, |o, event| {
+        let slot = self.batch.delivered(*job.outcome, hard, |o, event| {
             if let Payload::Sms(text) = payload {
                 sms_facts(o, event, text);
             }
